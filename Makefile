@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine:
+#   make train   # trains configs/default.toml (offline, CPU-friendly), then prints a sample
+#   make test    # runs the test suite
+# Both create the virtual environment .venv on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The torch wheel to install when none is present. Override for a specific build, e.g.
+#   make TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124" setup
+TORCH_SPEC ?= torch==2.13.0
+CONFIG ?= configs/default.toml
+
+.PHONY: setup train test test-fast bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+train: setup
+	$(PY) -m train $(CONFIG)
+	$(PY) -m train.sample runs/$(basename $(notdir $(CONFIG))) --max_new_tokens 400
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) scripts/bench.py configs/bench/gpt2-6x384.toml
+
+clean:
+	rm -rf $(VENV) runs .cache .pytest_cache
