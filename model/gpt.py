@@ -1,0 +1,122 @@
+"""The GPT model: token (+ position) embeddings, a stack of blocks, a final norm, the LM head."""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .block import Block
+from .config import ModelConfig
+from .kv_cache import KVCache
+from .norm import build_norm
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model; with the default config, exactly GPT-2.
+
+    Radford et al. 2019, "Language Models are Unsupervised Multitask Learners". Parameter names
+    follow HF `GPT2LMHeadModel` (`transformer.wte`, `transformer.h.0.attn.c_attn`, ...), so
+    weight conversion (model/hf.py) is a near-identity map.
+
+    `model(idx)` returns logits (B, T, vocab_size); `model(idx, targets)` returns (logits, loss).
+    The embedding table is padded to `padded_vocab_size` rows for faster matmuls; logits of the
+    padding rows are cut off, so they can never receive probability.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd),
+                drop=nn.Dropout(cfg.dropout),
+                h=nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer)),
+                ln_f=build_norm(cfg),
+            )
+        )
+        if cfg.pos == "learned":
+            self.transformer["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """GPT-2 initialisation.
+
+        | parameter                               | init                                   |
+        |-----------------------------------------|----------------------------------------|
+        | embeddings, linear weights              | N(0, init_std)                         |
+        | residual projections (`*.c_proj`)       | N(0, init_std / sqrt(2 * n_layer))     |
+        | biases                                  | 0                                      |
+        | norm scales / shifts                    | 1 / 0                                  |
+
+        Every block adds two residual branches to the stream; scaling their output projections by
+        1/sqrt(2 * n_layer) keeps the stream's variance independent of depth (GPT-2 paper, sec. 2.3).
+        """
+        std = self.config.init_std
+        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                is_residual = name.endswith("c_proj")
+                nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual else std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+            elif hasattr(module, "reset_parameters") and not list(module.children()):
+                module.reset_parameters()  # norms: scale 1, shift 0
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        ignore_index: int = -100,
+    ):
+        """idx: (B, T) token ids. With `cache`, idx continues the cached sequence."""
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {start + T} tokens exceeds model.block_size={self.config.block_size}"
+            )
+        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.transformer.wte(idx)  # (B, T, n_embd)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(positions)
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, positions, cache)
+        if cache is not None:
+            cache.advance(T)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, vocab_size)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index
+        )
+        return logits, loss
+
+    def num_params(self, exclude_position_embeddings: bool = False) -> int:
+        """Parameters, counting a tied embedding/LM-head matrix once."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_position_embeddings and "wpe" in self.transformer:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str) -> "GPT":
+        """Load a Hugging Face checkpoint (a local directory, or a hub name when online)."""
+        from .hf import load_pretrained
+
+        return load_pretrained(path_or_name)
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty KV cache sized for this model, on its device and in its dtype."""
+        cfg, p = self.config, self.lm_head.weight
+        return KVCache(
+            cfg.n_layer, batch_size, cfg.n_kv_head, max_len or cfg.block_size, cfg.head_dim,
+            device=p.device, dtype=p.dtype,
+        )
