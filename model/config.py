@@ -55,17 +55,21 @@ class ModelConfig:
             raise ValueError(
                 f"model.n_head ({self.n_head}) must be divisible by model.n_kv_head ({self.n_kv_head})"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1); got {self.dropout}")
+        if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"model.dropout must be a number in [0, 1); got {self.dropout!r}")
         for name in ("norm_eps", "init_std"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (_is_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"model.{name} must be a positive finite number; got {value!r}")
 
     @property
     def padded_vocab_size(self) -> int:
         m = self.vocab_multiple
         return (self.vocab_size + m - 1) // m * m
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
