@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .block import Block
+from .block import build_block
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .norm import build_norm
@@ -31,7 +31,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd),
                 drop=nn.Dropout(cfg.dropout),
-                h=nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer)),
+                h=nn.ModuleList(build_block(cfg, i) for i in range(cfg.n_layer)),
                 ln_f=build_norm(cfg),
             )
         )
