@@ -307,3 +307,39 @@ def test_every_combination_overfits_one_batch(combo):
         losses.append(loss.item())
     assert losses[0] == pytest.approx(math.log(64), rel=0.2)
     assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_sandwich_block_matches_hf_gemma2_decoder_layer():
+    """A Gemma 2 layer with rotary embeddings switched off (cos = 1, sin = 0) and no attention
+    softcap: checks the four norm names, unit-offset RMSNorm and GeGLU together in one layer."""
+    from transformers import Gemma2Config
+    from transformers.models.gemma2.modeling_gemma2 import Gemma2DecoderLayer
+
+    hf_cfg = Gemma2Config(
+        hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=8, query_pre_attn_scalar=8, attn_logit_softcapping=None, rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh", layer_types=["full_attention"], num_hidden_layers=1,
+    )
+    hf_cfg._attn_implementation = "eager"
+    ref = randomize_(Gemma2DecoderLayer(hf_cfg, 0)).eval()
+    cfg = tiny(
+        norm="rmsnorm", norm_unit_offset=True, norm_eps=1e-6, norm_placement="sandwich",
+        mlp="geglu", mlp_hidden=48, n_kv_head=2, bias=False,
+    )
+    block = build_block(cfg, 0).eval()
+    a, names = ref.self_attn, dict(
+        ln_1="input_layernorm", ln_1_post="post_attention_layernorm",
+        ln_2="pre_feedforward_layernorm", ln_2_post="post_feedforward_layernorm",
+    )
+    with torch.no_grad():
+        block.attn.c_attn.weight.copy_(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+        block.attn.c_proj.weight.copy_(a.o_proj.weight)
+        copy_glu(block.mlp, ref.mlp)
+        for ours, theirs in names.items():
+            getattr(block, ours).weight.copy_(getattr(ref, theirs).weight)
+        B, T = 2, 7
+        x = randn(B, T, 32)
+        no_rotation = (torch.ones(B, T, 8), torch.zeros(B, T, 8))
+        mask = torch.full((T, T), float("-inf")).triu(1)[None, None]  # (1, 1, T, T) additive
+        expected = ref(x, position_embeddings=no_rotation, attention_mask=mask)
+        torch.testing.assert_close(block(x, torch.arange(T)), expected, atol=1e-5, rtol=0)
