@@ -4,7 +4,8 @@ The kernel is chosen once, when the layer is built (`KERNELS`):
 - "sdpa": `F.scaled_dot_product_attention`, for plain causal attention, GQA/MQA, RoPE, QK-norm,
   `attn_scale` and sliding windows. Without a window in reach SDPA gets `is_causal` and no mask, so
   on CUDA it can run FlashAttention; a sliding window is a boolean band mask, which FlashAttention
-  cannot take, so CUDA then uses the memory-efficient kernel (still no (T, S) score matrix in HBM).
+  cannot take, so CUDA then uses the memory-efficient kernel (still no (T, S) score matrix in HBM;
+  GQA heads are repeated for it, since that kernel has no `enable_gqa`).
 - "softmax": explicit scores -> softmax -> weighted values, only where the math needs the scores
   themselves: a softcap (tanh on every logit) or attention sinks (an extra softmax column).
 """
@@ -91,10 +92,14 @@ class CausalSelfAttention(nn.Module):
 
     def sdpa_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         mask, is_causal = sdpa_mask(q.shape[2], k.shape[2], self.window, q.device)
+        if mask is not None:
+            # CUDA's memory-efficient kernel (the one that takes a mask) has no enable_gqa: with it, SDPA
+            # would fall back to the math kernel and its (T, S) scores. Repeated heads keep it eligible.
+            k, v = repeat_kv(k, self.n_head), repeat_kv(v, self.n_head)  # (B, n_head, S, hd)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
             dropout_p=self.attn_dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_head != self.n_head,
+            enable_gqa=k.shape[1] != q.shape[1],
         )
 
     def softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -106,6 +111,13 @@ class CausalSelfAttention(nn.Module):
 
 
 KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention"}
+
+
+def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, n_kv_head, S, hd) -> (B, n_head, S, hd): kv head g serves query heads g*rep ... g*rep + rep - 1
+    (HF `repeat_kv`). A view when n_kv_head == n_head."""
+    B, n_kv_head, S, hd = x.shape
+    return x[:, :, None].expand(B, n_kv_head, n_head // n_kv_head, S, hd).reshape(B, n_head, S, hd)
 
 
 def softmax_attention(
@@ -127,8 +139,7 @@ def softmax_attention(
     """
     B, n_head, T, _ = q.shape
     S = k.shape[2]
-    n_rep = n_head // k.shape[1]
-    k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)  # (B, n_head, S, hd)
+    k, v = repeat_kv(k, n_head), repeat_kv(v, n_head)  # (B, n_head, S, hd)
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, n_head, T, S)
     if softcap:
         scores = softcap * torch.tanh(scores / softcap)
