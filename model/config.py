@@ -93,13 +93,13 @@ class ModelConfig:
             raise ValueError(
                 f"model.n_head ({self.n_head}) must be divisible by model.n_kv_head ({self.n_kv_head})"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1); got {self.dropout}")
+        if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"model.dropout must be a number in [0, 1); got {self.dropout!r}")
         for name in ("norm_eps", "init_std"):
             _check_positive_float(name, getattr(self, name))
         for name in ("attn_scale", "attn_softcap", "final_softcap"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            if not (_is_number(value) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"model.{name} must be >= 0 (0 = off/default); got {value!r}")
         if self.global_every and not self.window:
             raise ValueError("model.global_every needs a sliding window: set model.window > 0")
@@ -119,8 +119,12 @@ def _check_choices(obj: object, prefix: str) -> None:
 
 
 def _check_positive_float(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+    if not (_is_number(value) and math.isfinite(value) and value > 0):
         raise ValueError(f"model.{name} must be a positive finite number; got {value!r}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

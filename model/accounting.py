@@ -1,0 +1,81 @@
+"""Model accounting from the config alone: parameters, training FLOPs per token, KV-cache bytes.
+
+The one place benchmarks, logs and reports read these numbers from. Everything is a formula over
+`ModelConfig` (no model is built), so it also answers "how big would this be?" for configs too large
+to instantiate. A block is described by the weight matrices it multiplies (`block_matrices`) and the
+norms it holds; a later rung extends the accounting by adding a term or a registry entry: a GLU MLP
+lists three matrices in `MLP_MATRICES`, a Mixture-of-Experts layer counts all experts in
+`param_count` but only the active ones in `matmul_params`.
+"""
+
+from .config import ModelConfig
+
+Matrix = tuple[int, int]  # (fan_in, fan_out) of one weight matrix
+
+
+def attention_matrices(cfg: ModelConfig) -> list[Matrix]:
+    """Fused q/k/v projection (n_kv_head key/value heads) and the output projection."""
+    q_dim, kv_dim = cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
+    return [(cfg.n_embd, q_dim + 2 * kv_dim), (q_dim, cfg.n_embd)]
+
+
+MLP_MATRICES = {  # keyed by `model.mlp`
+    "gelu": lambda cfg: [(cfg.n_embd, cfg.mlp_hidden), (cfg.mlp_hidden, cfg.n_embd)],
+}
+
+NORM_PARAMS = {  # keyed by `model.norm`: parameters of one norm over `dim` features
+    "layernorm": lambda cfg, dim: dim * (2 if cfg.bias else 1),  # scale (+ shift)
+}
+
+
+def block_matrices(cfg: ModelConfig) -> list[Matrix]:
+    """The weight matrices of one transformer block."""
+    return attention_matrices(cfg) + MLP_MATRICES[cfg.mlp](cfg)
+
+
+def param_count(cfg: ModelConfig) -> int:
+    """Parameters of `GPT(cfg)`, a tied embedding/LM-head matrix counted once.
+
+    padded embedding + learned positions + n_layer * (2 norms + block matrices and their biases)
+    + final norm + untied LM head. Equals `sum(p.numel() for p in GPT(cfg).parameters())`.
+    """
+    d, vocab = cfg.n_embd, cfg.padded_vocab_size
+    norm = NORM_PARAMS[cfg.norm](cfg, d)
+    per_layer = 2 * norm + sum(fi * fo + (fo if cfg.bias else 0) for fi, fo in block_matrices(cfg))
+    n = vocab * d  # token embedding
+    n += cfg.block_size * d if cfg.pos == "learned" else 0
+    n += cfg.n_layer * per_layer + norm  # blocks + final norm
+    n += 0 if cfg.tie_embeddings else vocab * d  # LM head
+    return n
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+    """Weights each token is multiplied by in a forward pass: every block matrix and the LM head
+    (over the padded vocabulary, which is what is computed). Embedding lookups, norms and bias
+    additions are not matmuls and are left out, as in Kaplan et al. 2020 (arXiv:2001.08361)."""
+    per_layer = sum(fi * fo for fi, fo in block_matrices(cfg))
+    return cfg.n_layer * per_layer + cfg.n_embd * cfg.padded_vocab_size
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """FLOPs of one training step (forward + backward) per token at sequence length `seq_len`.
+
+        6 * matmul_params + 12 * n_layer * n_head * head_dim * seq_len
+
+    Weights: a token times an (in, out) matrix is in*out multiply-adds = 2*in*out FLOPs forward;
+    the backward pass needs two such products (gradients w.r.t. the input and the weight), so
+    2 + 4 = 6 FLOPs per weight per token.
+    Attention: per layer and head, a query is dotted with seq_len keys (q @ k^T, 2*head_dim*seq_len
+    FLOPs) and the seq_len values are summed with those weights (att @ v, the same again):
+    4 * n_head * head_dim * seq_len forward, times 3 for forward + backward = 12 * ... per layer.
+    Like PaLM (arXiv:2204.02311, appendix B) and nanoGPT, this counts the full seq_len keys, not
+    the ~seq_len/2 a causal mask leaves, and softmax/norm/activation FLOPs are ignored. With GQA the
+    score cost follows n_head (queries), not n_kv_head.
+    """
+    attention = 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * seq_len
+    return float(6 * matmul_params(cfg) + attention)
+
+
+def kv_bytes_per_token(cfg: ModelConfig, bytes_per_elem: int = 2) -> int:
+    """Bytes the KV cache holds per token: a key and a value of n_kv_head * head_dim per layer."""
+    return 2 * cfg.n_layer * cfg.n_kv_head * cfg.head_dim * bytes_per_elem

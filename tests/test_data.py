@@ -1,0 +1,368 @@
+"""Data pipeline: tokenizers, prepare() (splits, counts, cache, errors) and get_batch(). CPU only,
+no network: the gpt2 tests read the shared offline vocabulary and skip when it is absent."""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from train import data as data_mod
+from train import tokenizer as tok_mod
+from train.data import (DataConfig, TokenData, bits_per_byte, fingerprint, get_batch, prepare,
+                        token_dtype)
+from train.tokenizer import ByteTokenizer, get_tokenizer, tokenizer_vocab_size
+
+GPT2_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpt2.tiktoken"
+needs_gpt2_file = pytest.mark.skipif(not GPT2_FILE.is_file(),
+                                     reason=f"offline GPT-2 vocabulary not found at {GPT2_FILE}")
+
+DOCS = {  # a small corpus with non-ASCII text and a nested folder
+    "a.txt": "hello world\n",
+    "b.txt": "naïve café — 日本語 🙂\n",
+    "sub/c.md": "# title\nsome more text here\n" * 3,
+    "sub/d.py": "def f(x):\n    return x + 1\n",
+    "e.txt": "the quick brown fox jumps over the lazy dog\n" * 5,
+}
+
+
+def write_corpus(root: Path, docs: dict = DOCS) -> Path:
+    for name, text in docs.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def config(tmp_path: Path, source, **kw) -> DataConfig:
+    return DataConfig(source=str(source), cache_dir=str(tmp_path / "cache"), **kw)
+
+
+def documents(tokens: np.ndarray, eot: int) -> list[bytes]:
+    """Split a byte-tokenized split back into its documents (each one ends with eot)."""
+    ends = np.flatnonzero(tokens == eot)
+    assert len(ends) and ends[-1] == len(tokens) - 1
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return [bytes(tokens[s:e].astype(np.uint8)) for s, e in zip(starts, ends)]
+
+
+# --- tokenizers ---------------------------------------------------------------------------------
+
+def test_byte_tokenizer_round_trip_and_eot():
+    tok = get_tokenizer("byte")
+    text = "héllo wörld — 日本語 🙂\n"
+    ids = tok.encode(text)
+    assert ids == list(text.encode("utf-8")) and max(ids) < 256
+    assert tok.decode(ids) == text
+    assert (tok.n_vocab, tok.eot, tok.name) == (257, 256, "byte")
+    assert tok.decode(ids[:3] + [tok.eot] + ids[3:]) == text[:2] + "<|endoftext|>" + text[2:]
+    assert tok.decode(torch.tensor([104, 105, 300])) == "hi\ufffd"  # out of vocabulary
+    assert tok.decode([0xC3]) == "\ufffd"  # half a character
+    [arr] = tok.encode_batch([text])
+    assert arr.tolist() == ids
+
+
+def test_vocab_sizes_without_loading_and_unknown_name():
+    assert tokenizer_vocab_size("byte") == 257 and tokenizer_vocab_size("gpt2") == 50257
+    with pytest.raises(ValueError, match=r"data\.tokenizer must be one of 'byte', 'gpt2'"):
+        get_tokenizer("sentencepiece")
+
+
+@needs_gpt2_file
+def test_gpt2_from_file_and_env_var(monkeypatch):
+    tok = get_tokenizer("gpt2", str(GPT2_FILE))
+    assert tok.encode("Hello world") == [15496, 995]
+    assert (tok.n_vocab, tok.eot) == (50257, 50256)
+    text = "naïve café <|endoftext|> 日本語"
+    assert tok.decode(tok.encode(text)) == text  # the special text is encoded as ordinary text
+    assert tok.eot not in tok.encode(text)
+    assert tok.decode([15496, tok.eot]) == "Hello<|endoftext|>"
+    monkeypatch.setenv(tok_mod.GPT2_ENV_VAR, str(GPT2_FILE))
+    assert get_tokenizer("gpt2").encode("Hello world") == [15496, 995]
+
+
+def test_gpt2_offline_without_a_file_is_one_quick_line(monkeypatch):
+    import tiktoken
+
+    def offline(name):
+        raise ConnectionError("Failed to resolve 'openaipublic.blob.core.windows.net'\nretry")
+
+    monkeypatch.delenv(tok_mod.GPT2_ENV_VAR, raising=False)
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(ValueError) as err:
+        get_tokenizer("gpt2")
+    msg = str(err.value)
+    assert "\n" not in msg and "data.tokenizer_path" in msg and tok_mod.GPT2_ENV_VAR in msg
+    assert "gpt2.tiktoken" in msg and "load_tiktoken_bpe" in msg and "ConnectionError" in msg
+
+    # a download that hangs is cut short too
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: time.sleep(5))
+    monkeypatch.setattr(tok_mod, "DOWNLOAD_TIMEOUT_S", 0.05)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="no answer within"):
+        get_tokenizer("gpt2")
+    assert time.perf_counter() - start < 2
+
+
+def test_gpt2_bad_paths(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"data\.tokenizer_path=.*no such file"):
+        get_tokenizer("gpt2", str(tmp_path / "missing.tiktoken"))
+    monkeypatch.setenv(tok_mod.GPT2_ENV_VAR, str(tmp_path / "missing.tiktoken"))
+    with pytest.raises(ValueError, match=tok_mod.GPT2_ENV_VAR):
+        get_tokenizer("gpt2")
+    small = tmp_path / "small.tiktoken"
+    small.write_text("YQ== 0\nYg== 1\n")
+    with pytest.raises(ValueError, match="has 2 ranks"):
+        get_tokenizer("gpt2", str(small))
+
+
+# --- config -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw, field", [
+    ({"val_fraction": 0.0}, "data.val_fraction"),
+    ({"val_fraction": 0.7}, "data.val_fraction"),
+    ({"max_docs": -1}, "data.max_docs"),
+    ({"max_tokens": -5}, "data.max_tokens"),
+    ({"tokenizer": "bpe"}, "data.tokenizer"),
+    ({"source": ""}, "data.source"),
+    ({"cache_dir": ""}, "data.cache_dir"),
+    ({"hf_data_files": ["x.jsonl"]}, "data.hf_data_files"),
+    ({"source": "hf:json", "hf_text_field": ""}, "data.hf_text_field"),
+])
+def test_config_validation_names_the_field(kw, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        DataConfig(**kw)
+
+
+def test_token_dtype_and_bits_per_byte():
+    assert token_dtype(257) == np.uint16 and token_dtype(50257) == np.uint16
+    assert token_dtype(2**16) == np.uint16 and token_dtype(2**16 + 1) == np.uint32
+    with pytest.raises(ValueError, match="does not fit"):
+        token_dtype(2**33)
+    assert bits_per_byte(math.log(2), 1.0) == pytest.approx(1.0)
+    assert bits_per_byte(2 * math.log(2), 4.0) == pytest.approx(0.5)
+
+
+# --- prepare ------------------------------------------------------------------------------------
+
+def test_prepare_directory_counts_and_contents(tmp_path):
+    root = write_corpus(tmp_path / "corpus")
+    data = prepare(config(tmp_path, root, val_fraction=0.3), progress=False)
+    assert isinstance(data, TokenData) and data.train.dtype == np.uint16
+    assert (data.vocab_size, data.eot) == (257, 256)
+    meta = data.meta
+    splits = meta["splits"]
+    assert splits["train"]["docs"] >= 1 and splits["val"]["docs"] >= 1
+    assert splits["train"]["docs"] + splits["val"]["docs"] == len(DOCS)
+    total_bytes = sum(len(t.encode("utf-8")) for t in DOCS.values())
+    assert splits["train"]["bytes"] + splits["val"]["bytes"] == total_bytes
+    for name in ("train", "val"):
+        tokens = data.split(name)
+        assert len(tokens) == splits[name]["tokens"] == splits[name]["bytes"] + splits[name]["docs"]
+        assert data.bytes_per_token(name) == splits[name]["bytes"] / splits[name]["tokens"]
+    recovered = documents(np.asarray(data.train), 256) + documents(np.asarray(data.val), 256)
+    assert sorted(recovered) == sorted(t.encode("utf-8") for t in DOCS.values())
+    on_disk = json.loads((data.path / "meta.json").read_text())
+    assert on_disk == meta and meta["fingerprint"] == data.path.name
+    assert meta["dtype"] == "uint16" and meta["tokenizer"] == "byte"
+    assert not [p for p in data.path.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_split_is_by_document_hash_and_stable(tmp_path):
+    docs = {f"doc{i:02d}.txt": f"document {i}\n" for i in range(40)}
+    root = write_corpus(tmp_path / "corpus", docs)
+    cfg = config(tmp_path, root, val_fraction=0.25)
+    first = prepare(cfg, progress=False)
+    val_docs = set(documents(np.asarray(first.val), 256))
+    expected = {f"document {i}\n".encode() for i in range(40)
+                if data_mod._unit_hash(f"doc{i:02d}.txt") < 0.25}
+    assert val_docs == expected and 0 < len(val_docs) < 40
+    again = prepare(config(tmp_path / "elsewhere", root, val_fraction=0.25), progress=False)
+    assert again.path != first.path and again.path.name == first.path.name
+    assert np.array_equal(again.train, first.train) and np.array_equal(again.val, first.val)
+    # adding documents leaves the split of the existing ones alone
+    write_corpus(root, {f"new{i}.txt": f"new {i}\n" for i in range(10)})
+    grown = prepare(cfg, progress=False)
+    old = {f"document {i}\n".encode() for i in range(40)}
+    assert set(documents(np.asarray(grown.val), 256)) & old == val_docs
+
+
+def test_both_splits_are_never_empty(tmp_path):
+    root = write_corpus(tmp_path / "two", {"x.txt": "first document\n", "y.txt": "second one\n"})
+    data = prepare(config(tmp_path, root, val_fraction=1e-9), progress=False)
+    assert data.meta["splits"]["val"]["docs"] == 1 and data.meta["splits"]["train"]["docs"] == 1
+    data = prepare(config(tmp_path, root, val_fraction=0.5), progress=False)
+    assert data.meta["splits"]["val"]["docs"] == 1 and data.meta["splits"]["train"]["docs"] == 1
+
+
+def test_single_file_is_split_by_position(tmp_path):
+    text = "".join(f"line {i}: ünïcode\n" for i in range(100))
+    path = tmp_path / "input.txt"
+    path.write_text(text, encoding="utf-8")
+    data = prepare(config(tmp_path, path, val_fraction=0.1), progress=False)
+    train, val = (bytes(np.asarray(data.split(s)[:-1], dtype=np.uint8)) for s in ("train", "val"))
+    assert (train + val).decode("utf-8") == text
+    assert len(val.decode("utf-8")) == round(len(text) * 0.1)
+
+
+def test_cache_hit_does_not_retokenize(tmp_path, monkeypatch):
+    root = write_corpus(tmp_path / "corpus")
+    cfg = config(tmp_path, root, val_fraction=0.3)
+    first = prepare(cfg, progress=False)
+    stamps = {p.name: p.stat().st_mtime_ns for p in first.path.iterdir()}
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("a cache hit must not tokenize again")
+
+    monkeypatch.setattr(data_mod, "_tokenize", no_tokenizing)
+    second = prepare(cfg, progress=False)
+    assert second.path == first.path and second.meta == first.meta
+    assert {p.name: p.stat().st_mtime_ns for p in second.path.iterdir()} == stamps
+
+
+def test_fingerprint_tracks_what_decides_the_tokens(tmp_path):
+    root = write_corpus(tmp_path / "corpus")
+    base = config(tmp_path, root)
+    _, identity, _ = data_mod._resolve_source(base)
+    fp = fingerprint(base, identity)
+    assert fp == fingerprint(config(tmp_path / "other_cache", root), identity)
+    assert fp != fingerprint(config(tmp_path, root, tokenizer="gpt2"), identity)
+    assert fp != fingerprint(config(tmp_path, root, val_fraction=0.02), identity)
+    assert fp != fingerprint(config(tmp_path, root, max_docs=3), identity)
+    st = (root / "a.txt").stat()
+    os.utime(root / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert data_mod._resolve_source(base)[1] != identity
+
+
+def test_interrupted_prepare_leaves_no_cache(tmp_path, monkeypatch):
+    root = write_corpus(tmp_path / "corpus")
+    cfg = config(tmp_path, root)
+    real_write = data_mod._SplitWriter._write
+
+    def crash(self, *args):
+        real_write(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_mod._SplitWriter, "_write", crash)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(cfg, progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []  # neither a result nor a temp dir
+    monkeypatch.setattr(data_mod._SplitWriter, "_write", real_write)
+    assert prepare(cfg, progress=False).meta["splits"]["train"]["docs"] >= 1
+
+
+def test_caps_and_glob_source(tmp_path):
+    root = write_corpus(tmp_path / "corpus", {f"d{i:02d}.txt": "x" * 10 for i in range(20)})
+    data = prepare(config(tmp_path, root, max_docs=5), progress=False)
+    assert sum(s["docs"] for s in data.meta["splits"].values()) == 5
+    data = prepare(config(tmp_path, root, max_tokens=30), progress=False)
+    assert sum(s["tokens"] for s in data.meta["splits"].values()) == 33  # whole documents of 11
+    data = prepare(config(tmp_path, root / "d0*.txt"), progress=False)
+    assert sum(s["docs"] for s in data.meta["splits"].values()) == 10
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+def test_missing_and_empty_sources(tmp_path):
+    with pytest.raises(ValueError, match=r"data\.source=.*not a file, a directory or a"):
+        prepare(config(tmp_path, tmp_path / "nope"), progress=False)
+    with pytest.raises(ValueError, match="matches no files"):
+        prepare(config(tmp_path, tmp_path / "*.nothing"), progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="matches no files"):
+        prepare(config(tmp_path, tmp_path / "empty"), progress=False)
+    (tmp_path / "empty" / "blank.txt").write_text("")
+    with pytest.raises(ValueError, match="the corpus is empty"):
+        prepare(config(tmp_path, tmp_path / "empty"), progress=False)
+
+
+def test_binary_files(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("café".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.txt.*not UTF-8"):
+        prepare(config(tmp_path, bad), progress=False)
+    root = write_corpus(tmp_path / "corpus")
+    (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
+    (root / "old.txt").write_bytes("café".encode("latin-1"))
+    data = prepare(config(tmp_path, root, val_fraction=0.3), progress=False)
+    assert data.meta["skipped_files"] == 2
+    assert sorted(data.meta["skipped_examples"]) == ["image.png", "old.txt"]
+    assert sum(s["docs"] for s in data.meta["splits"].values()) == len(DOCS)
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+def test_get_batch_is_a_function_of_its_key(tmp_path):
+    tokens = np.arange(1000, dtype=np.uint16)
+    x, y = get_batch(tokens, batch_size=4, block_size=16, key=(1337, 0, 5, 0, 0))
+    assert x.shape == y.shape == (4, 16) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y, x + 1)  # consecutive windows
+    x2, y2 = get_batch(tokens, 4, 16, (1337, 0, 5, 0, 0))
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(x, get_batch(tokens, 4, 16, (1337, 0, 6, 0, 0))[0])
+    assert not torch.equal(x, get_batch(tokens, 4, 16, (1337, 1, 5))[0])
+    # the whole range of starts is reachable, including the last full window
+    starts = torch.cat([get_batch(np.arange(20), 64, 16, (0, i))[0][:, 0] for i in range(20)])
+    assert starts.min() == 0 and starts.max() == 3
+
+
+def test_get_batch_on_prepared_memmap(tmp_path):
+    root = write_corpus(tmp_path / "corpus")
+    data = prepare(config(tmp_path, root, val_fraction=0.3), progress=False)
+    x, y = get_batch(data.train, 3, 8, (0, 0, 0, 0, 0))
+    train = torch.from_numpy(np.asarray(data.train, dtype=np.int64))
+    for row_x, row_y in zip(x, y):
+        start = next(i for i in range(len(train) - 8) if torch.equal(train[i:i + 8], row_x))
+        assert torch.equal(train[start + 1:start + 9], row_y)
+
+
+def test_short_split_error(tmp_path):
+    with pytest.raises(ValueError, match=r"has 10 tokens but block_size=64 needs at least 65"):
+        get_batch(np.zeros(10, dtype=np.uint16), 2, 64, (0,))
+    root = write_corpus(tmp_path / "corpus")
+    data = prepare(config(tmp_path, root, val_fraction=0.3), progress=False)
+    n_val = len(data.val)
+    with pytest.raises(ValueError, match=rf"val split has {n_val} tokens but block_size={n_val}"):
+        data.check_block_size(n_val)
+    data.check_block_size(n_val - 1)
+
+
+# --- Hugging Face datasets (the packaged, offline "json" builder over local files) --------------
+
+def test_hf_json_over_local_files(tmp_path):
+    records = [{"text": f"record number {i} — ✓", "id": i} for i in range(30)]
+    path = tmp_path / "part.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                    encoding="utf-8")
+    cfg = config(tmp_path, "hf:json", hf_data_files=[str(path)], val_fraction=0.2)
+    data = prepare(cfg, progress=False)
+    splits = data.meta["splits"]
+    assert splits["train"]["docs"] + splits["val"]["docs"] == 30
+    assert splits["train"]["bytes"] + splits["val"]["bytes"] == sum(
+        len(r["text"].encode("utf-8")) for r in records)
+    recovered = documents(np.asarray(data.train), 256) + documents(np.asarray(data.val), 256)
+    assert sorted(recovered) == sorted(r["text"].encode("utf-8") for r in records)
+    capped = prepare(config(tmp_path, "hf:json", hf_data_files=[str(path)], max_docs=7),
+                     progress=False)
+    assert sum(s["docs"] for s in capped.meta["splits"].values()) == 7
+    with pytest.raises(ValueError, match=r"data\.hf_text_field='body'.*\['id', 'text'\]"):
+        prepare(config(tmp_path, "hf:json", hf_data_files=[str(path)], hf_text_field="body"),
+                progress=False)
+
+
+# --- the default source -------------------------------------------------------------------------
+
+def test_python_stdlib_source(tmp_path):
+    cfg = DataConfig(cache_dir=str(tmp_path / "cache"))
+    assert cfg.source == "python-stdlib"
+    files, identity, _ = data_mod._resolve_source(cfg)
+    assert len(files) > 1000 and identity["n_files"] == len(files)
+    ids = [doc_id for doc_id, _ in files]
+    assert ids == sorted(ids) and all(i.endswith(".py") for i in ids)
+    assert not any("site-packages" in i or "__pycache__" in i for i in ids)
+    assert data_mod._resolve_source(cfg)[:2] == (files, identity)  # deterministic
+    data = prepare(DataConfig(cache_dir=str(tmp_path / "cache"), max_docs=300), progress=False)
+    assert data.meta["splits"]["val"]["docs"] >= 1 and len(data.train) > 100_000

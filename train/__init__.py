@@ -1,0 +1,1 @@
+"""gpt-ladder training: config, data, optimizer, loop, checkpoints, sampling."""

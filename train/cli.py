@@ -1,0 +1,26 @@
+"""Shared command-line plumbing: user mistakes become one line on stderr and a non-zero exit."""
+
+import sys
+from collections.abc import Callable
+
+from .config import ConfigError
+
+USAGE_ERROR = 2  # bad command line or config
+RUN_ERROR = 1  # the run could not proceed (bad data, non-finite loss, I/O)
+
+
+def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:
+    """Run `main(argv)`; print expected failures as `error: ...` (a traceback only with --debug)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    try:
+        return main(argv) or 0
+    except (ValueError, FloatingPointError, OSError, KeyboardInterrupt) as e:
+        if debug:
+            raise
+        code = USAGE_ERROR if isinstance(e, ConfigError) else 130 if isinstance(e, KeyboardInterrupt) else RUN_ERROR
+        lines = (str(e) or type(e).__name__).splitlines()
+        print(f"error: {lines[0] if lines else type(e).__name__}", file=sys.stderr)
+        return code

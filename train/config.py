@@ -1,0 +1,238 @@
+"""Run configuration: typed dataclasses filled from a TOML file plus dotted command-line overrides.
+
+A run config has one section per dataclass: `[model]` (model.ModelConfig), `[data]`
+(train.data.DataConfig), `[train]` and `[optim]` (below). Every key is checked against the field
+annotations: an unknown key or a value of the wrong type raises ConfigError naming the key and,
+for typos, the closest valid keys. Configs are data: they are parsed, never executed.
+"""
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from model import ModelConfig
+
+from .data import DataConfig
+from .tokenizer import tokenizer_vocab_size
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or an override; the CLI prints it as one line."""
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = ""  # "" = runs/<config file name>
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 16  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    seq_len: int = 0  # tokens per sequence; 0 = model.block_size
+    eval_interval: int = 250  # steps between evaluations (0 = only at the end)
+    eval_batches: int = 20  # micro-batches of validation data per evaluation
+    ckpt_interval: int = 250  # steps between checkpoints (0 = only at the end)
+    keep_checkpoints: int = 2  # how many recent checkpoints to keep on disk
+    log_interval: int = 10  # steps between metrics.jsonl lines
+    seed: int = 1337
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_interval"):
+            _require(getattr(self, name) >= 1, f"train.{name} must be >= 1; got {getattr(self, name)}")
+        for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints"):
+            _require(getattr(self, name) >= 0, f"train.{name} must be >= 0; got {getattr(self, name)}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 6e-4  # peak learning rate
+    min_lr_ratio: float = 0.1  # final learning rate as a fraction of the peak
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_steps: int = 100
+    decay_steps: int = 0  # length of the schedule; 0 = train.max_steps
+    decay_fraction: float = 0.2  # wsd: the last fraction of the schedule decays linearly
+    weight_decay: float = 0.1  # applied to weight matrices only (>= 2-D parameters)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "eps", "grad_clip",
+                     "decay_fraction"):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and value >= 0, f"optim.{name} must be a finite number >= 0; got {value}")
+        _require(self.lr > 0, f"optim.lr must be > 0; got {self.lr}")
+        _require(self.beta1 < 1 and self.beta2 < 1, "optim.beta1 and optim.beta2 must be < 1")
+        _require(self.min_lr_ratio <= 1, f"optim.min_lr_ratio must be <= 1; got {self.min_lr_ratio}")
+        _require(self.decay_fraction <= 1, f"optim.decay_fraction must be <= 1; got {self.decay_fraction}")
+        for name in ("warmup_steps", "decay_steps"):
+            _require(getattr(self, name) >= 0, f"optim.{name} must be >= 0; got {getattr(self, name)}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    @property
+    def seq_len(self) -> int:
+        return self.train.seq_len or self.model.block_size
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a TOML run config, apply `section.key=value` overrides, validate, resolve defaults."""
+    raw: dict[str, Any] = {}
+    name = "default"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        name = path.stem
+    for item in overrides:
+        apply_override(raw, item)
+    cfg = from_dict(RunConfig, raw, prefix="")
+    # The model's vocabulary follows the tokenizer unless the config sets it explicitly.
+    n_vocab = tokenizer_vocab_size(cfg.data.tokenizer)
+    if "vocab_size" not in raw.get("model", {}):
+        cfg.model = dataclasses.replace(cfg.model, vocab_size=n_vocab)
+    elif cfg.model.vocab_size < n_vocab:
+        raise ConfigError(
+            f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer!r} "
+            f"tokenizer's {n_vocab} tokens"
+        )
+    if not cfg.train.out_dir:
+        cfg.train.out_dir = str(Path("runs") / name)
+    _require(cfg.seq_len <= cfg.model.block_size,
+             f"train.seq_len={cfg.seq_len} exceeds model.block_size={cfg.model.block_size}")
+    return cfg
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one `--section.key=value` (leading dashes optional) to the raw TOML dict.
+
+    The value is read as a TOML value when it parses as one (`4`, `2e-3`, `true`, `"x"`, `[1, 2]`),
+    else as a bare string, so `--data.source=/path/to/dir` needs no quotes.
+    """
+    item = item.lstrip("-")
+    key, sep, text = item.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"override {item!r} must look like --section.key=value")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def from_dict(cls: type, data: dict, prefix: str) -> Any:
+    """Build dataclass `cls` from a dict, checking keys and value types against its annotations."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of keys")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        where = prefix + key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=3)
+            hint = f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
+            raise ConfigError(f"unknown config key {where!r}{hint}")
+        kwargs[key] = _coerce(hints[key], value, where)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where + ".")
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{where} must be one of {allowed}; got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where} must be {_type_name(tp)}; got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list; got {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is type(None) or not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {_type_name(tp)}; got {value!r}")
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def to_toml(cfg: Any) -> str:
+    """Serialise a config of nested dataclasses as TOML (sections mirror the dataclasses)."""
+    lines: list[str] = []
+
+    def emit(obj: Any, section: str) -> None:
+        scalars = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
+        tables = [(k, v) for k, v in scalars if dataclasses.is_dataclass(v)]
+        if section:
+            lines.append(f"[{section}]")
+        for key, value in scalars:
+            if not dataclasses.is_dataclass(value) and value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+        for key, value in tables:
+            emit(value, f"{section}.{key}" if section else key)
+
+    emit(cfg, "")
+    return "\n".join(lines).lstrip("\n")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")

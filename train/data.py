@@ -1,0 +1,471 @@
+"""Data: tokenize a text corpus once into memory-mapped token files, then sample batches from them.
+
+`prepare(cfg)` reads documents from a source (by default the Python standard library that ships
+with the running interpreter, so a first run needs no download), tokenizes them and writes
+
+    <cache_dir>/<fingerprint>/train.bin   token ids, uint16 (uint32 for vocabularies > 65,536),
+    <cache_dir>/<fingerprint>/val.bin     every document followed by the eot token
+    <cache_dir>/<fingerprint>/meta.json   tokenizer, dtype, token/byte/document counts, source
+
+The fingerprint hashes everything that decides the tokens (source files with sizes and mtimes,
+tokenizer, split and caps), so a changed config or an edited file gets a fresh directory and an
+unchanged one is a cache hit that reads only file metadata. `get_batch` then draws windows from the
+memory-mapped split with a generator seeded by the batch's key alone: stateless and resumable.
+"""
+
+import glob
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .tokenizer import get_tokenizer
+
+FORMAT_VERSION = 1  # bump when the layout of the token files or meta.json changes
+SPLITS = ("train", "val")
+STDLIB = "python-stdlib"
+HF_PREFIX = "hf:"
+_STDLIB_SKIP_DIRS = {"site-packages", "dist-packages"}
+_BATCH_TEXT_CHARS = 8_000_000  # text per tokenizer call: enough for tiktoken's threads
+
+
+@dataclass
+class DataConfig:
+    source: str = STDLIB  # "python-stdlib", a text file, a directory, a glob, or "hf:<dataset>"
+    tokenizer: Literal["byte", "gpt2"] = "byte"
+    tokenizer_path: str = ""  # gpt2 only: a local gpt2.tiktoken ranks file (for offline machines)
+    val_fraction: float = 0.01  # share of documents held out, chosen by a hash of each document id
+    cache_dir: str = ".cache/data"  # token files go to <cache_dir>/<fingerprint>/
+    hf_config: str = ""  # hf: the dataset's config (subset) name
+    hf_split: str = "train"  # hf: which split to stream
+    hf_text_field: str = "text"  # hf: the record field holding the document text
+    hf_data_files: list[str] = field(default_factory=list)  # hf: e.g. local files for "hf:json"
+    max_docs: int = 0  # read at most this many documents (0 = no cap)
+    max_tokens: int = 0  # stop reading once this many tokens are collected (0 = no cap)
+
+    def __post_init__(self) -> None:
+        allowed = typing.get_args(typing.get_type_hints(DataConfig)["tokenizer"])
+        if self.tokenizer not in allowed:
+            raise ValueError(f"data.tokenizer must be one of {', '.join(map(repr, allowed))}; "
+                             f"got {self.tokenizer!r}")
+        if not self.source or self.source == HF_PREFIX:
+            raise ValueError(f"data.source must name a corpus ({STDLIB!r}, a path, a glob or "
+                             f"'hf:<dataset>'); got {self.source!r}")
+        if not (math.isfinite(self.val_fraction) and 0 < self.val_fraction <= 0.5):
+            raise ValueError(f"data.val_fraction must be in (0, 0.5]; got {self.val_fraction}")
+        if not self.cache_dir:
+            raise ValueError("data.cache_dir must not be empty")
+        for name in ("max_docs", "max_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0 (0 = no cap); "
+                                 f"got {getattr(self, name)}")
+        if self.is_hf:
+            for name in ("hf_split", "hf_text_field"):
+                if not getattr(self, name):
+                    raise ValueError(f"data.{name} must not be empty for an hf: source")
+        elif self.hf_config or self.hf_data_files:
+            raise ValueError(f"data.hf_config and data.hf_data_files apply only to 'hf:<dataset>' "
+                             f"sources; data.source is {self.source!r}")
+
+    @property
+    def is_hf(self) -> bool:
+        return self.source.startswith(HF_PREFIX)
+
+
+@dataclass
+class TokenData:
+    """The prepared splits as read-only memory maps, plus meta.json.
+
+    Bits per byte makes runs with different tokenizers comparable:
+    `bits_per_byte(loss, data.bytes_per_token("val"))` for a mean per-token loss in nats.
+    """
+
+    train: np.memmap
+    val: np.memmap
+    meta: dict
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | Path) -> "TokenData":
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        maps = {s: np.memmap(path / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in SPLITS}
+        return cls(train=maps["train"], val=maps["val"], meta=meta, path=path)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.meta["vocab_size"]
+
+    @property
+    def eot(self) -> int:
+        return self.meta["eot"]
+
+    def split(self, name: str) -> np.memmap:
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}; got {name!r}")
+        return getattr(self, name)
+
+    def bytes_per_token(self, split: str) -> float:
+        """UTF-8 bytes of the split's text (eot tokens add none) per token (eot tokens included)."""
+        self.split(split)  # validates the name
+        counts = self.meta["splits"][split]
+        return counts["bytes"] / counts["tokens"]
+
+    def check_block_size(self, block_size: int) -> None:
+        """Fail early, naming the split, if a split is too short for one window of block_size."""
+        for name in SPLITS:
+            _check_length(len(self.split(name)), block_size, f"the {name} split")
+
+
+def bits_per_byte(loss: float, bytes_per_token: float) -> float:
+    """Convert a mean per-token cross-entropy in nats to bits per UTF-8 byte of text."""
+    return loss / math.log(2) / bytes_per_token
+
+
+def get_batch(tokens: np.ndarray, batch_size: int, block_size: int,
+              key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample `batch_size` windows of `block_size + 1` tokens; return inputs x and targets y.
+
+    x, y: int64 tensors of shape (batch_size, block_size), y[:, t] = x[:, t + 1]. The window
+    starts come from `np.random.default_rng(SeedSequence(key))` and nothing else, so a batch is a
+    pure function of its key: a resumed run sees exactly the batches it would have seen. Keys
+    (non-negative ints) used by the trainer:
+        (seed, 0, step, micro_step, rank)   a training micro-batch
+        (seed, 1, i)                        the i-th evaluation batch, identical at every eval
+    """
+    _check_length(len(tokens), block_size, "the token split")
+    rng = np.random.default_rng(np.random.SeedSequence(key))
+    starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
+    windows = tokens[starts[:, None] + np.arange(block_size + 1)]  # one gather: (B, T + 1)
+    windows = torch.from_numpy(windows.astype(np.int64))
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+
+
+def _check_length(n_tokens: int, block_size: int, what: str) -> None:
+    if n_tokens < block_size + 1:
+        raise ValueError(f"{what} has {n_tokens} tokens but block_size={block_size} needs at "
+                         f"least {block_size + 1}; use a larger corpus, a larger "
+                         f"data.val_fraction or a smaller block_size")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned dtype that holds every token id: halves the files for small vocabs."""
+    if vocab_size <= 2**16:
+        return np.dtype(np.uint16)
+    if vocab_size <= 2**32:
+        return np.dtype(np.uint32)
+    raise ValueError(f"a vocabulary of {vocab_size} tokens does not fit the uint32 token files")
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare: source -> fingerprint -> (cache hit | tokenize into a temp dir, then rename)
+
+
+def prepare(cfg: DataConfig, progress: bool = True) -> TokenData:
+    """Tokenize cfg.source into <cache_dir>/<fingerprint>/ unless that exists; open it.
+
+    The files are written into a temporary sibling directory that is renamed into place only
+    when complete, so an interrupted run never leaves a cache that a later run would trust
+    (a killed run may leave a `.tmp-*` directory, which is safe to delete).
+    """
+    files, identity, description = _resolve_source(cfg)
+    fp = fingerprint(cfg, identity)
+    final = Path(cfg.cache_dir) / fp
+    if (data := _open_cached(final)) is not None:
+        return data
+    tok = get_tokenizer(cfg.tokenizer, cfg.tokenizer_path)  # fail before reading the corpus
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{fp}-", dir=final.parent))
+    try:
+        meta = _tokenize(cfg, tok, files, tmp, description, progress)
+        meta.update(fingerprint=fp, fingerprint_of=_fingerprint_inputs(cfg, identity))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
+        if _open_cached(final) is None:  # not finished meanwhile by another process (DDP ranks)
+            shutil.rmtree(final, ignore_errors=True)  # a directory that failed the checks
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process renamed its identical copy into place first
+                if _open_cached(final) is None:
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a no-op after a successful rename
+    return TokenData.open(final)
+
+
+def fingerprint(cfg: DataConfig, identity: dict) -> str:
+    """A short hash of everything that decides the token files (not where they are stored)."""
+    inputs = _fingerprint_inputs(cfg, identity)
+    blob = json.dumps(inputs, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _fingerprint_inputs(cfg: DataConfig, identity: dict) -> dict:
+    return {"format": FORMAT_VERSION, "source": identity, "tokenizer": cfg.tokenizer,
+            "val_fraction": cfg.val_fraction, "max_docs": cfg.max_docs,
+            "max_tokens": cfg.max_tokens}
+
+
+def _open_cached(path: Path) -> TokenData | None:
+    """Open a finished cache directory, or None when it is missing or inconsistent."""
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        for s in SPLITS:
+            if (path / f"{s}.bin").stat().st_size != meta["splits"][s]["tokens"] * itemsize:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return TokenData.open(path) if meta.get("format") == FORMAT_VERSION else None
+
+
+# ---------------------------------------------------------------------------------------------
+# sources: a list of (document id, path) for local corpora; hf: datasets are streamed
+
+
+def _resolve_source(cfg: DataConfig) -> tuple[list[tuple[str, Path]], dict, str]:
+    """Return (files, identity for the fingerprint, description); files is [] for hf: sources."""
+    src = cfg.source
+    if cfg.is_hf:
+        data_files = [_file_stamp(f) if os.path.isfile(f) else f for f in cfg.hf_data_files]
+        identity = {"hf": src[len(HF_PREFIX):], "config": cfg.hf_config, "split": cfg.hf_split,
+                    "text_field": cfg.hf_text_field, "data_files": data_files}
+        return [], identity, f"{src} (split {cfg.hf_split!r}, field {cfg.hf_text_field!r})"
+    if src == STDLIB:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        files = _walk(root, cfg, stdlib=True)
+        extra = {"python": sys.version}
+        what = f"the Python {sys.version.split()[0]} standard library at {root}"
+    elif os.path.isdir(src):
+        root = Path(src)
+        files, extra, what = _walk(root, cfg, stdlib=False), {}, f"the directory {src}"
+    elif os.path.isfile(src):
+        root = Path(src).parent
+        files, extra, what = [(Path(src).name, Path(src))], {"file": True}, f"the file {src}"
+    elif any(c in src for c in "*?["):
+        root = _glob_root(src)
+        paths = [p for p in glob.glob(src, recursive=True) if os.path.isfile(p)]
+        files = sorted((Path(os.path.relpath(p, root)).as_posix(), Path(p)) for p in paths)
+        extra, what = {"glob": src}, f"files matching {src}"
+    else:
+        raise ValueError(f"data.source={src!r} is not a file, a directory or a matching glob "
+                         f"(or use {STDLIB!r} or 'hf:<dataset>')")
+    if not files:
+        raise ValueError(f"data.source={src!r} matches no files")
+    listing = "\n".join(f"{doc_id}\t{_file_stamp(p)[1:]}" for doc_id, p in files)
+    identity = {"root": str(root.resolve()), "n_files": len(files),
+                "files_sha256": hashlib.sha256(listing.encode("utf-8")).hexdigest(), **extra}
+    return files, identity, f"{what} ({len(files)} files)"
+
+
+def _file_stamp(path: str | Path) -> list:
+    st = os.stat(path)
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def _glob_root(pattern: str) -> Path:
+    """The directory part of a glob before its first wildcard: document ids are relative to it."""
+    fixed = []
+    for part in Path(pattern).parts[:-1]:
+        if any(c in part for c in "*?["):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _walk(root: Path, cfg: DataConfig, stdlib: bool) -> list[tuple[str, Path]]:
+    """Files under root sorted by relative path, skipping hidden ones, __pycache__ and the cache."""
+    cache = Path(cfg.cache_dir).resolve()
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not (d.startswith(".") or d == "__pycache__"
+                                           or (stdlib and d in _STDLIB_SKIP_DIRS)
+                                           or Path(folder, d).resolve() == cache)]
+        for name in names:
+            if name.startswith(".") or (stdlib and not name.endswith(".py")):
+                continue
+            path = Path(folder, name)
+            found.append((path.relative_to(root).as_posix(), path))
+    return sorted(found)
+
+
+def _local_documents(cfg: DataConfig, files: list, skipped: list) -> Iterator[tuple[str, str]]:
+    """Yield (id, text) per file; binary or non-UTF-8 files are skipped, or an error if named."""
+    named_file = len(files) == 1 and os.path.isfile(cfg.source)
+    for doc_id, path in files:
+        raw = path.read_bytes()
+        try:
+            if b"\x00" in raw:
+                raise UnicodeError("contains NUL bytes")
+            text = raw.decode("utf-8")
+        except UnicodeError as e:
+            if named_file:
+                raise ValueError(f"data.source={str(path)!r} is not UTF-8 text ({e})") from None
+            skipped.append(doc_id)
+            continue
+        yield doc_id, text
+
+
+def _hf_documents(cfg: DataConfig) -> Iterator[tuple[str, str]]:
+    """Stream records of a Hugging Face dataset; the text is its own id (records have no other)."""
+    import datasets
+
+    try:
+        stream = datasets.load_dataset(cfg.source[len(HF_PREFIX):], cfg.hf_config or None,
+                                       split=cfg.hf_split, streaming=True,
+                                       data_files=cfg.hf_data_files or None)
+    except Exception as e:  # network, missing files, unknown dataset: one line for the CLI
+        raise ValueError(f"data.source={cfg.source!r}: could not load the dataset "
+                         f"({_one_line(e)})") from None
+    for record in stream:
+        text = record.get(cfg.hf_text_field, 0)
+        if text is None:  # a null record: nothing to learn from, like an empty file
+            continue
+        if not isinstance(text, str):
+            raise ValueError(f"data.hf_text_field={cfg.hf_text_field!r} is not a text field of "
+                             f"{cfg.source!r}; its fields are {sorted(record)}")
+        yield text, text
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizing and splitting
+
+
+def _tokenize(cfg: DataConfig, tok, files: list, out: Path, description: str,
+              progress: bool) -> dict:
+    """Tokenize every document into out/train.bin and out/val.bin; return meta.json's content."""
+    start, skipped = time.perf_counter(), []
+    if cfg.is_hf:
+        docs, total = _hf_documents(cfg), None
+    else:
+        docs, total = _local_documents(cfg, files, skipped), sum(p.stat().st_size for _, p in files)
+    dtype = token_dtype(tok.n_vocab)
+    writer = _SplitWriter(out, dtype, tok, cfg.val_fraction)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not progress)
+    try:
+        for n_docs, (doc_id, text, ids) in enumerate(_encoded(docs, tok), start=1):
+            writer.add(doc_id, text, ids)
+            bar.update(len(text.encode("utf-8")))
+            if (cfg.max_docs and n_docs >= cfg.max_docs) or (
+                    cfg.max_tokens and writer.seen_tokens >= cfg.max_tokens):
+                break
+        else:
+            if total:
+                bar.update(total - bar.n)  # the bytes of skipped files: end the bar at 100%
+        writer.finish(cfg.source, len(skipped))
+    finally:
+        bar.close()
+        writer.close()
+    return {"format": FORMAT_VERSION, "source": description, "tokenizer": tok.name,
+            "vocab_size": tok.n_vocab, "eot": tok.eot, "dtype": dtype.name,
+            "splits": writer.counts, "skipped_files": len(skipped),
+            "skipped_examples": skipped[:5], "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _encoded(docs: Iterator[tuple[str, str]], tok) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(id, text, token ids) per non-empty document, encoded in large batches for speed."""
+    batch, chars = [], 0
+    for doc_id, text in docs:
+        if text:
+            batch.append((doc_id, text))
+            chars += len(text)
+        if chars >= _BATCH_TEXT_CHARS:
+            yield from _encode_batch(batch, tok)
+            batch, chars = [], 0
+    yield from _encode_batch(batch, tok)
+
+
+def _encode_batch(batch: list, tok) -> Iterator[tuple[str, str, np.ndarray]]:
+    if batch:
+        for (doc_id, text), ids in zip(batch, tok.encode_batch([t for _, t in batch])):
+            yield doc_id, text, ids
+
+
+def _one_line(e: Exception, limit: int = 200) -> str:
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unit_hash(doc_id: str) -> float:
+    """A stable pseudo-random number in [0, 1) per document id (Python's hash() is salted)."""
+    digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class _SplitWriter:
+    """Appends each document's tokens and an eot to train.bin or val.bin, by a hash of its id.
+
+    A document is val when its hash is below val_fraction, so adding documents never moves the
+    others. To keep both splits non-empty in one pass, each split holds back the document nearest
+    the threshold (lowest hash in train, highest in val) and writes it last; if a split ends up
+    empty, the other split's held document moves over, as if the threshold had moved just enough.
+    A corpus of a single document is cut by position instead: its last val_fraction is val.
+    """
+
+    def __init__(self, out: Path, dtype: np.dtype, tok, val_fraction: float) -> None:
+        self.files = {s: open(out / f"{s}.bin", "wb") for s in SPLITS}
+        self.counts = {s: {"tokens": 0, "bytes": 0, "docs": 0} for s in SPLITS}
+        self.held: dict[str, tuple[float, str, np.ndarray]] = {}
+        self.dtype, self.tok, self.val_fraction = dtype, tok, val_fraction
+        self.seen_tokens = 0
+
+    def add(self, doc_id: str, text: str, ids: np.ndarray) -> None:
+        self.seen_tokens += len(ids) + 1
+        u = _unit_hash(doc_id)
+        split = "val" if u < self.val_fraction else "train"
+        doc, held = (u, text, ids), self.held.get(split)
+        nearer = held is None or (u < held[0] if split == "train" else u > held[0])
+        if nearer:
+            self.held[split], doc = doc, held
+        if doc is not None:
+            self._write(split, doc[1], doc[2])
+
+    def finish(self, source: str, n_skipped: int) -> None:
+        held = self.held
+        n_written = sum(c["docs"] for c in self.counts.values())
+        if not held:
+            why = f" ({n_skipped} files skipped as binary or not UTF-8)" if n_skipped else ""
+            raise ValueError(f"data.source={source!r}: the corpus is empty{why}")
+        if n_written == 0 and len(held) == 1:  # a single document: cut it by position
+            _, text, _ = next(iter(held.values()))
+            if len(text) < 2:
+                raise ValueError(f"data.source={source!r}: the corpus has {len(text)} "
+                                 f"character(s); it needs at least 2 for a train and a val part")
+            cut = len(text) - max(1, round(len(text) * self.val_fraction))
+            parts = (text[:cut], text[cut:])
+            for split, part, ids in zip(SPLITS, parts, self.tok.encode_batch(list(parts))):
+                self._write(split, part, ids)
+            return
+        if "val" not in held:
+            held["val"] = held.pop("train")
+        elif "train" not in held:
+            held["train"] = held.pop("val")
+        for split, (_, text, ids) in held.items():
+            self._write(split, text, ids)
+
+    def _write(self, split: str, text: str, ids: np.ndarray) -> None:
+        tokens = np.empty(len(ids) + 1, dtype=self.dtype)
+        tokens[:-1] = ids
+        tokens[-1] = self.tok.eot
+        self.files[split].write(tokens.tobytes())
+        c = self.counts[split]
+        c["tokens"] += len(tokens)
+        c["bytes"] += len(text.encode("utf-8"))
+        c["docs"] += 1
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
