@@ -1,7 +1,7 @@
 """gpt-ladder models: GPT-2 and the rungs above it, chosen by `ModelConfig`."""
 
-from .config import ModelConfig
+from .config import ModelConfig, RopeConfig
 from .gpt import GPT
 from .kv_cache import KVCache
 
-__all__ = ["GPT", "ModelConfig", "KVCache"]
+__all__ = ["GPT", "ModelConfig", "RopeConfig", "KVCache"]

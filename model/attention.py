@@ -1,7 +1,13 @@
-"""Causal self-attention through `F.scaled_dot_product_attention`.
+"""Causal self-attention: projections, QK-norm, rotary, then one of two attention kernels.
 
-SDPA dispatches to FlashAttention / memory-efficient kernels on CUDA and to a fused kernel on CPU,
-so the model never materialises the (T, T) score matrix itself.
+The kernel is chosen once, when the layer is built (`KERNELS`):
+- "sdpa": `F.scaled_dot_product_attention`, for plain causal attention, GQA/MQA, RoPE, QK-norm,
+  `attn_scale` and sliding windows. Without a window in reach SDPA gets `is_causal` and no mask, so
+  on CUDA it can run FlashAttention; a sliding window is a boolean band mask, which FlashAttention
+  cannot take, so CUDA then uses the memory-efficient kernel (still no (T, S) score matrix in HBM;
+  GQA heads are repeated for it, since that kernel has no `enable_gqa`).
+- "softmax": explicit scores -> softmax -> weighted values, only where the math needs the scores
+  themselves: a softcap (tanh on every logit) or attention sinks (an extra softmax column).
 """
 
 import torch
@@ -10,23 +16,59 @@ from torch.nn import functional as F
 
 from .config import ModelConfig
 from .kv_cache import KVCache
+from .masks import sdpa_mask, visible_keys
+from .norm import build_norm
+from .rope import build_rotary
+
+# The groups QK-norm normalises over, as (query size, key size).
+QK_NORM_GROUPS = {
+    "none": lambda cfg: (cfg.head_dim, cfg.head_dim),  # (identity norms)
+    "head": lambda cfg: (cfg.head_dim, cfg.head_dim),  # each head on its own (Qwen3, Gemma 3)
+    "full": lambda cfg: (cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim),  # whole projection (OLMo 2)
+}
+
+
+def is_local(cfg: ModelConfig, layer_idx: int) -> bool:
+    """Sliding-window layer? With a window, layer i is global when (i + 1) % global_every == 0
+    (Gemma 2: global_every=2 -> local, global, ...; Gemma 3: 6); global_every=0 -> all local."""
+    is_global = cfg.global_every > 0 and (layer_idx + 1) % cfg.global_every == 0
+    return cfg.window > 0 and not is_global
 
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention (Vaswani et al. 2017, arXiv:1706.03762).
 
-    One fused projection `c_attn` produces queries, keys and values; with `n_kv_head < n_head`
-    several query heads share one key/value head (GQA, arXiv:2305.13245; MQA when n_kv_head = 1).
-    Matches HF `GPT2Attention`. Config: n_head, n_kv_head, head_dim, bias, dropout.
+    One fused projection `c_attn` gives rows [q; k; v]. GQA/MQA (arXiv:2305.13245) when
+    n_kv_head < n_head; RoPE (arXiv:2104.09864, model/rope.py); QK-norm (arXiv:2010.04245) per head
+    (Qwen3) or over the whole projection (OLMo 2, arXiv:2501.00656); sliding windows (Longformer,
+    arXiv:2004.05150; Mistral, Gemma 2/3); logit softcap (Gemma 2, arXiv:2408.00118); attention
+    sinks (gpt-oss, arXiv:2508.10925; idea from arXiv:2309.17453).
+    Matches HF `GPT2Attention`, `LlamaAttention`, `Qwen3Attention`, `Olmo2Attention`,
+    `Gemma2Attention`, `GptOssAttention`. Config: n_head, n_kv_head, head_dim, bias, dropout, pos,
+    rope, qk_norm, norm, window, global_every, attn_scale, attn_softcap, attn_sinks.
     """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        q_dim, kv_dim = cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
-        self.c_attn = nn.Linear(cfg.n_embd, q_dim + 2 * kv_dim, bias=cfg.bias)
-        self.c_proj = nn.Linear(q_dim, cfg.n_embd, bias=cfg.bias)
+        self.q_dim, self.kv_dim = cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
+        self.c_attn = nn.Linear(cfg.n_embd, self.q_dim + 2 * self.kv_dim, bias=cfg.bias)
+        self.c_proj = nn.Linear(self.q_dim, cfg.n_embd, bias=cfg.bias)
+        self.q_group, self.k_group = QK_NORM_GROUPS[cfg.qk_norm](cfg)
+        use_qk_norm = cfg.qk_norm != "none"
+        self.q_norm = build_norm(cfg, self.q_group) if use_qk_norm else nn.Identity()
+        self.k_norm = build_norm(cfg, self.k_group) if use_qk_norm else nn.Identity()
+        self.local = is_local(cfg, layer_idx)
+        self.window = cfg.window if self.local else 0
+        self.rotary = build_rotary(cfg, self.local)
+        self.scale = cfg.attn_scale or self.head_dim**-0.5  # Gemma 2: query_pre_attn_scalar ** -0.5
+        self.softcap = cfg.attn_softcap
+        # One sink logit per head; 0 at init: exp(0) = 1 joins each softmax denominator, i.e. the sink
+        # starts as one more key with an average score, and training moves it up or down from there.
+        self.sinks = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sinks else None
+        self.kernel = "softmax" if cfg.attn_softcap or cfg.attn_sinks else "sdpa"
+        self.attend = getattr(self, KERNELS[self.kernel])
         self.attn_dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
@@ -35,26 +77,76 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """x: (B, T, n_embd); positions: (T,) absolute positions of x's tokens."""
         B, T, _ = x.shape
-        q_dim, kv_dim = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
-        q, k, v = self.c_attn(x).split([q_dim, kv_dim, kv_dim], dim=-1)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, n_head, T, head_dim)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k, v = self.c_attn(x).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+        # QK-norm over groups of q_group / k_group features: one head each, or the whole projection
+        q = self.q_norm(q.view(B, T, -1, self.q_group)).view(B, T, self.n_head, self.head_dim)
+        k = self.k_norm(k.view(B, T, -1, self.k_group)).view(B, T, self.n_kv_head, self.head_dim)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, n_head | n_kv_head, T, head_dim)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
+        q, k = self.rotary(q, k, positions)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv_head, S, hd), S = cached + T
-        S = k.shape[2]
-        y = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=causal_mask(T, S, x.device) if 1 < T < S else None,
-            is_causal=T == S and T > 1,  # T == 1: one new token may see every cached one
-            dropout_p=self.attn_dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_head != self.n_head,
-        )
-        y = y.transpose(1, 2).reshape(B, T, q_dim)
+        y = self.attend(q, k, v)  # (B, n_head, T, head_dim)
+        y = y.transpose(1, 2).reshape(B, T, self.q_dim)
         return self.resid_dropout(self.c_proj(y))
 
+    def sdpa_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        mask, is_causal = sdpa_mask(q.shape[2], k.shape[2], self.window, q.device)
+        if mask is not None:
+            # CUDA's memory-efficient kernel (the one that takes a mask) has no enable_gqa: with it, SDPA
+            # would fall back to the math kernel and its (T, S) scores. Repeated heads keep it eligible.
+            k, v = repeat_kv(k, self.n_head), repeat_kv(v, self.n_head)  # (B, n_head, S, hd)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            enable_gqa=k.shape[1] != q.shape[1],
+        )
 
-def causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
-    """Boolean (T, S) mask for T queries that are the last T of S keys: key j is visible to query i
-    when j <= i + (S - T). (SDPA's `is_causal` aligns the corner top-left, which is only right for T == S.)"""
-    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
+    def softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        mask = visible_keys(q.shape[2], k.shape[2], self.window, q.device)
+        return softmax_attention(
+            q, k, v, mask, self.scale, self.softcap, self.sinks,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+        )
+
+
+KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention"}
+
+
+def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, n_kv_head, S, hd) -> (B, n_head, S, hd): kv head g serves query heads g*rep ... g*rep + rep - 1
+    (HF `repeat_kv`). A view when n_kv_head == n_head."""
+    B, n_kv_head, S, hd = x.shape
+    return x[:, :, None].expand(B, n_kv_head, n_head // n_kv_head, S, hd).reshape(B, n_head, S, hd)
+
+
+def softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    softcap: float = 0.0,
+    sinks: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Attention written out: q (B, n_head, T, hd), k/v (B, n_kv_head, S, hd), mask (T, S) bool.
+
+    softcap > 0: logits -> softcap * tanh(logits / softcap) before masking (Gemma 2).
+    sinks (n_head,): a per-head logit that joins the softmax and is then dropped, so a head may give
+    less than all of its attention to real keys (HF gpt-oss `eager_attention_forward`).
+    The softmax runs in fp32, as HF's eager attention does.
+    """
+    B, n_head, T, _ = q.shape
+    S = k.shape[2]
+    k, v = repeat_kv(k, n_head), repeat_kv(v, n_head)  # (B, n_head, S, hd)
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, n_head, T, S)
+    if softcap:
+        scores = softcap * torch.tanh(scores / softcap)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    if sinks is not None:
+        sink = sinks.to(scores.dtype).view(1, n_head, 1, 1).expand(B, n_head, T, 1)
+        scores = torch.cat([scores, sink], dim=-1)  # (B, n_head, T, S + 1)
+    probs = F.softmax(scores.float(), dim=-1)[..., :S].to(q.dtype)  # drop the sink column
+    probs = F.dropout(probs, p=dropout_p)
+    return probs @ v  # (B, n_head, T, hd)

@@ -1,4 +1,13 @@
-"""One transformer block: attention and MLP, each wrapped in a norm and a residual connection."""
+"""Transformer blocks: residual attention and MLP branches, norms placed by `model.norm_placement`.
+
+Where the norms sit is the only difference between the three blocks here:
+
+    pre       x = x + attn(ln_1(x));              x = x + mlp(ln_2(x))               GPT-2, Llama
+    post      x = x + ln_1(attn(x));              x = x + ln_2(mlp(x))               OLMo 2
+    sandwich  x = x + ln_1_post(attn(ln_1(x)));   x = x + ln_2_post(mlp(ln_2(x)))    Gemma 2/3
+
+Every block takes `(x, positions, cache)` and returns x, shape (B, T, n_embd).
+"""
 
 import torch
 from torch import nn
@@ -15,7 +24,7 @@ class Block(nn.Module):
 
     Normalising the input of each branch, not the residual stream, keeps a clean identity path from
     the embeddings to the output, which is what lets deep stacks train without warm-up tricks.
-    Matches HF `GPT2Block`. Config: norm, mlp (and everything attention and the MLP read).
+    Matches HF `GPT2Block` / `LlamaDecoderLayer`. Config: norm_placement = "pre", norm, mlp.
     """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
@@ -31,3 +40,60 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), positions, cache)
         x = x + self.mlp(self.ln_2(x))
         return x
+
+
+class PostNormBlock(nn.Module):
+    """Norm on each branch's output (OLMo 2, arXiv:2501.00656): x + ln_1(attn(x)), x + ln_2(mlp(x)).
+
+    Unlike the original post-LN transformer, the residual stream itself is never normalised;
+    normalising what each branch adds bounds its contribution, which OLMo 2 found steadier than
+    pre-norm. Matches HF `Olmo2DecoderLayer` (ln_1 = post_attention_layernorm,
+    ln_2 = post_feedforward_layernorm).
+    Config: norm_placement = "post", norm, mlp.
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.ln_1 = build_norm(cfg)
+        self.mlp = build_mlp(cfg)
+        self.ln_2 = build_norm(cfg)
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        x = x + self.ln_1(self.attn(x, positions, cache))
+        x = x + self.ln_2(self.mlp(x))
+        return x
+
+
+class SandwichBlock(nn.Module):
+    """Norms on each branch's input and output (Gemma 2, arXiv:2408.00118; Gemma 3).
+
+    x + ln_1_post(attn(ln_1(x))), then x + ln_2_post(mlp(ln_2(x))). Matches HF `Gemma2DecoderLayer`
+    (ln_1 = input_layernorm, ln_1_post = post_attention_layernorm, ln_2 = pre_feedforward_layernorm,
+    ln_2_post = post_feedforward_layernorm). Config: norm_placement = "sandwich", norm, mlp.
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = build_norm(cfg)
+        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.ln_1_post = build_norm(cfg)
+        self.ln_2 = build_norm(cfg)
+        self.mlp = build_mlp(cfg)
+        self.ln_2_post = build_norm(cfg)
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        x = x + self.ln_1_post(self.attn(self.ln_1(x), positions, cache))
+        x = x + self.ln_2_post(self.mlp(self.ln_2(x)))
+        return x
+
+
+BLOCKS = {"pre": Block, "post": PostNormBlock, "sandwich": SandwichBlock}
+
+
+def build_block(cfg: ModelConfig, layer_idx: int) -> nn.Module:
+    return BLOCKS[cfg.norm_placement](cfg, layer_idx)

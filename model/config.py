@@ -7,8 +7,34 @@ and are resolved here, so the config saved next to a run states every size expli
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Literal, get_args, get_origin
+
+
+@dataclass
+class RopeConfig:
+    """Rotary position embeddings (`[model.rope]`), used when `model.pos = "rope"`."""
+
+    theta: float = 10000.0  # base of the rotation frequencies
+    scaling: Literal["none", "linear", "llama3", "yarn"] = "none"  # context-extension variant
+    factor: float = 1.0  # context extension factor (linear, llama3, yarn)
+    original_max_pos: int = 0  # pre-extension context length (llama3, yarn); 0 = block_size
+    low_freq_factor: float = 1.0  # llama3
+    high_freq_factor: float = 4.0  # llama3
+    beta_fast: float = 32.0  # yarn
+    beta_slow: float = 1.0  # yarn
+    fraction: float = 1.0  # fraction of each head's dimensions that rotate (partial rotary)
+    local_theta: float = 0.0  # theta for sliding-window layers (Gemma 3); 0 = theta
+
+    def __post_init__(self) -> None:
+        _check_choices(self, "model.rope.")
+        for name in ("theta", "factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow"):
+            _check_positive_float(f"rope.{name}", getattr(self, name))
+        _check_int("rope.original_max_pos", self.original_max_pos, minimum=0)
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"model.rope.fraction must be in (0, 1]; got {self.fraction}")
+        if not (math.isfinite(self.local_theta) and self.local_theta >= 0):
+            raise ValueError(f"model.rope.local_theta must be >= 0; got {self.local_theta}")
 
 
 @dataclass
@@ -24,24 +50,36 @@ class ModelConfig:
     head_dim: int = 0  # 0 = n_embd // n_head
     mlp_hidden: int = 0  # 0 = 4 * n_embd
     # --- GPT-2 choices; each later rung offers alternatives ---
-    pos: Literal["learned", "none"] = "learned"  # learned absolute positions (GPT-2) | none (NoPE)
-    norm: Literal["layernorm"] = "layernorm"
+    # positions: learned absolute (GPT-2) | rotary (RoPE, configured in [model.rope]) | none (NoPE)
+    pos: Literal["learned", "rope", "none"] = "learned"
+    rope: RopeConfig = field(default_factory=RopeConfig)
+    # norms
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_eps: float = 1e-5
-    mlp: Literal["gelu"] = "gelu"  # GELU with the tanh approximation, as GPT-2
+    norm_unit_offset: bool = False  # scale by (1 + weight), weight initialised to 0 (Gemma)
+    norm_placement: Literal["pre", "post", "sandwich"] = "pre"  # GPT-2/Llama | OLMo 2 | Gemma 2/3
+    qk_norm: Literal["none", "head", "full"] = "none"  # per head (Qwen3, Gemma 3) | across heads (OLMo 2)
+    # feed-forward
+    mlp: Literal["gelu", "swiglu", "geglu", "relu2"] = "gelu"  # gelu: tanh approximation, as GPT-2
+    # attention pattern
+    window: int = 0  # sliding-window size in tokens; 0 = full causal attention
+    global_every: int = 0  # with window: layer i is global when (i + 1) % global_every == 0; 0 = none
+    attn_scale: float = 0.0  # softmax scale; 0 = 1 / sqrt(head_dim)
+    attn_softcap: float = 0.0  # cap * tanh(logits / cap) on attention logits (Gemma 2); 0 = off
+    final_softcap: float = 0.0  # the same on the output logits; 0 = off
+    attn_sinks: bool = False  # a learned per-head sink logit in the softmax (gpt-oss)
+    # embeddings, biases, regularisation, init
+    embed_scale: bool = False  # multiply token embeddings by sqrt(n_embd) (Gemma)
     bias: bool = True  # biases in linear layers and norms
     tie_embeddings: bool = True  # lm_head shares the token embedding matrix
     dropout: float = 0.0
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if get_origin(f.type) is Literal and value not in get_args(f.type):
-                allowed = ", ".join(repr(c) for c in get_args(f.type))
-                raise ValueError(f"model.{f.name} must be one of {allowed}; got {value!r}")
+        _check_choices(self, "model.")
         for name in ("vocab_size", "vocab_multiple", "block_size", "n_layer", "n_head", "n_embd"):
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("n_kv_head", "head_dim", "mlp_hidden"):
+        for name in ("n_kv_head", "head_dim", "mlp_hidden", "window", "global_every"):
             _check_int(name, getattr(self, name), minimum=0)
         if not self.head_dim and self.n_embd % self.n_head:
             raise ValueError(
@@ -58,14 +96,31 @@ class ModelConfig:
         if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"model.dropout must be a number in [0, 1); got {self.dropout!r}")
         for name in ("norm_eps", "init_std"):
+            _check_positive_float(name, getattr(self, name))
+        for name in ("attn_scale", "attn_softcap", "final_softcap"):
             value = getattr(self, name)
-            if not (_is_number(value) and math.isfinite(value) and value > 0):
-                raise ValueError(f"model.{name} must be a positive finite number; got {value!r}")
+            if not (_is_number(value) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"model.{name} must be >= 0 (0 = off/default); got {value!r}")
+        if self.global_every and not self.window:
+            raise ValueError("model.global_every needs a sliding window: set model.window > 0")
 
     @property
     def padded_vocab_size(self) -> int:
         m = self.vocab_multiple
         return (self.vocab_size + m - 1) // m * m
+
+
+def _check_choices(obj: object, prefix: str) -> None:
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if get_origin(f.type) is Literal and value not in get_args(f.type):
+            allowed = ", ".join(repr(c) for c in get_args(f.type))
+            raise ValueError(f"{prefix}{f.name} must be one of {allowed}; got {value!r}")
+
+
+def _check_positive_float(name: str, value: object) -> None:
+    if not (_is_number(value) and math.isfinite(value) and value > 0):
+        raise ValueError(f"model.{name} must be a positive finite number; got {value!r}")
 
 
 def _is_number(value: object) -> bool:

@@ -6,10 +6,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .block import Block
+from .block import build_block
 from .config import ModelConfig
+from .embedding import build_token_embedding
 from .kv_cache import KVCache
 from .norm import build_norm
+from .softcap import build_softcap
 
 
 class GPT(nn.Module):
@@ -29,15 +31,16 @@ class GPT(nn.Module):
         self.config = cfg
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd),
+                wte=build_token_embedding(cfg),  # times sqrt(n_embd) when cfg.embed_scale
                 drop=nn.Dropout(cfg.dropout),
-                h=nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer)),
+                h=nn.ModuleList(build_block(cfg, i) for i in range(cfg.n_layer)),
                 ln_f=build_norm(cfg),
             )
         )
         if cfg.pos == "learned":
             self.transformer["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
+        self.final_softcap = build_softcap(cfg.final_softcap)  # identity when 0
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         self.init_weights()
@@ -52,6 +55,7 @@ class GPT(nn.Module):
         | residual projections (`*.c_proj`)       | N(0, init_std / sqrt(2 * n_layer))     |
         | biases                                  | 0                                      |
         | norm scales / shifts                    | 1 / 0                                  |
+        | unit-offset norm scales (`1 + weight`)  | weight 0, so the scale starts at 1     |
 
         Every block adds two residual branches to the stream; scaling their output projections by
         1/sqrt(2 * n_layer) keeps the stream's variance independent of depth (GPT-2 paper, sec. 2.3).
@@ -92,6 +96,7 @@ class GPT(nn.Module):
             cache.advance(T)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, vocab_size)
+        logits = self.final_softcap(logits)
         if targets is None:
             return logits
         loss = F.cross_entropy(

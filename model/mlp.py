@@ -1,8 +1,13 @@
 """Feed-forward (MLP) blocks, chosen by `model.mlp`.
 
 The MLP is the component slot of a block that a Mixture-of-Experts layer will later fill, so every
-class here takes only the config and maps (B, T, n_embd) -> (B, T, n_embd).
+entry of `MLPS` takes only the config and maps (B, T, n_embd) -> (B, T, n_embd). Two shapes exist:
+a plain two-layer MLP with an activation in between (GPT-2's GELU, Primer's squared ReLU), and a
+gated linear unit (GLU) whose hidden activation is multiplied by a second, linear projection.
 """
+
+from functools import partial
+from typing import Callable
 
 import torch
 from torch import nn
@@ -10,25 +15,72 @@ from torch.nn import functional as F
 
 from .config import ModelConfig
 
+Activation = Callable[[torch.Tensor], torch.Tensor]
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh")."""
+    return F.gelu(x, approximate="tanh")
+
+
+def relu_squared(x: torch.Tensor) -> torch.Tensor:
+    """relu(x)^2 (So et al. 2021, Primer, arXiv:2109.08668)."""
+    return F.relu(x).square()
+
 
 class MLP(nn.Module):
-    """GPT-2's feed-forward: Linear -> GELU (tanh approximation) -> Linear -> dropout.
+    """Two-layer feed-forward: Linear -> activation -> Linear -> dropout.
 
-    Radford et al. 2019; GELU from Hendrycks & Gimpel 2016 (arXiv:1606.08415). Matches HF `GPT2MLP`.
-    Config: n_embd, mlp_hidden (default 4 * n_embd), bias, dropout.
+    mlp = "gelu": GPT-2 (Radford et al. 2019; GELU, Hendrycks & Gimpel 2016, arXiv:1606.08415),
+    matches HF `GPT2MLP`. mlp = "relu2": squared ReLU (Primer, arXiv:2109.08668), as in nanochat
+    and Nemotron. Config: n_embd, mlp_hidden (default 4 * n_embd), bias, dropout.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, act: Activation):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias)
+        self.act = act
         self.c_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        h = self.act(self.c_fc(x))  # (B, T, mlp_hidden)
+        return self.dropout(self.c_proj(h))
+
+    def extra_repr(self) -> str:
+        return f"act={self.act.__name__}"
 
 
-MLPS = {"gelu": MLP}
+class GatedMLP(nn.Module):
+    """Gated linear unit feed-forward: c_proj(act(gate) * up) (Shazeer 2020, arXiv:2002.05202).
+
+    `c_fc` is one fused Linear whose output rows are [gate; up], mlp_hidden rows each, so one matmul
+    computes both. mlp = "swiglu": SiLU gate, matches HF `LlamaMLP` (Llama, Qwen3, Mistral, OLMo 2).
+    mlp = "geglu": tanh-GELU gate, matches HF `Gemma2MLP` with gelu_pytorch_tanh.
+    Config: n_embd, mlp_hidden (size of gate and of up), bias, dropout.
+    """
+
+    def __init__(self, cfg: ModelConfig, act: Activation):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 2 * cfg.mlp_hidden, bias=cfg.bias)
+        self.act = act
+        self.c_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.c_fc(x).chunk(2, dim=-1)  # (B, T, mlp_hidden) each
+        return self.dropout(self.c_proj(self.act(gate) * up))
+
+    def extra_repr(self) -> str:
+        return f"act={self.act.__name__}"
+
+
+MLPS = {
+    "gelu": partial(MLP, act=gelu_tanh),
+    "relu2": partial(MLP, act=relu_squared),
+    "swiglu": partial(GatedMLP, act=F.silu),
+    "geglu": partial(GatedMLP, act=gelu_tanh),
+}
 
 
 def build_mlp(cfg: ModelConfig) -> nn.Module:
