@@ -102,6 +102,9 @@ class TokenData:
     def open(cls, path: str | Path) -> "TokenData":
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        if meta["vocab_size"] > np.iinfo(meta["dtype"]).max + 1:
+            raise ValueError(f"{path}: a vocabulary of {meta['vocab_size']} tokens does not fit its "
+                             f"{meta['dtype']} token files; delete the directory to re-tokenize")
         maps = {s: np.memmap(path / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in SPLITS}
         return cls(train=maps["train"], val=maps["val"], meta=meta, path=path)
 
