@@ -132,6 +132,18 @@ class TokenData:
         for name in SPLITS:
             _check_length(len(self.split(name)), block_size, f"the {name} split")
 
+    def check_batch(self, batch_size: int, seq_len: int, model_vocab_size: int) -> None:
+        """Fail at start-up, not mid-run, when this data cannot feed a model and batch this size."""
+        if self.vocab_size > model_vocab_size:
+            raise ValueError(f"data vocabulary ({self.vocab_size}) exceeds model.vocab_size "
+                             f"({model_vocab_size})")
+        self.check_block_size(seq_len)
+        need = batch_size * seq_len + 1
+        if len(self.train) < need:
+            raise ValueError(f"one micro-batch (train.batch_size={batch_size} x seq_len={seq_len}) "
+                             f"needs {need} tokens but the train split has {len(self.train)}; "
+                             "lower train.batch_size or use a larger corpus")
+
 
 def bits_per_byte(loss: float, bytes_per_token: float) -> float:
     """Convert a mean per-token cross-entropy in nats to bits per UTF-8 byte of text."""

@@ -6,6 +6,7 @@
 - `check_out_dir`: creates train.out_dir and writes a probe file into it before any work starts,
   so a path that is a file or is not writable fails in the first second, not at the first
   checkpoint hours later.
+- `check_same_run`: resuming with a different [model] or [data] is refused, naming the keys.
 - `all_finite`: the trainer never checkpoints a model with a NaN or infinite weight.
 - `oom_message`: the one-line advice for a CUDA out-of-memory error.
 """
@@ -16,6 +17,9 @@ import threading
 from pathlib import Path
 
 import torch
+
+from . import checkpoint as ckpt
+from .config import ConfigError, RunConfig, config_differences
 
 
 class StopSignals:
@@ -69,6 +73,19 @@ def check_out_dir(out_dir: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise ValueError(f"{where} is not writable ({e.strerror or e})") from None
+
+
+def check_same_run(path: Path, cfg: RunConfig, data_fingerprint: str | None) -> None:
+    """Raise ConfigError if checkpoint `path` was written with another [model], [data] or corpus."""
+    diffs = config_differences((path / "config.toml").read_text(), cfg)
+    saved = ckpt.read_state(path).get("data_fingerprint")
+    if saved and saved != data_fingerprint:
+        diffs.append(f"data fingerprint: {saved} -> {data_fingerprint} "
+                     "(the corpus or its tokenization changed)")
+    if diffs:
+        raise ConfigError(
+            f"{path.parent.parent} holds a run with a different config ({'; '.join(diffs)}); use "
+            "another train.out_dir, or --train.allow_config_change=true to resume anyway")
 
 
 def all_finite(model: torch.nn.Module) -> bool:

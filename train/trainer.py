@@ -25,9 +25,9 @@ from model import GPT
 from model.accounting import flops_per_token
 
 from . import checkpoint as ckpt
-from .config import ConfigError, RunConfig, config_differences, to_toml
+from .config import RunConfig, to_toml
 from .data import TokenData, bits_per_byte, get_batch, prepare
-from .guard import StopSignals, all_finite, check_out_dir, oom_message
+from .guard import StopSignals, all_finite, check_out_dir, check_same_run, oom_message
 from .hardware import autocast, peak_flops, pick_device, pick_dtype
 from .optim import build_optimizer, lr_at
 
@@ -47,7 +47,7 @@ class Trainer:
         if self.rank == 0:
             check_out_dir(self.out_dir)
         self.data: TokenData = prepare(cfg.data)
-        self._check_data()
+        self.data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
         torch.manual_seed(cfg.train.seed)
         self.model = GPT(cfg.model).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
@@ -60,22 +60,6 @@ class Trainer:
         self.tokens_per_step = cfg.train.batch_size * cfg.seq_len * cfg.train.grad_accum * self.world_size
         self.flops_per_step = flops_per_token(cfg.model, cfg.seq_len) * self.tokens_per_step
         self.peak = peak_flops(self.device, self.dtype)
-
-    def _check_data(self) -> None:
-        """Fail at start-up, not mid-run, when the data cannot feed this model and batch."""
-        cfg = self.cfg
-        if self.data.vocab_size > cfg.model.vocab_size:
-            raise ValueError(
-                f"data vocabulary ({self.data.vocab_size}) exceeds model.vocab_size ({cfg.model.vocab_size})"
-            )
-        self.data.check_block_size(cfg.seq_len)
-        need = cfg.train.batch_size * cfg.seq_len + 1
-        if len(self.data.train) < need:
-            raise ValueError(
-                f"one micro-batch (train.batch_size={cfg.train.batch_size} x seq_len={cfg.seq_len}) "
-                f"needs {need} tokens but the train split has {len(self.data.train)}; lower "
-                "train.batch_size or use a larger corpus"
-            )
 
     # ----- state -------------------------------------------------------------------------------
     def save(self) -> Path:
@@ -123,15 +107,7 @@ class Trainer:
         """Verify a checkpoint, refuse one from a different model or data, then load the weights."""
         ckpt.verify_checkpoint(path)
         if not self.cfg.train.allow_config_change:
-            diffs = config_differences((path / "config.toml").read_text(), self.cfg)
-            saved = ckpt.read_state(path).get("data_fingerprint")
-            if saved and saved != self.data.meta.get("fingerprint"):
-                diffs.append(f"data fingerprint: {saved} -> {self.data.meta.get('fingerprint')} "
-                             "(the corpus or its tokenization changed)")
-            if diffs:
-                raise ConfigError(
-                    f"{self.out_dir} holds a run with a different config ({'; '.join(diffs)}); use "
-                    "another train.out_dir, or --train.allow_config_change=true to resume anyway")
+            check_same_run(path, self.cfg, self.data.meta.get("fingerprint"))
         return ckpt.load_checkpoint(path, self.model, map_location=self.device, verify=False)
 
     # ----- one step ----------------------------------------------------------------------------
