@@ -218,7 +218,7 @@ def test_sources_use_only_safe_loaders():
 # signals: finish the step, save, exit cleanly, resume bit for bit
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_signal_finishes_step_saves_and_resumes_exactly(tmp_path, corpus, capsys, monkeypatch, sig):
     straight = Trainer(make(tmp_path, corpus, "a", "--train.max_steps=10", "--train.eval_interval=5"))
     straight.fit()
@@ -247,22 +247,30 @@ def test_signal_finishes_step_saves_and_resumes_exactly(tmp_path, corpus, capsys
 
 HARNESS = """
 import sys, time
+import torch
 from train import trainer
+delay, stall = float(sys.argv[1]), int(sys.argv[2])
 step = trainer.Trainer.train_step
 def slow_step(self):  # stretch each step so that a kill lands at a random point inside the loop
-    time.sleep(float(sys.argv[1]))
+    time.sleep(delay)
     return step(self)
 trainer.Trainer.train_step = slow_step
+save = torch.save
+def stalling_save(obj, path, *args, **kwargs):  # hang half-way through writing checkpoint `stall`
+    save(obj, path, *args, **kwargs)
+    if stall and f"step_{stall:08d}" in str(path):
+        time.sleep(600)
+torch.save = stalling_save
 from train.__main__ import main
 from train.cli import run_cli
-sys.exit(run_cli(main, sys.argv[2:]))
+sys.exit(run_cli(main, sys.argv[3:]))
 """
 FAULT_ARGS = ["--train.max_steps=24", "--train.ckpt_interval=1", "--train.keep_checkpoints=2",
               "--train.eval_interval=8"]
 
 
-def launch(cfg_file, corpus, out_dir, delay, log):
-    return subprocess.Popen([sys.executable, "-c", HARNESS, str(delay), str(cfg_file), *TINY, *corpus,
+def launch(cfg_file, corpus, out_dir, log, delay=0.0, stall=0):
+    return subprocess.Popen([sys.executable, "-c", HARNESS, str(delay), str(stall), str(cfg_file), *TINY, *corpus,
                              *FAULT_ARGS, f"--train.out_dir={out_dir}"],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
 
@@ -284,7 +292,7 @@ def reference(tmp_path_factory, corpus, cfg_file):
     """An uninterrupted run with the fault tests' settings, in a subprocess like theirs."""
     out = tmp_path_factory.mktemp("ref") / "run"
     with open(out.parent / "log.txt", "w") as log:
-        assert launch(cfg_file, corpus, out, 0, log).wait(timeout=300) == 0
+        assert launch(cfg_file, corpus, out, log).wait(timeout=300) == 0
     return out
 
 
@@ -293,9 +301,19 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, corpus, cfg
     rng = random.Random(20260101)
     out = tmp_path / "run"
     log = open(tmp_path / "log.txt", "w")
+    # first, a kill in the middle of writing checkpoint 5 (deterministic): step 4 must survive
+    proc = launch(cfg_file, corpus, out, log, delay=0.03, stall=5)
+    root = ckpt.checkpoint_dir(out)
+    deadline = time.monotonic() + 120
+    while not list(root.glob(".tmp-step_00000005-*/train_state.pt")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert ckpt.latest_checkpoint(out).name == "step_00000004" and list(root.glob(".tmp-*"))
+    # then kills at random moments
     kills = []
     for _ in range(4):
-        proc = launch(cfg_file, corpus, out, 0.03, log)
+        proc = launch(cfg_file, corpus, out, log, delay=0.03)
         wait_for_progress(proc, out)
         time.sleep(rng.uniform(0.0, 0.6))
         proc.kill()  # SIGKILL: no handler, no cleanup
@@ -303,7 +321,7 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, corpus, cfg
         latest = ckpt.latest_checkpoint(out)
         kills.append(int(latest.name[len(ckpt.PREFIX):]) if latest else 0)
     assert kills[-1] < 24, f"the runs finished before their kills (checkpoints at kills: {kills})"
-    assert launch(cfg_file, corpus, out, 0, log).wait(timeout=300) == 0
+    assert launch(cfg_file, corpus, out, log).wait(timeout=300) == 0
     assert numerics(metrics(out)) == numerics(metrics(reference))
     assert [r["step"] for r in metrics(out) if "loss" in r] == list(range(1, 25))
     a, b = ckpt.latest_checkpoint(out), ckpt.latest_checkpoint(reference)
@@ -315,7 +333,7 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path, corpus, cfg
 def test_sigterm_from_outside_exits_143_and_resumes_exactly(tmp_path, corpus, cfg_file, reference):
     out = tmp_path / "run"
     with open(tmp_path / "log.txt", "w") as log:
-        proc = launch(cfg_file, corpus, out, 0.05, log)
+        proc = launch(cfg_file, corpus, out, log, delay=0.05)
         wait_for_progress(proc, out)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 143
@@ -324,7 +342,7 @@ def test_sigterm_from_outside_exits_143_and_resumes_exactly(tmp_path, corpus, cf
     assert f"stopped by SIGTERM at step {int(step)}; checkpoint saved" in text
     assert "Traceback" not in text
     with open(tmp_path / "log.txt", "w") as log:
-        assert launch(cfg_file, corpus, out, 0, log).wait(timeout=300) == 0
+        assert launch(cfg_file, corpus, out, log).wait(timeout=300) == 0
     assert numerics(metrics(out)) == numerics(metrics(reference))
 
 
@@ -545,6 +563,20 @@ def test_vocab_larger_than_token_dtype(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 70000, "dtype": "uint16"}))
     with pytest.raises(ValueError, match="70000 tokens does not fit its uint16 token files"):
         TokenData.open(tmp_path)
+
+
+def test_sampled_ids_stay_inside_the_vocabulary():
+    """The embedding is padded (257 -> 320 rows); sampling must never return a padding id."""
+    from model import GPT, ModelConfig
+    from model.generate import generate
+    from train.tokenizer import ByteTokenizer
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=257, block_size=64, n_layer=1, n_head=2, n_embd=32, init_std=1.0))
+    out = generate(model, torch.zeros(8, 1, dtype=torch.long), 60, temperature=10.0, top_k=0,
+                   generator=torch.Generator().manual_seed(0))
+    assert int(out.max()) < 257 and model.config.padded_vocab_size == 320
+    assert ByteTokenizer().decode([104, 105, 300]) == "hi\ufffd"  # an id outside the vocabulary
 
 
 def test_sample_prompt_beyond_block_size(base, capsys):
