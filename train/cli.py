@@ -3,10 +3,14 @@
 import sys
 from collections.abc import Callable
 
+import torch
+
 from .config import ConfigError
 
 USAGE_ERROR = 2  # bad command line or config
-RUN_ERROR = 1  # the run could not proceed (bad data, non-finite loss, I/O)
+RUN_ERROR = 1  # the run could not proceed (bad data, non-finite loss, I/O, out of memory)
+# A run stopped by SIGTERM / SIGINT after saving a checkpoint exits with 128 + the signal number
+# (143 / 130), like a shell; see train/guard.py.
 
 
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:
@@ -17,9 +21,12 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
         argv.remove("--debug")
     try:
         return main(argv) or 0
-    except (ValueError, FloatingPointError, OSError, KeyboardInterrupt) as e:
+    except (ValueError, FloatingPointError, OSError, MemoryError, torch.OutOfMemoryError,
+            KeyboardInterrupt) as e:
         if debug:
             raise
+        if isinstance(e, torch.OutOfMemoryError):  # outside the trainer, which adds a hint
+            e = MemoryError(f"out of memory ({str(e).splitlines()[0] if str(e) else 'no details'})")
         code = USAGE_ERROR if isinstance(e, ConfigError) else 130 if isinstance(e, KeyboardInterrupt) else RUN_ERROR
         lines = (str(e) or type(e).__name__).splitlines()
         print(f"error: {lines[0] if lines else type(e).__name__}", file=sys.stderr)

@@ -26,6 +26,10 @@ from .data import DataConfig
 from .tokenizer import tokenizer_vocab_size
 
 
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "presets"
+PRESET_PREFIX = "preset:"
+
+
 class ConfigError(ValueError):
     """A user mistake in a config file or an override; the CLI prints it as one line."""
 
@@ -46,9 +50,13 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop, or skip the step
+    max_skipped_steps: int = 3  # on_nonfinite="skip": stop when more steps than this in a row are skipped
+    allow_config_change: bool = False  # resume even if [model] or [data] differ from the checkpoint's
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_interval"):
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_interval",
+                     "max_skipped_steps"):
             _require(getattr(self, name) >= 1, f"train.{name} must be >= 1; got {getattr(self, name)}")
         for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0; got {getattr(self, name)}")
@@ -94,11 +102,14 @@ class RunConfig:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """Read a TOML run config, apply `section.key=value` overrides, validate, resolve defaults."""
+    """Read a TOML run config, apply `section.key=value` overrides, validate, resolve defaults.
+
+    `path` may be `preset:NAME` for configs/presets/NAME.toml.
+    """
     raw: dict[str, Any] = {}
     name = "default"
     if path is not None:
-        path = Path(path)
+        path = preset_path(str(path)[len(PRESET_PREFIX):]) if str(path).startswith(PRESET_PREFIX) else Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
@@ -123,6 +134,44 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     _require(cfg.seq_len <= cfg.model.block_size,
              f"train.seq_len={cfg.seq_len} exceeds model.block_size={cfg.model.block_size}")
     return cfg
+
+
+def preset_path(name: str) -> Path:
+    """configs/presets/NAME.toml; an unknown name lists the presets there are."""
+    available = sorted(p.stem for p in PRESETS_DIR.glob("*.toml")) if PRESETS_DIR.is_dir() else []
+    if name not in available:
+        listing = ", ".join(available) if available else f"none yet (add TOML files to {PRESETS_DIR})"
+        raise ConfigError(f"unknown preset {name!r}; available presets: {listing}")
+    return PRESETS_DIR / f"{name}.toml"
+
+
+# [data] keys that say where things are stored, not what the tokens are: free to change on resume.
+_DATA_LOCATION_KEYS = {"cache_dir", "tokenizer_path"}
+
+
+def config_differences(saved_toml: str, current: RunConfig) -> list[str]:
+    """The [model] and [data] keys in which a checkpoint's config.toml and `current` differ.
+
+    Each difference reads `section.key: <saved> -> <current>`. A key missing from the saved file
+    (a field added since) counts as its default. [train] and [optim] may change freely.
+    """
+    try:
+        saved = tomllib.loads(saved_toml)
+    except tomllib.TOMLDecodeError as e:
+        return [f"config.toml of the checkpoint is not valid TOML ({e})"]
+    now, defaults = tomllib.loads(to_toml(current)), tomllib.loads(to_toml(RunConfig()))
+    out = []
+    for section in ("model", "data"):
+        old, new = saved.get(section, {}), now.get(section, {})
+        for key in sorted(old.keys() | new.keys()):
+            if section == "data" and key in _DATA_LOCATION_KEYS:
+                continue
+            a = old.get(key, defaults[section].get(key))
+            b = new.get(key, defaults[section].get(key))
+            if a != b:
+                out.append(f"{section}.{key}: {_toml_value(a) if a is not None else '(unset)'} -> "
+                           f"{_toml_value(b) if b is not None else '(unset)'}")
+    return out
 
 
 def apply_override(raw: dict, item: str) -> None:

@@ -102,6 +102,9 @@ class TokenData:
     def open(cls, path: str | Path) -> "TokenData":
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        if meta["vocab_size"] > np.iinfo(meta["dtype"]).max + 1:
+            raise ValueError(f"{path}: a vocabulary of {meta['vocab_size']} tokens does not fit its "
+                             f"{meta['dtype']} token files; delete the directory to re-tokenize")
         maps = {s: np.memmap(path / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in SPLITS}
         return cls(train=maps["train"], val=maps["val"], meta=meta, path=path)
 
@@ -128,6 +131,18 @@ class TokenData:
         """Fail early, naming the split, if a split is too short for one window of block_size."""
         for name in SPLITS:
             _check_length(len(self.split(name)), block_size, f"the {name} split")
+
+    def check_batch(self, batch_size: int, seq_len: int, model_vocab_size: int) -> None:
+        """Fail at start-up, not mid-run, when this data cannot feed a model and batch this size."""
+        if self.vocab_size > model_vocab_size:
+            raise ValueError(f"data vocabulary ({self.vocab_size}) exceeds model.vocab_size "
+                             f"({model_vocab_size})")
+        self.check_block_size(seq_len)
+        need = batch_size * seq_len + 1
+        if len(self.train) < need:
+            raise ValueError(f"one micro-batch (train.batch_size={batch_size} x seq_len={seq_len}) "
+                             f"needs {need} tokens but the train split has {len(self.train)}; "
+                             "lower train.batch_size or use a larger corpus")
 
 
 def bits_per_byte(loss: float, bytes_per_token: float) -> float:

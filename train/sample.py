@@ -13,7 +13,7 @@ import torch
 from model import GPT
 from model.generate import generate
 
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import load_checkpoint, load_newest, verify_checkpoint
 from .cli import run_cli
 from .config import ConfigError, load_config
 from .hardware import autocast, pick_device, pick_dtype
@@ -42,14 +42,12 @@ def main(argv: list[str]) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.toml").is_file():
         raise ConfigError(f"{run_dir} is not a training run (no config.toml); train one with python -m train")
-    path = latest_checkpoint(run_dir)
-    if path is None:
+    found = load_newest(run_dir, _load)  # a damaged newest checkpoint falls back to the previous
+    if found is None:
         raise ConfigError(f"{run_dir} has no complete checkpoint yet")
-    cfg = load_config(path / "config.toml")
+    path, (cfg, model) = found
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
-    model = GPT(cfg.model)
-    load_checkpoint(path, model)
     model.to(device)
     tok = get_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_path)
     prompt = tok.encode(args.prompt) if args.prompt else [tok.eot]
@@ -65,6 +63,15 @@ def main(argv: list[str]) -> int:
         print(tok.decode(row[len(prompt) if not args.prompt else 0:]))
         print("-" * 40)
     return 0
+
+
+def _load(path: Path) -> tuple:
+    """The checkpoint's config (data, never executed) and its model with the saved weights."""
+    verify_checkpoint(path)
+    cfg = load_config(path / "config.toml")
+    model = GPT(cfg.model)
+    load_checkpoint(path, model, verify=False)
+    return cfg, model
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@
 the same out_dir resumes from the newest complete checkpoint. Resume is exact: batches are a pure
 function of (seed, step, micro-step, rank), and the checkpoint holds the optimizer, grad-scaler and
 RNG state, so an interrupted run logs the same losses as an uninterrupted one.
+
+Failure handling (see train/guard.py and train/checkpoint.py): bad input fails before the first
+step; SIGTERM / SIGINT end the step, write a checkpoint and return; a non-finite loss or gradient
+stops the run or skips the step (`train.on_nonfinite`); a non-finite model is never saved; resuming
+with a different [model] or [data] is refused unless `train.allow_config_change` is set.
 """
 
 import json
@@ -22,6 +27,7 @@ from model.accounting import flops_per_token
 from . import checkpoint as ckpt
 from .config import RunConfig, to_toml
 from .data import TokenData, bits_per_byte, get_batch, prepare
+from .guard import StopSignals, all_finite, check_out_dir, check_same_run, oom_message
 from .hardware import autocast, peak_flops, pick_device, pick_dtype
 from .optim import build_optimizer, lr_at
 
@@ -38,23 +44,28 @@ class Trainer:
         self.out_dir = Path(cfg.train.out_dir)
         self.device = pick_device(cfg.train.device)
         self.dtype = pick_dtype(cfg.train.dtype, self.device)
+        if self.rank == 0:
+            check_out_dir(self.out_dir)
         self.data: TokenData = prepare(cfg.data)
-        if self.data.vocab_size > cfg.model.vocab_size:
-            raise ValueError(
-                f"data vocabulary ({self.data.vocab_size}) exceeds model.vocab_size ({cfg.model.vocab_size})"
-            )
+        self.data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
         torch.manual_seed(cfg.train.seed)
         self.model = GPT(cfg.model).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
         self.step_fn = torch.compile(self.model) if cfg.train.compile else self.model
         self.step = 0
+        self.skipped_steps = 0  # non-finite steps skipped (train.on_nonfinite="skip"), in all
+        self.skipped_in_a_row = 0
+        self._saved_step: int | None = None
         self.tokens_per_step = cfg.train.batch_size * cfg.seq_len * cfg.train.grad_accum * self.world_size
         self.flops_per_step = flops_per_token(cfg.model, cfg.seq_len) * self.tokens_per_step
         self.peak = peak_flops(self.device, self.dtype)
 
     # ----- state -------------------------------------------------------------------------------
     def save(self) -> Path:
+        if not all_finite(self.model):
+            raise FloatingPointError(f"the model has non-finite weights at step {self.step}; "
+                                     "not writing a checkpoint (the previous ones are intact)")
         train_state = {
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -62,24 +73,42 @@ class Trainer:
             "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
         }
         state = {"step": self.step, "tokens": self.step * self.tokens_per_step,
-                 "data_fingerprint": self.data.meta.get("fingerprint")}
-        return ckpt.save_checkpoint(self.out_dir, self.step, self.model, train_state, state,
+                 "data_fingerprint": self.data.meta.get("fingerprint"),
+                 "skipped_steps": self.skipped_steps, "skipped_in_a_row": self.skipped_in_a_row}
+        path = ckpt.save_checkpoint(self.out_dir, self.step, self.model, train_state, state,
                                     to_toml(self.cfg), keep=self.cfg.train.keep_checkpoints)
+        self._saved_step = self.step
+        return path
 
     def resume(self) -> bool:
-        """Load the newest complete checkpoint, if any; return whether one was found."""
-        path = ckpt.latest_checkpoint(self.out_dir)
-        if path is None:
+        """Load the newest loadable checkpoint, if any; return whether one was found."""
+        found = ckpt.load_newest(self.out_dir, self._load)
+        if found is None:
+            self._truncate_metrics(0)  # lines from a run killed before its first checkpoint
             return False
-        train_state, state = ckpt.load_checkpoint(path, self.model, map_location=self.device)
-        self.optimizer.load_state_dict(train_state["optimizer"])
+        path, (train_state, state) = found
+        try:
+            self.optimizer.load_state_dict(train_state["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise ckpt.CheckpointMismatch(f"checkpoint {path}: its optimizer state does not fit "
+                                          f"this model ({e})") from None
         self.scaler.load_state_dict(train_state["scaler"])
         torch.set_rng_state(train_state["rng_cpu"].cpu())
         if self.device.type == "cuda" and train_state["rng_cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in train_state["rng_cuda"]])
         self.step = state["step"]
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
+        self._saved_step = self.step
         self._truncate_metrics(self.step)
         return True
+
+    def _load(self, path: Path) -> tuple[dict, dict]:
+        """Verify a checkpoint, refuse one from a different model or data, then load the weights."""
+        ckpt.verify_checkpoint(path)
+        if not self.cfg.train.allow_config_change:
+            check_same_run(path, self.cfg, self.data.meta.get("fingerprint"))
+        return ckpt.load_checkpoint(path, self.model, map_location=self.device, verify=False)
 
     # ----- one step ----------------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -103,15 +132,32 @@ class Trainer:
         # With fp16 loss scaling an overflowing gradient is expected: the scaler skips the step.
         grads_ok = self.scaler.is_enabled() or math.isfinite(grad_norm.item())
         if not (math.isfinite(loss) and grads_ok):
-            raise FloatingPointError(
-                f"non-finite loss ({loss}) or gradient norm ({grad_norm.item()}) at step {self.step + 1}; "
-                "try a lower optim.lr or train.dtype=fp32"
-            )
+            return self._nonfinite_step(lr, f"non-finite loss ({loss}) or gradient norm "
+                                            f"({grad_norm.item()}) at step {self.step + 1}")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm.item()}
+        self.skipped_in_a_row = 0
+        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm.item(),
+                "skipped_steps": self.skipped_steps}
+
+    def _nonfinite_step(self, lr: float, what: str) -> dict:
+        """Stop (train.on_nonfinite="stop"), or drop the gradients and count a skipped step."""
+        t = self.cfg.train
+        if t.on_nonfinite == "stop":
+            raise FloatingPointError(f"{what}; try a lower optim.lr or train.dtype=fp32 (or "
+                                     "train.on_nonfinite=skip to skip such steps)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.update()  # fp16: lowers the loss scale; a no-op otherwise
+        self.skipped_in_a_row += 1
+        if self.skipped_in_a_row > t.max_skipped_steps:
+            raise FloatingPointError(f"{what}: {self.skipped_in_a_row} non-finite steps in a row "
+                                     f"(train.max_skipped_steps={t.max_skipped_steps}); try a lower optim.lr")
+        self.skipped_steps += 1
+        self.step += 1
+        return {"step": self.step, "loss": None, "lr": lr, "grad_norm": None,
+                "skipped_steps": self.skipped_steps, "skipped": True}
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -135,39 +181,71 @@ class Trainer:
 
     # ----- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
+        """Train to train.max_steps (resuming if a checkpoint exists); return a summary.
+
+        On SIGTERM / SIGINT the current step finishes, a checkpoint is written and the summary gets
+        `signal` and `exit_code` (128 + the signal number).
+        """
+        if self.rank == 0:
+            ckpt.remove_stale_temps(self.out_dir)  # left by a writer that was killed
+        resumed_from = self.step if self.resume() else None  # refuses a different config first
+        if self.rank == 0:
+            _write_atomic(self.out_dir / "config.toml", to_toml(self.cfg))
+        try:
+            with StopSignals() as stop:
+                summary = self._loop(resumed_from, stop)
+        except torch.OutOfMemoryError:
+            t = self.cfg.train
+            raise MemoryError(oom_message(t.batch_size, t.grad_accum, str(self.device))) from None
+        if self.rank == 0:
+            print(_summary_line(summary, self.out_dir), flush=True)
+        return summary
+
+    def _loop(self, resumed_from: int | None, stop: StopSignals) -> dict:
         t = self.cfg.train
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.toml").write_text(to_toml(self.cfg))
-        resumed_from = self.step if self.resume() else None
         bar = tqdm(total=t.max_steps, initial=self.step, desc=self.out_dir.name, dynamic_ncols=True,
                    disable=self.rank != 0, mininterval=1.0)
         if resumed_from is not None:
             bar.write(f"resumed from step {resumed_from} ({self.out_dir})")
         start_time, start_step, last = time.perf_counter(), self.step, None
-        while self.step < t.max_steps:
-            t0 = time.perf_counter()
-            record = self.train_step()
-            dt = time.perf_counter() - t0
-            record["tokens_per_s"] = self.tokens_per_step / dt
-            record["mfu"] = self.flops_per_step / dt / self.peak
-            final = self.step == t.max_steps
-            if (t.eval_interval and self.step % t.eval_interval == 0) or final:
-                record.update(self.evaluate())
-                last = record
-            if self.step % t.log_interval == 0 or "val_loss" in record or final:
-                self._log(record)
-            if (t.ckpt_interval and self.step % t.ckpt_interval == 0) or final:
-                self.save()
-            bar.update(1)
+        try:
+            while self.step < t.max_steps and stop.received is None:
+                record = self._run_step(stop, bar)
+                last = record if "val_loss" in record else last
+            if stop.received is not None and self._saved_step != self.step:
+                self.save()  # the signal came before the first step
+        finally:
+            bar.close()  # an error message then starts on a line of its own
+        summary = {"steps": self.step, "steps_this_run": self.step - start_step,
+                   "seconds": time.perf_counter() - start_time,
+                   **({k: last[k] for k in ("loss", "val_loss", "val_bpb")} if last else {})}
+        if stop.received is not None:
+            summary.update(signal=stop.received.name, exit_code=stop.exit_code)
+        return summary
+
+    def _run_step(self, stop: StopSignals, bar: tqdm) -> dict:
+        """One step and what follows it: evaluation, the metrics line, a checkpoint, the bar."""
+        t = self.cfg.train
+        t0 = time.perf_counter()
+        record = self.train_step()
+        dt = time.perf_counter() - t0
+        record["tokens_per_s"] = self.tokens_per_step / dt
+        record["mfu"] = self.flops_per_step / dt / self.peak
+        final = self.step == t.max_steps
+        if record.get("skipped"):
+            bar.write(f"warning: skipped step {self.step} (non-finite loss or gradient; "
+                      f"{self.skipped_in_a_row} in a row, {self.skipped_steps} in all)")
+        if (t.eval_interval and self.step % t.eval_interval == 0) or final:
+            record.update(self.evaluate())
+        if self.step % t.log_interval == 0 or "val_loss" in record or final or record.get("skipped"):
+            self._log(record)
+        if (t.ckpt_interval and self.step % t.ckpt_interval == 0) or final or stop.received:
+            self.save()
+        bar.update(1)
+        if record["loss"] is not None:
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}",
                             mfu=f"{100 * record['mfu']:.1f}%", refresh=False)
-        bar.close()
-        elapsed = time.perf_counter() - start_time
-        summary = {"steps": self.step, "steps_this_run": self.step - start_step, "seconds": elapsed,
-                   **({k: last[k] for k in ("loss", "val_loss", "val_bpb")} if last else {})}
-        if self.rank == 0:
-            print(_summary_line(summary, self.out_dir))
-        return summary
+        return record
 
     def _log(self, record: dict) -> None:
         self.log.append(record)
@@ -176,19 +254,38 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics logged after the checkpoint we resume from: those steps run again."""
+        """Drop metrics logged after the checkpoint we resume from (those steps run again), and a
+        last line cut short by a kill."""
         path = self.out_dir / "metrics.jsonl"
         if self.rank != 0 or not path.exists():
             return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        kept = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
+        _write_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics.jsonl line; infinity for a line that is not a whole record."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _summary_line(s: dict, out_dir: Path) -> str:
+    if "signal" in s:
+        return (f"stopped by {s['signal']} at step {s['steps']}; checkpoint saved, re-run the same "
+                f"command to resume | {out_dir}")
     parts = [f"done: {s['steps']} steps ({s['steps_this_run']} this run) in {s['seconds']:.0f}s"]
-    if "val_loss" in s:
+    if s.get("val_loss") is not None and s.get("loss") is not None:
         parts.append(f"train loss {s['loss']:.4f}, val loss {s['val_loss']:.4f}, val {s['val_bpb']:.3f} bits/byte")
     return " | ".join(parts) + f" | {out_dir}"
 

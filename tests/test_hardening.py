@@ -1,0 +1,295 @@
+"""Clear failures: non-finite steps, changed configs, bad input, out of memory, presets.
+
+Every bad input gives one error line, a non-zero exit code, and leaves what is already on disk
+unchanged. Most tests call the CLI's entry point in-process (fast).
+"""
+
+import errno
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train.config
+from tiny_run import TINY, all_saved_weights_finite, cli, error_line, make, metrics, snapshot
+from train import checkpoint as ckpt
+from train import sample
+from train.__main__ import _preset_argument
+from train.config import ConfigError, config_differences, load_config, to_toml
+from train.data import TokenData, token_dtype
+from train.trainer import Trainer
+
+
+# ---------------------------------------------------------------------------------------------
+# non-finite loss, gradients and weights
+
+
+def poison(trainer, steps):
+    """Make the loss NaN at the given (1-based) steps."""
+    forward = trainer.model.forward
+
+    def poisoned(x, y=None, **kwargs):
+        out = forward(x, y, **kwargs)
+        if y is None or not trainer.model.training or trainer.step + 1 not in steps:
+            return out
+        return out[0], out[1] * float("nan")
+
+    trainer.model.forward = poisoned
+
+
+def test_nonfinite_loss_stops_by_default(tmp_path, corpus):
+    trainer = Trainer(make(tmp_path, corpus, "n", "--train.max_steps=6", "--train.ckpt_interval=1",
+                           "--train.eval_interval=0"))
+    poison(trainer, {3})
+    with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\).* at step 3; .*on_nonfinite=skip"):
+        trainer.fit()
+    assert ckpt.latest_checkpoint(tmp_path / "n").name == "step_00000002"
+    assert all_saved_weights_finite(tmp_path / "n")
+
+
+def test_nonfinite_steps_skipped_counted_and_capped(tmp_path, corpus):
+    trainer = Trainer(make(tmp_path, corpus, "n", "--train.max_steps=20", "--train.ckpt_interval=1",
+                           "--train.eval_interval=0", "--train.on_nonfinite=skip",
+                           "--train.max_skipped_steps=2"))
+    poison(trainer, {3, 6, 7, 9, 10, 11})
+    with pytest.raises(FloatingPointError, match="3 non-finite steps in a row .*max_skipped_steps=2"):
+        trainer.fit()
+    records = metrics(tmp_path / "n")
+    assert [r["step"] for r in records] == list(range(1, 11))
+    assert [r["step"] for r in records if r["loss"] is None] == [3, 6, 7, 9, 10]
+    assert [r["skipped_steps"] for r in records] == [0, 0, 1, 1, 1, 2, 3, 3, 4, 5]
+    assert all(math.isfinite(r["loss"]) for r in records if r["loss"] is not None)
+    assert all_saved_weights_finite(tmp_path / "n")
+    state = json.loads((ckpt.latest_checkpoint(tmp_path / "n") / "state.json").read_text())
+    assert state["skipped_steps"] == 5 and state["skipped_in_a_row"] == 2  # resumes the count
+
+
+def test_nonfinite_model_is_never_checkpointed(tmp_path, corpus):
+    trainer = Trainer(make(tmp_path, corpus, "w", "--train.max_steps=2", "--train.eval_interval=0"))
+    trainer.fit()
+    before = snapshot(tmp_path / "w" / "checkpoints")
+    with torch.no_grad():
+        trainer.model.transformer.h[0].attn.c_attn.weight[0, 0] = float("inf")
+    trainer.step += 1
+    with pytest.raises(FloatingPointError, match="non-finite weights at step 3; not writing a checkpoint"):
+        trainer.save()
+    assert snapshot(tmp_path / "w" / "checkpoints") == before
+
+
+def test_overflowing_learning_rate_stops_with_finite_checkpoints(tmp_path, corpus, cfg_file, capsys):
+    out = tmp_path / "lr"
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={out}", "--optim.lr=1e30",
+                       "--optim.warmup_steps=0", "--train.ckpt_interval=1", "--train.max_steps=10")
+    assert code == 1 and "non-finite" in error_line(err)
+    assert all_saved_weights_finite(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# resuming with a different model, tokenizer or data
+
+
+def test_resume_with_changed_model_names_the_difference(base, corpus, cfg_file, capsys):
+    before = snapshot(base)
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={base}", "--model.n_layer=3",
+                       "--train.max_steps=6")
+    line = error_line(err)
+    assert code == 2 and "model.n_layer: 2 -> 3" in line and "--train.allow_config_change=true" in line
+    assert snapshot(base) == before
+
+
+def test_resume_with_changed_data_names_the_difference(base, corpus, cfg_file, capsys, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.py").write_text("x = 1\n" * 2000)
+    before = snapshot(base)
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--data.source={other}",
+                       f"--train.out_dir={base}", "--train.max_steps=6")
+    line = error_line(err)
+    assert code == 2 and "data.source:" in line and "data fingerprint:" in line
+    assert snapshot(base) == before
+
+
+def test_config_differences_cover_tokenizer_and_ignore_train_settings():
+    cfg = load_config(None, ["--model.n_layer=2"])
+    saved = to_toml(cfg)
+    assert config_differences(saved, load_config(None, ["--model.n_layer=2", "--optim.lr=1e-3",
+                                                        "--train.max_steps=7", "--data.cache_dir=x"])) == []
+    diffs = config_differences(saved, load_config(None, ["--model.n_layer=2", "--data.tokenizer=gpt2"]))
+    assert 'data.tokenizer: "byte" -> "gpt2"' in diffs and "model.vocab_size: 257 -> 50257" in diffs
+
+
+def test_allow_config_change_resumes_or_names_the_architecture(tmp_path, corpus, cfg_file, capsys):
+    out = tmp_path / "r"
+    Trainer(make(tmp_path, corpus, "r", "--train.max_steps=2", "--train.eval_interval=0")).fit()
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={out}", "--model.dropout=0.0",
+                       "--train.allow_config_change=true", "--train.max_steps=3")
+    assert code == 0, err
+    assert [r["step"] for r in metrics(out)] == [1, 2, 3]
+    before = snapshot(out)
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={out}", "--model.n_embd=64",
+                       "--train.allow_config_change=true", "--train.max_steps=6")
+    line = error_line(err)
+    assert code == 1 and "does not fit this model" in line and "architecture" in line
+    assert snapshot(out) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line, exit code != 0, nothing on disk changed
+
+
+def _file(tmp_path, name, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+BAD_INPUT = {
+    # case: (extra args built from tmp_path, expected exit code, expected text in the error line)
+    "missing data": (lambda t: [f"--data.source={t / 'nope'}"], 1, "is not a file, a directory"),
+    "empty data file": (lambda t: [f"--data.source={_file(t, 'e.txt', b'')}"], 1, "the corpus is empty"),
+    "empty data dir": (lambda t: [f"--data.source={(t / 'd').mkdir() or t / 'd'}"], 1, "matches no files"),
+    "binary data": (lambda t: [f"--data.source={_file(t, 'b.bin', bytes(range(256)) * 4)}"], 1,
+                    "is not UTF-8 text (contains NUL bytes)"),
+    "non-UTF-8 data": (lambda t: [f"--data.source={_file(t, 'l.txt', 'café '.encode('latin-1') * 50)}"], 1,
+                       "is not UTF-8 text"),
+    "corpus shorter than a block": (lambda t: [f"--data.source={_file(t, 's.txt', b'print(1)' * 4)}"], 1,
+                                    "split has"),
+    "val split shorter than a block": (lambda t: [f"--data.source={_file(t, 'v.txt', b'x = 1' * 200)}",
+                                                  "--data.val_fraction=0.01"], 1,
+                                       "the val split has 11 tokens but block_size=32 needs at least 33"),
+    "batch larger than the data": (lambda t: ["--train.batch_size=4096"], 1,
+                                   "one micro-batch (train.batch_size=4096 x seq_len=32) needs 131073 tokens"),
+    "seq_len beyond the position table": (lambda t: ["--train.seq_len=64"], 2,
+                                          "train.seq_len=64 exceeds model.block_size=32"),
+    "n_head not divisible by n_kv_head": (lambda t: ["--model.n_kv_head=3"], 2,
+                                          "model.n_head (2) must be divisible by model.n_kv_head (3)"),
+    "NaN learning rate": (lambda t: ["--optim.lr=nan"], 2, "optim.lr must be a finite number >= 0; got nan"),
+    "infinite learning rate": (lambda t: ["--optim.lr=inf"], 2, "optim.lr must be a finite number"),
+    "negative step count": (lambda t: ["--train.max_steps=-5"], 2, "train.max_steps must be >= 1; got -5"),
+    "unknown nonfinite policy": (lambda t: ["--train.on_nonfinite=ignore"], 2,
+                                 "train.on_nonfinite must be one of 'stop', 'skip'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_is_one_line_nonzero_exit_and_writes_nothing(case, base, corpus, cfg_file, capsys, tmp_path):
+    extra, expected_code, text = BAD_INPUT[case]
+    before = snapshot(base)
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={base}", "--train.max_steps=8",
+                       *extra(tmp_path))
+    assert code == expected_code
+    assert text in error_line(err)
+    assert snapshot(base) == before
+
+
+def test_out_dir_that_is_a_file(tmp_path, corpus, cfg_file, capsys):
+    target = _file(tmp_path, "run", b"precious")
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={target}")
+    assert code == 1 and "is a file, not a directory" in error_line(err)
+    assert target.read_bytes() == b"precious"
+
+
+def test_unwritable_out_dir(tmp_path, corpus, cfg_file, capsys):
+    target = tmp_path / "ro"
+    target.mkdir()
+    os.chmod(target, 0o555)
+    if os.access(target, os.W_OK):  # root ignores permissions; sysfs refuses even root
+        target = Path("/sys/gpt-ladder-test-run")
+        if not Path("/sys").is_dir() or os.path.exists(target):
+            pytest.skip("no unwritable directory available")
+    try:
+        code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={target}")
+    finally:
+        os.chmod(tmp_path / "ro", 0o755)
+    assert code == 1 and "is not writable" in error_line(err)
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, corpus, cfg_file, capsys,
+                                                                      monkeypatch):
+    out = tmp_path / "full"
+    Trainer(make(tmp_path, corpus, "full", "--train.max_steps=2", "--train.eval_interval=0")).fit()
+    before = snapshot(out / "checkpoints")
+    save_model = ckpt.save_model
+
+    def write_half_then_fail(model, filename):
+        save_model(model, filename)
+        Path(filename).write_bytes(Path(filename).read_bytes()[:1000])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt, "save_model", write_half_then_fail)
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={out}", "--train.max_steps=4",
+                       "--train.eval_interval=0")
+    line = error_line(err)
+    assert code == 1 and "could not write checkpoint" in line and "No space left on device" in line
+    assert snapshot(out / "checkpoints") == before  # no temp dir left, step 2 untouched
+    monkeypatch.undo()
+    resumed = Trainer(make(tmp_path, corpus, "full", "--train.max_steps=3", "--train.eval_interval=0"))
+    resumed.fit()
+    assert resumed.log[0]["step"] == 3  # step 2 still loads
+
+
+def test_vocab_larger_than_token_dtype(tmp_path):
+    assert token_dtype(257) == np.uint16 and token_dtype(2**16 + 1) == np.uint32
+    with pytest.raises(ValueError, match="does not fit the uint32 token files"):
+        token_dtype(2**32 + 1)
+    (tmp_path / "train.bin").write_bytes(np.zeros(100, np.uint16).tobytes())
+    (tmp_path / "val.bin").write_bytes(np.zeros(100, np.uint16).tobytes())
+    (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 70000, "dtype": "uint16"}))
+    with pytest.raises(ValueError, match="70000 tokens does not fit its uint16 token files"):
+        TokenData.open(tmp_path)
+
+
+def test_sampled_ids_stay_inside_the_vocabulary():
+    """The embedding is padded (257 -> 320 rows); sampling must never return a padding id."""
+    from model import GPT, ModelConfig
+    from model.generate import generate
+    from train.tokenizer import ByteTokenizer
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=257, block_size=64, n_layer=1, n_head=2, n_embd=32, init_std=1.0))
+    out = generate(model, torch.zeros(8, 1, dtype=torch.long), 60, temperature=10.0, top_k=0,
+                   generator=torch.Generator().manual_seed(0))
+    assert int(out.max()) < 257 and model.config.padded_vocab_size == 320
+    assert ByteTokenizer().decode([104, 105, 300]) == "hi\ufffd"  # an id outside the vocabulary
+
+
+def test_sample_prompt_beyond_block_size(base, capsys):
+    code, _, err = cli(capsys, base, "--prompt", "x" * 40, entry=sample.main)
+    assert code == 2 and "the prompt (40 tokens) fills model.block_size=32" in error_line(err)
+
+
+def test_cuda_out_of_memory_suggests_smaller_micro_batch(tmp_path, corpus, cfg_file, capsys, monkeypatch):
+    def oom(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "train_step", oom)
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={tmp_path / 'oom'}")
+    assert code == 1
+    assert error_line(err) == ("error: out of memory on cpu with train.batch_size=4, train.grad_accum=2; "
+                               "try --train.batch_size=2 --train.grad_accum=4 "
+                               "(the same tokens per step in smaller micro-batches)")
+
+
+# ---------------------------------------------------------------------------------------------
+# presets
+
+
+def test_presets_resolve_and_unknown_names_list_the_available(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train.config, "PRESETS_DIR", tmp_path / "presets")
+    with pytest.raises(ConfigError, match=r"unknown preset 'tiny'; available presets: none yet"):
+        load_config("preset:tiny")
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "tiny.toml").write_text("[model]\nn_layer = 1\n")
+    (tmp_path / "presets" / "small.toml").write_text("[model]\nn_layer = 2\n")
+    cfg = load_config("preset:tiny", ["--model.n_head=4"])
+    assert cfg.model.n_layer == 1 and cfg.model.n_head == 4 and cfg.train.out_dir == str(Path("runs") / "tiny")
+    assert _preset_argument(["--preset", "tiny", "--train.max_steps=3"]) == ["preset:tiny", "--train.max_steps=3"]
+    assert _preset_argument(["--train.max_steps=3", "--preset=tiny"]) == ["preset:tiny", "--train.max_steps=3"]
+    for argv in (["--preset", "../tiny"], ["preset:nope"]):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2
+        assert error_line(err).endswith("available presets: small, tiny")

@@ -1,0 +1,107 @@
+"""Guards around a training run: clean stops on signals, a writable out_dir, finite weights, OOM hints.
+
+- `StopSignals`: while active, SIGTERM and SIGINT only set a flag; the trainer finishes the step,
+  writes a checkpoint and exits with code 128 + signal number (143 for SIGTERM, 130 for SIGINT,
+  the shell's convention for "ended by this signal"). A second signal stops at once.
+- `check_out_dir`: creates train.out_dir and writes a probe file into it before any work starts,
+  so a path that is a file or is not writable fails in the first second, not at the first
+  checkpoint hours later.
+- `check_same_run`: resuming with a different [model] or [data] is refused, naming the keys.
+- `all_finite`: the trainer never checkpoints a model with a NaN or infinite weight.
+- `oom_message`: the one-line advice for a CUDA out-of-memory error.
+"""
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import ConfigError, RunConfig, config_differences
+
+
+class StopSignals:
+    """Context manager: SIGTERM / SIGINT set `self.received` (a signal name) instead of killing.
+
+    The previous handlers come back on exit. Outside the main thread signals cannot be caught
+    in Python, and it does nothing.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:  # asked twice: stop now, without the checkpoint
+            self.__exit__()
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} received twice; "
+                                    "stopped without a final checkpoint")
+        self.received = signal.Signals(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.received) if self.received is not None else 0
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Create out_dir and prove it is writable; raise ValueError naming train.out_dir if not."""
+    where = f"train.out_dir={str(out_dir)!r}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{where} is a file, not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-probe-{os.getpid()}"
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{where} is not writable ({e.strerror or e})") from None
+
+
+def check_same_run(path: Path, cfg: RunConfig, data_fingerprint: str | None) -> None:
+    """Raise ConfigError if checkpoint `path` was written with another [model], [data] or corpus."""
+    diffs = config_differences((path / "config.toml").read_text(), cfg)
+    saved = ckpt.read_state(path).get("data_fingerprint")
+    if saved and saved != data_fingerprint:
+        diffs.append(f"data fingerprint: {saved} -> {data_fingerprint} "
+                     "(the corpus or its tokenization changed)")
+    if diffs:
+        raise ConfigError(
+            f"{path.parent.parent} holds a run with a different config ({'; '.join(diffs)}); use "
+            "another train.out_dir, or --train.allow_config_change=true to resume anyway")
+
+
+def all_finite(model: torch.nn.Module) -> bool:
+    """True when every parameter and buffer is finite (one reduction per tensor)."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def oom_message(batch_size: int, grad_accum: int, device: str) -> str:
+    """Advice for an out-of-memory error: the same tokens per step in smaller micro-batches."""
+    if batch_size > 1:
+        d = next(d for d in range(2, batch_size + 1) if batch_size % d == 0)  # smallest divisor
+        fix = (f"try --train.batch_size={batch_size // d} --train.grad_accum={grad_accum * d} "
+               f"(the same tokens per step in smaller micro-batches)")
+    else:
+        fix = ("train.batch_size is already 1: lower train.seq_len, use train.dtype=bf16, "
+               "or train a smaller model")
+    return (f"out of memory on {device} with train.batch_size={batch_size}, "
+            f"train.grad_accum={grad_accum}; {fix}")
