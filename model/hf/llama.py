@@ -13,7 +13,7 @@ from ..config import ModelConfig, RopeConfig
 from .table import IDENTITY, VOCAB, Family, Row, concat, reject_unsupported
 
 # ----------------------------------------------------------------------------- weights
-QKV = concat(lambda cfg: [cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim])
+QKV = concat(lambda cfg: [cfg.n_head * cfg.head_dim] + 2 * [cfg.n_kv_head * cfg.head_dim])  # [q; k; v]
 GATE_UP = concat(lambda cfg: [cfg.mlp_hidden, cfg.mlp_hidden])  # our c_fc rows are [gate; up]
 
 
@@ -62,8 +62,8 @@ ROPE_TYPES = {"default": "none", "linear": "linear", "llama3": "llama3", "yarn":
 _ROPE_FIELDS = {  # our RopeConfig field -> HF rope_parameters key, per scaling
     "none": {},
     "linear": {"factor": "factor"},
-    "llama3": {"factor": "factor", "low_freq_factor": "low_freq_factor",
-               "high_freq_factor": "high_freq_factor", "original_max_pos": "original_max_position_embeddings"},
+    "llama3": {"factor": "factor", "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
+               "original_max_pos": "original_max_position_embeddings"},
     "yarn": {"factor": "factor", "beta_fast": "beta_fast", "beta_slow": "beta_slow",
              "original_max_pos": "original_max_position_embeddings"},
 }
@@ -113,7 +113,9 @@ def window_from_layer_types(c, window: int | None, preferred_global_every: int =
     if not any(local):
         return dict(window=0, global_every=0)
     if not window:
-        raise ValueError(f"HF {c.model_type} config has sliding layers in layer_types but sliding_window={window}")
+        raise ValueError(
+            f"HF {c.model_type} config has sliding layers in layer_types but sliding_window={window}"
+        )
     n = len(types)
     for every in dict.fromkeys([preferred_global_every, 0, *range(2, n + 1)]):
         if local == [every == 0 or (i + 1) % every != 0 for i in range(n)]:
@@ -138,7 +140,7 @@ def decoder_config_from_hf(c, activation: str = "hidden_act") -> dict:
     reject_unsupported(c, {
         activation: getattr(c, activation) not in GLU_ACTIVATIONS,
         # model.dropout would also drop the residual branches and the embeddings
-        "attention_dropout": getattr(c, "attention_dropout", 0.0) != 0.0,
+        "attention_dropout": (getattr(c, "attention_dropout", 0.0) or 0.0) != 0.0,
     })
     return dict(
         vocab_size=c.vocab_size, block_size=c.max_position_embeddings, n_layer=c.num_hidden_layers,
@@ -214,7 +216,10 @@ def qwen3_config_to_hf(cfg: ModelConfig, **overrides):
 
 
 def olmo2_config_from_hf(c) -> ModelConfig:
-    """OLMo 2: norms on each branch's output, QK-norm over the whole q and k projections."""
+    """OLMo 2: norms on each branch's output, QK-norm over the whole q and k projections.
+
+    `Olmo2RMSNorm` multiplies by its scale in fp32 and casts after, ours (as Llama) casts first:
+    equal in fp32, rounded differently in bf16."""
     _no_attention_bias(c)
     return ModelConfig(**decoder_config_from_hf(c) | dict(norm_placement="post", qk_norm="full"))
 
