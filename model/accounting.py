@@ -3,11 +3,13 @@
 The one place benchmarks, logs and reports read these numbers from. Everything is a formula over
 `ModelConfig` (no model is built), so it also answers "how big would this be?" for configs too large
 to instantiate. A block is described by the weight matrices it multiplies (`block_matrices`) and the
-norms it holds; a later rung extends the accounting by adding a term or a registry entry: a GLU MLP
-lists three matrices in `MLP_MATRICES`, a Mixture-of-Experts layer counts all experts in
-`param_count` but only the active ones in `matmul_params`.
+norms and other vectors it holds; each rung is a registry entry or one term below: a GLU MLP lists
+three matrices in `MLP_MATRICES`, a sandwich block holds four norms (`NORMS_PER_BLOCK`), a
+Mixture-of-Experts layer will count all experts in `param_count` but only the active ones in
+`matmul_params`.
 """
 
+from .attention import is_local
 from .config import ModelConfig
 
 Matrix = tuple[int, int]  # (fan_in, fan_out) of one weight matrix
@@ -19,12 +21,28 @@ def attention_matrices(cfg: ModelConfig) -> list[Matrix]:
     return [(cfg.n_embd, q_dim + 2 * kv_dim), (q_dim, cfg.n_embd)]
 
 
-MLP_MATRICES = {  # keyed by `model.mlp`
-    "gelu": lambda cfg: [(cfg.n_embd, cfg.mlp_hidden), (cfg.mlp_hidden, cfg.n_embd)],
-}
+def _two_layer(cfg: ModelConfig) -> list[Matrix]:
+    return [(cfg.n_embd, cfg.mlp_hidden), (cfg.mlp_hidden, cfg.n_embd)]
+
+
+def _gated(cfg: ModelConfig) -> list[Matrix]:
+    # gate and up are one fused `c_fc` of 2 * mlp_hidden outputs; its bias splits the same way
+    return [(cfg.n_embd, cfg.mlp_hidden), (cfg.n_embd, cfg.mlp_hidden), (cfg.mlp_hidden, cfg.n_embd)]
+
+
+MLP_MATRICES = {"gelu": _two_layer, "relu2": _two_layer, "swiglu": _gated, "geglu": _gated}  # `model.mlp`
 
 NORM_PARAMS = {  # keyed by `model.norm`: parameters of one norm over `dim` features
     "layernorm": lambda cfg, dim: dim * (2 if cfg.bias else 1),  # scale (+ shift)
+    "rmsnorm": lambda cfg, dim: dim,  # scale only, whatever `model.bias` says
+}
+
+NORMS_PER_BLOCK = {"pre": 2, "post": 2, "sandwich": 4}  # keyed by `model.norm_placement`
+
+QK_NORM_DIMS = {  # keyed by `model.qk_norm`: the sizes of the query and key norms of one layer
+    "none": lambda cfg: [],
+    "head": lambda cfg: [cfg.head_dim, cfg.head_dim],  # one norm shared by all heads
+    "full": lambda cfg: [cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim],
 }
 
 
@@ -33,34 +51,51 @@ def block_matrices(cfg: ModelConfig) -> list[Matrix]:
     return attention_matrices(cfg) + MLP_MATRICES[cfg.mlp](cfg)
 
 
+def block_params(cfg: ModelConfig) -> int:
+    """Parameters of one block: matrices and their biases, norms, QK-norms, attention sinks."""
+    norm = NORM_PARAMS[cfg.norm]
+    n = sum(fi * fo + (fo if cfg.bias else 0) for fi, fo in block_matrices(cfg))
+    n += NORMS_PER_BLOCK[cfg.norm_placement] * norm(cfg, cfg.n_embd)
+    n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
+    n += cfg.n_head if cfg.attn_sinks else 0  # one sink logit per head
+    return n
+
+
 def param_count(cfg: ModelConfig) -> int:
     """Parameters of `GPT(cfg)`, a tied embedding/LM-head matrix counted once.
 
-    padded embedding + learned positions + n_layer * (2 norms + block matrices and their biases)
-    + final norm + untied LM head. Equals `sum(p.numel() for p in GPT(cfg).parameters())`.
+    padded embedding + learned positions + n_layer * block + final norm + untied LM head.
+    Equals `sum(p.numel() for p in GPT(cfg).parameters())` for every combination of rungs.
     """
     d, vocab = cfg.n_embd, cfg.padded_vocab_size
-    norm = NORM_PARAMS[cfg.norm](cfg, d)
-    per_layer = 2 * norm + sum(fi * fo + (fo if cfg.bias else 0) for fi, fo in block_matrices(cfg))
     n = vocab * d  # token embedding
-    n += cfg.block_size * d if cfg.pos == "learned" else 0
-    n += cfg.n_layer * per_layer + norm  # blocks + final norm
+    n += cfg.block_size * d if cfg.pos == "learned" else 0  # RoPE and NoPE have no table
+    n += cfg.n_layer * block_params(cfg)
+    n += NORM_PARAMS[cfg.norm](cfg, d)  # final norm
     n += 0 if cfg.tie_embeddings else vocab * d  # LM head
     return n
 
 
 def matmul_params(cfg: ModelConfig) -> int:
-    """Weights each token is multiplied by in a forward pass: every block matrix and the LM head
-    (over the padded vocabulary, which is what is computed). Embedding lookups, norms and bias
-    additions are not matmuls and are left out, as in Kaplan et al. 2020 (arXiv:2001.08361)."""
+    """Weights each token is multiplied by in a forward pass: every block matrix (three for a GLU
+    MLP) and the LM head (over the padded vocabulary, which is what is computed). Embedding lookups,
+    norms and bias additions are not matmuls and are left out, as in Kaplan et al. 2020
+    (arXiv:2001.08361)."""
     per_layer = sum(fi * fo for fi, fo in block_matrices(cfg))
     return cfg.n_layer * per_layer + cfg.n_embd * cfg.padded_vocab_size
+
+
+def attended_keys(cfg: ModelConfig, seq_len: int) -> int:
+    """Keys a query is charged for, summed over layers: seq_len on global layers and
+    min(window, seq_len) on sliding-window (local) layers."""
+    local = min(cfg.window, seq_len)
+    return sum(local if is_local(cfg, i) else seq_len for i in range(cfg.n_layer))
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """FLOPs of one training step (forward + backward) per token at sequence length `seq_len`.
 
-        6 * matmul_params + 12 * n_layer * n_head * head_dim * seq_len
+        6 * matmul_params + 12 * n_head * head_dim * attended_keys
 
     Weights: a token times an (in, out) matrix is in*out multiply-adds = 2*in*out FLOPs forward;
     the backward pass needs two such products (gradients w.r.t. the input and the weight), so
@@ -68,11 +103,13 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     Attention: per layer and head, a query is dotted with seq_len keys (q @ k^T, 2*head_dim*seq_len
     FLOPs) and the seq_len values are summed with those weights (att @ v, the same again):
     4 * n_head * head_dim * seq_len forward, times 3 for forward + backward = 12 * ... per layer.
+    A sliding-window layer sees at most `window` keys, so it is charged min(window, seq_len) keys
+    instead of seq_len (`attended_keys`).
     Like PaLM (arXiv:2204.02311, appendix B) and nanoGPT, this counts the full seq_len keys, not
     the ~seq_len/2 a causal mask leaves, and softmax/norm/activation FLOPs are ignored. With GQA the
     score cost follows n_head (queries), not n_kv_head.
     """
-    attention = 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * seq_len
+    attention = 12 * cfg.n_head * cfg.head_dim * attended_keys(cfg, seq_len)
     return float(6 * matmul_params(cfg) + attention)
 
 

@@ -19,7 +19,7 @@ class GPT(nn.Module):
 
     Radford et al. 2019, "Language Models are Unsupervised Multitask Learners". Parameter names
     follow HF `GPT2LMHeadModel` (`transformer.wte`, `transformer.h.0.attn.c_attn`, ...), so
-    weight conversion (model/hf.py) is a near-identity map.
+    weight conversion (model/hf/) is a near-identity map.
 
     `model(idx)` returns logits (B, T, vocab_size); `model(idx, targets)` returns (logits, loss).
     The embedding table is padded to `padded_vocab_size` rows for faster matmuls; logits of the

@@ -163,7 +163,7 @@ def test_unrepresentable_model_config_raises(overrides, field):
 
 def test_unknown_family_raises():
     with pytest.raises(ValueError, match="not supported"):
-        config_from_hf(transformers.LlamaConfig(vocab_size=100, hidden_size=64))
+        config_from_hf(transformers.GPTNeoXConfig(vocab_size=100, hidden_size=64))
 
 
 @pytest.mark.parametrize("dropped", ["transformer.ln_f.bias", "transformer.h.{i}.mlp.c_fc.bias"])

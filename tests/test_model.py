@@ -1,6 +1,7 @@
 """The GPT model on its own: accounting formulas, causality, KV cache, GQA, loss, config validation,
 initialisation, and that it can learn (overfit one batch). CPU, fp32."""
 
+import itertools
 import math
 
 import pytest
@@ -27,21 +28,37 @@ def tokens(B: int, T: int, vocab_size: int = 100, seed: int = 1) -> torch.Tensor
 
 
 # ----------------------------------------------------------------------------- accounting
+def rung_combinations() -> list[dict]:
+    """Every norm x placement x mlp x qk_norm, with sinks, tying, positions, bias and GQA cycling
+    through their values so each value of each field meets many of the others."""
+    combos = []
+    grid = itertools.product(
+        ["layernorm", "rmsnorm"], ["pre", "post", "sandwich"], ["gelu", "swiglu", "geglu", "relu2"],
+        ["none", "head", "full"],
+    )
+    for i, (norm, placement, mlp, qk_norm) in enumerate(grid):
+        combos.append(dict(
+            norm=norm, norm_placement=placement, mlp=mlp, qk_norm=qk_norm,
+            attn_sinks=i % 2 == 1, tie_embeddings=i % 4 < 2, pos=["learned", "rope", "none"][i % 3],
+            bias=i % 5 < 3, n_kv_head=[4, 2, 1][i // 3 % 3], norm_unit_offset=i % 7 == 0,
+        ))
+    return combos
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
         {},
         dict(tie_embeddings=False),
-        dict(bias=False),
         dict(bias=False, tie_embeddings=False),
-        dict(n_kv_head=2),
         dict(n_kv_head=1, bias=False),
         dict(mlp_hidden=96),
-        dict(pos="none"),
         dict(head_dim=24, n_kv_head=2),  # n_head * head_dim != n_embd
         dict(vocab_size=129, vocab_multiple=32),
+        *rung_combinations(),
+        dict(head_dim=24, n_kv_head=2, qk_norm="full", mlp="swiglu", mlp_hidden=40, norm="rmsnorm"),
     ],
-    ids=str,
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "gpt2",
 )
 def test_param_count_formula_matches_model(overrides):
     cfg = tiny(**overrides)
@@ -49,6 +66,15 @@ def test_param_count_formula_matches_model(overrides):
         model = GPT(cfg)
     assert param_count(cfg) == sum(p.numel() for p in model.parameters())
     assert param_count(cfg) == model.num_params()
+
+
+def test_rung_combinations_cover_every_value():
+    combos = rung_combinations()
+    for field, values in dict(
+        attn_sinks=[False, True], tie_embeddings=[False, True], pos=["learned", "rope", "none"],
+        bias=[False, True], n_kv_head=[4, 2, 1], norm_unit_offset=[False, True],
+    ).items():
+        assert {c[field] for c in combos} == set(values), field
 
 
 def test_param_count_gpt2_small():
@@ -65,6 +91,20 @@ def test_flops_and_kv_bytes():
     assert kv_bytes_per_token(cfg, bytes_per_elem=4) == 2 * kv_bytes_per_token(cfg)
     # GPT-2 small, 1024 tokens: ~0.85 GFLOPs per token per training step (6N with N ~ 124M + attn)
     assert flops_per_token(ModelConfig(), 1024) == pytest.approx(8.5465e8, rel=1e-4)
+
+
+def test_flops_glu_and_sliding_window():
+    glu = tiny(mlp="swiglu", mlp_hidden=96)  # gate, up and down: three 64 x 96 matrices
+    assert matmul_params(glu) == 2 * (64 * 192 + 64 * 64 + 3 * 64 * 96) + 64 * 128
+    full = tiny(mlp="swiglu", mlp_hidden=96, n_layer=4)
+    attn_per_key = 12 * 4 * 16  # 12 * n_head * head_dim per layer and key
+    base = 6 * matmul_params(full)
+    assert flops_per_token(full, 32) == base + attn_per_key * 4 * 32
+    local = tiny(mlp="swiglu", mlp_hidden=96, n_layer=4, window=8)  # every layer sees 8 keys
+    assert flops_per_token(local, 32) == base + attn_per_key * 4 * 8
+    alternating = tiny(mlp="swiglu", mlp_hidden=96, n_layer=4, window=8, global_every=2)
+    assert flops_per_token(alternating, 32) == base + attn_per_key * (8 + 32 + 8 + 32)
+    assert flops_per_token(alternating, 4) == base + attn_per_key * 4 * 4  # window out of reach
 
 
 # ----------------------------------------------------------------------------- forward

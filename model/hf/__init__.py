@@ -1,0 +1,157 @@
+"""Conversion between our `GPT` and Hugging Face transformers checkpoints, driven by a table.
+
+`FAMILIES` maps an HF `config.model_type` to a `Family` (model/hf/table.py), one module per layout:
+gpt2.py (GPT-2), llama.py (Llama, Mistral, Qwen3, OLMo 2), gemma2.py (Gemma 2). A family has
+  * `config_from_hf(hf_config) -> ModelConfig`: reads the HF config and raises ValueError naming
+    any HF setting our model cannot reproduce exactly (a different activation, a RoPE variant, ...);
+  * `config_to_hf(cfg, **overrides) -> PretrainedConfig`: the inverse. Whether the HF family can
+    express `cfg` is checked once for all families: `config_from_hf(config_to_hf(cfg))` must give
+    `cfg` back, so a field this family does not know (e.g. a later rung's toggle) is never dropped;
+  * `weights`: rows (our parameter, HF tensor name(s), Transform); `{i}` stands for the layer index;
+  * `hf_ignore`: regexes of HF buffers that carry no weights (masks, rotary frequency tables).
+
+The converter copies every row, then checks that each of our parameters was filled and each HF
+parameter/buffer consumed; a row whose names exist on neither side is skipped (`lm_head` of a tied
+model, biases of a bias-free one), on one side only is an error. Each copy checks the shape, since
+`copy_` would broadcast.
+"""
+
+import os
+import re
+from dataclasses import fields, is_dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..gpt import GPT
+from .gemma2 import GEMMA2
+from .gpt2 import GPT2
+from .llama import LLAMA, MISTRAL, OLMO2, QWEN3
+from .table import IDENTITY, TRANSPOSE, VOCAB, Family, Tensors, Transform, concat
+
+__all__ = [
+    "FAMILIES", "Family", "Transform", "IDENTITY", "TRANSPOSE", "VOCAB", "concat",
+    "config_from_hf", "config_to_hf", "from_hf", "to_hf", "load_pretrained",
+]
+
+FAMILIES: dict[str, Family] = {
+    "gpt2": GPT2, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2, "gemma2": GEMMA2,
+}
+
+
+# ----------------------------------------------------------------------------- conversion
+def _family(model_type: str) -> Family:
+    if model_type not in FAMILIES:
+        known = ", ".join(sorted(FAMILIES))
+        raise ValueError(f"HF model_type {model_type!r} is not supported; known: {known}")
+    return FAMILIES[model_type]
+
+
+def config_from_hf(hf_config) -> ModelConfig:
+    return _family(hf_config.model_type).config_from_hf(hf_config)
+
+
+def config_to_hf(cfg: ModelConfig, model_type: str = "gpt2", **overrides):
+    """An HF config for `cfg`; `overrides` set HF-only fields (e.g. eos_token_id=50256)."""
+    family = _family(model_type)
+    hf_config = family.config_to_hf(cfg, **overrides)
+    lost = _differences(cfg, family.config_from_hf(hf_config), "model.")
+    lost.pop("model.vocab_multiple", None)  # padding is ours alone
+    if lost:
+        settings = ", ".join(f"{name}={value!r}" for name, value in lost.items())
+        raise ValueError(f"HF {model_type} cannot represent {settings}")
+    return hf_config
+
+
+def _differences(ours, back, prefix: str) -> dict[str, object]:
+    """Fields of `ours` that `back` does not reproduce, by dotted name (into sub-configs)."""
+    lost = {}
+    for f in fields(ours):
+        a, b = getattr(ours, f.name), getattr(back, f.name)
+        if is_dataclass(a) and is_dataclass(b):
+            lost |= _differences(a, b, f"{prefix}{f.name}.")
+        elif a != b:
+            lost[prefix + f.name] = a
+    return lost
+
+
+def _rows(family: Family, cfg: ModelConfig):
+    """The weight table with `{i}` expanded: (our name, tuple of HF names, transform)."""
+    for ours, hf, transform in family.weights:
+        hf = (hf,) if isinstance(hf, str) else hf
+        for i in range(cfg.n_layer) if "{i}" in ours else [None]:
+            yield ours.format(i=i), tuple(h.format(i=i) for h in hf), transform
+
+
+def _hf_tensors(hf_model: nn.Module, family: Family) -> dict[str, torch.Tensor]:
+    tensors = dict(hf_model.named_parameters()) | dict(hf_model.named_buffers())
+    return {n: t for n, t in tensors.items() if not any(re.search(p, n) for p in family.hf_ignore)}
+
+
+@torch.no_grad()
+def _transfer(rows, src: dict, dst: dict, convert: Callable[[Tensors], Tensors]) -> None:
+    """Fill `dst` from `src`; each row maps src names -> dst names. Raises unless all are used."""
+    unused, unfilled = set(src), set(dst)
+    for src_names, dst_names, transform in rows:
+        have = [n in src for n in src_names] + [n in dst for n in dst_names]
+        if not any(have):
+            continue  # e.g. lm_head of a tied model, present on neither side
+        if not all(have):
+            missing = [n for n in (*src_names, *dst_names) if n not in src and n not in dst]
+            raise ValueError(f"weight map row {src_names} -> {dst_names}: missing {missing}")
+        outputs = convert([src[n] for n in src_names], transform)
+        for name, value in zip(dst_names, outputs, strict=True):
+            if value.shape != dst[name].shape:
+                raise ValueError(f"{name}: expected shape {tuple(dst[name].shape)}, "
+                                 f"got {tuple(value.shape)} from {src_names}")
+            dst[name].copy_(value)
+        unused -= set(src_names)
+        unfilled -= set(dst_names)
+    if unused or unfilled:
+        raise ValueError(
+            f"incomplete conversion: unused {sorted(unused)}, unfilled {sorted(unfilled)}"
+        )
+
+
+def from_hf(hf_model: nn.Module) -> GPT:
+    """Our GPT with the weights of an HF causal LM, in its dtype and on the CPU."""
+    family = _family(hf_model.config.model_type)
+    cfg = family.config_from_hf(hf_model.config)
+    dtype = next(hf_model.parameters()).dtype
+    gpt = GPT(cfg).to(dtype)
+    rows = [(hf, (ours,), t) for ours, hf, t in _rows(family, cfg)]
+    src = {n: t.detach().cpu() for n, t in _hf_tensors(hf_model, family).items()}
+    _transfer(rows, src, dict(gpt.named_parameters()), lambda ts, t: [t.load(ts, cfg)])
+    return gpt.eval()
+
+
+def to_hf(gpt: GPT, model_type: str = "gpt2", **overrides) -> nn.Module:
+    """An HF `AutoModelForCausalLM` with our weights, in eval mode, in our dtype and on the CPU."""
+    from transformers import AutoModelForCausalLM
+
+    family, cfg = _family(model_type), gpt.config
+    dtype = next(gpt.parameters()).dtype
+    hf_config = config_to_hf(cfg, model_type, **overrides)
+    hf_model = AutoModelForCausalLM.from_config(hf_config).to(dtype)
+    rows = [((ours,), hf, t) for ours, hf, t in _rows(family, cfg)]
+    src = {n: p.detach().cpu() for n, p in gpt.named_parameters()}
+    _transfer(rows, src, _hf_tensors(hf_model, family), lambda ts, t: t.save(ts[0], cfg))
+    return hf_model.eval()
+
+
+def load_pretrained(path_or_name: str) -> GPT:
+    """`GPT.from_pretrained`: a local HF checkpoint directory, or a hub name when online."""
+    from transformers import AutoModelForCausalLM
+
+    path = os.path.expanduser(path_or_name)
+    looks_local = os.path.isabs(path) or path.startswith(".") or os.path.exists(path)
+    if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"{path_or_name!r} is not a directory with an HF checkpoint (config.json)")
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(path)
+    except OSError as e:  # no weights in the directory, or the hub is unreachable or lacks it
+        why = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise ValueError(f"cannot load HF checkpoint {path_or_name!r}: {why}") from None
+    return from_hf(hf_model)

@@ -1,0 +1,234 @@
+"""The Llama layout and the families that share it: Llama, Mistral, Qwen3, OLMo 2 (Gemma 2 in gemma2.py).
+
+All of them store `model.embed_tokens`, `model.layers.{i}.self_attn.{q,k,v,o}_proj`,
+`mlp.{gate,up,down}_proj`, RMSNorms and `model.norm`; they differ in which norms a layer holds
+(`PRE_NORMS`, `POST_NORMS`), QK-norm, biases and the sliding-window pattern. Each family's config
+translator states those differences as our typed fields; the weight table is shared, since a row
+whose tensors exist on neither side is skipped (`q_norm` of a Llama) and on one side only is an
+error (a Qwen3 `q_norm` with our `qk_norm="none"`).
+"""
+
+from ..attention import is_local
+from ..config import ModelConfig, RopeConfig
+from .table import IDENTITY, VOCAB, Family, Row, concat, reject_unsupported
+
+# ----------------------------------------------------------------------------- weights
+QKV = concat(lambda cfg: [cfg.n_head * cfg.head_dim] + 2 * [cfg.n_kv_head * cfg.head_dim])  # [q; k; v]
+GATE_UP = concat(lambda cfg: [cfg.mlp_hidden, cfg.mlp_hidden])  # our c_fc rows are [gate; up]
+
+
+def _biased(ours: str, hf: str | tuple[str, ...], transform) -> list[Row]:
+    """A linear layer's weight row and its bias row (absent on both sides when bias=False)."""
+    names = (hf,) if isinstance(hf, str) else hf
+    return [(f"{ours}.{p}", tuple(f"{n}.{p}" for n in names), transform) for p in ("weight", "bias")]
+
+
+_ATTN_MLP = [
+    *_biased("attn.c_attn", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), QKV),
+    *_biased("attn.c_proj", "self_attn.o_proj", IDENTITY),
+    ("attn.q_norm.weight", "self_attn.q_norm.weight", IDENTITY),  # Qwen3 (per head), OLMo 2 (full)
+    ("attn.k_norm.weight", "self_attn.k_norm.weight", IDENTITY),
+    *_biased("mlp.c_fc", ("mlp.gate_proj", "mlp.up_proj"), GATE_UP),
+    *_biased("mlp.c_proj", "mlp.down_proj", IDENTITY),
+]
+
+# our block norm -> HF layer norm, per `model.norm_placement`
+PRE_NORMS = {"ln_1": "input_layernorm", "ln_2": "post_attention_layernorm"}  # Llama: "post" = pre-MLP
+POST_NORMS = {"ln_1": "post_attention_layernorm", "ln_2": "post_feedforward_layernorm"}  # OLMo 2
+SANDWICH_NORMS = {  # Gemma 2
+    "ln_1": "input_layernorm", "ln_1_post": "post_attention_layernorm",
+    "ln_2": "pre_feedforward_layernorm", "ln_2_post": "post_feedforward_layernorm",
+}
+
+HF_IGNORE = (r"rotary_emb\.(original_)?inv_freq$", r"embed_tokens\.embed_scale$")  # derived buffers
+
+
+def decoder_weights(norms: dict[str, str]) -> list[Row]:
+    layer = [(f"{ours}.weight", f"{hf}.weight", IDENTITY) for ours, hf in norms.items()] + _ATTN_MLP
+    return [
+        ("transformer.wte.weight", "model.embed_tokens.weight", VOCAB),
+        *[(f"transformer.h.{{i}}.{o}", _prefix("model.layers.{i}.", h), t) for o, h, t in layer],
+        ("transformer.ln_f.weight", "model.norm.weight", IDENTITY),
+        ("lm_head.weight", "lm_head.weight", VOCAB),  # only when untied
+    ]
+
+
+def _prefix(prefix: str, names: str | tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(prefix + n for n in ((names,) if isinstance(names, str) else names))
+
+
+# ----------------------------------------------------------------------------- RoPE
+ROPE_TYPES = {"default": "none", "linear": "linear", "llama3": "llama3", "yarn": "yarn"}  # HF -> ours
+_ROPE_FIELDS = {  # our RopeConfig field -> HF rope_parameters key, per scaling
+    "none": {},
+    "linear": {"factor": "factor"},
+    "llama3": {"factor": "factor", "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
+               "original_max_pos": "original_max_position_embeddings"},
+    "yarn": {"factor": "factor", "beta_fast": "beta_fast", "beta_slow": "beta_slow",
+             "original_max_pos": "original_max_position_embeddings"},
+}
+# HF settings that change the rotation but have no field here, with the value that means "off"
+_ROPE_OFF = {"partial_rotary_factor": 1.0, "attention_factor": None, "mscale": None,
+             "mscale_all_dim": None, "truncate": True}
+
+
+def rope_from_hf(c) -> RopeConfig:
+    """`rope_parameters` (transformers 5.x; older `rope_theta`/`rope_scaling` are folded into it by
+    the HF config) -> RopeConfig. original_max_position_embeddings equal to max_position_embeddings
+    becomes our 0 ("= block_size")."""
+    p = dict(c.rope_parameters or {})
+    where = f"HF {c.model_type} config rope_parameters"
+    if p.get("rope_type", "default") not in ROPE_TYPES:
+        raise ValueError(f"{where} rope_type={p['rope_type']!r} is not supported; "
+                         f"supported: {', '.join(ROPE_TYPES)}")
+    if any(isinstance(v, dict) for v in p.values()):
+        raise ValueError(f"{where} differ per layer type; one RoPE for all layers is supported")
+    for key, off in _ROPE_OFF.items():
+        if p.get(key, off) != off:
+            raise ValueError(f"{where} {key}={p[key]!r} is not supported")
+    scaling = ROPE_TYPES[p.get("rope_type", "default")]
+    fields = {ours: p[hf] for ours, hf in _ROPE_FIELDS[scaling].items() if p.get(hf) is not None}
+    if fields.get("original_max_pos") == c.max_position_embeddings:
+        fields["original_max_pos"] = 0
+    return RopeConfig(theta=float(p.get("rope_theta", 10000.0)), scaling=scaling, **fields)
+
+
+def rope_to_hf(cfg: ModelConfig) -> dict:
+    r = cfg.rope
+    p = {"rope_type": {v: k for k, v in ROPE_TYPES.items()}[r.scaling], "rope_theta": r.theta}
+    p |= {hf: getattr(r, ours) for ours, hf in _ROPE_FIELDS[r.scaling].items()}
+    if "original_max_position_embeddings" in p:
+        p["original_max_position_embeddings"] = r.original_max_pos or cfg.block_size
+    return p
+
+
+# ----------------------------------------------------------------------------- sliding windows
+def window_from_layer_types(c, window: int | None, preferred_global_every: int = 0, note: str = "") -> dict:
+    """HF `layer_types` + `sliding_window` -> our (window, global_every): sliding layers must be all
+    layers, or all but those with (i + 1) % global_every == 0 (see `attention.is_local`)."""
+    types = list(c.layer_types)
+    if set(types) - {"full_attention", "sliding_attention"}:
+        raise ValueError(f"HF {c.model_type} config layer_types={types} is not supported")
+    local = [t == "sliding_attention" for t in types]
+    if not any(local):
+        return dict(window=0, global_every=0)
+    if not window:
+        raise ValueError(
+            f"HF {c.model_type} config has sliding layers in layer_types but sliding_window={window}"
+        )
+    n = len(types)
+    for every in dict.fromkeys([preferred_global_every, 0, *range(2, n + 1)]):
+        if local == [every == 0 or (i + 1) % every != 0 for i in range(n)]:
+            return dict(window=window, global_every=every)
+    raise ValueError(
+        f"HF {c.model_type} config layer_types={types} is not supported: sliding layers must be all, "
+        f"or all but every k-th (model.global_every){note}"
+    )
+
+
+def layer_types_to_hf(cfg: ModelConfig) -> list[str]:
+    return ["sliding_attention" if is_local(cfg, i) else "full_attention" for i in range(cfg.n_layer)]
+
+
+# ----------------------------------------------------------------------------- config
+GLU_ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu", "gelu_pytorch_tanh": "geglu", "gelu_new": "geglu"}
+_ACTIVATION_TO_HF = {"swiglu": "silu", "geglu": "gelu_pytorch_tanh"}
+
+
+def decoder_config_from_hf(c, activation: str = "hidden_act") -> dict:
+    """The ModelConfig fields every Llama-layout family reads the same way."""
+    reject_unsupported(c, {
+        activation: getattr(c, activation) not in GLU_ACTIVATIONS,
+        # model.dropout would also drop the residual branches and the embeddings
+        "attention_dropout": (getattr(c, "attention_dropout", 0.0) or 0.0) != 0.0,
+    })
+    return dict(
+        vocab_size=c.vocab_size, block_size=c.max_position_embeddings, n_layer=c.num_hidden_layers,
+        n_head=c.num_attention_heads, n_kv_head=c.num_key_value_heads or 0, n_embd=c.hidden_size,
+        head_dim=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+        mlp_hidden=c.intermediate_size, pos="rope", rope=rope_from_hf(c), norm="rmsnorm",
+        norm_eps=c.rms_norm_eps, mlp=GLU_ACTIVATIONS[getattr(c, activation)], bias=False,
+        tie_embeddings=c.tie_word_embeddings, init_std=c.initializer_range,
+    )
+
+
+def decoder_config_to_hf(model_type: str, cfg: ModelConfig, activation: str = "hidden_act", **kwargs):
+    """An HF config of `model_type` with the fields all Llama-layout families share, plus `kwargs`.
+    Settings HF cannot hold are written as the nearest value; `config_to_hf`'s round trip names them."""
+    from transformers import AutoConfig
+
+    shared = {
+        "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.block_size,
+        "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
+        "num_key_value_heads": cfg.n_kv_head, "hidden_size": cfg.n_embd, "head_dim": cfg.head_dim,
+        "intermediate_size": cfg.mlp_hidden, "rope_parameters": rope_to_hf(cfg),
+        "rms_norm_eps": cfg.norm_eps, activation: _ACTIVATION_TO_HF.get(cfg.mlp, "silu"),
+        "tie_word_embeddings": cfg.tie_embeddings, "initializer_range": cfg.init_std,
+        "attention_dropout": 0.0,
+        "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,  # pass them as overrides
+    }
+    return AutoConfig.for_model(model_type, **{**shared, **kwargs})
+
+
+def _no_attention_bias(c) -> None:
+    # q/k/v/o biases without MLP biases: our one `model.bias` covers both
+    reject_unsupported(c, {"attention_bias": getattr(c, "attention_bias", False)})
+
+
+# ----------------------------------------------------------------------------- families
+def llama_config_from_hf(c) -> ModelConfig:
+    if c.attention_bias != c.mlp_bias:
+        raise ValueError(
+            f"HF llama config attention_bias={c.attention_bias} with mlp_bias={c.mlp_bias} is not "
+            "supported: model.bias sets both"
+        )
+    return ModelConfig(**decoder_config_from_hf(c) | dict(bias=c.attention_bias))
+
+
+def llama_config_to_hf(cfg: ModelConfig, **overrides):
+    return decoder_config_to_hf("llama", cfg, attention_bias=cfg.bias, mlp_bias=cfg.bias, **overrides)
+
+
+def mistral_config_from_hf(c) -> ModelConfig:
+    """Mistral: every layer sliding when sliding_window is set (its layer_types are ignored by HF)."""
+    return ModelConfig(**decoder_config_from_hf(c) | dict(window=c.sliding_window or 0))
+
+
+def mistral_config_to_hf(cfg: ModelConfig, **overrides):
+    return decoder_config_to_hf("mistral", cfg, sliding_window=cfg.window or None, **overrides)
+
+
+def qwen3_config_from_hf(c) -> ModelConfig:
+    """Qwen3: per-head QK-norm. With use_sliding_window, HF makes layers >= max_window_layers
+    sliding; only patterns our `window`/`global_every` express are accepted (all layers sliding)."""
+    _no_attention_bias(c)
+    note = f"; use_sliding_window makes layers >= max_window_layers={c.max_window_layers} sliding"
+    windows = window_from_layer_types(c, c.sliding_window, note=note)
+    return ModelConfig(**decoder_config_from_hf(c) | dict(qk_norm="head", **windows))
+
+
+def qwen3_config_to_hf(cfg: ModelConfig, **overrides):
+    return decoder_config_to_hf(
+        "qwen3", cfg, use_sliding_window=cfg.window > 0, sliding_window=cfg.window or None,
+        max_window_layers=0 if cfg.window else cfg.n_layer, layer_types=layer_types_to_hf(cfg),
+        **overrides,
+    )
+
+
+def olmo2_config_from_hf(c) -> ModelConfig:
+    """OLMo 2: norms on each branch's output, QK-norm over the whole q and k projections.
+
+    `Olmo2RMSNorm` multiplies by its scale in fp32 and casts after, ours (as Llama) casts first:
+    equal in fp32, rounded differently in bf16."""
+    _no_attention_bias(c)
+    return ModelConfig(**decoder_config_from_hf(c) | dict(norm_placement="post", qk_norm="full"))
+
+
+def olmo2_config_to_hf(cfg: ModelConfig, **overrides):
+    return decoder_config_to_hf("olmo2", cfg, **overrides)
+
+
+LLAMA = Family(llama_config_from_hf, llama_config_to_hf, decoder_weights(PRE_NORMS), HF_IGNORE)
+MISTRAL = Family(mistral_config_from_hf, mistral_config_to_hf, decoder_weights(PRE_NORMS), HF_IGNORE)
+QWEN3 = Family(qwen3_config_from_hf, qwen3_config_to_hf, decoder_weights(PRE_NORMS), HF_IGNORE)
+OLMO2 = Family(olmo2_config_from_hf, olmo2_config_to_hf, decoder_weights(POST_NORMS), HF_IGNORE)

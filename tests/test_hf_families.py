@@ -1,0 +1,204 @@
+"""Parity with HF Llama, Mistral, Qwen3, OLMo 2 and Gemma 2 on tiny random models, both directions,
+through the production converter (model/hf/). CPU, fp32, eager HF attention, no downloads.
+
+Every weight on the side being converted is random, norm scales included (a norm left at ones would
+hide a missing copy), and the batch (T = 40) is longer than every sliding window (16), so the
+window pattern is exercised.
+"""
+
+import re
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+
+from model import GPT, ModelConfig, RopeConfig  # noqa: E402
+from model.hf import config_from_hf, config_to_hf, from_hf, to_hf  # noqa: E402
+
+ATOL = 1e-4
+VOCAB = 130  # not a multiple of 64: the padding rows of our tables are exercised
+TINY = dict(
+    vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6,
+    bos_token_id=None, eos_token_id=None, pad_token_id=None,
+)
+LLAMA3 = dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+              original_max_position_embeddings=16)
+YARN = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=16)
+
+# name: (model_type, HF config kwargs, ModelConfig fields the conversion must produce)
+CASES = {
+    "llama-gqa-head_dim-untied": ("llama", dict(head_dim=32, tie_word_embeddings=False),
+                                  dict(n_kv_head=2, head_dim=32, tie_embeddings=False, mlp="swiglu")),
+    "llama-mqa-llama3-tied": ("llama", dict(num_key_value_heads=1, tie_word_embeddings=True,
+                                            rope_parameters=LLAMA3),
+                              dict(n_kv_head=1, tie_embeddings=True, rope=RopeConfig(
+                                  theta=500000.0, scaling="llama3", factor=8.0, original_max_pos=16))),
+    "llama-yarn-bias": ("llama", dict(rope_parameters=YARN, attention_bias=True, mlp_bias=True),
+                        dict(bias=True, rope=RopeConfig(scaling="yarn", factor=4.0, original_max_pos=16))),
+    "llama-linear-geglu": ("llama", dict(rope_parameters=dict(rope_type="linear", rope_theta=1e4, factor=2.0),
+                                         hidden_act="gelu_pytorch_tanh"),
+                           dict(mlp="geglu", rope=RopeConfig(scaling="linear", factor=2.0))),
+    "mistral-window": ("mistral", dict(sliding_window=16), dict(window=16, global_every=0)),
+    "qwen3-qk_norm-head_dim-tied": ("qwen3", dict(head_dim=32, tie_word_embeddings=True),
+                                    dict(qk_norm="head", head_dim=32, window=0)),
+    "qwen3-window-mqa": ("qwen3", dict(num_key_value_heads=1, use_sliding_window=True, sliding_window=16,
+                                       max_window_layers=0), dict(qk_norm="head", window=16, global_every=0)),
+    "olmo2-post-qk_norm-full": ("olmo2", dict(tie_word_embeddings=False),
+                                dict(norm_placement="post", qk_norm="full")),
+    "gemma2-sandwich-softcaps": ("gemma2", dict(
+        head_dim=32, sliding_window=16, query_pre_attn_scalar=24, attn_logit_softcapping=5.0,
+        final_logit_softcapping=10.0), dict(
+        norm_placement="sandwich", norm_unit_offset=True, mlp="geglu", embed_scale=True, head_dim=32,
+        window=16, global_every=2, attn_scale=24**-0.5, attn_softcap=5.0, final_softcap=10.0)),
+}
+
+
+def hf_config(model_type: str, **overrides):
+    return AutoConfig.for_model(model_type, **{**TINY, **overrides})
+
+
+@torch.no_grad()
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter N(0, 0.3); 1-D parameters (norm scales, biases, sinks) around 1 instead, so
+    plain RMSNorm scales keep their sign and the residual stream its size. Unit-offset scales
+    (Gemma) then sit around 2, which is as good a test."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if p.ndim == 1 else 0.0))
+    return model.eval()
+
+
+def random_hf_model(case: str, seed: int = 0):
+    model_type, overrides, _ = CASES[case]
+    hf = AutoModelForCausalLM.from_config(hf_config(model_type, **overrides), attn_implementation="eager")
+    return randomize_(hf, seed)
+
+
+def tokens(B: int = 2, T: int = 40) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(1))
+
+
+def assert_logits_match(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    assert ours.shape == theirs.shape == (2, 40, VOCAB)
+    assert theirs.std() > 0.3  # logits far from constant, so a missing copy cannot hide under ATOL
+    torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_from_hf_logits_match(case):
+    hf = random_hf_model(case)
+    gpt = from_hf(hf)
+    expected = CASES[case][2]
+    assert {k: getattr(gpt.config, k) for k in expected} == expected
+    assert gpt.config.padded_vocab_size == 192 and torch.all(gpt.transformer.wte.weight[VOCAB:] == 0)
+    assert (gpt.lm_head.weight is gpt.transformer.wte.weight) == gpt.config.tie_embeddings
+    idx = tokens()
+    with torch.no_grad():
+        assert_logits_match(gpt(idx), hf(idx).logits)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_to_hf_logits_match_and_round_trip_is_bit_identical(case):
+    model_type, overrides, _ = CASES[case]
+    cfg = config_from_hf(hf_config(model_type, **overrides))
+    torch.manual_seed(0)
+    gpt = randomize_(GPT(cfg), seed=1)
+    with torch.no_grad():
+        gpt.transformer.wte.weight[VOCAB:] = 0  # padding rows cannot survive HF's (vocab_size) table
+        gpt.lm_head.weight[VOCAB:] = 0
+    hf = to_hf(gpt, model_type)
+    assert type(hf).__name__ == type(AutoModelForCausalLM.from_config(hf.config)).__name__
+    hf.set_attn_implementation("eager")
+    idx = tokens()
+    with torch.no_grad():
+        assert_logits_match(hf(idx).logits, gpt(idx))
+    back = from_hf(hf)
+    assert back.config == gpt.config
+    a, b = gpt.state_dict(), back.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize("case", ["mistral-window", "qwen3-window-mqa", "gemma2-sandwich-softcaps"])
+def test_sliding_window_matters_at_this_length(case):
+    """The parity above would also pass if both sides ignored the window: show that it bites."""
+    hf = random_hf_model(case)
+    gpt = from_hf(hf)
+    unwindowed = GPT(ModelConfig(**{**vars(gpt.config), "window": 0, "global_every": 0}))
+    unwindowed.load_state_dict(gpt.state_dict())
+    idx = tokens()
+    with torch.no_grad():
+        expected, full = hf(idx).logits, unwindowed.eval()(idx)
+    torch.testing.assert_close(full[:, :16], expected[:, :16], atol=ATOL, rtol=0)  # window not reached
+    assert (full[:, 16:] - expected[:, 16:]).abs().max() > 1e-2
+
+
+def test_from_pretrained_local_dir(tmp_path):
+    hf = random_hf_model("gemma2-sandwich-softcaps", seed=3)
+    hf.save_pretrained(tmp_path)
+    gpt = GPT.from_pretrained(str(tmp_path))
+    assert gpt.config.norm_placement == "sandwich"
+    idx = tokens()
+    with torch.no_grad():
+        assert_logits_match(gpt(idx), hf(idx).logits)
+
+
+# ----------------------------------------------------------------------------- what is refused
+@pytest.mark.parametrize(
+    "model_type, overrides, field",
+    [
+        ("llama", dict(attention_bias=True, mlp_bias=False), "attention_bias"),
+        ("llama", dict(hidden_act="gelu"), "hidden_act"),  # exact-erf GELU gate
+        ("llama", dict(attention_dropout=0.1), "attention_dropout"),
+        ("llama", dict(rope_parameters=dict(rope_type="dynamic", rope_theta=1e4, factor=2.0)), "rope_type"),
+        ("llama", dict(rope_parameters=dict(rope_type="default", rope_theta=1e4, partial_rotary_factor=0.5)),
+         "partial_rotary_factor"),
+        ("llama", dict(rope_parameters={**YARN, "attention_factor": 2.0}), "attention_factor"),
+        ("llama", dict(rope_parameters={**YARN, "mscale": 1.0, "mscale_all_dim": 0.5}), "mscale"),
+        ("qwen3", dict(attention_bias=True), "attention_bias"),
+        ("qwen3", dict(use_sliding_window=True, sliding_window=16, max_window_layers=1), "max_window_layers"),
+        ("olmo2", dict(attention_bias=True), "attention_bias"),
+        ("gemma2", dict(attention_bias=True), "attention_bias"),
+        ("gemma2", dict(use_bidirectional_attention=True), "use_bidirectional_attention"),
+        ("gemma2", dict(hidden_activation="relu"), "hidden_activation"),
+        ("gemma2", dict(layer_types=["full_attention", "sliding_attention", "sliding_attention"]),
+         "layer_types"),
+        ("gemma2", dict(sliding_window=None), "sliding_window"),
+    ],
+)
+def test_unrepresentable_hf_config_raises(model_type, overrides, field):
+    with pytest.raises(ValueError, match=field):
+        config_from_hf(hf_config(model_type, **overrides))
+
+
+LLAMA_LIKE = dict(vocab_size=VOCAB, block_size=64, n_layer=3, n_head=4, n_kv_head=2, n_embd=64, mlp_hidden=96,
+                  pos="rope", norm="rmsnorm", norm_eps=1e-6, mlp="swiglu", bias=False)
+
+
+@pytest.mark.parametrize(
+    "model_type, overrides, field",
+    [
+        ("llama", dict(window=8), "window"),
+        ("llama", dict(qk_norm="head"), "qk_norm"),
+        ("llama", dict(mlp="gelu"), "mlp"),
+        ("llama", dict(dropout=0.1), "dropout"),
+        ("llama", dict(norm="layernorm"), "norm"),
+        ("llama", dict(pos="learned"), "pos"),
+        ("llama", dict(rope=RopeConfig(fraction=0.5)), "rope.fraction"),
+        ("llama", dict(attn_sinks=True), "attn_sinks"),
+        ("mistral", dict(window=8, global_every=2), "global_every"),
+        ("qwen3", dict(qk_norm="head", bias=True), "bias"),
+        ("olmo2", dict(qk_norm="full", norm_placement="pre"), "norm_placement"),
+        ("gemma2", dict(norm_placement="sandwich", norm_unit_offset=True, embed_scale=True, attn_scale=0.3),
+         "attn_scale"),
+        ("gemma2", dict(norm_placement="sandwich", norm_unit_offset=True, embed_scale=False), "embed_scale"),
+    ],
+)
+def test_unrepresentable_model_config_raises(model_type, overrides, field):
+    cfg = ModelConfig(**{**LLAMA_LIKE, **overrides})
+    with pytest.raises(ValueError, match=rf"HF {model_type} cannot represent .*model\.{re.escape(field)}="):
+        config_to_hf(cfg, model_type)
