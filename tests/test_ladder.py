@@ -1,0 +1,186 @@
+"""configs/ladder/ and configs/presets/: the ladder changes one thing per rung, the presets keep the
+ratios of the models they mirror, and every one of them builds and overfits a fixed batch on CPU."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import GPT
+from model.attention import is_local
+from train.config import OptimConfig, load_config
+from train.optim import build_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+LADDER = sorted((ROOT / "configs" / "ladder").glob("*.toml"))
+PRESETS = sorted((ROOT / "configs" / "presets").glob("*.toml"))
+
+# A rung changes one model field, or one of these pairs that only make sense together.
+COUPLED = [
+    {"model.mlp", "model.mlp_hidden"},  # a GLU has 3 matrices: its width shrinks to keep params equal
+    {"model.window", "model.global_every"},  # which layers slide, and how far
+]
+
+
+def flatten(obj, prefix: str = "") -> dict:
+    """Resolved config -> {"model.rope.theta": 10000.0, ...}, nested dataclasses included."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def changed_keys(a, b) -> set[str]:
+    fa, fb = flatten(a), flatten(b)
+    changed = {k for k in fa if fa[k] != fb[k]}
+    return changed - {"train.out_dir"}  # derived from the file name
+
+
+def is_one_change(changed: set[str]) -> bool:
+    """One model field, or exactly one coupled group; never anything outside [model]."""
+    if len(changed) == 1:
+        return next(iter(changed)).startswith("model.")
+    return any(changed == group for group in COUPLED)
+
+
+# ----------------------------------------------------------------------------- the ladder
+def test_ladder_exists_and_starts_at_gpt2():
+    assert [p.name for p in LADDER][:2] == ["00-gpt2.toml", "01-rope.toml"]
+    assert len(LADDER) >= 8
+    assert [int(p.name[:2]) for p in LADDER] == list(range(len(LADDER)))  # no gaps, no duplicates
+    m = load_config(LADDER[0]).model
+    assert (m.pos, m.norm, m.mlp, m.n_kv_head, m.bias, m.tie_embeddings) == (
+        "learned", "layernorm", "gelu", m.n_head, True, True)
+
+
+@pytest.mark.parametrize("i", range(1, len(LADDER)), ids=lambda i: LADDER[i].stem)
+def test_each_rung_changes_one_thing(i):
+    prev, cur = load_config(LADDER[i - 1]), load_config(LADDER[i])
+    changed = changed_keys(prev, cur)
+    assert is_one_change(changed), f"{LADDER[i].name} changes {sorted(changed)} relative to {LADDER[i - 1].name}"
+
+
+def test_one_change_check_can_fail():
+    base = load_config(LADDER[0])
+    two = load_config(LADDER[0], ["--model.pos=rope", "--model.norm=rmsnorm"])
+    budget = load_config(LADDER[0], ["--optim.lr=1e-3"])
+    pair = load_config(LADDER[0], ["--model.mlp=swiglu", "--model.mlp_hidden=682"])
+    assert not is_one_change(changed_keys(base, two))
+    assert not is_one_change(changed_keys(base, budget))  # budgets must match across the ladder
+    assert not is_one_change(changed_keys(base, base))
+    assert is_one_change(changed_keys(base, pair))
+
+
+@pytest.mark.parametrize("path", LADDER[1:], ids=lambda p: p.stem)
+def test_rung_comment_says_change_paper_why(path):
+    header = leading_comment(path)
+    for word in ("Change", "Paper", "Why"):
+        assert f"{word}" in header, f"{path.name}: top comment lacks '{word}:'"
+    assert re.search(r"arXiv:\d{4}\.\d{4,5}", header), f"{path.name}: top comment cites no arXiv id"
+
+
+# ----------------------------------------------------------------------------- the presets
+# The real model each preset mirrors: (n_head, n_kv_head, head_dim, n_embd, mlp_hidden). The preset
+# must keep the ratios that define the architecture: GQA groups, query width / model width, MLP / width.
+REAL = {
+    "llama3": ("Llama 3", (32, 8, 128, 4096, 14336)),  # Llama 3.1 8B
+    "qwen3": ("Qwen3", (16, 8, 128, 1024, 3072)),  # Qwen3-0.6B
+    "mistral": ("Mistral", (32, 8, 128, 4096, 14336)),  # Mistral 7B
+    "gemma2": ("Gemma 2", (8, 4, 256, 2304, 9216)),  # Gemma 2 2B
+    "gemma3": ("Gemma 3", (8, 4, 256, 2560, 10240)),  # Gemma 3 4B
+    "olmo2": ("OLMo 2", (32, 32, 128, 4096, 11008)),  # OLMo 2 7B
+    "gpt-oss-dense": ("gpt-oss", (64, 8, 64, 2880, 4 * 2880)),  # gpt-oss-20b: 4 active experts of 2880
+}
+# Which layers use the sliding window, for a preset with n_layer layers.
+LOCAL_PATTERN = {
+    "mistral": lambda n: [True] * n,  # every layer
+    "gemma2": lambda n: [True, False] * (n // 2),  # alternate, starting local
+    "gpt-oss-dense": lambda n: [True, False] * (n // 2),
+    "gemma3": lambda n: ([True] * 5 + [False]) * (n // 6),  # 5 local : 1 global
+}
+
+
+def test_every_preset_is_checked():
+    assert sorted(p.stem for p in PRESETS) == sorted(REAL)
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_preset_names_its_real_model(path):
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# ") and first[2:].strip(), f"{path.name}: first line must be a comment"
+    name, _ = REAL[path.stem]
+    assert name in first, f"{path.name}: first line should name {name}"
+    assert re.search(r"arXiv:\d{4}\.\d{4,5}", first)
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_preset_keeps_the_real_ratios(path):
+    m = load_config(path).model
+    n_head, n_kv_head, head_dim, n_embd, mlp_hidden = REAL[path.stem][1]
+    assert m.n_head / m.n_kv_head == n_head / n_kv_head
+    assert m.n_head * m.head_dim / m.n_embd == pytest.approx(n_head * head_dim / n_embd, rel=0.01)
+    assert m.mlp_hidden / m.n_embd == pytest.approx(mlp_hidden / n_embd, rel=0.01)
+    local = [is_local(m, i) for i in range(m.n_layer)]
+    assert local == LOCAL_PATTERN.get(path.stem, lambda n: [False] * n)(m.n_layer)
+    assert load_config(path).data.tokenizer == "byte"  # trains offline
+
+
+# ----------------------------------------------------------------------------- learning
+FIXED_TEXT = Path(__file__).read_bytes()[:65]  # 64 inputs + 1 target, deterministic
+
+
+def shrink(cfg):
+    """A quarter of the width and as few layers as the local/global pattern allows; every structural
+    choice (norms, MLP kind, heads and KV heads, qk-norm, rope, windows, sinks, softcaps) is kept.
+    The window shrinks to 16 so that it bites inside the 64-token test sequence."""
+    return dataclasses.replace(
+        cfg, n_embd=cfg.n_embd // 4, head_dim=cfg.head_dim // 4, mlp_hidden=cfg.mlp_hidden // 4,
+        n_layer=max(2, cfg.global_every), window=16 if cfg.window else 0,
+    )
+
+
+def overfit(cfg, steps: int, lr: float) -> tuple[float, float]:
+    """Train on one fixed (2, 64) batch of source text; return (first loss, last loss)."""
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    tokens = torch.tensor(list(FIXED_TEXT))
+    x = torch.stack([tokens[:-1], tokens[:-1].roll(7)])
+    y = torch.stack([tokens[1:], tokens[1:].roll(7)])
+    opt = build_optimizer(model, OptimConfig(lr=lr, weight_decay=0.0), "cpu")
+    losses = []
+    for _ in range(steps):
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses[0], losses[-1]
+
+
+@pytest.fixture
+def one_thread():
+    """Models this small are dominated by per-op overhead, which extra threads only add to."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.slow  # ~1 s per config, ~20 s in all on 2 cores
+@pytest.mark.parametrize("path", PRESETS + LADDER, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_overfits_one_batch(path, one_thread):
+    cfg = shrink(load_config(path).model)
+    first, last = overfit(cfg, steps=100, lr=3e-3)
+    assert first == pytest.approx(5.55, abs=0.3)  # ~ln(257): an untrained model is near uniform
+    assert last < 0.5, f"{path.name}: loss {first:.2f} -> {last:.2f} after 100 steps"
+
+
+def leading_comment(path: Path) -> str:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return "\n".join(line for line in lines[: next(i for i, s in enumerate(lines) if not s.startswith("#"))])
