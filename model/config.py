@@ -23,6 +23,7 @@ class RopeConfig:
     high_freq_factor: float = 4.0  # llama3
     beta_fast: float = 32.0  # yarn
     beta_slow: float = 1.0  # yarn
+    truncate: bool = True  # yarn: round the ramp's ends to whole dimensions (HF default; gpt-oss: false)
     fraction: float = 1.0  # fraction of each head's dimensions that rotate (partial rotary)
     local_theta: float = 0.0  # theta for sliding-window layers (Gemma 3); 0 = theta
 

@@ -61,8 +61,10 @@ def yarn_scaling(rope: RopeConfig, theta: float, rot_dim: int, original_max_pos:
     def correction_dim(n_rotations: float) -> float:  # the dimension that turns n times over the context
         return rot_dim * math.log(original_max_pos / (n_rotations * 2 * math.pi)) / (2 * math.log(theta))
 
-    low = max(math.floor(correction_dim(rope.beta_fast)), 0)
-    high = min(math.ceil(correction_dim(rope.beta_slow)), rot_dim - 1)
+    low, high = correction_dim(rope.beta_fast), correction_dim(rope.beta_slow)
+    if rope.truncate:  # HF's default; gpt-oss keeps the fractional ends
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, rot_dim - 1)
     high = high + 0.001 if low == high else high  # avoid a zero-width ramp
     ramp = torch.clamp((torch.arange(rot_dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
     pos_freqs = theta ** (torch.arange(0, rot_dim, 2).float() / rot_dim)

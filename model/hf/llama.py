@@ -65,11 +65,11 @@ _ROPE_FIELDS = {  # our RopeConfig field -> HF rope_parameters key, per scaling
     "llama3": {"factor": "factor", "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
                "original_max_pos": "original_max_position_embeddings"},
     "yarn": {"factor": "factor", "beta_fast": "beta_fast", "beta_slow": "beta_slow",
-             "original_max_pos": "original_max_position_embeddings"},
+             "original_max_pos": "original_max_position_embeddings", "truncate": "truncate"},
 }
 # HF settings that change the rotation but have no field here, with the value that means "off"
 _ROPE_OFF = {"partial_rotary_factor": 1.0, "attention_factor": None, "mscale": None,
-             "mscale_all_dim": None, "truncate": True}
+             "mscale_all_dim": None}
 
 
 def rope_from_hf(c) -> RopeConfig:
