@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 
 train: setup
 	$(PY) -m train $(CONFIG)
-	$(PY) -m train.sample runs/$(basename $(notdir $(CONFIG))) --max_new_tokens 400
+	$(PY) -m train.sample runs/$(basename $(notdir $(CONFIG))) --max_new_tokens 250
 
 test: setup
 	$(PY) -m pytest -q
