@@ -15,7 +15,7 @@ from train import data as data_mod
 from train import tokenizer as tok_mod
 from train.data import (DataConfig, TokenData, bits_per_byte, fingerprint, get_batch, prepare,
                         token_dtype)
-from train.tokenizer import ByteTokenizer, get_tokenizer, tokenizer_vocab_size
+from train.tokenizer import get_tokenizer, tokenizer_vocab_size
 
 GPT2_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpt2.tiktoken"
 needs_gpt2_file = pytest.mark.skipif(not GPT2_FILE.is_file(),

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from model import GPT, ModelConfig
 from model.accounting import flops_per_token, kv_bytes_per_token, matmul_params, param_count
@@ -139,7 +138,7 @@ def test_kv_cache_decode_matches_full_forward(n_kv_head):
 def test_gqa_equals_mha_with_repeated_kv_heads(n_kv_head):
     gqa = built(tiny(n_kv_head=n_kv_head, n_embd=64, n_head=4))
     mha = built(tiny(n_embd=64, n_head=4), seed=1)
-    group, hd, d = 4 // n_kv_head, 16, 64
+    group, hd = 4 // n_kv_head, 16
     state = gqa.state_dict()
     for i in range(2):
         for suffix in ("weight", "bias"):

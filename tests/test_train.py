@@ -4,7 +4,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,30 +13,7 @@ from train import checkpoint as ckpt
 from train.config import load_config
 from train.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-
-TINY = [
-    "--model.block_size=32", "--model.n_layer=2", "--model.n_head=2", "--model.n_embd=32",
-    "--model.dropout=0.1",  # dropout draws from the RNG: resume must restore it
-    "--train.batch_size=4", "--train.grad_accum=2", "--train.eval_batches=2",
-    "--train.log_interval=1", "--train.device=cpu", "--train.dtype=fp32",
-    "--optim.lr=3e-3", "--optim.warmup_steps=3", "--optim.decay_steps=20",
-]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    src = root / "src"
-    src.mkdir()
-    for i in range(12):
-        body = "".join(f"def f{i}_{j}(x):\n    return x * {j} + {i}  # é\n" for j in range(60))
-        (src / f"m{i:02d}.py").write_text(body)
-    return ["--data.source=" + str(src), "--data.cache_dir=" + str(root / "cache"), "--data.val_fraction=0.2"]
-
-
-def make(tmp_path, corpus, name, *extra):
-    return load_config(None, [*TINY, *corpus, f"--train.out_dir={tmp_path / name}", *extra])
+from tiny_run import ROOT, TINY, make  # the `corpus` fixture comes from conftest.py
 
 
 def losses(trainer):
