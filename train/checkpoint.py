@@ -19,7 +19,6 @@ skipped in favour of the previous one (`load_newest`), as in torchtitan / PyTorc
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import sys
 from collections.abc import Callable
@@ -171,7 +170,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, map_location: str | torc
     state = read_state(path)
     try:  # weights_only: tensors, numbers, strings and containers; any other object is refused
         train_state = torch.load(path / "train_state.pt", map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+    except Exception as e:  # refused object (UnpicklingError), truncation (EOFError, RuntimeError), I/O
         raise CheckpointCorrupt(f"{path.name}: train_state.pt is not loadable with "
                                 f"weights_only=True ({_one_line(e)})") from None
     try:
