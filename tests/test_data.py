@@ -15,6 +15,7 @@ from train import data as data_mod
 from train import tokenizer as tok_mod
 from train.data import (DataConfig, TokenData, bits_per_byte, fingerprint, get_batch, prepare,
                         token_dtype)
+from train.sources import resolve_source
 from train.tokenizer import get_tokenizer, tokenizer_vocab_size
 
 GPT2_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpt2.tiktoken"
@@ -226,7 +227,7 @@ def test_cache_hit_does_not_retokenize(tmp_path, monkeypatch):
 def test_fingerprint_tracks_what_decides_the_tokens(tmp_path):
     root = write_corpus(tmp_path / "corpus")
     base = config(tmp_path, root)
-    _, identity, _ = data_mod._resolve_source(base)
+    _, identity, _ = resolve_source(base)
     fp = fingerprint(base, identity)
     assert fp == fingerprint(config(tmp_path / "other_cache", root), identity)
     assert fp != fingerprint(config(tmp_path, root, tokenizer="gpt2"), identity)
@@ -234,7 +235,7 @@ def test_fingerprint_tracks_what_decides_the_tokens(tmp_path):
     assert fp != fingerprint(config(tmp_path, root, max_docs=3), identity)
     st = (root / "a.txt").stat()
     os.utime(root / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert data_mod._resolve_source(base)[1] != identity
+    assert resolve_source(base)[1] != identity
 
 
 def test_interrupted_prepare_leaves_no_cache(tmp_path, monkeypatch):
@@ -358,11 +359,11 @@ def test_hf_json_over_local_files(tmp_path):
 def test_python_stdlib_source(tmp_path):
     cfg = DataConfig(cache_dir=str(tmp_path / "cache"))
     assert cfg.source == "python-stdlib"
-    files, identity, _ = data_mod._resolve_source(cfg)
+    files, identity, _ = resolve_source(cfg)
     assert len(files) > 1000 and identity["n_files"] == len(files)
     ids = [doc_id for doc_id, _ in files]
     assert ids == sorted(ids) and all(i.endswith(".py") for i in ids)
     assert not any("site-packages" in i or "__pycache__" in i for i in ids)
-    assert data_mod._resolve_source(cfg)[:2] == (files, identity)  # deterministic
+    assert resolve_source(cfg)[:2] == (files, identity)  # deterministic
     data = prepare(DataConfig(cache_dir=str(tmp_path / "cache"), max_docs=300), progress=False)
     assert data.meta["splits"]["val"]["docs"] >= 1 and len(data.train) > 100_000
