@@ -29,6 +29,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from .errors import one_line
+
 MARKER = "COMPLETE"
 PREFIX = "step_"
 TMP_PREFIX = ".tmp-"
@@ -134,7 +136,7 @@ def verify_checkpoint(path: Path) -> None:
         manifest = json.loads((path / MARKER).read_text())
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointCorrupt(f"{path.name}: unreadable {MARKER} marker ({_one_line(e)})") from None
+        raise CheckpointCorrupt(f"{path.name}: unreadable {MARKER} marker ({one_line(e)})") from None
     for name in FILES:
         expected = files.get(name)
         if expected is None:
@@ -154,7 +156,7 @@ def read_state(path: Path) -> dict[str, Any]:
     try:
         return json.loads((path / "state.json").read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointCorrupt(f"{path.name}: unreadable state.json ({_one_line(e)})") from None
+        raise CheckpointCorrupt(f"{path.name}: unreadable state.json ({one_line(e)})") from None
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, map_location: str | torch.device = "cpu",
@@ -172,14 +174,14 @@ def load_checkpoint(path: Path, model: torch.nn.Module, map_location: str | torc
         train_state = torch.load(path / "train_state.pt", map_location=map_location, weights_only=True)
     except Exception as e:  # refused object (UnpicklingError), truncation (EOFError, RuntimeError), I/O
         raise CheckpointCorrupt(f"{path.name}: train_state.pt is not loadable with "
-                                f"weights_only=True ({_one_line(e)})") from None
+                                f"weights_only=True ({one_line(e)})") from None
     try:
         load_model(model, str(path / "model.safetensors"), strict=True, device=str(map_location))
     except SafetensorError as e:
-        raise CheckpointCorrupt(f"{path.name}: unreadable model.safetensors ({_one_line(e)})") from None
+        raise CheckpointCorrupt(f"{path.name}: unreadable model.safetensors ({one_line(e)})") from None
     except RuntimeError as e:  # missing, unexpected or differently shaped tensors
         raise CheckpointMismatch(f"checkpoint {path} does not fit this model "
-                                 f"({_one_line(e)}); it was written for another architecture") from None
+                                 f"({one_line(e)}); it was written for another architecture") from None
     return train_state, state
 
 
@@ -218,10 +220,6 @@ def _alive(pid: int) -> bool:
         return True
     return True
 
-
-def _one_line(e: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _fsync(path: Path) -> None:

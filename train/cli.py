@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import torch
 
-from .config import ConfigError
+from .errors import ConfigError
 
 USAGE_ERROR = 2  # bad command line or config
 RUN_ERROR = 1  # the run could not proceed (bad data, non-finite loss, I/O, out of memory)

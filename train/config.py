@@ -23,15 +23,12 @@ except ModuleNotFoundError:  # Python 3.10
 from model import ModelConfig
 
 from .data import DataConfig
+from .errors import ConfigError
 from .tokenizer import tokenizer_vocab_size
 
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "presets"
 PRESET_PREFIX = "preset:"
-
-
-class ConfigError(ValueError):
-    """A user mistake in a config file or an override; the CLI prints it as one line."""
 
 
 @dataclass

@@ -15,6 +15,8 @@ import sysconfig
 from pathlib import Path
 from typing import Iterator
 
+from .errors import one_line
+
 STDLIB = "python-stdlib"
 HF_PREFIX = "hf:"
 _STDLIB_SKIP_DIRS = {"site-packages", "dist-packages"}
@@ -115,7 +117,7 @@ def hf_documents(cfg) -> Iterator[tuple[str, str]]:
                                        data_files=cfg.hf_data_files or None)
     except Exception as e:  # network, missing files, unknown dataset: one line for the CLI
         raise ValueError(f"data.source={cfg.source!r}: could not load the dataset "
-                         f"({_one_line(e)})") from None
+                         f"({one_line(e)})") from None
     for record in stream:
         text = record.get(cfg.hf_text_field, 0)
         if text is None:  # a null record: nothing to learn from, like an empty file
@@ -125,7 +127,3 @@ def hf_documents(cfg) -> Iterator[tuple[str, str]]:
                              f"{cfg.source!r}; its fields are {sorted(record)}")
         yield text, text
 
-
-def _one_line(e: Exception, limit: int = 200) -> str:
-    text = " ".join(f"{type(e).__name__}: {e}".split())
-    return text if len(text) <= limit else text[:limit] + "..."
