@@ -127,19 +127,19 @@ class Trainer:
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.optim.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
         loss = (total / cfg.train.grad_accum).item()
         # With fp16 loss scaling an overflowing gradient is expected: the scaler skips the step.
-        grads_ok = self.scaler.is_enabled() or math.isfinite(grad_norm.item())
+        grads_ok = self.scaler.is_enabled() or math.isfinite(grad_norm)
         if not (math.isfinite(loss) and grads_ok):
             return self._nonfinite_step(lr, f"non-finite loss ({loss}) or gradient norm "
-                                            f"({grad_norm.item()}) at step {self.step + 1}")
+                                            f"({grad_norm}) at step {self.step + 1}")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.skipped_in_a_row = 0
-        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm.item(),
+        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                 "skipped_steps": self.skipped_steps}
 
     def _nonfinite_step(self, lr: float, what: str) -> dict:
