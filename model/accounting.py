@@ -5,8 +5,8 @@ The one place benchmarks, logs and reports read these numbers from. Everything i
 to instantiate. A block is described by the weight matrices it multiplies (`block_matrices`) and the
 norms and other vectors it holds; each rung is a registry entry or one term below: a GLU MLP lists
 three matrices in `MLP_MATRICES`, a sandwich block holds four norms (`NORMS_PER_BLOCK`), a
-Mixture-of-Experts layer will count all experts in `param_count` but only the active ones in
-`matmul_params`.
+Mixture-of-Experts layer counts all experts in `param_count` but only the top_k active ones in
+`param_count(active=True)` and `matmul_params`.
 """
 
 from .attention import is_local
@@ -21,16 +21,38 @@ def attention_matrices(cfg: ModelConfig) -> list[Matrix]:
     return [(cfg.n_embd, q_dim + 2 * kv_dim), (q_dim, cfg.n_embd)]
 
 
-def _two_layer(cfg: ModelConfig) -> list[Matrix]:
-    return [(cfg.n_embd, cfg.mlp_hidden), (cfg.mlp_hidden, cfg.n_embd)]
+def _two_layer(d: int, hidden: int) -> list[Matrix]:
+    return [(d, hidden), (hidden, d)]
 
 
-def _gated(cfg: ModelConfig) -> list[Matrix]:
-    # gate and up are one fused `c_fc` of 2 * mlp_hidden outputs; its bias splits the same way
-    return [(cfg.n_embd, cfg.mlp_hidden), (cfg.n_embd, cfg.mlp_hidden), (cfg.mlp_hidden, cfg.n_embd)]
+def _gated(d: int, hidden: int) -> list[Matrix]:
+    # gate and up are one fused `c_fc` of 2 * hidden outputs; its bias splits the same way
+    return [(d, hidden), (d, hidden), (hidden, d)]
 
 
-MLP_MATRICES = {"gelu": _two_layer, "relu2": _two_layer, "swiglu": _gated, "geglu": _gated}  # `model.mlp`
+# `model.mlp` -> the matrices of one MLP of `hidden` units (a dense MLP, one expert, shared experts)
+MLP_MATRICES = {"gelu": _two_layer, "relu2": _two_layer, "swiglu": _gated, "geglu": _gated}
+
+
+def _params(cfg: ModelConfig, matrices: list[Matrix]) -> int:
+    """Weights and, with `model.bias`, one bias per output."""
+    return sum(fi * fo + (fo if cfg.bias else 0) for fi, fo in matrices)
+
+
+def mlp_matrices(cfg: ModelConfig, hidden: int) -> list[Matrix]:
+    return MLP_MATRICES[cfg.mlp](cfg.n_embd, hidden)
+
+
+def ffn_matrices(cfg: ModelConfig, layer_idx: int, active: bool) -> list[Matrix]:
+    """The matrices of block `layer_idx`'s MLP slot. For an MoE layer: the router, the shared
+    experts and all routed experts, or (active=True) only the top_k a token is sent to."""
+    if not cfg.is_moe(layer_idx):
+        return mlp_matrices(cfg, cfg.mlp_hidden)
+    m = cfg.moe
+    experts = m.top_k if active else m.n_expert
+    shared = mlp_matrices(cfg, m.n_shared * m.expert_hidden) if m.n_shared else []
+    return [(cfg.n_embd, m.n_expert)] + shared + experts * mlp_matrices(cfg, m.expert_hidden)
+
 
 NORM_PARAMS = {  # keyed by `model.norm`: parameters of one norm over `dim` features
     "layernorm": lambda cfg, dim: dim * (2 if cfg.bias else 1),  # scale (+ shift)
@@ -46,31 +68,35 @@ QK_NORM_DIMS = {  # keyed by `model.qk_norm`: the sizes of the query and key nor
 }
 
 
-def block_matrices(cfg: ModelConfig) -> list[Matrix]:
-    """The weight matrices of one transformer block."""
-    return attention_matrices(cfg) + MLP_MATRICES[cfg.mlp](cfg)
+def block_matrices(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> list[Matrix]:
+    """The weight matrices of block `layer_idx` (all experts, or only the active ones)."""
+    return attention_matrices(cfg) + ffn_matrices(cfg, layer_idx, active)
 
 
-def block_params(cfg: ModelConfig) -> int:
-    """Parameters of one block: matrices and their biases, norms, QK-norms, attention sinks."""
+def block_params(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> int:
+    """Parameters of one block: matrices and their biases, norms, QK-norms, attention sinks.
+    The MoE router has no bias."""
     norm = NORM_PARAMS[cfg.norm]
-    n = sum(fi * fo + (fo if cfg.bias else 0) for fi, fo in block_matrices(cfg))
+    n = _params(cfg, block_matrices(cfg, layer_idx, active))
+    n -= cfg.moe.n_expert if cfg.bias and cfg.is_moe(layer_idx) else 0  # the bias-free router
     n += NORMS_PER_BLOCK[cfg.norm_placement] * norm(cfg, cfg.n_embd)
     n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
     n += cfg.n_head if cfg.attn_sinks else 0  # one sink logit per head
     return n
 
 
-def param_count(cfg: ModelConfig) -> int:
+def param_count(cfg: ModelConfig, active: bool = False) -> int:
     """Parameters of `GPT(cfg)`, a tied embedding/LM-head matrix counted once.
 
-    padded embedding + learned positions + n_layer * block + final norm + untied LM head.
+    padded embedding + learned positions + the blocks + final norm + untied LM head.
     Equals `sum(p.numel() for p in GPT(cfg).parameters())` for every combination of rungs.
+    active=True counts only the top_k routed experts of each MoE layer: the parameters one token
+    uses (the "active parameters" of an MoE, e.g. 37B of DeepSeek-V3's 671B).
     """
     d, vocab = cfg.n_embd, cfg.padded_vocab_size
     n = vocab * d  # token embedding
     n += cfg.block_size * d if cfg.pos == "learned" else 0  # RoPE and NoPE have no table
-    n += cfg.n_layer * block_params(cfg)
+    n += sum(block_params(cfg, i, active) for i in range(cfg.n_layer))
     n += NORM_PARAMS[cfg.norm](cfg, d)  # final norm
     n += 0 if cfg.tie_embeddings else vocab * d  # LM head
     return n
@@ -78,11 +104,11 @@ def param_count(cfg: ModelConfig) -> int:
 
 def matmul_params(cfg: ModelConfig) -> int:
     """Weights each token is multiplied by in a forward pass: every block matrix (three for a GLU
-    MLP) and the LM head (over the padded vocabulary, which is what is computed). Embedding lookups,
-    norms and bias additions are not matmuls and are left out, as in Kaplan et al. 2020
-    (arXiv:2001.08361)."""
-    per_layer = sum(fi * fo for fi, fo in block_matrices(cfg))
-    return cfg.n_layer * per_layer + cfg.n_embd * cfg.padded_vocab_size
+    MLP; for an MoE layer the router, the shared experts and top_k routed experts) and the LM head
+    (over the padded vocabulary, which is what is computed). Embedding lookups, norms and bias
+    additions are not matmuls and are left out, as in Kaplan et al. 2020 (arXiv:2001.08361)."""
+    blocks = sum(fi * fo for i in range(cfg.n_layer) for fi, fo in block_matrices(cfg, i, active=True))
+    return blocks + cfg.n_embd * cfg.padded_vocab_size
 
 
 def attended_keys(cfg: ModelConfig, seq_len: int) -> int:

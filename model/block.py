@@ -6,7 +6,8 @@ Where the norms sit is the only difference between the three blocks here:
     post      x = x + ln_1(attn(x));              x = x + ln_2(mlp(x))               OLMo 2
     sandwich  x = x + ln_1_post(attn(ln_1(x)));   x = x + ln_2_post(mlp(ln_2(x)))    Gemma 2/3
 
-Every block takes `(x, positions, cache)` and returns x, shape (B, T, n_embd).
+Every block takes `(x, positions, cache)` and returns x, shape (B, T, n_embd). The `mlp` slot holds
+the dense MLP of `model.mlp` or, on MoE layers (`model.moe`), a Mixture of Experts.
 """
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from .attention import CausalSelfAttention
 from .config import ModelConfig
 from .kv_cache import KVCache
-from .mlp import build_mlp
+from .moe import build_feed_forward
 from .norm import build_norm
 
 
@@ -32,7 +33,7 @@ class Block(nn.Module):
         self.ln_1 = build_norm(cfg)
         self.attn = CausalSelfAttention(cfg, layer_idx)
         self.ln_2 = build_norm(cfg)
-        self.mlp = build_mlp(cfg)
+        self.mlp = build_feed_forward(cfg, layer_idx)
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None
@@ -56,7 +57,7 @@ class PostNormBlock(nn.Module):
         super().__init__()
         self.attn = CausalSelfAttention(cfg, layer_idx)
         self.ln_1 = build_norm(cfg)
-        self.mlp = build_mlp(cfg)
+        self.mlp = build_feed_forward(cfg, layer_idx)
         self.ln_2 = build_norm(cfg)
 
     def forward(
@@ -81,7 +82,7 @@ class SandwichBlock(nn.Module):
         self.attn = CausalSelfAttention(cfg, layer_idx)
         self.ln_1_post = build_norm(cfg)
         self.ln_2 = build_norm(cfg)
-        self.mlp = build_mlp(cfg)
+        self.mlp = build_feed_forward(cfg, layer_idx)
         self.ln_2_post = build_norm(cfg)
 
     def forward(

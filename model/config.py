@@ -39,6 +39,61 @@ class RopeConfig:
 
 
 @dataclass
+class MoEConfig:
+    """Mixture of Experts (`[model.moe]`): with n_expert > 0, the MLP of every block after the first
+    `first_dense` is replaced by routed experts (model/moe.py). The experts use `model.mlp`'s
+    activation; the dense layers keep `model.mlp_hidden`."""
+
+    n_expert: int = 0  # routed experts per MoE layer; 0 = no MoE (a dense MLP everywhere)
+    top_k: int = 2  # experts each token is sent to
+    expert_hidden: int = 0  # hidden size of one expert; 0 = model.mlp_hidden
+    n_shared: int = 0  # always-on shared experts, one MLP of n_shared * expert_hidden (DeepSeek)
+    router: Literal["softmax", "sigmoid"] = "softmax"  # expert scores: Mixtral, Qwen3 | DeepSeek-V3
+    norm_topk: bool = True  # rescale the top_k weights of a token to sum to 1
+    routed_scale: float = 1.0  # multiplies the routed experts' output (DeepSeek-V3: 2.5)
+    n_group: int = 1  # group-limited routing: experts in n_group groups (DeepSeek-V3: 8) ...
+    topk_group: int = 1  # ... and a token chooses only within its best topk_group groups (4)
+    first_dense: int = 0  # the first layers keep a dense MLP (DeepSeek-V3: 3)
+    # --- training only: they change what is learned, not the function a trained model computes ---
+    capacity_factor: float = 0.0  # > 0: an expert takes at most cf * tokens * top_k / n_expert
+    aux_loss_coef: float = 0.0  # load-balancing loss weight (Switch Transformer)
+    z_loss_coef: float = 0.0  # router z-loss weight (ST-MoE)
+    bias_update_rate: float = 0.0  # aux-loss-free balancing step size (DeepSeek-V3); 0 = off
+
+    TRAINING_ONLY = ("capacity_factor", "aux_loss_coef", "z_loss_coef", "bias_update_rate")
+
+    def __post_init__(self) -> None:
+        _check_choices(self, "model.moe.")
+        for name in ("n_expert", "expert_hidden", "n_shared", "first_dense"):
+            _check_int(f"moe.{name}", getattr(self, name), minimum=0)
+        for name in ("top_k", "n_group", "topk_group"):
+            _check_int(f"moe.{name}", getattr(self, name), minimum=1)
+        _check_positive_float("moe.routed_scale", self.routed_scale)
+        for name in self.TRAINING_ONLY:
+            value = getattr(self, name)
+            if not (_is_number(value) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"model.moe.{name} must be >= 0 (0 = off); got {value!r}")
+        if not self.n_expert:
+            return
+        if self.top_k > self.n_expert:
+            raise ValueError(f"model.moe.top_k ({self.top_k}) must be <= model.moe.n_expert "
+                             f"({self.n_expert}): a token cannot use more experts than exist")
+        if self.n_expert % self.n_group:
+            raise ValueError(f"model.moe.n_expert ({self.n_expert}) must be divisible by "
+                             f"model.moe.n_group ({self.n_group})")
+        if self.topk_group > self.n_group:
+            raise ValueError(f"model.moe.topk_group ({self.topk_group}) must be <= model.moe.n_group "
+                             f"({self.n_group})")
+        per_group = self.n_expert // self.n_group
+        if self.n_group > 1 and per_group < 2:
+            raise ValueError("model.moe.n_group: each group needs >= 2 experts (groups are ranked by "
+                             f"their two best scores); got {per_group}")
+        if self.top_k > self.topk_group * per_group:
+            raise ValueError(f"model.moe.top_k ({self.top_k}) must be <= the experts in "
+                             f"model.moe.topk_group groups ({self.topk_group * per_group})")
+
+
+@dataclass
 class ModelConfig:
     # --- sizes ---
     vocab_size: int = 50257  # real vocabulary; embeddings are padded up to `padded_vocab_size`
@@ -62,6 +117,7 @@ class ModelConfig:
     qk_norm: Literal["none", "head", "full"] = "none"  # per head (Qwen3, Gemma 3) | across heads (OLMo 2)
     # feed-forward
     mlp: Literal["gelu", "swiglu", "geglu", "relu2"] = "gelu"  # gelu: tanh approximation, as GPT-2
+    moe: MoEConfig = field(default_factory=MoEConfig)  # Mixture of Experts in the MLP slot
     # attention pattern
     window: int = 0  # sliding-window size in tokens; 0 = full causal attention
     global_every: int = 0  # with window: layer i is global when (i + 1) % global_every == 0; 0 = none
@@ -104,6 +160,15 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be >= 0 (0 = off/default); got {value!r}")
         if self.global_every and not self.window:
             raise ValueError("model.global_every needs a sliding window: set model.window > 0")
+        if self.moe.n_expert:
+            self.moe.expert_hidden = self.moe.expert_hidden or self.mlp_hidden
+            if self.moe.first_dense >= self.n_layer:
+                raise ValueError(f"model.moe.first_dense ({self.moe.first_dense}) must be < "
+                                 f"model.n_layer ({self.n_layer}), or there is no MoE layer")
+
+    def is_moe(self, layer_idx: int) -> bool:
+        """Whether block `layer_idx` holds a Mixture of Experts rather than a dense MLP."""
+        return self.moe.n_expert > 0 and layer_idx >= self.moe.first_dense
 
     @property
     def padded_vocab_size(self) -> int:

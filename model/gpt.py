@@ -10,6 +10,7 @@ from .block import build_block
 from .config import ModelConfig
 from .embedding import build_token_embedding
 from .kv_cache import KVCache
+from .moe import Experts, Router, aux_loss, moe_layers
 from .norm import build_norm
 from .softcap import build_softcap
 
@@ -22,6 +23,7 @@ class GPT(nn.Module):
     weight conversion (model/hf/) is a near-identity map.
 
     `model(idx)` returns logits (B, T, vocab_size); `model(idx, targets)` returns (logits, loss).
+    In training mode the loss includes the MoE auxiliary terms (model/moe.py), if any are on.
     The embedding table is padded to `padded_vocab_size` rows for faster matmuls; logits of the
     padding rows are cut off, so they can never receive probability.
     """
@@ -43,6 +45,7 @@ class GPT(nn.Module):
         self.final_softcap = build_softcap(cfg.final_softcap)  # identity when 0
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
+        self.moe_layers = moe_layers(self)  # a plain list: the modules stay registered in `h`
         self.init_weights()
 
     @torch.no_grad()
@@ -56,6 +59,8 @@ class GPT(nn.Module):
         | biases                                  | 0                                      |
         | norm scales / shifts                    | 1 / 0                                  |
         | unit-offset norm scales (`1 + weight`)  | weight 0, so the scale starts at 1     |
+        | MoE router weight                       | N(0, init_std); expert_bias 0          |
+        | MoE experts: c_fc / c_proj (per expert) | as an MLP's c_fc / c_proj              |
 
         Every block adds two residual branches to the stream; scaling their output projections by
         1/sqrt(2 * n_layer) keeps the stream's variance independent of depth (GPT-2 paper, sec. 2.3).
@@ -68,6 +73,15 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual else std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, Router):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                nn.init.zeros_(module.expert_bias)
+            elif isinstance(module, Experts):
+                nn.init.normal_(module.c_fc, mean=0.0, std=std)
+                nn.init.normal_(module.c_proj, mean=0.0, std=residual_std)
+                for bias in (module.c_fc_bias, module.c_proj_bias):
+                    if bias is not None:
+                        nn.init.zeros_(bias)
             elif hasattr(module, "reset_parameters") and not list(module.children()):
                 module.reset_parameters()  # norms: scale 1, shift 0
 
@@ -102,7 +116,8 @@ class GPT(nn.Module):
         loss = F.cross_entropy(
             logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index
         )
-        return logits, loss
+        aux = aux_loss(self.moe_layers) if self.training else None  # MoE balancing terms
+        return logits, loss if aux is None else loss + aux
 
     def num_params(self, exclude_position_embeddings: bool = False) -> int:
         """Parameters, counting a tied embedding/LM-head matrix once."""

@@ -36,11 +36,12 @@ class MLP(nn.Module):
     and Nemotron. Config: n_embd, mlp_hidden (default 4 * n_embd), bias, dropout.
     """
 
-    def __init__(self, cfg: ModelConfig, act: Activation):
+    def __init__(self, cfg: ModelConfig, act: Activation, hidden: int = 0):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias)
+        hidden = hidden or cfg.mlp_hidden
+        self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
         self.act = act
-        self.c_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,11 +61,12 @@ class GatedMLP(nn.Module):
     Config: n_embd, mlp_hidden (size of gate and of up), bias, dropout.
     """
 
-    def __init__(self, cfg: ModelConfig, act: Activation):
+    def __init__(self, cfg: ModelConfig, act: Activation, hidden: int = 0):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 2 * cfg.mlp_hidden, bias=cfg.bias)
+        hidden = hidden or cfg.mlp_hidden
+        self.c_fc = nn.Linear(cfg.n_embd, 2 * hidden, bias=cfg.bias)
         self.act = act
-        self.c_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,13 +77,17 @@ class GatedMLP(nn.Module):
         return f"act={self.act.__name__}"
 
 
-MLPS = {
-    "gelu": partial(MLP, act=gelu_tanh),
-    "relu2": partial(MLP, act=relu_squared),
-    "swiglu": partial(GatedMLP, act=F.silu),
-    "geglu": partial(GatedMLP, act=gelu_tanh),
+# `model.mlp` -> (activation, gated?); the MLPs below and the experts of model/moe.py read it
+ACTIVATIONS: dict[str, tuple[Activation, bool]] = {
+    "gelu": (gelu_tanh, False),
+    "relu2": (relu_squared, False),
+    "swiglu": (F.silu, True),
+    "geglu": (gelu_tanh, True),
 }
 
+MLPS = {name: partial(GatedMLP if gated else MLP, act=act) for name, (act, gated) in ACTIVATIONS.items()}
 
-def build_mlp(cfg: ModelConfig) -> nn.Module:
-    return MLPS[cfg.mlp](cfg)
+
+def build_mlp(cfg: ModelConfig, hidden: int = 0) -> nn.Module:
+    """The dense MLP of `model.mlp`, with `hidden` units (0 = model.mlp_hidden)."""
+    return MLPS[cfg.mlp](cfg, hidden=hidden)

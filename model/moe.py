@@ -1,0 +1,236 @@
+"""Mixture of Experts (`[model.moe]`): a router sends each token to top_k of n_expert MLPs.
+
+    scores  = softmax(x W_r^T)  (Mixtral, Qwen3-MoE)   |   sigmoid(x W_r^T)  (DeepSeek-V3)
+    chosen  = top_k of (scores + expert_bias), among the best topk_group of n_group groups
+    weights = scores[chosen], rescaled to sum to 1 (norm_topk), times routed_scale
+    y       = sum_k weights_k * expert_{chosen_k}(x)   (+ shared(x), experts every token uses)
+
+Parameters grow with n_expert while the compute per token grows only with top_k: that is the whole
+point (Shazeer et al. 2017, arXiv:1701.06538; Switch Transformer, arXiv:2101.03961).
+
+Dispatch: the (token, expert) assignments are sorted by expert, each expert runs once on its
+contiguous slice of tokens, and the weighted outputs are added back to their tokens (`index_add_`).
+No expert computes a token it was not chosen for; tests check the result against a dense oracle
+that runs every expert on every token.
+
+Training signals (all in `model.moe`, none changes a trained model's function):
+  * aux_loss_coef: the Switch load-balancing loss n_expert * sum_i f_i * P_i, where f_i is the
+    fraction of tokens routed to expert i and P_i its mean router probability (= top_k when even);
+  * z_loss_coef: mean logsumexp(router logits)^2, which keeps logits small (ST-MoE, arXiv:2202.08906);
+  * bias_update_rate: auxiliary-loss-free balancing (DeepSeek-V3, arXiv:2412.19437): after each
+    optimizer step, `expert_bias` moves by +-rate towards an even load. It steers which experts are
+    chosen, never the weights;
+  * capacity_factor: an expert takes at most ceil(cf * tokens * top_k / n_expert) tokens per
+    forward; later ones are dropped (their routed output is 0). Applied in training only, so
+    evaluation and cached decoding never drop.
+The aux terms are averaged over MoE layers and added to the loss by `GPT.forward` in training.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import ModelConfig
+from .mlp import ACTIVATIONS, build_mlp
+
+SCORES = {"softmax": lambda logits: logits.softmax(dim=-1), "sigmoid": torch.sigmoid}  # moe.router
+
+
+class Router(nn.Module):
+    """Scores the experts for each token and picks top_k of them, with their weights.
+
+    softmax: matches HF `MixtralTopKRouter` (norm_topk) and `Qwen3MoeTopKRouter`. sigmoid with
+    groups, `expert_bias` and routed_scale: matches HF `DeepseekV3TopkRouter` (arXiv:2412.19437;
+    group-limited routing from DeepSeek-V2, arXiv:2405.04434). Logits are computed in fp32.
+    Config: moe.n_expert, top_k, router, norm_topk, routed_scale, n_group, topk_group.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        m = cfg.moe
+        self.top_k, self.n_group, self.topk_group = m.top_k, m.n_group, m.topk_group
+        self.norm_topk, self.routed_scale = m.norm_topk, m.routed_scale
+        self.score = SCORES[m.router]
+        self.weight = nn.Parameter(torch.empty(m.n_expert, cfg.n_embd))
+        # moved by `MoE.end_step` (aux-loss-free balancing), not by gradients; saved with the model
+        self.register_buffer("expert_bias", torch.zeros(m.n_expert))
+
+    def forward(self, x: torch.Tensor):
+        """x: (N, n_embd) -> logits, scores (N, n_expert); chosen experts, their weights (N, top_k)."""
+        logits = F.linear(x.float(), self.weight.float())
+        scores = self.score(logits)
+        choice = self._best_groups(scores + self.expert_bias.float())
+        chosen = choice.topk(self.top_k, dim=-1).indices
+        weights = scores.gather(-1, chosen)
+        if self.norm_topk:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return logits, scores, chosen, weights * self.routed_scale
+
+    def _best_groups(self, s: torch.Tensor) -> torch.Tensor:
+        """Mask (to -inf) every expert outside the token's topk_group best groups, a group ranked
+        by the sum of its two best scores (DeepSeek-V3). One group: unchanged."""
+        if self.n_group == 1:
+            return s
+        groups = s.view(s.shape[0], self.n_group, -1)  # (N, n_group, experts per group)
+        rank = groups.topk(2, dim=-1).values.sum(dim=-1)  # (N, n_group)
+        best = rank.topk(self.topk_group, dim=-1).indices
+        keep = torch.zeros_like(rank, dtype=torch.bool).scatter_(1, best, True)
+        return groups.masked_fill(~keep.unsqueeze(-1), float("-inf")).view_as(s)
+
+    def extra_repr(self) -> str:
+        return f"top_k={self.top_k}, n_group={self.n_group}, topk_group={self.topk_group}"
+
+
+class Experts(nn.Module):
+    """n_expert MLPs of `model.mlp`'s kind, as stacked weights, run on tokens grouped by expert.
+
+    c_fc (n_expert, [gate; up] or hidden, n_embd) and c_proj (n_expert, n_embd, hidden) have the
+    layout of HF `MixtralExperts.gate_up_proj` / `down_proj`, so conversion is a copy.
+    Config: moe.n_expert, moe.expert_hidden, mlp (activation), bias.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        m = cfg.moe
+        self.act, self.gated = ACTIVATIONS[cfg.mlp]
+        fc_out = (2 if self.gated else 1) * m.expert_hidden
+        self.c_fc = nn.Parameter(torch.empty(m.n_expert, fc_out, cfg.n_embd))
+        self.c_proj = nn.Parameter(torch.empty(m.n_expert, cfg.n_embd, m.expert_hidden))
+        self.c_fc_bias = nn.Parameter(torch.zeros(m.n_expert, fc_out)) if cfg.bias else None
+        self.c_proj_bias = nn.Parameter(torch.zeros(m.n_expert, cfg.n_embd)) if cfg.bias else None
+
+    def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """x: (M, n_embd), the first counts[0] rows for expert 0, and so on -> (M, n_embd)."""
+        out = []
+        for e, xe in enumerate(x.split(counts)):
+            if not counts[e]:
+                continue
+            h = F.linear(xe, self.c_fc[e], None if self.c_fc_bias is None else self.c_fc_bias[e])
+            if self.gated:
+                gate, up = h.chunk(2, dim=-1)
+                h = self.act(gate) * up
+            else:
+                h = self.act(h)
+            out.append(F.linear(h, self.c_proj[e], None if self.c_proj_bias is None else self.c_proj_bias[e]))
+        return torch.cat(out) if out else x[:0]
+
+    def extra_repr(self) -> str:
+        return f"n_expert={self.c_fc.shape[0]}, act={self.act.__name__}, gated={self.gated}"
+
+
+class MoE(nn.Module):
+    """A Mixture-of-Experts MLP: router, routed experts, optional shared experts (module docstring).
+
+    Matches HF `MixtralSparseMoeBlock`, `Qwen3MoeSparseMoeBlock` and `DeepseekV3MoE` for the
+    same settings. In training it also records the load per expert and the aux terms; `end_step`
+    reports them, applies the aux-loss-free bias update and starts the next step's count.
+    Config: [model.moe], mlp, bias, dropout.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        m = cfg.moe
+        self.router = Router(cfg)
+        self.experts = Experts(cfg)
+        self.shared = build_mlp(cfg, m.n_shared * m.expert_hidden) if m.n_shared else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.n_expert, self.top_k = m.n_expert, m.top_k
+        self.capacity_factor, self.bias_update_rate = m.capacity_factor, m.bias_update_rate
+        self.aux_loss_coef, self.z_loss_coef = m.aux_loss_coef, m.z_loss_coef
+        self.aux_loss: torch.Tensor | None = None  # this forward's weighted aux terms (training)
+        # since the last end_step: tokens per expert (before capacity drops), and sums of
+        # [balance loss, z-loss, forwards, dropped assignments]
+        self.register_buffer("load", torch.zeros(m.n_expert), persistent=False)
+        self.register_buffer("sums", torch.zeros(4), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        flat = x.reshape(-1, D)  # (N, n_embd)
+        logits, scores, chosen, weights = self.router(flat)  # (N, n_expert) x2, (N, top_k) x2
+        order, counts = self._dispatch(chosen)  # assignments grouped by expert, tokens per expert
+        token = order // self.top_k  # (M,) the token of each kept assignment
+        h = self.experts(flat[token], counts.tolist())  # (M, n_embd)
+        h = h * weights.flatten()[order].unsqueeze(-1).to(h.dtype)
+        y = torch.zeros_like(flat).index_add_(0, token, h.to(flat.dtype)).view(B, T, D)
+        y = self.dropout(y)
+        if self.shared is not None:
+            y = y + self.shared(x)
+        if self.training:
+            self._record(logits, scores, chosen, dropped=chosen.numel() - order.numel())
+        return y
+
+    def _dispatch(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices into chosen.flatten() grouped by expert (stable: earlier tokens first), and the
+        number per expert, after the capacity limit in training."""
+        expert = chosen.flatten()  # (N * top_k,)
+        order = expert.argsort(stable=True)
+        counts = torch.bincount(expert, minlength=self.n_expert)
+        if self.training and self.capacity_factor:
+            capacity = math.ceil(self.capacity_factor * expert.numel() / self.n_expert)
+            first = counts.cumsum(0) - counts  # where each expert's slice starts
+            queue_pos = torch.arange(order.numel(), device=order.device) - first[expert[order]]
+            order, counts = order[queue_pos < capacity], counts.clamp(max=capacity)
+        return order, counts
+
+    def _record(self, logits: torch.Tensor, scores: torch.Tensor, chosen: torch.Tensor, dropped: int):
+        n_tokens = logits.shape[0]
+        load = torch.bincount(chosen.flatten(), minlength=self.n_expert).float()  # (n_expert,)
+        probs = scores / scores.sum(dim=-1, keepdim=True)  # sigmoid scores normalised per token
+        balance = self.n_expert * (load / n_tokens * probs.mean(dim=0)).sum()
+        z = torch.logsumexp(logits, dim=-1).square().mean()
+        self.aux_loss = None
+        if self.aux_loss_coef or self.z_loss_coef:
+            self.aux_loss = self.aux_loss_coef * balance + self.z_loss_coef * z
+        with torch.no_grad():
+            self.load += load
+            self.sums += torch.stack([balance.detach(), z.detach(), load.new_tensor(1.0),
+                                      load.new_tensor(float(dropped))])
+
+    @torch.no_grad()
+    def end_step(self, update_bias: bool = True) -> dict:
+        """Metrics since the last call; then the aux-loss-free bias update (if on) and a reset."""
+        balance, z, forwards, dropped = self.sums.tolist()
+        load = self.load
+        metrics = {}
+        if forwards:
+            metrics = {"balance": balance / forwards, "z_loss": z / forwards,
+                       "dropped": dropped / max(load.sum().item(), 1.0),
+                       "max_load": (load.max() / load.mean().clamp(min=1e-9)).item()}
+            if update_bias and self.bias_update_rate:
+                self.router.expert_bias += self.bias_update_rate * torch.sign(load.mean() - load)
+        self.load.zero_()
+        self.sums.zero_()
+        self.aux_loss = None
+        return metrics
+
+
+def moe_layers(model: nn.Module) -> list[MoE]:
+    return [m for m in model.modules() if isinstance(m, MoE)]
+
+
+def aux_loss(layers: list[MoE]) -> torch.Tensor | None:
+    """The weighted aux terms of the last forward, averaged over MoE layers (None when off)."""
+    terms = [layer.aux_loss for layer in layers if layer.aux_loss is not None]
+    return sum(terms) / len(terms) if terms else None
+
+
+def end_step(model: nn.Module, update_bias: bool = True) -> dict:
+    """After an optimizer step: per-layer load metrics for the log, averaged aux terms, bias update.
+
+    moe_max_load lists, per MoE layer, the busiest expert's tokens over the mean (1.0 = even);
+    moe_dropped is the fraction of assignments dropped by the capacity limit.
+    """
+    per_layer = [layer.end_step(update_bias) for layer in moe_layers(model)]
+    per_layer = [m for m in per_layer if m]
+    if not per_layer:
+        return {}
+    mean = lambda key: sum(m[key] for m in per_layer) / len(per_layer)  # noqa: E731
+    return {"moe_balance": mean("balance"), "moe_z_loss": mean("z_loss"), "moe_dropped": mean("dropped"),
+            "moe_max_load": [round(m["max_load"], 4) for m in per_layer]}
+
+
+def build_feed_forward(cfg: ModelConfig, layer_idx: int) -> nn.Module:
+    """The MLP slot of block `layer_idx`: a Mixture of Experts, or the dense MLP of `model.mlp`."""
+    return MoE(cfg) if cfg.is_moe(layer_idx) else build_mlp(cfg)
