@@ -167,6 +167,8 @@ BAD_INPUT = {
                                           "train.seq_len=64 exceeds model.block_size=32"),
     "n_head not divisible by n_kv_head": (lambda t: ["--model.n_kv_head=3"], 2,
                                           "model.n_head (2) must be divisible by model.n_kv_head (3)"),
+    "top_k > n_expert": (lambda t: ["--model.moe.n_expert=4", "--model.moe.top_k=5"], 2,
+                         "model.moe.top_k (5) must be <= model.moe.n_expert (4)"),
     "NaN learning rate": (lambda t: ["--optim.lr=nan"], 2, "optim.lr must be a finite number >= 0; got nan"),
     "infinite learning rate": (lambda t: ["--optim.lr=inf"], 2, "optim.lr must be a finite number"),
     "negative step count": (lambda t: ["--train.max_steps=-5"], 2, "train.max_steps must be >= 1; got -5"),

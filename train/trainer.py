@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from model import GPT
 from model.accounting import flops_per_token
+from model.moe import aux_loss, end_step
 
 from . import checkpoint as ckpt
 from .config import RunConfig, to_toml
@@ -118,17 +119,18 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        total = torch.zeros((), device=self.device)
+        total = torch.zeros(2, device=self.device)  # [objective, MoE aux terms within it]
         for micro in range(cfg.train.grad_accum):
             x, y = self._batch(self.data.train, (cfg.train.seed, 0, self.step, micro, self.rank))
             with autocast(self.device, self.dtype):
                 _, loss = model(x, y)
             self.scaler.scale(loss / cfg.train.grad_accum).backward()
-            total += loss.detach()
+            aux = aux_loss(self.model.moe_layers)
+            total += torch.stack([loss.detach(), aux.detach() if aux is not None else torch.zeros_like(loss)])
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.optim.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
-        loss = (total / cfg.train.grad_accum).item()
+        loss, aux = (total / cfg.train.grad_accum).tolist()
         # With fp16 loss scaling an overflowing gradient is expected: the scaler skips the step.
         grads_ok = self.scaler.is_enabled() or math.isfinite(grad_norm)
         if not (math.isfinite(loss) and grads_ok):
@@ -139,8 +141,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.skipped_in_a_row = 0
-        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "skipped_steps": self.skipped_steps}
+        record = {"step": self.step, "loss": loss - aux, "lr": lr, "grad_norm": grad_norm,
+                  "skipped_steps": self.skipped_steps}
+        if self.model.moe_layers:  # loss is the LM loss; the objective was loss + aux_loss
+            record |= {"aux_loss": aux, **end_step(self.model)}
+        return record
 
     def _nonfinite_step(self, lr: float, what: str) -> dict:
         """Stop (train.on_nonfinite="stop"), or drop the gradients and count a skipped step."""
@@ -150,6 +155,7 @@ class Trainer:
                                      "train.on_nonfinite=skip to skip such steps)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.update()  # fp16: lowers the loss scale; a no-op otherwise
+        end_step(self.model, update_bias=False)  # forget the MoE load of the dropped step
         self.skipped_in_a_row += 1
         if self.skipped_in_a_row > t.max_skipped_steps:
             raise FloatingPointError(f"{what}: {self.skipped_in_a_row} non-finite steps in a row "

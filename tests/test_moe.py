@@ -1,0 +1,249 @@
+"""The Mixture-of-Experts rung: sparse dispatch against a dense oracle, routing rules, capacity,
+balancing losses and bias, accounting, cached decoding, and exact resume of an MoE run."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from model import GPT
+from model.accounting import flops_per_token, matmul_params, param_count
+from model.config import ModelConfig, MoEConfig
+from model.moe import MoE, end_step
+from tiny_run import make, numerics
+from train import checkpoint as ckpt
+from train.trainer import Trainer
+
+SMALL = dict(vocab_size=97, block_size=32, n_layer=2, n_head=2, n_embd=32)
+
+CASES = {  # name: (ModelConfig fields, MoEConfig fields)
+    "mixtral-like top-2 of 4": (dict(mlp="swiglu", bias=False), dict(n_expert=4, top_k=2)),
+    "switch-like top-1, gelu, biases, raw weights": (dict(mlp="gelu"), dict(n_expert=4, top_k=1, norm_topk=False)),
+    "deepseek-like sigmoid, groups, shared, scale": (
+        dict(mlp="swiglu", bias=False),
+        dict(n_expert=8, top_k=3, router="sigmoid", n_group=4, topk_group=2, n_shared=1, routed_scale=2.5)),
+    "every expert, relu2": (dict(mlp="relu2", bias=False), dict(n_expert=3, top_k=3, expert_hidden=16)),
+}
+
+
+def build(name: str, **moe_overrides) -> MoE:
+    model_fields, moe_fields = CASES[name]
+    cfg = ModelConfig(**SMALL, **model_fields, moe=MoEConfig(**moe_fields | moe_overrides))
+    torch.manual_seed(0)
+    moe = MoE(cfg)
+    with torch.no_grad():
+        for p in moe.parameters():
+            p.normal_(0, 0.3)
+        moe.router.expert_bias.normal_(0, 0.3)  # steers the choice, so it must be exercised
+    return moe
+
+
+def expert_output(moe: MoE, e: int, x: torch.Tensor) -> torch.Tensor:
+    """Expert e as a plain MLP of model.mlp's kind, on all tokens."""
+    ex = moe.experts
+    act, gated = ex.act, ex.gated  # the activation function itself is tested with the dense MLPs
+    h = x @ ex.c_fc[e].T + (0 if ex.c_fc_bias is None else ex.c_fc_bias[e])
+    h = act(h.chunk(2, -1)[0]) * h.chunk(2, -1)[1] if gated else act(h)
+    return h @ ex.c_proj[e].T + (0 if ex.c_proj_bias is None else ex.c_proj_bias[e])
+
+
+
+def oracle(moe: MoE, x: torch.Tensor, capacity: int | None = None) -> torch.Tensor:
+    """Every expert computes every token; plain-Python routing then picks and weights per token.
+    With `capacity`, an expert keeps only its first `capacity` tokens in sequence order."""
+    r = moe.router
+    flat = x.reshape(-1, x.shape[-1])
+    logits = flat @ r.weight.T
+    scores = logits.softmax(-1) if r.score is not torch.sigmoid else logits.sigmoid()
+    outputs = torch.stack([expert_output(moe, e, flat) for e in range(moe.n_expert)])  # (E, N, D)
+    used = [0] * moe.n_expert
+    rows = []
+    for t in range(flat.shape[0]):
+        choice = (scores[t] + r.expert_bias).tolist()
+        if r.n_group > 1:
+            size = moe.n_expert // r.n_group
+            groups = [choice[g * size:(g + 1) * size] for g in range(r.n_group)]
+            rank = [sum(sorted(g)[-2:]) for g in groups]
+            best = sorted(range(r.n_group), key=lambda g: -rank[g])[: r.topk_group]
+            choice = [c if i // size in best else float("-inf") for i, c in enumerate(choice)]
+        chosen = sorted(range(moe.n_expert), key=lambda e: -choice[e])[: moe.top_k]
+        w = scores[t, chosen]
+        w = w / w.sum() if r.norm_topk else w
+        y = torch.zeros_like(flat[t])
+        for e, we in zip(chosen, w * r.routed_scale):
+            if capacity is None or used[e] < capacity:
+                y = y + we * outputs[e, t]
+            used[e] += 1
+        rows.append(y)
+    y = torch.stack(rows).view_as(x)
+    return y + moe.shared(x) if moe.shared is not None else y
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_sparse_dispatch_equals_dense_oracle_values_and_gradients(name):
+    moe = build(name).eval()
+    x = torch.randn(3, 7, 32)
+    y = moe(x)
+    y_ref = oracle(moe, x)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(y.square().sum(), list(moe.parameters()))
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), list(moe.parameters()))
+    for (name_, _), g, g_ref in zip(moe.named_parameters(), grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, atol=1e-4, rtol=1e-4, msg=name_)
+
+
+def test_capacity_drops_late_tokens_in_training_only():
+    moe = build("mixtral-like top-2 of 4", capacity_factor=0.5).train()
+    x = torch.randn(2, 16, 32)  # 32 tokens x 2 / 4 experts = 16 per expert on average; capacity 8
+    y = moe(x)
+    torch.testing.assert_close(y, oracle(moe, x, capacity=8), atol=1e-5, rtol=1e-5)
+    load = moe.load.clone()
+    metrics = moe.end_step()
+    assert metrics["dropped"] == pytest.approx((load - 8).clamp(min=0).sum().item() / 64)
+    assert metrics["dropped"] > 0
+    torch.testing.assert_close(moe.eval()(x), oracle(moe, x), atol=1e-5, rtol=1e-5)  # never in eval
+    roomy = build("mixtral-like top-2 of 4", capacity_factor=4.0).train()  # capacity = all tokens
+    torch.testing.assert_close(roomy(x), oracle(roomy, x), atol=1e-5, rtol=1e-5)
+
+
+def test_balance_loss_matches_hf_mixtral_and_z_loss_its_definition():
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    moe = build("mixtral-like top-2 of 4").train()
+    with torch.no_grad():
+        moe.router.expert_bias.zero_()  # HF's router has no bias
+    x = torch.randn(2, 16, 32)
+    moe(x)
+    metrics = moe.end_step()
+    logits = x.reshape(-1, 32) @ moe.router.weight.T
+    hf = load_balancing_loss_func((logits,), num_experts=4, top_k=2)
+    assert metrics["balance"] == pytest.approx(hf.item(), rel=1e-5)
+    z = logits.double().exp().sum(-1).log().square().mean()
+    assert metrics["z_loss"] == pytest.approx(z.item(), rel=1e-5)
+
+
+def test_aux_terms_join_the_training_loss_only():
+    cfg = ModelConfig(**SMALL, mlp="swiglu", moe=MoEConfig(n_expert=4, top_k=2))
+    idx = torch.randint(0, 97, (2, 16))
+    torch.manual_seed(0)
+    plain = GPT(cfg)
+    weighted = GPT(dataclasses.replace(cfg, moe=MoEConfig(n_expert=4, top_k=2, aux_loss_coef=0.1, z_loss_coef=0.01)))
+    weighted.load_state_dict(plain.state_dict())
+    _, ce = plain.train()(idx, idx)
+    _, total = weighted.train()(idx, idx)
+    balance = [layer.sums[0].item() for layer in weighted.moe_layers]
+    z = [layer.sums[1].item() for layer in weighted.moe_layers]
+    expected = ce.item() + (0.1 * sum(balance) + 0.01 * sum(z)) / 2  # averaged over the 2 layers
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    total.backward()
+    ce.backward()
+    router_w, router_p = weighted.moe_layers[0].router.weight.grad, plain.moe_layers[0].router.weight.grad
+    assert not torch.allclose(router_w, router_p)  # the balancing terms reach the router
+    _, val = weighted.eval()(idx, idx)
+    assert val.item() == pytest.approx(ce.item(), rel=1e-6)  # evaluation is pure cross-entropy
+
+
+def test_bias_update_moves_towards_even_load_and_steers_choice_not_weights():
+    moe = build("mixtral-like top-2 of 4", bias_update_rate=0.01, top_k=1, norm_topk=False).train()
+    with torch.no_grad():
+        moe.router.expert_bias.zero_()
+        moe.load.copy_(torch.tensor([10.0, 0.0, 2.0, 4.0]))  # mean 4
+        moe.sums[2] = 1  # one forward recorded
+    moe.end_step()
+    assert moe.router.expert_bias.tolist() == pytest.approx([-0.01, 0.01, 0.01, 0.0])
+    with torch.no_grad():
+        moe.router.expert_bias.copy_(torch.tensor([0.0, 0.0, 0.0, 100.0]))
+    flat = torch.randn(20, 32)
+    logits, scores, chosen, weights = moe.router(flat)
+    assert chosen.flatten().tolist() == [3] * 20
+    torch.testing.assert_close(weights.flatten(), scores[:, 3])  # the bias never enters the weight
+    moe.end_step(update_bias=False)  # a skipped step: nothing moves
+    assert moe.router.expert_bias.tolist() == [0.0, 0.0, 0.0, 100.0]
+
+
+@pytest.mark.parametrize("moe_fields, message", [
+    (dict(n_expert=4, top_k=5), "model.moe.top_k (5) must be <= model.moe.n_expert (4)"),
+    (dict(n_expert=6, n_group=4), "must be divisible by model.moe.n_group"),
+    (dict(n_expert=8, n_group=2, topk_group=3), "model.moe.topk_group (3) must be <= model.moe.n_group (2)"),
+    (dict(n_expert=8, n_group=8), "each group needs >= 2 experts"),
+    (dict(n_expert=8, n_group=4, topk_group=1, top_k=3), "must be <= the experts in model.moe.topk_group"),
+    (dict(n_expert=4, router="tanh"), "model.moe.router must be one of 'softmax', 'sigmoid'"),
+    (dict(n_expert=4, aux_loss_coef=-1.0), "model.moe.aux_loss_coef must be >= 0"),
+    (dict(n_expert=4, first_dense=2), "model.moe.first_dense (2) must be < model.n_layer (2)"),
+])
+def test_invalid_moe_configs_name_the_field(moe_fields, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ModelConfig(**SMALL, moe=MoEConfig(**moe_fields))
+
+
+@pytest.mark.parametrize("moe_fields", [
+    dict(n_expert=4, top_k=2), dict(n_expert=8, top_k=2, n_shared=2, first_dense=1, expert_hidden=24),
+])
+@pytest.mark.parametrize("mlp, bias", [("gelu", True), ("swiglu", False)])
+def test_accounting_counts_all_experts_and_charges_only_active_ones(moe_fields, mlp, bias):
+    cfg = ModelConfig(**SMALL | dict(n_layer=3), mlp=mlp, bias=bias, moe=MoEConfig(**moe_fields))
+    model = GPT(cfg)
+    assert param_count(cfg) == sum(p.numel() for p in model.parameters())
+    m = cfg.moe
+    idle_experts = (m.n_expert - m.top_k) * sum(
+        p.numel() for p in model.moe_layers[0].experts.parameters()) // m.n_expert
+    assert param_count(cfg, active=True) == param_count(cfg) - len(model.moe_layers) * idle_experts
+    # compute: top_k experts of h units cost what one dense MLP of top_k * h units (+ shared) costs,
+    # plus the router's n_embd x n_expert matrix
+    hidden = m.top_k * m.expert_hidden + m.n_shared * m.expert_hidden
+    dense = ModelConfig(**SMALL | dict(n_layer=3), mlp=mlp, bias=bias, mlp_hidden=hidden)
+    extra = 0 if not m.first_dense else m.first_dense * (
+        matmul_params(dataclasses.replace(dense, mlp_hidden=cfg.mlp_hidden)) - matmul_params(dense)) // 3
+    router = len(model.moe_layers) * cfg.n_embd * m.n_expert
+    assert matmul_params(cfg) == matmul_params(dense) + extra + router
+    assert flops_per_token(cfg, 16) == flops_per_token(dense, 16) + 6 * (extra + router)
+
+
+def test_cached_decoding_equals_the_full_forward():
+    cfg = ModelConfig(**SMALL, pos="rope", norm="rmsnorm", mlp="swiglu", bias=False,
+                      moe=MoEConfig(n_expert=4, top_k=2, n_shared=1, capacity_factor=0.5))
+    torch.manual_seed(0)
+    model = GPT(cfg).eval()
+    idx = torch.randint(0, 97, (2, 12))
+    full = model(idx)
+    cache = model.new_cache(2)
+    steps = [model(idx[:, :5], cache=cache)] + [model(idx[:, t:t + 1], cache=cache) for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_end_step_reports_per_layer_load_and_resets():
+    cfg = ModelConfig(**SMALL, mlp="swiglu", moe=MoEConfig(n_expert=4, top_k=2, first_dense=1))
+    model = GPT(cfg).train()
+    idx = torch.randint(0, 97, (2, 16))
+    model(idx, idx)
+    model(idx, idx)  # two micro-batches: their loads add up
+    load = model.moe_layers[0].load.clone()
+    assert load.sum().item() == 2 * 32 * 2
+    metrics = end_step(model)
+    assert len(metrics["moe_max_load"]) == 1  # layer 0 is dense
+    assert metrics["moe_max_load"][0] == pytest.approx((load.max() / load.mean()).item(), abs=1e-4)
+    assert metrics["moe_dropped"] == 0.0
+    assert model.moe_layers[0].load.sum().item() == 0
+    assert end_step(model) == {}  # nothing recorded since
+
+
+def test_moe_run_resumes_bit_exactly(tmp_path, corpus):
+    moe = ["--model.mlp=swiglu", "--model.moe.n_expert=4", "--model.moe.top_k=2", "--model.moe.n_shared=1",
+           "--model.moe.capacity_factor=1.0", "--model.moe.aux_loss_coef=0.01", "--model.moe.z_loss_coef=0.001",
+           "--model.moe.bias_update_rate=0.01", "--train.eval_interval=4"]
+    straight = Trainer(make(tmp_path, corpus, "a", "--train.max_steps=8", *moe))
+    straight.fit()
+    first = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=4", *moe))
+    first.fit()
+    second = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=8", *moe))
+    second.fit()
+    assert second.log[0]["step"] == 5
+    assert numerics(first.log + second.log) == numerics(straight.log)
+    record = straight.log[-1]
+    assert {"aux_loss", "moe_balance", "moe_z_loss", "moe_dropped", "moe_max_load"} <= set(record)
+    assert len(record["moe_max_load"]) == 2
+    assert any(r["moe_dropped"] > 0 for r in straight.log)  # capacity 1.0 drops on uneven steps
+    a, b = ckpt.latest_checkpoint(tmp_path / "a"), ckpt.latest_checkpoint(tmp_path / "b")
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    bias = straight.model.moe_layers[0].router.expert_bias
+    assert bias.abs().sum() > 0  # the aux-loss-free bias moved and was saved with the weights
