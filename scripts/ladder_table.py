@@ -3,7 +3,8 @@
     python scripts/ladder_table.py [--seq_len N] [CONFIG ...]
 
 Per config: parameters from the formula in model/accounting.py and as measured on the built model
-(on the meta device, so nothing is allocated), training FLOPs per token at seq_len (default: the
+(on the meta device, so nothing is allocated), active parameters (those one token uses: an MoE
+layer's top_k experts, not all of them), training FLOPs per token at seq_len (default: the
 config's), and KV-cache bytes per token in bf16: what the cache holds (`kv_bytes_per_token`), and
 what a sliding-window model needs at seq_len when local layers keep only their last `window` keys.
 """
@@ -36,9 +37,9 @@ def kv_bytes_needed(cfg, seq_len: int, bytes_per_elem: int = 2) -> float:
 
 def table(paths: list[Path], seq_len: int | None) -> str:
     rows = [
-        "| rung | params (formula) | params (measured) | vs previous | FLOPs/token (train) "
+        "| rung | params (formula) | params (measured) | vs previous | active params | FLOPs/token (train) "
         "| KV bytes/token (cache) | KV bytes/token (needed) |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     prev = None
     for path in paths:
@@ -47,7 +48,8 @@ def table(paths: list[Path], seq_len: int | None) -> str:
         n, measured = param_count(cfg), measured_params(cfg)
         delta = "" if prev is None else f"{n - prev:+,}"
         rows.append(
-            f"| {path.stem} | {n:,} | {measured:,} | {delta} | {flops_per_token(cfg, T) / 1e6:.1f} M "
+            f"| {path.stem} | {n:,} | {measured:,} | {delta} | {param_count(cfg, active=True):,} "
+            f"| {flops_per_token(cfg, T) / 1e6:.1f} M "
             f"| {kv_bytes_per_token(cfg):,} | {kv_bytes_needed(cfg, T):,.0f} |"
         )
         prev = n

@@ -43,9 +43,12 @@ def changed_keys(a, b) -> set[str]:
 
 
 def is_one_change(changed: set[str]) -> bool:
-    """One model field, or exactly one coupled group; never anything outside [model]."""
+    """One model field, or exactly one coupled group, or only [model.moe] fields (turning experts on
+    needs their number and size together); never anything outside [model]."""
     if len(changed) == 1:
         return next(iter(changed)).startswith("model.")
+    if changed and all(k.startswith("model.moe.") for k in changed):
+        return True
     return any(changed == group for group in COUPLED)
 
 
@@ -71,10 +74,12 @@ def test_one_change_check_can_fail():
     two = load_config(LADDER[0], ["--model.pos=rope", "--model.norm=rmsnorm"])
     budget = load_config(LADDER[0], ["--optim.lr=1e-3"])
     pair = load_config(LADDER[0], ["--model.mlp=swiglu", "--model.mlp_hidden=682"])
+    moe_and_more = load_config(LADDER[0], ["--model.moe.n_expert=4", "--model.n_kv_head=2"])
     assert not is_one_change(changed_keys(base, two))
     assert not is_one_change(changed_keys(base, budget))  # budgets must match across the ladder
     assert not is_one_change(changed_keys(base, base))
     assert is_one_change(changed_keys(base, pair))
+    assert not is_one_change(changed_keys(base, moe_and_more))
 
 
 @pytest.mark.parametrize("path", LADDER[1:], ids=lambda p: p.stem)
