@@ -41,6 +41,7 @@ def bench(path: str, overrides: list[str], steps: int, warmup: int) -> dict:
     return {
         "config": path, "device": str(trainer.device), "dtype": trainer.dtype,
         "compile": cfg.train.compile, "params": param_count(cfg.model),
+        "active_params": param_count(cfg.model, active=True),
         "tokens_per_step": trainer.tokens_per_step, "step_s": dt, "tokens_per_s": tok_s,
         "flops_per_s": flops, "peak_flops_per_s": trainer.peak, "mfu": flops / trainer.peak,
         "peak_mem_bytes": peak_memory_bytes(trainer.device),
@@ -65,10 +66,11 @@ def main(argv: list[str]) -> int:
         steps, warmup = int(opts["--steps"]), int(opts["--warmup"])
     except ValueError:
         raise ConfigError("--steps and --warmup take integers") from None
-    print(f"{'config':34} {'params':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}  device")
+    print(f"{'config':34} {'params':>8} {'active':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}  device")
     for path in configs:
         r = bench(path, overrides, steps, warmup)
-        print(f"{Path(path).stem:34} {r['params'] / 1e6:7.2f}M {r['tokens_per_s']:9.0f} "
+        print(f"{Path(path).stem:34} {r['params'] / 1e6:7.2f}M {r['active_params'] / 1e6:7.2f}M "
+              f"{r['tokens_per_s']:9.0f} "
               f"{r['flops_per_s'] / 1e12:8.3f} {100 * r['mfu']:5.1f}% {r['peak_mem_bytes'] / 2**20:7.0f}MiB  "
               f"{r['device']} {r['dtype']} (peak {r['peak_flops_per_s'] / 1e12:.3f} TFLOP/s)")
         if opts["--json"]:
