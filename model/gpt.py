@@ -10,8 +10,9 @@ from .block import build_block
 from .config import ModelConfig
 from .embedding import build_token_embedding
 from .kv_cache import KVCache
-from .moe import Experts, Router, aux_loss, moe_layers
+from .moe import Experts, aux_loss, moe_layers
 from .norm import build_norm
+from .router import Router
 from .softcap import build_softcap
 
 

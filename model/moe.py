@@ -1,9 +1,7 @@
 """Mixture of Experts (`[model.moe]`): a router sends each token to top_k of n_expert MLPs.
 
-    scores  = softmax(x W_r^T)  (Mixtral, Qwen3-MoE)   |   sigmoid(x W_r^T)  (DeepSeek-V3)
-    chosen  = top_k of (scores + expert_bias), among the best topk_group of n_group groups
-    weights = scores[chosen], rescaled to sum to 1 (norm_topk), times routed_scale
-    y       = sum_k weights_k * expert_{chosen_k}(x)   (+ shared(x), experts every token uses)
+    chosen, weights = router(x)                        top_k experts per token (model/router.py)
+    y = sum_k weights_k * expert_{chosen_k}(x)  (+ shared(x), experts every token uses)
 
 Parameters grow with n_expert while the compute per token grows only with top_k: that is the whole
 point (Shazeer et al. 2017, arXiv:1701.06538; Switch Transformer, arXiv:2101.03961).
@@ -34,54 +32,7 @@ from torch.nn import functional as F
 
 from .config import ModelConfig
 from .mlp import ACTIVATIONS, build_mlp
-
-SCORES = {"softmax": lambda logits: logits.softmax(dim=-1), "sigmoid": torch.sigmoid}  # moe.router
-
-
-class Router(nn.Module):
-    """Scores the experts for each token and picks top_k of them, with their weights.
-
-    softmax: matches HF `MixtralTopKRouter` (norm_topk) and `Qwen3MoeTopKRouter`. sigmoid with
-    groups, `expert_bias` and routed_scale: matches HF `DeepseekV3TopkRouter` (arXiv:2412.19437;
-    group-limited routing from DeepSeek-V2, arXiv:2405.04434). Logits are computed in fp32.
-    Config: moe.n_expert, top_k, router, norm_topk, routed_scale, n_group, topk_group.
-    """
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        m = cfg.moe
-        self.top_k, self.n_group, self.topk_group = m.top_k, m.n_group, m.topk_group
-        self.norm_topk, self.routed_scale = m.norm_topk, m.routed_scale
-        self.score = SCORES[m.router]
-        self.weight = nn.Parameter(torch.empty(m.n_expert, cfg.n_embd))
-        # moved by `MoE.end_step` (aux-loss-free balancing), not by gradients; saved with the model
-        self.register_buffer("expert_bias", torch.zeros(m.n_expert))
-
-    def forward(self, x: torch.Tensor):
-        """x: (N, n_embd) -> logits, scores (N, n_expert); chosen experts, their weights (N, top_k)."""
-        logits = F.linear(x.float(), self.weight.float())
-        scores = self.score(logits)
-        choice = self._best_groups(scores + self.expert_bias.float())
-        chosen = choice.topk(self.top_k, dim=-1).indices
-        weights = scores.gather(-1, chosen)
-        if self.norm_topk:
-            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
-        return logits, scores, chosen, weights * self.routed_scale
-
-    def _best_groups(self, s: torch.Tensor) -> torch.Tensor:
-        """Mask (to -inf) every expert outside the token's topk_group best groups, a group ranked
-        by the sum of its two best scores (DeepSeek-V3). One group: unchanged."""
-        if self.n_group == 1:
-            return s
-        groups = s.view(s.shape[0], self.n_group, -1)  # (N, n_group, experts per group)
-        rank = groups.topk(2, dim=-1).values.sum(dim=-1)  # (N, n_group)
-        best = rank.topk(self.topk_group, dim=-1).indices
-        keep = torch.zeros_like(rank, dtype=torch.bool).scatter_(1, best, True)
-        return groups.masked_fill(~keep.unsqueeze(-1), float("-inf")).view_as(s)
-
-    def extra_repr(self) -> str:
-        return f"top_k={self.top_k}, n_group={self.n_group}, topk_group={self.topk_group}"
-
+from .router import Router
 
 class Experts(nn.Module):
     """n_expert MLPs of `model.mlp`'s kind, as stacked weights, run on tokens grouped by expert.
