@@ -9,6 +9,7 @@ sliding window (16) of the windowed cases.
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,9 @@ from model import GPT, ModelConfig  # noqa: E402
 from model.config import MoEConfig  # noqa: E402
 from model.hf import config_from_hf, config_to_hf, from_hf, to_hf  # noqa: E402
 from model.moe import MoE  # noqa: E402
+from train.config import load_config  # noqa: E402
+
+PRESETS = Path(__file__).resolve().parents[1] / "configs" / "presets"
 
 # name: (model_type, HF config kwargs, ModelConfig fields the conversion must produce)
 CASES = {
@@ -230,3 +234,9 @@ def test_to_hf_refuses_a_moved_expert_bias():
         gpt.transformer.h[2].mlp.router.expert_bias[1] = 1e-3
     with pytest.raises(ValueError, match=r"transformer\.h\.2\.mlp\.router\.expert_bias is not zero"):
         to_hf(gpt, "mixtral")
+
+
+@pytest.mark.parametrize("preset, model_type", [("mixtral", "mixtral"), ("qwen3-moe", "qwen3_moe")])
+def test_presets_convert_to_their_hf_family(preset, model_type):
+    cfg = load_config(PRESETS / f"{preset}.toml").model
+    assert config_from_hf(config_to_hf(cfg, model_type)).moe.n_expert == cfg.moe.n_expert
