@@ -54,17 +54,23 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """x: (M, n_embd), the first counts[0] rows for expert 0, and so on -> (M, n_embd)."""
+        # Unbound once: indexing a stacked weight per expert (`self.c_fc[e]`) would make backward
+        # build a zero-filled gradient of the whole stack for each expert, O(n_expert^2) memory.
+        no_bias = [None] * len(counts)
+        c_fc, c_proj = self.c_fc.unbind(), self.c_proj.unbind()
+        fc_bias = no_bias if self.c_fc_bias is None else self.c_fc_bias.unbind()
+        proj_bias = no_bias if self.c_proj_bias is None else self.c_proj_bias.unbind()
         out = []
         for e, xe in enumerate(x.split(counts)):
             if not counts[e]:
                 continue
-            h = F.linear(xe, self.c_fc[e], None if self.c_fc_bias is None else self.c_fc_bias[e])
+            h = F.linear(xe, c_fc[e], fc_bias[e])
             if self.gated:
                 gate, up = h.chunk(2, dim=-1)
                 h = self.act(gate) * up
             else:
                 h = self.act(h)
-            out.append(F.linear(h, self.c_proj[e], None if self.c_proj_bias is None else self.c_proj_bias[e]))
+            out.append(F.linear(h, c_proj[e], proj_bias[e]))
         return torch.cat(out) if out else x[:0]
 
     def extra_repr(self) -> str:

@@ -93,6 +93,7 @@ def test_rung_comment_says_change_paper_why(path):
 # ----------------------------------------------------------------------------- the presets
 # The real model each preset mirrors: (n_head, n_kv_head, head_dim, n_embd, mlp_hidden). The preset
 # must keep the ratios that define the architecture: GQA groups, query width / model width, MLP / width.
+# Attention None: the preset's attention is a stand-in for one that is not a rung (DeepSeek's MLA).
 REAL = {
     "llama3": ("Llama 3", (32, 8, 128, 4096, 14336)),  # Llama 3.1 8B
     "qwen3": ("Qwen3", (16, 8, 128, 1024, 3072)),  # Qwen3-0.6B
@@ -101,6 +102,17 @@ REAL = {
     "gemma3": ("Gemma 3", (8, 4, 256, 2560, 10240)),  # Gemma 3 4B
     "olmo2": ("OLMo 2", (32, 32, 128, 4096, 11008)),  # OLMo 2 7B
     "gpt-oss-dense": ("gpt-oss", (64, 8, 64, 2880, 4 * 2880)),  # gpt-oss-20b: 4 active experts of 2880
+    "mixtral": ("Mixtral", (32, 8, 128, 4096, 14336)),  # Mixtral 8x7B
+    "qwen3-moe": ("Qwen3", (32, 4, 128, 2048, 6144)),  # Qwen3-30B-A3B (its dense width is unused)
+    "deepseek-v3-moe": ("DeepSeek-V3", (None, None, None, 7168, 18432)),
+}
+# ... and its Mixture of Experts: routing is kept exactly, expert width relative to the model width.
+# (n_expert, top_k, n_shared, router, norm_topk, routed_scale, n_group, topk_group, expert_hidden,
+# whether the first layers are dense)
+REAL_MOE = {
+    "mixtral": (8, 2, 0, "softmax", True, 1.0, 1, 1, 14336, False),
+    "qwen3-moe": (128, 8, 0, "softmax", True, 1.0, 1, 1, 768, False),
+    "deepseek-v3-moe": (256, 8, 1, "sigmoid", True, 2.5, 8, 4, 2048, True),
 }
 # Which layers use the sliding window, for a preset with n_layer layers.
 LOCAL_PATTERN = {
@@ -128,12 +140,22 @@ def test_preset_names_its_real_model(path):
 def test_preset_keeps_the_real_ratios(path):
     m = load_config(path).model
     n_head, n_kv_head, head_dim, n_embd, mlp_hidden = REAL[path.stem][1]
-    assert m.n_head / m.n_kv_head == n_head / n_kv_head
-    assert m.n_head * m.head_dim / m.n_embd == pytest.approx(n_head * head_dim / n_embd, rel=0.01)
+    if n_head is not None:
+        assert m.n_head / m.n_kv_head == n_head / n_kv_head
+        assert m.n_head * m.head_dim / m.n_embd == pytest.approx(n_head * head_dim / n_embd, rel=0.01)
     assert m.mlp_hidden / m.n_embd == pytest.approx(mlp_hidden / n_embd, rel=0.01)
     local = [is_local(m, i) for i in range(m.n_layer)]
     assert local == LOCAL_PATTERN.get(path.stem, lambda n: [False] * n)(m.n_layer)
     assert load_config(path).data.tokenizer == "byte"  # trains offline
+    if path.stem not in REAL_MOE:
+        assert m.moe.n_expert == 0
+        return
+    *routing, expert_hidden, first_dense = REAL_MOE[path.stem]
+    moe = m.moe
+    assert [moe.n_expert, moe.top_k, moe.n_shared, moe.router, moe.norm_topk, moe.routed_scale, moe.n_group,
+            moe.topk_group] == routing
+    assert moe.expert_hidden / m.n_embd == pytest.approx(expert_hidden / n_embd, rel=0.01)
+    assert (moe.first_dense > 0) == first_dense
 
 
 # ----------------------------------------------------------------------------- learning
@@ -142,11 +164,14 @@ FIXED_TEXT = Path(__file__).read_bytes()[:65]  # 64 inputs + 1 target, determini
 
 def shrink(cfg):
     """A quarter of the width and as few layers as the local/global pattern allows; every structural
-    choice (norms, MLP kind, heads and KV heads, qk-norm, rope, windows, sinks, softcaps) is kept.
-    The window shrinks to 16 so that it bites inside the 64-token test sequence."""
+    choice (norms, MLP kind, heads and KV heads, qk-norm, rope, windows, sinks, softcaps, routing) is
+    kept. The window shrinks to 16 so that it bites inside the 64-token test sequence; a dense first
+    layer stays, with one MoE layer after it."""
+    moe = dataclasses.replace(cfg.moe, expert_hidden=cfg.moe.expert_hidden // 4,
+                              first_dense=min(cfg.moe.first_dense, 1))
     return dataclasses.replace(
         cfg, n_embd=cfg.n_embd // 4, head_dim=cfg.head_dim // 4, mlp_hidden=cfg.mlp_hidden // 4,
-        n_layer=max(2, cfg.global_every), window=16 if cfg.window else 0,
+        n_layer=max(2, cfg.global_every), window=16 if cfg.window else 0, moe=moe,
     )
 
 

@@ -1,7 +1,8 @@
 """Conversion between our `GPT` and Hugging Face transformers checkpoints, driven by a table.
 
 `FAMILIES` maps an HF `config.model_type` to a `Family` (model/hf/table.py), one module per layout:
-gpt2.py (GPT-2), llama.py (Llama, Mistral, Qwen3, OLMo 2), gemma2.py (Gemma 2). A family has
+gpt2.py (GPT-2), llama.py (Llama, Mistral, Qwen3, OLMo 2), gemma2.py (Gemma 2), moe.py (Mixtral,
+Qwen3-MoE). A family has
   * `config_from_hf(hf_config) -> ModelConfig`: reads the HF config and raises ValueError naming
     any HF setting our model cannot reproduce exactly (a different activation, a RoPE variant, ...);
   * `config_to_hf(cfg, **overrides) -> PretrainedConfig`: the inverse. Whether the HF family can
@@ -13,7 +14,8 @@ gpt2.py (GPT-2), llama.py (Llama, Mistral, Qwen3, OLMo 2), gemma2.py (Gemma 2). 
 The converter copies every row, then checks that each of our parameters was filled and each HF
 parameter/buffer consumed; a row whose names exist on neither side is skipped (`lm_head` of a tied
 model, biases of a bias-free one), on one side only is an error. Each copy checks the shape, since
-`copy_` would broadcast.
+`copy_` would broadcast. Our persistent buffers are not in the table: the only one, MoE
+`expert_bias`, has no HF counterpart in these families, so `to_hf` refuses a model where it is not 0.
 """
 
 import os
@@ -24,11 +26,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, MoEConfig
 from ..gpt import GPT
 from .gemma2 import GEMMA2
 from .gpt2 import GPT2
 from .llama import LLAMA, MISTRAL, OLMO2, QWEN3
+from .moe import MIXTRAL, QWEN3_MOE
 from .table import IDENTITY, TRANSPOSE, VOCAB, Family, Tensors, Transform, concat
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
 
 FAMILIES: dict[str, Family] = {
     "gpt2": GPT2, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2, "gemma2": GEMMA2,
+    "mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE,
 }
 
 
@@ -59,6 +63,10 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "gpt2", **overrides):
     hf_config = family.config_to_hf(cfg, **overrides)
     lost = _differences(cfg, family.config_from_hf(hf_config), "model.")
     lost.pop("model.vocab_multiple", None)  # padding is ours alone
+    # Capacity, aux/z-loss weights and the bias update rate shape what training learns, not the
+    # function a given set of weights computes, which is all an HF config describes.
+    for name in MoEConfig.TRAINING_ONLY:
+        lost.pop(f"model.moe.{name}", None)
     if lost:
         settings = ", ".join(f"{name}={value!r}" for name, value in lost.items())
         raise ValueError(f"HF {model_type} cannot represent {settings}")
@@ -134,11 +142,21 @@ def to_hf(gpt: GPT, model_type: str = "gpt2", **overrides) -> nn.Module:
     family, cfg = _family(model_type), gpt.config
     dtype = next(gpt.parameters()).dtype
     hf_config = config_to_hf(cfg, model_type, **overrides)
+    _check_no_expert_bias(gpt, model_type)
     hf_model = AutoModelForCausalLM.from_config(hf_config).to(dtype)
     rows = [((ours,), hf, t) for ours, hf, t in _rows(family, cfg)]
     src = {n: p.detach().cpu() for n, p in gpt.named_parameters()}
     _transfer(rows, src, _hf_tensors(hf_model, family), lambda ts, t: t.save(ts[0], cfg))
     return hf_model.eval()
+
+
+def _check_no_expert_bias(gpt: GPT, model_type: str) -> None:
+    """MoE `expert_bias` (moved by aux-loss-free balancing) steers which experts a token uses; HF
+    routers without a bias would choose differently, so a non-zero bias cannot be dropped."""
+    for name, buffer in gpt.named_buffers():
+        if name.endswith("router.expert_bias") and buffer.any():
+            raise ValueError(f"HF {model_type} has no router bias, but {name} is not zero "
+                             "(trained with model.moe.bias_update_rate > 0)")
 
 
 def load_pretrained(path_or_name: str) -> GPT:

@@ -43,8 +43,11 @@ SANDWICH_NORMS = {  # Gemma 2
 HF_IGNORE = (r"rotary_emb\.(original_)?inv_freq$", r"embed_tokens\.embed_scale$")  # derived buffers
 
 
-def decoder_weights(norms: dict[str, str]) -> list[Row]:
+def decoder_weights(norms: dict[str, str], extra: list[Row] = ()) -> list[Row]:
+    """The whole table; `extra` adds per-layer rows, named relative to our block / HF layer
+    (model/hf/moe.py adds the router and experts of MoE layers)."""
     layer = [(f"{ours}.weight", f"{hf}.weight", IDENTITY) for ours, hf in norms.items()] + _ATTN_MLP
+    layer += list(extra)
     return [
         ("transformer.wte.weight", "model.embed_tokens.weight", VOCAB),
         *[(f"transformer.h.{{i}}.{o}", _prefix("model.layers.{i}.", h), t) for o, h, t in layer],
@@ -170,7 +173,7 @@ def decoder_config_to_hf(model_type: str, cfg: ModelConfig, activation: str = "h
     return AutoConfig.for_model(model_type, **{**shared, **kwargs})
 
 
-def _no_attention_bias(c) -> None:
+def no_attention_bias(c) -> None:
     # q/k/v/o biases without MLP biases: our one `model.bias` covers both
     reject_unsupported(c, {"attention_bias": getattr(c, "attention_bias", False)})
 
@@ -201,7 +204,7 @@ def mistral_config_to_hf(cfg: ModelConfig, **overrides):
 def qwen3_config_from_hf(c) -> ModelConfig:
     """Qwen3: per-head QK-norm. With use_sliding_window, HF makes layers >= max_window_layers
     sliding; only patterns our `window`/`global_every` express are accepted (all layers sliding)."""
-    _no_attention_bias(c)
+    no_attention_bias(c)
     note = f"; use_sliding_window makes layers >= max_window_layers={c.max_window_layers} sliding"
     windows = window_from_layer_types(c, c.sliding_window, note=note)
     return ModelConfig(**decoder_config_from_hf(c) | dict(qk_norm="head", **windows))
@@ -220,7 +223,7 @@ def olmo2_config_from_hf(c) -> ModelConfig:
 
     `Olmo2RMSNorm` multiplies by its scale in fp32 and casts after, ours (as Llama) casts first:
     equal in fp32, rounded differently in bf16."""
-    _no_attention_bias(c)
+    no_attention_bias(c)
     return ModelConfig(**decoder_config_from_hf(c) | dict(norm_placement="post", qk_norm="full"))
 
 
