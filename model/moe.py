@@ -108,7 +108,7 @@ class MoE(nn.Module):
         logits, scores, chosen, weights = self.router(flat)  # (N, n_expert) x2, (N, top_k) x2
         order, counts = self._dispatch(chosen)  # assignments grouped by expert, tokens per expert
         token = order // self.top_k  # (M,) the token of each kept assignment
-        h = self.experts(flat[token], counts.tolist())  # (M, n_embd)
+        h = self.experts(flat.index_select(0, token), counts.tolist())  # (M, n_embd)
         h = h * weights.flatten()[order].unsqueeze(-1).to(h.dtype)
         y = torch.zeros_like(flat).index_add_(0, token, h.to(flat.dtype)).view(B, T, D)
         y = self.dropout(y)
