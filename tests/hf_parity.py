@@ -32,3 +32,62 @@ def assert_logits_match(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     assert theirs.std() > 0.3  # logits far from constant, so a missing copy cannot hide under ATOL
     torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
     return (ours - theirs).abs().max().item()
+
+
+def hf_config(model_type: str, **overrides):
+    """A tiny HF config of `model_type` (TINY sizes, then `overrides`)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(model_type, **{**TINY, **overrides})
+
+
+def random_hf_model(model_type: str, overrides: dict, seed: int = 0):
+    """A tiny HF causal LM with every weight random, eager attention, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    config = hf_config(model_type, **overrides)
+    return randomize_(AutoModelForCausalLM.from_config(config, attn_implementation="eager"), seed)
+
+
+def assert_same_tensors(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Bit-identical state dicts (a round trip)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name
+
+
+def check_to_hf_and_back(model_type: str, overrides: dict) -> None:
+    """Our random model for that HF config -> `to_hf`: the HF class of that family, the same logits;
+    -> `from_hf` again: the same config and bit-identical tensors."""
+    from transformers import AutoModelForCausalLM
+
+    from model import GPT
+    from model.hf import config_from_hf, from_hf, to_hf
+
+    gpt = randomize_(GPT(config_from_hf(hf_config(model_type, **overrides))), seed=1)
+    with torch.no_grad():
+        gpt.transformer.wte.weight[VOCAB:] = 0  # padding rows cannot survive HF's (vocab_size) table
+        gpt.lm_head.weight[VOCAB:] = 0
+    hf = to_hf(gpt, model_type)
+    assert type(hf).__name__ == type(AutoModelForCausalLM.from_config(hf.config)).__name__
+    hf.set_attn_implementation("eager")
+    idx = tokens()
+    with torch.no_grad():
+        assert_logits_match(hf(idx).logits, gpt(idx))
+    back = from_hf(hf)
+    assert back.config == gpt.config
+    assert_same_tensors(gpt, back)
+
+
+def check_from_hf(model_type: str, overrides: dict, expected: dict):
+    """A random HF model -> `from_hf`: the expected config fields, the same logits; returns ours."""
+    from model.hf import from_hf
+
+    hf = random_hf_model(model_type, overrides)
+    gpt = from_hf(hf)
+    assert {k: getattr(gpt.config, k) for k in expected} == expected
+    idx = tokens()
+    with torch.no_grad():
+        assert_logits_match(gpt(idx), hf(idx).logits)
+    return gpt

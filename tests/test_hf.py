@@ -13,6 +13,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
+from hf_parity import assert_same_tensors  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from model.hf import FAMILIES, concat, config_from_hf, config_to_hf, from_hf, to_hf  # noqa: E402
 
@@ -103,10 +104,7 @@ def test_round_trip_is_bit_identical(tied):
         gpt.lm_head.weight[100:] = 0
     back = from_hf(to_hf(gpt))
     assert back.config == gpt.config
-    a, b = gpt.state_dict(), back.state_dict()
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    assert_same_tensors(gpt, back)
 
 
 def test_from_pretrained_local_dir(tmp_path):

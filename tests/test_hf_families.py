@@ -12,11 +12,12 @@ import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
-from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from hf_parity import ATOL, TINY, VOCAB, assert_logits_match, randomize_, tokens  # noqa: E402
+from hf_parity import (  # noqa: E402
+    ATOL, VOCAB, assert_logits_match, check_from_hf, check_to_hf_and_back, hf_config, random_hf_model, tokens,
+)
 from model import GPT, ModelConfig, RopeConfig  # noqa: E402
-from model.hf import config_from_hf, config_to_hf, from_hf, to_hf  # noqa: E402
+from model.hf import config_from_hf, config_to_hf, from_hf  # noqa: E402
 
 LLAMA3 = dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
               original_max_position_embeddings=16)
@@ -50,56 +51,22 @@ CASES = {
 }
 
 
-def hf_config(model_type: str, **overrides):
-    return AutoConfig.for_model(model_type, **{**TINY, **overrides})
-
-
-def random_hf_model(case: str, seed: int = 0):
-    model_type, overrides, _ = CASES[case]
-    hf = AutoModelForCausalLM.from_config(hf_config(model_type, **overrides), attn_implementation="eager")
-    return randomize_(hf, seed)
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_from_hf_logits_match(case):
-    hf = random_hf_model(case)
-    gpt = from_hf(hf)
-    expected = CASES[case][2]
-    assert {k: getattr(gpt.config, k) for k in expected} == expected
+    gpt = check_from_hf(*CASES[case])
     assert gpt.config.padded_vocab_size == 192 and torch.all(gpt.transformer.wte.weight[VOCAB:] == 0)
     assert (gpt.lm_head.weight is gpt.transformer.wte.weight) == gpt.config.tie_embeddings
-    idx = tokens()
-    with torch.no_grad():
-        assert_logits_match(gpt(idx), hf(idx).logits)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_to_hf_logits_match_and_round_trip_is_bit_identical(case):
-    model_type, overrides, _ = CASES[case]
-    cfg = config_from_hf(hf_config(model_type, **overrides))
-    torch.manual_seed(0)
-    gpt = randomize_(GPT(cfg), seed=1)
-    with torch.no_grad():
-        gpt.transformer.wte.weight[VOCAB:] = 0  # padding rows cannot survive HF's (vocab_size) table
-        gpt.lm_head.weight[VOCAB:] = 0
-    hf = to_hf(gpt, model_type)
-    assert type(hf).__name__ == type(AutoModelForCausalLM.from_config(hf.config)).__name__
-    hf.set_attn_implementation("eager")
-    idx = tokens()
-    with torch.no_grad():
-        assert_logits_match(hf(idx).logits, gpt(idx))
-    back = from_hf(hf)
-    assert back.config == gpt.config
-    a, b = gpt.state_dict(), back.state_dict()
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    check_to_hf_and_back(*CASES[case][:2])
 
 
 @pytest.mark.parametrize("case", ["mistral-window", "qwen3-window-mqa", "gemma2-sandwich-softcaps"])
 def test_sliding_window_matters_at_this_length(case):
     """The parity above would also pass if both sides ignored the window: show that it bites."""
-    hf = random_hf_model(case)
+    hf = random_hf_model(*CASES[case][:2])
     gpt = from_hf(hf)
     unwindowed = GPT(ModelConfig(**{**vars(gpt.config), "window": 0, "global_every": 0}))
     unwindowed.load_state_dict(gpt.state_dict())
@@ -111,7 +78,7 @@ def test_sliding_window_matters_at_this_length(case):
 
 
 def test_from_pretrained_local_dir(tmp_path):
-    hf = random_hf_model("gemma2-sandwich-softcaps", seed=3)
+    hf = random_hf_model(*CASES["gemma2-sandwich-softcaps"][:2], seed=3)
     hf.save_pretrained(tmp_path)
     gpt = GPT.from_pretrained(str(tmp_path))
     assert gpt.config.norm_placement == "sandwich"

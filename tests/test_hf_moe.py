@@ -15,9 +15,10 @@ import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
-from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from hf_parity import TINY, VOCAB, assert_logits_match, randomize_, tokens  # noqa: E402
+from hf_parity import (  # noqa: E402
+    VOCAB, check_from_hf, check_to_hf_and_back, hf_config, random_hf_model, randomize_, tokens,
+)
 from model import GPT, ModelConfig  # noqa: E402
 from model.config import MoEConfig  # noqa: E402
 from model.hf import config_from_hf, config_to_hf, from_hf, to_hf  # noqa: E402
@@ -47,52 +48,21 @@ CASES = {
 }
 
 
-def hf_config(model_type: str, **overrides):
-    return AutoConfig.for_model(model_type, **{**TINY, **overrides})
-
-
-def random_hf_model(case: str, seed: int = 0):
-    model_type, overrides, _ = CASES[case]
-    hf = AutoModelForCausalLM.from_config(hf_config(model_type, **overrides), attn_implementation="eager")
-    return randomize_(hf, seed)
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_from_hf_logits_match(case):
-    hf = random_hf_model(case)
-    gpt = from_hf(hf)
-    expected = CASES[case][2]
-    assert {k: getattr(gpt.config, k) for k in expected} == expected
-    assert [gpt.config.is_moe(i) for i in range(3)] == [i >= expected["moe"].first_dense for i in range(3)]
-    idx = tokens()
-    with torch.no_grad():
-        assert_logits_match(gpt(idx), hf(idx).logits)
+    gpt = check_from_hf(*CASES[case])
+    first_dense = CASES[case][2]["moe"].first_dense
+    assert [gpt.config.is_moe(i) for i in range(3)] == [i >= first_dense for i in range(3)]
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_to_hf_logits_match_and_round_trip_is_bit_identical(case):
-    model_type, overrides, _ = CASES[case]
-    gpt = randomize_(GPT(config_from_hf(hf_config(model_type, **overrides))), seed=1)
-    with torch.no_grad():
-        gpt.transformer.wte.weight[VOCAB:] = 0  # padding rows cannot survive HF's (vocab_size) table
-        gpt.lm_head.weight[VOCAB:] = 0
-    hf = to_hf(gpt, model_type)
-    assert type(hf).__name__ == type(AutoModelForCausalLM.from_config(hf.config)).__name__
-    hf.set_attn_implementation("eager")
-    idx = tokens()
-    with torch.no_grad():
-        assert_logits_match(hf(idx).logits, gpt(idx))
-    back = from_hf(hf)
-    assert back.config == gpt.config
-    a, b = gpt.state_dict(), back.state_dict()
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    check_to_hf_and_back(*CASES[case][:2])
 
 
 @pytest.mark.parametrize("case", ["mixtral-gqa-window-untied", "qwen3_moe-raw_topk-first_dense-window"])
 def test_sliding_window_matters_at_this_length(case):
-    hf = random_hf_model(case)
+    hf = random_hf_model(*CASES[case][:2])
     gpt = from_hf(hf)
     unwindowed = GPT(dataclasses.replace(gpt.config, window=0))
     unwindowed.load_state_dict(gpt.state_dict())
@@ -105,7 +75,7 @@ def test_sliding_window_matters_at_this_length(case):
 def test_the_router_matters_at_this_size():
     """Parity above would also pass if routing were trivial: show that each token's choice of
     experts varies, and that renormalising the top-k weights changes the output."""
-    hf = random_hf_model("qwen3_moe-raw_topk-first_dense-window")
+    hf = random_hf_model(*CASES["qwen3_moe-raw_topk-first_dense-window"][:2])
     gpt = from_hf(hf)
     normed = GPT(dataclasses.replace(gpt.config, moe=dataclasses.replace(gpt.config.moe, norm_topk=True)))
     normed.load_state_dict(gpt.state_dict())
