@@ -44,14 +44,19 @@ def mlp_matrices(cfg: ModelConfig, hidden: int) -> list[Matrix]:
 
 
 def ffn_matrices(cfg: ModelConfig, layer_idx: int, active: bool) -> list[Matrix]:
-    """The matrices of block `layer_idx`'s MLP slot. For an MoE layer: the router, the shared
-    experts and all routed experts, or (active=True) only the top_k a token is sent to."""
+    """The matrices of block `layer_idx`'s MLP slot. For an MoE layer: the shared experts and all
+    routed experts, or (active=True) only the top_k a token is sent to."""
     if not cfg.is_moe(layer_idx):
         return mlp_matrices(cfg, cfg.mlp_hidden)
     m = cfg.moe
     experts = m.top_k if active else m.n_expert
     shared = mlp_matrices(cfg, m.n_shared * m.expert_hidden) if m.n_shared else []
-    return [(cfg.n_embd, m.n_expert)] + shared + experts * mlp_matrices(cfg, m.expert_hidden)
+    return shared + experts * mlp_matrices(cfg, m.expert_hidden)
+
+
+def router_matrices(cfg: ModelConfig, layer_idx: int) -> list[Matrix]:
+    """The MoE router of block `layer_idx` (bias-free, whatever `model.bias` says), or nothing."""
+    return [(cfg.n_embd, cfg.moe.n_expert)] if cfg.is_moe(layer_idx) else []
 
 
 NORM_PARAMS = {  # keyed by `model.norm`: parameters of one norm over `dim` features
@@ -70,15 +75,14 @@ QK_NORM_DIMS = {  # keyed by `model.qk_norm`: the sizes of the query and key nor
 
 def block_matrices(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> list[Matrix]:
     """The weight matrices of block `layer_idx` (all experts, or only the active ones)."""
-    return attention_matrices(cfg) + ffn_matrices(cfg, layer_idx, active)
+    return attention_matrices(cfg) + ffn_matrices(cfg, layer_idx, active) + router_matrices(cfg, layer_idx)
 
 
 def block_params(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> int:
-    """Parameters of one block: matrices and their biases, norms, QK-norms, attention sinks.
-    The MoE router has no bias."""
+    """Parameters of one block: matrices and their biases, the router, norms, QK-norms, sinks."""
     norm = NORM_PARAMS[cfg.norm]
-    n = _params(cfg, block_matrices(cfg, layer_idx, active))
-    n -= cfg.moe.n_expert if cfg.bias and cfg.is_moe(layer_idx) else 0  # the bias-free router
+    n = _params(cfg, attention_matrices(cfg) + ffn_matrices(cfg, layer_idx, active))
+    n += sum(fi * fo for fi, fo in router_matrices(cfg, layer_idx))
     n += NORMS_PER_BLOCK[cfg.norm_placement] * norm(cfg, cfg.n_embd)
     n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
     n += cfg.n_head if cfg.attn_sinks else 0  # one sink logit per head
