@@ -106,7 +106,8 @@ class MoE(nn.Module):
         B, T, D = x.shape
         flat = x.reshape(-1, D)  # (N, n_embd)
         logits, scores, chosen, weights = self.router(flat)  # (N, n_expert) x2, (N, top_k) x2
-        order, counts = self._dispatch(chosen)  # assignments grouped by expert, tokens per expert
+        load = torch.bincount(chosen.flatten(), minlength=self.n_expert)  # (n_expert,) assignments
+        order, counts = self._dispatch(chosen, load)  # assignments grouped by expert, kept per expert
         token = order // self.top_k  # (M,) the token of each kept assignment
         h = self.experts(flat.index_select(0, token), counts.tolist())  # (M, n_embd)
         h = h * weights.flatten()[order].unsqueeze(-1).to(h.dtype)
@@ -115,15 +116,14 @@ class MoE(nn.Module):
         if self.shared is not None:
             y = y + self.shared(x)
         if self.training:
-            self._record(logits, scores, chosen, dropped=chosen.numel() - order.numel())
+            self._record(logits, scores, load.float(), dropped=chosen.numel() - order.numel())
         return y
 
-    def _dispatch(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _dispatch(self, chosen: torch.Tensor, load: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices into chosen.flatten() grouped by expert (stable: earlier tokens first), and the
-        number per expert, after the capacity limit in training."""
+        number per expert (`load`), after the capacity limit in training."""
         expert = chosen.flatten()  # (N * top_k,)
-        order = expert.argsort(stable=True)
-        counts = torch.bincount(expert, minlength=self.n_expert)
+        order, counts = expert.argsort(stable=True), load
         if self.training and self.capacity_factor:
             capacity = math.ceil(self.capacity_factor * expert.numel() / self.n_expert)
             first = counts.cumsum(0) - counts  # where each expert's slice starts
@@ -131,9 +131,8 @@ class MoE(nn.Module):
             order, counts = order[queue_pos < capacity], counts.clamp(max=capacity)
         return order, counts
 
-    def _record(self, logits: torch.Tensor, scores: torch.Tensor, chosen: torch.Tensor, dropped: int):
+    def _record(self, logits: torch.Tensor, scores: torch.Tensor, load: torch.Tensor, dropped: int):
         n_tokens = logits.shape[0]
-        load = torch.bincount(chosen.flatten(), minlength=self.n_expert).float()  # (n_expert,)
         probs = scores / scores.sum(dim=-1, keepdim=True)  # sigmoid scores normalised per token
         balance = self.n_expert * (load / n_tokens * probs.mean(dim=0)).sum()
         z = torch.logsumexp(logits, dim=-1).square().mean()
@@ -173,13 +172,14 @@ def aux_loss(layers: list[MoE]) -> torch.Tensor | None:
     return sum(terms) / len(terms) if terms else None
 
 
-def end_step(model: nn.Module, update_bias: bool = True) -> dict:
-    """After an optimizer step: per-layer load metrics for the log, averaged aux terms, bias update.
+def end_step(layers: list[MoE], update_bias: bool = True) -> dict:
+    """After an optimizer step: load and aux-term metrics for the log (balance and z-loss averaged
+    over layers), the aux-loss-free bias update, and a reset.
 
     moe_max_load lists, per MoE layer, the busiest expert's tokens over the mean (1.0 = even);
     moe_dropped is the fraction of assignments dropped by the capacity limit.
     """
-    per_layer = [layer.end_step(update_bias) for layer in moe_layers(model)]
+    per_layer = [layer.end_step(update_bias) for layer in layers]
     per_layer = [m for m in per_layer if m]
     if not per_layer:
         return {}

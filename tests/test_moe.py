@@ -219,12 +219,12 @@ def test_end_step_reports_per_layer_load_and_resets():
     model(idx, idx)  # two micro-batches: their loads add up
     load = model.moe_layers[0].load.clone()
     assert load.sum().item() == 2 * 32 * 2
-    metrics = end_step(model)
+    metrics = end_step(model.moe_layers)
     assert len(metrics["moe_max_load"]) == 1  # layer 0 is dense
     assert metrics["moe_max_load"][0] == pytest.approx((load.max() / load.mean()).item(), abs=1e-4)
     assert metrics["moe_dropped"] == 0.0
     assert model.moe_layers[0].load.sum().item() == 0
-    assert end_step(model) == {}  # nothing recorded since
+    assert end_step(model.moe_layers) == {}  # nothing recorded since
 
 
 def test_moe_run_resumes_bit_exactly(tmp_path, corpus):

@@ -144,7 +144,7 @@ class Trainer:
         record = {"step": self.step, "loss": loss - aux, "lr": lr, "grad_norm": grad_norm,
                   "skipped_steps": self.skipped_steps}
         if self.model.moe_layers:  # loss is the LM loss; the objective was loss + aux_loss
-            record |= {"aux_loss": aux, **end_step(self.model)}
+            record |= {"aux_loss": aux, **end_step(self.model.moe_layers)}
         return record
 
     def _nonfinite_step(self, lr: float, what: str) -> dict:
@@ -155,7 +155,7 @@ class Trainer:
                                      "train.on_nonfinite=skip to skip such steps)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.update()  # fp16: lowers the loss scale; a no-op otherwise
-        end_step(self.model, update_bias=False)  # forget the MoE load of the dropped step
+        end_step(self.model.moe_layers, update_bias=False)  # forget the MoE load of the dropped step
         self.skipped_in_a_row += 1
         if self.skipped_in_a_row > t.max_skipped_steps:
             raise FloatingPointError(f"{what}: {self.skipped_in_a_row} non-finite steps in a row "
