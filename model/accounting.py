@@ -9,7 +9,7 @@ Mixture-of-Experts layer counts all experts in `param_count` but only the top_k 
 `param_count(active=True)` and `matmul_params`.
 """
 
-from .attention import is_local
+from .mixer.attention import is_local
 from .config import ModelConfig
 
 Matrix = tuple[int, int]  # (fan_in, fan_out) of one weight matrix

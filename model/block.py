@@ -13,10 +13,10 @@ the dense MLP of `model.mlp` or, on MoE layers (`model.moe`), a Mixture of Exper
 import torch
 from torch import nn
 
-from .attention import CausalSelfAttention
+from .mixer.attention import CausalSelfAttention
 from .config import ModelConfig
-from .kv_cache import KVCache
-from .moe import build_feed_forward
+from .cache.kv_cache import KVCache
+from .ffn.moe import build_feed_forward
 from .norm import build_norm
 
 

@@ -41,7 +41,7 @@ class RopeConfig:
 @dataclass
 class MoEConfig:
     """Mixture of Experts (`[model.moe]`): with n_expert > 0, the MLP of every block after the first
-    `first_dense` is replaced by routed experts (model/moe.py). The experts use `model.mlp`'s
+    `first_dense` is replaced by routed experts (model/ffn/moe.py). The experts use `model.mlp`'s
     activation; the dense layers keep `model.mlp_hidden`."""
 
     n_expert: int = 0  # routed experts per MoE layer; 0 = no MoE (a dense MLP everywhere)

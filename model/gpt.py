@@ -9,10 +9,10 @@ from torch.nn import functional as F
 from .block import build_block
 from .config import ModelConfig
 from .embedding import build_token_embedding
-from .kv_cache import KVCache
-from .moe import Experts, aux_loss, moe_layers
+from .cache.kv_cache import KVCache
+from .ffn.moe import Experts, aux_loss, moe_layers
 from .norm import build_norm
-from .router import Router
+from .ffn.router import Router
 from .softcap import build_softcap
 
 
@@ -24,7 +24,7 @@ class GPT(nn.Module):
     weight conversion (model/hf/) is a near-identity map.
 
     `model(idx)` returns logits (B, T, vocab_size); `model(idx, targets)` returns (logits, loss).
-    In training mode the loss includes the MoE auxiliary terms (model/moe.py), if any are on.
+    In training mode the loss includes the MoE auxiliary terms (model/ffn/moe.py), if any are on.
     The embedding table is padded to `padded_vocab_size` rows for faster matmuls; logits of the
     padding rows are cut off, so they can never receive probability.
     """

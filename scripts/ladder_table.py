@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from model import GPT  # noqa: E402
 from model.accounting import flops_per_token, kv_bytes_per_token, param_count  # noqa: E402
-from model.attention import is_local  # noqa: E402
+from model.mixer.attention import is_local  # noqa: E402
 from train.config import load_config  # noqa: E402
 
 

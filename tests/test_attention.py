@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from model import GPT, ModelConfig, RopeConfig
-from model.attention import CausalSelfAttention
-from model.masks import sdpa_mask, visible_keys
+from model.mixer.attention import CausalSelfAttention
+from model.mixer.masks import sdpa_mask, visible_keys
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 

@@ -22,7 +22,7 @@ from hf_parity import (  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from model.config import MoEConfig  # noqa: E402
 from model.hf import config_from_hf, config_to_hf, from_hf, to_hf  # noqa: E402
-from model.moe import MoE  # noqa: E402
+from model.ffn.moe import MoE  # noqa: E402
 from train.config import load_config  # noqa: E402
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "presets"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model import GPT
-from model.attention import is_local
+from model.mixer.attention import is_local
 from train.config import OptimConfig, load_config
 from train.optim import build_optimizer
 

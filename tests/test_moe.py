@@ -9,7 +9,7 @@ import torch
 from model import GPT
 from model.accounting import flops_per_token, matmul_params, param_count
 from model.config import ModelConfig, MoEConfig
-from model.moe import MoE, end_step
+from model.ffn.moe import MoE, end_step
 from tiny_run import make, numerics
 from train import checkpoint as ckpt
 from train.trainer import Trainer

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from model import GPT, ModelConfig
 from model.block import Block, PostNormBlock, SandwichBlock, build_block
-from model.mlp import build_mlp
+from model.ffn.mlp import build_mlp
 from model.norm import RMSNorm, UnitOffsetLayerNorm, UnitOffsetRMSNorm, build_norm
 
 transformers = pytest.importorskip("transformers")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from model import GPT
 from model.accounting import flops_per_token
-from model.moe import aux_loss, end_step
+from model.ffn.moe import aux_loss, end_step
 
 from . import checkpoint as ckpt
 from .config import RunConfig, to_toml

@@ -8,7 +8,7 @@ whose tensors exist on neither side is skipped (`q_norm` of a Llama) and on one 
 error (a Qwen3 `q_norm` with our `qk_norm="none"`).
 """
 
-from ..attention import is_local
+from ..mixer.attention import is_local
 from ..config import ModelConfig, RopeConfig
 from .table import IDENTITY, VOCAB, Family, Row, concat, reject_unsupported
 

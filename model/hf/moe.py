@@ -1,4 +1,4 @@
-"""Mixture-of-Experts families on the Llama layout: Mixtral and Qwen3-MoE (model/moe.py).
+"""Mixture-of-Experts families on the Llama layout: Mixtral and Qwen3-MoE (model/ffn/moe.py).
 
 Attention, norms and embeddings are stored as in llama.py. An MoE layer holds its router as
 `mlp.gate.weight` (n_expert, n_embd) and its experts stacked, `mlp.experts.gate_up_proj`

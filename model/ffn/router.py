@@ -7,14 +7,14 @@
 A sigmoid scores each expert on its own, so adding or removing experts does not rescale the others;
 the per-token renormalisation then makes the top_k weights a distribution again. `expert_bias` only
 changes which experts win, never their weights: that is what lets DeepSeek-V3 balance the load
-without an auxiliary loss (model/moe.py moves it).
+without an auxiliary loss (model/ffn/moe.py moves it).
 """
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import ModelConfig
+from ..config import ModelConfig
 
 SCORES = {"softmax": lambda logits: logits.softmax(dim=-1), "sigmoid": torch.sigmoid}  # moe.router
 

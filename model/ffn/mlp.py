@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import ModelConfig
+from ..config import ModelConfig
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -77,7 +77,7 @@ class GatedMLP(nn.Module):
         return f"act={self.act.__name__}"
 
 
-# `model.mlp` -> (activation, gated?); the MLPs below and the experts of model/moe.py read it
+# `model.mlp` -> (activation, gated?); the MLPs below and the experts of model/ffn/moe.py read it
 ACTIVATIONS: dict[str, tuple[Activation, bool]] = {
     "gelu": (gelu_tanh, False),
     "relu2": (relu_squared, False),

@@ -1,6 +1,6 @@
 """Mixture of Experts (`[model.moe]`): a router sends each token to top_k of n_expert MLPs.
 
-    chosen, weights = router(x)                        top_k experts per token (model/router.py)
+    chosen, weights = router(x)                        top_k experts per token (model/ffn/router.py)
     y = sum_k weights_k * expert_{chosen_k}(x)  (+ shared(x), experts every token uses)
 
 Parameters grow with n_expert while the compute per token grows only with top_k: that is the whole
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import ModelConfig
+from ..config import ModelConfig
 from .mlp import ACTIVATIONS, build_mlp
 from .router import Router
 

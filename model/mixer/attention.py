@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import ModelConfig
-from .kv_cache import KVCache
+from ..config import ModelConfig
+from ..cache.kv_cache import KVCache
 from .masks import sdpa_mask, visible_keys
-from .norm import build_norm
-from .rope import build_rotary
+from ..norm import build_norm
+from ..rope import build_rotary
 
 # The groups QK-norm normalises over, as (query size, key size).
 QK_NORM_GROUPS = {

@@ -1,0 +1,1 @@
+"""Generation-time caches: what each layer keeps of past tokens."""

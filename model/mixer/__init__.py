@@ -1,0 +1,1 @@
+"""Sequence mixers: the attention slot of a block (causal attention, masks)."""
