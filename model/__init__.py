@@ -2,6 +2,6 @@
 
 from .config import ModelConfig, RopeConfig
 from .gpt import GPT
-from .cache.kv_cache import KVCache
+from .cache import ModelCache
 
-__all__ = ["GPT", "ModelConfig", "RopeConfig", "KVCache"]
+__all__ = ["GPT", "ModelConfig", "RopeConfig", "ModelCache"]

@@ -13,9 +13,9 @@ the dense MLP of `model.mlp` or, on MoE layers (`model.moe`), a Mixture of Exper
 import torch
 from torch import nn
 
-from .mixer.attention import CausalSelfAttention
+from .mixer import build_mixer
 from .config import ModelConfig
-from .cache.kv_cache import KVCache
+from .cache import ModelCache
 from .ffn.moe import build_feed_forward
 from .norm import build_norm
 
@@ -31,12 +31,12 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.ln_1 = build_norm(cfg)
-        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.attn = build_mixer(cfg, layer_idx)
         self.ln_2 = build_norm(cfg)
         self.mlp = build_feed_forward(cfg, layer_idx)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None
+        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
     ) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), positions, cache)
         x = x + self.mlp(self.ln_2(x))
@@ -55,13 +55,13 @@ class PostNormBlock(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
-        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.attn = build_mixer(cfg, layer_idx)
         self.ln_1 = build_norm(cfg)
         self.mlp = build_feed_forward(cfg, layer_idx)
         self.ln_2 = build_norm(cfg)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None
+        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
     ) -> torch.Tensor:
         x = x + self.ln_1(self.attn(x, positions, cache))
         x = x + self.ln_2(self.mlp(x))
@@ -79,14 +79,14 @@ class SandwichBlock(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.ln_1 = build_norm(cfg)
-        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.attn = build_mixer(cfg, layer_idx)
         self.ln_1_post = build_norm(cfg)
         self.ln_2 = build_norm(cfg)
         self.mlp = build_feed_forward(cfg, layer_idx)
         self.ln_2_post = build_norm(cfg)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None
+        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
     ) -> torch.Tensor:
         x = x + self.ln_1_post(self.attn(self.ln_1(x), positions, cache))
         x = x + self.ln_2_post(self.mlp(self.ln_2(x)))

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from .block import build_block
 from .config import ModelConfig
 from .embedding import build_token_embedding
-from .cache.kv_cache import KVCache
+from .cache import CacheSpec, ModelCache
 from .ffn.moe import Experts, aux_loss, moe_layers
 from .norm import build_norm
 from .ffn.router import Router
@@ -90,7 +90,7 @@ class GPT(nn.Module):
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: ModelCache | None = None,
         ignore_index: int = -100,
     ):
         """idx: (B, T) token ids. With `cache`, idx continues the cached sequence."""
@@ -134,10 +134,17 @@ class GPT(nn.Module):
 
         return load_pretrained(path_or_name)
 
-    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
-        """An empty KV cache sized for this model, on its device and in its dtype."""
-        cfg, p = self.config, self.lm_head.weight
-        return KVCache(
-            cfg.n_layer, batch_size, cfg.n_kv_head, max_len or cfg.block_size, cfg.head_dim,
-            device=p.device, dtype=p.dtype,
-        )
+    def new_cache(
+        self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None
+    ) -> ModelCache:
+        """An empty generation cache on this model's device for `max_len` positions (block_size).
+
+        dtype None: the compute dtype, i.e. autocast's when autocast is on for this device (keys and
+        values come out of autocast matmuls in that dtype), else the weights' dtype.
+        """
+        p = self.lm_head.weight
+        if dtype is None:
+            on = torch.is_autocast_enabled(p.device.type)
+            dtype = torch.get_autocast_dtype(p.device.type) if on else p.dtype
+        spec = CacheSpec(batch_size, max_len or self.config.block_size, dtype, p.device)
+        return ModelCache([block.attn.new_cache(spec) for block in self.transformer.h], spec)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ModelConfig
-from ..cache.kv_cache import KVCache
+from ..cache import CacheSpec, LayerKV, ModelCache
 from .masks import sdpa_mask, visible_keys
 from ..norm import build_norm
 from ..rope import build_rotary
@@ -73,7 +73,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None
+        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
     ) -> torch.Tensor:
         """x: (B, T, n_embd); positions: (T,) absolute positions of x's tokens."""
         B, T, _ = x.shape
@@ -84,11 +84,15 @@ class CausalSelfAttention(nn.Module):
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, n_head | n_kv_head, T, head_dim)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
         q, k = self.rotary(q, k, positions)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv_head, S, hd), S = cached + T
+        if cache is not None:  # k, v: (B, n_kv_head, S, hd), S = cached + T
+            k, v, _ = cache.update(self.layer_idx, k, v)
         y = self.attend(q, k, v)  # (B, n_head, T, head_dim)
         y = y.transpose(1, 2).reshape(B, T, self.q_dim)
         return self.resid_dropout(self.c_proj(y))
+
+    def new_cache(self, spec: CacheSpec) -> LayerKV:
+        """This layer's generation cache: keys and values of every position."""
+        return LayerKV(spec, self.n_kv_head, (self.head_dim, self.head_dim))
 
     def sdpa_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         mask, is_causal = sdpa_mask(q.shape[2], k.shape[2], self.window, q.device)
