@@ -3,6 +3,7 @@
 import torch
 
 from .gpt import GPT
+from .sampling import check_sampling, sample_next
 
 
 @torch.no_grad()
@@ -20,10 +21,7 @@ def generate(
     The total length is capped at model.config.block_size. temperature 0 means greedy decoding;
     top_k 0 means sampling from the whole vocabulary.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0; got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0; got {top_k}")
+    check_sampling(temperature, top_k, 1.0)
     block_size = model.config.block_size
     if idx.shape[1] + max_new_tokens > block_size:
         raise ValueError(
@@ -40,15 +38,3 @@ def generate(
         if i + 1 < max_new_tokens:
             logits = model(next_id, cache=cache)[:, -1, :]
     return torch.cat(out, dim=1)
-
-
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int, generator=None) -> torch.Tensor:
-    """One token per row from (B, V) logits."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
