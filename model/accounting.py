@@ -15,10 +15,42 @@ from .config import ModelConfig
 Matrix = tuple[int, int]  # (fan_in, fan_out) of one weight matrix
 
 
-def attention_matrices(cfg: ModelConfig) -> list[Matrix]:
+def gqa_matrices(cfg: ModelConfig) -> list[Matrix]:
     """Fused q/k/v projection (n_kv_head key/value heads) and the output projection."""
     q_dim, kv_dim = cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
     return [(cfg.n_embd, q_dim + 2 * kv_dim), (q_dim, cfg.n_embd)]
+
+
+def mla_matrices(cfg: ModelConfig) -> list[Matrix]:
+    """MLA (model/mixer/mla.py): the query (full rank, or down + up through q_lora_rank), the KV
+    down-projection to [latent; rotary key], the up-projection to per-head [k_nope; v], the output."""
+    m, d, H = cfg.mla, cfg.n_embd, cfg.n_head
+    q_out = H * (m.qk_nope_head_dim + m.qk_rope_head_dim)
+    query = [(d, m.q_lora_rank), (m.q_lora_rank, q_out)] if m.q_lora_rank else [(d, q_out)]
+    return query + [(d, m.kv_lora_rank + m.qk_rope_head_dim),
+                    (m.kv_lora_rank, H * (m.qk_nope_head_dim + m.v_head_dim)), (H * m.v_head_dim, d)]
+
+
+# `model.attention` -> (its matrices, the indices of those with a bias when `model.bias`, the sizes of
+# its own norms). MLA has no bias on the up-projections out of a latent (q_b, kv_b), and always
+# RMSNorms the kv latent (and the query latent when low-rank).
+ATTENTION_MATRICES = {
+    "gqa": (gqa_matrices, lambda cfg: [0, 1], lambda cfg: 0),
+    "mla": (mla_matrices, lambda cfg: [0, 2, 4] if cfg.mla.q_lora_rank else [0, 1, 3],
+            lambda cfg: cfg.mla.kv_lora_rank + cfg.mla.q_lora_rank),
+}
+
+
+def attention_matrices(cfg: ModelConfig) -> list[Matrix]:
+    return ATTENTION_MATRICES[cfg.attention][0](cfg)
+
+
+def attention_params(cfg: ModelConfig) -> int:
+    """Weights and biases of one layer's mixer, plus MLA's latent RMSNorms (kv, and q when low-rank)."""
+    build, biased, norms = ATTENTION_MATRICES[cfg.attention]
+    matrices = build(cfg)
+    n = sum(fi * fo for fi, fo in matrices) + (sum(matrices[i][1] for i in biased(cfg)) if cfg.bias else 0)
+    return n + norms(cfg)
 
 
 def _two_layer(d: int, hidden: int) -> list[Matrix]:
@@ -81,7 +113,7 @@ def block_matrices(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -
 def block_params(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> int:
     """Parameters of one block: matrices and their biases, the router, norms, QK-norms, sinks."""
     norm = NORM_PARAMS[cfg.norm]
-    n = _params(cfg, attention_matrices(cfg) + ffn_matrices(cfg, layer_idx, active))
+    n = attention_params(cfg) + _params(cfg, ffn_matrices(cfg, layer_idx, active))
     n += sum(fi * fo for fi, fo in router_matrices(cfg, layer_idx))
     n += NORMS_PER_BLOCK[cfg.norm_placement] * norm(cfg, cfg.n_embd)
     n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
@@ -122,27 +154,48 @@ def attended_keys(cfg: ModelConfig, seq_len: int) -> int:
     return sum(local if is_local(cfg, i) else seq_len for i in range(cfg.n_layer))
 
 
+ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in training
+    "gqa": lambda cfg: (cfg.head_dim, cfg.head_dim),
+    "mla": lambda cfg: (cfg.mla.qk_nope_head_dim + cfg.mla.qk_rope_head_dim, cfg.mla.v_head_dim),
+}
+
+
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """FLOPs of one training step (forward + backward) per token at sequence length `seq_len`.
 
-        6 * matmul_params + 12 * n_head * head_dim * attended_keys
+        6 * matmul_params + 6 * n_head * (qk_dim + v_dim) * attended_keys
 
     Weights: a token times an (in, out) matrix is in*out multiply-adds = 2*in*out FLOPs forward;
     the backward pass needs two such products (gradients w.r.t. the input and the weight), so
     2 + 4 = 6 FLOPs per weight per token.
     Attention: per layer and head, a query is dotted with seq_len keys (q @ k^T, 2*head_dim*seq_len
     FLOPs) and the seq_len values are summed with those weights (att @ v, the same again):
-    4 * n_head * head_dim * seq_len forward, times 3 for forward + backward = 12 * ... per layer.
+    2 * n_head * (qk_dim + v_dim) * seq_len forward, times 3 for forward + backward. For GQA
+    qk_dim = v_dim = head_dim (12 * n_head * head_dim); MLA trains on the naive path, with
+    qk_nope_head_dim + qk_rope_head_dim and v_head_dim (`ATTENTION_DIMS`).
     A sliding-window layer sees at most `window` keys, so it is charged min(window, seq_len) keys
     instead of seq_len (`attended_keys`).
     Like PaLM (arXiv:2204.02311, appendix B) and nanoGPT, this counts the full seq_len keys, not
     the ~seq_len/2 a causal mask leaves, and softmax/norm/activation FLOPs are ignored. With GQA the
     score cost follows n_head (queries), not n_kv_head.
     """
-    attention = 12 * cfg.n_head * cfg.head_dim * attended_keys(cfg, seq_len)
+    qk_dim, v_dim = ATTENTION_DIMS[cfg.attention](cfg)
+    attention = 6 * cfg.n_head * (qk_dim + v_dim) * attended_keys(cfg, seq_len)
     return float(6 * matmul_params(cfg) + attention)
 
 
+KV_ELEMENTS = {  # `model.attention` -> numbers one layer caches per token
+    "gqa": lambda cfg: 2 * cfg.n_kv_head * cfg.head_dim,  # a key and a value per KV head
+    "mla": lambda cfg: cfg.mla.kv_lora_rank + cfg.mla.qk_rope_head_dim,  # the latent and the rotary key
+}
+
+
 def kv_bytes_per_token(cfg: ModelConfig, bytes_per_elem: int = 2) -> int:
-    """Bytes the KV cache holds per token: a key and a value of n_kv_head * head_dim per layer."""
-    return 2 * cfg.n_layer * cfg.n_kv_head * cfg.head_dim * bytes_per_elem
+    """Bytes the generation cache holds per token, over all layers (`ModelCache.bytes_per_token`)."""
+    return cfg.n_layer * KV_ELEMENTS[cfg.attention](cfg) * bytes_per_elem
+
+
+def mha_kv_bytes_per_token(cfg: ModelConfig, bytes_per_elem: int = 2) -> int:
+    """The same for multi-head attention at this width (n_head heads of head_dim keys and values):
+    what GQA and MLA are measured against."""
+    return 2 * cfg.n_layer * cfg.n_head * cfg.head_dim * bytes_per_elem

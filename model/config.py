@@ -94,6 +94,31 @@ class MoEConfig:
 
 
 @dataclass
+class MLAConfig:
+    """Multi-head Latent Attention (`[model.mla]`), read when `model.attention = "mla"`
+    (model/mixer/mla.py). Sizes written as 0 take DeepSeek-V2/V3's ratios to `model.head_dim`."""
+
+    q_lora_rank: int = 0  # rank of the compressed query; 0 = full-rank queries (DeepSeek-V2-Lite)
+    kv_lora_rank: int = 0  # width of the cached latent c_kv; 0 = 4 * head_dim
+    qk_nope_head_dim: int = 0  # per head: query/key dims read from the latent; 0 = head_dim
+    qk_rope_head_dim: int = 0  # per head: rotary dims, one key shared by all heads; 0 = head_dim // 2
+    v_head_dim: int = 0  # per head: value dims; 0 = head_dim
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_int(f"mla.{f.name}", getattr(self, f.name), minimum=0)
+
+    def resolve(self, head_dim: int) -> None:
+        """Fill the sizes written as 0 (called by ModelConfig when model.attention = "mla")."""
+        self.kv_lora_rank = self.kv_lora_rank or 4 * head_dim
+        self.qk_nope_head_dim = self.qk_nope_head_dim or head_dim
+        self.qk_rope_head_dim = self.qk_rope_head_dim or max(2, head_dim // 2)
+        self.v_head_dim = self.v_head_dim or head_dim
+        if self.qk_rope_head_dim % 2:
+            raise ValueError(f"model.mla.qk_rope_head_dim must be even (rotary pairs); got {self.qk_rope_head_dim}")
+
+
+@dataclass
 class ModelConfig:
     # --- sizes ---
     vocab_size: int = 50257  # real vocabulary; embeddings are padded up to `padded_vocab_size`
@@ -118,6 +143,9 @@ class ModelConfig:
     # feed-forward
     mlp: Literal["gelu", "swiglu", "geglu", "relu2"] = "gelu"  # gelu: tanh approximation, as GPT-2
     moe: MoEConfig = field(default_factory=MoEConfig)  # Mixture of Experts in the MLP slot
+    # the mixer: multi-head / grouped-query attention (n_kv_head) | Multi-head Latent Attention ([model.mla])
+    attention: Literal["gqa", "mla"] = "gqa"
+    mla: MLAConfig = field(default_factory=MLAConfig)
     # attention pattern
     window: int = 0  # sliding-window size in tokens; 0 = full causal attention
     global_every: int = 0  # with window: layer i is global when (i + 1) % global_every == 0; 0 = none
@@ -143,6 +171,11 @@ class ModelConfig:
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}), "
                 "or set model.head_dim explicitly"
             )
+        if self.attention == "mla":
+            self._check_mla()
+        elif self.mla != MLAConfig():
+            raise ValueError('model.mla is read only when model.attention = "mla"; '
+                             f"got model.attention = {self.attention!r}")
         self.n_kv_head = self.n_kv_head or self.n_head
         self.head_dim = self.head_dim or self.n_embd // self.n_head
         self.mlp_hidden = self.mlp_hidden or 4 * self.n_embd
@@ -165,6 +198,20 @@ class ModelConfig:
             if self.moe.first_dense >= self.n_layer:
                 raise ValueError(f"model.moe.first_dense ({self.moe.first_dense}) must be < "
                                  f"model.n_layer ({self.n_layer}), or there is no MoE layer")
+
+    def _check_mla(self) -> None:
+        """MLA shares one latent among all heads and normalises that latent itself: the GQA-only
+        settings have nothing to act on, so they are refused rather than ignored."""
+        if self.n_kv_head not in (0, self.n_head):
+            raise ValueError(f"model.n_kv_head ({self.n_kv_head}) does not apply to MLA, whose heads all "
+                             "read one cached latent: leave it at 0 (= n_head) with model.attention = \"mla\"")
+        if self.qk_norm != "none":
+            raise ValueError(f"model.qk_norm = {self.qk_norm!r} does not apply to MLA (it normalises the "
+                             "latent; a norm on up-projected keys would break the absorbed decode path)")
+        if self.rope.fraction != 1.0:
+            raise ValueError("model.rope.fraction does not apply to MLA: its rotary dimensions are "
+                             "model.mla.qk_rope_head_dim")
+        self.mla.resolve(self.head_dim or self.n_embd // self.n_head)
 
     def is_moe(self, layer_idx: int) -> bool:
         """Whether block `layer_idx` holds a Mixture of Experts rather than a dense MLP."""

@@ -131,13 +131,14 @@ class NoRotary(nn.Module):
         return q, k
 
 
-def build_rotary(cfg: ModelConfig, local: bool) -> nn.Module:
+def build_rotary(cfg: ModelConfig, local: bool, head_dim: int = 0) -> nn.Module:
     """The rotary for one layer. With rope.local_theta set, sliding-window (`local`) layers use plain
-    RoPE at that base and only global layers use rope.scaling (Gemma 3: 10k local, 1M global)."""
+    RoPE at that base and only global layers use rope.scaling (Gemma 3: 10k local, 1M global).
+    head_dim: the size of the rotated heads, when not model.head_dim (MLA's qk_rope_head_dim)."""
     if cfg.pos != "rope":
         return NoRotary()
     rope = cfg.rope
     own_local = local and rope.local_theta > 0
     theta = rope.local_theta if own_local else rope.theta
     scaling = "none" if own_local else rope.scaling
-    return Rotary(rope, theta, scaling, cfg.head_dim, cfg.block_size)
+    return Rotary(rope, theta, scaling, head_dim or cfg.head_dim, cfg.block_size)

@@ -5,8 +5,9 @@
 Per config: parameters from the formula in model/accounting.py and as measured on the built model
 (on the meta device, so nothing is allocated), active parameters (those one token uses: an MoE
 layer's top_k experts, not all of them), training FLOPs per token at seq_len (default: the
-config's), and KV-cache bytes per token in bf16: what the cache holds (`kv_bytes_per_token`), and
-what a sliding-window model needs at seq_len when local layers keep only their last `window` keys.
+config's), and KV-cache bytes per token in bf16: what the cache holds (`kv_bytes_per_token`), its
+ratio to multi-head attention at the same width (`mha_kv_bytes_per_token`), and what a
+sliding-window model needs at seq_len when local layers keep only their last `window` keys.
 """
 
 import sys
@@ -18,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import GPT  # noqa: E402
-from model.accounting import flops_per_token, kv_bytes_per_token, param_count  # noqa: E402
+from model.accounting import (  # noqa: E402
+    KV_ELEMENTS, flops_per_token, kv_bytes_per_token, mha_kv_bytes_per_token, param_count,
+)
 from model.mixer.attention import is_local  # noqa: E402
 from train.config import load_config  # noqa: E402
 
@@ -30,7 +33,7 @@ def measured_params(cfg) -> int:
 
 def kv_bytes_needed(cfg, seq_len: int, bytes_per_elem: int = 2) -> float:
     """KV bytes per token of a seq_len-token sequence when local layers keep only `window` keys."""
-    per_key = 2 * cfg.n_kv_head * cfg.head_dim * bytes_per_elem  # a key and a value, one layer
+    per_key = KV_ELEMENTS[cfg.attention](cfg) * bytes_per_elem  # one token, one layer
     kept = sum(min(cfg.window, seq_len) if is_local(cfg, i) else seq_len for i in range(cfg.n_layer))
     return per_key * kept / seq_len
 
@@ -38,8 +41,8 @@ def kv_bytes_needed(cfg, seq_len: int, bytes_per_elem: int = 2) -> float:
 def table(paths: list[Path], seq_len: int | None) -> str:
     rows = [
         "| rung | params (formula) | params (measured) | vs previous | active params | FLOPs/token (train) "
-        "| KV bytes/token (cache) | KV bytes/token (needed) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| KV bytes/token (cache) | vs MHA | KV bytes/token (needed) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     prev = None
     for path in paths:
@@ -50,7 +53,8 @@ def table(paths: list[Path], seq_len: int | None) -> str:
         rows.append(
             f"| {path.stem} | {n:,} | {measured:,} | {delta} | {param_count(cfg, active=True):,} "
             f"| {flops_per_token(cfg, T) / 1e6:.1f} M "
-            f"| {kv_bytes_per_token(cfg):,} | {kv_bytes_needed(cfg, T):,.0f} |"
+            f"| {kv_bytes_per_token(cfg):,} | {kv_bytes_per_token(cfg) / mha_kv_bytes_per_token(cfg):.3f} "
+            f"| {kv_bytes_needed(cfg, T):,.0f} |"
         )
         prev = n
     T = seq_len or load_config(paths[0]).seq_len

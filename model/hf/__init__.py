@@ -2,7 +2,7 @@
 
 `FAMILIES` maps an HF `config.model_type` to a `Family` (model/hf/table.py), one module per layout:
 gpt2.py (GPT-2), llama.py (Llama, Mistral, Qwen3, OLMo 2), gemma2.py (Gemma 2), moe.py (Mixtral,
-Qwen3-MoE). A family has
+Qwen3-MoE), deepseek.py (DeepSeek-V3: MLA). A family has
   * `config_from_hf(hf_config) -> ModelConfig`: reads the HF config and raises ValueError naming
     any HF setting our model cannot reproduce exactly (a different activation, a RoPE variant, ...);
   * `config_to_hf(cfg, **overrides) -> PretrainedConfig`: the inverse. Whether the HF family can
@@ -14,8 +14,9 @@ Qwen3-MoE). A family has
 The converter copies every row, then checks that each of our parameters was filled and each HF
 parameter/buffer consumed; a row whose names exist on neither side is skipped (`lm_head` of a tied
 model, biases of a bias-free one), on one side only is an error. Each copy checks the shape, since
-`copy_` would broadcast. Our persistent buffers are not in the table: the only one, MoE
-`expert_bias`, has no HF counterpart in these families, so `to_hf` refuses a model where it is not 0.
+`copy_` would broadcast. Our persistent buffers take part only where a row names them: the only
+one, MoE `expert_bias`, is DeepSeek-V3's `e_score_correction_bias`; the other MoE families have no
+router bias, so their `to_hf` refuses a model where it is not 0.
 """
 
 import os
@@ -28,6 +29,7 @@ from torch import nn
 
 from ..config import ModelConfig, MoEConfig
 from ..gpt import GPT
+from .deepseek import DEEPSEEK_V3
 from .gemma2 import GEMMA2
 from .gpt2 import GPT2
 from .llama import LLAMA, MISTRAL, OLMO2, QWEN3
@@ -41,7 +43,7 @@ __all__ = [
 
 FAMILIES: dict[str, Family] = {
     "gpt2": GPT2, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2, "gemma2": GEMMA2,
-    "mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE,
+    "mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "deepseek_v3": DEEPSEEK_V3,
 }
 
 
@@ -131,7 +133,7 @@ def from_hf(hf_model: nn.Module) -> GPT:
     gpt = GPT(cfg).to(dtype)
     rows = [(hf, (ours,), t) for ours, hf, t in _rows(family, cfg)]
     src = {n: t.detach().cpu() for n, t in _hf_tensors(hf_model, family).items()}
-    _transfer(rows, src, dict(gpt.named_parameters()), lambda ts, t: [t.load(ts, cfg)])
+    _transfer(rows, src, _our_tensors(gpt, family), lambda ts, t: [t.load(ts, cfg)])
     return gpt.eval()
 
 
@@ -142,19 +144,27 @@ def to_hf(gpt: GPT, model_type: str = "gpt2", **overrides) -> nn.Module:
     family, cfg = _family(model_type), gpt.config
     dtype = next(gpt.parameters()).dtype
     hf_config = config_to_hf(cfg, model_type, **overrides)
-    _check_no_expert_bias(gpt, model_type)
+    ours = _our_tensors(gpt, family)
+    _check_no_expert_bias(gpt, model_type, ours)
     hf_model = AutoModelForCausalLM.from_config(hf_config).to(dtype)
     rows = [((ours,), hf, t) for ours, hf, t in _rows(family, cfg)]
-    src = {n: p.detach().cpu() for n, p in gpt.named_parameters()}
+    src = {n: p.detach().cpu() for n, p in ours.items()}
     _transfer(rows, src, _hf_tensors(hf_model, family), lambda ts, t: t.save(ts[0], cfg))
     return hf_model.eval()
 
 
-def _check_no_expert_bias(gpt: GPT, model_type: str) -> None:
+def _our_tensors(gpt: GPT, family: Family) -> dict[str, torch.Tensor]:
+    """Our parameters, and the buffers the family's table maps (DeepSeek-V3's router bias)."""
+    mapped = {ours.split(".{i}.")[-1] for ours, _, _ in family.weights}
+    buffers = {n: b for n, b in gpt.named_buffers() if n.split(".", 3)[-1] in mapped}
+    return dict(gpt.named_parameters()) | buffers
+
+
+def _check_no_expert_bias(gpt: GPT, model_type: str, converted: dict) -> None:
     """MoE `expert_bias` (moved by aux-loss-free balancing) steers which experts a token uses; HF
     routers without a bias would choose differently, so a non-zero bias cannot be dropped."""
     for name, buffer in gpt.named_buffers():
-        if name.endswith("router.expert_bias") and buffer.any():
+        if name.endswith("router.expert_bias") and name not in converted and buffer.any():
             raise ValueError(f"HF {model_type} has no router bias, but {name} is not zero "
                              "(trained with model.moe.bias_update_rate > 0)")
 

@@ -43,10 +43,11 @@ SANDWICH_NORMS = {  # Gemma 2
 HF_IGNORE = (r"rotary_emb\.(original_)?inv_freq$", r"embed_tokens\.embed_scale$")  # derived buffers
 
 
-def decoder_weights(norms: dict[str, str], extra: list[Row] = ()) -> list[Row]:
+def decoder_weights(norms: dict[str, str], extra: list[Row] = (), attn_mlp: list[Row] = _ATTN_MLP) -> list[Row]:
     """The whole table; `extra` adds per-layer rows, named relative to our block / HF layer
-    (model/hf/moe.py adds the router and experts of MoE layers)."""
-    layer = [(f"{ours}.weight", f"{hf}.weight", IDENTITY) for ours, hf in norms.items()] + _ATTN_MLP
+    (model/hf/moe.py adds the router and experts of MoE layers); `attn_mlp` replaces Llama's
+    attention and MLP rows (model/hf/deepseek.py: MLA)."""
+    layer = [(f"{ours}.weight", f"{hf}.weight", IDENTITY) for ours, hf in norms.items()] + list(attn_mlp)
     layer += list(extra)
     return [
         ("transformer.wte.weight", "model.embed_tokens.weight", VOCAB),

@@ -2,10 +2,11 @@
 
 from ..config import ModelConfig
 from .attention import CausalSelfAttention
+from .mla import MultiHeadLatentAttention
 
-# The mixer of block `layer_idx`; a new mixer (MLA, linear attention) is one more entry here.
-MIXERS = {"attention": CausalSelfAttention}
+# `model.attention` -> the mixer of each block; a new mixer (linear attention, ...) is one more entry.
+MIXERS = {"gqa": CausalSelfAttention, "mla": MultiHeadLatentAttention}
 
 
 def build_mixer(cfg: ModelConfig, layer_idx: int):
-    return MIXERS["attention"](cfg, layer_idx)
+    return MIXERS[cfg.attention](cfg, layer_idx)

@@ -1,0 +1,148 @@
+"""Multi-head Latent Attention (MLA): every head's key and value rebuilt from one small cached latent.
+
+DeepSeek-V2 (arXiv:2405.04434) and V3 (arXiv:2412.19437). Each token is compressed to a latent
+c = RMSNorm(W_DKV x) of kv_lora_rank numbers plus one rotary key k_pe of qk_rope_head_dim numbers that
+all heads share; head h's key and value are up-projections of the latent:
+
+    q_h = [q_nope_h ; q_pe_h]        k_h = [W_UK_h c ; k_pe]        v_h = W_UV_h c
+
+RoPE is "decoupled" into q_pe / k_pe because a position-dependent rotation between q and W_UK would
+stop W_UK from being folded into the query (below). The cache keeps only [c ; k_pe]:
+kv_lora_rank + qk_rope_head_dim numbers per token and layer, against 2 * n_kv_head * head_dim for GQA.
+
+One attention, two ways to compute it:
+- naive (training, the full forward): up-project the latent into per-head keys and values and attend
+  as usual;
+- absorbed (with a generation cache): q_nope_h . (W_UK_h c) = (W_UK_h^T q_nope_h) . c, so W_UK is folded
+  into the query and all heads attend over the cached latent itself -- multi-query attention with
+  the one key [c ; k_pe] and the one value c -- and W_UV_h is applied after the softmax. The cached
+  latent is never up-projected.
+Sliding windows, logit softcaps and sinks use the same masks and kernels as model/mixer/attention.py.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..cache import CacheSpec, LayerKV, ModelCache
+from ..config import ModelConfig
+from ..norm import RMSNorm
+from ..rope import build_rotary
+from .attention import KERNELS, is_local, repeat_kv, softmax_attention
+from .masks import sdpa_mask, visible_keys
+
+LATENT_NORM_EPS = 1e-6  # DeepSeek's latent RMSNorms keep their default eps, whatever model.norm_eps says
+
+
+class FullRankQuery(nn.Module):
+    """q = W_Q x (`mla.q_lora_rank = 0`, DeepSeek-V2-Lite). HF `q_proj`."""
+
+    def __init__(self, cfg: ModelConfig, out_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(cfg.n_embd, out_dim, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class LowRankQuery(nn.Module):
+    """q = W_UQ RMSNorm(W_DQ x), through a q_lora_rank bottleneck (DeepSeek-V2/V3): fewer activations
+    to keep in training; nothing changes in the cache. HF `q_a_proj`, `q_a_layernorm`, `q_b_proj`."""
+
+    def __init__(self, cfg: ModelConfig, out_dim: int):
+        super().__init__()
+        rank = cfg.mla.q_lora_rank
+        self.down = nn.Linear(cfg.n_embd, rank, bias=cfg.bias)
+        self.norm = RMSNorm(rank, LATENT_NORM_EPS)
+        self.up = nn.Linear(rank, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.norm(self.down(x)))
+
+
+QUERIES = {False: FullRankQuery, True: LowRankQuery}  # keyed by mla.q_lora_rank > 0
+
+
+class MultiHeadLatentAttention(nn.Module):
+    """Multi-head Latent Attention (module docstring): naive path without a cache, absorbed with one.
+
+    Matches HF `DeepseekV3Attention` (model/hf/deepseek.py converts its interleaved RoPE layout).
+    Biases (`model.bias`) sit on the projections that read x and on c_proj, never on the
+    up-projections out of a latent (as HF's `attention_bias`; a kv_b bias would not fold into the query).
+    Config: n_head, [model.mla] (q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim,
+    v_head_dim), pos, rope, window, global_every, attn_scale, attn_softcap, attn_sinks, bias, dropout.
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        m = cfg.mla
+        self.layer_idx, self.n_head = layer_idx, cfg.n_head
+        self.nope, self.rope, self.rank, self.v_dim = m.qk_nope_head_dim, m.qk_rope_head_dim, m.kv_lora_rank, m.v_head_dim
+        self.query = QUERIES[m.q_lora_rank > 0](cfg, cfg.n_head * (self.nope + self.rope))
+        self.kv_a_proj = nn.Linear(cfg.n_embd, self.rank + self.rope, bias=cfg.bias)  # rows [W_DKV; W_KR]
+        self.kv_a_norm = RMSNorm(self.rank, LATENT_NORM_EPS)
+        # rows per head h: [W_UK_h (qk_nope_head_dim); W_UV_h (v_head_dim)], HF `kv_b_proj`'s layout
+        self.kv_b_proj = nn.Linear(self.rank, cfg.n_head * (self.nope + self.v_dim), bias=False)
+        self.c_proj = nn.Linear(cfg.n_head * self.v_dim, cfg.n_embd, bias=cfg.bias)
+        self.window = cfg.window if is_local(cfg, layer_idx) else 0
+        self.rotary = build_rotary(cfg, is_local(cfg, layer_idx), head_dim=self.rope)
+        self.scale = cfg.attn_scale or (self.nope + self.rope) ** -0.5  # HF: qk_head_dim ** -0.5
+        self.softcap = cfg.attn_softcap
+        self.sinks = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sinks else None  # as attention.py
+        self.attend = getattr(self, KERNELS["softmax" if cfg.attn_softcap or cfg.attn_sinks else "sdpa"])
+        self.attn_dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
+    ) -> torch.Tensor:
+        """x: (B, T, n_embd); positions: (T,) absolute positions of x's tokens."""
+        B, T, _ = x.shape
+        q = self.query(x).view(B, T, self.n_head, -1).transpose(1, 2)  # (B, n_head, T, nope + rope)
+        q_nope, q_pe = q.split([self.nope, self.rope], dim=-1)
+        latent, k_pe = self.kv_a_proj(x).unsqueeze(1).split([self.rank, self.rope], dim=-1)  # (B, 1, T, .)
+        q_pe, k_pe = self.rotary(q_pe, k_pe, positions)
+        ckv = torch.cat([self.kv_a_norm(latent), k_pe], dim=-1)  # (B, 1, T, rank + rope): what is cached
+        if cache is None:
+            y = self.naive(q_nope, q_pe, ckv)
+        else:
+            ckv, _ = cache.update(self.layer_idx, ckv)  # (B, 1, S, rank + rope), S = cached + T
+            y = self.absorbed(q_nope, q_pe, ckv)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.v_dim)
+        return self.resid_dropout(self.c_proj(y))
+
+    def new_cache(self, spec: CacheSpec) -> LayerKV:
+        """This layer's generation cache: [latent ; rotary key] of every position, one "head"."""
+        return LayerKV(spec, 1, (self.rank + self.rope,))
+
+    def naive(self, q_nope: torch.Tensor, q_pe: torch.Tensor, ckv: torch.Tensor) -> torch.Tensor:
+        """Up-project the latent into per-head keys and values, then attend: (B, n_head, T, v_head_dim).
+        q_nope (B, n_head, T, nope), q_pe (B, n_head, T, rope), ckv (B, 1, S, rank + rope)."""
+        B, _, S, _ = ckv.shape
+        latent, k_pe = ckv.split([self.rank, self.rope], dim=-1)
+        kv = self.kv_b_proj(latent[:, 0]).view(B, S, self.n_head, -1).transpose(1, 2)  # (B, n_head, S, nope + v)
+        k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)
+        k = torch.cat([k_nope, k_pe.expand(-1, self.n_head, -1, -1)], dim=-1)  # (B, n_head, S, nope + rope)
+        return self.attend(torch.cat([q_nope, q_pe], dim=-1), k, v)
+
+    def absorbed(self, q_nope: torch.Tensor, q_pe: torch.Tensor, ckv: torch.Tensor) -> torch.Tensor:
+        """The same attention over the latent itself (module docstring): (B, n_head, T, v_head_dim)."""
+        w = self.kv_b_proj.weight.view(self.n_head, self.nope + self.v_dim, self.rank)
+        w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)  # (n_head, nope, rank), (n_head, v, rank)
+        q = torch.cat([q_nope @ w_uk, q_pe], dim=-1)  # (B, n_head, T, rank + rope)
+        y = self.attend(q, ckv, ckv[..., : self.rank])  # one key and value head: (B, n_head, T, rank)
+        return y @ w_uv.transpose(1, 2)  # (B, n_head, T, v_head_dim)
+
+    def sdpa_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        mask, is_causal = sdpa_mask(q.shape[2], k.shape[2], self.window, q.device)
+        if mask is not None:  # as attention.py: keep CUDA's masked (memory-efficient) kernel eligible
+            k, v = repeat_kv(k, self.n_head), repeat_kv(v, self.n_head)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+            dropout_p=self.attn_dropout if self.training else 0.0, enable_gqa=k.shape[1] != q.shape[1],
+        )
+
+    def softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        mask = visible_keys(q.shape[2], k.shape[2], self.window, q.device)
+        return softmax_attention(q, k, v, mask, self.scale, self.softcap, self.sinks,
+                                 dropout_p=self.attn_dropout if self.training else 0.0)
