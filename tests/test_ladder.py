@@ -42,12 +42,20 @@ def changed_keys(a, b) -> set[str]:
     return changed - {"train.out_dir"}  # derived from the file name
 
 
+# Switching the mixer to MLA brings its [model.mla] sizes, and returns the GQA-only settings that MLA
+# refuses (KV-head groups, QK-norm on up-projected keys) to their defaults.
+MLA_SWITCH = {"model.attention", "model.n_kv_head", "model.qk_norm"}
+
+
 def is_one_change(changed: set[str]) -> bool:
     """One model field, or exactly one coupled group, or only [model.moe] fields (turning experts on
-    needs their number and size together); never anything outside [model]."""
+    needs their number and size together), or a switch of `model.attention` with only its
+    [model.mla] sizes and the GQA settings it resets; never anything outside [model]."""
     if len(changed) == 1:
         return next(iter(changed)).startswith("model.")
     if changed and all(k.startswith("model.moe.") for k in changed):
+        return True
+    if "model.attention" in changed and all(k in MLA_SWITCH or k.startswith("model.mla.") for k in changed):
         return True
     return any(changed == group for group in COUPLED)
 
@@ -75,11 +83,15 @@ def test_one_change_check_can_fail():
     budget = load_config(LADDER[0], ["--optim.lr=1e-3"])
     pair = load_config(LADDER[0], ["--model.mlp=swiglu", "--model.mlp_hidden=682"])
     moe_and_more = load_config(LADDER[0], ["--model.moe.n_expert=4", "--model.n_kv_head=2"])
+    mla = load_config(LADDER[0], ["--model.attention=mla", "--model.mla.kv_lora_rank=32"])
+    mla_and_more = load_config(LADDER[0], ["--model.attention=mla", "--model.bias=false"])
     assert not is_one_change(changed_keys(base, two))
     assert not is_one_change(changed_keys(base, budget))  # budgets must match across the ladder
     assert not is_one_change(changed_keys(base, base))
     assert is_one_change(changed_keys(base, pair))
     assert not is_one_change(changed_keys(base, moe_and_more))
+    assert is_one_change(changed_keys(base, mla))
+    assert not is_one_change(changed_keys(base, mla_and_more))
 
 
 @pytest.mark.parametrize("path", LADDER[1:], ids=lambda p: p.stem)
@@ -93,7 +105,7 @@ def test_rung_comment_says_change_paper_why(path):
 # ----------------------------------------------------------------------------- the presets
 # The real model each preset mirrors: (n_head, n_kv_head, head_dim, n_embd, mlp_hidden). The preset
 # must keep the ratios that define the architecture: GQA groups, query width / model width, MLP / width.
-# Attention None: the preset's attention is a stand-in for one that is not a rung (DeepSeek's MLA).
+# For MLA (DeepSeek-V3), n_kv_head = n_head and head_dim is the value / no-RoPE query-key head size.
 REAL = {
     "llama3": ("Llama 3", (32, 8, 128, 4096, 14336)),  # Llama 3.1 8B
     "qwen3": ("Qwen3", (16, 8, 128, 1024, 3072)),  # Qwen3-0.6B
@@ -104,7 +116,7 @@ REAL = {
     "gpt-oss-dense": ("gpt-oss", (64, 8, 64, 2880, 4 * 2880)),  # gpt-oss-20b: 4 active experts of 2880
     "mixtral": ("Mixtral", (32, 8, 128, 4096, 14336)),  # Mixtral 8x7B
     "qwen3-moe": ("Qwen3", (32, 4, 128, 2048, 6144)),  # Qwen3-30B-A3B (its dense width is unused)
-    "deepseek-v3-moe": ("DeepSeek-V3", (None, None, None, 7168, 18432)),
+    "deepseek-v3": ("DeepSeek-V3", (128, 128, 128, 7168, 18432)),
 }
 # ... and its Mixture of Experts: routing is kept exactly, expert width relative to the model width.
 # (n_expert, top_k, n_shared, router, norm_topk, routed_scale, n_group, topk_group, expert_hidden,
@@ -112,8 +124,11 @@ REAL = {
 REAL_MOE = {
     "mixtral": (8, 2, 0, "softmax", True, 1.0, 1, 1, 14336, False),
     "qwen3-moe": (128, 8, 0, "softmax", True, 1.0, 1, 1, 768, False),
-    "deepseek-v3-moe": (256, 8, 1, "sigmoid", True, 2.5, 8, 4, 2048, True),
+    "deepseek-v3": (256, 8, 1, "sigmoid", True, 2.5, 8, 4, 2048, True),
 }
+# ... and its Multi-head Latent Attention: (q_lora_rank, kv_lora_rank) as ratios to the width,
+# (qk_nope_head_dim, qk_rope_head_dim, v_head_dim) as ratios to head_dim.
+REAL_MLA = {"deepseek-v3": (1536, 512, 128, 64, 128)}
 # Which layers use the sliding window, for a preset with n_layer layers.
 LOCAL_PATTERN = {
     "mistral": lambda n: [True] * n,  # every layer
@@ -140,9 +155,16 @@ def test_preset_names_its_real_model(path):
 def test_preset_keeps_the_real_ratios(path):
     m = load_config(path).model
     n_head, n_kv_head, head_dim, n_embd, mlp_hidden = REAL[path.stem][1]
-    if n_head is not None:
-        assert m.n_head / m.n_kv_head == n_head / n_kv_head
-        assert m.n_head * m.head_dim / m.n_embd == pytest.approx(n_head * head_dim / n_embd, rel=0.01)
+    assert m.n_head / m.n_kv_head == n_head / n_kv_head
+    assert m.n_head * m.head_dim / m.n_embd == pytest.approx(n_head * head_dim / n_embd, rel=0.01)
+    assert m.attention == ("mla" if path.stem in REAL_MLA else "gqa")
+    if path.stem in REAL_MLA:
+        q_lora, kv_lora, nope, rope, v = REAL_MLA[path.stem]
+        ours = m.mla
+        assert [ours.q_lora_rank / m.n_embd, ours.kv_lora_rank / m.n_embd] == pytest.approx(
+            [q_lora / n_embd, kv_lora / n_embd], rel=0.01)
+        assert [ours.qk_nope_head_dim, ours.qk_rope_head_dim, ours.v_head_dim] == pytest.approx(
+            [nope * m.head_dim / head_dim, rope * m.head_dim / head_dim, v * m.head_dim / head_dim])
     assert m.mlp_hidden / m.n_embd == pytest.approx(mlp_hidden / n_embd, rel=0.01)
     local = [is_local(m, i) for i in range(m.n_layer)]
     assert local == LOCAL_PATTERN.get(path.stem, lambda n: [False] * n)(m.n_layer)
@@ -166,12 +188,13 @@ def shrink(cfg):
     """A quarter of the width and as few layers as the local/global pattern allows; every structural
     choice (norms, MLP kind, heads and KV heads, qk-norm, rope, windows, sinks, softcaps, routing) is
     kept. The window shrinks to 16 so that it bites inside the 64-token test sequence; a dense first
-    layer stays, with one MoE layer after it."""
+    layer stays, with one MoE layer after it. MLA's ranks and head sizes shrink by 4 too."""
     moe = dataclasses.replace(cfg.moe, expert_hidden=cfg.moe.expert_hidden // 4,
                               first_dense=min(cfg.moe.first_dense, 1))
+    mla = dataclasses.replace(cfg.mla, **{f.name: getattr(cfg.mla, f.name) // 4 for f in dataclasses.fields(cfg.mla)})
     return dataclasses.replace(
         cfg, n_embd=cfg.n_embd // 4, head_dim=cfg.head_dim // 4, mlp_hidden=cfg.mlp_hidden // 4,
-        n_layer=max(2, cfg.global_every), window=16 if cfg.window else 0, moe=moe,
+        n_layer=max(2, cfg.global_every), window=16 if cfg.window else 0, moe=moe, mla=mla,
     )
 
 

@@ -1,0 +1,211 @@
+"""Multi-head Latent Attention (model/mixer/mla.py): the absorbed decode path equals the naive one,
+cached decoding equals the full forward, the accounting equals what is built and allocated, and the
+settings MLA cannot honour are refused. CPU, fp32, tiny random models."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import GPT, ModelConfig
+from model.accounting import (
+    attention_matrices, flops_per_token, kv_bytes_per_token, matmul_params, mha_kv_bytes_per_token, param_count,
+)
+from model.config import MLAConfig, MoEConfig, RopeConfig
+from model.mixer.mla import MultiHeadLatentAttention
+from train.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = dict(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_embd=48, pos="rope", norm="rmsnorm",
+            mlp="swiglu", bias=False, attention="mla")
+MLA = MLAConfig(kv_lora_rank=16, qk_nope_head_dim=12, qk_rope_head_dim=8, v_head_dim=10)
+
+# name: ModelConfig overrides on BASE; sequences are 40 long, so a window of 16 bites
+CASES = {
+    "full-rank-q": dict(mla=MLA),
+    "low-rank-q-bias": dict(mla=dataclasses.replace(MLA, q_lora_rank=20), bias=True),
+    "window-global-sinks": dict(mla=MLA, window=16, global_every=2, attn_sinks=True),
+    "softcap-scale": dict(mla=MLA, attn_softcap=5.0, attn_scale=0.3),
+    "derived-sizes-moe": dict(n_layer=3, moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=16, first_dense=1)),
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Models this small are dominated by per-op overhead, which extra threads only add to."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def mla_config(case: str) -> ModelConfig:
+    return ModelConfig(**{**BASE, **CASES[case]})
+
+
+@torch.no_grad()
+def random_gpt(cfg: ModelConfig, seed: int = 0) -> GPT:
+    """Matrices N(0, 0.1) (logits of std ~0.7, so fp32 rounding stays far below 1e-5) and every
+    vector -- norm scales, biases, sinks -- moved off its init by N(0, 0.2)."""
+    torch.manual_seed(seed)
+    model = GPT(dataclasses.replace(cfg, init_std=0.1))
+    for p in model.parameters():
+        if p.ndim == 1:
+            p.add_(torch.randn_like(p) * 0.2)
+    return model.eval()
+
+
+def tokens(cfg: ModelConfig, B: int = 2, T: int = 40) -> torch.Tensor:
+    return torch.randint(0, cfg.vocab_size, (B, T), generator=torch.Generator().manual_seed(1))
+
+
+def prefill_then_decode(model: GPT, idx: torch.Tensor, prefill: int) -> torch.Tensor:
+    """Logits of idx through the cache: `prefill` tokens at once, then one token per forward."""
+    cache = model.new_cache(idx.shape[0], idx.shape[1])
+    out = [model(idx[:, :prefill], cache=cache)]
+    out += [model(idx[:, t : t + 1], cache=cache) for t in range(prefill, idx.shape[1])]
+    return torch.cat(out, dim=1)
+
+
+@pytest.mark.parametrize("case", CASES)
+@torch.no_grad()
+def test_absorbed_equals_naive_on_the_same_cache(case):
+    """Run the same cached prefill + decode steps twice: absorbed (the default with a cache), and
+    with each layer's absorbed path swapped for the naive one (up-projecting the cached latent)."""
+    cfg = mla_config(case)
+    model, idx = random_gpt(cfg), tokens(cfg)
+    absorbed = prefill_then_decode(model, idx, prefill=30)
+    for block in model.transformer.h:
+        block.attn.absorbed = block.attn.naive  # same signature, same inputs
+    naive = prefill_then_decode(model, idx, prefill=30)
+    assert naive.std() > 0.3
+    torch.testing.assert_close(absorbed, naive, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_cached_decoding_never_up_projects_the_latent():
+    cfg = mla_config("full-rank-q")
+    model, idx = random_gpt(cfg), tokens(cfg)
+    calls = []
+    for block in model.transformer.h:
+        block.attn.kv_b_proj.register_forward_hook(lambda *a: calls.append(1))
+    model(idx)
+    assert len(calls) == cfg.n_layer  # the naive path uses it ...
+    prefill_then_decode(model, idx, prefill=30)
+    assert len(calls) == cfg.n_layer  # ... the cached one never does
+
+
+@pytest.mark.parametrize("case", CASES)
+@torch.no_grad()
+def test_cached_decode_equals_full_forward(case):
+    cfg = mla_config(case)
+    model, idx = random_gpt(cfg), tokens(cfg)
+    full = model(idx)
+    torch.testing.assert_close(prefill_then_decode(model, idx, prefill=30), full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(prefill_then_decode(model, idx[:, :24], prefill=1), full[:, :24], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("path", [ROOT / "configs/ladder/12-mla.toml", ROOT / "configs/presets/deepseek-v3.toml"],
+                         ids=lambda p: p.stem)
+@torch.no_grad()
+def test_greedy_tokens_with_and_without_cache(path):
+    """Greedy decoding of 12 tokens: through the cache (absorbed) and by recomputing the whole
+    prefix every step (naive) -- the same tokens."""
+    cfg = dataclasses.replace(load_config(path).model, n_layer=2, block_size=64)
+    model = random_gpt(cfg, seed=3)
+    prompt = tokens(cfg, B=2, T=8)
+    cache = model.new_cache(2, 20)
+    logits, cached = model(prompt, cache=cache)[:, -1], [prompt]
+    for _ in range(12):
+        cached.append(logits.argmax(-1, keepdim=True))
+        logits = model(cached[-1], cache=cache)[:, -1]
+    recomputed = prompt
+    for _ in range(12):
+        recomputed = torch.cat([recomputed, model(recomputed)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(torch.cat(cached, dim=1), recomputed)
+    assert len(recomputed[:, 8:].unique()) > 2  # not one token repeated
+
+
+@torch.no_grad()
+def test_window_and_sinks_change_the_output():
+    """The masks and the sink column really act on MLA (so the cases above test them)."""
+    cfg = mla_config("window-global-sinks")
+    model, idx = random_gpt(cfg), tokens(cfg)
+    plain = GPT(dataclasses.replace(cfg, window=0, global_every=0, attn_sinks=False))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith("sinks")})
+    assert (model(idx)[:, 16:] - plain.eval()(idx)[:, 16:]).abs().max() > 1e-2
+
+
+# ----------------------------------------------------------------------------- accounting
+@pytest.mark.parametrize("case", CASES)
+def test_params_and_matmuls_match_the_built_model(case):
+    cfg = mla_config(case)
+    model = GPT(cfg)
+    assert param_count(cfg) == model.num_params()
+    attn = model.transformer.h[0].attn
+    weights = [m.weight for m in attn.modules() if isinstance(m, torch.nn.Linear)]
+    assert sorted(w.numel() for w in weights) == sorted(fi * fo for fi, fo in attention_matrices(cfg))
+    assert matmul_params(cfg) > sum(w.numel() for w in weights)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kv_bytes_formula_equals_the_allocated_cache(case, dtype):
+    cfg = mla_config(case)
+    cache = GPT(cfg).new_cache(batch_size=3, max_len=50, dtype=dtype)
+    per_token = kv_bytes_per_token(cfg, bytes_per_elem=dtype.itemsize)
+    m = cfg.mla
+    assert per_token == cfg.n_layer * (m.kv_lora_rank + m.qk_rope_head_dim) * dtype.itemsize
+    assert cache.bytes_per_token() == per_token
+    assert cache.nbytes() == 3 * 50 * per_token
+
+
+def test_kv_bytes_formula_equals_the_allocated_cache_for_gqa_too():
+    cfg = ModelConfig(**{**BASE, "attention": "gqa", "n_kv_head": 2})
+    cache = GPT(cfg).new_cache(batch_size=2, max_len=10)
+    assert cache.nbytes() == 2 * 10 * cache.bytes_per_token() == 2 * 10 * kv_bytes_per_token(cfg, 4)
+
+
+def test_flops_charge_the_naive_attention_dims():
+    cfg, T = mla_config("low-rank-q-bias"), 40
+    m = cfg.mla
+    attention = 6 * cfg.n_head * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim) * T * cfg.n_layer
+    assert flops_per_token(cfg, T) == 6 * matmul_params(cfg) + attention
+    gqa = ModelConfig(**{**BASE, "attention": "gqa"})
+    assert flops_per_token(gqa, T) == 6 * matmul_params(gqa) + 12 * gqa.n_head * gqa.head_dim * T * gqa.n_layer
+
+
+@pytest.mark.parametrize("path, at_most", [("configs/ladder/12-mla.toml", 0.15), ("configs/presets/deepseek-v3.toml", 0.05)])
+def test_mla_cache_is_a_fraction_of_mha(path, at_most):
+    cfg = load_config(ROOT / path).model
+    assert kv_bytes_per_token(cfg) / mha_kv_bytes_per_token(cfg) <= at_most
+
+
+# ----------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (lambda: dict(n_kv_head=2), "model.n_kv_head"),
+        (lambda: dict(qk_norm="head"), "model.qk_norm"),
+        (lambda: dict(rope=RopeConfig(fraction=0.5)), "model.rope.fraction"),
+        (lambda: dict(mla=MLAConfig(qk_rope_head_dim=7)), "model.mla.qk_rope_head_dim"),
+        (lambda: dict(mla=MLAConfig(kv_lora_rank=-1)), "model.mla.kv_lora_rank"),
+        (lambda: dict(attention="gqa", mla=MLAConfig(kv_lora_rank=16)), "model.mla"),
+        (lambda: dict(attention="latent"), "model.attention"),
+    ],
+)
+def test_bad_mla_config_names_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        ModelConfig(**{**BASE, **overrides()})
+
+
+def test_mla_sizes_default_to_deepseek_ratios_and_gqa_is_untouched():
+    cfg = ModelConfig(**{**BASE, "head_dim": 16})
+    assert cfg.mla == MLAConfig(q_lora_rank=0, kv_lora_rank=64, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16)
+    assert cfg.n_kv_head == cfg.n_head
+    assert isinstance(GPT(cfg).transformer.h[0].attn, MultiHeadLatentAttention)
+    default = ModelConfig()
+    assert default.attention == "gqa" and default.mla == MLAConfig()
+    small = dataclasses.replace(default, n_layer=1, vocab_size=97, n_embd=64, n_head=4, n_kv_head=0, head_dim=0)
+    assert type(GPT(small).transformer.h[0].attn).__name__ == "CausalSelfAttention"
