@@ -1,7 +1,7 @@
 """Parity with HF Mixtral and Qwen3-MoE on tiny random models, both directions, through the
-production converter (model/hf/moe.py); and our `MoE` module against HF `DeepseekV3MoE`, which
-no HF family here converts but which checks the sigmoid router, group-limited routing, the router
-bias, the routed scale and the shared expert. CPU, fp32, eager HF attention, no downloads.
+production converter (model/hf/moe.py); and our `MoE` module on its own against HF `DeepseekV3MoE`
+(the sigmoid router, group-limited routing, the router bias, the routed scale and the shared expert;
+the whole DeepSeek-V3 model is converted in tests/test_hf_deepseek.py). CPU, fp32, eager HF attention, no downloads.
 
 Every weight is random, norms and routers included, and the batch (T = 40) is longer than the
 sliding window (16) of the windowed cases.
