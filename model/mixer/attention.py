@@ -28,13 +28,6 @@ QK_NORM_GROUPS = {
 }
 
 
-def is_local(cfg: ModelConfig, layer_idx: int) -> bool:
-    """Sliding-window layer? With a window, layer i is global when (i + 1) % global_every == 0
-    (Gemma 2: global_every=2 -> local, global, ...; Gemma 3: 6); global_every=0 -> all local."""
-    is_global = cfg.global_every > 0 and (layer_idx + 1) % cfg.global_every == 0
-    return cfg.window > 0 and not is_global
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention (Vaswani et al. 2017, arXiv:1706.03762).
 
@@ -59,7 +52,7 @@ class CausalSelfAttention(nn.Module):
         use_qk_norm = cfg.qk_norm != "none"
         self.q_norm = build_norm(cfg, self.q_group) if use_qk_norm else nn.Identity()
         self.k_norm = build_norm(cfg, self.k_group) if use_qk_norm else nn.Identity()
-        self.local = is_local(cfg, layer_idx)
+        self.local = cfg.is_local(layer_idx)
         self.window = cfg.window if self.local else 0
         self.rotary = build_rotary(cfg, self.local)
         self.scale = cfg.attn_scale or self.head_dim**-0.5  # Gemma 2: query_pre_attn_scalar ** -0.5
