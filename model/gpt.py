@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .accounting import kv_cache_bytes_per_token
 from .block import build_block
 from .config import ModelConfig
 from .embedding import build_token_embedding
@@ -135,24 +136,33 @@ class GPT(nn.Module):
 
         return load_pretrained(path_or_name)
 
+    def cache_dtype(self) -> torch.dtype:
+        """The compute dtype: autocast's when autocast is on for this device (keys and values come
+        out of autocast matmuls in that dtype), else the weights' dtype."""
+        p = self.lm_head.weight
+        on = torch.is_autocast_enabled(p.device.type)
+        return torch.get_autocast_dtype(p.device.type) if on else p.dtype
+
     def new_cache(
         self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None, **options
     ) -> ModelCache:
         """An empty generation cache on this model's device for `max_len` positions (block_size).
 
         options: the other `CacheSpec` fields (kv_dtype, kv_residual, kv_group, rollback).
-        dtype None: the compute dtype, i.e. autocast's when autocast is on for this device (keys and
-        values come out of autocast matmuls in that dtype), else the weights' dtype.
+        dtype None: the compute dtype (`cache_dtype`).
         """
-        p = self.lm_head.weight
-        if dtype is None:
-            on = torch.is_autocast_enabled(p.device.type)
-            dtype = torch.get_autocast_dtype(p.device.type) if on else p.dtype
+        dtype = dtype or self.cache_dtype()
         max_len = max_len or self.config.block_size
         if max_len > self.config.block_size:
             raise ValueError(f"a cache of {max_len} positions exceeds model.block_size={self.config.block_size}")
-        spec = CacheSpec(batch_size, max_len, dtype, p.device, **options)
+        spec = CacheSpec(batch_size, max_len, dtype, self.lm_head.weight.device, **options)
         return ModelCache([block.attn.new_cache(spec) for block in self.transformer.h], spec)
+
+    def kv_cache_bytes_per_token(self, kv_dtype: str | None = None, **options) -> float:
+        """Bytes one more token of context occupies in the generation cache across all layers,
+        quantization scales included, in the compute dtype `new_cache` would pick (model/accounting.py;
+        options: kv_group)."""
+        return kv_cache_bytes_per_token(self.config, kv_dtype, self.cache_dtype().itemsize, **options)
 
     def generate(
         self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int = 0,

@@ -15,6 +15,15 @@ CONFIGS = sorted((ROOT / "configs" / "presets").glob("*.toml")) + sorted((ROOT /
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Models this small are dominated by per-op overhead, which extra threads only add to."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny(**overrides) -> ModelConfig:
     base = dict(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, pos="rope")
     return ModelConfig(**{**base, **overrides})
@@ -112,3 +121,119 @@ def test_bad_generation_input_raises_one_line(kwargs, message):
 def test_cache_longer_than_the_context_raises():
     with pytest.raises(ValueError, match="exceeds model.block_size=64"):
         GPT(tiny()).new_cache(1, 65)
+
+
+# ----------------------------------------------------------------------------- rolling window cache
+def test_rolling_cache_equals_full_forward_far_past_the_window():
+    """Window 8 on every other layer: a 20-token prefill (longer than the ring), then 40 single
+    tokens. Local layers hold a ring of 8 slots whatever the context; the result is the full forward."""
+    from model.cache import LayerKV, RollingKV
+
+    model = randomize(GPT(tiny(window=8, global_every=2)))
+    idx = tokens(60)
+    with torch.no_grad():
+        full = model(idx)
+    cache = model.new_cache(2)
+    assert [type(layer) for layer in cache.layers] == [RollingKV, LayerKV]
+    got = []
+    with torch.no_grad():
+        got.append(model(idx[:, :20], cache=cache))
+        got += [model(idx[:, t : t + 1], cache=cache) for t in range(20, 60)]
+    torch.testing.assert_close(torch.cat(got, dim=1), full, **TOL)
+    ring, every = cache.layers
+    assert ring.nbytes() == 2 * (2 * 2 * 8 * 8 * 4) + 8 * 8  # k and v: (B=2, heads=2, 8 slots, hd=8) fp32 + positions
+    assert every.nbytes() == 2 * (2 * 2 * 64 * 8 * 4) and ring.bytes_per_token() == 0
+
+
+@pytest.mark.parametrize("kv_dtype", [None, "int8", "int4"])
+def test_rollback_within_the_margin_is_exact(kv_dtype):
+    """Speculative decoding's pattern: 5 guesses fed, rolled back, others fed instead; the result is
+    what a cache that never saw the guesses gives (window 8 ring; quantized groups of 16, residual 8)."""
+    model = randomize(GPT(tiny(window=8, global_every=2)))
+    idx, guesses = tokens(50), tokens(5, seed=1)
+    options = dict(kv_dtype=kv_dtype, kv_group=16, kv_residual=8, rollback=5)
+    with torch.no_grad():
+        cache = model.new_cache(2, **options)
+        model(idx[:, :40], cache=cache)
+        model(guesses, cache=cache)  # crosses a quantization group boundary (45 >= 2 * 16 + 8)
+        cache.rollback(40)
+        again = model(idx[:, 40:45], cache=cache)
+        fresh = model.new_cache(2, **options)
+        model(idx[:, :40], cache=fresh)
+        expected = model(idx[:, 40:45], cache=fresh)
+    assert torch.equal(again, expected)
+    with pytest.raises(ValueError, match="built for at most 5"):
+        cache.rollback(39)
+
+
+# ----------------------------------------------------------------------------- quantized cache
+@pytest.mark.parametrize("kv_dtype, bits", [("int8", 8), ("int4", 4)])
+def test_quantize_dequantize_round_trip_is_within_half_a_step(kv_dtype, bits):
+    from model.cache.quantized import dequantize, pack, quantize, unpack
+
+    x = torch.randn(2, 3, 40, 16) * torch.linspace(0.1, 10, 16)  # channels of very different ranges
+    for dim in (2, 3):  # per channel over tokens (keys), per token over channels (values)
+        codes, scale, zero = quantize(x, dim, bits, torch.float32)
+        assert codes.dtype == torch.uint8 and codes.shape[-1] == 16 * bits // 8
+        err = (dequantize(codes, scale, zero, bits) - x).abs()
+        assert (err <= scale / 2 * (1 + 1e-4) + 1e-6).all()
+        assert err.max() > scale.min() / 100  # it does round
+        span = x.amax(dim, keepdim=True) - x.amin(dim, keepdim=True)
+        torch.testing.assert_close(scale, span / (2**bits - 1))
+    q = torch.randint(0, 2**bits, (5, 8), dtype=torch.uint8)
+    assert torch.equal(unpack(pack(q, bits), bits), q)
+
+
+def test_quantized_decode_is_close_to_the_full_precision_one():
+    model = randomize(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1)  # head_dim 32
+    idx = tokens(60)
+    with torch.no_grad():
+        full = model(idx)
+    err = {}
+    for kv_dtype in ("int8", "int4"):
+        got = chunked_logits(model, idx, [11] + [1] * 49, kv_dtype=kv_dtype, kv_group=8, kv_residual=4)
+        err[kv_dtype] = (got - full).abs().max().item()
+        torch.testing.assert_close(got[:, :11], full[:, :11], **TOL)  # the first group is quantized at 12 = 8 + 4 tokens
+    assert 0 < err["int8"] < 0.02 * full.std() and err["int8"] < err["int4"] < 0.3 * full.std(), err
+    prompt = idx[:, :10]
+    greedy = model.generate(prompt, 20, temperature=0.0)
+    assert (model.generate(prompt, 20, temperature=0.0, kv_dtype="int8", kv_residual=4) == greedy).float().mean() > 0.9
+
+
+# ----------------------------------------------------------------------------- accounting and dtypes
+@pytest.mark.parametrize("overrides", [{}, dict(n_kv_head=1), dict(window=8, global_every=2), dict(window=8)],
+                         ids=["gqa", "mqa", "window", "all-local"])
+@pytest.mark.parametrize("kv_dtype", [None, "int8", "int4"])
+def test_accounting_equals_the_bytes_the_cache_allocates(overrides, kv_dtype):
+    from model.accounting import kv_cache_bytes
+
+    model = GPT(tiny(**overrides))
+    options = dict(kv_dtype=kv_dtype, kv_residual=4, kv_group=16, rollback=3)
+    for batch, max_len in [(1, 64), (3, 40)]:
+        cache = model.new_cache(batch, max_len, **options)
+        assert cache.nbytes() == kv_cache_bytes(model.config, max_len, batch, dtype_bytes=4, **options)
+    per_token = model.kv_cache_bytes_per_token(kv_dtype, kv_group=16)
+    grown = model.new_cache(2, 64, **options).nbytes() - model.new_cache(2, 32, **options).nbytes()
+    assert per_token == model.new_cache(1, **options).bytes_per_token() == grown / (2 * 32)
+
+
+def test_quantized_bytes_against_bf16():
+    """GPT-2's head size (64): int8 keeps <= 0.53x and int4 <= 0.28x the bf16 bytes, scales included."""
+    model = GPT(tiny(n_head=2, n_kv_head=2, n_embd=128, block_size=256))
+    with torch.autocast("cpu", torch.bfloat16):
+        bf16 = model.kv_cache_bytes_per_token()
+        assert bf16 == 2 * 2 * 2 * 64 * 2
+        assert model.kv_cache_bytes_per_token("int8") / bf16 <= 0.53
+        assert model.kv_cache_bytes_per_token("int4") / bf16 <= 0.28
+
+
+def test_cache_is_allocated_in_the_autocast_dtype():
+    model = randomize(GPT(tiny(window=8, global_every=2)))
+    with torch.autocast("cpu", torch.bfloat16):
+        assert {b.dtype for layer in model.new_cache(1).layers for b in layer.buffers} == {torch.bfloat16}
+        quantized = model.new_cache(1, kv_dtype="int4").layers[1]
+        assert quantized.k_scale.dtype == quantized.ring[0].dtype == torch.bfloat16
+        assert quantized.codes[0].dtype == torch.uint8
+        out = model.generate(tokens(5), 20, temperature=0.0)
+        ref = model.generate(tokens(5), 20, temperature=0.0, use_cache=False)
+    assert (out == ref).float().mean() > 0.9  # bf16 rounding differs between the paths; the tokens hardly

@@ -106,12 +106,12 @@ class QuantizedKV:
 
     def _dequantize(self, n: int) -> list[torch.Tensor]:
         """Keys and values of positions 0 .. n - 1, in the compute dtype."""
-        B, H = self.codes[0].shape[:2]
+        B, H, _, dk = self.ring[0].shape
         G = self.group
-        k = dequantize(self.codes[0][:, :, :n].reshape(B, H, n // G, G, -1),
+        k = dequantize(self.codes[0][:, :, :n].reshape(B, H, n // G, G, dk * self.bits // 8),
                        self.k_scale[:, :, : n // G, None], self.k_zero[:, :, : n // G, None], self.bits)
         v = dequantize(self.codes[1][:, :, :n], self.v_scale[:, :, :n], self.v_zero[:, :, :n], self.bits)
-        return [k.reshape(B, H, n, -1).to(self.dtype), v.to(self.dtype)]
+        return [k.reshape(B, H, n, dk).to(self.dtype), v.to(self.dtype)]
 
     def bytes_per_token(self) -> float:
         """Per token of one sequence: codes of a key and a value, the value's scale and zero, and
