@@ -5,18 +5,23 @@ logits, chosen once per call:
 - through a generation cache (`use_cache=True`, the default): the prompt fills the cache, then each
   token is a single-token forward; `kv_dtype` picks the cache format (model/cache/);
 - without a cache (`use_cache=False`): the whole sequence is recomputed for every token. Slow, and
-  the reference the cached paths are tested against.
+  the reference the cached paths are tested against;
+- through a static cache and torch.compile (`compile=True`; CUDA graphs on a GPU, model/decoder.py).
 Speculative decoding (`draft=`) has the target check a small draft model's guesses.
 """
+
+import weakref
 
 import torch
 
 from .cache import KV_DTYPES
+from .decoder import StaticDecoder
 from .sampling import check_sampling, sample_next
 
 
 def check_generation(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float, top_k: int,
-                     top_p: float, use_cache: bool, kv_dtype: str | None, kv_residual: int) -> None:
+                     top_p: float, use_cache: bool, kv_dtype: str | None, kv_residual: int,
+                     compile: bool = False) -> None:
     """ValueError with one line for every generation request that cannot be served."""
     check_sampling(temperature, top_k, top_p)
     if not (isinstance(idx, torch.Tensor) and idx.dim() == 2 and idx.shape[1] > 0) or idx.is_floating_point():
@@ -35,6 +40,9 @@ def check_generation(model, idx: torch.Tensor, max_new_tokens: int, *, temperatu
         raise ValueError(f"kv_dtype must be one of {allowed}; got {kv_dtype!r}")
     if kv_dtype is not None and not use_cache:
         raise ValueError(f"kv_dtype={kv_dtype!r} formats the cache; it needs use_cache=True")
+    if compile and (kv_dtype is not None or not use_cache):
+        raise ValueError("compile=True decodes through a static cache in the compute dtype: it needs "
+                         "use_cache=True and kv_dtype=None")
     if isinstance(kv_residual, bool) or not isinstance(kv_residual, int) or kv_residual < 0:
         raise ValueError(f"kv_residual must be an integer >= 0; got {kv_residual!r}")
 
@@ -54,22 +62,27 @@ def generate(
     kv_residual: int = 32,
     draft=None,
     n_draft: int = 4,
+    compile: bool = False,
 ) -> torch.Tensor:
     """Extend idx (B, T) by `max_new_tokens` sampled tokens; returns (B, T + max_new_tokens).
 
     temperature 0 is greedy decoding; top_k 0 and top_p 1.0 sample from the whole vocabulary.
     kv_dtype: None (the compute dtype), "int8" or "int4" (KIVI, model/cache/quantized.py), whose
-    most recent `kv_residual` tokens stay in the compute dtype. The total length is capped at
+    most recent `kv_residual` tokens stay in the compute dtype. compile: decode with a static cache
+    through torch.compile (CUDA graphs on a GPU); the compiled graphs are kept per model, so only the
+    first call per batch size and length bucket pays for compilation. The total length is capped at
     model.config.block_size. The model's train/eval mode is restored afterwards.
     """
     check_generation(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                     use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual)
+                     use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual, compile=compile)
     if draft is not None:
         raise ValueError("speculative decoding (draft=...) is not available in this build")
     was_training = model.training
     model.eval()
     try:
-        if use_cache:
+        if compile:
+            step = compiled_decoder(model).step(idx.shape[0], idx.shape[1] + max_new_tokens)
+        elif use_cache:
             cache = model.new_cache(idx.shape[0], idx.shape[1] + max_new_tokens, kv_dtype=kv_dtype,
                                     kv_residual=kv_residual)
             step = cached_step(model, cache)
@@ -109,3 +122,12 @@ def uncached_step(model):
         return model(torch.cat(seen, dim=1))[:, -1, :]
 
     return step
+
+
+_DECODERS = weakref.WeakKeyDictionary()  # model -> its StaticDecoder, so compiled graphs are reused
+
+
+def compiled_decoder(model) -> StaticDecoder:
+    if model not in _DECODERS:
+        _DECODERS[model] = StaticDecoder(model, compile=True)
+    return _DECODERS[model]

@@ -11,6 +11,7 @@ from .block import build_block
 from .config import ModelConfig
 from .embedding import build_token_embedding
 from .cache import CacheSpec, ModelCache
+from .cache.static import StaticCache
 from .ffn.moe import Experts, aux_loss, moe_layers
 from .generate import generate as generate_tokens
 from .norm import build_norm
@@ -148,7 +149,7 @@ class GPT(nn.Module):
     ) -> ModelCache:
         """An empty generation cache on this model's device for `max_len` positions (block_size).
 
-        options: the other `CacheSpec` fields (kv_dtype, kv_residual, kv_group, rollback).
+        options: the other `CacheSpec` fields (kv_dtype, kv_residual, kv_group, rollback, static).
         dtype None: the compute dtype (`cache_dtype`).
         """
         dtype = dtype or self.cache_dtype()
@@ -156,7 +157,8 @@ class GPT(nn.Module):
         if max_len > self.config.block_size:
             raise ValueError(f"a cache of {max_len} positions exceeds model.block_size={self.config.block_size}")
         spec = CacheSpec(batch_size, max_len, dtype, self.lm_head.weight.device, **options)
-        return ModelCache([block.attn.new_cache(spec) for block in self.transformer.h], spec)
+        cache_class = StaticCache if spec.static else ModelCache
+        return cache_class([block.attn.new_cache(spec) for block in self.transformer.h], spec)
 
     def kv_cache_bytes_per_token(self, kv_dtype: str | None = None, **options) -> float:
         """Bytes one more token of context occupies in the generation cache across all layers,
@@ -167,14 +169,16 @@ class GPT(nn.Module):
     def generate(
         self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int = 0,
         top_p: float = 1.0, use_cache: bool = True, kv_dtype: str | None = None, draft=None,
-        n_draft: int = 4, generator: torch.Generator | None = None, **options,
+        n_draft: int = 4, generator: torch.Generator | None = None, compile: bool = False, **options,
     ) -> torch.Tensor:
         """idx (B, T) followed by max_new_tokens sampled tokens: (B, T + max_new_tokens).
 
         temperature 0 = greedy; use_cache=False recomputes the whole prefix per token (the
         reference); kv_dtype None (compute dtype) | "int8" | "int4"; draft: a small GPT for
-        speculative decoding with n_draft guesses per step. Sampling and the decode loop live in
+        speculative decoding with n_draft guesses per step; compile: a static cache through
+        torch.compile (CUDA graphs on a GPU, model/decoder.py). Sampling and the decode loop live in
         model/generate.py; `options` are passed on to it (e.g. kv_residual).
         """
         return generate_tokens(self, idx, max_new_tokens, temperature, top_k, generator, top_p=top_p,
-                        use_cache=use_cache, kv_dtype=kv_dtype, draft=draft, n_draft=n_draft, **options)
+                        use_cache=use_cache, kv_dtype=kv_dtype, draft=draft, n_draft=n_draft,
+                               compile=compile, **options)

@@ -237,3 +237,49 @@ def test_cache_is_allocated_in_the_autocast_dtype():
         out = model.generate(tokens(5), 20, temperature=0.0)
         ref = model.generate(tokens(5), 20, temperature=0.0, use_cache=False)
     assert (out == ref).float().mean() > 0.9  # bf16 rounding differs between the paths; the tokens hardly
+
+
+# ----------------------------------------------------------------------------- static cache, compile
+def test_static_cache_decodes_the_same_tokens_as_the_dynamic_one():
+    """Fixed buffers, tensor positions, masks from k_pos (windowed and global layers, sinks); one
+    cache reused by a second request of another prompt length in the same length bucket."""
+    from model.decoder import StaticDecoder, bucket
+    from model.generate import decode
+
+    model = randomize(GPT(tiny(window=8, global_every=2, attn_sinks=True, block_size=128)))
+    decoder = StaticDecoder(model, compile=False)
+    for prompt in (tokens(10), tokens(7, seed=1)):
+        want = model.generate(prompt, 40, temperature=0.0)
+        got = decode(decoder.step(2, prompt.shape[1] + 40), prompt, 40, 0.0, 0, 1.0, None)
+        assert torch.equal(got, want)
+    assert list(decoder.caches) == [(2, 64, torch.float32)]
+    assert [bucket(n, 128) for n in (1, 64, 65, 200)] == [64, 64, 128, 128]
+
+
+@pytest.mark.slow  # compiling on a CPU takes a minute or more
+def test_compiled_decode_gives_the_same_tokens():
+    model = randomize(GPT(tiny(n_layer=1, window=8, block_size=64)))
+    for prompt in (tokens(10), tokens(7, seed=1)):  # the second prompt length reuses the graphs
+        want = model.generate(prompt, 20, temperature=0.0)
+        assert torch.equal(model.generate(prompt, 20, temperature=0.0, compile=True), want)
+
+
+def test_compile_rejects_formats_it_cannot_serve():
+    model = GPT(tiny())
+    for kwargs in (dict(kv_dtype="int8"), dict(use_cache=False)):
+        with pytest.raises(ValueError, match="compile=True decodes through a static cache"):
+            model.generate(tokens(3), 2, compile=True, **kwargs)
+
+
+def test_cached_loss_equals_the_forward_loss_and_int4_costs_something():
+    from model.cache.evaluate import cached_loss
+
+    model = randomize(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1)
+    x, y = tokens(48), tokens(48, seed=1)
+    with torch.no_grad():
+        plain = model(x, y)[1].item()
+    assert cached_loss(model, x, y, chunk=5) == pytest.approx(plain, abs=1e-5)
+    int4 = cached_loss(model, x, y, chunk=5, kv_dtype="int4", kv_group=8, kv_residual=4)
+    assert int4 != pytest.approx(plain, abs=1e-4)
+    with pytest.raises(ValueError, match="chunk must be"):
+        cached_loss(model, x, y, chunk=0)

@@ -8,6 +8,7 @@ Key/value cache kinds, picked once when the cache is built (`kv_layer_cache`):
     LayerKV       every position, in the compute dtype (model/cache/kv.py)
     RollingKV     sliding-window layers: a ring of the last `window` (+ rollback margin) positions
     QuantizedKV   `kv_dtype` "int8" / "int4": KIVI keys per channel, values per token (quantized.py)
+    StaticKV      `static`: fixed buffers written at tensor positions, for torch.compile (static.py)
 
 Protocol of a layer cache (duck-typed; a new cache kind is a new class, never a branch in forward):
     update(start, *new) -> (*stored, k_pos)
@@ -53,11 +54,17 @@ class CacheSpec:
     kv_residual: int = 32
     kv_group: int = 128
     rollback: int = 0
+    static: bool = False  # fixed buffers and tensor positions, for torch.compile (model/cache/static.py)
 
 
 def kv_layer_cache(spec: CacheSpec, heads: int, dims: tuple[int, ...], window: int = 0):
     """The cache of one key/value layer: a ring buffer when the layer sees only the last `window`
-    positions and the ring is smaller than the sequence, else the `spec.kv_dtype` format."""
+    positions and the ring is smaller than the sequence, else the `spec.kv_dtype` format; a static
+    cache keeps every position (the mask applies the window)."""
+    if spec.static:
+        from .static import StaticKV
+
+        return StaticKV(spec, heads, dims)
     if window and window + spec.rollback < spec.max_len:
         return RollingKV(spec, heads, dims, window)
     return KV_DTYPES[spec.kv_dtype](spec, heads, dims)
