@@ -20,8 +20,8 @@ from .sampling import check_sampling, sample_next
 
 
 def check_generation(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float, top_k: int,
-                     top_p: float, use_cache: bool, kv_dtype: str | None, kv_residual: int,
-                     compile: bool = False) -> None:
+                     top_p: float, use_cache: bool, kv_dtype: str | None, kv_residual: int = 32,
+                     kv_group: int = 128, compile: bool = False) -> None:
     """ValueError with one line for every generation request that cannot be served."""
     check_sampling(temperature, top_k, top_p)
     if not (isinstance(idx, torch.Tensor) and idx.dim() == 2 and idx.shape[1] > 0) or idx.is_floating_point():
@@ -43,8 +43,9 @@ def check_generation(model, idx: torch.Tensor, max_new_tokens: int, *, temperatu
     if compile and (kv_dtype is not None or not use_cache):
         raise ValueError("compile=True decodes through a static cache in the compute dtype: it needs "
                          "use_cache=True and kv_dtype=None")
-    if isinstance(kv_residual, bool) or not isinstance(kv_residual, int) or kv_residual < 0:
-        raise ValueError(f"kv_residual must be an integer >= 0; got {kv_residual!r}")
+    for name, value, minimum in (("kv_residual", kv_residual, 0), ("kv_group", kv_group, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
 
 
 @torch.no_grad()
@@ -60,6 +61,7 @@ def generate(
     use_cache: bool = True,
     kv_dtype: str | None = None,
     kv_residual: int = 32,
+    kv_group: int = 128,
     draft=None,
     n_draft: int = 4,
     compile: bool = False,
@@ -68,13 +70,15 @@ def generate(
 
     temperature 0 is greedy decoding; top_k 0 and top_p 1.0 sample from the whole vocabulary.
     kv_dtype: None (the compute dtype), "int8" or "int4" (KIVI, model/cache/quantized.py), whose
-    most recent `kv_residual` tokens stay in the compute dtype. compile: decode with a static cache
+    most recent `kv_residual` tokens stay in the compute dtype and keys share scales over groups of
+    `kv_group` tokens. compile: decode with a static cache
     through torch.compile (CUDA graphs on a GPU); the compiled graphs are kept per model, so only the
     first call per batch size and length bucket pays for compilation. The total length is capped at
     model.config.block_size. The model's train/eval mode is restored afterwards.
     """
     check_generation(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                     use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual, compile=compile)
+                     use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual,
+                     kv_group=kv_group, compile=compile)
     if draft is not None:
         raise ValueError("speculative decoding (draft=...) is not available in this build")
     was_training = model.training
@@ -84,7 +88,7 @@ def generate(
             step = compiled_decoder(model).step(idx.shape[0], idx.shape[1] + max_new_tokens)
         elif use_cache:
             cache = model.new_cache(idx.shape[0], idx.shape[1] + max_new_tokens, kv_dtype=kv_dtype,
-                                    kv_residual=kv_residual)
+                                    kv_residual=kv_residual, kv_group=kv_group)
             step = cached_step(model, cache)
         else:
             step = uncached_step(model)

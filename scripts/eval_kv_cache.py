@@ -78,9 +78,9 @@ def main(argv: list[str]) -> int:
     print("| kv_dtype | val loss | val bpb | vs none | bytes/token vs bf16 |")
     print("|---|---|---|---|---|")
     for kv, loss in losses.items():
-        ratio_bf16 = kv_cache_bytes_per_token(model.config, kv, 2, args.kv_group) / kv_cache_bytes_per_token(model.config)
+        bf16 = kv_cache_bytes_per_token(model.config, kv, 2, args.kv_group) / kv_cache_bytes_per_token(model.config)
         print(f"| {kv or 'none'} | {loss:.4f} | {bits_per_byte(loss, bpt):.4f} | "
-              f"{100 * (loss / losses[None] - 1):+.2f} % | {ratio_bf16:.3f} |")
+              f"{100 * (loss / losses[None] - 1):+.2f} % | {bf16:.3f} |")
     return 0
 
 

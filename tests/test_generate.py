@@ -108,6 +108,7 @@ def test_generate_restores_training_mode_and_returns_the_prompt_for_zero_tokens(
         (dict(idx=torch.zeros(2, 3)), "idx must be a"),
         (dict(use_cache=False, kv_dtype="int8"), "needs use_cache=True"),
         (dict(kv_residual=-1), "kv_residual must be an integer >= 0"),
+        (dict(kv_dtype="int8", kv_group=1), "kv_group must be an integer >= 2"),
     ],
 )
 def test_bad_generation_input_raises_one_line(kwargs, message):
@@ -118,9 +119,15 @@ def test_bad_generation_input_raises_one_line(kwargs, message):
     assert "\n" not in str(err.value)
 
 
-def test_cache_longer_than_the_context_raises():
+def test_bad_cache_requests_raise():
+    model = GPT(tiny())
     with pytest.raises(ValueError, match="exceeds model.block_size=64"):
-        GPT(tiny()).new_cache(1, 65)
+        model.new_cache(1, 65)
+    for kwargs, message in [(dict(kv_dtype="int2"), "kv_dtype must be one of"),
+                            (dict(kv_group=0), "kv_group must be an integer >= 2"),
+                            (dict(rollback=-1), "rollback must be an integer >= 0")]:
+        with pytest.raises(ValueError, match=message):
+            model.new_cache(1, **kwargs)
 
 
 # ----------------------------------------------------------------------------- rolling window cache
@@ -193,7 +200,7 @@ def test_quantized_decode_is_close_to_the_full_precision_one():
     for kv_dtype in ("int8", "int4"):
         got = chunked_logits(model, idx, [11] + [1] * 49, kv_dtype=kv_dtype, kv_group=8, kv_residual=4)
         err[kv_dtype] = (got - full).abs().max().item()
-        torch.testing.assert_close(got[:, :11], full[:, :11], **TOL)  # the first group is quantized at 12 = 8 + 4 tokens
+        torch.testing.assert_close(got[:, :11], full[:, :11], **TOL)  # quantizing starts at 8 + 4 tokens
     assert 0 < err["int8"] < 0.02 * full.std() and err["int8"] < err["int4"] < 0.3 * full.std(), err
     prompt = idx[:, :10]
     greedy = model.generate(prompt, 20, temperature=0.0)

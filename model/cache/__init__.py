@@ -56,6 +56,15 @@ class CacheSpec:
     rollback: int = 0
     static: bool = False  # fixed buffers and tensor positions, for torch.compile (model/cache/static.py)
 
+    def __post_init__(self) -> None:
+        for name, minimum in (("batch_size", 1), ("max_len", 1), ("kv_residual", 0), ("kv_group", 2), ("rollback", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+        if self.kv_dtype not in KV_DTYPES:
+            allowed = ", ".join(repr(k) for k in KV_DTYPES)
+            raise ValueError(f"kv_dtype must be one of {allowed}; got {self.kv_dtype!r}")
+
 
 def kv_layer_cache(spec: CacheSpec, heads: int, dims: tuple[int, ...], window: int = 0):
     """The cache of one key/value layer: a ring buffer when the layer sees only the last `window`
