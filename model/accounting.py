@@ -9,7 +9,6 @@ Mixture-of-Experts layer counts all experts in `param_count` but only the top_k 
 `param_count(active=True)` and `matmul_params`.
 """
 
-from .mixer.attention import is_local
 from .config import ModelConfig
 
 Matrix = tuple[int, int]  # (fan_in, fan_out) of one weight matrix
@@ -151,7 +150,7 @@ def attended_keys(cfg: ModelConfig, seq_len: int) -> int:
     """Keys a query is charged for, summed over layers: seq_len on global layers and
     min(window, seq_len) on sliding-window (local) layers."""
     local = min(cfg.window, seq_len)
-    return sum(local if is_local(cfg, i) else seq_len for i in range(cfg.n_layer))
+    return sum(local if cfg.is_local(i) else seq_len for i in range(cfg.n_layer))
 
 
 ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in training
@@ -199,3 +198,53 @@ def mha_kv_bytes_per_token(cfg: ModelConfig, bytes_per_elem: int = 2) -> int:
     """The same for multi-head attention at this width (n_head heads of head_dim keys and values):
     what GQA and MLA are measured against."""
     return 2 * cfg.n_layer * cfg.n_head * cfg.head_dim * bytes_per_elem
+
+
+# ----------------------------------------------------------------------------- generation cache
+KV_CODE_BITS = {"int8": 8, "int4": 4}  # `kv_dtype` of a quantized cache -> bits per code (cache/quantized.py)
+
+
+def _kv_head_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None, dtype_bytes: int, kv_group: int) -> float:
+    """One key and one value of one head, per token: in the compute dtype, or as codes plus the
+    value's scale and zero (per token) and 1/kv_group of the keys' per-channel scales and zeros."""
+    d = cfg.head_dim
+    return 2 * d * KV_CODE_BITS[kv_dtype] / 8 + 2 * dtype_bytes + 2 * d * dtype_bytes / kv_group
+
+
+def _layer_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None, dtype_bytes: int, kv_group: int) -> float:
+    """What one layer that keeps every position stores per token (quantized: GQA layers only)."""
+    if kv_dtype is None:
+        return KV_ELEMENTS[cfg.attention](cfg) * dtype_bytes
+    return cfg.n_kv_head * _kv_head_bytes_per_token(cfg, kv_dtype, dtype_bytes, kv_group)
+
+
+def kv_cache_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None = None, dtype_bytes: int = 2,
+                             kv_group: int = 128) -> float:
+    """Bytes one more token of context occupies in the generation cache, summed over layers, scales
+    and zero-points included. Sliding-window layers keep a fixed ring (`kv_cache_bytes`) and add
+    nothing per token. Equals `GPT.new_cache(...).bytes_per_token()` (tests/test_generate.py)."""
+    per_layer = _layer_bytes_per_token(cfg, kv_dtype, dtype_bytes, kv_group)
+    return sum(0 if cfg.is_local(i) else per_layer for i in range(cfg.n_layer))
+
+
+def kv_cache_bytes(cfg: ModelConfig, max_len: int, batch_size: int = 1, kv_dtype: str | None = None,
+                   dtype_bytes: int = 2, kv_residual: int = 32, kv_group: int = 128, rollback: int = 0) -> int:
+    """Bytes a generation cache for `max_len` positions allocates (model/cache/), all layers:
+    - a sliding-window layer whose ring (window + rollback slots) is shorter than max_len: the ring
+      in the compute dtype plus one int64 position per slot;
+    - a full-precision layer: max_len positions;
+    - a quantized layer: codes and scales for max_len rounded up to kv_group positions, plus a
+      full-precision ring of kv_residual + kv_group + rollback positions."""
+    full = KV_ELEMENTS[cfg.attention](cfg) * dtype_bytes  # one position of one layer in the compute dtype
+    total = 0.0
+    for i in range(cfg.n_layer):
+        if cfg.is_local(i) and cfg.window + rollback < max_len:
+            slots = cfg.window + rollback
+            total += batch_size * slots * full + slots * 8
+        elif kv_dtype is None:
+            total += batch_size * max_len * full
+        else:
+            padded = -(-max_len // kv_group) * kv_group
+            per_token = _layer_bytes_per_token(cfg, kv_dtype, dtype_bytes, kv_group)
+            total += batch_size * (padded * per_token + (kv_residual + kv_group + rollback) * full)
+    return round(total)

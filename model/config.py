@@ -213,6 +213,13 @@ class ModelConfig:
                              "model.mla.qk_rope_head_dim")
         self.mla.resolve(self.head_dim or self.n_embd // self.n_head)
 
+    def is_local(self, layer_idx: int) -> bool:
+        """Whether block `layer_idx` uses sliding-window attention. With a window, layer i is global
+        when (i + 1) % global_every == 0 (Gemma 2: global_every=2 -> local, global, ...; Gemma 3: 6);
+        global_every=0 -> all layers local."""
+        is_global = self.global_every > 0 and (layer_idx + 1) % self.global_every == 0
+        return self.window > 0 and not is_global
+
     def is_moe(self, layer_idx: int) -> bool:
         """Whether block `layer_idx` holds a Mixture of Experts rather than a dense MLP."""
         return self.moe.n_expert > 0 and layer_idx >= self.moe.first_dense

@@ -22,7 +22,6 @@ from model import GPT  # noqa: E402
 from model.accounting import (  # noqa: E402
     KV_ELEMENTS, flops_per_token, kv_bytes_per_token, mha_kv_bytes_per_token, param_count,
 )
-from model.mixer.attention import is_local  # noqa: E402
 from train.config import load_config  # noqa: E402
 
 
@@ -34,7 +33,7 @@ def measured_params(cfg) -> int:
 def kv_bytes_needed(cfg, seq_len: int, bytes_per_elem: int = 2) -> float:
     """KV bytes per token of a seq_len-token sequence when local layers keep only `window` keys."""
     per_key = KV_ELEMENTS[cfg.attention](cfg) * bytes_per_elem  # one token, one layer
-    kept = sum(min(cfg.window, seq_len) if is_local(cfg, i) else seq_len for i in range(cfg.n_layer))
+    kept = sum(min(cfg.window, seq_len) if cfg.is_local(i) else seq_len for i in range(cfg.n_layer))
     return per_key * kept / seq_len
 
 

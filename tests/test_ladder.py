@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from model import GPT
-from model.mixer.attention import is_local
 from train.config import OptimConfig, load_config
 from train.optim import build_optimizer
 
@@ -166,7 +165,7 @@ def test_preset_keeps_the_real_ratios(path):
         assert [ours.qk_nope_head_dim, ours.qk_rope_head_dim, ours.v_head_dim] == pytest.approx(
             [nope * m.head_dim / head_dim, rope * m.head_dim / head_dim, v * m.head_dim / head_dim])
     assert m.mlp_hidden / m.n_embd == pytest.approx(mlp_hidden / n_embd, rel=0.01)
-    local = [is_local(m, i) for i in range(m.n_layer)]
+    local = [m.is_local(i) for i in range(m.n_layer)]
     assert local == LOCAL_PATTERN.get(path.stem, lambda n: [False] * n)(m.n_layer)
     assert load_config(path).data.tokenizer == "byte"  # trains offline
     if path.stem not in REAL_MOE:

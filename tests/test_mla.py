@@ -10,7 +10,8 @@ import torch
 
 from model import GPT, ModelConfig
 from model.accounting import (
-    attention_matrices, flops_per_token, kv_bytes_per_token, matmul_params, mha_kv_bytes_per_token, param_count,
+    attention_matrices, flops_per_token, kv_bytes_per_token, kv_cache_bytes, kv_cache_bytes_per_token,
+    matmul_params, mha_kv_bytes_per_token, param_count,
 )
 from model.config import MLAConfig, MoEConfig, RopeConfig
 from model.mixer.mla import MultiHeadLatentAttention
@@ -154,11 +155,14 @@ def test_params_and_matmuls_match_the_built_model(case):
 def test_kv_bytes_formula_equals_the_allocated_cache(case, dtype):
     cfg = mla_config(case)
     cache = GPT(cfg).new_cache(batch_size=3, max_len=50, dtype=dtype)
-    per_token = kv_bytes_per_token(cfg, bytes_per_elem=dtype.itemsize)
+    per_token = kv_bytes_per_token(cfg, bytes_per_elem=dtype.itemsize)  # every layer, every position
     m = cfg.mla
     assert per_token == cfg.n_layer * (m.kv_lora_rank + m.qk_rope_head_dim) * dtype.itemsize
-    assert cache.bytes_per_token() == per_token
-    assert cache.nbytes() == 3 * 50 * per_token
+    # sliding-window layers keep a ring of `window` positions and add nothing per token
+    global_layers = sum(not cfg.is_local(i) for i in range(cfg.n_layer))
+    assert cache.bytes_per_token() == kv_cache_bytes_per_token(cfg, None, dtype.itemsize)
+    assert cache.bytes_per_token() == per_token * global_layers // cfg.n_layer
+    assert cache.nbytes() == kv_cache_bytes(cfg, 50, 3, dtype_bytes=dtype.itemsize)
 
 
 def test_kv_bytes_formula_equals_the_allocated_cache_for_gqa_too():

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..cache import CacheSpec, LayerKV, ModelCache
+from ..cache import CacheSpec, ModelCache, kv_layer_cache
 from ..config import ModelConfig
 from ..norm import RMSNorm
 from ..rope import build_rotary
-from .attention import KERNELS, is_local, repeat_kv, softmax_attention
+from .attention import KERNELS, repeat_kv, softmax_attention
 from .masks import sdpa_mask, visible_keys
 
 LATENT_NORM_EPS = 1e-6  # DeepSeek's latent RMSNorms keep their default eps, whatever model.norm_eps says
@@ -84,8 +84,8 @@ class MultiHeadLatentAttention(nn.Module):
         # rows per head h: [W_UK_h (qk_nope_head_dim); W_UV_h (v_head_dim)], HF `kv_b_proj`'s layout
         self.kv_b_proj = nn.Linear(self.rank, cfg.n_head * (self.nope + self.v_dim), bias=False)
         self.c_proj = nn.Linear(cfg.n_head * self.v_dim, cfg.n_embd, bias=cfg.bias)
-        self.window = cfg.window if is_local(cfg, layer_idx) else 0
-        self.rotary = build_rotary(cfg, is_local(cfg, layer_idx), head_dim=self.rope)
+        self.window = cfg.window if cfg.is_local(layer_idx) else 0
+        self.rotary = build_rotary(cfg, cfg.is_local(layer_idx), head_dim=self.rope)
         self.scale = cfg.attn_scale or (self.nope + self.rope) ** -0.5  # HF: qk_head_dim ** -0.5
         self.softcap = cfg.attn_softcap
         self.sinks = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sinks else None  # as attention.py
@@ -104,18 +104,22 @@ class MultiHeadLatentAttention(nn.Module):
         q_pe, k_pe = self.rotary(q_pe, k_pe, positions)
         ckv = torch.cat([self.kv_a_norm(latent), k_pe], dim=-1)  # (B, 1, T, rank + rope): what is cached
         if cache is None:
-            y = self.naive(q_nope, q_pe, ckv)
-        else:
-            ckv, _ = cache.update(self.layer_idx, ckv)  # (B, 1, S, rank + rope), S = cached + T
-            y = self.absorbed(q_nope, q_pe, ckv)
+            y = self.naive(q_nope, q_pe, ckv, positions)
+        else:  # (B, 1, S, rank + rope), S = what the cache shows of the past + T
+            ckv, k_pos = cache.update(self.layer_idx, ckv)
+            y = self.absorbed(q_nope, q_pe, ckv, positions, k_pos)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.v_dim)
         return self.resid_dropout(self.c_proj(y))
 
-    def new_cache(self, spec: CacheSpec) -> LayerKV:
-        """This layer's generation cache: [latent ; rotary key] of every position, one "head"."""
-        return LayerKV(spec, 1, (self.rank + self.rope,))
+    def new_cache(self, spec: CacheSpec):
+        """This layer's generation cache: [latent ; rotary key] per position, one "head" (of the last
+        `window` positions when local). The latent is already the compression: no int8/int4 on top."""
+        if spec.kv_dtype is not None:
+            raise ValueError(f"kv_dtype={spec.kv_dtype!r} does not apply to MLA layers, which cache a "
+                             "low-rank latent instead of keys and values; use kv_dtype=None")
+        return kv_layer_cache(spec, 1, (self.rank + self.rope,), self.window)
 
-    def naive(self, q_nope: torch.Tensor, q_pe: torch.Tensor, ckv: torch.Tensor) -> torch.Tensor:
+    def naive(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Up-project the latent into per-head keys and values, then attend: (B, n_head, T, v_head_dim).
         q_nope (B, n_head, T, nope), q_pe (B, n_head, T, rope), ckv (B, 1, S, rank + rope)."""
         B, _, S, _ = ckv.shape
@@ -123,18 +127,18 @@ class MultiHeadLatentAttention(nn.Module):
         kv = self.kv_b_proj(latent[:, 0]).view(B, S, self.n_head, -1).transpose(1, 2)  # (B, n_head, S, nope + v)
         k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)
         k = torch.cat([k_nope, k_pe.expand(-1, self.n_head, -1, -1)], dim=-1)  # (B, n_head, S, nope + rope)
-        return self.attend(torch.cat([q_nope, q_pe], dim=-1), k, v)
+        return self.attend(torch.cat([q_nope, q_pe], dim=-1), k, v, q_pos, k_pos)
 
-    def absorbed(self, q_nope: torch.Tensor, q_pe: torch.Tensor, ckv: torch.Tensor) -> torch.Tensor:
+    def absorbed(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None) -> torch.Tensor:
         """The same attention over the latent itself (module docstring): (B, n_head, T, v_head_dim)."""
         w = self.kv_b_proj.weight.view(self.n_head, self.nope + self.v_dim, self.rank)
         w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)  # (n_head, nope, rank), (n_head, v, rank)
         q = torch.cat([q_nope @ w_uk, q_pe], dim=-1)  # (B, n_head, T, rank + rope)
-        y = self.attend(q, ckv, ckv[..., : self.rank])  # one key and value head: (B, n_head, T, rank)
+        y = self.attend(q, ckv, ckv[..., : self.rank], q_pos, k_pos)  # one key and value head: (B, n_head, T, rank)
         return y @ w_uv.transpose(1, 2)  # (B, n_head, T, v_head_dim)
 
-    def sdpa_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        mask, is_causal = sdpa_mask(q.shape[2], k.shape[2], self.window, q.device)
+    def sdpa_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
+        mask, is_causal = sdpa_mask(q_pos, k_pos, k.shape[2], self.window)
         if mask is not None:  # as attention.py: keep CUDA's masked (memory-efficient) kernel eligible
             k, v = repeat_kv(k, self.n_head), repeat_kv(v, self.n_head)
         return F.scaled_dot_product_attention(
@@ -142,7 +146,7 @@ class MultiHeadLatentAttention(nn.Module):
             dropout_p=self.attn_dropout if self.training else 0.0, enable_gqa=k.shape[1] != q.shape[1],
         )
 
-    def softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        mask = visible_keys(q.shape[2], k.shape[2], self.window, q.device)
+    def softmax_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
+        mask = visible_keys(q_pos, k_pos, k.shape[2], self.window)
         return softmax_attention(q, k, v, mask, self.scale, self.softcap, self.sinks,
                                  dropout_p=self.attn_dropout if self.training else 0.0)

@@ -1,0 +1,55 @@
+"""The static cache: fixed buffers and tensor positions, so that decoding can be one CUDA graph.
+
+Like gpt-fast's `KVCache` and HF's `StaticCache`, every layer owns (B, heads, max_len, dim) buffers
+whose addresses never change (`mark_static_address`), new keys and values are written with
+`index_copy_` at positions given as a tensor, and attention always reads all max_len slots with a
+mask built from `k_pos = 0 .. max_len - 1`: slots not written yet sit after every query, so the
+causal mask hides them. Nothing in a forward then depends on a Python int that changes from one
+token to the next, and `torch.compile` can capture the decode step once (model/decoder.py).
+"""
+
+import torch
+
+from . import ModelCache
+
+
+class StaticKV:
+    """(B, heads, max_len, dim) buffers at fixed addresses, one per stored tensor."""
+
+    def __init__(self, spec, heads: int, dims: tuple[int, ...]):
+        self.buffers = [
+            torch.zeros(spec.batch_size, heads, spec.max_len, d, dtype=spec.dtype, device=spec.device)
+            for d in dims
+        ]
+        for buf in self.buffers:
+            torch._dynamo.mark_static_address(buf)
+        self.k_pos = torch.arange(spec.max_len, device=spec.device)
+
+    def update(self, pos: torch.Tensor, *new: torch.Tensor) -> tuple:
+        for buf, x in zip(self.buffers, new, strict=True):
+            buf.index_copy_(2, pos, x)
+        return (*self.buffers, self.k_pos)
+
+    def bytes_per_token(self) -> int:
+        return sum(b.shape[1] * b.shape[3] * b.element_size() for b in self.buffers)
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers)
+
+
+class StaticCache(ModelCache):
+    """A ModelCache whose positions are the tensor `input_pos`, set by the caller before each forward
+    (model/decoder.py), and whose `length` the caller advances outside the compiled forward."""
+
+    def __init__(self, layers: list, spec):
+        super().__init__(layers, spec)
+        self.input_pos = torch.zeros(1, dtype=torch.long, device=spec.device)
+
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        return self.input_pos
+
+    def update(self, layer_idx: int, *new: torch.Tensor) -> tuple:
+        return self.layers[layer_idx].update(self.input_pos, *new)
+
+    def advance(self, n: int) -> None:
+        pass  # inside a compiled forward an int attribute would be a guard, recompiling every token

@@ -1,0 +1,61 @@
+"""Decoding with a static cache, optionally through torch.compile and CUDA graphs (gpt-fast style).
+
+Eager decoding of a small model is bound by Python and kernel launches, not arithmetic: each token
+runs a few hundred small kernels. With a static cache (model/cache/static.py) a decode step has the
+same shapes and buffer addresses at every token, so `torch.compile(mode="reduce-overhead")` can
+record it once as a CUDA graph and replay it per token. Prefill (many tokens, length varies) and
+decode (one token) are compiled separately: prefill with `dynamic=True`, so a new prompt length
+reuses the same graph; decode with CUDA graphs.
+
+Shapes are kept few so that a changed request does not recompile at every call: the cache length is
+rounded up to a power of two (at least 64, at most block_size), and one cache per (batch, length,
+dtype) is kept and reused. A new batch size or length bucket compiles once (each is a new static
+shape); every later call with it replays. On a CPU the same code runs without CUDA graphs.
+"""
+
+import torch
+
+MIN_BUCKET = 64
+
+
+def bucket(length: int, block_size: int) -> int:
+    """The cache length for a request of `length` positions: the next power of two >= 64, capped."""
+    return min(block_size, max(MIN_BUCKET, 1 << (length - 1).bit_length()))
+
+
+class StaticDecoder:
+    """Next-token logits through a static cache; compiled (`compile=True`) or eager."""
+
+    def __init__(self, model, compile: bool):
+        self.model = model
+        self.caches = {}
+        forward = self.forward
+        if compile:
+            cuda = next(model.parameters()).is_cuda
+            self.prefill = torch.compile(forward, dynamic=True)
+            self.decode_one = torch.compile(forward, mode="reduce-overhead" if cuda else None)
+        else:
+            self.prefill = self.decode_one = forward
+
+    def forward(self, idx: torch.Tensor, cache) -> torch.Tensor:
+        return self.model(idx, cache=cache)[:, -1, :]
+
+    def step(self, batch_size: int, length: int):
+        """A `step(tokens) -> logits` function (model/generate.py's protocol) for one request of at
+        most `length` positions, on a reused cache."""
+        max_len = bucket(length, self.model.config.block_size)
+        dtype = self.model.cache_dtype()
+        key = (batch_size, max_len, dtype)
+        if key not in self.caches:
+            self.caches[key] = self.model.new_cache(batch_size, max_len, dtype, static=True)
+        cache = self.caches[key]
+        cache.length = 0  # stale slots need no clearing: positions not yet written are masked
+
+        def step(tokens: torch.Tensor) -> torch.Tensor:
+            T = tokens.shape[1]
+            cache.input_pos = torch.arange(cache.length, cache.length + T, device=tokens.device)
+            logits = (self.prefill if T > 1 else self.decode_one)(tokens, cache)
+            cache.length += T
+            return logits.clone()  # a CUDA graph's output is overwritten by its next replay
+
+        return step

@@ -1,0 +1,88 @@
+"""`python scripts/eval_kv_cache.py RUN_DIR [--batches N] [--chunk C] [--kv_residual R] [--kv_group G]`
+
+Validation loss and bits per byte of a trained run's newest checkpoint through each generation cache
+format (none = compute dtype, int8, int4), on the validation batches the trainer evaluates on
+(keys (seed, 1, i)), fed C tokens at a time. Prints a Markdown table: loss, bpb, the change against
+the full-precision cache, and the cache's bytes per token against the same cache in bf16.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model import GPT  # noqa: E402
+from model.accounting import kv_cache_bytes_per_token  # noqa: E402
+from model.cache.evaluate import cached_loss  # noqa: E402
+from train.checkpoint import load_checkpoint, load_newest, verify_checkpoint  # noqa: E402
+from train.cli import run_cli  # noqa: E402
+from train.config import ConfigError, load_config  # noqa: E402
+from train.data import bits_per_byte, get_batch, prepare  # noqa: E402
+from train.hardware import autocast, pick_device, pick_dtype  # noqa: E402
+
+FORMATS = (None, "int8", "int4")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="scripts/eval_kv_cache.py", description=__doc__.splitlines()[2])
+    p.add_argument("run_dir")
+    p.add_argument("--batches", type=int, default=0, help="validation batches (0 = the run's eval_batches)")
+    p.add_argument("--chunk", type=int, default=16, help="tokens fed to the cache per forward")
+    p.add_argument("--kv_residual", type=int, default=32, help="newest tokens kept in full precision")
+    p.add_argument("--kv_group", type=int, default=128, help="tokens sharing a key scale")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", help="compute dtype (auto: the run's training dtype)")
+    args = p.parse_args(argv)
+    for name in ("batches", "chunk", "kv_residual", "kv_group"):
+        if getattr(args, name) < (0 if name in ("batches", "kv_residual") else 1):
+            raise ConfigError(f"--{name} must be >= {0 if name in ('batches', 'kv_residual') else 1}")
+    return args
+
+
+def _load(path: Path) -> tuple:
+    verify_checkpoint(path)
+    cfg = load_config(path / "config.toml")
+    model = GPT(cfg.model)
+    load_checkpoint(path, model, verify=False)
+    return cfg, model
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise ConfigError(f"{run_dir} is not a training run (no config.toml)")
+    found = load_newest(run_dir, _load)
+    if found is None:
+        raise ConfigError(f"{run_dir} has no complete checkpoint yet")
+    path, (cfg, model) = found
+    device = pick_device(args.device)
+    dtype = pick_dtype(cfg.train.dtype if args.dtype == "auto" else args.dtype, device)
+    model.to(device).eval()
+    data = prepare(cfg.data, progress=False)
+    batches = [get_batch(data.val, cfg.train.batch_size, cfg.seq_len, (cfg.train.seed, 1, i))
+               for i in range(args.batches or cfg.train.eval_batches)]
+    options = dict(kv_residual=args.kv_residual, kv_group=args.kv_group)
+    with autocast(device, dtype), torch.no_grad():
+        plain = sum(model(x.to(device), y.to(device))[1].item() for x, y in batches) / len(batches)
+        losses = {kv: sum(cached_loss(model, x.to(device), y.to(device), args.chunk, kv_dtype=kv, **options)
+                          for x, y in batches) / len(batches) for kv in FORMATS}
+    bpt = data.bytes_per_token("val")
+    print(f"# {path.name} of {run_dir}: {len(batches)} val batches of {cfg.train.batch_size} x {cfg.seq_len}, "
+          f"{dtype}, chunks of {args.chunk}, kv_residual {args.kv_residual}, kv_group {args.kv_group}; "
+          f"plain forward: val loss {plain:.4f}")
+    print("| kv_dtype | val loss | val bpb | vs none | bytes/token vs bf16 |")
+    print("|---|---|---|---|---|")
+    for kv, loss in losses.items():
+        bf16 = kv_cache_bytes_per_token(model.config, kv, 2, args.kv_group) / kv_cache_bytes_per_token(model.config)
+        print(f"| {kv or 'none'} | {loss:.4f} | {bits_per_byte(loss, bpt):.4f} | "
+              f"{100 * (loss / losses[None] - 1):+.2f} % | {bf16:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

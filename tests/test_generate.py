@@ -1,0 +1,292 @@
+"""Generation: GPT.generate's options and bad input, and cached decoding equal to the full forward
+for every preset and ladder rung."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import GPT, ModelConfig
+from test_ladder import shrink
+from train.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs" / "presets").glob("*.toml")) + sorted((ROOT / "configs" / "ladder").glob("*.toml"))
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Models this small are dominated by per-op overhead, which extra threads only add to."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(**overrides) -> ModelConfig:
+    base = dict(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, pos="rope")
+    return ModelConfig(**{**base, **overrides})
+
+
+@torch.no_grad()
+def randomize(model: GPT, seed: int = 0, std: float = 0.2) -> GPT:
+    """Every parameter random, norm scales around 1, so attention is far from uniform."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        is_norm_scale = name.endswith("weight") and p.ndim == 1
+        p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if is_norm_scale else 0.0))
+    return model.eval()
+
+
+def tokens(T: int, B: int = 2, vocab: int = 97, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def preset(path: Path) -> GPT:
+    cfg = shrink(load_config(path).model)
+    torch.manual_seed(0)
+    return randomize(GPT(cfg), std=0.05)  # logits of std ~1: fp32 reordering stays below 1e-5
+
+
+@torch.no_grad()
+def chunked_logits(model: GPT, idx: torch.Tensor, chunks: list[int], **cache_options) -> torch.Tensor:
+    """Teacher-forced logits of idx fed through one cache in chunks of the given sizes."""
+    cache = model.new_cache(idx.shape[0], **cache_options)
+    out, t = [], 0
+    for n in chunks:
+        out.append(model(idx[:, t : t + n], cache=cache))
+        t += n
+    return torch.cat(out, dim=1)
+
+
+# ----------------------------------------------------------------------------- cached == uncached
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_cached_decode_equals_full_forward(path):
+    """Every preset and rung: a 20-token prefill, single tokens past the 16-token window, a chunk;
+    logits within 1e-5 of the uncached forward, and greedy generation gives the same tokens."""
+    model = preset(path)
+    V = model.config.vocab_size
+    idx = tokens(48, vocab=V)
+    with torch.no_grad():
+        full = model(idx)
+    got = chunked_logits(model, idx, [20] + [1] * 20 + [8])
+    torch.testing.assert_close(got, full, **TOL)
+    prompt = idx[:, :10]
+    cached = model.generate(prompt, 30, temperature=0.0)
+    uncached = model.generate(prompt, 30, temperature=0.0, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_generate_samples_the_same_tokens_with_and_without_cache():
+    model = randomize(GPT(tiny()))
+    prompt = tokens(5)
+    draws = [model.generate(prompt, 12, temperature=0.9, top_k=20, top_p=0.9, use_cache=use,
+                            generator=torch.Generator().manual_seed(3)) for use in (True, False)]
+    assert torch.equal(*draws) and draws[0].shape == (2, 17)
+    assert torch.equal(draws[0][:, :5], prompt)
+
+
+def test_generate_restores_training_mode_and_returns_the_prompt_for_zero_tokens():
+    model = randomize(GPT(tiny())).train()
+    assert torch.equal(model.generate(tokens(5), 0), tokens(5))
+    assert model.training
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kv_dtype="fp8"), "kv_dtype must be one of"),
+        (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+        (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+        (dict(top_k=-1), "top_k must be an integer"),
+        (dict(temperature=-0.5), "temperature must be >= 0"),
+        (dict(max_new_tokens=-1), "max_new_tokens must be an integer >= 0"),
+        (dict(max_new_tokens=60), r"exceeds model.block_size=64"),
+        (dict(idx=tokens(65)), r"the prompt \(65 tokens\) is longer than the context"),
+        (dict(idx=torch.zeros(2, 3)), "idx must be a"),
+        (dict(use_cache=False, kv_dtype="int8"), "needs use_cache=True"),
+        (dict(kv_residual=-1), "kv_residual must be an integer >= 0"),
+        (dict(kv_dtype="int8", kv_group=1), "kv_group must be an integer >= 2"),
+    ],
+)
+def test_bad_generation_input_raises_one_line(kwargs, message):
+    model = GPT(tiny())
+    args = dict(idx=tokens(5), max_new_tokens=4) | kwargs
+    with pytest.raises(ValueError, match=message) as err:
+        model.generate(args.pop("idx"), args.pop("max_new_tokens"), **args)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_cache_requests_raise():
+    model = GPT(tiny())
+    with pytest.raises(ValueError, match="exceeds model.block_size=64"):
+        model.new_cache(1, 65)
+    for kwargs, message in [(dict(kv_dtype="int2"), "kv_dtype must be one of"),
+                            (dict(kv_group=0), "kv_group must be an integer >= 2"),
+                            (dict(rollback=-1), "rollback must be an integer >= 0")]:
+        with pytest.raises(ValueError, match=message):
+            model.new_cache(1, **kwargs)
+
+
+# ----------------------------------------------------------------------------- rolling window cache
+def test_rolling_cache_equals_full_forward_far_past_the_window():
+    """Window 8 on every other layer: a 20-token prefill (longer than the ring), then 40 single
+    tokens. Local layers hold a ring of 8 slots whatever the context; the result is the full forward."""
+    from model.cache import LayerKV, RollingKV
+
+    model = randomize(GPT(tiny(window=8, global_every=2)))
+    idx = tokens(60)
+    with torch.no_grad():
+        full = model(idx)
+    cache = model.new_cache(2)
+    assert [type(layer) for layer in cache.layers] == [RollingKV, LayerKV]
+    got = []
+    with torch.no_grad():
+        got.append(model(idx[:, :20], cache=cache))
+        got += [model(idx[:, t : t + 1], cache=cache) for t in range(20, 60)]
+    torch.testing.assert_close(torch.cat(got, dim=1), full, **TOL)
+    ring, every = cache.layers
+    assert ring.nbytes() == 2 * (2 * 2 * 8 * 8 * 4) + 8 * 8  # k and v: (B=2, heads=2, 8 slots, hd=8) fp32 + positions
+    assert every.nbytes() == 2 * (2 * 2 * 64 * 8 * 4) and ring.bytes_per_token() == 0
+
+
+@pytest.mark.parametrize("kv_dtype", [None, "int8", "int4"])
+def test_rollback_within_the_margin_is_exact(kv_dtype):
+    """Speculative decoding's pattern: 5 guesses fed, rolled back, others fed instead; the result is
+    what a cache that never saw the guesses gives (window 8 ring; quantized groups of 16, residual 8)."""
+    model = randomize(GPT(tiny(window=8, global_every=2)))
+    idx, guesses = tokens(50), tokens(5, seed=1)
+    options = dict(kv_dtype=kv_dtype, kv_group=16, kv_residual=8, rollback=5)
+    with torch.no_grad():
+        cache = model.new_cache(2, **options)
+        model(idx[:, :40], cache=cache)
+        model(guesses, cache=cache)  # crosses a quantization group boundary (45 >= 2 * 16 + 8)
+        cache.rollback(40)
+        again = model(idx[:, 40:45], cache=cache)
+        fresh = model.new_cache(2, **options)
+        model(idx[:, :40], cache=fresh)
+        expected = model(idx[:, 40:45], cache=fresh)
+    assert torch.equal(again, expected)
+    with pytest.raises(ValueError, match="built for at most 5"):
+        cache.rollback(39)
+
+
+# ----------------------------------------------------------------------------- quantized cache
+@pytest.mark.parametrize("kv_dtype, bits", [("int8", 8), ("int4", 4)])
+def test_quantize_dequantize_round_trip_is_within_half_a_step(kv_dtype, bits):
+    from model.cache.quantized import dequantize, pack, quantize, unpack
+
+    x = torch.randn(2, 3, 40, 16) * torch.linspace(0.1, 10, 16)  # channels of very different ranges
+    for dim in (2, 3):  # per channel over tokens (keys), per token over channels (values)
+        codes, scale, zero = quantize(x, dim, bits, torch.float32)
+        assert codes.dtype == torch.uint8 and codes.shape[-1] == 16 * bits // 8
+        err = (dequantize(codes, scale, zero, bits) - x).abs()
+        assert (err <= scale / 2 * (1 + 1e-4) + 1e-6).all()
+        assert err.max() > scale.min() / 100  # it does round
+        span = x.amax(dim, keepdim=True) - x.amin(dim, keepdim=True)
+        torch.testing.assert_close(scale, span / (2**bits - 1))
+    q = torch.randint(0, 2**bits, (5, 8), dtype=torch.uint8)
+    assert torch.equal(unpack(pack(q, bits), bits), q)
+
+
+def test_quantized_decode_is_close_to_the_full_precision_one():
+    model = randomize(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1)  # head_dim 32
+    idx = tokens(60)
+    with torch.no_grad():
+        full = model(idx)
+    err = {}
+    for kv_dtype in ("int8", "int4"):
+        got = chunked_logits(model, idx, [11] + [1] * 49, kv_dtype=kv_dtype, kv_group=8, kv_residual=4)
+        err[kv_dtype] = (got - full).abs().max().item()
+        torch.testing.assert_close(got[:, :11], full[:, :11], **TOL)  # quantizing starts at 8 + 4 tokens
+    assert 0 < err["int8"] < 0.02 * full.std() and err["int8"] < err["int4"] < 0.3 * full.std(), err
+    prompt = idx[:, :10]
+    greedy = model.generate(prompt, 20, temperature=0.0)
+    assert (model.generate(prompt, 20, temperature=0.0, kv_dtype="int8", kv_residual=4) == greedy).float().mean() > 0.9
+
+
+# ----------------------------------------------------------------------------- accounting and dtypes
+@pytest.mark.parametrize("overrides", [{}, dict(n_kv_head=1), dict(window=8, global_every=2), dict(window=8)],
+                         ids=["gqa", "mqa", "window", "all-local"])
+@pytest.mark.parametrize("kv_dtype", [None, "int8", "int4"])
+def test_accounting_equals_the_bytes_the_cache_allocates(overrides, kv_dtype):
+    from model.accounting import kv_cache_bytes
+
+    model = GPT(tiny(**overrides))
+    options = dict(kv_dtype=kv_dtype, kv_residual=4, kv_group=16, rollback=3)
+    for batch, max_len in [(1, 64), (3, 40)]:
+        cache = model.new_cache(batch, max_len, **options)
+        assert cache.nbytes() == kv_cache_bytes(model.config, max_len, batch, dtype_bytes=4, **options)
+    per_token = model.kv_cache_bytes_per_token(kv_dtype, kv_group=16)
+    grown = model.new_cache(2, 64, **options).nbytes() - model.new_cache(2, 32, **options).nbytes()
+    assert per_token == model.new_cache(1, **options).bytes_per_token() == grown / (2 * 32)
+
+
+def test_quantized_bytes_against_bf16():
+    """GPT-2's head size (64): int8 keeps <= 0.53x and int4 <= 0.28x the bf16 bytes, scales included."""
+    model = GPT(tiny(n_head=2, n_kv_head=2, n_embd=128, block_size=256))
+    with torch.autocast("cpu", torch.bfloat16):
+        bf16 = model.kv_cache_bytes_per_token()
+        assert bf16 == 2 * 2 * 2 * 64 * 2
+        assert model.kv_cache_bytes_per_token("int8") / bf16 <= 0.53
+        assert model.kv_cache_bytes_per_token("int4") / bf16 <= 0.28
+
+
+def test_cache_is_allocated_in_the_autocast_dtype():
+    model = randomize(GPT(tiny(window=8, global_every=2)))
+    with torch.autocast("cpu", torch.bfloat16):
+        assert {b.dtype for layer in model.new_cache(1).layers for b in layer.buffers} == {torch.bfloat16}
+        quantized = model.new_cache(1, kv_dtype="int4").layers[1]
+        assert quantized.k_scale.dtype == quantized.ring[0].dtype == torch.bfloat16
+        assert quantized.codes[0].dtype == torch.uint8
+        out = model.generate(tokens(5), 20, temperature=0.0)
+        ref = model.generate(tokens(5), 20, temperature=0.0, use_cache=False)
+    assert (out == ref).float().mean() > 0.9  # bf16 rounding differs between the paths; the tokens hardly
+
+
+# ----------------------------------------------------------------------------- static cache, compile
+def test_static_cache_decodes_the_same_tokens_as_the_dynamic_one():
+    """Fixed buffers, tensor positions, masks from k_pos (windowed and global layers, sinks); one
+    cache reused by a second request of another prompt length in the same length bucket."""
+    from model.decoder import StaticDecoder, bucket
+    from model.generate import decode
+
+    model = randomize(GPT(tiny(window=8, global_every=2, attn_sinks=True, block_size=128)))
+    decoder = StaticDecoder(model, compile=False)
+    for prompt in (tokens(10), tokens(7, seed=1)):
+        want = model.generate(prompt, 40, temperature=0.0)
+        got = decode(decoder.step(2, prompt.shape[1] + 40), prompt, 40, 0.0, 0, 1.0, None)
+        assert torch.equal(got, want)
+    assert list(decoder.caches) == [(2, 64, torch.float32)]
+    assert [bucket(n, 128) for n in (1, 64, 65, 200)] == [64, 64, 128, 128]
+
+
+@pytest.mark.slow  # compiling on a CPU takes a minute or more
+def test_compiled_decode_gives_the_same_tokens():
+    model = randomize(GPT(tiny(n_layer=1, window=8, block_size=64)))
+    for prompt in (tokens(10), tokens(7, seed=1)):  # the second prompt length reuses the graphs
+        want = model.generate(prompt, 20, temperature=0.0)
+        assert torch.equal(model.generate(prompt, 20, temperature=0.0, compile=True), want)
+
+
+def test_compile_rejects_formats_it_cannot_serve():
+    model = GPT(tiny())
+    for kwargs in (dict(kv_dtype="int8"), dict(use_cache=False)):
+        with pytest.raises(ValueError, match="compile=True decodes through a static cache"):
+            model.generate(tokens(3), 2, compile=True, **kwargs)
+
+
+def test_cached_loss_equals_the_forward_loss_and_int4_costs_something():
+    from model.cache.evaluate import cached_loss
+
+    model = randomize(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1)
+    x, y = tokens(48), tokens(48, seed=1)
+    with torch.no_grad():
+        plain = model(x, y)[1].item()
+    assert cached_loss(model, x, y, chunk=5) == pytest.approx(plain, abs=1e-5)
+    int4 = cached_loss(model, x, y, chunk=5, kv_dtype="int4", kv_group=8, kv_residual=4)
+    assert int4 != pytest.approx(plain, abs=1e-4)
+    with pytest.raises(ValueError, match="chunk must be"):
+        cached_loss(model, x, y, chunk=0)
