@@ -71,10 +71,10 @@ def generate(
     temperature 0 is greedy decoding; top_k 0 and top_p 1.0 sample from the whole vocabulary.
     kv_dtype: None (the compute dtype), "int8" or "int4" (KIVI, model/cache/quantized.py), whose
     most recent `kv_residual` tokens stay in the compute dtype and keys share scales over groups of
-    `kv_group` tokens. compile: decode with a static cache
-    through torch.compile (CUDA graphs on a GPU); the compiled graphs are kept per model, so only the
-    first call per batch size and length bucket pays for compilation. The total length is capped at
-    model.config.block_size. The model's train/eval mode is restored afterwards.
+    `kv_group` tokens. compile: decode with a static cache through torch.compile (CUDA graphs on a
+    GPU); the compiled graphs are kept per model, so only the first call per batch size and length
+    bucket pays for compilation. The total length is capped at model.config.block_size. The model's
+    train/eval mode is restored afterwards.
     """
     check_generation(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                      use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual,

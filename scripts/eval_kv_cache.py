@@ -79,8 +79,8 @@ def main(argv: list[str]) -> int:
     print("|---|---|---|---|---|")
     for kv, loss in losses.items():
         bf16 = kv_cache_bytes_per_token(model.config, kv, 2, args.kv_group) / kv_cache_bytes_per_token(model.config)
-        print(f"| {kv or 'none'} | {loss:.4f} | {bits_per_byte(loss, bpt):.4f} | "
-              f"{100 * (loss / losses[None] - 1):+.2f} % | {bf16:.3f} |")
+        print(f"| {kv or 'none'} | {loss:.5f} | {bits_per_byte(loss, bpt):.5f} | "
+              f"{100 * (loss / losses[None] - 1):+.3f} % | {bf16:.3f} |")
     return 0
 
 
