@@ -1,6 +1,7 @@
 """The GPT model: token (+ position) embeddings, a stack of blocks, a final norm, the LM head."""
 
 import math
+import os
 
 import torch
 from torch import nn
@@ -131,8 +132,6 @@ class GPT(nn.Module):
     def from_pretrained(cls, path_or_name: str) -> "GPT":
         """Load a Hugging Face checkpoint (a local directory, or a hub name when online), or the
         newest checkpoint of one of our training runs when given its directory (`from_run`)."""
-        import os
-
         path = os.path.expanduser(str(path_or_name))
         if os.path.isfile(os.path.join(path, "config.toml")) and not os.path.isfile(os.path.join(path, "config.json")):
             return cls.from_run(path)

@@ -38,8 +38,8 @@ def check_run_dir(path: str | Path) -> Path:
     here = path.resolve()
     for parent in (here, here.parent):  # checkpoints/step_X or checkpoints/ given by mistake
         if parent.name == ckpt.checkpoint_dir("").name and is_run_dir(parent.parent):
-            hint = f" with --step {int(here.name[len(ckpt.PREFIX):])}" if here.name.startswith(ckpt.PREFIX) \
-                and here.name[len(ckpt.PREFIX):].isdigit() else ""
+            step = here.name[len(ckpt.PREFIX):]
+            hint = f" with --step {int(step)}" if here.name.startswith(ckpt.PREFIX) and step.isdigit() else ""
             raise ConfigError(f"{path} is inside the run directory {parent.parent}; pass that "
                               f"directory{hint}")
     if not path.is_dir():
