@@ -14,6 +14,7 @@ from test_scripts import load
 from tiny_run import TINY, cli, error_line, make, metrics, snapshot
 from train import checkpoint as ckpt
 from train import eval as train_eval
+from train import export as train_export
 from train import sample
 from train.cli import run_cli
 from train.config import ConfigError, load_config
@@ -152,11 +153,38 @@ def test_a_moved_ranks_file_says_how_to_fix_it(gpt2_run, capsys, monkeypatch, tm
         assert code == 2 and "'/gone/gpt2.tiktoken' does not exist; pass --tokenizer_path PATH" in error_line(err)
     code, _, err = cli(capsys, moved, "--max_new_tokens", "2", "--tokenizer_path", GPT2_RANKS, entry=sample.main)
     assert code == 0, err
-    wrong = tmp_path / "wrong.tiktoken"  # the right size, other ranks
-    lines = open(GPT2_RANKS, "rb").read().splitlines()
-    wrong.write_bytes(b"\n".join([lines[1].split()[0] + b" 0", lines[0].split()[0] + b" 1", *lines[2:]]) + b"\n")
+    wrong = swapped_ranks(tmp_path / "wrong.tiktoken")
     code, _, err = cli(capsys, moved, "--tokenizer_path", wrong, entry=sample.main)
     assert code == 2 and "differ from those the run" in error_line(err)
+
+
+def swapped_ranks(path):
+    """A ranks file of the right size whose first two ranks are swapped: valid, but other tokens."""
+    lines = open(GPT2_RANKS, "rb").read().splitlines()
+    path.write_bytes(b"\n".join([lines[1].split()[0] + b" 0", lines[0].split()[0] + b" 1", *lines[2:]]) + b"\n")
+    return path
+
+
+def test_resuming_with_other_ranks_is_refused(gpt2_run, corpus, tmp_path):
+    cfg = load_config(None, [*TINY, *corpus, "--data.tokenizer=gpt2", f"--train.out_dir={gpt2_run}",
+                             f"--data.tokenizer_path={swapped_ranks(tmp_path / 'w.tiktoken')}",
+                             "--train.max_steps=3"])
+    with pytest.raises(ConfigError, match="differ from those this run trained with"):
+        Trainer(cfg).fit()
+    assert [r["step"] for r in metrics(gpt2_run)] == [1, 2]  # nothing trained or written
+
+
+def test_exported_gpt2_run_has_the_gpt2_tokenizer(gpt2_run, tmp_path, capsys, monkeypatch):
+    from transformers import AutoTokenizer
+
+    monkeypatch.delenv(GPT2_ENV_VAR, raising=False)
+    code, _, err = cli(capsys, gpt2_run, tmp_path / "hf", entry=train_export.main)
+    assert code == 0, err
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["vocab_size"] == 50257 and config["eos_token_id"] == 50256
+    hf = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "def f(x):\n    return x  # é"
+    assert hf.encode(text, add_special_tokens=False) == for_run(gpt2_run).encode(text)
 
 
 def test_bad_ranks_file_fails_before_training_even_on_a_cache_hit(gpt2_run, corpus, cfg_file, tmp_path, capsys):
