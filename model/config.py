@@ -220,6 +220,36 @@ class ModelConfig:
         is_global = self.global_every > 0 and (layer_idx + 1) % self.global_every == 0
         return self.window > 0 and not is_global
 
+    def ignored_keys(self) -> dict[str, str]:
+        """Keys (dotted, under `model.`) that the chosen rungs never read, each with the reason.
+
+        Setting one changes nothing; train/config.py warns when a user sets one explicitly.
+        """
+        out: dict[str, str] = {}
+
+        def add(names, prefix: str, why: str) -> None:
+            for name in names:
+                out.setdefault(f"{prefix}{name}", why)
+
+        if self.pos != "rope":
+            add([f.name for f in fields(RopeConfig)], "rope.", f"model.pos is {self.pos!r}, not 'rope'")
+        else:
+            scaling = self.rope.scaling
+            used = {"none": (), "linear": ("factor",),
+                    "llama3": ("factor", "original_max_pos", "low_freq_factor", "high_freq_factor"),
+                    "yarn": ("factor", "original_max_pos", "beta_fast", "beta_slow", "truncate")}[scaling]
+            add([n for n in ("factor", "original_max_pos", "low_freq_factor", "high_freq_factor",
+                             "beta_fast", "beta_slow", "truncate") if n not in used],
+                "rope.", f"model.rope.scaling is {scaling!r}")
+            if not self.window:
+                add(["local_theta"], "rope.", "there are no sliding-window layers (model.window = 0)")
+        if not self.moe.n_expert:
+            add([f.name for f in fields(MoEConfig) if f.name != "n_expert"], "moe.",
+                "model.moe.n_expert is 0 (no Mixture of Experts)")
+        if self.attention != "mla":
+            add([f.name for f in fields(MLAConfig)], "mla.", f"model.attention is {self.attention!r}, not 'mla'")
+        return {f"model.{k}": v for k, v in out.items()}
+
     def is_moe(self, layer_idx: int) -> bool:
         """Whether block `layer_idx` holds a Mixture of Experts rather than a dense MLP."""
         return self.moe.n_expert > 0 and layer_idx >= self.moe.first_dense

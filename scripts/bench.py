@@ -49,6 +49,9 @@ def bench(path: str, overrides: list[str], steps: int, warmup: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
     opts = {"--steps": 10, "--warmup": 3, "--json": ""}
     configs, overrides = [], []
     it = iter(argv)
@@ -61,7 +64,8 @@ def main(argv: list[str]) -> int:
         else:
             configs.append(arg)
     if not configs:
-        raise ConfigError("usage: python scripts/bench.py CONFIG [CONFIG ...] [--section.key=value ...] [--steps N]")
+        raise ConfigError("usage: python scripts/bench.py CONFIG [CONFIG ...] [--section.key=value ...] "
+                          "[--steps N] (--help for more)")
     try:
         steps, warmup = int(opts["--steps"]), int(opts["--warmup"])
     except ValueError:

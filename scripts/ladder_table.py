@@ -22,7 +22,8 @@ from model import GPT  # noqa: E402
 from model.accounting import (  # noqa: E402
     KV_ELEMENTS, flops_per_token, kv_bytes_per_token, mha_kv_bytes_per_token, param_count,
 )
-from train.config import load_config  # noqa: E402
+from train.cli import run_cli  # noqa: E402
+from train.config import ConfigError, load_config  # noqa: E402
 
 
 def measured_params(cfg) -> int:
@@ -63,13 +64,23 @@ def table(paths: list[Path], seq_len: int | None) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
     seq_len = None
     if argv[:1] == ["--seq_len"]:
+        if len(argv) < 2 or not argv[1].isdigit() or int(argv[1]) < 1:
+            raise ConfigError(f"--seq_len takes a positive integer; {USAGE}")
         seq_len, argv = int(argv[1]), argv[2:]
+    for arg in argv:
+        if arg.startswith("-"):
+            raise ConfigError(f"unknown option {arg!r}; {USAGE}")
     paths = [Path(a) for a in argv] or sorted((ROOT / "configs" / "ladder").glob("*.toml"))
     print(table(paths, seq_len))
     return 0
 
 
+USAGE = "usage: python scripts/ladder_table.py [--seq_len N] [CONFIG ...]"
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_cli(main))

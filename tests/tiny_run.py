@@ -51,7 +51,10 @@ def metrics(out_dir: Path) -> list[dict]:
 
 def numerics(records: list[dict]) -> list[dict]:
     """Metrics without the timing fields: what must be identical between runs."""
-    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu")} for r in records]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+TIMING = ("tokens_per_s", "mfu", "elapsed_s")
 
 
 def all_saved_weights_finite(out_dir: Path) -> bool:

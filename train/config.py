@@ -9,6 +9,7 @@ for typos, the closest valid keys. Configs are data: they are parsed, never exec
 import dataclasses
 import difflib
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from .errors import ConfigError
 from .tokenizer import tokenizer_vocab_size
 
 
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "presets"
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+PRESETS_DIR = CONFIGS_DIR / "presets"
 PRESET_PREFIX = "preset:"
 
 
@@ -98,13 +100,17 @@ class RunConfig:
         return self.train.seq_len or self.model.block_size
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored: bool = True) -> RunConfig:
     """Read a TOML run config, apply `section.key=value` overrides, validate, resolve defaults.
 
-    `path` may be `preset:NAME` for configs/presets/NAME.toml.
+    `path` may be `preset:NAME` for configs/presets/NAME.toml. With `warn_ignored`, a key that the
+    chosen rungs never read (`model.rope.theta` with learned positions, ...) prints a one-line
+    warning when the user set it: in an override, or in a config file outside this project's
+    configs/ (whose files may list such keys to document them).
     """
     raw: dict[str, Any] = {}
     name = "default"
+    explicit: set[str] = set()
     if path is not None:
         path = preset_path(str(path)[len(PRESET_PREFIX):]) if str(path).startswith(PRESET_PREFIX) else Path(path)
         if not path.is_file():
@@ -114,9 +120,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
         name = path.stem
+        if not _inside(path, CONFIGS_DIR):
+            explicit |= _dotted_keys(raw)
     for item in overrides:
+        explicit |= _dotted_keys(apply_override({}, item))
         apply_override(raw, item)
     cfg = from_dict(RunConfig, raw, prefix="")
+    if warn_ignored:
+        for key, why in ignored_keys(cfg).items():
+            if key in explicit:
+                print(f"warning: {key} is ignored: {why}", file=sys.stderr)
     # The model's vocabulary follows the tokenizer unless the config sets it explicitly.
     n_vocab = tokenizer_vocab_size(cfg.data.tokenizer)
     if "vocab_size" not in raw.get("model", {}):
@@ -131,6 +144,25 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     _require(cfg.seq_len <= cfg.model.block_size,
              f"train.seq_len={cfg.seq_len} exceeds model.block_size={cfg.model.block_size}")
     return cfg
+
+
+def ignored_keys(cfg: RunConfig) -> dict[str, str]:
+    """Dotted keys of `cfg` that have no effect with its other settings, with the reason."""
+    out = cfg.model.ignored_keys()
+    if cfg.data.tokenizer != "gpt2":
+        out["data.tokenizer_path"] = f"data.tokenizer is {cfg.data.tokenizer!r} (the ranks file is for 'gpt2')"
+    return out
+
+
+def _dotted_keys(raw: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in raw.items():
+        keys |= _dotted_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+    return keys
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root)
 
 
 def preset_path(name: str) -> Path:
@@ -171,11 +203,11 @@ def config_differences(saved_toml: str, current: RunConfig) -> list[str]:
     return out
 
 
-def apply_override(raw: dict, item: str) -> None:
+def apply_override(raw: dict, item: str) -> dict:
     """Apply one `--section.key=value` (leading dashes optional) to the raw TOML dict.
 
     The value is read as a TOML value when it parses as one (`4`, `2e-3`, `true`, `"x"`, `[1, 2]`),
-    else as a bare string, so `--data.source=/path/to/dir` needs no quotes.
+    else as a bare string, so `--data.source=/path/to/dir` needs no quotes. Returns `raw`.
     """
     item = item.lstrip("-")
     key, sep, text = item.partition("=")
@@ -192,6 +224,7 @@ def apply_override(raw: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {key!r}: {part!r} is not a section")
     node[leaf] = value
+    return raw
 
 
 def from_dict(cls: type, data: dict, prefix: str) -> Any:

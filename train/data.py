@@ -166,9 +166,12 @@ def get_batch(tokens: np.ndarray, batch_size: int, block_size: int,
 
 def _check_length(n_tokens: int, block_size: int, what: str) -> None:
     if n_tokens < block_size + 1:
+        # A larger val_fraction grows the val split at the train split's expense, and vice versa.
+        shift = {"the val split": "a larger data.val_fraction, ",
+                 "the train split": "a smaller data.val_fraction, "}.get(what, "")
         raise ValueError(f"{what} has {n_tokens} tokens but block_size={block_size} needs at "
-                         f"least {block_size + 1}; use a larger corpus, a larger "
-                         f"data.val_fraction or a smaller block_size")
+                         f"least {block_size + 1}; use a larger corpus, {shift}or a smaller "
+                         "train.seq_len / model.block_size")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

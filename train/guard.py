@@ -7,10 +7,12 @@
   so a path that is a file or is not writable fails in the first second, not at the first
   checkpoint hours later.
 - `check_same_run`: resuming with a different [model] or [data] is refused, naming the keys.
+- `check_same_tokenizer`: resuming with other BPE ranks (tokenizer.json's hash) is refused too.
 - `all_finite`: the trainer never checkpoints a model with a NaN or infinite weight.
 - `oom_message`: the one-line advice for a CUDA out-of-memory error.
 """
 
+import json
 import os
 import signal
 import threading
@@ -86,6 +88,19 @@ def check_same_run(path: Path, cfg: RunConfig, data_fingerprint: str | None) -> 
         raise ConfigError(
             f"{path.parent.parent} holds a run with a different config ({'; '.join(diffs)}); use "
             "another train.out_dir, or --train.allow_config_change=true to resume anyway")
+
+
+def check_same_tokenizer(recorded_file: Path, current: dict) -> None:
+    """Refuse to resume with other BPE ranks than the run trained with (a different ranks file
+    of the same size would re-map every token id the model has learned)."""
+    try:
+        recorded = json.loads(recorded_file.read_text())
+    except (OSError, ValueError):
+        return  # a run from before tokenizer.json was written
+    if recorded.get("ranks_sha256", "") != current["ranks_sha256"]:
+        raise ConfigError(f"data.tokenizer_path: the ranks in {current['path'] or 'tiktoken cache'} "
+                          f"differ from those this run trained with ({recorded.get('path') or 'tiktoken cache'}); "
+                          "use the same ranks file, or --train.allow_config_change=true")
 
 
 def all_finite(model: torch.nn.Module) -> bool:

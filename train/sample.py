@@ -1,77 +1,104 @@
-"""`python -m train.sample RUN_DIR --prompt "..." --max_new_tokens N --temperature T --top_k K --seed S`
+"""`python -m train.sample RUN_DIR [--prompt TEXT] [--max_new_tokens N] [--temperature T] [--top_k K] ...`
 
-Samples from the latest checkpoint of a training run (its config.toml says how to rebuild the model
-and the tokenizer).
+Samples from the newest complete checkpoint of a training run (or --step N); the run's
+config.toml says how to rebuild the model and tokenizer.json which tokenizer it trained with.
+
+Each sample stops at the end-of-text token (printed as <|endoftext|>) unless --no_stop is given.
+The prompt and the new tokens together must fit the model's context (model.block_size): a larger
+--max_new_tokens is capped, with a note on stderr saying so. Without --prompt a sample starts a
+new document (the prompt is the end-of-text token).
 """
 
 import argparse
+import math
 import sys
-from pathlib import Path
 
 import torch
 
-from model import GPT
 from model.generate import generate
 
-from .checkpoint import load_checkpoint, load_newest, verify_checkpoint
 from .cli import run_cli
-from .config import ConfigError, load_config
+from .errors import ConfigError
 from .hardware import autocast, pick_device, pick_dtype
-from .tokenizer import get_tokenizer
+from .run import load_run
+from .tokenizer import for_run
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m train.sample", description=__doc__.splitlines()[2])
-    p.add_argument("run_dir", help="a training run's out_dir")
+    p = argparse.ArgumentParser(prog="python -m train.sample", description=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.error = _usage_error  # one line, exit 2, like every other bad command line
+    p.add_argument("run_dir", help="a training run's directory (train.out_dir)")
     p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
-    p.add_argument("--max_new_tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top_k", type=int, default=200)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--num_samples", type=int, default=1)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--max_new_tokens", type=int, default=256, help="tokens to generate per sample (default 256)")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="softmax temperature; 0 = greedy (default 0.8)")
+    p.add_argument("--top_k", type=int, default=200,
+                   help="sample among the k most likely tokens; 0 = all (default 200)")
+    p.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
+    p.add_argument("--num_samples", type=int, default=1, help="independent samples (default 1)")
+    p.add_argument("--no_stop", action="store_true", help="keep generating past end-of-text")
+    p.add_argument("--step", type=int, default=None, help="sample this checkpoint (default: the newest)")
+    p.add_argument("--tokenizer_path", default="",
+                   help="gpt2 runs: the ranks file, if the one the run recorded has moved")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     args = p.parse_args(argv)
     if args.max_new_tokens < 1 or args.num_samples < 1:
         raise ConfigError("--max_new_tokens and --num_samples must be >= 1")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ConfigError(f"--temperature must be a number >= 0 (0 = greedy); got {args.temperature}")
+    if args.top_k < 0:
+        raise ConfigError(f"--top_k must be >= 0 (0 = the whole vocabulary); got {args.top_k}")
     return args
+
+
+def _usage_error(message: str):
+    raise ConfigError(f"{message} (see python -m train.sample --help)")
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise ConfigError(f"{run_dir} is not a training run (no config.toml); train one with python -m train")
-    found = load_newest(run_dir, _load)  # a damaged newest checkpoint falls back to the previous
-    if found is None:
-        raise ConfigError(f"{run_dir} has no complete checkpoint yet")
-    path, (cfg, model) = found
+    run = load_run(args.run_dir, args.step)
+    tok = for_run(run.run_dir, args.tokenizer_path)
+    block_size = run.model.config.block_size
+    prompt = tok.encode(args.prompt) if args.prompt else [tok.eot]
+    room = block_size - len(prompt)
+    if room < 1:
+        raise ConfigError(f"the prompt ({len(prompt)} tokens) fills model.block_size={block_size}")
+    max_new = min(args.max_new_tokens, room)
+    if max_new < args.max_new_tokens:
+        print(f"note: --max_new_tokens {args.max_new_tokens} capped to {max_new}: the prompt "
+              f"({len(prompt)} tokens) and the new tokens must fit model.block_size={block_size}",
+              file=sys.stderr)
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
-    model.to(device)
-    tok = get_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_path)
-    prompt = tok.encode(args.prompt) if args.prompt else [tok.eot]
-    max_new = min(args.max_new_tokens, cfg.model.block_size - len(prompt))
-    if max_new < 1:
-        raise ConfigError(f"the prompt ({len(prompt)} tokens) fills model.block_size={cfg.model.block_size}")
+    model = run.model.to(device)
     idx = torch.tensor([prompt] * args.num_samples, device=device)
     gen = torch.Generator(device).manual_seed(args.seed)
     with autocast(device, dtype):
-        out = generate(model, idx, max_new, args.temperature, args.top_k, gen)
-    print(f"# {path.name} of {run_dir}, {max_new} new tokens, temperature {args.temperature}, top_k {args.top_k}")
-    for row in out.tolist():
-        print(tok.decode(row[len(prompt) if not args.prompt else 0:]))
+        rows = sample(model, idx, max_new, args.temperature, args.top_k, gen,
+                      stop=None if args.no_stop else tok.eot)
+    print(f"# {run.checkpoint.name} of {run.run_dir}, up to {max_new} new tokens, "
+          f"temperature {args.temperature}, top_k {args.top_k}")
+    for row in rows:
+        print(tok.decode(row if args.prompt else row[len(prompt):]))
         print("-" * 40)
     return 0
 
 
-def _load(path: Path) -> tuple:
-    """The checkpoint's config (data, never executed) and its model with the saved weights."""
-    verify_checkpoint(path)
-    cfg = load_config(path / "config.toml")
-    model = GPT(cfg.model)
-    load_checkpoint(path, model, verify=False)
-    return cfg, model
+def sample(model, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int,
+           generator: torch.Generator, stop: int | None) -> list[list[int]]:
+    """Each row of `idx` extended by up to `max_new_tokens` tokens; with `stop`, a row ends at its
+    first new `stop` token, which is kept (it decodes as <|endoftext|>, so a sample visibly ends)."""
+    out = generate(model, idx, max_new_tokens, temperature, top_k, generator)
+    rows = []
+    for row in out.tolist():
+        new = row[idx.shape[1]:]
+        if stop is not None and stop in new:
+            new = new[: new.index(stop) + 1]
+        rows.append(row[: idx.shape[1]] + new)
+    return rows
 
 
 if __name__ == "__main__":

@@ -7,12 +7,22 @@ Encoding is "ordinary": the text "<|endoftext|>" inside a document is encoded as
 never as the special token, so a corpus cannot inject document boundaries.
 """
 
+import base64
 import functools
+import hashlib
+import json
 import os
 import threading
 from pathlib import Path
 
 import numpy as np
+
+from .errors import ConfigError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 EOT_TEXT = "<|endoftext|>"
 GPT2_ENV_VAR = "GPT_LADDER_GPT2_TIKTOKEN"
@@ -54,6 +64,7 @@ class ByteTokenizer:
     name = "byte"
     n_vocab = 257
     eot = 256
+    path = ""  # nothing to read
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
@@ -88,14 +99,19 @@ class GPT2Tokenizer:
     n_vocab = 50257
     eot = 50256
 
-    def __init__(self, path: str = "") -> None:
+    def __init__(self, path: str = "", where: str = "data.tokenizer_path") -> None:
         if path:
-            self._enc = _gpt2_from_file(_existing(path, "data.tokenizer_path"))
+            self.path = str(Path(_existing(path, where)).resolve())
         elif os.environ.get(GPT2_ENV_VAR):
-            self._enc = _gpt2_from_file(_existing(os.environ[GPT2_ENV_VAR], GPT2_ENV_VAR))
+            self.path = str(Path(_existing(os.environ[GPT2_ENV_VAR], GPT2_ENV_VAR)).resolve())
         else:
-            self._enc = _gpt2_from_tiktoken(DOWNLOAD_TIMEOUT_S)
+            self.path = ""  # tiktoken's own download cache
+        self._enc = _gpt2_from_file(self.path) if self.path else _gpt2_from_tiktoken(DOWNLOAD_TIMEOUT_S)
         assert self._enc.n_vocab == self.n_vocab and self._enc.eot_token == self.eot
+
+    def ranks(self) -> dict[bytes, int]:
+        """The 50,256 mergeable tokens and their ranks (the merge order of the BPE)."""
+        return self._enc._mergeable_ranks
 
     def encode(self, text: str) -> list[int]:
         return self._enc.encode_ordinary(text)
@@ -120,8 +136,64 @@ class GPT2Tokenizer:
 
 def _existing(path: str, where: str) -> str:
     if not Path(path).is_file():
-        raise ValueError(f"{where}={path!r}: no such file (expected a gpt2.tiktoken ranks file)")
+        raise ConfigError(f"{where}={path!r}: no such file (expected a gpt2.tiktoken ranks file)")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# what a run records about its tokenizer (<run>/tokenizer.json), and loading it back
+
+RUN_FILE = "tokenizer.json"
+
+
+def ranks_sha256(tok) -> str:
+    """SHA-256 of the BPE ranks, written as a tiktoken file ("base64 rank" lines in rank order),
+    so the same ranks hash alike whether read from a file or from tiktoken's cache; "" for bytes."""
+    if tok.name != "gpt2":
+        return ""
+    digest = hashlib.sha256()
+    for token, rank in sorted(tok.ranks().items(), key=lambda kv: kv[1]):
+        digest.update(base64.b64encode(token) + b" " + str(rank).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def describe(tok) -> dict:
+    """What sampling a run needs to rebuild its tokenizer: written to <run>/tokenizer.json."""
+    return {"tokenizer": tok.name, "path": tok.path, "ranks_sha256": ranks_sha256(tok),
+            "n_vocab": tok.n_vocab, "eot": tok.eot}
+
+
+def for_run(run_dir: str | Path, tokenizer_path: str = "") -> "ByteTokenizer | GPT2Tokenizer":
+    """The tokenizer a training run used, checked against the ranks hash it recorded.
+
+    The ranks file is `tokenizer_path` when given, else the resolved path the run recorded in
+    tokenizer.json, else its config's data.tokenizer_path, the environment variable or tiktoken.
+    """
+    run_dir = Path(run_dir)
+    try:
+        recorded = json.loads((run_dir / RUN_FILE).read_text())
+    except FileNotFoundError:  # a run from before tokenizer.json: its config says enough
+        data = tomllib.loads((run_dir / "config.toml").read_text()).get("data", {})
+        recorded = {"tokenizer": data.get("tokenizer", "byte"), "path": data.get("tokenizer_path", "")}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{run_dir / RUN_FILE}: unreadable ({e})") from None
+    name = recorded.get("tokenizer", "byte")
+    if name != "gpt2":
+        return get_tokenizer(name)
+    how = (f"pass --tokenizer_path PATH to a gpt2.tiktoken ranks file (or set {GPT2_ENV_VAR}); "
+           "it must hold the ranks the run trained with")
+    path, where = (tokenizer_path, "--tokenizer_path") if tokenizer_path else (recorded.get("path", ""), "the run's tokenizer")
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{where} {path!r} does not exist; {how}")
+    try:
+        tok = GPT2Tokenizer(path, where)
+    except ValueError as e:
+        raise ConfigError(f"{str(e).splitlines()[0]}; {how}") from None
+    want = recorded.get("ranks_sha256")
+    if want and ranks_sha256(tok) != want:
+        raise ConfigError(f"the ranks in {tok.path or 'tiktoken cache'} differ from those the run "
+                          f"{run_dir} trained with (SHA-256 {want[:12]}...); {how}")
+    return tok
 
 
 @functools.lru_cache(maxsize=4)
@@ -132,10 +204,10 @@ def _gpt2_from_file(path: str):
 
     try:
         ranks = load_tiktoken_bpe(path)
-    except ValueError as e:
-        raise ValueError(f"{path}: not a tiktoken ranks file ({e})") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not a tiktoken ranks file ({e})") from None
     if len(ranks) != GPT2_N_RANKS:
-        raise ValueError(f"{path}: has {len(ranks)} ranks; GPT-2's ranks file has {GPT2_N_RANKS}")
+        raise ConfigError(f"{path}: has {len(ranks)} ranks; GPT-2's ranks file has {GPT2_N_RANKS}")
     return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                              special_tokens={EOT_TEXT: GPT2_N_RANKS})
 

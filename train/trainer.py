@@ -28,9 +28,11 @@ from model.ffn.moe import aux_loss, end_step
 from . import checkpoint as ckpt
 from .config import RunConfig, to_toml
 from .data import TokenData, bits_per_byte, get_batch, prepare
-from .guard import StopSignals, all_finite, check_out_dir, check_same_run, oom_message
+from .guard import StopSignals, all_finite, check_out_dir, check_same_run, check_same_tokenizer, oom_message
 from .hardware import autocast, peak_flops, pick_device, pick_dtype
 from .optim import build_optimizer, lr_at
+from .tokenizer import RUN_FILE as TOKENIZER_FILE
+from .tokenizer import describe, get_tokenizer
 
 
 @dataclass
@@ -47,6 +49,9 @@ class Trainer:
         self.dtype = pick_dtype(cfg.train.dtype, self.device)
         if self.rank == 0:
             check_out_dir(self.out_dir)
+        # Checked here, not only when tokenizing: a cache hit must not hide a bad ranks file that
+        # sampling and export would trip over later.
+        self.tokenizer = get_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_path)
         self.data: TokenData = prepare(cfg.data)
         self.data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
         torch.manual_seed(cfg.train.seed)
@@ -58,6 +63,8 @@ class Trainer:
         self.skipped_steps = 0  # non-finite steps skipped (train.on_nonfinite="skip"), in all
         self.skipped_in_a_row = 0
         self._saved_step: int | None = None
+        self.elapsed_before = 0.0  # wall-clock seconds of earlier runs, up to the resumed checkpoint
+        self._clock_start = time.perf_counter()  # reset when fit() starts
         self.tokens_per_step = cfg.train.batch_size * cfg.seq_len * cfg.train.grad_accum * self.world_size
         self.flops_per_step = flops_per_token(cfg.model, cfg.seq_len) * self.tokens_per_step
         self.peak = peak_flops(self.device, self.dtype)
@@ -75,7 +82,8 @@ class Trainer:
         }
         state = {"step": self.step, "tokens": self.step * self.tokens_per_step,
                  "data_fingerprint": self.data.meta.get("fingerprint"),
-                 "skipped_steps": self.skipped_steps, "skipped_in_a_row": self.skipped_in_a_row}
+                 "skipped_steps": self.skipped_steps, "skipped_in_a_row": self.skipped_in_a_row,
+                 "elapsed_s": self.elapsed_s()}
         path = ckpt.save_checkpoint(self.out_dir, self.step, self.model, train_state, state,
                                     to_toml(self.cfg), keep=self.cfg.train.keep_checkpoints)
         self._saved_step = self.step
@@ -100,9 +108,15 @@ class Trainer:
         self.step = state["step"]
         self.skipped_steps = state.get("skipped_steps", 0)
         self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
+        self.elapsed_before = state.get("elapsed_s", 0.0)
         self._saved_step = self.step
         self._truncate_metrics(self.step)
         return True
+
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds since the run first started, carried across resumes (the time
+        between a run's last checkpoint and its interruption is not counted: those steps re-run)."""
+        return self.elapsed_before + time.perf_counter() - self._clock_start
 
     def _load(self, path: Path) -> tuple[dict, dict]:
         """Verify a checkpoint, refuse one from a different model or data, then load the weights."""
@@ -168,22 +182,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Mean loss over a fixed set of validation batches, and the same in bits per byte."""
-        cfg = self.cfg
-        self.model.eval()
-        losses = []
-        for i in range(cfg.train.eval_batches):
-            x, y = self._batch(self.data.val, (cfg.train.seed, 1, i))
-            with autocast(self.device, self.dtype):
-                _, loss = self.model(x, y)
-            losses.append(loss.item())
-        val_loss = sum(losses) / len(losses)
-        return {"val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, self.data.bytes_per_token("val"))}
+        return evaluate(self.model, self.data, self.cfg, self.device, self.dtype)
 
     def _batch(self, tokens, key):
-        x, y = get_batch(tokens, self.cfg.train.batch_size, self.cfg.seq_len, key)
-        if self.device.type == "cuda":
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self.device), y.to(self.device)
+        return batch_on(tokens, self.cfg, key, self.device)
 
     # ----- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -192,11 +194,16 @@ class Trainer:
         On SIGTERM / SIGINT the current step finishes, a checkpoint is written and the summary gets
         `signal` and `exit_code` (128 + the signal number).
         """
+        self._clock_start = time.perf_counter()
         if self.rank == 0:
             ckpt.remove_stale_temps(self.out_dir)  # left by a writer that was killed
         resumed_from = self.step if self.resume() else None  # refuses a different config first
+        tokenizer = describe(self.tokenizer)
+        if resumed_from is not None and not self.cfg.train.allow_config_change:
+            check_same_tokenizer(self.out_dir / TOKENIZER_FILE, tokenizer)
         if self.rank == 0:
             _write_atomic(self.out_dir / "config.toml", to_toml(self.cfg))
+            _write_atomic(self.out_dir / TOKENIZER_FILE, json.dumps(tokenizer, indent=2) + "\n")
         try:
             with StopSignals() as stop:
                 summary = self._loop(resumed_from, stop)
@@ -235,6 +242,7 @@ class Trainer:
         t0 = time.perf_counter()
         record = self.train_step()
         dt = time.perf_counter() - t0
+        record["tokens"] = self.step * self.tokens_per_step
         record["tokens_per_s"] = self.tokens_per_step / dt
         record["mfu"] = self.flops_per_step / dt / self.peak
         final = self.step == t.max_steps
@@ -254,6 +262,7 @@ class Trainer:
         return record
 
     def _log(self, record: dict) -> None:
+        record["elapsed_s"] = round(self.elapsed_s(), 3)
         self.log.append(record)
         if self.rank == 0:
             with open(self.out_dir / "metrics.jsonl", "a") as f:
@@ -294,6 +303,29 @@ def _summary_line(s: dict, out_dir: Path) -> str:
     if s.get("val_loss") is not None and s.get("loss") is not None:
         parts.append(f"train loss {s['loss']:.4f}, val loss {s['val_loss']:.4f}, val {s['val_bpb']:.3f} bits/byte")
     return " | ".join(parts) + f" | {out_dir}"
+
+
+@torch.no_grad()
+def evaluate(model: GPT, data: TokenData, cfg: RunConfig, device: torch.device, dtype: str) -> dict:
+    """Mean loss over `train.eval_batches` fixed validation batches (the same at every evaluation
+    and in `python -m train.eval`), and the same in bits per byte."""
+    model.eval()
+    losses = []
+    for i in range(cfg.train.eval_batches):
+        x, y = batch_on(data.val, cfg, (cfg.train.seed, 1, i), device)
+        with autocast(device, dtype):
+            _, loss = model(x, y)
+        losses.append(loss.item())
+    val_loss = sum(losses) / len(losses)
+    return {"val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, data.bytes_per_token("val"))}
+
+
+def batch_on(tokens, cfg: RunConfig, key: tuple[int, ...], device: torch.device):
+    """The batch `key` of `tokens` (see train/data.py get_batch), on `device`."""
+    x, y = get_batch(tokens, cfg.train.batch_size, cfg.seq_len, key)
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
 
 
 def train(cfg: RunConfig) -> dict:

@@ -21,7 +21,7 @@ router bias, so their `to_hf` refuses a model where it is not 0.
 
 import os
 import re
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from typing import Callable
 
 import torch
@@ -63,7 +63,7 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "gpt2", **overrides):
     """An HF config for `cfg`; `overrides` set HF-only fields (e.g. eos_token_id=50256)."""
     family = _family(model_type)
     hf_config = family.config_to_hf(cfg, **overrides)
-    lost = _differences(cfg, family.config_from_hf(hf_config), "model.")
+    lost = _differences(_canonical(cfg), _canonical(family.config_from_hf(hf_config)), "model.")
     lost.pop("model.vocab_multiple", None)  # padding is ours alone
     # Capacity, aux/z-loss weights and the bias update rate shape what training learns, not the
     # function a given set of weights computes, which is all an HF config describes.
@@ -73,6 +73,14 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "gpt2", **overrides):
         settings = ", ".join(f"{name}={value!r}" for name, value in lost.items())
         raise ValueError(f"HF {model_type} cannot represent {settings}")
     return hf_config
+
+
+def _canonical(cfg: ModelConfig) -> ModelConfig:
+    """`cfg` with settings that have two spellings written one way: attn_scale = head_dim^-0.5 is
+    the default scale, the same model as attn_scale = 0 (Gemma 2's presets spell it out)."""
+    if cfg.attn_scale and cfg.attn_scale == cfg.head_dim**-0.5:
+        return replace(cfg, attn_scale=0.0)
+    return cfg
 
 
 def _differences(ours, back, prefix: str) -> dict[str, object]:

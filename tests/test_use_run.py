@@ -1,0 +1,260 @@
+"""Using a trained run: load it, evaluate it, sample it; its tokenizer; the config warnings; the
+metrics fields; the scripts' command lines."""
+
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train.config
+from model import GPT, ModelConfig
+from test_scripts import load
+from tiny_run import TINY, cli, error_line, make, metrics, snapshot
+from train import checkpoint as ckpt
+from train import eval as train_eval
+from train import export as train_export
+from train import sample
+from train.cli import run_cli
+from train.config import ConfigError, load_config
+from train.data import _check_length
+from train.run import load_run
+from train.tokenizer import GPT2_ENV_VAR, for_run
+from train.trainer import Trainer
+
+GPT2_RANKS = "/work/shared/data/gpt2.tiktoken"
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def test_from_run_loads_the_newest_or_the_asked_checkpoint(base):
+    model = GPT.from_run(str(base))
+    saved = load_file(ckpt.latest_checkpoint(base) / "model.safetensors")
+    assert not model.training and all(torch.equal(saved[k], v) for k, v in model.state_dict().items() if k in saved)
+    step2 = GPT.from_run(str(base), step=2)
+    assert not torch.equal(step2.lm_head.weight, model.lm_head.weight)
+    via_pretrained = GPT.from_pretrained(str(base))
+    assert torch.equal(via_pretrained.lm_head.weight, model.lm_head.weight)
+    with pytest.raises(ConfigError, match="no complete checkpoint at step 3; it has: 2, 4"):
+        GPT.from_run(str(base), step=3)
+    tok = for_run(base)
+    assert tok.name == "byte" and tok.decode(tok.encode("é")) == "é"
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def test_eval_reproduces_the_runs_val_loss_and_writes_nothing(base, capsys, tmp_path):
+    before = snapshot(base)
+    code, out, err = cli(capsys, base, entry=train_eval.main)
+    assert code == 0, err
+    last = metrics(base)[-1]
+    assert f"val loss {last['val_loss']:.4f}, val {last['val_bpb']:.4f} bits/byte" in out
+    other = tmp_path / "other.txt"
+    other.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(400)))
+    code, out, err = cli(capsys, base, f"--data.source={other}", "--train.eval_batches=1",
+                         "--data.val_fraction=0.5", f"--data.cache_dir={tmp_path / 'cache'}",
+                         entry=train_eval.main)
+    assert code == 0, err
+    assert "(1 batches of 4 x 32 tokens)" in out and "other.txt" in out
+    assert snapshot(base) == before
+    code, _, err = cli(capsys, base, "--model.n_layer=3", entry=train_eval.main)
+    assert code == 2 and "unexpected argument '--model.n_layer=3'" in error_line(err)
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+
+
+def eot_model() -> GPT:
+    """A model whose every next token is end-of-text (256): ln_f outputs a constant vector v and
+    the eot row of the (tied) embedding is v, so its logit wins by a wide margin."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=257, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    with torch.no_grad():
+        v = torch.randn(16)
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(v)
+        model.transformer.wte.weight[256] = 10 * v
+    return model.eval()
+
+
+def test_sampling_stops_at_end_of_text_unless_told_not_to():
+    model, idx = eot_model(), torch.tensor([[97, 98]])
+    assert sample.sample(model, idx, 6, 0.0, 0, torch.Generator(), stop=256) == [[97, 98, 256]]
+    assert sample.sample(model, idx, 6, 0.0, 0, torch.Generator(), stop=None) == [[97, 98] + [256] * 6]
+
+
+def test_sample_cli_caps_with_a_note_and_rejects_bad_arguments_in_one_line(base, capsys):
+    code, out, err = cli(capsys, base, "--prompt", "ab", "--max_new_tokens", "100", "--no_stop",
+                         entry=sample.main)
+    assert code == 0 and "note: --max_new_tokens 100 capped to 30: the prompt (2 tokens)" in err
+    assert len(out.splitlines()[1].encode()) >= 2
+    for bad, message in [(["--temperature", "-1"], "--temperature must be a number >= 0"),
+                         (["--top_k", "-3"], "--top_k must be >= 0"),
+                         (["--max_new_tokens", "abc"], "argument --max_new_tokens: invalid int value"),
+                         (["--bogus"], "unrecognized arguments: --bogus"),
+                         (["--step", "3"], "no complete checkpoint at step 3")]:
+        code, _, err = cli(capsys, base, *bad, entry=sample.main)
+        assert code == 2 and message in error_line(err), (bad, err)
+    code, _, err = cli(capsys, ckpt.latest_checkpoint(base), entry=sample.main)
+    assert code == 2 and f"is inside the run directory {base}; pass that directory with --step 4" in error_line(err)
+
+
+def test_sample_help_is_whole(capsys):
+    with pytest.raises(SystemExit) as e:
+        sample.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    assert "unless --no_stop is given." in out and "the prompt is the end-of-text token)." in out
+    assert "--tokenizer_path" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer: checked before training, recorded in the run, found again when sampling
+
+
+@pytest.fixture(scope="module")
+def gpt2_run(tmp_path_factory, corpus):
+    """A 2-step run whose gpt2 ranks file came from the environment variable only."""
+    out = tmp_path_factory.mktemp("gpt2") / "run"
+    mp = pytest.MonkeyPatch()
+    mp.setenv(GPT2_ENV_VAR, GPT2_RANKS)
+    try:
+        Trainer(load_config(None, [*TINY, *corpus, "--data.tokenizer=gpt2", f"--train.out_dir={out}",
+                                   "--train.max_steps=2", "--train.eval_interval=0"])).fit()
+    finally:
+        mp.undo()
+    return out
+
+
+def test_run_records_the_resolved_ranks_and_samples_without_the_variable(gpt2_run, capsys, monkeypatch):
+    monkeypatch.delenv(GPT2_ENV_VAR, raising=False)
+    recorded = json.loads((gpt2_run / "tokenizer.json").read_text())
+    assert recorded["path"] == GPT2_RANKS and len(recorded["ranks_sha256"]) == 64
+    code, out, err = cli(capsys, gpt2_run, "--prompt", "def", "--max_new_tokens", "3", entry=sample.main)
+    assert code == 0, err
+    assert out.splitlines()[1].startswith("def")
+
+
+def test_a_moved_ranks_file_says_how_to_fix_it(gpt2_run, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv(GPT2_ENV_VAR, raising=False)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "tokenizer.json").write_text((gpt2_run / "tokenizer.json").read_text().replace(GPT2_RANKS, "/gone/gpt2.tiktoken"))
+    for name in ("config.toml", "checkpoints"):
+        (moved / name).symlink_to(gpt2_run / name)
+    for entry in (sample.main, train_eval.main):
+        code, _, err = cli(capsys, moved, entry=entry)
+        assert code == 2 and "'/gone/gpt2.tiktoken' does not exist; pass --tokenizer_path PATH" in error_line(err)
+    code, _, err = cli(capsys, moved, "--max_new_tokens", "2", "--tokenizer_path", GPT2_RANKS, entry=sample.main)
+    assert code == 0, err
+    wrong = swapped_ranks(tmp_path / "wrong.tiktoken")
+    code, _, err = cli(capsys, moved, "--tokenizer_path", wrong, entry=sample.main)
+    assert code == 2 and "differ from those the run" in error_line(err)
+
+
+def swapped_ranks(path):
+    """A ranks file of the right size whose first two ranks are swapped: valid, but other tokens."""
+    lines = open(GPT2_RANKS, "rb").read().splitlines()
+    path.write_bytes(b"\n".join([lines[1].split()[0] + b" 0", lines[0].split()[0] + b" 1", *lines[2:]]) + b"\n")
+    return path
+
+
+def test_resuming_with_other_ranks_is_refused(gpt2_run, corpus, tmp_path):
+    cfg = load_config(None, [*TINY, *corpus, "--data.tokenizer=gpt2", f"--train.out_dir={gpt2_run}",
+                             f"--data.tokenizer_path={swapped_ranks(tmp_path / 'w.tiktoken')}",
+                             "--train.max_steps=3"])
+    with pytest.raises(ConfigError, match="differ from those this run trained with"):
+        Trainer(cfg).fit()
+    assert [r["step"] for r in metrics(gpt2_run)] == [1, 2]  # nothing trained or written
+
+
+def test_exported_gpt2_run_has_the_gpt2_tokenizer(gpt2_run, tmp_path, capsys, monkeypatch):
+    from transformers import AutoTokenizer
+
+    monkeypatch.delenv(GPT2_ENV_VAR, raising=False)
+    code, _, err = cli(capsys, gpt2_run, tmp_path / "hf", entry=train_export.main)
+    assert code == 0, err
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["vocab_size"] == 50257 and config["eos_token_id"] == 50256
+    hf = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "def f(x):\n    return x  # é"
+    assert hf.encode(text, add_special_tokens=False) == for_run(gpt2_run).encode(text)
+
+
+def test_bad_ranks_file_fails_before_training_even_on_a_cache_hit(gpt2_run, corpus, cfg_file, tmp_path, capsys):
+    # gpt2_run tokenized this corpus already, so the token cache is a hit for the same [data]
+    bad = tmp_path / "bad.tiktoken"
+    bad.write_text("not base64 at all\n")
+    for path, message in [(tmp_path / "none.tiktoken", "no such file"), (bad, "not a tiktoken ranks file")]:
+        out = tmp_path / "r"
+        code, _, err = cli(capsys, cfg_file, *TINY, *corpus, "--data.tokenizer=gpt2",
+                           f"--data.tokenizer_path={path}", f"--train.out_dir={out}")
+        assert code == 2 and message in error_line(err)
+        assert not (out / "metrics.jsonl").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# config keys that the chosen rungs ignore
+
+
+def test_ignored_keys_warn_when_set_by_the_user_only(tmp_path, capsys, monkeypatch):
+    load_config(None, ["--model.rope.theta=5e5", "--model.moe.aux_loss_coef=0.01", "--model.n_layer=2"])
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: model.rope.theta is ignored: model.pos is 'learned', not 'rope'",
+                   "warning: model.moe.aux_loss_coef is ignored: model.moe.n_expert is 0 (no Mixture of Experts)"]
+    load_config(None, ["--model.pos=rope", "--model.rope.theta=5e5", "--model.rope.beta_fast=16"])
+    assert capsys.readouterr().err == "warning: model.rope.beta_fast is ignored: model.rope.scaling is 'none'\n"
+    mine = tmp_path / "mine.toml"
+    mine.write_text("[model.rope]\ntheta = 500000.0\n")
+    load_config(mine)
+    assert "model.rope.theta is ignored" in capsys.readouterr().err  # the user's own file
+    monkeypatch.setattr(train.config, "CONFIGS_DIR", tmp_path)
+    load_config(mine)  # the same file inside configs/, where keys may be listed as documentation
+    assert capsys.readouterr().err == ""
+    load_config(mine, ["--model.rope.theta=1e6"])  # ... but not on the command line
+    assert "model.rope.theta is ignored" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.jsonl
+
+
+def test_every_record_has_elapsed_and_tokens_across_a_resume(tmp_path, corpus):
+    first = Trainer(make(tmp_path, corpus, "m", "--train.max_steps=3", "--train.ckpt_interval=3",
+                         "--train.eval_interval=2"))
+    first.fit()
+    saved = json.loads((ckpt.latest_checkpoint(tmp_path / "m") / "state.json").read_text())["elapsed_s"]
+    Trainer(make(tmp_path, corpus, "m", "--train.max_steps=6", "--train.eval_interval=2")).fit()
+    records = metrics(tmp_path / "m")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["tokens"] for r in records] == [r["step"] * first.tokens_per_step for r in records]
+    elapsed = [r["elapsed_s"] for r in records]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    assert elapsed[3] > saved >= elapsed[2]  # the resumed run counts on from the checkpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# smaller items
+
+
+def test_split_too_small_advice_points_the_right_way():
+    with pytest.raises(ValueError, match="a smaller data.val_fraction"):
+        _check_length(5, 32, "the train split")
+    with pytest.raises(ValueError, match="a larger data.val_fraction"):
+        _check_length(5, 32, "the val split")
+
+
+def test_scripts_help_exits_0_and_bad_paths_are_one_line(capsys):
+    for name in ("bench", "ladder_table"):
+        assert run_cli(load(name).main, ["--help"]) == 0
+        assert f"scripts/{name}.py" in capsys.readouterr().out
+    assert run_cli(load("ladder_table").main, ["nope.toml"]) == 2
+    assert error_line(capsys.readouterr().err) == "error: config file not found: nope.toml"
+    assert run_cli(load("ladder_table").main, ["--seq_len", "x"]) == 2
+    assert re.match(r"error: --seq_len takes a positive integer", error_line(capsys.readouterr().err))
