@@ -160,6 +160,8 @@ def test_interrupted_grid_resumes(tmp_path, corpus):
              if (out / v / "seed1" / "metrics.jsonl").exists()]
     assert steps and all(s < 60 for s in steps)  # stopped part-way
     assert json.loads((out / "a" / "seed1" / "status.json").read_text())["state"] == "stopped"
+    partial = table(out)  # the report of a stopped grid counts no unfinished run
+    assert partial["a"]["status"] == "0/1 seeds" and partial["a"]["val_bpb_mean"] == ""
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "resumed from step" in (out / "a" / "seed1" / "train.log").read_text()

@@ -48,7 +48,11 @@ class RunData:
 
     @property
     def done(self) -> bool:
-        return self.status.get("state", "done" if self.evals() else "") == "done" and bool(self.evals())
+        """Finished: so recorded by train.ablate, or (a plain run) evaluated at train.max_steps."""
+        evals = [r for r in self.records if r.get("val_loss") is not None]
+        if self.status:
+            return self.status.get("state") == "done" and bool(evals)
+        return bool(evals) and evals[-1]["step"] == self.cfg.train.max_steps
 
     @property
     def tokens_per_step(self) -> int:
