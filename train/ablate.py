@@ -232,7 +232,7 @@ class Child:
     """A running `python -m train` for one Run, its output appended to <run>/train.log."""
 
     def __init__(self, run: Run, threads: int) -> None:
-        self.run, self.start, self.budget_stop = run, time.monotonic(), False
+        self.run, self.launched, self.start, self.budget_stop = run, time.time(), None, False
         run.out_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
@@ -248,7 +248,15 @@ class Child:
 
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self.start
+        """Seconds since training began: the trainer writes config.toml once its data and model are
+        ready, just before its first step (start-up is not charged to a time budget)."""
+        if self.start is None:
+            try:
+                if (self.run.out_dir / "config.toml").stat().st_mtime >= self.launched - 1:
+                    self.start = time.monotonic()
+            except OSError:
+                pass
+        return 0.0 if self.start is None else time.monotonic() - self.start
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:

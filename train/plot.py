@@ -61,7 +61,8 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "") -
     by_tokens.set_ylabel("val bits per byte")
     for ax in (by_tokens, by_time):
         ax.grid(alpha=0.3)
-    by_tokens.legend(fontsize=8, loc="upper right")
+    if by_tokens.get_legend_handles_labels()[0]:
+        by_tokens.legend(fontsize=8, loc="upper right")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
