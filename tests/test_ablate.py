@@ -123,6 +123,16 @@ def test_plot_cli(grid, capsys, tmp_path):
     assert code == 2 and "no run with a config.toml" in error_line(err)
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ablations").glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_ablations_plan_without_errors(path):
+    spec = load_spec(path)
+    runs = plan(spec)
+    assert [r.error for r in runs if r.error] == []
+    assert len(runs) == len(spec["variants"]) * len(spec["seeds"]) and len(spec["seeds"]) >= 2
+    budgets = {load_config(r.config, r.overrides).train.max_steps for r in runs}
+    assert len(budgets) == 1  # every variant gets the same number of steps of the same size
+
+
 def test_budget_in_flops_and_bad_ablation_files(tmp_path, corpus, capsys):
     path = ablation_file(tmp_path, corpus, "[variants.a]\n", budget="flops = 1e9")
     run, = plan(load_spec(path))
@@ -168,3 +178,11 @@ def test_interrupted_grid_resumes(tmp_path, corpus):
     for v in ("a", "b"):
         assert metrics(out / v / "seed1")[-1]["step"] == 60
         assert json.loads((out / v / "seed1" / "status.json").read_text())["state"] == "done"
+
+
+@pytest.mark.parametrize("name", ["ladder-cpu", "ladder-gpu"])
+def test_ladder_ablations_cover_every_rung(name):
+    spec = load_spec(ROOT / "configs" / "ablations" / f"{name}.toml")
+    rungs = sorted(p.stem for p in (ROOT / "configs" / "ladder").glob("*.toml"))
+    assert list(spec["variants"]) == rungs
+    assert [Path(v["config"]).stem for v in spec["variants"].values()] == rungs
