@@ -176,7 +176,7 @@ def plan(spec: dict) -> list[Run]:
     root = Path(spec["out_dir"]).resolve()
     (kind, amount), = spec["budget"].items()
     runs = []
-    for seed in spec["seeds"]:  # seed-major: a grid stopped part-way has every variant once
+    for seed in spec["seeds"]:
         for label, variant in spec["variants"].items():
             out = root / label / f"seed{seed}"
             overrides = [*spec["overrides"], *variant["overrides"], f"--train.seed={seed}",
@@ -195,7 +195,9 @@ def plan(spec: dict) -> list[Run]:
             except (ValueError, OSError) as e:
                 run.error = str(e).splitlines()[0] if str(e) else one_line(e)
             runs.append(run)
-    return runs
+    # The baseline's seeds first (the yardstick of seed noise), then seed-major: a grid stopped
+    # part-way has every variant once rather than half the variants twice.
+    return sorted(runs, key=lambda r: (r.label != spec["baseline"], spec["seeds"].index(r.seed)))
 
 
 def is_done(run: Run) -> bool:

@@ -115,6 +115,8 @@ def variants(out_dir: Path) -> tuple[dict, dict[str, list[RunData]]]:
     spec = read_json(out_dir / SPEC_FILE)
     if spec.get("runs"):
         groups: dict[str, list[RunData]] = {}
+        for label in spec.get("variants", {}):  # the ablation file's order
+            groups[label] = []
         for r in spec["runs"]:
             groups.setdefault(r["label"], []).append(load_run(out_dir / r["dir"]))
     else:  # no ablation.json: every directory holding runs is a variant
