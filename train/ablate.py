@@ -242,8 +242,8 @@ class Child:
         with open(run.out_dir / "train.log", "a") as log:
             log.write(f"$ python -m train {run.config} {' '.join(run.overrides)}\n")
             log.flush()
-            # Its own process group (a new Unix session): a Ctrl-C at the terminal reaches only this process, which
-            # forwards exactly one signal (two would stop the child without a checkpoint).
+            # Its own process group (a new Unix session): a Ctrl-C at the terminal reaches only
+            # the runner, which forwards exactly one signal (two would skip the checkpoint).
             self.proc = subprocess.Popen([sys.executable, "-m", "train", run.config, *run.overrides],
                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)
