@@ -12,5 +12,6 @@ print("|---|--:|--:|--:|--:|---|--:|")
 for r in rows:
     bpb = "" if not r["val_bpb_mean"] else f(r["val_bpb_mean"], ".3f") + (f" ± {float(r['val_bpb_std']):.3f}" if r["val_bpb_std"] else "")
     spread = {"True": "yes", "False": "no"}.get(r["beyond_seed_spread"], "n/a (1 seed)" if r["val_bpb_mean"] else "")
+    spread = "(baseline)" if r["variant"] == rows[0]["variant"] else spread
     print(f"| {r['variant']} | {r['seeds_done']}/2 | {bpb or 'pending'} | {f(r['delta_bpb_previous'], '+.3f') if r['variant'] != '00-gpt2' else ''} "
           f"| {f(r['delta_bpb'], '+.3f')} | {spread} | {f(r['tok_per_s'], ',.0f')} |")
