@@ -1,7 +1,8 @@
-# Two commands set everything up on a fresh machine:
+# Three commands set everything up on a fresh machine:
 #   make train   # trains configs/default.toml (offline, CPU-friendly), then prints a sample
 #   make test    # runs the test suite
-# Both create the virtual environment .venv on first use.
+#   make ablate  # runs the ladder ablation (configs/ablations/ladder-cpu.toml) and writes its report
+# All create the virtual environment .venv on first use.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,8 +11,9 @@ PY     := $(VENV)/bin/python
 #   make TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124" setup
 TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/default.toml
+ABLATION ?= configs/ablations/ladder-cpu.toml
 
-.PHONY: setup train test test-fast bench clean
+.PHONY: setup train test test-fast ablate bench clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +32,9 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+ablate: setup
+	$(PY) -m train.ablate $(ABLATION)
 
 bench: setup
 	$(PY) scripts/bench.py configs/bench/gpt2-6x384.toml

@@ -11,7 +11,8 @@ from model import GPT
 from train.config import ConfigError, RunConfig, apply_override, load_config, to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.toml"))
+# Run configs; configs/ablations/ holds ablation files (grids of runs), checked in test_ablate.py.
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.toml") if "ablations" not in p.parts)
 
 
 def test_configs_exist():

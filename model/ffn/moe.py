@@ -13,7 +13,8 @@ that runs every expert on every token.
 
 Training signals (all in `model.moe`, none changes a trained model's function):
   * aux_loss_coef: the Switch load-balancing loss n_expert * sum_i f_i * P_i, where f_i is the
-    fraction of tokens routed to expert i and P_i its mean router probability (= top_k when even);
+    fraction of tokens routed to expert i and P_i its mean router probability; the loss equals
+    top_k when the load is even (f_i = top_k / n_expert, P_i = 1 / n_expert);
   * z_loss_coef: mean logsumexp(router logits)^2, which keeps logits small (ST-MoE, arXiv:2202.08906);
   * bias_update_rate: auxiliary-loss-free balancing (DeepSeek-V3, arXiv:2412.19437): after each
     optimizer step, `expert_bias` moves by +-rate towards an even load. It steers which experts are

@@ -1,0 +1,188 @@
+"""train.ablate: a micro ablation end to end (two tiny variants, one seed, a few steps), a broken
+variant beside them, re-running, an interrupted grid, and the report regenerated from the files."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tiny_run import ROOT, TINY, cli, error_line, metrics
+from train.ablate import load_spec, main as ablate_main, plan
+from train.config import load_config
+from train.plot import main as plot_main
+from model.accounting import flops_per_token, kv_bytes_per_token, param_count
+
+TOKENS_PER_STEP = 4 * 2 * 32  # TINY: batch 4, grad_accum 2, block 32
+
+
+def ablation_file(tmp_path: Path, corpus: list[str], variants: str, budget: str = "tokens = 1536",
+                  extra: str = "") -> Path:
+    """An ablation of TINY models on the test corpus, evaluated and checkpointed every 3 steps."""
+    lines = []
+    for item in [*TINY, *corpus]:
+        key, _, value = item.lstrip("-").partition("=")
+        if key not in ("model.dropout", "optim.decay_steps"):
+            lines.append(f"{key} = {value if value[0].isdigit() else repr(value)}")
+    (tmp_path / "base.toml").write_text("# the defaults; every run's settings are in [overrides]\n")
+    path = tmp_path / "micro.toml"
+    path.write_text(f'name = "micro"\nbase = "base.toml"\nout_dir = "{tmp_path / "out"}"\nseeds = [1]\nparallel = 2\n'
+                    f'threads = 2\n{extra}\n[budget]\n{budget}\n\n[overrides]\n' + "\n".join(lines) +
+                    f'\ntrain.eval_interval = 3\ntrain.ckpt_interval = 3\n\n{variants}')
+    return path
+
+
+VARIANTS = """
+[variants.wide]
+[variants.narrow]
+model.n_embd = 16
+[variants.typo]
+model.n_heads = 2
+[variants.no-data]
+data.source = "/nonexistent/corpus/dir"
+"""
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, corpus):
+    tmp = tmp_path_factory.mktemp("ablate")
+    path = ablation_file(tmp, corpus, VARIANTS)
+    code = ablate_main([str(path)])
+    return path, tmp / "out", code
+
+
+def table(out: Path) -> dict[str, dict]:
+    return {row["variant"]: row for row in csv.DictReader((out / "results.csv").open())}
+
+
+def test_micro_ablation_report_matches_the_runs(grid):
+    path, out, code = grid
+    assert code == 1  # two variants failed; the report is still written
+    rows = table(out)
+    assert list(rows) == ["wide", "narrow", "typo", "no-data"]
+    for label in ("wide", "narrow"):
+        row, run = rows[label], out / label / "seed1"
+        recs = metrics(run)
+        final = [r for r in recs if "val_loss" in r][-1]
+        assert final["step"] == 6 == recs[-1]["step"]  # 1,536 tokens / 256 per step
+        assert row["status"] == "ok" and row["seeds_done"] == "1"
+        assert float(row["val_loss_mean"]) == final["val_loss"]
+        assert float(row["val_bpb_mean"]) == final["val_bpb"]
+        assert int(row["tokens"]) == 6 * TOKENS_PER_STEP
+        cfg = load_config(run / "config.toml")
+        assert cfg.train.seed == 1 and cfg.train.max_steps == 6
+        assert int(row["params"]) == param_count(cfg.model)
+        assert float(row["flops_per_token"]) == flops_per_token(cfg.model, cfg.seq_len)
+        assert int(row["kv_bytes_per_token"]) == kv_bytes_per_token(cfg.model)
+    assert rows["narrow"]["params"] != rows["wide"]["params"]
+    assert float(rows["wide"]["delta_bpb"]) == 0.0
+    delta = float(rows["narrow"]["val_bpb_mean"]) - float(rows["wide"]["val_bpb_mean"])
+    assert float(rows["narrow"]["delta_bpb"]) == pytest.approx(delta)
+    assert rows["narrow"]["beyond_seed_spread"] == ""  # one seed: undecided
+    md = (out / "results.md").read_text()
+    assert "| wide | ok |" in md and "| narrow | ok |" in md
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_broken_variants_are_reported_and_the_others_complete(grid):
+    _, out, _ = grid
+    rows = table(out)
+    assert rows["typo"]["status"] == "failed"
+    assert "model.n_heads" in rows["typo"]["error"] and "model.n_head" in rows["typo"]["error"]
+    assert rows["no-data"]["status"] == "failed"
+    assert "/nonexistent/corpus/dir" in rows["no-data"]["error"]
+    assert "\n" not in rows["no-data"]["error"]
+    assert json.loads((out / "typo" / "seed1" / "status.json").read_text())["state"] == "failed"
+    assert rows["wide"]["status"] == rows["narrow"]["status"] == "ok"
+
+
+def test_rerun_does_not_retrain_and_report_regenerates_identically(grid, capsys):
+    path, out, _ = grid
+    before = {p: p.stat().st_mtime_ns for v in ("wide", "narrow") for p in (out / v / "seed1").rglob("*")}
+    files = {name: (out / name).read_bytes() for name in ("results.md", "results.csv", "curves.png")}
+    code, stdout, _ = cli(capsys, path, entry=ablate_main)
+    assert code == 1 and "(2 done, 1 to run, 1 invalid)" in stdout
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # no run touched
+    for name in files:
+        (out / name).unlink()
+    code, stdout, _ = cli(capsys, "--report", out, entry=ablate_main)
+    assert code == 0
+    assert {name: (out / name).read_bytes() for name in files} == files
+
+
+def test_plot_cli(grid, capsys, tmp_path):
+    _, out, _ = grid
+    png = tmp_path / "c.png"
+    code, _, _ = cli(capsys, out / "wide" / "seed1", out / "narrow", "-o", png, entry=plot_main)
+    assert code == 0 and png.read_bytes()[:4] == b"\x89PNG"
+    code, _, err = cli(capsys, out / "typo", "-o", png, entry=plot_main)
+    assert code == 2 and "no run with a config.toml" in error_line(err)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ablations").glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_ablations_plan_without_errors(path):
+    spec = load_spec(path)
+    runs = plan(spec)
+    assert [r.error for r in runs if r.error] == []
+    assert len(runs) == len(spec["variants"]) * len(spec["seeds"]) and len(spec["seeds"]) >= 2
+    budgets = {load_config(r.config, r.overrides).train.max_steps for r in runs}
+    assert len(budgets) == 1  # every variant gets the same number of steps of the same size
+
+
+def test_budget_in_flops_and_bad_ablation_files(tmp_path, corpus, capsys):
+    path = ablation_file(tmp_path, corpus, "[variants.a]\n", budget="flops = 1e9")
+    run, = plan(load_spec(path))
+    cfg = load_config(run.config, run.overrides)
+    assert run.max_steps == round(1e9 / flops_per_token(cfg.model, 32) / TOKENS_PER_STEP)
+    for budget, message in (("tokens = 0", "budget.tokens must be a number > 0"),
+                            ("tokens = 1\nseconds = 2", "exactly one of")):
+        bad = ablation_file(tmp_path, corpus, "[variants.a]\n", budget=budget)
+        code, _, err = cli(capsys, bad, entry=ablate_main)
+        assert code == 2 and message in error_line(err)
+    code, _, err = cli(capsys, path, "--seeds=[1, 1]", entry=ablate_main)
+    assert code == 2 and "distinct" in error_line(err)
+    code, _, err = cli(capsys, tmp_path / "missing.toml", entry=ablate_main)
+    assert code == 2 and "not found" in error_line(err)
+
+
+@pytest.mark.slow  # four training subprocesses and a signal: ~30 s on a quiet 2-core machine
+def test_interrupted_grid_resumes(tmp_path, corpus):
+    """Ctrl-C stops the running children with a checkpoint (exit 130); the next call resumes them."""
+    path = ablation_file(tmp_path, corpus, "[variants.a]\n[variants.b]\nmodel.n_layer = 1\n",
+                         budget=f"tokens = {60 * TOKENS_PER_STEP}").resolve()
+    path.write_text(path.read_text().replace("train.ckpt_interval = 3", "train.ckpt_interval = 5")
+                    .replace("train.eval_interval = 3", "train.eval_interval = 100"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "train.ablate", str(path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("a/seed1/checkpoints/step_*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "re-run the same command to resume" in err
+    steps = [metrics(out / v / "seed1")[-1]["step"] for v in ("a", "b")
+             if (out / v / "seed1" / "metrics.jsonl").exists()]
+    assert steps and all(s < 60 for s in steps)  # stopped part-way
+    assert json.loads((out / "a" / "seed1" / "status.json").read_text())["state"] == "stopped"
+    partial = table(out)  # the report of a stopped grid counts no unfinished run
+    assert partial["a"]["status"] == "0/1 seeds" and partial["a"]["val_bpb_mean"] == ""
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "resumed from step" in (out / "a" / "seed1" / "train.log").read_text()
+    for v in ("a", "b"):
+        assert metrics(out / v / "seed1")[-1]["step"] == 60
+        assert json.loads((out / v / "seed1" / "status.json").read_text())["state"] == "done"
+
+
+@pytest.mark.parametrize("name", ["ladder-cpu", "ladder-gpu"])
+def test_ladder_ablations_cover_every_rung(name):
+    spec = load_spec(ROOT / "configs" / "ablations" / f"{name}.toml")
+    rungs = sorted(p.stem for p in (ROOT / "configs" / "ladder").glob("*.toml"))
+    assert list(spec["variants"]) == rungs
+    assert [Path(v["config"]).stem for v in spec["variants"].values()] == rungs

@@ -1,0 +1,383 @@
+"""Config-driven ablations: a grid of ordinary training runs, then a report read from their files.
+
+    python -m train.ablate ABLATION.toml [--key=value ...] [--debug]   # run (or resume) the grid
+    python -m train.ablate --report OUT_DIR                             # rewrite the report only
+
+An ablation file names a base config, labelled variants, one budget, the seeds, and how many runs
+go at once (paths are relative to the ablation file; `--key=value` overrides any key of it, e.g.
+`--budget.tokens=200_000`, `--seeds=[1]`, `--overrides.train.device="cuda"`):
+
+    name = "moe-balancing"
+    base = "../ladder/11-moe.toml"
+    out_dir = "runs/ablations/moe-balancing"  # relative to the working directory, like train.out_dir
+    seeds = [1, 2]
+    parallel = 2         # runs at once
+    threads = 2          # CPU threads shared among them (0 = all cores)
+    baseline = "switch"  # the row deltas are measured against (default: the first variant)
+
+    [budget]             # per run, exactly one of: tokens, flops (training FLOPs), seconds
+    tokens = 1_000_000
+
+    [overrides]          # applied to every run
+    train.eval_interval = 25
+
+    [variants.switch]    # a variant is a `config` file (default: base), overrides, or both
+    [variants.none]
+    model.moe.aux_loss_coef = 0.0
+
+Each (variant, seed) is an ordinary run of `python -m train` in `<out_dir>/<label>/seed<k>`, with
+`train.seed = k` and `train.max_steps` set from the budget, so it can be resumed, sampled and
+benchmarked like any other. A tokens or flops budget becomes a step count (the LR schedule spans
+it); a seconds budget keeps the config's schedule and stops the run with SIGTERM when its time is
+up, and its result is the last evaluation before that.
+
+Runs execute as subprocesses: each gets its own thread count (OMP_NUM_THREADS), a crash or an
+out-of-memory in one cannot take the grid down, and the trainer's own signal handling gives a
+clean stop. Re-running skips finished runs and resumes interrupted ones from their checkpoints.
+A variant whose config is invalid, or whose run fails, is recorded (`status.json` in its run
+directory, with the one-line error) and the others go on. Ctrl-C forwards one SIGINT to every
+running child, which finishes its step and checkpoints; the next call resumes. The report
+(train/report.py) is written to out_dir at the end, from the run directories alone.
+Exit code: 0 all runs done, 1 some run failed, 2 a bad ablation file, 130 / 143 interrupted.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from model.accounting import flops_per_token
+
+from .cli import run_cli
+from .config import _toml_value, apply_override, load_config, tomllib
+from .errors import ConfigError, one_line
+from .report import SPEC_FILE, STATUS_FILE, read_json, write_report
+
+USAGE = "usage: python -m train.ablate ABLATION.toml [--key=value ...] | --report OUT_DIR"
+BUDGETS = ("tokens", "flops", "seconds")
+KEYS = {"name", "base", "out_dir", "seeds", "parallel", "threads", "baseline", "delta_previous",
+        "budget", "overrides", "variants"}
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+POLL_S = 0.5
+
+
+@dataclass
+class Run:
+    """One (variant, seed): the `python -m train` arguments, or the reason there are none."""
+    label: str
+    seed: int
+    out_dir: Path
+    config: str = ""
+    overrides: list[str] = field(default_factory=list)
+    max_steps: int = 0
+    seconds: float = 0.0  # a time budget (0 = none)
+    error: str = ""  # the config is invalid: nothing to run
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}/seed{self.seed}"
+
+
+# ----- the ablation file ---------------------------------------------------------------------------
+def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read and check an ablation file; paths in it become absolute (relative to the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ablation file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    for item in overrides:
+        _override(raw, item)
+    unknown = sorted(set(raw) - KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(KEYS))}")
+    here = path.resolve().parent
+    spec = {"name": raw.get("name", path.stem), "source": str(path),
+            "out_dir": str(raw.get("out_dir", Path("runs") / "ablations" / path.stem)),
+            "base": str(here / raw["base"]) if "base" in raw else "",
+            "seeds": raw.get("seeds", [1]), "parallel": raw.get("parallel", 1),
+            "threads": raw.get("threads", 0), "delta_previous": raw.get("delta_previous", False),
+            "overrides": _flatten(raw.get("overrides", {}), "overrides"), "variants": {}}
+    seeds = spec["seeds"]
+    if not (isinstance(seeds, list) and seeds and all(_is_int(s) and s >= 0 for s in seeds)
+            and len(set(seeds)) == len(seeds)):
+        raise ConfigError(f"seeds must be a non-empty list of distinct integers >= 0; got {seeds!r}")
+    for key, low in (("parallel", 1), ("threads", 0)):
+        if not (_is_int(spec[key]) and spec[key] >= low):
+            raise ConfigError(f"{key} must be an integer >= {low}; got {spec[key]!r}")
+    budget = raw.get("budget", {})
+    given = [k for k in BUDGETS if k in budget] if isinstance(budget, dict) else []
+    if len(given) != 1 or len(budget) != 1:
+        raise ConfigError(f"[budget] must set exactly one of {', '.join(BUDGETS)}; got {budget!r}")
+    kind, amount = given[0], budget[given[0]]
+    if not (isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount > 0):
+        raise ConfigError(f"budget.{kind} must be a number > 0; got {amount!r}")
+    spec["budget"] = {kind: amount}
+    variants = raw.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise ConfigError(f"{path}: no [variants.LABEL] tables")
+    for label, table in variants.items():
+        if not LABEL.match(label):
+            raise ConfigError(f"variant label {label!r} must be letters, digits, '.', '_' or '-'")
+        if not isinstance(table, dict):
+            raise ConfigError(f"variants.{label} must be a table")
+        table = dict(table)
+        config = table.pop("config", "")
+        if not config and not spec["base"]:
+            raise ConfigError(f"variants.{label} has no config and the ablation names no base")
+        spec["variants"][label] = {"config": str(here / config) if config else spec["base"],
+                                   "overrides": _flatten(table, "")}
+    spec["baseline"] = raw.get("baseline", next(iter(spec["variants"])))
+    if spec["baseline"] not in spec["variants"]:
+        raise ConfigError(f"baseline {spec['baseline']!r} is not a variant label")
+    return spec
+
+
+def _override(raw: dict, item: str) -> None:
+    """`--key=value` on the ablation file: top-level keys, or dotted ones like budget.tokens."""
+    key, sep, text = item.lstrip("-").partition("=")
+    if "." in key or not sep:
+        return apply_override(raw, item)
+    try:
+        raw[key] = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        raw[key] = text
+
+
+def _flatten(table: dict, where: str) -> list[str]:
+    """{"model": {"moe": {"top_k": 1}}} -> ["--model.moe.top_k=1"] (a run config override)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table of config sections")
+    out = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out += [f"--{key}.{item[2:]}" for item in _flatten(value, f"{where}.{key}")]
+        else:
+            out.append(f"--{key}={_toml_value(value)}")
+    return out
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+# ----- the grid ------------------------------------------------------------------------------------
+def plan(spec: dict) -> list[Run]:
+    """Every (variant, seed) run, its max_steps resolved from the budget, or its config error."""
+    root = Path(spec["out_dir"]).resolve()
+    (kind, amount), = spec["budget"].items()
+    runs = []
+    for seed in spec["seeds"]:
+        for label, variant in spec["variants"].items():
+            out = root / label / f"seed{seed}"
+            overrides = [*spec["overrides"], *variant["overrides"], f"--train.seed={seed}",
+                         f"--train.out_dir={_toml_value(str(out))}"]
+            run = Run(label, seed, out, variant["config"], overrides)
+            try:
+                cfg = load_config(run.config, overrides)
+                if kind == "seconds":
+                    run.seconds, run.max_steps = float(amount), cfg.train.max_steps
+                else:
+                    t = cfg.train
+                    tokens = amount if kind == "tokens" else amount / flops_per_token(cfg.model, cfg.seq_len)
+                    run.max_steps = max(1, round(tokens / (t.batch_size * t.grad_accum * cfg.seq_len)))
+                    run.overrides.append(f"--train.max_steps={run.max_steps}")
+                    load_config(run.config, run.overrides)
+            except (ValueError, OSError) as e:
+                run.error = str(e).splitlines()[0] if str(e) else one_line(e)
+            runs.append(run)
+    # The baseline's seeds first (the yardstick of seed noise), then seed-major: a grid stopped
+    # part-way has every variant once rather than half the variants twice.
+    return sorted(runs, key=lambda r: (r.label != spec["baseline"], spec["seeds"].index(r.seed)))
+
+
+def is_done(run: Run) -> bool:
+    status = read_json(run.out_dir / STATUS_FILE)
+    return status.get("state") == "done" and (run.seconds > 0 or status.get("max_steps") == run.max_steps)
+
+
+def progress(run: Run, elapsed: float = 0.0) -> float:
+    """How far a run is, 0..1: its last logged step over max_steps (time over budget for seconds)."""
+    if is_done(run):
+        return 1.0
+    if run.seconds:
+        return min(1.0, (read_json(run.out_dir / STATUS_FILE).get("seconds", 0.0) + elapsed) / run.seconds)
+    step = 0
+    try:
+        for line in (run.out_dir / "metrics.jsonl").read_text().splitlines():
+            step = json.loads(line).get("step", step)
+    except (OSError, ValueError):
+        pass
+    return min(1.0, step / run.max_steps)
+
+
+def write_status(run: Run, state: str, **extra) -> None:
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    old = read_json(run.out_dir / STATUS_FILE)
+    status = {"state": state, "label": run.label, "seed": run.seed, "max_steps": run.max_steps,
+              "seconds": old.get("seconds", 0.0) + extra.pop("seconds", 0.0), **extra}
+    tmp = run.out_dir / f".{STATUS_FILE}.tmp"
+    tmp.write_text(json.dumps(status, indent=1) + "\n")
+    os.replace(tmp, run.out_dir / STATUS_FILE)
+
+
+class Child:
+    """A running `python -m train` for one Run, its output appended to <run>/train.log."""
+
+    def __init__(self, run: Run, threads: int) -> None:
+        self.run, self.launched, self.start, self.budget_stop = run, time.time(), None, False
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                               *filter(None, [os.environ.get("PYTHONPATH")])]))
+        with open(run.out_dir / "train.log", "a") as log:
+            log.write(f"$ python -m train {run.config} {' '.join(run.overrides)}\n")
+            log.flush()
+            # Its own process group (a new Unix session): a Ctrl-C at the terminal reaches only
+            # the runner, which forwards exactly one signal (two would skip the checkpoint).
+            self.proc = subprocess.Popen([sys.executable, "-m", "train", run.config, *run.overrides],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since training began: the trainer writes config.toml once its data and model are
+        ready, just before its first step (start-up is not charged to a time budget)."""
+        if self.start is None:
+            try:
+                if (self.run.out_dir / "config.toml").stat().st_mtime >= self.launched - 1:
+                    self.start = time.monotonic()
+            except OSError:
+                pass
+        return 0.0 if self.start is None else time.monotonic() - self.start
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def finish(self, interrupted: bool) -> str:
+        """Record how the child ended in status.json; return its state."""
+        code, run = self.proc.returncode, self.run
+        if code == 0 or (self.budget_stop and code in (130, 143)):
+            state, extra = "done", {"stopped_at_time_budget": self.budget_stop}
+        elif code in (130, 143) or (interrupted and code < 0):
+            state, extra = "stopped", {}
+        else:
+            state, extra = "failed", {"error": _error_line(run.out_dir / "train.log", code)}
+        write_status(run, state, seconds=self.elapsed, exit_code=code, **extra)
+        return state
+
+
+def _error_line(log: Path, code: int) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error: ")]
+    if lines:
+        return lines[-1][len("error: "):]
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code} (see train.log)"
+
+
+class Interrupts:
+    """While active, SIGINT / SIGTERM are counted and forwarded to the children, not raised."""
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children, self.received, self._old = children, None, {}
+
+    def __enter__(self) -> "Interrupts":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        self.received = signal.Signals(signum)
+        for child in self.children:
+            child.signal(signum)
+
+
+def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int | None]:
+    """Run what is not done yet; return (number of failed runs, the signal that stopped us)."""
+    threads = max(1, (spec["threads"] or os.cpu_count() or 1) // spec["parallel"])
+    failed = 0
+    for run in runs:
+        if run.error:
+            write_status(run, "failed", error=run.error)
+            failed += 1
+    todo = [r for r in runs if not r.error and not is_done(r)]
+    valid = [r for r in runs if not r.error]
+    print(f"ablation {spec['name']}: {len(runs)} runs ({len(valid) - len(todo)} done, {len(todo)} to run, "
+          f"{failed} invalid), {spec['parallel']} at once with {threads} thread(s) each -> {spec['out_dir']}",
+          flush=True)
+    children: list[Child] = []
+    bar = tqdm(total=len(valid), unit="run", dynamic_ncols=True, mininterval=1.0,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}]")
+    with Interrupts(children) as stop:
+        while (todo or children):
+            while todo and len(children) < spec["parallel"] and stop.received is None:
+                run = todo.pop(0)
+                children.append(Child(run, threads))
+                bar.write(f"start  {run.name}")
+            for child in list(children):
+                if child.run.seconds and not child.budget_stop and \
+                        progress(child.run, child.elapsed) >= 1.0:
+                    child.budget_stop = True  # the time budget is spent: stop with a checkpoint
+                    child.signal(signal.SIGTERM)
+                if child.proc.poll() is None:
+                    continue
+                children.remove(child)
+                state = child.finish(stop.received is not None)
+                failed += state == "failed"
+                detail = read_json(child.run.out_dir / STATUS_FILE).get("error", "")
+                bar.write(f"{state:6} {child.run.name}" + (f": {detail}" if detail else ""))
+            if stop.received is not None and not children:
+                break
+            elapsed = {id(c.run): c.elapsed for c in children}
+            bar.update(sum(progress(r, elapsed.get(id(r), 0.0)) for r in valid) - bar.n)
+            time.sleep(POLL_S)
+    bar.close()
+    return failed, stop.received
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\n" + USAGE)
+        return 0 if argv else 2
+    if argv[0] == "--report":
+        if len(argv) != 2:
+            raise ConfigError(USAGE)
+        print(f"report: {write_report(Path(argv[1]))}")
+        return 0
+    if argv[0].startswith("--"):
+        raise ConfigError(f"the first argument must be an ablation file; {USAGE}")
+    spec = load_spec(argv[0], argv[1:])
+    runs = plan(spec)
+    out = Path(spec["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    saved = {k: v for k, v in spec.items() if k != "out_dir"} | {
+        "runs": [{"label": r.label, "seed": r.seed, "dir": str(r.out_dir.relative_to(out.resolve()))}
+                 for r in runs]}
+    (out / SPEC_FILE).write_text(json.dumps(saved, indent=1) + "\n")
+    failed, stopped = run_grid(spec, runs)
+    print(f"report: {write_report(out)}")
+    if stopped is not None:
+        print(f"stopped by {stopped.name}; checkpoints saved, re-run the same command to resume",
+              file=sys.stderr)
+        return 128 + int(stopped)
+    if failed:
+        print(f"error: {failed} of {len(runs)} runs failed (see results.md)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,100 @@
+"""Validation curves: `python -m train.plot RUN_DIR [RUN_DIR ...] -o out.png`.
+
+Each RUN_DIR is one curve: a run directory, or a directory of runs (e.g. an ablation variant with
+seed1/, seed2/), drawn as the mean over its runs with a band from the lowest to the highest. The left
+panel plots val bits per byte against training tokens, the right one against wall-clock seconds
+(`elapsed_s` when metrics.jsonl has it, else the training time implied by the logged tok/s).
+train/report.py draws an ablation's curves.png with the same function.
+"""
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .cli import run_cli  # noqa: E402
+from .errors import ConfigError  # noqa: E402
+from .report import RunData, find_runs, load_run  # noqa: E402
+
+USAGE = "usage: python -m train.plot RUN_DIR [RUN_DIR ...] -o OUT.png"
+
+
+def _series(runs: list[RunData]):
+    """Mean tokens, mean seconds, and min / mean / max val bpb at each evaluation the runs share."""
+    evals = [r.evals() for r in runs]
+    evals = [e for e in evals if e]
+    if not evals:
+        return None
+    n = min(len(e) for e in evals)
+    cols = [[e[i] for e in evals] for i in range(n)]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return ([mean([c[0] for c in col]) for col in cols], [mean([c[1] for c in col]) for col in cols],
+            [min(c[3] for c in col) for col in cols], [mean([c[3] for c in col]) for col in cols],
+            [max(c[3] for c in col) for col in cols], len(evals))
+
+
+def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "") -> Path:
+    """Draw val bpb vs tokens and vs wall-clock, one colour per group, seed bands; save to path."""
+    fig, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    lows = []
+    for i, (label, runs) in enumerate(groups.items()):
+        s = _series(runs)
+        if s is None:
+            continue
+        tokens, seconds, lo, mid, hi, n = s
+        color = cmap(i % cmap.N)
+        for ax, x in ((by_tokens, tokens), (by_time, seconds)):
+            ax.plot(x, mid, color=color, marker=".", label=f"{label} (n={n})" if ax is by_tokens else None)
+            if n > 1:
+                ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
+        lows.append(mid[1:] or mid)
+    if lows:  # the first evaluations (before learning starts) would squash the interesting part
+        flat = [y for ys in lows for y in ys]
+        top = max(flat)
+        by_tokens.set_ylim(min(flat) - 0.05 * (top - min(flat) or 1), top + 0.3 * (top - min(flat) or 1))
+    by_tokens.set_xlabel("training tokens")
+    by_time.set_xlabel("wall-clock seconds (training)")
+    by_tokens.set_ylabel("val bits per byte")
+    for ax in (by_tokens, by_time):
+        ax.grid(alpha=0.3)
+    if by_tokens.get_legend_handles_labels()[0]:
+        by_tokens.legend(fontsize=8, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return Path(path)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\n" + USAGE)
+        return 0 if argv else 2
+    out, dirs, it = None, [], iter(argv)
+    for arg in it:
+        if arg in ("-o", "--out"):
+            out = next(it, None)
+        elif arg.startswith("-o=") or arg.startswith("--out="):
+            out = arg.partition("=")[2]
+        else:
+            dirs.append(Path(arg))
+    if not out or not dirs:
+        raise ConfigError(USAGE)
+    groups = {}
+    for d in dirs:
+        runs = [load_run(p) for p in find_runs(d)] if d.is_dir() else []
+        runs = [r for r in runs if r.cfg is not None and r.evals()]
+        if not runs:
+            raise ConfigError(f"{d}: no run with a config.toml and evaluations in metrics.jsonl")
+        groups[d.name if d.name not in groups else str(d)] = runs
+    print(f"wrote {plot_curves(groups, Path(out))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

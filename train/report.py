@@ -1,0 +1,240 @@
+"""The report of an ablation, read from its run directories alone: results.md, results.csv, curves.png.
+
+`write_report(out_dir)` reads `<out_dir>/ablation.json` (labels, their order, the baseline; written
+by train/ablate.py) and, for every run, its resolved `config.toml`, `metrics.jsonl` and
+`status.json`. Nothing is typed by hand: parameters, FLOPs and KV bytes per token come from
+model/accounting.py applied to the resolved config; tok/s, tokens, wall-clock and validation numbers
+from metrics.jsonl. Writing it twice from the same directories gives the same files.
+
+Per variant: val loss and val bits per byte at the end of each finished run, as mean ± sample
+standard deviation over seeds; the delta of the mean to the baseline row, and whether it is larger
+than the seed spread, |delta| > std(variant) + std(baseline) (undecided with one seed).
+"""
+
+import csv
+import io
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.accounting import flops_per_token, kv_bytes_per_token, param_count
+
+from .config import RunConfig, load_config
+from .errors import ConfigError
+
+STATUS_FILE = "status.json"
+SPEC_FILE = "ablation.json"
+FIELDS = ["variant", "status", "seeds_done", "params", "active_params", "flops_per_token",
+          "kv_bytes_per_token", "tokens", "tok_per_s", "wall_s", "val_loss_mean", "val_loss_std",
+          "val_bpb_mean", "val_bpb_std", "delta_bpb", "beyond_seed_spread", "delta_bpb_previous",
+          "error"]
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass
+class RunData:
+    """One run directory: its resolved config, metrics records and ablation status."""
+    path: Path
+    cfg: RunConfig | None
+    records: list[dict]
+    status: dict
+
+    @property
+    def done(self) -> bool:
+        """Finished: so recorded by train.ablate, or (a plain run) evaluated at train.max_steps."""
+        evals = [r for r in self.records if r.get("val_loss") is not None]
+        if self.status:
+            return self.status.get("state") == "done" and bool(evals)
+        return bool(evals) and evals[-1]["step"] == self.cfg.train.max_steps
+
+    @property
+    def tokens_per_step(self) -> int:
+        t = self.cfg.train
+        return t.batch_size * t.grad_accum * self.cfg.seq_len
+
+    def tokens(self, r: dict) -> int:
+        return r["tokens"] if "tokens" in r else r["step"] * self.tokens_per_step
+
+    def elapsed(self) -> list[float]:
+        """Wall-clock seconds at each record: `elapsed_s` when logged, else the training time
+        implied by each logged step's tokens_per_s, applied to the steps since the previous record
+        (evaluation and checkpoint time then not included)."""
+        out, t, prev_step, rate = [], 0.0, 0, None
+        for r in self.records:
+            rate = r.get("tokens_per_s") or rate
+            if rate:
+                t += (r["step"] - prev_step) * self.tokens_per_step / rate
+            prev_step = r["step"]
+            out.append(r["elapsed_s"] if "elapsed_s" in r else t)
+        return out
+
+    def evals(self) -> list[tuple[int, float, float, float]]:
+        """(tokens, wall-clock s, val_loss, val_bpb) at every evaluation."""
+        return [(self.tokens(r), s, r["val_loss"], r["val_bpb"])
+                for r, s in zip(self.records, self.elapsed()) if r.get("val_loss") is not None]
+
+    def tok_per_s(self) -> float | None:
+        """Median training throughput over the logged steps, the first (warm-up) one left out."""
+        rates = [r["tokens_per_s"] for r in self.records[1:] if r.get("tokens_per_s")]
+        return statistics.median(rates) if rates else None
+
+
+def load_run(path: Path) -> RunData:
+    cfg = None
+    if (path / "config.toml").is_file():
+        try:
+            cfg = load_config(path / "config.toml")
+        except ConfigError:
+            cfg = None  # written by another version of the code: counted as unreadable
+    records = []
+    if cfg is not None and (path / "metrics.jsonl").is_file():
+        for line in (path / "metrics.jsonl").read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                pass  # a line cut short by a kill
+    return RunData(path, cfg, records, read_json(path / STATUS_FILE))
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run directories under root (root itself if it is one): those with a metrics.jsonl or status."""
+    if (root / "metrics.jsonl").is_file() or (root / STATUS_FILE).is_file():
+        return [root]
+    return sorted({p.parent for name in ("metrics.jsonl", STATUS_FILE) for p in root.rglob(name)})
+
+
+def variants(out_dir: Path) -> tuple[dict, dict[str, list[RunData]]]:
+    """The ablation's spec and its runs grouped by label, in the ablation file's order."""
+    spec = read_json(out_dir / SPEC_FILE)
+    if spec.get("runs"):
+        groups: dict[str, list[RunData]] = {}
+        for label in spec.get("variants", {}):  # the ablation file's order
+            groups[label] = []
+        for r in spec["runs"]:
+            groups.setdefault(r["label"], []).append(load_run(out_dir / r["dir"]))
+    else:  # no ablation.json: every directory holding runs is a variant
+        groups = {}
+        for path in find_runs(out_dir):
+            groups.setdefault(path.parent.relative_to(out_dir).as_posix(), []).append(load_run(path))
+    if not groups:
+        raise ConfigError(f"{out_dir}: no run directories found")
+    return spec, groups
+
+
+def _stats(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
+    out, prev = [], None
+    for label, runs in groups.items():
+        done = [r for r in runs if r.done]
+        errors = [r.status["error"] for r in runs if r.status.get("state") == "failed"]
+        row = dict.fromkeys(FIELDS, None) | {"variant": label, "seeds_done": len(done),
+                                             "error": errors[0] if errors else ""}
+        row["status"] = ("failed" if errors else "ok") if len(done) == len(runs) or errors else \
+            f"{len(done)}/{len(runs)} seeds"
+        cfg = next((r.cfg for r in runs if r.cfg is not None), None)
+        if cfg is not None:
+            row |= {"params": param_count(cfg.model), "active_params": param_count(cfg.model, active=True),
+                    "flops_per_token": flops_per_token(cfg.model, cfg.seq_len),
+                    "kv_bytes_per_token": kv_bytes_per_token(cfg.model)}
+        if done:
+            finals = [r.evals()[-1] for r in done]
+            rates = [x for x in (r.tok_per_s() for r in done) if x]
+            row["tokens"] = round(statistics.fmean(f[0] for f in finals))
+            row["wall_s"] = statistics.fmean(f[1] for f in finals)
+            row["tok_per_s"] = statistics.fmean(rates) if rates else None
+            row["val_loss_mean"], row["val_loss_std"] = _stats([f[2] for f in finals])
+            row["val_bpb_mean"], row["val_bpb_std"] = _stats([f[3] for f in finals])
+            if prev is not None and prev["val_bpb_mean"] is not None:
+                row["delta_bpb_previous"] = row["val_bpb_mean"] - prev["val_bpb_mean"]
+        out.append(row)
+        prev = row
+    base = next((r for r in out if r["variant"] == spec.get("baseline")), out[0])
+    for row in out:
+        if row["val_bpb_mean"] is None or base["val_bpb_mean"] is None:
+            continue
+        row["delta_bpb"] = row["val_bpb_mean"] - base["val_bpb_mean"]
+        if row is not base and row["val_bpb_std"] is not None and base["val_bpb_std"] is not None:
+            row["beyond_seed_spread"] = abs(row["delta_bpb"]) > row["val_bpb_std"] + base["val_bpb_std"]
+    if not spec.get("delta_previous"):
+        for row in out:
+            row["delta_bpb_previous"] = None
+    return out
+
+
+def _csv(table: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in table:
+        writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def _num(x, fmt: str) -> str:
+    return "" if x is None else format(x, fmt)
+
+
+def _markdown(spec: dict, table: list[dict]) -> str:
+    (kind, amount), = spec.get("budget", {"?": "?"}).items()
+    base = spec.get("baseline", table[0]["variant"])
+    prev = bool(spec.get("delta_previous"))
+    lines = [f"# Ablation: {spec.get('name', '?')}", "",
+             f"Budget per run: {amount:,} {kind}; seeds {spec.get('seeds', '?')}; "
+             f"{spec.get('parallel', '?')} run(s) at once, {spec.get('threads') or 'all'} CPU threads in all. "
+             f"Baseline: `{base}`.", "",
+             "| variant | status | params | active | FLOPs/token | KV bytes/token | tokens | tok/s | wall s "
+             "| val loss | val bpb | Δ bpb vs baseline | beyond seed spread |" + (" Δ bpb vs previous |" if prev else ""),
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|" + ("--:|" if prev else "")]
+    for r in table:
+        spread = {True: "yes", False: "no", None: ""}[r["beyond_seed_spread"]]
+        flops = "" if r["flops_per_token"] is None else f"{r['flops_per_token'] / 1e6:.1f} M"
+        lines.append(
+            f"| {r['variant']} | {r['status']} | {_num(r['params'], ',')} | {_num(r['active_params'], ',')} "
+            f"| {flops} | {_num(r['kv_bytes_per_token'], ',')} | {_num(r['tokens'], ',')} "
+            f"| {_num(r['tok_per_s'], ',.0f')} | {_num(r['wall_s'], ',.0f')} "
+            f"| {_pm(r['val_loss_mean'], r['val_loss_std'])} | {_pm(r['val_bpb_mean'], r['val_bpb_std'])} "
+            f"| {_num(r['delta_bpb'], '+.4f')} | {spread} |" + (f" {_num(r['delta_bpb_previous'], '+.4f')} |" if prev else ""))
+    lines += ["", "Val loss and val bpb: the last evaluation of each finished run, mean ± sample standard "
+              "deviation over seeds. Beyond seed spread: |Δ| > std(variant) + std(baseline). "
+              "FLOPs/token: training (forward + backward) at the run's sequence length; KV bytes in bf16 "
+              "(model/accounting.py on the resolved config.toml). tok/s: median over logged steps, mean "
+              "over seeds, measured while the runs shared the machine as stated above. Wall s: training "
+              "time to the last evaluation (`elapsed_s` when logged, else implied by tok/s).", ""]
+    failed = [r for r in table if r["error"]]
+    if failed:
+        lines += ["Failed:", ""] + [f"- `{r['variant']}`: {r['error']}" for r in failed] + [""]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: Path) -> Path:
+    """Write results.md, results.csv and curves.png into out_dir; return the path of results.md."""
+    from .plot import plot_curves  # matplotlib is imported only when a figure is drawn
+
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ConfigError(f"report: {out_dir} is not a directory")
+    spec, groups = variants(out_dir)
+    table = rows(spec, groups)
+    (out_dir / "results.csv").write_text(_csv(table))
+    (out_dir / "results.md").write_text(_markdown(spec, table))
+    plot_curves({label: [r for r in runs if r.cfg is not None] for label, runs in groups.items()},
+                out_dir / "curves.png", title=spec.get("name", out_dir.name))
+    return out_dir / "results.md"
