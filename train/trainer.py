@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from model import GPT
 from model.accounting import flops_per_token
-from model.ffn.moe import aux_loss, end_step
+from model.ffn.moe import end_step
 
 from . import checkpoint as ckpt
 from .config import RunConfig, to_toml
@@ -119,18 +119,23 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        total = torch.zeros(2, device=self.device)  # [objective, MoE aux terms within it]
+        total = None  # each term of the objective, summed over micro-batches
         for micro in range(cfg.train.grad_accum):
             x, y = self._batch(self.data.train, (cfg.train.seed, 0, self.step, micro, self.rank))
             with autocast(self.device, self.dtype):
-                _, loss = model(x, y)
-            self.scaler.scale(loss / cfg.train.grad_accum).backward()
-            aux = aux_loss(self.model.moe_layers)
-            total += torch.stack([loss.detach(), aux.detach() if aux is not None else torch.zeros_like(loss)])
+                _, lm_loss = model(x, y)
+            # The objective: the LM cross-entropy plus the model's auxiliary terms (MoE balancing),
+            # each named once; metrics.jsonl logs every term under its name.
+            terms = {"loss": lm_loss, **self.model.aux_losses()}
+            objective = sum(terms.values())
+            self.scaler.scale(objective / cfg.train.grad_accum).backward()
+            parts = torch.stack([t.detach().float() for t in terms.values()])
+            total = parts if total is None else total + parts
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.optim.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
-        loss, aux = (total / cfg.train.grad_accum).tolist()
+        means = dict(zip(terms, (total / cfg.train.grad_accum).tolist()))  # {"loss": ..., "aux_loss": ...}
+        loss = sum(means.values())  # the objective
         # With fp16 loss scaling an overflowing gradient is expected: the scaler skips the step.
         grads_ok = self.scaler.is_enabled() or math.isfinite(grad_norm)
         if not (math.isfinite(loss) and grads_ok):
@@ -141,10 +146,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.skipped_in_a_row = 0
-        record = {"step": self.step, "loss": loss - aux, "lr": lr, "grad_norm": grad_norm,
+        record = {"step": self.step, **means, "lr": lr, "grad_norm": grad_norm,
                   "skipped_steps": self.skipped_steps}
-        if self.model.moe_layers:  # loss is the LM loss; the objective was loss + aux_loss
-            record |= {"aux_loss": aux, **end_step(self.model.moe_layers)}
+        if self.model.moe_layers:
+            record |= {"aux_loss": means.get("aux_loss", 0.0), **end_step(self.model.moe_layers)}
         return record
 
     def _nonfinite_step(self, lr: float, what: str) -> dict:
