@@ -8,6 +8,8 @@ The kernel is chosen once, when the layer is built (`KERNELS`):
   GQA heads are repeated for it, since that kernel has no `enable_gqa`).
 - "softmax": explicit scores -> softmax -> weighted values, only where the math needs the scores
   themselves: a softcap (tanh on every logit) or attention sinks (an extra softmax column).
+- "flex": FlexAttention (model/mixer/flex.py) for windows, softcaps and sinks on CUDA, switched to by
+  `use_device_kernels` once the model is on its device; it has no backward on CPU.
 """
 
 import torch
@@ -16,6 +18,7 @@ from torch.nn import functional as F
 
 from ..config import ModelConfig
 from ..cache import CacheSpec, LayerKV, ModelCache
+from . import flex
 from .masks import sdpa_mask, visible_keys
 from ..norm import build_norm
 from ..rope import build_rotary
@@ -68,7 +71,8 @@ class CausalSelfAttention(nn.Module):
         # starts as one more key with an average score, and training moves it up or down from there.
         self.sinks = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sinks else None
         self.kernel = "softmax" if cfg.attn_softcap or cfg.attn_sinks else "sdpa"
-        self.attend = getattr(self, KERNELS[self.kernel])
+        self.build_kernel = self.kernel  # `use_device_kernels` may switch to "flex" on CUDA
+        self.attend = self.fallback = getattr(self, KERNELS[self.kernel])
         self.attn_dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
@@ -114,7 +118,38 @@ class CausalSelfAttention(nn.Module):
         )
 
 
-KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention"}
+    def flex_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, compiled: bool = True):
+        if q.shape[2] != k.shape[2]:  # decoding from a cache: a new mask shape every step
+            return self.fallback(q, k, v)
+        return flex.flex_attend(q, k, v, self.window, self.scale, self.softcap, self.sinks, compiled)
+
+    def use_kernel(self, kernel: str) -> None:
+        self.kernel, self.attend = kernel, getattr(self, KERNELS[kernel])
+
+
+KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention", "flex": "flex_attention"}
+
+
+def device_kernel(layer: CausalSelfAttention, device: torch.device) -> str:
+    """The kernel for this layer on `device`: FlexAttention on CUDA for what SDPA's fused kernels
+    cannot do (window, softcap, sinks), unless dropout is on (Flex has none) or the head size is
+    not a power of two >= 16; elsewhere the layer's build-time kernel."""
+    hd = layer.head_dim
+    flex_fits = flex.available() and not layer.attn_dropout and hd >= 16 and hd & (hd - 1) == 0
+    special = layer.window or layer.softcap or layer.sinks is not None
+    if device.type == "cuda" and flex_fits and special:
+        return "flex"
+    return layer.build_kernel
+
+
+def use_device_kernels(model: nn.Module, device: torch.device) -> dict[str, str]:
+    """Give each attention layer of a built model its kernel for `device`; returns {name: kernel}."""
+    chosen = {}
+    for name, module in model.named_modules():
+        if isinstance(module, CausalSelfAttention):
+            module.use_kernel(device_kernel(module, device))
+            chosen[name] = module.kernel
+    return chosen
 
 
 def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:
