@@ -6,7 +6,11 @@ import torch
 
 from model import GPT, ModelConfig
 from model.mixer import flex
-from model.mixer.attention import CausalSelfAttention, device_kernel, use_device_kernels
+from model.ffn.moe import expert_kernel, grouped_mm
+from model.kernels import use_device_kernels
+from model.mixer.attention import CausalSelfAttention, device_kernel
+
+from test_moe import build  # noqa: E402  (the MoE test cases, randomised)
 
 needs_flex = pytest.mark.skipif(not flex.available(), reason="this PyTorch has no FlexAttention")
 
@@ -55,7 +59,32 @@ def test_kernels_chosen_per_device():
     assert device_kernel(layer(window=32, dropout=0.1), cuda) == "sdpa"  # Flex has no dropout
     cfg = ModelConfig(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_embd=64, window=16, global_every=2)
     model = GPT(cfg)
-    assert use_device_kernels(model, cpu) == {"transformer.h.0.attn": "sdpa", "transformer.h.1.attn": "sdpa"}
+    assert use_device_kernels(model, cpu, torch.float32) == {"transformer.h.0.attn": "sdpa", "transformer.h.1.attn": "sdpa"}
     if flex.available():
-        chosen = use_device_kernels(model, cuda)  # layer 1 is global: plain causal
+        chosen = use_device_kernels(model, cuda, torch.bfloat16)  # layer 1 is global: plain causal
         assert chosen == {"transformer.h.0.attn": "flex", "transformer.h.1.attn": "sdpa"}
+
+
+@pytest.mark.skipif(grouped_mm is None, reason="this PyTorch has no grouped_mm")
+@pytest.mark.parametrize("name", ["mixtral-like top-2 of 4", "switch-like top-1, gelu, biases, raw weights",
+                                  "deepseek-like sigmoid, groups, shared, scale"])
+def test_grouped_experts_forward_equals_the_loop(name):
+    """The grouped-GEMM path computes in bf16 (its backward does not run on CPU): its forward equals
+    the per-expert loop to bf16 precision, on tokens where one expert gets none."""
+    moe = build(name).eval()
+    x = torch.randn(2, 16, 32)
+    ex = moe.experts
+    counts = torch.tensor([9, 0, 14, 9][: moe.n_expert] + [0] * (moe.n_expert - 4))
+    rows = torch.randn(int(counts.sum()), 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the loop's matmuls in bf16 too
+        loop = ex.loop(rows, counts)
+        grouped = ex.grouped(rows, counts)
+        y_loop = moe(x)
+        assert expert_kernel(ex, torch.device("cpu"), torch.bfloat16) == "loop"
+        ex.use_kernel("grouped")
+        y_grouped = moe(x)
+    assert grouped.dtype == loop.dtype == torch.bfloat16
+    scale = loop.float().abs().max().item()
+    torch.testing.assert_close(grouped.float(), loop.float(), atol=2e-2 * scale, rtol=0)
+    torch.testing.assert_close(y_grouped.float(), y_loop.float(), atol=2e-2 * scale, rtol=0)
+    assert (grouped.float() - loop.float()).abs().mean() < 2e-3 * scale

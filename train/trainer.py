@@ -24,12 +24,13 @@ from tqdm import tqdm
 from model import GPT
 from model.accounting import flops_per_token
 from model.ffn.moe import end_step
+from model.kernels import use_device_kernels
 
 from . import checkpoint as ckpt
 from .config import RunConfig, to_toml
 from .data import TokenData, bits_per_byte, get_batch, prepare
 from .guard import StopSignals, all_finite, check_out_dir, check_same_run, oom_message
-from .hardware import autocast, peak_flops, pick_device, pick_dtype
+from .hardware import DTYPES, Peak, autocast, pick_device, pick_dtype
 from .optim import build_optimizer, lr_at
 
 
@@ -51,6 +52,7 @@ class Trainer:
         self.data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
         torch.manual_seed(cfg.train.seed)
         self.model = GPT(cfg.model).to(self.device)
+        self.kernels = use_device_kernels(self.model, self.device, DTYPES[self.dtype])  # {layer: kernel}
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
         self.step_fn = torch.compile(self.model) if cfg.train.compile else self.model
@@ -60,7 +62,7 @@ class Trainer:
         self._saved_step: int | None = None
         self.tokens_per_step = cfg.train.batch_size * cfg.seq_len * cfg.train.grad_accum * self.world_size
         self.flops_per_step = flops_per_token(cfg.model, cfg.seq_len) * self.tokens_per_step
-        self.peak = peak_flops(self.device, self.dtype)
+        self.peak = Peak(self.device, self.dtype)
 
     # ----- state -------------------------------------------------------------------------------
     def save(self) -> Path:
@@ -241,7 +243,7 @@ class Trainer:
         record = self.train_step()
         dt = time.perf_counter() - t0
         record["tokens_per_s"] = self.tokens_per_step / dt
-        record["mfu"] = self.flops_per_step / dt / self.peak
+        record["mfu"] = self.peak.mfu(self.flops_per_step / dt)  # <= 1: see hardware.Peak
         final = self.step == t.max_steps
         if record.get("skipped"):
             bar.write(f"warning: skipped step {self.step} (non-finite loss or gradient; "

@@ -9,7 +9,7 @@ The kernel is chosen once, when the layer is built (`KERNELS`):
 - "softmax": explicit scores -> softmax -> weighted values, only where the math needs the scores
   themselves: a softcap (tanh on every logit) or attention sinks (an extra softmax column).
 - "flex": FlexAttention (model/mixer/flex.py) for windows, softcaps and sinks on CUDA, switched to by
-  `use_device_kernels` once the model is on its device; it has no backward on CPU.
+  `model.kernels.use_device_kernels` once the model is on its device; it has no backward on CPU.
 """
 
 import torch
@@ -71,7 +71,7 @@ class CausalSelfAttention(nn.Module):
         # starts as one more key with an average score, and training moves it up or down from there.
         self.sinks = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sinks else None
         self.kernel = "softmax" if cfg.attn_softcap or cfg.attn_sinks else "sdpa"
-        self.build_kernel = self.kernel  # `use_device_kernels` may switch to "flex" on CUDA
+        self.build_kernel = self.kernel  # model/kernels.py may switch to "flex" on CUDA
         self.attend = self.fallback = getattr(self, KERNELS[self.kernel])
         self.attn_dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
@@ -141,15 +141,6 @@ def device_kernel(layer: CausalSelfAttention, device: torch.device) -> str:
         return "flex"
     return layer.build_kernel
 
-
-def use_device_kernels(model: nn.Module, device: torch.device) -> dict[str, str]:
-    """Give each attention layer of a built model its kernel for `device`; returns {name: kernel}."""
-    chosen = {}
-    for name, module in model.named_modules():
-        if isinstance(module, CausalSelfAttention):
-            module.use_kernel(device_kernel(module, device))
-            chosen[name] = module.kernel
-    return chosen
 
 
 def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:

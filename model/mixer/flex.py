@@ -7,7 +7,7 @@ for the attention variants that SDPA's fused kernels cannot take:
                      out = out_without_sink * sigmoid(lse - s)   (gpt-oss)
 
 The result equals `softmax_attention` (model/mixer/attention.py), without the (T, S) score matrix.
-FlexAttention is fast only compiled and has no backward on CPU, so `attention.use_device_kernels`
+FlexAttention is fast only compiled and has no backward on CPU, so `model.kernels.use_device_kernels`
 picks it on CUDA only; the CPU tests compare its (eager) forward with the written-out kernel.
 Block masks are built once per (T, S, window, device) and cached.
 """
