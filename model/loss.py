@@ -50,7 +50,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         w = weight[:vocab_size]  # (vocab_size, n_embd), a view
         valid = targets != ignore_index  # (N,)
         picked = torch.where(valid, targets, 0)  # ignored rows pick class 0, then count for nothing
-        n_valid = valid.sum()
+        n = valid.sum().clamp(min=1)  # the mean's denominator (all ignored: 0, where F.cross_entropy gives nan)
         total = torch.zeros((), device=h.device)
         grad_h = torch.empty_like(h) if with_grad else None
         grad_w = torch.zeros(weight.shape, device=weight.device) if with_grad else None  # fp32
@@ -64,15 +64,16 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             if with_grad:
                 dz = torch.exp(z - lse)  # softmax
                 dz.scatter_add_(1, tc, torch.full_like(lse, -1.0))
-                dz *= vc.unsqueeze(1) / n_valid.clamp(min=1)
+                dz *= vc.unsqueeze(1)
                 if cap:
                     dz *= 1 - (z / cap).square()  # d(cap tanh(x / cap))/dx, from the capped value
+                # Divided by the token count only after the matmuls: in fp16, dz / n would underflow.
                 dz = dz.to(logits.dtype)
-                grad_h[rows] = dz @ w
+                grad_h[rows] = (dz @ w).float() / n
                 grad_w[:vocab_size] += dz.t() @ hc
         if with_grad:
-            ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
-        return total / n_valid.clamp(min=1)
+            ctx.save_for_backward(grad_h, (grad_w / n).to(weight.dtype))
+        return total / n
 
     @staticmethod
     def backward(ctx, grad_loss):
