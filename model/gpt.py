@@ -5,7 +5,6 @@ import os
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .accounting import kv_cache_bytes_per_token
 from .block import build_block
@@ -15,6 +14,7 @@ from .cache import CacheSpec, ModelCache
 from .cache.static import StaticCache
 from .ffn.moe import Experts, aux_loss, moe_layers
 from .generate import generate as generate_tokens
+from .loss import lm_loss
 from .norm import build_norm
 from .ffn.router import Router
 from .softcap import build_softcap
@@ -27,10 +27,11 @@ class GPT(nn.Module):
     follow HF `GPT2LMHeadModel` (`transformer.wte`, `transformer.h.0.attn.c_attn`, ...), so
     weight conversion (model/hf/) is a near-identity map.
 
-    `model(idx)` returns logits (B, T, vocab_size); `model(idx, targets)` returns (logits, loss).
-    In training mode the loss includes the MoE auxiliary terms (model/ffn/moe.py), if any are on.
-    The embedding table is padded to `padded_vocab_size` rows for faster matmuls; logits of the
-    padding rows are cut off, so they can never receive probability.
+    `model(idx)` returns logits (B, T, vocab_size); `model(idx, targets)` returns (None, loss), the
+    LM cross-entropy computed in chunks without materialising the logits (model/loss.py). Other
+    terms of the training objective (MoE balancing) are named by `aux_losses()`; the trainer adds
+    them. The embedding table is padded to `padded_vocab_size` rows for faster matmuls; the padding
+    rows are cut off the logits and the loss, so they can never receive probability.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -114,15 +115,19 @@ class GPT(nn.Module):
         if cache is not None:
             cache.advance(T)
         x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, vocab_size)
-        logits = self.final_softcap(logits)
         if targets is None:
-            return logits
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index
-        )
-        aux = aux_loss(self.moe_layers) if self.training else None  # MoE balancing terms
-        return logits, loss if aux is None else loss + aux
+            logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, vocab_size)
+            return self.final_softcap(logits)
+        cfg = self.config
+        loss = lm_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), cfg.vocab_size,
+                       cfg.final_softcap, ignore_index)
+        return None, loss
+
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        """The auxiliary terms of the training objective from the last training forward, by name:
+        `aux_loss`, the MoE balancing terms averaged over MoE layers (model/ffn/moe.py), when on."""
+        aux = aux_loss(self.moe_layers) if self.training else None
+        return {} if aux is None else {"aux_loss": aux}
 
     def num_params(self, exclude_position_embeddings: bool = False) -> int:
         """Parameters, counting a tied embedding/LM-head matrix once."""

@@ -5,11 +5,20 @@ after a warm-up, and prints tokens/s, achieved FLOP/s, MFU and peak memory per c
 measured against a data-sheet peak on known GPUs, and on CPU against the measured throughput of a
 large matmul in the same dtype (the practical ceiling of the machine).
 
-Options: --steps N (timed steps, default 10), --warmup N (default 3), --json PATH (append results).
+It also prints the kernel each attention and expert layer runs (model/kernels.py), as
+`sdpa x4, flex x2` (CPU and CUDA differ: FlexAttention and grouped-GEMM experts are CUDA-only).
+
+Options: --steps N (timed steps, default 10), --warmup N (default 3), --json PATH (append one record
+per config: the figures above plus the machine, PyTorch version, commit and kernels, so that a run
+elsewhere can be compared with it), --compare PATH (print each config's tok/s against the last
+record of the same config and overrides in that file).
 """
 
+import collections
 import json
+import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.accounting import flops_per_token, param_count  # noqa: E402
 from train.cli import run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
+import torch  # noqa: E402
+
 from train.hardware import peak_memory_bytes  # noqa: E402
 from train.trainer import Trainer  # noqa: E402
 
@@ -38,21 +49,58 @@ def bench(path: str, overrides: list[str], steps: int, warmup: int) -> dict:
     dt = statistics.median(times)
     tok_s = trainer.tokens_per_step / dt
     flops = flops_per_token(cfg.model, cfg.seq_len) * tok_s
+    mfu = trainer.peak.mfu(flops)  # the peak is raised to any rate seen (train/hardware.py Peak)
     return {
-        "config": path, "device": str(trainer.device), "dtype": trainer.dtype,
+        "config": path, "overrides": overrides, "device": str(trainer.device), "dtype": trainer.dtype,
         "compile": cfg.train.compile, "params": param_count(cfg.model),
         "active_params": param_count(cfg.model, active=True),
         "tokens_per_step": trainer.tokens_per_step, "step_s": dt, "tokens_per_s": tok_s,
-        "flops_per_s": flops, "peak_flops_per_s": trainer.peak, "mfu": flops / trainer.peak,
-        "peak_mem_bytes": peak_memory_bytes(trainer.device),
+        "flops_per_s": flops, "peak_flops_per_s": trainer.peak.flops_per_s, "mfu": mfu,
+        "peak_mem_bytes": peak_memory_bytes(trainer.device), "kernels": trainer.kernels,
+        "machine": machine(trainer.device), "torch": torch.__version__, "commit": commit(),
+        "steps": steps, "warmup": warmup,
     }
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def kernel_summary(kernels: dict[str, str]) -> str:
+    """{'transformer.h.0.attn': 'flex', ...} -> 'attn: flex x2, sdpa x4' (per kind of layer)."""
+    kinds = collections.defaultdict(collections.Counter)
+    for name, kernel in kernels.items():
+        kinds[name.rsplit(".", 1)[-1]][kernel] += 1
+    return "; ".join(f"{kind}: " + ", ".join(f"{k} x{n}" for k, n in sorted(c.items()))
+                     for kind, c in kinds.items())
+
+
+def baseline(path: str, record: dict) -> dict | None:
+    """The last record in a --json file with the same config and overrides."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(f"--compare {path}: {e.strerror}") from None
+    same = [r for r in map(json.loads, filter(None, lines))
+            if r.get("config") == record["config"] and r.get("overrides", []) == record["overrides"]]
+    return same[-1] if same else None
 
 
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0
-    opts = {"--steps": 10, "--warmup": 3, "--json": ""}
+    opts = {"--steps": 10, "--warmup": 3, "--json": "", "--compare": ""}
     configs, overrides = [], []
     it = iter(argv)
     for arg in it:
@@ -77,6 +125,11 @@ def main(argv: list[str]) -> int:
               f"{r['tokens_per_s']:9.0f} "
               f"{r['flops_per_s'] / 1e12:8.3f} {100 * r['mfu']:5.1f}% {r['peak_mem_bytes'] / 2**20:7.0f}MiB  "
               f"{r['device']} {r['dtype']} (peak {r['peak_flops_per_s'] / 1e12:.3f} TFLOP/s)")
+        print(f"{'':34} kernels: {kernel_summary(r['kernels'])}")
+        if opts["--compare"]:
+            ref = baseline(opts["--compare"], r)
+            print(f"{'':34} " + (f"{r['tokens_per_s'] / ref['tokens_per_s']:.3f}x the {ref['tokens_per_s']:.0f} "
+                                 f"tok/s of {ref['machine']} at {ref['commit']}" if ref else "no record to compare with"))
         if opts["--json"]:
             with open(opts["--json"], "a") as f:
                 f.write(json.dumps(r) + "\n")

@@ -122,7 +122,7 @@ def test_balance_loss_matches_hf_mixtral_and_z_loss_its_definition():
     assert metrics["z_loss"] == pytest.approx(z.item(), rel=1e-5)
 
 
-def test_aux_terms_join_the_training_loss_only():
+def test_aux_terms_are_named_apart_from_the_lm_loss_and_only_in_training():
     cfg = ModelConfig(**SMALL, mlp="swiglu", moe=MoEConfig(n_expert=4, top_k=2))
     idx = torch.randint(0, 97, (2, 16))
     torch.manual_seed(0)
@@ -130,17 +130,32 @@ def test_aux_terms_join_the_training_loss_only():
     weighted = GPT(dataclasses.replace(cfg, moe=MoEConfig(n_expert=4, top_k=2, aux_loss_coef=0.1, z_loss_coef=0.01)))
     weighted.load_state_dict(plain.state_dict())
     _, ce = plain.train()(idx, idx)
-    _, total = weighted.train()(idx, idx)
+    _, lm = weighted.train()(idx, idx)
+    assert lm.item() == ce.item()  # the forward's loss is the LM cross-entropy alone
+    assert plain.aux_losses() == {}  # no coefficients, no terms
+    terms = weighted.aux_losses()
     balance = [layer.sums[0].item() for layer in weighted.moe_layers]
     z = [layer.sums[1].item() for layer in weighted.moe_layers]
-    expected = ce.item() + (0.1 * sum(balance) + 0.01 * sum(z)) / 2  # averaged over the 2 layers
-    assert total.item() == pytest.approx(expected, rel=1e-6)
-    total.backward()
+    expected = (0.1 * sum(balance) + 0.01 * sum(z)) / 2  # averaged over the 2 layers
+    assert set(terms) == {"aux_loss"} and terms["aux_loss"].item() == pytest.approx(expected, rel=1e-6)
+    (lm + terms["aux_loss"]).backward()
     ce.backward()
     router_w, router_p = weighted.moe_layers[0].router.weight.grad, plain.moe_layers[0].router.weight.grad
     assert not torch.allclose(router_w, router_p)  # the balancing terms reach the router
     _, val = weighted.eval()(idx, idx)
-    assert val.item() == pytest.approx(ce.item(), rel=1e-6)  # evaluation is pure cross-entropy
+    assert val.item() == pytest.approx(ce.item(), rel=1e-6)
+    assert weighted.aux_losses() == {}  # evaluation is pure cross-entropy
+
+
+def test_router_logits_stay_fp32_under_autocast():
+    moe = build("deepseek-like sigmoid, groups, shared, scale")
+    x = torch.randn(24, 32)
+    exact = moe.router(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, scores, chosen, weights = moe.router(x)
+    assert logits.dtype == scores.dtype == weights.dtype == torch.float32
+    torch.testing.assert_close(logits, exact[0], rtol=0, atol=0)  # bf16 matmuls would differ
+    assert torch.equal(chosen, exact[2])
 
 
 def test_bias_update_moves_towards_even_load_and_steers_choice_not_weights():

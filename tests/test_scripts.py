@@ -2,10 +2,13 @@
 are asserted, only that they are measured and consistent)."""
 
 import importlib.util
+import json
 
 import pytest
+import torch
 
 from tiny_run import ROOT, TINY
+from train.hardware import Peak
 
 LADDER = sorted((ROOT / "configs" / "ladder").glob("*.toml"))
 
@@ -22,9 +25,33 @@ def test_bench_reports_throughput_and_active_parameters(corpus):
     moe = [*TINY, *corpus, "--model.mlp=swiglu", "--model.moe.n_expert=4", "--model.moe.top_k=1"]
     r = bench(str(ROOT / "configs" / "default.toml"), moe, steps=2, warmup=1)
     assert r["tokens_per_step"] == 4 * 32 * 2  # batch x seq_len x grad_accum from TINY
-    assert r["tokens_per_s"] > 0 and 0 < r["mfu"]
+    assert r["tokens_per_s"] > 0 and 0 < r["mfu"] <= 1
     assert r["active_params"] < r["params"]  # 1 of 4 experts per token
     assert r["flops_per_s"] == pytest.approx(r["mfu"] * r["peak_flops_per_s"])
+    assert r["kernels"] == {"transformer.h.0.attn": "sdpa", "transformer.h.0.mlp.experts": "loop",
+                            "transformer.h.1.attn": "sdpa", "transformer.h.1.mlp.experts": "loop"}
+
+
+def test_bench_json_record_and_compare(tmp_path, corpus, capsys):
+    bench = load("bench")
+    record = tmp_path / "bench.jsonl"
+    args = [str(ROOT / "configs" / "default.toml"), *TINY, *corpus, "--steps", "1", "--warmup", "0"]
+    assert bench.main([*args, "--json", str(record)]) == 0
+    assert bench.main([*args, "--json", str(record), "--compare", str(record)]) == 0
+    out = capsys.readouterr().out
+    assert "kernels: attn: sdpa x2" in out
+    first, second = map(json.loads, record.read_text().splitlines())
+    assert {"machine", "torch", "commit", "kernels", "tokens_per_s"} <= set(first)
+    ratio = second["tokens_per_s"] / first["tokens_per_s"]
+    assert f"{ratio:.3f}x the {first['tokens_per_s']:.0f} tok/s" in out
+
+
+def test_mfu_never_exceeds_one_when_the_peak_was_under_measured():
+    peak = Peak(torch.device("cpu"), "fp32")
+    peak.flops_per_s = 1e9  # as if the start-up matmuls had got a sliver of a busy machine
+    assert peak.mfu(0.5e9) == 0.5
+    assert peak.mfu(3e9) == 1.0  # faster than the "peak": the peak was wrong, not the step
+    assert peak.flops_per_s == 3e9 and peak.mfu(1.5e9) == 0.5  # later steps are measured against it
 
 
 def test_ladder_table_has_a_row_per_rung_with_matching_counts():

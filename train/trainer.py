@@ -23,13 +23,14 @@ from tqdm import tqdm
 
 from model import GPT
 from model.accounting import flops_per_token
-from model.ffn.moe import aux_loss, end_step
+from model.ffn.moe import end_step
+from model.kernels import use_device_kernels
 
 from . import checkpoint as ckpt
 from .config import RunConfig, to_toml
 from .data import TokenData, bits_per_byte, get_batch, prepare
 from .guard import StopSignals, all_finite, check_out_dir, check_same_run, check_same_tokenizer, oom_message
-from .hardware import autocast, peak_flops, pick_device, pick_dtype
+from .hardware import DTYPES, Peak, autocast, pick_device, pick_dtype
 from .optim import build_optimizer, lr_at
 from .tokenizer import RUN_FILE as TOKENIZER_FILE
 from .tokenizer import describe, get_tokenizer
@@ -56,6 +57,7 @@ class Trainer:
         self.data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
         torch.manual_seed(cfg.train.seed)
         self.model = GPT(cfg.model).to(self.device)
+        self.kernels = use_device_kernels(self.model, self.device, DTYPES[self.dtype])  # {layer: kernel}
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
         self.step_fn = torch.compile(self.model) if cfg.train.compile else self.model
@@ -67,7 +69,7 @@ class Trainer:
         self._clock_start = time.perf_counter()  # reset when fit() starts
         self.tokens_per_step = cfg.train.batch_size * cfg.seq_len * cfg.train.grad_accum * self.world_size
         self.flops_per_step = flops_per_token(cfg.model, cfg.seq_len) * self.tokens_per_step
-        self.peak = peak_flops(self.device, self.dtype)
+        self.peak = Peak(self.device, self.dtype)
 
     # ----- state -------------------------------------------------------------------------------
     def save(self) -> Path:
@@ -133,18 +135,23 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        total = torch.zeros(2, device=self.device)  # [objective, MoE aux terms within it]
+        total = None  # each term of the objective, summed over micro-batches
         for micro in range(cfg.train.grad_accum):
             x, y = self._batch(self.data.train, (cfg.train.seed, 0, self.step, micro, self.rank))
             with autocast(self.device, self.dtype):
-                _, loss = model(x, y)
-            self.scaler.scale(loss / cfg.train.grad_accum).backward()
-            aux = aux_loss(self.model.moe_layers)
-            total += torch.stack([loss.detach(), aux.detach() if aux is not None else torch.zeros_like(loss)])
+                _, lm_loss = model(x, y)
+            # The objective: the LM cross-entropy plus the model's auxiliary terms (MoE balancing),
+            # each named once; metrics.jsonl logs every term under its name.
+            terms = {"loss": lm_loss, **self.model.aux_losses()}
+            objective = sum(terms.values())
+            self.scaler.scale(objective / cfg.train.grad_accum).backward()
+            parts = torch.stack([t.detach().float() for t in terms.values()])
+            total = parts if total is None else total + parts
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.optim.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
-        loss, aux = (total / cfg.train.grad_accum).tolist()
+        means = dict(zip(terms, (total / cfg.train.grad_accum).tolist()))  # {"loss": ..., "aux_loss": ...}
+        loss = sum(means.values())  # the objective
         # With fp16 loss scaling an overflowing gradient is expected: the scaler skips the step.
         grads_ok = self.scaler.is_enabled() or math.isfinite(grad_norm)
         if not (math.isfinite(loss) and grads_ok):
@@ -155,10 +162,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.skipped_in_a_row = 0
-        record = {"step": self.step, "loss": loss - aux, "lr": lr, "grad_norm": grad_norm,
+        record = {"step": self.step, **means, "lr": lr, "grad_norm": grad_norm,
                   "skipped_steps": self.skipped_steps}
-        if self.model.moe_layers:  # loss is the LM loss; the objective was loss + aux_loss
-            record |= {"aux_loss": aux, **end_step(self.model.moe_layers)}
+        if self.model.moe_layers:
+            record |= {"aux_loss": means.get("aux_loss", 0.0), **end_step(self.model.moe_layers)}
         return record
 
     def _nonfinite_step(self, lr: float, what: str) -> dict:
@@ -244,7 +251,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         record["tokens"] = self.step * self.tokens_per_step
         record["tokens_per_s"] = self.tokens_per_step / dt
-        record["mfu"] = self.flops_per_step / dt / self.peak
+        record["mfu"] = self.peak.mfu(self.flops_per_step / dt)  # <= 1: see hardware.Peak
         final = self.step == t.max_steps
         if record.get("skipped"):
             bar.write(f"warning: skipped step {self.step} (non-finite loss or gradient; "

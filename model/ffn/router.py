@@ -24,7 +24,8 @@ class Router(nn.Module):
 
     softmax: matches HF `MixtralTopKRouter` (norm_topk) and `Qwen3MoeTopKRouter`. sigmoid with
     groups, `expert_bias` and routed_scale: matches HF `DeepseekV3TopkRouter` (arXiv:2412.19437;
-    group-limited routing from DeepSeek-V2, arXiv:2405.04434). Logits are computed in fp32.
+    group-limited routing from DeepSeek-V2, arXiv:2405.04434). Logits are computed in fp32, also
+    under autocast: near-tied experts must not swap on a bf16 rounding.
     Config: moe.n_expert, top_k, router, norm_topk, routed_scale, n_group, topk_group.
     """
 
@@ -40,7 +41,8 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor):
         """x: (N, n_embd) -> logits, scores (N, n_expert); chosen experts, their weights (N, top_k)."""
-        logits = F.linear(x.float(), self.weight.float())
+        with torch.autocast(x.device.type, enabled=False):  # else autocast would make this bf16
+            logits = F.linear(x.float(), self.weight.float())  # (N, n_expert), fp32
         scores = self.score(logits)
         choice = self._best_groups(scores + self.expert_bias.float())
         chosen = choice.topk(self.top_k, dim=-1).indices

@@ -8,6 +8,8 @@ The kernel is chosen once, when the layer is built (`KERNELS`):
   GQA heads are repeated for it, since that kernel has no `enable_gqa`).
 - "softmax": explicit scores -> softmax -> weighted values, only where the math needs the scores
   themselves: a softcap (tanh on every logit) or attention sinks (an extra softmax column).
+- "flex": FlexAttention (model/mixer/flex.py) for windows, softcaps and sinks on CUDA, switched to by
+  `model.kernels.use_device_kernels` once the model is on its device; it has no backward on CPU.
 """
 
 import torch
@@ -16,6 +18,7 @@ from torch.nn import functional as F
 
 from ..config import ModelConfig
 from ..cache import CacheSpec, ModelCache, kv_layer_cache
+from . import flex
 from .masks import sdpa_mask, visible_keys
 from ..norm import build_norm
 from ..rope import build_rotary
@@ -61,7 +64,8 @@ class CausalSelfAttention(nn.Module):
         # starts as one more key with an average score, and training moves it up or down from there.
         self.sinks = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sinks else None
         self.kernel = "softmax" if cfg.attn_softcap or cfg.attn_sinks else "sdpa"
-        self.attend = getattr(self, KERNELS[self.kernel])
+        self.build_kernel = self.kernel  # model/kernels.py may switch to "flex" on CUDA
+        self.attend = self.fallback = getattr(self, KERNELS[self.kernel])
         self.attn_dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
@@ -108,7 +112,28 @@ class CausalSelfAttention(nn.Module):
         )
 
 
-KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention"}
+    def flex_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, compiled: bool = True):
+        if k_pos is not None or q.shape[2] != k.shape[2]:  # decoding from a cache: a new mask every step
+            return self.fallback(q, k, v, q_pos, k_pos)
+        return flex.flex_attend(q, k, v, self.window, self.scale, self.softcap, self.sinks, compiled)
+
+    def use_kernel(self, kernel: str) -> None:
+        self.kernel, self.attend = kernel, getattr(self, KERNELS[kernel])
+
+
+KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention", "flex": "flex_attention"}
+
+
+def device_kernel(layer: CausalSelfAttention, device: torch.device) -> str:
+    """The kernel for this layer on `device`: FlexAttention on CUDA for what SDPA's fused kernels
+    cannot do (window, softcap, sinks), unless dropout is on (Flex has none) or the head size is
+    not a power of two >= 16; elsewhere the layer's build-time kernel."""
+    hd = layer.head_dim
+    flex_fits = flex.available() and not layer.attn_dropout and hd >= 16 and hd & (hd - 1) == 0
+    special = layer.window or layer.softcap or layer.sinks is not None
+    if device.type == "cuda" and flex_fits and special:
+        return "flex"
+    return layer.build_kernel
 
 
 def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:

@@ -1,0 +1,34 @@
+"""Kernels per device, for a model that is already built and on its device.
+
+A layer is built with the kernel every device can run, forward and backward (the CPU's). Once the
+model is on its device, `use_device_kernels` switches the layers that have a faster kernel there:
+
+| layer                | CPU, MPS (build time)             | CUDA                                        |
+|----------------------|-----------------------------------|---------------------------------------------|
+| causal attention     | SDPA                              | SDPA (FlashAttention)                       |
+| window/softcap/sinks | SDPA with a band mask / softmax   | FlexAttention (model/mixer/flex.py)         |
+| MoE experts          | a loop over experts               | grouped GEMM in bf16 (model/ffn/moe.py)     |
+
+The choice is made once, here; forward never asks which device it runs on.
+"""
+
+import torch
+from torch import nn
+
+from .ffn.moe import Experts, expert_kernel
+from .mixer.attention import CausalSelfAttention, device_kernel
+
+
+def use_device_kernels(model: nn.Module, device: torch.device, dtype: torch.dtype) -> dict[str, str]:
+    """Switch each attention and expert layer to its kernel for `device` and the compute `dtype`
+    (autocast's, else the weights'); returns {module name: kernel} for reports."""
+    chosen = {}
+    for name, module in model.named_modules():
+        if isinstance(module, CausalSelfAttention):
+            module.use_kernel(device_kernel(module, device))
+        elif isinstance(module, Experts):
+            module.use_kernel(expert_kernel(module, device, dtype))
+        else:
+            continue
+        chosen[name] = module.kernel
+    return chosen

@@ -1,0 +1,116 @@
+"""Train-step throughput against nanoGPT, interleaved in one process:
+`python scripts/vs_nanogpt.py PATH/TO/nanoGPT/model.py [CONFIG] [--rounds N] [--steps K] [--warmup W]`
+
+nanoGPT's `model.py` is not part of this repository: pass the path of a checkout's file (it is
+imported from there at run time). CONFIG defaults to configs/bench/gpt2-6x384.toml, nanoGPT's small
+shape (6 layers x 6 heads x 384, T = 256, B = 16, fp32); nanoGPT's GPT gets the same shape, the
+same vocabulary (unpadded), biases and no dropout.
+
+One round times K steps of each model back to back, alternating which goes first; the ratio of
+each round is taken on its own, so a slower or faster moment of a shared machine affects both
+sides of a ratio alike. Each round reports two ratios: of wall-clock time, and of this process's
+CPU time (`time.process_time`). On a machine shared with other jobs the wall clock also counts the
+time spent waiting for a core; with one thread (OMP_NUM_THREADS=1) the CPU time counts only the
+work, and is the steadier of the two. Our step is `Trainer.train_step` (batch fetch, forward, backward, clipping,
+AdamW, metrics); nanoGPT's is the loop body of its train.py (forward, backward, clip_grad_norm_,
+AdamW from its `configure_optimizers`, zero_grad) on the same batches.
+"""
+
+import importlib.util
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.cli import run_cli  # noqa: E402
+from train.config import ConfigError, load_config  # noqa: E402
+from train.trainer import Trainer  # noqa: E402
+
+
+def load_nanogpt(path: str):
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such file (give the path of nanoGPT's model.py)")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def nanogpt_step(model, optimizer, trainer: Trainer, step: int, grad_clip: float) -> None:
+    x, y = trainer._batch(trainer.data.train, (trainer.cfg.train.seed, 0, step, 0, 0))
+    _, loss = model(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def main(argv: list[str]) -> int:
+    opts = {"--rounds": "5", "--steps": "5", "--warmup": "3"}
+    paths, overrides = [], []
+    it = iter(argv)
+    for arg in it:
+        key, _, value = arg.partition("=")
+        if key in opts:
+            opts[key] = value or next(it, "")
+        elif arg.startswith("--"):
+            overrides.append(arg)
+        else:
+            paths.append(arg)
+    if not 1 <= len(paths) <= 2:
+        raise ConfigError("usage: python scripts/vs_nanogpt.py NANOGPT_MODEL_PY [CONFIG] [--rounds N] [--steps K]")
+    rounds, steps, warmup = (int(opts[k]) for k in ("--rounds", "--steps", "--warmup"))
+    nano = load_nanogpt(paths[0])
+    config = paths[1] if len(paths) > 1 else "configs/bench/gpt2-6x384.toml"
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(config, [*overrides, f"--train.out_dir={tmp}"])
+        trainer = Trainer(cfg)
+        m, o = cfg.model, cfg.optim
+        torch.manual_seed(cfg.train.seed)
+        ref = nano.GPT(nano.GPTConfig(block_size=m.block_size, vocab_size=m.vocab_size, n_layer=m.n_layer,
+                                      n_head=m.n_head, n_embd=m.n_embd, dropout=0.0, bias=True))
+        ref_opt = ref.configure_optimizers(o.weight_decay, o.lr, (o.beta1, o.beta2), trainer.device.type)
+        ref.to(trainer.device).train()
+        clip = o.grad_clip or float("inf")
+        ours_t, ref_t, ours_c, ref_c, ratios, cpu_ratios, n = [], [], [], [], [], [], 0
+
+        def run_ours():
+            for _ in range(steps):
+                trainer.train_step()
+
+        def run_ref():
+            nonlocal n
+            for _ in range(steps):
+                nanogpt_step(ref, ref_opt, trainer, n, clip)
+                n += 1
+
+        for _ in range(warmup):
+            trainer.train_step()
+            nanogpt_step(ref, ref_opt, trainer, n, clip)
+        for r in range(rounds):
+            pair = [(run_ours, ours_t, ours_c), (run_ref, ref_t, ref_c)]
+            for fn, times, cpu in pair if r % 2 == 0 else pair[::-1]:
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                times.append((time.perf_counter() - t0) / steps)
+                cpu.append((time.process_time() - c0) / steps)
+            ratios.append(ref_t[-1] / ours_t[-1])
+            cpu_ratios.append(ref_c[-1] / ours_c[-1])
+            tok = trainer.tokens_per_step
+            print(f"round {r + 1}: ours {tok / ours_t[-1]:7.0f} tok/s, nanoGPT {tok / ref_t[-1]:7.0f} tok/s, "
+                  f"ratio {ratios[-1]:.3f}; per CPU-second: ours {tok / ours_c[-1]:7.0f}, "
+                  f"nanoGPT {tok / ref_c[-1]:7.0f}, ratio {cpu_ratios[-1]:.3f}", flush=True)
+    for what, rs in (("wall-clock", ratios), ("CPU-time", cpu_ratios)):
+        print(f"median {what} ratio (ours / nanoGPT tok/s) over {rounds} rounds of {steps} steps: "
+              f"{statistics.median(rs):.3f} (min {min(rs):.3f}, max {max(rs):.3f}); "
+              f"{torch.get_num_threads()} threads")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

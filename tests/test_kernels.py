@@ -1,0 +1,90 @@
+"""Device kernels (model/mixer/flex.py, the grouped-GEMM experts): the CUDA paths' forward, run on
+CPU where the op allows it, equals the path the CPU trains with; and kernel selection per device."""
+
+import pytest
+import torch
+
+from model import GPT, ModelConfig
+from model.mixer import flex
+from model.ffn.moe import expert_kernel, grouped_mm
+from model.kernels import use_device_kernels
+from model.mixer.attention import CausalSelfAttention, device_kernel
+
+from test_moe import build  # noqa: E402  (the MoE test cases, randomised)
+
+needs_flex = pytest.mark.skipif(not flex.available(), reason="this PyTorch has no FlexAttention")
+
+
+def layer(**overrides) -> CausalSelfAttention:
+    base = dict(vocab_size=97, block_size=256, n_layer=2, n_head=4, n_kv_head=2, n_embd=64, pos="rope")
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(ModelConfig(**{**base, **overrides}), layer_idx=0)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0, 0.3)
+    return attn.eval()
+
+
+@needs_flex
+@pytest.mark.parametrize("fields", [
+    dict(window=48),  # a band narrower than T (and than one 128-block)
+    dict(window=160),  # a band that spans two 128-blocks
+    dict(attn_softcap=2.0),
+    dict(attn_sinks=True),
+    dict(window=48, attn_softcap=2.0, attn_sinks=True, n_kv_head=1),
+    dict(attn_scale=0.3, attn_softcap=5.0, n_kv_head=4),
+])
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_forward_equals_the_cpu_kernel(fields):
+    attn, T = layer(**fields), 200  # two 128-blocks, the second one partial
+    x = torch.randn(2, T, 64)
+    with torch.no_grad():
+        if attn.sinks is not None:
+            attn.sinks.copy_(torch.tensor([-1.0, 0.5, 2.0, 0.0]))
+        expected = attn(x, torch.arange(T))
+        attn.use_kernel("flex")
+        attn.attend = lambda q, k, v: attn.flex_attention(q, k, v, compiled=False)  # eager on CPU
+        got = attn(x, torch.arange(T))
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=2e-5)
+
+
+def test_kernels_chosen_per_device():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert device_kernel(layer(), cuda) == "sdpa"  # plain causal stays on SDPA (flash)
+    assert device_kernel(layer(window=32), cpu) == "sdpa"
+    assert device_kernel(layer(attn_softcap=2.0), cpu) == "softmax"
+    if flex.available():
+        assert device_kernel(layer(window=32), cuda) == "flex"
+        assert device_kernel(layer(attn_sinks=True), cuda) == "flex"
+    assert device_kernel(layer(window=32, dropout=0.1), cuda) == "sdpa"  # Flex has no dropout
+    cfg = ModelConfig(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_embd=64, window=16, global_every=2)
+    model = GPT(cfg)
+    assert use_device_kernels(model, cpu, torch.float32) == {"transformer.h.0.attn": "sdpa", "transformer.h.1.attn": "sdpa"}
+    if flex.available():
+        chosen = use_device_kernels(model, cuda, torch.bfloat16)  # layer 1 is global: plain causal
+        assert chosen == {"transformer.h.0.attn": "flex", "transformer.h.1.attn": "sdpa"}
+
+
+@pytest.mark.skipif(grouped_mm is None, reason="this PyTorch has no grouped_mm")
+@pytest.mark.parametrize("name", ["mixtral-like top-2 of 4", "switch-like top-1, gelu, biases, raw weights",
+                                  "deepseek-like sigmoid, groups, shared, scale"])
+def test_grouped_experts_forward_equals_the_loop(name):
+    """The grouped-GEMM path computes in bf16 (its backward does not run on CPU): its forward equals
+    the per-expert loop to bf16 precision, on tokens where one expert gets none."""
+    moe = build(name).eval()
+    x = torch.randn(2, 16, 32)
+    ex = moe.experts
+    counts = torch.tensor([9, 0, 14, 9][: moe.n_expert] + [0] * (moe.n_expert - 4))
+    rows = torch.randn(int(counts.sum()), 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the loop's matmuls in bf16 too
+        loop = ex.loop(rows, counts)
+        grouped = ex.grouped(rows, counts)
+        y_loop = moe(x)
+        assert expert_kernel(ex, torch.device("cpu"), torch.bfloat16) == "loop"
+        ex.use_kernel("grouped")
+        y_grouped = moe(x)
+    assert grouped.dtype == loop.dtype == torch.bfloat16
+    scale = loop.float().abs().max().item()
+    torch.testing.assert_close(grouped.float(), loop.float(), atol=2e-2 * scale, rtol=0)
+    torch.testing.assert_close(y_grouped.float(), y_loop.float(), atol=2e-2 * scale, rtol=0)
+    assert (grouped.float() - loop.float()).abs().mean() < 2e-3 * scale
