@@ -9,7 +9,6 @@ Mixture-of-Experts layer counts all experts in `param_count` but only the top_k 
 `param_count(active=True)` and `matmul_params`.
 """
 
-from .mixer.attention import is_local
 from .config import ModelConfig
 
 Matrix = tuple[int, int]  # (fan_in, fan_out) of one weight matrix
@@ -119,7 +118,7 @@ def attended_keys(cfg: ModelConfig, seq_len: int) -> int:
     """Keys a query is charged for, summed over layers: seq_len on global layers and
     min(window, seq_len) on sliding-window (local) layers."""
     local = min(cfg.window, seq_len)
-    return sum(local if is_local(cfg, i) else seq_len for i in range(cfg.n_layer))
+    return sum(local if cfg.is_local(i) else seq_len for i in range(cfg.n_layer))
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:

@@ -166,6 +166,13 @@ class ModelConfig:
                 raise ValueError(f"model.moe.first_dense ({self.moe.first_dense}) must be < "
                                  f"model.n_layer ({self.n_layer}), or there is no MoE layer")
 
+    def is_local(self, layer_idx: int) -> bool:
+        """Whether block `layer_idx` uses sliding-window attention. With a window, layer i is global
+        when (i + 1) % global_every == 0 (Gemma 2: global_every=2 -> local, global, ...; Gemma 3: 6);
+        global_every=0 -> all layers local."""
+        is_global = self.global_every > 0 and (layer_idx + 1) % self.global_every == 0
+        return self.window > 0 and not is_global
+
     def is_moe(self, layer_idx: int) -> bool:
         """Whether block `layer_idx` holds a Mixture of Experts rather than a dense MLP."""
         return self.moe.n_expert > 0 and layer_idx >= self.moe.first_dense

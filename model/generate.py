@@ -1,40 +1,111 @@
-"""Autoregressive sampling with temperature and top-k, decoding through the KV cache."""
+"""Autoregressive generation: one prefill of the prompt, then one forward per new token.
+
+`GPT.generate` delegates here, so sampling stays outside the model class. Three ways to get the next
+logits, chosen once per call:
+- through a generation cache (`use_cache=True`, the default): the prompt fills the cache, then each
+  token is a single-token forward; `kv_dtype` picks the cache format (model/cache/);
+- without a cache (`use_cache=False`): the whole sequence is recomputed for every token. Slow, and
+  the reference the cached paths are tested against.
+Speculative decoding (`draft=`) has the target check a small draft model's guesses.
+"""
 
 import torch
 
-from .gpt import GPT
+from .cache import KV_DTYPES
 from .sampling import check_sampling, sample_next
+
+
+def check_generation(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float, top_k: int,
+                     top_p: float, use_cache: bool, kv_dtype: str | None, kv_residual: int) -> None:
+    """ValueError with one line for every generation request that cannot be served."""
+    check_sampling(temperature, top_k, top_p)
+    if not (isinstance(idx, torch.Tensor) and idx.dim() == 2 and idx.shape[1] > 0) or idx.is_floating_point():
+        raise ValueError("idx must be a (batch, tokens) tensor of token ids with at least one token")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0; got {max_new_tokens!r}")
+    block_size = model.config.block_size
+    if idx.shape[1] > block_size:
+        raise ValueError(f"the prompt ({idx.shape[1]} tokens) is longer than the context "
+                         f"(model.block_size={block_size})")
+    if idx.shape[1] + max_new_tokens > block_size:
+        raise ValueError(f"prompt ({idx.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
+                         f"model.block_size={block_size}")
+    if kv_dtype not in KV_DTYPES:
+        allowed = ", ".join(repr(k) for k in KV_DTYPES)
+        raise ValueError(f"kv_dtype must be one of {allowed}; got {kv_dtype!r}")
+    if kv_dtype is not None and not use_cache:
+        raise ValueError(f"kv_dtype={kv_dtype!r} formats the cache; it needs use_cache=True")
+    if isinstance(kv_residual, bool) or not isinstance(kv_residual, int) or kv_residual < 0:
+        raise ValueError(f"kv_residual must be an integer >= 0; got {kv_residual!r}")
 
 
 @torch.no_grad()
 def generate(
-    model: GPT,
+    model,
     idx: torch.Tensor,
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int = 0,
     generator: torch.Generator | None = None,
+    *,
+    top_p: float = 1.0,
+    use_cache: bool = True,
+    kv_dtype: str | None = None,
+    kv_residual: int = 32,
+    draft=None,
+    n_draft: int = 4,
 ) -> torch.Tensor:
     """Extend idx (B, T) by `max_new_tokens` sampled tokens; returns (B, T + max_new_tokens).
 
-    The prompt is run once to fill the cache, then each new token costs one single-token forward.
-    The total length is capped at model.config.block_size. temperature 0 means greedy decoding;
-    top_k 0 means sampling from the whole vocabulary.
+    temperature 0 is greedy decoding; top_k 0 and top_p 1.0 sample from the whole vocabulary.
+    kv_dtype: None (the compute dtype), "int8" or "int4" (KIVI, model/cache/quantized.py), whose
+    most recent `kv_residual` tokens stay in the compute dtype. The total length is capped at
+    model.config.block_size. The model's train/eval mode is restored afterwards.
     """
-    check_sampling(temperature, top_k, 1.0)
-    block_size = model.config.block_size
-    if idx.shape[1] + max_new_tokens > block_size:
-        raise ValueError(
-            f"prompt ({idx.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
-            f"model.block_size={block_size}"
-        )
+    check_generation(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                     use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual)
+    if draft is not None:
+        raise ValueError("speculative decoding (draft=...) is not available in this build")
+    was_training = model.training
     model.eval()
-    cache = model.new_cache(idx.shape[0], idx.shape[1] + max_new_tokens)
-    logits = model(idx, cache=cache)[:, -1, :]  # (B, vocab_size)
+    try:
+        if use_cache:
+            cache = model.new_cache(idx.shape[0], idx.shape[1] + max_new_tokens, kv_dtype=kv_dtype,
+                                    kv_residual=kv_residual)
+            step = cached_step(model, cache)
+        else:
+            step = uncached_step(model)
+        return decode(step, idx, max_new_tokens, temperature, top_k, top_p, generator)
+    finally:
+        model.train(was_training)
+
+
+def decode(step, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+           generator: torch.Generator | None) -> torch.Tensor:
+    """The sampling loop: `step(tokens)` takes the prompt once, then each new token, and returns the
+    (B, vocab_size) logits of the next position."""
     out = [idx]
+    if max_new_tokens:
+        logits = step(idx)
     for i in range(max_new_tokens):
-        next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1)
+        next_id = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
         out.append(next_id)
         if i + 1 < max_new_tokens:
-            logits = model(next_id, cache=cache)[:, -1, :]
+            logits = step(next_id)
     return torch.cat(out, dim=1)
+
+
+def cached_step(model, cache):
+    """Next-token logits through `cache`: each call runs only the new tokens."""
+    return lambda tokens: model(tokens, cache=cache)[:, -1, :]
+
+
+def uncached_step(model):
+    """Next-token logits from the full sequence, recomputed at every call (the reference path)."""
+    seen = []
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        seen.append(tokens)
+        return model(torch.cat(seen, dim=1))[:, -1, :]
+
+    return step

@@ -11,6 +11,7 @@ from .config import ModelConfig
 from .embedding import build_token_embedding
 from .cache import CacheSpec, ModelCache
 from .ffn.moe import Experts, aux_loss, moe_layers
+from .generate import generate as generate_tokens
 from .norm import build_norm
 from .ffn.router import Router
 from .softcap import build_softcap
@@ -95,12 +96,12 @@ class GPT(nn.Module):
     ):
         """idx: (B, T) token ids. With `cache`, idx continues the cached sequence."""
         B, T = idx.shape
-        start = cache.length if cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of {start + T} tokens exceeds model.block_size={self.config.block_size}"
-            )
-        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        if cache is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence of {T} tokens exceeds model.block_size={self.config.block_size}")
+            positions = torch.arange(T, device=idx.device)  # (T,)
+        else:  # the cache knows where idx starts; it never holds more than block_size positions
+            positions = cache.positions(T, idx.device)
         x = self.transformer.wte(idx)  # (B, T, n_embd)
         if "wpe" in self.transformer:
             x = x + self.transformer.wpe(positions)
@@ -135,10 +136,11 @@ class GPT(nn.Module):
         return load_pretrained(path_or_name)
 
     def new_cache(
-        self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None
+        self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None, **options
     ) -> ModelCache:
         """An empty generation cache on this model's device for `max_len` positions (block_size).
 
+        options: the other `CacheSpec` fields (kv_dtype, kv_residual, kv_group, rollback).
         dtype None: the compute dtype, i.e. autocast's when autocast is on for this device (keys and
         values come out of autocast matmuls in that dtype), else the weights' dtype.
         """
@@ -146,5 +148,23 @@ class GPT(nn.Module):
         if dtype is None:
             on = torch.is_autocast_enabled(p.device.type)
             dtype = torch.get_autocast_dtype(p.device.type) if on else p.dtype
-        spec = CacheSpec(batch_size, max_len or self.config.block_size, dtype, p.device)
+        max_len = max_len or self.config.block_size
+        if max_len > self.config.block_size:
+            raise ValueError(f"a cache of {max_len} positions exceeds model.block_size={self.config.block_size}")
+        spec = CacheSpec(batch_size, max_len, dtype, p.device, **options)
         return ModelCache([block.attn.new_cache(spec) for block in self.transformer.h], spec)
+
+    def generate(
+        self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int = 0,
+        top_p: float = 1.0, use_cache: bool = True, kv_dtype: str | None = None, draft=None,
+        n_draft: int = 4, generator: torch.Generator | None = None, **options,
+    ) -> torch.Tensor:
+        """idx (B, T) followed by max_new_tokens sampled tokens: (B, T + max_new_tokens).
+
+        temperature 0 = greedy; use_cache=False recomputes the whole prefix per token (the
+        reference); kv_dtype None (compute dtype) | "int8" | "int4"; draft: a small GPT for
+        speculative decoding with n_draft guesses per step. Sampling and the decode loop live in
+        model/generate.py; `options` are passed on to it (e.g. kv_residual).
+        """
+        return generate_tokens(self, idx, max_new_tokens, temperature, top_k, generator, top_p=top_p,
+                        use_cache=use_cache, kv_dtype=kv_dtype, draft=draft, n_draft=n_draft, **options)

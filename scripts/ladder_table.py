@@ -19,7 +19,6 @@ sys.path.insert(0, str(ROOT))
 
 from model import GPT  # noqa: E402
 from model.accounting import flops_per_token, kv_bytes_per_token, param_count  # noqa: E402
-from model.mixer.attention import is_local  # noqa: E402
 from train.config import load_config  # noqa: E402
 
 
@@ -31,7 +30,7 @@ def measured_params(cfg) -> int:
 def kv_bytes_needed(cfg, seq_len: int, bytes_per_elem: int = 2) -> float:
     """KV bytes per token of a seq_len-token sequence when local layers keep only `window` keys."""
     per_key = 2 * cfg.n_kv_head * cfg.head_dim * bytes_per_elem  # a key and a value, one layer
-    kept = sum(min(cfg.window, seq_len) if is_local(cfg, i) else seq_len for i in range(cfg.n_layer))
+    kept = sum(min(cfg.window, seq_len) if cfg.is_local(i) else seq_len for i in range(cfg.n_layer))
     return per_key * kept / seq_len
 
 

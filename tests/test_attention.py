@@ -61,14 +61,26 @@ def reference_attention(attn: CausalSelfAttention, x, window=0, softcap=0.0, sin
 
 def test_masks_with_a_cache():
     """Queries are the last T of S keys; the window counts back from each query's position."""
-    m = visible_keys(T=2, S=5, window=3, device="cpu")
+    last = lambda T, S: torch.arange(S - T, S)  # noqa: E731  positions of the last T of S
+    m = visible_keys(last(2, 5), None, 5, window=3)
     assert m.tolist() == [[False, True, True, True, False], [False, False, True, True, True]]
-    assert torch.equal(visible_keys(4, 9, window=9, device="cpu"), visible_keys(4, 9, window=0, device="cpu"))
-    assert sdpa_mask(8, 8, window=0, device="cpu") == (None, True)  # flash-eligible
-    assert sdpa_mask(1, 8, window=0, device="cpu") == (None, False)
-    assert sdpa_mask(8, 8, window=8, device="cpu") == (None, True)  # a window out of reach is no window
-    mask, is_causal = sdpa_mask(1, 9, window=8, device="cpu")
+    assert torch.equal(visible_keys(last(4, 9), None, 9, window=9), visible_keys(last(4, 9), None, 9, window=0))
+    assert sdpa_mask(last(8, 8), None, 8, window=0) == (None, True)  # flash-eligible
+    assert sdpa_mask(last(1, 8), None, 8, window=0) == (None, False)
+    assert sdpa_mask(last(8, 8), None, 8, window=8) == (None, True)  # a window out of reach is no window
+    mask, is_causal = sdpa_mask(last(1, 9), None, 9, window=8)
     assert not is_causal and mask.tolist() == [[False] + [True] * 8]
+
+
+def test_masks_from_key_positions():
+    """Keys in any order (a ring buffer): visibility follows their positions; FREE slots are hidden."""
+    from model.cache.rolling import FREE
+
+    k_pos = torch.tensor([8, 9, 6, 7, FREE])
+    mask, is_causal = sdpa_mask(torch.tensor([9]), k_pos, 5, window=3)
+    assert not is_causal and mask.tolist() == [[True, True, False, True, False]]
+    assert visible_keys(torch.tensor([7, 8]), k_pos, 5, window=0).tolist() == [
+        [False, False, True, True, False], [True, False, True, True, False]]
 
 
 @pytest.mark.parametrize("extra", [{}, {"attn_softcap": 20.0, "attn_sinks": True}], ids=["sdpa", "softmax"])

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from model import GPT
-from model.mixer.attention import is_local
 from train.config import OptimConfig, load_config
 from train.optim import build_optimizer
 
@@ -144,7 +143,7 @@ def test_preset_keeps_the_real_ratios(path):
         assert m.n_head / m.n_kv_head == n_head / n_kv_head
         assert m.n_head * m.head_dim / m.n_embd == pytest.approx(n_head * head_dim / n_embd, rel=0.01)
     assert m.mlp_hidden / m.n_embd == pytest.approx(mlp_hidden / n_embd, rel=0.01)
-    local = [is_local(m, i) for i in range(m.n_layer)]
+    local = [m.is_local(i) for i in range(m.n_layer)]
     assert local == LOCAL_PATTERN.get(path.stem, lambda n: [False] * n)(m.n_layer)
     assert load_config(path).data.tokenizer == "byte"  # trains offline
     if path.stem not in REAL_MOE:

@@ -2,7 +2,12 @@
 
 `GPT.new_cache` builds a `ModelCache` that holds one layer cache per block. Each block's mixer builds
 its own (`mixer.new_cache(spec)`), so the mixer decides what to keep: keys and values for attention
-(model/cache/kv.py), a compressed latent for MLA, a recurrent state for linear attention.
+(`kv_layer_cache`), a compressed latent for MLA, a recurrent state for linear attention.
+
+Key/value cache kinds, picked once when the cache is built (`kv_layer_cache`):
+    LayerKV       every position, in the compute dtype (model/cache/kv.py)
+    RollingKV     sliding-window layers: a ring of the last `window` (+ rollback margin) positions
+    QuantizedKV   `kv_dtype` "int8" / "int4": KIVI keys per channel, values per token (quantized.py)
 
 Protocol of a layer cache (duck-typed; a new cache kind is a new class, never a branch in forward):
     update(start, *new) -> (*stored, k_pos)
@@ -13,23 +18,49 @@ Protocol of a layer cache (duck-typed; a new cache kind is a new class, never a 
         entry's absolute position (a ring buffer, a static buffer with unwritten slots).
     bytes_per_token() -> int       bytes one more token of context costs (0 for a fixed-size state)
     nbytes() -> int                bytes allocated right now
+    max_rollback                   positions `ModelCache.rollback` may undo (None: any)
 """
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from .kv import LayerKV
+from .quantized import BITS, QuantizedKV
+from .rolling import RollingKV
+
+# `kv_dtype` -> the cache class of a layer that keeps every position
+KV_DTYPES = {None: LayerKV} | {name: partial(QuantizedKV, bits=bits) for name, bits in BITS.items()}
 
 
 @dataclass(frozen=True)
 class CacheSpec:
-    """What every layer cache is built for: batch, longest sequence, where and in which dtype."""
+    """What every layer cache is built for: batch, longest sequence, where and in which dtype.
+
+    kv_dtype: None (the compute dtype `dtype`) or a key of KV_DTYPES ("int8", "int4").
+    kv_residual: quantized caches keep at least this many newest tokens in `dtype` (KIVI's R).
+    kv_group: quantized keys share a scale per channel over groups of this many tokens (KIVI's G).
+    rollback: how many positions `ModelCache.rollback` must be able to undo in caches that forget
+        (ring buffers): speculative decoding's draft length.
+    """
 
     batch_size: int
     max_len: int
     dtype: torch.dtype
     device: torch.device
+    kv_dtype: str | None = None
+    kv_residual: int = 32
+    kv_group: int = 128
+    rollback: int = 0
+
+
+def kv_layer_cache(spec: CacheSpec, heads: int, dims: tuple[int, ...], window: int = 0):
+    """The cache of one key/value layer: a ring buffer when the layer sees only the last `window`
+    positions and the ring is smaller than the sequence, else the `spec.kv_dtype` format."""
+    if window and window + spec.rollback < spec.max_len:
+        return RollingKV(spec, heads, dims, window)
+    return KV_DTYPES[spec.kv_dtype](spec, heads, dims)
 
 
 class ModelCache:
@@ -45,6 +76,14 @@ class ModelCache:
         self.max_len = spec.max_len
         self.length = 0
 
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        """(T,) absolute positions of the next T tokens."""
+        end = self.length + T
+        if end > self.max_len:
+            raise ValueError(f"sequence of {end} tokens exceeds the cache's {self.max_len} positions "
+                             "(new_cache's max_len, at most model.block_size)")
+        return torch.arange(self.length, end, device=device)
+
     def update(self, layer_idx: int, *new: torch.Tensor) -> tuple:
         end = self.length + new[0].shape[2]
         if end > self.max_len:
@@ -57,6 +96,10 @@ class ModelCache:
     def rollback(self, length: int) -> None:
         if not 0 <= length <= self.length:
             raise ValueError(f"cannot roll the cache back to {length}; it holds {self.length}")
+        limits = [m for m in (getattr(layer, "max_rollback", None) for layer in self.layers) if m is not None]
+        if limits and self.length - length > min(limits):
+            raise ValueError(f"cannot roll the cache back by {self.length - length} positions; it was "
+                             f"built for at most {min(limits)} (CacheSpec.rollback)")
         self.length = length
 
     def bytes_per_token(self) -> int:
@@ -66,4 +109,4 @@ class ModelCache:
         return sum(layer.nbytes() for layer in self.layers)
 
 
-__all__ = ["CacheSpec", "LayerKV", "ModelCache"]
+__all__ = ["CacheSpec", "KV_DTYPES", "LayerKV", "ModelCache", "QuantizedKV", "RollingKV", "kv_layer_cache"]

@@ -8,7 +8,6 @@ whose tensors exist on neither side is skipped (`q_norm` of a Llama) and on one 
 error (a Qwen3 `q_norm` with our `qk_norm="none"`).
 """
 
-from ..mixer.attention import is_local
 from ..config import ModelConfig, RopeConfig
 from .table import IDENTITY, VOCAB, Family, Row, concat, reject_unsupported
 
@@ -108,7 +107,7 @@ def rope_to_hf(cfg: ModelConfig) -> dict:
 # ----------------------------------------------------------------------------- sliding windows
 def window_from_layer_types(c, window: int | None, preferred_global_every: int = 0, note: str = "") -> dict:
     """HF `layer_types` + `sliding_window` -> our (window, global_every): sliding layers must be all
-    layers, or all but those with (i + 1) % global_every == 0 (see `attention.is_local`)."""
+    layers, or all but those with (i + 1) % global_every == 0 (see `ModelConfig.is_local`)."""
     types = list(c.layer_types)
     if set(types) - {"full_attention", "sliding_attention"}:
         raise ValueError(f"HF {c.model_type} config layer_types={types} is not supported")
@@ -130,7 +129,7 @@ def window_from_layer_types(c, window: int | None, preferred_global_every: int =
 
 
 def layer_types_to_hf(cfg: ModelConfig) -> list[str]:
-    return ["sliding_attention" if is_local(cfg, i) else "full_attention" for i in range(cfg.n_layer)]
+    return ["sliding_attention" if cfg.is_local(i) else "full_attention" for i in range(cfg.n_layer)]
 
 
 # ----------------------------------------------------------------------------- config

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ModelConfig
-from ..cache import CacheSpec, LayerKV, ModelCache
+from ..cache import CacheSpec, ModelCache, kv_layer_cache
 from .masks import sdpa_mask, visible_keys
 from ..norm import build_norm
 from ..rope import build_rotary
@@ -26,13 +26,6 @@ QK_NORM_GROUPS = {
     "head": lambda cfg: (cfg.head_dim, cfg.head_dim),  # each head on its own (Qwen3, Gemma 3)
     "full": lambda cfg: (cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim),  # whole projection (OLMo 2)
 }
-
-
-def is_local(cfg: ModelConfig, layer_idx: int) -> bool:
-    """Sliding-window layer? With a window, layer i is global when (i + 1) % global_every == 0
-    (Gemma 2: global_every=2 -> local, global, ...; Gemma 3: 6); global_every=0 -> all local."""
-    is_global = cfg.global_every > 0 and (layer_idx + 1) % cfg.global_every == 0
-    return cfg.window > 0 and not is_global
 
 
 class CausalSelfAttention(nn.Module):
@@ -59,7 +52,7 @@ class CausalSelfAttention(nn.Module):
         use_qk_norm = cfg.qk_norm != "none"
         self.q_norm = build_norm(cfg, self.q_group) if use_qk_norm else nn.Identity()
         self.k_norm = build_norm(cfg, self.k_group) if use_qk_norm else nn.Identity()
-        self.local = is_local(cfg, layer_idx)
+        self.local = cfg.is_local(layer_idx)
         self.window = cfg.window if self.local else 0
         self.rotary = build_rotary(cfg, self.local)
         self.scale = cfg.attn_scale or self.head_dim**-0.5  # Gemma 2: query_pre_attn_scalar ** -0.5
@@ -84,18 +77,19 @@ class CausalSelfAttention(nn.Module):
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, n_head | n_kv_head, T, head_dim)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
         q, k = self.rotary(q, k, positions)
-        if cache is not None:  # k, v: (B, n_kv_head, S, hd), S = cached + T
-            k, v, _ = cache.update(self.layer_idx, k, v)
-        y = self.attend(q, k, v)  # (B, n_head, T, head_dim)
+        k_pos = None  # positions of the keys: None = 0 .. S - 1 in order
+        if cache is not None:  # k, v: (B, n_kv_head, S, hd), S = what the cache shows of the past + T
+            k, v, k_pos = cache.update(self.layer_idx, k, v)
+        y = self.attend(q, k, v, positions, k_pos)  # (B, n_head, T, head_dim)
         y = y.transpose(1, 2).reshape(B, T, self.q_dim)
         return self.resid_dropout(self.c_proj(y))
 
-    def new_cache(self, spec: CacheSpec) -> LayerKV:
-        """This layer's generation cache: keys and values of every position."""
-        return LayerKV(spec, self.n_kv_head, (self.head_dim, self.head_dim))
+    def new_cache(self, spec: CacheSpec):
+        """This layer's generation cache: keys and values (of the last `window` positions when local)."""
+        return kv_layer_cache(spec, self.n_kv_head, (self.head_dim, self.head_dim), self.window)
 
-    def sdpa_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        mask, is_causal = sdpa_mask(q.shape[2], k.shape[2], self.window, q.device)
+    def sdpa_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
+        mask, is_causal = sdpa_mask(q_pos, k_pos, k.shape[2], self.window)
         if mask is not None:
             # CUDA's memory-efficient kernel (the one that takes a mask) has no enable_gqa: with it, SDPA
             # would fall back to the math kernel and its (T, S) scores. Repeated heads keep it eligible.
@@ -106,8 +100,8 @@ class CausalSelfAttention(nn.Module):
             enable_gqa=k.shape[1] != q.shape[1],
         )
 
-    def softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        mask = visible_keys(q.shape[2], k.shape[2], self.window, q.device)
+    def softmax_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
+        mask = visible_keys(q_pos, k_pos, k.shape[2], self.window)
         return softmax_attention(
             q, k, v, mask, self.scale, self.softcap, self.sinks,
             dropout_p=self.attn_dropout if self.training else 0.0,

@@ -1,37 +1,40 @@
-"""Attention masks for causal and sliding-window attention, with or without a KV cache.
+"""Attention masks from the absolute positions of queries and keys, with or without a cache.
 
-Queries are always the last T of S keys (S = T without a cache, S = cached + T with one), so query i
-sits at absolute position i + S - T. A key at position j is visible to it when
-    j <= i + S - T                      (causal)
-    j >  i + S - T - window             (sliding window: the query itself and the window - 1 before it)
-which is HF's `sliding_window_overlay` (Mistral, Gemma 2/3).
+A key at position j is visible to a query at position i when
+    j <= i                      (causal)
+    j >  i - window             (sliding window: the query itself and the window - 1 before it)
+which is HF's `sliding_window_overlay` (Mistral, Gemma 2/3). Query positions are always given; key
+positions are None when the keys are positions 0 .. S - 1 in order (no cache, or a full cache), else
+a (S,) tensor from the cache (a ring buffer, a static buffer whose unwritten slots sit after every
+query).
 """
 
 import torch
 
 
-def visible_keys(T: int, S: int, window: int, device: torch.device) -> torch.Tensor:
+def visible_keys(q_pos: torch.Tensor, k_pos: torch.Tensor | None, S: int, window: int) -> torch.Tensor:
     """Boolean (T, S) mask, True where the key may be attended; window 0 = no window."""
-    q_pos = torch.arange(S - T, S, device=device)[:, None]  # (T, 1) absolute query positions
-    k_pos = torch.arange(S, device=device)[None, :]  # (1, S)
-    mask = k_pos <= q_pos
+    if k_pos is None:
+        k_pos = torch.arange(S, device=q_pos.device)
+    q, k = q_pos[:, None], k_pos[None, :]  # (T, 1), (1, S)
+    mask = k <= q
     if window:
-        mask = mask & (k_pos > q_pos - window)
+        mask = mask & (k > q - window)
     return mask
 
 
-def sdpa_mask(T: int, S: int, window: int, device: torch.device) -> tuple[torch.Tensor | None, bool]:
+def sdpa_mask(q_pos: torch.Tensor, k_pos: torch.Tensor | None, S: int, window: int
+              ) -> tuple[torch.Tensor | None, bool]:
     """(attn_mask, is_causal) for `F.scaled_dot_product_attention`, without a mask tensor whenever
     the pattern allows it: FlashAttention takes `is_causal` but no mask.
 
+    Keys 0 .. S - 1 in order (k_pos None), queries the last T of them:
     - a window that reaches past the first key (S > window) needs the band mask;
     - otherwise attention is plain causal: one query sees every key, T == S is SDPA's `is_causal`,
       and 1 < T < S needs the bottom-right-aligned mask (`is_causal` aligns top-left).
+    Keys at given positions (a ring or static buffer) always get the mask.
     """
-    if window and S > window:
-        return visible_keys(T, S, window, device), False
-    if T == 1:
-        return None, False
-    if T == S:
-        return None, True
-    return visible_keys(T, S, 0, device), False
+    T = q_pos.shape[0]
+    if k_pos is not None or (window and S > window) or 1 < T < S:
+        return visible_keys(q_pos, k_pos, S, window), False
+    return None, T == S and T > 1
