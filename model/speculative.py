@@ -103,7 +103,8 @@ def speculative_generate(
     target.eval()
     draft.eval()
     total = idx.shape[1] + max_new_tokens
-    t_cache, d_cache = target.new_cache(1, total), draft.new_cache(1, total)
+    # A round rolls a cache back by at most n_draft positions; ring buffers keep that many extra keys.
+    t_cache, d_cache = (m.new_cache(1, total, rollback=n_draft) for m in (target, draft))
     stats = SpeculativeStats()
     seq = idx  # (1, n): every token so far; each cache holds all but the last (or the last two)
     if idx.shape[1] > 1 and max_new_tokens > 0:
