@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tiny_run import ROOT, TINY
+from train.cli import run_cli
 from train.hardware import Peak
 
 LADDER = sorted((ROOT / "configs" / "ladder").glob("*.toml"))
@@ -63,3 +64,42 @@ def test_ladder_table_has_a_row_per_rung_with_matching_counts():
         assert formula == measured  # the accounting formula equals the built model
     moe = body[-1].split(" | ")
     assert int(moe[4].replace(",", "")) < int(moe[1].replace(",", ""))  # active < total for 11-moe
+
+
+BENCH_DECODE_ROWS = [
+    "model", "shape", "device, dtype", "context", "prefill tok/s (b=1)",
+    "decode tok/s b=1 cache", "decode tok/s b=1 no cache", "cache speed-up b=1",
+    "decode tok/s b=8 cache", "decode tok/s b=8 no cache", "cache speed-up b=8",
+    "KV bytes/token", "KV bytes vs MHA",
+    "speculative (k=2) acceptance", "speculative tokens/target fwd", "speculative decode tok/s b=1",
+    "speculative speed-up b=1", "HF generate tok/s b=1", "ours (cache) vs HF b=1", "peak memory",
+]
+
+
+def test_bench_decode_prints_every_row(base, capsys):
+    main = load("bench_decode").main
+    tiny = ["--model.n_layer=1", "--model.n_head=2", "--model.n_embd=32"]
+    argv = [str(ROOT / "configs" / "default.toml"), str(base), "--context=12", "--new_tokens=3",
+            "--nocache_tokens=2", "--repeat=1", "--device=cpu", "--dtype=fp32", f"--draft={base}",
+            "--n_draft=2", "--hf", *tiny]
+    assert run_cli(main, argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line[:len(r)] for line, r in zip(lines, BENCH_DECODE_ROWS)] == BENCH_DECODE_ROWS
+    rows = {r: lines[i][len(r):].split() for i, r in enumerate(BENCH_DECODE_ROWS)}
+    assert rows["context"] == ["12", "12"]  # two columns: the config and the run
+    # 1 layer x (k + v) x n_embd 32 x fp32 for the config; the base run has 2 layers of MHA
+    assert rows["KV bytes/token"] == ["256", "512"]
+    assert rows["KV bytes vs MHA"][0] == "x1.000"
+    assert 0 <= float(rows["speculative (k=2) acceptance"][0]) <= 1
+
+
+def test_bench_decode_help_and_bad_input(capsys, tmp_path):
+    main = load("bench_decode").main
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0 and "--draft" in capsys.readouterr().out
+    for argv in ([str(tmp_path / "missing")], [str(tmp_path)], [], [str(ROOT / "configs/default.toml"), "--context=0"],
+                 [str(ROOT / "configs/default.toml"), "--nonsense"]):
+        assert run_cli(main, argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1

@@ -1,0 +1,265 @@
+"""Benchmark generation: `python scripts/bench_decode.py CONFIG_OR_RUN_DIR [...] [options] [--section.key=value ...]`
+
+For each config (random weights; model.block_size is raised to fit the context) or training run
+(its newest checkpoint; the context is capped by its block_size), prints one column of:
+  prefill tok/s       one forward over `--context` prompt tokens, batch 1
+  decode tok/s        greedy new tokens per second after that prompt, batch 1 and 8, through the
+                      cache and without it (the whole prefix recomputed per token), and their ratio
+  KV bytes/token      what one more token of context costs in the cache, all layers, and its ratio
+                      to plain multi-head attention at the same width (2 * n_layer * n_embd values)
+  peak memory         CUDA: torch.cuda.max_memory_allocated; CPU: the cache's bytes at the full
+                      context, batch 8 (the process's max RSS, which cannot be reset, is printed too)
+Decode rates are differences: (time for 1 + N new tokens - time for 1 new token), so the prompt's
+forward is not counted; each time is the best of `--repeat` runs.
+
+Options:
+  --context N         prompt tokens (default 512)
+  --new_tokens N      timed new tokens with the cache (default 32); --nocache_tokens N without (8)
+  --kv_dtype D        int8 | int4 (the quantized cache of GPT.generate; default: the compute dtype)
+  --compile           pass compile=True to GPT.generate (static cache + CUDA graphs where built)
+  --draft RUN_DIR     speculative decoding with this draft (--n_draft K, default 4): acceptance
+                      rate, tokens per target forward and speed-up over plain cached decoding, batch 1
+  --hf                also time HF GPT2LMHeadModel.generate on the same weights (gpt2-shaped models)
+  --device D, --dtype D   as for training (auto: cuda/bf16 when available, else cpu/fp32)
+  --repeat N          (default 3)
+"""
+
+import argparse
+import inspect
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from model import GPT  # noqa: E402
+from model.speculative import speculative_generate  # noqa: E402
+from train.checkpoint import load_checkpoint, load_newest, verify_checkpoint  # noqa: E402
+from train.cli import run_cli  # noqa: E402
+from train.config import ConfigError, load_config  # noqa: E402
+from train.hardware import DTYPES, autocast, peak_memory_bytes, pick_device, pick_dtype  # noqa: E402
+
+USAGE = "usage: python scripts/bench_decode.py CONFIG_OR_RUN_DIR [...] [--context N] [--draft RUN_DIR] [--help]"
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        raise SystemExit(0)
+    p = argparse.ArgumentParser(prog="scripts/bench_decode.py", add_help=False)
+    p.add_argument("targets", nargs="*")
+    for name, default in (("--context", 512), ("--new_tokens", 32), ("--nocache_tokens", 8),
+                          ("--n_draft", 4), ("--repeat", 3)):
+        p.add_argument(name, type=int, default=default)
+    p.add_argument("--kv_dtype", choices=["int8", "int4"], default=None)
+    p.add_argument("--draft", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--hf", action="store_true")
+    p.error = lambda message: (_ for _ in ()).throw(ConfigError(message))  # one line, exit 2
+    args, overrides = p.parse_known_args(argv)
+    bad = [o for o in overrides if not (o.startswith("--") and "." in o.split("=")[0])]
+    if bad:
+        raise ConfigError(f"unknown option {bad[0]} ({USAGE})")
+    if not args.targets:
+        raise ConfigError(USAGE)
+    for name in ("context", "new_tokens", "nocache_tokens", "n_draft", "repeat"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1")
+    return args, overrides
+
+
+def load_model(path: str, overrides: list[str], need: int) -> tuple[GPT, str]:
+    """A run dir's newest checkpoint, or a config's model with random weights -> (model, kind)."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "config.toml").is_file():
+            raise ConfigError(f"{p} is neither a config file nor a training run (no config.toml)")
+        found = load_newest(p, _load_run)
+        if found is None:
+            raise ConfigError(f"{p} has no complete checkpoint yet")
+        return found[1], f"run {found[0].name}"
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file or run directory")
+    cfg = load_config(p, overrides)
+    if cfg.model.block_size < need:
+        cfg = load_config(p, [*overrides, f"--model.block_size={need}"])
+    torch.manual_seed(0)
+    return GPT(cfg.model), "config, random weights"
+
+
+def _load_run(path: Path) -> GPT:
+    verify_checkpoint(path)
+    model = GPT(load_config(path / "config.toml").model)
+    load_checkpoint(path, model, verify=False)
+    return model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn, device: torch.device, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def decode_rate(generate, idx: torch.Tensor, n: int, device, repeat: int) -> float:
+    """New tokens per second, prompt excluded: B * n / (t(1 + n new) - t(1 new))."""
+    generate(idx, 1)  # warm-up (and compilation, where there is any)
+    t1 = best_time(lambda: generate(idx, 1), device, repeat)
+    tn = best_time(lambda: generate(idx, 1 + n), device, repeat)
+    return idx.shape[0] * n / (tn - t1) if tn > t1 else math.nan  # nan: lost in timing noise
+
+
+def our_generate(model: GPT, use_cache: bool, kv_dtype, compile: bool):
+    """Greedy decoding through GPT.generate where this build has it, else the plain decode loops."""
+    if hasattr(model, "generate"):
+        from model import generate as generation
+
+        if compile and "compile" not in inspect.signature(generation.generate).parameters:
+            raise ConfigError("--compile: this build's GPT.generate has no compile option yet")
+        extra = dict(compile=True) if compile else {}
+        if kv_dtype:
+            extra["kv_dtype"] = kv_dtype
+        return lambda idx, n: model.generate(idx, n, temperature=0, use_cache=use_cache, **extra)
+    if compile or kv_dtype:
+        raise ConfigError("--compile and --kv_dtype need GPT.generate, which this build lacks")
+    from model.generate import generate
+
+    if use_cache:
+        return lambda idx, n: generate(model, idx, n, temperature=0)
+    return lambda idx, n: _generate_without_cache(model, idx, n)
+
+
+@torch.no_grad()
+def _generate_without_cache(model: GPT, idx: torch.Tensor, n: int) -> torch.Tensor:
+    for _ in range(n):
+        idx = torch.cat([idx, model(idx)[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
+    return idx
+
+
+def kv_bytes(model: GPT, kv_dtype, context: int, batch: int) -> tuple[int, int]:
+    """(bytes per token, bytes allocated) of a cache for `context` positions, from the cache itself."""
+    kwargs = dict(kv_dtype=kv_dtype) if kv_dtype else {}
+    if kv_dtype and "kv_dtype" not in inspect.signature(model.new_cache).parameters:
+        raise ConfigError("--kv_dtype needs a build whose GPT.new_cache takes kv_dtype")
+    cache = model.new_cache(batch, context, **kwargs)
+    return cache.bytes_per_token(), cache.nbytes()
+
+
+def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str, str]:
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    need = args.context + 1 + max(args.new_tokens, args.nocache_tokens)
+    model, kind = load_model(path, overrides, need)
+    model.to(device).eval()
+    cfg = model.config
+    context = min(args.context, cfg.block_size - 1 - max(args.new_tokens, args.nocache_tokens))
+    if draft is not None:
+        context = min(context, draft.config.block_size - 1 - args.new_tokens)
+    if context < 1:
+        raise ConfigError(f"{path}: block_size={cfg.block_size} leaves no room for a prompt")
+    gen = torch.Generator().manual_seed(0)
+    prompt = lambda B: torch.randint(0, cfg.vocab_size, (B, context), generator=gen).to(device)  # noqa: E731
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    row = {"model": f"{Path(path).name} ({kind})",
+           "shape": f"{cfg.n_layer}L {cfg.n_embd}d {cfg.n_head}h/{cfg.n_kv_head}kv, {model.num_params() / 1e6:.2f}M",
+           "device, dtype": f"{device.type}, {dtype}" + (", compiled" if args.compile else ""),
+           "context": f"{context}" + (" (capped by block_size)" if context < args.context else "")}
+    with torch.no_grad(), autocast(device, dtype):
+        idx = prompt(1)
+        model(idx)  # warm-up
+        t = best_time(lambda: model(idx), device, args.repeat)
+        row["prefill tok/s (b=1)"] = f"{context / t:,.0f}"
+        cached = our_generate(model, True, args.kv_dtype, args.compile)
+        uncached = our_generate(model, False, None, False)
+        rates = {}
+        for B in (1, 8):
+            idx = prompt(B)
+            rates[B] = decode_rate(cached, idx, args.new_tokens, device, args.repeat)
+            slow = decode_rate(uncached, idx, args.nocache_tokens, device, args.repeat)
+            row[f"decode tok/s b={B} cache"] = f"{rates[B]:,.1f}"
+            row[f"decode tok/s b={B} no cache"] = f"{slow:,.1f}"
+            row[f"cache speed-up b={B}"] = f"x{rates[B] / slow:.2f}"
+        per_token, allocated = kv_bytes(model, args.kv_dtype, context + args.new_tokens, 8)
+        elem = torch.empty((), dtype=DTYPES[dtype] if dtype != "fp32" else torch.float32).element_size()
+        mha = 2 * cfg.n_layer * cfg.n_embd * elem
+        row["KV bytes/token"] = f"{per_token:,}" + (f" ({args.kv_dtype})" if args.kv_dtype else "")
+        row["KV bytes vs MHA"] = f"x{per_token / mha:.3f} (MHA: {mha:,})"
+        if draft is not None:
+            row.update(speculative_rows(model, draft, prompt(1), args, device, rates[1]))
+        if args.hf:
+            row.update(hf_rows(model, prompt(1), args, device, dtype, rates[1]))
+    if device.type == "cuda":
+        row["peak memory"] = f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB (CUDA max allocated)"
+    else:
+        row["peak memory"] = (f"{allocated / 2**10:,.0f} KiB (cache, b=8); "
+                              f"{peak_memory_bytes(device) / 2**20:,.0f} MiB max RSS of the process")
+    return row
+
+
+def speculative_rows(model: GPT, draft: GPT, idx, args, device, plain_rate: float) -> dict[str, str]:
+    draft.to(device).eval()
+    stats = []
+
+    def run(idx, n):
+        out, s = speculative_generate(model, draft, idx, n, n_draft=args.n_draft, temperature=0)
+        stats.append(s)
+        return out
+
+    rate = decode_rate(run, idx, args.new_tokens, device, args.repeat)
+    s = stats[-1]  # the last full-length run
+    return {f"speculative (k={args.n_draft}) acceptance": f"{s.acceptance_rate:.3f}",
+            "speculative tokens/target fwd": f"{(args.new_tokens + 1) / s.rounds:.2f}",
+            "speculative decode tok/s b=1": f"{rate:,.1f}",
+            "speculative speed-up b=1": f"x{rate / plain_rate:.2f}"}
+
+
+def hf_rows(model: GPT, idx, args, device, dtype: str, our_rate: float) -> dict[str, str]:
+    from model.hf import to_hf
+
+    try:
+        hf = to_hf(model)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"--hf: this model has no gpt2-family HF equivalent ({e})") from None
+    hf = hf.to(device=device, dtype=DTYPES[dtype] if dtype != "fp32" else torch.float32)
+
+    def run(idx, n):
+        out = hf.generate(idx, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                          attention_mask=torch.ones_like(idx), pad_token_id=0)
+        assert out.shape[1] == idx.shape[1] + n, "HF generate stopped early"
+        return out
+
+    rate = decode_rate(run, idx, args.new_tokens, device, args.repeat)
+    return {"HF generate tok/s b=1": f"{rate:,.1f}", "ours (cache) vs HF b=1": f"x{our_rate / rate:.2f}"}
+
+
+def main(argv: list[str]) -> int:
+    args, overrides = parse_args(argv)
+    draft = None
+    if args.draft:
+        draft, _ = load_model(args.draft, [], 1)
+    columns = [bench(path, args, overrides, draft) for path in args.targets]
+    names = list(dict.fromkeys(k for c in columns for k in c))
+    width = max(map(len, names))
+    cell = max(len(v) for c in columns for v in c.values())
+    for name in names:
+        print(f"{name:<{width}}  " + "  ".join(f"{c.get(name, '-'):<{cell}}" for c in columns).rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,142 @@
+"""Speculative decoding (model/speculative.py): greedy output equals the target's own greedy output,
+sampled output has the target's distribution (and a wrong acceptance rule is caught by the same
+test), bad input is refused. CPU, fp32, tiny random models."""
+
+import math
+
+import pytest
+import torch
+
+import model.speculative as speculative
+from model import GPT, ModelConfig
+from model.generate import generate
+from model.sampling import probabilities
+from model.speculative import speculative_generate
+
+
+def built(seed: int, **overrides) -> GPT:
+    cfg = dict(vocab_size=50, block_size=64, n_layer=2, n_head=2, n_embd=32, init_std=0.1)
+    torch.manual_seed(seed)
+    return GPT(ModelConfig(**{**cfg, **overrides})).eval()
+
+
+def prompt(T: int, vocab_size: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, vocab_size, (1, T), generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- greedy
+@pytest.mark.parametrize("arch", [
+    {},
+    dict(pos="rope", n_kv_head=1, norm="rmsnorm"),
+    dict(pos="rope", window=6, global_every=2),  # ring-buffer caches on the window layers
+])
+@pytest.mark.parametrize("n_draft", [1, 3, 5])
+def test_greedy_equals_target_greedy(arch, n_draft):
+    target, draft = built(0, **arch), built(1, n_layer=1, n_embd=16, **arch)
+    for seed, T in ((0, 1), (1, 7), (2, 20)):
+        idx = prompt(T, 50, seed)
+        want = generate(target, idx, 30, temperature=0)
+        got, stats = speculative_generate(target, draft, idx, 30, n_draft=n_draft, temperature=0)
+        assert torch.equal(got, want)
+        assert stats.rounds == stats.target_forwards - (T > 1)
+        assert stats.accepted + stats.rounds == 30  # each round adds its accepted tokens + 1
+
+
+def test_greedy_with_itself_as_draft_accepts_everything():
+    """The draft's proposals are then the target's own argmaxes: every round is full, bonus included,
+    so both caches go through the 'draft is one token behind' path of every round."""
+    target = built(0)
+    idx = prompt(5, 50, 3)
+    got, stats = speculative_generate(target, built(0), idx, 29, n_draft=4, temperature=0)
+    assert torch.equal(got, generate(target, idx, 29, temperature=0))
+    assert stats.acceptance_rate == 1.0
+    assert stats.rounds == math.ceil(29 / 5)  # 5 tokens per round, the last round shorter
+
+
+# ----------------------------------------------------------------------------- sampling
+V = 4  # a vocabulary small enough to tabulate the exact distribution of two tokens
+
+
+def exact_two_token_distribution(target, idx, temperature, top_p) -> torch.Tensor:
+    """(V, V): P(first = a, second = b) of plain sampling from the target, from full forwards."""
+    p1 = probabilities(target(idx)[0, -1], temperature, 0, top_p)
+    follow = torch.cat([idx.repeat(V, 1), torch.arange(V).view(V, 1)], dim=1)  # (V, T + 1)
+    p2 = probabilities(target(follow)[:, -1], temperature, 0, top_p)  # (V, V)
+    return p1.view(V, 1) * p2
+
+
+def empirical_two_token_distribution(target, draft, idx, n, temperature, top_p) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1234)
+    counts = torch.zeros(V * V)
+    T = idx.shape[1]
+    for _ in range(n):  # 3 new tokens with n_draft=2: the first round proposes 2
+        out, _ = speculative_generate(target, draft, idx, 3, n_draft=2, temperature=temperature,
+                                      top_p=top_p, generator=gen)
+        counts[out[0, T] * V + out[0, T + 1]] += 1
+    return (counts / n).view(V, V)
+
+
+def tv_bound(n: int) -> float:
+    """A total-variation distance that N samples of a V*V-outcome distribution exceed with
+    probability < 1e-4: E[TV] <= 0.5 * sqrt(outcomes / N) (Cauchy-Schwarz), and TV moves by at most
+    1/N per sample, so McDiarmid gives P(TV > E[TV] + t) <= exp(-2 N t^2)."""
+    return 0.5 * math.sqrt(V * V / n) + math.sqrt(math.log(1e4) / (2 * n))
+
+
+@torch.no_grad()
+def test_sampling_has_the_target_distribution_and_a_wrong_rule_is_caught(monkeypatch):
+    temperature, top_p = 0.9, 0.95  # the filters shape p and q alike; top_p zeroes some tokens
+    target = built(0, vocab_size=V, n_layer=1, n_embd=16, init_std=0.5)
+    draft = built(5, vocab_size=V, n_layer=1, n_embd=16, init_std=0.5)
+    idx = prompt(4, V, 5)
+    exact = exact_two_token_distribution(target, idx, temperature, top_p)
+    draft_exact = exact_two_token_distribution(draft, idx, temperature, top_p)
+    n = 600
+    bound = tv_bound(n)
+    assert 0.5 * (draft_exact - exact).abs().sum() > 2.5 * bound  # the draft alone is far off
+
+    got = empirical_two_token_distribution(target, draft, idx, n, temperature, top_p)
+    assert 0.5 * (got - exact).abs().sum() < bound
+
+    def accept_all(p, q, proposed, generator=None):  # the wrong rule: trust every proposal
+        return proposed.shape[0], torch.multinomial(p[-1], 1, generator=generator)
+
+    monkeypatch.setattr(speculative, "verify", accept_all)
+    wrong = empirical_two_token_distribution(target, draft, idx, n, temperature, top_p)
+    assert 0.5 * (wrong - exact).abs().sum() > bound
+
+
+def test_verify_rule_on_fixed_distributions():
+    """The rule alone, with many draws: the first token follows p whatever q is (exact formula:
+    P(token = x) = min(p, q)(x) + (1 - sum min(p, q)) * norm(max(0, p - q))(x) = p(x))."""
+    p = torch.tensor([[0.5, 0.3, 0.2, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    q = torch.tensor([[0.1, 0.1, 0.4, 0.4]])
+    gen = torch.Generator().manual_seed(0)
+    n = 5000
+    counts = torch.zeros(4)
+    for _ in range(n):
+        proposal = torch.multinomial(q[0], 1, generator=gen)
+        accepted, nxt = speculative.verify(p, q, proposal, gen)
+        counts[proposal if accepted else nxt] += 1
+    assert (counts / n - p[0]).abs().max() < 0.03  # 4 sigma of a 5000-draw frequency is < 0.03
+    assert counts[3] == 0  # a token the target gives probability 0 is never output
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_input_raises_one_line_errors():
+    target, draft = built(0), built(1, n_layer=1)
+    idx = prompt(4, 50, 0)
+    cases = [
+        (dict(draft=built(1, vocab_size=60)), "vocab_size"),
+        (dict(n_draft=0), "n_draft"),
+        (dict(n_draft=True), "n_draft"),
+        (dict(idx=idx.repeat(2, 1)), "one prompt"),
+        (dict(max_new_tokens=61), "block_size"),
+        (dict(draft=built(1, block_size=16), max_new_tokens=20), "draft's model.block_size"),
+        (dict(top_p=0.0), "top_p"),
+    ]
+    for change, match in cases:
+        kwargs = {**dict(target=target, draft=draft, idx=idx, max_new_tokens=8), **change}
+        with pytest.raises(ValueError, match=match) as err:
+            speculative_generate(**kwargs)
+        assert "\n" not in str(err.value)
