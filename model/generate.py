@@ -17,6 +17,7 @@ import torch
 from .cache import KV_DTYPES
 from .decoder import StaticDecoder
 from .sampling import check_sampling, sample_next
+from .speculative import speculative_generate
 
 
 def check_generation(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float, top_k: int,
@@ -79,11 +80,16 @@ def generate(
     check_generation(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                      use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual,
                      kv_group=kv_group, compile=compile)
-    if draft is not None:
-        raise ValueError("speculative decoding (draft=...) is not available in this build")
+    if draft is not None and (compile or kv_dtype is not None or not use_cache):
+        raise ValueError("speculative decoding (draft=...) decodes through full-precision dynamic caches: "
+                         "it takes no compile, kv_dtype or use_cache=False")
     was_training = model.training
     model.eval()
     try:
+        if draft is not None:  # the draft proposes n_draft tokens, the target checks them in one forward
+            out, _ = speculative_generate(model, draft, idx, max_new_tokens, n_draft, temperature, top_k,
+                                          top_p, generator)
+            return out
         if compile:
             step = compiled_decoder(model).step(idx.shape[0], idx.shape[1] + max_new_tokens)
         elif use_cache:

@@ -25,7 +25,6 @@ Options:
 """
 
 import argparse
-import inspect
 import math
 import sys
 import time
@@ -124,38 +123,14 @@ def decode_rate(generate, idx: torch.Tensor, n: int, device, repeat: int) -> flo
 
 
 def our_generate(model: GPT, use_cache: bool, kv_dtype, compile: bool):
-    """Greedy decoding through GPT.generate where this build has it, else the plain decode loops."""
-    if hasattr(model, "generate"):
-        from model import generate as generation
-
-        if compile and "compile" not in inspect.signature(generation.generate).parameters:
-            raise ConfigError("--compile: this build's GPT.generate has no compile option yet")
-        extra = dict(compile=True) if compile else {}
-        if kv_dtype:
-            extra["kv_dtype"] = kv_dtype
-        return lambda idx, n: model.generate(idx, n, temperature=0, use_cache=use_cache, **extra)
-    if compile or kv_dtype:
-        raise ConfigError("--compile and --kv_dtype need GPT.generate, which this build lacks")
-    from model.generate import generate
-
-    if use_cache:
-        return lambda idx, n: generate(model, idx, n, temperature=0)
-    return lambda idx, n: _generate_without_cache(model, idx, n)
-
-
-@torch.no_grad()
-def _generate_without_cache(model: GPT, idx: torch.Tensor, n: int) -> torch.Tensor:
-    for _ in range(n):
-        idx = torch.cat([idx, model(idx)[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
-    return idx
+    """Greedy decoding through GPT.generate."""
+    options = dict(use_cache=use_cache, kv_dtype=kv_dtype, compile=compile)
+    return lambda idx, n: model.generate(idx, n, temperature=0, **options)
 
 
 def kv_bytes(model: GPT, kv_dtype, context: int, batch: int) -> tuple[int, int]:
     """(bytes per token, bytes allocated) of a cache for `context` positions, from the cache itself."""
-    kwargs = dict(kv_dtype=kv_dtype) if kv_dtype else {}
-    if kv_dtype and "kv_dtype" not in inspect.signature(model.new_cache).parameters:
-        raise ConfigError("--kv_dtype needs a build whose GPT.new_cache takes kv_dtype")
-    cache = model.new_cache(batch, context, **kwargs)
+    cache = model.new_cache(batch, context, kv_dtype=kv_dtype)
     return cache.bytes_per_token(), cache.nbytes()
 
 

@@ -61,7 +61,7 @@ def test_exported_run_loads_in_transformers_and_generates_our_tokens(runs, famil
     with torch.no_grad():
         torch.testing.assert_close(hf(x).logits, ours(x), atol=1e-4, rtol=1e-4)
     n_new = ours.config.block_size - len(ids)
-    expected = sample(ours, x, n_new, 0.0, 0, torch.Generator(), stop=256)[0]
+    expected = sample(ours, x, n_new, dict(temperature=0.0), stop=256)[0]
     got = hf.generate(x, max_new_tokens=n_new, do_sample=False)[0].tolist()
     assert got == expected  # HF stops at eos too, and pads nothing for a single row
     assert hf_tok.decode(got) == get_tokenizer("byte").decode(got)

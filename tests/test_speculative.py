@@ -140,3 +140,15 @@ def test_bad_input_raises_one_line_errors():
         with pytest.raises(ValueError, match=match) as err:
             speculative_generate(**kwargs)
         assert "\n" not in str(err.value)
+
+
+def test_generate_method_dispatches_to_speculative_decoding():
+    """`GPT.generate(..., draft=, n_draft=)` is the speculative path: greedy equals the target's own
+    greedy output; settings it cannot serve are refused in one line."""
+    target, draft = built(0), built(1, n_layer=1, n_embd=16)
+    idx = prompt(6, 50, 4)
+    want = target.generate(idx, 20, temperature=0)
+    assert torch.equal(target.generate(idx, 20, temperature=0, draft=draft, n_draft=3), want)
+    for bad in (dict(kv_dtype="int8"), dict(use_cache=False)):
+        with pytest.raises(ValueError, match="speculative decoding"):
+            target.generate(idx, 4, temperature=0, draft=draft, **bad)

@@ -85,8 +85,21 @@ def eot_model() -> GPT:
 
 def test_sampling_stops_at_end_of_text_unless_told_not_to():
     model, idx = eot_model(), torch.tensor([[97, 98]])
-    assert sample.sample(model, idx, 6, 0.0, 0, torch.Generator(), stop=256) == [[97, 98, 256]]
-    assert sample.sample(model, idx, 6, 0.0, 0, torch.Generator(), stop=None) == [[97, 98] + [256] * 6]
+    assert sample.sample(model, idx, 6, dict(temperature=0.0), stop=256) == [[97, 98, 256]]
+    assert sample.sample(model, idx, 6, dict(temperature=0.0), stop=None) == [[97, 98] + [256] * 6]
+
+
+def test_sample_cli_decodes_through_the_cache_options_and_a_draft(base, capsys):
+    """Greedy samples are the same whatever the cache format or decoder, since the tiny model's
+    logits are far from ties; each option runs end to end through the CLI."""
+    plain = cli(capsys, base, "--prompt", "ab", "--temperature", "0", "--no_stop", "--max_new_tokens", "12",
+                entry=sample.main)
+    assert plain[0] == 0
+    for extra in (["--kv_dtype", "int8"], ["--draft", str(base), "--n_draft", "3"], ["--top_p", "0.5"]):
+        code, out, err = cli(capsys, base, "--prompt", "ab", "--temperature", "0", "--no_stop",
+                             "--max_new_tokens", "12", *extra, entry=sample.main)
+        assert code == 0, err
+        assert out.splitlines()[1:] == plain[1].splitlines()[1:], extra
 
 
 def test_sample_cli_caps_with_a_note_and_rejects_bad_arguments_in_one_line(base, capsys):
@@ -98,7 +111,11 @@ def test_sample_cli_caps_with_a_note_and_rejects_bad_arguments_in_one_line(base,
                          (["--top_k", "-3"], "--top_k must be >= 0"),
                          (["--max_new_tokens", "abc"], "argument --max_new_tokens: invalid int value"),
                          (["--bogus"], "unrecognized arguments: --bogus"),
-                         (["--step", "3"], "no complete checkpoint at step 3")]:
+                         (["--step", "3"], "no complete checkpoint at step 3"),
+                         (["--top_p", "0"], "--top_p must be in (0, 1]"),
+                         (["--kv_dtype", "fp8"], "argument --kv_dtype: invalid choice: 'fp8'"),
+                         (["--n_draft", "0"], "--n_draft must be >= 1"),
+                         (["--draft", str(base), "--kv_dtype", "int8"], "--draft decodes through full-precision")]:
         code, _, err = cli(capsys, base, *bad, entry=sample.main)
         assert code == 2 and message in error_line(err), (bad, err)
     code, _, err = cli(capsys, ckpt.latest_checkpoint(base), entry=sample.main)

@@ -4,6 +4,10 @@ Samples from the newest complete checkpoint of a training run (or --step N); the
 config.toml says how to rebuild the model and tokenizer.json which tokenizer it trained with.
 
 Each sample stops at the end-of-text token (printed as <|endoftext|>) unless --no_stop is given.
+Decoding goes through `GPT.generate`: a KV cache in the compute dtype (the run's training dtype
+unless --dtype says otherwise), or an int8/int4 cache (--kv_dtype), a static cache compiled with
+CUDA graphs (--compile), or speculative decoding with a smaller run of the same tokenizer as the
+draft (--draft RUN_DIR, --n_draft K; one sample at a time).
 The prompt and the new tokens together must fit the model's context (model.block_size): a larger
 --max_new_tokens is capped, with a note on stderr saying so. Without --prompt a sample starts a
 new document (the prompt is the end-of-text token).
@@ -14,8 +18,6 @@ import math
 import sys
 
 import torch
-
-from model.generate import generate
 
 from .cli import run_cli
 from .errors import ConfigError
@@ -35,14 +37,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="softmax temperature; 0 = greedy (default 0.8)")
     p.add_argument("--top_k", type=int, default=200,
                    help="sample among the k most likely tokens; 0 = all (default 200)")
+    p.add_argument("--top_p", type=float, default=1.0,
+                   help="sample among the most likely tokens holding this probability; 1 = all (default 1)")
     p.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
     p.add_argument("--num_samples", type=int, default=1, help="independent samples (default 1)")
     p.add_argument("--no_stop", action="store_true", help="keep generating past end-of-text")
     p.add_argument("--step", type=int, default=None, help="sample this checkpoint (default: the newest)")
     p.add_argument("--tokenizer_path", default="",
                    help="gpt2 runs: the ranks file, if the one the run recorded has moved")
+    p.add_argument("--kv_dtype", default=None, choices=["int8", "int4"],
+                   help="quantize the KV cache (KIVI; default: the compute dtype)")
+    p.add_argument("--compile", action="store_true",
+                   help="decode through a static cache with torch.compile (CUDA graphs on a GPU)")
+    p.add_argument("--draft", default="", help="a smaller run with the same tokenizer: speculative decoding")
+    p.add_argument("--n_draft", type=int, default=4, help="tokens the draft proposes per step (default 4)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--dtype", default="", choices=["", "auto", "fp32", "bf16", "fp16"],
+                   help="compute dtype (default: the run's train.dtype)")
     args = p.parse_args(argv)
     if args.max_new_tokens < 1 or args.num_samples < 1:
         raise ConfigError("--max_new_tokens and --num_samples must be >= 1")
@@ -50,6 +61,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise ConfigError(f"--temperature must be a number >= 0 (0 = greedy); got {args.temperature}")
     if args.top_k < 0:
         raise ConfigError(f"--top_k must be >= 0 (0 = the whole vocabulary); got {args.top_k}")
+    if not 0.0 < args.top_p <= 1.0:
+        raise ConfigError(f"--top_p must be in (0, 1]; got {args.top_p}")
+    if args.n_draft < 1:
+        raise ConfigError(f"--n_draft must be >= 1; got {args.n_draft}")
+    if args.draft and (args.kv_dtype or args.compile):
+        raise ConfigError("--draft decodes through full-precision caches: drop --kv_dtype and --compile")
     return args
 
 
@@ -71,14 +88,19 @@ def main(argv: list[str]) -> int:
         print(f"note: --max_new_tokens {args.max_new_tokens} capped to {max_new}: the prompt "
               f"({len(prompt)} tokens) and the new tokens must fit model.block_size={block_size}",
               file=sys.stderr)
+    draft = _draft(args.draft, run, tok) if args.draft else None
     device = pick_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
+    dtype = pick_dtype(args.dtype or run.cfg.train.dtype, device)
     model = run.model.to(device)
+    if draft is not None:
+        draft.to(device)
+        max_new = min(max_new, draft.config.block_size - len(prompt))
     idx = torch.tensor([prompt] * args.num_samples, device=device)
     gen = torch.Generator(device).manual_seed(args.seed)
+    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, kv_dtype=args.kv_dtype,
+                   compile=args.compile, draft=draft, n_draft=args.n_draft, generator=gen)
     with autocast(device, dtype):
-        rows = sample(model, idx, max_new, args.temperature, args.top_k, gen,
-                      stop=None if args.no_stop else tok.eot)
+        rows = sample(model, idx, max_new, options, stop=None if args.no_stop else tok.eot)
     print(f"# {run.checkpoint.name} of {run.run_dir}, up to {max_new} new tokens, "
           f"temperature {args.temperature}, top_k {args.top_k}")
     for row in rows:
@@ -87,19 +109,29 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def sample(model, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int,
-           generator: torch.Generator, stop: int | None) -> list[list[int]]:
-    """Each row of `idx` extended by up to `max_new_tokens` tokens; with `stop`, a row ends at its
-    first new `stop` token, which is kept (it decodes as <|endoftext|>, so a sample visibly ends)."""
-    out = generate(model, idx, max_new_tokens, temperature, top_k, generator)
+def sample(model, idx: torch.Tensor, max_new_tokens: int, options: dict, stop: int | None) -> list[list[int]]:
+    """Each row of `idx` extended by up to `max_new_tokens` tokens (`GPT.generate` with `options`);
+    with `stop`, a row ends at its first new `stop` token, which is kept (it decodes as
+    <|endoftext|>, so a sample visibly ends). Speculative decoding takes one row at a time."""
+    batches = idx.split(1) if options.get("draft") is not None else [idx]
+    out = [row for b in batches for row in model.generate(b, max_new_tokens, **options).tolist()]
     rows = []
-    for row in out.tolist():
+    for row in out:
         new = row[idx.shape[1]:]
         if stop is not None and stop in new:
             new = new[: new.index(stop) + 1]
         rows.append(row[: idx.shape[1]] + new)
     return rows
 
+
+def _draft(run_dir: str, target, tok):
+    """The draft run's model, refused unless it was trained with the target's tokenizer."""
+    draft = load_run(run_dir)
+    theirs = for_run(draft.run_dir)
+    if (theirs.name, theirs.n_vocab) != (tok.name, tok.n_vocab):
+        raise ConfigError(f"--draft {run_dir} uses the {theirs.name} tokenizer ({theirs.n_vocab} ids); "
+                          f"{target.run_dir} uses {tok.name} ({tok.n_vocab}): they must share one")
+    return draft.model
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))
