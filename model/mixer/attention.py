@@ -1,6 +1,7 @@
-"""Causal self-attention: projections, QK-norm, rotary, then one of two attention kernels.
+"""Causal self-attention: projections, QK-norm, rotary, then one of three attention kernels.
 
-The kernel is chosen once, when the layer is built (`KERNELS`):
+The kernel is chosen once, when the layer is built (`KERNELS`; `AttentionKernels` holds them for
+every attention mixer, this one and MLA):
 - "sdpa": `F.scaled_dot_product_attention`, for plain causal attention, GQA/MQA, RoPE, QK-norm,
   `attn_scale` and sliding windows. Without a window in reach SDPA gets `is_causal` and no mask, so
   on CUDA it can run FlashAttention; a sliding window is a boolean band mask, which FlashAttention
@@ -31,7 +32,57 @@ QK_NORM_GROUPS = {
 }
 
 
-class CausalSelfAttention(nn.Module):
+class AttentionKernels(nn.Module):
+    """The part every attention mixer shares once it has q, k and v: the mask and the kernel.
+
+    A mixer calls `init_kernels(cfg, layer_idx, scale)` in its constructor, then `self.attend(q, k, v,
+    q_pos, k_pos)` in forward; the kernel (`KERNELS`) is chosen there and never branched on later.
+    Config: window, global_every, attn_softcap, attn_sinks, dropout.
+    """
+
+    def init_kernels(self, cfg: ModelConfig, layer_idx: int, scale: float) -> None:
+        self.n_head = cfg.n_head
+        self.window = cfg.window if cfg.is_local(layer_idx) else 0
+        self.scale = scale
+        self.softcap = cfg.attn_softcap
+        # One sink logit per head; 0 at init: exp(0) = 1 joins each softmax denominator, i.e. the sink
+        # starts as one more key with an average score, and training moves it up or down from there.
+        self.sinks = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sinks else None
+        self.kernel = "softmax" if cfg.attn_softcap or cfg.attn_sinks else "sdpa"
+        self.build_kernel = self.kernel  # model/kernels.py may switch to "flex" on CUDA
+        self.attend = self.fallback = getattr(self, KERNELS[self.kernel])
+        self.attn_dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def sdpa_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
+        mask, is_causal = sdpa_mask(q_pos, k_pos, k.shape[2], self.window)
+        if mask is not None:
+            # CUDA's memory-efficient kernel (the one that takes a mask) has no enable_gqa: with it, SDPA
+            # would fall back to the math kernel and its (T, S) scores. Repeated heads keep it eligible.
+            k, v = repeat_kv(k, self.n_head), repeat_kv(v, self.n_head)  # (B, n_head, S, hd)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            enable_gqa=k.shape[1] != q.shape[1],
+        )
+
+    def softmax_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
+        mask = visible_keys(q_pos, k_pos, k.shape[2], self.window)
+        return softmax_attention(
+            q, k, v, mask, self.scale, self.softcap, self.sinks,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+        )
+
+    def flex_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, compiled: bool = True):
+        if k_pos is not None or q.shape[2] != k.shape[2]:  # decoding from a cache: a new mask every step
+            return self.fallback(q, k, v, q_pos, k_pos)
+        return flex.flex_attend(q, k, v, self.window, self.scale, self.softcap, self.sinks, compiled)
+
+    def use_kernel(self, kernel: str) -> None:
+        self.kernel, self.attend = kernel, getattr(self, KERNELS[kernel])
+
+
+class CausalSelfAttention(AttentionKernels):
     """Multi-head causal self-attention (Vaswani et al. 2017, arXiv:1706.03762).
 
     One fused projection `c_attn` gives rows [q; k; v]. GQA/MQA (arXiv:2305.13245) when
@@ -56,18 +107,9 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = build_norm(cfg, self.q_group) if use_qk_norm else nn.Identity()
         self.k_norm = build_norm(cfg, self.k_group) if use_qk_norm else nn.Identity()
         self.local = cfg.is_local(layer_idx)
-        self.window = cfg.window if self.local else 0
         self.rotary = build_rotary(cfg, self.local)
-        self.scale = cfg.attn_scale or self.head_dim**-0.5  # Gemma 2: query_pre_attn_scalar ** -0.5
-        self.softcap = cfg.attn_softcap
-        # One sink logit per head; 0 at init: exp(0) = 1 joins each softmax denominator, i.e. the sink
-        # starts as one more key with an average score, and training moves it up or down from there.
-        self.sinks = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sinks else None
-        self.kernel = "softmax" if cfg.attn_softcap or cfg.attn_sinks else "sdpa"
-        self.build_kernel = self.kernel  # model/kernels.py may switch to "flex" on CUDA
-        self.attend = self.fallback = getattr(self, KERNELS[self.kernel])
-        self.attn_dropout = cfg.dropout
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        # Gemma 2: query_pre_attn_scalar ** -0.5
+        self.init_kernels(cfg, layer_idx, scale=cfg.attn_scale or self.head_dim**-0.5)
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
@@ -92,39 +134,10 @@ class CausalSelfAttention(nn.Module):
         """This layer's generation cache: keys and values (of the last `window` positions when local)."""
         return kv_layer_cache(spec, self.n_kv_head, (self.head_dim, self.head_dim), self.window)
 
-    def sdpa_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
-        mask, is_causal = sdpa_mask(q_pos, k_pos, k.shape[2], self.window)
-        if mask is not None:
-            # CUDA's memory-efficient kernel (the one that takes a mask) has no enable_gqa: with it, SDPA
-            # would fall back to the math kernel and its (T, S) scores. Repeated heads keep it eligible.
-            k, v = repeat_kv(k, self.n_head), repeat_kv(v, self.n_head)  # (B, n_head, S, hd)
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-            enable_gqa=k.shape[1] != q.shape[1],
-        )
-
-    def softmax_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
-        mask = visible_keys(q_pos, k_pos, k.shape[2], self.window)
-        return softmax_attention(
-            q, k, v, mask, self.scale, self.softcap, self.sinks,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )
-
-
-    def flex_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, compiled: bool = True):
-        if k_pos is not None or q.shape[2] != k.shape[2]:  # decoding from a cache: a new mask every step
-            return self.fallback(q, k, v, q_pos, k_pos)
-        return flex.flex_attend(q, k, v, self.window, self.scale, self.softcap, self.sinks, compiled)
-
-    def use_kernel(self, kernel: str) -> None:
-        self.kernel, self.attend = kernel, getattr(self, KERNELS[kernel])
-
-
 KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention", "flex": "flex_attention"}
 
 
-def device_kernel(layer: CausalSelfAttention, device: torch.device) -> str:
+def device_kernel(layer: "CausalSelfAttention", device: torch.device) -> str:
     """The kernel for this layer on `device`: FlexAttention on CUDA for what SDPA's fused kernels
     cannot do (window, softcap, sinks), unless dropout is on (Flex has none) or the head size is
     not a power of two >= 16; elsewhere the layer's build-time kernel."""

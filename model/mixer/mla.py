@@ -22,14 +22,12 @@ Sliding windows, logit softcaps and sinks use the same masks and kernels as mode
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..cache import CacheSpec, ModelCache, kv_layer_cache
 from ..config import ModelConfig
 from ..norm import RMSNorm
 from ..rope import build_rotary
-from .attention import KERNELS, repeat_kv, softmax_attention
-from .masks import sdpa_mask, visible_keys
+from .attention import AttentionKernels
 
 LATENT_NORM_EPS = 1e-6  # DeepSeek's latent RMSNorms keep their default eps, whatever model.norm_eps says
 
@@ -63,7 +61,7 @@ class LowRankQuery(nn.Module):
 QUERIES = {False: FullRankQuery, True: LowRankQuery}  # keyed by mla.q_lora_rank > 0
 
 
-class MultiHeadLatentAttention(nn.Module):
+class MultiHeadLatentAttention(AttentionKernels):
     """Multi-head Latent Attention (module docstring): naive path without a cache, absorbed with one.
 
     Matches HF `DeepseekV3Attention` (model/hf/deepseek.py converts its interleaved RoPE layout).
@@ -84,14 +82,9 @@ class MultiHeadLatentAttention(nn.Module):
         # rows per head h: [W_UK_h (qk_nope_head_dim); W_UV_h (v_head_dim)], HF `kv_b_proj`'s layout
         self.kv_b_proj = nn.Linear(self.rank, cfg.n_head * (self.nope + self.v_dim), bias=False)
         self.c_proj = nn.Linear(cfg.n_head * self.v_dim, cfg.n_embd, bias=cfg.bias)
-        self.window = cfg.window if cfg.is_local(layer_idx) else 0
         self.rotary = build_rotary(cfg, cfg.is_local(layer_idx), head_dim=self.rope)
-        self.scale = cfg.attn_scale or (self.nope + self.rope) ** -0.5  # HF: qk_head_dim ** -0.5
-        self.softcap = cfg.attn_softcap
-        self.sinks = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sinks else None  # as attention.py
-        self.attend = getattr(self, KERNELS["softmax" if cfg.attn_softcap or cfg.attn_sinks else "sdpa"])
-        self.attn_dropout = cfg.dropout
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        # masks and kernels as attention.py; HF's scale: qk_head_dim ** -0.5
+        self.init_kernels(cfg, layer_idx, scale=cfg.attn_scale or (self.nope + self.rope) ** -0.5)
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
@@ -136,17 +129,3 @@ class MultiHeadLatentAttention(nn.Module):
         q = torch.cat([q_nope @ w_uk, q_pe], dim=-1)  # (B, n_head, T, rank + rope)
         y = self.attend(q, ckv, ckv[..., : self.rank], q_pos, k_pos)  # one key and value head: (B, n_head, T, rank)
         return y @ w_uv.transpose(1, 2)  # (B, n_head, T, v_head_dim)
-
-    def sdpa_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
-        mask, is_causal = sdpa_mask(q_pos, k_pos, k.shape[2], self.window)
-        if mask is not None:  # as attention.py: keep CUDA's masked (memory-efficient) kernel eligible
-            k, v = repeat_kv(k, self.n_head), repeat_kv(v, self.n_head)
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
-            dropout_p=self.attn_dropout if self.training else 0.0, enable_gqa=k.shape[1] != q.shape[1],
-        )
-
-    def softmax_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
-        mask = visible_keys(q_pos, k_pos, k.shape[2], self.window)
-        return softmax_attention(q, k, v, mask, self.scale, self.softcap, self.sinks,
-                                 dropout_p=self.attn_dropout if self.training else 0.0)
