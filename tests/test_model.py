@@ -160,7 +160,9 @@ def test_logits_cover_the_real_vocab_and_loss_is_cross_entropy():
     model = built(cfg)
     idx, targets = tokens(2, 32), tokens(2, 32, seed=5)
     with torch.no_grad():
-        logits, loss = model(idx, targets)
+        logits = model(idx)
+        none, loss = model(idx, targets)  # the loss never builds the (B, T, V) logits (model/loss.py)
+    assert none is None
     assert model.lm_head.out_features == 128 and logits.shape == (2, 32, 100)
     manual = -logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).mean()
     torch.testing.assert_close(loss, manual, atol=1e-6, rtol=0)
@@ -173,7 +175,7 @@ def test_ignore_index_excluded_from_mean():
     masked[0, :20] = -100
     masked[1, 5] = -100
     with torch.no_grad():
-        logits, loss = model(idx, masked)
+        logits, (_, loss) = model(idx), model(idx, masked)
     keep = masked != -100
     nll = -logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(loss, nll[keep].mean(), atol=1e-6, rtol=0)
