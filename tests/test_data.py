@@ -17,10 +17,9 @@ from train.data import (DataConfig, TokenData, bits_per_byte, fingerprint, get_b
                         token_dtype)
 from train.sources import resolve_source
 from train.tokenizer import get_tokenizer, tokenizer_vocab_size
+from tiny_run import GPT2_RANKS, needs_gpt2_ranks
 
-GPT2_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpt2.tiktoken"
-needs_gpt2_file = pytest.mark.skipif(not GPT2_FILE.is_file(),
-                                     reason=f"offline GPT-2 vocabulary not found at {GPT2_FILE}")
+GPT2_FILE = Path(GPT2_RANKS)
 
 DOCS = {  # a small corpus with non-ASCII text and a nested folder
     "a.txt": "hello world\n",
@@ -72,7 +71,7 @@ def test_vocab_sizes_without_loading_and_unknown_name():
         get_tokenizer("sentencepiece")
 
 
-@needs_gpt2_file
+@needs_gpt2_ranks
 def test_gpt2_from_file_and_env_var(monkeypatch):
     tok = get_tokenizer("gpt2", str(GPT2_FILE))
     assert tok.encode("Hello world") == [15496, 995]

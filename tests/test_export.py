@@ -8,7 +8,7 @@ import torch
 
 from model import GPT
 from model.hf import to_hf
-from tiny_run import ROOT, TINY, cli, error_line
+from tiny_run import GPT2_RANKS, ROOT, TINY, cli, error_line, needs_gpt2_ranks
 from train import export
 from train.config import ConfigError, load_config
 from train.export import choose_family
@@ -18,7 +18,6 @@ from train.sample import sample
 from train.tokenizer import get_tokenizer
 from train.trainer import Trainer
 
-GPT2_RANKS = "/work/shared/data/gpt2.tiktoken"
 RUNGS = {  # tiny models of three families, trained for a few steps (dropout 0: HF Llama has none)
     "gpt2": [],
     "llama": ["--model.pos=rope", "--model.norm=rmsnorm", "--model.mlp=swiglu", "--model.bias=false",
@@ -67,6 +66,7 @@ def test_exported_run_loads_in_transformers_and_generates_our_tokens(runs, famil
     assert hf_tok.decode(got) == get_tokenizer("byte").decode(got)
 
 
+@needs_gpt2_ranks
 def test_gpt2_tokenizer_files_from_the_ranks_file_encode_like_tiktoken(tmp_path):
     from transformers import AutoTokenizer
 

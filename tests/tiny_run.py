@@ -4,6 +4,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -13,6 +14,10 @@ from train.cli import run_cli
 from train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+# GPT-2's ranks file for offline use, in the shared/ folder beside the checkout; tests that need it skip without it
+GPT2_RANKS = str(ROOT.parent / "shared" / "data" / "gpt2.tiktoken")
+needs_gpt2_ranks = pytest.mark.skipif(not Path(GPT2_RANKS).is_file(),
+                                      reason=f"offline GPT-2 vocabulary not found at {GPT2_RANKS}")
 
 TINY = [
     "--model.block_size=32", "--model.n_layer=2", "--model.n_head=2", "--model.n_embd=32",
