@@ -166,9 +166,8 @@ def test_interrupted_grid_resumes(tmp_path, corpus):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "re-run the same command to resume" in err
-    steps = [metrics(out / v / "seed1")[-1]["step"] for v in ("a", "b")
-             if (out / v / "seed1" / "metrics.jsonl").exists()]
-    assert steps and all(s < 60 for s in steps)  # stopped part-way
+    # "a" (the run waited on) stopped part-way; the faster 1-layer "b" may have finished first
+    assert metrics(out / "a" / "seed1")[-1]["step"] < 60
     assert json.loads((out / "a" / "seed1" / "status.json").read_text())["state"] == "stopped"
     partial = table(out)  # the report of a stopped grid counts no unfinished run
     assert partial["a"]["status"] == "0/1 seeds" and partial["a"]["val_bpb_mean"] == ""
