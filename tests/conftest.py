@@ -1,6 +1,7 @@
 """Shared fixtures: a small text corpus, a config file and a finished tiny run."""
 
 import pytest
+import torch
 
 from tiny_run import TINY
 from train.config import load_config
@@ -32,3 +33,12 @@ def base(tmp_path_factory, corpus):
     Trainer(load_config(None, [*TINY, *corpus, f"--train.out_dir={out}", "--train.max_steps=4",
                                "--train.ckpt_interval=2", "--train.eval_interval=0"])).fit()
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Models this small are dominated by per-op overhead, which extra threads only add to."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -57,15 +57,18 @@ def assert_same_tensors(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(sa[name], sb[name]), name
 
 
-def check_to_hf_and_back(model_type: str, overrides: dict) -> None:
+def check_to_hf_and_back(model_type: str, overrides: dict, prepare=None) -> None:
     """Our random model for that HF config -> `to_hf`: the HF class of that family, the same logits;
-    -> `from_hf` again: the same config and bit-identical tensors."""
+    -> `from_hf` again: the same config and bit-identical tensors. `prepare(gpt)` randomizes more
+    (e.g. buffers) before the conversion."""
     from transformers import AutoModelForCausalLM
 
     from model import GPT
     from model.hf import config_from_hf, from_hf, to_hf
 
     gpt = randomize_(GPT(config_from_hf(hf_config(model_type, **overrides))), seed=1)
+    if prepare is not None:
+        prepare(gpt)
     with torch.no_grad():
         gpt.transformer.wte.weight[VOCAB:] = 0  # padding rows cannot survive HF's (vocab_size) table
         gpt.lm_head.weight[VOCAB:] = 0

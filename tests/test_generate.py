@@ -15,13 +15,7 @@ CONFIGS = sorted((ROOT / "configs" / "presets").glob("*.toml")) + sorted((ROOT /
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models this small are dominated by per-op overhead, which extra threads only add to."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(**overrides) -> ModelConfig:
