@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.accounting import flops_per_token, param_count  # noqa: E402
-from train.cli import run_cli  # noqa: E402
+from train.cli import run_cli, split_args  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 import torch  # noqa: E402
 
@@ -101,16 +101,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip())
         return 0
     opts = {"--steps": 10, "--warmup": 3, "--json": "", "--compare": ""}
-    configs, overrides = [], []
-    it = iter(argv)
-    for arg in it:
-        key, _, value = arg.partition("=")
-        if key in opts:
-            opts[key] = value or next(it, "")
-        elif arg.startswith("--"):
-            overrides.append(arg)
-        else:
-            configs.append(arg)
+    configs, overrides = split_args(argv, opts)
     if not configs:
         raise ConfigError("usage: python scripts/bench.py CONFIG [CONFIG ...] [--section.key=value ...] "
                           "[--steps N] (--help for more)")

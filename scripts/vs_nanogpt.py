@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.cli import run_cli  # noqa: E402
+from train.cli import run_cli, split_args  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 from train.trainer import Trainer  # noqa: E402
 
@@ -52,16 +52,7 @@ def nanogpt_step(model, optimizer, trainer: Trainer, step: int, grad_clip: float
 
 def main(argv: list[str]) -> int:
     opts = {"--rounds": "5", "--steps": "5", "--warmup": "3"}
-    paths, overrides = [], []
-    it = iter(argv)
-    for arg in it:
-        key, _, value = arg.partition("=")
-        if key in opts:
-            opts[key] = value or next(it, "")
-        elif arg.startswith("--"):
-            overrides.append(arg)
-        else:
-            paths.append(arg)
+    paths, overrides = split_args(argv, opts)
     if not 1 <= len(paths) <= 2:
         raise ConfigError("usage: python scripts/vs_nanogpt.py NANOGPT_MODEL_PY [CONFIG] [--rounds N] [--steps K]")
     rounds, steps, warmup = (int(opts[k]) for k in ("--rounds", "--steps", "--warmup"))

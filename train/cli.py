@@ -31,3 +31,19 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
         lines = (str(e) or type(e).__name__).splitlines()
         print(f"error: {lines[0] if lines else type(e).__name__}", file=sys.stderr)
         return code
+
+
+def split_args(argv: list[str], opts: dict) -> tuple[list[str], list[str]]:
+    """A script's command line -> (positional arguments, `--section.key=value` overrides); the flags
+    named in `opts` (as `--flag V` or `--flag=V`) are written into `opts` in place."""
+    positional, overrides = [], []
+    it = iter(argv)
+    for arg in it:
+        key, _, value = arg.partition("=")
+        if key in opts:
+            opts[key] = value or next(it, "")
+        elif arg.startswith("--"):
+            overrides.append(arg)
+        else:
+            positional.append(arg)
+    return positional, overrides
