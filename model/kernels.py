@@ -32,3 +32,18 @@ def use_device_kernels(model: nn.Module, device: torch.device, dtype: torch.dtyp
             continue
         chosen[name] = module.kernel
     return chosen
+
+
+def use_build_kernels(model: nn.Module) -> dict[str, str]:
+    """Switch every attention and expert layer back to the kernel it was built with (the CPU's), so
+    that a benchmark can time the device kernels against them on the same device."""
+    chosen = {}
+    for name, module in model.named_modules():
+        if isinstance(module, CausalSelfAttention):
+            module.use_kernel(module.build_kernel)
+        elif isinstance(module, Experts):
+            module.use_kernel("loop")
+        else:
+            continue
+        chosen[name] = module.kernel
+    return chosen

@@ -11,7 +11,8 @@ It also prints the kernel each attention and expert layer runs (model/kernels.py
 Options: --steps N (timed steps, default 10), --warmup N (default 3), --json PATH (append one record
 per config: the figures above plus the machine, PyTorch version, commit and kernels, so that a run
 elsewhere can be compared with it), --compare PATH (print each config's tok/s against the last
-record of the same config and overrides in that file).
+record of the same config and overrides in that file), --kernels device|build (build: keep every
+layer on the kernel it was built with, the CPU's, to time the device kernels against it).
 """
 
 import collections
@@ -27,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.accounting import flops_per_token, param_count  # noqa: E402
+from model.kernels import use_build_kernels  # noqa: E402
 from train.cli import run_cli, split_args  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 import torch  # noqa: E402
@@ -35,10 +37,12 @@ from train.hardware import peak_memory_bytes  # noqa: E402
 from train.trainer import Trainer  # noqa: E402
 
 
-def bench(path: str, overrides: list[str], steps: int, warmup: int) -> dict:
+def bench(path: str, overrides: list[str], steps: int, warmup: int, kernels: str = "device") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(path, [*overrides, f"--train.out_dir={tmp}"])
         trainer = Trainer(cfg)
+        if kernels == "build":  # before the first step, so that torch.compile traces these kernels
+            trainer.kernels = use_build_kernels(trainer.model)
         for _ in range(warmup):
             trainer.train_step()
         times = []
@@ -100,7 +104,7 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0
-    opts = {"--steps": 10, "--warmup": 3, "--json": "", "--compare": ""}
+    opts = {"--steps": 10, "--warmup": 3, "--json": "", "--compare": "", "--kernels": "device"}
     configs, overrides = split_args(argv, opts)
     if not configs:
         raise ConfigError("usage: python scripts/bench.py CONFIG [CONFIG ...] [--section.key=value ...] "
@@ -109,9 +113,11 @@ def main(argv: list[str]) -> int:
         steps, warmup = int(opts["--steps"]), int(opts["--warmup"])
     except ValueError:
         raise ConfigError("--steps and --warmup take integers") from None
+    if opts["--kernels"] not in ("device", "build"):
+        raise ConfigError(f"--kernels {opts['--kernels']!r}: expected device or build")
     print(f"{'config':34} {'params':>8} {'active':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}  device")
     for path in configs:
-        r = bench(path, overrides, steps, warmup)
+        r = bench(path, overrides, steps, warmup, opts["--kernels"])
         print(f"{Path(path).stem:34} {r['params'] / 1e6:7.2f}M {r['active_params'] / 1e6:7.2f}M "
               f"{r['tokens_per_s']:9.0f} "
               f"{r['flops_per_s'] / 1e12:8.3f} {100 * r['mfu']:5.1f}% {r['peak_mem_bytes'] / 2**20:7.0f}MiB  "

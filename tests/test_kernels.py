@@ -7,12 +7,13 @@ import torch
 from model import GPT, ModelConfig
 from model.mixer import flex
 from model.ffn.moe import expert_kernel, grouped_mm
-from model.kernels import use_device_kernels
+from model.kernels import use_build_kernels, use_device_kernels
 from model.mixer.attention import CausalSelfAttention, device_kernel
 
 from test_moe import build  # noqa: E402  (the MoE test cases, randomised)
 
 needs_flex = pytest.mark.skipif(not flex.available(), reason="this PyTorch has no FlexAttention")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def layer(**overrides) -> CausalSelfAttention:
@@ -88,3 +89,61 @@ def test_grouped_experts_forward_equals_the_loop(name):
     torch.testing.assert_close(grouped.float(), loop.float(), atol=2e-2 * scale, rtol=0)
     torch.testing.assert_close(y_grouped.float(), y_loop.float(), atol=2e-2 * scale, rtol=0)
     assert (grouped.float() - loop.float()).abs().mean() < 2e-3 * scale
+
+
+def test_build_kernels_undo_the_device_choice():
+    """scripts/bench.py --kernels build: every layer goes back to the kernel it was built with."""
+    cfg = ModelConfig(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_embd=64, window=16, global_every=2,
+                      attn_softcap=3.0)
+    model = GPT(cfg)
+    for m in model.modules():
+        if isinstance(m, CausalSelfAttention):
+            m.use_kernel("flex")  # what use_device_kernels picks for these layers on CUDA
+    assert use_build_kernels(model) == {"transformer.h.0.attn": "softmax", "transformer.h.1.attn": "softmax"}
+    assert all(m.attend == m.fallback for m in model.modules() if isinstance(m, CausalSelfAttention))
+
+
+def grads(module: torch.nn.Module, x: torch.Tensor, *inputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The output and the gradients (input first, then every parameter) of sum(out * fixed noise)."""
+    x = x.detach().clone().requires_grad_()
+    module.zero_grad()
+    out = module(x, *inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    (out.float() * torch.linspace(-1, 1, out.numel(), device=x.device).view_as(out)).sum().backward()
+    return out.detach(), [x.grad, *(p.grad for p in module.parameters() if p.grad is not None)]
+
+
+@needs_cuda
+@needs_flex
+@pytest.mark.parametrize("fields", [dict(window=48), dict(attn_softcap=2.0), dict(attn_sinks=True),
+                                    dict(window=160, attn_softcap=2.0, attn_sinks=True, n_kv_head=1)])
+def test_flex_backward_equals_the_build_kernel_on_cuda(fields):
+    """FlexAttention has no backward on CPU; on CUDA its gradients equal the build-time kernel's (fp32)."""
+    attn = layer(**fields).train().cuda()
+    x = torch.randn(2, 200, 64, device="cuda")
+    ref_out, ref = grads(attn, x)
+    attn.use_kernel("flex")
+    out, got = grads(attn, x)
+    torch.testing.assert_close(out, ref_out, atol=2e-5, rtol=1e-4)
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, atol=1e-4 * r.abs().max().item(), rtol=1e-3)
+
+
+@needs_cuda
+@pytest.mark.skipif(grouped_mm is None, reason="this PyTorch has no grouped_mm")
+@pytest.mark.parametrize("name", ["mixtral-like top-2 of 4", "deepseek-like sigmoid, groups, shared, scale"])
+def test_grouped_experts_backward_equals_the_loop_on_cuda(name):
+    """The grouped-GEMM backward (it raises on CPU) gives the loop's gradients, to bf16 precision."""
+    moe = build(name).train().cuda()
+    x = torch.randn(2, 16, 32, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ref_out, ref = grads(moe, x)
+        assert expert_kernel(moe.experts, torch.device("cuda"), torch.bfloat16) == "grouped"
+        moe.experts.use_kernel("grouped")
+        out, got = grads(moe, x)
+    torch.testing.assert_close(out.float(), ref_out.float(), atol=2e-2 * ref_out.float().abs().max().item(), rtol=0)
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        scale = r.float().abs().max().item()
+        torch.testing.assert_close(g.float(), r.float(), atol=3e-2 * scale, rtol=0)

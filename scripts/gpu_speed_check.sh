@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The GPU figures of docs/LOG.md ("GPU speed") in one go, each ratio taken within this one run:
+#   1. the CUDA-only checks of tests/test_kernels.py (FlexAttention and grouped-GEMM backward);
+#   2. GPT-2 124M, B16 T1024, bf16 + torch.compile: scripts/bench.py against nanoGPT's bench.py;
+#   3. a Gemma-2-style window + softcap model: the device kernels (FlexAttention) against the kernels
+#      it is built with (SDPA with a band mask, an explicit softmax for the softcap), at the preset's
+#      shape and at T2048 / window 512;
+#   4. MoE: rung 11 against the dense rung 10 (B64), and the qwen3-moe preset, grouped GEMM against
+#      the expert loop;
+#   5. the decode benchmark (scripts/gpu_decode_check.sh).
+# Every section writes as it goes to $OUT (default ./gpu-check) and one failure does not stop the
+# others. From the repository root:
+#   NANOGPT=path/to/nanoGPT GPT2_RANKS=path/to/gpt2.tiktoken scripts/gpu_speed_check.sh
+# NANOGPT is a folder with nanoGPT's model.py, bench.py and configurator.py (not part of this
+# repository; section 2 runs ours alone without it). A tiny CPU dry run of our commands:
+#   TINY=1 scripts/gpu_speed_check.sh
+set -uo pipefail
+
+PY=$(realpath -s "$(command -v "${PY:-python}")")  # absolute: nanoGPT's bench runs from its own folder
+OUT=${OUT:-gpu-check}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+export PYTHONUNBUFFERED=1
+RANKS=${GPT2_RANKS:-../shared/data/gpt2.tiktoken}
+JSON="$OUT/bench.jsonl"
+if [ "${TINY:-0}" = 1 ]; then
+    DEV=(--train.device=cpu --train.dtype=fp32 --train.compile=false)
+    SHAPE=(--model.n_layer=1 --model.n_embd=64 --model.n_head=2 --model.block_size=64 --train.batch_size=2)
+    STEPS=(--steps 1 --warmup 1)
+    NANOGPT=  # nanoGPT's bench.py runs on CUDA only
+    DECODE=(DEVICE=cpu DTYPE=fp32 CONTEXT=8 NEW=2 NOCACHE=1 REPEAT=1 COMPILE=0
+            "EXTRA=--model.n_layer=1 --model.n_embd=32 --model.n_head=2")
+    T2048=(--model.block_size=64 --model.window=16)
+    B64=(--train.batch_size=2)
+    TIMEOUT=120
+else
+    DEV=(--train.device=cuda --train.dtype=bf16)
+    SHAPE=()
+    STEPS=(--steps 20 --warmup 5)
+    DECODE=()
+    T2048=(--model.block_size=2048 --model.window=512 --train.batch_size=8)
+    B64=(--train.batch_size=64)
+    TIMEOUT=${TIMEOUT:-240}
+fi
+DATA124=(--data.source=python-stdlib '--data.hf_config=""' --data.tokenizer_path="$RANKS" --data.max_tokens=3000000)
+
+section() { echo; echo "## $1" | tee -a "$OUT/summary.txt"; }
+run() {  # run CMD... with a time limit, its output to the terminal and to $OUT/log.txt
+    timeout "$TIMEOUT" "$@" 2>&1 | tee -a "$OUT/log.txt"
+    local rc=${PIPESTATUS[0]}
+    [ "$rc" = 0 ] || echo "FAILED (exit $rc): $*" | tee -a "$OUT/summary.txt"
+}
+bench() { run "$PY" scripts/bench.py "$@" --json "$JSON" | grep -v '^config' | tee -a "$OUT/summary.txt"; }
+
+echo "# $(date -u +%FT%TZ) $($PY -c 'import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')" \
+    | tee -a "$OUT/summary.txt"
+
+section "1. CUDA-only kernel checks (tests/test_kernels.py)"
+run "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py | tail -5 | tee -a "$OUT/summary.txt"
+
+section "2. GPT-2 124M, B16 T1024, bf16, compile: ours vs nanoGPT bench.py"
+bench configs/gpt2-124m.toml "${DATA124[@]}" --train.batch_size=16 --train.grad_accum=1 "${DEV[@]}" "${SHAPE[@]}" "${STEPS[@]}"
+if [ -n "${NANOGPT:-}" ]; then
+    (cd "$NANOGPT" && run "$PY" bench.py --batch_size=16 --bias=True --real_data=False) \
+        | grep -E "time per iteration" | tee -a "$OUT/summary.txt"
+fi
+
+section "3. Gemma-2-style window + softcap: device kernels vs build kernels (eager)"
+for kernels in device build; do
+    bench configs/presets/gemma2.toml --kernels $kernels "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" \
+        --train.batch_size=64
+    bench configs/presets/gemma2.toml --kernels $kernels "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" \
+        "${T2048[@]}"
+done
+
+section "4. MoE: rung 11 vs dense rung 10 (B64), qwen3-moe; grouped GEMM vs the expert loop (eager)"
+bench configs/ladder/10-attn-sinks.toml configs/ladder/11-moe.toml "${DEV[@]}" --train.compile=false "${SHAPE[@]}" \
+    "${STEPS[@]}" "${B64[@]}"
+bench configs/ladder/11-moe.toml configs/presets/qwen3-moe.toml --kernels build "${DEV[@]}" --train.compile=false \
+    "${SHAPE[@]}" "${STEPS[@]}" "${B64[@]}"
+bench configs/presets/qwen3-moe.toml "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" "${B64[@]}"
+
+section "5. decode (scripts/gpu_decode_check.sh)"
+run env "${DECODE[@]}" PY="$PY" REPEAT="${REPEAT:-2}" scripts/gpu_decode_check.sh | tee -a "$OUT/summary.txt"
+
+section "6. GPT-2 124M eager: ours vs nanoGPT"
+bench configs/gpt2-124m.toml "${DATA124[@]}" --train.batch_size=16 --train.grad_accum=1 "${DEV[@]}" "${SHAPE[@]}" \
+    "${STEPS[@]}" --train.compile=false
+if [ -n "${NANOGPT:-}" ]; then
+    (cd "$NANOGPT" && run "$PY" bench.py --batch_size=16 --bias=True --real_data=False --compile=False) \
+        | grep -E "time per iteration" | tee -a "$OUT/summary.txt"
+fi
+echo "done $(date -u +%T)" | tee -a "$OUT/summary.txt"
