@@ -22,14 +22,17 @@ NEW=${NEW:-256}
 NOCACHE=${NOCACHE:-16}
 REPEAT=${REPEAT:-3}
 COMPILE=${COMPILE:-1}
+EAGER=${EAGER:-1}  # 0: the compiled decode only
 EXTRA=${EXTRA:-}
 # EXTRA holds several overrides: split on purpose
 common=(--device "$DEVICE" --dtype "$DTYPE" --context "$CONTEXT" --new_tokens "$NEW"
         --nocache_tokens "$NOCACHE" --repeat "$REPEAT" $EXTRA)
 
 echo "# $(date -u +%F) $(${PY} -c 'import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')"
-echo "## eager: cached vs no cache vs HF generate ($CONFIG)"
-$PY scripts/bench_decode.py "$CONFIG" --hf "${common[@]}"
+if [ "$EAGER" = 1 ]; then
+    echo "## eager: cached vs no cache vs HF generate ($CONFIG)"
+    $PY scripts/bench_decode.py "$CONFIG" --hf "${common[@]}"
+fi
 if [ "$COMPILE" = 1 ]; then
     echo "## compiled decode ($CONFIG)"
     $PY scripts/bench_decode.py "$CONFIG" --compile "${common[@]}"

@@ -9,7 +9,7 @@
 #      the expert loop;
 #   5. the decode benchmark (scripts/gpu_decode_check.sh).
 # Every section writes as it goes to $OUT (default ./gpu-check) and one failure does not stop the
-# others. From the repository root:
+# others; SECTIONS="2 4" runs only those. From the repository root:
 #   NANOGPT=path/to/nanoGPT GPT2_RANKS=path/to/gpt2.tiktoken scripts/gpu_speed_check.sh
 # NANOGPT is a folder with nanoGPT's model.py, bench.py and configurator.py (not part of this
 # repository; section 2 runs ours alone without it). A tiny CPU dry run of our commands:
@@ -43,7 +43,8 @@ else
 fi
 DATA124=(--data.source=python-stdlib '--data.hf_config=""' --data.tokenizer_path="$RANKS" --data.max_tokens=3000000)
 
-section() { echo; echo "## $1" | tee -a "$OUT/summary.txt"; }
+want() { [[ " ${SECTIONS:-1 2 3 4 5 6} " == *" $1 "* ]]; }
+section() { echo; echo "## $1 ($(date -u +%T))" | tee -a "$OUT/summary.txt"; }
 run() {  # run CMD... with a time limit, its output to the terminal and to $OUT/log.txt
     timeout "$TIMEOUT" "$@" 2>&1 | tee -a "$OUT/log.txt"
     local rc=${PIPESTATUS[0]}
@@ -54,16 +55,21 @@ bench() { run "$PY" scripts/bench.py "$@" --json "$JSON" | grep -v '^config' | t
 echo "# $(date -u +%FT%TZ) $($PY -c 'import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')" \
     | tee -a "$OUT/summary.txt"
 
+if want 1; then
 section "1. CUDA-only kernel checks (tests/test_kernels.py)"
 run "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py | tail -5 | tee -a "$OUT/summary.txt"
+fi
 
+if want 2; then
 section "2. GPT-2 124M, B16 T1024, bf16, compile: ours vs nanoGPT bench.py"
 bench configs/gpt2-124m.toml "${DATA124[@]}" --train.batch_size=16 --train.grad_accum=1 "${DEV[@]}" "${SHAPE[@]}" "${STEPS[@]}"
 if [ -n "${NANOGPT:-}" ]; then
     (cd "$NANOGPT" && run "$PY" bench.py --batch_size=16 --bias=True --real_data=False) \
         | grep -E "time per iteration" | tee -a "$OUT/summary.txt"
 fi
+fi
 
+if want 3; then
 section "3. Gemma-2-style window + softcap: device kernels vs build kernels (eager)"
 for kernels in device build; do
     bench configs/presets/gemma2.toml --kernels $kernels "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" \
@@ -71,22 +77,29 @@ for kernels in device build; do
     bench configs/presets/gemma2.toml --kernels $kernels "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" \
         "${T2048[@]}"
 done
+fi
 
+if want 4; then
 section "4. MoE: rung 11 vs dense rung 10 (B64), qwen3-moe; grouped GEMM vs the expert loop (eager)"
 bench configs/ladder/10-attn-sinks.toml configs/ladder/11-moe.toml "${DEV[@]}" --train.compile=false "${SHAPE[@]}" \
     "${STEPS[@]}" "${B64[@]}"
 bench configs/ladder/11-moe.toml configs/presets/qwen3-moe.toml --kernels build "${DEV[@]}" --train.compile=false \
     "${SHAPE[@]}" "${STEPS[@]}" "${B64[@]}"
 bench configs/presets/qwen3-moe.toml "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" "${B64[@]}"
+fi
 
+if want 5; then
 section "5. decode (scripts/gpu_decode_check.sh)"
 run env "${DECODE[@]}" PY="$PY" REPEAT="${REPEAT:-2}" scripts/gpu_decode_check.sh | tee -a "$OUT/summary.txt"
+fi
 
+if want 6; then
 section "6. GPT-2 124M eager: ours vs nanoGPT"
 bench configs/gpt2-124m.toml "${DATA124[@]}" --train.batch_size=16 --train.grad_accum=1 "${DEV[@]}" "${SHAPE[@]}" \
     "${STEPS[@]}" --train.compile=false
 if [ -n "${NANOGPT:-}" ]; then
     (cd "$NANOGPT" && run "$PY" bench.py --batch_size=16 --bias=True --real_data=False --compile=False) \
         | grep -E "time per iteration" | tee -a "$OUT/summary.txt"
+fi
 fi
 echo "done $(date -u +%T)" | tee -a "$OUT/summary.txt"

@@ -69,10 +69,12 @@ def test_kernels_chosen_per_device():
 @pytest.mark.skipif(grouped_mm is None, reason="this PyTorch has no grouped_mm")
 @pytest.mark.parametrize("name", ["mixtral-like top-2 of 4", "switch-like top-1, gelu, biases, raw weights",
                                   "deepseek-like sigmoid, groups, shared, scale"])
-def test_grouped_experts_forward_equals_the_loop(name):
+@pytest.mark.parametrize("hidden", [{}, {"expert_hidden": 13}], ids=["aligned", "hidden 13, padded"])
+def test_grouped_experts_forward_equals_the_loop(name, hidden):
     """The grouped-GEMM path computes in bf16 (its backward does not run on CPU): its forward equals
-    the per-expert loop to bf16 precision, on tokens where one expert gets none."""
-    moe = build(name).eval()
+    the per-expert loop to bf16 precision, on tokens where one expert gets none; a hidden size that
+    is not a multiple of 8 is padded with zero units (Experts.aligned)."""
+    moe = build(name, **hidden).eval()
     x = torch.randn(2, 16, 32)
     ex = moe.experts
     counts = torch.tensor([9, 0, 14, 9][: moe.n_expert] + [0] * (moe.n_expert - 4))
@@ -120,10 +122,10 @@ def grads(module: torch.nn.Module, x: torch.Tensor, *inputs) -> tuple[torch.Tens
 def test_flex_backward_equals_the_build_kernel_on_cuda(fields):
     """FlexAttention has no backward on CPU; on CUDA its gradients equal the build-time kernel's (fp32)."""
     attn = layer(**fields).train().cuda()
-    x = torch.randn(2, 200, 64, device="cuda")
-    ref_out, ref = grads(attn, x)
+    x, positions = torch.randn(2, 200, 64, device="cuda"), torch.arange(200, device="cuda")
+    ref_out, ref = grads(attn, x, positions)
     attn.use_kernel("flex")
-    out, got = grads(attn, x)
+    out, got = grads(attn, x, positions)
     torch.testing.assert_close(out, ref_out, atol=2e-5, rtol=1e-4)
     assert len(got) == len(ref)
     for g, r in zip(got, ref):
@@ -132,10 +134,12 @@ def test_flex_backward_equals_the_build_kernel_on_cuda(fields):
 
 @needs_cuda
 @pytest.mark.skipif(grouped_mm is None, reason="this PyTorch has no grouped_mm")
-@pytest.mark.parametrize("name", ["mixtral-like top-2 of 4", "deepseek-like sigmoid, groups, shared, scale"])
-def test_grouped_experts_backward_equals_the_loop_on_cuda(name):
+@pytest.mark.parametrize("name", ["mixtral-like top-2 of 4", "switch-like top-1, gelu, biases, raw weights",
+                                  "deepseek-like sigmoid, groups, shared, scale"])
+@pytest.mark.parametrize("hidden", [{}, {"expert_hidden": 13}], ids=["aligned", "hidden 13, padded"])
+def test_grouped_experts_backward_equals_the_loop_on_cuda(name, hidden):
     """The grouped-GEMM backward (it raises on CPU) gives the loop's gradients, to bf16 precision."""
-    moe = build(name).train().cuda()
+    moe = build(name, **hidden).train().cuda()
     x = torch.randn(2, 16, 32, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         ref_out, ref = grads(moe, x)

@@ -93,16 +93,31 @@ class Experts(nn.Module):
         two launches instead of two per expert, and the counts never leave the device."""
         bf16, offs = torch.bfloat16, counts.cumsum(0).to(torch.int32)  # where each expert's rows end
         per_row = lambda b: b.to(bf16).repeat_interleave(counts, dim=0, output_size=x.shape[0])  # noqa: E731
-        h = grouped_mm(x.to(bf16), self.c_fc.to(bf16).transpose(-2, -1), offs=offs)  # (M, fc_out)
-        if self.c_fc_bias is not None:
-            h = h + per_row(self.c_fc_bias)
+        c_fc, c_proj, fc_bias = self.aligned(self.c_fc, self.c_proj, self.c_fc_bias)
+        h = grouped_mm(x.to(bf16), c_fc.to(bf16).transpose(-2, -1), offs=offs)  # (M, fc_out)
+        if fc_bias is not None:
+            h = h + per_row(fc_bias)
         if self.gated:
             gate, up = h.chunk(2, dim=-1)
             h = self.act(gate) * up
         else:
             h = self.act(h)
-        y = grouped_mm(h.contiguous(), self.c_proj.to(bf16).transpose(-2, -1), offs=offs)  # (M, n_embd)
+        y = grouped_mm(h.contiguous(), c_proj.to(bf16).transpose(-2, -1), offs=offs)  # (M, n_embd)
         return y if self.c_proj_bias is None else y + per_row(self.c_proj_bias)
+
+    def aligned(self, c_fc, c_proj, fc_bias):
+        """The weights with the hidden size rounded up to a multiple of 8 by zero units: grouped_mm
+        needs 16-byte aligned rows. A zero unit adds nothing (act(0) * 0 = 0, and its c_proj column
+        is 0), and the padding's gradient is dropped."""
+        pad = -c_proj.shape[-1] % 8
+        if not pad:
+            return c_fc, c_proj, fc_bias
+        halves = 2 if self.gated else 1  # [gate; up] are padded each
+        E, fc_out, C = c_fc.shape
+        c_fc = F.pad(c_fc.view(E, halves, fc_out // halves, C), (0, 0, 0, pad)).view(E, -1, C)
+        if fc_bias is not None:
+            fc_bias = F.pad(fc_bias.view(E, halves, -1), (0, pad)).view(E, -1)
+        return c_fc, F.pad(c_proj, (0, pad)), fc_bias
 
     def extra_repr(self) -> str:
         return f"n_expert={self.c_fc.shape[0]}, act={self.act.__name__}, gated={self.gated}"
@@ -220,8 +235,9 @@ def end_step(layers: list[MoE], update_bias: bool = True) -> dict:
 
 
 def expert_kernel(experts: Experts, device: torch.device, dtype: torch.dtype) -> str:
-    """"grouped" on CUDA in bf16 when the op exists and the rows are 16-byte aligned, else "loop"."""
-    aligned = all(n % 8 == 0 for n in (*experts.c_fc.shape[1:], experts.c_proj.shape[-1]))
+    """"grouped" on CUDA in bf16 when the op exists and the width's rows are 16-byte aligned (the
+    hidden size is padded, `Experts.aligned`), else "loop"."""
+    aligned = experts.c_proj.shape[1] % 8 == 0
     fits = grouped_mm is not None and device.type == "cuda" and dtype == torch.bfloat16 and aligned
     return "grouped" if fits else "loop"
 
