@@ -63,19 +63,9 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             rows = slice(start, start + chunk)
             hc, tc, vc = h[rows], picked[rows, None], valid[rows]
             logits = F.linear(hc, weight)  # (chunk, padded vocab), in the autocast dtype if any
-            z = softcap(logits.float(), cap) if cap else logits.float()
-            z[:, vocab_size:] = -math.inf  # padding: exp(-inf) = 0, no probability and no gradient
-            lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (chunk, 1)
-            total += ((lse - z.gather(1, tc)).squeeze(1) * vc).sum()
+            loss, dz = _chunk(logits, tc, vc, vocab_size, cap, with_grad)
+            total += loss
             if with_grad:
-                dz = torch.exp(z - lse)  # softmax
-                dz.scatter_add_(1, tc, torch.full_like(lse, -1.0))
-                dz *= vc.unsqueeze(1)
-                if cap:
-                    # d(cap tanh(x / cap))/dx from the capped value; -inf (padding) clamps to 0
-                    dz *= 1 - (z.clamp(min=-cap) / cap).square()
-                # Divided by the token count only after the matmuls: in fp16, dz / n would underflow.
-                dz = dz.to(logits.dtype)
                 grad_h[rows] = (dz @ weight).float() / n
                 grad_w += dz.t() @ hc
         if with_grad:
@@ -86,3 +76,24 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_h, grad_w = ctx.saved_tensors
         return grad_h * grad_loss, grad_w * grad_loss, None, None, None, None, None, None
+
+
+def _chunk(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, vocab_size: int, cap: float,
+           with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One chunk's summed loss and, with_grad, its logit gradient dz in the logits' dtype (not yet
+    divided by the token count: in fp16, dz / n would underflow before the matmuls).
+
+    Written out of place, as one reduction (logsumexp) and one pointwise expression over the
+    (chunk, padded vocab) block, so that torch.compile fuses each into a single kernel that reads
+    the logits once; in-place edits and a scatter would each cost another pass over the block."""
+    cols = torch.arange(logits.shape[1], device=logits.device)
+    z = softcap(logits.float(), cap) if cap else logits.float()
+    z = torch.where(cols < vocab_size, z, -math.inf)  # padding: exp(-inf) = 0, no probability or gradient
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (chunk, 1)
+    loss = ((lse - z.gather(1, targets)).squeeze(1) * valid).sum()
+    if not with_grad:
+        return loss, None
+    dz = (torch.exp(z - lse) - (cols == targets).float()) * valid.unsqueeze(1)  # softmax - onehot
+    if cap:  # d(cap tanh(x / cap))/dx from the capped value; -inf (padding) clamps to 0
+        dz = dz * (1 - (z.clamp(min=-cap) / cap).square())
+    return loss, dz.to(logits.dtype)
