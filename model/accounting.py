@@ -86,7 +86,7 @@ def ffn_matrices(cfg: ModelConfig, layer_idx: int, active: bool) -> list[Matrix]
 
 
 def router_matrices(cfg: ModelConfig, layer_idx: int) -> list[Matrix]:
-    """The MoE router of block `layer_idx` (bias-free, whatever `model.bias` says), or nothing."""
+    """The MoE router of block `layer_idx` (its bias is `moe.router_bias`, whatever `model.bias` says), or nothing."""
     return [(cfg.n_embd, cfg.moe.n_expert)] if cfg.is_moe(layer_idx) else []
 
 
@@ -113,7 +113,7 @@ def block_params(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> 
     """Parameters of one block: matrices and their biases, the router, norms, QK-norms, sinks."""
     norm = NORM_PARAMS[cfg.norm]
     n = attention_params(cfg) + _params(cfg, ffn_matrices(cfg, layer_idx, active))
-    n += sum(fi * fo for fi, fo in router_matrices(cfg, layer_idx))
+    n += sum(fi * fo + (fo if cfg.moe.router_bias else 0) for fi, fo in router_matrices(cfg, layer_idx))
     n += NORMS_PER_BLOCK[cfg.norm_placement] * norm(cfg, cfg.n_embd)
     n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
     n += cfg.n_head if cfg.attn_sinks else 0  # one sink logit per head

@@ -54,6 +54,7 @@ class MoEConfig:
     n_group: int = 1  # group-limited routing: experts in n_group groups (DeepSeek-V3: 8) ...
     topk_group: int = 1  # ... and a token chooses only within its best topk_group groups (4)
     first_dense: int = 0  # the first layers keep a dense MLP (DeepSeek-V3: 3)
+    router_bias: bool = False  # a learned bias on the router logits (gpt-oss)
     # --- training only: they change what is learned, not the function a trained model computes ---
     capacity_factor: float = 0.0  # > 0: an expert takes at most cf * tokens * top_k / n_expert
     aux_loss_coef: float = 0.0  # load-balancing loss weight (Switch Transformer)
@@ -141,7 +142,10 @@ class ModelConfig:
     norm_placement: Literal["pre", "post", "sandwich"] = "pre"  # GPT-2/Llama | OLMo 2 | Gemma 2/3
     qk_norm: Literal["none", "head", "full"] = "none"  # per head (Qwen3, Gemma 3) | across heads (OLMo 2)
     # feed-forward
-    mlp: Literal["gelu", "swiglu", "geglu", "relu2"] = "gelu"  # gelu: tanh approximation, as GPT-2
+    # gelu: tanh approximation, as GPT-2; swiglu_clamped: gpt-oss's (up + 1) * clamped SwiGLU
+    mlp: Literal["gelu", "swiglu", "geglu", "relu2", "swiglu_clamped"] = "gelu"
+    swiglu_alpha: float = 1.702  # swiglu_clamped: gate * sigmoid(alpha * gate)
+    swiglu_limit: float = 7.0  # swiglu_clamped: gate <= limit, -limit <= up <= limit
     moe: MoEConfig = field(default_factory=MoEConfig)  # Mixture of Experts in the MLP slot
     # the mixer: multi-head / grouped-query attention (n_kv_head) | Multi-head Latent Attention ([model.mla])
     attention: Literal["gqa", "mla"] = "gqa"
@@ -185,7 +189,7 @@ class ModelConfig:
             )
         if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"model.dropout must be a number in [0, 1); got {self.dropout!r}")
-        for name in ("norm_eps", "init_std"):
+        for name in ("norm_eps", "init_std", "swiglu_alpha", "swiglu_limit"):
             _check_positive_float(name, getattr(self, name))
         for name in ("attn_scale", "attn_softcap", "final_softcap"):
             value = getattr(self, name)
@@ -243,6 +247,8 @@ class ModelConfig:
                 "rope.", f"model.rope.scaling is {scaling!r}")
             if not self.window:
                 add(["local_theta"], "rope.", "there are no sliding-window layers (model.window = 0)")
+        if self.mlp != "swiglu_clamped":
+            add(["swiglu_alpha", "swiglu_limit"], "", f"model.mlp is {self.mlp!r}, not 'swiglu_clamped'")
         if not self.moe.n_expert:
             add([f.name for f in fields(MoEConfig) if f.name != "n_expert"], "moe.",
                 "model.moe.n_expert is 0 (no Mixture of Experts)")

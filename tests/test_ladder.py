@@ -113,6 +113,7 @@ REAL = {
     "gemma3": ("Gemma 3", (8, 4, 256, 2560, 10240)),  # Gemma 3 4B
     "olmo2": ("OLMo 2", (32, 32, 128, 4096, 11008)),  # OLMo 2 7B
     "gpt-oss-dense": ("gpt-oss", (64, 8, 64, 2880, 4 * 2880)),  # gpt-oss-20b: 4 active experts of 2880
+    "gpt-oss": ("gpt-oss", (64, 8, 64, 2880, 2880)),  # gpt-oss-20b (its one intermediate_size, the experts')
     "mixtral": ("Mixtral", (32, 8, 128, 4096, 14336)),  # Mixtral 8x7B
     "qwen3-moe": ("Qwen3", (32, 4, 128, 2048, 6144)),  # Qwen3-30B-A3B (its dense width is unused)
     "deepseek-v3": ("DeepSeek-V3", (128, 128, 128, 7168, 18432)),
@@ -124,6 +125,7 @@ REAL_MOE = {
     "mixtral": (8, 2, 0, "softmax", True, 1.0, 1, 1, 14336, False),
     "qwen3-moe": (128, 8, 0, "softmax", True, 1.0, 1, 1, 768, False),
     "deepseek-v3": (256, 8, 1, "sigmoid", True, 2.5, 8, 4, 2048, True),
+    "gpt-oss": (32, 4, 0, "softmax", True, 1.0, 1, 1, 2880, False),
 }
 # ... and its Multi-head Latent Attention: (q_lora_rank, kv_lora_rank) as ratios to the width,
 # (qk_nope_head_dim, qk_rope_head_dim, v_head_dim) as ratios to head_dim.
@@ -133,6 +135,7 @@ LOCAL_PATTERN = {
     "mistral": lambda n: [True] * n,  # every layer
     "gemma2": lambda n: [True, False] * (n // 2),  # alternate, starting local
     "gpt-oss-dense": lambda n: [True, False] * (n // 2),
+    "gpt-oss": lambda n: [True, False] * (n // 2),
     "gemma3": lambda n: ([True] * 5 + [False]) * (n // 6),  # 5 local : 1 global
 }
 
