@@ -112,6 +112,7 @@ REAL = {
     "gemma2": ("Gemma 2", (8, 4, 256, 2304, 9216)),  # Gemma 2 2B
     "gemma3": ("Gemma 3", (8, 4, 256, 2560, 10240)),  # Gemma 3 4B
     "olmo2": ("OLMo 2", (32, 32, 128, 4096, 11008)),  # OLMo 2 7B
+    "olmo3": ("OLMo 3", (32, 32, 128, 4096, 11008)),  # OLMo 3 7B
     "gpt-oss-dense": ("gpt-oss", (64, 8, 64, 2880, 4 * 2880)),  # gpt-oss-20b: 4 active experts of 2880
     "gpt-oss": ("gpt-oss", (64, 8, 64, 2880, 2880)),  # gpt-oss-20b (its one intermediate_size, the experts')
     "mixtral": ("Mixtral", (32, 8, 128, 4096, 14336)),  # Mixtral 8x7B
@@ -136,6 +137,7 @@ LOCAL_PATTERN = {
     "gemma2": lambda n: [True, False] * (n // 2),  # alternate, starting local
     "gpt-oss-dense": lambda n: [True, False] * (n // 2),
     "gpt-oss": lambda n: [True, False] * (n // 2),
+    "olmo3": lambda n: ([True] * 3 + [False]) * (n // 4),  # 3 sliding : 1 full
     "gemma3": lambda n: ([True] * 5 + [False]) * (n // 6),  # 5 local : 1 global
 }
 
