@@ -104,6 +104,11 @@ class MLAConfig:
     qk_nope_head_dim: int = 0  # per head: query/key dims read from the latent; 0 = head_dim
     qk_rope_head_dim: int = 0  # per head: rotary dims, one key shared by all heads; 0 = head_dim // 2
     v_head_dim: int = 0  # per head: value dims; 0 = head_dim
+    # DeepSeek Sparse Attention (DeepSeek-V3.2, model/mixer/dsa.py): a lightning indexer picks the
+    # index_topk keys each query attends to; 0 = dense MLA (no indexer)
+    index_topk: int = 0
+    index_n_head: int = 0  # indexer heads; 0 = n_head // 2 (V3.2: 64 of 128)
+    index_head_dim: int = 0  # indexer head size; 0 = 2 * qk_rope_head_dim (V3.2: 128, rotary 64)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -117,6 +122,17 @@ class MLAConfig:
         self.v_head_dim = self.v_head_dim or head_dim
         if self.qk_rope_head_dim % 2:
             raise ValueError(f"model.mla.qk_rope_head_dim must be even (rotary pairs); got {self.qk_rope_head_dim}")
+        if not self.index_topk:
+            if self.index_n_head or self.index_head_dim:
+                raise ValueError("model.mla.index_n_head / index_head_dim are read only with model.mla.index_topk > 0")
+            return
+        if not self.q_lora_rank:
+            raise ValueError("model.mla.index_topk needs model.mla.q_lora_rank > 0: the indexer's queries "
+                             "are read from the low-rank query latent (DeepSeek-V3.2)")
+        self.index_head_dim = self.index_head_dim or 2 * self.qk_rope_head_dim
+        if self.index_head_dim < self.qk_rope_head_dim:
+            raise ValueError(f"model.mla.index_head_dim ({self.index_head_dim}) must be >= model.mla."
+                             f"qk_rope_head_dim ({self.qk_rope_head_dim}): its first dims rotate")
 
 
 @dataclass
@@ -216,6 +232,11 @@ class ModelConfig:
             raise ValueError("model.rope.fraction does not apply to MLA: its rotary dimensions are "
                              "model.mla.qk_rope_head_dim")
         self.mla.resolve(self.head_dim or self.n_embd // self.n_head)
+        if self.mla.index_topk:
+            self.mla.index_n_head = self.mla.index_n_head or max(1, self.n_head // 2)
+            if self.attn_softcap or self.attn_sinks:
+                raise ValueError("model.mla.index_topk (sparse attention) does not combine with "
+                                 "model.attn_softcap or model.attn_sinks")
 
     def is_local(self, layer_idx: int) -> bool:
         """Whether block `layer_idx` uses sliding-window attention. With a window, layer i is global

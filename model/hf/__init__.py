@@ -2,7 +2,7 @@
 
 `FAMILIES` maps an HF `config.model_type` to a `Family` (model/hf/table.py), one module per layout:
 gpt2.py (GPT-2), llama.py (Llama, Mistral, Qwen3, OLMo 2, OLMo 3), gemma2.py (Gemma 2), moe.py (Mixtral,
-Qwen3-MoE), deepseek.py (DeepSeek-V3: MLA), gpt_oss.py (gpt-oss: sinks, biased experts). A family has
+Qwen3-MoE), deepseek.py (DeepSeek-V3: MLA), deepseek_v32.py (DeepSeek-V3.2: sparse attention), gpt_oss.py (gpt-oss: sinks, biased experts). A family has
   * `config_from_hf(hf_config) -> ModelConfig`: reads the HF config and raises ValueError naming
     any HF setting our model cannot reproduce exactly (a different activation, a RoPE variant, ...);
   * `config_to_hf(cfg, **overrides) -> PretrainedConfig`: the inverse. Whether the HF family can
@@ -30,6 +30,7 @@ from torch import nn
 from ..config import ModelConfig, MoEConfig
 from ..gpt import GPT
 from .deepseek import DEEPSEEK_V3
+from .deepseek_v32 import DEEPSEEK_V32
 from .gemma2 import GEMMA2
 from .gpt2 import GPT2
 from .gpt_oss import GPT_OSS
@@ -44,7 +45,8 @@ __all__ = [
 
 FAMILIES: dict[str, Family] = {
     "gpt2": GPT2, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2, "olmo3": OLMO3, "gemma2": GEMMA2,
-    "mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "deepseek_v3": DEEPSEEK_V3, "gpt_oss": GPT_OSS,
+    "mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "deepseek_v3": DEEPSEEK_V3, "deepseek_v32": DEEPSEEK_V32,
+    "gpt_oss": GPT_OSS,
 }
 
 
