@@ -65,7 +65,7 @@ def _gated(d: int, hidden: int) -> list[Matrix]:
 
 
 # `model.mlp` -> the matrices of one MLP of `hidden` units (a dense MLP, one expert, shared experts)
-MLP_MATRICES = {"gelu": _two_layer, "relu2": _two_layer, "swiglu": _gated, "geglu": _gated}
+MLP_MATRICES = {"gelu": _two_layer, "relu2": _two_layer, "swiglu": _gated, "geglu": _gated, "swiglu_clamped": _gated}
 
 
 def _params(cfg: ModelConfig, matrices: list[Matrix]) -> int:

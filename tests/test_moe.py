@@ -198,8 +198,9 @@ def test_invalid_moe_configs_name_the_field(moe_fields, message):
 
 @pytest.mark.parametrize("moe_fields", [
     dict(n_expert=4, top_k=2), dict(n_expert=8, top_k=2, n_shared=2, first_dense=1, expert_hidden=24),
+    dict(n_expert=4, top_k=2, router_bias=True),  # gpt-oss: a learned bias per expert on the router
 ])
-@pytest.mark.parametrize("mlp, bias", [("gelu", True), ("swiglu", False)])
+@pytest.mark.parametrize("mlp, bias", [("gelu", True), ("swiglu", False), ("swiglu_clamped", True)])
 def test_accounting_counts_all_experts_and_charges_only_active_ones(moe_fields, mlp, bias):
     cfg = ModelConfig(**SMALL | dict(n_layer=3), mlp=mlp, bias=bias, moe=MoEConfig(**moe_fields))
     model = GPT(cfg)

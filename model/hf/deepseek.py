@@ -110,12 +110,13 @@ def deepseek_config_to_hf(model_type: str, cfg: ModelConfig, **overrides):
         n_shared_experts=moe.n_shared, norm_topk_prob=moe.norm_topk, routed_scaling_factor=moe.routed_scale,
         n_group=moe.n_group, topk_group=moe.topk_group, first_k_dense_replace=moe.first_dense,
     ) if moe.n_expert else dict(first_k_dense_replace=cfg.n_layer, n_shared_experts=1)
-    return decoder_config_to_hf(
-        model_type, cfg, num_key_value_heads=cfg.n_head, head_dim=m.qk_rope_head_dim,  # HF: the rotary size
+    fields = dict(
+        num_key_value_heads=cfg.n_head, head_dim=m.qk_rope_head_dim,  # HF: the rotary size
         q_lora_rank=m.q_lora_rank or None,
         kv_lora_rank=m.kv_lora_rank, qk_nope_head_dim=m.qk_nope_head_dim, qk_rope_head_dim=m.qk_rope_head_dim,
-        v_head_dim=m.v_head_dim, attention_bias=False, **experts, **overrides,
+        v_head_dim=m.v_head_dim, attention_bias=False, **experts,
     )
+    return decoder_config_to_hf(model_type, cfg, **{**fields, **overrides})
 
 
 WEIGHTS = decoder_weights(PRE_NORMS, MOE_ROWS + SHARED_ROWS, attn_mlp=MLA_ROWS + DENSE_ROWS)

@@ -46,7 +46,8 @@ def deepseek_v32_config_from_hf(c) -> ModelConfig:
 
 def deepseek_v32_config_to_hf(cfg: ModelConfig, **overrides):
     m = cfg.mla
-    return deepseek_config_to_hf("deepseek_v32", cfg, index_topk=m.index_topk, index_n_heads=m.index_n_head,
+    # HF V3.2 types q_lora_rank as int (no full-rank queries): 0 for ours, which config_from_hf refuses
+    return deepseek_config_to_hf("deepseek_v32", cfg, q_lora_rank=m.q_lora_rank, index_topk=m.index_topk, index_n_heads=m.index_n_head,
                                  index_head_dim=m.index_head_dim, mlp_layer_types=None, layer_types=None,
                                  mlp_bias=False, **overrides)
 
