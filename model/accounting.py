@@ -26,17 +26,20 @@ def mla_matrices(cfg: ModelConfig) -> list[Matrix]:
     m, d, H = cfg.mla, cfg.n_embd, cfg.n_head
     q_out = H * (m.qk_nope_head_dim + m.qk_rope_head_dim)
     query = [(d, m.q_lora_rank), (m.q_lora_rank, q_out)] if m.q_lora_rank else [(d, q_out)]
+    # DSA's indexer (model/mixer/dsa.py): query up-projection from the query latent, key, head weights
+    indexer = [(m.q_lora_rank, m.index_n_head * m.index_head_dim), (d, m.index_head_dim),
+               (d, m.index_n_head)] if m.index_topk else []
     return query + [(d, m.kv_lora_rank + m.qk_rope_head_dim),
-                    (m.kv_lora_rank, H * (m.qk_nope_head_dim + m.v_head_dim)), (H * m.v_head_dim, d)]
+                    (m.kv_lora_rank, H * (m.qk_nope_head_dim + m.v_head_dim)), (H * m.v_head_dim, d)] + indexer
 
 
 # `model.attention` -> (its matrices, the indices of those with a bias when `model.bias`, the sizes of
 # its own norms). MLA has no bias on the up-projections out of a latent (q_b, kv_b), and always
-# RMSNorms the kv latent (and the query latent when low-rank).
+# RMSNorms the kv latent (and the query latent when low-rank); DSA's indexer LayerNorms its key.
 ATTENTION_MATRICES = {
     "gqa": (gqa_matrices, lambda cfg: [0, 1], lambda cfg: 0),
     "mla": (mla_matrices, lambda cfg: [0, 2, 4] if cfg.mla.q_lora_rank else [0, 1, 3],
-            lambda cfg: cfg.mla.kv_lora_rank + cfg.mla.q_lora_rank),
+            lambda cfg: cfg.mla.kv_lora_rank + cfg.mla.q_lora_rank + 2 * cfg.mla.index_head_dim),
 }
 
 
@@ -62,7 +65,7 @@ def _gated(d: int, hidden: int) -> list[Matrix]:
 
 
 # `model.mlp` -> the matrices of one MLP of `hidden` units (a dense MLP, one expert, shared experts)
-MLP_MATRICES = {"gelu": _two_layer, "relu2": _two_layer, "swiglu": _gated, "geglu": _gated}
+MLP_MATRICES = {"gelu": _two_layer, "relu2": _two_layer, "swiglu": _gated, "geglu": _gated, "swiglu_clamped": _gated}
 
 
 def _params(cfg: ModelConfig, matrices: list[Matrix]) -> int:
@@ -86,7 +89,7 @@ def ffn_matrices(cfg: ModelConfig, layer_idx: int, active: bool) -> list[Matrix]
 
 
 def router_matrices(cfg: ModelConfig, layer_idx: int) -> list[Matrix]:
-    """The MoE router of block `layer_idx` (bias-free, whatever `model.bias` says), or nothing."""
+    """The MoE router of block `layer_idx` (its bias is `moe.router_bias`, whatever `model.bias` says), or nothing."""
     return [(cfg.n_embd, cfg.moe.n_expert)] if cfg.is_moe(layer_idx) else []
 
 
@@ -113,7 +116,7 @@ def block_params(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> 
     """Parameters of one block: matrices and their biases, the router, norms, QK-norms, sinks."""
     norm = NORM_PARAMS[cfg.norm]
     n = attention_params(cfg) + _params(cfg, ffn_matrices(cfg, layer_idx, active))
-    n += sum(fi * fo for fi, fo in router_matrices(cfg, layer_idx))
+    n += sum(fi * fo + (fo if cfg.moe.router_bias else 0) for fi, fo in router_matrices(cfg, layer_idx))
     n += NORMS_PER_BLOCK[cfg.norm_placement] * norm(cfg, cfg.n_embd)
     n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
     n += cfg.n_head if cfg.attn_sinks else 0  # one sink logit per head
@@ -153,6 +156,14 @@ def attended_keys(cfg: ModelConfig, seq_len: int) -> int:
     return sum(local if cfg.is_local(i) else seq_len for i in range(cfg.n_layer))
 
 
+def sparse_keys(cfg: ModelConfig, seq_len: int) -> int:
+    """`attended_keys` with DeepSeek Sparse Attention's cap: a query attends to at most
+    mla.index_topk keys (the indexer still scores all of `attended_keys`)."""
+    cap = cfg.mla.index_topk if cfg.attention == "mla" and cfg.mla.index_topk else seq_len
+    return sum(min(cap, keys) for keys in (min(cfg.window, seq_len) if cfg.is_local(i) else seq_len
+                                            for i in range(cfg.n_layer)))
+
+
 ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in training
     "gqa": lambda cfg: (cfg.head_dim, cfg.head_dim),
     "mla": lambda cfg: (cfg.mla.qk_nope_head_dim + cfg.mla.qk_rope_head_dim, cfg.mla.v_head_dim),
@@ -177,15 +188,23 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     Like PaLM (arXiv:2204.02311, appendix B) and nanoGPT, this counts the full seq_len keys, not
     the ~seq_len/2 a causal mask leaves, and softmax/norm/activation FLOPs are ignored. With GQA the
     score cost follows n_head (queries), not n_kv_head.
+    DeepSeek Sparse Attention (mla.index_topk): the heads attend to at most index_topk keys
+    (`sparse_keys`), and the indexer scores every visible key, 2 * index_n_head * index_head_dim
+    FLOPs per key forward only (it gets no gradient). Its weight matrices are in matmul_params
+    and charged 6x like the others, an overcount of 4x on those small matrices. On CPU our kernel
+    masks a dense score matrix; the count is what the algorithm needs.
     """
     qk_dim, v_dim = ATTENTION_DIMS[cfg.attention](cfg)
-    attention = 6 * cfg.n_head * (qk_dim + v_dim) * attended_keys(cfg, seq_len)
-    return float(6 * matmul_params(cfg) + attention)
+    attention = 6 * cfg.n_head * (qk_dim + v_dim) * sparse_keys(cfg, seq_len)
+    m = cfg.mla
+    indexer = 2 * m.index_n_head * m.index_head_dim * attended_keys(cfg, seq_len) if m.index_topk else 0
+    return float(6 * matmul_params(cfg) + attention + indexer)
 
 
 KV_ELEMENTS = {  # `model.attention` -> numbers one layer caches per token
     "gqa": lambda cfg: 2 * cfg.n_kv_head * cfg.head_dim,  # a key and a value per KV head
-    "mla": lambda cfg: cfg.mla.kv_lora_rank + cfg.mla.qk_rope_head_dim,  # the latent and the rotary key
+    # the latent and the rotary key, and DSA's indexer key
+    "mla": lambda cfg: cfg.mla.kv_lora_rank + cfg.mla.qk_rope_head_dim + cfg.mla.index_head_dim,
 }
 
 

@@ -54,6 +54,7 @@ class MoEConfig:
     n_group: int = 1  # group-limited routing: experts in n_group groups (DeepSeek-V3: 8) ...
     topk_group: int = 1  # ... and a token chooses only within its best topk_group groups (4)
     first_dense: int = 0  # the first layers keep a dense MLP (DeepSeek-V3: 3)
+    router_bias: bool = False  # a learned bias on the router logits (gpt-oss)
     # --- training only: they change what is learned, not the function a trained model computes ---
     capacity_factor: float = 0.0  # > 0: an expert takes at most cf * tokens * top_k / n_expert
     aux_loss_coef: float = 0.0  # load-balancing loss weight (Switch Transformer)
@@ -103,6 +104,11 @@ class MLAConfig:
     qk_nope_head_dim: int = 0  # per head: query/key dims read from the latent; 0 = head_dim
     qk_rope_head_dim: int = 0  # per head: rotary dims, one key shared by all heads; 0 = head_dim // 2
     v_head_dim: int = 0  # per head: value dims; 0 = head_dim
+    # DeepSeek Sparse Attention (DeepSeek-V3.2, model/mixer/dsa.py): a lightning indexer picks the
+    # index_topk keys each query attends to; 0 = dense MLA (no indexer)
+    index_topk: int = 0
+    index_n_head: int = 0  # indexer heads; 0 = n_head // 2 (V3.2: 64 of 128)
+    index_head_dim: int = 0  # indexer head size; 0 = 2 * qk_rope_head_dim (V3.2: 128, rotary 64)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -116,6 +122,17 @@ class MLAConfig:
         self.v_head_dim = self.v_head_dim or head_dim
         if self.qk_rope_head_dim % 2:
             raise ValueError(f"model.mla.qk_rope_head_dim must be even (rotary pairs); got {self.qk_rope_head_dim}")
+        if not self.index_topk:
+            if self.index_n_head or self.index_head_dim:
+                raise ValueError("model.mla.index_n_head / index_head_dim are read only with model.mla.index_topk > 0")
+            return
+        if not self.q_lora_rank:
+            raise ValueError("model.mla.index_topk needs model.mla.q_lora_rank > 0: the indexer's queries "
+                             "are read from the low-rank query latent (DeepSeek-V3.2)")
+        self.index_head_dim = self.index_head_dim or 2 * self.qk_rope_head_dim
+        if self.index_head_dim < self.qk_rope_head_dim:
+            raise ValueError(f"model.mla.index_head_dim ({self.index_head_dim}) must be >= model.mla."
+                             f"qk_rope_head_dim ({self.qk_rope_head_dim}): its first dims rotate")
 
 
 @dataclass
@@ -141,7 +158,10 @@ class ModelConfig:
     norm_placement: Literal["pre", "post", "sandwich"] = "pre"  # GPT-2/Llama | OLMo 2 | Gemma 2/3
     qk_norm: Literal["none", "head", "full"] = "none"  # per head (Qwen3, Gemma 3) | across heads (OLMo 2)
     # feed-forward
-    mlp: Literal["gelu", "swiglu", "geglu", "relu2"] = "gelu"  # gelu: tanh approximation, as GPT-2
+    # gelu: tanh approximation, as GPT-2; swiglu_clamped: gpt-oss's (up + 1) * clamped SwiGLU
+    mlp: Literal["gelu", "swiglu", "geglu", "relu2", "swiglu_clamped"] = "gelu"
+    swiglu_alpha: float = 1.702  # swiglu_clamped: gate * sigmoid(alpha * gate)
+    swiglu_limit: float = 7.0  # swiglu_clamped: gate <= limit, -limit <= up <= limit
     moe: MoEConfig = field(default_factory=MoEConfig)  # Mixture of Experts in the MLP slot
     # the mixer: multi-head / grouped-query attention (n_kv_head) | Multi-head Latent Attention ([model.mla])
     attention: Literal["gqa", "mla"] = "gqa"
@@ -185,7 +205,7 @@ class ModelConfig:
             )
         if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"model.dropout must be a number in [0, 1); got {self.dropout!r}")
-        for name in ("norm_eps", "init_std"):
+        for name in ("norm_eps", "init_std", "swiglu_alpha", "swiglu_limit"):
             _check_positive_float(name, getattr(self, name))
         for name in ("attn_scale", "attn_softcap", "final_softcap"):
             value = getattr(self, name)
@@ -212,6 +232,11 @@ class ModelConfig:
             raise ValueError("model.rope.fraction does not apply to MLA: its rotary dimensions are "
                              "model.mla.qk_rope_head_dim")
         self.mla.resolve(self.head_dim or self.n_embd // self.n_head)
+        if self.mla.index_topk:
+            self.mla.index_n_head = self.mla.index_n_head or max(1, self.n_head // 2)
+            if self.attn_softcap or self.attn_sinks:
+                raise ValueError("model.mla.index_topk (sparse attention) does not combine with "
+                                 "model.attn_softcap or model.attn_sinks")
 
     def is_local(self, layer_idx: int) -> bool:
         """Whether block `layer_idx` uses sliding-window attention. With a window, layer i is global
@@ -243,6 +268,8 @@ class ModelConfig:
                 "rope.", f"model.rope.scaling is {scaling!r}")
             if not self.window:
                 add(["local_theta"], "rope.", "there are no sliding-window layers (model.window = 0)")
+        if self.mlp != "swiglu_clamped":
+            add(["swiglu_alpha", "swiglu_limit"], "", f"model.mlp is {self.mlp!r}, not 'swiglu_clamped'")
         if not self.moe.n_expert:
             add([f.name for f in fields(MoEConfig) if f.name != "n_expert"], "moe.",
                 "model.moe.n_expert is 0 (no Mixture of Experts)")

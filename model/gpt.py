@@ -65,7 +65,7 @@ class GPT(nn.Module):
         | biases                                  | 0                                      |
         | norm scales / shifts                    | 1 / 0                                  |
         | unit-offset norm scales (`1 + weight`)  | weight 0, so the scale starts at 1     |
-        | MoE router weight                       | N(0, init_std); expert_bias 0          |
+        | MoE router weight                       | N(0, init_std); bias, expert_bias 0    |
         | MoE experts: c_fc / c_proj (per expert) | as an MLP's c_fc / c_proj              |
 
         Every block adds two residual branches to the stream; scaling their output projections by
@@ -82,6 +82,8 @@ class GPT(nn.Module):
             elif isinstance(module, Router):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
                 nn.init.zeros_(module.expert_bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, Experts):
                 nn.init.normal_(module.c_fc, mean=0.0, std=std)
                 nn.init.normal_(module.c_proj, mean=0.0, std=residual_std)

@@ -68,7 +68,8 @@ def test_kernels_chosen_per_device():
 
 @pytest.mark.skipif(grouped_mm is None, reason="this PyTorch has no grouped_mm")
 @pytest.mark.parametrize("name", ["mixtral-like top-2 of 4", "switch-like top-1, gelu, biases, raw weights",
-                                  "deepseek-like sigmoid, groups, shared, scale"])
+                                  "deepseek-like sigmoid, groups, shared, scale",
+                                  "gpt-oss-like clamped swiglu, biases, router bias"])
 @pytest.mark.parametrize("hidden", [{}, {"expert_hidden": 13}], ids=["aligned", "hidden 13, padded"])
 def test_grouped_experts_forward_equals_the_loop(name, hidden):
     """The grouped-GEMM path computes in bf16 (its backward does not run on CPU): its forward equals

@@ -112,10 +112,13 @@ REAL = {
     "gemma2": ("Gemma 2", (8, 4, 256, 2304, 9216)),  # Gemma 2 2B
     "gemma3": ("Gemma 3", (8, 4, 256, 2560, 10240)),  # Gemma 3 4B
     "olmo2": ("OLMo 2", (32, 32, 128, 4096, 11008)),  # OLMo 2 7B
+    "olmo3": ("OLMo 3", (32, 32, 128, 4096, 11008)),  # OLMo 3 7B
     "gpt-oss-dense": ("gpt-oss", (64, 8, 64, 2880, 4 * 2880)),  # gpt-oss-20b: 4 active experts of 2880
+    "gpt-oss": ("gpt-oss", (64, 8, 64, 2880, 2880)),  # gpt-oss-20b (its one intermediate_size, the experts')
     "mixtral": ("Mixtral", (32, 8, 128, 4096, 14336)),  # Mixtral 8x7B
     "qwen3-moe": ("Qwen3", (32, 4, 128, 2048, 6144)),  # Qwen3-30B-A3B (its dense width is unused)
     "deepseek-v3": ("DeepSeek-V3", (128, 128, 128, 7168, 18432)),
+    "deepseek-v3.2": ("DeepSeek-V3.2", (128, 128, 128, 7168, 18432)),
 }
 # ... and its Mixture of Experts: routing is kept exactly, expert width relative to the model width.
 # (n_expert, top_k, n_shared, router, norm_topk, routed_scale, n_group, topk_group, expert_hidden,
@@ -124,15 +127,22 @@ REAL_MOE = {
     "mixtral": (8, 2, 0, "softmax", True, 1.0, 1, 1, 14336, False),
     "qwen3-moe": (128, 8, 0, "softmax", True, 1.0, 1, 1, 768, False),
     "deepseek-v3": (256, 8, 1, "sigmoid", True, 2.5, 8, 4, 2048, True),
+    "deepseek-v3.2": (256, 8, 1, "sigmoid", True, 2.5, 8, 4, 2048, True),
+    "gpt-oss": (32, 4, 0, "softmax", True, 1.0, 1, 1, 2880, False),
 }
 # ... and its Multi-head Latent Attention: (q_lora_rank, kv_lora_rank) as ratios to the width,
 # (qk_nope_head_dim, qk_rope_head_dim, v_head_dim) as ratios to head_dim.
-REAL_MLA = {"deepseek-v3": (1536, 512, 128, 64, 128)}
+REAL_MLA = {"deepseek-v3": (1536, 512, 128, 64, 128), "deepseek-v3.2": (1536, 512, 128, 64, 128)}
+# ... and DeepSeek Sparse Attention: index_topk / context (2048 of 128K), indexer heads / heads,
+# indexer head size / head_dim
+REAL_DSA = {"deepseek-v3.2": (2048 / 131072, 64 / 128, 128 / 128)}
 # Which layers use the sliding window, for a preset with n_layer layers.
 LOCAL_PATTERN = {
     "mistral": lambda n: [True] * n,  # every layer
     "gemma2": lambda n: [True, False] * (n // 2),  # alternate, starting local
     "gpt-oss-dense": lambda n: [True, False] * (n // 2),
+    "gpt-oss": lambda n: [True, False] * (n // 2),
+    "olmo3": lambda n: ([True] * 3 + [False]) * (n // 4),  # 3 sliding : 1 full
     "gemma3": lambda n: ([True] * 5 + [False]) * (n // 6),  # 5 local : 1 global
 }
 
@@ -165,6 +175,11 @@ def test_preset_keeps_the_real_ratios(path):
         assert [ours.qk_nope_head_dim, ours.qk_rope_head_dim, ours.v_head_dim] == pytest.approx(
             [nope * m.head_dim / head_dim, rope * m.head_dim / head_dim, v * m.head_dim / head_dim])
     assert m.mlp_hidden / m.n_embd == pytest.approx(mlp_hidden / n_embd, rel=0.01)
+    if path.stem in REAL_DSA:
+        assert [m.mla.index_topk / m.block_size, m.mla.index_n_head / m.n_head,
+                m.mla.index_head_dim / m.head_dim] == pytest.approx(REAL_DSA[path.stem])
+    else:
+        assert m.mla.index_topk == 0
     local = [m.is_local(i) for i in range(m.n_layer)]
     assert local == LOCAL_PATTERN.get(path.stem, lambda n: [False] * n)(m.n_layer)
     assert load_config(path).data.tokenizer == "byte"  # trains offline
@@ -190,7 +205,8 @@ def shrink(cfg):
     layer stays, with one MoE layer after it. MLA's ranks and head sizes shrink by 4 too."""
     moe = dataclasses.replace(cfg.moe, expert_hidden=cfg.moe.expert_hidden // 4,
                               first_dense=min(cfg.moe.first_dense, 1))
-    mla = dataclasses.replace(cfg.mla, **{f.name: getattr(cfg.mla, f.name) // 4 for f in dataclasses.fields(cfg.mla)})
+    mla = dataclasses.replace(cfg.mla, **{f.name: getattr(cfg.mla, f.name) // 4 for f in dataclasses.fields(cfg.mla)
+                                          if f.name != "index_topk"})  # keys per query: kept
     return dataclasses.replace(
         cfg, n_embd=cfg.n_embd // 4, head_dim=cfg.head_dim // 4, mlp_hidden=cfg.mlp_hidden // 4,
         n_layer=max(2, cfg.global_every), window=16 if cfg.window else 0, moe=moe, mla=mla,

@@ -29,6 +29,9 @@ CASES = {
     "window-global-sinks": dict(mla=MLA, window=16, global_every=2, attn_sinks=True),
     "softcap-scale": dict(mla=MLA, attn_softcap=5.0, attn_scale=0.3),
     "derived-sizes-moe": dict(n_layer=3, moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=16, first_dense=1)),
+    # DeepSeek Sparse Attention: each query keeps 8 of up to 40 keys; derived indexer sizes; with a window
+    "dsa-top8": dict(mla=dataclasses.replace(MLA, q_lora_rank=20, index_topk=8, index_n_head=3, index_head_dim=12)),
+    "dsa-derived-window": dict(mla=dataclasses.replace(MLA, q_lora_rank=20, index_topk=6), window=16, global_every=2),
 }
 
 
@@ -101,7 +104,8 @@ def test_cached_decode_equals_full_forward(case):
     torch.testing.assert_close(prefill_then_decode(model, idx[:, :24], prefill=1), full[:, :24], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("path", [ROOT / "configs/ladder/12-mla.toml", ROOT / "configs/presets/deepseek-v3.toml"],
+@pytest.mark.parametrize("path", [ROOT / "configs/ladder/12-mla.toml", ROOT / "configs/presets/deepseek-v3.toml",
+                                  ROOT / "configs/presets/deepseek-v3.2.toml"],
                          ids=lambda p: p.stem)
 @torch.no_grad()
 def test_greedy_tokens_with_and_without_cache(path):
@@ -132,6 +136,36 @@ def test_window_and_sinks_change_the_output():
     assert (model(idx)[:, 16:] - plain.eval()(idx)[:, 16:]).abs().max() > 1e-2
 
 
+@torch.no_grad()
+def test_the_indexer_choice_changes_the_output_and_is_a_top_k():
+    """With index_topk < context the choice acts (so the cases above test it): the same weights with
+    index_topk = block_size (every visible key) give other logits past position 8, the same before;
+    each query keeps min(8, visible) visible keys, and once 8 are visible, no future one."""
+    cfg = mla_config("dsa-top8")
+    model, idx = random_gpt(cfg), tokens(cfg)
+    dense = GPT(dataclasses.replace(cfg, mla=dataclasses.replace(cfg.mla, index_topk=cfg.block_size)))
+    dense.load_state_dict(model.state_dict())
+    a, b = model(idx), dense.eval()(idx)
+    torch.testing.assert_close(a[:, :8], b[:, :8], atol=1e-6, rtol=0)
+    assert (a[:, 8:] - b[:, 8:]).abs().max() > 1e-2
+    attn = model.transformer.h[0].attn
+    x = torch.randn(2, 40, cfg.n_embd)
+    q_latent = attn.query.latent(x)
+    q_index, k_index = attn.indexer.project(x, q_latent, torch.arange(40), attn.rotary)
+    (chosen,) = attn.indexer.select(x, q_index, k_index, torch.arange(40), None, 0)
+    visible = torch.ones(40, 40, dtype=torch.bool).tril()
+    assert chosen.shape == (2, 1, 40, 40) and not chosen[..., 7:, :].triu(1 + 7).any()
+    assert (chosen & visible).sum(-1).flatten().tolist() == [min(8, t + 1) for t in range(40)] * 2
+
+
+def test_flops_charge_index_topk_keys_and_the_indexer():
+    cfg, T = mla_config("dsa-top8"), 40
+    m = cfg.mla
+    attention = 6 * cfg.n_head * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim) * 8 * cfg.n_layer
+    indexer = 2 * m.index_n_head * m.index_head_dim * T * cfg.n_layer
+    assert flops_per_token(cfg, T) == 6 * matmul_params(cfg) + attention + indexer
+
+
 # ----------------------------------------------------------------------------- accounting
 @pytest.mark.parametrize("case", CASES)
 def test_params_and_matmuls_match_the_built_model(case):
@@ -151,7 +185,7 @@ def test_kv_bytes_formula_equals_the_allocated_cache(case, dtype):
     cache = GPT(cfg).new_cache(batch_size=3, max_len=50, dtype=dtype)
     per_token = kv_bytes_per_token(cfg, bytes_per_elem=dtype.itemsize)  # every layer, every position
     m = cfg.mla
-    assert per_token == cfg.n_layer * (m.kv_lora_rank + m.qk_rope_head_dim) * dtype.itemsize
+    assert per_token == cfg.n_layer * (m.kv_lora_rank + m.qk_rope_head_dim + m.index_head_dim) * dtype.itemsize
     # sliding-window layers keep a ring of `window` positions and add nothing per token
     global_layers = sum(not cfg.is_local(i) for i in range(cfg.n_layer))
     assert cache.bytes_per_token() == kv_cache_bytes_per_token(cfg, None, dtype.itemsize)
@@ -191,6 +225,11 @@ def test_mla_cache_is_a_fraction_of_mha(path, at_most):
         (lambda: dict(mla=MLAConfig(kv_lora_rank=-1)), "model.mla.kv_lora_rank"),
         (lambda: dict(attention="gqa", mla=MLAConfig(kv_lora_rank=16)), "model.mla"),
         (lambda: dict(attention="latent"), "model.attention"),
+        (lambda: dict(mla=MLAConfig(index_topk=8)), "model.mla.q_lora_rank"),
+        (lambda: dict(mla=MLAConfig(index_n_head=2)), "model.mla.index_topk"),
+        (lambda: dict(mla=MLAConfig(q_lora_rank=8, index_topk=8, qk_rope_head_dim=8, index_head_dim=4)),
+         "model.mla.index_head_dim"),
+        (lambda: dict(mla=MLAConfig(q_lora_rank=8, index_topk=8), attn_sinks=True), "model.attn_sinks"),
     ],
 )
 def test_bad_mla_config_names_the_field(overrides, field):

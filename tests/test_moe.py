@@ -23,6 +23,9 @@ CASES = {  # name: (ModelConfig fields, MoEConfig fields)
         dict(mlp="swiglu", bias=False),
         dict(n_expert=8, top_k=3, router="sigmoid", n_group=4, topk_group=2, n_shared=1, routed_scale=2.5)),
     "every expert, relu2": (dict(mlp="relu2", bias=False), dict(n_expert=3, top_k=3, expert_hidden=16)),
+    # limit 0.5 so that the clamp bites on most units at this scale
+    "gpt-oss-like clamped swiglu, biases, router bias": (
+        dict(mlp="swiglu_clamped", swiglu_limit=0.5, bias=True), dict(n_expert=4, top_k=2, router_bias=True)),
 }
 
 
@@ -43,7 +46,7 @@ def expert_output(moe: MoE, e: int, x: torch.Tensor) -> torch.Tensor:
     ex = moe.experts
     act, gated = ex.act, ex.gated  # the activation function itself is tested with the dense MLPs
     h = x @ ex.c_fc[e].T + (0 if ex.c_fc_bias is None else ex.c_fc_bias[e])
-    h = act(h.chunk(2, -1)[0]) * h.chunk(2, -1)[1] if gated else act(h)
+    h = act(*h.chunk(2, -1)) if gated else act(h)  # a gated activation takes (gate, up)
     return h @ ex.c_proj[e].T + (0 if ex.c_proj_bias is None else ex.c_proj_bias[e])
 
 
@@ -53,7 +56,7 @@ def oracle(moe: MoE, x: torch.Tensor, capacity: int | None = None) -> torch.Tens
     With `capacity`, an expert keeps only its first `capacity` tokens in sequence order."""
     r = moe.router
     flat = x.reshape(-1, x.shape[-1])
-    logits = flat @ r.weight.T
+    logits = flat @ r.weight.T + (0 if r.bias is None else r.bias)
     scores = logits.softmax(-1) if r.score is not torch.sigmoid else logits.sigmoid()
     outputs = torch.stack([expert_output(moe, e, flat) for e in range(moe.n_expert)])  # (E, N, D)
     used = [0] * moe.n_expert
@@ -69,6 +72,8 @@ def oracle(moe: MoE, x: torch.Tensor, capacity: int | None = None) -> torch.Tens
         chosen = sorted(range(moe.n_expert), key=lambda e: -choice[e])[: moe.top_k]
         w = scores[t, chosen]
         w = w / w.sum() if r.norm_topk else w
+        if r.norm_topk and r.score is not torch.sigmoid:  # gpt-oss's form: a softmax over the chosen logits
+            torch.testing.assert_close(w, logits[t, chosen].softmax(-1))
         y = torch.zeros_like(flat[t])
         for e, we in zip(chosen, w * r.routed_scale):
             if capacity is None or used[e] < capacity:
@@ -193,8 +198,9 @@ def test_invalid_moe_configs_name_the_field(moe_fields, message):
 
 @pytest.mark.parametrize("moe_fields", [
     dict(n_expert=4, top_k=2), dict(n_expert=8, top_k=2, n_shared=2, first_dense=1, expert_hidden=24),
+    dict(n_expert=4, top_k=2, router_bias=True),  # gpt-oss: a learned bias per expert on the router
 ])
-@pytest.mark.parametrize("mlp, bias", [("gelu", True), ("swiglu", False)])
+@pytest.mark.parametrize("mlp, bias", [("gelu", True), ("swiglu", False), ("swiglu_clamped", True)])
 def test_accounting_counts_all_experts_and_charges_only_active_ones(moe_fields, mlp, bias):
     cfg = ModelConfig(**SMALL | dict(n_layer=3), mlp=mlp, bias=bias, moe=MoEConfig(**moe_fields))
     model = GPT(cfg)

@@ -1,12 +1,12 @@
 """Feed-forward (MLP) blocks, chosen by `model.mlp`.
 
 The MLP is the component slot of a block that a Mixture-of-Experts layer will later fill, so every
-entry of `MLPS` takes only the config and maps (B, T, n_embd) -> (B, T, n_embd). Two shapes exist:
+MLP `build_mlp` returns takes only the config and maps (B, T, n_embd) -> (B, T, n_embd). Two shapes exist:
 a plain two-layer MLP with an activation in between (GPT-2's GELU, Primer's squared ReLU), and a
 gated linear unit (GLU) whose hidden activation is multiplied by a second, linear projection.
+A GLU's activation takes both halves, `glu(gate, up)`, so that gpt-oss's clamped form fits the slot.
 """
 
-from functools import partial
 from typing import Callable
 
 import torch
@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from ..config import ModelConfig
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
+Glu = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (gate, up) -> hidden
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -26,6 +27,37 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 def relu_squared(x: torch.Tensor) -> torch.Tensor:
     """relu(x)^2 (So et al. 2021, Primer, arXiv:2109.08668)."""
     return F.relu(x).square()
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up (Shazeer 2020, arXiv:2002.05202; HF `LlamaMLP`)."""
+    return F.silu(gate) * up
+
+
+def geglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """gelu_tanh(gate) * up (HF `Gemma2MLP` with gelu_pytorch_tanh)."""
+    return gelu_tanh(gate) * up
+
+
+class ClampedSwiGLU:
+    """gpt-oss's expert activation (arXiv:2508.10925; HF `GptOssExperts._apply_gate`):
+
+        g = min(gate, limit);  u = clamp(up, -limit, limit)
+        out = (u + 1) * g * sigmoid(alpha * g)
+
+    The clamp bounds the activations that reach the down projection; `u + 1` makes an up value of 0
+    pass the gate through rather than zero it. Config: model.swiglu_alpha (1.702), swiglu_limit (7.0).
+    """
+
+    __name__ = "clamped_swiglu"
+
+    def __init__(self, alpha: float, limit: float):
+        self.alpha, self.limit = alpha, limit
+
+    def __call__(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        gate = gate.clamp(max=self.limit)
+        up = up.clamp(min=-self.limit, max=self.limit)
+        return (up + 1) * gate * torch.sigmoid(self.alpha * gate)
 
 
 class MLP(nn.Module):
@@ -58,10 +90,11 @@ class GatedMLP(nn.Module):
     `c_fc` is one fused Linear whose output rows are [gate; up], mlp_hidden rows each, so one matmul
     computes both. mlp = "swiglu": SiLU gate, matches HF `LlamaMLP` (Llama, Qwen3, Mistral, OLMo 2).
     mlp = "geglu": tanh-GELU gate, matches HF `Gemma2MLP` with gelu_pytorch_tanh.
+    mlp = "swiglu_clamped": gpt-oss's `ClampedSwiGLU` (its experts; as a dense MLP it has no HF twin).
     Config: n_embd, mlp_hidden (size of gate and of up), bias, dropout.
     """
 
-    def __init__(self, cfg: ModelConfig, act: Activation, hidden: int = 0):
+    def __init__(self, cfg: ModelConfig, act: Glu, hidden: int = 0):
         super().__init__()
         hidden = hidden or cfg.mlp_hidden
         self.c_fc = nn.Linear(cfg.n_embd, 2 * hidden, bias=cfg.bias)
@@ -71,23 +104,30 @@ class GatedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.c_fc(x).chunk(2, dim=-1)  # (B, T, mlp_hidden) each
-        return self.dropout(self.c_proj(self.act(gate) * up))
+        return self.dropout(self.c_proj(self.act(gate, up)))
 
     def extra_repr(self) -> str:
         return f"act={self.act.__name__}"
 
 
-# `model.mlp` -> (activation, gated?); the MLPs below and the experts of model/ffn/moe.py read it
-ACTIVATIONS: dict[str, tuple[Activation, bool]] = {
-    "gelu": (gelu_tanh, False),
-    "relu2": (relu_squared, False),
-    "swiglu": (F.silu, True),
-    "geglu": (gelu_tanh, True),
+# `model.mlp` -> (activation for this config, gated?). A gated activation takes (gate, up); the MLPs
+# below and the experts of model/ffn/moe.py read it.
+ACTIVATIONS: dict[str, tuple[Callable[[ModelConfig], Activation | Glu], bool]] = {
+    "gelu": (lambda cfg: gelu_tanh, False),
+    "relu2": (lambda cfg: relu_squared, False),
+    "swiglu": (lambda cfg: swiglu, True),
+    "geglu": (lambda cfg: geglu, True),
+    "swiglu_clamped": (lambda cfg: ClampedSwiGLU(cfg.swiglu_alpha, cfg.swiglu_limit), True),
 }
 
-MLPS = {name: partial(GatedMLP if gated else MLP, act=act) for name, (act, gated) in ACTIVATIONS.items()}
+
+def activation(cfg: ModelConfig) -> tuple[Activation | Glu, bool]:
+    """`model.mlp`'s activation, built for `cfg`, and whether it is gated (takes gate and up)."""
+    make, gated = ACTIVATIONS[cfg.mlp]
+    return make(cfg), gated
 
 
 def build_mlp(cfg: ModelConfig, hidden: int = 0) -> nn.Module:
     """The dense MLP of `model.mlp`, with `hidden` units (0 = model.mlp_hidden)."""
-    return MLPS[cfg.mlp](cfg, hidden=hidden)
+    act, gated = activation(cfg)
+    return (GatedMLP if gated else MLP)(cfg, act=act, hidden=hidden)

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ModelConfig
-from .mlp import ACTIVATIONS, build_mlp
+from .mlp import activation, build_mlp
 from .router import Router
 
 grouped_mm = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)  # PyTorch >= 2.8
@@ -48,7 +48,7 @@ class Experts(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         m = cfg.moe
-        self.act, self.gated = ACTIVATIONS[cfg.mlp]
+        self.act, self.gated = activation(cfg)
         fc_out = (2 if self.gated else 1) * m.expert_hidden
         self.c_fc = nn.Parameter(torch.empty(m.n_expert, fc_out, cfg.n_embd))
         self.c_proj = nn.Parameter(torch.empty(m.n_expert, cfg.n_embd, m.expert_hidden))
@@ -81,8 +81,7 @@ class Experts(nn.Module):
                 continue
             h = F.linear(xe, c_fc[e], fc_bias[e])
             if self.gated:
-                gate, up = h.chunk(2, dim=-1)
-                h = self.act(gate) * up
+                h = self.act(*h.chunk(2, dim=-1))  # (gate, up)
             else:
                 h = self.act(h)
             out.append(F.linear(h, c_proj[e], proj_bias[e]))
@@ -98,8 +97,7 @@ class Experts(nn.Module):
         if fc_bias is not None:
             h = h + per_row(fc_bias)
         if self.gated:
-            gate, up = h.chunk(2, dim=-1)
-            h = self.act(gate) * up
+            h = self.act(*h.chunk(2, dim=-1))  # (gate, up)
         else:
             h = self.act(h)
         y = grouped_mm(h.contiguous(), c_proj.to(bf16).transpose(-2, -1), offs=offs)  # (M, n_embd)

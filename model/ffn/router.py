@@ -1,13 +1,17 @@
 """The MoE router (`model.moe.router`): which top_k experts each token goes to, and with what weight.
 
-    scores  = softmax(x W_r^T)  (Mixtral, Qwen3-MoE)   |   sigmoid(x W_r^T)  (DeepSeek-V3)
+    scores  = softmax(x W_r^T + b_r)  (Mixtral, Qwen3-MoE, gpt-oss)   |   sigmoid(x W_r^T)  (DeepSeek-V3)
     chosen  = top_k of (scores + expert_bias), among the best topk_group of n_group groups
     weights = scores[chosen], rescaled to sum to 1 (norm_topk), times routed_scale
 
 A sigmoid scores each expert on its own, so adding or removing experts does not rescale the others;
 the per-token renormalisation then makes the top_k weights a distribution again. `expert_bias` only
 changes which experts win, never their weights: that is what lets DeepSeek-V3 balance the load
-without an auxiliary loss (model/ffn/moe.py moves it).
+without an auxiliary loss (model/ffn/moe.py moves it). The learned bias b_r (`moe.router_bias`,
+gpt-oss) is different: it is part of the logits, so it changes the weights too.
+
+gpt-oss takes the top_k logits, then a softmax over those alone; that is softmax over all experts
+renormalised over the chosen (norm_topk = true): exp(l_i) / sum_chosen exp(l_j) either way.
 """
 
 import torch
@@ -24,9 +28,10 @@ class Router(nn.Module):
 
     softmax: matches HF `MixtralTopKRouter` (norm_topk) and `Qwen3MoeTopKRouter`. sigmoid with
     groups, `expert_bias` and routed_scale: matches HF `DeepseekV3TopkRouter` (arXiv:2412.19437;
-    group-limited routing from DeepSeek-V2, arXiv:2405.04434). Logits are computed in fp32, also
+    group-limited routing from DeepSeek-V2, arXiv:2405.04434). softmax, norm_topk and router_bias:
+    matches HF `GptOssTopKRouter` (arXiv:2508.10925). Logits are computed in fp32, also
     under autocast: near-tied experts must not swap on a bf16 rounding.
-    Config: moe.n_expert, top_k, router, norm_topk, routed_scale, n_group, topk_group.
+    Config: moe.n_expert, top_k, router, norm_topk, routed_scale, n_group, topk_group, router_bias.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -36,13 +41,15 @@ class Router(nn.Module):
         self.norm_topk, self.routed_scale = m.norm_topk, m.routed_scale
         self.score = SCORES[m.router]
         self.weight = nn.Parameter(torch.empty(m.n_expert, cfg.n_embd))
+        self.bias = nn.Parameter(torch.zeros(m.n_expert)) if m.router_bias else None
         # moved by `MoE.end_step` (aux-loss-free balancing), not by gradients; saved with the model
         self.register_buffer("expert_bias", torch.zeros(m.n_expert))
 
     def forward(self, x: torch.Tensor):
         """x: (N, n_embd) -> logits, scores (N, n_expert); chosen experts, their weights (N, top_k)."""
         with torch.autocast(x.device.type, enabled=False):  # else autocast would make this bf16
-            logits = F.linear(x.float(), self.weight.float())  # (N, n_expert), fp32
+            bias = None if self.bias is None else self.bias.float()
+            logits = F.linear(x.float(), self.weight.float(), bias)  # (N, n_expert), fp32
         scores = self.score(logits)
         choice = self._best_groups(scores + self.expert_bias.float())
         chosen = choice.topk(self.top_k, dim=-1).indices

@@ -1,8 +1,8 @@
 """Conversion between our `GPT` and Hugging Face transformers checkpoints, driven by a table.
 
 `FAMILIES` maps an HF `config.model_type` to a `Family` (model/hf/table.py), one module per layout:
-gpt2.py (GPT-2), llama.py (Llama, Mistral, Qwen3, OLMo 2), gemma2.py (Gemma 2), moe.py (Mixtral,
-Qwen3-MoE), deepseek.py (DeepSeek-V3: MLA). A family has
+gpt2.py (GPT-2), llama.py (Llama, Mistral, Qwen3, OLMo 2, OLMo 3), gemma2.py (Gemma 2), moe.py (Mixtral,
+Qwen3-MoE), deepseek.py (DeepSeek-V3: MLA), deepseek_v32.py (DeepSeek-V3.2: sparse attention), gpt_oss.py (gpt-oss: sinks, biased experts). A family has
   * `config_from_hf(hf_config) -> ModelConfig`: reads the HF config and raises ValueError naming
     any HF setting our model cannot reproduce exactly (a different activation, a RoPE variant, ...);
   * `config_to_hf(cfg, **overrides) -> PretrainedConfig`: the inverse. Whether the HF family can
@@ -30,9 +30,11 @@ from torch import nn
 from ..config import ModelConfig, MoEConfig
 from ..gpt import GPT
 from .deepseek import DEEPSEEK_V3
+from .deepseek_v32 import DEEPSEEK_V32
 from .gemma2 import GEMMA2
 from .gpt2 import GPT2
-from .llama import LLAMA, MISTRAL, OLMO2, QWEN3
+from .gpt_oss import GPT_OSS
+from .llama import LLAMA, MISTRAL, OLMO2, OLMO3, QWEN3
 from .moe import MIXTRAL, QWEN3_MOE
 from .table import IDENTITY, TRANSPOSE, VOCAB, Family, Tensors, Transform, concat
 
@@ -42,8 +44,9 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, Family] = {
-    "gpt2": GPT2, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2, "gemma2": GEMMA2,
-    "mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "deepseek_v3": DEEPSEEK_V3,
+    "gpt2": GPT2, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2, "olmo3": OLMO3, "gemma2": GEMMA2,
+    "mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "deepseek_v3": DEEPSEEK_V3, "deepseek_v32": DEEPSEEK_V32,
+    "gpt_oss": GPT_OSS,
 }
 
 
@@ -77,9 +80,12 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "gpt2", **overrides):
 
 def _canonical(cfg: ModelConfig) -> ModelConfig:
     """`cfg` with settings that have two spellings written one way: attn_scale = head_dim^-0.5 is
-    the default scale, the same model as attn_scale = 0 (Gemma 2's presets spell it out)."""
+    the default scale, the same model as attn_scale = 0 (Gemma 2's presets spell it out); plain RoPE
+    with local_theta = theta is the same as local_theta = 0."""
     if cfg.attn_scale and cfg.attn_scale == cfg.head_dim**-0.5:
-        return replace(cfg, attn_scale=0.0)
+        cfg = replace(cfg, attn_scale=0.0)
+    if cfg.rope.scaling == "none" and cfg.rope.local_theta == cfg.rope.theta:
+        cfg = replace(cfg, rope=replace(cfg.rope, local_theta=0.0))
     return cfg
 
 

@@ -79,7 +79,7 @@ def deepseek_v3_config_from_hf(c) -> ModelConfig:
     the dense layers' intermediate_size, and an MoE on the layers from first_k_dense_replace on."""
     reject_unsupported(c, {
         "num_key_value_heads": c.num_key_value_heads != c.num_attention_heads,  # MLA has no KV groups
-        "rope_interleave": not c.rope_interleave,
+        "rope_interleave": not getattr(c, "rope_interleave", True),  # V3.2 has no such field: always on
         "attention_bias": c.attention_bias,
         "n_shared_experts": not c.n_shared_experts,  # HF would build a zero-width shared MLP
     })
@@ -99,18 +99,24 @@ def deepseek_v3_config_from_hf(c) -> ModelConfig:
 def deepseek_v3_config_to_hf(cfg: ModelConfig, **overrides):
     """A config that fails the round trip (GQA attention, a softmax router, ...) is named by
     `config_to_hf`. A model without MoE is written with every layer dense."""
+    return deepseek_config_to_hf("deepseek_v3", cfg, rope_interleave=True, **overrides)
+
+
+def deepseek_config_to_hf(model_type: str, cfg: ModelConfig, **overrides):
+    """The fields DeepSeek-V3 and V3.2 share."""
     m, moe = cfg.mla, cfg.moe
     experts = dict(
         n_routed_experts=moe.n_expert, num_experts_per_tok=moe.top_k, moe_intermediate_size=moe.expert_hidden,
         n_shared_experts=moe.n_shared, norm_topk_prob=moe.norm_topk, routed_scaling_factor=moe.routed_scale,
         n_group=moe.n_group, topk_group=moe.topk_group, first_k_dense_replace=moe.first_dense,
     ) if moe.n_expert else dict(first_k_dense_replace=cfg.n_layer, n_shared_experts=1)
-    return decoder_config_to_hf(
-        "deepseek_v3", cfg, num_key_value_heads=cfg.n_head, head_dim=m.qk_rope_head_dim,  # HF: the rotary size
+    fields = dict(
+        num_key_value_heads=cfg.n_head, head_dim=m.qk_rope_head_dim,  # HF: the rotary size
         q_lora_rank=m.q_lora_rank or None,
         kv_lora_rank=m.kv_lora_rank, qk_nope_head_dim=m.qk_nope_head_dim, qk_rope_head_dim=m.qk_rope_head_dim,
-        v_head_dim=m.v_head_dim, rope_interleave=True, attention_bias=False, **experts, **overrides,
+        v_head_dim=m.v_head_dim, attention_bias=False, **experts,
     )
+    return decoder_config_to_hf(model_type, cfg, **{**fields, **overrides})
 
 
 WEIGHTS = decoder_weights(PRE_NORMS, MOE_ROWS + SHARED_ROWS, attn_mlp=MLA_ROWS + DENSE_ROWS)

@@ -1,4 +1,4 @@
-"""The Llama layout and the families that share it: Llama, Mistral, Qwen3, OLMo 2 (Gemma 2 in gemma2.py).
+"""The Llama layout and the families that share it: Llama, Mistral, Qwen3, OLMo 2, OLMo 3 (Gemma 2 in gemma2.py).
 
 All of them store `model.embed_tokens`, `model.layers.{i}.self_attn.{q,k,v,o}_proj`,
 `mlp.{gate,up,down}_proj`, RMSNorms and `model.norm`; they differ in which norms a layer holds
@@ -7,6 +7,9 @@ translator states those differences as our typed fields; the weight table is sha
 whose tensors exist on neither side is skipped (`q_norm` of a Llama) and on one side only is an
 error (a Qwen3 `q_norm` with our `qk_norm="none"`).
 """
+
+import math
+from types import SimpleNamespace
 
 from ..config import ModelConfig, RopeConfig
 from .table import IDENTITY, VOCAB, Family, Row, concat, reject_unsupported
@@ -86,6 +89,10 @@ def rope_from_hf(c) -> RopeConfig:
                          f"supported: {', '.join(ROPE_TYPES)}")
     if any(isinstance(v, dict) for v in p.values()):
         raise ValueError(f"{where} differ per layer type; one RoPE for all layers is supported")
+    if p.get("rope_type") == "yarn" and p.get("attention_factor") is not None:
+        # written out by some checkpoints (OLMo 3): accepted when it is the value YaRN derives
+        if math.isclose(p["attention_factor"], 0.1 * math.log(p.get("factor", 1.0)) + 1.0, rel_tol=1e-6):
+            p.pop("attention_factor")
     for key, off in _ROPE_OFF.items():
         if p.get(key, off) != off:
             raise ValueError(f"{where} {key}={p[key]!r} is not supported")
@@ -138,8 +145,8 @@ GLU_ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu", "gelu_pytorch_tanh": "ge
 _ACTIVATION_TO_HF = {"swiglu": "silu", "geglu": "gelu_pytorch_tanh"}
 
 
-def decoder_config_from_hf(c, activation: str = "hidden_act") -> dict:
-    """The ModelConfig fields every Llama-layout family reads the same way."""
+def decoder_config_from_hf(c, activation: str = "hidden_act", rope=rope_from_hf) -> dict:
+    """The ModelConfig fields every Llama-layout family reads the same way (`rope` reads the RoPE)."""
     reject_unsupported(c, {
         activation: getattr(c, activation) not in GLU_ACTIVATIONS,
         # model.dropout would also drop the residual branches and the embeddings
@@ -149,7 +156,7 @@ def decoder_config_from_hf(c, activation: str = "hidden_act") -> dict:
         vocab_size=c.vocab_size, block_size=c.max_position_embeddings, n_layer=c.num_hidden_layers,
         n_head=c.num_attention_heads, n_kv_head=c.num_key_value_heads or 0, n_embd=c.hidden_size,
         head_dim=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
-        mlp_hidden=c.intermediate_size, pos="rope", rope=rope_from_hf(c), norm="rmsnorm",
+        mlp_hidden=c.intermediate_size, pos="rope", rope=rope(c), norm="rmsnorm",
         norm_eps=c.rms_norm_eps, mlp=GLU_ACTIVATIONS[getattr(c, activation)], bias=False,
         tie_embeddings=c.tie_word_embeddings, init_std=c.initializer_range,
     )
@@ -231,7 +238,49 @@ def olmo2_config_to_hf(cfg: ModelConfig, **overrides):
     return decoder_config_to_hf("olmo2", cfg, **overrides)
 
 
+def olmo3_rope_from_hf(c) -> RopeConfig:
+    """OLMo 3 keeps one rope_parameters per layer type. Ours: `rope` for the full-attention layers;
+    sliding layers use the same, or plain RoPE at `rope.local_theta` (OLMo 3 7B: YaRN only on full
+    layers). A layer type no layer uses is not read."""
+    per_type = c.rope_parameters or {}
+    types = set(c.layer_types)
+    read = {t: rope_from_hf(SimpleNamespace(rope_parameters=per_type.get(t), model_type=c.model_type,
+                                            max_position_embeddings=c.max_position_embeddings))
+            for t in ("full_attention", "sliding_attention") if t in types}
+    full, sliding = read.get("full_attention"), read.get("sliding_attention")
+    if full is None or sliding is None or sliding == full:
+        return full or sliding
+    if sliding.scaling == "none":
+        return RopeConfig(**{**vars(full), "local_theta": sliding.theta})
+    raise ValueError(f"HF {c.model_type} config rope_parameters['sliding_attention']={per_type['sliding_attention']!r} "
+                     "is not supported: sliding layers take the full layers' RoPE or plain RoPE (model.rope.local_theta)")
+
+
+def olmo3_rope_to_hf(cfg: ModelConfig) -> dict:
+    full = rope_to_hf(cfg)
+    local = {"rope_type": "default", "rope_theta": cfg.rope.local_theta} if cfg.rope.local_theta else full
+    return {"full_attention": full, "sliding_attention": local}
+
+
+def olmo3_config_from_hf(c) -> ModelConfig:
+    """OLMo 3 (Ai2, arXiv:2512.13961): OLMo 2's layer, plus sliding-window layers from layer_types
+    (3 sliding : 1 full by default: our global_every = 4) and a RoPE per layer type."""
+    no_attention_bias(c)
+    windows = window_from_layer_types(c, c.sliding_window, preferred_global_every=4)
+    fields = decoder_config_from_hf(c, rope=olmo3_rope_from_hf) | dict(norm_placement="post", qk_norm="full")
+    return ModelConfig(**fields | windows)
+
+
+def olmo3_config_to_hf(cfg: ModelConfig, **overrides):
+    # HF builds the sliding mask even when no layer uses it, so it needs some window
+    return decoder_config_to_hf("olmo3", cfg, sliding_window=cfg.window or cfg.block_size,
+                                layer_types=layer_types_to_hf(cfg), rope_parameters=olmo3_rope_to_hf(cfg),
+                                **overrides)
+
+
 LLAMA = Family(llama_config_from_hf, llama_config_to_hf, decoder_weights(PRE_NORMS), HF_IGNORE)
 MISTRAL = Family(mistral_config_from_hf, mistral_config_to_hf, decoder_weights(PRE_NORMS), HF_IGNORE)
 QWEN3 = Family(qwen3_config_from_hf, qwen3_config_to_hf, decoder_weights(PRE_NORMS), HF_IGNORE)
 OLMO2 = Family(olmo2_config_from_hf, olmo2_config_to_hf, decoder_weights(POST_NORMS), HF_IGNORE)
+OLMO3 = Family(olmo3_config_from_hf, olmo3_config_to_hf, decoder_weights(POST_NORMS),
+               HF_IGNORE + (r"rotary_emb\.\w+_attention_(original_)?inv_freq$",))

@@ -73,6 +73,11 @@ class AttentionKernels(nn.Module):
             dropout_p=self.attn_dropout if self.training else 0.0,
         )
 
+    def sparse_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, chosen: torch.Tensor):
+        """Only the keys DSA's indexer chose (`chosen`, bool (B, 1, T, S)), among the visible ones."""
+        mask = visible_keys(q_pos, k_pos, k.shape[2], self.window) & chosen
+        return softmax_attention(q, k, v, mask, self.scale, dropout_p=self.attn_dropout if self.training else 0.0)
+
     def flex_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, compiled: bool = True):
         if k_pos is not None or q.shape[2] != k.shape[2]:  # decoding from a cache: a new mask every step
             return self.fallback(q, k, v, q_pos, k_pos)
@@ -134,7 +139,8 @@ class CausalSelfAttention(AttentionKernels):
         """This layer's generation cache: keys and values (of the last `window` positions when local)."""
         return kv_layer_cache(spec, self.n_kv_head, (self.head_dim, self.head_dim), self.window)
 
-KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention", "flex": "flex_attention"}
+KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention", "flex": "flex_attention",
+           "sparse": "sparse_attention"}  # sparse: DeepSeek Sparse Attention (model/mixer/dsa.py)
 
 
 def device_kernel(layer: "CausalSelfAttention", device: torch.device) -> str:
@@ -179,7 +185,7 @@ def softmax_attention(
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, n_head, T, S)
     if softcap:
         scores = softcap * torch.tanh(scores / softcap)
-    scores = scores.masked_fill(~mask, float("-inf"))
+    scores = scores.masked_fill(~mask, float("-inf"))  # mask (T, S), or (B, 1, T, S) with DSA
     if sinks is not None:
         sink = sinks.to(scores.dtype).view(1, n_head, 1, 1).expand(B, n_head, T, 1)
         scores = torch.cat([scores, sink], dim=-1)  # (B, n_head, T, S + 1)

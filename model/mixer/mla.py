@@ -18,6 +18,8 @@ One attention, two ways to compute it:
   the one key [c ; k_pe] and the one value c -- and W_UV_h is applied after the softmax. The cached
   latent is never up-projected.
 Sliding windows, logit softcaps and sinks use the same masks and kernels as model/mixer/attention.py.
+With `mla.index_topk` > 0 an indexer (model/mixer/dsa.py, DeepSeek Sparse Attention) chooses the keys
+each query attends to, and its key joins the cache.
 """
 
 import torch
@@ -28,6 +30,7 @@ from ..config import ModelConfig
 from ..norm import RMSNorm
 from ..rope import build_rotary
 from .attention import AttentionKernels
+from .dsa import build_indexer
 
 LATENT_NORM_EPS = 1e-6  # DeepSeek's latent RMSNorms keep their default eps, whatever model.norm_eps says
 
@@ -39,7 +42,10 @@ class FullRankQuery(nn.Module):
         super().__init__()
         self.proj = nn.Linear(cfg.n_embd, out_dim, bias=cfg.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def up(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
 
 
@@ -54,8 +60,9 @@ class LowRankQuery(nn.Module):
         self.norm = RMSNorm(rank, LATENT_NORM_EPS)
         self.up = nn.Linear(rank, out_dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.norm(self.down(x)))
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """The normed query latent (B, T, q_lora_rank), which DSA's indexer reads too."""
+        return self.norm(self.down(x))
 
 
 QUERIES = {False: FullRankQuery, True: LowRankQuery}  # keyed by mla.q_lora_rank > 0
@@ -68,7 +75,8 @@ class MultiHeadLatentAttention(AttentionKernels):
     Biases (`model.bias`) sit on the projections that read x and on c_proj, never on the
     up-projections out of a latent (as HF's `attention_bias`; a kv_b bias would not fold into the query).
     Config: n_head, [model.mla] (q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim,
-    v_head_dim), pos, rope, window, global_every, attn_scale, attn_softcap, attn_sinks, bias, dropout.
+    v_head_dim, index_topk, index_n_head, index_head_dim), pos, rope, window, global_every, attn_scale,
+    attn_softcap, attn_sinks, bias, dropout.
     """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
@@ -85,47 +93,60 @@ class MultiHeadLatentAttention(AttentionKernels):
         self.rotary = build_rotary(cfg, cfg.is_local(layer_idx), head_dim=self.rope)
         # masks and kernels as attention.py; HF's scale: qk_head_dim ** -0.5
         self.init_kernels(cfg, layer_idx, scale=cfg.attn_scale or (self.nope + self.rope) ** -0.5)
+        self.indexer = build_indexer(cfg)  # DSA: picks the keys each query attends to; or none
+        if m.index_topk:
+            self.build_kernel = "sparse"
+            self.use_kernel("sparse")
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
     ) -> torch.Tensor:
         """x: (B, T, n_embd); positions: (T,) absolute positions of x's tokens."""
         B, T, _ = x.shape
-        q = self.query(x).view(B, T, self.n_head, -1).transpose(1, 2)  # (B, n_head, T, nope + rope)
+        q_latent = self.query.latent(x)
+        q = self.query.up(q_latent).view(B, T, self.n_head, -1).transpose(1, 2)  # (B, n_head, T, nope + rope)
         q_nope, q_pe = q.split([self.nope, self.rope], dim=-1)
         latent, k_pe = self.kv_a_proj(x).unsqueeze(1).split([self.rank, self.rope], dim=-1)  # (B, 1, T, .)
         q_pe, k_pe = self.rotary(q_pe, k_pe, positions)
-        ckv = torch.cat([self.kv_a_norm(latent), k_pe], dim=-1)  # (B, 1, T, rank + rope): what is cached
-        if cache is None:
-            y = self.naive(q_nope, q_pe, ckv, positions)
-        else:  # (B, 1, S, rank + rope), S = what the cache shows of the past + T
+        q_index, k_index = self.indexer.project(x, q_latent, positions, self.rotary)  # DSA, else (None, empty)
+        # (B, 1, T, rank + rope [+ indexer key]): what is cached
+        ckv = torch.cat([self.kv_a_norm(latent), k_pe, k_index], dim=-1)
+        k_pos = None
+        if cache is not None:  # (B, 1, S, .), S = what the cache shows of the past + T
             ckv, k_pos = cache.update(self.layer_idx, ckv)
-            y = self.absorbed(q_nope, q_pe, ckv, positions, k_pos)
+        ckv, k_index = ckv.split([self.rank + self.rope, self.indexer.width], dim=-1)
+        chosen = self.indexer.select(x, q_index, k_index, positions, k_pos, self.window)  # () when dense
+        if cache is None:
+            y = self.naive(q_nope, q_pe, ckv, positions, None, *chosen)
+        else:
+            y = self.absorbed(q_nope, q_pe, ckv, positions, k_pos, *chosen)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.v_dim)
         return self.resid_dropout(self.c_proj(y))
 
     def new_cache(self, spec: CacheSpec):
         """This layer's generation cache: [latent ; rotary key] per position, one "head" (of the last
-        `window` positions when local). The latent is already the compression: no int8/int4 on top."""
+        `window` positions when local), and DSA's indexer key. The latent is already the compression:
+        no int8/int4 on top."""
         if spec.kv_dtype is not None:
             raise ValueError(f"kv_dtype={spec.kv_dtype!r} does not apply to MLA layers, which cache a "
                              "low-rank latent instead of keys and values; use kv_dtype=None")
-        return kv_layer_cache(spec, 1, (self.rank + self.rope,), self.window)
+        return kv_layer_cache(spec, 1, (self.rank + self.rope + self.indexer.width,), self.window)
 
-    def naive(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def naive(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None, *chosen) -> torch.Tensor:
         """Up-project the latent into per-head keys and values, then attend: (B, n_head, T, v_head_dim).
-        q_nope (B, n_head, T, nope), q_pe (B, n_head, T, rope), ckv (B, 1, S, rank + rope)."""
+        q_nope (B, n_head, T, nope), q_pe (B, n_head, T, rope), ckv (B, 1, S, rank + rope); `chosen`:
+        DSA's (B, 1, T, S) key choice, for the "sparse" kernel."""
         B, _, S, _ = ckv.shape
         latent, k_pe = ckv.split([self.rank, self.rope], dim=-1)
         kv = self.kv_b_proj(latent[:, 0]).view(B, S, self.n_head, -1).transpose(1, 2)  # (B, n_head, S, nope + v)
         k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)
         k = torch.cat([k_nope, k_pe.expand(-1, self.n_head, -1, -1)], dim=-1)  # (B, n_head, S, nope + rope)
-        return self.attend(torch.cat([q_nope, q_pe], dim=-1), k, v, q_pos, k_pos)
+        return self.attend(torch.cat([q_nope, q_pe], dim=-1), k, v, q_pos, k_pos, *chosen)
 
-    def absorbed(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def absorbed(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None, *chosen) -> torch.Tensor:
         """The same attention over the latent itself (module docstring): (B, n_head, T, v_head_dim)."""
         w = self.kv_b_proj.weight.view(self.n_head, self.nope + self.v_dim, self.rank)
         w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)  # (n_head, nope, rank), (n_head, v, rank)
         q = torch.cat([q_nope @ w_uk, q_pe], dim=-1)  # (B, n_head, T, rank + rope)
-        y = self.attend(q, ckv, ckv[..., : self.rank], q_pos, k_pos)  # one key and value head: (B, n_head, T, rank)
+        y = self.attend(q, ckv, ckv[..., : self.rank], q_pos, k_pos, *chosen)  # one key and value head: (B, n_head, T, rank)
         return y @ w_uv.transpose(1, 2)  # (B, n_head, T, v_head_dim)
