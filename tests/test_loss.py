@@ -32,7 +32,10 @@ def inputs(seed=0, ignore=False):
 @pytest.mark.parametrize("cap", [0.0, 3.0])
 @pytest.mark.parametrize("ignore", [False, True])
 @pytest.mark.parametrize("chunk_elements", [10**6, 8 * V, V])  # one chunk, 8 tokens, 1 token
-def test_equals_plain_loss_and_gradients(cap, ignore, chunk_elements):
+@pytest.mark.parametrize("form", ["in place", "fused"])  # eager's form, and the one torch.compile traces
+def test_equals_plain_loss_and_gradients(cap, ignore, chunk_elements, form, monkeypatch):
+    if form == "fused":
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     h, weight, targets = inputs(ignore=ignore)
     ref = plain_loss(h, weight, targets, cap)
     ref_h, ref_w = torch.autograd.grad(ref, (h, weight))
