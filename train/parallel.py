@@ -20,6 +20,7 @@ load (`load_optimizer_state`), so a checkpoint written by N processes resumes on
 """
 
 import functools
+import inspect
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -128,7 +129,10 @@ def wrap(model: nn.Module, parallel: str, d: Dist, device: torch.device, dtype: 
         # broadcast_buffers=False: buffers are either constant (RoPE tables) or must follow each
         # rank's own counts until they are summed (MoE load) - and a broadcast would hide a drift.
         ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        ddp = nn.parallel.DistributedDataParallel
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                   else {"broadcast_buffers": False})  # the newer name (torch >= 2.12) syncs at init only
+        return ddp(model, device_ids=ids, **no_sync)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype != torch.float32 else None
@@ -243,3 +247,23 @@ def clear_errors(d: Dist, timeout_s: int):
 def _looks_distributed(e: RuntimeError) -> bool:
     text = str(e).lower()
     return any(word in text for word in ("gloo", "nccl", "connection", "timed out", "timeout", "peer"))
+
+
+@contextmanager
+def saved_activation_bytes(model: nn.Module):
+    """Count the bytes autograd keeps for backward inside the block, the model's own weights not
+    counted: `with saved_activation_bytes(model) as n: loss = f()`, then `n[0]`. Activation
+    checkpointing lowers exactly this; it is deterministic on any device."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+    total = [0]
+
+    def pack(t: torch.Tensor):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in weights and ptr not in seen:
+            seen.add(ptr)
+            total[0] += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield total
