@@ -163,6 +163,10 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
 
 
 # ----- full state, whatever the layout ---------------------------------------------------------------
+def _full_or_local(t):
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 def _full(t):
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
@@ -254,7 +258,7 @@ def saved_activation_bytes(model: nn.Module):
     """Count the bytes autograd keeps for backward inside the block, the model's own weights not
     counted: `with saved_activation_bytes(model) as n: loss = f()`, then `n[0]`. Activation
     checkpointing lowers exactly this; it is deterministic on any device."""
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    weights = {_full_or_local(p).untyped_storage().data_ptr() for p in model.parameters()}
     seen: set[int] = set()
     total = [0]
 
