@@ -122,7 +122,7 @@ def test_two_ranks_match_one_process_with_accumulation(two_ranks, baseline):
     # ranks and equals one process's, and it did move (the test could fail)
     assert views[0]["bias"] == views[1]["bias"]
     want = [m.router.expert_bias.tolist() for m in baseline.model.moe_layers]
-    assert views[0]["bias"] == pytest.approx(want, abs=1e-6)
+    assert views[0]["bias"] == want  # +-rate steps decided by integer loads: exact
     assert any(abs(b) > 0 for layer in want for b in layer)
 
 
