@@ -215,14 +215,14 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, c
     out = tmp_path / "full"
     Trainer(make(tmp_path, corpus, "full", "--train.max_steps=2", "--train.eval_interval=0")).fit()
     before = snapshot(out / "checkpoints")
-    save_model = ckpt.save_model
+    save_file = ckpt.save_file
 
-    def write_half_then_fail(model, filename):
-        save_model(model, filename)
+    def write_half_then_fail(tensors, filename, metadata=None):
+        save_file(tensors, filename, metadata=metadata)
         Path(filename).write_bytes(Path(filename).read_bytes()[:1000])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ckpt, "save_model", write_half_then_fail)
+    monkeypatch.setattr(ckpt, "save_file", write_half_then_fail)
     code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={out}", "--train.max_steps=4",
                        "--train.eval_interval=0")
     line = error_line(err)

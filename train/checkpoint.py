@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 
 from .errors import one_line
 
@@ -67,13 +67,16 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 def save_checkpoint(
     out_dir: str | Path,
     step: int,
-    model: torch.nn.Module,
+    weights: tuple[dict[str, torch.Tensor], dict[str, str]],
     train_state: dict[str, Any],
     state: dict[str, Any],
     config_toml: str,
     keep: int = 2,
 ) -> Path:
     """Atomically write checkpoint `step`; then delete all but the newest `keep` (0 = keep all).
+
+    `weights` is (tensors, aliases) as train/parallel.py's full_model_state returns them: the
+    whole model, whatever the parallel layout that trained it, so that any layout can resume it.
 
     A failed write (disk full, I/O error, an interrupt) removes the temporary directory and
     raises OSError; the checkpoints already on disk are untouched.
@@ -85,7 +88,8 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        save_model(model, str(tmp / "model.safetensors"))
+        tensors, aliases = weights  # tied names are stored once; aliases map each dropped name to it
+        save_file(tensors, str(tmp / "model.safetensors"), metadata=aliases or None)
         torch.save(train_state, tmp / "train_state.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
         (tmp / "config.toml").write_text(config_toml)

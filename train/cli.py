@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, DistributedError
 
 USAGE_ERROR = 2  # bad command line or config
 RUN_ERROR = 1  # the run could not proceed (bad data, non-finite loss, I/O, out of memory)
@@ -22,7 +22,7 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
     try:
         return main(argv) or 0
     except (ValueError, FloatingPointError, OSError, MemoryError, torch.OutOfMemoryError,
-            KeyboardInterrupt) as e:
+            KeyboardInterrupt, DistributedError) as e:
         if debug:
             raise
         if isinstance(e, torch.OutOfMemoryError):  # outside the trainer, which adds a hint

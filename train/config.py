@@ -52,10 +52,16 @@ class TrainConfig:
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop, or skip the step
     max_skipped_steps: int = 3  # on_nonfinite="skip": stop when more steps than this in a row are skipped
     allow_config_change: bool = False  # resume even if [model] or [data] differ from the checkpoint's
+    # Several processes (torchrun; train/parallel.py). batch_size stays the per-rank micro-batch:
+    # tokens per step = batch_size x seq_len x grad_accum x world size.
+    parallel: Literal["ddp", "fsdp2"] = "ddp"  # replicate the model (DDP) or shard it (FSDP2)
+    dist_backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
+    dist_timeout_s: int = 600  # a rank that waits this long for another stops with an error
+    activation_checkpointing: bool = False  # recompute each block in backward instead of storing it
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_interval",
-                     "max_skipped_steps"):
+                     "max_skipped_steps", "dist_timeout_s"):
             _require(getattr(self, name) >= 1, f"train.{name} must be >= 1; got {getattr(self, name)}")
         for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0; got {getattr(self, name)}")

@@ -12,3 +12,8 @@ def one_line(e: BaseException, limit: int = 200) -> str:
     """`Type: message` with whitespace collapsed and cut to `limit`, for quoting inside an error."""
     text = " ".join(f"{type(e).__name__}: {e}".split())
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+class DistributedError(RuntimeError):
+    """Another rank died, hung past train.dist_timeout_s or cannot be reached; the CLI prints it
+    as one line on every surviving rank."""

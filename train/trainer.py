@@ -5,6 +5,11 @@ the same out_dir resumes from the newest complete checkpoint. Resume is exact: b
 function of (seed, step, micro-step, rank), and the checkpoint holds the optimizer, grad-scaler and
 RNG state, so an interrupted run logs the same losses as an uninterrupted one.
 
+Several processes (torchrun, train/parallel.py): `train.batch_size` is the micro-batch of each
+rank, so a step sees batch_size x seq_len x grad_accum x world_size tokens; rank r's micro-step m
+reads global micro-batch r * grad_accum + m, so N ranks with grad_accum a see the same batches as
+one process with grad_accum N * a. Rank 0 alone writes logs, checkpoints and the progress bar.
+
 Failure handling (see train/guard.py and train/checkpoint.py): bad input fails before the first
 step; SIGTERM / SIGINT end the step, write a checkpoint and return; a non-finite loss or gradient
 stops the run or skips the step (`train.on_nonfinite`); a non-finite model is never saved; resuming
@@ -14,6 +19,7 @@ with a different [model] or [data] is refused unless `train.allow_config_change`
 import json
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +33,9 @@ from model.ffn.moe import end_step
 from model.kernels import use_device_kernels
 
 from . import checkpoint as ckpt
+from . import parallel
 from .config import RunConfig, to_toml
+from .errors import ConfigError
 from .data import TokenData, bits_per_byte, get_batch, prepare
 from .guard import StopSignals, all_finite, check_out_dir, check_same_run, check_same_tokenizer, oom_message
 from .hardware import DTYPES, Peak, autocast, pick_device, pick_dtype
@@ -39,7 +47,7 @@ from .tokenizer import describe, get_tokenizer
 @dataclass
 class Trainer:
     cfg: RunConfig
-    rank: int = 0
+    rank: int = 0  # set from the process group (train/parallel.py)
     world_size: int = 1
     log: list[dict] = field(default_factory=list)  # the metrics.jsonl records written by this process
 
@@ -48,6 +56,14 @@ class Trainer:
         self.out_dir = Path(cfg.train.out_dir)
         self.device = pick_device(cfg.train.device)
         self.dtype = pick_dtype(cfg.train.dtype, self.device)
+        t = cfg.train
+        if t.parallel == "fsdp2" and self.dtype == "fp16":
+            raise ConfigError("train.parallel='fsdp2' does not take train.dtype='fp16' (its loss "
+                              "scaler is per rank); use train.dtype='bf16' or 'fp32'")
+        self.dist = parallel.init(t.parallel, t.dist_backend, t.dist_timeout_s, self.device)
+        self.rank, self.world_size = self.dist.rank, self.dist.world_size
+        if self.device.type == "cuda" and self.dist.active:
+            self.device = torch.device("cuda", self.dist.local_rank)
         if self.rank == 0:
             check_out_dir(self.out_dir)
         # Checked here, not only when tokenizing: a cache hit must not hide a bad ranks file that
@@ -55,12 +71,20 @@ class Trainer:
         self.tokenizer = get_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_path)
         self.data: TokenData = prepare(cfg.data)
         self.data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         self.model = GPT(cfg.model).to(self.device)
         self.kernels = use_device_kernels(self.model, self.device, DTYPES[self.dtype])  # {layer: kernel}
+        if t.activation_checkpointing:
+            parallel.checkpoint_blocks(self.model)
+        # DDP: a wrapper around self.model; FSDP2: self.model itself, sharded in place.
+        self.wrapped = parallel.wrap(self.model, t.parallel, self.dist, self.device, DTYPES[self.dtype])
+        self.sharded = self.dist.active and t.parallel == "fsdp2"
+        if self.rank:
+            torch.manual_seed(t.seed + self.rank)  # dropout masks differ between ranks
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
-        self.step_fn = torch.compile(self.model) if cfg.train.compile else self.model
+        self.step_fn = torch.compile(self.wrapped) if t.compile else self.wrapped
+        self._stop: signal.Signals | None = None  # a stop signal every rank has agreed on
         self.step = 0
         self.skipped_steps = 0  # non-finite steps skipped (train.on_nonfinite="skip"), in all
         self.skipped_in_a_row = 0
@@ -73,23 +97,42 @@ class Trainer:
 
     # ----- state -------------------------------------------------------------------------------
     def save(self) -> Path:
-        if not all_finite(self.model):
+        """Write checkpoint `step`: the whole model and optimizer state, gathered to rank 0 and
+        written once, in the format a single process writes (so any layout can resume it)."""
+        if self.dist.max_int(int(not all_finite(self.model)), self.device):
             raise FloatingPointError(f"the model has non-finite weights at step {self.step}; "
                                      "not writing a checkpoint (the previous ones are intact)")
-        train_state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-        }
-        state = {"step": self.step, "tokens": self.step * self.tokens_per_step,
-                 "data_fingerprint": self.data.meta.get("fingerprint"),
-                 "skipped_steps": self.skipped_steps, "skipped_in_a_row": self.skipped_in_a_row,
-                 "elapsed_s": self.elapsed_s()}
-        path = ckpt.save_checkpoint(self.out_dir, self.step, self.model, train_state, state,
-                                    to_toml(self.cfg), keep=self.cfg.train.keep_checkpoints)
+        weights = parallel.full_model_state(self.model, self.dist)
+        optimizer = parallel.full_optimizer_state(self.optimizer, self.dist)
+        rng = self.dist.gather_objects(self._rng_state())  # dropout masks are drawn per rank
+        path = ckpt.checkpoint_dir(self.out_dir) / f"{ckpt.PREFIX}{self.step:08d}"
+        failure = None
+        if self.rank == 0:
+            train_state = {
+                "optimizer": optimizer,
+                "scaler": self.scaler.state_dict(),
+                "rng_cpu": rng[0]["cpu"],
+                "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" and
+                not self.dist.active else [],
+                **({"rng_ranks": rng} if self.world_size > 1 else {}),
+            }
+            state = {"step": self.step, "tokens": self.step * self.tokens_per_step,
+                     "world_size": self.world_size, "data_fingerprint": self.data.meta.get("fingerprint"),
+                     "skipped_steps": self.skipped_steps, "skipped_in_a_row": self.skipped_in_a_row,
+                     "elapsed_s": self.elapsed_s()}
+            try:
+                path = ckpt.save_checkpoint(self.out_dir, self.step, weights, train_state, state,
+                                            to_toml(self.cfg), keep=self.cfg.train.keep_checkpoints)
+            except OSError as e:
+                failure = e
+        if self.dist.max_int(int(failure is not None), self.device):  # every rank waits for the write
+            raise failure or OSError(f"rank 0 could not write checkpoint {path}")
         self._saved_step = self.step
         return path
+
+    def _rng_state(self) -> dict:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
 
     def resume(self) -> bool:
         """Load the newest loadable checkpoint, if any; return whether one was found."""
@@ -99,14 +142,12 @@ class Trainer:
             return False
         path, (train_state, state) = found
         try:
-            self.optimizer.load_state_dict(train_state["optimizer"])
-        except (ValueError, KeyError) as e:
+            parallel.load_optimizer_state(self.optimizer, train_state["optimizer"])
+        except (ValueError, KeyError, IndexError) as e:
             raise ckpt.CheckpointMismatch(f"checkpoint {path}: its optimizer state does not fit "
                                           f"this model ({e})") from None
         self.scaler.load_state_dict(train_state["scaler"])
-        torch.set_rng_state(train_state["rng_cpu"].cpu())
-        if self.device.type == "cuda" and train_state["rng_cuda"]:
-            torch.cuda.set_rng_state_all([s.cpu() for s in train_state["rng_cuda"]])
+        self._restore_rng(train_state, state["step"])
         self.step = state["step"]
         self.skipped_steps = state.get("skipped_steps", 0)
         self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
@@ -114,6 +155,20 @@ class Trainer:
         self._saved_step = self.step
         self._truncate_metrics(self.step)
         return True
+
+    def _restore_rng(self, train_state: dict, step: int) -> None:
+        """Each rank's dropout RNG as saved. With another number of ranks than wrote the
+        checkpoint the micro-batches move between ranks, so their masks cannot follow them: rank 0
+        takes the saved rank 0 state, the others start fresh streams (seed, rank, step)."""
+        ranks = train_state.get("rng_ranks") or [{"cpu": train_state["rng_cpu"], "cuda": None}]
+        if len(ranks) == self.world_size or self.rank == 0:
+            torch.set_rng_state(ranks[self.rank]["cpu"].cpu())
+            if self.device.type == "cuda" and ranks[self.rank]["cuda"] is not None:
+                torch.cuda.set_rng_state(ranks[self.rank]["cuda"].cpu(), self.device)
+        else:
+            torch.manual_seed(hash((self.cfg.train.seed, self.rank, step)) % 2**63)
+        if self.device.type == "cuda" and not self.dist.active and train_state["rng_cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in train_state["rng_cuda"]])
 
     def elapsed_s(self) -> float:
         """Wall-clock seconds since the run first started, carried across resumes (the time
@@ -125,7 +180,13 @@ class Trainer:
         ckpt.verify_checkpoint(path)
         if not self.cfg.train.allow_config_change:
             check_same_run(path, self.cfg, self.data.meta.get("fingerprint"))
-        return ckpt.load_checkpoint(path, self.model, map_location=self.device, verify=False)
+        if not self.sharded:
+            return ckpt.load_checkpoint(path, self.model, map_location=self.device, verify=False)
+        # FSDP2: load into a whole model on the CPU (with every check), then cut it into shards
+        whole = GPT(self.cfg.model)
+        loaded = ckpt.load_checkpoint(path, whole, verify=False)
+        parallel.load_full_model_state(self.model, whole.state_dict())
+        return loaded
 
     # ----- one step ----------------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -135,22 +196,28 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         model.train()
+        accum = cfg.train.grad_accum
         total = None  # each term of the objective, summed over micro-batches
-        for micro in range(cfg.train.grad_accum):
-            x, y = self._batch(self.data.train, (cfg.train.seed, 0, self.step, micro, self.rank))
-            with autocast(self.device, self.dtype):
-                _, lm_loss = model(x, y)
-            # The objective: the LM cross-entropy plus the model's auxiliary terms (MoE balancing),
-            # each named once; metrics.jsonl logs every term under its name.
-            terms = {"loss": lm_loss, **self.model.aux_losses()}
-            objective = sum(terms.values())
-            self.scaler.scale(objective / cfg.train.grad_accum).backward()
+        for micro in range(accum):
+            # the global micro-batch index: ranks x grad_accum micro-batches make one step
+            # (the key's last field, once the rank, stays 0 so one process reads what it always did)
+            key = (cfg.train.seed, 0, self.step, self.rank * accum + micro, 0)
+            x, y = self._batch(self.data.train, key)
+            with parallel.grad_sync(self.wrapped, micro == accum - 1):  # all-reduce on the last only
+                with autocast(self.device, self.dtype):
+                    _, lm_loss = model(x, y)
+                # The objective: the LM cross-entropy plus the model's auxiliary terms (MoE
+                # balancing), each named once; metrics.jsonl logs every term under its name.
+                terms = {"loss": lm_loss, **self.model.aux_losses()}
+                objective = sum(terms.values())
+                self.scaler.scale(objective / accum).backward()
             parts = torch.stack([t.detach().float() for t in terms.values()])
             total = parts if total is None else total + parts
+        self.dist.sum_(total)  # the mean over every rank's micro-batches, the same on all ranks
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.optim.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
-        means = dict(zip(terms, (total / cfg.train.grad_accum).tolist()))  # {"loss": ..., "aux_loss": ...}
+        grad_norm = parallel.clip_grad_norm(list(self.model.parameters()), max_norm)
+        means = dict(zip(terms, (total / (accum * self.world_size)).tolist()))  # {"loss": ..., "aux_loss": ...}
         loss = sum(means.values())  # the objective
         # With fp16 loss scaling an overflowing gradient is expected: the scaler skips the step.
         grads_ok = self.scaler.is_enabled() or math.isfinite(grad_norm)
@@ -165,8 +232,21 @@ class Trainer:
         record = {"step": self.step, **means, "lr": lr, "grad_norm": grad_norm,
                   "skipped_steps": self.skipped_steps}
         if self.model.moe_layers:
+            self._sum_moe_counts()
             record |= {"aux_loss": means.get("aux_loss", 0.0), **end_step(self.model.moe_layers)}
         return record
+
+    def _sum_moe_counts(self) -> None:
+        """Sum every MoE layer's expert load (and aux-term sums) over ranks, in one all-reduce, so
+        that the load metrics are global and the aux-loss-free bias update is the same on every
+        rank (expert_bias never drifts apart)."""
+        if not self.dist.active:
+            return
+        layers = self.model.moe_layers
+        flat = self.dist.sum_(torch.cat([torch.cat([m.load, m.sums]) for m in layers]))
+        for m, part in zip(layers, flat.split([m.load.numel() + m.sums.numel() for m in layers])):
+            m.load.copy_(part[: m.load.numel()])
+            m.sums.copy_(part[m.load.numel():])
 
     def _nonfinite_step(self, lr: float, what: str) -> dict:
         """Stop (train.on_nonfinite="stop"), or drop the gradients and count a skipped step."""
@@ -189,7 +269,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Mean loss over a fixed set of validation batches, and the same in bits per byte."""
-        return evaluate(self.model, self.data, self.cfg, self.device, self.dtype)
+        return evaluate(self.model, self.data, self.cfg, self.device, self.dtype, self.dist)
 
     def _batch(self, tokens, key):
         return batch_on(tokens, self.cfg, key, self.device)
@@ -201,9 +281,17 @@ class Trainer:
         On SIGTERM / SIGINT the current step finishes, a checkpoint is written and the summary gets
         `signal` and `exit_code` (128 + the signal number).
         """
+        with parallel.clear_errors(self.dist, self.cfg.train.dist_timeout_s):
+            summary = self._fit()
+        if self.rank == 0:
+            print(_summary_line(summary, self.out_dir), flush=True)
+        return summary
+
+    def _fit(self) -> dict:
         self._clock_start = time.perf_counter()
         if self.rank == 0:
             ckpt.remove_stale_temps(self.out_dir)  # left by a writer that was killed
+        self.dist.barrier()  # ... before any rank lists the checkpoints
         resumed_from = self.step if self.resume() else None  # refuses a different config first
         tokenizer = describe(self.tokenizer)
         if resumed_from is not None and not self.cfg.train.allow_config_change:
@@ -213,54 +301,68 @@ class Trainer:
             _write_atomic(self.out_dir / TOKENIZER_FILE, json.dumps(tokenizer, indent=2) + "\n")
         try:
             with StopSignals() as stop:
-                summary = self._loop(resumed_from, stop)
+                return self._loop(resumed_from, stop)
         except torch.OutOfMemoryError:
             t = self.cfg.train
             raise MemoryError(oom_message(t.batch_size, t.grad_accum, str(self.device))) from None
-        if self.rank == 0:
-            print(_summary_line(summary, self.out_dir), flush=True)
-        return summary
 
     def _loop(self, resumed_from: int | None, stop: StopSignals) -> dict:
         t = self.cfg.train
         bar = tqdm(total=t.max_steps, initial=self.step, desc=self.out_dir.name, dynamic_ncols=True,
                    disable=self.rank != 0, mininterval=1.0)
         if resumed_from is not None:
-            bar.write(f"resumed from step {resumed_from} ({self.out_dir})")
+            self._say(bar, f"resumed from step {resumed_from} ({self.out_dir})")
+        if self.world_size > 1 and resumed_from is None:
+            self._say(bar, f"{self.world_size} ranks ({t.parallel}): tokens per step = batch_size "
+                           f"{t.batch_size} x seq_len {self.cfg.seq_len} x grad_accum {t.grad_accum} "
+                           f"x {self.world_size} ranks = {self.tokens_per_step:,}")
         start_time, start_step, last = time.perf_counter(), self.step, None
         try:
-            while self.step < t.max_steps and stop.received is None:
+            self._agree_stop(stop)
+            while self.step < t.max_steps and self._stop is None:
                 record = self._run_step(stop, bar)
                 last = record if "val_loss" in record else last
-            if stop.received is not None and self._saved_step != self.step:
+            if self._stop is not None and self._saved_step != self.step:
                 self.save()  # the signal came before the first step
         finally:
             bar.close()  # an error message then starts on a line of its own
         summary = {"steps": self.step, "steps_this_run": self.step - start_step,
                    "seconds": time.perf_counter() - start_time,
                    **({k: last[k] for k in ("loss", "val_loss", "val_bpb")} if last else {})}
-        if stop.received is not None:
-            summary.update(signal=stop.received.name, exit_code=stop.exit_code)
+        if self._stop is not None:
+            summary.update(signal=self._stop.name, exit_code=128 + int(self._stop))
         return summary
+
+    def _agree_stop(self, stop: StopSignals) -> None:
+        """A signal on any rank stops every rank after the same step (one all-reduce per step); the
+        loop reads only this agreed value, never the handler's flag, which may change any time."""
+        signum = self.dist.max_int(int(stop.received or 0), self.device)
+        self._stop = signal.Signals(signum) if signum else None
+
+    def _say(self, bar: tqdm, text: str) -> None:
+        if self.rank == 0:
+            bar.write(text)
 
     def _run_step(self, stop: StopSignals, bar: tqdm) -> dict:
         """One step and what follows it: evaluation, the metrics line, a checkpoint, the bar."""
         t = self.cfg.train
         t0 = time.perf_counter()
         record = self.train_step()
+        self._agree_stop(stop)
         dt = time.perf_counter() - t0
-        record["tokens"] = self.step * self.tokens_per_step
+        record["tokens"] = self.step * self.tokens_per_step  # over all ranks
         record["tokens_per_s"] = self.tokens_per_step / dt
-        record["mfu"] = self.peak.mfu(self.flops_per_step / dt)  # <= 1: see hardware.Peak
+        # per device: <= 1, see hardware.Peak
+        record["mfu"] = self.peak.mfu(self.flops_per_step / self.world_size / dt)
         final = self.step == t.max_steps
         if record.get("skipped"):
-            bar.write(f"warning: skipped step {self.step} (non-finite loss or gradient; "
+            self._say(bar, f"warning: skipped step {self.step} (non-finite loss or gradient; "
                       f"{self.skipped_in_a_row} in a row, {self.skipped_steps} in all)")
         if (t.eval_interval and self.step % t.eval_interval == 0) or final:
             record.update(self.evaluate())
         if self.step % t.log_interval == 0 or "val_loss" in record or final or record.get("skipped"):
             self._log(record)
-        if (t.ckpt_interval and self.step % t.ckpt_interval == 0) or final or stop.received:
+        if (t.ckpt_interval and self.step % t.ckpt_interval == 0) or final or self._stop:
             self.save()
         bar.update(1)
         if record["loss"] is not None:
@@ -313,17 +415,26 @@ def _summary_line(s: dict, out_dir: Path) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: GPT, data: TokenData, cfg: RunConfig, device: torch.device, dtype: str) -> dict:
+def evaluate(model: GPT, data: TokenData, cfg: RunConfig, device: torch.device, dtype: str,
+             d: parallel.Dist = parallel.Dist()) -> dict:
     """Mean loss over `train.eval_batches` fixed validation batches (the same at every evaluation
-    and in `python -m train.eval`), and the same in bits per byte."""
+    and in `python -m train.eval`), and the same in bits per byte.
+
+    With several ranks, rank r evaluates batches r, r + world, ... and the sums are all-reduced:
+    the same mean as one process. Every rank runs the same number of forwards (a sharded model
+    gathers its weights in each), the surplus ones on the last batch and not counted."""
     model.eval()
-    losses = []
-    for i in range(cfg.train.eval_batches):
-        x, y = batch_on(data.val, cfg, (cfg.train.seed, 1, i), device)
+    n = cfg.train.eval_batches
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
+    for j in range(math.ceil(n / d.world_size)):
+        i = d.rank + j * d.world_size
+        x, y = batch_on(data.val, cfg, (cfg.train.seed, 1, min(i, n - 1)), device)
         with autocast(device, dtype):
             _, loss = model(x, y)
-        losses.append(loss.item())
-    val_loss = sum(losses) / len(losses)
+        if i < n:
+            sums += torch.stack([loss.detach().double(), sums.new_tensor(1.0)])
+    loss_sum, count = d.sum_(sums).tolist()
+    val_loss = loss_sum / count
     return {"val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, data.bytes_per_token("val"))}
 
 
@@ -336,4 +447,7 @@ def batch_on(tokens, cfg: RunConfig, key: tuple[int, ...], device: torch.device)
 
 
 def train(cfg: RunConfig) -> dict:
-    return Trainer(cfg).fit()
+    try:
+        return Trainer(cfg).fit()
+    finally:
+        parallel.shutdown()

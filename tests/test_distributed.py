@@ -1,0 +1,245 @@
+"""Data parallelism on CPU with gloo: N ranks must train what one process with N x the accumulation
+trains; checkpoints move between layouts; a signal or a dead rank stops every rank.
+
+The `slow` tests start real processes with the variables torchrun sets (RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR, MASTER_PORT), each running tests/dist_worker.py (the trainer, plus a dump
+of what each rank saw). Dropout is 0 where losses are compared across layouts: its masks are drawn
+per rank, so they cannot follow a micro-batch to another rank (docs/LOG.md).
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from train import checkpoint as ckpt
+from train import parallel
+from train.trainer import Trainer
+
+from tiny_run import ROOT, TINY, cli, error_line, make, metrics, numerics, snapshot
+
+WORKER = ROOT / "tests" / "dist_worker.py"
+# dropout 0: comparable across layouts; MoE on the second layer with the aux-loss-free bias update,
+# so that a load not summed over ranks would show (in the loss and in expert_bias)
+EXACT = ["--model.dropout=0.0", "--model.moe.n_expert=4", "--model.moe.top_k=2",
+         "--model.moe.first_dense=1", "--model.moe.bias_update_rate=0.01",
+         "--train.max_steps=4", "--train.ckpt_interval=2", "--train.keep_checkpoints=0",
+         "--train.eval_interval=2", "--train.eval_batches=3"]
+B = 2  # the micro-batch of each rank
+RTOL = 1e-5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(n: int, args: list[str], **env) -> list[subprocess.Popen]:
+    """n ranks of tests/dist_worker.py, with the rendezvous variables torchrun would set."""
+    common = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+              "WORLD_SIZE": str(n), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env}
+    return [subprocess.Popen([sys.executable, str(WORKER), *map(str, args)], cwd=ROOT,
+                             env={**common, "RANK": str(r), "LOCAL_RANK": str(r)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for r in range(n)]
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str, str]]:
+    out = []
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise AssertionError("a rank hung") from None
+        out.append((p.returncode, stdout, stderr))
+    return out
+
+
+def launch(n: int, args: list[str], **env) -> list[tuple[int, str, str]]:
+    results = finish(start(n, args, **env))
+    for code, _, err in results:
+        assert code == 0, err[-2000:]
+    return results
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=RTOL)
+
+
+def assert_same_losses(got: list[dict], want: list[dict]) -> None:
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    for g, w in zip(got, want):
+        for key in ("loss", "aux_loss", "val_loss", "grad_norm"):
+            if key in w:
+                assert close(g[key], w[key]), (g["step"], key, g[key], w[key])
+        assert g["tokens"] == w["tokens"]  # tokens per step = batch x seq x accum x world
+        if "moe_max_load" in w:
+            assert g["moe_max_load"] == pytest.approx(w["moe_max_load"], rel=RTOL)  # global load
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, corpus):
+    """One process, grad_accum 2 x micro-batch B: what 2 ranks x B must reproduce."""
+    out = tmp_path_factory.mktemp("one")
+    torch.set_num_threads(1)
+    trainer = Trainer(make(out, corpus, "run", *EXACT, f"--train.batch_size={B}", "--train.grad_accum=2"))
+    trainer.fit()
+    return trainer
+
+
+@pytest.fixture(scope="module", params=["ddp", "fsdp2"])
+def two_ranks(request, tmp_path_factory, corpus):
+    """2 ranks x micro-batch B, grad_accum 1: (out_dir, results per rank, each rank's view)."""
+    out = tmp_path_factory.mktemp(request.param) / "run"
+    args = [*TINY, *corpus, *EXACT, f"--train.batch_size={B}", "--train.grad_accum=1",
+            f"--train.parallel={request.param}", f"--train.out_dir={out}"]
+    results = launch(2, args)
+    views = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    return out, results, views
+
+
+@pytest.mark.slow  # two processes start and import torch: ~20-40 s per layout on 2 cores
+def test_two_ranks_match_one_process_with_accumulation(two_ranks, baseline):
+    out, results, views = two_ranks
+    assert_same_losses(metrics(out), baseline.log)
+    assert numerics(views[0]["log"]) == numerics(views[1]["log"])  # the same global figures on each rank
+    # rank 0 alone writes: each step once in metrics.jsonl, one summary line, no bar from rank 1
+    assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
+    assert "done: 4 steps" in results[0][1] and results[1][1] == ""
+    assert "4/4" not in results[1][2]
+    # MoE: the bias update used the load summed over ranks, so expert_bias is identical on both
+    # ranks and equals one process's, and it did move (the test could fail)
+    assert views[0]["bias"] == views[1]["bias"]
+    want = [m.router.expert_bias.tolist() for m in baseline.model.moe_layers]
+    assert views[0]["bias"] == want  # +-rate steps decided by integer loads: exact
+    assert any(abs(b) > 0 for layer in want for b in layer)
+
+
+@pytest.mark.slow
+def test_checkpoint_of_two_ranks_resumes_on_one(two_ranks, baseline, tmp_path, corpus, one_thread):
+    """N -> 1: the step-2 checkpoint of 2 ranks (DDP or FSDP2) resumes in one process with
+    grad_accum 2 and reproduces the straight run's steps 3 and 4."""
+    out = tmp_path / "run"
+    shutil.copytree(two_ranks[0], out)
+    shutil.rmtree(ckpt.checkpoint_dir(out) / "step_00000004")
+    cfg = make(tmp_path, corpus, "run", *EXACT, f"--train.batch_size={B}", "--train.grad_accum=2")
+    resumed = Trainer(cfg)
+    resumed.fit()
+    assert resumed.log[0]["step"] == 3
+    assert_same_losses(resumed.log, baseline.log[2:])
+
+
+@pytest.mark.slow
+def test_checkpoint_of_one_process_resumes_on_two(baseline, tmp_path, corpus):
+    """1 -> 2: the one-process step-2 checkpoint resumes on 2 DDP ranks with grad_accum 1."""
+    out = tmp_path / "run"
+    shutil.copytree(baseline.out_dir, out)
+    shutil.rmtree(ckpt.checkpoint_dir(out) / "step_00000004")
+    args = [*TINY, *corpus, *EXACT, f"--train.batch_size={B}",
+            "--train.grad_accum=1", f"--train.out_dir={out}"]
+    launch(2, args)
+    got = metrics(out)
+    assert [r["step"] for r in got] == [1, 2, 3, 4]  # steps 1-2 kept from the first run
+    assert_same_losses(got[2:], baseline.log[2:])
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_rank_stops_every_rank_after_one_checkpoint(tmp_path, corpus):
+    out = tmp_path / "run"
+    procs = start(2, [*TINY, *corpus, "--train.max_steps=100000", "--train.ckpt_interval=0",
+                      "--train.eval_interval=0", f"--train.out_dir={out}"])
+    deadline = time.time() + 240
+    while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 3):
+        assert time.time() < deadline and all(p.poll() is None for p in procs), "no progress"
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)  # rank 1 only, as a scheduler pre-empting one node would
+    results = finish(procs)
+    assert [code for code, _, _ in results] == [143, 143], results[0][2][-1000:]
+    views = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    stopped = views[0]["summary"]["steps"]
+    assert views[1]["summary"]["steps"] == stopped and 3 <= stopped < 100000
+    assert [p.name for p in ckpt.list_checkpoints(out)] == [f"step_{stopped:08d}"]  # one, written once
+    assert "stopped by SIGTERM" in results[0][1]
+
+
+@pytest.mark.slow
+def test_a_dead_rank_makes_the_others_exit_with_an_error(tmp_path, corpus):
+    results = finish(start(2, [*TINY, *corpus, "--train.max_steps=50", "--train.dist_timeout_s=60",
+                               f"--train.out_dir={tmp_path / 'run'}"], DIE_AT_STEP="3"), timeout=240)
+    assert results[1][0] == 3  # the rank that died
+    code, _, err = results[0]
+    assert code == 1, err[-1000:]
+    assert "another rank stopped or cannot be reached" in error_line(err)
+
+
+# ----- bad input: one line, exit 2, nothing overwritten (no processes started) -----------------------
+def test_fsdp2_without_a_process_group_is_refused(base, corpus, cfg_file, capsys):
+    before = snapshot(base)
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={base}", "--train.parallel=fsdp2")
+    assert code == 2 and "train.parallel='fsdp2' needs a process group" in error_line(err)
+    assert snapshot(base) == before
+
+
+def test_nccl_on_cpu_is_refused(base, corpus, cfg_file, capsys, monkeypatch):
+    for name, value in [("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
+                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(free_port()))]:
+        monkeypatch.setenv(name, value)
+    before = snapshot(base)
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={base}", "--train.dist_backend=nccl")
+    assert code == 2 and "train.dist_backend='nccl' needs CUDA" in error_line(err)
+    assert not torch.distributed.is_initialized()
+    assert snapshot(base) == before
+
+
+def test_unknown_parallel_layout_is_refused(base, corpus, cfg_file, capsys):
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={base}", "--train.parallel=zero1")
+    assert code == 2 and "train.parallel must be one of 'ddp', 'fsdp2'" in error_line(err)
+
+
+# ----- activation checkpointing ------------------------------------------------------------------------
+def test_activation_checkpointing_same_losses_fewer_saved_bytes(tmp_path, corpus, one_thread):
+    """Recomputing each block in backward changes no number (dropout masks included: the RNG is
+    replayed), and autograd keeps fewer bytes for backward."""
+    runs, saved = {}, {}
+    for ac in (False, True):
+        trainer = Trainer(make(tmp_path, corpus, f"ac{ac}", "--train.max_steps=3", "--train.eval_interval=0",
+                               f"--train.activation_checkpointing={str(ac).lower()}"))
+        trainer.fit()
+        runs[ac] = [(r["loss"], r["grad_norm"]) for r in trainer.log]
+        x, y = trainer._batch(trainer.data.train, (0, 0, 0, 0, 0))
+        with parallel.saved_activation_bytes(trainer.model) as n:
+            trainer.model(x, y)[1].backward()
+        saved[ac] = n[0]
+    assert runs[True] == runs[False]
+    assert saved[True] < 0.7 * saved[False], saved
+
+
+@pytest.mark.slow
+def test_bench_parallel_under_torchrun(tmp_path):
+    """scripts/bench_parallel.py through the real torchrun launcher: one JSON line per variant."""
+    out = tmp_path / "parallel.jsonl"
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    run = subprocess.run([torchrun, "--nproc_per_node", "1", "--master_port", str(free_port()),
+                          str(ROOT / "scripts" / "bench_parallel.py"), "--tiny", "--device", "cpu",
+                          "--variants", "none,ddp,fsdp2+ac", "--steps", "1", "--warmup", "1",
+                          "--out", str(out)],
+                         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["variant"] for r in records] == ["none", "ddp", "fsdp2+ac"]
+    assert all(r["tok_s"] > 0 and r["world_size"] == 1 and r["tokens_per_step"] == 4 * 64 for r in records)
+    # the same model and batch: DDP saves what the bare model saves; recomputation saves less
+    assert records[1]["saved_activation_bytes"] == records[0]["saved_activation_bytes"]
+    assert records[2]["saved_activation_bytes"] < records[0]["saved_activation_bytes"] / 2
