@@ -7,7 +7,10 @@
 #      shape and at T2048 / window 512;
 #   4. MoE: rung 11 against the dense rung 10 (B64), and the qwen3-moe preset, grouped GEMM against
 #      the expert loop;
-#   5. the decode benchmark (scripts/gpu_decode_check.sh).
+#   5. the decode benchmark (scripts/gpu_decode_check.sh);
+#   6. GPT-2 124M eager, ours against nanoGPT;
+#   7. the parallel layouts on one device (scripts/bench_parallel.py under torchrun): no wrapper, DDP,
+#      FSDP2, with and without activation checkpointing.
 # Every section writes as it goes to $OUT (default ./gpu-check) and one failure does not stop the
 # others; SECTIONS="2 4" runs only those. From the repository root:
 #   NANOGPT=path/to/nanoGPT GPT2_RANKS=path/to/gpt2.tiktoken scripts/gpu_speed_check.sh
@@ -32,6 +35,7 @@ if [ "${TINY:-0}" = 1 ]; then
     T2048=(--model.block_size=64 --model.window=16)
     B64=(--train.batch_size=2)
     TIMEOUT=120
+    PARALLEL=(--tiny --device cpu --variants none,ddp)
 else
     DEV=(--train.device=cuda --train.dtype=bf16)
     SHAPE=()
@@ -40,10 +44,11 @@ else
     T2048=(--model.block_size=2048 --model.window=512 --train.batch_size=8)
     B64=(--train.batch_size=64)
     TIMEOUT=${TIMEOUT:-240}
+    PARALLEL=(configs/gpt2-124m.toml --variants none,ddp,fsdp2,none+ac,fsdp2+ac)
 fi
 DATA124=(--data.source=python-stdlib '--data.hf_config=""' --data.tokenizer_path="$RANKS" --data.max_tokens=3000000)
 
-want() { [[ " ${SECTIONS:-1 2 3 4 5 6} " == *" $1 "* ]]; }
+want() { [[ " ${SECTIONS:-1 2 3 4 5 6 7} " == *" $1 "* ]]; }
 section() { echo; echo "## $1 ($(date -u +%T))" | tee -a "$OUT/summary.txt"; }
 run() {  # run CMD... with a time limit, its output to the terminal and to $OUT/log.txt
     timeout "$TIMEOUT" "$@" 2>&1 | tee -a "$OUT/log.txt"
@@ -56,50 +61,55 @@ echo "# $(date -u +%FT%TZ) $($PY -c 'import torch; print(torch.__version__, torc
     | tee -a "$OUT/summary.txt"
 
 if want 1; then
-section "1. CUDA-only kernel checks (tests/test_kernels.py)"
-run "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py | tail -5 | tee -a "$OUT/summary.txt"
+    section "1. CUDA-only kernel checks (tests/test_kernels.py)"
+    run "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py | tail -5 | tee -a "$OUT/summary.txt"
 fi
 
 if want 2; then
-section "2. GPT-2 124M, B16 T1024, bf16, compile: ours vs nanoGPT bench.py"
-bench configs/gpt2-124m.toml "${DATA124[@]}" --train.batch_size=16 --train.grad_accum=1 "${DEV[@]}" "${SHAPE[@]}" "${STEPS[@]}"
-if [ -n "${NANOGPT:-}" ]; then
-    (cd "$NANOGPT" && run "$PY" bench.py --batch_size=16 --bias=True --real_data=False) \
-        | grep -E "time per iteration" | tee -a "$OUT/summary.txt"
-fi
+    section "2. GPT-2 124M, B16 T1024, bf16, compile: ours vs nanoGPT bench.py"
+    bench configs/gpt2-124m.toml "${DATA124[@]}" --train.batch_size=16 --train.grad_accum=1 "${DEV[@]}" "${SHAPE[@]}" "${STEPS[@]}"
+    if [ -n "${NANOGPT:-}" ]; then
+        (cd "$NANOGPT" && run "$PY" bench.py --batch_size=16 --bias=True --real_data=False) \
+            | grep -E "time per iteration" | tee -a "$OUT/summary.txt"
+    fi
 fi
 
 if want 3; then
-section "3. Gemma-2-style window + softcap: device kernels vs build kernels (eager)"
-for kernels in device build; do
-    bench configs/presets/gemma2.toml --kernels $kernels "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" \
-        --train.batch_size=64
-    bench configs/presets/gemma2.toml --kernels $kernels "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" \
-        "${T2048[@]}"
-done
+    section "3. Gemma-2-style window + softcap: device kernels vs build kernels (eager)"
+    for kernels in device build; do
+        bench configs/presets/gemma2.toml --kernels $kernels "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" \
+            --train.batch_size=64
+        bench configs/presets/gemma2.toml --kernels $kernels "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" \
+            "${T2048[@]}"
+    done
 fi
 
 if want 4; then
-section "4. MoE: rung 11 vs dense rung 10 (B64), qwen3-moe; grouped GEMM vs the expert loop (eager)"
-bench configs/ladder/10-attn-sinks.toml configs/ladder/11-moe.toml "${DEV[@]}" --train.compile=false "${SHAPE[@]}" \
-    "${STEPS[@]}" "${B64[@]}"
-bench configs/ladder/11-moe.toml configs/presets/qwen3-moe.toml --kernels build "${DEV[@]}" --train.compile=false \
-    "${SHAPE[@]}" "${STEPS[@]}" "${B64[@]}"
-bench configs/presets/qwen3-moe.toml "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" "${B64[@]}"
+    section "4. MoE: rung 11 vs dense rung 10 (B64), qwen3-moe; grouped GEMM vs the expert loop (eager)"
+    bench configs/ladder/10-attn-sinks.toml configs/ladder/11-moe.toml "${DEV[@]}" --train.compile=false "${SHAPE[@]}" \
+        "${STEPS[@]}" "${B64[@]}"
+    bench configs/ladder/11-moe.toml configs/presets/qwen3-moe.toml --kernels build "${DEV[@]}" --train.compile=false \
+        "${SHAPE[@]}" "${STEPS[@]}" "${B64[@]}"
+    bench configs/presets/qwen3-moe.toml "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" "${B64[@]}"
 fi
 
 if want 5; then
-section "5. decode (scripts/gpu_decode_check.sh)"
-run env "${DECODE[@]}" PY="$PY" REPEAT="${REPEAT:-2}" scripts/gpu_decode_check.sh | tee -a "$OUT/summary.txt"
+    section "5. decode (scripts/gpu_decode_check.sh)"
+    run env "${DECODE[@]}" PY="$PY" REPEAT="${REPEAT:-2}" scripts/gpu_decode_check.sh | tee -a "$OUT/summary.txt"
 fi
 
 if want 6; then
-section "6. GPT-2 124M eager: ours vs nanoGPT"
-bench configs/gpt2-124m.toml "${DATA124[@]}" --train.batch_size=16 --train.grad_accum=1 "${DEV[@]}" "${SHAPE[@]}" \
-    "${STEPS[@]}" --train.compile=false
-if [ -n "${NANOGPT:-}" ]; then
-    (cd "$NANOGPT" && run "$PY" bench.py --batch_size=16 --bias=True --real_data=False --compile=False) \
-        | grep -E "time per iteration" | tee -a "$OUT/summary.txt"
+    section "6. GPT-2 124M eager: ours vs nanoGPT"
+    bench configs/gpt2-124m.toml "${DATA124[@]}" --train.batch_size=16 --train.grad_accum=1 "${DEV[@]}" "${SHAPE[@]}" \
+        "${STEPS[@]}" --train.compile=false
+    if [ -n "${NANOGPT:-}" ]; then
+        (cd "$NANOGPT" && run "$PY" bench.py --batch_size=16 --bias=True --real_data=False --compile=False) \
+            | grep -E "time per iteration" | tee -a "$OUT/summary.txt"
+    fi
 fi
+if want 7; then
+    section "7. parallel layouts on one device (scripts/bench_parallel.py)"
+    run "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 scripts/bench_parallel.py "${PARALLEL[@]}" \
+        --out "$OUT/parallel.jsonl" | tail -8 | tee -a "$OUT/summary.txt"
 fi
 echo "done $(date -u +%T)" | tee -a "$OUT/summary.txt"
