@@ -237,7 +237,7 @@ def expected_params(cfg: ModelConfig) -> int:
     b = int(cfg.bias)
     norm = d * (1 + b * (cfg.norm == "layernorm"))  # RMSNorm never has a shift
     attn = d * (q + 2 * kv) + b * (q + 2 * kv) + q * d + b * d
-    up = 2 * hidden if cfg.mlp in ("swiglu", "geglu") else hidden  # GLU: gate and up
+    up = 2 * hidden if cfg.mlp in ("swiglu", "geglu", "swiglu_clamped") else hidden  # GLU: gate and up
     mlp = d * up + b * up + hidden * d + b * d
     block = attn + mlp + NORM_PLACEMENTS[cfg.norm_placement] * norm
     embeddings = V * d * (1 if cfg.tie_embeddings else 2) + cfg.block_size * d * (cfg.pos == "learned")
@@ -259,6 +259,7 @@ COMBOS = [
     ("layernorm", False, "sandwich", "swiglu", True, True),
     ("rmsnorm", False, "sandwich", "gelu", False, True),
     ("layernorm", True, "sandwich", "relu2", False, False),
+    ("rmsnorm", False, "pre", "swiglu_clamped", False, True),  # gpt-oss (its MLPs have biases)
 ]
 COMBO_IDS = ["-".join(str(v) for v in c) for c in COMBOS]
 
@@ -276,7 +277,7 @@ def test_combos_cover_every_choice():
             ModelConfig.__dataclass_fields__[field].type.__args__
         )
         assert {c[i] for c in COMBOS} == choices, field
-    assert {(c[2], c[3]) for c in COMBOS} == {
+    assert {(c[2], c[3]) for c in COMBOS} >= {
         (p, m) for p in NORM_PLACEMENTS for m in ("gelu", "swiglu", "geglu", "relu2")
     }
 
