@@ -54,16 +54,21 @@ def chunked_delta_rule(q, k, v, g, beta, state: torch.Tensor | None = None, chun
     pad = -T % chunk  # padded tokens have k = v = 0, beta = 0, g = 0: they change nothing
     q, k, v = (F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, chunk)) for x in (q, k, v))  # (B, H, n, C, d)
     g, beta = (F.pad(x, (0, pad)).unflatten(2, (-1, chunk)) for x in (g, beta))  # (B, H, n, C)
-    gamma = g.cumsum(-1)  # log of the decay from the chunk's start to each token
+    # log of the decay from the chunk's start to each token. The sums are taken in fp64: with strong
+    # decays they reach -1e3 within a chunk, where fp32 keeps only ~1e-4 of the differences
+    # gamma_i - gamma_j that every product below is decayed by (the recurrent form has no such sums).
+    gamma64 = g.double().cumsum(-1)
+    gamma = gamma64.float()
     causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-    decay = (gamma[..., :, None] - gamma[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # (.., C, C)
+    pairwise = (gamma64[..., :, None] - gamma64[..., None, :]).float()
+    decay = pairwise.masked_fill(~causal, float("-inf")).exp()  # (B, H, n, C, C): e^(gamma_i - gamma_j), j <= i
     k_beta = k * beta[..., None]
     system = torch.eye(chunk, device=q.device) + ((k_beta @ k.transpose(-1, -2)) * decay).tril(-1)  # I + A
     u_v = torch.linalg.solve_triangular(system, v * beta[..., None], upper=False, unitriangular=True)
     u_k = torch.linalg.solve_triangular(system, k_beta * gamma.exp()[..., None], upper=False, unitriangular=True)
     scores = (q @ k.transpose(-1, -2)) * decay  # within-chunk attention, decayed, causal
     q_decayed = q * gamma.exp()[..., None]  # reads S_0 through the decay so far
-    k_decayed = k * (gamma[..., -1:] - gamma).exp()[..., None]  # writes decay until the chunk's end
+    k_decayed = k * (gamma64[..., -1:] - gamma64).float().exp()[..., None]  # writes decay until the chunk's end
     chunk_decay = gamma[..., -1].exp()[..., None, None]  # (B, H, n, 1, 1)
     S = q.new_zeros(B, H, dk, dv) if state is None else state.float()
     out = []

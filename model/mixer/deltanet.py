@@ -65,9 +65,10 @@ class GatedRMSNorm(nn.Module):
 
 
 class GatedDeltaNet(nn.Module):
-    """A Gated DeltaNet layer (module docstring). One fused input projection `c_attn` with rows
+    """A Gated DeltaNet layer (module docstring). One fused input projection `in_proj` with rows
     [q; k; v; z; b; a] (HF `in_proj_qkv`, `in_proj_z`, `in_proj_b`, `in_proj_a`), `conv1d`, `decay`
-    (A_log, dt_bias), `norm`, `c_proj` (HF `out_proj`); no biases, as HF. Matches HF
+    (A_log, dt_bias), `norm`, `out_proj`; no biases, as HF. (Names apart from attention's c_attn /
+    c_proj, so that a conversion table row names one kind of layer.) Matches HF
     `Qwen3_5GatedDeltaNet` (and `Qwen3NextGatedDeltaNet` up to its projection layout).
     Config: [model.deltanet] n_head, n_v_head, head_dim, v_head_dim, conv_size; norm_eps, dropout.
     """
@@ -80,11 +81,11 @@ class GatedDeltaNet(nn.Module):
         self.key_dim, self.value_dim = d.n_head * d.head_dim, d.n_v_head * d.v_head_dim
         self.conv_dim = 2 * self.key_dim + self.value_dim
         self.splits = [self.conv_dim, self.value_dim, d.n_v_head, d.n_v_head]  # [q; k; v], z, b, a
-        self.c_attn = nn.Linear(cfg.n_embd, sum(self.splits), bias=False)
+        self.in_proj = nn.Linear(cfg.n_embd, sum(self.splits), bias=False)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d.conv_size, groups=self.conv_dim, bias=False)
         self.decay = Decay(d.n_v_head)
         self.norm = GatedRMSNorm(d.v_head_dim, cfg.norm_eps)
-        self.c_proj = nn.Linear(self.value_dim, cfg.n_embd, bias=False)
+        self.out_proj = nn.Linear(self.value_dim, cfg.n_embd, bias=False)  # residual init, as c_proj
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.kernel = "torch"  # the chunked form; model/kernels.py switches to "fla" on CUDA
         self.chunked = RULES[self.kernel]
@@ -92,7 +93,7 @@ class GatedDeltaNet(nn.Module):
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
         """x: (B, T, n_embd); positions are unused (the conv and the decay carry the order)."""
         B, T, _ = x.shape
-        qkv, z, b, a = self.c_attn(x).split(self.splits, dim=-1)
+        qkv, z, b, a = self.in_proj(x).split(self.splits, dim=-1)
         past = cache.layers[self.layer_idx] if cache is not None else None
         qkv, conv_past = self.conv(qkv, None if past is None else past.conv)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
@@ -108,7 +109,7 @@ class GatedDeltaNet(nn.Module):
         if past is not None:
             past.write(conv_past, state)
         o = self.norm(o.transpose(1, 2).to(x.dtype), z.view(B, T, self.n_v_head, self.v_head_dim))
-        return self.resid_dropout(self.c_proj(o.reshape(B, T, self.value_dim)))
+        return self.resid_dropout(self.out_proj(o.reshape(B, T, self.value_dim)))
 
     def heads(self, t: torch.Tensor, dim: int) -> torch.Tensor:
         """(B, T, heads * dim) -> (B, heads, T, dim)."""
