@@ -23,6 +23,7 @@ from model import ModelConfig  # noqa: E402
 from model.config import DeltaNetConfig  # noqa: E402
 from model.mixer import build_mixer  # noqa: E402
 from train.cli import run_cli, split_args  # noqa: E402
+from train.config import ConfigError  # noqa: E402
 
 USAGE = "usage: python scripts/bench_mixers.py [--seq_lens 256,2048] [--threads N] [--repeats R]"
 
@@ -49,12 +50,12 @@ def main(argv: list[str]) -> int:
     opts = {"--seq_lens": "256,2048", "--threads": "0", "--repeats": "3"}
     positional, rest = split_args(argv, opts)
     if positional or rest:
-        raise ValueError(f"unexpected arguments {positional + rest}; {USAGE}")
+        raise ConfigError(f"unexpected arguments {positional + rest}; {USAGE}")
     try:
         seq_lens = [int(s) for s in opts["--seq_lens"].split(",")]
         threads, repeats = int(opts["--threads"]), int(opts["--repeats"])
     except ValueError:
-        raise ValueError(f"--seq_lens, --threads and --repeats take integers; {USAGE}") from None
+        raise ConfigError(f"--seq_lens, --threads and --repeats take integers; {USAGE}") from None
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -108,7 +108,7 @@ def test_family_choice_names_the_blocking_settings(tmp_path, capsys, runs):
 
 
 PRESET_FAMILY = {"deepseek-v3": "deepseek_v3", "gemma2": "gemma2", "llama3": "llama", "mistral": "mistral", "mixtral": "mixtral",
-                 "olmo2": "olmo2", "qwen3": "qwen3", "qwen3-moe": "qwen3_moe"}
+                 "olmo2": "olmo2", "qwen3": "qwen3", "qwen3-moe": "qwen3_moe", "qwen3.5": "qwen3_5_text"}
 NO_HF_CONVERSION_YET = {  # expected failures, each with its reason
     "gemma3": "model/hf/ has no Gemma 3 conversion (qk_norm and local_theta block Gemma 2)",
     "gpt-oss-dense": "model/hf/ has no gpt-oss conversion (attention sinks block the others)",
