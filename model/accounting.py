@@ -33,26 +33,57 @@ def mla_matrices(cfg: ModelConfig) -> list[Matrix]:
                     (m.kv_lora_rank, H * (m.qk_nope_head_dim + m.v_head_dim)), (H * m.v_head_dim, d)] + indexer
 
 
-# `model.attention` -> (its matrices, the indices of those with a bias when `model.bias`, the sizes of
-# its own norms). MLA has no bias on the up-projections out of a latent (q_b, kv_b), and always
-# RMSNorms the kv latent (and the query latent when low-rank); DSA's indexer LayerNorms its key.
-ATTENTION_MATRICES = {
+def deltanet_matrices(cfg: ModelConfig) -> list[Matrix]:
+    """Gated DeltaNet (model/mixer/deltanet.py): the fused input projection to [q; k; v; z; b; a] and
+    the output projection."""
+    d = cfg.deltanet
+    key_dim, value_dim = d.n_head * d.head_dim, d.n_v_head * d.v_head_dim
+    return [(cfg.n_embd, 2 * key_dim + 2 * value_dim + 2 * d.n_v_head), (value_dim, cfg.n_embd)]
+
+
+def deltanet_vectors(cfg: ModelConfig) -> int:
+    """The depthwise conv taps, A_log and dt_bias per value head, the gated RMSNorm's scale."""
+    d = cfg.deltanet
+    conv_dim = 2 * d.n_head * d.head_dim + d.n_v_head * d.v_head_dim
+    return conv_dim * d.conv_size + 2 * d.n_v_head + d.v_head_dim
+
+
+# `ModelConfig.mixer(i)` -> (its matrices, the indices of those with a bias when `model.bias`, its
+# other parameters: norms, conv taps). MLA has no bias on the up-projections out of a latent (q_b,
+# kv_b), and always RMSNorms the kv latent (and the query latent when low-rank); DSA's indexer
+# LayerNorms its key. Gated DeltaNet has no biases (as HF).
+MIXER_MATRICES = {
     "gqa": (gqa_matrices, lambda cfg: [0, 1], lambda cfg: 0),
     "mla": (mla_matrices, lambda cfg: [0, 2, 4] if cfg.mla.q_lora_rank else [0, 1, 3],
             lambda cfg: cfg.mla.kv_lora_rank + cfg.mla.q_lora_rank + 2 * cfg.mla.index_head_dim),
+    "gated_deltanet": (deltanet_matrices, lambda cfg: [], deltanet_vectors),
+}
+
+GATE_WIDTH = {  # `model.attention` -> width of the attention output the `attn_gate` gates
+    "gqa": lambda cfg: cfg.n_head * cfg.head_dim,
+    "mla": lambda cfg: cfg.n_head * cfg.mla.v_head_dim,
 }
 
 
-def attention_matrices(cfg: ModelConfig) -> list[Matrix]:
-    return ATTENTION_MATRICES[cfg.attention][0](cfg)
+def gate_matrices(cfg: ModelConfig, layer_idx: int) -> list[Matrix]:
+    """The output gate's projection (model/mixer/gate.py) on attention layers when `model.attn_gate`."""
+    if not cfg.attn_gate or cfg.is_linear(layer_idx):
+        return []
+    return [(cfg.n_embd, GATE_WIDTH[cfg.attention](cfg))]
 
 
-def attention_params(cfg: ModelConfig) -> int:
-    """Weights and biases of one layer's mixer, plus MLA's latent RMSNorms (kv, and q when low-rank)."""
-    build, biased, norms = ATTENTION_MATRICES[cfg.attention]
+def attention_matrices(cfg: ModelConfig, layer_idx: int = 0) -> list[Matrix]:
+    """The matrices of block `layer_idx`'s mixer (attention, MLA or linear attention), gate included."""
+    return MIXER_MATRICES[cfg.mixer(layer_idx)][0](cfg) + gate_matrices(cfg, layer_idx)
+
+
+def attention_params(cfg: ModelConfig, layer_idx: int = 0) -> int:
+    """Weights and biases of block `layer_idx`'s mixer and its gate, plus MLA's latent RMSNorms (kv,
+    and q when low-rank) or Gated DeltaNet's conv, decay and norm parameters."""
+    build, biased, vectors = MIXER_MATRICES[cfg.mixer(layer_idx)]
     matrices = build(cfg)
     n = sum(fi * fo for fi, fo in matrices) + (sum(matrices[i][1] for i in biased(cfg)) if cfg.bias else 0)
-    return n + norms(cfg)
+    return n + vectors(cfg) + _params(cfg, gate_matrices(cfg, layer_idx))
 
 
 def _two_layer(d: int, hidden: int) -> list[Matrix]:
@@ -109,17 +140,19 @@ QK_NORM_DIMS = {  # keyed by `model.qk_norm`: the sizes of the query and key nor
 
 def block_matrices(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> list[Matrix]:
     """The weight matrices of block `layer_idx` (all experts, or only the active ones)."""
-    return attention_matrices(cfg) + ffn_matrices(cfg, layer_idx, active) + router_matrices(cfg, layer_idx)
+    return attention_matrices(cfg, layer_idx) + ffn_matrices(cfg, layer_idx, active) + router_matrices(cfg, layer_idx)
 
 
 def block_params(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> int:
-    """Parameters of one block: matrices and their biases, the router, norms, QK-norms, sinks."""
+    """Parameters of one block: matrices and their biases, the router, norms, and on attention (not
+    linear-attention) layers QK-norms and sinks."""
     norm = NORM_PARAMS[cfg.norm]
-    n = attention_params(cfg) + _params(cfg, ffn_matrices(cfg, layer_idx, active))
+    n = attention_params(cfg, layer_idx) + _params(cfg, ffn_matrices(cfg, layer_idx, active))
     n += sum(fi * fo + (fo if cfg.moe.router_bias else 0) for fi, fo in router_matrices(cfg, layer_idx))
     n += NORMS_PER_BLOCK[cfg.norm_placement] * norm(cfg, cfg.n_embd)
-    n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
-    n += cfg.n_head if cfg.attn_sinks else 0  # one sink logit per head
+    if not cfg.is_linear(layer_idx):
+        n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
+        n += cfg.n_head if cfg.attn_sinks else 0  # one sink logit per head
     return n
 
 
@@ -150,10 +183,10 @@ def matmul_params(cfg: ModelConfig) -> int:
 
 
 def attended_keys(cfg: ModelConfig, seq_len: int) -> int:
-    """Keys a query is charged for, summed over layers: seq_len on global layers and
-    min(window, seq_len) on sliding-window (local) layers."""
+    """Keys a query is charged for, summed over attention layers: seq_len on global layers and
+    min(window, seq_len) on sliding-window (local) layers; linear-attention layers have none."""
     local = min(cfg.window, seq_len)
-    return sum(local if cfg.is_local(i) else seq_len for i in range(cfg.n_layer))
+    return sum(local if cfg.is_local(i) else seq_len for i in range(cfg.n_layer) if not cfg.is_linear(i))
 
 
 def sparse_keys(cfg: ModelConfig, seq_len: int) -> int:
@@ -161,10 +194,23 @@ def sparse_keys(cfg: ModelConfig, seq_len: int) -> int:
     mla.index_topk keys (the indexer still scores all of `attended_keys`)."""
     cap = cfg.mla.index_topk if cfg.attention == "mla" and cfg.mla.index_topk else seq_len
     return sum(min(cap, keys) for keys in (min(cfg.window, seq_len) if cfg.is_local(i) else seq_len
-                                            for i in range(cfg.n_layer)))
+                                            for i in range(cfg.n_layer) if not cfg.is_linear(i)))
 
 
-ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in training
+def deltanet_flops(cfg: ModelConfig, chunk: int = 64) -> int:
+    """Forward + backward FLOPs per token of one Gated DeltaNet layer beyond its matmuls with
+    weights, in the chunked form (model/mixer/delta_rule.py), per value head: reading and writing
+    the (head_dim x v_head_dim) state three times (S_0 read by q and by the keys' correction, the
+    state update): 3 * 2 * dk * dv; the within-chunk products K K^T, Q K^T (chunk * dk each) and
+    scores @ U (chunk * dv): 2 * chunk * (2 dk + dv); the two triangular solves: chunk * (dk + dv).
+    Times 3 for forward + backward. Independent of the sequence length: linear in T overall."""
+    d = cfg.deltanet
+    dk, dv = d.head_dim, d.v_head_dim
+    forward = 6 * dk * dv + 2 * chunk * (2 * dk + dv) + chunk * (dk + dv)
+    return 3 * d.n_v_head * forward
+
+
+ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in training (not linear layers)
     "gqa": lambda cfg: (cfg.head_dim, cfg.head_dim),
     "mla": lambda cfg: (cfg.mla.qk_nope_head_dim + cfg.mla.qk_rope_head_dim, cfg.mla.v_head_dim),
 }
@@ -184,7 +230,8 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     qk_dim = v_dim = head_dim (12 * n_head * head_dim); MLA trains on the naive path, with
     qk_nope_head_dim + qk_rope_head_dim and v_head_dim (`ATTENTION_DIMS`).
     A sliding-window layer sees at most `window` keys, so it is charged min(window, seq_len) keys
-    instead of seq_len (`attended_keys`).
+    instead of seq_len (`attended_keys`). A Gated DeltaNet layer attends to no keys; its state and
+    within-chunk products cost a constant per token (`deltanet_flops`).
     Like PaLM (arXiv:2204.02311, appendix B) and nanoGPT, this counts the full seq_len keys, not
     the ~seq_len/2 a causal mask leaves, and softmax/norm/activation FLOPs are ignored. With GQA the
     score cost follows n_head (queries), not n_kv_head.
@@ -198,7 +245,8 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     attention = 6 * cfg.n_head * (qk_dim + v_dim) * sparse_keys(cfg, seq_len)
     m = cfg.mla
     indexer = 2 * m.index_n_head * m.index_head_dim * attended_keys(cfg, seq_len) if m.index_topk else 0
-    return float(6 * matmul_params(cfg) + attention + indexer)
+    linear = sum(deltanet_flops(cfg) for i in range(cfg.n_layer) if cfg.is_linear(i))
+    return float(6 * matmul_params(cfg) + attention + indexer + linear)
 
 
 KV_ELEMENTS = {  # `model.attention` -> numbers one layer caches per token
@@ -209,8 +257,19 @@ KV_ELEMENTS = {  # `model.attention` -> numbers one layer caches per token
 
 
 def kv_bytes_per_token(cfg: ModelConfig, bytes_per_elem: int = 2) -> int:
-    """Bytes the generation cache holds per token, over all layers (`ModelCache.bytes_per_token`)."""
-    return cfg.n_layer * KV_ELEMENTS[cfg.attention](cfg) * bytes_per_elem
+    """Bytes the generation cache holds per token, over the attention layers: linear-attention layers
+    keep a fixed-size state instead (`recurrent_state_bytes`)."""
+    attention_layers = sum(not cfg.is_linear(i) for i in range(cfg.n_layer))
+    return attention_layers * KV_ELEMENTS[cfg.attention](cfg) * bytes_per_elem
+
+
+def recurrent_state_bytes(cfg: ModelConfig, dtype_bytes: int = 2) -> int:
+    """What one Gated DeltaNet layer caches for one sequence, whatever its length
+    (model/cache/recurrent.py): the conv's last conv_size - 1 inputs in the compute dtype, and the
+    fp32 state of n_v_head (head_dim x v_head_dim) matrices."""
+    d = cfg.deltanet
+    conv_dim = 2 * d.n_head * d.head_dim + d.n_v_head * d.v_head_dim
+    return conv_dim * (d.conv_size - 1) * dtype_bytes + d.n_v_head * d.head_dim * d.v_head_dim * 4
 
 
 def mha_kv_bytes_per_token(cfg: ModelConfig, bytes_per_elem: int = 2) -> int:
@@ -241,9 +300,10 @@ def kv_cache_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None = None, dtyp
                              kv_group: int = 128) -> float:
     """Bytes one more token of context occupies in the generation cache, summed over layers, scales
     and zero-points included. Sliding-window layers keep a fixed ring (`kv_cache_bytes`) and add
-    nothing per token. Equals `GPT.new_cache(...).bytes_per_token()` (tests/test_generate.py)."""
+    nothing per token, nor do linear-attention layers (a fixed state). Equals
+    `GPT.new_cache(...).bytes_per_token()` (tests/test_generate.py)."""
     per_layer = _layer_bytes_per_token(cfg, kv_dtype, dtype_bytes, kv_group)
-    return sum(0 if cfg.is_local(i) else per_layer for i in range(cfg.n_layer))
+    return sum(0 if cfg.is_local(i) or cfg.is_linear(i) else per_layer for i in range(cfg.n_layer))
 
 
 def kv_cache_bytes(cfg: ModelConfig, max_len: int, batch_size: int = 1, kv_dtype: str | None = None,
@@ -253,11 +313,14 @@ def kv_cache_bytes(cfg: ModelConfig, max_len: int, batch_size: int = 1, kv_dtype
       in the compute dtype plus one int64 position per slot;
     - a full-precision layer: max_len positions;
     - a quantized layer: codes and scales for max_len rounded up to kv_group positions, plus a
-      full-precision ring of kv_residual + kv_group + rollback positions."""
+      full-precision ring of kv_residual + kv_group + rollback positions;
+    - a linear-attention layer: its fixed state (`recurrent_state_bytes`), whatever max_len."""
     full = KV_ELEMENTS[cfg.attention](cfg) * dtype_bytes  # one position of one layer in the compute dtype
     total = 0.0
     for i in range(cfg.n_layer):
-        if cfg.is_local(i) and cfg.window + rollback < max_len:
+        if cfg.is_linear(i):
+            total += batch_size * recurrent_state_bytes(cfg, dtype_bytes)
+        elif cfg.is_local(i) and cfg.window + rollback < max_len:
             slots = cfg.window + rollback
             total += batch_size * slots * full + slots * 8
         elif kv_dtype is None:

@@ -136,6 +136,36 @@ class MLAConfig:
 
 
 @dataclass
+class DeltaNetConfig:
+    """Gated DeltaNet linear attention (`[model.deltanet]`), read when `model.linear_attention =
+    "gated_deltanet"` (model/mixer/deltanet.py). Sizes written as 0 take the attention's sizes."""
+
+    full_every: int = 4  # layer i keeps full attention (model.attention) when (i + 1) % full_every == 0;
+    # 0 = every layer linear. Qwen3-Next / Qwen3.5: 4 (3 linear : 1 full)
+    n_head: int = 0  # query/key heads; 0 = model.n_head
+    n_v_head: int = 0  # value heads (each q/k head serves n_v_head / n_head of them); 0 = n_head
+    head_dim: int = 0  # query/key size per head; 0 = model.head_dim
+    v_head_dim: int = 0  # value size per head; 0 = head_dim
+    conv_size: int = 4  # width of the short causal depthwise convolution over q, k, v
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_int(f"deltanet.{f.name}", getattr(self, f.name), minimum=0)
+        if self.conv_size < 2:
+            raise ValueError(f"model.deltanet.conv_size must be an integer >= 2; got {self.conv_size}")
+
+    def resolve(self, n_head: int, head_dim: int) -> None:
+        """Fill the sizes written as 0 (called by ModelConfig when linear attention is on)."""
+        self.n_head = self.n_head or n_head
+        self.n_v_head = self.n_v_head or self.n_head
+        self.head_dim = self.head_dim or head_dim
+        self.v_head_dim = self.v_head_dim or self.head_dim
+        if self.n_v_head % self.n_head:
+            raise ValueError(f"model.deltanet.n_v_head ({self.n_v_head}) must be divisible by "
+                             f"model.deltanet.n_head ({self.n_head})")
+
+
+@dataclass
 class ModelConfig:
     # --- sizes ---
     vocab_size: int = 50257  # real vocabulary; embeddings are padded up to `padded_vocab_size`
@@ -166,6 +196,10 @@ class ModelConfig:
     # the mixer: multi-head / grouped-query attention (n_kv_head) | Multi-head Latent Attention ([model.mla])
     attention: Literal["gqa", "mla"] = "gqa"
     mla: MLAConfig = field(default_factory=MLAConfig)
+    attn_gate: bool = False  # sigmoid gate from the block input on the attention output (Qwen3-Next)
+    # linear-attention layers between the full-attention ones, their pattern and sizes in [model.deltanet]
+    linear_attention: Literal["none", "gated_deltanet"] = "none"
+    deltanet: DeltaNetConfig = field(default_factory=DeltaNetConfig)
     # attention pattern
     window: int = 0  # sliding-window size in tokens; 0 = full causal attention
     global_every: int = 0  # with window: layer i is global when (i + 1) % global_every == 0; 0 = none
@@ -198,6 +232,12 @@ class ModelConfig:
                              f"got model.attention = {self.attention!r}")
         self.n_kv_head = self.n_kv_head or self.n_head
         self.head_dim = self.head_dim or self.n_embd // self.n_head
+        if not isinstance(self.attn_gate, bool):
+            raise ValueError(f"model.attn_gate must be true or false; got {self.attn_gate!r}")
+        if self.linear_attention != "none":
+            self.deltanet.resolve(self.n_head, self.head_dim)
+        elif self.deltanet != DeltaNetConfig():
+            raise ValueError('model.deltanet is read only when model.linear_attention = "gated_deltanet"')
         self.mlp_hidden = self.mlp_hidden or 4 * self.n_embd
         if self.n_head % self.n_kv_head:
             raise ValueError(
@@ -243,7 +283,17 @@ class ModelConfig:
         when (i + 1) % global_every == 0 (Gemma 2: global_every=2 -> local, global, ...; Gemma 3: 6);
         global_every=0 -> all layers local."""
         is_global = self.global_every > 0 and (layer_idx + 1) % self.global_every == 0
-        return self.window > 0 and not is_global
+        return self.window > 0 and not is_global and not self.is_linear(layer_idx)
+
+    def is_linear(self, layer_idx: int) -> bool:
+        """Whether block `layer_idx` mixes with linear attention (`model.linear_attention`) rather than
+        `model.attention`: with deltanet.full_every = 4, layers 0, 1, 2 linear, 3 full, ...; 0 = all."""
+        every = self.deltanet.full_every
+        return self.linear_attention != "none" and not (every and (layer_idx + 1) % every == 0)
+
+    def mixer(self, layer_idx: int) -> str:
+        """The sequence mixer of block `layer_idx`: the key of `model/mixer.MIXERS`."""
+        return self.linear_attention if self.is_linear(layer_idx) else self.attention
 
     def ignored_keys(self) -> dict[str, str]:
         """Keys (dotted, under `model.`) that the chosen rungs never read, each with the reason.
@@ -275,6 +325,8 @@ class ModelConfig:
                 "model.moe.n_expert is 0 (no Mixture of Experts)")
         if self.attention != "mla":
             add([f.name for f in fields(MLAConfig)], "mla.", f"model.attention is {self.attention!r}, not 'mla'")
+        if self.linear_attention == "none":
+            add([f.name for f in fields(DeltaNetConfig)], "deltanet.", "model.linear_attention is 'none'")
         return {f"model.{k}": v for k, v in out.items()}
 
     def is_moe(self, layer_idx: int) -> bool:

@@ -61,12 +61,15 @@ class GPT(nn.Module):
         | parameter                               | init                                   |
         |-----------------------------------------|----------------------------------------|
         | embeddings, linear weights              | N(0, init_std)                         |
-        | residual projections (`*.c_proj`)       | N(0, init_std / sqrt(2 * n_layer))     |
+        | residual projections (`*.c_proj`,       | N(0, init_std / sqrt(2 * n_layer))     |
+        |   Gated DeltaNet's `out_proj`)          |                                        |
         | biases                                  | 0                                      |
         | norm scales / shifts                    | 1 / 0                                  |
         | unit-offset norm scales (`1 + weight`)  | weight 0, so the scale starts at 1     |
         | MoE router weight                       | N(0, init_std); bias, expert_bias 0    |
         | MoE experts: c_fc / c_proj (per expert) | as an MLP's c_fc / c_proj              |
+        | Gated DeltaNet decay: A_log, dt_bias    | log U(0.01, 16), 1 (HF Qwen3.5)        |
+        | Gated DeltaNet conv1d                   | PyTorch's Conv1d default               |
 
         Every block adds two residual branches to the stream; scaling their output projections by
         1/sqrt(2 * n_layer) keeps the stream's variance independent of depth (GPT-2 paper, sec. 2.3).
@@ -75,7 +78,7 @@ class GPT(nn.Module):
         residual_std = std / math.sqrt(2 * self.config.n_layer)
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                is_residual = name.endswith("c_proj")
+                is_residual = name.endswith(("c_proj", "out_proj"))  # out_proj: linear attention
                 nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual else std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)

@@ -8,6 +8,8 @@ model is on its device, `use_device_kernels` switches the layers that have a fas
 | causal attention     | SDPA                              | SDPA (FlashAttention)                       |
 | window/softcap/sinks | SDPA with a band mask / softmax   | FlexAttention (model/mixer/flex.py)         |
 | MoE experts          | a loop over experts               | grouped GEMM in bf16 (model/ffn/moe.py)     |
+| Gated DeltaNet       | chunked form in PyTorch           | flash-linear-attention's Triton kernel, if  |
+|                      |                                   | installed (extra `fla`; delta_rule.py)      |
 
 The choice is made once, here; forward never asks which device it runs on.
 """
@@ -17,6 +19,8 @@ from torch import nn
 
 from .ffn.moe import Experts, expert_kernel
 from .mixer.attention import CausalSelfAttention, device_kernel
+from .mixer.deltanet import GatedDeltaNet
+from .mixer.delta_rule import fla_available
 
 
 def use_device_kernels(model: nn.Module, device: torch.device, dtype: torch.dtype) -> dict[str, str]:
@@ -28,6 +32,8 @@ def use_device_kernels(model: nn.Module, device: torch.device, dtype: torch.dtyp
             module.use_kernel(device_kernel(module, device))
         elif isinstance(module, Experts):
             module.use_kernel(expert_kernel(module, device, dtype))
+        elif isinstance(module, GatedDeltaNet):
+            module.use_kernel("fla" if device.type == "cuda" and fla_available() else "torch")
         else:
             continue
         chosen[name] = module.kernel

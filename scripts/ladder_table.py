@@ -7,7 +7,8 @@ Per config: parameters from the formula in model/accounting.py and as measured o
 layer's top_k experts, not all of them), training FLOPs per token at seq_len (default: the
 config's), and KV-cache bytes per token in bf16: what the cache holds (`kv_bytes_per_token`), its
 ratio to multi-head attention at the same width (`mha_kv_bytes_per_token`), and what a
-sliding-window model needs at seq_len when local layers keep only their last `window` keys.
+sliding-window model needs at seq_len when local layers keep only their last `window` keys (and
+linear-attention layers their fixed state, spread over the seq_len tokens).
 """
 
 import sys
@@ -21,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 from model import GPT  # noqa: E402
 from model.accounting import (  # noqa: E402
     KV_ELEMENTS, flops_per_token, kv_bytes_per_token, mha_kv_bytes_per_token, param_count,
+    recurrent_state_bytes,
 )
 from train.cli import run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
@@ -34,8 +36,10 @@ def measured_params(cfg) -> int:
 def kv_bytes_needed(cfg, seq_len: int, bytes_per_elem: int = 2) -> float:
     """KV bytes per token of a seq_len-token sequence when local layers keep only `window` keys."""
     per_key = KV_ELEMENTS[cfg.attention](cfg) * bytes_per_elem  # one token, one layer
-    kept = sum(min(cfg.window, seq_len) if cfg.is_local(i) else seq_len for i in range(cfg.n_layer))
-    return per_key * kept / seq_len
+    kept = sum(min(cfg.window, seq_len) if cfg.is_local(i) else seq_len
+               for i in range(cfg.n_layer) if not cfg.is_linear(i))
+    state = sum(recurrent_state_bytes(cfg, bytes_per_elem) for i in range(cfg.n_layer) if cfg.is_linear(i))
+    return (per_key * kept + state) / seq_len  # a linear layer's fixed state, spread over the sequence
 
 
 def table(paths: list[Path], seq_len: int | None) -> str:

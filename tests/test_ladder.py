@@ -45,16 +45,22 @@ def changed_keys(a, b) -> set[str]:
 # refuses (KV-head groups, QK-norm on up-projected keys) to their defaults.
 MLA_SWITCH = {"model.attention", "model.n_kv_head", "model.qk_norm"}
 
+# Turning on linear-attention layers brings their [model.deltanet] pattern and sizes with it.
+LINEAR_SWITCH = "model.linear_attention"
+
 
 def is_one_change(changed: set[str]) -> bool:
     """One model field, or exactly one coupled group, or only [model.moe] fields (turning experts on
     needs their number and size together), or a switch of `model.attention` with only its
-    [model.mla] sizes and the GQA settings it resets; never anything outside [model]."""
+    [model.mla] sizes and the GQA settings it resets, or of `model.linear_attention` with only its
+    [model.deltanet] pattern and sizes; never anything outside [model]."""
     if len(changed) == 1:
         return next(iter(changed)).startswith("model.")
     if changed and all(k.startswith("model.moe.") for k in changed):
         return True
     if "model.attention" in changed and all(k in MLA_SWITCH or k.startswith("model.mla.") for k in changed):
+        return True
+    if LINEAR_SWITCH in changed and all(k == LINEAR_SWITCH or k.startswith("model.deltanet.") for k in changed):
         return True
     return any(changed == group for group in COUPLED)
 
@@ -84,6 +90,8 @@ def test_one_change_check_can_fail():
     moe_and_more = load_config(LADDER[0], ["--model.moe.n_expert=4", "--model.n_kv_head=2"])
     mla = load_config(LADDER[0], ["--model.attention=mla", "--model.mla.kv_lora_rank=32"])
     mla_and_more = load_config(LADDER[0], ["--model.attention=mla", "--model.bias=false"])
+    hybrid = load_config(LADDER[0], ["--model.linear_attention=gated_deltanet", "--model.deltanet.full_every=2"])
+    hybrid_and_more = load_config(LADDER[0], ["--model.linear_attention=gated_deltanet", "--model.attn_gate=true"])
     assert not is_one_change(changed_keys(base, two))
     assert not is_one_change(changed_keys(base, budget))  # budgets must match across the ladder
     assert not is_one_change(changed_keys(base, base))
@@ -91,6 +99,8 @@ def test_one_change_check_can_fail():
     assert not is_one_change(changed_keys(base, moe_and_more))
     assert is_one_change(changed_keys(base, mla))
     assert not is_one_change(changed_keys(base, mla_and_more))
+    assert is_one_change(changed_keys(base, hybrid))
+    assert not is_one_change(changed_keys(base, hybrid_and_more))
 
 
 @pytest.mark.parametrize("path", LADDER[1:], ids=lambda p: p.stem)
@@ -119,6 +129,7 @@ REAL = {
     "qwen3-moe": ("Qwen3", (32, 4, 128, 2048, 6144)),  # Qwen3-30B-A3B (its dense width is unused)
     "deepseek-v3": ("DeepSeek-V3", (128, 128, 128, 7168, 18432)),
     "deepseek-v3.2": ("DeepSeek-V3.2", (128, 128, 128, 7168, 18432)),
+    "qwen3.5": ("Qwen3.5", (16, 4, 256, 4096, 12288)),  # transformers' Qwen3_5TextConfig defaults
 }
 # ... and its Mixture of Experts: routing is kept exactly, expert width relative to the model width.
 # (n_expert, top_k, n_shared, router, norm_topk, routed_scale, n_group, topk_group, expert_hidden,
@@ -136,6 +147,9 @@ REAL_MLA = {"deepseek-v3": (1536, 512, 128, 64, 128), "deepseek-v3.2": (1536, 51
 # ... and DeepSeek Sparse Attention: index_topk / context (2048 of 128K), indexer heads / heads,
 # indexer head size / head_dim
 REAL_DSA = {"deepseek-v3.2": (2048 / 131072, 64 / 128, 128 / 128)}
+# ... and its linear-attention layers: (full_every, q/k heads, value heads, q/k head size, value head
+# size); the pattern and the head ratio are kept exactly, the key and value widths relative to the width.
+REAL_LINEAR = {"qwen3.5": (4, 16, 32, 128, 128)}
 # Which layers use the sliding window, for a preset with n_layer layers.
 LOCAL_PATTERN = {
     "mistral": lambda n: [True] * n,  # every layer
@@ -180,6 +194,13 @@ def test_preset_keeps_the_real_ratios(path):
                 m.mla.index_head_dim / m.head_dim] == pytest.approx(REAL_DSA[path.stem])
     else:
         assert m.mla.index_topk == 0
+    assert (m.linear_attention != "none") == (path.stem in REAL_LINEAR)
+    if path.stem in REAL_LINEAR:
+        full_every, k_heads, v_heads, dk, dv = REAL_LINEAR[path.stem]
+        d = m.deltanet
+        assert d.full_every == full_every and d.n_v_head / d.n_head == v_heads / k_heads
+        assert [d.n_head * d.head_dim / m.n_embd, d.n_v_head * d.v_head_dim / m.n_embd] == pytest.approx(
+            [k_heads * dk / n_embd, v_heads * dv / n_embd])
     local = [m.is_local(i) for i in range(m.n_layer)]
     assert local == LOCAL_PATTERN.get(path.stem, lambda n: [False] * n)(m.n_layer)
     assert load_config(path).data.tokenizer == "byte"  # trains offline
@@ -202,14 +223,19 @@ def shrink(cfg):
     """A quarter of the width and as few layers as the local/global pattern allows; every structural
     choice (norms, MLP kind, heads and KV heads, qk-norm, rope, windows, sinks, softcaps, routing) is
     kept. The window shrinks to 16 so that it bites inside the 64-token test sequence; a dense first
-    layer stays, with one MoE layer after it. MLA's ranks and head sizes shrink by 4 too."""
+    layer stays, with one MoE layer after it. MLA's ranks and head sizes shrink by 4 too, and so do
+    Gated DeltaNet's head sizes; a hybrid keeps one full pattern (3 linear : 1 full)."""
     moe = dataclasses.replace(cfg.moe, expert_hidden=cfg.moe.expert_hidden // 4,
                               first_dense=min(cfg.moe.first_dense, 1))
     mla = dataclasses.replace(cfg.mla, **{f.name: getattr(cfg.mla, f.name) // 4 for f in dataclasses.fields(cfg.mla)
-                                          if f.name != "index_topk"})  # keys per query: kept
+                                          if f.name != "index_topk" and type(getattr(cfg.mla, f.name)) is int})
+    deltanet = dataclasses.replace(cfg.deltanet, head_dim=cfg.deltanet.head_dim // 4,
+                                   v_head_dim=cfg.deltanet.v_head_dim // 4)
+    full_every = cfg.deltanet.full_every if cfg.linear_attention != "none" else 0
     return dataclasses.replace(
         cfg, n_embd=cfg.n_embd // 4, head_dim=cfg.head_dim // 4, mlp_hidden=cfg.mlp_hidden // 4,
-        n_layer=max(2, cfg.global_every), window=16 if cfg.window else 0, moe=moe, mla=mla,
+        n_layer=max(2, cfg.global_every, full_every), window=16 if cfg.window else 0, moe=moe, mla=mla,
+        deltanet=deltanet,
     )
 
 

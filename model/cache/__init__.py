@@ -19,7 +19,7 @@ Protocol of a layer cache (duck-typed; a new cache kind is a new class, never a 
         entry's absolute position (a ring buffer, a static buffer with unwritten slots).
     bytes_per_token() -> int       bytes one more token of context costs (0 for a fixed-size state)
     nbytes() -> int                bytes allocated right now
-    max_rollback                   positions `ModelCache.rollback` may undo (None: any)
+    max_rollback                   positions `ModelCache.rollback` may undo (None: any; 0: a state)
 """
 
 from dataclasses import dataclass
@@ -114,8 +114,9 @@ class ModelCache:
             raise ValueError(f"cannot roll the cache back to {length}; it holds {self.length}")
         limits = [m for m in (getattr(layer, "max_rollback", None) for layer in self.layers) if m is not None]
         if limits and self.length - length > min(limits):
-            raise ValueError(f"cannot roll the cache back by {self.length - length} positions; it was "
-                             f"built for at most {min(limits)} (CacheSpec.rollback)")
+            why = ("a linear-attention layer's recurrent state cannot forget tokens" if min(limits) == 0
+                   else f"it was built for at most {min(limits)} (CacheSpec.rollback)")
+            raise ValueError(f"cannot roll the cache back by {self.length - length} positions; {why}")
         self.length = length
 
     def bytes_per_token(self) -> int:

@@ -2,13 +2,16 @@
 
 `FAMILIES` maps an HF `config.model_type` to a `Family` (model/hf/table.py), one module per layout:
 gpt2.py (GPT-2), llama.py (Llama, Mistral, Qwen3, OLMo 2, OLMo 3), gemma2.py (Gemma 2), moe.py (Mixtral,
-Qwen3-MoE), deepseek.py (DeepSeek-V3: MLA), deepseek_v32.py (DeepSeek-V3.2: sparse attention), gpt_oss.py (gpt-oss: sinks, biased experts). A family has
+Qwen3-MoE), deepseek.py (DeepSeek-V3: MLA), deepseek_v32.py (DeepSeek-V3.2: sparse attention), gpt_oss.py
+(gpt-oss: sinks, biased experts), qwen3_5.py (Qwen3.5: Gated DeltaNet and gated attention). A family has
   * `config_from_hf(hf_config) -> ModelConfig`: reads the HF config and raises ValueError naming
     any HF setting our model cannot reproduce exactly (a different activation, a RoPE variant, ...);
   * `config_to_hf(cfg, **overrides) -> PretrainedConfig`: the inverse. Whether the HF family can
     express `cfg` is checked once for all families: `config_from_hf(config_to_hf(cfg))` must give
     `cfg` back, so a field this family does not know (e.g. a later rung's toggle) is never dropped;
-  * `weights`: rows (our parameter, HF tensor name(s), Transform); `{i}` stands for the layer index;
+  * `weights`: rows (our parameter(s), HF tensor name(s), Transform); `{i}` stands for the layer
+    index; a row with several of ours (Qwen3.5's q_proj holds our queries and gates) loads a list
+    and saves from one;
   * `hf_ignore`: regexes of HF buffers that carry no weights (masks, rotary frequency tables).
 
 The converter copies every row, then checks that each of our parameters was filled and each HF
@@ -36,6 +39,7 @@ from .gpt2 import GPT2
 from .gpt_oss import GPT_OSS
 from .llama import LLAMA, MISTRAL, OLMO2, OLMO3, QWEN3
 from .moe import MIXTRAL, QWEN3_MOE
+from .qwen3_5 import QWEN3_5
 from .table import IDENTITY, TRANSPOSE, VOCAB, Family, Tensors, Transform, concat
 
 __all__ = [
@@ -46,7 +50,7 @@ __all__ = [
 FAMILIES: dict[str, Family] = {
     "gpt2": GPT2, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2, "olmo3": OLMO3, "gemma2": GEMMA2,
     "mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "deepseek_v3": DEEPSEEK_V3, "deepseek_v32": DEEPSEEK_V32,
-    "gpt_oss": GPT_OSS,
+    "gpt_oss": GPT_OSS, "qwen3_5_text": QWEN3_5,
 }
 
 
@@ -101,12 +105,16 @@ def _differences(ours, back, prefix: str) -> dict[str, object]:
     return lost
 
 
+def _names(names: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
 def _rows(family: Family, cfg: ModelConfig):
-    """The weight table with `{i}` expanded: (our name, tuple of HF names, transform)."""
+    """The weight table with `{i}` expanded: (tuple of our names, tuple of HF names, transform)."""
     for ours, hf, transform in family.weights:
-        hf = (hf,) if isinstance(hf, str) else hf
-        for i in range(cfg.n_layer) if "{i}" in ours else [None]:
-            yield ours.format(i=i), tuple(h.format(i=i) for h in hf), transform
+        ours, hf = _names(ours), _names(hf)
+        for i in range(cfg.n_layer) if "{i}" in ours[0] else [None]:
+            yield tuple(o.format(i=i) for o in ours), tuple(h.format(i=i) for h in hf), transform
 
 
 def _hf_tensors(hf_model: nn.Module, family: Family) -> dict[str, torch.Tensor]:
@@ -145,9 +153,9 @@ def from_hf(hf_model: nn.Module) -> GPT:
     cfg = family.config_from_hf(hf_model.config)
     dtype = next(hf_model.parameters()).dtype
     gpt = GPT(cfg).to(dtype)
-    rows = [(hf, (ours,), t) for ours, hf, t in _rows(family, cfg)]
+    rows = [(hf, ours, t) for ours, hf, t in _rows(family, cfg)]
     src = {n: t.detach().cpu() for n, t in _hf_tensors(hf_model, family).items()}
-    _transfer(rows, src, _our_tensors(gpt, family), lambda ts, t: [t.load(ts, cfg)])
+    _transfer(rows, src, _our_tensors(gpt, family), lambda ts, t: _listed(t.load(ts, cfg)))
     return gpt.eval()
 
 
@@ -161,15 +169,20 @@ def to_hf(gpt: GPT, model_type: str = "gpt2", **overrides) -> nn.Module:
     ours = _our_tensors(gpt, family)
     _check_no_expert_bias(gpt, model_type, ours)
     hf_model = AutoModelForCausalLM.from_config(hf_config).to(dtype)
-    rows = [((ours,), hf, t) for ours, hf, t in _rows(family, cfg)]
+    rows = list(_rows(family, cfg))
     src = {n: p.detach().cpu() for n, p in ours.items()}
-    _transfer(rows, src, _hf_tensors(hf_model, family), lambda ts, t: t.save(ts[0], cfg))
+    _transfer(rows, src, _hf_tensors(hf_model, family), lambda ts, t: t.save(ts[0] if len(ts) == 1 else ts, cfg))
     return hf_model.eval()
+
+
+def _listed(loaded) -> list[torch.Tensor]:
+    """A Transform's `load` gives our one tensor, or a list when a row fills several of ours."""
+    return [loaded] if isinstance(loaded, torch.Tensor) else list(loaded)
 
 
 def _our_tensors(gpt: GPT, family: Family) -> dict[str, torch.Tensor]:
     """Our parameters, and the buffers the family's table maps (DeepSeek-V3's router bias)."""
-    mapped = {ours.split(".{i}.")[-1] for ours, _, _ in family.weights}
+    mapped = {name.split(".{i}.")[-1] for ours, _, _ in family.weights for name in _names(ours)}
     buffers = {n: b for n, b in gpt.named_buffers() if n.split(".", 3)[-1] in mapped}
     return dict(gpt.named_parameters()) | buffers
 

@@ -53,7 +53,7 @@ def decoder_weights(norms: dict[str, str], extra: list[Row] = (), attn_mlp: list
     layer += list(extra)
     return [
         ("transformer.wte.weight", "model.embed_tokens.weight", VOCAB),
-        *[(f"transformer.h.{{i}}.{o}", _prefix("model.layers.{i}.", h), t) for o, h, t in layer],
+        *[(_prefix("transformer.h.{i}.", o), _prefix("model.layers.{i}.", h), t) for o, h, t in layer],
         ("transformer.ln_f.weight", "model.norm.weight", IDENTITY),
         ("lm_head.weight", "lm_head.weight", VOCAB),  # only when untied
     ]
@@ -78,11 +78,13 @@ _ROPE_OFF = {"partial_rotary_factor": 1.0, "attention_factor": None, "mscale": N
              "mscale_all_dim": None}
 
 
-def rope_from_hf(c) -> RopeConfig:
+def rope_from_hf(c, partial_rotary: bool = False) -> RopeConfig:
     """`rope_parameters` (transformers 5.x; older `rope_theta`/`rope_scaling` are folded into it by
     the HF config) -> RopeConfig. original_max_position_embeddings equal to max_position_embeddings
-    becomes our 0 ("= block_size")."""
+    becomes our 0 ("= block_size"). partial_rotary: the family's attention rotates only the first
+    `partial_rotary_factor` of each head (Qwen3.5), our `rope.fraction`; elsewhere it is refused."""
     p = dict(c.rope_parameters or {})
+    fraction = p.pop("partial_rotary_factor", 1.0) if partial_rotary else 1.0
     where = f"HF {c.model_type} config rope_parameters"
     if p.get("rope_type", "default") not in ROPE_TYPES:
         raise ValueError(f"{where} rope_type={p['rope_type']!r} is not supported; "
@@ -100,7 +102,7 @@ def rope_from_hf(c) -> RopeConfig:
     fields = {ours: p[hf] for ours, hf in _ROPE_FIELDS[scaling].items() if p.get(hf) is not None}
     if fields.get("original_max_pos") == c.max_position_embeddings:
         fields["original_max_pos"] = 0
-    return RopeConfig(theta=float(p.get("rope_theta", 10000.0)), scaling=scaling, **fields)
+    return RopeConfig(theta=float(p.get("rope_theta", 10000.0)), scaling=scaling, fraction=fraction, **fields)
 
 
 def rope_to_hf(cfg: ModelConfig) -> dict:

@@ -18,8 +18,8 @@ Tensors = list[torch.Tensor]
 
 
 class Transform(NamedTuple):
-    load: Callable[[Tensors, ModelConfig], torch.Tensor]  # HF tensors of one row -> our tensor
-    save: Callable[[torch.Tensor, ModelConfig], Tensors]  # our tensor -> HF tensors of the row
+    load: Callable[[Tensors, ModelConfig], torch.Tensor]  # HF tensors of one row -> our tensor (or list)
+    save: Callable[[torch.Tensor, ModelConfig], Tensors]  # our tensor (or list) -> HF tensors of the row
 
 
 IDENTITY = Transform(lambda ts, cfg: ts[0], lambda t, cfg: [t])
@@ -40,7 +40,7 @@ def concat(sizes: Callable[[ModelConfig], list[int]], dim: int = 0) -> Transform
     )
 
 
-Row = tuple[str, str | tuple[str, ...], Transform]
+Row = tuple[str | tuple[str, ...], str | tuple[str, ...], Transform]
 
 
 @dataclass(frozen=True)

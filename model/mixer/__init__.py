@@ -2,11 +2,13 @@
 
 from ..config import ModelConfig
 from .attention import CausalSelfAttention
+from .deltanet import GatedDeltaNet
 from .mla import MultiHeadLatentAttention
 
-# `model.attention` -> the mixer of each block; a new mixer (linear attention, ...) is one more entry.
-MIXERS = {"gqa": CausalSelfAttention, "mla": MultiHeadLatentAttention}
+# `ModelConfig.mixer(i)` -> the mixer of block i: `model.attention`, or `model.linear_attention` on
+# the linear layers of a hybrid ([model.deltanet] full_every).
+MIXERS = {"gqa": CausalSelfAttention, "mla": MultiHeadLatentAttention, "gated_deltanet": GatedDeltaNet}
 
 
 def build_mixer(cfg: ModelConfig, layer_idx: int):
-    return MIXERS[cfg.attention](cfg, layer_idx)
+    return MIXERS[cfg.mixer(layer_idx)](cfg, layer_idx)

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from ..config import ModelConfig
 from ..cache import CacheSpec, ModelCache, kv_layer_cache
 from . import flex
+from .gate import build_gate
 from .masks import sdpa_mask, visible_keys
 from ..norm import build_norm
 from ..rope import build_rotary
@@ -94,10 +95,11 @@ class CausalSelfAttention(AttentionKernels):
     n_kv_head < n_head; RoPE (arXiv:2104.09864, model/rope.py); QK-norm (arXiv:2010.04245) per head
     (Qwen3) or over the whole projection (OLMo 2, arXiv:2501.00656); sliding windows (Longformer,
     arXiv:2004.05150; Mistral, Gemma 2/3); logit softcap (Gemma 2, arXiv:2408.00118); attention
-    sinks (gpt-oss, arXiv:2508.10925; idea from arXiv:2309.17453).
+    sinks (gpt-oss, arXiv:2508.10925; idea from arXiv:2309.17453); a sigmoid output gate (Qwen3-Next,
+    arXiv:2505.06708, model/mixer/gate.py).
     Matches HF `GPT2Attention`, `LlamaAttention`, `Qwen3Attention`, `Olmo2Attention`,
-    `Gemma2Attention`, `GptOssAttention`. Config: n_head, n_kv_head, head_dim, bias, dropout, pos,
-    rope, qk_norm, norm, window, global_every, attn_scale, attn_softcap, attn_sinks.
+    `Gemma2Attention`, `GptOssAttention`, `Qwen3_5Attention`. Config: n_head, n_kv_head, head_dim, bias,
+    dropout, pos, rope, qk_norm, norm, window, global_every, attn_scale, attn_softcap, attn_sinks, attn_gate.
     """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
@@ -106,6 +108,7 @@ class CausalSelfAttention(AttentionKernels):
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         self.q_dim, self.kv_dim = cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
         self.c_attn = nn.Linear(cfg.n_embd, self.q_dim + 2 * self.kv_dim, bias=cfg.bias)
+        self.gate = build_gate(cfg, self.q_dim)  # sigmoid(W_g x) on the heads' output (attn_gate)
         self.c_proj = nn.Linear(self.q_dim, cfg.n_embd, bias=cfg.bias)
         self.q_group, self.k_group = QK_NORM_GROUPS[cfg.qk_norm](cfg)
         use_qk_norm = cfg.qk_norm != "none"
@@ -132,7 +135,7 @@ class CausalSelfAttention(AttentionKernels):
         if cache is not None:  # k, v: (B, n_kv_head, S, hd), S = what the cache shows of the past + T
             k, v, k_pos = cache.update(self.layer_idx, k, v)
         y = self.attend(q, k, v, positions, k_pos)  # (B, n_head, T, head_dim)
-        y = y.transpose(1, 2).reshape(B, T, self.q_dim)
+        y = self.gate(x, y.transpose(1, 2).reshape(B, T, self.q_dim))
         return self.resid_dropout(self.c_proj(y))
 
     def new_cache(self, spec: CacheSpec):

@@ -1,0 +1,140 @@
+"""Gated DeltaNet: linear attention whose memory is a fixed-size matrix per head, written by the
+gated delta rule (Yang, Kautz & Hatamizadeh 2024, arXiv:2412.06464), as Qwen3-Next and Qwen3.5 use it
+in 3 of every 4 layers.
+
+    [q; k; v] = SiLU(causal depthwise conv_size-tap conv(W_qkv x))      short local mixing
+    q, k      = L2-normalised per head (q also scaled by 1/sqrt(head_dim))
+    beta      = sigmoid(W_b x)                                           write strength, per value head
+    g         = -exp(A_log) * softplus(W_a x + dt_bias)                  log decay (Mamba2), per value head
+    o         = gated delta rule(q, k, v, g, beta)                        model/mixer/delta_rule.py
+    y         = W_o (RMSNorm(o) * weight * SiLU(W_z x))                  gated RMSNorm, per value head
+
+No positions: the conv and the decay give the order. Training runs the chunked form; decoding keeps
+only the conv's last conv_size - 1 inputs and the (head_dim x v_head_dim) state per value head
+(model/cache/recurrent.py), whatever the context length.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..cache import CacheSpec, ModelCache
+from ..cache.recurrent import RecurrentState
+from ..config import ModelConfig
+from .delta_rule import RULES, recurrent_delta_rule
+
+L2_EPS = 1e-6  # q / sqrt(sum q^2 + eps), as FLA and HF
+
+
+class Decay(nn.Module):
+    """g = -exp(A_log) * softplus(a + dt_bias): the log of the per-step decay, always < 0, in fp32.
+    Init as HF (`Qwen3_5PreTrainedModel._init_weights`): A ~ U(0.01, 16), dt_bias = 1."""
+
+    def __init__(self, n_v_head: int):
+        super().__init__()
+        self.A_log = nn.Parameter(torch.empty(n_v_head))
+        self.dt_bias = nn.Parameter(torch.empty(n_v_head))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.A_log.copy_(torch.empty_like(self.A_log).uniform_(0.01, 16).log())
+        nn.init.ones_(self.dt_bias)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias)
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm(o) * weight * SiLU(z) over each value head (HF `Qwen3_5RMSNormGated`, FLA's
+    `FusedRMSNormGated`): normalised in fp32, cast, scaled, then gated in fp32. Plain scale (not 1 +
+    weight), init 1. Config: norm_eps."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        x = o.float()
+        x = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(o.dtype)
+        return (self.weight * x * F.silu(z.float())).to(o.dtype)
+
+
+class GatedDeltaNet(nn.Module):
+    """A Gated DeltaNet layer (module docstring). One fused input projection `in_proj` with rows
+    [q; k; v; z; b; a] (HF `in_proj_qkv`, `in_proj_z`, `in_proj_b`, `in_proj_a`), `conv1d`, `decay`
+    (A_log, dt_bias), `norm`, `out_proj`; no biases, as HF. (Names apart from attention's c_attn /
+    c_proj, so that a conversion table row names one kind of layer.) Matches HF
+    `Qwen3_5GatedDeltaNet` (and `Qwen3NextGatedDeltaNet` up to its projection layout).
+    Config: [model.deltanet] n_head, n_v_head, head_dim, v_head_dim, conv_size; norm_eps, dropout.
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        d = cfg.deltanet
+        self.layer_idx = layer_idx
+        self.n_head, self.n_v_head, self.head_dim, self.v_head_dim = d.n_head, d.n_v_head, d.head_dim, d.v_head_dim
+        self.key_dim, self.value_dim = d.n_head * d.head_dim, d.n_v_head * d.v_head_dim
+        self.conv_dim = 2 * self.key_dim + self.value_dim
+        self.splits = [self.conv_dim, self.value_dim, d.n_v_head, d.n_v_head]  # [q; k; v], z, b, a
+        self.in_proj = nn.Linear(cfg.n_embd, sum(self.splits), bias=False)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d.conv_size, groups=self.conv_dim, bias=False)
+        self.decay = Decay(d.n_v_head)
+        self.norm = GatedRMSNorm(d.v_head_dim, cfg.norm_eps)
+        self.out_proj = nn.Linear(self.value_dim, cfg.n_embd, bias=False)  # residual init, as c_proj
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.kernel = "torch"  # the chunked form; model/kernels.py switches to "fla" on CUDA
+        self.chunked = RULES[self.kernel]
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
+        """x: (B, T, n_embd); positions are unused (the conv and the decay carry the order)."""
+        B, T, _ = x.shape
+        qkv, z, b, a = self.in_proj(x).split(self.splits, dim=-1)
+        past = cache.layers[self.layer_idx] if cache is not None else None
+        qkv, conv_past = self.conv(qkv, None if past is None else past.conv)
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
+        # (B, n_v_head, T, head_dim): q/k head h serves value heads h * r ... h * r + r - 1
+        q, k = (l2norm(self.heads(t, self.head_dim)).repeat_interleave(self.n_v_head // self.n_head, dim=1)
+                for t in (q, k))
+        q = q * self.head_dim**-0.5
+        v = self.heads(v, self.v_head_dim)  # (B, n_v_head, T, v_head_dim)
+        g, beta = self.decay(a).transpose(1, 2), torch.sigmoid(b.float()).transpose(1, 2)  # (B, n_v_head, T)
+        # decoding one token: the recurrence itself; otherwise (training, a prompt) the chunked form
+        rule = recurrent_delta_rule if past is not None and T == 1 else self.chunked
+        o, state = rule(q, k, v, g, beta, None if past is None else past.state)
+        if past is not None:
+            past.write(conv_past, state)
+        o = self.norm(o.transpose(1, 2).to(x.dtype), z.view(B, T, self.n_v_head, self.v_head_dim))
+        return self.resid_dropout(self.out_proj(o.reshape(B, T, self.value_dim)))
+
+    def heads(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """(B, T, heads * dim) -> (B, heads, T, dim)."""
+        return t.unflatten(-1, (-1, dim)).transpose(1, 2)
+
+    def conv(self, x: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """SiLU(causal depthwise conv) over time. x: (B, T, conv_dim); past: (B, conv_dim, conv_size - 1)
+        inputs before x (None: zeros). Returns the output (B, T, conv_dim) and the new past."""
+        x = x.transpose(1, 2)  # (B, conv_dim, T)
+        width = self.conv1d.kernel_size[0] - 1
+        x = F.pad(x, (width, 0)) if past is None else torch.cat([past.to(x.dtype), x], dim=-1)
+        y = F.conv1d(x, self.conv1d.weight, groups=self.conv_dim)
+        return F.silu(y).transpose(1, 2), x[..., x.shape[-1] - width:]
+
+    def new_cache(self, spec: CacheSpec) -> RecurrentState:
+        """This layer's generation cache: the conv's last inputs and the recurrent state, of a fixed
+        size (model/cache/recurrent.py). The state stays in fp32 whatever `kv_dtype` says."""
+        state = (self.n_v_head, self.head_dim, self.v_head_dim)
+        return RecurrentState(spec, self.conv_dim, self.conv1d.kernel_size[0], state)
+
+    def use_kernel(self, kernel: str) -> None:
+        self.kernel, self.chunked = kernel, RULES[kernel]
+
+
+def l2norm(x: torch.Tensor) -> torch.Tensor:
+    """x / sqrt(sum(x^2) + eps) over the last dimension, in fp32 (FLA's `l2norm`)."""
+    x = x.float()
+    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + L2_EPS)

@@ -1,0 +1,231 @@
+"""Gated DeltaNet (model/mixer/deltanet.py, delta_rule.py) and the gated attention output
+(model/mixer/gate.py): the chunked delta rule equals the recurrent one and HF's torch fallbacks;
+a hybrid model's cached decode equals its full forward; its cache is a constant-size state on the
+linear layers and the accounting says so; the gate gates. CPU, fp32, tiny random models."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from model import GPT, ModelConfig
+from model.accounting import (
+    flops_per_token, kv_bytes_per_token, kv_cache_bytes, kv_cache_bytes_per_token, param_count,
+    recurrent_state_bytes,
+)
+from model.config import DeltaNetConfig, MLAConfig
+from model.kernels import use_device_kernels
+from model.mixer.delta_rule import chunked_delta_rule, recurrent_delta_rule
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+BASE = dict(vocab_size=97, block_size=96, n_layer=4, n_head=4, n_kv_head=2, n_embd=48, pos="rope",
+            norm="rmsnorm", mlp="swiglu", bias=False, linear_attention="gated_deltanet")
+DELTA = DeltaNetConfig(full_every=2, n_head=2, n_v_head=4, head_dim=12, v_head_dim=8, conv_size=4)
+# name: ModelConfig overrides on BASE
+CASES = {
+    "gqa-gated-1to1": dict(deltanet=DELTA, attn_gate=True, qk_norm="head"),
+    "mla-gated-3to1-window": dict(deltanet=dataclasses.replace(DELTA, full_every=4), attn_gate=True,
+                                  attention="mla", n_kv_head=0, window=16, global_every=2,
+                                  mla=MLAConfig(kv_lora_rank=16, qk_nope_head_dim=12, qk_rope_head_dim=8, v_head_dim=10)),
+    "all-linear-derived-sizes": dict(deltanet=DeltaNetConfig(full_every=0)),
+}
+
+
+def config(case: str) -> ModelConfig:
+    return ModelConfig(**{**BASE, **CASES[case]})
+
+
+def random_inputs(B=2, H=4, T=150, dk=12, dv=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k = (torch.nn.functional.normalize(torch.randn(B, H, T, dk, generator=g), dim=-1) for _ in range(2))
+    v = torch.randn(B, H, T, dv, generator=g)
+    decay = -torch.rand(B, H, T, generator=g) * 0.5  # log decay < 0
+    beta = torch.rand(B, H, T, generator=g)
+    state = torch.randn(B, H, dk, dv, generator=g)
+    return q * dk**-0.5, k, v, decay, beta, state
+
+
+# ----------------------------------------------------------------------------- the delta rule
+@pytest.mark.parametrize("chunk", [64, 16, 1])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_chunked_equals_recurrent(chunk, with_state):
+    q, k, v, g, beta, state = random_inputs()
+    state = state if with_state else None
+    o_r, s_r = recurrent_delta_rule(q, k, v, g, beta, state)
+    o_c, s_c = chunked_delta_rule(q, k, v, g, beta, state, chunk=chunk)  # 150 = 2 chunks of 64 + a padded one
+    torch.testing.assert_close(o_c, o_r, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s_c, s_r, atol=1e-5, rtol=1e-5)
+    assert o_r.abs().mean() > 0.05  # not trivially zero
+
+
+def test_the_rule_is_the_delta_rule():
+    """Oracle for one head and two tokens, written out: S1 = a1 * 0 + k1 (b1 v1)^T, then the second
+    token writes only the correction of what S1 predicted for k2."""
+    q, k, v, g, beta, _ = random_inputs(B=1, H=1, T=2, dk=3, dv=2)
+    a, b = g.exp()[0, 0], beta[0, 0]
+    k1, k2, v1, v2 = k[0, 0, 0], k[0, 0, 1], v[0, 0, 0], v[0, 0, 1]
+    S1 = torch.outer(k1, b[0] * v1)
+    S2 = a[1] * S1 + torch.outer(k2, b[1] * (v2 - a[1] * S1.T @ k2))
+    o, S = chunked_delta_rule(q, k, v, g, beta)
+    torch.testing.assert_close(S[0, 0], S2)
+    torch.testing.assert_close(o[0, 0, 1], S2.T @ q[0, 0, 1])
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_matches_hf_torch_fallbacks(with_state):
+    """HF Qwen3-Next's chunked and recurrent torch references (they normalise and scale q/k themselves,
+    tokens-first layout, and repeat q/k heads for grouped value heads)."""
+    hf = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")
+    g_ = torch.Generator().manual_seed(3)
+    B, T, Hk, Hv, dk, dv = 2, 100, 2, 4, 12, 8
+    q_raw, k_raw = torch.randn(B, T, Hk, dk, generator=g_), torch.randn(B, T, Hk, dk, generator=g_)
+    v = torch.randn(B, T, Hv, dv, generator=g_)
+    g, beta = -torch.rand(B, T, Hv, generator=g_), torch.rand(B, T, Hv, generator=g_)
+    state = torch.randn(B, Hv, dk, dv, generator=g_) if with_state else None
+    kwargs = dict(initial_state=state, output_final_state=True, use_qk_l2norm_in_kernel=True)
+    o_hf, s_hf = hf.torch_chunk_gated_delta_rule(q_raw, k_raw, v, g, beta, **kwargs)
+    o_hr, s_hr = hf.torch_recurrent_gated_delta_rule(q_raw, k_raw, v, g, beta, **kwargs)
+
+    def ours(t):  # (B, T, Hk, dk) -> l2-normalised (B, Hv, T, dk)
+        t = torch.nn.functional.normalize(t, dim=-1, eps=0)  # eps is in HF's rsqrt; negligible here
+        return t.transpose(1, 2).repeat_interleave(Hv // Hk, dim=1)
+
+    args = (ours(q_raw) * dk**-0.5, ours(k_raw), v.transpose(1, 2), g.transpose(1, 2), beta.transpose(1, 2), state)
+    for rule in (chunked_delta_rule, recurrent_delta_rule):
+        o, s = rule(*args)
+        for o_ref, s_ref in ((o_hf, s_hf), (o_hr, s_hr)):
+            torch.testing.assert_close(o.transpose(1, 2), o_ref, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(s, s_ref, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- the hybrid model
+@torch.no_grad()
+@pytest.mark.parametrize("case", CASES)
+def test_cached_decode_equals_full_forward(case):
+    cfg = config(case)
+    torch.manual_seed(0)
+    model = GPT(cfg).eval()
+    kinds = [type(b.attn).__name__ for b in model.transformer.h]
+    assert kinds.count("GatedDeltaNet") == sum(cfg.is_linear(i) for i in range(cfg.n_layer)) > 0
+    idx = torch.randint(0, cfg.vocab_size, (2, 90), generator=torch.Generator().manual_seed(1))
+    full = model(idx)
+    cache = model.new_cache(2, 90)
+    # a 70-token prompt (chunked form, two chunks), then one token at a time (recurrent form), then 5 at once
+    parts = [model(idx[:, :70], cache=cache)] + [model(idx[:, t:t + 1], cache=cache) for t in range(70, 85)]
+    parts.append(model(idx[:, 85:], cache=cache))
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-4, rtol=0)
+    assert full.std() > 0.1
+
+
+@torch.no_grad()
+def test_generate_with_cache_equals_without():
+    torch.manual_seed(0)
+    model = GPT(config("gqa-gated-1to1"))
+    idx = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(2))
+    cached = model.generate(idx, 30, temperature=0.0, use_cache=True)
+    assert torch.equal(cached, model.generate(idx, 30, temperature=0.0, use_cache=False))
+
+
+def test_future_tokens_do_not_change_past_logits():
+    torch.manual_seed(0)
+    model = GPT(config("mla-gated-3to1-window")).eval()
+    idx = torch.randint(0, 97, (1, 80), generator=torch.Generator().manual_seed(3))
+    other = idx.clone()
+    other[:, 50:] = (other[:, 50:] + 1) % 97
+    with torch.no_grad():
+        a, b = model(idx), model(other)
+    torch.testing.assert_close(a[:, :50], b[:, :50], atol=1e-5, rtol=0)
+    assert (a[:, 50:] - b[:, 50:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cache_is_constant_on_linear_layers_and_accounting_matches(case):
+    cfg = config(case)
+    model = GPT(cfg)
+    linear = [i for i in range(cfg.n_layer) if cfg.is_linear(i)]
+    for max_len in (16, 96):
+        cache = model.new_cache(3, max_len)
+        assert cache.nbytes() == kv_cache_bytes(cfg, max_len, batch_size=3, dtype_bytes=4)
+        assert cache.bytes_per_token() == kv_cache_bytes_per_token(cfg, dtype_bytes=4)
+        assert [cache.layers[i].nbytes() for i in linear] == [3 * recurrent_state_bytes(cfg, 4)] * len(linear)
+    assert kv_bytes_per_token(cfg, 4) == kv_cache_bytes_per_token(cfg, dtype_bytes=4)
+    assert kv_cache_bytes(cfg, 32768) - kv_cache_bytes(cfg, 1024) == (32768 - 1024) * kv_cache_bytes_per_token(cfg) \
+        or cfg.window  # sliding rings are fixed too
+
+
+def test_hybrid_cache_is_smaller_at_long_context():
+    full = ModelConfig(**{**BASE, "linear_attention": "none"})
+    hybrid = config("gqa-gated-1to1")
+    assert kv_cache_bytes_per_token(hybrid) == kv_cache_bytes_per_token(full) / 2  # half the layers attend
+    all_linear = config("all-linear-derived-sizes")
+    assert kv_cache_bytes_per_token(all_linear) == 0
+    assert kv_cache_bytes(all_linear, 32768) == kv_cache_bytes(all_linear, 1024) > 0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_param_count_and_flops(case):
+    cfg = config(case)
+    assert param_count(cfg) == GPT(cfg).num_params()
+    full = dataclasses.replace(cfg, linear_attention="none", deltanet=DeltaNetConfig())
+    # attention FLOPs grow with the context; the linear layers' do not
+    grow = lambda c: flops_per_token(c, 4096) - flops_per_token(c, 1024)  # noqa: E731
+    assert grow(cfg) < grow(full)
+
+
+def test_speculative_rollback_is_refused():
+    torch.manual_seed(0)
+    model, draft = GPT(config("gqa-gated-1to1")), GPT(config("gqa-gated-1to1"))
+    idx = torch.randint(0, 97, (1, 8))
+    with pytest.raises(ValueError, match="recurrent state cannot forget"):  # a rejected draft must be undone
+        model.generate(idx, 16, temperature=1.0, draft=draft, n_draft=3, generator=torch.Generator().manual_seed(0))
+
+
+def test_static_cache_is_refused():
+    with pytest.raises(ValueError, match="linear-attention"):
+        GPT(config("gqa-gated-1to1")).new_cache(1, 8, static=True)
+
+
+def test_cpu_keeps_the_torch_kernel():
+    model = GPT(config("gqa-gated-1to1"))
+    use_device_kernels(model, torch.device("cpu"), torch.float32)
+    assert {b.attn.kernel for i, b in enumerate(model.transformer.h) if i % 2 == 0} == {"torch"}
+
+
+@pytest.mark.parametrize("bad, field", [
+    (lambda: dict(deltanet=DeltaNetConfig(n_head=3, n_v_head=4)), "n_v_head"),
+    (lambda: dict(deltanet=DeltaNetConfig(conv_size=1)), "conv_size"),
+    (lambda: dict(deltanet=DeltaNetConfig(full_every=-1)), "full_every"),
+    (lambda: dict(linear_attention="mamba"), "linear_attention"),
+    (lambda: dict(linear_attention="none", deltanet=DeltaNetConfig(full_every=2)), "deltanet"),
+    (lambda: dict(attn_gate="yes"), "attn_gate"),
+])
+def test_bad_config_raises(bad, field):
+    with pytest.raises(ValueError, match=field):
+        ModelConfig(**{**BASE, **bad()})
+
+
+def test_deltanet_keys_are_ignored_without_linear_attention():
+    ignored = ModelConfig().ignored_keys()
+    assert "model.deltanet.full_every" in ignored and "model.deltanet.conv_size" in ignored
+    assert "model.deltanet.full_every" not in config("gqa-gated-1to1").ignored_keys()
+
+
+# ----------------------------------------------------------------------------- the gate
+@torch.no_grad()
+@pytest.mark.parametrize("attention", ["gqa", "mla"])
+def test_gate_multiplies_the_attention_output(attention):
+    """With the gate's weights at 0, sigmoid(0) = 1/2: the gated mixer gives half of the ungated one's
+    output before c_proj, i.e. exactly half of its output when c_proj has no bias."""
+    extra = dict(n_kv_head=0, mla=MLAConfig(kv_lora_rank=16)) if attention == "mla" else {}
+    plain = ModelConfig(**{**BASE, "linear_attention": "none", "attention": attention, **extra})
+    gated = dataclasses.replace(plain, attn_gate=True)
+    torch.manual_seed(0)
+    a, b = GPT(plain).transformer.h[0].attn.eval(), GPT(gated).transformer.h[0].attn.eval()
+    missing = b.load_state_dict(a.state_dict(), strict=False).missing_keys
+    assert missing == ["gate.proj.weight"]
+    x, pos = torch.randn(2, 10, 48), torch.arange(10)
+    b.gate.proj.weight.zero_()
+    torch.testing.assert_close(b(x, pos), a(x, pos) / 2)
+    b.gate.proj.weight.normal_()
+    assert (b(x, pos) - a(x, pos) / 2).abs().max() > 1e-3
