@@ -49,9 +49,10 @@ MLA_SWITCH = {"model.attention", "model.n_kv_head", "model.qk_norm"}
 def is_one_change(changed: set[str]) -> bool:
     """One model field, or exactly one coupled group, or only [model.moe] fields (turning experts on
     needs their number and size together), or a switch of `model.attention` with only its
-    [model.mla] sizes and the GQA settings it resets; never anything outside [model]."""
+    [model.mla] sizes and the GQA settings it resets; outside [model], only the optimizer's name
+    (the training budget must match across the ladder)."""
     if len(changed) == 1:
-        return next(iter(changed)).startswith("model.")
+        return next(iter(changed)) in ("optim.name",) or next(iter(changed)).startswith("model.")
     if changed and all(k.startswith("model.moe.") for k in changed):
         return True
     if "model.attention" in changed and all(k in MLA_SWITCH or k.startswith("model.mla.") for k in changed):
@@ -84,6 +85,8 @@ def test_one_change_check_can_fail():
     moe_and_more = load_config(LADDER[0], ["--model.moe.n_expert=4", "--model.n_kv_head=2"])
     mla = load_config(LADDER[0], ["--model.attention=mla", "--model.mla.kv_lora_rank=32"])
     mla_and_more = load_config(LADDER[0], ["--model.attention=mla", "--model.bias=false"])
+    muon = load_config(LADDER[0], ["--optim.name=muon"])
+    muon_and_lr = load_config(LADDER[0], ["--optim.name=muon", "--optim.lr=1e-2"])
     assert not is_one_change(changed_keys(base, two))
     assert not is_one_change(changed_keys(base, budget))  # budgets must match across the ladder
     assert not is_one_change(changed_keys(base, base))
@@ -91,6 +94,8 @@ def test_one_change_check_can_fail():
     assert not is_one_change(changed_keys(base, moe_and_more))
     assert is_one_change(changed_keys(base, mla))
     assert not is_one_change(changed_keys(base, mla_and_more))
+    assert is_one_change(changed_keys(base, muon))
+    assert not is_one_change(changed_keys(base, muon_and_lr))
 
 
 @pytest.mark.parametrize("path", LADDER[1:], ids=lambda p: p.stem)
@@ -197,14 +202,15 @@ def shrink(cfg):
     )
 
 
-def overfit(cfg, steps: int, lr: float) -> tuple[float, float]:
-    """Train on one fixed (2, 64) batch of source text; return (first loss, last loss)."""
+def overfit(cfg, steps: int, lr: float, optimizer: str = "adamw") -> tuple[float, float]:
+    """Train on one fixed (2, 64) batch of source text with `optimizer` (optim.name); return (first
+    loss, last loss)."""
     torch.manual_seed(0)
     model = GPT(cfg)
     tokens = torch.tensor(list(FIXED_TEXT))
     x = torch.stack([tokens[:-1], tokens[:-1].roll(7)])
     y = torch.stack([tokens[1:], tokens[1:].roll(7)])
-    opt = build_optimizer(model, OptimConfig(lr=lr, weight_decay=0.0), "cpu")
+    opt = build_optimizer(model, OptimConfig(name=optimizer, lr=lr, weight_decay=0.0), "cpu")
     losses = []
     for _ in range(steps):
         _, loss = model(x, y)
@@ -227,8 +233,8 @@ def one_thread():
 @pytest.mark.slow  # ~1 s per config, ~20 s in all on 2 cores
 @pytest.mark.parametrize("path", PRESETS + LADDER, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_overfits_one_batch(path, one_thread):
-    cfg = shrink(load_config(path).model)
-    first, last = overfit(cfg, steps=100, lr=3e-3)
+    run = load_config(path)
+    first, last = overfit(shrink(run.model), steps=100, lr=3e-3, optimizer=run.optim.name)
     assert first == pytest.approx(5.55, abs=0.3)  # ~ln(257): an untrained model is near uniform
     assert last < 0.5, f"{path.name}: loss {first:.2f} -> {last:.2f} after 100 steps"
 
