@@ -134,7 +134,19 @@ def param_count(cfg: ModelConfig, active: bool = False) -> int:
     n += sum(block_params(cfg, i, active) for i in range(cfg.n_layer))
     n += NORM_PARAMS[cfg.norm](cfg, d)  # final norm
     n += 0 if cfg.tie_embeddings else vocab * d  # LM head
-    return n
+    return n + sum(mtp_module_params(cfg, k, active) for k in range(1, cfg.mtp_depth + 1))
+
+
+def mtp_layers(cfg: ModelConfig) -> range:
+    """The layer indices of the MTP modules' blocks (model/mtp.py): the stack's pattern continued."""
+    return range(cfg.n_layer, cfg.n_layer + cfg.mtp_depth)
+
+
+def mtp_module_params(cfg: ModelConfig, depth: int, active: bool = False) -> int:
+    """One MTP module: its two input norms, the (2 n_embd -> n_embd) projection, a block and an
+    output norm; the embedding and the LM head are the main model's."""
+    d = cfg.n_embd
+    return 3 * NORM_PARAMS[cfg.norm](cfg, d) + 2 * d * d + block_params(cfg, cfg.n_layer + depth - 1, active)
 
 
 def matmul_params(cfg: ModelConfig) -> int:
@@ -143,14 +155,23 @@ def matmul_params(cfg: ModelConfig) -> int:
     (over the padded vocabulary, which is what is computed). Embedding lookups, norms and bias
     additions are not matmuls and are left out, as in Kaplan et al. 2020 (arXiv:2001.08361)."""
     blocks = sum(fi * fo for i in range(cfg.n_layer) for fi, fo in block_matrices(cfg, i, active=True))
-    return blocks + cfg.n_embd * cfg.padded_vocab_size
+    return blocks + cfg.n_embd * cfg.padded_vocab_size + mtp_matmul_params(cfg)
+
+
+def mtp_matmul_params(cfg: ModelConfig) -> int:
+    """Training only: each MTP module's projection, block and a second pass through the LM head.
+    Charged for every token (depth k skips the last k positions of a sequence: k / seq_len less)."""
+    head = cfg.n_embd * cfg.padded_vocab_size
+    return sum(2 * cfg.n_embd**2 + head + sum(fi * fo for fi, fo in block_matrices(cfg, i, active=True))
+               for i in mtp_layers(cfg))
 
 
 def attended_keys(cfg: ModelConfig, seq_len: int) -> int:
     """Keys a query is charged for, summed over layers: seq_len on global layers and
     min(window, seq_len) on sliding-window (local) layers."""
     local = min(cfg.window, seq_len)
-    return sum(local if cfg.is_local(i) else seq_len for i in range(cfg.n_layer))
+    layers = [*range(cfg.n_layer), *mtp_layers(cfg)]  # MTP blocks attend in training too
+    return sum(local if cfg.is_local(i) else seq_len for i in layers)
 
 
 ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in training
