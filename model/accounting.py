@@ -170,7 +170,19 @@ def param_count(cfg: ModelConfig, active: bool = False) -> int:
     n += sum(block_params(cfg, i, active) for i in range(cfg.n_layer))
     n += NORM_PARAMS[cfg.norm](cfg, d)  # final norm
     n += 0 if cfg.tie_embeddings else vocab * d  # LM head
-    return n
+    return n + sum(mtp_module_params(cfg, k, active) for k in range(1, cfg.mtp_depth + 1))
+
+
+def mtp_layers(cfg: ModelConfig) -> range:
+    """The layer indices of the MTP modules' blocks (model/mtp.py): the stack's pattern continued."""
+    return range(cfg.n_layer, cfg.n_layer + cfg.mtp_depth)
+
+
+def mtp_module_params(cfg: ModelConfig, depth: int, active: bool = False) -> int:
+    """One MTP module: its two input norms, the (2 n_embd -> n_embd) projection, a block and an
+    output norm; the embedding and the LM head are the main model's."""
+    d = cfg.n_embd
+    return 3 * NORM_PARAMS[cfg.norm](cfg, d) + 2 * d * d + block_params(cfg, cfg.n_layer + depth - 1, active)
 
 
 def matmul_params(cfg: ModelConfig) -> int:
@@ -179,14 +191,23 @@ def matmul_params(cfg: ModelConfig) -> int:
     (over the padded vocabulary, which is what is computed). Embedding lookups, norms and bias
     additions are not matmuls and are left out, as in Kaplan et al. 2020 (arXiv:2001.08361)."""
     blocks = sum(fi * fo for i in range(cfg.n_layer) for fi, fo in block_matrices(cfg, i, active=True))
-    return blocks + cfg.n_embd * cfg.padded_vocab_size
+    return blocks + cfg.n_embd * cfg.padded_vocab_size + mtp_matmul_params(cfg)
+
+
+def mtp_matmul_params(cfg: ModelConfig) -> int:
+    """Training only: each MTP module's projection, block and a second pass through the LM head.
+    Charged for every token (depth k skips the last k positions of a sequence: k / seq_len less)."""
+    head = cfg.n_embd * cfg.padded_vocab_size
+    return sum(2 * cfg.n_embd**2 + head + sum(fi * fo for fi, fo in block_matrices(cfg, i, active=True))
+               for i in mtp_layers(cfg))
 
 
 def attended_keys(cfg: ModelConfig, seq_len: int) -> int:
     """Keys a query is charged for, summed over attention layers: seq_len on global layers and
     min(window, seq_len) on sliding-window (local) layers; linear-attention layers have none."""
     local = min(cfg.window, seq_len)
-    return sum(local if cfg.is_local(i) else seq_len for i in range(cfg.n_layer) if not cfg.is_linear(i))
+    layers = [*range(cfg.n_layer), *mtp_layers(cfg)]  # MTP blocks attend in training too
+    return sum(local if cfg.is_local(i) else seq_len for i in layers if not cfg.is_linear(i))
 
 
 def sparse_keys(cfg: ModelConfig, seq_len: int) -> int:
@@ -194,7 +215,8 @@ def sparse_keys(cfg: ModelConfig, seq_len: int) -> int:
     mla.index_topk keys (the indexer still scores all of `attended_keys`)."""
     cap = cfg.mla.index_topk if cfg.attention == "mla" and cfg.mla.index_topk else seq_len
     return sum(min(cap, keys) for keys in (min(cfg.window, seq_len) if cfg.is_local(i) else seq_len
-                                            for i in range(cfg.n_layer) if not cfg.is_linear(i)))
+                                            for i in (*range(cfg.n_layer), *mtp_layers(cfg))
+                                            if not cfg.is_linear(i)))
 
 
 def deltanet_flops(cfg: ModelConfig, chunk: int = 64) -> int:
@@ -245,7 +267,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     attention = 6 * cfg.n_head * (qk_dim + v_dim) * sparse_keys(cfg, seq_len)
     m = cfg.mla
     indexer = 2 * m.index_n_head * m.index_head_dim * attended_keys(cfg, seq_len) if m.index_topk else 0
-    linear = sum(deltanet_flops(cfg) for i in range(cfg.n_layer) if cfg.is_linear(i))
+    linear = sum(deltanet_flops(cfg) for i in (*range(cfg.n_layer), *mtp_layers(cfg)) if cfg.is_linear(i))
     return float(6 * matmul_params(cfg) + attention + indexer + linear)
 
 

@@ -213,12 +213,15 @@ class ModelConfig:
     tie_embeddings: bool = True  # lm_head shares the token embedding matrix
     dropout: float = 0.0
     init_std: float = 0.02
+    # multi-token prediction (DeepSeek-V3): extra modules predicting 2 .. mtp_depth + 1 tokens ahead
+    mtp_depth: int = 0  # D sequential MTP modules (model/mtp.py); 0 = off
+    mtp_loss_weight: float = 0.3  # lambda: the objective adds lambda * mean of the D MTP losses
 
     def __post_init__(self) -> None:
         _check_choices(self, "model.")
         for name in ("vocab_size", "vocab_multiple", "block_size", "n_layer", "n_head", "n_embd"):
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("n_kv_head", "head_dim", "mlp_hidden", "window", "global_every"):
+        for name in ("n_kv_head", "head_dim", "mlp_hidden", "window", "global_every", "mtp_depth"):
             _check_int(name, getattr(self, name), minimum=0)
         if not self.head_dim and self.n_embd % self.n_head:
             raise ValueError(
@@ -247,7 +250,7 @@ class ModelConfig:
             raise ValueError(f"model.dropout must be a number in [0, 1); got {self.dropout!r}")
         for name in ("norm_eps", "init_std", "swiglu_alpha", "swiglu_limit"):
             _check_positive_float(name, getattr(self, name))
-        for name in ("attn_scale", "attn_softcap", "final_softcap"):
+        for name in ("attn_scale", "attn_softcap", "final_softcap", "mtp_loss_weight"):
             value = getattr(self, name)
             if not (_is_number(value) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"model.{name} must be >= 0 (0 = off/default); got {value!r}")
@@ -327,6 +330,8 @@ class ModelConfig:
             add([f.name for f in fields(MLAConfig)], "mla.", f"model.attention is {self.attention!r}, not 'mla'")
         if self.linear_attention == "none":
             add([f.name for f in fields(DeltaNetConfig)], "deltanet.", "model.linear_attention is 'none'")
+        if not self.mtp_depth:
+            add(["mtp_loss_weight"], "", "model.mtp_depth is 0 (no multi-token prediction)")
         return {f"model.{k}": v for k, v in out.items()}
 
     def is_moe(self, layer_idx: int) -> bool:

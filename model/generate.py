@@ -7,7 +7,8 @@ logits, chosen once per call:
 - without a cache (`use_cache=False`): the whole sequence is recomputed for every token. Slow, and
   the reference the cached paths are tested against;
 - through a static cache and torch.compile (`compile=True`; CUDA graphs on a GPU, model/decoder.py).
-Speculative decoding (`draft=`) has the target check a small draft model's guesses.
+Speculative decoding (`draft=`) has the target check a small draft model's guesses, or with
+`draft="mtp"` those of its own multi-token-prediction modules (model/mtp_draft.py).
 """
 
 import weakref
@@ -80,12 +81,19 @@ def generate(
     check_generation(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                      use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual,
                      kv_group=kv_group, compile=compile)
+    if isinstance(draft, str) and draft != "mtp":
+        raise ValueError(f"draft must be a model or 'mtp' (the model's own MTP modules); got {draft!r}")
     if draft is not None and (compile or kv_dtype is not None or not use_cache):
         raise ValueError("speculative decoding (draft=...) decodes through full-precision dynamic caches: "
                          "it takes no compile, kv_dtype or use_cache=False")
     was_training = model.training
     model.eval()
     try:
+        if draft == "mtp":  # self-speculation: one guess per MTP module and round
+            with model.mtp_draft() as mtp:
+                out, _ = speculative_generate(model, mtp, idx, max_new_tokens, min(n_draft, mtp.depth),
+                                              temperature, top_k, top_p, generator)
+            return out
         if draft is not None:  # the draft proposes n_draft tokens, the target checks them in one forward
             out, _ = speculative_generate(model, draft, idx, max_new_tokens, n_draft, temperature, top_k,
                                           top_p, generator)

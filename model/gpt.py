@@ -15,6 +15,8 @@ from .cache.static import StaticCache
 from .ffn.moe import Experts, aux_loss, moe_layers
 from .generate import generate as generate_tokens
 from .loss import lm_loss
+from .mtp import build_mtp
+from .mtp_draft import MTPDraft
 from .norm import build_norm
 from .ffn.router import Router
 from .softcap import build_softcap
@@ -51,6 +53,8 @@ class GPT(nn.Module):
         self.final_softcap = build_softcap(cfg.final_softcap)  # identity when 0
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
+        self.mtp = build_mtp(cfg)  # multi-token prediction modules (none when model.mtp_depth = 0)
+        self.mtp_loss: torch.Tensor | None = None  # the last training forward's weighted MTP term
         self.moe_layers = moe_layers(self)  # a plain list: the modules stay registered in `h`
         self.init_weights()
 
@@ -119,20 +123,29 @@ class GPT(nn.Module):
             x = block(x, positions, cache)
         if cache is not None:
             cache.advance(T)
-        x = self.transformer.ln_f(x)
+        h, x = x, self.transformer.ln_f(x)  # h: the last hidden state, which MTP starts from
         if targets is None:
             logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, vocab_size)
             return self.final_softcap(logits)
         cfg = self.config
         loss = lm_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), cfg.vocab_size,
                        cfg.final_softcap, ignore_index)
+        self.mtp_loss = (self.mtp(h, idx, targets, self.transformer.wte, self.lm_head.weight, ignore_index)
+                         if self.training else None)
         return None, loss
 
     def aux_losses(self) -> dict[str, torch.Tensor]:
         """The auxiliary terms of the training objective from the last training forward, by name:
-        `aux_loss`, the MoE balancing terms averaged over MoE layers (model/ffn/moe.py), when on."""
-        aux = aux_loss(self.moe_layers) if self.training else None
-        return {} if aux is None else {"aux_loss": aux}
+        `aux_loss`, the MoE balancing terms averaged over MoE layers (model/ffn/moe.py), when on;
+        `mtp_loss`, lambda times the mean multi-token-prediction cross-entropy (model/mtp.py), when on."""
+        terms = {"aux_loss": aux_loss(self.moe_layers), "mtp_loss": self.mtp_loss} if self.training else {}
+        return {name: term for name, term in terms.items() if term is not None}
+
+    def mtp_draft(self) -> MTPDraft:
+        """The MTP modules as a speculative-decoding draft (model/mtp_draft.py), used as
+        `with model.mtp_draft() as draft: speculative_generate(model, draft, ...)`, or through
+        `generate(..., draft="mtp")`."""
+        return MTPDraft(self)
 
     def num_params(self, exclude_position_embeddings: bool = False) -> int:
         """Parameters, counting a tied embedding/LM-head matrix once."""
@@ -200,7 +213,8 @@ class GPT(nn.Module):
 
         temperature 0 = greedy; use_cache=False recomputes the whole prefix per token (the
         reference); kv_dtype None (compute dtype) | "int8" | "int4"; draft: a small GPT for
-        speculative decoding with n_draft guesses per step; compile: a static cache through
+        speculative decoding with n_draft guesses per step, or "mtp" for the model's own MTP modules
+        (at most one guess per module and step); compile: a static cache through
         torch.compile (CUDA graphs on a GPU, model/decoder.py). Sampling and the decode loop live in
         model/generate.py; `options` are passed on to it (e.g. kv_residual).
         """

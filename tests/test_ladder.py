@@ -53,9 +53,10 @@ def is_one_change(changed: set[str]) -> bool:
     """One model field, or exactly one coupled group, or only [model.moe] fields (turning experts on
     needs their number and size together), or a switch of `model.attention` with only its
     [model.mla] sizes and the GQA settings it resets, or of `model.linear_attention` with only its
-    [model.deltanet] pattern and sizes; never anything outside [model]."""
+    [model.deltanet] pattern and sizes; outside [model], only the optimizer's name (the training
+    budget must match across the ladder)."""
     if len(changed) == 1:
-        return next(iter(changed)).startswith("model.")
+        return next(iter(changed)) in ("optim.name",) or next(iter(changed)).startswith("model.")
     if changed and all(k.startswith("model.moe.") for k in changed):
         return True
     if "model.attention" in changed and all(k in MLA_SWITCH or k.startswith("model.mla.") for k in changed):
@@ -92,6 +93,8 @@ def test_one_change_check_can_fail():
     mla_and_more = load_config(LADDER[0], ["--model.attention=mla", "--model.bias=false"])
     hybrid = load_config(LADDER[0], ["--model.linear_attention=gated_deltanet", "--model.deltanet.full_every=2"])
     hybrid_and_more = load_config(LADDER[0], ["--model.linear_attention=gated_deltanet", "--model.attn_gate=true"])
+    muon = load_config(LADDER[0], ["--optim.name=muon"])
+    muon_and_lr = load_config(LADDER[0], ["--optim.name=muon", "--optim.lr=1e-2"])
     assert not is_one_change(changed_keys(base, two))
     assert not is_one_change(changed_keys(base, budget))  # budgets must match across the ladder
     assert not is_one_change(changed_keys(base, base))
@@ -101,6 +104,8 @@ def test_one_change_check_can_fail():
     assert not is_one_change(changed_keys(base, mla_and_more))
     assert is_one_change(changed_keys(base, hybrid))
     assert not is_one_change(changed_keys(base, hybrid_and_more))
+    assert is_one_change(changed_keys(base, muon))
+    assert not is_one_change(changed_keys(base, muon_and_lr))
 
 
 @pytest.mark.parametrize("path", LADDER[1:], ids=lambda p: p.stem)
@@ -239,14 +244,15 @@ def shrink(cfg):
     )
 
 
-def overfit(cfg, steps: int, lr: float) -> tuple[float, float]:
-    """Train on one fixed (2, 64) batch of source text; return (first loss, last loss)."""
+def overfit(cfg, steps: int, lr: float, optimizer: str = "adamw") -> tuple[float, float]:
+    """Train on one fixed (2, 64) batch of source text with `optimizer` (optim.name); return (first
+    loss, last loss)."""
     torch.manual_seed(0)
     model = GPT(cfg)
     tokens = torch.tensor(list(FIXED_TEXT))
     x = torch.stack([tokens[:-1], tokens[:-1].roll(7)])
     y = torch.stack([tokens[1:], tokens[1:].roll(7)])
-    opt = build_optimizer(model, OptimConfig(lr=lr, weight_decay=0.0), "cpu")
+    opt = build_optimizer(model, OptimConfig(name=optimizer, lr=lr, weight_decay=0.0), "cpu")
     losses = []
     for _ in range(steps):
         _, loss = model(x, y)
@@ -269,8 +275,8 @@ def one_thread():
 @pytest.mark.slow  # ~1 s per config, ~20 s in all on 2 cores
 @pytest.mark.parametrize("path", PRESETS + LADDER, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_overfits_one_batch(path, one_thread):
-    cfg = shrink(load_config(path).model)
-    first, last = overfit(cfg, steps=100, lr=3e-3)
+    run = load_config(path)
+    first, last = overfit(shrink(run.model), steps=100, lr=3e-3, optimizer=run.optim.name)
     assert first == pytest.approx(5.55, abs=0.3)  # ~ln(257): an untrained model is near uniform
     assert last < 0.5, f"{path.name}: loss {first:.2f} -> {last:.2f} after 100 steps"
 

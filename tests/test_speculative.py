@@ -152,3 +152,13 @@ def test_generate_method_dispatches_to_speculative_decoding():
     for bad in (dict(kv_dtype="int8"), dict(use_cache=False)):
         with pytest.raises(ValueError, match="speculative decoding"):
             target.generate(idx, 4, temperature=0, draft=draft, **bad)
+
+
+def test_a_hybrid_with_recurrent_states_is_refused_up_front():
+    """Gated DeltaNet states cannot forget a rejected guess: refused before any forward, target or draft
+    (the MTP draft of rung 15 continues the hybrid pattern into a linear block)."""
+    hybrid = built(0, linear_attention="gated_deltanet")
+    attention_only = built(1)
+    for target, draft in ((hybrid, attention_only), (attention_only, hybrid)):
+        with pytest.raises(ValueError, match="recurrent states cannot be rolled back"):
+            speculative_generate(target, draft, prompt(5, 50, 0), 4, n_draft=2, temperature=0.0)

@@ -69,7 +69,8 @@ class TrainConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 6e-4  # peak learning rate
+    name: Literal["adamw", "muon"] = "adamw"  # muon: Muon on hidden matrices, AdamW on the rest (train/optim.py)
+    lr: float = 6e-4  # peak learning rate (Muon's too: its update is scaled to AdamW's RMS)
     min_lr_ratio: float = 0.1  # final learning rate as a fraction of the peak
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     warmup_steps: int = 100
@@ -80,14 +81,17 @@ class OptimConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+    muon_momentum: float = 0.95  # name = "muon": momentum of the Muon matrices (Nesterov)
 
     def __post_init__(self) -> None:
+        _require(self.name in ("adamw", "muon"), f"optim.name must be 'adamw' or 'muon'; got {self.name!r}")
         for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "eps", "grad_clip",
-                     "decay_fraction"):
+                     "decay_fraction", "muon_momentum"):
             value = getattr(self, name)
             _require(math.isfinite(value) and value >= 0, f"optim.{name} must be a finite number >= 0; got {value}")
         _require(self.lr > 0, f"optim.lr must be > 0; got {self.lr}")
         _require(self.beta1 < 1 and self.beta2 < 1, "optim.beta1 and optim.beta2 must be < 1")
+        _require(self.muon_momentum < 1, f"optim.muon_momentum must be < 1; got {self.muon_momentum}")
         _require(self.min_lr_ratio <= 1, f"optim.min_lr_ratio must be <= 1; got {self.min_lr_ratio}")
         _require(self.decay_fraction <= 1, f"optim.decay_fraction must be <= 1; got {self.decay_fraction}")
         for name in ("warmup_steps", "decay_steps"):
@@ -157,6 +161,8 @@ def ignored_keys(cfg: RunConfig) -> dict[str, str]:
     out = cfg.model.ignored_keys()
     if cfg.data.tokenizer != "gpt2":
         out["data.tokenizer_path"] = f"data.tokenizer is {cfg.data.tokenizer!r} (the ranks file is for 'gpt2')"
+    if cfg.optim.name != "muon":
+        out["optim.muon_momentum"] = f"optim.name is {cfg.optim.name!r}"
     return out
 
 

@@ -1,29 +1,188 @@
-"""Optimizer and learning-rate schedule."""
+"""Optimizers and the learning-rate schedule.
+
+`optim.name` picks the optimizer (OPTIMIZERS below):
+- "adamw": AdamW for every parameter.
+- "muon": Muon for the hidden weight matrices (attention, MLP and expert matrices), AdamW for the
+  rest (embeddings, the LM head, norms, biases, the MoE router). One object, one state_dict.
+"""
 
 import math
 
 import torch
 from torch import nn
 
+from model.ffn.moe import Experts
+
 from .config import OptimConfig
 
+# Muon (Keller Jordan 2024, https://kellerjordan.github.io/posts/muon/): the quintic Newton-Schulz
+# coefficients, chosen to push every singular value towards 1 in five steps (not exactly to 1: they
+# land in about [0.7, 1.2], which trains as well as the exact polar factor).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NS_STEPS = 5
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str) -> torch.optim.AdamW:
+
+def orthogonalize(g: torch.Tensor, steps: int = NS_STEPS, eps: float = 1e-7) -> torch.Tensor:
+    """The nearest semi-orthogonal matrix to each matrix of g (..., A, B), approximately: U V^T of
+    its SVD U S V^T, by a quintic Newton-Schulz iteration X <- a X + (b G + c G^2) X, G = X X^T,
+    started from X = g / ||g||_F (so every singular value is <= 1). Runs in fp32; the stacked
+    matrices of MoE experts are orthogonalised each on its own."""
+    a, b, c = NS_COEFFICIENTS
+    x = g.float()
+    wide = x.shape[-2] <= x.shape[-1]
+    x = x if wide else x.mT  # iterate on the smaller Gram matrix
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x if wide else x.mT).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon: SGD momentum (Nesterov) whose update is orthogonalised before it is applied.
+
+        m <- mu m + (1 - mu) g;  u = (1 - mu) g + mu m          (Nesterov, as torch.optim.Muon)
+        W <- W (1 - lr wd) - lr * 0.2 sqrt(max(A, B)) * orthogonalize(u)
+
+    The shape-dependent factor 0.2 sqrt(max(A, B)) for an A x B matrix is Moonlight's
+    (Liu et al. 2025, "Muon is Scalable for LLM Training", arXiv:2502.16982, sec. 2.2, the scaling
+    Kimi K2 trains with): it gives the update the RMS (0.2) of a typical AdamW update, so the AdamW
+    learning rate and decoupled weight decay carry over unchanged. Keller Jordan's original scales
+    by sqrt(max(1, A / B)) with lr ~0.02 instead; torch.optim.Muon offers both, but takes only 2-D
+    parameters, and MoE experts here are stacks (n_expert, A, B), hence this short implementation.
+
+    Data parallel: under DDP the gradient is already all-reduced, so each rank computes the same
+    update. Under FSDP2 a parameter is a DTensor sharded by rows; Newton-Schulz needs the whole
+    matrix, so the update is gathered (`full_tensor()`, an all-gather per matrix), orthogonalised on
+    every rank (redundant compute, no extra communication) and cut back to this rank's shard
+    (`redistribute` from Replicate to the parameter's placements, a local slice). The momentum
+    buffer stays sharded like the parameter.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.95, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - mu)
+                update = _orthogonalize_full(p.grad.lerp(buf, mu))
+                A, B = p.shape[-2:]
+                p.mul_(1 - lr * wd)
+                p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(A, B)))
+        return loss
+
+
+def _orthogonalize_full(u: torch.Tensor) -> torch.Tensor:
+    """orthogonalize(u), for a plain tensor or a sharded DTensor (gathered, then re-sharded)."""
+    if type(u) is torch.Tensor:
+        return orthogonalize(u)
+    from torch.distributed.tensor import DTensor, Replicate
+
+    full = orthogonalize(u.full_tensor())
+    replicated = DTensor.from_local(full, u.device_mesh, [Replicate()] * u.device_mesh.ndim, run_check=False)
+    return replicated.redistribute(u.device_mesh, u.placements)
+
+
+class MuonWithAdamW:
+    """Muon for the hidden matrices and AdamW for everything else, behind one optimizer interface
+    (param_groups, step, zero_grad, state_dict, load_state_dict), so that the trainer, the LR
+    schedule, gradient clipping and the checkpoint see one object."""
+
+    def __init__(self, muon: Muon, adamw: torch.optim.AdamW):
+        self.muon, self.adamw = muon, adamw
+        self.defaults = adamw.defaults
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # read through each time: load_state_dict replaces the optimizers' group dicts
+        return self.muon.param_groups + self.adamw.param_groups
+
+    @property
+    def state(self):
+        return {**self.muon.state, **self.adamw.state}
+
+    def step(self, closure=None):
+        loss = self.muon.step(closure)
+        self.adamw.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none)
+        self.adamw.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != {"muon", "adamw"}:
+            raise ValueError(f"not a Muon + AdamW optimizer state (keys {sorted(state)})")
+        self.muon.load_state_dict(state["muon"])
+        self.adamw.load_state_dict(state["adamw"])
+
+
+def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The weights Muon trains: every nn.Linear weight except the LM head's, and the expert stacks.
+    Embeddings, the LM head, norms, biases, the router (a plain parameter, not an nn.Linear) and
+    anything else (convolutions, sinks) stay with AdamW."""
+    head = getattr(model, "lm_head", None)
+    out = []
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module is not head:
+            out.append(module.weight)
+        elif isinstance(module, Experts):
+            out += [module.c_fc, module.c_proj]
+    head_weight = head.weight if head is not None else None
+    return [p for p in out if p.requires_grad and p is not head_weight]  # a tied head is the embedding
+
+
+def adamw(params: list[nn.Parameter], cfg: OptimConfig, device_type: str) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101) with decoupled weight decay applied
     only to weight matrices and embeddings (>= 2-D); biases and norm parameters are not decayed,
     since shrinking them towards zero has no regularising meaning. The fused kernel (one pass over
     each tensor) is used on CUDA and on CPU, where it took a 10.9M-parameter step from ~400 ms
     (PyTorch's per-tensor default there) to ~60 ms (docs/LOG.md)."""
-    params = [p for p in model.parameters() if p.requires_grad]  # a tied weight appears once
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(
         groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=device_type in ("cuda", "cpu")
     )
+
+
+def build_adamw(model: nn.Module, cfg: OptimConfig, device_type: str) -> torch.optim.AdamW:
+    return adamw([p for p in model.parameters() if p.requires_grad], cfg, device_type)  # a tied weight once
+
+
+def build_muon(model: nn.Module, cfg: OptimConfig, device_type: str) -> MuonWithAdamW:
+    """Muon on `hidden_matrices(model)`, at the same peak lr and weight decay as AdamW (Moonlight's
+    RMS matching makes them carry over), AdamW on the rest."""
+    matrices = hidden_matrices(model)
+    chosen = {id(p) for p in matrices}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    muon = Muon(matrices, lr=cfg.lr, momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay)
+    return MuonWithAdamW(muon, adamw(rest, cfg, device_type))
+
+
+OPTIMIZERS = {"adamw": build_adamw, "muon": build_muon}
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str):
+    """The optimizer of `optim.name` for `model` (see the module docstring)."""
+    return OPTIMIZERS[cfg.name](model, cfg, device_type)
 
 
 def lr_at(step: int, cfg: OptimConfig, max_steps: int) -> float:
@@ -35,6 +194,7 @@ def lr_at(step: int, cfg: OptimConfig, max_steps: int) -> float:
       checkpoint without a restart of the cosine.
     - constant: the peak after warm-up.
     The schedule spans `decay_steps` (default: train.max_steps); past its end it stays at the minimum.
+    Muon's groups follow the same schedule (their peak is the same lr).
     """
     total = cfg.decay_steps or max_steps
     min_lr = cfg.lr * cfg.min_lr_ratio

@@ -201,7 +201,15 @@ def full_model_state(model: nn.Module, d: Dist) -> tuple[dict[str, torch.Tensor]
 def full_optimizer_state(optimizer: torch.optim.Optimizer, d: Dist) -> dict | None:
     """optimizer.state_dict() with every sharded tensor gathered whole, on rank 0 (None elsewhere):
     the format a single process writes, keyed by parameter index."""
-    sd = optimizer.state_dict()
+    return _gather_state(optimizer.state_dict(), d)
+
+
+def _gather_state(sd: dict, d: Dist) -> dict | None:
+    """A torch optimizer state_dict with its sharded tensors gathered; an optimizer made of several
+    (train/optim.py MuonWithAdamW: {"muon": ..., "adamw": ...}) is gathered part by part."""
+    if "state" not in sd:
+        parts = {name: _gather_state(part, d) for name, part in sd.items()}
+        return parts if d.rank == 0 else None
     state = {i: {k: _full(v) for k, v in s.items()} for i, s in sd["state"].items()}
     return {"state": state, "param_groups": sd["param_groups"]} if d.rank == 0 else None
 
@@ -223,6 +231,10 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, sd: dict) -> None:
     parameters may be FSDP2 shards: each full tensor is cut to this rank's shard first."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
+    if "state" not in sd:  # an optimizer made of several (MuonWithAdamW), loaded part by part
+        for name, part in sd.items():
+            load_optimizer_state(getattr(optimizer, name), part)
+        return
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state = {}
     for i, s in sd["state"].items():

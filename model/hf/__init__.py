@@ -164,6 +164,10 @@ def to_hf(gpt: GPT, model_type: str = "gpt2", **overrides) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     family, cfg = _family(model_type), gpt.config
+    if cfg.mtp_depth:
+        raise ValueError(f"model.mtp_depth = {cfg.mtp_depth}: HF causal LMs build no multi-token-prediction "
+                         "modules (DeepseekV3ForCausalLM drops its MTP layer on load), so their weights "
+                         "would be lost; convert a model with model.mtp_depth = 0")
     dtype = next(gpt.parameters()).dtype
     hf_config = config_to_hf(cfg, model_type, **overrides)
     ours = _our_tensors(gpt, family)

@@ -76,7 +76,9 @@ SHARED_ROWS: list[Row] = [
 
 def deepseek_v3_config_from_hf(c) -> ModelConfig:
     """HF DeepseekV3Config -> ModelConfig: attention = "mla" with its sizes, head_dim = v_head_dim,
-    the dense layers' intermediate_size, and an MoE on the layers from first_k_dense_replace on."""
+    the dense layers' intermediate_size, and an MoE on the layers from first_k_dense_replace on.
+    `num_nextn_predict_layers` (MTP) is not read: HF builds no MTP layers and drops their weights
+    (`model.layers.61.*`) on load, so the converted model has model.mtp_depth = 0."""
     reject_unsupported(c, {
         "num_key_value_heads": c.num_key_value_heads != c.num_attention_heads,  # MLA has no KV groups
         "rope_interleave": not getattr(c, "rope_interleave", True),  # V3.2 has no such field: always on

@@ -1,0 +1,135 @@
+"""Self-speculative decoding: the model's own MTP modules (model/mtp.py) as the draft.
+
+DeepSeek-V3 (arXiv:2412.19437, sec. 2.2 and 5.4.3) drafts with its MTP module: the main model's
+last hidden state at position i and the token t_{i+1} give a guess for t_{i+2}, one token beyond
+what the main model has seen. With D modules a round proposes up to D tokens, depth k guessing the
+k-th token past the verified prefix. The draft costs D small blocks per round instead of a second
+model, and reuses the target's hidden states instead of recomputing them.
+
+`MTPDraft` implements the draft protocol of model/speculative.py (`config`, `eval`, `new_cache`,
+`draft(tokens, cache=...)` -> logits), so it goes wherever a separate draft model goes:
+`model.generate(idx, n, draft="mtp")`. The target's hidden states reach it through two forward
+hooks, on the model (for the cache position) and on its final norm (for the states before it),
+installed only inside `with model.mtp_draft() as draft:`. Greedy output equals plain greedy
+decoding whatever the draft proposes (the target verifies every token).
+"""
+
+import torch
+
+from .cache import CacheSpec, ModelCache
+
+
+class _OneLayerCache(ModelCache):
+    """The cache of one MTP block: the block's mixer addresses it by its layer index (past the stack)."""
+
+    def update(self, layer_idx: int, *new: torch.Tensor) -> tuple:
+        return super().update(0, *new)
+
+
+class MTPDraftCache:
+    """What the draft keeps for one generation.
+
+    length/tokens: the tokens it was given (draft protocol); target_h: the target's states before its
+    final norm, written by the hooks, of which the first `target_cache.length` are verified (the
+    target's cache is rolled back past the rejected ones); per depth k: a block cache and the states
+    h^k at the positions it has processed (position i of depth k uses t_{i+k})."""
+
+    def __init__(self, model, spec: CacheSpec):
+        self.length = 0
+        self.tokens = torch.empty(1, 0, dtype=torch.long, device=spec.device)
+        self.target_h = torch.empty(1, 0, model.config.n_embd, device=spec.device, dtype=spec.dtype)
+        self.target_cache = None
+        self.blocks = [_OneLayerCache([m.block.attn.new_cache(spec)], spec) for m in model.mtp.layers]
+        self.states = [self.target_h[:, :0] for _ in model.mtp.layers]
+
+    def observe(self, h: torch.Tensor, target_cache) -> None:
+        """The target ran its last T positions through `target_cache` and produced states h (1, T, n_embd)."""
+        self.target_cache = target_cache
+        self.target_h = torch.cat([self.target_h[:, :target_cache.length - h.shape[1]], h], dim=1)
+
+    def target_positions(self) -> int:
+        """P: the positions whose target states are verified."""
+        return 0 if self.target_cache is None else min(self.target_h.shape[1], self.target_cache.length)
+
+    def rollback(self, n: int) -> None:
+        """Keep the first n tokens; depth k keeps the positions i whose token t_{i+k} is still kept."""
+        self.length, self.tokens = n, self.tokens[:, :n]
+        for k, (cache, states) in enumerate(zip(self.blocks, self.states), start=1):
+            keep = max(0, min(cache.length, n - k))
+            cache.rollback(keep)
+            self.states[k - 1] = states[:, :keep]
+
+
+class MTPDraft:
+    """The MTP modules of `model` as a speculative-decoding draft (module docstring); a context
+    manager that installs the hooks feeding it the target's states."""
+
+    def __init__(self, model):
+        if not len(model.mtp.layers):
+            raise ValueError("draft='mtp' needs MTP modules: model.mtp_depth is 0 for this model")
+        self.model, self.config, self.depth = model, model.config, len(model.mtp.layers)
+        self.cache: MTPDraftCache | None = None
+        self._hooks, self._last_h = [], None
+
+    def __enter__(self) -> "MTPDraft":
+        def keep_h(module, args, output):
+            self._last_h = args[0]  # (B, T, n_embd): the input of the final norm
+
+        def place_h(module, args, kwargs, output):
+            target_cache = kwargs.get("cache")
+            if target_cache is not None and self.cache is not None:
+                self.cache.observe(self._last_h, target_cache)
+
+        self._hooks = [self.model.transformer.ln_f.register_forward_hook(keep_h),
+                       self.model.register_forward_hook(place_h, with_kwargs=True)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks, self.cache = [], None
+
+    def eval(self) -> "MTPDraft":
+        self.model.eval()
+        return self
+
+    def new_cache(self, batch_size: int, max_len: int, rollback: int = 0, **options) -> MTPDraftCache:
+        if not self._hooks:
+            raise RuntimeError("use the MTP draft inside `with model.mtp_draft() as draft:`")
+        spec = CacheSpec(batch_size, max_len, self.model.cache_dtype(), self.model.lm_head.weight.device,
+                         rollback=rollback + self.depth, **options)
+        self.cache = MTPDraftCache(self.model, spec)
+        return self.cache
+
+    def __call__(self, idx: torch.Tensor, cache: MTPDraftCache) -> torch.Tensor:
+        """Take the next tokens idx (1, T); return (1, 1, vocab_size) logits for the token after them:
+        depth k = (tokens given) - (positions the target has run), from position P - 1; depth 0 (the
+        target has seen everything but the last token, as after the prompt) is the main head."""
+        cache.tokens = torch.cat([cache.tokens, idx], dim=1)
+        cache.length += idx.shape[1]
+        P = cache.target_positions()
+        if P == 0:  # a one-token prompt: no target state to start from yet; a uniform guess
+            return torch.zeros(1, 1, self.config.vocab_size, device=idx.device)
+        depth = cache.length - P
+        if not 0 <= depth <= self.depth:
+            raise ValueError(f"the MTP draft can guess 1 .. {self.depth} tokens past the target's "
+                             f"{P} positions; asked for token {cache.length}")
+        h = cache.target_h[:, P - 1:]
+        for k in range(1, depth + 1):
+            h = self._run_depth(cache, k, P)[:, -1:]
+        norm = self.model.mtp.layers[depth - 1].norm if depth else self.model.transformer.ln_f
+        m = self.model
+        return m.final_softcap(m.lm_head(norm(h))[..., : self.config.vocab_size])
+
+    def _run_depth(self, cache: MTPDraftCache, k: int, P: int) -> torch.Tensor:
+        """Depth k's states at positions 0 .. P - 1, running the block on those it has not seen."""
+        module, block_cache = self.model.mtp.layers[k - 1], cache.blocks[k - 1]
+        start = block_cache.length
+        if start < P:
+            prev = cache.target_h if k == 1 else cache.states[k - 2]
+            emb = self.model.transformer.wte(cache.tokens[:, start + k: P + k])
+            positions = torch.arange(start, P, device=emb.device)
+            new = module(prev[:, start:P], emb, positions, block_cache)
+            block_cache.advance(P - start)
+            cache.states[k - 1] = torch.cat([cache.states[k - 1], new], dim=1)
+        return cache.states[k - 1]

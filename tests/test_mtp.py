@@ -1,0 +1,198 @@
+"""Multi-token prediction (model/mtp.py, model/mtp_draft.py): the loss against the paper's equations
+written out by hand, gradients, the objective term in the trainer's log, inference untouched, and
+self-speculative decoding (greedy equals plain greedy; the draft's incremental guesses equal the
+modules' parallel form; a trained MTP head gets its guesses accepted)."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from model import GPT, ModelConfig
+from model.accounting import flops_per_token, param_count
+from model.speculative import speculative_generate
+
+from tiny_run import make
+
+TINY = dict(vocab_size=64, block_size=48, n_layer=2, n_head=2, n_embd=32, pos="rope", norm="rmsnorm",
+            mlp="swiglu", bias=False, tie_embeddings=False)
+
+
+def tiny(**overrides) -> ModelConfig:
+    return ModelConfig(**{**TINY, **overrides})
+
+
+def randomized(cfg: ModelConfig, seed: int = 0) -> GPT:
+    """Every parameter random, norm scales included (a norm left at ones could hide a missing one)."""
+    torch.manual_seed(seed)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * (0.3 if p.dim() == 1 else 0.02))
+    return model
+
+
+def rms(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def reference_mtp_loss(model: GPT, idx, targets) -> torch.Tensor:
+    """DeepSeek-V3 eqs. (21)-(25), by hand: h'_i = M_k [RMSNorm(h^{k-1}_i); RMSNorm(Emb(t_{i+k}))],
+    h^k = TRM_k(h'), P = OutHead(h^k), L_k = CE(P, t_{i+k+1}); lambda / D * sum_k L_k. M_k is read
+    from eh_proj, whose columns hold the embedding half first (the released weights' order)."""
+    cfg, T, eps = model.config, idx.shape[1], model.config.norm_eps
+    seq = torch.cat([idx, targets[:, -1:]], dim=1)  # t_0 .. t_T
+    h = model.transformer.wte(idx)
+    for block in model.transformer.h:
+        h = block(h, torch.arange(T))
+    emb_w, head_w, losses = model.transformer.wte.weight, model.lm_head.weight[: cfg.vocab_size], []
+    for k, m in enumerate(model.mtp.layers, start=1):
+        n = T - k
+        W = m.eh_proj.weight  # (d, 2d): [embedding columns | hidden columns]
+        M = torch.cat([W[:, cfg.n_embd:], W[:, : cfg.n_embd]], dim=1)  # the paper's [h; Emb] order
+        hk = torch.cat([rms(h[:, :n], m.hnorm.weight, eps), rms(emb_w[seq[:, k:k + n]], m.enorm.weight, eps)], -1)
+        h = m.block(hk @ M.T, torch.arange(n))  # TRM_k
+        logits = rms(h, m.norm.weight, eps) @ head_w.T
+        losses.append(F.cross_entropy(logits.flatten(0, 1), seq[:, k + 1:k + 1 + n].flatten()))
+    return cfg.mtp_loss_weight * sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_mtp_loss_matches_the_papers_equations(depth):
+    model = randomized(tiny(mtp_depth=depth, mtp_loss_weight=0.3)).train()
+    seq = torch.randint(0, 64, (2, 17), generator=torch.Generator().manual_seed(1))
+    x, y = seq[:, :-1], seq[:, 1:]
+    _, loss = model(x, y)
+    ours = model.aux_losses()["mtp_loss"]
+    torch.testing.assert_close(ours, reference_mtp_loss(model, x, y), atol=1e-5, rtol=1e-5)
+    no_mtp = GPT(tiny())
+    no_mtp.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("mtp.")})
+    assert torch.equal(no_mtp.train()(x, y)[1], loss)  # the LM loss is the main head's alone
+    assert "mtp_loss" not in no_mtp.aux_losses() and not model.eval().aux_losses()
+
+
+def test_mtp_gradients_reach_trunk_embedding_and_head():
+    model = randomized(tiny(mtp_depth=2)).train()
+    seq = torch.randint(0, 64, (2, 17), generator=torch.Generator().manual_seed(2))
+    model(seq[:, :-1], seq[:, 1:])
+    model.aux_losses()["mtp_loss"].backward()  # the MTP term alone
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    for name in ("transformer.wte.weight", "lm_head.weight", "transformer.h.0.attn.c_attn.weight",
+                 "mtp.layers.0.eh_proj.weight", "mtp.layers.1.block.mlp.c_fc.weight", "mtp.layers.1.norm.weight"):
+        assert grads[name] is not None and grads[name].abs().sum() > 0, name
+    assert grads["transformer.ln_f.weight"] is None  # MTP starts before the final norm
+    model.zero_grad()
+    model(seq[:, :-1], seq[:, 1:])[1].backward()  # the LM loss alone leaves the MTP modules alone
+    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("mtp."))
+
+
+@pytest.mark.parametrize("extra", [{}, {"attention": "mla"}, {"window": 8, "global_every": 2},
+                                   {"moe": {"n_expert": 4, "top_k": 2, "expert_hidden": 16}}])
+def test_param_count_and_flops_include_mtp(extra):
+    from model.config import MoEConfig
+
+    extra = {k: MoEConfig(**v) if k == "moe" else v for k, v in extra.items()}
+    cfg = tiny(mtp_depth=2, **extra)
+    model = GPT(cfg)
+    assert param_count(cfg) == sum(p.numel() for p in model.parameters())
+    base = dataclasses.replace(cfg, mtp_depth=0)
+    assert flops_per_token(cfg, 32) > flops_per_token(base, 32) > 0
+
+
+def test_inference_ignores_mtp_modules():
+    model = randomized(tiny(mtp_depth=1)).eval()
+    idx = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(3))
+    before, out = model(idx), model.generate(idx, 8, temperature=0)
+    with torch.no_grad():
+        for p in model.mtp.parameters():
+            p.mul_(-3.0)
+    assert torch.equal(model(idx), before) and torch.equal(model.generate(idx, 8, temperature=0), out)
+
+
+@pytest.mark.parametrize("depth, extra", [(1, {}), (2, {}), (2, {"attention": "mla"}),
+                                          (3, {"window": 8, "global_every": 2})])
+@pytest.mark.parametrize("prompt", [1, 6])
+def test_self_speculative_greedy_equals_plain_greedy(depth, extra, prompt):
+    model = randomized(tiny(mtp_depth=depth, **extra)).eval()
+    idx = torch.randint(0, 64, (1, prompt), generator=torch.Generator().manual_seed(prompt))
+    plain = model.generate(idx, 30, temperature=0)
+    assert torch.equal(model.generate(idx, 30, temperature=0, draft="mtp"), plain)
+
+
+def test_draft_guesses_equal_the_parallel_form():
+    """Through caches and the target's hooked states, depth k's guess after a prefix equals what
+    MTP.hidden_states computes over the whole sequence at once."""
+    model = randomized(tiny(mtp_depth=2)).eval()
+    seq = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), model.mtp_draft() as draft:
+        t_cache, d_cache = model.new_cache(1, 20), draft.new_cache(1, 20)
+        model(seq[:, :-1], cache=t_cache)
+        main = draft(seq[:, :-1], cache=d_cache)[0, -1]  # depth 0: the main head's next token
+        one = draft(seq[:, -1:], cache=d_cache)[0, -1]  # depth 1: guesses t_10
+        guess = one.argmax().view(1, 1)
+        two = draft(guess, cache=d_cache)[0, -1]  # depth 2: guesses t_11 from t_10 = guess
+    full = torch.cat([seq, guess], dim=1)
+    with torch.no_grad():
+        h = model.transformer.wte(full)
+        for block in model.transformer.h:
+            h = block(h, torch.arange(full.shape[1]))
+        states = model.mtp.hidden_states(h, full, model.transformer.wte)
+        head = lambda m, s: model.lm_head(m(s))[0, -1, :64]  # noqa: E731
+        torch.testing.assert_close(main, head(model.transformer.ln_f, h[:, 8:9]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(one, head(model.mtp.layers[0].norm, states[0][:, 8:9]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(two, head(model.mtp.layers[1].norm, states[1][:, 8:9]), atol=1e-5, rtol=0)
+
+
+def test_trained_mtp_head_is_a_good_draft(one_thread):
+    """Trained on a repeating pattern, the MTP module predicts two ahead; its guesses get accepted."""
+    torch.manual_seed(0)
+    model = GPT(tiny(mtp_depth=1, mtp_loss_weight=1.0)).train()
+    pattern = torch.tensor([3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 93 % 64, 23])
+    seq = pattern.repeat(4)[None, :41]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        _, loss = model(seq[:, :-1], seq[:, 1:])
+        total = loss + model.aux_losses()["mtp_loss"]
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    model.eval()
+    prompt = seq[:, :5]
+    with model.mtp_draft() as draft:
+        out, stats = speculative_generate(model, draft, prompt, 24, n_draft=1, temperature=0)
+    assert torch.equal(out, model.generate(prompt, 24, temperature=0))
+    assert stats.acceptance_rate > 0.8, stats
+    assert stats.target_forwards < 20  # plain greedy needs 24
+
+
+def test_mtp_needs_modules_and_a_known_draft():
+    model = GPT(tiny())
+    idx = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="mtp_depth is 0"):
+        model.generate(idx, 2, draft="mtp")
+    with pytest.raises(ValueError, match="draft must be"):
+        model.generate(idx, 2, draft="eagle")
+    with pytest.raises(ValueError, match="model.mtp_depth"):
+        tiny(mtp_depth=-1)
+    with pytest.raises(ValueError, match="model.mtp_loss_weight"):
+        tiny(mtp_depth=1, mtp_loss_weight=-0.1)
+
+
+def test_to_hf_refuses_mtp_modules():
+    from model.hf import to_hf
+
+    with pytest.raises(ValueError, match="model.mtp_depth"):
+        to_hf(GPT(tiny(mtp_depth=1)), "llama")
+
+
+def test_trainer_logs_mtp_loss_apart(tmp_path, corpus):
+    from train.trainer import Trainer
+
+    trainer = Trainer(make(tmp_path, corpus, "m", "--train.max_steps=2", "--train.eval_interval=2",
+                           "--model.mtp_depth=1"))
+    trainer.fit()
+    first, last = trainer.log[0], trainer.log[-1]
+    assert first["mtp_loss"] > 0 and first["loss"] > 0
+    assert first["mtp_loss"] < first["loss"]  # 0.3 x a cross-entropy of the same size
+    assert "val_loss" in last  # the main head's, computed without the modules

@@ -1,0 +1,177 @@
+"""Optimizers: Muon's orthogonalised update, which parameters each optimizer trains, that every
+optimizer lowers the loss, exact resume with Muon, and Muon on sharded (DTensor) parameters."""
+
+import dataclasses
+import os
+import socket
+
+import pytest
+import torch
+from torch import nn
+
+from model import GPT, ModelConfig
+from model.config import MoEConfig
+from model.ffn.moe import Experts
+from model.ffn.router import Router
+from train.config import OptimConfig, load_config
+from train.errors import ConfigError
+from train.optim import Muon, MuonWithAdamW, build_optimizer, hidden_matrices, orthogonalize
+from train.trainer import Trainer
+
+from tiny_run import ROOT, make
+
+
+def spread_gradient(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
+    """A gradient-like matrix whose singular values spread over two decades (1 .. 0.01)."""
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(rows, rows, generator=g))
+    v, _ = torch.linalg.qr(torch.randn(cols, cols, generator=g))
+    k = min(rows, cols)
+    return u[:, :k] @ torch.diag(torch.logspace(0, -2, k)) @ v[:, :k].T
+
+
+@pytest.mark.parametrize("shape", [(48, 128), (128, 48)])
+def test_muon_update_is_close_to_orthogonal(shape):
+    grad = spread_gradient(*shape)
+    w = nn.Parameter(torch.zeros(shape))
+    w.grad = grad.clone()
+    lr = 0.1
+    Muon([w], lr=lr, momentum=0.95).step()
+    update = -w.detach() / (lr * 0.2 * max(shape) ** 0.5)  # undo the documented RMS scaling
+    s = torch.linalg.svdvals(update)
+    assert s.max() / s.min() > 1 and s.min() > 0.6 and s.max() < 1.25, s  # the gradient's spread: 100x
+    # the same singular vectors as the polar factor U V^T of the gradient
+    u, _, vt = torch.linalg.svd(grad, full_matrices=False)
+    cos = torch.sum(update * (u @ vt)) / (update.norm() * (u @ vt).norm())
+    assert cos > 0.97
+
+
+def test_orthogonalize_treats_expert_stacks_one_by_one():
+    stack = torch.stack([spread_gradient(24, 40, seed=i) * (10.0 ** i) for i in range(3)])
+    together = orthogonalize(stack)
+    for i in range(3):
+        torch.testing.assert_close(together[i], orthogonalize(stack[i]), atol=1e-5, rtol=0)
+
+
+def moe_model() -> GPT:
+    return GPT(ModelConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, pos="rope",
+                           norm="rmsnorm", mlp="swiglu", bias=False, tie_embeddings=False,
+                           moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=16)))
+
+
+def test_muon_takes_hidden_matrices_and_adamw_the_rest():
+    model = moe_model()
+    opt = build_optimizer(model, OptimConfig(name="muon"), "cpu")
+    assert isinstance(opt, MuonWithAdamW)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = {names[id(p)] for g in opt.muon.param_groups for p in g["params"]}
+    adamw = {names[id(p)] for g in opt.adamw.param_groups for p in g["params"]}
+    assert muon.isdisjoint(adamw) and muon | adamw == set(names.values())
+    assert {"transformer.h.0.attn.c_attn.weight", "transformer.h.1.mlp.experts.c_fc",
+            "transformer.h.1.mlp.experts.c_proj", "transformer.h.0.attn.c_proj.weight"} <= muon
+    routers = {n for n, m in model.named_modules() if isinstance(m, Router)}
+    assert all(names[id(p)] in adamw for r in routers for p in model.get_submodule(r).parameters())
+    assert {"transformer.wte.weight", "lm_head.weight", "transformer.ln_f.weight"} <= adamw
+    assert all(p.dim() >= 2 for g in opt.muon.param_groups for p in g["params"])
+    assert any(isinstance(m, Experts) for m in model.modules())
+    tied = GPT(ModelConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    assert all(p is not tied.lm_head.weight for p in hidden_matrices(tied))
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+def test_every_optimizer_lowers_the_loss_on_the_default_model(name, one_thread):
+    cfg = load_config(ROOT / "configs" / "default.toml", [f"--optim.name={name}"])
+    torch.manual_seed(0)
+    model = GPT(cfg.model).train()
+    x = torch.randint(0, cfg.model.vocab_size, (2, 65), generator=torch.Generator().manual_seed(0))
+    opt = build_optimizer(model, dataclasses.replace(cfg.optim, warmup_steps=0), "cpu")
+    losses = []
+    for _ in range(6):
+        _, loss = model(x[:, :-1], x[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_optim_name_is_checked():
+    with pytest.raises(ConfigError, match="optim.name"):
+        load_config(None, ["--optim.name=sgd"])
+    with pytest.raises(ValueError, match="optim.name"):
+        OptimConfig(name="sgd")
+    with pytest.raises(ValueError, match="optim.muon_momentum"):
+        OptimConfig(name="muon", muon_momentum=1.0)
+
+
+def test_resume_is_bit_exact_with_muon(tmp_path, corpus):
+    muon = ["--optim.name=muon", "--train.eval_interval=4"]
+    straight = Trainer(make(tmp_path, corpus, "a", "--train.max_steps=8", *muon))
+    straight.fit()
+    first = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=4", *muon))
+    first.fit()
+    second = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=8", *muon))
+    second.fit()
+    assert second.log[0]["step"] == 5
+    assert [r["loss"] for r in first.log + second.log] == [r["loss"] for r in straight.log]
+    for p, q in zip(straight.model.parameters(), second.model.parameters()):
+        assert torch.equal(p, q)
+    a, b = straight.optimizer.state_dict(), second.optimizer.state_dict()
+    assert set(a) == {"muon", "adamw"} and a["muon"]["state"]
+    for part in a:
+        for i, s in a[part]["state"].items():
+            assert all(torch.equal(v, b[part]["state"][i][k]) for k, v in s.items())
+
+
+def test_resuming_adamw_state_with_muon_is_refused(tmp_path, corpus):
+    from train.checkpoint import CheckpointMismatch
+
+    Trainer(make(tmp_path, corpus, "c", "--train.max_steps=2", "--train.eval_interval=0")).fit()
+    again = Trainer(make(tmp_path, corpus, "c", "--train.max_steps=4", "--optim.name=muon"))
+    with pytest.raises(CheckpointMismatch, match="optimizer state"):
+        again.fit()
+
+
+# ----------------------------------------------------------------------------- FSDP2-style shards
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sharded_step(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        mesh = init_device_mesh("cpu", (world,))
+        full = spread_gradient(8, 12, seed=3)
+        w = nn.Parameter(distribute_tensor(torch.ones(8, 12), mesh, [Shard(0)]))
+        opt = Muon([w], lr=0.1, momentum=0.9, weight_decay=0.1)
+        for step in range(2):
+            w.grad = distribute_tensor(full * (step + 1), mesh, [Shard(0)])
+            opt.step()
+        assert w.to_local().shape == (8 // world, 12)
+        gathered = w.full_tensor()
+        if rank == 0:
+            torch.save(gathered, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes, each importing torch
+def test_muon_on_sharded_parameters_equals_unsharded(tmp_path):
+    """Two gloo processes, each parameter sharded by rows as FSDP2 shards it: the same weights as
+    one process with the whole matrices."""
+    mp = pytest.importorskip("torch.multiprocessing")
+    out = str(tmp_path / "w.pt")
+    mp.spawn(_sharded_step, args=(2, _free_port(), out), nprocs=2, join=True)
+    w = nn.Parameter(torch.ones(8, 12))
+    opt = Muon([w], lr=0.1, momentum=0.9, weight_decay=0.1)
+    for step in range(2):
+        w.grad = spread_gradient(8, 12, seed=3) * (step + 1)
+        opt.step()
+    torch.testing.assert_close(torch.load(out), w.detach(), atol=1e-6, rtol=0)
