@@ -15,6 +15,7 @@ from .cache.static import StaticCache
 from .ffn.moe import Experts, aux_loss, moe_layers
 from .generate import generate as generate_tokens
 from .loss import lm_loss
+from .mixer.dsa import LightningIndexer, index_loss
 from .norm import build_norm
 from .ffn.router import Router
 from .softcap import build_softcap
@@ -29,7 +30,7 @@ class GPT(nn.Module):
 
     `model(idx)` returns logits (B, T, vocab_size); `model(idx, targets)` returns (None, loss), the
     LM cross-entropy computed in chunks without materialising the logits (model/loss.py). Other
-    terms of the training objective (MoE balancing) are named by `aux_losses()`; the trainer adds
+    terms of the training objective (MoE balancing, DSA's indexer loss) are named by `aux_losses()`; the trainer adds
     them. The embedding table is padded to `padded_vocab_size` rows for faster matmuls; the padding
     rows are cut off the logits and the loss, so they can never receive probability.
     """
@@ -52,6 +53,7 @@ class GPT(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         self.moe_layers = moe_layers(self)  # a plain list: the modules stay registered in `h`
+        self.indexers = [m for m in self.modules() if isinstance(m, LightningIndexer)]  # the same
         self.init_weights()
 
     @torch.no_grad()
@@ -127,9 +129,11 @@ class GPT(nn.Module):
 
     def aux_losses(self) -> dict[str, torch.Tensor]:
         """The auxiliary terms of the training objective from the last training forward, by name:
-        `aux_loss`, the MoE balancing terms averaged over MoE layers (model/ffn/moe.py), when on."""
+        `aux_loss`, the MoE balancing terms averaged over MoE layers (model/ffn/moe.py), and
+        `index_loss`, DSA's indexer KL loss averaged over its layers (model/mixer/dsa.py), when on."""
         aux = aux_loss(self.moe_layers) if self.training else None
-        return {} if aux is None else {"aux_loss": aux}
+        index = index_loss(self.indexers) if self.training else None  # DSA's indexer KL (mixer/dsa.py)
+        return {name: term for name, term in (("aux_loss", aux), ("index_loss", index)) if term is not None}
 
     def num_params(self, exclude_position_embeddings: bool = False) -> int:
         """Parameters, counting a tied embedding/LM-head matrix once."""
