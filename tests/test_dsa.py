@@ -161,5 +161,7 @@ def test_bad_index_loss_coef_is_refused(bad):
 
 
 def test_the_weight_is_training_only_for_hf():
-    config_to_hf(with_coef(CFG, 0.25), "deepseek_v32")  # not an HF setting: nothing to lose
+    cfg = load_config(ROOT / "configs/presets/deepseek-v3.2.toml").model
+    hf = config_to_hf(with_coef(cfg, 0.25), "deepseek_v32")  # not an HF setting: nothing is lost
+    assert hf.index_topk == cfg.mla.index_topk
     assert isinstance(GPT(CFG).transformer.h[0].attn.indexer, LightningIndexer)
