@@ -109,10 +109,19 @@ class MLAConfig:
     index_topk: int = 0
     index_n_head: int = 0  # indexer heads; 0 = n_head // 2 (V3.2: 64 of 128)
     index_head_dim: int = 0  # indexer head size; 0 = 2 * qk_rope_head_dim (V3.2: 128, rotary 64)
+    # --- training only: the weight of the indexer's KL loss towards the main attention (dsa.py);
+    # it trains the indexer alone, so on by default; 0 = the indexer stays as initialised
+    index_loss_coef: float = 1.0
+
+    TRAINING_ONLY = ("index_loss_coef",)
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check_int(f"mla.{f.name}", getattr(self, f.name), minimum=0)
+            if f.name not in self.TRAINING_ONLY:
+                _check_int(f"mla.{f.name}", getattr(self, f.name), minimum=0)
+        coef = self.index_loss_coef
+        if not (_is_number(coef) and math.isfinite(coef) and coef >= 0):
+            raise ValueError(f"model.mla.index_loss_coef must be a finite number >= 0 (0 = off); got {coef!r}")
 
     def resolve(self, head_dim: int) -> None:
         """Fill the sizes written as 0 (called by ModelConfig when model.attention = "mla")."""

@@ -15,6 +15,7 @@ from .cache.static import StaticCache
 from .ffn.moe import Experts, aux_loss, moe_layers
 from .generate import generate as generate_tokens
 from .loss import lm_loss
+from .mixer.dsa import LightningIndexer, index_loss
 from .mtp import build_mtp
 from .mtp_draft import MTPDraft
 from .norm import build_norm
@@ -31,7 +32,7 @@ class GPT(nn.Module):
 
     `model(idx)` returns logits (B, T, vocab_size); `model(idx, targets)` returns (None, loss), the
     LM cross-entropy computed in chunks without materialising the logits (model/loss.py). Other
-    terms of the training objective (MoE balancing) are named by `aux_losses()`; the trainer adds
+    terms of the training objective (MoE balancing, DSA's indexer loss) are named by `aux_losses()`; the trainer adds
     them. The embedding table is padded to `padded_vocab_size` rows for faster matmuls; the padding
     rows are cut off the logits and the loss, so they can never receive probability.
     """
@@ -56,6 +57,7 @@ class GPT(nn.Module):
         self.mtp = build_mtp(cfg)  # multi-token prediction modules (none when model.mtp_depth = 0)
         self.mtp_loss: torch.Tensor | None = None  # the last training forward's weighted MTP term
         self.moe_layers = moe_layers(self)  # a plain list: the modules stay registered in `h`
+        self.indexers = [m for m in self.modules() if isinstance(m, LightningIndexer)]  # the same
         self.init_weights()
 
     @torch.no_grad()
@@ -136,9 +138,13 @@ class GPT(nn.Module):
 
     def aux_losses(self) -> dict[str, torch.Tensor]:
         """The auxiliary terms of the training objective from the last training forward, by name:
-        `aux_loss`, the MoE balancing terms averaged over MoE layers (model/ffn/moe.py), when on;
-        `mtp_loss`, lambda times the mean multi-token-prediction cross-entropy (model/mtp.py), when on."""
-        terms = {"aux_loss": aux_loss(self.moe_layers), "mtp_loss": self.mtp_loss} if self.training else {}
+        `aux_loss`, the MoE balancing terms averaged over MoE layers (model/ffn/moe.py); `mtp_loss`,
+        lambda times the mean multi-token-prediction cross-entropy (model/mtp.py); `index_loss`, DSA's
+        indexer KL loss averaged over its layers (model/mixer/dsa.py); each when on."""
+        if not self.training:
+            return {}
+        terms = {"aux_loss": aux_loss(self.moe_layers), "mtp_loss": self.mtp_loss,
+                 "index_loss": index_loss(self.indexers)}
         return {name: term for name, term in terms.items() if term is not None}
 
     def mtp_draft(self) -> MTPDraft:

@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import ModelConfig, MoEConfig
+from ..config import MLAConfig, ModelConfig, MoEConfig
 from ..gpt import GPT
 from .deepseek import DEEPSEEK_V3
 from .deepseek_v32 import DEEPSEEK_V32
@@ -72,10 +72,12 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "gpt2", **overrides):
     hf_config = family.config_to_hf(cfg, **overrides)
     lost = _differences(_canonical(cfg), _canonical(family.config_from_hf(hf_config)), "model.")
     lost.pop("model.vocab_multiple", None)  # padding is ours alone
-    # Capacity, aux/z-loss weights and the bias update rate shape what training learns, not the
-    # function a given set of weights computes, which is all an HF config describes.
+    # Capacity, aux/z-loss weights, the bias update rate and DSA's indexer loss weight shape what
+    # training learns, not the function a given set of weights computes, which is all an HF config describes.
     for name in MoEConfig.TRAINING_ONLY:
         lost.pop(f"model.moe.{name}", None)
+    for name in MLAConfig.TRAINING_ONLY:
+        lost.pop(f"model.mla.{name}", None)
     if lost:
         settings = ", ".join(f"{name}={value!r}" for name, value in lost.items())
         raise ValueError(f"HF {model_type} cannot represent {settings}")

@@ -75,8 +75,11 @@ class AttentionKernels(nn.Module):
         )
 
     def sparse_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, chosen: torch.Tensor):
-        """Only the keys DSA's indexer chose (`chosen`, bool (B, 1, T, S)), among the visible ones."""
+        """Only the keys DSA's indexer chose (`chosen`, bool (B, 1, T, S)), among the visible ones. In
+        training the indexer (`self.indexer`, MLA's) fits its loss to these probabilities (no gradient)."""
         mask = visible_keys(q_pos, k_pos, k.shape[2], self.window) & chosen
+        if self.training:
+            self.indexer.fit(q, k, mask, self.scale)
         return softmax_attention(q, k, v, mask, self.scale, dropout_p=self.attn_dropout if self.training else 0.0)
 
     def flex_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, compiled: bool = True):

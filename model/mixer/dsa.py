@@ -13,10 +13,21 @@ are interleaved in HF; model/hf/deepseek.py reorders those rows, the indexer's n
 The real model scores in FP8 after a Hadamard rotation, which leaves the dot products as they are;
 here it runs in the model's dtype, as HF does.
 
-The choice is discrete, so the language-model loss sends no gradient to the indexer: DeepSeek
-trains it with its own KL loss towards the main attention's distribution (a dense warm-up, then
-sparse training), which this file does not implement. Its weights stay at their initial values
-in our training; converted checkpoints bring trained ones.
+The choice is discrete, so the language-model loss sends no gradient to the indexer. DeepSeek
+trains it with its own loss (V3.2 report, sec. 2.1), and so do we: in training the indexer's
+scores over the chosen keys, softmaxed, are pulled towards the main attention's distribution there,
+
+    L_I = mean_t KL(p_t || softmax(I[t, chosen_t])),   p_t = sum_h attn_h[t, chosen_t] / n_head
+
+(attn_h: MLA head h's attention probabilities, which already sum to 1 over the chosen keys, so the
+head mean is the L1-normalised head sum; recomputed without gradient, the attention output is
+untouched). The indexer reads x and the query latent detached, so L_I trains the indexer alone and
+the language-model loss the rest: the main model's gradients are the same with and without L_I.
+This is the paper's *sparse* stage. Its dense warm-up (main model frozen, dense attention, KL over
+all keys) has no counterpart here: our runs train sparse from the first step, with no dense
+checkpoint to warm up from. The weight, `mla.index_loss_coef`, defaults to 1.0: the term reaches
+no other parameter, so it only sets the indexer's own step size (nearly nothing under Adam); 0 turns
+it off and leaves the indexer at its initial (random) projections.
 
 With a generation cache the indexer's key k_I joins MLA's cached [latent ; rotary key], so
 decoding chooses among the same keys as the full forward.
@@ -33,7 +44,7 @@ INDEX_NORM_EPS = 1e-6  # HF `DeepseekV32Indexer.k_norm` (a LayerNorm with a bias
 
 
 class NoIndexer(nn.Module):
-    """Dense MLA: every visible key is attended; nothing is added to the cache."""
+    """Dense MLA: every visible key is attended; nothing is added to the cache; no loss."""
 
     width = 0  # numbers added to each cached token
 
@@ -45,10 +56,11 @@ class NoIndexer(nn.Module):
 
 
 class LightningIndexer(nn.Module):
-    """DSA's indexer (module docstring): scores past tokens, returns which keys each query keeps.
+    """DSA's indexer (module docstring): scores past tokens, returns which keys each query keeps; in
+    training, `fit` sets `loss`, its KL loss towards the main attention.
 
-    Matches HF `DeepseekV32Indexer` (`wq_b`, `wk`, `k_norm`, `weights_proj`).
-    Config: mla.index_topk, mla.index_n_head, mla.index_head_dim, mla.q_lora_rank, mla.qk_rope_head_dim.
+    Matches HF `DeepseekV32Indexer` (`wq_b`, `wk`, `k_norm`, `weights_proj`). Config: mla.index_topk,
+    mla.index_n_head, mla.index_head_dim, mla.index_loss_coef, mla.q_lora_rank, mla.qk_rope_head_dim.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -60,30 +72,67 @@ class LightningIndexer(nn.Module):
         self.k_proj = nn.Linear(cfg.n_embd, self.head_dim, bias=False)  # HF wk
         self.k_norm = nn.LayerNorm(self.head_dim, eps=INDEX_NORM_EPS)
         self.head_weights = nn.Linear(cfg.n_embd, self.n_head, bias=False)  # HF weights_proj
+        self.loss_coef, self.learns = m.index_loss_coef, m.index_loss_coef > 0
+        self.scores: torch.Tensor | None = None  # this training forward's index scores, with gradient
+        self.loss: torch.Tensor | None = None  # this training forward's weighted KL loss
 
     def project(self, x: torch.Tensor, q_latent: torch.Tensor, positions: torch.Tensor, rotary: nn.Module):
-        """Indexer queries (B, n_I, T, head_dim) and keys (B, 1, T, head_dim), rotated."""
+        """Indexer queries (B, n_I, T, head_dim) and keys (B, 1, T, head_dim), rotated. The inputs are
+        detached: no gradient of the indexer's loss reaches the main model."""
         B, T, _ = x.shape
-        q = self.q_up(q_latent).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x)).unsqueeze(1)
+        q = self.q_up(q_latent.detach()).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x.detach())).unsqueeze(1)
         return rotary(q, k, positions)  # the first qk_rope_head_dim dims rotate, the rest pass
 
-    @torch.no_grad()  # a top-k choice: no gradient reaches the indexer through it
     def select(self, x, q_index, k_index, q_pos: torch.Tensor, k_pos: torch.Tensor | None, window: int) -> tuple:
-        """(chosen,): bool (B, 1, T, S), True at the index_topk keys each query keeps."""
-        scores = F.relu(q_index @ k_index.transpose(-2, -1) * self.head_dim**-0.5)  # (B, n_I, T, S)
-        w = self.head_weights(x).transpose(1, 2).unsqueeze(-1) * self.n_head**-0.5  # (B, n_I, T, 1)
-        index = (w * scores).sum(dim=1, keepdim=True)  # (B, 1, T, S)
+        """(chosen,): bool (B, 1, T, S), True at the index_topk keys each query keeps. The scores keep
+        their gradient only in a training forward that fits the indexer (for `fit`)."""
         S = k_index.shape[2]
-        index = index.masked_fill(~visible_keys(q_pos, k_pos, S, window), float("-inf"))
+        with torch.set_grad_enabled(self.learns and self.training and torch.is_grad_enabled()):
+            scores = F.relu(q_index @ k_index.transpose(-2, -1) * self.head_dim**-0.5)  # (B, n_I, T, S)
+            w = self.head_weights(x.detach()).transpose(1, 2).unsqueeze(-1) * self.n_head**-0.5  # (B, n_I, T, 1)
+            index = (w * scores).sum(dim=1, keepdim=True)  # (B, 1, T, S)
+            index = index.masked_fill(~visible_keys(q_pos, k_pos, S, window), float("-inf"))
+        self.scores, self.loss = (index if index.requires_grad else None), None
         # Ties are common (relu zeroes whole keys): break them towards earlier positions, the same with
         # or without a cache, whatever order a ring buffer keeps the keys in. A stable sort does that.
+        index = index.detach()  # a top-k choice: no gradient flows through it
         order = torch.arange(S, device=index.device) if k_pos is None else k_pos.argsort()
         ranked = index[..., order].sort(dim=-1, descending=True, stable=True).indices[..., : self.topk]
         return (torch.zeros_like(index, dtype=torch.bool).scatter_(-1, order[ranked], True),)
 
+    def fit(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, scale: float) -> None:
+        """Called by the sparse attention kernel in training with its q (B, n_head, T, d), k (B, n_head
+        or 1, S, d) and mask (B, 1, T, S) (visible and chosen): sets `loss` from this forward's scores."""
+        if self.scores is None:  # index_loss_coef = 0, or no gradient wanted
+            return
+        self.loss = self.loss_coef * index_kl(self.scores, attention_target(q, k, mask, scale), mask)
+        self.scores = None
+
     def extra_repr(self) -> str:
-        return f"index_topk={self.topk}, n_head={self.n_head}, head_dim={self.head_dim}"
+        return f"index_topk={self.topk}, n_head={self.n_head}, head_dim={self.head_dim}, loss_coef={self.loss_coef}"
+
+
+@torch.no_grad()
+def attention_target(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """The main attention's distribution over the keys, fp32 (B, 1, T, S): softmax(q k^T * scale)
+    within `mask`, per head, then the mean over heads (the L1-normalised head sum)."""
+    scores = (q @ k.transpose(-2, -1)).float() * scale  # (B, n_head, T, S); k's one head broadcasts
+    return F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).mean(dim=1, keepdim=True)
+
+
+def index_kl(scores: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """mean over queries of KL(target || softmax(scores)), both over the keys in `mask` (B, 1, T, S);
+    target is 0 outside it and sums to 1 per query. >= 0, and 0 when the two distributions agree."""
+    log_q = F.log_softmax(scores.float().masked_fill(~mask, float("-inf")), dim=-1)
+    kl = torch.xlogy(target, target) - target * log_q.masked_fill(~mask, 0.0)  # 0 off the mask
+    return kl.sum(dim=-1).mean()
+
+
+def index_loss(indexers: list[nn.Module]) -> torch.Tensor | None:
+    """The weighted indexer losses of the last training forward, averaged over DSA layers (None: off)."""
+    terms = [m.loss for m in indexers if getattr(m, "loss", None) is not None]
+    return torch.stack(terms).mean() if terms else None
 
 
 INDEXERS = {False: lambda cfg: NoIndexer(), True: LightningIndexer}  # keyed by mla.index_topk > 0
