@@ -259,14 +259,19 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     score cost follows n_head (queries), not n_kv_head.
     DeepSeek Sparse Attention (mla.index_topk): the heads attend to at most index_topk keys
     (`sparse_keys`), and the indexer scores every visible key, 2 * index_n_head * index_head_dim
-    FLOPs per key forward only (it gets no gradient). Its weight matrices are in matmul_params
-    and charged 6x like the others, an overcount of 4x on those small matrices. On CPU our kernel
+    FLOPs per key forward, times 3 when its KL loss trains it (`mla.index_loss_coef` > 0; the
+    attention probabilities it is fitted to are recomputed on the selected keys, 2 * n_head * qk_dim
+    per key, forward only). Its weight matrices are in matmul_params and charged 6x like the others. On CPU our kernel
     masks a dense score matrix; the count is what the algorithm needs.
     """
     qk_dim, v_dim = ATTENTION_DIMS[cfg.attention](cfg)
     attention = 6 * cfg.n_head * (qk_dim + v_dim) * sparse_keys(cfg, seq_len)
     m = cfg.mla
-    indexer = 2 * m.index_n_head * m.index_head_dim * attended_keys(cfg, seq_len) if m.index_topk else 0
+    indexer = 0
+    if m.index_topk:
+        trained = m.index_loss_coef > 0
+        indexer = (6 if trained else 2) * m.index_n_head * m.index_head_dim * attended_keys(cfg, seq_len)
+        indexer += trained * 2 * cfg.n_head * qk_dim * sparse_keys(cfg, seq_len)
     linear = sum(deltanet_flops(cfg) for i in (*range(cfg.n_layer), *mtp_layers(cfg)) if cfg.is_linear(i))
     return float(6 * matmul_params(cfg) + attention + indexer + linear)
 

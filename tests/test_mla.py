@@ -161,9 +161,15 @@ def test_the_indexer_choice_changes_the_output_and_is_a_top_k():
 def test_flops_charge_index_topk_keys_and_the_indexer():
     cfg, T = mla_config("dsa-top8"), 40
     m = cfg.mla
-    attention = 6 * cfg.n_head * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim) * 8 * cfg.n_layer
-    indexer = 2 * m.index_n_head * m.index_head_dim * T * cfg.n_layer
-    assert flops_per_token(cfg, T) == 6 * matmul_params(cfg) + attention + indexer
+    qk_dim = m.qk_nope_head_dim + m.qk_rope_head_dim
+    attention = 6 * cfg.n_head * (qk_dim + m.v_head_dim) * 8 * cfg.n_layer
+    scoring = 2 * m.index_n_head * m.index_head_dim * T * cfg.n_layer  # forward, every visible key
+    frozen = dataclasses.replace(cfg, mla=dataclasses.replace(m, index_loss_coef=0.0))
+    assert flops_per_token(frozen, T) == 6 * matmul_params(cfg) + attention + scoring
+    # trained by its KL loss: scoring forward + backward, and the target recomputed on the 8 chosen keys
+    target = 2 * cfg.n_head * qk_dim * 8 * cfg.n_layer
+    assert m.index_loss_coef > 0
+    assert flops_per_token(cfg, T) == 6 * matmul_params(cfg) + attention + 3 * scoring + target
 
 
 # ----------------------------------------------------------------------------- accounting
