@@ -245,8 +245,8 @@ def shrink(cfg):
 
 
 def overfit(cfg, steps: int, lr: float, optimizer: str = "adamw") -> tuple[float, float]:
-    """Train on one fixed (2, 64) batch of source text with `optimizer` (optim.name); return (first
-    loss, last loss)."""
+    """Train on one fixed (2, 64) batch of source text with `optimizer` (optim.name) on the whole
+    objective, as the trainer does; return (first LM loss, last LM loss)."""
     torch.manual_seed(0)
     model = GPT(cfg)
     tokens = torch.tensor(list(FIXED_TEXT))
@@ -257,7 +257,7 @@ def overfit(cfg, steps: int, lr: float, optimizer: str = "adamw") -> tuple[float
     for _ in range(steps):
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + sum(model.aux_losses().values())).backward()  # the trainer's objective: MoE, MTP, DSA terms
         opt.step()
         losses.append(loss.item())
     return losses[0], losses[-1]

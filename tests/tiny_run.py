@@ -15,7 +15,7 @@ from train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # GPT-2's ranks file for offline use, in the shared/ folder beside the checkout; tests that need it skip without it
-GPT2_RANKS = str(ROOT.parent / "shared" / "data" / "gpt2.tiktoken")
+GPT2_RANKS = str((ROOT.parent / "shared" / "data" / "gpt2.tiktoken").resolve())  # as runs record it
 needs_gpt2_ranks = pytest.mark.skipif(not Path(GPT2_RANKS).is_file(),
                                       reason=f"offline GPT-2 vocabulary not found at {GPT2_RANKS}")
 
