@@ -23,33 +23,33 @@ from .mixer.deltanet import GatedDeltaNet
 from .mixer.delta_rule import fla_available
 
 
+# layer class -> (its kernel on a device for a compute dtype, the kernel it is built with: the CPU's)
+KERNEL_CHOICES = {
+    CausalSelfAttention: (lambda layer, device, dtype: device_kernel(layer, device), lambda layer: layer.build_kernel),
+    Experts: (expert_kernel, lambda layer: "loop"),
+    GatedDeltaNet: (lambda layer, device, dtype: "fla" if device.type == "cuda" and fla_available() else "torch",
+                    lambda layer: "torch"),
+}
+
+
 def use_device_kernels(model: nn.Module, device: torch.device, dtype: torch.dtype) -> dict[str, str]:
-    """Switch each attention and expert layer to its kernel for `device` and the compute `dtype`
-    (autocast's, else the weights'); returns {module name: kernel} for reports."""
-    chosen = {}
-    for name, module in model.named_modules():
-        if isinstance(module, CausalSelfAttention):
-            module.use_kernel(device_kernel(module, device))
-        elif isinstance(module, Experts):
-            module.use_kernel(expert_kernel(module, device, dtype))
-        elif isinstance(module, GatedDeltaNet):
-            module.use_kernel("fla" if device.type == "cuda" and fla_available() else "torch")
-        else:
-            continue
-        chosen[name] = module.kernel
-    return chosen
+    """Switch each attention, expert and linear-attention layer to its kernel for `device` and the
+    compute `dtype` (autocast's, else the weights'); returns {module name: kernel} for reports."""
+    return _switch(model, lambda layer, on_device, built: on_device(layer, device, dtype))
 
 
 def use_build_kernels(model: nn.Module) -> dict[str, str]:
-    """Switch every attention and expert layer back to the kernel it was built with (the CPU's), so
-    that a benchmark can time the device kernels against them on the same device."""
+    """Switch every such layer back to the kernel it was built with (the CPU's), so that a benchmark
+    can time the device kernels against them on the same device."""
+    return _switch(model, lambda layer, on_device, built: built(layer))
+
+
+def _switch(model: nn.Module, pick) -> dict[str, str]:
     chosen = {}
     for name, module in model.named_modules():
-        if isinstance(module, CausalSelfAttention):
-            module.use_kernel(module.build_kernel)
-        elif isinstance(module, Experts):
-            module.use_kernel("loop")
-        else:
-            continue
-        chosen[name] = module.kernel
+        for kind, choices in KERNEL_CHOICES.items():
+            if isinstance(module, kind):
+                module.use_kernel(pick(module, *choices))
+                chosen[name] = module.kernel
+                break
     return chosen
