@@ -6,7 +6,7 @@ what the main model has seen. With D modules a round proposes up to D tokens, de
 k-th token past the verified prefix. The draft costs D small blocks per round instead of a second
 model, and reuses the target's hidden states instead of recomputing them.
 
-`MTPDraft` implements the draft protocol of model/speculative.py (`config`, `eval`, `new_cache`,
+`MTPDraft` implements the draft protocol of model/speculative.py (`config`, `train(mode)`, `new_cache`,
 `draft(tokens, cache=...)` -> logits), so it goes wherever a separate draft model goes:
 `model.generate(idx, n, draft="mtp")`. The target's hidden states reach it through two forward
 hooks, on the model (for the cache position) and on its final norm (for the states before it),
@@ -89,8 +89,9 @@ class MTPDraft:
             hook.remove()
         self._hooks, self.cache = [], None
 
-    def eval(self) -> "MTPDraft":
-        self.model.eval()
+    def train(self, mode: bool = True) -> "MTPDraft":
+        """As nn.Module.train: the modes of the model whose modules draft."""
+        self.model.train(mode)
         return self
 
     def new_cache(self, batch_size: int, max_len: int, rollback: int = 0, **options) -> MTPDraftCache:

@@ -105,7 +105,7 @@ def speculative_generate(
     check_sampling(temperature, top_k, top_p)
     _check(target, draft, idx, max_new_tokens, n_draft)
     target.eval()
-    draft.eval()
+    draft.train(False)  # eval mode; a draft needs only nn.Module's train(mode) (model/mtp_draft.py)
     total = idx.shape[1] + max_new_tokens
     # A round rolls a cache back by at most n_draft positions; ring buffers keep that many extra keys.
     t_cache, d_cache = (m.new_cache(1, total, rollback=n_draft) for m in (target, draft))

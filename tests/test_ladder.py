@@ -263,15 +263,6 @@ def overfit(cfg, steps: int, lr: float, optimizer: str = "adamw") -> tuple[float
     return losses[0], losses[-1]
 
 
-@pytest.fixture
-def one_thread():
-    """Models this small are dominated by per-op overhead, which extra threads only add to."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.slow  # ~1 s per config, ~20 s in all on 2 cores
 @pytest.mark.parametrize("path", PRESETS + LADDER, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_overfits_one_batch(path, one_thread):
