@@ -179,9 +179,28 @@ def test_interrupted_grid_resumes(tmp_path, corpus):
         assert json.loads((out / v / "seed1" / "status.json").read_text())["state"] == "done"
 
 
-@pytest.mark.parametrize("name", ["ladder-cpu", "ladder-gpu"])
+@pytest.mark.parametrize("name", ["ladder-cpu", "ladder-cpu-long", "ladder-gpu"])
 def test_ladder_ablations_cover_every_rung(name):
     spec = load_spec(ROOT / "configs" / "ablations" / f"{name}.toml")
     rungs = sorted(p.stem for p in (ROOT / "configs" / "ladder").glob("*.toml"))
     assert list(spec["variants"]) == rungs
     assert [Path(v["config"]).stem for v in spec["variants"].values()] == rungs
+
+
+def test_steps_between_variants_are_paired_by_seed(tmp_path):
+    """The per-seed step from the previous variant compares runs of equal seed (same batch order),
+    whatever order the runs are listed in, and says whether every seed moved the same way."""
+    from train.report import RunData, rows
+
+    def run(seed: int, bpb: float) -> RunData:
+        cfg = load_config(ROOT / "configs" / "default.toml", [f"--train.seed={seed}", f"--train.out_dir={tmp_path}"])
+        return RunData(tmp_path, cfg, [{"step": 1, "val_loss": bpb, "val_bpb": bpb}], {"state": "done"})
+
+    groups = {"a": [run(1, 3.0), run(2, 3.2)], "b": [run(1, 2.9), run(2, 3.25)], "c": [run(2, 3.0), run(1, 2.5)]}
+    t = {r["variant"]: r for r in rows({"baseline": "a", "delta_previous": True}, groups)}
+    assert t["a"]["delta_bpb_previous_by_seed"] is None and t["a"]["previous_same_sign"] is None
+    assert t["b"]["delta_bpb_previous_by_seed"] == "-0.1000;+0.0500" and t["b"]["previous_same_sign"] is False
+    assert t["c"]["delta_bpb_previous_by_seed"] == "-0.4000;-0.2500" and t["c"]["previous_same_sign"] is True
+    assert t["c"]["delta_bpb_previous"] == pytest.approx((2.5 + 3.0) / 2 - (2.9 + 3.25) / 2)
+    one = rows({"baseline": "a", "delta_previous": True}, {"a": [run(1, 3.0)], "b": [run(1, 2.0)]})
+    assert one[1]["delta_bpb_previous_by_seed"] == "-1.0000" and one[1]["previous_same_sign"] is None

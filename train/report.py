@@ -28,7 +28,10 @@ SPEC_FILE = "ablation.json"
 FIELDS = ["variant", "status", "seeds_done", "params", "active_params", "flops_per_token",
           "kv_bytes_per_token", "tokens", "tok_per_s", "wall_s", "val_loss_mean", "val_loss_std",
           "val_bpb_mean", "val_bpb_std", "delta_bpb", "beyond_seed_spread", "delta_bpb_previous",
-          "error"]
+          "delta_bpb_previous_by_seed", "previous_same_sign", "error"]
+
+
+YES_NO = {True: "yes", False: "no", None: ""}
 
 
 def read_json(path: Path) -> dict:
@@ -134,8 +137,20 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+def _paired(row: dict, mine: dict[int, float], previous: dict[int, float]) -> None:
+    """The step from the previous variant seed by seed. A seed fixes the order of the training
+    batches (and the initialisation, where the shapes agree), so comparing equal seeds takes that
+    share of the noise out; with >= 2 seeds, `previous_same_sign` says whether every seed moved the
+    same way."""
+    deltas = [mine[s] - previous[s] for s in sorted(mine) if s in previous]
+    if deltas:
+        row["delta_bpb_previous_by_seed"] = ";".join(f"{d:+.4f}" for d in deltas)
+    if len(deltas) > 1:
+        row["previous_same_sign"] = all(d < 0 for d in deltas) or all(d > 0 for d in deltas)
+
+
 def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
-    out, prev = [], None
+    out, prev, by_seed = [], None, {}
     for label, runs in groups.items():
         done = [r for r in runs if r.done]
         errors = [r.status["error"] for r in runs if r.status.get("state") == "failed"]
@@ -158,6 +173,9 @@ def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
             row["val_bpb_mean"], row["val_bpb_std"] = _stats([f[3] for f in finals])
             if prev is not None and prev["val_bpb_mean"] is not None:
                 row["delta_bpb_previous"] = row["val_bpb_mean"] - prev["val_bpb_mean"]
+            by_seed[label] = {r.cfg.train.seed: f[3] for r, f in zip(done, finals)}
+            if prev is not None:
+                _paired(row, by_seed[label], by_seed.get(prev["variant"], {}))
         out.append(row)
         prev = row
     base = next((r for r in out if r["variant"] == spec.get("baseline")), out[0])
@@ -169,7 +187,7 @@ def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
             row["beyond_seed_spread"] = abs(row["delta_bpb"]) > row["val_bpb_std"] + base["val_bpb_std"]
     if not spec.get("delta_previous"):
         for row in out:
-            row["delta_bpb_previous"] = None
+            row["delta_bpb_previous"] = row["delta_bpb_previous_by_seed"] = row["previous_same_sign"] = None
     return out
 
 
@@ -201,20 +219,26 @@ def _markdown(spec: dict, table: list[dict]) -> str:
              f"{spec.get('parallel', '?')} run(s) at once, {spec.get('threads') or 'all'} CPU threads in all. "
              f"Baseline: `{base}`.", "",
              "| variant | status | params | active | FLOPs/token | KV bytes/token | tokens | tok/s | wall s "
-             "| val loss | val bpb | Δ bpb vs baseline | beyond seed spread |" + (" Δ bpb vs previous |" if prev else ""),
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|" + ("--:|" if prev else "")]
+             "| val loss | val bpb | Δ bpb vs baseline | beyond seed spread |"
+             + (" Δ bpb vs previous | per seed | same sign |" if prev else ""),
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|" + ("--:|--:|---|" if prev else "")]
     for r in table:
-        spread = {True: "yes", False: "no", None: ""}[r["beyond_seed_spread"]]
+        spread = YES_NO[r["beyond_seed_spread"]]
         flops = "" if r["flops_per_token"] is None else f"{r['flops_per_token'] / 1e6:.1f} M"
         lines.append(
             f"| {r['variant']} | {r['status']} | {_num(r['params'], ',')} | {_num(r['active_params'], ',')} "
             f"| {flops} | {_num(r['kv_bytes_per_token'], ',')} | {_num(r['tokens'], ',')} "
             f"| {_num(r['tok_per_s'], ',.0f')} | {_num(r['wall_s'], ',.0f')} "
             f"| {_pm(r['val_loss_mean'], r['val_loss_std'])} | {_pm(r['val_bpb_mean'], r['val_bpb_std'])} "
-            f"| {_num(r['delta_bpb'], '+.4f')} | {spread} |" + (f" {_num(r['delta_bpb_previous'], '+.4f')} |" if prev else ""))
+            f"| {_num(r['delta_bpb'], '+.4f')} | {spread} |"
+            + (f" {_num(r['delta_bpb_previous'], '+.4f')} | {(r['delta_bpb_previous_by_seed'] or '').replace(';', ', ')} "
+               f"| {YES_NO[r['previous_same_sign']]} |" if prev else ""))
     lines += ["", "Val loss and val bpb: the last evaluation of each finished run, mean ± sample standard "
               "deviation over seeds. Beyond seed spread: |Δ| > std(variant) + std(baseline). "
-              "FLOPs/token: training (forward + backward) at the run's sequence length; KV bytes in bf16 "
+              + ("Per seed: the step from the previous variant with equal seeds (a seed fixes the order "
+                 "of the training batches), and whether every seed moved the same way (with two seeds, a step "
+                 "with no effect shows one sign half the time). " if prev else "")
+              + "FLOPs/token: training (forward + backward) at the run's sequence length; KV bytes in bf16 "
               "(model/accounting.py on the resolved config.toml). tok/s: median over logged steps, mean "
               "over seeds, measured while the runs shared the machine as stated above. Wall s: training "
               "time to the last evaluation (`elapsed_s` when logged, else implied by tok/s).", ""]
