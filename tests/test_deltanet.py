@@ -192,6 +192,64 @@ def test_cpu_keeps_the_torch_kernel():
     assert {b.attn.kernel for i, b in enumerate(model.transformer.h) if i % 2 == 0} == {"torch"}
 
 
+def fake_fla(monkeypatch) -> None:
+    """A stand-in for flash-linear-attention (its kernels need Triton and a GPU), written from the
+    contract of `fla.ops.gated_delta_rule.chunk_gated_delta_rule` in fla 0.6.0: tokens-first
+    [B, T, H, K] tensors, g the log of the decay, beta after its sigmoid, q multiplied by `scale`,
+    initial and final state [B, H, K, V]. The recurrence runs token by token in that layout."""
+    import sys
+    import types
+
+    def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, **kw):
+        B, T, H, K = k.shape
+        scale = K**-0.5 if scale is None else scale
+        S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state
+        out = []
+        for t in range(T):
+            S = S * g[:, t, :, None, None].exp()
+            u = beta[:, t, :, None] * (v[:, t] - (k[:, t, :, :, None] * S).sum(-2))  # (B, H, V)
+            S = S + k[:, t, :, :, None] * u[:, :, None, :]
+            out.append((scale * q[:, t, :, :, None] * S).sum(-2))
+        return torch.stack(out, dim=1), S if output_final_state else None
+
+    ops = types.ModuleType("fla.ops.gated_delta_rule")
+    ops.chunk_gated_delta_rule = chunk_gated_delta_rule
+    for name, module in (("fla", types.ModuleType("fla")), ("fla.ops", types.ModuleType("fla.ops")),
+                         ("fla.ops.gated_delta_rule", ops)):
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_fla_kernel_is_called_in_its_own_layout(monkeypatch):
+    """The adapter to flash-linear-attention (heads-first here, tokens-first there; q already
+    scaled) gives what the chunked form gives, and CUDA picks it once the package imports; a layer
+    switched to it computes the same forward. (The kernel itself needs a GPU and is not run here.)"""
+    from model.kernels import KERNEL_CHOICES
+    from model.mixer.deltanet import GatedDeltaNet
+    from model.mixer.delta_rule import fla_available, fla_delta_rule
+
+    fake_fla(monkeypatch)
+    assert fla_available()
+    q, k, v, g, beta, state = random_inputs(T=70)
+    o_f, s_f = fla_delta_rule(q, k, v, g, beta, state)
+    o_c, s_c = chunked_delta_rule(q, k, v, g, beta, state)
+    torch.testing.assert_close(o_f, o_c, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s_f, s_c, atol=1e-5, rtol=1e-5)
+
+    torch.manual_seed(0)
+    model = GPT(config("gqa-gated-1to1")).eval()
+    idx = torch.randint(0, 97, (2, 40))
+    with torch.no_grad():
+        ref = model(idx)
+        on_cuda, _ = KERNEL_CHOICES[GatedDeltaNet]
+        layers = [m for m in model.modules() if isinstance(m, GatedDeltaNet)]
+        for layer in layers:
+            assert on_cuda(layer, torch.device("cuda"), torch.bfloat16) == "fla"
+            assert on_cuda(layer, torch.device("cpu"), torch.float32) == "torch"
+            layer.use_kernel("fla")
+        torch.testing.assert_close(model(idx), ref, atol=1e-5, rtol=1e-5)
+    assert layers
+
+
 @pytest.mark.parametrize("bad, field", [
     (lambda: dict(deltanet=DeltaNetConfig(n_head=3, n_v_head=4)), "n_v_head"),
     (lambda: dict(deltanet=DeltaNetConfig(conv_size=1)), "conv_size"),
