@@ -1,17 +1,62 @@
 """Print the measured-effect table of docs/ladder.md from a ladder ablation's results.csv.
 
-    python scripts/ladder_effect.py docs/results/ladder-cpu/results.csv
+    python scripts/ladder_effect.py docs/results/ladder-cpu/results.csv [docs/results/ladder-cpu-long/results.csv]
+
+Each row puts a rung's cost (active parameters, training FLOPs and cache bytes per token, tok/s)
+next to its effect (val bits per byte, the step from the previous rung, in all and seed by seed, and
+from GPT-2). With a second results.csv (the same ladder at another budget), three more columns give
+that grid's val bpb and its step from the previous rung, so a reader sees whether each step holds
+as training gets longer. Every number comes from the CSVs, which train.ablate writes from the run directories.
 """
 import csv
 import sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-def f(x, fmt):
-    return format(float(x), fmt) if x else "pending"
-print("| rung | seeds done | val bpb | Δ vs previous rung | Δ vs 00-gpt2 | beyond seed spread | tok/s (1 thread, shared machine) |")
-print("|---|--:|--:|--:|--:|---|--:|")
-for r in rows:
-    bpb = "" if not r["val_bpb_mean"] else f(r["val_bpb_mean"], ".3f") + (f" ± {float(r['val_bpb_std']):.3f}" if r["val_bpb_std"] else "")
-    spread = {"True": "yes", "False": "no"}.get(r["beyond_seed_spread"], "n/a (1 seed)" if r["val_bpb_mean"] else "")
-    spread = "(baseline)" if r["variant"] == rows[0]["variant"] else spread
-    print(f"| {r['variant']} | {r['seeds_done']}/2 | {bpb or 'pending'} | {f(r['delta_bpb_previous'], '+.3f') if r['variant'] != '00-gpt2' else ''} "
-          f"| {f(r['delta_bpb'], '+.3f')} | {spread} | {f(r['tok_per_s'], ',.0f')} |")
+
+
+def fmt(x: str, spec: str) -> str:
+    return format(float(x), spec) if x else "pending"
+
+
+def bpb(r: dict) -> str:
+    if not r["val_bpb_mean"]:
+        return "pending"
+    return fmt(r["val_bpb_mean"], ".3f") + (f" ± {float(r['val_bpb_std']):.3f}" if r["val_bpb_std"] else "")
+
+
+def spread(r: dict, first: bool) -> str:
+    if first:
+        return "(baseline)"
+    return {"True": "yes", "False": "no"}.get(r["beyond_seed_spread"], "n/a (1 seed)" if r["val_bpb_mean"] else "")
+
+
+def per_seed(r: dict) -> str:
+    """The step from the previous rung seed by seed, marked when every seed moved the same way."""
+    if not r.get("delta_bpb_previous_by_seed"):
+        return ""
+    same = {"True": " (same sign)", "False": ""}.get(r.get("previous_same_sign", ""), "")
+    return ", ".join(f"{float(d):+.3f}" for d in r["delta_bpb_previous_by_seed"].split(";")) + same
+
+
+def main(paths: list[str]) -> None:
+    rows = list(csv.DictReader(open(paths[0])))
+    other = {r["variant"]: r for r in csv.DictReader(open(paths[1]))} if len(paths) > 1 else None
+    head = ["rung", "active params", "FLOPs/token", "KV B/token", "tok/s", "val bpb", "Δ vs previous rung",
+            "per seed", "Δ vs 00-gpt2", "beyond seed spread"]
+    align = "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+    if other is not None:
+        head += ["val bpb, 2x budget", "Δ vs previous, 2x budget", "per seed, 2x budget"]
+        align += "--:|--:|--:|"
+    print("| " + " | ".join(head) + " |")
+    print(align)
+    for i, r in enumerate(rows):
+        flops = f"{float(r['flops_per_token']) / 1e6:.1f} M" if r["flops_per_token"] else ""
+        cells = [r["variant"], fmt(r["active_params"], ",.0f"), flops, fmt(r["kv_bytes_per_token"], ",.0f"),
+                 fmt(r["tok_per_s"], ",.0f"), bpb(r), fmt(r["delta_bpb_previous"], "+.3f") if i else "",
+                 per_seed(r), fmt(r["delta_bpb"], "+.3f"), spread(r, i == 0)]
+        if other is not None:
+            o = other.get(r["variant"])
+            cells += [bpb(o), fmt(o["delta_bpb_previous"], "+.3f") if i else "", per_seed(o)] if o else ["", "", ""]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
