@@ -50,7 +50,7 @@ data.source = "/nonexistent/corpus/dir"
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, corpus):
     tmp = tmp_path_factory.mktemp("ablate")
-    path = ablation_file(tmp, corpus, VARIANTS)
+    path = ablation_file(tmp, corpus, VARIANTS, extra='note = "Six steps: a smoke test, not a measurement."')
     code = ablate_main([str(path)])
     return path, tmp / "out", code
 
@@ -85,6 +85,7 @@ def test_micro_ablation_report_matches_the_runs(grid):
     assert rows["narrow"]["beyond_seed_spread"] == ""  # one seed: undecided
     md = (out / "results.md").read_text()
     assert "| wide | ok |" in md and "| narrow | ok |" in md
+    assert "\nSix steps: a smoke test, not a measurement.\n" in md  # the file's note, under the heading
     assert (out / "curves.png").stat().st_size > 0
 
 
@@ -143,6 +144,8 @@ def test_budget_in_flops_and_bad_ablation_files(tmp_path, corpus, capsys):
         bad = ablation_file(tmp_path, corpus, "[variants.a]\n", budget=budget)
         code, _, err = cli(capsys, bad, entry=ablate_main)
         assert code == 2 and message in error_line(err)
+    code, _, err = cli(capsys, path, "--note=3", entry=ablate_main)
+    assert code == 2 and "note must be a string" in error_line(err)
     code, _, err = cli(capsys, path, "--seeds=[1, 1]", entry=ablate_main)
     assert code == 2 and "distinct" in error_line(err)
     code, _, err = cli(capsys, tmp_path / "missing.toml", entry=ablate_main)

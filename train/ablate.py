@@ -14,6 +14,7 @@ go at once (paths are relative to the ablation file; `--key=value` overrides any
     parallel = 2         # runs at once
     threads = 2          # CPU threads shared among them (0 = all cores)
     baseline = "switch"  # the row deltas are measured against (default: the first variant)
+    note = "..."         # optional: printed under the report's heading (what the budget can and cannot show)
 
     [budget]             # per run, exactly one of: tokens, flops (training FLOPs), seconds
     tokens = 1_000_000
@@ -62,7 +63,7 @@ from .report import SPEC_FILE, STATUS_FILE, read_json, write_report
 
 USAGE = "usage: python -m train.ablate ABLATION.toml [--key=value ...] | --report OUT_DIR"
 BUDGETS = ("tokens", "flops", "seconds")
-KEYS = {"name", "base", "out_dir", "seeds", "parallel", "threads", "baseline", "delta_previous",
+KEYS = {"name", "base", "out_dir", "seeds", "parallel", "threads", "baseline", "delta_previous", "note",
         "budget", "overrides", "variants"}
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 POLL_S = 0.5
@@ -106,7 +107,10 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
             "base": str(here / raw["base"]) if "base" in raw else "",
             "seeds": raw.get("seeds", [1]), "parallel": raw.get("parallel", 1),
             "threads": raw.get("threads", 0), "delta_previous": raw.get("delta_previous", False),
-            "overrides": _flatten(raw.get("overrides", {}), "overrides"), "variants": {}}
+            "overrides": _flatten(raw.get("overrides", {}), "overrides"), "variants": {},
+            "note": raw.get("note", "")}
+    if not isinstance(spec["note"], str):
+        raise ConfigError(f"note must be a string; got {spec['note']!r}")
     seeds = spec["seeds"]
     if not (isinstance(seeds, list) and seeds and all(_is_int(s) and s >= 0 for s in seeds)
             and len(set(seeds)) == len(seeds)):

@@ -217,7 +217,7 @@ def _markdown(spec: dict, table: list[dict]) -> str:
     lines = [f"# Ablation: {spec.get('name', '?')}", "",
              f"Budget per run: {amount:,} {kind}; seeds {spec.get('seeds', '?')}; "
              f"{spec.get('parallel', '?')} run(s) at once, {spec.get('threads') or 'all'} CPU threads in all. "
-             f"Baseline: `{base}`.", "",
+             f"Baseline: `{base}`.", "", *([spec["note"], ""] if spec.get("note") else []),
              "| variant | status | params | active | FLOPs/token | KV bytes/token | tokens | tok/s | wall s "
              "| val loss | val bpb | Δ bpb vs baseline | beyond seed spread |"
              + (" Δ bpb vs previous | per seed | same sign |" if prev else ""),
