@@ -155,13 +155,13 @@ class DeltaNetConfig:
     n_v_head: int = 0  # value heads (each q/k head serves n_v_head / n_head of them); 0 = n_head
     head_dim: int = 0  # query/key size per head; 0 = model.head_dim
     v_head_dim: int = 0  # value size per head; 0 = head_dim
-    conv_size: int = 4  # width of the short causal depthwise convolution over q, k, v
+    conv_size: int = 4  # width of the short causal depthwise convolution over q, k, v (1: no mixing over time)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             _check_int(f"deltanet.{f.name}", getattr(self, f.name), minimum=0)
-        if self.conv_size < 2:
-            raise ValueError(f"model.deltanet.conv_size must be an integer >= 2; got {self.conv_size}")
+        if self.conv_size < 1:
+            raise ValueError(f"model.deltanet.conv_size must be an integer >= 1; got {self.conv_size}")
 
     def resolve(self, n_head: int, head_dim: int) -> None:
         """Fill the sizes written as 0 (called by ModelConfig when linear attention is on)."""

@@ -29,6 +29,7 @@ CASES = {
                                   attention="mla", n_kv_head=0, window=16, global_every=2,
                                   mla=MLAConfig(kv_lora_rank=16, qk_nope_head_dim=12, qk_rope_head_dim=8, v_head_dim=10)),
     "all-linear-derived-sizes": dict(deltanet=DeltaNetConfig(full_every=0)),
+    "one-tap-conv": dict(deltanet=dataclasses.replace(DELTA, conv_size=1)),  # no mixing over time: no conv past cached
 }
 
 
@@ -252,7 +253,7 @@ def test_fla_kernel_is_called_in_its_own_layout(monkeypatch):
 
 @pytest.mark.parametrize("bad, field", [
     (lambda: dict(deltanet=DeltaNetConfig(n_head=3, n_v_head=4)), "n_v_head"),
-    (lambda: dict(deltanet=DeltaNetConfig(conv_size=1)), "conv_size"),
+    (lambda: dict(deltanet=DeltaNetConfig(conv_size=0)), "conv_size"),
     (lambda: dict(deltanet=DeltaNetConfig(full_every=-1)), "full_every"),
     (lambda: dict(linear_attention="mamba"), "linear_attention"),
     (lambda: dict(linear_attention="none", deltanet=DeltaNetConfig(full_every=2)), "deltanet"),
