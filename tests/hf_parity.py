@@ -94,3 +94,21 @@ def check_from_hf(model_type: str, overrides: dict, expected: dict):
     with torch.no_grad():
         assert_logits_match(gpt(idx), hf(idx).logits)
     return gpt
+
+
+def assert_preset_round_trips(preset: str, family: str) -> None:
+    """configs/presets/<preset>.toml survives config_to_hf -> config_from_hf for `family`. HF configs
+    have no field for MoE's training-only settings (balancing, capacity), which come back as 0."""
+    import dataclasses
+    from pathlib import Path
+
+    from model.config import MoEConfig
+    from model.hf import config_from_hf, config_to_hf
+    from train.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "presets" / f"{preset}.toml").model
+    expected = cfg
+    if cfg.moe.n_expert:
+        untrained = dict.fromkeys(MoEConfig.TRAINING_ONLY, 0.0)
+        expected = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, **untrained))
+    assert config_from_hf(config_to_hf(cfg, family)) == expected

@@ -7,7 +7,6 @@ Every weight is random (norms and the router's correction bias included)."""
 
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,15 +14,13 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    VOCAB, assert_logits_match, check_to_hf_and_back, hf_config, random_hf_model,
+    VOCAB, assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config, random_hf_model,
     randomize_, tokens,
 )
 from model import GPT, ModelConfig  # noqa: E402
 from model.config import MLAConfig, MoEConfig  # noqa: E402
 from model.hf import FAMILIES, IDENTITY, config_from_hf, config_to_hf, from_hf  # noqa: E402
-from train.config import load_config  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = dict(num_key_value_heads=4, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
              n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2, moe_intermediate_size=32,
              n_shared_experts=1, first_k_dense_replace=1, routed_scaling_factor=2.5)
@@ -142,7 +139,4 @@ def test_unrepresentable_model_config_raises(ours, field):
 
 
 def test_preset_converts_to_its_hf_family():
-    cfg = load_config(ROOT / "configs/presets/deepseek-v3.toml").model
-    back = config_from_hf(config_to_hf(cfg, "deepseek_v3"))
-    training = dict.fromkeys(MoEConfig.TRAINING_ONLY, 0.0)
-    assert back == dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, **training))
+    assert_preset_round_trips("deepseek-v3", "deepseek_v3")

@@ -8,20 +8,18 @@ The indexer has 8 heads here: with few heads relu zeroes every head for some key
 tie, and HF's topk breaks ties in its own order (ours: the earlier key, model/mixer/dsa.py)."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
 
-from hf_parity import assert_logits_match, check_to_hf_and_back, hf_config, random_hf_model, tokens  # noqa: E402
-from model.config import MoEConfig  # noqa: E402
+from hf_parity import (  # noqa: E402
+    assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config, random_hf_model, tokens,
+)
 from model.hf import config_from_hf, config_to_hf, from_hf  # noqa: E402
 from test_hf_deepseek import SIZES, randomize_router_bias_  # noqa: E402
-from train.config import load_config  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 INDEX = dict(q_lora_rank=24, index_n_heads=8, index_head_dim=16)
 CASES = {  # name: HF config overrides on SIZES + INDEX
     "top7-of-40": dict(index_topk=7),
@@ -101,7 +99,4 @@ def test_dense_mla_cannot_be_written_as_v32():
 
 
 def test_preset_converts_to_its_hf_family():
-    cfg = load_config(ROOT / "configs/presets/deepseek-v3.2.toml").model
-    back = config_from_hf(config_to_hf(cfg, "deepseek_v32"))
-    training = dict.fromkeys(MoEConfig.TRAINING_ONLY, 0.0)
-    assert back == dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, **training))
+    assert_preset_round_trips("deepseek-v3.2", "deepseek_v32")

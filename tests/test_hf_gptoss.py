@@ -7,7 +7,6 @@ Every weight is random (norms, sinks, router bias and expert biases included).""
 
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,15 +14,13 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    VOCAB, assert_logits_match, check_to_hf_and_back, hf_config, random_hf_model, tokens,
+    VOCAB, assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config, random_hf_model, tokens,
 )
 from model import ModelConfig  # noqa: E402
 from model.config import MoEConfig  # noqa: E402
 from model.hf import FAMILIES, config_from_hf, config_to_hf, from_hf  # noqa: E402
 from model.hf.gpt_oss import EXPERT_T  # noqa: E402
-from train.config import load_config  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 YARN = dict(rope_type="yarn", rope_theta=150000.0, factor=4.0, beta_fast=32.0, beta_slow=1.0, truncate=False,
             original_max_position_embeddings=16)
 SIZES = dict(head_dim=16, intermediate_size=32, num_local_experts=8, num_experts_per_tok=2, sliding_window=6,
@@ -124,7 +121,4 @@ def test_unrepresentable_model_config_raises(ours, moe, field):
 
 
 def test_preset_converts_to_its_hf_family():
-    cfg = load_config(ROOT / "configs/presets/gpt-oss.toml").model
-    back = config_from_hf(config_to_hf(cfg, "gpt_oss"))
-    training = dict.fromkeys(MoEConfig.TRAINING_ONLY, 0.0)
-    assert back == dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, **training))
+    assert_preset_round_trips("gpt-oss", "gpt_oss")

@@ -7,7 +7,6 @@ Every weight is random, norms included."""
 
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,13 +14,11 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    assert_logits_match, check_to_hf_and_back, hf_config, random_hf_model, tokens,
+    assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config, random_hf_model, tokens,
 )
 from model.config import RopeConfig  # noqa: E402
 from model.hf import config_from_hf, config_to_hf, from_hf  # noqa: E402
-from train.config import load_config  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 YARN = dict(rope_type="yarn", rope_theta=500000.0, factor=8.0, beta_fast=32.0, beta_slow=1.0,
             original_max_position_embeddings=8)
 PLAIN = dict(rope_type="default", rope_theta=500000.0)
@@ -108,5 +105,4 @@ def test_unrepresentable_model_config_raises(changed, field):
 
 
 def test_preset_converts_to_its_hf_family():
-    cfg = load_config(ROOT / "configs/presets/olmo3.toml").model
-    assert config_from_hf(config_to_hf(cfg, "olmo3")) == cfg
+    assert_preset_round_trips("olmo3", "olmo3")
