@@ -72,9 +72,9 @@ def test_kernels_chosen_per_device():
                                   "gpt-oss-like clamped swiglu, biases, router bias"])
 @pytest.mark.parametrize("hidden", [{}, {"expert_hidden": 13}], ids=["aligned", "hidden 13, padded"])
 def test_grouped_experts_forward_equals_the_loop(name, hidden):
-    """The grouped-GEMM path computes in bf16 (its backward does not run on CPU): its forward equals
-    the per-expert loop to bf16 precision, on tokens where one expert gets none; a hidden size that
-    is not a multiple of 8 is padded with zero units (Experts.aligned)."""
+    """The grouped-GEMM path computes in bf16: its forward equals the per-expert loop to bf16
+    precision, on tokens where one expert gets none; a hidden size that is not a multiple of 8 is
+    padded with zero units (Experts.aligned)."""
     moe = build(name, **hidden).eval()
     x = torch.randn(2, 16, 32)
     ex = moe.experts
@@ -133,18 +133,21 @@ def test_flex_backward_equals_the_build_kernel_on_cuda(fields):
         torch.testing.assert_close(g, r, atol=1e-4 * r.abs().max().item(), rtol=1e-3)
 
 
-@needs_cuda
 @pytest.mark.skipif(grouped_mm is None, reason="this PyTorch has no grouped_mm")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
 @pytest.mark.parametrize("name", ["mixtral-like top-2 of 4", "switch-like top-1, gelu, biases, raw weights",
                                   "deepseek-like sigmoid, groups, shared, scale"])
 @pytest.mark.parametrize("hidden", [{}, {"expert_hidden": 13}], ids=["aligned", "hidden 13, padded"])
-def test_grouped_experts_backward_equals_the_loop_on_cuda(name, hidden):
-    """The grouped-GEMM backward (it raises on CPU) gives the loop's gradients, to bf16 precision."""
-    moe = build(name, **hidden).train().cuda()
-    x = torch.randn(2, 16, 32, device="cuda")
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+def test_grouped_experts_backward_equals_the_loop(name, hidden, device):
+    """The grouped-GEMM backward gives the loop's gradients, to bf16 precision. On CPU the op's
+    backward runs when the incoming gradient is contiguous (it raises on an expanded one, such as
+    the gradient of `.sum()`), which it is inside the MoE layer."""
+    moe = build(name, **hidden).train().to(device)
+    x = torch.randn(2, 16, 32, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
         ref_out, ref = grads(moe, x)
-        assert expert_kernel(moe.experts, torch.device("cuda"), torch.bfloat16) == "grouped"
+        on_device = expert_kernel(moe.experts, torch.device(device), torch.bfloat16)
+        assert on_device == ("grouped" if device == "cuda" else "loop")
         moe.experts.use_kernel("grouped")
         out, got = grads(moe, x)
     torch.testing.assert_close(out.float(), ref_out.float(), atol=2e-2 * ref_out.float().abs().max().item(), rtol=0)

@@ -268,3 +268,45 @@ def test_moe_run_resumes_bit_exactly(tmp_path, corpus):
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     bias = straight.model.moe_layers[0].router.expert_bias
     assert bias.abs().sum() > 0  # the aux-loss-free bias moved and was saved with the weights
+
+
+@pytest.mark.parametrize("name", ["mixtral-like top-2 of 4", "deepseek-like sigmoid, groups, shared, scale"])
+def test_grouped_moe_never_reads_the_device_and_traces_as_one_graph(name):
+    """With the grouped kernel (CUDA's), an MoE forward and backward queue work without waiting for
+    it: no host read of a device value, no operator that sizes its output from the data
+    (torch.bincount did, in every forward). torch.compile then traces the layer whole."""
+    from train.device_reads import DeviceReads
+
+    moe = build(name).train()
+    moe.experts.use_kernel("grouped")
+    x = torch.randn(2, 16, 32, requires_grad=True)
+    with DeviceReads() as seen, torch.autocast("cpu", dtype=torch.bfloat16):
+        y = moe(x)
+        (y.float() * torch.randn(y.shape)).sum().backward()
+    assert seen.reads == 0, seen.report()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explained = torch._dynamo.explain(moe)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the loop reads the counts: one read per forward
+        moe.experts.use_kernel("loop")
+        with DeviceReads() as seen:
+            moe(x)
+    assert seen.reads == 1 and seen.by_name["Tensor.tolist"] == 1
+
+
+def test_moe_training_step_reads_the_device_once(tmp_path, corpus):
+    """The trainer reads the loss terms, the gradient norm and every MoE layer's statistics in one
+    copy per step (it was 2 + 3 per MoE layer), with the grouped experts the GPU runs."""
+    from train.device_reads import DeviceReads
+
+    trainer = Trainer(make(tmp_path, corpus, "moe", "--model.mlp=swiglu", "--model.moe.n_expert=4",
+                           "--model.moe.top_k=2", "--model.moe.expert_hidden=16", "--model.moe.aux_loss_coef=0.01",
+                           "--model.moe.bias_update_rate=0.001", "--train.dtype=bf16"))
+    for layer in trainer.model.moe_layers:
+        layer.experts.use_kernel("grouped")
+    trainer.train_step()
+    with DeviceReads() as seen:
+        record = trainer.train_step()
+    assert seen.reads == 1 and seen.by_name["Tensor.tolist"] == 1, seen.report()
+    assert {"loss", "aux_loss", "grad_norm", "moe_balance", "moe_z_loss", "moe_max_load"} <= set(record)
+    assert len(record["moe_max_load"]) == 2 and all(v >= 1.0 for v in record["moe_max_load"])

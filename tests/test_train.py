@@ -134,3 +134,17 @@ def test_default_config_overfits_one_batch():
             break
     assert losses[0] > 4.0  # starts near uniform over 257 symbols (ln 257 = 5.55)
     assert losses[-1] < 0.1, f"loss {losses[-1]:.3f} after {len(losses)} steps"
+
+
+def test_a_training_step_reads_the_device_once(tmp_path, corpus):
+    """One host read of device values per optimizer step, whatever grad_accum: the loss terms and
+    the gradient norm in one copy. On a GPU each read waits for the queued work, so every extra one
+    leaves the device idle while the host prepares the next launches (train/device_reads.py)."""
+    from train.device_reads import DeviceReads
+
+    trainer = Trainer(make(tmp_path, corpus, "run"))  # grad_accum = 2
+    trainer.train_step()
+    with DeviceReads() as seen:
+        record = trainer.train_step()
+    assert seen.reads == 1 and seen.by_name["Tensor.tolist"] == 1, seen.report()
+    assert math.isfinite(record["loss"]) and record["grad_norm"] > 0

@@ -152,14 +152,15 @@ def grad_sync(module: nn.Module, enabled: bool):
     return nullcontext()
 
 
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
-    """Clip to `max_norm`; return the global gradient norm (sharded FSDP2 gradients included)."""
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip to `max_norm`; return the global gradient norm (sharded FSDP2 gradients included), on
+    the device: the caller reads it with whatever else it needs, in one copy."""
     grads = [p.grad for p in params if p.grad is not None]
     total = torch.nn.utils.get_total_norm(grads)
     if hasattr(total, "full_tensor"):  # a DTensor holding this rank's partial norm
         total = total.full_tensor()
     torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
-    return total.item()
+    return total
 
 
 # ----- full state, whatever the layout ---------------------------------------------------------------

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from model import GPT
 from model.accounting import flops_per_token
-from model.ffn.moe import end_step
+from model.ffn.moe import end_step, step_stats
 from model.kernels import use_device_kernels
 
 from . import checkpoint as ckpt
@@ -82,6 +82,7 @@ class Trainer:
         if self.rank:
             torch.manual_seed(t.seed + self.rank)  # dropout masks differ between ranks
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
+        self.params = list(self.model.parameters())  # listed once: clipping takes them every step
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
         self.step_fn = torch.compile(self.wrapped) if t.compile else self.wrapped
         self._stop: signal.Signals | None = None  # a stop signal every rank has agreed on
@@ -195,7 +196,8 @@ class Trainer:
         lr = lr_at(self.step, cfg.optim, cfg.train.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        model.train()
+        if not self.model.training:  # after an evaluation; a call each step walks every module
+            model.train()
         accum = cfg.train.grad_accum
         total = None  # each term of the objective, summed over micro-batches
         for micro in range(accum):
@@ -216,8 +218,17 @@ class Trainer:
         self.dist.sum_(total)  # the mean over every rank's micro-batches, the same on all ranks
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.optim.grad_clip or float("inf")
-        grad_norm = parallel.clip_grad_norm(list(self.model.parameters()), max_norm)
-        means = dict(zip(terms, (total / (accum * self.world_size)).tolist()))  # {"loss": ..., "aux_loss": ...}
+        grad_norm = parallel.clip_grad_norm(self.params, max_norm)
+        # The step's one read of the device (a sync on a GPU): every term's mean, the gradient
+        # norm and the MoE statistics, in a single copy. Nothing else here waits for the device.
+        moe = self.model.moe_layers
+        readout = [total / (accum * self.world_size), grad_norm.view(1).float()]
+        if moe:
+            self._sum_moe_counts()
+            readout.append(step_stats(moe).flatten())
+        values = torch.cat(readout).tolist()
+        means = dict(zip(terms, values))  # {"loss": ..., "aux_loss": ...}
+        grad_norm = values[len(terms)]
         loss = sum(means.values())  # the objective
         # With fp16 loss scaling an overflowing gradient is expected: the scaler skips the step.
         grads_ok = self.scaler.is_enabled() or math.isfinite(grad_norm)
@@ -231,9 +242,10 @@ class Trainer:
         self.skipped_in_a_row = 0
         record = {"step": self.step, **means, "lr": lr, "grad_norm": grad_norm,
                   "skipped_steps": self.skipped_steps}
-        if self.model.moe_layers:
-            self._sum_moe_counts()
-            record |= {"aux_loss": means.get("aux_loss", 0.0), **end_step(self.model.moe_layers)}
+        if moe:
+            stats = values[len(terms) + 1:]
+            rows = [stats[i:i + len(stats) // len(moe)] for i in range(0, len(stats), len(stats) // len(moe))]
+            record |= {"aux_loss": means.get("aux_loss", 0.0), **end_step(moe, rows)}
         return record
 
     def _sum_moe_counts(self) -> None:

@@ -21,8 +21,10 @@ Training signals (all in `model.moe`, none changes a trained model's function):
     chosen, never the weights;
   * capacity_factor: an expert takes at most ceil(cf * tokens * top_k / n_expert) tokens per
     forward; later ones are dropped (their routed output is 0). Applied in training only, so
-    evaluation and cached decoding never drop.
-The aux terms are averaged over MoE layers and added to the loss by `GPT.forward` in training.
+    evaluation and cached decoding never drop. Selecting the kept assignments reads the device
+    (a sync on a GPU); without a limit, a forward never waits for the device.
+The aux terms are averaged over MoE layers (`GPT.aux_losses`); the trainer adds them to the
+objective.
 """
 
 import math
@@ -150,7 +152,7 @@ class MoE(nn.Module):
         B, T, D = x.shape
         flat = x.reshape(-1, D)  # (N, n_embd)
         logits, scores, chosen, weights = self.router(flat)  # (N, n_expert) x2, (N, top_k) x2
-        load = torch.bincount(chosen.flatten(), minlength=self.n_expert)  # (n_expert,) assignments
+        load = assignments_per_expert(chosen, self.n_expert)  # (n_expert,)
         order, counts = self._dispatch(chosen, load)  # assignments grouped by expert, kept per expert
         token = order // self.top_k  # (M,) the token of each kept assignment
         h = self.experts(flat.index_select(0, token), counts)  # (M, n_embd)
@@ -180,26 +182,36 @@ class MoE(nn.Module):
         probs = scores / scores.sum(dim=-1, keepdim=True)  # sigmoid scores normalised per token
         balance = self.n_expert * (load / n_tokens * probs.mean(dim=0)).sum()
         z = torch.logsumexp(logits, dim=-1).square().mean()
-        self.aux_loss = None
-        if self.aux_loss_coef or self.z_loss_coef:
-            self.aux_loss = self.aux_loss_coef * balance + self.z_loss_coef * z
-        with torch.no_grad():
+        # only the terms with a weight join the objective (a zero-weighted term would still cost
+        # its backward); the other is recorded as a metric
+        terms = [coef * term for coef, term in ((self.aux_loss_coef, balance), (self.z_loss_coef, z)) if coef]
+        self.aux_loss = sum(terms) if terms else None
+        with torch.no_grad():  # in place, and no host value is copied to the device
             self.load += load
-            self.sums += torch.stack([balance.detach(), z.detach(), load.new_tensor(1.0),
-                                      load.new_tensor(float(dropped))])
+            self.sums[:2] += torch.stack([balance, z])
+            self.sums[2] += 1
+            if dropped:
+                self.sums[3] += dropped
 
     @torch.no_grad()
-    def end_step(self, update_bias: bool = True) -> dict:
-        """Metrics since the last call; then the aux-loss-free bias update (if on) and a reset."""
-        balance, z, forwards, dropped = self.sums.tolist()
+    def step_stats(self) -> torch.Tensor:
+        """What end_step reports, still on the device (so that the trainer can read it together
+        with the loss, in one copy): [balance sum, z-loss sum, forwards, dropped, assignments,
+        busiest expert's load / mean load]."""
         load = self.load
+        return torch.cat([self.sums, torch.stack([load.sum(), load.max() / load.mean().clamp(min=1e-9)])])
+
+    @torch.no_grad()
+    def end_step(self, stats: list[float] | None = None, update_bias: bool = True) -> dict:
+        """Metrics since the last call, from `step_stats()` (read here if not given); then the
+        aux-loss-free bias update (if on, on the device) and a reset."""
+        balance, z, forwards, dropped, assigned, max_load = self.step_stats().tolist() if stats is None else stats
         metrics = {}
         if forwards:
             metrics = {"balance": balance / forwards, "z_loss": z / forwards,
-                       "dropped": dropped / max(load.sum().item(), 1.0),
-                       "max_load": (load.max() / load.mean().clamp(min=1e-9)).item()}
+                       "dropped": dropped / max(assigned, 1.0), "max_load": max_load}
             if update_bias and self.bias_update_rate:
-                self.router.expert_bias += self.bias_update_rate * torch.sign(load.mean() - load)
+                self.router.expert_bias += self.bias_update_rate * torch.sign(self.load.mean() - self.load)
         self.load.zero_()
         self.sums.zero_()
         self.aux_loss = None
@@ -216,14 +228,31 @@ def aux_loss(layers: list[MoE]) -> torch.Tensor | None:
     return sum(terms) / len(terms) if terms else None
 
 
-def end_step(layers: list[MoE], update_bias: bool = True) -> dict:
+def assignments_per_expert(chosen: torch.Tensor, n_expert: int) -> torch.Tensor:
+    """(n_expert,) how many of the (token, k) assignments in `chosen` go to each expert. A
+    scatter-add of ones, not `torch.bincount`: on CUDA bincount reads the input's maximum on the
+    host to size its output, a sync in every MoE forward and a graph break under torch.compile."""
+    expert = chosen.flatten()
+    counts = torch.zeros(n_expert, dtype=expert.dtype, device=expert.device)
+    return counts.scatter_add_(0, expert, torch.ones_like(expert))
+
+
+def step_stats(layers: list[MoE]) -> torch.Tensor:
+    """(n_layers, 6): every layer's `step_stats()`, to be read from the device in one copy."""
+    return torch.stack([layer.step_stats() for layer in layers])
+
+
+def end_step(layers: list[MoE], stats: list[list[float]] | None = None, update_bias: bool = True) -> dict:
     """After an optimizer step: load and aux-term metrics for the log (balance and z-loss averaged
-    over layers), the aux-loss-free bias update, and a reset.
+    over layers), the aux-loss-free bias update, and a reset. `stats`: `step_stats(layers)` as
+    read by the caller; read here (one copy for all layers) if not given.
 
     moe_max_load lists, per MoE layer, the busiest expert's tokens over the mean (1.0 = even);
     moe_dropped is the fraction of assignments dropped by the capacity limit.
     """
-    per_layer = [layer.end_step(update_bias) for layer in layers]
+    if stats is None:
+        stats = step_stats(layers).tolist() if layers else []
+    per_layer = [layer.end_step(row, update_bias) for layer, row in zip(layers, stats)]
     per_layer = [m for m in per_layer if m]
     if not per_layer:
         return {}
