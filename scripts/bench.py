@@ -6,7 +6,12 @@ measured against a data-sheet peak on known GPUs, and on CPU against the measure
 large matmul in the same dtype (the practical ceiling of the machine).
 
 It also prints the kernel each attention and expert layer runs (model/kernels.py), as
-`sdpa x4, flex x2` (CPU and CUDA differ: FlexAttention and grouped-GEMM experts are CUDA-only).
+`sdpa x4, flex x2` (CPU and CUDA differ: FlexAttention and grouped-GEMM experts are CUDA-only),
+and, without compile, what one step asks of the device (train/device_reads.py): the operators it
+runs (an eager GPU step of a small model waits on one launch each) and its host reads of device
+values (each a sync on a GPU). At a tiny width the step time is then the host's alone, e.g.
+`--model.n_embd=64 --model.mlp_hidden=168 --model.moe.expert_hidden=85 --train.batch_size=1
+--model.block_size=32` for the ladder's rungs 10 and 11 (docs/LOG.md).
 
 Options: --steps N (timed steps, default 10), --warmup N (default 3), --json PATH (append one record
 per config: the figures above plus the machine, PyTorch version, commit and kernels, so that a run
@@ -31,6 +36,7 @@ from model.accounting import flops_per_token, param_count  # noqa: E402
 from model.kernels import use_build_kernels  # noqa: E402
 from train.cli import run_cli, split_args  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
+from train.device_reads import DeviceReads  # noqa: E402
 import torch  # noqa: E402
 
 from train.hardware import peak_memory_bytes  # noqa: E402
@@ -50,6 +56,10 @@ def bench(path: str, overrides: list[str], steps: int, warmup: int, kernels: str
             t0 = time.perf_counter()
             trainer.train_step()
             times.append(time.perf_counter() - t0)
+        seen = None
+        if not cfg.train.compile:  # a compiled step would be traced again under the counter
+            with DeviceReads() as seen:
+                trainer.train_step()
     dt = statistics.median(times)
     tok_s = trainer.tokens_per_step / dt
     flops = flops_per_token(cfg.model, cfg.seq_len) * tok_s
@@ -63,6 +73,7 @@ def bench(path: str, overrides: list[str], steps: int, warmup: int, kernels: str
         "peak_mem_bytes": peak_memory_bytes(trainer.device), "kernels": trainer.kernels,
         "machine": machine(trainer.device), "torch": torch.__version__, "commit": commit(),
         "steps": steps, "warmup": warmup,
+        "ops_per_step": seen and seen.ops, "reads_per_step": seen and seen.reads,
     }
 
 
@@ -123,6 +134,9 @@ def main(argv: list[str]) -> int:
               f"{r['flops_per_s'] / 1e12:8.3f} {100 * r['mfu']:5.1f}% {r['peak_mem_bytes'] / 2**20:7.0f}MiB  "
               f"{r['device']} {r['dtype']} (peak {r['peak_flops_per_s'] / 1e12:.3f} TFLOP/s)")
         print(f"{'':34} kernels: {kernel_summary(r['kernels'])}")
+        if r["ops_per_step"] is not None:
+            print(f"{'':34} per step: {r['ops_per_step']} operators, {r['reads_per_step']} host read(s) "
+                  f"of device values, {1e3 * r['step_s']:.2f} ms")
         if opts["--compare"]:
             ref = baseline(opts["--compare"], r)
             print(f"{'':34} " + (f"{r['tokens_per_s'] / ref['tokens_per_s']:.3f}x the {ref['tokens_per_s']:.0f} "
