@@ -5,8 +5,9 @@
 #   3. a Gemma-2-style window + softcap model: the device kernels (FlexAttention) against the kernels
 #      it is built with (SDPA with a band mask, an explicit softmax for the softcap), at the preset's
 #      shape and at T2048 / window 512;
+#      (3b: both compiled, at the preset's shape);
 #   4. MoE: rung 11 against the dense rung 10 (B64), and the qwen3-moe preset, grouped GEMM against
-#      the expert loop;
+#      the expert loop (4b: rungs 10 and 11 compiled);
 #   5. the decode benchmark (scripts/gpu_decode_check.sh);
 #   6. GPT-2 124M eager, ours against nanoGPT;
 #   7. the parallel layouts on one device (scripts/bench_parallel.py under torchrun): no wrapper, DDP,
@@ -36,6 +37,7 @@ if [ "${TINY:-0}" = 1 ]; then
     B64=(--train.batch_size=2)
     TIMEOUT=120
     PARALLEL=(--tiny --device cpu --variants none,ddp)
+    COMPILED=(--train.compile=false)  # compiling on this CPU would take minutes
 else
     DEV=(--train.device=cuda --train.dtype=bf16)
     SHAPE=()
@@ -45,6 +47,7 @@ else
     B64=(--train.batch_size=64)
     TIMEOUT=${TIMEOUT:-240}
     PARALLEL=(configs/gpt2-124m.toml --variants none,ddp,fsdp2,none+ac,fsdp2+ac)
+    COMPILED=(--train.compile=true)
 fi
 DATA124=(--data.source=python-stdlib '--data.hf_config=""' --data.tokenizer_path="$RANKS" --data.max_tokens=3000000)
 
@@ -82,6 +85,11 @@ if want 3; then
         bench configs/presets/gemma2.toml --kernels $kernels "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" \
             "${T2048[@]}"
     done
+    section "3b. the same, compiled: FlexAttention vs build kernels at the preset's shape"
+    for kernels in device build; do
+        bench configs/presets/gemma2.toml --kernels $kernels "${DEV[@]}" "${COMPILED[@]}" "${SHAPE[@]}" "${STEPS[@]}" \
+            --train.batch_size=64
+    done
 fi
 
 if want 4; then
@@ -91,6 +99,9 @@ if want 4; then
     bench configs/ladder/11-moe.toml configs/presets/qwen3-moe.toml --kernels build "${DEV[@]}" --train.compile=false \
         "${SHAPE[@]}" "${STEPS[@]}" "${B64[@]}"
     bench configs/presets/qwen3-moe.toml "${DEV[@]}" --train.compile=false "${SHAPE[@]}" "${STEPS[@]}" "${B64[@]}"
+    section "4b. MoE compiled: rung 11 vs dense rung 10 (B64; the grouped MoE traces as one graph)"
+    bench configs/ladder/10-attn-sinks.toml configs/ladder/11-moe.toml "${DEV[@]}" "${COMPILED[@]}" "${SHAPE[@]}" \
+        "${STEPS[@]}" "${B64[@]}"
 fi
 
 if want 5; then
