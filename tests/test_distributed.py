@@ -124,6 +124,9 @@ def test_two_ranks_match_one_process_with_accumulation(two_ranks, baseline):
     want = [m.router.expert_bias.tolist() for m in baseline.model.moe_layers]
     assert views[0]["bias"] == want  # +-rate steps decided by integer loads: exact
     assert any(abs(b) > 0 for layer in want for b in layer)
+    # each step reads the device once on each rank (losses, norm, MoE statistics and the agreed stop
+    # signal together), plus once in the MoE layer: the CPU's expert loop reads its token counts
+    assert all(view["reads"] == [2] * 4 for view in views), [view["reads"] for view in views]
 
 
 @pytest.mark.slow

@@ -51,13 +51,17 @@ class Dist:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def max_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise largest `tensor` over ranks, in place; returns it."""
+        if self.active:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
     def max_int(self, value: int, device: torch.device) -> int:
         """The largest `value` over ranks (e.g. a signal number: any rank's stop becomes everyone's)."""
         if not self.active:
             return value
-        t = torch.tensor([value], dtype=torch.int64, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t.item())
+        return int(self.max_(torch.tensor([value], dtype=torch.int64, device=device)).item())
 
     def gather_objects(self, obj) -> list:
         """`obj` from every rank, in rank order (on every rank)."""

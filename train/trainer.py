@@ -86,6 +86,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
         self.step_fn = torch.compile(self.wrapped) if t.compile else self.wrapped
         self._stop: signal.Signals | None = None  # a stop signal every rank has agreed on
+        self._signals: StopSignals | None = None  # the handler's flag, while fit() runs
         self.step = 0
         self.skipped_steps = 0  # non-finite steps skipped (train.on_nonfinite="skip"), in all
         self.skipped_in_a_row = 0
@@ -226,7 +227,13 @@ class Trainer:
         if moe:
             self._sum_moe_counts()
             readout.append(step_stats(moe).flatten())
+        if self.dist.active:  # a stop signal on any rank, agreed on by all (max over ranks)
+            received = self._signals.received if self._signals else None
+            readout.append(self.dist.max_(torch.tensor([float(received or 0)], device=self.device)))
         values = torch.cat(readout).tolist()
+        if self.dist.active:
+            signum = int(values.pop())
+            self._stop = signal.Signals(signum) if signum else None
         means = dict(zip(terms, values))  # {"loss": ..., "aux_loss": ...}
         grad_norm = values[len(terms)]
         loss = sum(means.values())  # the objective
@@ -313,7 +320,11 @@ class Trainer:
             _write_atomic(self.out_dir / TOKENIZER_FILE, json.dumps(tokenizer, indent=2) + "\n")
         try:
             with StopSignals() as stop:
-                return self._loop(resumed_from, stop)
+                self._signals = stop
+                try:
+                    return self._loop(resumed_from, stop)
+                finally:
+                    self._signals = None
         except torch.OutOfMemoryError:
             t = self.cfg.train
             raise MemoryError(oom_message(t.batch_size, t.grad_accum, str(self.device))) from None
@@ -346,8 +357,9 @@ class Trainer:
         return summary
 
     def _agree_stop(self, stop: StopSignals) -> None:
-        """A signal on any rank stops every rank after the same step (one all-reduce per step); the
-        loop reads only this agreed value, never the handler's flag, which may change any time."""
+        """A signal on any rank stops every rank after the same step (before the first step here;
+        then, with several ranks, inside train_step's one read of the device); the loop reads only
+        this agreed value, never the handler's flag, which may change any time."""
         signum = self.dist.max_int(int(stop.received or 0), self.device)
         self._stop = signal.Signals(signum) if signum else None
 
@@ -359,8 +371,9 @@ class Trainer:
         """One step and what follows it: evaluation, the metrics line, a checkpoint, the bar."""
         t = self.cfg.train
         t0 = time.perf_counter()
-        record = self.train_step()
-        self._agree_stop(stop)
+        record = self.train_step()  # with several ranks, it also agrees on a stop signal
+        if not self.dist.active:
+            self._agree_stop(stop)
         dt = time.perf_counter() - t0
         record["tokens"] = self.step * self.tokens_per_step  # over all ranks
         record["tokens_per_s"] = self.tokens_per_step / dt
