@@ -25,7 +25,10 @@ from torch.nn import functional as F
 
 from .softcap import softcap
 
-CHUNK_ELEMENTS = 2**26  # logits per chunk (256 MiB in fp32); fewer chunks mean larger matmuls
+# Logits per chunk (256 MiB in fp32). Fewer chunks mean larger matmuls and fewer passes over the
+# fp32 LM-head gradient that each chunk adds to; more chunks, less memory. Read at each call, so a
+# benchmark can sweep it (scripts/bench.py --loss_chunk).
+CHUNK_ELEMENTS = 2**26
 
 
 def lm_loss(
@@ -35,7 +38,7 @@ def lm_loss(
     vocab_size: int,
     cap: float = 0.0,
     ignore_index: int = -100,
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of softcap(h W[:vocab_size]^T) against targets, as
     `F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)` with
@@ -44,7 +47,7 @@ def lm_loss(
     h: (N, n_embd) final hidden states; weight: (padded_vocab_size, n_embd), the LM head's;
     targets: (N,) token ids or ignore_index; cap: the final softcap (0 = off).
     """
-    chunk = max(1, chunk_elements // weight.shape[0])
+    chunk = max(1, (chunk_elements or CHUNK_ELEMENTS) // weight.shape[0])
     chunk -= chunk % 128 if chunk > 128 else 0  # whole tiles of rows
     with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     return _ChunkedCrossEntropy.apply(h, weight, targets, vocab_size, cap, ignore_index, chunk, with_grad)

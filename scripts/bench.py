@@ -17,7 +17,8 @@ Options: --steps N (timed steps, default 10), --warmup N (default 3), --json PAT
 per config: the figures above plus the machine, PyTorch version, commit and kernels, so that a run
 elsewhere can be compared with it), --compare PATH (print each config's tok/s against the last
 record of the same config and overrides in that file), --kernels device|build (build: keep every
-layer on the kernel it was built with, the CPU's, to time the device kernels against it).
+layer on the kernel it was built with, the CPU's, to time the device kernels against it),
+--loss_chunk N (logits per chunk of the fused LM loss, model/loss.py; default 2**26).
 """
 
 import collections
@@ -33,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.accounting import flops_per_token, param_count  # noqa: E402
+from model import loss  # noqa: E402
 from model.kernels import use_build_kernels  # noqa: E402
 from train.cli import run_cli, split_args  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
@@ -74,6 +76,7 @@ def bench(path: str, overrides: list[str], steps: int, warmup: int, kernels: str
         "machine": machine(trainer.device), "torch": torch.__version__, "commit": commit(),
         "steps": steps, "warmup": warmup,
         "ops_per_step": seen and seen.ops, "reads_per_step": seen and seen.reads,
+        "loss_chunk": loss.CHUNK_ELEMENTS,
     }
 
 
@@ -101,13 +104,14 @@ def kernel_summary(kernels: dict[str, str]) -> str:
 
 
 def baseline(path: str, record: dict) -> dict | None:
-    """The last record in a --json file with the same config and overrides."""
+    """The last record in a --json file with the same config, overrides and loss chunk."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as e:
         raise ConfigError(f"--compare {path}: {e.strerror}") from None
     same = [r for r in map(json.loads, filter(None, lines))
-            if r.get("config") == record["config"] and r.get("overrides", []) == record["overrides"]]
+            if r.get("config") == record["config"] and r.get("overrides", []) == record["overrides"]
+            and r.get("loss_chunk", 2**26) == record["loss_chunk"]]  # older records: the default then
     return same[-1] if same else None
 
 
@@ -115,7 +119,7 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0
-    opts = {"--steps": 10, "--warmup": 3, "--json": "", "--compare": "", "--kernels": "device"}
+    opts = {"--steps": 10, "--warmup": 3, "--json": "", "--compare": "", "--kernels": "device", "--loss_chunk": ""}
     configs, overrides = split_args(argv, opts)
     if not configs:
         raise ConfigError("usage: python scripts/bench.py CONFIG [CONFIG ...] [--section.key=value ...] "
@@ -126,6 +130,10 @@ def main(argv: list[str]) -> int:
         raise ConfigError("--steps and --warmup take integers") from None
     if opts["--kernels"] not in ("device", "build"):
         raise ConfigError(f"--kernels {opts['--kernels']!r}: expected device or build")
+    if opts["--loss_chunk"]:
+        if not opts["--loss_chunk"].isdigit() or int(opts["--loss_chunk"]) < 1:
+            raise ConfigError(f"--loss_chunk {opts['--loss_chunk']!r}: expected a positive number of logits")
+        loss.CHUNK_ELEMENTS = int(opts["--loss_chunk"])
     print(f"{'config':34} {'params':>8} {'active':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}  device")
     for path in configs:
         r = bench(path, overrides, steps, warmup, opts["--kernels"])

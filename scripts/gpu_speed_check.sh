@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU figures of docs/LOG.md ("GPU speed") in one go, each ratio taken within this one run:
 #   1. the CUDA-only checks of tests/test_kernels.py (FlexAttention and grouped-GEMM backward);
-#   2. GPT-2 124M, B16 T1024, bf16 + torch.compile: scripts/bench.py against nanoGPT's bench.py;
+#   2. GPT-2 124M, B16 T1024, bf16 + torch.compile: scripts/bench.py against nanoGPT's bench.py
+#      (2b, only when asked for: the same with 4 and with 1 chunk of the LM loss);
 #   3. a Gemma-2-style window + softcap model: the device kernels (FlexAttention) against the kernels
 #      it is built with (SDPA with a band mask, an explicit softmax for the softcap), at the preset's
 #      shape and at T2048 / window 512;
@@ -75,6 +76,14 @@ if want 2; then
         (cd "$NANOGPT" && run "$PY" bench.py --batch_size=16 --bias=True --real_data=False) \
             | grep -E "time per iteration" | tee -a "$OUT/summary.txt"
     fi
+fi
+
+if want 2b; then  # opt-in (SECTIONS="2 2b"): two more compiles of the 124M model, ~1-2 min each
+    section "2b. GPT-2 124M compiled: the LM loss's chunk size (section 2 is the default, 2**26 logits)"
+    for chunk in $((1 << 28)) $((1 << 30)); do  # 4 chunks; one chunk (16,384 x 50,304 logits)
+        bench configs/gpt2-124m.toml "${DATA124[@]}" --train.batch_size=16 --train.grad_accum=1 "${DEV[@]}" \
+            "${SHAPE[@]}" "${STEPS[@]}" --loss_chunk "$chunk"
+    done
 fi
 
 if want 3; then
