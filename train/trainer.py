@@ -250,8 +250,9 @@ class Trainer:
         record = {"step": self.step, **means, "lr": lr, "grad_norm": grad_norm,
                   "skipped_steps": self.skipped_steps}
         if moe:
-            stats = values[len(terms) + 1:]
-            rows = [stats[i:i + len(stats) // len(moe)] for i in range(0, len(stats), len(stats) // len(moe))]
+            stats = values[len(terms) + 1:]  # step_stats(moe), flattened: one row per layer
+            n = len(stats) // len(moe)
+            rows = [stats[i * n:(i + 1) * n] for i in range(len(moe))]
             record |= {"aux_loss": means.get("aux_loss", 0.0), **end_step(moe, rows)}
         return record
 
