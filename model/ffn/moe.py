@@ -188,10 +188,10 @@ class MoE(nn.Module):
         self.aux_loss = sum(terms) if terms else None
         with torch.no_grad():  # in place, and no host value is copied to the device
             self.load += load
-            self.sums[:2] += torch.stack([balance, z])
-            self.sums[2] += 1
+            self.sums[:2].add_(torch.stack([balance, z]))  # add_ on the view: no copy back
+            self.sums[2].add_(1)
             if dropped:
-                self.sums[3] += dropped
+                self.sums[3].add_(dropped)
 
     @torch.no_grad()
     def step_stats(self) -> torch.Tensor:
