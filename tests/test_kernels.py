@@ -6,11 +6,13 @@ import torch
 
 from model import GPT, ModelConfig
 from model.mixer import flex
-from model.ffn.moe import expert_kernel, grouped_mm
+from model.ffn.moe import Experts, expert_kernel, grouped_mm
 from model.kernels import use_build_kernels, use_device_kernels
 from model.mixer.attention import CausalSelfAttention, device_kernel
 
 from test_moe import build  # noqa: E402  (the MoE test cases, randomised)
+from tiny_run import ROOT
+from train.config import load_config
 
 needs_flex = pytest.mark.skipif(not flex.available(), reason="this PyTorch has no FlexAttention")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -164,12 +166,7 @@ def test_a_training_forward_traces_as_one_graph(config):
     and so no host sync inside it, with the experts on the grouped GEMM that CUDA runs. Covers
     dense GPT-2, the Gated DeltaNet + MoE hybrid, MTP, MLA + DSA + sigmoid-routed MoE, and
     windows + sinks + MoE, at two layers."""
-    from pathlib import Path
-
-    from model.ffn.moe import Experts
-    from train.config import load_config
-
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / config, ["--model.n_layer=2"])
+    cfg = load_config(ROOT / "configs" / config, ["--model.n_layer=2"])
     torch.manual_seed(0)
     model = GPT(cfg.model).train()
     for m in model.modules():

@@ -12,6 +12,7 @@ from model.config import ModelConfig, MoEConfig
 from model.ffn.moe import MoE, end_step
 from tiny_run import make, numerics
 from train import checkpoint as ckpt
+from train.device_reads import DeviceReads
 from train.trainer import Trainer
 
 SMALL = dict(vocab_size=97, block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -275,8 +276,6 @@ def test_grouped_moe_never_reads_the_device_and_traces_as_one_graph(name):
     """With the grouped kernel (CUDA's), an MoE forward and backward queue work without waiting for
     it: no host read of a device value, no operator that sizes its output from the data
     (torch.bincount did, in every forward). torch.compile then traces the layer whole."""
-    from train.device_reads import DeviceReads
-
     moe = build(name).train()
     moe.experts.use_kernel("grouped")
     x = torch.randn(2, 16, 32, requires_grad=True)
@@ -297,8 +296,6 @@ def test_grouped_moe_never_reads_the_device_and_traces_as_one_graph(name):
 def test_moe_training_step_reads_the_device_once(tmp_path, corpus):
     """The trainer reads the loss terms, the gradient norm and every MoE layer's statistics in one
     copy per step (it was 2 + 3 per MoE layer), with the grouped experts the GPU runs."""
-    from train.device_reads import DeviceReads
-
     trainer = Trainer(make(tmp_path, corpus, "moe", "--model.mlp=swiglu", "--model.moe.n_expert=4",
                            "--model.moe.top_k=2", "--model.moe.expert_hidden=16", "--model.moe.aux_loss_coef=0.01",
                            "--model.moe.bias_update_rate=0.001", "--train.dtype=bf16"))
