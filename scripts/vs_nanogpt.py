@@ -1,5 +1,6 @@
 """Train-step throughput against nanoGPT, interleaved in one process:
-`python scripts/vs_nanogpt.py PATH/TO/nanoGPT/model.py [CONFIG] [--rounds N] [--steps K] [--warmup W]`
+`python scripts/vs_nanogpt.py PATH/TO/nanoGPT/model.py [CONFIG] [--rounds N] [--steps K] [--warmup W]
+[--compile] [--key=value ...]`
 
 nanoGPT's `model.py` is not part of this repository: pass the path of a checkout's file (it is
 imported from there at run time). CONFIG defaults to configs/bench/gpt2-6x384.toml, nanoGPT's small
@@ -13,7 +14,9 @@ CPU time (`time.process_time`). On a machine shared with other jobs the wall clo
 time spent waiting for a core; with one thread (OMP_NUM_THREADS=1) the CPU time counts only the
 work, and is the steadier of the two. Our step is `Trainer.train_step` (batch fetch, forward, backward, clipping,
 AdamW, metrics); nanoGPT's is the loop body of its train.py (forward, backward, clip_grad_norm_,
-AdamW from its `configure_optimizers`, zero_grad) on the same batches.
+AdamW from its `configure_optimizers`, zero_grad) on the same batches. `--compile` compiles both:
+ours with `--train.compile=true`, nanoGPT's model with `torch.compile`, as its train.py does by
+default; the warm-up steps then include the compilation.
 """
 
 import importlib.util
@@ -52,14 +55,16 @@ def nanogpt_step(model, optimizer, trainer: Trainer, step: int, grad_clip: float
 
 def main(argv: list[str]) -> int:
     opts = {"--rounds": "5", "--steps": "5", "--warmup": "3"}
-    paths, overrides = split_args(argv, opts)
+    compile_both = "--compile" in argv
+    paths, overrides = split_args([a for a in argv if a != "--compile"], opts)
     if not 1 <= len(paths) <= 2:
-        raise ConfigError("usage: python scripts/vs_nanogpt.py NANOGPT_MODEL_PY [CONFIG] [--rounds N] [--steps K]")
+        raise ConfigError("usage: python scripts/vs_nanogpt.py NANOGPT_MODEL_PY [CONFIG] [--rounds N] [--steps K] [--compile]")
     rounds, steps, warmup = (int(opts[k]) for k in ("--rounds", "--steps", "--warmup"))
     nano = load_nanogpt(paths[0])
     config = paths[1] if len(paths) > 1 else "configs/bench/gpt2-6x384.toml"
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(config, [*overrides, f"--train.out_dir={tmp}"])
+        compiled = ["--train.compile=true"] if compile_both else []
+        cfg = load_config(config, [*overrides, *compiled, f"--train.out_dir={tmp}"])
         trainer = Trainer(cfg)
         m, o = cfg.model, cfg.optim
         torch.manual_seed(cfg.train.seed)
@@ -67,6 +72,8 @@ def main(argv: list[str]) -> int:
                                       n_head=m.n_head, n_embd=m.n_embd, dropout=0.0, bias=True))
         ref_opt = ref.configure_optimizers(o.weight_decay, o.lr, (o.beta1, o.beta2), trainer.device.type)
         ref.to(trainer.device).train()
+        if compile_both:
+            ref = torch.compile(ref)
         clip = o.grad_clip or float("inf")
         ours_t, ref_t, ours_c, ref_c, ratios, cpu_ratios, n = [], [], [], [], [], [], 0
 
