@@ -6,9 +6,11 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from model import GPT, ModelConfig
 from model.accounting import flops_per_token, kv_bytes_per_token, matmul_params, param_count
+from model.ffn.mlp import gelu_tanh
 
 TINY = dict(vocab_size=100, block_size=32, n_layer=2, n_head=4, n_embd=64)
 
@@ -152,6 +154,22 @@ def test_gqa_equals_mha_with_repeated_kv_heads(n_kv_head):
     idx = tokens(2, 32)
     with torch.no_grad():
         torch.testing.assert_close(gqa(idx), mha(idx), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gelu_tanh_traced_form_equals_atens(dtype, monkeypatch):
+    """Under torch.compile gelu_tanh is written as x sigmoid(2u); it must be GPT-2's GELU, with the
+    same gradient, over the whole range (large |x| included, where one factor saturates)."""
+    x = torch.cat([torch.linspace(-12, 12, 2401), torch.tensor([-1e4, -30.0, 30.0, 1e4])]).to(dtype)
+    x.requires_grad_()
+    ref = F.gelu(x, approximate="tanh")
+    (ref_grad,) = torch.autograd.grad(ref.float().square().sum(), x)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    out = gelu_tanh(x)
+    (grad,) = torch.autograd.grad(out.float().square().sum(), x)
+    tol = {"atol": 1e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1.6e-2}
+    torch.testing.assert_close(out, ref, **tol)
+    torch.testing.assert_close(grad, ref_grad, **tol)
 
 
 def test_logits_cover_the_real_vocab_and_loss_is_cross_entropy():

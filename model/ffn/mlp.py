@@ -7,6 +7,7 @@ gated linear unit (GLU) whose hidden activation is multiplied by a second, linea
 A GLU's activation takes both halves, `glu(gate, up)`, so that gpt-oss's clamped form fits the slot.
 """
 
+import math
 from typing import Callable
 
 import torch
@@ -19,8 +20,21 @@ Activation = Callable[[torch.Tensor], torch.Tensor]
 Glu = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (gate, up) -> hidden
 
 
+# 0.5 x (1 + tanh(u)) = x sigmoid(2u), with 2u = x (_GELU_A + _GELU_B x^2)
+_GELU_A = 2 * math.sqrt(2 / math.pi)
+_GELU_B = _GELU_A * 0.044715
+
+
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    """GELU with the tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh")."""
+    """GELU with the tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh"):
+    0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
+
+    Under torch.compile it is written as the same function through a sigmoid, x sigmoid(2u):
+    Inductor fuses either form into one kernel, and on a CPU its exp-based sigmoid is several times
+    faster than its tanh (fwd + bwd of a 4096 x 1536 block: 22 ms against 49 ms, docs/LOG.md). Eager
+    mode keeps ATen's one-kernel GELU, which saves only x for backward."""
+    if torch.compiler.is_compiling():
+        return x * torch.sigmoid(x * (_GELU_A + _GELU_B * x * x))
     return F.gelu(x, approximate="tanh")
 
 
