@@ -19,6 +19,8 @@ from tiny_run import TINY, all_saved_weights_finite, cli, error_line, make, metr
 from train import checkpoint as ckpt
 from train import sample
 from train.__main__ import _preset_argument
+from train.__main__ import main as train_main
+from train.cli import run_cli, split_args
 from train.config import ConfigError, config_differences, load_config, to_toml
 from train.data import TokenData, token_dtype
 from train.trainer import Trainer
@@ -174,6 +176,11 @@ BAD_INPUT = {
     "negative step count": (lambda t: ["--train.max_steps=-5"], 2, "train.max_steps must be >= 1; got -5"),
     "unknown nonfinite policy": (lambda t: ["--train.on_nonfinite=ignore"], 2,
                                  "train.on_nonfinite must be one of 'stop', 'skip'"),
+    "negative seed": (lambda t: ["--train.seed=-1"], 2, "train.seed must be in [0, 2**63); got -1"),
+    "seed beyond 64 bits": (lambda t: [f"--train.seed={2**64}"], 2, "train.seed must be in [0, 2**63)"),
+    "cache_dir is a file": (lambda t: [f"--data.cache_dir={_file(t, 'c', b'x')}"], 1,
+                            "data.cache_dir="),
+    "not a device": (lambda t: ["--train.device=tpu"], 2, "train.device must be one of"),
 }
 
 
@@ -188,11 +195,54 @@ def test_bad_input_is_one_line_nonzero_exit_and_writes_nothing(case, base, corpu
     assert snapshot(base) == before
 
 
+def test_a_flag_missing_its_value_and_train_without_arguments(capsys):
+    opts = {"--json": ""}
+    with pytest.raises(ConfigError, match="--json needs a value"):
+        split_args(["a.toml", "--json"], opts)
+    assert split_args(["a.toml", "--json", "f.jsonl", "--x.y=1"], opts) == (["a.toml"], ["--x.y=1"])
+    assert opts["--json"] == "f.jsonl"
+    assert run_cli(train_main, []) == 2  # the usage goes to stderr, as for any other usage error
+    out, err = capsys.readouterr()
+    assert out == "" and "usage: python -m train" in err
+
+
 def test_out_dir_that_is_a_file(tmp_path, corpus, cfg_file, capsys):
     target = _file(tmp_path, "run", b"precious")
     code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={target}")
     assert code == 1 and "is a file, not a directory" in error_line(err)
     assert target.read_bytes() == b"precious"
+
+
+def test_out_dir_with_files_no_run_wrote_is_refused_untouched(tmp_path, corpus, cfg_file, capsys):
+    """A directory of the user's own config.toml / metrics.jsonl is not a run to restart: a run
+    would overwrite both. A run killed before its first checkpoint is one, and restarts."""
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "config.toml").write_text("# my notes\n")
+    (target / "metrics.jsonl").write_text('{"step": 7}\n')
+    before = snapshot(target)
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={target}", "--train.max_steps=2")
+    assert code == 2 and "holds config.toml, metrics.jsonl but no run" in error_line(err)
+    assert snapshot(target) == before
+
+    killed = tmp_path / "killed"
+    code, _, _ = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={killed}", "--train.max_steps=2")
+    assert code == 0
+    ckpt.checkpoint_dir(killed).rename(tmp_path / "gone")  # as if killed before its first checkpoint
+    code, _, _ = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={killed}", "--train.max_steps=2")
+    assert code == 0 and ckpt.latest_checkpoint(killed).name == "step_00000002"
+
+
+def test_folders_in_checkpoints_that_are_not_steps_are_ignored(base, capsys):
+    newest = ckpt.latest_checkpoint(base)
+    stray = ckpt.checkpoint_dir(base) / f"{ckpt.PREFIX}foo"
+    stray.mkdir()
+    (stray / ckpt.MARKER).write_text("")
+    try:
+        assert ckpt.latest_checkpoint(base) == newest
+    finally:
+        (stray / ckpt.MARKER).unlink()
+        stray.rmdir()
 
 
 def test_unwritable_out_dir(tmp_path, corpus, cfg_file, capsys):

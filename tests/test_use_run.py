@@ -20,8 +20,7 @@ from train import sample
 from train.cli import run_cli
 from train.config import ConfigError, load_config
 from train.data import _check_length
-from train.run import load_run
-from train.tokenizer import GPT2_ENV_VAR, for_run
+from train.tokenizer import GPT2_ENV_VAR, for_run, get_tokenizer
 from train.trainer import Trainer
 
 
@@ -115,11 +114,29 @@ def test_sample_cli_caps_with_a_note_and_rejects_bad_arguments_in_one_line(base,
                          (["--top_p", "0"], "--top_p must be in (0, 1]"),
                          (["--kv_dtype", "fp8"], "argument --kv_dtype: invalid choice: 'fp8'"),
                          (["--n_draft", "0"], "--n_draft must be >= 1"),
-                         (["--draft", str(base), "--kv_dtype", "int8"], "--draft decodes through full-precision")]:
+                         (["--draft", str(base), "--kv_dtype", "int8"], "--draft decodes through full-precision"),
+                         (["--seed", "-1"], "--seed must be in [0, 2**63); got -1")]:
         code, _, err = cli(capsys, base, *bad, entry=sample.main)
         assert code == 2 and message in error_line(err), (bad, err)
     code, _, err = cli(capsys, ckpt.latest_checkpoint(base), entry=sample.main)
     assert code == 2 and f"is inside the run directory {base}; pass that directory with --step 4" in error_line(err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_sample_and_eval_name_their_own_flags(base, capsys):
+    for entry in (sample.main, train_eval.main):
+        code, _, err = cli(capsys, base, "--device", "cuda", entry=entry)
+        assert code == 2 and "--device='cuda' but CUDA is not available" in error_line(err)
+    code, _, err = cli(capsys, base, "--data.tokenizer=gpt2", entry=train_eval.main)
+    assert code == 2 and "data.tokenizer is the run's" in error_line(err)
+
+
+def test_a_cpu_allocation_failure_is_one_line(capsys):
+    def main(argv):
+        torch.empty(2**62, dtype=torch.uint8)  # the CPU allocator raises RuntimeError, not MemoryError
+
+    assert run_cli(main, []) == 1
+    assert error_line(capsys.readouterr().err).startswith("error: out of memory (")
 
 
 def test_sample_help_is_whole(capsys):
@@ -182,6 +199,15 @@ def swapped_ranks(path):
     lines = open(GPT2_RANKS, "rb").read().splitlines()
     path.write_bytes(b"\n".join([lines[1].split()[0] + b" 0", lines[0].split()[0] + b" 1", *lines[2:]]) + b"\n")
     return path
+
+
+def test_ranks_files_that_would_crash_tiktoken_are_refused(tmp_path):
+    lines = open(GPT2_RANKS, "rb").read().splitlines()
+    repeated = tmp_path / "repeated.tiktoken"  # the right size, but rank 1 twice and no rank 0
+    repeated.write_bytes(b"\n".join([lines[0].split()[0] + b" 1", *lines[1:]]) + b"\n")
+    for path, message in [(repeated, "its ranks are not each of 0..50255 once"), (tmp_path, "a directory (expected a gpt2.tiktoken ranks file)")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            get_tokenizer("gpt2", str(path))
 
 
 def test_resuming_with_other_ranks_is_refused(gpt2_run, corpus, tmp_path):

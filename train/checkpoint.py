@@ -55,8 +55,9 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
     root = checkpoint_dir(out_dir)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / MARKER).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    found = [p for p in root.iterdir()
+             if p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit() and (p / MARKER).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))  # folders not named step_N are not ours
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:

@@ -20,7 +20,12 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
     if debug:
         argv.remove("--debug")
     try:
-        return main(argv) or 0
+        try:
+            return main(argv) or 0
+        except RuntimeError as e:  # the CPU allocator's failure is a RuntimeError, not a MemoryError
+            if "can't allocate memory" not in str(e):
+                raise
+            raise torch.OutOfMemoryError(str(e)) from e
     except (ValueError, FloatingPointError, OSError, MemoryError, torch.OutOfMemoryError,
             KeyboardInterrupt, DistributedError) as e:
         if debug:
@@ -41,9 +46,23 @@ def split_args(argv: list[str], opts: dict) -> tuple[list[str], list[str]]:
     for arg in it:
         key, _, value = arg.partition("=")
         if key in opts:
-            opts[key] = value or next(it, "")
+            opts[key] = value or next(it, None)
+            if not opts[key]:
+                raise ConfigError(f"{key} needs a value ({key} VALUE or {key}=VALUE)")
         elif arg.startswith("--"):
             overrides.append(arg)
         else:
             positional.append(arg)
     return positional, overrides
+
+
+def int_option(opts: dict, name: str, minimum: int) -> int:
+    """The integer flag `name` of `opts` (as `split_args` filled it), at least `minimum`, or a
+    ConfigError naming it."""
+    value = str(opts[name])
+    try:
+        if int(value) >= minimum:
+            return int(value)
+    except ValueError:
+        pass
+    raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -65,6 +65,7 @@ class TrainConfig:
             _require(getattr(self, name) >= 1, f"train.{name} must be >= 1; got {getattr(self, name)}")
         for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0; got {getattr(self, name)}")
+        _require(0 <= self.seed < 2**63, f"train.seed must be in [0, 2**63); got {self.seed}")
 
 
 @dataclass

@@ -47,15 +47,15 @@ def _usage_error(message: str):
 
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
-    cfg = run_config(args.run_dir, overrides)
     if "--data.tokenizer" in {o.partition("=")[0] for o in overrides}:
         raise ConfigError("data.tokenizer is the run's; the model only reads its own tokens")
+    cfg = run_config(args.run_dir, overrides)
     tok = for_run(args.run_dir, args.tokenizer_path)
     cfg.data.tokenizer_path = tok.path  # the checked ranks, wherever the run's config points
     run = load_run(args.run_dir, args.step)
     data = prepare(cfg.data)
     data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
-    device = pick_device(args.device)
+    device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
     result = evaluate(run.model.to(device), data, cfg, device, dtype)
     print(f"{run.checkpoint.name} of {run.run_dir} on {data.meta['source']} "

@@ -5,7 +5,8 @@
   the shell's convention for "ended by this signal"). A second signal stops at once.
 - `check_out_dir`: creates train.out_dir and writes a probe file into it before any work starts,
   so a path that is a file or is not writable fails in the first second, not at the first
-  checkpoint hours later.
+  checkpoint hours later. A directory holding someone else's config.toml, tokenizer.json or
+  metrics.jsonl (files a run overwrites) and no checkpoints is refused, not overwritten.
 - `check_same_run`: resuming with a different [model] or [data] is refused, naming the keys.
 - `check_same_tokenizer`: resuming with other BPE ranks (tokenizer.json's hash) is refused too.
 - `all_finite`: the trainer never checkpoints a model with a NaN or infinite weight.
@@ -60,11 +61,22 @@ class StopSignals:
         return 128 + int(self.received) if self.received is not None else 0
 
 
+# The first line of the config.toml a run writes: what tells a run killed before its first
+# checkpoint (resumable from scratch) from a directory of files that are not ours.
+RUN_CONFIG_HEADER = "# The resolved config of this run, written by python -m train.\n"
+RUN_FILES = ("config.toml", "tokenizer.json", "metrics.jsonl")  # what a starting run overwrites
+
+
 def check_out_dir(out_dir: Path) -> None:
-    """Create out_dir and prove it is writable; raise ValueError naming train.out_dir if not."""
+    """Create out_dir and prove it is writable; raise ValueError naming train.out_dir if not, or
+    ConfigError if it holds files a run would overwrite that no run wrote."""
     where = f"train.out_dir={str(out_dir)!r}"
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{where} is a file, not a directory")
+    theirs = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if theirs and not ckpt.checkpoint_dir(out_dir).is_dir() and not _written_by_a_run(out_dir / "config.toml"):
+        raise ConfigError(f"{where} holds {', '.join(theirs)} but no run (no checkpoints/, and no config.toml "
+                          "that python -m train wrote); a run would overwrite them: use another train.out_dir")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-probe-{os.getpid()}"
@@ -75,6 +87,14 @@ def check_out_dir(out_dir: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise ValueError(f"{where} is not writable ({e.strerror or e})") from None
+
+
+def _written_by_a_run(config_toml: Path) -> bool:
+    try:
+        with open(config_toml) as f:
+            return f.readline() == RUN_CONFIG_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def check_same_run(path: Path, cfg: RunConfig, data_fingerprint: str | None) -> None:

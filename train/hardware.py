@@ -6,6 +6,8 @@ from contextlib import nullcontext
 
 import torch
 
+from .errors import ConfigError
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Dense (no sparsity) tensor-core peaks in FLOP/s, from the vendors' data sheets.
@@ -24,18 +26,26 @@ GPU_PEAK_FLOPS = {
 }
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, setting: str = "train.device") -> torch.device:
+    """The device `name` stands for ("auto": CUDA, else MPS, else CPU); `setting` names the
+    option it came from in errors."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device='cuda' but CUDA is not available on this machine")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("train.device='mps' but MPS is not available on this machine")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{setting}={name!r} is not a device (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{setting}={name!r} but CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"{setting}={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{setting}={name!r} but MPS is not available on this machine")
+    return device
 
 
 def pick_dtype(name: str, device: torch.device) -> str:

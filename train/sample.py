@@ -57,6 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.max_new_tokens < 1 or args.num_samples < 1:
         raise ConfigError("--max_new_tokens and --num_samples must be >= 1")
+    if not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed must be in [0, 2**63); got {args.seed}")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise ConfigError(f"--temperature must be a number >= 0 (0 = greedy); got {args.temperature}")
     if args.top_k < 0:
@@ -89,7 +91,7 @@ def main(argv: list[str]) -> int:
               f"({len(prompt)} tokens) and the new tokens must fit model.block_size={block_size}",
               file=sys.stderr)
     draft = _draft(args.draft, run, tok) if args.draft else None
-    device = pick_device(args.device)
+    device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype or run.cfg.train.dtype, device)
     model = run.model.to(device)
     if draft is not None:

@@ -136,7 +136,8 @@ class GPT2Tokenizer:
 
 def _existing(path: str, where: str) -> str:
     if not Path(path).is_file():
-        raise ConfigError(f"{where}={path!r}: no such file (expected a gpt2.tiktoken ranks file)")
+        what = "a directory" if Path(path).is_dir() else "no such file"
+        raise ConfigError(f"{where}={path!r}: {what} (expected a gpt2.tiktoken ranks file)")
     return path
 
 
@@ -184,7 +185,7 @@ def for_run(run_dir: str | Path, tokenizer_path: str = "") -> "ByteTokenizer | G
            "it must hold the ranks the run trained with")
     path, where = (tokenizer_path, "--tokenizer_path") if tokenizer_path else (recorded.get("path", ""), "the run's tokenizer")
     if path and not Path(path).is_file():
-        raise ConfigError(f"{where} {path!r} does not exist; {how}")
+        raise ConfigError(f"{where} {path!r} {'is a directory' if Path(path).is_dir() else 'does not exist'}; {how}")
     try:
         tok = GPT2Tokenizer(path, where)
     except ValueError as e:
@@ -208,6 +209,8 @@ def _gpt2_from_file(path: str):
         raise ConfigError(f"{path}: not a tiktoken ranks file ({e})") from None
     if len(ranks) != GPT2_N_RANKS:
         raise ConfigError(f"{path}: has {len(ranks)} ranks; GPT-2's ranks file has {GPT2_N_RANKS}")
+    if set(ranks.values()) != set(range(GPT2_N_RANKS)):  # tiktoken panics on a repeated or missing rank
+        raise ConfigError(f"{path}: its ranks are not each of 0..{GPT2_N_RANKS - 1} once (repeated or out of range)")
     return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                              special_tokens={EOT_TEXT: GPT2_N_RANKS})
 

@@ -37,7 +37,8 @@ from . import parallel
 from .config import RunConfig, to_toml
 from .errors import ConfigError
 from .data import TokenData, bits_per_byte, get_batch, prepare
-from .guard import StopSignals, all_finite, check_out_dir, check_same_run, check_same_tokenizer, oom_message
+from .guard import (RUN_CONFIG_HEADER, StopSignals, all_finite, check_out_dir, check_same_run, check_same_tokenizer,
+                    oom_message)
 from .hardware import DTYPES, Peak, autocast, pick_device, pick_dtype
 from .optim import build_optimizer, lr_at
 from .tokenizer import RUN_FILE as TOKENIZER_FILE
@@ -317,7 +318,7 @@ class Trainer:
         if resumed_from is not None and not self.cfg.train.allow_config_change:
             check_same_tokenizer(self.out_dir / TOKENIZER_FILE, tokenizer)
         if self.rank == 0:
-            _write_atomic(self.out_dir / "config.toml", to_toml(self.cfg))
+            _write_atomic(self.out_dir / "config.toml", RUN_CONFIG_HEADER + to_toml(self.cfg))
             _write_atomic(self.out_dir / TOKENIZER_FILE, json.dumps(tokenizer, indent=2) + "\n")
         try:
             with StopSignals() as stop:
