@@ -23,6 +23,7 @@ layer on the kernel it was built with, the CPU's, to time the device kernels aga
 
 import collections
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.accounting import flops_per_token, param_count  # noqa: E402
 from model import loss  # noqa: E402
 from model.kernels import use_build_kernels  # noqa: E402
-from train.cli import run_cli, split_args  # noqa: E402
+from train.cli import int_option, run_cli, split_args  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 from train.device_reads import DeviceReads  # noqa: E402
 import torch  # noqa: E402
@@ -103,14 +104,39 @@ def kernel_summary(kernels: dict[str, str]) -> str:
                      for kind, c in kinds.items())
 
 
-def baseline(path: str, record: dict) -> dict | None:
-    """The last record in a --json file with the same config, overrides and loss chunk."""
+COMPARED = ("config", "machine", "commit", "tokens_per_s")  # the fields a comparison reads
+
+
+def read_records(path: str) -> list[dict]:
+    """The records of a --json file, each checked to hold what a comparison reads."""
     try:
         lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise ConfigError(f"--compare {path}: {e.strerror}") from None
-    same = [r for r in map(json.loads, filter(None, lines))
-            if r.get("config") == record["config"] and r.get("overrides", []) == record["overrides"]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--compare {path}: {getattr(e, 'strerror', None) or e}") from None
+    return [check_record(line, f"--compare {path}: line {n}") for n, line in enumerate(lines, 1) if line.strip()]
+
+
+def check_record(line: str, where: str) -> dict:
+    """One line of a --json file as a record, or a ConfigError saying what is wrong with it."""
+    try:
+        r = json.loads(line)
+    except ValueError:
+        raise ConfigError(f"{where} is not JSON (expected the records bench.py --json writes)") from None
+    if not isinstance(r, dict):
+        raise ConfigError(f"{where} is a {type(r).__name__}, not a record of bench.py --json")
+    missing = [k for k in COMPARED if k not in r]
+    if missing:
+        raise ConfigError(f"{where} has no {', '.join(map(repr, missing))}")
+    tok_s = r["tokens_per_s"]
+    if isinstance(tok_s, bool) or not isinstance(tok_s, (int, float)) or not 0 < tok_s < math.inf:
+        raise ConfigError(f"{where}: tokens_per_s must be a number > 0, got {tok_s!r}")
+    return r
+
+
+def baseline(records: list[dict], record: dict) -> dict | None:
+    """The last of `records` with the same config, overrides and loss chunk as `record`."""
+    same = [r for r in records
+            if r["config"] == record["config"] and r.get("overrides", []) == record["overrides"]
             and r.get("loss_chunk", 2**26) == record["loss_chunk"]]  # older records: the default then
     return same[-1] if same else None
 
@@ -124,16 +150,14 @@ def main(argv: list[str]) -> int:
     if not configs:
         raise ConfigError("usage: python scripts/bench.py CONFIG [CONFIG ...] [--section.key=value ...] "
                           "[--steps N] (--help for more)")
-    try:
-        steps, warmup = int(opts["--steps"]), int(opts["--warmup"])
-    except ValueError:
-        raise ConfigError("--steps and --warmup take integers") from None
+    steps, warmup = int_option(opts, "--steps", 1), int_option(opts, "--warmup", 0)
     if opts["--kernels"] not in ("device", "build"):
         raise ConfigError(f"--kernels {opts['--kernels']!r}: expected device or build")
     if opts["--loss_chunk"]:
         if not opts["--loss_chunk"].isdigit() or int(opts["--loss_chunk"]) < 1:
             raise ConfigError(f"--loss_chunk {opts['--loss_chunk']!r}: expected a positive number of logits")
         loss.CHUNK_ELEMENTS = int(opts["--loss_chunk"])
+    records = read_records(opts["--compare"]) if opts["--compare"] else None  # before any benchmark runs
     print(f"{'config':34} {'params':>8} {'active':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}  device")
     for path in configs:
         r = bench(path, overrides, steps, warmup, opts["--kernels"])
@@ -145,8 +169,8 @@ def main(argv: list[str]) -> int:
         if r["ops_per_step"] is not None:
             print(f"{'':34} per step: {r['ops_per_step']} operators, {r['reads_per_step']} host read(s) "
                   f"of device values, {1e3 * r['step_s']:.2f} ms")
-        if opts["--compare"]:
-            ref = baseline(opts["--compare"], r)
+        if records is not None:
+            ref = baseline(records, r)
             print(f"{'':34} " + (f"{r['tokens_per_s'] / ref['tokens_per_s']:.3f}x the {ref['tokens_per_s']:.0f} "
                                  f"tok/s of {ref['machine']} at {ref['commit']}" if ref else "no record to compare with"))
         if opts["--json"]:

@@ -1,7 +1,8 @@
 """Benchmark generation: `python scripts/bench_decode.py CONFIG_OR_RUN_DIR [...] [options] [--section.key=value ...]`
 
-For each config (random weights; model.block_size is raised to fit the context) or training run
-(its newest checkpoint; the context is capped by its block_size), prints one column of:
+For each config (random weights; model.block_size is raised to fit the context, up to 2**20 positions)
+or training run (its newest checkpoint, or --step N; the context is capped by its block_size), prints
+one column of:
   prefill tok/s       one forward over `--context` prompt tokens, batch 1
   decode tok/s        greedy new tokens per second after that prompt, batch 1 and 8, through the
                       cache and without it (the whole prefix recomputed per token), and their ratio
@@ -20,7 +21,9 @@ Options:
   --draft RUN_DIR     speculative decoding with this draft (--n_draft K, default 4): acceptance
                       rate, tokens per target forward and speed-up over plain cached decoding, batch 1
   --hf                also time HF GPT2LMHeadModel.generate on the same weights (gpt2-shaped models)
-  --device D, --dtype D   as for training (auto: cuda/bf16 when available, else cpu/fp32)
+  --step N            the checkpoint of each training run among the targets (default: the newest)
+  --device D, --dtype D   as for training: auto, cpu, cuda, cuda:N, mps; auto, fp32, bf16, fp16
+                      (auto: cuda/bf16 when available, else cpu/fp32)
   --repeat N          (default 3)
 """
 
@@ -36,12 +39,17 @@ import torch  # noqa: E402
 
 from model import GPT  # noqa: E402
 from model.speculative import speculative_generate  # noqa: E402
-from train.checkpoint import load_checkpoint, load_newest, verify_checkpoint  # noqa: E402
 from train.cli import run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 from train.hardware import DTYPES, autocast, peak_memory_bytes, pick_device, pick_dtype  # noqa: E402
+from train.run import load_run  # noqa: E402
 
 USAGE = "usage: python scripts/bench_decode.py CONFIG_OR_RUN_DIR [...] [--context N] [--draft RUN_DIR] [--help]"
+# The most positions (prompt + new tokens) a benchmark may ask for: a config's block_size is raised to
+# fit them, and the decode without a cache runs batch-8 forwards over all of them (logits included),
+# so an absurd --context would be built first and killed for memory later with no message. 2**20 is
+# 1024 times the largest block_size in configs/.
+MAX_POSITIONS = 2**20
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -55,6 +63,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         p.add_argument(name, type=int, default=default)
     p.add_argument("--kv_dtype", choices=["int8", "int4"], default=None)
     p.add_argument("--draft", default=None)
+    p.add_argument("--step", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
     p.add_argument("--compile", action="store_true")
@@ -69,19 +78,25 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     for name in ("context", "new_tokens", "nocache_tokens", "n_draft", "repeat"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be >= 1")
+    if positions(args) > MAX_POSITIONS:
+        new = max(args.new_tokens, args.nocache_tokens)
+        raise ConfigError(f"--context {args.context} with {new} new tokens needs {positions(args):,} positions; "
+                          f"the benchmark allows at most {MAX_POSITIONS:,} (2**20)")
+    pick_device(args.device, "--device")  # a bad name fails here, before any work
     return args, overrides
 
 
-def load_model(path: str, overrides: list[str], need: int) -> tuple[GPT, str]:
-    """A run dir's newest checkpoint, or a config's model with random weights -> (model, kind)."""
+def positions(args: argparse.Namespace) -> int:
+    """The model.block_size a benchmark needs: the prompt, the first token and the timed new tokens."""
+    return args.context + 1 + max(args.new_tokens, args.nocache_tokens)
+
+
+def load_model(path: str, overrides: list[str], need: int, step: int | None = None) -> tuple[GPT, str]:
+    """A run dir's newest checkpoint (or `step`), or a config's model with random weights -> (model, kind)."""
     p = Path(path)
     if p.is_dir():
-        if not (p / "config.toml").is_file():
-            raise ConfigError(f"{p} is neither a config file nor a training run (no config.toml)")
-        found = load_newest(p, _load_run)
-        if found is None:
-            raise ConfigError(f"{p} has no complete checkpoint yet")
-        return found[1], f"run {found[0].name}"
+        run = load_run(p, step)
+        return run.model, f"run {run.checkpoint.name}"
     if not p.is_file():
         raise ConfigError(f"{p}: no such config file or run directory")
     cfg = load_config(p, overrides)
@@ -89,13 +104,6 @@ def load_model(path: str, overrides: list[str], need: int) -> tuple[GPT, str]:
         cfg = load_config(p, [*overrides, f"--model.block_size={need}"])
     torch.manual_seed(0)
     return GPT(cfg.model), "config, random weights"
-
-
-def _load_run(path: Path) -> GPT:
-    verify_checkpoint(path)
-    model = GPT(load_config(path / "config.toml").model)
-    load_checkpoint(path, model, verify=False)
-    return model
 
 
 def _sync(device: torch.device) -> None:
@@ -135,10 +143,9 @@ def kv_bytes(model: GPT, kv_dtype, context: int, batch: int) -> tuple[int, int]:
 
 
 def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str, str]:
-    device = pick_device(args.device)
+    device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
-    need = args.context + 1 + max(args.new_tokens, args.nocache_tokens)
-    model, kind = load_model(path, overrides, need)
+    model, kind = load_model(path, overrides, positions(args), args.step)
     model.to(device).eval()
     cfg = model.config
     context = min(args.context, cfg.block_size - 1 - max(args.new_tokens, args.nocache_tokens))

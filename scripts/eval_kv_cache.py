@@ -1,6 +1,6 @@
-"""`python scripts/eval_kv_cache.py RUN_DIR [--batches N] [--chunk C] [--kv_residual R] [--kv_group G]`
+"""`python scripts/eval_kv_cache.py RUN_DIR [--step N] [--batches N] [--chunk C] [--kv_residual R] [--kv_group G]`
 
-Validation loss and bits per byte of a trained run's newest checkpoint through each generation cache
+Validation loss and bits per byte of a trained run's newest checkpoint (or --step N) through each generation cache
 format (none = compute dtype, int8, int4), on the validation batches the trainer evaluates on
 (keys (seed, 1, i)), fed C tokens at a time. Prints a Markdown table: loss, bpb, the change against
 the full-precision cache, and the cache's bytes per token against the same cache in bf16.
@@ -15,52 +15,46 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model import GPT  # noqa: E402
 from model.accounting import kv_cache_bytes_per_token  # noqa: E402
 from model.cache.evaluate import cached_loss  # noqa: E402
-from train.checkpoint import load_checkpoint, load_newest, verify_checkpoint  # noqa: E402
 from train.cli import run_cli  # noqa: E402
-from train.config import ConfigError, load_config  # noqa: E402
+from train.config import ConfigError  # noqa: E402
 from train.data import bits_per_byte, get_batch, prepare  # noqa: E402
-from train.hardware import autocast, pick_device, pick_dtype  # noqa: E402
+from train.hardware import DTYPES, autocast, pick_device, pick_dtype  # noqa: E402
+from train.run import load_run  # noqa: E402
 
 FORMATS = (None, "int8", "int4")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/eval_kv_cache.py", description=__doc__.splitlines()[2])
+    p.error = _usage_error  # one line, exit 2
     p.add_argument("run_dir")
+    p.add_argument("--step", type=int, default=None, help="evaluate this checkpoint (default: the newest)")
     p.add_argument("--batches", type=int, default=0, help="validation batches (0 = the run's eval_batches)")
     p.add_argument("--chunk", type=int, default=16, help="tokens fed to the cache per forward")
     p.add_argument("--kv_residual", type=int, default=32, help="newest tokens kept in full precision")
     p.add_argument("--kv_group", type=int, default=128, help="tokens sharing a key scale")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", help="compute dtype (auto: the run's training dtype)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                   help="compute dtype (auto: the run's training dtype)")
     args = p.parse_args(argv)
     for name in ("batches", "chunk", "kv_residual", "kv_group"):
         if getattr(args, name) < (0 if name in ("batches", "kv_residual") else 1):
             raise ConfigError(f"--{name} must be >= {0 if name in ('batches', 'kv_residual') else 1}")
+    pick_device(args.device, "--device")  # a bad name fails here, before any work
     return args
 
 
-def _load(path: Path) -> tuple:
-    verify_checkpoint(path)
-    cfg = load_config(path / "config.toml")
-    model = GPT(cfg.model)
-    load_checkpoint(path, model, verify=False)
-    return cfg, model
+def _usage_error(message: str):
+    raise ConfigError(f"{message} (see python scripts/eval_kv_cache.py --help)")
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise ConfigError(f"{run_dir} is not a training run (no config.toml)")
-    found = load_newest(run_dir, _load)
-    if found is None:
-        raise ConfigError(f"{run_dir} has no complete checkpoint yet")
-    path, (cfg, model) = found
-    device = pick_device(args.device)
+    run = load_run(args.run_dir, args.step)
+    run_dir, path, cfg, model = run.run_dir, run.checkpoint, run.cfg, run.model
+    device = pick_device(args.device, "--device")
     dtype = pick_dtype(cfg.train.dtype if args.dtype == "auto" else args.dtype, device)
     model.to(device).eval()
     data = prepare(cfg.data, progress=False)

@@ -30,17 +30,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.cli import run_cli, split_args  # noqa: E402
+from train.cli import int_option, run_cli, split_args  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
+from train.errors import one_line  # noqa: E402
 from train.trainer import Trainer  # noqa: E402
 
 
 def load_nanogpt(path: str):
+    """nanoGPT's model.py at `path`, imported, or a ConfigError saying why it cannot be used."""
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such file (give the path of nanoGPT's model.py)")
+    if Path(path).suffix != ".py":
+        raise ConfigError(f"{path}: not a Python file (give the path of nanoGPT's model.py)")
     spec = importlib.util.spec_from_file_location("nanogpt_model", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"{path}: has a syntax error at line {e.lineno} ({e.msg})") from None
+    except Exception as e:  # any code at all runs on import: report it, whatever it raised
+        raise ConfigError(f"{path}: importing it raised {one_line(e)}") from None
+    missing = [name for name in ("GPT", "GPTConfig") if not hasattr(module, name)]
+    if missing:
+        raise ConfigError(f"{path}: defines no {', '.join(missing)} (is it nanoGPT's model.py?)")
     return module
 
 
@@ -59,7 +71,7 @@ def main(argv: list[str]) -> int:
     paths, overrides = split_args([a for a in argv if a != "--compile"], opts)
     if not 1 <= len(paths) <= 2:
         raise ConfigError("usage: python scripts/vs_nanogpt.py NANOGPT_MODEL_PY [CONFIG] [--rounds N] [--steps K] [--compile]")
-    rounds, steps, warmup = (int(opts[k]) for k in ("--rounds", "--steps", "--warmup"))
+    rounds, steps, warmup = (int_option(opts, name, low) for name, low in (("--rounds", 1), ("--steps", 1), ("--warmup", 0)))
     nano = load_nanogpt(paths[0])
     config = paths[1] if len(paths) > 1 else "configs/bench/gpt2-6x384.toml"
     with tempfile.TemporaryDirectory() as tmp:

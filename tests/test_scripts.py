@@ -3,12 +3,14 @@ are asserted, only that they are measured and consistent)."""
 
 import importlib.util
 import json
+import re
 
 import pytest
 import torch
 
-from tiny_run import ROOT, TINY
+from tiny_run import ROOT, TINY, cli, error_line
 from train.cli import run_cli
+from train.errors import ConfigError
 from train.hardware import Peak
 
 LADDER = sorted((ROOT / "configs" / "ladder").glob("*.toml"))
@@ -83,7 +85,9 @@ def test_bench_decode_prints_every_row(base, capsys):
             "--nocache_tokens=2", "--repeat=1", "--device=cpu", "--dtype=fp32", f"--draft={base}",
             "--n_draft=2", "--hf", *tiny]
     assert run_cli(main, argv) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    assert "warning" not in err, err  # the run's own config.toml keys are not the user's to hear about
+    lines = out.splitlines()
     assert [line[:len(r)] for line, r in zip(lines, BENCH_DECODE_ROWS)] == BENCH_DECODE_ROWS
     rows = {r: lines[i][len(r):].split() for i, r in enumerate(BENCH_DECODE_ROWS)}
     assert rows["context"] == ["12", "12"]  # two columns: the config and the run
@@ -103,3 +107,95 @@ def test_bench_decode_help_and_bad_input(capsys, tmp_path):
         assert run_cli(main, argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def no_work(*args, **kwargs):
+    pytest.fail("the script started working before it had checked its command line")
+
+
+RECORD = '{"config": "c", "machine": "m", "commit": "x"'  # a bench.py --json record, less tokens_per_s
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("[1, 2]\n", "line 1 is a list, not a record of bench.py --json"),
+    (RECORD + ', "tokens_per_s": 0}\n', "line 1: tokens_per_s must be a number > 0, got 0"),
+    (RECORD + "}\n", "line 1 has no 'tokens_per_s'"),
+    (RECORD + ', "tokens_per_s": 5}\nnot json\n', "line 2 is not JSON (expected the records bench.py --json writes)"),
+])
+def test_bench_checks_the_compare_file_before_running(tmp_path, capsys, monkeypatch, content, problem):
+    bench = load("bench")
+    monkeypatch.setattr(bench, "bench", no_work)
+    (path := tmp_path / "old.jsonl").write_text(content)
+    code, _, err = cli(capsys, ROOT / "configs" / "default.toml", "--compare", path, entry=bench.main)
+    assert code == 2 and error_line(err) == f"error: --compare {path}: {problem}"
+    assert path.read_text() == content
+
+
+@pytest.mark.parametrize("script, option, value, minimum", [
+    ("bench", "--steps", "0", 1), ("bench", "--steps", "-1", 1), ("bench", "--steps", "abc", 1),
+    ("bench", "--warmup", "-1", 0), ("bench", "--warmup", "1.5", 0),
+    ("vs_nanogpt", "--steps", "0", 1), ("vs_nanogpt", "--rounds", "0", 1), ("vs_nanogpt", "--rounds", "-1", 1),
+    ("vs_nanogpt", "--rounds", "abc", 1), ("vs_nanogpt", "--warmup", "-2", 0),
+])
+def test_bench_scripts_check_their_counts(capsys, monkeypatch, script, option, value, minimum):
+    module = load(script)
+    monkeypatch.setattr(module, "bench" if script == "bench" else "load_nanogpt", no_work)
+    code, _, err = cli(capsys, ROOT / "configs" / "default.toml", option, value, entry=module.main)
+    assert code == 2 and error_line(err) == f"error: {option} must be an integer >= {minimum}, got {value!r}"
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("model.py", "def broken(:\n", "has a syntax error at line 1"),
+    ("model.py", "x = 1\n", "defines no GPT, GPTConfig"),
+    ("model.py", "raise RuntimeError('needs a GPU')\n", "importing it raised RuntimeError: needs a GPU"),
+    ("model.txt", "class GPT: pass\n", "not a Python file"),
+])
+def test_vs_nanogpt_explains_a_model_file_it_cannot_use(tmp_path, name, content, reason):
+    (path := tmp_path / name).write_text(content)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: .*{re.escape(reason)}") as e:
+        load("vs_nanogpt").load_nanogpt(str(path))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device=tpu"], "--device='tpu' is not a device (auto, cpu, cuda, cuda:N, mps)"),
+    (["--device=cuda:x"], "--device='cuda:x' is not a device"),
+    (["--device=cuda:99"], "--device='cuda:99' but "),  # CUDA is not available, or not 100 GPUs
+    (["--dtype=fp8"], "argument --dtype: invalid choice: 'fp8'"),
+    (["--context=100000000"], "--context 100000000 with 32 new tokens needs 100,000,033 positions"),
+])
+def test_bench_decode_checks_device_dtype_and_context_first(capsys, monkeypatch, argv, message):
+    module = load("bench_decode")
+    monkeypatch.setattr(module, "GPT", no_work)
+    code, _, err = cli(capsys, ROOT / "configs" / "default.toml", *argv, entry=module.main)
+    assert code == 2 and error_line(err).startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device=tpu"], "--device='tpu' is not a device (auto, cpu, cuda, cuda:N, mps)"),
+    (["--dtype=fp8"], "argument --dtype: invalid choice: 'fp8'"),
+    (["--batches=x"], "argument --batches: invalid int value: 'x'"),
+    (["--nonsense"], "unrecognized arguments: --nonsense"),
+])
+def test_eval_kv_cache_usage_errors_are_one_line(base, capsys, monkeypatch, argv, message):
+    module = load("eval_kv_cache")
+    monkeypatch.setattr(module, "prepare", no_work)
+    code, _, err = cli(capsys, base, *argv, entry=module.main)
+    assert code == 2 and error_line(err).startswith(f"error: {message}")
+    code, _, err = cli(capsys, entry=module.main)  # no run directory at all
+    assert code == 2 and "run_dir" in error_line(err)
+
+
+@pytest.mark.parametrize("script", ["bench_decode", "eval_kv_cache"])
+def test_kv_scripts_point_from_a_checkpoint_to_its_run(base, capsys, script):
+    step = base / "checkpoints" / "step_00000004"
+    code, _, err = cli(capsys, step, entry=load(script).main)
+    assert code == 2
+    assert error_line(err) == f"error: {step} is inside the run directory {base}; pass that directory with --step 4"
+
+
+def test_eval_kv_cache_reads_a_run_without_warnings(base, capsys):
+    code, out, err = cli(capsys, base, "--batches=1", "--step=2", "--device=cpu", entry=load("eval_kv_cache").main)
+    assert code == 0 and "warning" not in err, err
+    assert out.startswith(f"# step_00000002 of {base}: 1 val batches")
+    assert [line.split(" | ")[0] for line in out.splitlines()[3:]] == ["| none", "| int8", "| int4"]
