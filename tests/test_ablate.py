@@ -3,6 +3,7 @@ variant beside them, re-running, an interrupted grid, and the report regenerated
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,7 +140,7 @@ def test_budget_in_flops_and_bad_ablation_files(tmp_path, corpus, capsys):
     run, = plan(load_spec(path))
     cfg = load_config(run.config, run.overrides)
     assert run.max_steps == round(1e9 / flops_per_token(cfg.model, 32) / TOKENS_PER_STEP)
-    for budget, message in (("tokens = 0", "budget.tokens must be a number > 0"),
+    for budget, message in (("tokens = 0", "budget.tokens must be a finite number > 0"),
                             ("tokens = 1\nseconds = 2", "exactly one of")):
         bad = ablation_file(tmp_path, corpus, "[variants.a]\n", budget=budget)
         code, _, err = cli(capsys, bad, entry=ablate_main)
@@ -207,3 +208,97 @@ def test_steps_between_variants_are_paired_by_seed(tmp_path):
     assert t["c"]["delta_bpb_previous"] == pytest.approx((2.5 + 3.0) / 2 - (2.9 + 3.25) / 2)
     one = rows({"baseline": "a", "delta_previous": True}, {"a": [run(1, 3.0)], "b": [run(1, 2.0)]})
     assert one[1]["delta_bpb_previous_by_seed"] == "-1.0000" and one[1]["previous_same_sign"] is None
+
+
+# ----- bad input: one line on stderr, exit 2, nothing written is lost --------------------------------
+def test_non_finite_budgets_and_bad_ablation_arguments(tmp_path, corpus, capsys):
+    for budget in ("tokens = inf", "tokens = nan", "flops = inf", "seconds = inf"):
+        bad = ablation_file(tmp_path, corpus, "[variants.a]\n", budget=budget)
+        code, _, err = cli(capsys, bad, entry=ablate_main)
+        assert code == 2 and "must be a finite number > 0" in error_line(err)
+    path = ablation_file(tmp_path, corpus, "[variants.a]\n")
+    code, _, err = cli(capsys, path, "--parallel", entry=ablate_main)
+    assert code == 2 and "'--parallel' must look like --key=value" in error_line(err)
+    (tmp_path / "base.toml").unlink()
+    code, _, err = cli(capsys, path, entry=ablate_main)
+    assert code == 2 and "base: config file not found" in error_line(err) and "base.toml" in err
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_invalid_variant_reason_is_printed(tmp_path, corpus, capsys):
+    path = ablation_file(tmp_path, corpus, "[variants.typo]\nmodel.n_heads = 2\n")
+    code, _, err = cli(capsys, path, entry=ablate_main)
+    assert code == 1 and "1 of 1 runs failed" in error_line(err)
+    reason, = [line for line in err.splitlines() if line.startswith("invalid typo: ")]
+    assert "model.n_heads" in reason
+
+
+def test_no_arguments_print_the_usage_on_stderr(capsys):
+    for entry, name in ((ablate_main, "train.ablate"), (plot_main, "train.plot")):
+        code, out, err = cli(capsys, entry=entry)
+        assert code == 2 and out == "" and f"usage: python -m {name}" in error_line(err)
+
+
+@pytest.mark.parametrize("spec, status, message", [
+    ('{"runs": [{"label": "a"}]}', None, "ablation.json: runs must be a list of"),
+    ('{"runs": 5}', None, "ablation.json: runs must be a list of"),
+    ('[1]', None, "ablation.json: must hold a JSON object; got list"),
+    ('{"runs": [{"label": "a", "dir": "a/seed1"}]}', "[1]", "status.json: must hold a JSON object"),
+    ('{"runs": [{"label": "a", "dir": "a/seed1"}]}', "{", "status.json: not valid JSON"),
+])
+def test_report_rejects_corrupt_json_files(tmp_path, capsys, spec, status, message):
+    (tmp_path / "a" / "seed1").mkdir(parents=True)
+    (tmp_path / "ablation.json").write_text(spec)
+    if status is not None:
+        (tmp_path / "a" / "seed1" / "status.json").write_text(status)
+    code, _, err = cli(capsys, "--report", tmp_path, entry=ablate_main)
+    assert code == 2 and message in error_line(err)
+    assert not (tmp_path / "results.md").exists()
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A run directory's config and metrics (a plain run: no status.json, no checkpoints)."""
+    dst.mkdir(parents=True)
+    for name in ("config.toml", "metrics.jsonl"):
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+def test_report_on_plain_runs_and_on_one_run(grid, tmp_path, capsys):
+    _, out, _ = grid
+    run = copy_run(out / "wide" / "seed1", tmp_path / "plain" / "wide" / "seed1")
+    code, stdout, _ = cli(capsys, "--report", tmp_path / "plain", entry=ablate_main)
+    md = (tmp_path / "plain" / "results.md").read_text()
+    assert code == 0 and "Budget per run: ? ?" in md and "| wide | ok |" in md
+    code, _, _ = cli(capsys, "--report", run, entry=ablate_main)
+    assert code == 0 and "| seed1 | ok |" in (run / "results.md").read_text()
+
+
+def test_plot_output_path_is_the_file_written(grid, tmp_path, capsys):
+    _, out, _ = grid
+    run = out / "wide" / "seed1"
+    code, _, err = cli(capsys, run, "-o", tmp_path, entry=plot_main)
+    assert code == 2 and "is a directory" in error_line(err)
+    assert not (tmp_path.parent / f"{tmp_path.name}.png").exists()
+    code, _, err = cli(capsys, run, "-o", tmp_path / "c.xyz", entry=plot_main)
+    assert code == 2 and "unknown image format '.xyz'" in error_line(err)
+    code, stdout, _ = cli(capsys, run, "-o", tmp_path / "curves", entry=plot_main)
+    assert code == 0 and stdout.strip() == f"wrote {tmp_path / 'curves.png'}"
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_skips_non_finite_points(grid, tmp_path, capsys):
+    """A diverged run (NaN validation loss) still plots, up to where it diverged."""
+    from train.plot import _series
+    from train.report import load_run
+
+    _, out, _ = grid
+    run = copy_run(out / "wide" / "seed1", tmp_path / "diverged")
+    recs = metrics(run)
+    last = max(i for i, r in enumerate(recs) if "val_loss" in r)
+    recs[last] |= {"val_loss": float("nan"), "val_bpb": float("nan")}
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    code, _, err = cli(capsys, run, "-o", tmp_path / "c.png", entry=plot_main)
+    assert code == 0, err
+    tokens, _, _, mid, _, _ = _series([load_run(run)])
+    assert len(mid) == len(load_run(run).evals()) - 1 and tokens[-1] < recs[last]["step"] * TOKENS_PER_STEP

@@ -43,6 +43,7 @@ Exit code: 0 all runs done, 1 some run failed, 2 a bad ablation file, 130 / 143 
 """
 
 import json
+import math
 import os
 import re
 import signal
@@ -102,9 +103,12 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(KEYS))}")
     here = path.resolve().parent
+    for key in ("base", "out_dir", "name"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"{key} must be a string; got {raw[key]!r}")
     spec = {"name": raw.get("name", path.stem), "source": str(path),
             "out_dir": str(raw.get("out_dir", Path("runs") / "ablations" / path.stem)),
-            "base": str(here / raw["base"]) if "base" in raw else "",
+            "base": _config_file(here, raw["base"], "base") if "base" in raw else "",
             "seeds": raw.get("seeds", [1]), "parallel": raw.get("parallel", 1),
             "threads": raw.get("threads", 0), "delta_previous": raw.get("delta_previous", False),
             "overrides": _flatten(raw.get("overrides", {}), "overrides"), "variants": {},
@@ -123,8 +127,9 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
     if len(given) != 1 or len(budget) != 1:
         raise ConfigError(f"[budget] must set exactly one of {', '.join(BUDGETS)}; got {budget!r}")
     kind, amount = given[0], budget[given[0]]
-    if not (isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount > 0):
-        raise ConfigError(f"budget.{kind} must be a number > 0; got {amount!r}")
+    if not (isinstance(amount, (int, float)) and not isinstance(amount, bool) and math.isfinite(amount)
+            and amount > 0):
+        raise ConfigError(f"budget.{kind} must be a finite number > 0; got {amount!r}")
     spec["budget"] = {kind: amount}
     variants = raw.get("variants")
     if not isinstance(variants, dict) or not variants:
@@ -138,7 +143,8 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
         config = table.pop("config", "")
         if not config and not spec["base"]:
             raise ConfigError(f"variants.{label} has no config and the ablation names no base")
-        spec["variants"][label] = {"config": str(here / config) if config else spec["base"],
+        config = _config_file(here, config, f"variants.{label}.config") if config else spec["base"]
+        spec["variants"][label] = {"config": config,
                                    "overrides": _flatten(table, "")}
     spec["baseline"] = raw.get("baseline", next(iter(spec["variants"])))
     if spec["baseline"] not in spec["variants"]:
@@ -146,10 +152,23 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
     return spec
 
 
+def _config_file(here: Path, name, key: str) -> str:
+    """A run config named in the ablation file: an existing file, relative to the ablation file."""
+    if not isinstance(name, str):
+        raise ConfigError(f"{key} must be a config file name; got {name!r}")
+    path = here / name
+    if not path.is_file():
+        raise ConfigError(f"{key}: config file not found: {path}")
+    return str(path)
+
+
 def _override(raw: dict, item: str) -> None:
     """`--key=value` on the ablation file: top-level keys, or dotted ones like budget.tokens."""
     key, sep, text = item.lstrip("-").partition("=")
-    if "." in key or not sep:
+    if not key or not sep:
+        raise ConfigError(f"override {item!r} must look like --key=value or --section.key=value "
+                          f"(e.g. --parallel=2, --budget.tokens=200_000)")
+    if "." in key:
         return apply_override(raw, item)
     try:
         raw[key] = tomllib.loads(f"v = {text}")["v"]
@@ -218,7 +237,8 @@ def progress(run: Run, elapsed: float = 0.0) -> float:
     step = 0
     try:
         for line in (run.out_dir / "metrics.jsonl").read_text().splitlines():
-            step = json.loads(line).get("step", step)
+            record = json.loads(line)
+            step = record["step"] if isinstance(record, dict) and _is_int(record.get("step")) else step
     except (OSError, ValueError):
         pass
     return min(1.0, step / run.max_steps)
@@ -317,6 +337,8 @@ def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int | None]:
         if run.error:
             write_status(run, "failed", error=run.error)
             failed += 1
+    for label, error in {r.label: r.error for r in runs if r.error}.items():
+        print(f"invalid {label}: {error}", file=sys.stderr, flush=True)
     todo = [r for r in runs if not r.error and not is_done(r)]
     valid = [r for r in runs if not r.error]
     print(f"ablation {spec['name']}: {len(runs)} runs ({len(valid) - len(todo)} done, {len(todo)} to run, "
@@ -353,9 +375,11 @@ def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int | None]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        raise ConfigError(USAGE)
+    if argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\n" + USAGE)
-        return 0 if argv else 2
+        return 0
     if argv[0] == "--report":
         if len(argv) != 2:
             raise ConfigError(USAGE)

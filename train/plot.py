@@ -7,6 +7,7 @@ panel plots val bits per byte against training tokens, the right one against wal
 train/report.py draws an ablation's curves.png with the same function.
 """
 
+import math
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 
 from .cli import run_cli  # noqa: E402
 from .errors import ConfigError  # noqa: E402
@@ -23,13 +25,17 @@ USAGE = "usage: python -m train.plot RUN_DIR [RUN_DIR ...] -o OUT.png"
 
 
 def _series(runs: list[RunData]):
-    """Mean tokens, mean seconds, and min / mean / max val bpb at each evaluation the runs share."""
+    """Mean tokens, mean seconds, and min / mean / max val bpb at each evaluation the runs share;
+    non-finite points (a diverged run's NaN) are left out, so its curve ends where it diverged."""
     evals = [r.evals() for r in runs]
     evals = [e for e in evals if e]
     if not evals:
         return None
     n = min(len(e) for e in evals)
-    cols = [[e[i] for e in evals] for i in range(n)]
+    cols = [[e[i] for e in evals if all(math.isfinite(v) for v in e[i])] for i in range(n)]
+    cols = [col for col in cols if col]
+    if not cols:
+        return None
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return ([mean([c[0] for c in col]) for col in cols], [mean([c[1] for c in col]) for col in cols],
             [min(c[3] for c in col) for col in cols], [mean([c[3] for c in col]) for col in cols],
@@ -37,7 +43,11 @@ def _series(runs: list[RunData]):
 
 
 def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "") -> Path:
-    """Draw val bpb vs tokens and vs wall-clock, one colour per group, seed bands; save to path."""
+    """Draw val bpb vs tokens and vs wall-clock, one colour per group, seed bands; save to path
+    (`.png` appended when it has no extension); return the path written."""
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
     fig, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
     lows = []
@@ -68,13 +78,15 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "") -
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
-    return Path(path)
+    return path
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        raise ConfigError(USAGE)
+    if argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\n" + USAGE)
-        return 0 if argv else 2
+        return 0
     out, dirs, it = None, [], iter(argv)
     for arg in it:
         if arg in ("-o", "--out"):
@@ -85,6 +97,12 @@ def main(argv: list[str]) -> int:
             dirs.append(Path(arg))
     if not out or not dirs:
         raise ConfigError(USAGE)
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"-o {out} is a directory; give a file name, e.g. -o {out / 'curves.png'}")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix and out.suffix[1:].lower() not in formats:
+        raise ConfigError(f"-o {out}: unknown image format {out.suffix!r}; allowed: {', '.join(sorted(formats))}")
     groups = {}
     for d in dirs:
         runs = [load_run(p) for p in find_runs(d)] if d.is_dir() else []
@@ -92,7 +110,7 @@ def main(argv: list[str]) -> int:
         if not runs:
             raise ConfigError(f"{d}: no run with a config.toml and evaluations in metrics.jsonl")
         groups[d.name if d.name not in groups else str(d)] = runs
-    print(f"wrote {plot_curves(groups, Path(out))}")
+    print(f"wrote {plot_curves(groups, out)}")
     return 0
 
 

@@ -35,10 +35,16 @@ YES_NO = {True: "yes", False: "no", None: ""}
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object written by train.ablate; {} when the file is missing."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text())
+    except OSError:
         return {}
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must hold a JSON object; got {type(data).__name__}")
+    return data
 
 
 @dataclass
@@ -100,9 +106,11 @@ def load_run(path: Path) -> RunData:
     if cfg is not None and (path / "metrics.jsonl").is_file():
         for line in (path / "metrics.jsonl").read_text().splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
-                pass  # a line cut short by a kill
+                continue  # a line cut short by a kill
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
     return RunData(path, cfg, records, read_json(path / STATUS_FILE))
 
 
@@ -117,18 +125,30 @@ def variants(out_dir: Path) -> tuple[dict, dict[str, list[RunData]]]:
     """The ablation's spec and its runs grouped by label, in the ablation file's order."""
     spec = read_json(out_dir / SPEC_FILE)
     if spec.get("runs"):
+        _check_spec(out_dir / SPEC_FILE, spec)
         groups: dict[str, list[RunData]] = {}
         for label in spec.get("variants", {}):  # the ablation file's order
             groups[label] = []
         for r in spec["runs"]:
             groups.setdefault(r["label"], []).append(load_run(out_dir / r["dir"]))
-    else:  # no ablation.json: every directory holding runs is a variant
+    else:  # no ablation.json: every directory holding runs is a variant (out_dir itself may be a run)
         groups = {}
         for path in find_runs(out_dir):
-            groups.setdefault(path.parent.relative_to(out_dir).as_posix(), []).append(load_run(path))
+            label = path.relative_to(out_dir).parent.as_posix()
+            groups.setdefault(out_dir.resolve().name if label == "." else label, []).append(load_run(path))
     if not groups:
         raise ConfigError(f"{out_dir}: no run directories found")
     return spec, groups
+
+
+def _check_spec(path: Path, spec: dict) -> None:
+    """The keys of ablation.json that the report reads: runs with a label and a dir, the variants."""
+    runs = spec["runs"]
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("label"), str)
+                                              and isinstance(r.get("dir"), str) for r in runs):
+        raise ConfigError(f"{path}: runs must be a list of {{\"label\": str, \"dir\": str}}; got {runs!r:.80}")
+    if not isinstance(spec.get("variants", {}), dict):
+        raise ConfigError(f"{path}: variants must be an object keyed by label")
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
@@ -153,7 +173,8 @@ def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
     out, prev, by_seed = [], None, {}
     for label, runs in groups.items():
         done = [r for r in runs if r.done]
-        errors = [r.status["error"] for r in runs if r.status.get("state") == "failed"]
+        errors = [str(r.status.get("error") or "no error recorded") for r in runs
+                  if r.status.get("state") == "failed"]
         row = dict.fromkeys(FIELDS, None) | {"variant": label, "seeds_done": len(done),
                                              "error": errors[0] if errors else ""}
         row["status"] = ("failed" if errors else "ok") if len(done) == len(runs) or errors else \
@@ -211,13 +232,15 @@ def _num(x, fmt: str) -> str:
 
 
 def _markdown(spec: dict, table: list[dict]) -> str:
-    (kind, amount), = spec.get("budget", {"?": "?"}).items()
+    budget = spec.get("budget")
+    kind, amount = next(iter(budget.items())) if isinstance(budget, dict) and len(budget) == 1 else ("?", "?")
+    amount = f"{amount:,}" if isinstance(amount, (int, float)) else amount  # "?" for a folder of plain runs
     base = spec.get("baseline", table[0]["variant"])
     prev = bool(spec.get("delta_previous"))
     lines = [f"# Ablation: {spec.get('name', '?')}", "",
-             f"Budget per run: {amount:,} {kind}; seeds {spec.get('seeds', '?')}; "
+             f"Budget per run: {amount} {kind}; seeds {spec.get('seeds', '?')}; "
              f"{spec.get('parallel', '?')} run(s) at once, {spec.get('threads') or 'all'} CPU threads in all. "
-             f"Baseline: `{base}`.", "", *([spec["note"], ""] if spec.get("note") else []),
+             f"Baseline: `{base}`.", "", *([str(spec["note"]), ""] if spec.get("note") else []),
              "| variant | status | params | active | FLOPs/token | KV bytes/token | tokens | tok/s | wall s "
              "| val loss | val bpb | Δ bpb vs baseline | beyond seed spread |"
              + (" Δ bpb vs previous | per seed | same sign |" if prev else ""),
@@ -257,8 +280,9 @@ def write_report(out_dir: Path) -> Path:
         raise ConfigError(f"report: {out_dir} is not a directory")
     spec, groups = variants(out_dir)
     table = rows(spec, groups)
-    (out_dir / "results.csv").write_text(_csv(table))
-    (out_dir / "results.md").write_text(_markdown(spec, table))
+    text = {"results.csv": _csv(table), "results.md": _markdown(spec, table)}  # no file half-written on an error
+    for name, content in text.items():
+        (out_dir / name).write_text(content)
     plot_curves({label: [r for r in runs if r.cfg is not None] for label, runs in groups.items()},
-                out_dir / "curves.png", title=spec.get("name", out_dir.name))
+                out_dir / "curves.png", title=str(spec.get("name", out_dir.name)))
     return out_dir / "results.md"
