@@ -113,7 +113,9 @@ def test_sample_cli_caps_with_a_note_and_rejects_bad_arguments_in_one_line(base,
                          (["--step", "3"], "no complete checkpoint at step 3"),
                          (["--top_p", "0"], "--top_p must be in (0, 1]"),
                          (["--kv_dtype", "fp8"], "argument --kv_dtype: invalid choice: 'fp8'"),
-                         (["--n_draft", "0"], "--n_draft must be >= 1"),
+                         (["--draft", str(base), "--n_draft", "0"], "--n_draft must be >= 1"),
+                         (["--n_draft", "3"], "give a draft run too"),
+                         (["--tokenizer_path", "/nowhere"], "--tokenizer_path is for gpt2 runs"),
                          (["--draft", str(base), "--kv_dtype", "int8"], "--draft decodes through full-precision"),
                          (["--seed", "-1"], "--seed must be in [0, 2**63); got -1")]:
         code, _, err = cli(capsys, base, *bad, entry=sample.main)

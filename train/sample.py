@@ -50,7 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true",
                    help="decode through a static cache with torch.compile (CUDA graphs on a GPU)")
     p.add_argument("--draft", default="", help="a smaller run with the same tokenizer: speculative decoding")
-    p.add_argument("--n_draft", type=int, default=4, help="tokens the draft proposes per step (default 4)")
+    p.add_argument("--n_draft", type=int, default=None, help="tokens the draft proposes per step (default 4)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--dtype", default="", choices=["", "auto", "fp32", "bf16", "fp16"],
                    help="compute dtype (default: the run's train.dtype)")
@@ -65,6 +65,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise ConfigError(f"--top_k must be >= 0 (0 = the whole vocabulary); got {args.top_k}")
     if not 0.0 < args.top_p <= 1.0:
         raise ConfigError(f"--top_p must be in (0, 1]; got {args.top_p}")
+    if args.n_draft is not None and not args.draft:
+        raise ConfigError("--n_draft sets how many tokens --draft RUN_DIR proposes; give a draft run too")
+    args.n_draft = 4 if args.n_draft is None else args.n_draft
     if args.n_draft < 1:
         raise ConfigError(f"--n_draft must be >= 1; got {args.n_draft}")
     if args.draft and (args.kv_dtype or args.compile):

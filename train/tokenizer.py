@@ -180,6 +180,9 @@ def for_run(run_dir: str | Path, tokenizer_path: str = "") -> "ByteTokenizer | G
         raise ConfigError(f"{run_dir / RUN_FILE}: unreadable ({e})") from None
     name = recorded.get("tokenizer", "byte")
     if name != "gpt2":
+        if tokenizer_path:
+            raise ConfigError(f"--tokenizer_path is for gpt2 runs; {run_dir} used the {name} tokenizer, "
+                              "which has no ranks file")
         return get_tokenizer(name)
     how = (f"pass --tokenizer_path PATH to a gpt2.tiktoken ranks file (or set {GPT2_ENV_VAR}); "
            "it must hold the ranks the run trained with")
