@@ -105,6 +105,9 @@ def test_family_choice_names_the_blocking_settings(tmp_path, capsys, runs):
     code, _, err = cli(capsys, runs / "gpt2", tmp_path / "o", "--dtype", "fp8", entry=export.main)
     assert code == 2 and "invalid choice: 'fp8'" in error_line(err)
     assert not (tmp_path / "o").exists()
+    (tmp_path / "f").write_text("a file")
+    code, _, err = cli(capsys, runs / "gpt2", tmp_path / "f" / "o", entry=export.main)
+    assert code == 1 and f"OUT_DIR {tmp_path / 'f' / 'o'}: cannot create it" in error_line(err)
 
 
 PRESET_FAMILY = {"deepseek-v3": "deepseek_v3", "deepseek-v3.2": "deepseek_v32", "gemma2": "gemma2", "gpt-oss": "gpt_oss",

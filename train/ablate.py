@@ -390,7 +390,10 @@ def main(argv: list[str]) -> int:
     spec = load_spec(argv[0], argv[1:])
     runs = plan(spec)
     out = Path(spec["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"out_dir {out}: cannot create it ({e.strerror or e})") from None
     saved = {k: v for k, v in spec.items() if k != "out_dir"} | {
         "runs": [{"label": r.label, "seed": r.seed, "dir": str(r.out_dir.relative_to(out.resolve()))}
                  for r in runs]}

@@ -60,7 +60,10 @@ def export(run_dir: str | Path, out_dir: str | Path, family: str = "auto", dtype
     hf_model = to_hf(run.model.to(DTYPES[dtype]), family, **special)
     hf_model.generation_config.update(**special, pad_token_id=tok.eot)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"OUT_DIR {out}: cannot create it ({e.strerror or e})") from None
     hf_model.save_pretrained(str(out))
     save_hf_tokenizer(tok, out)
     return family
