@@ -16,9 +16,11 @@ USAGE = ("usage: python -m train CONFIG.toml|preset:NAME|--preset NAME "
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\n" + USAGE, file=sys.stdout if argv else sys.stderr)
-        return 0 if argv else 2
+    if not argv:
+        raise ConfigError(USAGE)
+    if argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\n" + USAGE)
+        return 0
     argv = _preset_argument(argv)
     path, overrides = argv[0], argv[1:]
     if path.startswith("--"):

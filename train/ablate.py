@@ -59,7 +59,7 @@ from model.accounting import flops_per_token
 
 from .cli import run_cli
 from .config import _toml_value, apply_override, load_config, tomllib
-from .errors import ConfigError, one_line
+from .errors import ConfigError, make_dir, one_line
 from .report import SPEC_FILE, STATUS_FILE, read_json, write_report
 
 USAGE = "usage: python -m train.ablate ABLATION.toml [--key=value ...] | --report OUT_DIR"
@@ -389,11 +389,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"the first argument must be an ablation file; {USAGE}")
     spec = load_spec(argv[0], argv[1:])
     runs = plan(spec)
-    out = Path(spec["out_dir"])
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"out_dir {out}: cannot create it ({e.strerror or e})") from None
+    out = make_dir(Path(spec["out_dir"]), f"out_dir {spec['out_dir']}")
     saved = {k: v for k, v in spec.items() if k != "out_dir"} | {
         "runs": [{"label": r.label, "seed": r.seed, "dir": str(r.out_dir.relative_to(out.resolve()))}
                  for r in runs]}

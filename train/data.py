@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .errors import make_dir
 from .sources import HF_PREFIX, STDLIB, hf_documents, local_documents, resolve_source
 from .tokenizer import get_tokenizer
 
@@ -200,12 +201,8 @@ def prepare(cfg: DataConfig, progress: bool = True) -> TokenData:
     if (data := _open_cached(final)) is not None:
         return data
     tok = get_tokenizer(cfg.tokenizer, cfg.tokenizer_path)  # fail before reading the corpus
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{fp}-", dir=final.parent))
-    except OSError as e:
-        raise ValueError(f"data.cache_dir={cfg.cache_dir!r}: cannot create the cache there "
-                         f"({e.strerror or e})") from None
+    make_dir(final.parent, f"data.cache_dir={cfg.cache_dir!r}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{fp}-", dir=final.parent))
     try:
         meta = _tokenize(cfg, tok, files, tmp, description, progress)
         meta.update(fingerprint=fp, fingerprint_of=_fingerprint_inputs(cfg, identity))

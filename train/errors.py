@@ -3,6 +3,8 @@
 Kept free of imports from the rest of `train`, so that every module can use it without a cycle.
 """
 
+from pathlib import Path
+
 
 class ConfigError(ValueError):
     """A user mistake in a config file or an override; the CLI prints it as one line."""
@@ -17,3 +19,12 @@ def one_line(e: BaseException, limit: int = 200) -> str:
 class DistributedError(RuntimeError):
     """Another rank died, hung past train.dist_timeout_s or cannot be reached; the CLI prints it
     as one line on every surviving rank."""
+
+
+def make_dir(path: Path, where: str) -> Path:
+    """mkdir -p `path`, or a ValueError (one line, exit 1) naming the setting `where` it came from."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{where}: cannot create it ({e.strerror or e})") from None
+    return path

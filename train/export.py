@@ -21,7 +21,7 @@ import torch
 from model.hf import FAMILIES, config_to_hf, to_hf
 
 from .cli import run_cli
-from .errors import ConfigError
+from .errors import ConfigError, make_dir
 from .hf_tokenizer import save_hf_tokenizer
 from .run import load_run
 from .tokenizer import for_run
@@ -59,11 +59,7 @@ def export(run_dir: str | Path, out_dir: str | Path, family: str = "auto", dtype
     special = dict(bos_token_id=tok.eot, eos_token_id=tok.eot)
     hf_model = to_hf(run.model.to(DTYPES[dtype]), family, **special)
     hf_model.generation_config.update(**special, pad_token_id=tok.eot)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"OUT_DIR {out}: cannot create it ({e.strerror or e})") from None
+    out = make_dir(Path(out_dir), f"OUT_DIR {out_dir}")
     hf_model.save_pretrained(str(out))
     save_hf_tokenizer(tok, out)
     return family
