@@ -1,7 +1,8 @@
-"""`python -m train.export RUN_DIR OUT_DIR [--family auto|gpt2|llama|...] [--dtype fp32|bf16|fp16] [--step N]`
+"""`python -m train.export RUN_DIR OUT_DIR [--format hf|gguf] [--family auto|gpt2|llama|...]
+[--dtype fp32|bf16|fp16] [--gguf_type f32|f16|q8_0] [--step N]`
 
-Writes a training run's model as a Hugging Face directory (config.json, model.safetensors,
-generation_config.json and the tokenizer files) that loads with no extra arguments:
+--format hf (the default) writes a training run's model as a Hugging Face directory (config.json,
+model.safetensors, generation_config.json and the tokenizer files) that loads with no extra arguments:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     model = AutoModelForCausalLM.from_pretrained(OUT_DIR)
@@ -10,9 +11,24 @@ generation_config.json and the tokenizer files) that loads with no extra argumen
 --family auto (the default) picks the HF family that can represent every rung of the run's
 model; when several can (a Llama-style model is also a valid Mistral), the first of the list
 below. When none can, the error names, per family, the settings that block it.
+
+--format gguf writes one file, OUT_DIR/model.gguf, for llama.cpp and transformers
+(train/gguf_export.py): architectures gpt2, llama, qwen3 and qwen3_moe, the tokenizer inside.
+--gguf_type f16 (the default, as llama.cpp's converter) stores matrices in fp16 and norms and biases
+in fp32; f32 stores everything in fp32; q8_0 quantizes the matrices whose rows are a multiple of 32
+long and names the others (kept in fp16). The command prints how to load the file, e.g.
+
+    AutoModelForCausalLM.from_pretrained(OUT_DIR, gguf_file="model.gguf")
+
+with the config fields transformers' GGUF reader does not take from the file, where the run needs
+them. A run no GGUF architecture can hold is refused, naming the closest and the settings that
+block it. --dtype is for --format hf only, --gguf_type for --format gguf only.
+
+OUT_DIR must not exist or be empty; nothing is written unless every check passes.
 """
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +38,7 @@ from model.hf import FAMILIES, config_to_hf, to_hf
 
 from .cli import run_cli
 from .errors import ConfigError, make_dir
+from .gguf_export import ARCHS, FILE_NAME, GGUF_TYPES, export_gguf
 from .hf_tokenizer import save_hf_tokenizer
 from .run import load_run
 from .tokenizer import for_run
@@ -70,9 +87,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.error = _usage_error  # one line, exit 2
     p.add_argument("run_dir", help="a training run's directory (train.out_dir)")
-    p.add_argument("out_dir", help="where to write the HF model directory")
-    p.add_argument("--family", default="auto", help=f"auto, or one of: {', '.join(FAMILIES)}")
-    p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="dtype of the saved weights")
+    p.add_argument("out_dir", help="where to write the HF model directory, or the directory for model.gguf")
+    p.add_argument("--format", default="hf", choices=["hf", "gguf"], help="an HF directory, or one GGUF file")
+    p.add_argument("--family", default="auto", help=f"auto, or one of: {', '.join(FAMILIES)} "
+                                                    f"(gguf: {', '.join(ARCHS)})")
+    p.add_argument("--dtype", default=None, choices=list(DTYPES), help="hf: dtype of the saved weights (default fp32)")
+    p.add_argument("--gguf_type", default=None, choices=list(GGUF_TYPES),
+                   help="gguf: tensor type of the matrices (default f16)")
     p.add_argument("--step", type=int, default=None, help="export this checkpoint (default: the newest)")
     p.add_argument("--tokenizer_path", default="", help="gpt2 runs: the ranks file, if the run's is elsewhere now")
     return p.parse_args(argv)
@@ -84,12 +105,30 @@ def _usage_error(message: str):
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    other = {"hf": ("--gguf_type", args.gguf_type), "gguf": ("--dtype", args.dtype)}[args.format]
+    if other[1] is not None:
+        raise ConfigError(f"{other[0]} does not apply to --format {args.format}")
     out = Path(args.out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not an empty directory; choose a new OUT_DIR")
-    family = export(args.run_dir, out, args.family, args.dtype, args.step, args.tokenizer_path)
-    print(f"wrote {out} (HF {family}, {args.dtype}); load it with "
+    if args.format == "gguf":
+        return _main_gguf(args, out)
+    dtype = args.dtype or "fp32"
+    family = export(args.run_dir, out, args.family, dtype, args.step, args.tokenizer_path)
+    print(f"wrote {out} (HF {family}, {dtype}); load it with "
           f"AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return 0
+
+
+def _main_gguf(args: argparse.Namespace, out: Path) -> int:
+    if out.suffix == ".gguf":
+        raise ConfigError(f"OUT_DIR {out} is the directory to hold {FILE_NAME}; give a directory name")
+    done = export_gguf(args.run_dir, out, args.family, args.gguf_type or "f16", args.step, args.tokenizer_path)
+    kept = sorted({re.sub(r"^blk\.\d+\.", "blk.*.", name) for name in done.not_quantized})
+    kept = f"; kept in f16, rows not a multiple of 32: {', '.join(kept)}" if kept else ""
+    load = "".join(f", {k}={v!r}" for k, v in done.load_kwargs.items())
+    print(f"wrote {done.path} (GGUF {done.family}, {done.gguf_type}{kept}); load it with "
+          f"AutoModelForCausalLM.from_pretrained({str(out)!r}, gguf_file={done.path.name!r}{load})")
     return 0
 
 

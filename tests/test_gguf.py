@@ -1,0 +1,240 @@
+"""`python -m train.export RUN OUT --format gguf` writes OUT/model.gguf with the `gguf` package; transformers'
+GGUF reader loads it back into the HF family's model, which computes our logits; bad input writes nothing."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_parity import randomize_
+from model import GPT
+from model.config import ModelConfig, MoEConfig, RopeConfig
+from tiny_run import GPT2_RANKS, ROOT, TINY, cli, error_line, needs_gpt2_ranks, snapshot
+from train import export
+from train.config import ConfigError, load_config
+from train.gguf_export import ARCHS, FILE_NAME, choose_gguf_family, write_gguf
+from train.run import load_run
+from train.sample import sample
+from train.tokenizer import get_tokenizer
+from train.trainer import Trainer
+
+pytest.importorskip("gguf")
+
+SIZES = dict(vocab_size=257, block_size=32, n_layer=2, n_head=4, n_embd=64)
+LLAMA = dict(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False, n_kv_head=2, mlp_hidden=96)
+MODELS = {  # one tiny model per GGUF architecture, each with a setting transformers' reader must get right
+    # mlp_hidden 72: a row length that is not a multiple of 32 (q8_0 keeps ffn_down in f16), and an n_inner
+    # and n_positions transformers' gpt2 reader does not read
+    "gpt2": ModelConfig(**SIZES, mlp_hidden=72),
+    # GQA, an untied head, a RoPE base of 5000, and 300 ids for 257 tokens ([PAD] tokens)
+    "llama": ModelConfig(**SIZES | dict(vocab_size=300), **LLAMA, tie_embeddings=False, rope=RopeConfig(theta=5000.0)),
+    "qwen3": ModelConfig(**SIZES, **LLAMA, qk_norm="head", head_dim=32),  # head_dim != n_embd / n_head
+    "qwen3_moe": ModelConfig(**SIZES, **LLAMA, qk_norm="head", moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=64)),
+}
+
+
+def random_model(family: str, seed: int = 1) -> GPT:
+    """Every weight random, norms included (a norm left at 1 would hide a missing copy)."""
+    return randomize_(GPT(MODELS[family]), seed)
+
+
+def load_gguf(out: Path, family: str):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = ARCHS[family].unread(MODELS[family])  # what the CLI prints in its load line
+    return AutoModelForCausalLM.from_pretrained(out, gguf_file=FILE_NAME, **kwargs).eval()
+
+
+def tensor_types(path: Path) -> dict[str, str]:
+    from gguf import GGUFReader
+
+    return {t.name: t.tensor_type.name for t in GGUFReader(path).tensors}
+
+
+def assert_same_function(ours: GPT, hf, atol: float = 1e-5) -> float:
+    """Logits within `atol` on a random batch, and the same greedy continuation (to <|endoftext|>)."""
+    x = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = ours(x), hf(x).logits
+    assert a.std() > 1.0  # far from constant logits, so a missing copy cannot hide under atol
+    torch.testing.assert_close(b, a, atol=atol, rtol=0)
+    prompt = x[:1, :8]
+    expected = sample(ours, prompt, 16, dict(temperature=0.0), stop=256)[0]
+    assert hf.generate(prompt, max_new_tokens=16, do_sample=False)[0].tolist() == expected
+    return (a - b).abs().max().item()
+
+
+@torch.no_grad()
+def rounded_as_stored(model: GPT, gguf_type: str) -> GPT:
+    """`model` with each matrix rounded as the file stores it, by gguf's own quantize and dequantize:
+    q8_0 for rows a multiple of 32 long, else f16; 1-D tensors, the position table and the router stay fp32."""
+    from gguf import GGMLQuantizationType as Q
+    from gguf.quants import dequantize, quantize
+
+    out = copy.deepcopy(model)
+    for name, p in out.named_parameters():
+        if p.ndim >= 2 and not name.endswith(("wpe.weight", "router.weight")):
+            qtype = Q.Q8_0 if gguf_type == "q8_0" and p.shape[-1] % 32 == 0 else Q.F16
+            p.copy_(torch.from_numpy(dequantize(quantize(p.numpy(), qtype), qtype)).view(p.shape))
+    return out
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_f32_gguf_loads_in_transformers_with_our_logits(family, tmp_path):
+    ours = random_model(family)
+    done = write_gguf(ours, get_tokenizer("byte"), tmp_path / "out", gguf_type="f32")
+    assert done.family == family and done.path == tmp_path / "out" / FILE_NAME
+    assert set(tensor_types(done.path).values()) == {"F32"}
+    assert_same_function(ours, load_gguf(tmp_path / "out", family))
+
+
+@pytest.mark.parametrize("gguf_type", ["f16", "q8_0"])
+@pytest.mark.parametrize("family", list(MODELS))
+def test_f16_and_q8_0_hold_our_weights_rounded_to_their_type(family, gguf_type, tmp_path):
+    """Exact against our model with the same rounding: the file holds nothing else. Against the
+    unrounded model, f16 moved the logits by at most 0.085 over 5 seeds of these models (weights
+    N(0, 0.3), logit std ~2.5), hence the bound 0.15; q8_0 by 0.29 (gpt2) to 1.8 (llama), and 5.6 for
+    qwen3_moe, whose routing flips: random models this chaotic say little about q8_0's accuracy,
+    which the trained run below bounds."""
+    ours = random_model(family)
+    done = write_gguf(ours, get_tokenizer("byte"), tmp_path / "out", gguf_type=gguf_type)
+    types = tensor_types(done.path)
+    for name, kind in types.items():  # norms, biases, GPT-2's position table and the router stay fp32
+        keep_f32 = name.endswith(".bias") or any(key in name for key in ("norm", "position_embd", "ffn_gate_inp"))
+        assert (kind == "F32") if keep_f32 else (kind in ("F16", "Q8_0")), name
+    quantized = {n for n, kind in types.items() if kind == "Q8_0"}
+    if gguf_type == "f16":
+        assert not quantized and not done.not_quantized
+    else:  # only gpt2's ffn_down rows (72) are not a multiple of 32
+        assert done.not_quantized == (["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"] if family == "gpt2" else [])
+        assert quantized and all(types[n] == "F16" for n in done.not_quantized)
+    hf = load_gguf(tmp_path / "out", family)
+    assert_same_function(rounded_as_stored(ours, gguf_type), hf)
+    if gguf_type == "f16":
+        x = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            assert (ours(x) - hf(x).logits).abs().max() < 0.15
+
+
+def test_byte_tokenizer_from_the_gguf_encodes_our_ids(tmp_path):
+    from transformers import AutoTokenizer
+
+    write_gguf(random_model("gpt2"), get_tokenizer("byte"), tmp_path, gguf_type="f32")
+    hf = AutoTokenizer.from_pretrained(tmp_path, gguf_file=FILE_NAME)
+    text = "tab\t é 日本 🤖 \x00 end  two  spaces\n"
+    assert hf.encode(text, add_special_tokens=False) == list(text.encode())
+    assert hf.decode(list(text.encode())) == text
+    assert len(hf) == 257 and hf.eos_token_id == hf.bos_token_id == hf.pad_token_id == 256
+
+
+@pytest.mark.slow  # transformers' GGUF reader takes ~15 s over GPT-2's 50,257 tokens and 50,000 merges
+@needs_gpt2_ranks
+def test_gpt2_tokenizer_from_the_gguf_encodes_like_tiktoken(tmp_path):
+    from transformers import AutoTokenizer
+
+    ours = get_tokenizer("gpt2", GPT2_RANKS)
+    cfg = ModelConfig(**SIZES | dict(vocab_size=50257, n_embd=32, n_head=2, n_layer=1))
+    write_gguf(GPT(cfg), ours, tmp_path, gguf_type="f16")
+    hf = AutoTokenizer.from_pretrained(tmp_path, gguf_file=FILE_NAME)
+    assert len(hf) == 50257 and hf.eos_token_id == hf.bos_token_id == 50256
+    for text in ["def f(x):\n    return x * 2  # é", "It's  two   spaces\n\n\ttabs 🤖 日本語", " lead"]:
+        ids = ours.encode(text)
+        assert hf.encode(text, add_special_tokens=False) == ids
+        assert hf.decode(ids) == text
+
+
+def test_q8_0_export_of_a_trained_run_generates_our_greedy_tokens(base, tmp_path, capsys):
+    """q8_0 stores each block of 32 weights as int8 times one fp16 scale: a weight moves by at most
+    1/254 of its block's largest. On this run that moved the logits by 2.2e-3 (their std: 0.19); the
+    bound 1e-2 leaves a margin of 4.5x. Its rows (n_embd = 32, mlp 128) are all quantized."""
+    out = tmp_path / "gguf"
+    out.mkdir()  # an empty directory is taken
+    code, stdout, err = cli(capsys, base, out, "--format", "gguf", "--gguf_type", "q8_0", entry=export.main)
+    assert code == 0, err
+    assert f"wrote {out / FILE_NAME} (GGUF gpt2, q8_0)" in stdout
+    assert f"from_pretrained({str(out)!r}, gguf_file='model.gguf', n_positions=32)" in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gguf"]  # no staging directory left
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(out, gguf_file=FILE_NAME, n_positions=32).eval()
+    ours = load_run(base).model
+    x = torch.tensor([list("def f1_2(x):\n    return".encode())])
+    with torch.no_grad():
+        assert (ours(x) - hf(x).logits).abs().max() < 1e-2
+    n_new = ours.config.block_size - x.shape[1]
+    expected = sample(ours, x, n_new, dict(temperature=0.0), stop=256)[0]
+    assert hf.generate(x, max_new_tokens=n_new, do_sample=False)[0].tolist() == expected
+
+
+@pytest.fixture(scope="module")
+def mla_run(tmp_path_factory, corpus):
+    """A one-step run of a model no GGUF architecture here can hold (Multi-head Latent Attention)."""
+    out = tmp_path_factory.mktemp("mla") / "run"
+    Trainer(load_config(None, [*TINY, *corpus, "--model.attention=mla", f"--train.out_dir={out}",
+                               "--train.max_steps=1", "--train.eval_interval=0"])).fit()
+    return out
+
+
+def test_bad_input_exits_2_in_one_line_and_writes_nothing(base, mla_run, tmp_path, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    (tmp_path / "file.gguf").write_text("not a directory")
+    cases = [
+        ([base, tmp_path / "o", "--gguf_type", "f16"], "--gguf_type does not apply to --format hf"),
+        ([base, tmp_path / "o", "--format", "gguf", "--dtype", "fp16"], "--dtype does not apply to --format gguf"),
+        ([base, tmp_path / "o", "--format", "gguf", "--gguf_type", "q4_0"], "invalid choice: 'q4_0'"),
+        ([base, tmp_path / "full", "--format", "gguf"], "exists and is not an empty directory"),
+        ([base, tmp_path / "file.gguf", "--format", "gguf"], "exists and is not an empty directory"),
+        ([base, tmp_path / "new.gguf", "--format", "gguf"], "is the directory to hold model.gguf"),
+        ([base, tmp_path / "o", "--format", "gguf", "--family", "mistral"],
+         "--family for --format gguf must be auto or one of gpt2, llama, qwen3, qwen3_moe"),
+        ([base, tmp_path / "o", "--format", "gguf", "--family", "llama"],
+         "cannot export as GGUF llama: model.pos='learned', model.norm='layernorm'"),
+        ([mla_run, tmp_path / "o", "--format", "gguf"],
+         "no GGUF architecture (gpt2, llama, qwen3, qwen3_moe) can hold this model; the closest, gpt2, "
+         "is blocked by model.attention='mla'"),
+    ]
+    before = {path: snapshot(path) for path in (base, mla_run, tmp_path)}
+    for args, message in cases:
+        code, _, err = cli(capsys, *args, entry=export.main)
+        line = error_line(err)
+        assert code == 2 and message in line and len(line) < 300, (args, line)
+    assert {path: snapshot(path) for path in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.gguf", "full"]
+
+
+def test_a_write_that_fails_halfway_leaves_nothing(base, tmp_path, capsys, monkeypatch):
+    import gguf
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", disk_full)
+    code, _, err = cli(capsys, base, tmp_path / "o", "--format", "gguf", entry=export.main)
+    assert code == 1 and "No space left on device" in error_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+PRESET_ARCH = {"qwen3": "qwen3", "qwen3-moe": "qwen3_moe"}  # the presets a GGUF architecture here holds
+CLOSEST = {  # presets refused, each with the architecture and setting the refusal must name
+    "llama3": ("llama", "model.rope.scaling='llama3'"),  # transformers' reader has no RoPE scaling
+    "mistral": ("llama", "model.window=128"),
+    "deepseek-v3": ("qwen3_moe", "model.moe.router='sigmoid'"),
+    "qwen3.5": ("qwen3", "model.linear_attention='gated_deltanet'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs" / "presets").glob("*.toml")))
+def test_each_preset_exports_or_is_refused_in_one_line_naming_the_closest(name):
+    cfg = load_config(ROOT / "configs" / "presets" / f"{name}.toml").model
+    if name in PRESET_ARCH:
+        assert choose_gguf_family(cfg) == PRESET_ARCH[name]
+        return
+    with pytest.raises(ConfigError) as e:
+        choose_gguf_family(cfg)
+    message = str(e.value)
+    assert "\n" not in message and len(message) < 300 and "; the closest, " in message
+    if name in CLOSEST:
+        family, setting = CLOSEST[name]
+        assert f"the closest, {family}, is blocked by " in message and setting in message

@@ -1,0 +1,311 @@
+"""A run's model as one GGUF file (llama.cpp's format), written with the `gguf` package's GGUFWriter.
+
+The route is the HF export's: our GPT -> `to_hf` (model/hf/, exact) -> the HF state dict, whose
+tensor names `gguf.get_tensor_name_map` turns into GGUF's (`token_embd`, `blk.{i}.attn_q`, ...).
+Three layouts differ from HF's, each undone by transformers' GGUF reader:
+  * gpt2: HF's `Conv1D` weights are stored (in, out); GGUF stores every matrix (out, in);
+  * llama: GGUF's llama rotates adjacent pairs of a head's dimensions, HF its two halves
+    (`rotate_half`), so the rows of q_proj and k_proj are interleaved per head;
+  * qwen3_moe: HF's stacked `gate_up_proj` is two tensors, `ffn_gate_exps` and `ffn_up_exps`.
+The metadata is what llama.cpp's reader needs for the architecture (context, embedding and
+feed-forward lengths, block and head counts, norm epsilon, RoPE base and width, experts), then
+the tokenizer: GPT-2's BPE (tokens and merges), or the byte tokenizer as the 256 byte tokens in
+GPT-2's byte-to-unicode alphabet plus <|endoftext|>, with no merges. GGUFWriter cannot write an
+empty array, so a byte vocabulary has no merges key (llama.cpp's BPE loader requires one; such a
+file is for transformers) and carries token scores instead, from which transformers derives its
+(empty) merge list. <|endoftext|> is the bos, eos and pad token.
+
+--gguf_type: f32 keeps every tensor in fp32; f16 stores matrices in fp16 and keeps 1-D tensors
+(norms, biases) in fp32, as llama.cpp's converter does; q8_0 quantizes matrices whose rows are a
+multiple of 32 long (`gguf.quants.quantize`), stores the others in fp16 and says which. Like
+llama.cpp, the router (`ffn_gate_inp`) and GPT-2's position table stay fp32 in every type.
+
+Architectures: gpt2, llama, qwen3, qwen3_moe, each checked by loading the file back with
+transformers' GGUF reader (tests/test_gguf.py). Not yet the others: llama.cpp writes Mistral and
+Mixtral as llama, which transformers' reader builds with no sliding window and no experts; its gemma2
+takes neither the softcaps nor the query scale from the file; OLMo 2/3, DeepSeek-V3 (MLA), gpt-oss
+and Qwen3.5 (Gated DeltaNet) have no mapping here. A model none can hold is refused, naming the
+closest architecture and the settings that block it (`choose_gguf_family`).
+
+transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
+feed-forward lengths (it assumes n_positions 1024, n_inner 4 * n_embd), for qwen3 the head size,
+for qwen3_moe the expert width. `GGUFExport.load_kwargs` holds those the run differs on; pass them
+to `from_pretrained(..., gguf_file=...)`.
+"""
+
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from model.config import ModelConfig
+from model.hf import config_to_hf, to_hf
+
+from .errors import ConfigError, make_dir
+from .hf_tokenizer import bytes_to_unicode, gpt2_vocab_and_merges
+from .run import load_run
+from .tokenizer import EOT_TEXT, for_run
+
+FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}  # --gguf_type -> general.file_type
+GGUF_TYPES = tuple(FILE_TYPES)
+FILE_NAME = "model.gguf"
+Q8_0_BLOCK = 32  # values per q8_0 block: a row must be a multiple of it
+ALWAYS_F32 = ("ffn_gate_inp", "position_embd")  # kept in fp32 whatever the type, as llama.cpp does
+
+
+def _transpose(t: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    return t.t()
+
+
+def _rope_pairs(n_heads: Callable[[ModelConfig], int]):
+    """Reorder each head's rows from HF's halves (d_0..d_h-1 | d_h..d_2h-1) to GGUF llama's
+    adjacent pairs (d_0, d_h, d_1, d_h+1, ...): the rotation pairs the same dimensions."""
+    def permute(t: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+        n = n_heads(cfg)
+        return t.reshape(n, 2, t.shape[0] // n // 2, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
+    return permute
+
+
+@dataclass(frozen=True)
+class GGUFArch:
+    """How one HF family is written as a GGUF architecture."""
+
+    arch: str  # gguf.MODEL_ARCH member name
+    hparams: Callable[[object, ModelConfig], None]  # writes the architecture's metadata keys
+    limits: Callable[[ModelConfig], dict[str, object]]  # our settings the GGUF architecture cannot hold
+    reshape: dict[str, Callable] = field(default_factory=dict)  # HF-name regex -> (tensor, cfg) -> GGUF layout
+    unread: Callable[[ModelConfig], dict[str, object]] = lambda cfg: {}  # HF fields the reader skips
+
+
+def _gpt2_hparams(w, cfg: ModelConfig) -> None:
+    _sizes(w, cfg)
+    w.add_layer_norm_eps(cfg.norm_eps)
+
+
+def _decoder_hparams(w, cfg: ModelConfig) -> None:
+    _sizes(w, cfg)
+    w.add_head_count_kv(cfg.n_kv_head)
+    w.add_layer_norm_rms_eps(cfg.norm_eps)
+    w.add_rope_freq_base(cfg.rope.theta)
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
+    if cfg.moe.n_expert:
+        w.add_expert_count(cfg.moe.n_expert)
+        w.add_expert_used_count(cfg.moe.top_k)
+        w.add_expert_feed_forward_length(cfg.moe.expert_hidden)
+
+
+def _sizes(w, cfg: ModelConfig) -> None:
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_context_length(cfg.block_size)
+    w.add_embedding_length(cfg.n_embd)
+    w.add_feed_forward_length(cfg.mlp_hidden)
+    w.add_block_count(cfg.n_layer)
+    w.add_head_count(cfg.n_head)
+
+
+def _refused(*checks: tuple[str, object, bool]) -> dict[str, object]:
+    """{field: value} for each (field, value, holds) check that does not hold."""
+    return {name: value for name, value, holds in checks if not holds}
+
+
+def _decoder_limits(cfg: ModelConfig) -> dict[str, object]:
+    """llama.cpp's llama and qwen3 compute SwiGLU with no sliding window; transformers' reader takes
+    no RoPE scaling (llama.cpp's llama3 scaling is a `rope_freqs` tensor) and builds bias-free layers."""
+    return _refused(("model.mlp", cfg.mlp, cfg.mlp == "swiglu"),
+                    ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling == "none"),
+                    ("model.window", cfg.window, cfg.window == 0),
+                    ("model.bias", cfg.bias, not cfg.bias))
+
+
+def _qwen3_moe_limits(cfg: ModelConfig) -> dict[str, object]:
+    """llama.cpp's qwen3moe makes every layer MoE and always renormalises the top-k weights."""
+    return _decoder_limits(cfg) | _refused(("model.moe.first_dense", cfg.moe.first_dense, cfg.moe.first_dense == 0),
+                                           ("model.moe.norm_topk", cfg.moe.norm_topk, cfg.moe.norm_topk))
+
+
+def _unread(model_type: str, wanted: dict[str, object]) -> dict[str, object]:
+    """Of `wanted`, the HF fields where the config class's default (what the reader leaves) is not ours."""
+    from transformers import AutoConfig
+
+    default = AutoConfig.for_model(model_type)
+    return {k: v for k, v in wanted.items() if getattr(default, k) != v}
+
+
+CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": _transpose}
+ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the order --family auto tries them
+    "gpt2": GGUFArch("GPT2", _gpt2_hparams, lambda cfg: {}, CONV1D, lambda cfg: _unread("gpt2", {
+        "n_positions": cfg.block_size, "n_inner": None if cfg.mlp_hidden == 4 * cfg.n_embd else cfg.mlp_hidden})),
+    "llama": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, {
+        r"\.q_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_head),
+        r"\.k_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_kv_head)}),
+    "qwen3": GGUFArch("QWEN3", _decoder_hparams, _decoder_limits, {},
+                      lambda cfg: _unread("qwen3", {"head_dim": cfg.head_dim})),
+    "qwen3_moe": GGUFArch("QWEN3MOE", _decoder_hparams, _qwen3_moe_limits, {},
+                          lambda cfg: _unread("qwen3_moe", {"moe_intermediate_size": cfg.moe.expert_hidden})),
+}
+
+
+# ----------------------------------------------------------------------------- choosing the architecture
+def blockers(cfg: ModelConfig, family: str) -> list[str]:
+    """`field=value` for each of our settings that `family`'s GGUF architecture cannot hold."""
+    try:
+        config_to_hf(cfg, family)
+        found = []
+    except ValueError as e:
+        found = re.split(r", (?=model\.)", str(e).removeprefix(f"HF {family} cannot represent "))
+    found += [f"{name}={value!r}" for name, value in ARCHS[family].limits(cfg).items()]
+    return list(dict.fromkeys(found))  # a setting both HF and GGUF refuse, once
+
+
+def choose_gguf_family(cfg: ModelConfig, family: str = "auto") -> str:
+    """`family` if its GGUF architecture holds `cfg`; for "auto" the first of ARCHS that does. The
+    refusal names the closest architecture (fewest blocking settings) and what blocks it."""
+    if family != "auto" and family not in ARCHS:
+        raise ConfigError(f"--family for --format gguf must be auto or one of {', '.join(ARCHS)}; got {family!r}")
+    blocked = {}
+    for name in [family] if family != "auto" else ARCHS:
+        blocked[name] = blockers(cfg, name)
+        if not blocked[name]:
+            return name
+    closest = min(blocked, key=lambda name: len(blocked[name]))
+    why = blocked[closest]
+    listed = ", ".join(item if len(item) <= 80 else item[:77] + "..." for item in why[:4])
+    more = f" and {len(why) - 4} more" if len(why) > 4 else ""
+    if family != "auto":
+        raise ConfigError(f"cannot export as GGUF {family}: {listed}{more}")
+    raise ConfigError(f"no GGUF architecture ({', '.join(ARCHS)}) can hold this model; the closest, "
+                      f"{closest}, is blocked by {listed}{more}")
+
+
+# ----------------------------------------------------------------------------- tensors
+def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """The HF model's tensors under GGUF names, in GGUF's layout, as fp32 arrays."""
+    import gguf
+
+    arch = ARCHS[family]
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch], cfg.n_layer)
+    state = hf_model.state_dict()
+    if hf_model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)  # GGUF: no `output` tensor means tied
+    out = {}
+    for hf_name, tensor in state.items():
+        for pattern, reshape in arch.reshape.items():
+            if re.search(pattern, hf_name):
+                tensor = reshape(tensor, cfg)
+        if hf_name.endswith(".experts.gate_up_proj"):  # (n_expert, [gate; up], n_embd)
+            gate, up = tensor.chunk(2, dim=1)
+            parts = {hf_name.replace("gate_up_proj", "gate_proj"): gate, hf_name.replace("gate_up_proj", "up_proj"): up}
+        else:
+            parts = {hf_name: tensor}
+        for name, t in parts.items():
+            # stacked experts are HF parameters without a suffix; in GGUF every matrix is `.weight`
+            base, suffix = name.rsplit(".", 1) if name.endswith((".weight", ".bias")) else (name, "weight")
+            gguf_name = names.get_name(base)
+            assert gguf_name is not None, f"no GGUF name for {name} in {arch.arch}"
+            out[f"{gguf_name}.{suffix}"] = t.detach().float().contiguous().numpy()
+    return out
+
+
+def stored(name: str, array: np.ndarray, gguf_type: str):
+    """(data, ggml type) of one tensor: f32 for 1-D tensors and those in ALWAYS_F32, else per type;
+    q8_0 falls back to f16 for a row length that is not a multiple of 32."""
+    from gguf import GGMLQuantizationType as Q
+    from gguf.quants import quantize
+
+    if gguf_type == "f32" or array.ndim < 2 or any(key in name for key in ALWAYS_F32):
+        return array, Q.F32
+    if gguf_type == "q8_0" and array.shape[-1] % Q8_0_BLOCK == 0:
+        return quantize(array, Q.Q8_0), Q.Q8_0
+    return quantize(array, Q.F16), Q.F16
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def tokenizer_metadata(w, tok, n_vocab: int) -> None:
+    """Our tokenizer as GGUF's "gpt2" (byte-level BPE) tokenizer keys; ids past the tokenizer's
+    (a model.vocab_size padded beyond it) are unused [PAD<id>] tokens, as llama.cpp writes them."""
+    from gguf import TokenType
+
+    if tok.name == "gpt2":
+        vocab, merges = gpt2_vocab_and_merges(tok.ranks())
+        tokens = sorted(vocab, key=vocab.get)
+    else:
+        to_char = bytes_to_unicode()
+        tokens, merges = [to_char[b] for b in range(256)] + [EOT_TEXT], []
+    assert tokens.index(EOT_TEXT) == tok.eot == len(tokens) - 1
+    types = [TokenType.NORMAL] * (len(tokens) - 1) + [TokenType.CONTROL]
+    tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
+    types += [TokenType.UNUSED] * (n_vocab - len(types))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    if merges:
+        w.add_token_merges([f"{a} {b}" for a, b in merges])
+    else:
+        w.add_token_scores([0.0] * len(tokens))
+    for add in (w.add_bos_token_id, w.add_eos_token_id, w.add_pad_token_id):
+        add(tok.eot)
+    w.add_add_bos_token(False)
+
+
+# ----------------------------------------------------------------------------- export
+@dataclass
+class GGUFExport:
+    path: Path  # OUT/model.gguf
+    family: str  # HF model_type; the GGUF architecture is ARCHS[family].arch
+    gguf_type: str
+    not_quantized: list[str]  # q8_0: matrices kept in f16 (rows not a multiple of 32)
+    load_kwargs: dict[str, object]  # HF config fields transformers' reader does not take from the file
+
+
+def export_gguf(run_dir: str | Path, out_dir: str | Path, family: str = "auto", gguf_type: str = "f16",
+                step: int | None = None, tokenizer_path: str = "") -> GGUFExport:
+    """Write the run's model (newest checkpoint, or `step`) as OUT_DIR/model.gguf."""
+    run = load_run(run_dir, step)
+    return write_gguf(run.model, for_run(run.run_dir, tokenizer_path), out_dir, family, gguf_type)
+
+
+def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type: str = "f16") -> GGUFExport:
+    """Write `model` (our GPT) and `tok` as OUT_DIR/model.gguf. Everything is checked and converted
+    first; the file is written in a temporary directory beside OUT_DIR, renamed to OUT_DIR once complete."""
+    try:
+        import gguf
+    except ImportError:
+        raise ValueError("--format gguf needs the gguf package: pip install 'gguf>=0.19,<0.20'") from None
+    cfg = model.config
+    family = choose_gguf_family(cfg, family)
+    special = dict(bos_token_id=tok.eot, eos_token_id=tok.eot)
+    tensors = gguf_tensors(to_hf(model, family, **special), family, cfg)
+    encoded = {name: stored(name, array, gguf_type) for name, array in tensors.items()}
+    not_quantized = [n for n, (_, q) in encoded.items() if gguf_type == "q8_0" and q == gguf.GGMLQuantizationType.F16]
+
+    out = Path(out_dir)
+    parent = make_dir(out.absolute().parent, f"OUT_DIR {out}")
+    staging = parent / f".{out.name}.{secrets.token_hex(4)}.partial"
+    try:
+        staging.mkdir()
+        w = gguf.GGUFWriter(staging / FILE_NAME, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[ARCHS[family].arch]])
+        w.add_name("gpt-ladder")
+        w.add_file_type(gguf.LlamaFileType[FILE_TYPES[gguf_type]])
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        ARCHS[family].hparams(w, cfg)
+        tokenizer_metadata(w, tok, cfg.vocab_size)
+        for name, (data, qtype) in encoded.items():
+            w.add_tensor(name, data, raw_dtype=qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        os.replace(staging, out)  # also onto an empty directory
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return GGUFExport(out / FILE_NAME, family, gguf_type, not_quantized, ARCHS[family].unread(cfg))
