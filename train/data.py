@@ -306,6 +306,38 @@ def _unit_hash(doc_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def val_documents(cfg: DataConfig, tok) -> list[tuple[str, str]]:
+    """The documents `prepare(cfg)` puts in the val split, read again from a local source, by id.
+
+    The same rule as `_SplitWriter`, without tokenizing into files: the non-empty UTF-8 documents
+    (within data.max_docs / data.max_tokens, counted with `tok`) whose id hashes below
+    val_fraction; if none does, the train document nearest the threshold; if all do, all but the
+    one nearest it. A single document contributes its last val_fraction. Tasks that must draw
+    only from held-out text (stdlib-cloze in train/evals/) read it here.
+    """
+    if cfg.is_hf:
+        raise ValueError(f"data.source={cfg.source!r}: held-out documents are read from local "
+                         "sources only (python-stdlib, a file, a directory or a glob)")
+    files, _, _ = resolve_source(cfg)
+    docs, seen = [], 0
+    for doc_id, text in local_documents(cfg, files, []):
+        if not text:
+            continue
+        docs.append((_unit_hash(doc_id), doc_id, text))
+        seen += len(tok.encode(text)) + 1 if cfg.max_tokens else 0
+        if (cfg.max_docs and len(docs) >= cfg.max_docs) or (cfg.max_tokens and seen >= cfg.max_tokens):
+            break
+    if len(docs) == 1:
+        _, doc_id, text = docs[0]
+        return [(doc_id, text[len(text) - max(1, round(len(text) * cfg.val_fraction)):])]
+    val = [d for d in docs if d[0] < cfg.val_fraction]
+    if not val:
+        val = [min(docs)]
+    elif len(val) == len(docs):
+        val.remove(max(docs))
+    return [(doc_id, text) for _, doc_id, text in sorted(val, key=lambda d: d[1])]
+
+
 class _SplitWriter:
     """Appends each document's tokens and an eot to train.bin or val.bin, by a hash of its id.
 

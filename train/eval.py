@@ -1,26 +1,48 @@
 """`python -m train.eval RUN_DIR [--data.KEY=VALUE ...] [--train.eval_batches=N] [--step N]`
+`python -m train.eval RUN_DIR --task NAME_OR_FILE [--task ...] [--shots K] [--limit N]
+                      [--samples K --temperature T] [--json OUT]`
 
-Prints the validation loss and bits per byte of a run's checkpoint (the newest, or --step N) on
-its own validation split, or on any corpus the data layer reads (`--data.source=...`), with the
-same fixed batches the trainer evaluates on. Nothing is written into the run; a new corpus is
+Without --task: prints the validation loss and bits per byte of a run's checkpoint (the newest,
+or --step N) on its own validation split, or on any corpus the data layer reads
+(`--data.source=...`), with the same fixed batches the trainer evaluates on. A new corpus is
 tokenized into data.cache_dir as for training.
 
+With --task: scores the checkpoint on tasks (train/evals/) and prints a table, one row per task
+and metric, then a CORE-style aggregate. Built-in tasks: arithmetic, python-eval, passkey
+(generative: greedy pass@1; with --samples K also pass@k and maj@k for k = 1, 2, 4, ... <= K)
+and stdlib-cloze (multiple choice over the run's held-out files: acc, acc_norm as
+lm-evaluation-harness computes them); or a JSONL file of multiple-choice items. Options follow a
+colon: --task arithmetic:op=mul,digits=3,steps (each task's module documents its own). Items
+are drawn from the task's test split with --seed; --shots K prepends K examples from its train
+split; --limit N scores at most N items per task. --json OUT also writes every result and
+per-item record to OUT, a new file. Nothing is ever written into the run.
+
 Options: --step N, --tokenizer_path PATH (gpt2 runs whose ranks file moved), --device, --dtype, and
-overrides of [data] keys and of train.eval_batches, train.batch_size, train.seq_len, train.seed.
+overrides of [data] keys (the val loss; stdlib-cloze's corpus) and of train.eval_batches,
+train.batch_size, train.seq_len, train.seed (the val loss).
 """
 
 import argparse
+import json
+import math
 import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
 
 from .cli import run_cli
 from .data import prepare
 from .errors import ConfigError
+from .evals.suite import Settings, aggregate, run_task, table
+from .evals.tasks import TaskEnv, build_task
 from .hardware import pick_device, pick_dtype
-from .run import load_run, run_config
+from .run import LoadedRun, check_run_dir, load_run, run_config
 from .tokenizer import for_run
 from .trainer import evaluate
 
 OVERRIDABLE = ("data.", "train.eval_batches", "train.batch_size", "train.seq_len", "train.seed")
+TASK_FLAGS = ("shots", "limit", "samples", "temperature", "top_k", "seed", "json")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -32,17 +54,93 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--tokenizer_path", default="", help="gpt2 runs: the ranks file, if the run's is elsewhere now")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--task", action="append", default=[],
+                   help="a built-in task (arithmetic, python-eval, passkey, stdlib-cloze), with :options, "
+                        "or a JSONL file; repeat for several")
+    p.add_argument("--shots", type=int, default=None, help="few-shot examples per item (default 0)")
+    p.add_argument("--limit", type=int, default=None, help="items per task (default 200)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="generative tasks: also draw K samples per item for pass@k and maj@k")
+    p.add_argument("--temperature", type=float, default=None, help="of the --samples (default 0.8)")
+    p.add_argument("--top_k", type=int, default=None, help="of the --samples; 0 = all tokens (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="draws the items, shots and samples (default 1234)")
+    p.add_argument("--json", default=None, help="also write the results to this new file")
     args, rest = p.parse_known_args(argv)
     for item in rest:
         key = item.lstrip("-").partition("=")[0]
         if not item.startswith("--") or not key.startswith(OVERRIDABLE):
             raise ConfigError(f"unexpected argument {item!r}: eval takes --data.KEY=VALUE and "
                               f"--train.eval_batches/batch_size/seq_len/seed=N overrides")
+        if args.task and not key.startswith("data."):
+            raise ConfigError(f"{item} sets up the val loss, which --task does not compute")
+    given = [f"--{name}" for name in TASK_FLAGS if getattr(args, name) is not None]
+    if given and not args.task:
+        raise ConfigError(f"{', '.join(given)} set(s) up task evaluation: add --task NAME")
+    if args.task:
+        twice = sorted({t for t in args.task if args.task.count(t) > 1})
+        if twice:
+            raise ConfigError(f"--task {twice[0]} is given twice; each task is reported once")
+        args.settings = _settings(args)
+        _check_json(args.json, args.run_dir)
     return args, rest
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The task flags, checked, over the defaults."""
+    s = Settings()
+    for name, minimum in (("shots", 0), ("limit", 1), ("samples", 1), ("top_k", 0), ("seed", 0)):
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"--{name} must be an integer >= {minimum}; got {value}")
+    if args.seed is not None and args.seed >= 2**63:
+        raise ConfigError(f"--seed must be < 2**63; got {args.seed}")
+    if args.temperature is not None:
+        if not args.samples:
+            raise ConfigError("--temperature is the temperature of --samples K; greedy pass@1 takes none")
+        if not (math.isfinite(args.temperature) and args.temperature > 0):
+            raise ConfigError(f"--temperature must be a number > 0; got {args.temperature}")
+    if args.top_k is not None and not args.samples:
+        raise ConfigError("--top_k applies to --samples K; greedy pass@1 takes none")
+    for name in ("shots", "limit", "samples", "temperature", "top_k", "seed"):
+        if getattr(args, name) is not None:
+            setattr(s, name, getattr(args, name))
+    return s
+
+
+def _check_json(out: str | None, run_dir: str) -> None:
+    if out is None:
+        return
+    path = Path(out)
+    if path.exists() or path.is_symlink():
+        raise ConfigError(f"--json {out} already exists; name a new file")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--json {out}: no such directory {str(path.parent)!r}")
+    run = check_run_dir(run_dir).resolve()
+    if path.parent.resolve() == run or run in path.parent.resolve().parents:
+        raise ConfigError(f"--json {out} is inside the run {run_dir}; eval writes nothing into a run")
 
 
 def _usage_error(message: str):
     raise ConfigError(f"{message} (see python -m train.eval --help)")
+
+
+@dataclass
+class EvalModel:
+    run: LoadedRun
+    tok: object  # the run's tokenizer (train/tokenizer.py)
+    model: torch.nn.Module  # in eval mode, on `device`
+    device: torch.device
+    dtype: str  # the compute dtype of autocast: fp32, bf16 or fp16
+
+
+def load_model(args: argparse.Namespace) -> EvalModel:
+    """The run's checkpoint as a model to evaluate, with its tokenizer, device and dtype: the one
+    place eval builds a model, for the val loss and the tasks alike."""
+    tok = for_run(args.run_dir, args.tokenizer_path)
+    run = load_run(args.run_dir, args.step)
+    device = pick_device(args.device, "--device")
+    dtype = pick_dtype(args.dtype, device)
+    return EvalModel(run, tok, run.model.to(device), device, dtype)
 
 
 def main(argv: list[str]) -> int:
@@ -50,17 +148,38 @@ def main(argv: list[str]) -> int:
     if "--data.tokenizer" in {o.partition("=")[0] for o in overrides}:
         raise ConfigError("data.tokenizer is the run's; the model only reads its own tokens")
     cfg = run_config(args.run_dir, overrides)
-    tok = for_run(args.run_dir, args.tokenizer_path)
-    cfg.data.tokenizer_path = tok.path  # the checked ranks, wherever the run's config points
-    run = load_run(args.run_dir, args.step)
+    loaded = load_model(args)
+    cfg.data.tokenizer_path = loaded.tok.path  # the checked ranks, wherever the run's config points
+    if args.task:
+        return evaluate_tasks(args, cfg, loaded)
+    run = loaded.run
     data = prepare(cfg.data)
     data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
-    device = pick_device(args.device, "--device")
-    dtype = pick_dtype(args.dtype, device)
-    result = evaluate(run.model.to(device), data, cfg, device, dtype)
+    result = evaluate(loaded.model, data, cfg, loaded.device, loaded.dtype)
     print(f"{run.checkpoint.name} of {run.run_dir} on {data.meta['source']} "
           f"({cfg.train.eval_batches} batches of {cfg.train.batch_size} x {cfg.seq_len} tokens): "
           f"val loss {result['val_loss']:.4f}, val {result['val_bpb']:.4f} bits/byte")
+    return 0
+
+
+def evaluate_tasks(args: argparse.Namespace, cfg, loaded: EvalModel) -> int:
+    """Every task built (its options and files checked) before any is run."""
+    env = TaskEnv(loaded.tok, loaded.model.config.block_size, cfg.data)
+    tasks = [build_task(spec, env) for spec in args.task]
+    settings = args.settings
+    results = [run_task(task, loaded.model, loaded.tok, settings, loaded.device, loaded.dtype) for task in tasks]
+    agg = aggregate(results)
+    run = loaded.run
+    print(f"{run.checkpoint.name} of {run.run_dir} ({loaded.device.type}, {loaded.dtype}), "
+          f"seed {settings.seed}, up to {settings.limit} items per task")
+    print(table(results, agg))
+    if args.json is not None:
+        record = {"run": str(run.run_dir), "checkpoint": run.checkpoint.name, "step": run.step,
+                  "device": str(loaded.device), "dtype": loaded.dtype, "settings": asdict(settings),
+                  "tasks": results, "aggregate": agg}
+        with open(args.json, "x", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+            f.write("\n")
     return 0
 
 

@@ -1,0 +1,121 @@
+"""What every task is made of: its items, its splits and its options.
+
+Splits: a built-in task's item belongs to train, validation or test by a hash of its key (the
+text that identifies it, e.g. "478+356"), never by the seed or the order of drawing, so the
+three splits cannot share an item whatever seed or size is asked for; the seed only picks which
+items of a split are drawn. Few-shot examples come from train, scored items from test (or
+validation, with the task option `split=validation`).
+
+Options: `--task NAME:key=value,key=value,flag`; each task declares its options with a parser
+and a default, and a wrong one is a one-line ConfigError naming the task and what it accepts.
+"""
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+SPLITS = ("train", "validation", "test")
+SPLIT_SHARES = (0.8, 0.1, 0.1)
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """A multiple-choice item: `label` indexes the right one of `choices`."""
+
+    context: str
+    choices: tuple[str, ...]
+    label: int
+
+
+@dataclass(frozen=True)
+class GenItem:
+    """A generative item: the model continues `prompt`; `answer` is what the task's checker must
+    extract from its completion; `target` is the whole reference completion (worked steps
+    included), which few-shot examples show."""
+
+    prompt: str
+    target: str
+    answer: str
+
+
+def split_of(key: str) -> str:
+    """train, validation or test, from a hash of the item's key (the same on every machine)."""
+    u = int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") / 2**64
+    edge = 0.0
+    for split, share in zip(SPLITS, SPLIT_SHARES):
+        edge += share
+        if u < edge:
+            return split
+    return SPLITS[-1]
+
+
+def draw_unique(make: Callable[[], tuple[str, object]], split: str, n: int, tries: int) -> list:
+    """Up to `n` items of `split` with distinct keys, from `make()` -> (key, item) called at most
+    `tries` times (a small item space may hold fewer than `n`)."""
+    seen, out = set(), []
+    for _ in range(tries):
+        if len(out) == n:
+            break
+        key, item = make()
+        if key not in seen and split_of(key) == split:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+            raise ValueError(f"an integer from {low} to {high}")
+        return int(text)
+    return parse
+
+
+def positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError("an integer >= 1")
+    return int(text)
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("a number in [0, 1]")
+    return value
+
+
+def one_of(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"one of {', '.join(allowed)}")
+        return text
+    return parse
+
+
+def flag(text: str) -> bool:
+    if text not in ("", "true", "false"):
+        raise ValueError("a flag (given alone, or =true / =false)")
+    return text != "false"
+
+
+EVAL_SPLIT = {"split": (one_of("test", "validation"), "test")}  # every built-in task takes it
+
+
+def parse_options(task: str, text: str, schema: dict[str, tuple[Callable[[str], object], object]]) -> dict:
+    """`key=value,flag` -> {key: parsed value} with every default of `schema` filled in."""
+    options = {key: default for key, (_, default) in schema.items()}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key not in schema:
+            accepted = ", ".join(schema) or "none"
+            raise ConfigError(f"--task {task}: unknown option {key!r} (options: {accepted})")
+        try:
+            options[key] = schema[key][0](value)
+        except ValueError as e:
+            raise ConfigError(f"--task {task}: option {key} must be {e}; got {value!r}") from None
+    return options
