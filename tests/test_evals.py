@@ -297,12 +297,12 @@ def test_cli_scores_stdlib_cloze_and_arithmetic_and_writes_only_the_json(base, c
     assert cloze["truncated"] == 12  # 8 lines of context do not fit 32 tokens
     assert set(cloze["metrics"]) == {"acc", "acc_norm", "acc_bytes"}
     assert arithmetic["n"] == 12 and set(arithmetic["metrics"]) >= {"pass@1", "pass@2 sampled", "maj@2"}
-    centred = (cloze["metrics"]["acc"] - 0.25) / 0.75 + arithmetic["metrics"]["pass@1"]
+    centred = (cloze["metrics"]["acc_norm"] - 0.25) / 0.75 + arithmetic["metrics"]["pass@1"]
     assert record["aggregate"]["value"] == pytest.approx(centred / 2)
-    assert record["aggregate"]["entered"] == {"stdlib-cloze": "acc", "arithmetic:steps": "pass@1"}
-    for line in (f"stdlib-cloze      test   12  acc", "arithmetic:steps  test   12  pass@1",
+    assert record["aggregate"]["entered"] == {"stdlib-cloze": "acc_norm", "arithmetic:steps": "pass@1"}
+    for line in ("stdlib-cloze      test   12  acc", "arithmetic:steps  test   12  pass@1",
                  "# stdlib-cloze: 1-shot", "12 of 12 cut from the left",
-                 "averaged over stdlib-cloze acc, arithmetic:steps pass@1): "):
+                 "averaged over stdlib-cloze acc_norm, arithmetic:steps pass@1): "):
         assert line in stdout, stdout
     assert f"{record['aggregate']['value']:.4f}" in stdout.splitlines()[-1]
 
@@ -362,7 +362,7 @@ def test_cli_refuses_bad_arguments_in_one_line(base, capsys, tmp_path):
 
 
 def test_the_aggregate_centres_each_headline_on_its_chance():
-    results = [{"task": "a", "metrics": {"acc": 0.5}, "headline": "acc", "chance": 0.25},
+    results = [{"task": "a", "metrics": {"acc": 0.9, "acc_norm": 0.5}, "headline": "acc_norm", "chance": 0.25},
                {"task": "b", "metrics": {"pass@1": 0.1}, "headline": "pass@1", "chance": 0.0}]
     agg = aggregate(results)
     assert agg["centred"] == pytest.approx({"a": 1 / 3, "b": 0.1}) and agg["value"] == pytest.approx((1 / 3 + 0.1) / 2)
