@@ -124,6 +124,12 @@ def router_matrices(cfg: ModelConfig, layer_idx: int) -> list[Matrix]:
     return [(cfg.n_embd, cfg.moe.n_expert)] if cfg.is_moe(layer_idx) else []
 
 
+def shared_gate_matrices(cfg: ModelConfig, layer_idx: int) -> list[Matrix]:
+    """The sigmoid gate on the shared experts of MoE block `layer_idx` (`moe.shared_gate`, Qwen3-Next):
+    one number per token, no bias whatever `model.bias` says; or nothing."""
+    return [(cfg.n_embd, 1)] if cfg.is_moe(layer_idx) and cfg.moe.shared_gate else []
+
+
 NORM_PARAMS = {  # keyed by `model.norm`: parameters of one norm over `dim` features
     "layernorm": lambda cfg, dim: dim * (2 if cfg.bias else 1),  # scale (+ shift)
     "rmsnorm": lambda cfg, dim: dim,  # scale only, whatever `model.bias` says
@@ -140,15 +146,17 @@ QK_NORM_DIMS = {  # keyed by `model.qk_norm`: the sizes of the query and key nor
 
 def block_matrices(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> list[Matrix]:
     """The weight matrices of block `layer_idx` (all experts, or only the active ones)."""
-    return attention_matrices(cfg, layer_idx) + ffn_matrices(cfg, layer_idx, active) + router_matrices(cfg, layer_idx)
+    gates = router_matrices(cfg, layer_idx) + shared_gate_matrices(cfg, layer_idx)
+    return attention_matrices(cfg, layer_idx) + ffn_matrices(cfg, layer_idx, active) + gates
 
 
 def block_params(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> int:
-    """Parameters of one block: matrices and their biases, the router, norms, and on attention (not
-    linear-attention) layers QK-norms and sinks."""
+    """Parameters of one block: matrices and their biases, the router and the shared experts' gate,
+    norms, and on attention (not linear-attention) layers QK-norms and sinks."""
     norm = NORM_PARAMS[cfg.norm]
     n = attention_params(cfg, layer_idx) + _params(cfg, ffn_matrices(cfg, layer_idx, active))
     n += sum(fi * fo + (fo if cfg.moe.router_bias else 0) for fi, fo in router_matrices(cfg, layer_idx))
+    n += sum(fi * fo for fi, fo in shared_gate_matrices(cfg, layer_idx))
     n += NORMS_PER_BLOCK[cfg.norm_placement] * norm(cfg, cfg.n_embd)
     if not cfg.is_linear(layer_idx):
         n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
@@ -187,9 +195,9 @@ def mtp_module_params(cfg: ModelConfig, depth: int, active: bool = False) -> int
 
 def matmul_params(cfg: ModelConfig) -> int:
     """Weights each token is multiplied by in a forward pass: every block matrix (three for a GLU
-    MLP; for an MoE layer the router, the shared experts and top_k routed experts) and the LM head
-    (over the padded vocabulary, which is what is computed). Embedding lookups, norms and bias
-    additions are not matmuls and are left out, as in Kaplan et al. 2020 (arXiv:2001.08361)."""
+    MLP; for an MoE layer the router, the shared experts and their gate, and top_k routed experts)
+    and the LM head (over the padded vocabulary, which is what is computed). Embedding lookups, norms
+    and bias additions are not matmuls and are left out, as in Kaplan et al. 2020 (arXiv:2001.08361)."""
     blocks = sum(fi * fo for i in range(cfg.n_layer) for fi, fo in block_matrices(cfg, i, active=True))
     return blocks + cfg.n_embd * cfg.padded_vocab_size + mtp_matmul_params(cfg)
 

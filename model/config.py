@@ -48,6 +48,7 @@ class MoEConfig:
     top_k: int = 2  # experts each token is sent to
     expert_hidden: int = 0  # hidden size of one expert; 0 = model.mlp_hidden
     n_shared: int = 0  # always-on shared experts, one MLP of n_shared * expert_hidden (DeepSeek)
+    shared_gate: bool = False  # a sigmoid gate, one scalar per token, on the shared experts' output (Qwen3-Next)
     router: Literal["softmax", "sigmoid"] = "softmax"  # expert scores: Mixtral, Qwen3 | DeepSeek-V3
     norm_topk: bool = True  # rescale the top_k weights of a token to sum to 1
     routed_scale: float = 1.0  # multiplies the routed experts' output (DeepSeek-V3: 2.5)
@@ -70,12 +71,16 @@ class MoEConfig:
         for name in ("top_k", "n_group", "topk_group"):
             _check_int(f"moe.{name}", getattr(self, name), minimum=1)
         _check_positive_float("moe.routed_scale", self.routed_scale)
+        if not isinstance(self.shared_gate, bool):
+            raise ValueError(f"model.moe.shared_gate must be true or false; got {self.shared_gate!r}")
         for name in self.TRAINING_ONLY:
             value = getattr(self, name)
             if not (_is_number(value) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"model.moe.{name} must be >= 0 (0 = off); got {value!r}")
         if not self.n_expert:
             return
+        if self.shared_gate and not self.n_shared:
+            raise ValueError("model.moe.shared_gate gates the shared experts: it needs model.moe.n_shared >= 1")
         if self.top_k > self.n_expert:
             raise ValueError(f"model.moe.top_k ({self.top_k}) must be <= model.moe.n_expert "
                              f"({self.n_expert}): a token cannot use more experts than exist")

@@ -9,7 +9,8 @@ import torch
 from model import GPT
 from model.accounting import flops_per_token, matmul_params, param_count
 from model.config import ModelConfig, MoEConfig
-from model.ffn.moe import MoE, end_step
+from model.ffn.mlp import build_mlp
+from model.ffn.moe import GatedShared, MoE, end_step
 from tiny_run import make, numerics
 from train import checkpoint as ckpt
 from train.device_reads import DeviceReads
@@ -23,6 +24,8 @@ CASES = {  # name: (ModelConfig fields, MoEConfig fields)
     "deepseek-like sigmoid, groups, shared, scale": (
         dict(mlp="swiglu", bias=False),
         dict(n_expert=8, top_k=3, router="sigmoid", n_group=4, topk_group=2, n_shared=1, routed_scale=2.5)),
+    "qwen3-next-like gated shared": (
+        dict(mlp="swiglu", bias=False), dict(n_expert=4, top_k=2, n_shared=2, shared_gate=True)),
     "every expert, relu2": (dict(mlp="relu2", bias=False), dict(n_expert=3, top_k=3, expert_hidden=16)),
     # limit 0.5 so that the clamp bites on most units at this scale
     "gpt-oss-like clamped swiglu, biases, router bias": (
@@ -191,6 +194,8 @@ def test_bias_update_moves_towards_even_load_and_steers_choice_not_weights():
     (dict(n_expert=4, router="tanh"), "model.moe.router must be one of 'softmax', 'sigmoid'"),
     (dict(n_expert=4, aux_loss_coef=-1.0), "model.moe.aux_loss_coef must be >= 0"),
     (dict(n_expert=4, first_dense=2), "model.moe.first_dense (2) must be < model.n_layer (2)"),
+    (dict(n_expert=4, shared_gate=True), "model.moe.shared_gate gates the shared experts: it needs model.moe.n_shared"),
+    (dict(n_expert=4, n_shared=1, shared_gate=1), "model.moe.shared_gate must be true or false; got 1"),
 ])
 def test_invalid_moe_configs_name_the_field(moe_fields, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -200,6 +205,7 @@ def test_invalid_moe_configs_name_the_field(moe_fields, message):
 @pytest.mark.parametrize("moe_fields", [
     dict(n_expert=4, top_k=2), dict(n_expert=8, top_k=2, n_shared=2, first_dense=1, expert_hidden=24),
     dict(n_expert=4, top_k=2, router_bias=True),  # gpt-oss: a learned bias per expert on the router
+    dict(n_expert=8, top_k=2, n_shared=2, shared_gate=True, expert_hidden=24),  # Qwen3-Next's gated shared experts
 ])
 @pytest.mark.parametrize("mlp, bias", [("gelu", True), ("swiglu", False), ("swiglu_clamped", True)])
 def test_accounting_counts_all_experts_and_charges_only_active_ones(moe_fields, mlp, bias):
@@ -211,14 +217,57 @@ def test_accounting_counts_all_experts_and_charges_only_active_ones(moe_fields, 
         p.numel() for p in model.moe_layers[0].experts.parameters()) // m.n_expert
     assert param_count(cfg, active=True) == param_count(cfg) - len(model.moe_layers) * idle_experts
     # compute: top_k experts of h units cost what one dense MLP of top_k * h units (+ shared) costs,
-    # plus the router's n_embd x n_expert matrix
+    # plus the router's n_embd x n_expert matrix (and the shared experts' n_embd x 1 gate)
     hidden = m.top_k * m.expert_hidden + m.n_shared * m.expert_hidden
     dense = ModelConfig(**SMALL | dict(n_layer=3), mlp=mlp, bias=bias, mlp_hidden=hidden)
     extra = 0 if not m.first_dense else m.first_dense * (
         matmul_params(dataclasses.replace(dense, mlp_hidden=cfg.mlp_hidden)) - matmul_params(dense)) // 3
-    router = len(model.moe_layers) * cfg.n_embd * m.n_expert
+    router = len(model.moe_layers) * cfg.n_embd * (m.n_expert + m.shared_gate)
     assert matmul_params(cfg) == matmul_params(dense) + extra + router
     assert flops_per_token(cfg, 16) == flops_per_token(dense, 16) + 6 * (extra + router)
+
+
+def test_shared_gate_off_builds_what_the_field_did_not_exist_for_and_on_scales_each_token():
+    """Off (the default): the shared experts are the plain MLP `build_mlp` gives, under the names
+    they had before the field existed, and the same seed builds the same parameters and logits as a
+    config that leaves the field out. On: one more (1, n_embd) weight per MoE layer, counted by
+    model/accounting.py, and y = routed + sigmoid(x w_g) * shared(x), one gate value per token."""
+    moe = dict(n_expert=4, top_k=2, n_shared=1, first_dense=1)
+    fields = SMALL | dict(n_layer=3, mlp="swiglu", bias=False)
+    cfg_unset = ModelConfig(**fields, moe=MoEConfig(**moe))
+    cfg_off = ModelConfig(**fields, moe=MoEConfig(**moe, shared_gate=False))
+    cfg_on = dataclasses.replace(cfg_off, moe=dataclasses.replace(cfg_off.moe, shared_gate=True))
+    idx = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(1))
+    built = {}
+    for name, cfg in dict(unset=cfg_unset, off=cfg_off, on=cfg_on).items():
+        torch.manual_seed(0)
+        built[name] = GPT(cfg).eval()
+    unset, off, on = built.values()
+    assert type(off.moe_layers[0].shared) is type(build_mlp(cfg_off, 32))
+    assert [n for n in off.state_dict() if ".shared." in n] == [f"transformer.h.{i}.mlp.shared.{p}.weight"
+                                                                 for i in (1, 2) for p in ("c_fc", "c_proj")]
+    for a, b in zip(unset.state_dict().items(), off.state_dict().items()):
+        assert a[0] == b[0] and torch.equal(a[1], b[1])
+    with torch.no_grad():
+        assert torch.equal(unset(idx), off(idx))
+
+    layer = on.moe_layers[0]
+    assert isinstance(layer.shared, GatedShared) and layer.shared.gate.weight.shape == (1, cfg_on.n_embd)
+    assert param_count(cfg_on) == sum(p.numel() for p in on.parameters()) == param_count(cfg_off) + 2 * 32
+    assert param_count(cfg_on, active=True) == param_count(cfg_off, active=True) + 2 * 32
+    assert matmul_params(cfg_on) == matmul_params(cfg_off) + 2 * 32
+    # the same weights as `off` plus a gate: the shared output shrinks by sigmoid(x w_g) per token
+    on_state = {n.replace(".shared.", ".shared.mlp."): t for n, t in off.state_dict().items()}
+    missing, unexpected = on.load_state_dict(on_state, strict=False)
+    assert missing == ["transformer.h.1.mlp.shared.gate.weight", "transformer.h.2.mlp.shared.gate.weight"]
+    assert not unexpected
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        layer.shared.gate.weight.normal_(0, 0.5)  # far from its N(0, init_std) start
+        gate = torch.sigmoid(x @ layer.shared.gate.weight.T)  # (2, 5, 1), one number per token
+        shared = off.moe_layers[0].shared(x)
+        torch.testing.assert_close(layer(x), off.moe_layers[0](x) - shared + gate * shared, atol=1e-6, rtol=1e-6)
+        assert gate.std() > 0.05  # a random gate: tokens differ, so a constant scale would fail
 
 
 def test_cached_decoding_equals_the_full_forward():

@@ -3,6 +3,8 @@
     chosen, weights = router(x)                        top_k experts per token (model/ffn/router.py)
     y = sum_k weights_k * expert_{chosen_k}(x)  (+ shared(x), experts every token uses)
 
+With moe.shared_gate the shared output is scaled by sigmoid(x w_g), one number per token (Qwen3-Next).
+
 Parameters grow with n_expert while the compute per token grows only with top_k: that is the whole
 point (Shazeer et al. 2017, arXiv:1701.06538; Switch Transformer, arXiv:2101.03961).
 
@@ -123,12 +125,33 @@ class Experts(nn.Module):
         return f"n_expert={self.c_fc.shape[0]}, act={self.act.__name__}, gated={self.gated}"
 
 
+class GatedShared(nn.Module):
+    """The shared experts behind a sigmoid gate: sigmoid(x w_g) * shared(x), one scalar per token
+    read from the MoE layer's input, so a token can turn the always-on experts down (Qwen2-MoE,
+    arXiv:2407.10671; Qwen3-Next, Qwen3.5-MoE). Matches HF `Qwen3NextSparseMoeBlock`'s
+    `shared_expert` and `shared_expert_gate` (no bias, as there). Config: moe.shared_gate, n_shared,
+    expert_hidden, mlp.
+    """
+
+    def __init__(self, cfg: ModelConfig, hidden: int):
+        super().__init__()
+        self.mlp = build_mlp(cfg, hidden)
+        self.gate = nn.Linear(cfg.n_embd, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate(x)) * self.mlp(x)  # (B, T, 1) * (B, T, n_embd)
+
+
+SHARED = {False: build_mlp, True: GatedShared}  # keyed by `moe.shared_gate`: (cfg, hidden) -> module
+
+
 class MoE(nn.Module):
     """A Mixture-of-Experts MLP: router, routed experts, optional shared experts (module docstring).
 
-    Matches HF `MixtralSparseMoeBlock`, `Qwen3MoeSparseMoeBlock` and `DeepseekV3MoE` for the
-    same settings. In training it also records the load per expert and the aux terms; `end_step`
-    reports them, applies the aux-loss-free bias update and starts the next step's count.
+    Matches HF `MixtralSparseMoeBlock`, `Qwen3MoeSparseMoeBlock`, `DeepseekV3MoE` and (with
+    `GatedShared`) `Qwen3NextSparseMoeBlock` for the same settings. In training it also records the
+    load per expert and the aux terms; `end_step` reports them, applies the aux-loss-free bias update
+    and starts the next step's count.
     Config: [model.moe], mlp, bias, dropout.
     """
 
@@ -137,7 +160,7 @@ class MoE(nn.Module):
         m = cfg.moe
         self.router = Router(cfg)
         self.experts = Experts(cfg)
-        self.shared = build_mlp(cfg, m.n_shared * m.expert_hidden) if m.n_shared else None
+        self.shared = SHARED[m.shared_gate](cfg, m.n_shared * m.expert_hidden) if m.n_shared else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.n_expert, self.top_k = m.n_expert, m.top_k
         self.capacity_factor, self.bias_update_rate = m.capacity_factor, m.bias_update_rate
