@@ -8,7 +8,7 @@ Every weight is random: A_log, dt_bias, conv taps and every norm included. The d
 (A_log, and the rows of the projection that feed it) are drawn smaller than the rest: at the shared
 N(1, 0.3) / N(0, 0.3) the decay is ~e^-30 per token, the log-decay sums within a chunk reach -1e3, and
 HF's own chunked fp32 reference lands ~2e-4 from an fp64 computation (ours sums in fp64, see
-delta_rule.py). With A_log ~ N(-2, 0.3) both are within ~6e-5 of fp64."""
+delta_rule.py). With A_log ~ N(-2, 0.3) both are within ~6e-5 of fp64 (`moderate_decay_`, hf_parity.py)."""
 
 import dataclasses
 import re
@@ -19,7 +19,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    VOCAB, assert_logits_match, check_to_hf_and_back, hf_config, random_hf_model, tokens,
+    VOCAB, assert_logits_match, check_to_hf_and_back, hf_config, moderate_decay_, random_hf_model, tokens,
 )
 from model import GPT, ModelConfig  # noqa: E402
 from model.config import DeltaNetConfig  # noqa: E402
@@ -45,22 +45,6 @@ CASES = {
 
 def overrides(case: str) -> dict:
     return {**SIZES, **CASES[case]}
-
-
-@torch.no_grad()
-def moderate_decay_(model: torch.nn.Module, seed: int = 5) -> torch.nn.Module:
-    """A_log ~ N(-2, 0.3) and the decay input's weights scaled by 0.2 (module docstring), in an HF
-    model (`linear_attn.A_log`, `in_proj_a`) or ours (`decay.A_log`, the last n_v_head rows of `in_proj`)."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if name.endswith("A_log"):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3 - 2.0)
-        elif name.endswith("in_proj_a.weight"):
-            p.mul_(0.2)
-    for module in model.modules():
-        if hasattr(module, "decay") and hasattr(module, "in_proj"):
-            module.in_proj.weight[-module.n_v_head:].mul_(0.2)
-    return model
 
 
 def random_hf(case: str):

@@ -135,6 +135,8 @@ REAL = {
     "deepseek-v3": ("DeepSeek-V3", (128, 128, 128, 7168, 18432)),
     "deepseek-v3.2": ("DeepSeek-V3.2", (128, 128, 128, 7168, 18432)),
     "qwen3.5": ("Qwen3.5", (16, 4, 256, 4096, 12288)),  # transformers' Qwen3_5TextConfig defaults
+    "qwen3-next": ("Qwen3-Next", (16, 2, 256, 2048, 5632)),  # Qwen3NextConfig defaults (its dense width is unused)
+    "qwen3.5-moe": ("Qwen3.5", (16, 2, 256, 2048, 512)),  # Qwen3_5MoeTextConfig (no dense width: the experts')
 }
 # ... and its Mixture of Experts: routing is kept exactly, expert width relative to the model width.
 # (n_expert, top_k, n_shared, router, norm_topk, routed_scale, n_group, topk_group, expert_hidden,
@@ -145,7 +147,10 @@ REAL_MOE = {
     "deepseek-v3": (256, 8, 1, "sigmoid", True, 2.5, 8, 4, 2048, True),
     "deepseek-v3.2": (256, 8, 1, "sigmoid", True, 2.5, 8, 4, 2048, True),
     "gpt-oss": (32, 4, 0, "softmax", True, 1.0, 1, 1, 2880, False),
+    "qwen3-next": (512, 10, 1, "softmax", True, 1.0, 1, 1, 512, False),
+    "qwen3.5-moe": (256, 8, 1, "softmax", True, 1.0, 1, 1, 512, False),
 }
+SHARED_GATE = {"qwen3-next", "qwen3.5-moe"}  # a sigmoid gate on the shared expert (moe.shared_gate)
 # ... and its Multi-head Latent Attention: (q_lora_rank, kv_lora_rank) as ratios to the width,
 # (qk_nope_head_dim, qk_rope_head_dim, v_head_dim) as ratios to head_dim.
 REAL_MLA = {"deepseek-v3": (1536, 512, 128, 64, 128), "deepseek-v3.2": (1536, 512, 128, 64, 128)}
@@ -154,7 +159,7 @@ REAL_MLA = {"deepseek-v3": (1536, 512, 128, 64, 128), "deepseek-v3.2": (1536, 51
 REAL_DSA = {"deepseek-v3.2": (2048 / 131072, 64 / 128, 128 / 128)}
 # ... and its linear-attention layers: (full_every, q/k heads, value heads, q/k head size, value head
 # size); the pattern and the head ratio are kept exactly, the key and value widths relative to the width.
-REAL_LINEAR = {"qwen3.5": (4, 16, 32, 128, 128)}
+REAL_LINEAR = {name: (4, 16, 32, 128, 128) for name in ("qwen3.5", "qwen3-next", "qwen3.5-moe")}
 # Which layers use the sliding window, for a preset with n_layer layers.
 LOCAL_PATTERN = {
     "mistral": lambda n: [True] * n,  # every layer
@@ -218,6 +223,7 @@ def test_preset_keeps_the_real_ratios(path):
             moe.topk_group] == routing
     assert moe.expert_hidden / m.n_embd == pytest.approx(expert_hidden / n_embd, rel=0.01)
     assert (moe.first_dense > 0) == first_dense
+    assert moe.shared_gate == (path.stem in SHARED_GATE)
 
 
 # ----------------------------------------------------------------------------- learning

@@ -147,8 +147,10 @@ GLU_ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu", "gelu_pytorch_tanh": "ge
 _ACTIVATION_TO_HF = {"swiglu": "silu", "geglu": "gelu_pytorch_tanh"}
 
 
-def decoder_config_from_hf(c, activation: str = "hidden_act", rope=rope_from_hf) -> dict:
-    """The ModelConfig fields every Llama-layout family reads the same way (`rope` reads the RoPE)."""
+def decoder_config_from_hf(c, activation: str = "hidden_act", rope=rope_from_hf,
+                           width: str = "intermediate_size") -> dict:
+    """The ModelConfig fields every Llama-layout family reads the same way (`rope` reads the RoPE;
+    `width` names the HF field our mlp_hidden is read from, for a family without a dense MLP)."""
     reject_unsupported(c, {
         activation: getattr(c, activation) not in GLU_ACTIVATIONS,
         # model.dropout would also drop the residual branches and the embeddings
@@ -158,22 +160,24 @@ def decoder_config_from_hf(c, activation: str = "hidden_act", rope=rope_from_hf)
         vocab_size=c.vocab_size, block_size=c.max_position_embeddings, n_layer=c.num_hidden_layers,
         n_head=c.num_attention_heads, n_kv_head=c.num_key_value_heads or 0, n_embd=c.hidden_size,
         head_dim=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
-        mlp_hidden=c.intermediate_size, pos="rope", rope=rope(c), norm="rmsnorm",
+        mlp_hidden=getattr(c, width), pos="rope", rope=rope(c), norm="rmsnorm",
         norm_eps=c.rms_norm_eps, mlp=GLU_ACTIVATIONS[getattr(c, activation)], bias=False,
         tie_embeddings=c.tie_word_embeddings, init_std=c.initializer_range,
     )
 
 
-def decoder_config_to_hf(model_type: str, cfg: ModelConfig, activation: str = "hidden_act", **kwargs):
-    """An HF config of `model_type` with the fields all Llama-layout families share, plus `kwargs`.
-    Settings HF cannot hold are written as the nearest value; `config_to_hf`'s round trip names them."""
+def decoder_config_to_hf(model_type: str, cfg: ModelConfig, activation: str = "hidden_act",
+                         width: str = "intermediate_size", **kwargs):
+    """An HF config of `model_type` with the fields all Llama-layout families share, plus `kwargs`
+    (`width`: as in `decoder_config_from_hf`). Settings HF cannot hold are written as the nearest
+    value; `config_to_hf`'s round trip names them."""
     from transformers import AutoConfig
 
     shared = {
         "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.block_size,
         "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
         "num_key_value_heads": cfg.n_kv_head, "hidden_size": cfg.n_embd, "head_dim": cfg.head_dim,
-        "intermediate_size": cfg.mlp_hidden, "rope_parameters": rope_to_hf(cfg),
+        width: cfg.mlp_hidden, "rope_parameters": rope_to_hf(cfg),
         "rms_norm_eps": cfg.norm_eps, activation: _ACTIVATION_TO_HF.get(cfg.mlp, "silu"),
         "tie_word_embeddings": cfg.tie_embeddings, "initializer_range": cfg.init_std,
         "attention_dropout": 0.0,

@@ -12,6 +12,7 @@ group-limited routing, a routed scale or a router bias. A config using one of th
 round trip of `config_to_hf`; a model whose `expert_bias` has moved (aux-loss-free balancing)
 is refused by `to_hf`. HF's training settings (router_aux_loss_coef, output_router_logits) are not
 read: like our `MoEConfig.TRAINING_ONLY` fields, they do not change what a model computes.
+Qwen3-Next (qwen3_next.py) shares Qwen3-MoE's layer rule and router (`first_dense_from_hf`).
 """
 
 from ..config import ModelConfig, MoEConfig
@@ -53,6 +54,31 @@ def mixtral_config_to_hf(cfg: ModelConfig, **overrides):
 
 
 # ----------------------------------------------------------------------------- Qwen3-MoE
+def first_dense_from_hf(c) -> int:
+    """The Qwen MoE families' layer rule (Qwen3-MoE, Qwen3-Next): layer i is MoE when num_experts > 0,
+    (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers. Ours: the first
+    `moe.first_dense` layers dense, the rest MoE. Returns that count, num_hidden_layers when no layer
+    is MoE; any other pattern is a ValueError naming the HF setting."""
+    if not c.num_experts:
+        return c.num_hidden_layers
+    if c.decoder_sparse_step != 1:
+        raise ValueError(f"HF {c.model_type} config decoder_sparse_step={c.decoder_sparse_step} is not supported: "
+                         "only 1 (every layer after the first model.moe.first_dense is MoE)")
+    dense = sorted({i for i in c.mlp_only_layers if 0 <= i < c.num_hidden_layers})
+    if dense != list(range(len(dense))):
+        raise ValueError(f"HF {c.model_type} config mlp_only_layers={c.mlp_only_layers} is not supported: "
+                         "the dense layers must be the first k (model.moe.first_dense)")
+    return len(dense)
+
+
+def qwen_moe_to_hf(cfg: ModelConfig) -> dict:
+    """The inverse of `first_dense_from_hf` and the routed experts' HF fields (Qwen3-MoE, Qwen3-Next)."""
+    m = cfg.moe
+    return dict(num_experts=m.n_expert, num_experts_per_tok=m.top_k,
+                moe_intermediate_size=m.expert_hidden or cfg.mlp_hidden, norm_topk_prob=m.norm_topk,
+                decoder_sparse_step=1, mlp_only_layers=list(range(m.first_dense)))
+
+
 def qwen3_moe_config_from_hf(c) -> ModelConfig:
     """Qwen3-MoE (arXiv:2505.09388): Qwen3's attention (per-head QK-norm; use_sliding_window slides
     every layer), an MoE with a softmax router (top-k weights renormalised when norm_topk_prob) of
@@ -60,29 +86,18 @@ def qwen3_moe_config_from_hf(c) -> ModelConfig:
     intermediate_size; they must be the first k (our `moe.first_dense`)."""
     no_attention_bias(c)
     fields = decoder_config_from_hf(c) | dict(qk_norm="head", window=c.sliding_window or 0)
-    if not c.num_experts:
-        return ModelConfig(**fields)
-    if c.decoder_sparse_step != 1:  # HF: layer i is MoE when (i + 1) % step == 0
-        raise ValueError(f"HF qwen3_moe config decoder_sparse_step={c.decoder_sparse_step} is not supported: "
-                         "only 1 (every layer after the first model.moe.first_dense is MoE)")
-    dense = sorted({i for i in c.mlp_only_layers if 0 <= i < c.num_hidden_layers})
-    if dense != list(range(len(dense))):
-        raise ValueError(f"HF qwen3_moe config mlp_only_layers={c.mlp_only_layers} is not supported: "
-                         "the dense layers must be the first k (model.moe.first_dense)")
-    if len(dense) == c.num_hidden_layers:  # every layer dense: no experts are ever used
+    first_dense = first_dense_from_hf(c)
+    if first_dense == c.num_hidden_layers:  # every layer dense: no experts are ever used
         return ModelConfig(**fields)
     moe = MoEConfig(n_expert=c.num_experts, top_k=c.num_experts_per_tok, expert_hidden=c.moe_intermediate_size,
-                    norm_topk=c.norm_topk_prob, first_dense=len(dense))
+                    norm_topk=c.norm_topk_prob, first_dense=first_dense)
     return ModelConfig(**fields | dict(moe=moe))
 
 
 def qwen3_moe_config_to_hf(cfg: ModelConfig, **overrides):
-    m = cfg.moe
     return decoder_config_to_hf(
         "qwen3_moe", cfg, use_sliding_window=cfg.window > 0, sliding_window=cfg.window or None,
-        num_experts=m.n_expert, num_experts_per_tok=m.top_k,
-        moe_intermediate_size=m.expert_hidden or cfg.mlp_hidden, norm_topk_prob=m.norm_topk,
-        decoder_sparse_step=1, mlp_only_layers=list(range(m.first_dense)), **overrides,
+        **qwen_moe_to_hf(cfg) | overrides,
     )
 
 

@@ -15,7 +15,8 @@ Everything below maps to one of our typed fields:
   [model.deltanet]; `in_proj_qkv`, `in_proj_z`, `in_proj_b`, `in_proj_a` -> our fused `in_proj`.
 Not supported (ValueError naming the setting): attention biases, an activation other than SiLU (it
 also drives the conv), a layer pattern that is not "every k-th layer full", RoPE scalings other
-than HF's table in llama.py. Qwen3-Next differs in its interleaved in_proj_qkvz layout and its MoE.
+than HF's table in llama.py. Qwen3-Next and Qwen3.5-MoE (qwen3_next.py) build on these rows and on
+`hybrid_config_from_hf` / `hybrid_config_to_hf`, adding their MoE (and Qwen3-Next its own in_proj layout).
 """
 
 from functools import partial
@@ -51,11 +52,12 @@ IN_PROJ = concat(lambda cfg: [2 * cfg.deltanet.n_head * cfg.deltanet.head_dim + 
                               cfg.deltanet.n_v_head * cfg.deltanet.v_head_dim, cfg.deltanet.n_v_head,
                               cfg.deltanet.n_v_head])
 
-_GATED_ATTN = [(("attn.c_attn.weight", "attn.gate.proj.weight"),
-                ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), QUERY_GATE)]
-_GATED_ATTN += [row for row in _ATTN_MLP if not row[0].startswith("attn.c_attn")]
-_DELTANET = [
-    ("attn.in_proj.weight", tuple(f"linear_attn.in_proj_{p}.weight" for p in ("qkv", "z", "b", "a")), IN_PROJ),
+GATED_ATTN = [(("attn.c_attn.weight", "attn.gate.proj.weight"),  # and Llama's dense MLP rows
+               ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), QUERY_GATE)]
+GATED_ATTN += [row for row in _ATTN_MLP if not row[0].startswith("attn.c_attn")]
+DELTANET_IN_PROJ = ("attn.in_proj.weight", tuple(f"linear_attn.in_proj_{p}.weight" for p in ("qkv", "z", "b", "a")),
+                    IN_PROJ)  # Qwen3-Next fuses them differently (qwen3_next.py)
+DELTANET = [  # the rest of a Gated DeltaNet layer
     ("attn.conv1d.weight", "linear_attn.conv1d.weight", IDENTITY),
     ("attn.decay.A_log", "linear_attn.A_log", IDENTITY),
     ("attn.decay.dt_bias", "linear_attn.dt_bias", IDENTITY),
@@ -80,7 +82,9 @@ def _layer_types(n: int, full_every: int) -> list[str]:
     return [FULL if full_every and (i + 1) % full_every == 0 else LINEAR for i in range(n)]
 
 
-def qwen3_5_config_from_hf(c) -> ModelConfig:
+def hybrid_config_from_hf(c, **decoder) -> dict:
+    """The ModelConfig fields of the Qwen3.5 / Qwen3-Next hybrid stack, all but the MoE (qwen3_next.py
+    adds it); `decoder` goes to `decoder_config_from_hf` (e.g. the HF field of the MLP width)."""
     reject_unsupported(c, {"attention_bias": c.attention_bias,
                            "hidden_act": c.hidden_act not in ("silu", "swish")})  # the conv's activation too
     full_every = full_every_from_layer_types(c)
@@ -90,24 +94,33 @@ def qwen3_5_config_from_hf(c) -> ModelConfig:
         head_dim=c.linear_key_head_dim, v_head_dim=c.linear_value_head_dim, conv_size=c.linear_conv_kernel_dim,
     ) if linear else DeltaNetConfig()
     # partial rotary; the multimodal "mrope" sections of rope_parameters coincide for text positions
-    return ModelConfig(**decoder_config_from_hf(c, rope=partial(rope_from_hf, partial_rotary=True)) | dict(
+    return decoder_config_from_hf(c, rope=partial(rope_from_hf, partial_rotary=True), **decoder) | dict(
         norm_unit_offset=True, qk_norm="head", attn_gate=True,
-        linear_attention="gated_deltanet" if linear else "none", deltanet=deltanet))
+        linear_attention="gated_deltanet" if linear else "none", deltanet=deltanet)
 
 
-def qwen3_5_config_to_hf(cfg: ModelConfig, **overrides):
+def hybrid_config_to_hf(model_type: str, cfg: ModelConfig, **kwargs):
+    """The inverse of `hybrid_config_from_hf` for `model_type`; `kwargs` add or override HF fields."""
     d = cfg.deltanet if cfg.linear_attention != "none" else DeltaNetConfig(full_every=1, n_head=1, n_v_head=1,
                                                                              head_dim=1, v_head_dim=1)
     config = decoder_config_to_hf(
-        "qwen3_5_text", cfg, attention_bias=cfg.bias, layer_types=_layer_types(cfg.n_layer, d.full_every),
+        model_type, cfg, attention_bias=cfg.bias, layer_types=_layer_types(cfg.n_layer, d.full_every),
         linear_num_key_heads=d.n_head, linear_num_value_heads=d.n_v_head, linear_key_head_dim=d.head_dim,
         linear_value_head_dim=d.v_head_dim, linear_conv_kernel_dim=d.conv_size,
         # HF's generation cache needs one attention layer to count the tokens it holds
-        **{"use_cache": d.full_every != 0 and d.full_every <= cfg.n_layer} | overrides,
+        **{"use_cache": d.full_every != 0 and d.full_every <= cfg.n_layer} | kwargs,
     )
     config.rope_parameters["partial_rotary_factor"] = cfg.rope.fraction
     return config
 
 
+def qwen3_5_config_from_hf(c) -> ModelConfig:
+    return ModelConfig(**hybrid_config_from_hf(c))
+
+
+def qwen3_5_config_to_hf(cfg: ModelConfig, **overrides):
+    return hybrid_config_to_hf("qwen3_5_text", cfg, **overrides)
+
+
 QWEN3_5 = Family(qwen3_5_config_from_hf, qwen3_5_config_to_hf,
-                 decoder_weights(PRE_NORMS, attn_mlp=_GATED_ATTN + _DELTANET), HF_IGNORE)
+                 decoder_weights(PRE_NORMS, attn_mlp=GATED_ATTN + [DELTANET_IN_PROJ] + DELTANET), HF_IGNORE)
