@@ -14,6 +14,8 @@ pytest.importorskip("accelerate")
 from tiny_run import cli  # noqa: E402
 from train import export  # noqa: E402
 from train.data import DataConfig  # noqa: E402
+from train.evals.items import ChoiceItem  # noqa: E402
+from train.evals.multiple_choice import choice_metrics  # noqa: E402
 from train.evals.suite import Settings, run_task  # noqa: E402
 from train.evals.tasks import TaskEnv, build_task  # noqa: E402
 from train.hardware import pick_device  # noqa: E402
@@ -70,18 +72,22 @@ def test_our_loglikelihoods_acc_and_acc_norm_equal_the_harness(base, capsys, tmp
     theirs = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir},dtype=float32", tasks=["ladder_mc"],
                                      task_manager=TaskManager(include_path=str(tasks)), num_fewshot=0, batch_size=4,
                                      device="cpu", log_samples=True, bootstrap_iters=0)
-    by_doc = {s["doc_id"]: [ll for ll, _ in s["filtered_resps"]] for s in theirs["samples"]["ladder_mc"]}
-    their_lls = [by_doc[i] for i in range(len(ITEMS))]
+    by_doc = {s["doc_id"]: s for s in theirs["samples"]["ladder_mc"]}
+    their_lls = [[ll for ll, _ in by_doc[i]["filtered_resps"]] for i in range(len(ITEMS))]
 
     run = load_run(base)
     env = TaskEnv(for_run(base), run.model.config.block_size, DataConfig())
     ours = run_task(build_task(str(data), env), run.model, env.tok, Settings(), pick_device("cpu"), "fp32")
     assert ours["n"] == len(ITEMS) and ours["truncated"] >= 2
-    for mine, their in zip(ours["items"], their_lls):
+    for i, (mine, their) in enumerate(zip(ours["items"], their_lls)):
         # 1e-6 relative: both sum fp32 log-probs, and an fp32 sum near -15.7 moves in steps of 1.9e-6
         # (batches of other shapes round the last bit differently; most items agree to the bit)
         assert mine["loglikelihoods"] == pytest.approx(their, abs=1e-6, rel=1e-6)
+        item = ChoiceItem(ITEMS[i]["context"], tuple(ITEMS[i]["choices"]), ITEMS[i]["label"])
+        per_item = choice_metrics([item], [mine["loglikelihoods"]])
+        assert (per_item["acc"], per_item["acc_norm"]) == (by_doc[i]["acc"], by_doc[i]["acc_norm"]), i
     assert ours["metrics"]["acc_norm"] != ours["metrics"]["acc_bytes"]  # the items tell the two apart
+    assert sum(by_doc[i]["acc"] != by_doc[i]["acc_norm"] for i in by_doc) >= 3  # and acc from acc_norm
     metrics = theirs["results"]["ladder_mc"]
     assert ours["metrics"]["acc"] == metrics["acc,none"]
     assert ours["metrics"]["acc_norm"] == metrics["acc_norm,none"]
