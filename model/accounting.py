@@ -365,3 +365,47 @@ def kv_cache_bytes(cfg: ModelConfig, max_len: int, batch_size: int = 1, kv_dtype
             per_token = _layer_bytes_per_token(cfg, kv_dtype, dtype_bytes, kv_group)
             total += batch_size * (padded * per_token + (kv_residual + kv_group + rollback) * full)
     return round(total)
+
+
+# ----------------------------------------------------------------------------- quantized weights
+def quantized_matrices(cfg: ModelConfig) -> list[Matrix]:
+    """The matrices model/quantize.py stores in int8/int4: every Linear of the blocks and the MTP
+    modules, and the LM head (a tied token embedding shares it). Not MLA's kv_b up-projection (the
+    absorbed decode reads its weight), nor the MoE router and routed experts."""
+    m = cfg.mla
+    kv_b = (m.kv_lora_rank, cfg.n_head * (m.qk_nope_head_dim + m.v_head_dim)) if cfg.attention == "mla" else None
+    out = [(2 * cfg.n_embd, cfg.n_embd)] * cfg.mtp_depth  # each MTP module's projection
+    for i in (*range(cfg.n_layer), *mtp_layers(cfg)):
+        attention = attention_matrices(cfg, i)
+        if not cfg.is_linear(i) and kv_b in attention:
+            attention.remove(kv_b)
+        shared = mlp_matrices(cfg, cfg.moe.n_shared * cfg.moe.expert_hidden) if cfg.moe.n_shared else []
+        ffn = shared + shared_gate_matrices(cfg, i) if cfg.is_moe(i) else ffn_matrices(cfg, i, False)
+        out += attention + ffn
+    return out + [(cfg.n_embd, cfg.padded_vocab_size)]
+
+
+QUANT_CODE_BYTES = {"int8": 1.0, "int4": 0.5}  # `quantize` kind -> bytes per weight (model/quantize.py)
+
+
+def _quantized_matrix_bytes(fan_in: int, fan_out: int, kind: str, group_size: int, dtype_bytes: int) -> float:
+    """int8: codes and one scale per output; int4: outputs padded to 32 for the CPU packing, codes
+    and a scale and zero per group of `group_size` inputs of each output."""
+    if kind == "int8":
+        return fan_in * fan_out + fan_out * dtype_bytes
+    rows = -(-fan_out // 32) * 32
+    return rows * fan_in / 2 + rows * (fan_in // group_size) * 2 * dtype_bytes
+
+
+def weight_bytes(cfg: ModelConfig, quantize: str | None = None, group_size: int = 128, dtype_bytes: int = 4) -> float:
+    """Bytes of `GPT(cfg)`'s weights, a tied table counted once: every parameter in the compute
+    dtype, or with `quantize` ("int8" | "int4") the `quantized_matrices` as codes plus their scales
+    (biases and everything else stay in the compute dtype). Equals the bytes of the parameters and
+    buffers of `quantize(GPT(cfg), ...)`, the router's fp32 expert bias aside (tests/test_quantize.py)."""
+    total = param_count(cfg) * dtype_bytes
+    if quantize is None:
+        return total
+    for fan_in, fan_out in quantized_matrices(cfg):
+        total += _quantized_matrix_bytes(fan_in, fan_out, quantize, group_size, dtype_bytes)
+        total -= fan_in * fan_out * dtype_bytes
+    return total

@@ -184,7 +184,7 @@ class GPT(nn.Module):
     def cache_dtype(self) -> torch.dtype:
         """The compute dtype: autocast's when autocast is on for this device (keys and values come
         out of autocast matmuls in that dtype), else the weights' dtype."""
-        p = self.lm_head.weight
+        p = self.transformer.ln_f.weight  # not the LM head's, which may be quantized (model/quantize.py)
         on = torch.is_autocast_enabled(p.device.type)
         return torch.get_autocast_dtype(p.device.type) if on else p.dtype
 
@@ -200,7 +200,7 @@ class GPT(nn.Module):
         max_len = max_len or self.config.block_size
         if max_len > self.config.block_size:
             raise ValueError(f"a cache of {max_len} positions exceeds model.block_size={self.config.block_size}")
-        spec = CacheSpec(batch_size, max_len, dtype, self.lm_head.weight.device, **options)
+        spec = CacheSpec(batch_size, max_len, dtype, self.transformer.ln_f.weight.device, **options)
         cache_class = StaticCache if spec.static else ModelCache
         return cache_class([block.attn.new_cache(spec) for block in self.transformer.h], spec)
 

@@ -97,7 +97,7 @@ class MTPDraft:
     def new_cache(self, batch_size: int, max_len: int, rollback: int = 0, **options) -> MTPDraftCache:
         if not self._hooks:
             raise RuntimeError("use the MTP draft inside `with model.mtp_draft() as draft:`")
-        spec = CacheSpec(batch_size, max_len, self.model.cache_dtype(), self.model.lm_head.weight.device,
+        spec = CacheSpec(batch_size, max_len, self.model.cache_dtype(), self.model.transformer.ln_f.weight.device,
                          rollback=rollback + self.depth, **options)
         self.cache = MTPDraftCache(self.model, spec)
         return self.cache

@@ -80,6 +80,8 @@ class MultiHeadLatentAttention(AttentionKernels):
     attn_softcap, attn_sinks, attn_gate, bias, dropout.
     """
 
+    keep_full_precision = ("kv_b_proj",)  # weight-only quantization (model/quantize.py) leaves it: decode absorbs it
+
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         m = cfg.mla
