@@ -18,6 +18,8 @@ Options:
   --new_tokens N      timed new tokens with the cache (default 32); --nocache_tokens N without (8)
   --kv_dtype D        int8 | int4 (the quantized cache of GPT.generate; default: the compute dtype)
   --compile           pass compile=True to GPT.generate (static cache + CUDA graphs where built)
+  --quantize Q        int8 | int4: weight-only quantization (model/quantize.py; --group_size N for
+                      int4, default 128), applied to the target and the draft
   --draft RUN_DIR     speculative decoding with this draft (--n_draft K, default 4): acceptance
                       rate, tokens per target forward and speed-up over plain cached decoding, batch 1
   --hf                also time HF GPT2LMHeadModel.generate on the same weights (gpt2-shaped models)
@@ -39,7 +41,7 @@ import torch  # noqa: E402
 
 from model import GPT  # noqa: E402
 from model.speculative import speculative_generate  # noqa: E402
-from train.cli import run_cli  # noqa: E402
+from train.cli import add_quantize_options, quantized, run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 from train.hardware import DTYPES, autocast, peak_memory_bytes, pick_device, pick_dtype  # noqa: E402
 from train.run import load_run  # noqa: E402
@@ -68,6 +70,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
     p.add_argument("--compile", action="store_true")
     p.add_argument("--hf", action="store_true")
+    add_quantize_options(p)
     p.error = lambda message: (_ for _ in ()).throw(ConfigError(message))  # one line, exit 2
     args, overrides = p.parse_known_args(argv)
     bad = [o for o in overrides if not (o.startswith("--") and "." in o.split("=")[0])]
@@ -75,6 +78,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         raise ConfigError(f"unknown option {bad[0]} ({USAGE})")
     if not args.targets:
         raise ConfigError(USAGE)
+    if args.hf and args.quantize:
+        raise ConfigError("--hf times HF generate on the full-precision weights; run it without --quantize")
     for name in ("context", "new_tokens", "nocache_tokens", "n_draft", "repeat"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be >= 1")
@@ -146,7 +151,7 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
     model, kind = load_model(path, overrides, positions(args), args.step)
-    model.to(device).eval()
+    quantized(model.to(device).eval(), args.quantize, args.group_size, path)
     cfg = model.config
     context = min(args.context, cfg.block_size - 1 - max(args.new_tokens, args.nocache_tokens))
     if draft is not None:
@@ -159,7 +164,8 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
         torch.cuda.reset_peak_memory_stats(device)
     row = {"model": f"{Path(path).name} ({kind})",
            "shape": f"{cfg.n_layer}L {cfg.n_embd}d {cfg.n_head}h/{cfg.n_kv_head}kv, {model.num_params() / 1e6:.2f}M",
-           "device, dtype": f"{device.type}, {dtype}" + (", compiled" if args.compile else ""),
+           "device, dtype": f"{device.type}, {dtype}" + (", compiled" if args.compile else "")
+                            + (f", {args.quantize} weights" if args.quantize else ""),
            "context": f"{context}" + (" (capped by block_size)" if context < args.context else "")}
     with torch.no_grad(), autocast(device, dtype):
         idx = prompt(1)
@@ -194,7 +200,7 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
 
 
 def speculative_rows(model: GPT, draft: GPT, idx, args, device, plain_rate: float) -> dict[str, str]:
-    draft.to(device).eval()
+    quantized(draft.to(device).eval(), args.quantize, args.group_size, "--draft")
     stats = []
 
     def run(idx, n):

@@ -5,6 +5,8 @@ from collections.abc import Callable
 
 import torch
 
+from model.quantize import GROUP_SIZES, KINDS, quantize
+
 from .errors import ConfigError, DistributedError
 
 USAGE_ERROR = 2  # bad command line or config
@@ -66,3 +68,22 @@ def int_option(opts: dict, name: str, minimum: int) -> int:
     except ValueError:
         pass
     raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def add_quantize_options(p) -> None:
+    """`--quantize int8|int4` and `--group_size N` on an argparse parser (sample, eval, bench_decode)."""
+    p.add_argument("--quantize", default=None, choices=list(KINDS),
+                   help="weight-only quantization for decoding (model/quantize.py; default: none)")
+    p.add_argument("--group_size", type=int, default=128,
+                   help=f"int4: inputs sharing a scale and zero, one of {', '.join(map(str, GROUP_SIZES))} (default 128)")
+
+
+def quantized(model, kind: str | None, group_size: int, what: str = "the model"):
+    """`model` quantized in place as the flags ask (unchanged without --quantize); a request the
+    model cannot take is a ConfigError naming the flag (exit 2)."""
+    if kind is None:
+        return model
+    try:
+        return quantize(model, kind, group_size)
+    except ValueError as e:
+        raise ConfigError(f"--quantize {kind} --group_size {group_size} on {what}: {e}") from None

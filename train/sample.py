@@ -7,7 +7,8 @@ Each sample stops at the end-of-text token (printed as <|endoftext|>) unless --n
 Decoding goes through `GPT.generate`: a KV cache in the compute dtype (the run's training dtype
 unless --dtype says otherwise), or an int8/int4 cache (--kv_dtype), a static cache compiled with
 CUDA graphs (--compile), or speculative decoding with a smaller run of the same tokenizer as the
-draft (--draft RUN_DIR, --n_draft K; one sample at a time).
+draft (--draft RUN_DIR, --n_draft K; one sample at a time). --quantize int8|int4 stores the weights
+(the draft's too) in 8 or 4 bits for decoding (model/quantize.py; --group_size for int4).
 The prompt and the new tokens together must fit the model's context (model.block_size): a larger
 --max_new_tokens is capped, with a note on stderr saying so. Without --prompt a sample starts a
 new document (the prompt is the end-of-text token).
@@ -19,7 +20,7 @@ import sys
 
 import torch
 
-from .cli import run_cli
+from .cli import add_quantize_options, quantized, run_cli
 from .errors import ConfigError
 from .hardware import autocast, pick_device, pick_dtype
 from .run import load_run
@@ -47,6 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="gpt2 runs: the ranks file, if the one the run recorded has moved")
     p.add_argument("--kv_dtype", default=None, choices=["int8", "int4"],
                    help="quantize the KV cache (KIVI; default: the compute dtype)")
+    add_quantize_options(p)
     p.add_argument("--compile", action="store_true",
                    help="decode through a static cache with torch.compile (CUDA graphs on a GPU)")
     p.add_argument("--draft", default="", help="a smaller run with the same tokenizer: speculative decoding")
@@ -96,9 +98,9 @@ def main(argv: list[str]) -> int:
     draft = _draft(args.draft, run, tok) if args.draft else None
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype or run.cfg.train.dtype, device)
-    model = run.model.to(device)
+    model = quantized(run.model.to(device), args.quantize, args.group_size, run.run_dir)
     if draft is not None:
-        draft.to(device)
+        quantized(draft.to(device), args.quantize, args.group_size, f"--draft {args.draft}")
         max_new = min(max_new, draft.config.block_size - len(prompt))
     idx = torch.tensor([prompt] * args.num_samples, device=device)
     gen = torch.Generator(device).manual_seed(args.seed)
