@@ -133,21 +133,29 @@ class QuantizedEmbedding(nn.Module):
         return x if self.multiplier is None else x * x.new_full((), self.multiplier)
 
 
-def _int8_cpu(x, weight, scale):
-    return torch.ops.aten._weight_int8pack_mm(x, weight, scale)
-
-
 def _int8_expand(x, weight, scale):
     return F.linear(x, weight.to(x.dtype)) * scale
 
 
-def _int4_cpu(layer: Int4Linear, x):
-    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, layer.packed, layer.group_size,
-                                                      layer.scale_zero.to(x.dtype))
+def _int8_cpu(x, weight, scale):
+    """One row (decoding at batch 1): ATen's kernel. Several rows (a prompt, a batch): the weight
+    expanded for the BLAS matmul, since ATen's kernel is vectorised for AVX-512 only and its scalar
+    form costs ~40x an fp32 matmul at 8 rows on an AVX2 CPU (docs/LOG.md)."""
+    if x.shape[0] > 1:
+        return _int8_expand(x, weight, scale)
+    return torch.ops.aten._weight_int8pack_mm(x, weight, scale)
 
 
 def _int4_expand(layer: Int4Linear, x):
     return F.linear(x, layer.weight.to(x.dtype))
+
+
+def _int4_cpu(layer: Int4Linear, x):
+    """As `_int8_cpu`: ATen's kernel for one row, the expanded weight for several."""
+    if x.shape[0] > 1:
+        return _int4_expand(layer, x)
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, layer.packed, layer.group_size,
+                                                      layer.scale_zero.to(x.dtype))
 
 
 INT8_KERNELS = {"cpu": _int8_cpu, "expand": _int8_expand}
