@@ -209,3 +209,20 @@ def test_the_loss_of_a_quantized_model_is_the_loss_of_its_logits(kind):
         _, loss = model(idx, targets)
         want = torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), targets.flatten())
     torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-5)
+
+
+def test_bench_quantize_reports_bytes_bpb_and_interleaved_rates(base, capsys):
+    from test_scripts import load
+    from train.cli import run_cli
+
+    main = load("bench_quantize").main
+    argv = [str(base), "--context=8", "--new_tokens=2", "--rounds=1", "--group_size=32", "--kv_dtype=int8", "--batches=1,2"]
+    assert run_cli(main, argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["fp32", "int8", "int4"]
+    rows = {line.split("  ")[0]: line for line in lines[2:]}
+    assert set(rows) == {"weight bytes", "val bpb", "decode tok/s b=1", "decode tok/s b=2",
+                         "decode tok/s b=1, int8 KV", "decode tok/s b=2, int8 KV"}
+    assert rows["weight bytes"].count("(x") == 3 and "(x1.000)" in rows["weight bytes"]
+    assert "(+0.00 %)" in rows["val bpb"]  # fp32 against itself
+    assert run_cli(main, [str(base), "--batches=1,x"]) == 2

@@ -1,0 +1,119 @@
+"""Weight-only quantization, measured: `python scripts/bench_quantize.py CONFIG_OR_RUN_DIR [options]`
+
+Builds the model (a run's newest checkpoint, or a config with random weights) three times: in the
+compute dtype, int8 and int4 (model/quantize.py), and prints for each
+  weight bytes        model/accounting.py `weight_bytes`, and the ratio to the compute dtype
+  val bpb             a run only: on the run's own validation batches (as `python -m train.eval`)
+  decode tok/s        greedy cached decoding at batch 1 and 8 after a `--context`-token prompt, and
+                      with `--kv_dtype int8` the same through an int8 KV cache
+Decode rates are timed interleaved: each round times every variant once, so load that comes and
+goes hits them alike; the speed-up is the median over rounds of (variant rate / full-precision
+rate) in the same round. Rates are differences, (t(1 + N new) - t(1 new)), as in bench_decode.py.
+
+Options: --context N (128), --new_tokens N (16), --rounds N (3), --group_size N (int4, 128),
+--kv_dtype int8, --step N, --threads N (default: torch's), --batches 1,8.
+"""
+
+import argparse
+import copy
+import statistics
+import sys
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+import torch  # noqa: E402
+
+from bench_decode import best_time, load_model, our_generate  # noqa: E402
+from model.accounting import weight_bytes  # noqa: E402
+from train.cli import quantized, run_cli  # noqa: E402
+from train.config import ConfigError  # noqa: E402
+
+KINDS = (None, "int8", "int4")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        raise SystemExit(0)
+    p = argparse.ArgumentParser(prog="scripts/bench_quantize.py", add_help=False)
+    p.error = lambda message: (_ for _ in ()).throw(ConfigError(message))  # one line, exit 2
+    p.add_argument("target")
+    for name, default in (("--context", 128), ("--new_tokens", 16), ("--rounds", 3), ("--group_size", 128)):
+        p.add_argument(name, type=int, default=default)
+    p.add_argument("--kv_dtype", choices=["int8"], default=None)
+    p.add_argument("--step", type=int, default=None)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--batches", default="1,8")
+    args = p.parse_args(argv)
+    for name in ("context", "new_tokens", "rounds"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1")
+    try:
+        args.batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        raise ConfigError(f"--batches takes sizes separated by commas, e.g. 1,8; got {args.batches!r}") from None
+    return args
+
+
+def val_bpb(run_dir: str, model) -> float:
+    """The run's own validation bits per byte (the batches `python -m train.eval` uses)."""
+    from train.data import prepare
+    from train.run import run_config
+    from train.trainer import evaluate
+
+    cfg = run_config(run_dir, [])
+    return evaluate(model, prepare(cfg.data), cfg, torch.device("cpu"), "fp32")["val_bpb"]
+
+
+def decode_seconds(model, idx: torch.Tensor, n: int, kv_dtype) -> float:
+    """Seconds for n greedy new tokens after the prompt, the prompt's forward excluded."""
+    generate = our_generate(model, True, kv_dtype, False)
+    device = idx.device
+    return best_time(lambda: generate(idx, 1 + n), device, 1) - best_time(lambda: generate(idx, 1), device, 1)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    is_run = Path(args.target).is_dir()
+    base, kind_of = load_model(args.target, [], args.context + 1 + args.new_tokens, args.step)
+    models = {kind: quantized(copy.deepcopy(base).eval(), kind, args.group_size, args.target) for kind in KINDS}
+    cfg = base.config
+    name = lambda kind: kind or "fp32"  # noqa: E731
+    print(f"# {args.target} ({kind_of}): {cfg.n_layer}L {cfg.n_embd}d, {base.num_params() / 1e6:.2f}M params, "
+          f"int4 group {args.group_size}, {torch.get_num_threads()} threads")
+    fp32 = weight_bytes(cfg)
+    rows = {name(k): {"weight bytes": f"{weight_bytes(cfg, k, args.group_size) / 2**20:,.1f} MiB "
+                                      f"(x{weight_bytes(cfg, k, args.group_size) / fp32:.3f})"} for k in KINDS}
+    if is_run:
+        with torch.no_grad():
+            bpb = {k: val_bpb(args.target, models[k]) for k in KINDS}
+        for k in KINDS:
+            rows[name(k)]["val bpb"] = f"{bpb[k]:.4f} ({100 * (bpb[k] / bpb[None] - 1):+.2f} %)"
+    gen = torch.Generator().manual_seed(0)
+    for kv in (None, args.kv_dtype) if args.kv_dtype else (None,):
+        for B in args.batches:
+            idx = torch.randint(0, cfg.vocab_size, (B, args.context), generator=gen)
+            for model in models.values():
+                our_generate(model, True, kv, False)(idx, 2)  # warm-up
+            times = {k: [] for k in KINDS}
+            for _ in range(args.rounds):
+                for k in KINDS:
+                    times[k].append(decode_seconds(models[k], idx, args.new_tokens, kv))
+            label = f"decode tok/s b={B}" + (f", {kv} KV" if kv else "")
+            for k in KINDS:
+                rate = B * args.new_tokens / statistics.median(times[k])
+                ratio = statistics.median(a / b for a, b in zip(times[None], times[k]))
+                rows[name(k)][label] = f"{rate:,.1f} (x{ratio:.2f})"
+    labels = list(dict.fromkeys(label for r in rows.values() for label in r))
+    width = max(map(len, labels))
+    print(f"{'':<{width}}  " + "  ".join(f"{k:<26}" for k in rows))
+    for label in labels:
+        print(f"{label:<{width}}  " + "  ".join(f"{rows[k].get(label, '-'):<26}" for k in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
