@@ -226,3 +226,19 @@ def test_bench_quantize_reports_bytes_bpb_and_interleaved_rates(base, capsys):
     assert rows["weight bytes"].count("(x") == 3 and "(x1.000)" in rows["weight bytes"]
     assert "(+0.00 %)" in rows["val bpb"]  # fp32 against itself
     assert run_cli(main, [str(base), "--batches=1,x"]) == 2
+
+
+def test_eval_cli_scores_the_quantized_model(base, capsys):
+    from tiny_run import cli, error_line
+    from train import eval as train_eval
+
+    bpb = {}
+    for kind in ("", "int8", "int4"):
+        code, out, err = cli(capsys, base, *(["--quantize", kind, "--group_size", "32"] if kind else []),
+                             entry=train_eval.main)
+        assert code == 0, err
+        bpb[kind] = float(out.split("val ")[-1].split()[0])
+    assert bpb[""] != bpb["int8"] != bpb["int4"]  # each really ran through its own weights
+    assert abs(bpb["int8"] - bpb[""]) < abs(bpb["int4"] - bpb[""]) + 1e-3
+    code, _, err = cli(capsys, base, "--quantize", "int4", "--group_size", "256", entry=train_eval.main)
+    assert code == 2 and "does not divide" in error_line(err)

@@ -17,7 +17,8 @@ are drawn from the task's test split with --seed; --shots K prepends K examples 
 split; --limit N scores at most N items per task. --json OUT also writes every result and
 per-item record to OUT, a new file. Nothing is ever written into the run.
 
-Options: --step N, --tokenizer_path PATH (gpt2 runs whose ranks file moved), --device, --dtype, and
+Options: --step N, --tokenizer_path PATH (gpt2 runs whose ranks file moved), --device, --dtype,
+--quantize int8|int4 [--group_size N] (weight-only, model/quantize.py), and
 overrides of [data] keys (the val loss; stdlib-cloze's corpus) and of train.eval_batches,
 train.batch_size, train.seq_len, train.seed (the val loss).
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import run_cli
+from .cli import add_quantize_options, quantized, run_cli
 from .data import prepare
 from .errors import ConfigError
 from .evals.suite import Settings, aggregate, run_task, table
@@ -54,6 +55,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--tokenizer_path", default="", help="gpt2 runs: the ranks file, if the run's is elsewhere now")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    add_quantize_options(p)
     p.add_argument("--task", action="append", default=[],
                    help="a built-in task (arithmetic, python-eval, passkey, stdlib-cloze), with :options, "
                         "or a JSONL file; repeat for several")
@@ -140,7 +142,8 @@ def load_model(args: argparse.Namespace) -> EvalModel:
     run = load_run(args.run_dir, args.step)
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
-    return EvalModel(run, tok, run.model.to(device), device, dtype)
+    model = quantized(run.model.to(device), args.quantize, args.group_size, args.run_dir)
+    return EvalModel(run, tok, model, device, dtype)
 
 
 def main(argv: list[str]) -> int:
