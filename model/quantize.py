@@ -21,9 +21,10 @@ Kernels, chosen once when quantizing, by the weights' device: on the CPU PyTorch
 kernels, `aten._weight_int8pack_mm` and `aten._weight_int4pack_mm_for_cpu` (the int4 packing is
 the one `_convert_weight_to_int4pack_for_cpu` makes, whose layout the tied lookup reads); on any
 other device the weights are expanded in the matmul's input (`F.linear(x, q.to(dtype)) * scale`,
-gpt-fast's form, which torch.compile fuses). torchao is not used: 0.18's int4 CPU layout needs an
-extra package or bf16, and its int8 CPU path calls the same ATen kernel. Quantize after moving the
-model to the device it will decode on.
+gpt-fast's form, which torch.compile fuses). On the CPU a matmul of several rows (a prompt, a batch)
+also takes the expanded weight: ATen's kernels are vectorised for AVX-512 only (docs/LOG.md).
+torchao is not a dependency: 0.18's int4 CPU layout needs an extra package or bf16, and PyTorch's
+own kernels cover both formats. Quantize after moving the model to the device it will decode on.
 """
 
 import torch
