@@ -11,7 +11,8 @@ goes hits them alike; the speed-up is the median over rounds of (variant rate / 
 rate) in the same round. Rates are differences, (t(1 + N new) - t(1 new)), as in bench_decode.py.
 
 Options: --context N (128), --new_tokens N (16), --rounds N (3), --group_size N (int4, 128),
---kv_dtype int8, --step N, --threads N (default: torch's), --batches 1,8.
+--kv_dtype int8, --step N, --threads N (default: torch's), --batches 1,8, --device and --dtype as
+for training (auto: cuda/bf16 when available), and a config's --section.key=value overrides.
 """
 
 import argparse
@@ -28,6 +29,7 @@ from bench_decode import best_time, load_model, our_generate  # noqa: E402
 from model.accounting import weight_bytes  # noqa: E402
 from train.cli import quantized, run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
+from train.hardware import DTYPES, autocast, pick_device, pick_dtype  # noqa: E402
 
 KINDS = (None, "int8", "int4")
 
@@ -45,7 +47,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--step", type=int, default=None)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--batches", default="1,8")
-    args = p.parse_args(argv)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
+    args, args.overrides = p.parse_known_args(argv)
+    bad = [o for o in args.overrides if not (o.startswith("--") and "." in o.split("=")[0])]
+    if bad:
+        raise ConfigError(f"unknown option {bad[0]} (see scripts/bench_quantize.py --help)")
+    args.device_ = pick_device(args.device, "--device")
     for name in ("context", "new_tokens", "rounds"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be >= 1")
@@ -56,14 +64,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def val_bpb(run_dir: str, model) -> float:
+def val_bpb(run_dir: str, model, device, dtype: str) -> float:
     """The run's own validation bits per byte (the batches `python -m train.eval` uses)."""
     from train.data import prepare
     from train.run import run_config
     from train.trainer import evaluate
 
     cfg = run_config(run_dir, [])
-    return evaluate(model, prepare(cfg.data), cfg, torch.device("cpu"), "fp32")["val_bpb"]
+    return evaluate(model, prepare(cfg.data), cfg, device, dtype)["val_bpb"]
 
 
 def decode_seconds(model, idx: torch.Tensor, n: int, kv_dtype) -> float:
@@ -78,32 +86,39 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     is_run = Path(args.target).is_dir()
-    base, kind_of = load_model(args.target, [], args.context + 1 + args.new_tokens, args.step)
+    device = args.device_
+    dtype = pick_dtype(args.dtype, device)
+    base, kind_of = load_model(args.target, args.overrides, args.context + 1 + args.new_tokens, args.step)
+    base.to(device)
     models = {kind: quantized(copy.deepcopy(base).eval(), kind, args.group_size, args.target) for kind in KINDS}
     cfg = base.config
     name = lambda kind: kind or "fp32"  # noqa: E731
     print(f"# {args.target} ({kind_of}): {cfg.n_layer}L {cfg.n_embd}d, {base.num_params() / 1e6:.2f}M params, "
-          f"int4 group {args.group_size}, {torch.get_num_threads()} threads")
+          f"int4 group {args.group_size}, {device.type} {dtype}, {torch.get_num_threads()} threads")
     fp32 = weight_bytes(cfg)
     rows = {name(k): {"weight bytes": f"{weight_bytes(cfg, k, args.group_size) / 2**20:,.1f} MiB "
                                       f"(x{weight_bytes(cfg, k, args.group_size) / fp32:.3f})"} for k in KINDS}
     if is_run:
         with torch.no_grad():
-            bpb = {k: val_bpb(args.target, models[k]) for k in KINDS}
+            bpb = {k: val_bpb(args.target, models[k], device, dtype) for k in KINDS}
         for k in KINDS:
             rows[name(k)]["val bpb"] = f"{bpb[k]:.4f} ({100 * (bpb[k] / bpb[None] - 1):+.2f} %)"
     gen = torch.Generator().manual_seed(0)
     for kv in (None, args.kv_dtype) if args.kv_dtype else (None,):
         for B in args.batches:
-            idx = torch.randint(0, cfg.vocab_size, (B, args.context), generator=gen)
-            for model in models.values():
-                our_generate(model, True, kv, False)(idx, 2)  # warm-up
+            idx = torch.randint(0, cfg.vocab_size, (B, args.context), generator=gen).to(device)
             times = {k: [] for k in KINDS}
-            for _ in range(args.rounds):
-                for k in KINDS:
-                    times[k].append(decode_seconds(models[k], idx, args.new_tokens, kv))
+            with autocast(device, dtype):
+                for model in models.values():
+                    our_generate(model, True, kv, False)(idx, 2)  # warm-up
+                for _ in range(args.rounds):
+                    for k in KINDS:
+                        times[k].append(decode_seconds(models[k], idx, args.new_tokens, kv))
             label = f"decode tok/s b={B}" + (f", {kv} KV" if kv else "")
             for k in KINDS:
+                if min(times[None] + times[k]) <= 0:  # t(1 + N) <= t(1): N tokens took less than the noise
+                    rows[name(k)][label] = "below timer noise: raise --new_tokens"
+                    continue
                 rate = B * args.new_tokens / statistics.median(times[k])
                 ratio = statistics.median(a / b for a, b in zip(times[None], times[k]))
                 rows[name(k)][label] = f"{rate:,.1f} (x{ratio:.2f})"

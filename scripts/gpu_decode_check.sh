@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The GPU figures of the decode benchmark in one go: GPT-2 124M shape (random weights), batch 1 and 8,
 # 512 tokens of context: eager cached decode, the no-cache reference and HF GPT2LMHeadModel.generate
-# on the same weights, then the compiled decode (GPT.generate(..., compile=True)), then speculative
-# decoding when a target and a draft run are given. Paste the tables into docs/LOG.md.
+# on the same weights, then the compiled decode (GPT.generate(..., compile=True)), then int8 and int4
+# weights (scripts/bench_quantize.py), then speculative decoding when a target and a draft run are given. Paste the tables into docs/LOG.md.
 #
 #   scripts/gpu_decode_check.sh                      # on a CUDA machine, from the repository root
 #   TARGET=runs/default DRAFT=runs/draft scripts/gpu_decode_check.sh   # + speculative (SPEC_NEW=64 new tokens;
 #                                                  # a run's block_size caps the context)
 #
 # Every setting is an environment variable, so the same script runs tiny on a CPU as a check:
-#   DEVICE=cpu DTYPE=fp32 CONTEXT=8 NEW=2 NOCACHE=1 REPEAT=1 COMPILE=0 \
+#   DEVICE=cpu DTYPE=fp32 CONTEXT=8 NEW=2 NOCACHE=1 REPEAT=1 COMPILE=0 QUANT_NEW=2 QUANT_GROUP=32 \
 #     EXTRA="--model.n_layer=1 --model.n_embd=32 --model.n_head=2" scripts/gpu_decode_check.sh
 set -euo pipefail
 
@@ -36,6 +36,12 @@ fi
 if [ "$COMPILE" = 1 ]; then
     echo "## compiled decode ($CONFIG)"
     $PY scripts/bench_decode.py "$CONFIG" --compile "${common[@]}"
+fi
+if [ "${QUANT:-1}" = 1 ]; then
+    echo "## weight-only int8 / int4 against the compute dtype, interleaved ($CONFIG)"
+    # the config's own weights, random; QUANT=0 skips this section
+    $PY scripts/bench_quantize.py "$CONFIG" --device "$DEVICE" --dtype "$DTYPE" --context "$CONTEXT" \
+        --new_tokens "${QUANT_NEW:-32}" --group_size "${QUANT_GROUP:-128}" --rounds "$REPEAT" --kv_dtype int8 $EXTRA
 fi
 if [ -n "${TARGET:-}" ] && [ -n "${DRAFT:-}" ]; then
     echo "## speculative decoding: $TARGET with draft $DRAFT"

@@ -34,7 +34,7 @@ if [ "${TINY:-0}" = 1 ]; then
     SHAPE=(--model.n_layer=1 --model.n_embd=64 --model.n_head=2 --model.block_size=64 --train.batch_size=2)
     STEPS=(--steps 1 --warmup 1)
     NANOGPT=  # nanoGPT's bench.py runs on CUDA only
-    DECODE=(DEVICE=cpu DTYPE=fp32 CONTEXT=8 NEW=2 NOCACHE=1 REPEAT=1 COMPILE=0
+    DECODE=(DEVICE=cpu DTYPE=fp32 CONTEXT=8 NEW=2 NOCACHE=1 REPEAT=1 COMPILE=0 QUANT_NEW=2 QUANT_GROUP=32
             "EXTRA=--model.n_layer=1 --model.n_embd=32 --model.n_head=2")
     T2048=(--model.block_size=64 --model.window=16)
     B64=(--train.batch_size=2)
