@@ -97,6 +97,19 @@ def assert_logits_match(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     return (ours - theirs).abs().max().item()
 
 
+@torch.no_grad()
+def assert_cached_decode_matches_hf(hf, prefill: int = 25) -> None:
+    """Our import of `hf` takes the prompt's first `prefill` tokens in one chunk, then the rest token
+    by token through its cache: HF's full forward gives the same logits at every position."""
+    from model.hf import from_hf
+
+    gpt, idx = from_hf(hf), tokens()
+    cache = gpt.new_cache(2, idx.shape[1])
+    parts = [gpt(idx[:, :prefill], cache=cache)]
+    parts += [gpt(idx[:, t:t + 1], cache=cache) for t in range(prefill, idx.shape[1])]
+    assert_logits_match(torch.cat(parts, dim=1), hf(idx).logits)
+
+
 def hf_config(model_type: str, **overrides):
     """A tiny HF config of `model_type` (TINY sizes, then `overrides`)."""
     from transformers import AutoConfig

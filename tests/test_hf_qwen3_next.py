@@ -22,7 +22,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    VOCAB, assert_logits_match, assert_preset_round_trips, centre_unit_offset_norms_, check_to_hf_and_back,
+    VOCAB, assert_cached_decode_matches_hf, assert_logits_match, assert_preset_round_trips, centre_unit_offset_norms_, check_to_hf_and_back,
     hf_config, moderate_decay_, moderate_gates_, random_hf_model, tokens,
 )
 from model import GPT, ModelConfig  # noqa: E402
@@ -89,12 +89,7 @@ def test_to_hf_logits_match_and_round_trip_is_bit_identical(key):
 def test_cached_decode_of_a_converted_model_equals_hf(key):
     """Prompt through the chunked form, then token by token through the recurrent state and the KV
     cache: HF's full forward gives the same logits at every position."""
-    hf = random_hf(key)
-    gpt, idx = from_hf(hf), tokens()
-    expected = hf(idx).logits
-    cache = gpt.new_cache(2, idx.shape[1])
-    parts = [gpt(idx[:, :25], cache=cache)] + [gpt(idx[:, t:t + 1], cache=cache) for t in range(25, 40)]
-    assert_logits_match(torch.cat(parts, dim=1), expected)
+    assert_cached_decode_matches_hf(random_hf(key))
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ integer that starts it; it must equal the result. Chance is 0. The key "478+356"
 import random
 import re
 
-from .items import EVAL_SPLIT, GenItem, draw_unique, flag, one_of, parse_options, positive_int
+from .items import EVAL_SPLIT, GenerativeTask, GenItem, draw_unique, flag, one_of, positive_int
 
 OPTIONS = {"op": (one_of("add", "mul", "mixed"), "mixed"), "digits": (positive_int, 2),
            "steps": (flag, False), **EVAL_SPLIT}
@@ -45,14 +45,8 @@ def mul_steps(a: int, b: int) -> str:
     return ", ".join(parts)
 
 
-class Arithmetic:
-    kind = "generate"
-    chance = 0.0
-
-    def __init__(self, name: str, options: str, env) -> None:
-        self.name = name
-        self.options = parse_options(name, options, OPTIONS)
-        self.split = self.options["split"]
+class Arithmetic(GenerativeTask):
+    OPTIONS = OPTIONS
 
     def item(self, a: int, op: str, b: int) -> GenItem:
         result = a + b if op == "+" else a * b

@@ -40,6 +40,20 @@ class GenItem:
     answer: str
 
 
+class GenerativeTask:
+    """What a built-in generative task shares: its name, its options parsed against the module's
+    `OPTIONS` table (given by the subclass) and the split it draws from. Graded by pass@k and maj@k."""
+
+    kind = "generate"
+    chance = 0.0
+    OPTIONS: dict = {}
+
+    def __init__(self, name: str, options: str, env) -> None:
+        self.name = name
+        self.options = parse_options(name, options, self.OPTIONS)
+        self.split = self.options["split"]
+
+
 def split_of(key: str) -> str:
     """train, validation or test, from a hash of the item's key (the same on every machine)."""
     u = int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") / 2**64

@@ -18,7 +18,7 @@ checker takes the completion's first line, stripped. Chance is 0. The text picks
 import operator
 import random
 
-from .items import EVAL_SPLIT, GenItem, draw_unique, int_between, parse_options
+from .items import EVAL_SPLIT, GenerativeTask, GenItem, draw_unique, int_between
 
 BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv, "%": operator.mod}
 COMPARE = {"<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
@@ -136,14 +136,8 @@ def gen_expression(rng: random.Random, depth: int):
             return node, value
 
 
-class PythonEval:
-    kind = "generate"
-    chance = 0.0
-
-    def __init__(self, name: str, options: str, env) -> None:
-        self.name = name
-        self.options = parse_options(name, options, OPTIONS)
-        self.split = self.options["split"]
+class PythonEval(GenerativeTask):
+    OPTIONS = OPTIONS
 
     def items(self, split: str, n: int, seed: int) -> list[GenItem]:
         rng = random.Random(f"python-eval:{split}:{seed}")
