@@ -242,3 +242,16 @@ def test_eval_cli_scores_the_quantized_model(base, capsys):
     assert abs(bpb["int8"] - bpb[""]) < abs(bpb["int4"] - bpb[""]) + 1e-3
     code, _, err = cli(capsys, base, "--quantize", "int4", "--group_size", "256", entry=train_eval.main)
     assert code == 2 and "does not divide" in error_line(err)
+
+
+def test_bench_decode_quantizes_and_refuses_hf_on_quantized_weights(base, capsys):
+    from test_scripts import load
+    from train.cli import run_cli
+
+    main = load("bench_decode").main
+    argv = [str(base), "--context=8", "--new_tokens=2", "--nocache_tokens=1", "--repeat=1", "--device=cpu"]
+    assert run_cli(main, [*argv, "--quantize", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu, fp32, int8 weights" in out
+    assert run_cli(main, [*argv, "--quantize", "int4", "--hf"]) == 2
+    assert "run it without --quantize" in capsys.readouterr().err
