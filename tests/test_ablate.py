@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_run import ROOT, TINY, cli, error_line, metrics
+from tiny_run import ROOT, TINY, cli, error_line, metrics, snapshot
 from train.ablate import load_spec, main as ablate_main, plan
 from train.config import load_config
 from train.plot import main as plot_main
@@ -267,14 +267,61 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_report_on_plain_runs_and_on_one_run(grid, tmp_path, capsys):
+def test_report_writes_only_into_a_directory_the_runner_made(grid, base, tmp_path, capsys):
+    """A folder holding a copied run and the user's own results.md, that run itself, a plain
+    training run and an empty folder: each refused in one line, nothing in it written."""
     _, out, _ = grid
     run = copy_run(out / "wide" / "seed1", tmp_path / "plain" / "wide" / "seed1")
-    code, stdout, _ = cli(capsys, "--report", tmp_path / "plain", entry=ablate_main)
-    md = (tmp_path / "plain" / "results.md").read_text()
-    assert code == 0 and "Budget per run: ? ?" in md and "| wide | ok |" in md
-    code, _, _ = cli(capsys, "--report", run, entry=ablate_main)
-    assert code == 0 and "| seed1 | ok |" in (run / "results.md").read_text()
+    (tmp_path / "plain" / "results.md").write_text("my own notes\n")
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "plain", run, base, tmp_path / "empty"):
+        before = snapshot(folder)
+        code, _, err = cli(capsys, "--report", folder, entry=ablate_main)
+        assert code == 2 and "not made by python -m train.ablate" in error_line(err)
+        assert snapshot(folder) == before
+
+
+def test_variant_with_a_missing_config_file_is_invalid_like_a_misspelt_key(tmp_path, corpus, capsys):
+    """Neither stops the grid: the variant is recorded as failed with its reason, the others plan."""
+    variants = '[variants.ok]\n[variants.gone]\nconfig = "missing.toml"\n[variants.typo]\nmodel.n_heads = 2\n'
+    runs = {r.label: r for r in plan(load_spec(ablation_file(tmp_path, corpus, variants)))}
+    assert runs["ok"].error == "" and runs["ok"].max_steps == 6
+    assert "config file not found" in runs["gone"].error and "missing.toml" in runs["gone"].error
+    assert "model.n_heads" in runs["typo"].error
+    (tmp_path / "alone").mkdir()  # only invalid variants: nothing trains, so this end-to-end run is quick
+    path = ablation_file(tmp_path / "alone", corpus, '[variants.gone]\nconfig = "missing.toml"\n')
+    code, _, err = cli(capsys, path, entry=ablate_main)
+    assert code == 1 and "1 of 1 runs failed" in error_line(err)
+    reason, = [line for line in err.splitlines() if line.startswith("invalid gone: ")]
+    assert "missing.toml" in reason
+    status = json.loads((tmp_path / "alone" / "out" / "gone" / "seed1" / "status.json").read_text())
+    assert status["state"] == "failed" and "missing.toml" in status["error"]
+    assert table(tmp_path / "alone" / "out")["gone"]["status"] == "failed"
+
+
+def test_stop_message_says_what_the_children_did(tmp_path):
+    """After a second Ctrl-C a child stops without its checkpoint; its own log says so, and so must
+    the runner's last line. The log lines are the ones the trainer and its signal guard write."""
+    from train.ablate import checkpoint_saved, stop_message
+    from train.guard import StopSignals
+    from train.trainer import _summary_line
+
+    clean = f"$ python -m train ...\n{_summary_line({'signal': 'SIGINT', 'steps': 3}, tmp_path)}\n"
+    guard = StopSignals()
+    guard._handle(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt) as twice:
+        guard._handle(signal.SIGINT, None)
+    abrupt = f"$ python -m train ...\nerror: {twice.value}\n"
+    assert checkpoint_saved(clean, 130) == {"checkpoint_saved": True}
+    lost = checkpoint_saved(abrupt, 130)
+    assert lost["checkpoint_saved"] is False and "without a final checkpoint" in lost["error"]
+    assert checkpoint_saved("$ python -m train ...\n", -9) == {"checkpoint_saved": False, "error": "killed by SIGKILL"}
+    a = {"label": "a", "seed": 1, "state": "stopped", "checkpoint_saved": True}
+    b = {"label": "b", "seed": 2, "state": "stopped", **lost}
+    assert "checkpoints saved" in stop_message(signal.SIGINT, [a])
+    message = stop_message(signal.SIGINT, [a, b])
+    assert "checkpoints saved" not in message and "1 of 2" in message and "b/seed2" in message
+    assert "a/seed1" not in message and "re-run the same command to resume" in message
 
 
 def test_plot_output_path_is_the_file_written(grid, tmp_path, capsys):
@@ -288,6 +335,31 @@ def test_plot_output_path_is_the_file_written(grid, tmp_path, capsys):
     code, stdout, _ = cli(capsys, run, "-o", tmp_path / "curves", entry=plot_main)
     assert code == 0 and stdout.strip() == f"wrote {tmp_path / 'curves.png'}"
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_draws_training_loss_before_any_evaluation(grid, tmp_path, capsys):
+    """A run not yet evaluated is plotted by its training loss (so are the runs beside it)."""
+    from train.plot import _series
+    from train.report import load_run
+
+    _, out, _ = grid
+    run = copy_run(out / "wide" / "seed1", tmp_path / "early")
+    recs = [{k: v for k, v in r.items() if not k.startswith("val_")} for r in metrics(run)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    for dirs in ([run], [run, out / "narrow"]):
+        code, _, err = cli(capsys, *dirs, "-o", tmp_path / "c.png", entry=plot_main)
+        assert code == 0 and "plotting training loss" in err and str(run) in err
+        assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    _, _, _, mid, _, _ = _series([load_run(run)], "loss")
+    assert mid == [r["loss"] for r in recs if r.get("loss") is not None]
+
+
+def test_plot_into_a_missing_directory_names_the_option(grid, tmp_path, capsys):
+    _, out, _ = grid
+    png = tmp_path / "nowhere" / "c.png"
+    code, _, err = cli(capsys, out / "wide" / "seed1", "-o", png, entry=plot_main)
+    assert code == 2 and f"-o {png}" in error_line(err) and "does not exist" in error_line(err)
+    assert not png.parent.exists()
 
 
 def test_plot_skips_non_finite_points(grid, tmp_path, capsys):

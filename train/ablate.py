@@ -37,7 +37,9 @@ out-of-memory in one cannot take the grid down, and the trainer's own signal han
 clean stop. Re-running skips finished runs and resumes interrupted ones from their checkpoints.
 A variant whose config is invalid, or whose run fails, is recorded (`status.json` in its run
 directory, with the one-line error) and the others go on. Ctrl-C forwards one SIGINT to every
-running child, which finishes its step and checkpoints; the next call resumes. The report
+running child, which finishes its step and checkpoints (a second Ctrl-C stops them at once, without
+one, and the last line names those runs); the next call resumes. `--report` writes only into a
+directory this runner made (one holding its ablation.json). The report
 (train/report.py) is written to out_dir at the end, from the run directories alone.
 Exit code: 0 all runs done, 1 some run failed, 2 a bad ablation file, 130 / 143 interrupted.
 """
@@ -143,7 +145,9 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
         config = table.pop("config", "")
         if not config and not spec["base"]:
             raise ConfigError(f"variants.{label} has no config and the ablation names no base")
-        config = _config_file(here, config, f"variants.{label}.config") if config else spec["base"]
+        # a missing file, like a misspelt key, makes only this variant invalid (plan records why)
+        config = _config_file(here, config, f"variants.{label}.config", must_exist=False) if config \
+            else spec["base"]
         spec["variants"][label] = {"config": config,
                                    "overrides": _flatten(table, "")}
     spec["baseline"] = raw.get("baseline", next(iter(spec["variants"])))
@@ -152,12 +156,13 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
     return spec
 
 
-def _config_file(here: Path, name, key: str) -> str:
-    """A run config named in the ablation file: an existing file, relative to the ablation file."""
+def _config_file(here: Path, name, key: str, must_exist: bool = True) -> str:
+    """A run config named in the ablation file, relative to the ablation file (an existing one
+    when `must_exist`)."""
     if not isinstance(name, str):
         raise ConfigError(f"{key} must be a config file name; got {name!r}")
     path = here / name
-    if not path.is_file():
+    if must_exist and not path.is_file():
         raise ConfigError(f"{key}: config file not found: {path}")
     return str(path)
 
@@ -264,6 +269,7 @@ class Child:
                    PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                *filter(None, [os.environ.get("PYTHONPATH")])]))
         with open(run.out_dir / "train.log", "a") as log:
+            self.log_start = log.seek(0, os.SEEK_END)  # this launch's part of the log begins here
             log.write(f"$ python -m train {run.config} {' '.join(run.overrides)}\n")
             log.flush()
             # Its own process group (a new Unix session): a Ctrl-C at the terminal reaches only
@@ -294,15 +300,41 @@ class Child:
         if code == 0 or (self.budget_stop and code in (130, 143)):
             state, extra = "done", {"stopped_at_time_budget": self.budget_stop}
         elif code in (130, 143) or (interrupted and code < 0):
-            state, extra = "stopped", {}
+            state, extra = "stopped", checkpoint_saved(self.log(), code)
         else:
-            state, extra = "failed", {"error": _error_line(run.out_dir / "train.log", code)}
+            state, extra = "failed", {"error": _error_line(self.log(), code)}
         write_status(run, state, seconds=self.elapsed, exit_code=code, **extra)
         return state
 
+    def log(self) -> str:
+        """What this launch wrote to train.log (earlier launches' lines left out)."""
+        with open(self.run.out_dir / "train.log", "rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
 
-def _error_line(log: Path, code: int) -> str:
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error: ")]
+
+def checkpoint_saved(log: str, code: int) -> dict:
+    """How a stopped child ended, from its own log: the trainer's clean stop prints "checkpoint
+    saved"; a second signal (or one before training began) ends it with an error line and none."""
+    if code in (130, 143) and any("stopped by " in line and "checkpoint saved" in line
+                                  for line in log.splitlines()):
+        return {"checkpoint_saved": True}
+    return {"checkpoint_saved": False, "error": _error_line(log, code)}
+
+
+def stop_message(sig: signal.Signals, stopped: list[dict]) -> str:
+    """The runner's last line after a signal, from the status.json of each run it stopped."""
+    lost = [f"{s.get('label')}/seed{s.get('seed')}" for s in stopped if not s.get("checkpoint_saved")]
+    if not lost:
+        saved = "checkpoints saved, " if stopped else ""
+        return f"stopped by {sig.name}; {saved}re-run the same command to resume"
+    return (f"stopped by {sig.name}; {len(lost)} of {len(stopped)} stopped run(s) without a final checkpoint "
+            f"({', '.join(lost)}: the steps since their last checkpoint are lost); re-run the same command "
+            f"to resume")
+
+
+def _error_line(log: str, code: int) -> str:
+    lines = [line for line in log.splitlines() if line.startswith("error: ")]
     if lines:
         return lines[-1][len("error: "):]
     return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code} (see train.log)"
@@ -329,10 +361,11 @@ class Interrupts:
             child.signal(signum)
 
 
-def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int | None]:
-    """Run what is not done yet; return (number of failed runs, the signal that stopped us)."""
+def run_grid(spec: dict, runs: list[Run]) -> tuple[int, signal.Signals | None, list[dict]]:
+    """Run what is not done yet; return (number of failed runs, the signal that stopped us, the
+    status of each run that signal stopped)."""
     threads = max(1, (spec["threads"] or os.cpu_count() or 1) // spec["parallel"])
-    failed = 0
+    failed, stopped = 0, []
     for run in runs:
         if run.error:
             write_status(run, "failed", error=run.error)
@@ -363,7 +396,9 @@ def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int | None]:
                 children.remove(child)
                 state = child.finish(stop.received is not None)
                 failed += state == "failed"
-                detail = read_json(child.run.out_dir / STATUS_FILE).get("error", "")
+                status = read_json(child.run.out_dir / STATUS_FILE)
+                stopped += [status] if state == "stopped" else []
+                detail = status.get("error", "")
                 bar.write(f"{state:6} {child.run.name}" + (f": {detail}" if detail else ""))
             if stop.received is not None and not children:
                 break
@@ -371,7 +406,7 @@ def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int | None]:
             bar.update(sum(progress(r, elapsed.get(id(r), 0.0)) for r in valid) - bar.n)
             time.sleep(POLL_S)
     bar.close()
-    return failed, stop.received
+    return failed, stop.received, stopped
 
 
 def main(argv: list[str]) -> int:
@@ -394,12 +429,11 @@ def main(argv: list[str]) -> int:
         "runs": [{"label": r.label, "seed": r.seed, "dir": str(r.out_dir.relative_to(out.resolve()))}
                  for r in runs]}
     (out / SPEC_FILE).write_text(json.dumps(saved, indent=1) + "\n")
-    failed, stopped = run_grid(spec, runs)
+    failed, received, stopped = run_grid(spec, runs)
     print(f"report: {write_report(out)}")
-    if stopped is not None:
-        print(f"stopped by {stopped.name}; checkpoints saved, re-run the same command to resume",
-              file=sys.stderr)
-        return 128 + int(stopped)
+    if received is not None:
+        print(stop_message(received, stopped), file=sys.stderr)
+        return 128 + int(received)
     if failed:
         print(f"error: {failed} of {len(runs)} runs failed (see results.md)", file=sys.stderr)
         return 1

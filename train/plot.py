@@ -4,7 +4,8 @@ Each RUN_DIR is one curve: a run directory, or a directory of runs (e.g. an abla
 seed1/, seed2/), drawn as the mean over its runs with a band from the lowest to the highest. The left
 panel plots val bits per byte against training tokens, the right one against wall-clock seconds
 (`elapsed_s` when metrics.jsonl has it, else the training time implied by the logged tok/s).
-train/report.py draws an ablation's curves.png with the same function.
+When some run has no evaluation yet, every curve is its training loss instead (one quantity per
+figure, so the curves stay comparable). train/report.py draws an ablation's curves.png with the same function.
 """
 
 import math
@@ -22,29 +23,35 @@ from .errors import ConfigError  # noqa: E402
 from .report import RunData, find_runs, load_run  # noqa: E402
 
 USAGE = "usage: python -m train.plot RUN_DIR [RUN_DIR ...] -o OUT.png"
+METRICS = {"val_bpb": "val bits per byte", "loss": "training loss"}  # metrics.jsonl key -> axis label
 
 
-def _series(runs: list[RunData]):
-    """Mean tokens, mean seconds, and min / mean / max val bpb at each evaluation the runs share;
+def _points(run: RunData, metric: str) -> list[tuple[float, float, float]]:
+    """(tokens, wall-clock s, value) at every record of the run that logged `metric`."""
+    return [(run.tokens(r), s, r[metric]) for r, s in zip(run.records, run.elapsed())
+            if isinstance(r.get(metric), (int, float)) and not isinstance(r[metric], bool)]
+
+
+def _series(runs: list[RunData], metric: str = "val_bpb"):
+    """Mean tokens, mean seconds, and min / mean / max of `metric` at each record the runs share;
     non-finite points (a diverged run's NaN) are left out, so its curve ends where it diverged."""
-    evals = [r.evals() for r in runs]
-    evals = [e for e in evals if e]
-    if not evals:
+    points = [p for p in (_points(r, metric) for r in runs) if p]
+    if not points:
         return None
-    n = min(len(e) for e in evals)
-    cols = [[e[i] for e in evals if all(math.isfinite(v) for v in e[i])] for i in range(n)]
+    n = min(len(p) for p in points)
+    cols = [[p[i] for p in points if all(math.isfinite(v) for v in p[i])] for i in range(n)]
     cols = [col for col in cols if col]
     if not cols:
         return None
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return ([mean([c[0] for c in col]) for col in cols], [mean([c[1] for c in col]) for col in cols],
-            [min(c[3] for c in col) for col in cols], [mean([c[3] for c in col]) for col in cols],
-            [max(c[3] for c in col) for col in cols], len(evals))
+            [min(c[2] for c in col) for col in cols], [mean([c[2] for c in col]) for col in cols],
+            [max(c[2] for c in col) for col in cols], len(points))
 
 
-def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "") -> Path:
-    """Draw val bpb vs tokens and vs wall-clock, one colour per group, seed bands; save to path
-    (`.png` appended when it has no extension); return the path written."""
+def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "", metric: str = "val_bpb") -> Path:
+    """Draw `metric` (a key of METRICS) vs tokens and vs wall-clock, one colour per group, seed
+    bands; save to path (`.png` appended when it has no extension); return the path written."""
     path = Path(path)
     if not path.suffix:
         path = path.with_name(path.name + ".png")
@@ -52,7 +59,7 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "") -
     cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
     lows = []
     for i, (label, runs) in enumerate(groups.items()):
-        s = _series(runs)
+        s = _series(runs, metric)
         if s is None:
             continue
         tokens, seconds, lo, mid, hi, n = s
@@ -68,7 +75,7 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "") -
         by_tokens.set_ylim(min(flat) - 0.05 * (top - min(flat) or 1), top + 0.3 * (top - min(flat) or 1))
     by_tokens.set_xlabel("training tokens")
     by_time.set_xlabel("wall-clock seconds (training)")
-    by_tokens.set_ylabel("val bits per byte")
+    by_tokens.set_ylabel(METRICS[metric])
     for ax in (by_tokens, by_time):
         ax.grid(alpha=0.3)
     if by_tokens.get_legend_handles_labels()[0]:
@@ -98,6 +105,8 @@ def main(argv: list[str]) -> int:
     if not out or not dirs:
         raise ConfigError(USAGE)
     out = Path(out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"-o {out}: the directory {out.parent} does not exist; create it or give another -o")
     if out.is_dir():
         raise ConfigError(f"-o {out} is a directory; give a file name, e.g. -o {out / 'curves.png'}")
     formats = FigureCanvasBase.get_supported_filetypes()
@@ -106,11 +115,14 @@ def main(argv: list[str]) -> int:
     groups = {}
     for d in dirs:
         runs = [load_run(p) for p in find_runs(d)] if d.is_dir() else []
-        runs = [r for r in runs if r.cfg is not None and r.evals()]
+        runs = [r for r in runs if r.cfg is not None and r.records]
         if not runs:
-            raise ConfigError(f"{d}: no run with a config.toml and evaluations in metrics.jsonl")
+            raise ConfigError(f"{d}: no run with a config.toml and records in metrics.jsonl")
         groups[d.name if d.name not in groups else str(d)] = runs
-    print(f"wrote {plot_curves(groups, out)}")
+    unevaluated = [str(r.path) for runs in groups.values() for r in runs if not r.evals()]
+    if unevaluated:
+        print(f"note: no evaluation yet in {', '.join(unevaluated)}: plotting training loss", file=sys.stderr)
+    print(f"wrote {plot_curves(groups, out, metric='loss' if unevaluated else 'val_bpb')}")
     return 0
 
 

@@ -1,10 +1,11 @@
 """The report of an ablation, read from its run directories alone: results.md, results.csv, curves.png.
 
 `write_report(out_dir)` reads `<out_dir>/ablation.json` (labels, their order, the baseline; written
-by train/ablate.py) and, for every run, its resolved `config.toml`, `metrics.jsonl` and
-`status.json`. Nothing is typed by hand: parameters, FLOPs and KV bytes per token come from
-model/accounting.py applied to the resolved config; tok/s, tokens, wall-clock and validation numbers
-from metrics.jsonl. Writing it twice from the same directories gives the same files.
+by train/ablate.py, and the mark of a directory it made: no other directory gets a report) and, for
+every run, its resolved `config.toml`, `metrics.jsonl` and `status.json`. Nothing is typed by
+hand: parameters, FLOPs and KV bytes per token come from model/accounting.py applied to the resolved
+config; tok/s, tokens, wall-clock and validation numbers from metrics.jsonl. Writing it twice from
+the same directories gives the same files.
 
 Per variant: val loss and val bits per byte at the end of each finished run, as mean ± sample
 standard deviation over seeds; the delta of the mean to the baseline row, and whether it is larger
@@ -124,20 +125,15 @@ def find_runs(root: Path) -> list[Path]:
 def variants(out_dir: Path) -> tuple[dict, dict[str, list[RunData]]]:
     """The ablation's spec and its runs grouped by label, in the ablation file's order."""
     spec = read_json(out_dir / SPEC_FILE)
-    if spec.get("runs"):
-        _check_spec(out_dir / SPEC_FILE, spec)
-        groups: dict[str, list[RunData]] = {}
-        for label in spec.get("variants", {}):  # the ablation file's order
-            groups[label] = []
-        for r in spec["runs"]:
-            groups.setdefault(r["label"], []).append(load_run(out_dir / r["dir"]))
-    else:  # no ablation.json: every directory holding runs is a variant (out_dir itself may be a run)
-        groups = {}
-        for path in find_runs(out_dir):
-            label = path.relative_to(out_dir).parent.as_posix()
-            groups.setdefault(out_dir.resolve().name if label == "." else label, []).append(load_run(path))
-    if not groups:
-        raise ConfigError(f"{out_dir}: no run directories found")
+    if not spec.get("runs"):  # the report's files would overwrite someone else's (or land in a run)
+        raise ConfigError(f"report: {out_dir} was not made by python -m train.ablate (no {SPEC_FILE} listing "
+                          f"its runs); give an ablation's out_dir, or draw runs with python -m train.plot")
+    _check_spec(out_dir / SPEC_FILE, spec)
+    groups: dict[str, list[RunData]] = {}
+    for label in spec.get("variants", {}):  # the ablation file's order
+        groups[label] = []
+    for r in spec["runs"]:
+        groups.setdefault(r["label"], []).append(load_run(out_dir / r["dir"]))
     return spec, groups
 
 
@@ -234,7 +230,7 @@ def _num(x, fmt: str) -> str:
 def _markdown(spec: dict, table: list[dict]) -> str:
     budget = spec.get("budget")
     kind, amount = next(iter(budget.items())) if isinstance(budget, dict) and len(budget) == 1 else ("?", "?")
-    amount = f"{amount:,}" if isinstance(amount, (int, float)) else amount  # "?" for a folder of plain runs
+    amount = f"{amount:,}" if isinstance(amount, (int, float)) else amount
     base = spec.get("baseline", table[0]["variant"])
     prev = bool(spec.get("delta_previous"))
     lines = [f"# Ablation: {spec.get('name', '?')}", "",
