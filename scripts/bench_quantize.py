@@ -27,11 +27,12 @@ import torch  # noqa: E402
 
 from bench_decode import best_time, load_model, our_generate  # noqa: E402
 from model.accounting import weight_bytes  # noqa: E402
+from model.quantize import KINDS as QUANTIZED  # noqa: E402
 from train.cli import quantized, run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
 from train.hardware import DTYPES, autocast, pick_device, pick_dtype  # noqa: E402
 
-KINDS = (None, "int8", "int4")
+KINDS = (None, *QUANTIZED)  # the compute dtype first: the anchor of every ratio
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
