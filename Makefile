@@ -27,10 +27,16 @@ train: setup
 	$(PY) -m train $(CONFIG)
 	$(PY) -m train.sample runs/$(basename $(notdir $(CONFIG))) --max_new_tokens 250
 
-test: setup
+# The tests also need the optional extras they check: lm-evaluation-harness (the peer of
+# train/evals/) and TensorBoard (the event files of train.tensorboard). `make train` does not.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev,eval,tensorboard]"
+	touch $@
+
+test: setup $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "not slow"
 
 ablate: setup
