@@ -51,7 +51,8 @@ data.source = "/nonexistent/corpus/dir"
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, corpus):
     tmp = tmp_path_factory.mktemp("ablate")
-    path = ablation_file(tmp, corpus, VARIANTS, extra='note = "Six steps: a smoke test, not a measurement."')
+    path = ablation_file(tmp, corpus, VARIANTS, extra='note = "Six steps: a smoke test, not a measurement."\n'
+                         'tasks = ["stdlib-cloze", "arithmetic"]\ntask_options = {limit = 4}')
     code = ablate_main([str(path)])
     return path, tmp / "out", code
 
@@ -90,6 +91,25 @@ def test_micro_ablation_report_matches_the_runs(grid):
     assert (out / "curves.png").stat().st_size > 0
 
 
+def test_finished_runs_are_scored_on_the_tasks(grid):
+    """Each finished run's last checkpoint is scored by train.eval into tasks/<variant>/seed<k>.json,
+    outside the run; the report's task columns are those records' headline scores."""
+    _, out, _ = grid
+    rows, md = table(out), (out / "results.md").read_text()
+    assert "| stdlib-cloze | arithmetic | aggregate |" in md and "python -m train.eval RUN --task" in md
+    for label in ("wide", "narrow"):
+        record = json.loads((out / "tasks" / label / "seed1.json").read_text())
+        assert record["step"] == 6 and record["settings"]["limit"] == 4
+        cloze, arithmetic = record["tasks"]
+        assert (cloze["task"], cloze["n"], arithmetic["task"]) == ("stdlib-cloze", 4, "arithmetic")
+        assert float(rows[label]["task:stdlib-cloze_mean"]) == cloze["metrics"]["acc_norm"]
+        assert float(rows[label]["task:arithmetic_mean"]) == arithmetic["metrics"]["pass@1"]
+        assert float(rows[label]["task:aggregate_mean"]) == record["aggregate"]["value"]
+        assert rows[label]["tasks_scored"] == "1" and rows[label]["task:stdlib-cloze_std"] == ""
+        assert "$ python -m train.eval " in (out / "tasks" / label / "seed1.log").read_text()
+    assert rows["typo"]["task:stdlib-cloze_mean"] == "" and not (out / "tasks" / "typo").exists()
+
+
 def test_broken_variants_are_reported_and_the_others_complete(grid):
     _, out, _ = grid
     rows = table(out)
@@ -107,8 +127,9 @@ def test_rerun_does_not_retrain_and_report_regenerates_identically(grid, capsys)
     before = {p: p.stat().st_mtime_ns for v in ("wide", "narrow") for p in (out / v / "seed1").rglob("*")}
     files = {name: (out / name).read_bytes() for name in ("results.md", "results.csv", "curves.png")}
     code, stdout, _ = cli(capsys, path, entry=ablate_main)
-    assert code == 1 and "(2 done, 1 to run, 1 invalid)" in stdout
+    assert code == 1 and "(2 done, 1 to run, 1 invalid), 0 done but not scored" in stdout
     assert {p: p.stat().st_mtime_ns for p in before} == before  # no run touched
+    assert "score " not in stdout  # nor scored again
     for name in files:
         (out / name).unlink()
     code, stdout, _ = cli(capsys, "--report", out, entry=ablate_main)
@@ -151,6 +172,34 @@ def test_budget_in_flops_and_bad_ablation_files(tmp_path, corpus, capsys):
     assert code == 2 and "distinct" in error_line(err)
     code, _, err = cli(capsys, tmp_path / "missing.toml", entry=ablate_main)
     assert code == 2 and "not found" in error_line(err)
+
+
+def test_changed_tasks_rescore_without_retraining(grid, tmp_path, capsys):
+    """Other task settings make the records stale: the next call scores again and trains nothing;
+    a task that cannot be built is a bad ablation file, refused before anything runs."""
+    path, out, _ = grid
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    text = path.read_text().replace(str(out), str(copy))
+    changed = tmp_path / "changed.toml"
+    changed.write_text(text.replace("task_options = {limit = 4}", "task_options = {limit = 3}"))
+    shutil.copy(path.parent / "base.toml", tmp_path / "base.toml")
+    before = {p: p.stat().st_mtime_ns for p in (copy / "wide" / "seed1").rglob("*")}
+    code, stdout, _ = cli(capsys, changed, entry=ablate_main)
+    assert code == 1 and "2 done but not scored" in stdout and "score  wide/seed1" in stdout
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert json.loads((copy / "tasks" / "wide" / "seed1.json").read_text())["tasks"][0]["n"] == 3
+    for tasks, message in (('["cloze"]', "unknown task 'cloze'"), ('["arithmetic:digits=0"]', "digits"),
+                           ('"arithmetic"', "tasks must be a list")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text.replace('tasks = ["stdlib-cloze", "arithmetic"]', f"tasks = {tasks}")
+                       .replace(str(copy), str(tmp_path / "never")))
+        code, _, err = cli(capsys, bad, entry=ablate_main)
+        assert code == 2 and message in error_line(err), err
+        assert not (tmp_path / "never").exists()
+    bad.write_text(text.replace("task_options = {limit = 4}", "task_options = {limit = 0}"))
+    code, _, err = cli(capsys, bad, entry=ablate_main)
+    assert code == 2 and "--limit must be an integer >= 1" in error_line(err)
 
 
 @pytest.mark.slow  # four training subprocesses and a signal: ~30 s on a quiet 2-core machine

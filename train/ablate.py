@@ -15,6 +15,8 @@ go at once (paths are relative to the ablation file; `--key=value` overrides any
     threads = 2          # CPU threads shared among them (0 = all cores)
     baseline = "switch"  # the row deltas are measured against (default: the first variant)
     note = "..."         # optional: printed under the report's heading (what the budget can and cannot show)
+    tasks = ["stdlib-cloze", "arithmetic"]  # optional: task columns (python -m train.eval --task ...)
+    task_options = {limit = 200}            # optional: eval's --shots/--limit/--samples/--temperature/--top_k/--seed
 
     [budget]             # per run, exactly one of: tokens, flops (training FLOPs), seconds
     tokens = 1_000_000
@@ -41,7 +43,14 @@ running child, which finishes its step and checkpoints (a second Ctrl-C stops th
 one, and the last line names those runs); the next call resumes. `--report` writes only into a
 directory this runner made (one holding its ablation.json). The report
 (train/report.py) is written to out_dir at the end, from the run directories alone.
-Exit code: 0 all runs done, 1 some run failed, 2 a bad ablation file, 130 / 143 interrupted.
+
+With `tasks`, every finished run is then scored by `python -m train.eval RUN --task ... --json
+<out_dir>/tasks/<variant>/seed<k>.json` (its log beside it), in the same slots as the training
+runs; the tasks are built once before anything runs, so a misspelt task or option is a bad
+ablation file. A re-run scores only the runs whose record is missing or stale (other tasks or
+settings, or another checkpoint).
+Exit code: 0 all runs done (and scored), 1 some run or scoring failed, 2 a bad ablation file,
+130 / 143 interrupted.
 """
 
 import json
@@ -52,7 +61,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -62,12 +71,12 @@ from model.accounting import flops_per_token
 from .cli import run_cli
 from .config import _toml_value, apply_override, load_config, tomllib
 from .errors import ConfigError, make_dir, one_line
-from .report import SPEC_FILE, STATUS_FILE, read_json, write_report
+from .report import SPEC_FILE, STATUS_FILE, read_json, task_file, task_scores, write_report
 
 USAGE = "usage: python -m train.ablate ABLATION.toml [--key=value ...] | --report OUT_DIR"
 BUDGETS = ("tokens", "flops", "seconds")
 KEYS = {"name", "base", "out_dir", "seeds", "parallel", "threads", "baseline", "delta_previous", "note",
-        "budget", "overrides", "variants"}
+        "budget", "overrides", "variants", "tasks", "task_options"}
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 POLL_S = 0.5
 
@@ -150,10 +159,48 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
             else spec["base"]
         spec["variants"][label] = {"config": config,
                                    "overrides": _flatten(table, "")}
+    _load_tasks(spec, raw, here)
     spec["baseline"] = raw.get("baseline", next(iter(spec["variants"])))
     if spec["baseline"] not in spec["variants"]:
         raise ConfigError(f"baseline {spec['baseline']!r} is not a variant label")
     return spec
+
+
+def _load_tasks(spec: dict, raw: dict, here: Path) -> None:
+    """`tasks` and `task_options` -> the train.eval arguments, checked by train.eval's own parser;
+    a JSONL task file is relative to the ablation file."""
+    from .eval import TASK_FLAGS, parse_args
+
+    tasks, options = raw.get("tasks", []), raw.get("task_options", {})
+    if not (isinstance(tasks, list) and all(isinstance(t, str) and t for t in tasks)):
+        raise ConfigError(f"tasks must be a list of task names, as python -m train.eval --task takes; got {tasks!r}")
+    if not isinstance(options, dict) or set(options) - (set(TASK_FLAGS) - {"json"}):
+        raise ConfigError(f"task_options must be a table of {', '.join(f for f in TASK_FLAGS if f != 'json')}; "
+                          f"got {options!r}")
+    if options and not tasks:
+        raise ConfigError("task_options is set but tasks is empty")
+    spec["tasks"] = [str(here / t) if (here / t.partition(":")[0]).is_file() and not Path(t).is_file() else t
+                     for t in tasks]
+    spec["task_argv"] = [a for t in spec["tasks"] for a in ("--task", t)] + \
+        [a for k, v in options.items() for a in (f"--{k}", str(v))]
+    if tasks:
+        args, _ = parse_args([".", *spec["task_argv"]])
+        spec["task_settings"] = asdict(args.settings)
+
+
+def check_tasks(spec: dict, runs: list["Run"]) -> None:
+    """Build every task once, for the first valid run's tokenizer, context and data, so that a bad
+    task stops the grid before any training (train.eval builds them again for each run)."""
+    from .evals.tasks import TaskEnv, build_task
+    from .tokenizer import get_tokenizer
+
+    run = next((r for r in runs if not r.error), None)
+    if not spec["tasks"] or run is None:
+        return
+    cfg = load_config(run.config, run.overrides, warn_ignored=False)
+    env = TaskEnv(get_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_path), cfg.model.block_size, cfg.data)
+    for task in spec["tasks"]:
+        build_task(task, env)
 
 
 def _config_file(here: Path, name, key: str, must_exist: bool = True) -> str:
@@ -239,14 +286,26 @@ def progress(run: Run, elapsed: float = 0.0) -> float:
         return 1.0
     if run.seconds:
         return min(1.0, (read_json(run.out_dir / STATUS_FILE).get("seconds", 0.0) + elapsed) / run.seconds)
-    step = 0
+    return min(1.0, (last_step(run) or 0) / run.max_steps)
+
+
+def last_step(run: Run) -> int | None:
+    """The step of the last metrics.jsonl record (a finished run's last checkpoint), or None."""
+    step = None
     try:
         for line in (run.out_dir / "metrics.jsonl").read_text().splitlines():
             record = json.loads(line)
             step = record["step"] if isinstance(record, dict) and _is_int(record.get("step")) else step
     except (OSError, ValueError):
         pass
-    return min(1.0, step / run.max_steps)
+    return step
+
+
+def needs_scoring(spec: dict, run: Run) -> bool:
+    """A finished run whose task record is missing or stale (other tasks or settings, other checkpoint)."""
+    if not spec["tasks"] or run.error or not is_done(run):
+        return False
+    return task_scores(spec, read_json(task_file(spec["out_dir"], run.name)), last_step(run)) is None
 
 
 def write_status(run: Run, state: str, **extra) -> None:
@@ -265,18 +324,9 @@ class Child:
     def __init__(self, run: Run, threads: int) -> None:
         self.run, self.launched, self.start, self.budget_stop = run, time.time(), None, False
         run.out_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                               *filter(None, [os.environ.get("PYTHONPATH")])]))
         with open(run.out_dir / "train.log", "a") as log:
             self.log_start = log.seek(0, os.SEEK_END)  # this launch's part of the log begins here
-            log.write(f"$ python -m train {run.config} {' '.join(run.overrides)}\n")
-            log.flush()
-            # Its own process group (a new Unix session): a Ctrl-C at the terminal reaches only
-            # the runner, which forwards exactly one signal (two would skip the checkpoint).
-            self.proc = subprocess.Popen([sys.executable, "-m", "train", run.config, *run.overrides],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
+            self.proc = _spawn(["train", run.config, *run.overrides], log, threads)
 
     @property
     def elapsed(self) -> float:
@@ -311,6 +361,45 @@ class Child:
         with open(self.run.out_dir / "train.log", "rb") as f:
             f.seek(self.log_start)
             return f.read().decode(errors="replace")
+
+
+class Scoring:
+    """A running `python -m train.eval` scoring one finished run on the ablation's tasks; its log
+    beside the record it writes."""
+
+    def __init__(self, spec: dict, run: Run, threads: int) -> None:
+        self.run, self.path = run, task_file(spec["out_dir"], run.name)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)  # a stale record: train.eval writes only a new file
+        with open(self.path.with_suffix(".log"), "w") as log:
+            self.proc = _spawn(["train.eval", str(run.out_dir), *spec["task_argv"], "--json", str(self.path)],
+                               log, threads)
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def finish(self, interrupted: bool) -> tuple[str, str]:
+        """("scored" | "stopped" | "failed", the error line)."""
+        code = self.proc.returncode
+        if code == 0:
+            return "scored", ""
+        if interrupted:
+            return "stopped", ""
+        return "failed", _error_line(self.path.with_suffix(".log").read_text(errors="replace"), code)
+
+
+def _spawn(args: list[str], log, threads: int) -> subprocess.Popen:
+    """`python -m ARGS` with `threads` CPU threads, its output appended to `log`. Its own process
+    group (a new Unix session): a Ctrl-C at the terminal reaches only the runner, which forwards
+    exactly one signal (two would skip the trainer's checkpoint)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                           *filter(None, [os.environ.get("PYTHONPATH")])]))
+    log.write(f"$ python -m {' '.join(args)}\n")
+    log.flush()
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
 def checkpoint_saved(log: str, code: int) -> dict:
@@ -361,11 +450,11 @@ class Interrupts:
             child.signal(signum)
 
 
-def run_grid(spec: dict, runs: list[Run]) -> tuple[int, signal.Signals | None, list[dict]]:
-    """Run what is not done yet; return (number of failed runs, the signal that stopped us, the
-    status of each run that signal stopped)."""
+def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int, signal.Signals | None, list[dict]]:
+    """Run what is not done yet, then score what is not scored; return (failed runs, failed
+    scorings, the signal that stopped us, the status of each run that signal stopped)."""
     threads = max(1, (spec["threads"] or os.cpu_count() or 1) // spec["parallel"])
-    failed, stopped = 0, []
+    failed, unscored, stopped = 0, 0, []
     for run in runs:
         if run.error:
             write_status(run, "failed", error=run.error)
@@ -374,39 +463,46 @@ def run_grid(spec: dict, runs: list[Run]) -> tuple[int, signal.Signals | None, l
         print(f"invalid {label}: {error}", file=sys.stderr, flush=True)
     todo = [r for r in runs if not r.error and not is_done(r)]
     valid = [r for r in runs if not r.error]
+    score = [r for r in valid if needs_scoring(spec, r)]
     print(f"ablation {spec['name']}: {len(runs)} runs ({len(valid) - len(todo)} done, {len(todo)} to run, "
-          f"{failed} invalid), {spec['parallel']} at once with {threads} thread(s) each -> {spec['out_dir']}",
-          flush=True)
-    children: list[Child] = []
+          f"{failed} invalid)" + (f", {len(score)} done but not scored" if spec["tasks"] else "")
+          + f", {spec['parallel']} at once with {threads} thread(s) each -> {spec['out_dir']}", flush=True)
+    children: list[Child | Scoring] = []
     bar = tqdm(total=len(valid), unit="run", dynamic_ncols=True, mininterval=1.0,
                bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}]")
     with Interrupts(children) as stop:
-        while (todo or children):
-            while todo and len(children) < spec["parallel"] and stop.received is None:
-                run = todo.pop(0)
-                children.append(Child(run, threads))
-                bar.write(f"start  {run.name}")
+        while todo or score or children:
+            while (todo or score) and len(children) < spec["parallel"] and stop.received is None:
+                job = Scoring(spec, score.pop(0), threads) if score else Child(todo.pop(0), threads)
+                children.append(job)
+                bar.write(f"{'score' if isinstance(job, Scoring) else 'start':6} {job.run.name}")
             for child in list(children):
-                if child.run.seconds and not child.budget_stop and \
+                if isinstance(child, Child) and child.run.seconds and not child.budget_stop and \
                         progress(child.run, child.elapsed) >= 1.0:
                     child.budget_stop = True  # the time budget is spent: stop with a checkpoint
                     child.signal(signal.SIGTERM)
                 if child.proc.poll() is None:
                     continue
                 children.remove(child)
+                if isinstance(child, Scoring):
+                    state, detail = child.finish(stop.received is not None)
+                    unscored += state == "failed"
+                    bar.write(f"{state:6} {child.run.name} (tasks)" + (f": {detail}" if detail else ""))
+                    continue
                 state = child.finish(stop.received is not None)
                 failed += state == "failed"
                 status = read_json(child.run.out_dir / STATUS_FILE)
                 stopped += [status] if state == "stopped" else []
+                score += [child.run] if state == "done" and spec["tasks"] else []
                 detail = status.get("error", "")
                 bar.write(f"{state:6} {child.run.name}" + (f": {detail}" if detail else ""))
             if stop.received is not None and not children:
                 break
-            elapsed = {id(c.run): c.elapsed for c in children}
+            elapsed = {id(c.run): c.elapsed for c in children if isinstance(c, Child)}
             bar.update(sum(progress(r, elapsed.get(id(r), 0.0)) for r in valid) - bar.n)
             time.sleep(POLL_S)
     bar.close()
-    return failed, stop.received, stopped
+    return failed, unscored, stop.received, stopped
 
 
 def main(argv: list[str]) -> int:
@@ -424,18 +520,22 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"the first argument must be an ablation file; {USAGE}")
     spec = load_spec(argv[0], argv[1:])
     runs = plan(spec)
+    check_tasks(spec, runs)
     out = make_dir(Path(spec["out_dir"]), f"out_dir {spec['out_dir']}")
     saved = {k: v for k, v in spec.items() if k != "out_dir"} | {
         "runs": [{"label": r.label, "seed": r.seed, "dir": str(r.out_dir.relative_to(out.resolve()))}
                  for r in runs]}
     (out / SPEC_FILE).write_text(json.dumps(saved, indent=1) + "\n")
-    failed, received, stopped = run_grid(spec, runs)
+    failed, unscored, received, stopped = run_grid(spec, runs)
     print(f"report: {write_report(out)}")
     if received is not None:
         print(stop_message(received, stopped), file=sys.stderr)
         return 128 + int(received)
-    if failed:
-        print(f"error: {failed} of {len(runs)} runs failed (see results.md)", file=sys.stderr)
+    if failed or unscored:
+        print("error: " + "; ".join(filter(None, [
+            f"{failed} of {len(runs)} runs failed (see results.md)" if failed else "",
+            f"{unscored} finished run(s) could not be scored (see {Path(spec['out_dir']) / 'tasks'}/*/*.log)"
+            if unscored else ""])), file=sys.stderr)
         return 1
     return 0
 

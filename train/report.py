@@ -9,14 +9,17 @@ the same directories gives the same files.
 
 Per variant: val loss and val bits per byte at the end of each finished run, as mean ± sample
 standard deviation over seeds; the delta of the mean to the baseline row, and whether it is larger
-than the seed spread, |delta| > std(variant) + std(baseline) (undecided with one seed).
+than the seed spread, |delta| > std(variant) + std(baseline) (undecided with one seed). With
+`tasks` in the ablation file, also each task's headline score (acc_norm for multiple choice, greedy
+pass@1 for a generative task) and their CORE-style aggregate, read from the `python -m train.eval
+--json` record of each run's final checkpoint, `<out_dir>/tasks/<variant>/seed<k>.json`.
 """
 
 import csv
 import io
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.accounting import flops_per_token, kv_bytes_per_token, param_count
@@ -55,6 +58,7 @@ class RunData:
     cfg: RunConfig | None
     records: list[dict]
     status: dict
+    tasks: dict = field(default_factory=dict)  # its train.eval record (<out_dir>/tasks/...), if any
 
     @property
     def done(self) -> bool:
@@ -133,8 +137,30 @@ def variants(out_dir: Path) -> tuple[dict, dict[str, list[RunData]]]:
     for label in spec.get("variants", {}):  # the ablation file's order
         groups[label] = []
     for r in spec["runs"]:
-        groups.setdefault(r["label"], []).append(load_run(out_dir / r["dir"]))
+        run = load_run(out_dir / r["dir"])
+        run.tasks = read_json(task_file(out_dir, r["dir"]))
+        groups.setdefault(r["label"], []).append(run)
     return spec, groups
+
+
+def task_file(out_dir: Path, run_dir: str) -> Path:
+    """Where the runner keeps a run's task scores: beside the runs, never inside one."""
+    return Path(out_dir) / "tasks" / f"{run_dir}.json"
+
+
+def task_scores(spec: dict, record: dict, step: int | None) -> dict[str, float] | None:
+    """{task: headline score, ..., "aggregate": CORE-style value} from a train.eval --json record,
+    or None unless it scored exactly the ablation's tasks, with its settings, at checkpoint `step`."""
+    results = record.get("tasks")
+    if (not spec.get("tasks") or step is None or record.get("step") != step or not isinstance(results, list)
+            or [r.get("task") for r in results] != spec["tasks"]
+            or record.get("settings") != spec.get("task_settings")):
+        return None
+    return {r["task"]: r["metrics"][r["headline"]] for r in results} | {"aggregate": record["aggregate"]["value"]}
+
+
+def task_columns(spec: dict) -> list[str]:
+    return [*spec.get("tasks", [])] + (["aggregate"] if spec.get("tasks") else [])
 
 
 def _check_spec(path: Path, spec: dict) -> None:
@@ -171,7 +197,8 @@ def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
         done = [r for r in runs if r.done]
         errors = [str(r.status.get("error") or "no error recorded") for r in runs
                   if r.status.get("state") == "failed"]
-        row = dict.fromkeys(FIELDS, None) | {"variant": label, "seeds_done": len(done),
+        row = dict.fromkeys(FIELDS, None) | dict.fromkeys(map("task:{}".format, task_columns(spec)), (None, None)) | {
+            "variant": label, "seeds_done": len(done),
                                              "error": errors[0] if errors else ""}
         row["status"] = ("failed" if errors else "ok") if len(done) == len(runs) or errors else \
             f"{len(done)}/{len(runs)} seeds"
@@ -191,6 +218,10 @@ def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
             if prev is not None and prev["val_bpb_mean"] is not None:
                 row["delta_bpb_previous"] = row["val_bpb_mean"] - prev["val_bpb_mean"]
             by_seed[label] = {r.cfg.train.seed: f[3] for r, f in zip(done, finals)}
+            scored = [x for x in (task_scores(spec, r.tasks, r.records[-1]["step"]) for r in done) if x]
+            for column in task_columns(spec) if scored else ():
+                row[f"task:{column}"] = _stats([x[column] for x in scored])
+            row["tasks_scored"] = len(scored)
             if prev is not None:
                 _paired(row, by_seed[label], by_seed.get(prev["variant"], {}))
         out.append(row)
@@ -208,19 +239,26 @@ def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
     return out
 
 
-def _csv(table: list[dict]) -> str:
+def _csv(spec: dict, table: list[dict]) -> str:
+    """FIELDS, then each task column as <task>_mean / <task>_std and how many seeds were scored."""
+    tasks = task_columns(spec)
+    names = FIELDS + [f"task:{t}_{stat}" for t in tasks for stat in ("mean", "std")] + (["tasks_scored"] if tasks else [])
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buf, names, lineterminator="\n")
     writer.writeheader()
     for row in table:
-        writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+        flat = {k: row[k] for k in FIELDS} | {"tasks_scored": row.get("tasks_scored")}
+        for t in tasks:
+            flat[f"task:{t}_mean"], flat[f"task:{t}_std"] = row[f"task:{t}"]
+        writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v)
+                         for k, v in flat.items() if k in names})
     return buf.getvalue()
 
 
-def _pm(mean: float | None, std: float | None) -> str:
+def _pm(mean: float | None, std: float | None, digits: int = 4) -> str:
     if mean is None:
         return ""
-    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
 def _num(x, fmt: str) -> str:
@@ -233,14 +271,16 @@ def _markdown(spec: dict, table: list[dict]) -> str:
     amount = f"{amount:,}" if isinstance(amount, (int, float)) else amount
     base = spec.get("baseline", table[0]["variant"])
     prev = bool(spec.get("delta_previous"))
+    tasks = task_columns(spec)
     lines = [f"# Ablation: {spec.get('name', '?')}", "",
              f"Budget per run: {amount} {kind}; seeds {spec.get('seeds', '?')}; "
              f"{spec.get('parallel', '?')} run(s) at once, {spec.get('threads') or 'all'} CPU threads in all. "
              f"Baseline: `{base}`.", "", *([str(spec["note"]), ""] if spec.get("note") else []),
              "| variant | status | params | active | FLOPs/token | KV bytes/token | tokens | tok/s | wall s "
              "| val loss | val bpb | Δ bpb vs baseline | beyond seed spread |"
-             + (" Δ bpb vs previous | per seed | same sign |" if prev else ""),
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|" + ("--:|--:|---|" if prev else "")]
+             + (" Δ bpb vs previous | per seed | same sign |" if prev else "") + "".join(f" {t} |" for t in tasks),
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|" + ("--:|--:|---|" if prev else "")
+             + "--:|" * len(tasks)]
     for r in table:
         spread = YES_NO[r["beyond_seed_spread"]]
         flops = "" if r["flops_per_token"] is None else f"{r['flops_per_token'] / 1e6:.1f} M"
@@ -251,7 +291,8 @@ def _markdown(spec: dict, table: list[dict]) -> str:
             f"| {_pm(r['val_loss_mean'], r['val_loss_std'])} | {_pm(r['val_bpb_mean'], r['val_bpb_std'])} "
             f"| {_num(r['delta_bpb'], '+.4f')} | {spread} |"
             + (f" {_num(r['delta_bpb_previous'], '+.4f')} | {(r['delta_bpb_previous_by_seed'] or '').replace(';', ', ')} "
-               f"| {YES_NO[r['previous_same_sign']]} |" if prev else ""))
+               f"| {YES_NO[r['previous_same_sign']]} |" if prev else "")
+            + "".join(f" {_pm(*r[f'task:{t}'], digits=3)} |" for t in tasks))
     lines += ["", "Val loss and val bpb: the last evaluation of each finished run, mean ± sample standard "
               "deviation over seeds. Beyond seed spread: |Δ| > std(variant) + std(baseline). "
               + ("Per seed: the step from the previous variant with equal seeds (a seed fixes the order "
@@ -261,6 +302,12 @@ def _markdown(spec: dict, table: list[dict]) -> str:
               "(model/accounting.py on the resolved config.toml). tok/s: median over logged steps, mean "
               "over seeds, measured while the runs shared the machine as stated above. Wall s: training "
               "time to the last evaluation (`elapsed_s` when logged, else implied by tok/s).", ""]
+    if tasks:
+        lines += [f"Tasks: `python -m train.eval RUN {' '.join(spec.get('task_argv', []))}` on each finished "
+                  "run's last checkpoint (the same items for every run); mean ± standard deviation over the "
+                  "seeds scored. A multiple-choice task shows acc_norm (chance: 1 / choices), a generative "
+                  "task greedy pass@1 (chance 0); aggregate: CORE-style, each (score - chance) / (1 - chance), "
+                  "averaged (train/evals/suite.py).", ""]
     failed = [r for r in table if r["error"]]
     if failed:
         lines += ["Failed:", ""] + [f"- `{r['variant']}`: {r['error']}" for r in failed] + [""]
@@ -276,7 +323,7 @@ def write_report(out_dir: Path) -> Path:
         raise ConfigError(f"report: {out_dir} is not a directory")
     spec, groups = variants(out_dir)
     table = rows(spec, groups)
-    text = {"results.csv": _csv(table), "results.md": _markdown(spec, table)}  # no file half-written on an error
+    text = {"results.csv": _csv(spec, table), "results.md": _markdown(spec, table)}  # no file half-written on an error
     for name, content in text.items():
         (out_dir / name).write_text(content)
     plot_curves({label: [r for r in runs if r.cfg is not None] for label, runs in groups.items()},
