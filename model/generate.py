@@ -17,7 +17,7 @@ import torch
 
 from .cache import KV_DTYPES
 from .decoder import StaticDecoder
-from .sampling import check_sampling, sample_next
+from .sampling import TEMPERATURE, TOP_K, check_sampling, sample_next
 from .speculative import speculative_generate
 
 
@@ -55,8 +55,8 @@ def generate(
     model,
     idx: torch.Tensor,
     max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
+    temperature: float = TEMPERATURE,
+    top_k: int = TOP_K,
     generator: torch.Generator | None = None,
     *,
     top_p: float = 1.0,
@@ -70,7 +70,8 @@ def generate(
 ) -> torch.Tensor:
     """Extend idx (B, T) by `max_new_tokens` sampled tokens; returns (B, T + max_new_tokens).
 
-    temperature 0 is greedy decoding; top_k 0 and top_p 1.0 sample from the whole vocabulary.
+    temperature 0 is greedy decoding; top_k 0 and top_p 1.0 sample from the whole vocabulary; the
+    defaults, temperature 0.8 and top_k 50, are train.sample's too (model/sampling.py).
     kv_dtype: None (the compute dtype), "int8" or "int4" (KIVI, model/cache/quantized.py), whose
     most recent `kv_residual` tokens stay in the compute dtype and keys share scales over groups of
     `kv_group` tokens. compile: decode with a static cache through torch.compile (CUDA graphs on a

@@ -19,6 +19,7 @@ from .mixer.dsa import LightningIndexer, index_loss
 from .mtp import build_mtp
 from .mtp_draft import MTPDraft
 from .norm import build_norm
+from .sampling import TEMPERATURE, TOP_K
 from .ffn.router import Router
 from .softcap import build_softcap
 
@@ -211,17 +212,17 @@ class GPT(nn.Module):
         return kv_cache_bytes_per_token(self.config, kv_dtype, self.cache_dtype().itemsize, **options)
 
     def generate(
-        self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int = 0,
+        self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = TEMPERATURE, top_k: int = TOP_K,
         top_p: float = 1.0, use_cache: bool = True, kv_dtype: str | None = None, draft=None,
         n_draft: int = 4, generator: torch.Generator | None = None, compile: bool = False, **options,
     ) -> torch.Tensor:
         """idx (B, T) followed by max_new_tokens sampled tokens: (B, T + max_new_tokens).
 
-        temperature 0 = greedy; use_cache=False recomputes the whole prefix per token (the
-        reference); kv_dtype None (compute dtype) | "int8" | "int4"; draft: a small GPT for
-        speculative decoding with n_draft guesses per step, or "mtp" for the model's own MTP modules
-        (at most one guess per module and step); compile: a static cache through
-        torch.compile (CUDA graphs on a GPU, model/decoder.py). Sampling and the decode loop live in
+        temperature 0 = greedy (default 0.8, with top_k 50: model/sampling.py); use_cache=False
+        recomputes the whole prefix per token (the reference); kv_dtype None (compute dtype) |
+        "int8" | "int4"; draft: a small GPT for speculative decoding with n_draft guesses per step, or
+        "mtp" for the model's own MTP modules (at most one guess per module and step); compile: a
+        static cache through torch.compile (CUDA graphs on a GPU, model/decoder.py). Sampling and the decode loop live in
         model/generate.py; `options` are passed on to it (e.g. kv_residual).
         """
         return generate_tokens(self, idx, max_new_tokens, temperature, top_k, generator, top_p=top_p,

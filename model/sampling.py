@@ -8,6 +8,12 @@ between the draft and the target; `sample_next` draws from it.
 
 import torch
 
+# What `GPT.generate` and `python -m train.sample` sample with when not told otherwise: a slightly
+# sharpened distribution (0.8, as nanoGPT's sample.py) among the 50 most likely tokens (HF
+# transformers' default top_k). Temperature 0 is greedy; top_k 0 keeps the whole vocabulary.
+TEMPERATURE = 0.8
+TOP_K = 50
+
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
     """ValueError naming the argument for settings that define no distribution."""

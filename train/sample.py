@@ -20,6 +20,8 @@ import sys
 
 import torch
 
+from model.sampling import TEMPERATURE, TOP_K
+
 from .cli import add_quantize_options, quantized, run_cli
 from .errors import ConfigError
 from .hardware import autocast, pick_device, pick_dtype
@@ -34,10 +36,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("run_dir", help="a training run's directory (train.out_dir)")
     p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
     p.add_argument("--max_new_tokens", type=int, default=256, help="tokens to generate per sample (default 256)")
-    p.add_argument("--temperature", type=float, default=0.8,
-                   help="softmax temperature; 0 = greedy (default 0.8)")
-    p.add_argument("--top_k", type=int, default=200,
-                   help="sample among the k most likely tokens; 0 = all (default 200)")
+    p.add_argument("--temperature", type=float, default=TEMPERATURE,
+                   help=f"softmax temperature; 0 = greedy (default {TEMPERATURE}, as GPT.generate)")
+    p.add_argument("--top_k", type=int, default=TOP_K,
+                   help=f"sample among the k most likely tokens; 0 = all (default {TOP_K}, as GPT.generate)")
     p.add_argument("--top_p", type=float, default=1.0,
                    help="sample among the most likely tokens holding this probability; 1 = all (default 1)")
     p.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
