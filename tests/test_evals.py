@@ -136,13 +136,15 @@ def test_acc_and_acc_norm_of_a_stub_with_known_log_probabilities():
         " q"         2 o          = -12.477   /1 = -12.48
         " abcdefgh"  2 o + 7 s    = -17.329   /8 =  -2.17
         " mn"        2 o + s      = -13.170   /2 =  -6.59
-    acc picks " q" (0), acc_norm " abcdefgh" (1): labels 0, 1, 1 give acc 1/3, acc_norm 2/3."""
+    acc picks " q" (0), acc_norm " abcdefgh" (1): labels 0, 1, 1 give acc 1/3, acc_norm 2/3.
+    Per token (2, 9 and 3 bytes): -6.24, -1.93, -4.39: acc_tokens picks " abcdefgh" too."""
     choices = ("q", "abcdefgh", "mn")
     items = [ChoiceItem("x", choices, label) for label in (0, 1, 1)]
     result = run_task(stub_task("choice", items, delimiter=" "), SuccessorStub(), BYTES, Settings(), CPU, "fp32")
     o, s = SuccessorStub.OTHER, SuccessorStub.SUCC
     assert result["items"][0]["loglikelihoods"] == pytest.approx([2 * o, 2 * o + 7 * s, 2 * o + s], abs=1e-5)
-    assert result["metrics"] == pytest.approx({"acc": 1 / 3, "acc_norm": 2 / 3, "acc_bytes": 2 / 3})
+    assert result["items"][0]["tokens"] == [2, 9, 3]
+    assert result["metrics"] == pytest.approx({"acc": 1 / 3, "acc_norm": 2 / 3, "acc_bytes": 2 / 3, "acc_tokens": 2 / 3})
     assert result["chance"] == pytest.approx(1 / 3) and result["truncated"] == result["skipped"] == 0
 
 
@@ -153,6 +155,13 @@ def test_acc_norm_divides_by_characters_and_acc_bytes_by_utf8_bytes():
     assert mc.choice_metrics([item], [[-3.0, -5.0]]) == {"acc": 1.0, "acc_norm": 0.0, "acc_bytes": 1.0}
     tie = ChoiceItem("c", ("a", "b"), 0)  # equal scores: the first, as numpy's argmax
     assert mc.choice_metrics([tie], [[-1.0, -1.0]])["acc"] == 1.0
+
+
+def test_acc_tokens_divides_by_each_continuations_number_of_tokens():
+    """The lowest mean loss per token (llm.c's HellaSwag and CORE call it acc_norm)."""
+    item = ChoiceItem("c", ("é", "ab"), 0)
+    assert mc.choice_metrics([item], [[-3.0, -5.0]], [[1, 5]])["acc_tokens"] == 0.0  # -3/1 < -5/5
+    assert mc.choice_metrics([item], [[-3.0, -5.0]], [[3, 1]])["acc_tokens"] == 1.0  # -3/3 > -5/1
 
 
 def test_the_context_is_cut_from_the_left_to_the_last_block_size_plus_one_tokens():
@@ -174,9 +183,12 @@ def test_the_context_is_cut_from_the_left_to_the_last_block_size_plus_one_tokens
 
 
 def test_pairs_are_split_as_the_harness_splits_them():
-    """Whitespace ending the context moves to the continuation; an empty context becomes eot."""
+    """Whitespace ending the context moves to the continuation; an empty context becomes eot.
+    encode_apart (llm.c's HellaSwag) leaves the whitespace where it is."""
     assert mc.encode_pair(BYTES, "Q: x \n", "y") == (list(b"Q: x"), list(b" \ny"))
     assert mc.encode_pair(BYTES, "", " y") == ([BYTES.eot], list(b" y"))
+    assert mc.encode_apart(BYTES, "Q: x \n", "y") == (list(b"Q: x \n"), list(b"y"))
+    assert mc.encode_apart(BYTES, "", " y") == ([BYTES.eot], list(b" y"))
     shots = [ChoiceItem("2+2 =", ("4", "5"), 0)]
     assert mc.fewshot_context(ChoiceItem("1+1 =", ("2",), 0), shots, " ") == "2+2 = 4\n\n1+1 ="
 
@@ -295,7 +307,7 @@ def test_cli_scores_stdlib_cloze_and_arithmetic_and_writes_only_the_json(base, c
     cloze, arithmetic = record["tasks"]
     assert (cloze["task"], cloze["n"], cloze["chance"]) == ("stdlib-cloze", 12, 0.25)
     assert cloze["truncated"] == 12  # 8 lines of context do not fit 32 tokens
-    assert set(cloze["metrics"]) == {"acc", "acc_norm", "acc_bytes"}
+    assert set(cloze["metrics"]) == {"acc", "acc_norm", "acc_bytes", "acc_tokens"}
     assert arithmetic["n"] == 12 and set(arithmetic["metrics"]) >= {"pass@1", "pass@2 sampled", "maj@2"}
     centred = (cloze["metrics"]["acc_norm"] - 0.25) / 0.75 + arithmetic["metrics"]["pass@1"]
     assert record["aggregate"]["value"] == pytest.approx(centred / 2)

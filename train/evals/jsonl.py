@@ -15,6 +15,7 @@ The file is the test set: --limit N takes its first N items. Few-shot examples c
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -24,8 +25,10 @@ DELIMITERS = {"space": " ", "none": "", "newline": "\n"}
 OPTIONS = {"train": (str, ""), "delimiter": (one_of(*DELIMITERS), "space")}
 
 
-def read_items(path: Path) -> list[ChoiceItem]:
-    """The file's items; a malformed line is a ConfigError naming the file and the line."""
+def read_items(path: Path, parse: Callable[[object], object] | None = None) -> list:
+    """The file's items, each line's JSON value read by `parse` (default `choice_item`), which
+    raises ValueError on a malformed one: a ConfigError naming the file and the line."""
+    parse = parse or choice_item
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeError) as e:
@@ -34,7 +37,7 @@ def read_items(path: Path) -> list[ChoiceItem]:
     for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
-                items.append(_item(json.loads(line)))
+                items.append(parse(json.loads(line)))
             except ValueError as e:  # json.JSONDecodeError is a ValueError
                 raise ConfigError(f"{path} line {number}: {' '.join(str(e).split())}") from None
     if not items:
@@ -42,7 +45,7 @@ def read_items(path: Path) -> list[ChoiceItem]:
     return items
 
 
-def _item(row) -> ChoiceItem:
+def choice_item(row) -> ChoiceItem:
     if not isinstance(row, dict):
         raise ValueError("not a JSON object")
     context, choices = (("context", "choices") if "context" in row else ("ctx", "endings"))

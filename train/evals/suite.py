@@ -65,11 +65,14 @@ def _shots(task, items: list, settings: Settings) -> list[list]:
 
 
 def _choice(task, items: list, shots: list, model, tok, device, dtype) -> dict:
+    """A task may split context and continuation into tokens its own way (`encode_pair`, e.g.
+    mc.encode_apart); the default is the harness's."""
     block_size = model.config.block_size
+    encode = getattr(task, "encode_pair", mc.encode_pair)
     kept, pairs, truncated = [], [], 0
     for item, its_shots in zip(items, shots):
         context = mc.fewshot_context(item, its_shots, task.delimiter)
-        encoded = [mc.encode_pair(tok, context, task.delimiter + c) for c in item.choices]
+        encoded = [encode(tok, context, task.delimiter + c) for c in item.choices]
         if all(mc.fits(cont, block_size) for _, cont in encoded):
             kept.append(item)
             pairs += encoded
@@ -78,14 +81,15 @@ def _choice(task, items: list, shots: list, model, tok, device, dtype) -> dict:
         raise ConfigError(f"--task {task.name}: no item can be scored: each has a choice longer than "
                           f"the model's context (model.block_size={block_size} tokens)")
     flat = mc.loglikelihoods(model, pairs, device, dtype)
-    lls, at = [], 0
+    lls, n_tokens, at = [], [], 0
     for item in kept:
         lls.append(flat[at:at + len(item.choices)])
+        n_tokens.append([len(cont) for _, cont in pairs[at:at + len(item.choices)]])
         at += len(item.choices)
-    return {"n": len(kept), "metrics": mc.choice_metrics(kept, lls), "headline": "acc_norm",
+    return {"n": len(kept), "metrics": mc.choice_metrics(kept, lls, n_tokens), "headline": "acc_norm",
             "chance": sum(1 / len(item.choices) for item in kept) / len(kept),
             "truncated": truncated, "skipped": len(items) - len(kept),
-            "items": [mc.predictions(item, ll) for item, ll in zip(kept, lls)]}
+            "items": [mc.predictions(item, ll, n) for item, ll, n in zip(kept, lls, n_tokens)]}
 
 
 def _generate(task, items: list, shots: list, block_size: int, tok, settings: Settings, sampler) -> dict:
