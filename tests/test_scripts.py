@@ -1,14 +1,13 @@
 """scripts/: the benchmark and the ladder cost table run, and report what they claim to (no timings
 are asserted, only that they are measured and consistent)."""
 
-import importlib.util
 import json
 import re
 
 import pytest
 import torch
 
-from tiny_run import ROOT, TINY, cli, error_line
+from tiny_run import ROOT, TINY, cli, error_line, load_script
 from train.cli import run_cli
 from train.errors import ConfigError
 from train.hardware import Peak
@@ -16,15 +15,8 @@ from train.hardware import Peak
 LADDER = sorted((ROOT / "configs" / "ladder").glob("*.toml"))
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_reports_throughput_and_active_parameters(corpus):
-    bench = load("bench").bench
+    bench = load_script("bench").bench
     moe = [*TINY, *corpus, "--model.mlp=swiglu", "--model.moe.n_expert=4", "--model.moe.top_k=1"]
     r = bench(str(ROOT / "configs" / "default.toml"), moe, steps=2, warmup=1)
     assert r["tokens_per_step"] == 4 * 32 * 2  # batch x seq_len x grad_accum from TINY
@@ -36,7 +28,7 @@ def test_bench_reports_throughput_and_active_parameters(corpus):
 
 
 def test_bench_json_record_and_compare(tmp_path, corpus, capsys):
-    bench = load("bench")
+    bench = load_script("bench")
     record = tmp_path / "bench.jsonl"
     args = [str(ROOT / "configs" / "default.toml"), *TINY, *corpus, "--steps", "1", "--warmup", "0"]
     assert bench.main([*args, "--json", str(record)]) == 0
@@ -58,7 +50,7 @@ def test_mfu_never_exceeds_one_when_the_peak_was_under_measured():
 
 
 def test_ladder_table_has_a_row_per_rung_with_matching_counts():
-    rows = load("ladder_table").table(LADDER, None).splitlines()
+    rows = load_script("ladder_table").table(LADDER, None).splitlines()
     body = [r for r in rows if r.startswith("| ") and r[2:4].isdigit()]
     assert [r.split(" | ")[0][2:] for r in body] == [p.stem for p in LADDER]
     for row in body:
@@ -79,7 +71,7 @@ BENCH_DECODE_ROWS = [
 
 
 def test_bench_decode_prints_every_row(base, capsys):
-    main = load("bench_decode").main
+    main = load_script("bench_decode").main
     tiny = ["--model.n_layer=1", "--model.n_head=2", "--model.n_embd=32"]
     argv = [str(ROOT / "configs" / "default.toml"), str(base), "--context=12", "--new_tokens=3",
             "--nocache_tokens=2", "--repeat=1", "--device=cpu", "--dtype=fp32", f"--draft={base}",
@@ -98,7 +90,7 @@ def test_bench_decode_prints_every_row(base, capsys):
 
 
 def test_bench_decode_help_and_bad_input(capsys, tmp_path):
-    main = load("bench_decode").main
+    main = load_script("bench_decode").main
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0 and "--draft" in capsys.readouterr().out
@@ -123,7 +115,7 @@ RECORD = '{"config": "c", "machine": "m", "commit": "x"'  # a bench.py --json re
     (RECORD + ', "tokens_per_s": 5}\nnot json\n', "line 2 is not JSON (expected the records bench.py --json writes)"),
 ])
 def test_bench_checks_the_compare_file_before_running(tmp_path, capsys, monkeypatch, content, problem):
-    bench = load("bench")
+    bench = load_script("bench")
     monkeypatch.setattr(bench, "bench", no_work)
     (path := tmp_path / "old.jsonl").write_text(content)
     code, _, err = cli(capsys, ROOT / "configs" / "default.toml", "--compare", path, entry=bench.main)
@@ -138,7 +130,7 @@ def test_bench_checks_the_compare_file_before_running(tmp_path, capsys, monkeypa
     ("vs_nanogpt", "--rounds", "abc", 1), ("vs_nanogpt", "--warmup", "-2", 0),
 ])
 def test_bench_scripts_check_their_counts(capsys, monkeypatch, script, option, value, minimum):
-    module = load(script)
+    module = load_script(script)
     monkeypatch.setattr(module, "bench" if script == "bench" else "load_nanogpt", no_work)
     code, _, err = cli(capsys, ROOT / "configs" / "default.toml", option, value, entry=module.main)
     assert code == 2 and error_line(err) == f"error: {option} must be an integer >= {minimum}, got {value!r}"
@@ -153,7 +145,7 @@ def test_bench_scripts_check_their_counts(capsys, monkeypatch, script, option, v
 def test_vs_nanogpt_explains_a_model_file_it_cannot_use(tmp_path, name, content, reason):
     (path := tmp_path / name).write_text(content)
     with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: .*{re.escape(reason)}") as e:
-        load("vs_nanogpt").load_nanogpt(str(path))
+        load_script("vs_nanogpt").load_nanogpt(str(path))
     assert "\n" not in str(e.value)
 
 
@@ -165,7 +157,7 @@ def test_vs_nanogpt_explains_a_model_file_it_cannot_use(tmp_path, name, content,
     (["--context=100000000"], "--context 100000000 with 32 new tokens needs 100,000,033 positions"),
 ])
 def test_bench_decode_checks_device_dtype_and_context_first(capsys, monkeypatch, argv, message):
-    module = load("bench_decode")
+    module = load_script("bench_decode")
     monkeypatch.setattr(module, "GPT", no_work)
     code, _, err = cli(capsys, ROOT / "configs" / "default.toml", *argv, entry=module.main)
     assert code == 2 and error_line(err).startswith(f"error: {message}")
@@ -178,7 +170,7 @@ def test_bench_decode_checks_device_dtype_and_context_first(capsys, monkeypatch,
     (["--nonsense"], "unrecognized arguments: --nonsense"),
 ])
 def test_eval_kv_cache_usage_errors_are_one_line(base, capsys, monkeypatch, argv, message):
-    module = load("eval_kv_cache")
+    module = load_script("eval_kv_cache")
     monkeypatch.setattr(module, "prepare", no_work)
     code, _, err = cli(capsys, base, *argv, entry=module.main)
     assert code == 2 and error_line(err).startswith(f"error: {message}")
@@ -189,13 +181,13 @@ def test_eval_kv_cache_usage_errors_are_one_line(base, capsys, monkeypatch, argv
 @pytest.mark.parametrize("script", ["bench_decode", "eval_kv_cache"])
 def test_kv_scripts_point_from_a_checkpoint_to_its_run(base, capsys, script):
     step = base / "checkpoints" / "step_00000004"
-    code, _, err = cli(capsys, step, entry=load(script).main)
+    code, _, err = cli(capsys, step, entry=load_script(script).main)
     assert code == 2
     assert error_line(err) == f"error: {step} is inside the run directory {base}; pass that directory with --step 4"
 
 
 def test_eval_kv_cache_reads_a_run_without_warnings(base, capsys):
-    code, out, err = cli(capsys, base, "--batches=1", "--step=2", "--device=cpu", entry=load("eval_kv_cache").main)
+    code, out, err = cli(capsys, base, "--batches=1", "--step=2", "--device=cpu", entry=load_script("eval_kv_cache").main)
     assert code == 0 and "warning" not in err, err
     assert out.startswith(f"# step_00000002 of {base}: 1 val batches")
     assert [line.split(" | ")[0] for line in out.splitlines()[3:]] == ["| none", "| int8", "| int4"]

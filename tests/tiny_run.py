@@ -1,6 +1,7 @@
 """Helpers for tests that train tiny models end to end and call the CLI in-process."""
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -30,6 +31,14 @@ TINY = [
 
 def make(tmp_path, corpus, name, *extra):
     return load_config(None, [*TINY, *corpus, f"--train.out_dir={tmp_path / name}", *extra])
+
+
+def load_script(name: str):
+    """scripts/NAME.py imported as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def snapshot(path: Path) -> dict:
