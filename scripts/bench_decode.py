@@ -43,6 +43,7 @@ from model import GPT  # noqa: E402
 from model.speculative import speculative_generate  # noqa: E402
 from train.cli import add_quantize_options, quantized, run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
+from train.decoding import check_decoding  # noqa: E402
 from train.hardware import DTYPES, autocast, peak_memory_bytes, pick_device, pick_dtype  # noqa: E402
 from train.run import load_run  # noqa: E402
 
@@ -151,6 +152,8 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
     model, kind = load_model(path, overrides, positions(args), args.step)
+    check_decoding(model, kv_dtype=args.kv_dtype, compile=args.compile, draft=draft, draft_name=args.draft,
+                   n_draft=args.n_draft)
     quantized(model.to(device).eval(), args.quantize, args.group_size, path)
     cfg = model.config
     context = min(args.context, cfg.block_size - 1 - max(args.new_tokens, args.nocache_tokens))

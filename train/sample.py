@@ -8,7 +8,9 @@ Decoding goes through `GPT.generate`: a KV cache in the compute dtype (the run's
 unless --dtype says otherwise), or an int8/int4 cache (--kv_dtype), a static cache compiled with
 CUDA graphs (--compile), or speculative decoding with a smaller run of the same tokenizer as the
 draft (--draft RUN_DIR, --n_draft K; one sample at a time). --quantize int8|int4 stores the weights
-(the draft's too) in 8 or 4 bits for decoding (model/quantize.py; --group_size for int4).
+(the draft's too) in 8 or 4 bits for decoding (model/quantize.py; --group_size for int4). A flag the
+model's layers cannot serve (--kv_dtype on MLA's latent cache, --compile or --draft with Gated
+DeltaNet layers) is refused before any work, in one line (exit 2).
 The prompt and the new tokens together must fit the model's context (model.block_size): a larger
 --max_new_tokens is capped, with a note on stderr saying so. Without --prompt a sample starts a
 new document (the prompt is the end-of-text token).
@@ -23,6 +25,7 @@ import torch
 from model.sampling import TEMPERATURE, TOP_K
 
 from .cli import add_quantize_options, quantized, run_cli
+from .decoding import check_decoding
 from .errors import ConfigError
 from .hardware import autocast, pick_device, pick_dtype
 from .run import load_run
@@ -87,6 +90,9 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     run = load_run(args.run_dir, args.step)
     tok = for_run(run.run_dir, args.tokenizer_path)
+    draft = _draft(args.draft, run, tok) if args.draft else None
+    check_decoding(run.model, kv_dtype=args.kv_dtype, compile=args.compile, draft=draft, draft_name=args.draft,
+                   n_draft=args.n_draft)
     block_size = run.model.config.block_size
     prompt = tok.encode(args.prompt) if args.prompt else [tok.eot]
     room = block_size - len(prompt)
@@ -97,7 +103,6 @@ def main(argv: list[str]) -> int:
         print(f"note: --max_new_tokens {args.max_new_tokens} capped to {max_new}: the prompt "
               f"({len(prompt)} tokens) and the new tokens must fit model.block_size={block_size}",
               file=sys.stderr)
-    draft = _draft(args.draft, run, tok) if args.draft else None
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype or run.cfg.train.dtype, device)
     model = quantized(run.model.to(device), args.quantize, args.group_size, run.run_dir)

@@ -1,0 +1,79 @@
+"""The decoding flags on the command line against what the model can do: the generation defaults,
+the flags a model refuses (exit 2, one line, in the flags' words, before any work)."""
+
+import inspect
+
+import pytest
+
+from model import GPT
+from model.generate import generate
+from tiny_run import ROOT, cli, error_line, load_script, make, snapshot
+from train import sample
+from train.trainer import Trainer
+
+
+def trained(tmp_path_factory, corpus, name, *extra):
+    out = tmp_path_factory.mktemp(name) / "run"
+    Trainer(make(out.parent, corpus, "run", "--train.max_steps=2", "--train.ckpt_interval=2",
+                 "--train.eval_interval=0", *extra)).fit()
+    return out
+
+
+@pytest.fixture(scope="module")
+def mla_mtp(tmp_path_factory, corpus):
+    """MLA (no int8/int4 cache) with one MTP module, and a context of 16."""
+    return trained(tmp_path_factory, corpus, "mla_mtp", "--model.attention=mla", "--model.mtp_depth=1",
+                   "--model.block_size=16")
+
+
+@pytest.fixture(scope="module")
+def hybrid(tmp_path_factory, corpus):
+    """Gated DeltaNet at layer 0 (no static cache, no rollback), MLA at layer 1, one MTP module."""
+    return trained(tmp_path_factory, corpus, "hybrid", "--model.linear_attention=gated_deltanet",
+                   "--model.deltanet.full_every=2", "--model.attention=mla", "--model.mtp_depth=1")
+
+
+def test_the_cli_samples_with_generates_defaults():
+    args = sample.parse_args(["RUN"])
+    for function in (GPT.generate, generate):
+        defaults = inspect.signature(function).parameters
+        assert (args.temperature, args.top_k) == (defaults["temperature"].default, defaults["top_k"].default)
+    assert (args.temperature, args.top_k) == (0.8, 50)  # what README shows
+
+
+GREEDY = ["--prompt", "ab", "--temperature", "0", "--no_stop"]
+
+
+def test_sample_refuses_what_the_layers_cannot_serve_in_the_flags_words(base, mla_mtp, hybrid, capsys):
+    cases = [
+        (mla_mtp, ["--kv_dtype", "int8"], "--kv_dtype int8 does not apply to MLA's latent cache (layer 0): "
+                                          "leave out --kv_dtype"),
+        (hybrid, ["--kv_dtype", "int4"], "--kv_dtype int4 does not apply to MLA's latent cache (layer 1)"),
+        (hybrid, ["--compile"], "--compile has no static cache for Gated DeltaNet's recurrent state (layer 0) "
+                                "yet: leave out --compile"),
+        (hybrid, ["--draft", base], f"--draft {base}: Gated DeltaNet's recurrent state (layer 0) of the model "
+                                    "cannot be rolled back after a rejected guess"),
+        (base, ["--draft", hybrid], f"--draft {hybrid}: Gated DeltaNet's recurrent state (layer 0) of the draft"),
+    ]
+    for run, flags, message in cases:
+        before = snapshot(run)
+        code, out, err = cli(capsys, run, *GREEDY, *flags, entry=sample.main)
+        assert code == 2 and message in error_line(err), (flags, err)
+        assert err.count("\n") == 1 and out == "" and snapshot(run) == before, flags
+        assert "=None" not in err and "=False" not in err and "=True" not in err
+
+
+def no_work(*args, **kwargs):
+    pytest.fail("the benchmark started timing a combination it should have refused")
+
+
+@pytest.mark.parametrize("rung, flags, message", [
+    ("12-mla", ["--kv_dtype=int4"], "--kv_dtype int4 does not apply to MLA's latent cache (layer 0)"),
+    ("14-hybrid-deltanet", ["--compile"], "--compile has no static cache for Gated DeltaNet's recurrent state (layer 0)"),
+])
+def test_bench_decode_refuses_the_same_way(capsys, monkeypatch, rung, flags, message):
+    module = load_script("bench_decode")
+    monkeypatch.setattr(module, "best_time", no_work)
+    code, out, err = cli(capsys, ROOT / "configs" / "ladder" / f"{rung}.toml", "--context=8", *flags,
+                         entry=module.main)
+    assert code == 2 and error_line(err).startswith(f"error: {message}") and out == ""
