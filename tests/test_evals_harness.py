@@ -70,7 +70,7 @@ def test_our_loglikelihoods_acc_and_acc_norm_equal_the_harness(base, capsys, tmp
     from lm_eval.tasks import TaskManager
 
     theirs = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir},dtype=float32", tasks=["ladder_mc"],
-                                     task_manager=TaskManager(include_path=str(tasks)), num_fewshot=0, batch_size=4,
+                                     task_manager=TaskManager(include_path=str(tasks), include_defaults=False), num_fewshot=0, batch_size=4,
                                      device="cpu", log_samples=True, bootstrap_iters=0)
     by_doc = {s["doc_id"]: s for s in theirs["samples"]["ladder_mc"]}
     their_lls = [[ll for ll, _ in by_doc[i]["filtered_resps"]] for i in range(len(ITEMS))]
