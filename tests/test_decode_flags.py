@@ -1,5 +1,6 @@
 """The decoding flags on the command line against what the model can do: the generation defaults,
-the flags a model refuses (exit 2, one line, in the flags' words, before any work)."""
+the caps train.sample announces and the flags a model refuses (exit 2, one line, in the flags'
+words, before any work)."""
 
 import inspect
 
@@ -21,7 +22,7 @@ def trained(tmp_path_factory, corpus, name, *extra):
 
 @pytest.fixture(scope="module")
 def mla_mtp(tmp_path_factory, corpus):
-    """MLA (no int8/int4 cache) with one MTP module, and a context of 16."""
+    """MLA (no int8/int4 cache) with one MTP module, and a context of 16: shorter than `base`'s 32."""
     return trained(tmp_path_factory, corpus, "mla_mtp", "--model.attention=mla", "--model.mtp_depth=1",
                    "--model.block_size=16")
 
@@ -61,6 +62,17 @@ def test_sample_refuses_what_the_layers_cannot_serve_in_the_flags_words(base, ml
         assert code == 2 and message in error_line(err), (flags, err)
         assert err.count("\n") == 1 and out == "" and snapshot(run) == before, flags
         assert "=None" not in err and "=False" not in err and "=True" not in err
+
+
+def test_a_shorter_draft_caps_the_new_tokens_with_a_note(base, mla_mtp, capsys):
+    code, out, err = cli(capsys, base, *GREEDY, "--max_new_tokens", "20", "--draft", mla_mtp, entry=sample.main)
+    assert code == 0, err
+    assert err == (f"note: --max_new_tokens 20 capped to 14: the prompt (2 tokens) and the new tokens must fit "
+                   f"the draft's (--draft {mla_mtp}) model.block_size=16\n")
+    assert "up to 14 new tokens" in out.splitlines()[0]
+    code, _, err = cli(capsys, base, "--prompt", "x" * 20, "--draft", mla_mtp, entry=sample.main)
+    assert code == 2 and error_line(err) == (f"error: the prompt (20 tokens) fills the draft's "
+                                             f"(--draft {mla_mtp}) model.block_size=16")
 
 
 def no_work(*args, **kwargs):

@@ -11,9 +11,9 @@ draft (--draft RUN_DIR, --n_draft K; one sample at a time). --quantize int8|int4
 (the draft's too) in 8 or 4 bits for decoding (model/quantize.py; --group_size for int4). A flag the
 model's layers cannot serve (--kv_dtype on MLA's latent cache, --compile or --draft with Gated
 DeltaNet layers) is refused before any work, in one line (exit 2).
-The prompt and the new tokens together must fit the model's context (model.block_size): a larger
---max_new_tokens is capped, with a note on stderr saying so. Without --prompt a sample starts a
-new document (the prompt is the end-of-text token).
+The prompt and the new tokens together must fit the model's context (model.block_size), and the
+draft's: a larger --max_new_tokens is capped, with a note on stderr saying so. Without --prompt a
+sample starts a new document (the prompt is the end-of-text token).
 """
 
 import argparse
@@ -93,22 +93,16 @@ def main(argv: list[str]) -> int:
     draft = _draft(args.draft, run, tok) if args.draft else None
     check_decoding(run.model, kv_dtype=args.kv_dtype, compile=args.compile, draft=draft, draft_name=args.draft,
                    n_draft=args.n_draft)
-    block_size = run.model.config.block_size
     prompt = tok.encode(args.prompt) if args.prompt else [tok.eot]
-    room = block_size - len(prompt)
-    if room < 1:
-        raise ConfigError(f"the prompt ({len(prompt)} tokens) fills model.block_size={block_size}")
-    max_new = min(args.max_new_tokens, room)
-    if max_new < args.max_new_tokens:
-        print(f"note: --max_new_tokens {args.max_new_tokens} capped to {max_new}: the prompt "
-              f"({len(prompt)} tokens) and the new tokens must fit model.block_size={block_size}",
-              file=sys.stderr)
+    contexts = [(run.model.config.block_size, "")]
+    if draft is not None:
+        contexts.append((draft.config.block_size, f"the draft's (--draft {args.draft}) "))
+    max_new = _capped(args.max_new_tokens, len(prompt), *min(contexts, key=lambda c: c[0]))
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype or run.cfg.train.dtype, device)
     model = quantized(run.model.to(device), args.quantize, args.group_size, run.run_dir)
     if draft is not None:
         quantized(draft.to(device), args.quantize, args.group_size, f"--draft {args.draft}")
-        max_new = min(max_new, draft.config.block_size - len(prompt))
     idx = torch.tensor([prompt] * args.num_samples, device=device)
     gen = torch.Generator(device).manual_seed(args.seed)
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, kv_dtype=args.kv_dtype,
@@ -121,6 +115,18 @@ def main(argv: list[str]) -> int:
         print(tok.decode(row if args.prompt else row[len(prompt):]))
         print("-" * 40)
     return 0
+
+
+def _capped(requested: int, prompt: int, block_size: int, whose: str) -> int:
+    """--max_new_tokens within `whose` model.block_size (the target's, or the draft's when smaller):
+    a ConfigError when the prompt fills it, a note on stderr when it caps the request."""
+    room = block_size - prompt
+    if room < 1:
+        raise ConfigError(f"the prompt ({prompt} tokens) fills {whose}model.block_size={block_size}")
+    if room < requested:
+        print(f"note: --max_new_tokens {requested} capped to {room}: the prompt ({prompt} tokens) and the new "
+              f"tokens must fit {whose}model.block_size={block_size}", file=sys.stderr)
+    return min(requested, room)
 
 
 def sample(model, idx: torch.Tensor, max_new_tokens: int, options: dict, stop: int | None) -> list[list[int]]:
