@@ -1,6 +1,6 @@
 """The decoding flags on the command line against what the model can do: the generation defaults,
-the caps train.sample announces and the flags a model refuses (exit 2, one line, in the flags'
-words, before any work)."""
+the caps train.sample announces, the flags a model refuses (exit 2, one line, in the flags' words,
+before any work) and `--draft mtp`."""
 
 import inspect
 
@@ -55,6 +55,9 @@ def test_sample_refuses_what_the_layers_cannot_serve_in_the_flags_words(base, ml
         (hybrid, ["--draft", base], f"--draft {base}: Gated DeltaNet's recurrent state (layer 0) of the model "
                                     "cannot be rolled back after a rejected guess"),
         (base, ["--draft", hybrid], f"--draft {hybrid}: Gated DeltaNet's recurrent state (layer 0) of the draft"),
+        (hybrid, ["--draft", "mtp"], "--draft mtp: Gated DeltaNet's recurrent state (layer 0) of the model"),
+        (base, ["--draft", "mtp", "--n_draft", "2"], "--draft mtp drafts with the model's multi-token-prediction "
+                                                     "modules, and this run has none (model.mtp_depth = 0)"),
     ]
     for run, flags, message in cases:
         before = snapshot(run)
@@ -73,6 +76,14 @@ def test_a_shorter_draft_caps_the_new_tokens_with_a_note(base, mla_mtp, capsys):
     code, _, err = cli(capsys, base, "--prompt", "x" * 20, "--draft", mla_mtp, entry=sample.main)
     assert code == 2 and error_line(err) == (f"error: the prompt (20 tokens) fills the draft's "
                                              f"(--draft {mla_mtp}) model.block_size=16")
+
+
+def test_draft_mtp_is_the_models_own_greedy_output(mla_mtp, capsys):
+    plain = cli(capsys, mla_mtp, *GREEDY, "--max_new_tokens", "12", entry=sample.main)
+    drafted = cli(capsys, mla_mtp, *GREEDY, "--max_new_tokens", "12", "--draft", "mtp", "--n_draft", "2",
+                  entry=sample.main)
+    assert plain[0] == drafted[0] == 0 and plain[2] == drafted[2] == ""
+    assert drafted[1] == plain[1] and len(plain[1].splitlines()[1]) >= 2
 
 
 def no_work(*args, **kwargs):

@@ -18,11 +18,13 @@ LAYER_CACHES = {"gqa": "attention's key/value cache", "mla": "MLA's latent cache
                 "gated_deltanet": "Gated DeltaNet's recurrent state"}
 
 
-def refusing_layer(model, **options) -> str | None:
+def refusing_layer(model, mtp: bool = False, **options) -> str | None:
     """The first layer whose cache `model` cannot build with `options` (CacheSpec fields), or
     cannot roll back by `options["rollback"]` positions, in words ("MLA's latent cache (layer 1)");
-    None when every layer can."""
+    None when every layer can. mtp: the MTP modules' blocks too (the self-draft's caches)."""
     mixers = [block.attn for block in model.transformer.h]
+    if mtp:
+        mixers += [module.block.attn for module in model.mtp.layers]
     spec = CacheSpec(1, 1, model.cache_dtype(), model.transformer.ln_f.weight.device, **options)
     for mixer in mixers:
         try:
@@ -42,14 +44,21 @@ def layer_words(model, layer_idx: int) -> str:
 def check_decoding(model, *, kv_dtype: str | None = None, compile: bool = False, draft=None,
                    draft_name: str = "", n_draft: int = 4) -> None:
     """ConfigError naming the flag for a decoding request `model` cannot serve. draft: a draft
-    model or None; draft_name: as given to --draft."""
+    model, "mtp" (the model's own MTP modules) or None; draft_name: as given to --draft."""
     if kv_dtype and (layer := refusing_layer(model, kv_dtype=kv_dtype)):
         raise ConfigError(f"--kv_dtype {kv_dtype} does not apply to {layer}: leave out --kv_dtype")
     if compile and (layer := refusing_layer(model, static=True)):
         raise ConfigError(f"--compile has no static cache for {layer} yet: leave out --compile")
     if draft is None:
         return
-    for which, m in (("the model", model), ("the draft", draft)):
-        if layer := refusing_layer(m, rollback=n_draft):
+    if draft == "mtp":
+        try:
+            model.mtp_draft()
+        except ValueError:
+            raise ConfigError("--draft mtp drafts with the model's multi-token-prediction modules, and this run "
+                              "has none (model.mtp_depth = 0): give a draft run directory instead") from None
+    models = [("the model", model)] + ([] if draft == "mtp" else [("the draft", draft)])
+    for which, m in models:
+        if layer := refusing_layer(m, mtp=draft == "mtp", rollback=n_draft):
             raise ConfigError(f"--draft {draft_name or draft}: {layer} of {which} cannot be rolled back after "
                               "a rejected guess, as speculative decoding needs: leave out --draft")

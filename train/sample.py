@@ -7,7 +7,8 @@ Each sample stops at the end-of-text token (printed as <|endoftext|>) unless --n
 Decoding goes through `GPT.generate`: a KV cache in the compute dtype (the run's training dtype
 unless --dtype says otherwise), or an int8/int4 cache (--kv_dtype), a static cache compiled with
 CUDA graphs (--compile), or speculative decoding with a smaller run of the same tokenizer as the
-draft (--draft RUN_DIR, --n_draft K; one sample at a time). --quantize int8|int4 stores the weights
+draft (--draft RUN_DIR, --n_draft K; one sample at a time), or with the model's own multi-token-
+prediction modules (--draft mtp, model.mtp_depth >= 1). --quantize int8|int4 stores the weights
 (the draft's too) in 8 or 4 bits for decoding (model/quantize.py; --group_size for int4). A flag the
 model's layers cannot serve (--kv_dtype on MLA's latent cache, --compile or --draft with Gated
 DeltaNet layers) is refused before any work, in one line (exit 2).
@@ -56,7 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add_quantize_options(p)
     p.add_argument("--compile", action="store_true",
                    help="decode through a static cache with torch.compile (CUDA graphs on a GPU)")
-    p.add_argument("--draft", default="", help="a smaller run with the same tokenizer: speculative decoding")
+    p.add_argument("--draft", default="", help="a smaller run with the same tokenizer: speculative decoding; "
+                   "mtp: the model's own multi-token-prediction modules (model.mtp_depth)")
     p.add_argument("--n_draft", type=int, default=None, help="tokens the draft proposes per step (default 4)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--dtype", default="", choices=["", "auto", "fp32", "bf16", "fp16"],
@@ -73,7 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not 0.0 < args.top_p <= 1.0:
         raise ConfigError(f"--top_p must be in (0, 1]; got {args.top_p}")
     if args.n_draft is not None and not args.draft:
-        raise ConfigError("--n_draft sets how many tokens --draft RUN_DIR proposes; give a draft run too")
+        raise ConfigError("--n_draft sets how many tokens --draft RUN_DIR|mtp proposes; give a draft run too")
     args.n_draft = 4 if args.n_draft is None else args.n_draft
     if args.n_draft < 1:
         raise ConfigError(f"--n_draft must be >= 1; got {args.n_draft}")
@@ -90,18 +92,19 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     run = load_run(args.run_dir, args.step)
     tok = for_run(run.run_dir, args.tokenizer_path)
-    draft = _draft(args.draft, run, tok) if args.draft else None
+    draft_run = args.draft not in ("", "mtp")  # else no draft, or the model's own MTP modules
+    draft = _draft(args.draft, run, tok) if draft_run else args.draft or None
     check_decoding(run.model, kv_dtype=args.kv_dtype, compile=args.compile, draft=draft, draft_name=args.draft,
                    n_draft=args.n_draft)
     prompt = tok.encode(args.prompt) if args.prompt else [tok.eot]
     contexts = [(run.model.config.block_size, "")]
-    if draft is not None:
+    if draft_run:
         contexts.append((draft.config.block_size, f"the draft's (--draft {args.draft}) "))
     max_new = _capped(args.max_new_tokens, len(prompt), *min(contexts, key=lambda c: c[0]))
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype or run.cfg.train.dtype, device)
     model = quantized(run.model.to(device), args.quantize, args.group_size, run.run_dir)
-    if draft is not None:
+    if draft_run:
         quantized(draft.to(device), args.quantize, args.group_size, f"--draft {args.draft}")
     idx = torch.tensor([prompt] * args.num_samples, device=device)
     gen = torch.Generator(device).manual_seed(args.seed)
