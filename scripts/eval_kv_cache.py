@@ -3,7 +3,8 @@
 Validation loss and bits per byte of a trained run's newest checkpoint (or --step N) through each generation cache
 format (none = compute dtype, int8, int4), on the validation batches the trainer evaluates on
 (keys (seed, 1, i)), fed C tokens at a time. Prints a Markdown table: loss, bpb, the change against
-the full-precision cache, and the cache's bytes per token against the same cache in bf16.
+the full-precision cache, and the cache's bytes per token against the same cache in bf16. A format
+the model's layers do not take (int8/int4 on MLA's latent cache) gets a row "n/a: the reason".
 """
 
 import argparse
@@ -19,6 +20,7 @@ from model.accounting import kv_cache_bytes_per_token  # noqa: E402
 from model.cache.evaluate import cached_loss  # noqa: E402
 from train.cli import run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
+from train.decoding import refusing_layer  # noqa: E402
 from train.data import bits_per_byte, get_batch, prepare  # noqa: E402
 from train.hardware import DTYPES, autocast, pick_device, pick_dtype  # noqa: E402
 from train.run import load_run  # noqa: E402
@@ -61,20 +63,25 @@ def main(argv: list[str]) -> int:
     batches = [get_batch(data.val, cfg.train.batch_size, cfg.seq_len, (cfg.train.seed, 1, i))
                for i in range(args.batches or cfg.train.eval_batches)]
     options = dict(kv_residual=args.kv_residual, kv_group=args.kv_group)
+    refused = {kv: refusing_layer(model, kv_dtype=kv, **options) for kv in FORMATS}  # None where it applies
     with autocast(device, dtype), torch.no_grad():
         plain = sum(model(x.to(device), y.to(device))[1].item() for x, y in batches) / len(batches)
         losses = {kv: sum(cached_loss(model, x.to(device), y.to(device), args.chunk, kv_dtype=kv, **options)
-                          for x, y in batches) / len(batches) for kv in FORMATS}
+                          for x, y in batches) / len(batches) for kv in FORMATS if not refused[kv]}
     bpt = data.bytes_per_token("val")
     print(f"# {path.name} of {run_dir}: {len(batches)} val batches of {cfg.train.batch_size} x {cfg.seq_len}, "
           f"{dtype}, chunks of {args.chunk}, kv_residual {args.kv_residual}, kv_group {args.kv_group}; "
           f"plain forward: val loss {plain:.4f}")
     print("| kv_dtype | val loss | val bpb | vs none | bytes/token vs bf16 |")
     print("|---|---|---|---|---|")
-    for kv, loss in losses.items():
-        bf16 = kv_cache_bytes_per_token(model.config, kv, 2, args.kv_group) / kv_cache_bytes_per_token(model.config)
+    bf16 = kv_cache_bytes_per_token(model.config)  # 0 when every layer keeps a fixed-size cache
+    for kv in FORMATS:
+        if refused[kv]:
+            print(f"| {kv} | n/a: {kv} does not apply to {refused[kv]} | | | |")
+            continue
+        loss, size = losses[kv], kv_cache_bytes_per_token(model.config, kv, 2, args.kv_group)
         print(f"| {kv or 'none'} | {loss:.5f} | {bits_per_byte(loss, bpt):.5f} | "
-              f"{100 * (loss / losses[None] - 1):+.3f} % | {bf16:.3f} |")
+              f"{100 * (loss / losses[None] - 1):+.3f} % | {f'{size / bf16:.3f}' if bf16 else 'fixed size'} |")
     return 0
 
 

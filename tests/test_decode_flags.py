@@ -100,3 +100,14 @@ def test_bench_decode_refuses_the_same_way(capsys, monkeypatch, rung, flags, mes
     code, out, err = cli(capsys, ROOT / "configs" / "ladder" / f"{rung}.toml", "--context=8", *flags,
                          entry=module.main)
     assert code == 2 and error_line(err).startswith(f"error: {message}") and out == ""
+
+
+def test_eval_kv_cache_prints_the_rows_that_apply_and_names_the_rest(hybrid, capsys):
+    code, out, err = cli(capsys, hybrid, "--batches=1", "--device=cpu", entry=load_script("eval_kv_cache").main)
+    assert code == 0 and err == "", err
+    rows = [line.split(" | ") for line in out.splitlines()[3:]]
+    assert [row[0] for row in rows] == ["| none", "| int8", "| int4"]
+    loss, bpb, change = map(float, [rows[0][1], rows[0][2], rows[0][3].split()[0]])
+    assert loss > 0 and bpb > 0 and change == 0
+    for row, kv in zip(rows[1:], ("int8", "int4")):
+        assert row[1] == f"n/a: {kv} does not apply to MLA's latent cache (layer 1)"
