@@ -14,7 +14,7 @@ from train.config import load_config
 from train.device_reads import DeviceReads
 from train.trainer import Trainer
 
-from tiny_run import ROOT, TINY, make  # the `corpus` fixture comes from conftest.py
+from tiny_run import ROOT, TINY, cli, make, metrics  # the `corpus` and `cfg_file` fixtures come from conftest.py
 
 
 def losses(trainer):
@@ -147,3 +147,41 @@ def test_a_training_step_reads_the_device_once(tmp_path, corpus):
         record = trainer.train_step()
     assert seen.reads == 1 and seen.by_name["Tensor.tolist"] == 1, seen.report()
     assert math.isfinite(record["loss"]) and record["grad_norm"] > 0
+
+
+def test_max_seconds_ends_the_run_as_a_finished_one(tmp_path, corpus, cfg_file, capsys, one_thread):
+    """A budget that runs out after step 1 ends the run there, as max_steps would (evaluated,
+    checkpointed, exit 0), marked in its last metrics line and checkpoint; a re-run is done."""
+    out = tmp_path / "timed"
+    run = [cfg_file, *TINY, *corpus, f"--train.out_dir={out}", "--train.max_steps=50",
+           "--train.eval_interval=0", "--train.ckpt_interval=0", "--train.log_interval=10"]
+    code, stdout, _ = cli(capsys, *run, "--train.max_seconds=1e-6")
+    assert code == 0 and "done: 1 steps (1 this run)" in stdout and "train.max_seconds reached" in stdout
+    last = metrics(out)[-1]
+    assert last["step"] == 1 and last["ended_by"] == "max_seconds" and "val_bpb" in last
+    newest = ckpt.latest_checkpoint(out)
+    assert newest.name == "step_00000001" and ckpt.read_state(newest)["ended_by"] == "max_seconds"
+    code, stdout, _ = cli(capsys, *run, "--train.max_seconds=1e-6")
+    assert code == 0 and "done: 1 steps (0 this run)" in stdout  # it is done: no further step
+    assert len(metrics(out)) == 1 and ckpt.list_checkpoints(out) == [newest]
+    code, stdout, _ = cli(capsys, *run, "--train.max_seconds=0", "--train.max_steps=2")  # limit removed
+    assert code == 0 and "done: 2 steps (1 this run)" in stdout and "reached" not in stdout
+    assert [r["step"] for r in metrics(out)] == [1, 2] and "ended_by" not in metrics(out)[-1]
+    assert "ended_by" not in ckpt.read_state(ckpt.latest_checkpoint(out))
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "nan", "true"])
+def test_max_seconds_must_be_a_finite_number(value):
+    with pytest.raises(ValueError, match=r"^train\.max_seconds must be") as e:
+        load_config(None, [f"--train.max_seconds={value}"])
+    assert "\n" not in str(e.value)
+
+
+def test_warmup_as_long_as_the_run_warns_when_it_starts(tmp_path, corpus, capsys):
+    cfg = make(tmp_path, corpus, "w", "--train.max_steps=2", "--optim.warmup_steps=5", "--train.eval_interval=0")
+    assert capsys.readouterr().err == ""  # not when the config is read (finished runs are read too)
+    Trainer(cfg).fit()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert warnings == ["warning: optim.warmup_steps=5 >= train.max_steps=2: the learning rate never reaches "
+                        "optim.lr=0.003 before the last step (which takes 0.0012) and never decays; "
+                        "lower optim.warmup_steps"]

@@ -37,6 +37,12 @@ PRESET_PREFIX = "preset:"
 class TrainConfig:
     out_dir: str = ""  # "" = runs/<config file name>
     max_steps: int = 1000  # optimizer steps
+    # A wall-clock budget, for comparing runs at equal time. The run ends after the first step at
+    # which its training time (elapsed_s, carried across resumes) has reached max_seconds, as a
+    # finished run: evaluated, checkpointed, exit 0; its last metrics.jsonl line and that
+    # checkpoint's state.json say "ended_by": "max_seconds", and re-running it trains no further
+    # unless the limit is raised. The learning-rate schedule still spans max_steps.
+    max_seconds: float = 0.0  # 0 = no limit
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     seq_len: int = 0  # tokens per sequence; 0 = model.block_size
@@ -45,6 +51,10 @@ class TrainConfig:
     ckpt_interval: int = 250  # steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 2  # how many recent checkpoints to keep on disk
     log_interval: int = 10  # steps between metrics.jsonl lines
+    # TensorBoard: rank 0 also writes the numbers of every metrics.jsonl line as scalars in
+    # <out_dir>/tensorboard/ (`tensorboard --logdir runs`); metrics.jsonl stays the record of the
+    # run. Needs the tensorboard extra; see train/metrics_log.py.
+    tensorboard: bool = False
     seed: int = 1337
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -66,6 +76,8 @@ class TrainConfig:
         for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0; got {getattr(self, name)}")
         _require(0 <= self.seed < 2**63, f"train.seed must be in [0, 2**63); got {self.seed}")
+        _require(math.isfinite(self.max_seconds) and self.max_seconds >= 0,
+                 f"train.max_seconds must be a finite number >= 0 (0 = no limit); got {self.max_seconds}")
 
 
 @dataclass
@@ -165,6 +177,17 @@ def ignored_keys(cfg: RunConfig) -> dict[str, str]:
     if cfg.optim.name != "muon":
         out["optim.muon_momentum"] = f"optim.name is {cfg.optim.name!r}"
     return out
+
+
+def schedule_warning(cfg: RunConfig) -> str | None:
+    """Why the learning-rate schedule of `cfg` cannot do what its settings suggest, or None. The
+    trainer prints it when a run starts (not here in load_config, which also reads finished runs)."""
+    o, steps = cfg.optim, cfg.train.max_steps
+    if o.warmup_steps >= steps:
+        return (f"optim.warmup_steps={o.warmup_steps} >= train.max_steps={steps}: the learning rate "
+                f"never reaches optim.lr={o.lr:g} before the last step (which takes "
+                f"{o.lr * steps / o.warmup_steps:.3g}) and never decays; lower optim.warmup_steps")
+    return None
 
 
 def _dotted_keys(raw: dict, prefix: str = "") -> set[str]:

@@ -14,12 +14,15 @@ Failure handling (see train/guard.py and train/checkpoint.py): bad input fails b
 step; SIGTERM / SIGINT end the step, write a checkpoint and return; a non-finite loss or gradient
 stops the run or skips the step (`train.on_nonfinite`); a non-finite model is never saved; resuming
 with a different [model] or [data] is refused unless `train.allow_config_change` is set.
+
+`train.max_seconds` ends a run early but as a finished one (evaluated, checkpointed, exit 0): every
+rank stops after the same step, the first at whose end any rank's clock has reached the budget.
 """
 
 import json
 import math
-import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +37,13 @@ from model.kernels import use_device_kernels
 
 from . import checkpoint as ckpt
 from . import parallel
-from .config import RunConfig, to_toml
+from .config import RunConfig, schedule_warning, to_toml
 from .errors import ConfigError
 from .data import TokenData, bits_per_byte, get_batch, prepare
 from .guard import (RUN_CONFIG_HEADER, StopSignals, all_finite, check_out_dir, check_same_run, check_same_tokenizer,
                     oom_message)
 from .hardware import DTYPES, Peak, autocast, pick_device, pick_dtype
+from .metrics_log import MetricsLog, write_atomic
 from .optim import build_optimizer, lr_at
 from .tokenizer import RUN_FILE as TOKENIZER_FILE
 from .tokenizer import describe, get_tokenizer
@@ -61,6 +65,7 @@ class Trainer:
         if t.parallel == "fsdp2" and self.dtype == "fp16":
             raise ConfigError("train.parallel='fsdp2' does not take train.dtype='fp16' (its loss "
                               "scaler is per rank); use train.dtype='bf16' or 'fp32'")
+        self.metrics = MetricsLog(self.out_dir, t.tensorboard)  # rank 0 writes it
         self.dist = parallel.init(t.parallel, t.dist_backend, t.dist_timeout_s, self.device)
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
         if self.device.type == "cuda" and self.dist.active:
@@ -88,6 +93,8 @@ class Trainer:
         self.step_fn = torch.compile(self.wrapped) if t.compile else self.wrapped
         self._stop: signal.Signals | None = None  # a stop signal every rank has agreed on
         self._signals: StopSignals | None = None  # the handler's flag, while fit() runs
+        self._out_of_time = False  # train.max_seconds reached, as every rank has agreed
+        self.ended_by: str | None = None  # "max_seconds": the run ended early, as a finished run
         self.step = 0
         self.skipped_steps = 0  # non-finite steps skipped (train.on_nonfinite="skip"), in all
         self.skipped_in_a_row = 0
@@ -122,7 +129,7 @@ class Trainer:
             state = {"step": self.step, "tokens": self.step * self.tokens_per_step,
                      "world_size": self.world_size, "data_fingerprint": self.data.meta.get("fingerprint"),
                      "skipped_steps": self.skipped_steps, "skipped_in_a_row": self.skipped_in_a_row,
-                     "elapsed_s": self.elapsed_s()}
+                     "elapsed_s": self.elapsed_s(), **({"ended_by": self.ended_by} if self.ended_by else {})}
             try:
                 path = ckpt.save_checkpoint(self.out_dir, self.step, weights, train_state, state,
                                             to_toml(self.cfg), keep=self.cfg.train.keep_checkpoints)
@@ -141,7 +148,8 @@ class Trainer:
         """Load the newest loadable checkpoint, if any; return whether one was found."""
         found = ckpt.load_newest(self.out_dir, self._load)
         if found is None:
-            self._truncate_metrics(0)  # lines from a run killed before its first checkpoint
+            if self.rank == 0:
+                self.metrics.truncate(0)  # lines from a run killed before its first checkpoint
             return False
         path, (train_state, state) = found
         try:
@@ -155,8 +163,10 @@ class Trainer:
         self.skipped_steps = state.get("skipped_steps", 0)
         self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
         self.elapsed_before = state.get("elapsed_s", 0.0)
+        self.ended_by = state.get("ended_by")
         self._saved_step = self.step
-        self._truncate_metrics(self.step)
+        if self.rank == 0:
+            self.metrics.truncate(self.step)  # those steps run again
         return True
 
     def _restore_rng(self, train_state: dict, step: int) -> None:
@@ -228,13 +238,12 @@ class Trainer:
         if moe:
             self._sum_moe_counts()
             readout.append(step_stats(moe).flatten())
-        if self.dist.active:  # a stop signal on any rank, agreed on by all (max over ranks)
-            received = self._signals.received if self._signals else None
-            readout.append(self.dist.max_(torch.tensor([float(received or 0)], device=self.device)))
+        if self.dist.active:  # a stop signal or the time budget on any rank, agreed on by all
+            readout.append(self.dist.max_(torch.tensor(self._stop_flags(), device=self.device)))
         values = torch.cat(readout).tolist()
         if self.dist.active:
-            signum = int(values.pop())
-            self._stop = signal.Signals(signum) if signum else None
+            self._set_stop(values[-2:])
+            del values[-2:]
         means = dict(zip(terms, values))  # {"loss": ..., "aux_loss": ...}
         grad_norm = values[len(terms)]
         loss = sum(means.values())  # the objective
@@ -314,24 +323,27 @@ class Trainer:
             ckpt.remove_stale_temps(self.out_dir)  # left by a writer that was killed
         self.dist.barrier()  # ... before any rank lists the checkpoints
         resumed_from = self.step if self.resume() else None  # refuses a different config first
+        warning = schedule_warning(self.cfg)
+        if warning and self.rank == 0:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         tokenizer = describe(self.tokenizer)
         if resumed_from is not None and not self.cfg.train.allow_config_change:
             check_same_tokenizer(self.out_dir / TOKENIZER_FILE, tokenizer)
         if self.rank == 0:
-            _write_atomic(self.out_dir / "config.toml", RUN_CONFIG_HEADER + to_toml(self.cfg))
-            _write_atomic(self.out_dir / TOKENIZER_FILE, json.dumps(tokenizer, indent=2) + "\n")
+            write_atomic(self.out_dir / "config.toml", RUN_CONFIG_HEADER + to_toml(self.cfg))
+            write_atomic(self.out_dir / TOKENIZER_FILE, json.dumps(tokenizer, indent=2) + "\n")
         try:
             with StopSignals() as stop:
                 self._signals = stop
                 try:
-                    return self._loop(resumed_from, stop)
+                    return self._loop(resumed_from)
                 finally:
                     self._signals = None
         except torch.OutOfMemoryError:
             t = self.cfg.train
             raise MemoryError(oom_message(t.batch_size, t.grad_accum, str(self.device))) from None
 
-    def _loop(self, resumed_from: int | None, stop: StopSignals) -> dict:
+    def _loop(self, resumed_from: int | None) -> dict:
         t = self.cfg.train
         bar = tqdm(total=t.max_steps, initial=self.step, desc=self.out_dir.name, dynamic_ncols=True,
                    disable=self.rank != 0, mininterval=1.0)
@@ -343,45 +355,72 @@ class Trainer:
                            f"x {self.world_size} ranks = {self.tokens_per_step:,}")
         start_time, start_step, last = time.perf_counter(), self.step, None
         try:
-            self._agree_stop(stop)
-            while self.step < t.max_steps and self._stop is None:
-                record = self._run_step(stop, bar)
+            if self.rank == 0:
+                self.metrics.open(after_step=self.step)
+            self._agree_stop()  # a signal that came before the first step
+            # A run that ended at train.max_seconds is done: a re-run trains no further, unless the
+            # limit was raised or removed. (From a checkpoint not so marked, e.g. with the limit
+            # lowered since, it trains one step and ends then.)
+            self._out_of_time = self.ended_by == "max_seconds" and 0 < t.max_seconds <= self.elapsed_before
+            self.ended_by = self.ended_by if self._out_of_time else None
+            while self.step < t.max_steps and self._stop is None and not self._out_of_time:
+                record = self._run_step(bar)
                 last = record if "val_loss" in record else last
             if self._stop is not None and self._saved_step != self.step:
                 self.save()  # the signal came before the first step
         finally:
             bar.close()  # an error message then starts on a line of its own
+            self.metrics.close()
         summary = {"steps": self.step, "steps_this_run": self.step - start_step,
                    "seconds": time.perf_counter() - start_time,
                    **({k: last[k] for k in ("loss", "val_loss", "val_bpb")} if last else {})}
+        if self.ended_by:
+            summary["ended_by"] = self.ended_by
         if self._stop is not None:
             summary.update(signal=self._stop.name, exit_code=128 + int(self._stop))
         return summary
 
-    def _agree_stop(self, stop: StopSignals) -> None:
-        """A signal on any rank stops every rank after the same step (before the first step here;
-        then, with several ranks, inside train_step's one read of the device); the loop reads only
-        this agreed value, never the handler's flag, which may change any time."""
-        signum = self.dist.max_int(int(stop.received or 0), self.device)
+    def _agree_stop(self) -> None:
+        """A signal, or train.max_seconds on the clock, of any rank stops every rank after the same
+        step (before the first step and, with one process, after each step here; with several,
+        inside train_step's one read of the device); the loop reads only these agreed values, never
+        the handler's flag or the clock, which may change any time."""
+        flags = self._stop_flags()
+        if self.dist.active:
+            flags = self.dist.max_(torch.tensor(flags, device=self.device)).tolist()
+        self._set_stop(flags)
+
+    def _stop_flags(self) -> list[float]:
+        """This rank's reasons to stop: [a caught signal's number or 0, 1 if train.max_seconds is reached]."""
+        received = self._signals.received if self._signals else None
+        limit = self.cfg.train.max_seconds
+        return [float(received or 0), float(0 < limit <= self.elapsed_s())]
+
+    def _set_stop(self, flags: list[float]) -> None:
+        signum, out_of_time = int(flags[0]), bool(flags[1])
         self._stop = signal.Signals(signum) if signum else None
+        self._out_of_time = out_of_time
 
     def _say(self, bar: tqdm, text: str) -> None:
         if self.rank == 0:
             bar.write(text)
 
-    def _run_step(self, stop: StopSignals, bar: tqdm) -> dict:
+    def _run_step(self, bar: tqdm) -> dict:
         """One step and what follows it: evaluation, the metrics line, a checkpoint, the bar."""
         t = self.cfg.train
         t0 = time.perf_counter()
-        record = self.train_step()  # with several ranks, it also agrees on a stop signal
+        record = self.train_step()  # with several ranks, it also agrees on a stop signal and the time
         if not self.dist.active:
-            self._agree_stop(stop)
+            self._agree_stop()
         dt = time.perf_counter() - t0
         record["tokens"] = self.step * self.tokens_per_step  # over all ranks
         record["tokens_per_s"] = self.tokens_per_step / dt
         # per device: <= 1, see hardware.Peak
         record["mfu"] = self.peak.mfu(self.flops_per_step / self.world_size / dt)
-        final = self.step == t.max_steps
+        self.ended_by = "max_seconds" if self._out_of_time and self.step < t.max_steps else None
+        if self.ended_by:
+            record["ended_by"] = self.ended_by  # in the metrics line and the checkpoint below
+        final = self.step == t.max_steps or self.ended_by is not None
         if record.get("skipped"):
             self._say(bar, f"warning: skipped step {self.step} (non-finite loss or gradient; "
                       f"{self.skipped_in_a_row} in a row, {self.skipped_steps} in all)")
@@ -401,34 +440,7 @@ class Trainer:
         record["elapsed_s"] = round(self.elapsed_s(), 3)
         self.log.append(record)
         if self.rank == 0:
-            with open(self.out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics logged after the checkpoint we resume from (those steps run again), and a
-        last line cut short by a kill."""
-        path = self.out_dir / "metrics.jsonl"
-        if self.rank != 0 or not path.exists():
-            return
-        kept = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
-        _write_atomic(path, "".join(line + "\n" for line in kept))
-
-
-def _step_of(line: str) -> float:
-    """The step of a metrics.jsonl line; infinity for a line that is not a whole record."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+            self.metrics.append(record)
 
 
 def _summary_line(s: dict, out_dir: Path) -> str:
@@ -436,6 +448,8 @@ def _summary_line(s: dict, out_dir: Path) -> str:
         return (f"stopped by {s['signal']} at step {s['steps']}; checkpoint saved, re-run the same "
                 f"command to resume | {out_dir}")
     parts = [f"done: {s['steps']} steps ({s['steps_this_run']} this run) in {s['seconds']:.0f}s"]
+    if s.get("ended_by") == "max_seconds":
+        parts[0] += " (train.max_seconds reached)"
     if s.get("val_loss") is not None and s.get("loss") is not None:
         parts.append(f"train loss {s['loss']:.4f}, val loss {s['val_loss']:.4f}, val {s['val_bpb']:.3f} bits/byte")
     return " | ".join(parts) + f" | {out_dir}"
