@@ -11,7 +11,13 @@ one column of:
   peak memory         CUDA: torch.cuda.max_memory_allocated; CPU: the cache's bytes at the full
                       context, batch 8 (the process's max RSS, which cannot be reset, is printed too)
 Decode rates are differences: (time for 1 + N new tokens - time for 1 new token), so the prompt's
-forward is not counted; each time is the best of `--repeat` runs.
+forward is not counted; each time is the best of `--repeat` runs, after one untimed run of each
+length (compilation, a new cache size). When the N tokens are lost in timing noise both are timed
+again, a few times; a rate that stays lost is printed as "not measured" (raise --new_tokens), never
+as nan. The speculative speed-up is measured against plain greedy decoding through the same
+full-precision cache, on the same prompt, back to back, and printed with the acceptance it came
+from; one above the tokens per target forward (which bound it: a round costs at least one target
+forward) is printed as a measurement error.
 
 Options:
   --context N         prompt tokens (default 512)
@@ -21,7 +27,8 @@ Options:
   --quantize Q        int8 | int4: weight-only quantization (model/quantize.py; --group_size N for
                       int4, default 128), applied to the target and the draft
   --draft RUN_DIR     speculative decoding with this draft (--n_draft K, default 4): acceptance
-                      rate, tokens per target forward and speed-up over plain cached decoding, batch 1
+                      rate, tokens per target forward and speed-up over plain cached decoding (the
+                      full-precision cache, whatever --kv_dtype and --compile say), batch 1
   --hf                also time HF GPT2LMHeadModel.generate on the same weights (gpt2-shaped models)
   --step N            the checkpoint of each training run among the targets (default: the newest)
   --device D, --dtype D   as for training: auto, cpu, cuda, cuda:N, mps; auto, fp32, bf16, fp16
@@ -53,6 +60,7 @@ USAGE = "usage: python scripts/bench_decode.py CONFIG_OR_RUN_DIR [...] [--contex
 # so an absurd --context would be built first and killed for memory later with no message. 2**20 is
 # 1024 times the largest block_size in configs/.
 MAX_POSITIONS = 2**20
+RETRIES = 3  # further timings of both lengths while a decode rate is lost in timing noise
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -128,12 +136,26 @@ def best_time(fn, device: torch.device, repeat: int) -> float:
     return min(times)
 
 
-def decode_rate(generate, idx: torch.Tensor, n: int, device, repeat: int) -> float:
-    """New tokens per second, prompt excluded: B * n / (t(1 + n new) - t(1 new))."""
-    generate(idx, 1)  # warm-up (and compilation, where there is any)
-    t1 = best_time(lambda: generate(idx, 1), device, repeat)
-    tn = best_time(lambda: generate(idx, 1 + n), device, repeat)
-    return idx.shape[0] * n / (tn - t1) if tn > t1 else math.nan  # nan: lost in timing noise
+def decode_rate(generate, idx: torch.Tensor, n: int, device, repeat: int) -> float | None:
+    """New tokens per second, prompt excluded: B * n / (t(1 + n new) - t(1 new)), each t the best of
+    its runs; None when the n tokens stay within timing noise (module docstring)."""
+    for length in (1 + n, 1):  # warm-up: compilation and each length's cache, untimed
+        generate(idx, length)
+    t1 = tn = math.inf
+    for _ in range(1 + RETRIES):
+        t1 = min(t1, best_time(lambda: generate(idx, 1), device, repeat))
+        tn = min(tn, best_time(lambda: generate(idx, 1 + n), device, repeat))
+        if tn > t1:
+            return idx.shape[0] * n / (tn - t1)
+    return None
+
+
+def rate_cell(rate: float | None, flag: str = "--new_tokens") -> str:
+    return f"{rate:,.1f}" if rate is not None else f"not measured (within timing noise; raise {flag})"
+
+
+def ratio_cell(a: float | None, b: float | None) -> str:
+    return f"x{a / b:.2f}" if a is not None and b is not None else "n/a"
 
 
 def our_generate(model: GPT, use_cache: bool, kv_dtype, compile: bool):
@@ -160,7 +182,8 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
     if draft is not None:
         context = min(context, draft.config.block_size - 1 - args.new_tokens)
     if context < 1:
-        raise ConfigError(f"{path}: block_size={cfg.block_size} leaves no room for a prompt")
+        limit = f" and the draft's {draft.config.block_size}" if draft is not None else ""
+        raise ConfigError(f"{path}: block_size={cfg.block_size}{limit} leaves no room for a prompt")
     gen = torch.Generator().manual_seed(0)
     prompt = lambda B: torch.randint(0, cfg.vocab_size, (B, context), generator=gen).to(device)  # noqa: E731
     if device.type == "cuda":
@@ -182,16 +205,16 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
             idx = prompt(B)
             rates[B] = decode_rate(cached, idx, args.new_tokens, device, args.repeat)
             slow = decode_rate(uncached, idx, args.nocache_tokens, device, args.repeat)
-            row[f"decode tok/s b={B} cache"] = f"{rates[B]:,.1f}"
-            row[f"decode tok/s b={B} no cache"] = f"{slow:,.1f}"
-            row[f"cache speed-up b={B}"] = f"x{rates[B] / slow:.2f}"
+            row[f"decode tok/s b={B} cache"] = rate_cell(rates[B])
+            row[f"decode tok/s b={B} no cache"] = rate_cell(slow, "--nocache_tokens")
+            row[f"cache speed-up b={B}"] = ratio_cell(rates[B], slow)
         per_token, allocated = kv_bytes(model, args.kv_dtype, context + args.new_tokens, 8)
         elem = torch.empty((), dtype=DTYPES[dtype] if dtype != "fp32" else torch.float32).element_size()
         mha = 2 * cfg.n_layer * cfg.n_embd * elem
         row["KV bytes/token"] = f"{per_token:,}" + (f" ({args.kv_dtype})" if args.kv_dtype else "")
         row["KV bytes vs MHA"] = f"x{per_token / mha:.3f} (MHA: {mha:,})"
         if draft is not None:
-            row.update(speculative_rows(model, draft, prompt(1), args, device, rates[1]))
+            row.update(speculative_rows(model, draft, prompt(1), args, device))
         if args.hf:
             row.update(hf_rows(model, prompt(1), args, device, dtype, rates[1]))
     if device.type == "cuda":
@@ -202,24 +225,34 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
     return row
 
 
-def speculative_rows(model: GPT, draft: GPT, idx, args, device, plain_rate: float) -> dict[str, str]:
+def speculative_rows(model: GPT, draft: GPT, idx, args, device) -> dict[str, str]:
+    """Acceptance, tokens per target forward, rate and speed-up of speculative decoding, all from the
+    same greedy runs of 1 + --new_tokens tokens on `idx`; the speed-up against plain decoding through
+    the same full-precision cache, timed just before on the same prompt."""
     quantized(draft.to(device).eval(), args.quantize, args.group_size, "--draft")
-    stats = []
+    stats = {}  # new tokens -> SpeculativeStats (greedy: every run of one length does the same)
 
     def run(idx, n):
-        out, s = speculative_generate(model, draft, idx, n, n_draft=args.n_draft, temperature=0)
-        stats.append(s)
+        out, stats[n] = speculative_generate(model, draft, idx, n, n_draft=args.n_draft, temperature=0)
         return out
 
+    plain = decode_rate(our_generate(model, True, None, False), idx, args.new_tokens, device, args.repeat)
     rate = decode_rate(run, idx, args.new_tokens, device, args.repeat)
-    s = stats[-1]  # the last full-length run
+    s = stats[1 + args.new_tokens]
+    per_forward = (1 + args.new_tokens) / s.rounds
+    speed_up = ratio_cell(rate, plain)
+    if rate is not None and plain is not None:
+        speed_up += f" (at acceptance {s.acceptance_rate:.3f})"
+        if rate / plain > per_forward:  # a round costs at least one target forward
+            speed_up = (f"measurement error: x{rate / plain:.2f} exceeds the {per_forward:.2f} tokens per "
+                        "target forward")
     return {f"speculative (k={args.n_draft}) acceptance": f"{s.acceptance_rate:.3f}",
-            "speculative tokens/target fwd": f"{(args.new_tokens + 1) / s.rounds:.2f}",
-            "speculative decode tok/s b=1": f"{rate:,.1f}",
-            "speculative speed-up b=1": f"x{rate / plain_rate:.2f}"}
+            "speculative tokens/target fwd": f"{per_forward:.2f}",
+            "speculative decode tok/s b=1": rate_cell(rate),
+            "speculative speed-up b=1": speed_up}
 
 
-def hf_rows(model: GPT, idx, args, device, dtype: str, our_rate: float) -> dict[str, str]:
+def hf_rows(model: GPT, idx, args, device, dtype: str, our_rate: float | None) -> dict[str, str]:
     from model.hf import to_hf
 
     try:
@@ -235,7 +268,7 @@ def hf_rows(model: GPT, idx, args, device, dtype: str, our_rate: float) -> dict[
         return out
 
     rate = decode_rate(run, idx, args.new_tokens, device, args.repeat)
-    return {"HF generate tok/s b=1": f"{rate:,.1f}", "ours (cache) vs HF b=1": f"x{our_rate / rate:.2f}"}
+    return {"HF generate tok/s b=1": rate_cell(rate), "ours (cache) vs HF b=1": ratio_cell(our_rate, rate)}
 
 
 def main(argv: list[str]) -> int:
