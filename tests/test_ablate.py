@@ -202,6 +202,22 @@ def test_changed_tasks_rescore_without_retraining(grid, tmp_path, capsys):
     assert code == 2 and "--limit must be an integer >= 1" in error_line(err)
 
 
+def test_a_seconds_budget_ends_runs_with_an_evaluation(tmp_path, corpus, capsys):
+    """A wall-clock budget becomes train.max_seconds: the run stops after the step that spends it,
+    evaluated and checkpointed like a run that reached max_steps, and the report counts it."""
+    path = ablation_file(tmp_path, corpus, "[variants.a]\n", budget="seconds = 0.5",
+                         extra="parallel = 1").resolve()
+    path.write_text(path.read_text().replace("parallel = 2\n", "", 1))
+    run, = plan(load_spec(path))
+    assert "--train.max_seconds=0.5" in run.overrides
+    code, _, err = cli(capsys, path, "--overrides.train.max_steps=100000", entry=ablate_main)
+    assert code == 0, err
+    last = metrics(tmp_path / "out" / "a" / "seed1")[-1]
+    assert last["ended_by"] == "max_seconds" and "val_bpb" in last and last["step"] < 100000
+    assert last["elapsed_s"] >= 0.5
+    assert float(table(tmp_path / "out")["a"]["val_bpb_mean"]) == last["val_bpb"]
+
+
 @pytest.mark.slow  # four training subprocesses and a signal: ~30 s on a quiet 2-core machine
 def test_interrupted_grid_resumes(tmp_path, corpus):
     """Ctrl-C stops the running children with a checkpoint (exit 130); the next call resumes them."""

@@ -31,8 +31,8 @@ go at once (paths are relative to the ablation file; `--key=value` overrides any
 Each (variant, seed) is an ordinary run of `python -m train` in `<out_dir>/<label>/seed<k>`, with
 `train.seed = k` and `train.max_steps` set from the budget, so it can be resumed, sampled and
 benchmarked like any other. A tokens or flops budget becomes a step count (the LR schedule spans
-it); a seconds budget keeps the config's schedule and stops the run with SIGTERM when its time is
-up, and its result is the last evaluation before that.
+it); a seconds budget keeps the config's schedule and sets `train.max_seconds`: the run ends
+after the step that spends it, with an evaluation and a checkpoint, like any finished run.
 
 Runs execute as subprocesses: each gets its own thread count (OMP_NUM_THREADS), a crash or an
 out-of-memory in one cannot take the grid down, and the trainer's own signal handling gives a
@@ -261,6 +261,8 @@ def plan(spec: dict) -> list[Run]:
                 cfg = load_config(run.config, overrides)
                 if kind == "seconds":
                     run.seconds, run.max_steps = float(amount), cfg.train.max_steps
+                    run.overrides.append(f"--train.max_seconds={float(amount)!r}")
+                    load_config(run.config, run.overrides)
                 else:
                     t = cfg.train
                     tokens = amount if kind == "tokens" else amount / flops_per_token(cfg.model, cfg.seq_len)
@@ -280,25 +282,30 @@ def is_done(run: Run) -> bool:
     return status.get("state") == "done" and (run.seconds > 0 or status.get("max_steps") == run.max_steps)
 
 
-def progress(run: Run, elapsed: float = 0.0) -> float:
+def progress(run: Run) -> float:
     """How far a run is, 0..1: its last logged step over max_steps (time over budget for seconds)."""
     if is_done(run):
         return 1.0
+    last = last_record(run)
     if run.seconds:
-        return min(1.0, (read_json(run.out_dir / STATUS_FILE).get("seconds", 0.0) + elapsed) / run.seconds)
-    return min(1.0, (last_step(run) or 0) / run.max_steps)
+        return min(1.0, last.get("elapsed_s", 0.0) / run.seconds)
+    return min(1.0, last.get("step", 0) / run.max_steps)
 
 
-def last_step(run: Run) -> int | None:
-    """The step of the last metrics.jsonl record (a finished run's last checkpoint), or None."""
-    step = None
+def last_record(run: Run) -> dict:
+    """The last whole metrics.jsonl record ({} if none): a finished run's last checkpoint."""
+    last = {}
     try:
         for line in (run.out_dir / "metrics.jsonl").read_text().splitlines():
             record = json.loads(line)
-            step = record["step"] if isinstance(record, dict) and _is_int(record.get("step")) else step
+            last = record if isinstance(record, dict) and _is_int(record.get("step")) else last
     except (OSError, ValueError):
         pass
-    return step
+    return last
+
+
+def last_step(run: Run) -> int | None:
+    return last_record(run).get("step")
 
 
 def needs_scoring(spec: dict, run: Run) -> bool:
@@ -311,8 +318,7 @@ def needs_scoring(spec: dict, run: Run) -> bool:
 def write_status(run: Run, state: str, **extra) -> None:
     run.out_dir.mkdir(parents=True, exist_ok=True)
     old = read_json(run.out_dir / STATUS_FILE)
-    status = {"state": state, "label": run.label, "seed": run.seed, "max_steps": run.max_steps,
-              "seconds": old.get("seconds", 0.0) + extra.pop("seconds", 0.0), **extra}
+    status = {"state": state, "label": run.label, "seed": run.seed, "max_steps": run.max_steps, **extra}
     tmp = run.out_dir / f".{STATUS_FILE}.tmp"
     tmp.write_text(json.dumps(status, indent=1) + "\n")
     os.replace(tmp, run.out_dir / STATUS_FILE)
@@ -322,23 +328,11 @@ class Child:
     """A running `python -m train` for one Run, its output appended to <run>/train.log."""
 
     def __init__(self, run: Run, threads: int) -> None:
-        self.run, self.launched, self.start, self.budget_stop = run, time.time(), None, False
+        self.run = run
         run.out_dir.mkdir(parents=True, exist_ok=True)
         with open(run.out_dir / "train.log", "a") as log:
             self.log_start = log.seek(0, os.SEEK_END)  # this launch's part of the log begins here
             self.proc = _spawn(["train", run.config, *run.overrides], log, threads)
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds since training began: the trainer writes config.toml once its data and model are
-        ready, just before its first step (start-up is not charged to a time budget)."""
-        if self.start is None:
-            try:
-                if (self.run.out_dir / "config.toml").stat().st_mtime >= self.launched - 1:
-                    self.start = time.monotonic()
-            except OSError:
-                pass
-        return 0.0 if self.start is None else time.monotonic() - self.start
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
@@ -347,13 +341,13 @@ class Child:
     def finish(self, interrupted: bool) -> str:
         """Record how the child ended in status.json; return its state."""
         code, run = self.proc.returncode, self.run
-        if code == 0 or (self.budget_stop and code in (130, 143)):
-            state, extra = "done", {"stopped_at_time_budget": self.budget_stop}
+        if code == 0:
+            state, extra = "done", {}
         elif code in (130, 143) or (interrupted and code < 0):
             state, extra = "stopped", checkpoint_saved(self.log(), code)
         else:
             state, extra = "failed", {"error": _error_line(self.log(), code)}
-        write_status(run, state, seconds=self.elapsed, exit_code=code, **extra)
+        write_status(run, state, exit_code=code, **extra)
         return state
 
     def log(self) -> str:
@@ -477,10 +471,6 @@ def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int, signal.Signals | No
                 children.append(job)
                 bar.write(f"{'score' if isinstance(job, Scoring) else 'start':6} {job.run.name}")
             for child in list(children):
-                if isinstance(child, Child) and child.run.seconds and not child.budget_stop and \
-                        progress(child.run, child.elapsed) >= 1.0:
-                    child.budget_stop = True  # the time budget is spent: stop with a checkpoint
-                    child.signal(signal.SIGTERM)
                 if child.proc.poll() is None:
                     continue
                 children.remove(child)
@@ -498,8 +488,7 @@ def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int, signal.Signals | No
                 bar.write(f"{state:6} {child.run.name}" + (f": {detail}" if detail else ""))
             if stop.received is not None and not children:
                 break
-            elapsed = {id(c.run): c.elapsed for c in children if isinstance(c, Child)}
-            bar.update(sum(progress(r, elapsed.get(id(r), 0.0)) for r in valid) - bar.n)
+            bar.update(sum(progress(r) for r in valid) - bar.n)
             time.sleep(POLL_S)
     bar.close()
     return failed, unscored, stop.received, stopped

@@ -62,11 +62,13 @@ class RunData:
 
     @property
     def done(self) -> bool:
-        """Finished: so recorded by train.ablate, or (a plain run) evaluated at train.max_steps."""
+        """Finished: so recorded by train.ablate, or (a plain run) evaluated at train.max_steps or
+        at its train.max_seconds."""
         evals = [r for r in self.records if r.get("val_loss") is not None]
         if self.status:
             return self.status.get("state") == "done" and bool(evals)
-        return bool(evals) and evals[-1]["step"] == self.cfg.train.max_steps
+        return bool(evals) and (evals[-1]["step"] == self.cfg.train.max_steps
+                                or evals[-1].get("ended_by") == "max_seconds")
 
     @property
     def tokens_per_step(self) -> int:
