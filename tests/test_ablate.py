@@ -182,13 +182,15 @@ def test_changed_tasks_rescore_without_retraining(grid, tmp_path, capsys):
     shutil.copytree(out, copy)
     text = path.read_text().replace(str(out), str(copy))
     changed = tmp_path / "changed.toml"
-    changed.write_text(text.replace("task_options = {limit = 4}", "task_options = {limit = 3}"))
+    changed.write_text(text.replace("task_options = {limit = 4}", "task_options = {limit = 3}")
+                       .replace("[overrides]\n", "[overrides]\ntrain.tensorboard = true\n"))
     shutil.copy(path.parent / "base.toml", tmp_path / "base.toml")
     before = {p: p.stat().st_mtime_ns for p in (copy / "wide" / "seed1").rglob("*")}
     code, stdout, _ = cli(capsys, changed, entry=ablate_main)
     assert code == 1 and "2 done but not scored" in stdout and "score  wide/seed1" in stdout
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert json.loads((copy / "tasks" / "wide" / "seed1.json").read_text())["tasks"][0]["n"] == 3
+    assert list((copy / "wide" / "seed1" / "tensorboard").glob("events.out.tfevents.*"))  # a run with train.tensorboard
     for tasks, message in (('["cloze"]', "unknown task 'cloze'"), ('["arithmetic:digits=0"]', "digits"),
                            ('"arithmetic"', "tasks must be a list")):
         bad = tmp_path / "bad.toml"

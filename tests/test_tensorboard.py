@@ -61,3 +61,21 @@ def test_without_the_package_the_run_fails_at_start(tmp_path, corpus, cfg_file, 
     code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={out}", "--train.tensorboard=true")
     assert code == 2 and error_line(err) == f"error: {INSTALL}"
     assert not out.exists()  # before any work
+
+
+def test_eval_adds_task_scores_to_the_run_only_when_asked(base, tmp_path, capsys):
+    """train.eval --task ... --tensorboard adds every metric and the aggregate at the checkpoint's
+    step; without the flag it writes nothing into the run."""
+    from train import eval as train_eval
+
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    code, _, err = cli(capsys, run, "--task", "arithmetic", "--limit", "2", entry=train_eval.main)
+    assert code == 0, err
+    assert not (run / TENSORBOARD_DIR).exists()
+    code, _, err = cli(capsys, run, "--task", "arithmetic", "--limit", "2", "--tensorboard", entry=train_eval.main)
+    assert code == 0, err
+    seen = event_scalars(run)
+    assert seen["task/arithmetic/pass@1"] == [(4, 0.0)] and set(seen) == {"task/arithmetic/pass@1", "task/aggregate"}
+    code, _, err = cli(capsys, run, "--tensorboard", entry=train_eval.main)
+    assert code == 2 and "add --task" in error_line(err)

@@ -45,8 +45,8 @@ directory this runner made (one holding its ablation.json). The report
 (train/report.py) is written to out_dir at the end, from the run directories alone.
 
 With `tasks`, every finished run is then scored by `python -m train.eval RUN --task ... --json
-<out_dir>/tasks/<variant>/seed<k>.json` (its log beside it), in the same slots as the training
-runs; the tasks are built once before anything runs, so a misspelt task or option is a bad
+<out_dir>/tasks/<variant>/seed<k>.json` (its log beside it; with `--tensorboard` when the run
+has train.tensorboard = true), in the same slots as the training runs; the tasks are built once before anything runs, so a misspelt task or option is a bad
 ablation file. A re-run scores only the runs whose record is missing or stale (other tasks or
 settings, or another checkpoint).
 Exit code: 0 all runs done (and scored), 1 some run or scoring failed, 2 a bad ablation file,
@@ -365,9 +365,10 @@ class Scoring:
         self.run, self.path = run, task_file(spec["out_dir"], run.name)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)  # a stale record: train.eval writes only a new file
+        tensorboard = ["--tensorboard"] if load_config(run.config, run.overrides, warn_ignored=False).train.tensorboard else []
         with open(self.path.with_suffix(".log"), "w") as log:
-            self.proc = _spawn(["train.eval", str(run.out_dir), *spec["task_argv"], "--json", str(self.path)],
-                               log, threads)
+            self.proc = _spawn(["train.eval", str(run.out_dir), *spec["task_argv"], "--json", str(self.path),
+                                *tensorboard], log, threads)
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:

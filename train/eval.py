@@ -1,6 +1,6 @@
 """`python -m train.eval RUN_DIR [--data.KEY=VALUE ...] [--train.eval_batches=N] [--step N]`
 `python -m train.eval RUN_DIR --task NAME_OR_FILE [--task ...] [--shots K] [--limit N]
-                      [--samples K --temperature T] [--json OUT]`
+                      [--samples K --temperature T] [--json OUT] [--tensorboard]`
 
 Without --task: prints the validation loss and bits per byte of a run's checkpoint (the newest,
 or --step N) on its own validation split, or on any corpus the data layer reads
@@ -15,7 +15,9 @@ lm-evaluation-harness computes them); or a JSONL file of multiple-choice items. 
 colon: --task arithmetic:op=mul,digits=3,steps (each task's module documents its own). Items
 are drawn from the task's test split with --seed; --shots K prepends K examples from its train
 split; --limit N scores at most N items per task. --json OUT also writes every result and
-per-item record to OUT, a new file. Nothing is ever written into the run.
+per-item record to OUT, a new file. Nothing is written into the run, except with --tensorboard:
+the scores are added to the run's TensorBoard scalars (<run>/tensorboard/, at the checkpoint's
+step, as task/<task>/<metric> and task/aggregate).
 
 Options: --step N, --tokenizer_path PATH (gpt2 runs whose ranks file moved), --device, --dtype,
 --quantize int8|int4 [--group_size N] (weight-only, model/quantize.py), and
@@ -38,12 +40,13 @@ from .errors import ConfigError
 from .evals.suite import Settings, aggregate, run_task, table
 from .evals.tasks import TaskEnv, build_task
 from .hardware import pick_device, pick_dtype
+from .metrics_log import add_scalars, summary_writer_class
 from .run import LoadedRun, check_run_dir, load_run, run_config
 from .tokenizer import for_run
 from .trainer import evaluate
 
 OVERRIDABLE = ("data.", "train.eval_batches", "train.batch_size", "train.seq_len", "train.seed")
-TASK_FLAGS = ("shots", "limit", "samples", "temperature", "top_k", "seed", "json")
+TASK_FLAGS = ("shots", "limit", "samples", "temperature", "top_k", "seed", "json", "tensorboard")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -67,6 +70,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--top_k", type=int, default=None, help="of the --samples; 0 = all tokens (default 0)")
     p.add_argument("--seed", type=int, default=None, help="draws the items, shots and samples (default 1234)")
     p.add_argument("--json", default=None, help="also write the results to this new file")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also add the scores to the run's TensorBoard scalars (<run>/tensorboard/)")
     args, rest = p.parse_known_args(argv)
     for item in rest:
         key = item.lstrip("-").partition("=")[0]
@@ -84,6 +89,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
             raise ConfigError(f"--task {twice[0]} is given twice; each task is reported once")
         args.settings = _settings(args)
         _check_json(args.json, args.run_dir)
+        if args.tensorboard:
+            summary_writer_class()  # installed, or a one-line error before any scoring
     return args, rest
 
 
@@ -183,6 +190,9 @@ def evaluate_tasks(args: argparse.Namespace, cfg, loaded: EvalModel) -> int:
         with open(args.json, "x", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
             f.write("\n")
+    if args.tensorboard:
+        add_scalars(run.run_dir, run.step, {f"task/{r['task']}/{metric}": value for r in results
+                                            for metric, value in r["metrics"].items()} | {"task/aggregate": agg["value"]})
     return 0
 
 
