@@ -212,7 +212,7 @@ def test_the_loss_of_a_quantized_model_is_the_loss_of_its_logits(kind):
 
 
 def test_bench_quantize_reports_bytes_bpb_and_interleaved_rates(base, capsys):
-    from test_scripts import load
+    from tiny_run import load_script as load
     from train.cli import run_cli
 
     main = load("bench_quantize").main
@@ -245,7 +245,7 @@ def test_eval_cli_scores_the_quantized_model(base, capsys):
 
 
 def test_bench_decode_quantizes_and_refuses_hf_on_quantized_weights(base, capsys):
-    from test_scripts import load
+    from tiny_run import load_script as load
     from train.cli import run_cli
 
     main = load("bench_decode").main

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import train.config
 from model import GPT, ModelConfig
-from test_scripts import load
+from tiny_run import load_script as load
 from tiny_run import GPT2_RANKS, TINY, cli, error_line, make, metrics, snapshot
 from train import checkpoint as ckpt
 from train import eval as train_eval
