@@ -317,18 +317,24 @@ def mha_kv_bytes_per_token(cfg: ModelConfig, bytes_per_elem: int = 2) -> int:
 KV_CODE_BITS = {"int8": 8, "int4": 4}  # `kv_dtype` of a quantized cache -> bits per code (cache/quantized.py)
 
 
-def _kv_head_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None, dtype_bytes: int, kv_group: int) -> float:
-    """One key and one value of one head, per token: in the compute dtype, or as codes plus the
-    value's scale and zero (per token) and 1/kv_group of the keys' per-channel scales and zeros."""
-    d = cfg.head_dim
-    return 2 * d * KV_CODE_BITS[kv_dtype] / 8 + 2 * dtype_bytes + 2 * d * dtype_bytes / kv_group
+# `model.attention` -> what a quantized cache stores of one layer (model/cache/quantized.py): the widths
+# quantized per channel over kv_group tokens (GQA's keys), and per token, each in groups of at most
+# kv_group channels (GQA's values; MLA's latent, rotary key and DSA's indexer key, model/mixer/mla.py)
+KV_QUANTIZED = {
+    "gqa": lambda cfg: ([cfg.head_dim] * cfg.n_kv_head, [cfg.head_dim] * cfg.n_kv_head),
+    "mla": lambda cfg: ([], [w for w in (cfg.mla.kv_lora_rank, cfg.mla.qk_rope_head_dim, cfg.mla.index_head_dim) if w]),
+}
 
 
 def _layer_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None, dtype_bytes: int, kv_group: int) -> float:
-    """What one layer that keeps every position stores per token (quantized: GQA layers only)."""
+    """What one layer that keeps every position stores per token: in the compute dtype, or as codes
+    plus a scale and a zero per token and channel group, and 1/kv_group of the per-channel ones."""
     if kv_dtype is None:
         return KV_ELEMENTS[cfg.attention](cfg) * dtype_bytes
-    return cfg.n_kv_head * _kv_head_bytes_per_token(cfg, kv_dtype, dtype_bytes, kv_group)
+    per_channel, per_token = KV_QUANTIZED[cfg.attention](cfg)
+    codes = (sum(per_channel) + sum(per_token)) * KV_CODE_BITS[kv_dtype] / 8
+    groups = sum(-(-w // kv_group) for w in per_token) + sum(per_channel) / kv_group
+    return codes + 2 * groups * dtype_bytes
 
 
 def kv_cache_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None = None, dtype_bytes: int = 2,

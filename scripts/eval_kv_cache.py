@@ -4,7 +4,7 @@ Validation loss and bits per byte of a trained run's newest checkpoint (or --ste
 format (none = compute dtype, int8, int4), on the validation batches the trainer evaluates on
 (keys (seed, 1, i)), fed C tokens at a time. Prints a Markdown table: loss, bpb, the change against
 the full-precision cache, and the cache's bytes per token against the same cache in bf16. A format
-the model's layers do not take (int8/int4 on MLA's latent cache) gets a row "n/a: the reason".
+the model's layers do not take gets a row "n/a: the reason".
 """
 
 import argparse
@@ -36,7 +36,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=0, help="validation batches (0 = the run's eval_batches)")
     p.add_argument("--chunk", type=int, default=16, help="tokens fed to the cache per forward")
     p.add_argument("--kv_residual", type=int, default=32, help="newest tokens kept in full precision")
-    p.add_argument("--kv_group", type=int, default=128, help="tokens sharing a key scale")
+    p.add_argument("--kv_group", type=int, default=128, help="KIVI's group: tokens sharing a key scale, channels sharing a value's")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                    help="compute dtype (auto: the run's training dtype)")

@@ -22,7 +22,7 @@ def trained(tmp_path_factory, corpus, name, *extra):
 
 @pytest.fixture(scope="module")
 def mla_mtp(tmp_path_factory, corpus):
-    """MLA (no int8/int4 cache) with one MTP module, and a context of 16: shorter than `base`'s 32."""
+    """MLA with one MTP module, and a context of 16: shorter than `base`'s 32."""
     return trained(tmp_path_factory, corpus, "mla_mtp", "--model.attention=mla", "--model.mtp_depth=1",
                    "--model.block_size=16")
 
@@ -47,9 +47,6 @@ GREEDY = ["--prompt", "ab", "--temperature", "0", "--no_stop"]
 
 def test_sample_refuses_what_the_layers_cannot_serve_in_the_flags_words(base, mla_mtp, hybrid, capsys):
     cases = [
-        (mla_mtp, ["--kv_dtype", "int8"], "--kv_dtype int8 does not apply to MLA's latent cache (layer 0): "
-                                          "leave out --kv_dtype"),
-        (hybrid, ["--kv_dtype", "int4"], "--kv_dtype int4 does not apply to MLA's latent cache (layer 1)"),
         (hybrid, ["--compile"], "--compile has no static cache for Gated DeltaNet's recurrent state (layer 0) "
                                 "yet: leave out --compile"),
         (hybrid, ["--draft", base], f"--draft {base}: Gated DeltaNet's recurrent state (layer 0) of the model "
@@ -65,6 +62,29 @@ def test_sample_refuses_what_the_layers_cannot_serve_in_the_flags_words(base, ml
         assert code == 2 and message in error_line(err), (flags, err)
         assert err.count("\n") == 1 and out == "" and snapshot(run) == before, flags
         assert "=None" not in err and "=False" not in err and "=True" not in err
+
+
+def test_sample_quantizes_mlas_latent_cache(mla_mtp, hybrid, capsys, monkeypatch):
+    """--kv_dtype on MLA layers (alone, and beside Gated DeltaNet ones): a quantized latent cache,
+    rc 0, and the full-precision greedy tokens (these contexts end before kv_residual + kv_group
+    tokens, when quantizing starts; tests/test_generate.py and tests/test_mla.py measure the error)."""
+    import model.cache
+
+    built = []
+
+    class Recorded(model.cache.QuantizedKV):
+        def __init__(self, spec, heads, layouts, bits):
+            super().__init__(spec, heads, layouts, bits)
+            built.append((bits, [type(t).__name__ for t in layouts]))
+
+    monkeypatch.setattr(model.cache, "QuantizedKV", Recorded)
+    for run, kv_dtype, bits in ((mla_mtp, "int8", 8), (hybrid, "int4", 4)):
+        built.clear()
+        plain = cli(capsys, run, *GREEDY, "--max_new_tokens", "10", entry=sample.main)
+        code, out, err = cli(capsys, run, *GREEDY, "--max_new_tokens", "10", "--kv_dtype", kv_dtype, entry=sample.main)
+        assert code == plain[0] == 0 and err == "", err
+        assert out == plain[1] and len(out.splitlines()[1]) >= 2
+        assert built and all(entry == (bits, ["PerToken"]) for entry in built), built  # MLA's latent rows
 
 
 def test_a_shorter_draft_caps_the_new_tokens_with_a_note(base, mla_mtp, capsys):
@@ -91,7 +111,6 @@ def no_work(*args, **kwargs):
 
 
 @pytest.mark.parametrize("rung, flags, message", [
-    ("12-mla", ["--kv_dtype=int4"], "--kv_dtype int4 does not apply to MLA's latent cache (layer 0)"),
     ("14-hybrid-deltanet", ["--compile"], "--compile has no static cache for Gated DeltaNet's recurrent state (layer 0)"),
 ])
 def test_bench_decode_refuses_the_same_way(capsys, monkeypatch, rung, flags, message):
@@ -102,12 +121,14 @@ def test_bench_decode_refuses_the_same_way(capsys, monkeypatch, rung, flags, mes
     assert code == 2 and error_line(err).startswith(f"error: {message}") and out == ""
 
 
-def test_eval_kv_cache_prints_the_rows_that_apply_and_names_the_rest(hybrid, capsys):
+def test_eval_kv_cache_prints_every_format_for_a_hybrid_with_mla(hybrid, capsys):
     code, out, err = cli(capsys, hybrid, "--batches=1", "--device=cpu", entry=load_script("eval_kv_cache").main)
     assert code == 0 and err == "", err
     rows = [line.split(" | ") for line in out.splitlines()[3:]]
     assert [row[0] for row in rows] == ["| none", "| int8", "| int4"]
     loss, bpb, change = map(float, [rows[0][1], rows[0][2], rows[0][3].split()[0]])
     assert loss > 0 and bpb > 0 and change == 0
-    for row, kv in zip(rows[1:], ("int8", "int4")):
-        assert row[1] == f"n/a: {kv} does not apply to MLA's latent cache (layer 1)"
+    sizes = [float(row[4].split()[0]) for row in rows]
+    assert sizes[0] == 1.0 and 0 < sizes[2] < sizes[1] < 1  # int8 and int4 latents, scales included
+    for row in rows[1:]:
+        assert float(row[1]) > 0 and float(row[2]) > 0

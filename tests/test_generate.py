@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from model import GPT, ModelConfig
+from model.config import MLAConfig
 from test_ladder import shrink
 from train.config import load_config
 
@@ -185,25 +186,46 @@ def test_quantize_dequantize_round_trip_is_within_half_a_step(kv_dtype, bits):
     assert torch.equal(unpack(pack(q, bits), bits), q)
 
 
-def test_quantized_decode_is_close_to_the_full_precision_one():
-    model = randomize(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1)  # head_dim 32
-    idx = tokens(60)
+# the quantized caches against the uncached forward: GQA's keys per channel and values per token, MLA's
+# latent row per token (model/mixer/mla.py); 11-moe is 12-mla with GQA
+QUANTIZED_ROWS = {
+    "gqa": lambda: randomize(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1),  # head_dim 32
+    "11-moe": lambda: preset(ROOT / "configs" / "ladder" / "11-moe.toml"),
+    "12-mla": lambda: preset(ROOT / "configs" / "ladder" / "12-mla.toml"),
+    "deepseek-v3": lambda: preset(ROOT / "configs" / "presets" / "deepseek-v3.toml"),
+}
+
+
+@pytest.mark.parametrize("row", QUANTIZED_ROWS)
+def test_quantized_decode_is_close_to_the_full_precision_one(row):
+    """The largest logit error at each position, in units of the logits' std: under 0.02 at every
+    position with int8; with int4 under 0.15 at 9 positions in 10. Not at every one: with MoE a small
+    change can flip a token's routing, which moves its logits by up to ~1 std whatever the cache
+    (measured with GQA and MLA alike); int4's maximum stays under 0.3 on the dense GQA model."""
+    model = QUANTIZED_ROWS[row]()
+    idx = tokens(60, vocab=model.config.vocab_size)
     with torch.no_grad():
         full = model(idx)
     err = {}
     for kv_dtype in ("int8", "int4"):
         got = chunked_logits(model, idx, [11] + [1] * 49, kv_dtype=kv_dtype, kv_group=8, kv_residual=4)
-        err[kv_dtype] = (got - full).abs().max().item()
+        err[kv_dtype] = ((got - full).abs().amax(-1) / full.std()).flatten()  # (B * T,)
         torch.testing.assert_close(got[:, :11], full[:, :11], **TOL)  # quantizing starts at 8 + 4 tokens
-    assert 0 < err["int8"] < 0.02 * full.std() and err["int8"] < err["int4"] < 0.3 * full.std(), err
+    assert 0 < err["int8"].max() < 0.02, err
+    assert err["int4"].quantile(0.9) < 0.15 and err["int8"].quantile(0.9) < err["int4"].quantile(0.9), err
+    if row == "gqa":
+        assert err["int4"].max() < 0.3
     prompt = idx[:, :10]
     greedy = model.generate(prompt, 20, temperature=0.0)
     assert (model.generate(prompt, 20, temperature=0.0, kv_dtype="int8", kv_residual=4) == greedy).float().mean() > 0.9
 
 
 # ----------------------------------------------------------------------------- accounting and dtypes
-@pytest.mark.parametrize("overrides", [{}, dict(n_kv_head=1), dict(window=8, global_every=2), dict(window=8)],
-                         ids=["gqa", "mqa", "window", "all-local"])
+@pytest.mark.parametrize("overrides", [
+    {}, dict(n_kv_head=1), dict(window=8, global_every=2), dict(window=8),
+    dict(attention="mla", n_kv_head=4),  # latent 32: two channel groups of kv_group 16, rotary key 4
+    dict(attention="mla", n_kv_head=4, window=8, global_every=2, mla=MLAConfig(q_lora_rank=8, index_topk=4)),
+], ids=["gqa", "mqa", "window", "all-local", "mla", "mla-window-dsa"])
 @pytest.mark.parametrize("kv_dtype", [None, "int8", "int4"])
 def test_accounting_equals_the_bytes_the_cache_allocates(overrides, kv_dtype):
     from model.accounting import kv_cache_bytes
@@ -233,7 +255,7 @@ def test_cache_is_allocated_in_the_autocast_dtype():
     with torch.autocast("cpu", torch.bfloat16):
         assert {b.dtype for layer in model.new_cache(1).layers for b in layer.buffers} == {torch.bfloat16}
         quantized = model.new_cache(1, kv_dtype="int4").layers[1]
-        assert quantized.k_scale.dtype == quantized.ring[0].dtype == torch.bfloat16
+        assert quantized.scales[0].dtype == quantized.ring[0].dtype == torch.bfloat16
         assert quantized.codes[0].dtype == torch.uint8
         out = model.generate(tokens(5), 20, temperature=0.0)
         ref = model.generate(tokens(5), 20, temperature=0.0, use_cache=False)

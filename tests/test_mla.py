@@ -58,9 +58,9 @@ def tokens(cfg: ModelConfig, B: int = 2, T: int = 40) -> torch.Tensor:
     return torch.randint(0, cfg.vocab_size, (B, T), generator=torch.Generator().manual_seed(1))
 
 
-def prefill_then_decode(model: GPT, idx: torch.Tensor, prefill: int) -> torch.Tensor:
+def prefill_then_decode(model: GPT, idx: torch.Tensor, prefill: int, **cache_options) -> torch.Tensor:
     """Logits of idx through the cache: `prefill` tokens at once, then one token per forward."""
-    cache = model.new_cache(idx.shape[0], idx.shape[1])
+    cache = model.new_cache(idx.shape[0], idx.shape[1], **cache_options)
     out = [model(idx[:, :prefill], cache=cache)]
     out += [model(idx[:, t : t + 1], cache=cache) for t in range(prefill, idx.shape[1])]
     return torch.cat(out, dim=1)
@@ -197,6 +197,59 @@ def test_kv_bytes_formula_equals_the_allocated_cache(case, dtype):
     assert cache.bytes_per_token() == kv_cache_bytes_per_token(cfg, None, dtype.itemsize)
     assert cache.bytes_per_token() == per_token * global_layers // cfg.n_layer
     assert cache.nbytes() == kv_cache_bytes(cfg, 50, 3, dtype_bytes=dtype.itemsize)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("kv_dtype", ["int8", "int4"])
+def test_quantized_kv_bytes_formula_equals_the_allocated_cache(case, kv_dtype):
+    """The latent row's codes and its per-token scales and zeros: one pair per kv_group channels of
+    each part (latent, rotary key, indexer key), plus the full-precision ring."""
+    cfg, options = mla_config(case), dict(kv_dtype=kv_dtype, kv_group=8, kv_residual=4, rollback=2)
+    model = GPT(cfg)
+    for dtype in (torch.float32, torch.bfloat16):
+        cache = model.new_cache(3, 50, dtype=dtype, **options)
+        assert cache.nbytes() == kv_cache_bytes(cfg, 50, 3, dtype_bytes=dtype.itemsize, **options)
+        assert cache.bytes_per_token() == kv_cache_bytes_per_token(cfg, kv_dtype, dtype.itemsize, kv_group=8)
+    m, bits = cfg.mla, {"int8": 8, "int4": 4}[kv_dtype]
+    row = m.kv_lora_rank + m.qk_rope_head_dim + m.index_head_dim
+    groups = sum(-(-w // 8) for w in (m.kv_lora_rank, m.qk_rope_head_dim, m.index_head_dim))
+    global_layers = sum(not cfg.is_local(i) for i in range(cfg.n_layer))
+    assert kv_cache_bytes_per_token(cfg, kv_dtype, 2, kv_group=8) == global_layers * (row * bits / 8 + 2 * groups * 2)
+
+
+@torch.no_grad()
+def test_quantized_latent_error_does_not_depend_on_the_rotary_keys_range():
+    """The rotary key is quantized in groups of its own: scaling it by 10 (and the query's rotary
+    part by 1/10, the same function) leaves the int4 cache's error as it was. One group for the
+    whole row would let the wider range set the step for both (4-7x the error, measured)."""
+    cfg = dataclasses.replace(mla_config("full-rank-q"), block_size=64)
+    errors = []
+    for factor in (1.0, 10.0):
+        model = random_gpt(cfg)
+        for block in model.transformer.h:
+            a = block.attn
+            a.kv_a_proj.weight[a.rank :] *= factor
+            a.query.proj.weight.view(a.n_head, a.nope + a.rope, -1)[:, a.nope :] /= factor
+        idx = tokens(cfg, T=40)
+        full = model(idx)
+        got = prefill_then_decode(model, idx, prefill=20, kv_dtype="int4", kv_group=8, kv_residual=4)
+        errors.append((got - full).abs().max().item())
+    assert errors[0] > 1e-3 and errors[1] == pytest.approx(errors[0], rel=0.05), errors
+
+
+@pytest.mark.parametrize("kv_dtype", ["int8", "int4"])
+@torch.no_grad()
+def test_absorbed_equals_naive_on_a_quantized_cache(kv_dtype):
+    """Both paths read the same dequantized latent: the quantized cache is the latent's, not a
+    path's."""
+    cfg = mla_config("low-rank-q-bias")
+    model, idx = random_gpt(cfg), tokens(cfg)
+    options = dict(kv_dtype=kv_dtype, kv_group=8, kv_residual=4)
+    absorbed = prefill_then_decode(model, idx, prefill=30, **options)
+    for block in model.transformer.h:
+        block.attn.absorbed = block.attn.naive
+    torch.testing.assert_close(prefill_then_decode(model, idx, prefill=30, **options), absorbed, atol=1e-5, rtol=0)
+    assert not torch.allclose(absorbed, prefill_then_decode(model, idx, prefill=30), atol=1e-4)  # it did quantize
 
 
 def test_kv_bytes_formula_equals_the_allocated_cache_for_gqa_too():

@@ -7,7 +7,8 @@ its own (`mixer.new_cache(spec)`), so the mixer decides what to keep: keys and v
 Key/value cache kinds, picked once when the cache is built (`kv_layer_cache`):
     LayerKV       every position, in the compute dtype (model/cache/kv.py)
     RollingKV     sliding-window layers: a ring of the last `window` (+ rollback margin) positions
-    QuantizedKV   `kv_dtype` "int8" / "int4": KIVI keys per channel, values per token (quantized.py)
+    QuantizedKV   `kv_dtype` "int8" / "int4" (KIVI, quantized.py): each stored tensor grouped as its
+                  mixer says, `PerChannel` (GQA's keys) or `PerToken` (GQA's values, MLA's latent row)
     StaticKV      `static`: fixed buffers written at tensor positions, for torch.compile (static.py)
 
 Protocol of a layer cache (duck-typed; a new cache kind is a new class, never a branch in forward):
@@ -23,16 +24,13 @@ Protocol of a layer cache (duck-typed; a new cache kind is a new class, never a 
 """
 
 from dataclasses import dataclass
-from functools import partial
-
 import torch
 
 from .kv import LayerKV
-from .quantized import BITS, QuantizedKV
+from .quantized import BITS, PerChannel, PerToken, QuantizedKV
 from .rolling import RollingKV
 
-# `kv_dtype` -> the cache class of a layer that keeps every position
-KV_DTYPES = {None: LayerKV} | {name: partial(QuantizedKV, bits=bits) for name, bits in BITS.items()}
+KV_DTYPES = (None, *BITS)  # `kv_dtype`: the compute dtype (LayerKV), or a QuantizedKV's codes
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,8 @@ class CacheSpec:
 
     kv_dtype: None (the compute dtype `dtype`) or a key of KV_DTYPES ("int8", "int4").
     kv_residual: quantized caches keep at least this many newest tokens in `dtype` (KIVI's R).
-    kv_group: quantized keys share a scale per channel over groups of this many tokens (KIVI's G).
+    kv_group: KIVI's group size G: a per-channel tensor (keys) shares a scale over this many tokens,
+        a per-token one (values, MLA's latent) over at most this many channels.
     rollback: how many positions `ModelCache.rollback` must be able to undo in caches that forget
         (ring buffers): speculative decoding's draft length.
     """
@@ -66,17 +65,21 @@ class CacheSpec:
             raise ValueError(f"kv_dtype must be one of {allowed}; got {self.kv_dtype!r}")
 
 
-def kv_layer_cache(spec: CacheSpec, heads: int, dims: tuple[int, ...], window: int = 0):
-    """The cache of one key/value layer: a ring buffer when the layer sees only the last `window`
-    positions and the ring is smaller than the sequence, else the `spec.kv_dtype` format; a static
-    cache keeps every position (the mask applies the window)."""
+def kv_layer_cache(spec: CacheSpec, heads: int, layouts: tuple, window: int = 0):
+    """The cache of one key/value layer, one stored tensor per entry of `layouts` (PerChannel /
+    PerToken: its width, and how a quantized cache groups it): a ring buffer when the layer sees only
+    the last `window` positions and the ring is smaller than the sequence, else the `spec.kv_dtype`
+    format; a static cache keeps every position (the mask applies the window)."""
+    dims = tuple(t.dim for t in layouts)
     if spec.static:
         from .static import StaticKV
 
         return StaticKV(spec, heads, dims)
     if window and window + spec.rollback < spec.max_len:
         return RollingKV(spec, heads, dims, window)
-    return KV_DTYPES[spec.kv_dtype](spec, heads, dims)
+    if spec.kv_dtype is None:
+        return LayerKV(spec, heads, dims)
+    return QuantizedKV(spec, heads, layouts, BITS[spec.kv_dtype])
 
 
 class ModelCache:
@@ -126,4 +129,5 @@ class ModelCache:
         return sum(layer.nbytes() for layer in self.layers)
 
 
-__all__ = ["CacheSpec", "KV_DTYPES", "LayerKV", "ModelCache", "QuantizedKV", "RollingKV", "kv_layer_cache"]
+__all__ = ["CacheSpec", "KV_DTYPES", "LayerKV", "ModelCache", "PerChannel", "PerToken", "QuantizedKV", "RollingKV",
+           "kv_layer_cache"]

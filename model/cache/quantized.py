@@ -1,17 +1,21 @@
 """A quantized key/value cache (KIVI, Liu et al. 2024, arXiv:2402.02750): int8 or int4 (two per byte).
 
-Keys have outlier channels, so they are quantized per channel: each channel of a group of
-`kv_group` consecutive tokens shares one scale and zero-point. Values are quantized per token: each
-token of each head has its own. Quantization is asymmetric min-max,
+KIVI groups each cached tensor along the axis its outliers do not share. Keys have outlier
+channels, so they are quantized per channel (`PerChannel`): each channel of a group of `kv_group`
+consecutive tokens shares one scale and zero-point. Values are quantized per token (`PerToken`):
+each token's channels, in groups of at most `kv_group`, share one (KIVI's one group size G for both).
+Quantization is asymmetric min-max,
     q = round((x - min) / scale),  scale = (max - min) / (2^bits - 1),  x ~ q * scale + min,
 with scales and zero-points (the min) stored in the compute dtype and counted in the bytes.
-The newest `kv_residual` tokens (at least; up to kv_residual + kv_group - 1) stay in the compute
-dtype, in a ring that also keeps `rollback` more positions, so that `ModelCache.rollback` can undo
-them and re-quantize exactly. Position group g is quantized once the sequence reaches
-(g + 1) * kv_group + kv_residual tokens, always from the same full-precision keys and values, so
-what is stored depends only on the tokens, not on how they were chunked. Attention reads the
-dequantized past (no fused kernel: the saving is memory, not time). HF counterpart:
-`QuantizedCache` (quanto/HQQ backends). Config (CacheSpec): kv_dtype, kv_residual, kv_group, rollback.
+Each mixer says how its tensors are grouped (GQA: a per-channel key and a per-token value per head;
+MLA: its latent row per token, model/mixer/mla.py). The newest `kv_residual` tokens (at least; up to
+kv_residual + kv_group - 1) stay in the compute dtype, in a ring that also keeps `rollback` more
+positions, so that `ModelCache.rollback` can undo them and re-quantize exactly. Position group g is
+quantized once the sequence reaches (g + 1) * kv_group + kv_residual tokens, always from the same
+full-precision tensors, so what is stored depends only on the tokens, not on how they were chunked.
+Attention reads the dequantized past (no fused kernel: the saving is memory, not time). HF
+counterpart: `QuantizedCache` (quanto/HQQ backends). Config (CacheSpec): kv_dtype, kv_residual,
+kv_group, rollback.
 """
 
 import torch
@@ -44,82 +48,134 @@ def dequantize(p: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: i
     return unpack(p, bits).float() * scale.float() + zero.float()
 
 
-class QuantizedKV:
-    """Keys and values of every position: quantized in groups of kv_group tokens, the newest kept in
-    a full-precision ring. Buffers: codes (B, heads, L, dim * bits / 8) uint8 with L = max_len
-    rounded up to kv_group; key scales and zeros (B, heads, L / kv_group, dim); value scales and
-    zeros (B, heads, L, 1); ring (B, heads, kv_residual + kv_group + rollback, dim) per tensor."""
+class PerChannel:
+    """KIVI's keys: each channel of `kv_group` consecutive tokens shares a scale and zero, so an
+    outlier channel widens only its own range. Scales per head: (L / kv_group, dim)."""
 
-    def __init__(self, spec, heads: int, dims: tuple[int, ...], bits: int):
-        if len(dims) != 2 or dims[0] % 2 or dims[1] % 2:
-            raise ValueError(f"a quantized cache stores keys and values of even sizes; got dims {dims}")
-        self.bits, self.dtype = bits, spec.dtype
-        self.group, self.residual = spec.kv_group, spec.kv_residual
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def channel_groups(self, G: int) -> tuple[int, ...]:
+        return (self.dim,)  # one scale per channel: the codes of a token are one group
+
+    def scale_shape(self, L: int, G: int) -> tuple[int, int]:
+        return L // G, self.dim
+
+    def scale_rows(self, start: int, n: int, G: int) -> slice:
+        return slice(start // G, (start + n) // G)
+
+    def quantize(self, x: torch.Tensor, G: int, bits: int, dtype: torch.dtype) -> tuple:
+        """x (B, H, n, dim), n a multiple of G -> codes (B, H, n, dim * bits / 8), scale, zero (B, H, n / G, dim)."""
+        B, H, n, D = x.shape
+        codes, scale, zero = quantize(x.reshape(B, H, n // G, G, D), 3, bits, dtype)
+        return codes.reshape(B, H, n, -1), scale.squeeze(3), zero.squeeze(3)
+
+    def dequantize(self, codes, scale, zero, G: int, bits: int) -> torch.Tensor:
+        B, H, n, C = codes.shape
+        x = dequantize(codes.reshape(B, H, n // G, G, C), scale[:, :, :, None], zero[:, :, :, None], bits)
+        return x.reshape(B, H, n, self.dim)
+
+
+class PerToken:
+    """KIVI's values: each token's channels share a scale and zero, in groups of at most `kv_group`
+    channels that never straddle two `parts` (MLA: the latent, the rotary key, the indexer key,
+    whose ranges differ). Scales per head: (L, number of groups)."""
+
+    def __init__(self, *parts: int):
+        self.parts = tuple(p for p in parts if p)
+        self.dim = sum(self.parts)
+
+    def channel_groups(self, G: int) -> tuple[int, ...]:
+        return tuple(min(G, part - i) for part in self.parts for i in range(0, part, G))
+
+    def scale_shape(self, L: int, G: int) -> tuple[int, int]:
+        return L, len(self.channel_groups(G))
+
+    def scale_rows(self, start: int, n: int, G: int) -> slice:
+        return slice(start, start + n)
+
+    def quantize(self, x: torch.Tensor, G: int, bits: int, dtype: torch.dtype) -> tuple:
+        """x (B, H, n, dim) -> codes (B, H, n, dim * bits / 8), scale, zero (B, H, n, groups)."""
+        groups = [quantize(part, 3, bits, dtype) for part in x.split(self.channel_groups(G), dim=-1)]
+        return tuple(torch.cat(t, dim=-1) for t in zip(*groups))
+
+    def dequantize(self, codes, scale, zero, G: int, bits: int) -> torch.Tensor:
+        widths = [w * bits // 8 for w in self.channel_groups(G)]
+        groups = zip(codes.split(widths, dim=-1), scale.split(1, dim=-1), zero.split(1, dim=-1))
+        return torch.cat([dequantize(c, s, z, bits) for c, s, z in groups], dim=-1)
+
+
+class QuantizedKV:
+    """The stored tensors of every position (`layouts`: each one's width and grouping), quantized in
+    groups of kv_group tokens, the newest kept in a full-precision ring. Buffers per tensor: codes
+    (B, heads, L, dim * bits / 8) uint8 with L = max_len rounded up to kv_group; scales and zeros as
+    its layout says; ring (B, heads, kv_residual + kv_group + rollback, dim)."""
+
+    def __init__(self, spec, heads: int, layouts: tuple, bits: int):
+        G = spec.kv_group
+        widths = [w for layout in layouts for w in layout.channel_groups(G)]
+        if any(w % 2 for w in widths):
+            raise ValueError(f"a quantized cache packs codes in pairs, so every channel group must be even; "
+                             f"got groups of {widths} channels (kv_group={G})")
+        self.layouts, self.bits, self.dtype = layouts, bits, spec.dtype
+        self.group, self.residual = G, spec.kv_residual
         self.max_rollback = spec.rollback
-        B, G = spec.batch_size, spec.kv_group
+        B = spec.batch_size
         L = -(-spec.max_len // G) * G
         self.ring_size = spec.kv_residual + G + spec.rollback
 
         def zeros(*shape, dtype=spec.dtype):
             return torch.zeros(*shape, dtype=dtype, device=spec.device)
 
-        dk, dv = dims
-        self.codes = [zeros(B, heads, L, dk * bits // 8, dtype=torch.uint8),
-                      zeros(B, heads, L, dv * bits // 8, dtype=torch.uint8)]
-        self.k_scale, self.k_zero = zeros(B, heads, L // G, dk), zeros(B, heads, L // G, dk)
-        self.v_scale, self.v_zero = zeros(B, heads, L, 1), zeros(B, heads, L, 1)
-        self.ring = [zeros(B, heads, self.ring_size, dk), zeros(B, heads, self.ring_size, dv)]
+        self.codes = [zeros(B, heads, L, t.dim * bits // 8, dtype=torch.uint8) for t in layouts]
+        self.scales = [zeros(B, heads, *t.scale_shape(L, G)) for t in layouts]
+        self.zeros = [zeros(B, heads, *t.scale_shape(L, G)) for t in layouts]
+        self.ring = [zeros(B, heads, self.ring_size, t.dim) for t in layouts]
 
     def quantized_len(self, length: int) -> int:
         """Positions stored quantized once the sequence has `length` tokens: whole groups that
         leave at least kv_residual newest tokens in full precision."""
         return max(0, (length - self.residual) // self.group) * self.group
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple:
-        T = k.shape[2]
+    def update(self, start: int, *new: torch.Tensor) -> tuple:
+        T = new[0].shape[2]
         q_old, q_new = self.quantized_len(start), self.quantized_len(start + T)
         # full precision, positions q_old .. start + T - 1: the ring's unquantized tail, then the new tokens
-        slots = torch.arange(q_old, start, device=k.device) % self.ring_size
+        slots = torch.arange(q_old, start, device=new[0].device) % self.ring_size
         pending = [torch.cat([ring.index_select(2, slots), x.to(self.dtype)], dim=2)
-                   for ring, x in zip(self.ring, (k, v))]
+                   for ring, x in zip(self.ring, new, strict=True)]
         if q_new > q_old:
             self._quantize(q_old, [p[:, :, : q_new - q_old] for p in pending])
         keep = min(T, self.ring_size)  # the ring only ever needs the newest positions
-        new_slots = torch.arange(start + T - keep, start + T, device=k.device) % self.ring_size
-        for ring, x in zip(self.ring, (k, v)):
+        new_slots = torch.arange(start + T - keep, start + T, device=new[0].device) % self.ring_size
+        for ring, x in zip(self.ring, new):
             ring.index_copy_(2, new_slots, x[:, :, T - keep :].to(self.dtype))
         past = self._dequantize(q_new)
         return (*(torch.cat([d, p[:, :, q_new - q_old :]], dim=2) for d, p in zip(past, pending)), None)
 
     def _quantize(self, start: int, new: list[torch.Tensor]) -> None:
         """Quantize whole groups of positions start .. start + n - 1 (start, n multiples of kv_group)."""
-        k, v = new
-        B, H, n, D = k.shape
-        G, g0 = self.group, start // self.group
-        codes, scale, zero = quantize(k.reshape(B, H, n // G, G, D), 3, self.bits, self.dtype)
-        self.codes[0][:, :, start : start + n] = codes.reshape(B, H, n, -1)
-        self.k_scale[:, :, g0 : g0 + n // G] = scale.squeeze(3)
-        self.k_zero[:, :, g0 : g0 + n // G] = zero.squeeze(3)
-        codes, scale, zero = quantize(v, 3, self.bits, self.dtype)
-        self.codes[1][:, :, start : start + n] = codes
-        self.v_scale[:, :, start : start + n], self.v_zero[:, :, start : start + n] = scale, zero
+        n, G = new[0].shape[2], self.group
+        for i, (layout, x) in enumerate(zip(self.layouts, new)):
+            codes, scale, zero = layout.quantize(x, G, self.bits, self.dtype)
+            rows = layout.scale_rows(start, n, G)
+            self.codes[i][:, :, start : start + n] = codes
+            self.scales[i][:, :, rows], self.zeros[i][:, :, rows] = scale, zero
 
     def _dequantize(self, n: int) -> list[torch.Tensor]:
-        """Keys and values of positions 0 .. n - 1, in the compute dtype."""
-        B, H, _, dk = self.ring[0].shape
+        """Every stored tensor at positions 0 .. n - 1, in the compute dtype."""
         G = self.group
-        k = dequantize(self.codes[0][:, :, :n].reshape(B, H, n // G, G, dk * self.bits // 8),
-                       self.k_scale[:, :, : n // G, None], self.k_zero[:, :, : n // G, None], self.bits)
-        v = dequantize(self.codes[1][:, :, :n], self.v_scale[:, :, :n], self.v_zero[:, :, :n], self.bits)
-        return [k.reshape(B, H, n, dk).to(self.dtype), v.to(self.dtype)]
+        return [layout.dequantize(codes[:, :, :n], scale[:, :, layout.scale_rows(0, n, G)],
+                                  zero[:, :, layout.scale_rows(0, n, G)], G, self.bits).to(self.dtype)
+                for layout, codes, scale, zero in zip(self.layouts, self.codes, self.scales, self.zeros)]
 
     def bytes_per_token(self) -> float:
-        """Per token of one sequence: codes of a key and a value, the value's scale and zero, and
-        1/kv_group of the keys' per-channel scales and zeros. The ring is a fixed cost."""
+        """Per token of one sequence: the codes, and the scales and zeros (per token, or 1/kv_group
+        of a per-channel tensor's). The ring is a fixed cost."""
         B, _, L, _ = self.codes[0].shape
-        grows = [*self.codes, self.k_scale, self.k_zero, self.v_scale, self.v_zero]
+        grows = [*self.codes, *self.scales, *self.zeros]
         return sum(t.numel() * t.element_size() for t in grows) / (B * L)
 
     def nbytes(self) -> int:
-        tensors = [*self.codes, self.k_scale, self.k_zero, self.v_scale, self.v_zero, *self.ring]
+        tensors = [*self.codes, *self.scales, *self.zeros, *self.ring]
         return sum(t.numel() * t.element_size() for t in tensors)

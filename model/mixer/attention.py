@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ModelConfig
-from ..cache import CacheSpec, ModelCache, kv_layer_cache
+from ..cache import CacheSpec, ModelCache, PerChannel, PerToken, kv_layer_cache
 from . import flex
 from .gate import build_gate
 from .masks import sdpa_mask, visible_keys
@@ -142,8 +142,9 @@ class CausalSelfAttention(AttentionKernels):
         return self.resid_dropout(self.c_proj(y))
 
     def new_cache(self, spec: CacheSpec):
-        """This layer's generation cache: keys and values (of the last `window` positions when local)."""
-        return kv_layer_cache(spec, self.n_kv_head, (self.head_dim, self.head_dim), self.window)
+        """This layer's generation cache: keys and values (of the last `window` positions when local);
+        quantized, keys per channel and values per token (KIVI, model/cache/quantized.py)."""
+        return kv_layer_cache(spec, self.n_kv_head, (PerChannel(self.head_dim), PerToken(self.head_dim)), self.window)
 
 KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention", "flex": "flex_attention",
            "sparse": "sparse_attention"}  # sparse: DeepSeek Sparse Attention (model/mixer/dsa.py)
