@@ -6,7 +6,10 @@ Each row puts a rung's cost (active parameters, training FLOPs and cache bytes p
 next to its effect (val bits per byte, the step from the previous rung, in all and seed by seed, and
 from GPT-2). With a second results.csv (the same ladder at another budget), three more columns give
 that grid's val bpb and its step from the previous rung, so a reader sees whether each step holds
-as training gets longer. Every number comes from the CSVs, which train.ablate writes from the run directories.
+as training gets longer. When the first grid scored tasks (`tasks = [...]` in its ablation file), a
+second table follows: each task's headline score and the CORE-style aggregate, mean ± std over
+seeds, next to the val bpb. Every number comes from the CSVs, which train.ablate writes from the
+run directories.
 """
 import csv
 import sys
@@ -56,6 +59,19 @@ def main(paths: list[str]) -> None:
             o = other.get(r["variant"])
             cells += [bpb(o), fmt(o["delta_bpb_previous"], "+.3f") if i else "", per_seed(o)] if o else ["", "", ""]
         print("| " + " | ".join(cells) + " |")
+    tasks = [name[len("task:"):-len("_mean")] for name in rows[0] if name.startswith("task:") and name.endswith("_mean")]
+    if tasks:
+        print()
+        print("| rung | val bpb | " + " | ".join(tasks) + " |")
+        print("|---|--:|" + "--:|" * len(tasks))
+        for r in rows:
+            cells = [r["variant"], bpb(r)] + [score(r, t) for t in tasks]
+            print("| " + " | ".join(cells) + " |")
+
+
+def score(r: dict, task: str) -> str:
+    mean, std = r[f"task:{task}_mean"], r[f"task:{task}_std"]
+    return "pending" if not mean else f"{float(mean):.3f}" + (f" ± {float(std):.3f}" if std else "")
 
 
 if __name__ == "__main__":
