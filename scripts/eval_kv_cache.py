@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.accounting import kv_cache_bytes_per_token  # noqa: E402
 from model.cache.evaluate import cached_loss  # noqa: E402
-from train.cli import run_cli  # noqa: E402
+from train.cli import argument_parser, run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
 from train.decoding import refusing_layer  # noqa: E402
 from train.data import bits_per_byte, get_batch, prepare  # noqa: E402
@@ -29,8 +29,7 @@ FORMATS = (None, "int8", "int4")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/eval_kv_cache.py", description=__doc__.splitlines()[2])
-    p.error = _usage_error  # one line, exit 2
+    p = argument_parser("python scripts/eval_kv_cache.py", description=__doc__.splitlines()[2])
     p.add_argument("run_dir")
     p.add_argument("--step", type=int, default=None, help="evaluate this checkpoint (default: the newest)")
     p.add_argument("--batches", type=int, default=0, help="validation batches (0 = the run's eval_batches)")
@@ -47,9 +46,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     pick_device(args.device, "--device")  # a bad name fails here, before any work
     return args
 
-
-def _usage_error(message: str):
-    raise ConfigError(f"{message} (see python scripts/eval_kv_cache.py --help)")
 
 
 def main(argv: list[str]) -> int:

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import GPT  # noqa: E402
-from train.cli import run_cli  # noqa: E402
+from train.cli import argument_parser, run_cli  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
 from train.evals.hellaswag import STYLES, HellaSwagTask, headline, parse_row  # noqa: E402
 from train.evals.jsonl import read_items  # noqa: E402
@@ -51,9 +51,7 @@ PUBLISHED = {"completion": "GPT-2 124M in llm.c: acc 0.2859, acc_norm 0.2955",
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python scripts/hellaswag.py", description=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.error = _usage_error  # one line, exit 2
+    p = argument_parser("python scripts/hellaswag.py", __doc__)
     p.add_argument("file", help="HellaSwag's raw validation JSONL (hellaswag_val.jsonl)")
     p.add_argument("model", help="a training run's directory, or an HF model directory")
     p.add_argument("--limit", type=int, default=None, help="score the file's first N items (default: all)")
@@ -74,9 +72,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             raise ConfigError(f"--json {out}: no such directory {str(out.parent)!r}")
     return args
 
-
-def _usage_error(message: str):
-    raise ConfigError(f"{message} (see python scripts/hellaswag.py --help)")
 
 
 class HFTokenizer:

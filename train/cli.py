@@ -1,5 +1,6 @@
 """Shared command-line plumbing: user mistakes become one line on stderr and a non-zero exit."""
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -38,6 +39,20 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
         lines = (str(e) or type(e).__name__).splitlines()
         print(f"error: {lines[0] if lines else type(e).__name__}", file=sys.stderr)
         return code
+
+
+def argument_parser(prog: str, doc: str | None = None, **kwargs) -> argparse.ArgumentParser:
+    """An argparse parser whose usage errors are one line, exit 2 (a ConfigError naming `--help`),
+    described by the body of the docstring `doc` (after its first paragraph) when given."""
+    if doc is not None:
+        kwargs |= {"description": doc.split("\n\n", 1)[1], "formatter_class": argparse.RawDescriptionHelpFormatter}
+    p = argparse.ArgumentParser(prog=prog, **kwargs)
+
+    def usage_error(message: str):
+        raise ConfigError(f"{message} (see {prog} --help)")
+
+    p.error = usage_error
+    return p
 
 
 def split_args(argv: list[str], opts: dict) -> tuple[list[str], list[str]]:

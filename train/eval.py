@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import add_quantize_options, quantized, run_cli
+from .cli import add_quantize_options, argument_parser, quantized, run_cli
 from .data import prepare
 from .errors import ConfigError
 from .evals.suite import Settings, aggregate, run_task, table
@@ -50,9 +50,7 @@ TASK_FLAGS = ("shots", "limit", "samples", "temperature", "top_k", "seed", "json
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(prog="python -m train.eval", description=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.error = _usage_error
+    p = argument_parser("python -m train.eval", __doc__)
     p.add_argument("run_dir", help="a training run's directory (train.out_dir)")
     p.add_argument("--step", type=int, default=None, help="evaluate this checkpoint (default: the newest)")
     p.add_argument("--tokenizer_path", default="", help="gpt2 runs: the ranks file, if the run's is elsewhere now")
@@ -128,9 +126,6 @@ def _check_json(out: str | None, run_dir: str) -> None:
     if path.parent.resolve() == run or run in path.parent.resolve().parents:
         raise ConfigError(f"--json {out} is inside the run {run_dir}; eval writes nothing into a run")
 
-
-def _usage_error(message: str):
-    raise ConfigError(f"{message} (see python -m train.eval --help)")
 
 
 @dataclass

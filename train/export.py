@@ -36,7 +36,7 @@ import torch
 
 from model.hf import FAMILIES, config_to_hf, to_hf
 
-from .cli import run_cli
+from .cli import argument_parser, run_cli
 from .errors import ConfigError, make_dir
 from .gguf_export import ARCHS, FILE_NAME, GGUF_TYPES, export_gguf
 from .hf_tokenizer import save_hf_tokenizer
@@ -83,9 +83,7 @@ def export(run_dir: str | Path, out_dir: str | Path, family: str = "auto", dtype
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.error = _usage_error  # one line, exit 2
+    p = argument_parser("python -m train.export", __doc__)
     p.add_argument("run_dir", help="a training run's directory (train.out_dir)")
     p.add_argument("out_dir", help="where to write the HF model directory, or the directory for model.gguf")
     p.add_argument("--format", default="hf", choices=["hf", "gguf"], help="an HF directory, or one GGUF file")
@@ -98,9 +96,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tokenizer_path", default="", help="gpt2 runs: the ranks file, if the run's is elsewhere now")
     return p.parse_args(argv)
 
-
-def _usage_error(message: str):
-    raise ConfigError(f"{message} (see python -m train.export --help)")
 
 
 def main(argv: list[str]) -> int:

@@ -25,7 +25,7 @@ import torch
 
 from model.sampling import TEMPERATURE, TOP_K
 
-from .cli import add_quantize_options, quantized, run_cli
+from .cli import add_quantize_options, argument_parser, quantized, run_cli
 from .decoding import check_decoding
 from .errors import ConfigError
 from .hardware import autocast, pick_device, pick_dtype
@@ -34,9 +34,7 @@ from .tokenizer import for_run
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m train.sample", description=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.error = _usage_error  # one line, exit 2, like every other bad command line
+    p = argument_parser("python -m train.sample", __doc__)
     p.add_argument("run_dir", help="a training run's directory (train.out_dir)")
     p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
     p.add_argument("--max_new_tokens", type=int, default=256, help="tokens to generate per sample (default 256)")
@@ -83,9 +81,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise ConfigError("--draft decodes through full-precision caches: drop --kv_dtype and --compile")
     return args
 
-
-def _usage_error(message: str):
-    raise ConfigError(f"{message} (see python -m train.sample --help)")
 
 
 def main(argv: list[str]) -> int:
