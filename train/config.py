@@ -25,6 +25,7 @@ from model import ModelConfig
 
 from .data import DataConfig
 from .errors import ConfigError
+from .init_from import FREE_KEYS, NEWEST, check_tokenizer, model_source
 from .tokenizer import tokenizer_vocab_size
 
 
@@ -68,6 +69,13 @@ class TrainConfig:
     dist_backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
     dist_timeout_s: int = 600  # a rank that waits this long for another stops with an error
     activation_checkpointing: bool = False  # recompute each block in backward instead of storing it
+    # Fine-tuning (train/init_from.py): start from the weights of a training run's directory (its
+    # checkpoint init_step; -1 = the newest) or of a Hugging Face model directory. [model] is taken
+    # from there, and a [model] key set here must agree with it, but for the few that only shape
+    # training (init_from.FREE_KEYS: dropout, auxiliary loss weights). Optimizer, step, schedule and
+    # seed are this run's own; once the run has a checkpoint of its own, it resumes from that.
+    init_from: str = ""
+    init_step: int = NEWEST
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_interval",
@@ -76,6 +84,8 @@ class TrainConfig:
         for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0; got {getattr(self, name)}")
         _require(0 <= self.seed < 2**63, f"train.seed must be in [0, 2**63); got {self.seed}")
+        _require(self.init_step >= NEWEST,
+                 f"train.init_step must be a checkpoint's step, or -1 for the newest; got {self.init_step}")
         _require(math.isfinite(self.max_seconds) and self.max_seconds >= 0,
                  f"train.max_seconds must be a finite number >= 0 (0 = no limit); got {self.max_seconds}")
 
@@ -123,13 +133,16 @@ class RunConfig:
         return self.train.seq_len or self.model.block_size
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored: bool = True) -> RunConfig:
+def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored: bool = True,
+                resolved: bool = False) -> RunConfig:
     """Read a TOML run config, apply `section.key=value` overrides, validate, resolve defaults.
 
     `path` may be `preset:NAME` for configs/presets/NAME.toml. With `warn_ignored`, a key that the
     chosen rungs never read (`model.rope.theta` with learned positions, ...) prints a one-line
     warning when the user set it: in an override, or in a config file outside this project's
-    configs/ (whose files may list such keys to document them).
+    configs/ (whose files may list such keys to document them). With train.init_from, [model] comes
+    from the source, unless `resolved`: a config a run wrote, whose [model] already is the source's
+    (which is then not read again, and may be gone).
     """
     raw: dict[str, Any] = {}
     name = "default"
@@ -148,25 +161,68 @@ def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored
     for item in overrides:
         explicit |= _dotted_keys(apply_override({}, item))
         apply_override(raw, item)
+    # With train.init_from, [model] is the source's; the keys set here are checked against it.
+    train = raw.get("train", {})
+    mine = raw.pop("model", {}) if isinstance(train, dict) and train.get("init_from") and not resolved else None
     cfg = from_dict(RunConfig, raw, prefix="")
-    if warn_ignored:
-        for key, why in ignored_keys(cfg).items():
-            if key in explicit:
-                print(f"warning: {key} is ignored: {why}", file=sys.stderr)
+    if not cfg.train.out_dir:
+        cfg.train.out_dir = str(Path("runs") / name)
     # The model's vocabulary follows the tokenizer unless the config sets it explicitly.
     n_vocab = tokenizer_vocab_size(cfg.data.tokenizer)
-    if "vocab_size" not in raw.get("model", {}):
+    if mine is not None:
+        cfg.model = _model_of_source(cfg, mine)
+    elif "vocab_size" not in raw.get("model", {}):
         cfg.model = dataclasses.replace(cfg.model, vocab_size=n_vocab)
     elif cfg.model.vocab_size < n_vocab:
         raise ConfigError(
             f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer!r} "
             f"tokenizer's {n_vocab} tokens"
         )
-    if not cfg.train.out_dir:
-        cfg.train.out_dir = str(Path("runs") / name)
+    if warn_ignored:
+        for key, why in ignored_keys(cfg).items():
+            if key in explicit:
+                print(f"warning: {key} is ignored: {why}", file=sys.stderr)
     _require(cfg.seq_len <= cfg.model.block_size,
              f"train.seq_len={cfg.seq_len} exceeds model.block_size={cfg.model.block_size}")
     return cfg
+
+
+def _model_of_source(cfg: RunConfig, mine: dict) -> ModelConfig:
+    """train.init_from: the source's [model] with the keys of `mine` (the [model] table the user
+    set) applied; a key that then differs from the source's, other than FREE_KEYS, is refused."""
+    t = cfg.train
+    _require(isinstance(mine, dict), "model must be a table of keys")
+    _require(not Path(t.out_dir).resolve().is_relative_to(Path(t.init_from).expanduser().resolve()),
+             f"train.out_dir={t.out_dir!r} is inside train.init_from={t.init_from!r}, which a run "
+             "only reads: choose another train.out_dir")
+    source = model_source(t.init_from, t.init_step, t.out_dir)
+    check_tokenizer(source, cfg.data.tokenizer, cfg.data.tokenizer_path)
+    theirs = from_dict(ModelConfig, source.model, "model.")
+    merged = from_dict(ModelConfig, _merged(source.model, mine), "model.")
+    a, b = _flat(dataclasses.asdict(theirs)), _flat(dataclasses.asdict(merged))
+    for key in a:
+        if a[key] != b[key] and key not in FREE_KEYS:
+            raise ConfigError(f"model.{key} = {_toml_value(b[key])} differs from {_toml_value(a[key])} in "
+                              f"train.init_from={t.init_from!r}, whose [model] this run takes "
+                              f"(only model.{', model.'.join(FREE_KEYS)} may differ)")
+    return merged
+
+
+def _merged(base: dict, update: dict) -> dict:
+    """`base` with the keys of `update` written over it, into sub-tables."""
+    out = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
+
+
+def _flat(table: dict, prefix: str = "") -> dict:
+    """{"moe": {"top_k": 2}} -> {"moe.top_k": 2}"""
+    out = {}
+    for key, value in table.items():
+        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+    return out
 
 
 def ignored_keys(cfg: RunConfig) -> dict[str, str]:
@@ -176,6 +232,8 @@ def ignored_keys(cfg: RunConfig) -> dict[str, str]:
         out["data.tokenizer_path"] = f"data.tokenizer is {cfg.data.tokenizer!r} (the ranks file is for 'gpt2')"
     if cfg.optim.name != "muon":
         out["optim.muon_momentum"] = f"optim.name is {cfg.optim.name!r}"
+    if not cfg.train.init_from:
+        out["train.init_step"] = "train.init_from is not set"
     return out
 
 

@@ -70,13 +70,13 @@ def load_run(run_dir: str | Path, step: int | None = None) -> LoadedRun:
 
 def run_config(run_dir: str | Path, overrides: list[str] = ()) -> RunConfig:
     """The run's resolved config.toml with `overrides` applied (its own keys stay silent)."""
-    return load_config(check_run_dir(run_dir) / "config.toml", overrides, warn_ignored=False)
+    return load_config(check_run_dir(run_dir) / "config.toml", overrides, warn_ignored=False, resolved=True)
 
 
 def _load(path: Path) -> tuple[RunConfig, GPT]:
     """The checkpoint's config (data, never executed) and its model with the saved weights."""
     ckpt.verify_checkpoint(path)
-    cfg = load_config(path / "config.toml", warn_ignored=False)
+    cfg = load_config(path / "config.toml", warn_ignored=False, resolved=True)  # not its init_from again
     model = GPT(cfg.model)
     ckpt.load_checkpoint(path, model, verify=False)
     return cfg, model.eval()

@@ -43,10 +43,10 @@ from .data import TokenData, bits_per_byte, get_batch, prepare
 from .guard import (RUN_CONFIG_HEADER, StopSignals, all_finite, check_out_dir, check_same_run, check_same_tokenizer,
                     oom_message)
 from .hardware import DTYPES, Peak, autocast, pick_device, pick_dtype
+from .init_from import initial_weights
 from .metrics_log import MetricsLog, write_atomic
 from .optim import build_optimizer, lr_at
-from .tokenizer import RUN_FILE as TOKENIZER_FILE
-from .tokenizer import describe, get_tokenizer
+from .tokenizer import RUN_FILE as TOKENIZER_FILE, describe, get_tokenizer
 
 
 @dataclass
@@ -85,6 +85,10 @@ class Trainer:
         # DDP: a wrapper around self.model; FSDP2: self.model itself, sharded in place.
         self.wrapped = parallel.wrap(self.model, t.parallel, self.dist, self.device, DTYPES[self.dtype])
         self.sharded = self.dist.active and t.parallel == "fsdp2"
+        self.init_source: dict | None = None  # train.init_from's weights: where from (metrics.jsonl, step 0)
+        if t.init_from and not ckpt.list_checkpoints(self.out_dir):  # else resume() loads the run's own
+            weights, self.init_source = initial_weights(t.init_from, t.init_step, cfg.model)
+            parallel.load_full_model_state(self.model, weights)
         if self.rank:
             torch.manual_seed(t.seed + self.rank)  # dropout masks differ between ranks
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
@@ -149,7 +153,7 @@ class Trainer:
         found = ckpt.load_newest(self.out_dir, self._load)
         if found is None:
             if self.rank == 0:
-                self.metrics.truncate(0)  # lines from a run killed before its first checkpoint
+                self.metrics.truncate(-1)  # lines from a run killed before its first checkpoint
             return False
         path, (train_state, state) = found
         try:
@@ -357,6 +361,8 @@ class Trainer:
         try:
             if self.rank == 0:
                 self.metrics.open(after_step=self.step)
+            if self.init_source and resumed_from is None:  # where fine-tuning starts: the source's val loss
+                self._log({"step": 0, "tokens": 0, **self.evaluate(), "init_from": self.init_source})
             self._agree_stop()  # a signal that came before the first step
             # A run that ended at train.max_seconds is done: a re-run trains no further, unless the
             # limit was raised or removed. (From a checkpoint not so marked, e.g. with the limit
