@@ -318,11 +318,11 @@ KV_CODE_BITS = {"int8": 8, "int4": 4}  # `kv_dtype` of a quantized cache -> bits
 
 
 # `model.attention` -> what a quantized cache stores of one layer (model/cache/quantized.py): the widths
-# quantized per channel over kv_group tokens (GQA's keys), and per token, each in groups of at most
-# kv_group channels (GQA's values; MLA's latent, rotary key and DSA's indexer key, model/mixer/mla.py)
+# quantized per channel over kv_group tokens (keys: GQA's, MLA's rotary and DSA's indexer key), and per
+# token, each in groups of at most kv_group channels (GQA's values, MLA's latent; model/mixer/mla.py)
 KV_QUANTIZED = {
     "gqa": lambda cfg: ([cfg.head_dim] * cfg.n_kv_head, [cfg.head_dim] * cfg.n_kv_head),
-    "mla": lambda cfg: ([], [w for w in (cfg.mla.kv_lora_rank, cfg.mla.qk_rope_head_dim, cfg.mla.index_head_dim) if w]),
+    "mla": lambda cfg: ([cfg.mla.qk_rope_head_dim + cfg.mla.index_head_dim], [cfg.mla.kv_lora_rank]),
 }
 
 

@@ -84,7 +84,7 @@ def test_sample_quantizes_mlas_latent_cache(mla_mtp, hybrid, capsys, monkeypatch
         code, out, err = cli(capsys, run, *GREEDY, "--max_new_tokens", "10", "--kv_dtype", kv_dtype, entry=sample.main)
         assert code == plain[0] == 0 and err == "", err
         assert out == plain[1] and len(out.splitlines()[1]) >= 2
-        assert built and all(entry == (bits, ["PerToken"]) for entry in built), built  # MLA's latent rows
+        assert built and all(entry == (bits, ["Columns"]) for entry in built), built  # MLA's latent rows
 
 
 def test_a_shorter_draft_caps_the_new_tokens_with_a_note(base, mla_mtp, capsys):

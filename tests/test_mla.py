@@ -202,8 +202,8 @@ def test_kv_bytes_formula_equals_the_allocated_cache(case, dtype):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("kv_dtype", ["int8", "int4"])
 def test_quantized_kv_bytes_formula_equals_the_allocated_cache(case, kv_dtype):
-    """The latent row's codes and its per-token scales and zeros: one pair per kv_group channels of
-    each part (latent, rotary key, indexer key), plus the full-precision ring."""
+    """The latent row's codes; per token a scale and a zero per kv_group channels of the latent, and
+    1/kv_group of the rotary and indexer keys' per-channel ones; plus the full-precision ring."""
     cfg, options = mla_config(case), dict(kv_dtype=kv_dtype, kv_group=8, kv_residual=4, rollback=2)
     model = GPT(cfg)
     for dtype in (torch.float32, torch.bfloat16):
@@ -212,16 +212,17 @@ def test_quantized_kv_bytes_formula_equals_the_allocated_cache(case, kv_dtype):
         assert cache.bytes_per_token() == kv_cache_bytes_per_token(cfg, kv_dtype, dtype.itemsize, kv_group=8)
     m, bits = cfg.mla, {"int8": 8, "int4": 4}[kv_dtype]
     row = m.kv_lora_rank + m.qk_rope_head_dim + m.index_head_dim
-    groups = sum(-(-w // 8) for w in (m.kv_lora_rank, m.qk_rope_head_dim, m.index_head_dim))
+    groups = -(-m.kv_lora_rank // 8) + (m.qk_rope_head_dim + m.index_head_dim) / 8
     global_layers = sum(not cfg.is_local(i) for i in range(cfg.n_layer))
     assert kv_cache_bytes_per_token(cfg, kv_dtype, 2, kv_group=8) == global_layers * (row * bits / 8 + 2 * groups * 2)
 
 
 @torch.no_grad()
 def test_quantized_latent_error_does_not_depend_on_the_rotary_keys_range():
-    """The rotary key is quantized in groups of its own: scaling it by 10 (and the query's rotary
-    part by 1/10, the same function) leaves the int4 cache's error as it was. One group for the
-    whole row would let the wider range set the step for both (4-7x the error, measured)."""
+    """The rotary key is quantized with scales of its own (per channel): scaling it by 10 (and the
+    query's rotary part by 1/10, the same function) leaves the int4 cache's error as it was. One
+    group per token for the whole row would let the wider range set the step for both (4-7x the
+    error, measured)."""
     cfg = dataclasses.replace(mla_config("full-rank-q"), block_size=64)
     errors = []
     for factor in (1.0, 10.0):
@@ -271,6 +272,17 @@ def test_flops_charge_the_naive_attention_dims():
 def test_mla_cache_is_a_fraction_of_mha(path, at_most):
     cfg = load_config(ROOT / path).model
     assert kv_bytes_per_token(cfg) / mha_kv_bytes_per_token(cfg) <= at_most
+
+
+@pytest.mark.parametrize("path", ["configs/ladder/12-mla.toml", "configs/ladder/16-muon.toml",
+                                  "configs/presets/deepseek-v3.2.toml"])
+def test_quantized_latent_cache_against_bf16(path):
+    """Scales included, int8 keeps <= 0.55x and int4 <= 0.30x the bf16 bytes per token (issue 24's
+    figures; per-channel scales on the rotary key cost 1/kv_group of a per-token pair)."""
+    cfg = load_config(ROOT / path).model
+    bf16 = kv_cache_bytes_per_token(cfg, None, 2)
+    assert kv_cache_bytes_per_token(cfg, "int8", 2) / bf16 <= 0.55
+    assert kv_cache_bytes_per_token(cfg, "int4", 2) / bf16 <= 0.30
 
 
 # ----------------------------------------------------------------------------- config

@@ -8,7 +8,7 @@ Key/value cache kinds, picked once when the cache is built (`kv_layer_cache`):
     LayerKV       every position, in the compute dtype (model/cache/kv.py)
     RollingKV     sliding-window layers: a ring of the last `window` (+ rollback margin) positions
     QuantizedKV   `kv_dtype` "int8" / "int4" (KIVI, quantized.py): each stored tensor grouped as its
-                  mixer says, `PerChannel` (GQA's keys) or `PerToken` (GQA's values, MLA's latent row)
+                  mixer says: `PerChannel` (keys), `PerToken` (values, MLA's latent), or `Columns` of both
     StaticKV      `static`: fixed buffers written at tensor positions, for torch.compile (static.py)
 
 Protocol of a layer cache (duck-typed; a new cache kind is a new class, never a branch in forward):
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .kv import LayerKV
-from .quantized import BITS, PerChannel, PerToken, QuantizedKV
+from .quantized import BITS, Columns, PerChannel, PerToken, QuantizedKV
 from .rolling import RollingKV
 
 KV_DTYPES = (None, *BITS)  # `kv_dtype`: the compute dtype (LayerKV), or a QuantizedKV's codes
@@ -129,5 +129,5 @@ class ModelCache:
         return sum(layer.nbytes() for layer in self.layers)
 
 
-__all__ = ["CacheSpec", "KV_DTYPES", "LayerKV", "ModelCache", "PerChannel", "PerToken", "QuantizedKV", "RollingKV",
-           "kv_layer_cache"]
+__all__ = ["CacheSpec", "Columns", "KV_DTYPES", "LayerKV", "ModelCache", "PerChannel", "PerToken", "QuantizedKV",
+           "RollingKV", "kv_layer_cache"]

@@ -8,14 +8,14 @@ Quantization is asymmetric min-max,
     q = round((x - min) / scale),  scale = (max - min) / (2^bits - 1),  x ~ q * scale + min,
 with scales and zero-points (the min) stored in the compute dtype and counted in the bytes.
 Each mixer says how its tensors are grouped (GQA: a per-channel key and a per-token value per head;
-MLA: its latent row per token, model/mixer/mla.py). The newest `kv_residual` tokens (at least; up to
-kv_residual + kv_group - 1) stay in the compute dtype, in a ring that also keeps `rollback` more
-positions, so that `ModelCache.rollback` can undo them and re-quantize exactly. Position group g is
-quantized once the sequence reaches (g + 1) * kv_group + kv_residual tokens, always from the same
-full-precision tensors, so what is stored depends only on the tokens, not on how they were chunked.
-Attention reads the dequantized past (no fused kernel: the saving is memory, not time). HF
-counterpart: `QuantizedCache` (quanto/HQQ backends). Config (CacheSpec): kv_dtype, kv_residual,
-kv_group, rollback.
+MLA: one row of a per-token latent beside per-channel rotary and indexer keys, model/mixer/mla.py).
+The newest `kv_residual` tokens (at least; up to kv_residual + kv_group - 1) stay in the compute
+dtype, in a ring that also keeps `rollback` more positions, so that `ModelCache.rollback` can undo
+them and re-quantize exactly. Position group g is quantized once the sequence reaches
+(g + 1) * kv_group + kv_residual tokens, always from the same full-precision tensors, so what is
+stored depends only on the tokens, not on how they were chunked. Attention reads the dequantized
+past (no fused kernel: the saving is memory, not time). HF counterpart: `QuantizedCache`
+(quanto/HQQ backends). Config (CacheSpec): kv_dtype, kv_residual, kv_group, rollback.
 """
 
 import torch
@@ -54,6 +54,7 @@ class PerChannel:
 
     def __init__(self, dim: int):
         self.dim = dim
+        self.columns = (self,)
 
     def channel_groups(self, G: int) -> tuple[int, ...]:
         return (self.dim,)  # one scale per channel: the codes of a token are one group
@@ -77,13 +78,13 @@ class PerChannel:
 
 
 class PerToken:
-    """KIVI's values: each token's channels share a scale and zero, in groups of at most `kv_group`
-    channels that never straddle two `parts` (MLA: the latent, the rotary key, the indexer key,
-    whose ranges differ). Scales per head: (L, number of groups)."""
+    """KIVI's values (and MLA's latent): each token's channels share a scale and zero, in groups of
+    at most `kv_group` channels that never straddle two `parts`. Scales per head: (L, groups)."""
 
     def __init__(self, *parts: int):
         self.parts = tuple(p for p in parts if p)
         self.dim = sum(self.parts)
+        self.columns = (self,)
 
     def channel_groups(self, G: int) -> tuple[int, ...]:
         return tuple(min(G, part - i) for part in self.parts for i in range(0, part, G))
@@ -103,6 +104,19 @@ class PerToken:
         widths = [w * bits // 8 for w in self.channel_groups(G)]
         groups = zip(codes.split(widths, dim=-1), scale.split(1, dim=-1), zero.split(1, dim=-1))
         return torch.cat([dequantize(c, s, z, bits) for c, s, z in groups], dim=-1)
+
+
+class Columns:
+    """One stored tensor whose channels are laid out side by side in different ways, e.g. MLA's row:
+    Columns(PerToken(latent), PerChannel(rotary key + indexer key)). One code buffer, scales per
+    column block."""
+
+    def __init__(self, *columns):
+        self.columns = tuple(c for c in columns if c.dim)
+        self.dim = sum(c.dim for c in self.columns)
+
+    def channel_groups(self, G: int) -> tuple[int, ...]:
+        return tuple(w for c in self.columns for w in c.channel_groups(G))
 
 
 class QuantizedKV:
@@ -128,9 +142,16 @@ class QuantizedKV:
             return torch.zeros(*shape, dtype=dtype, device=spec.device)
 
         self.codes = [zeros(B, heads, L, t.dim * bits // 8, dtype=torch.uint8) for t in layouts]
-        self.scales = [zeros(B, heads, *t.scale_shape(L, G)) for t in layouts]
-        self.zeros = [zeros(B, heads, *t.scale_shape(L, G)) for t in layouts]
         self.ring = [zeros(B, heads, self.ring_size, t.dim) for t in layouts]
+        # column blocks: (stored tensor, first channel, layout), each with its own scales and zeros
+        self.blocks = []
+        for i, t in enumerate(layouts):
+            first = 0
+            for column in t.columns:
+                self.blocks.append((i, first, column))
+                first += column.dim
+        self.scales = [zeros(B, heads, *c.scale_shape(L, G)) for _, _, c in self.blocks]
+        self.zeros = [zeros(B, heads, *c.scale_shape(L, G)) for _, _, c in self.blocks]
 
     def quantized_len(self, length: int) -> int:
         """Positions stored quantized once the sequence has `length` tokens: whole groups that
@@ -155,19 +176,22 @@ class QuantizedKV:
 
     def _quantize(self, start: int, new: list[torch.Tensor]) -> None:
         """Quantize whole groups of positions start .. start + n - 1 (start, n multiples of kv_group)."""
-        n, G = new[0].shape[2], self.group
-        for i, (layout, x) in enumerate(zip(self.layouts, new)):
-            codes, scale, zero = layout.quantize(x, G, self.bits, self.dtype)
-            rows = layout.scale_rows(start, n, G)
-            self.codes[i][:, :, start : start + n] = codes
-            self.scales[i][:, :, rows], self.zeros[i][:, :, rows] = scale, zero
+        n, G, per_byte = new[0].shape[2], self.group, 8 // self.bits
+        for b, (i, first, column) in enumerate(self.blocks):
+            codes, scale, zero = column.quantize(new[i][..., first : first + column.dim], G, self.bits, self.dtype)
+            rows = column.scale_rows(start, n, G)
+            self.codes[i][:, :, start : start + n, first // per_byte : (first + column.dim) // per_byte] = codes
+            self.scales[b][:, :, rows], self.zeros[b][:, :, rows] = scale, zero
 
     def _dequantize(self, n: int) -> list[torch.Tensor]:
         """Every stored tensor at positions 0 .. n - 1, in the compute dtype."""
-        G = self.group
-        return [layout.dequantize(codes[:, :, :n], scale[:, :, layout.scale_rows(0, n, G)],
-                                  zero[:, :, layout.scale_rows(0, n, G)], G, self.bits).to(self.dtype)
-                for layout, codes, scale, zero in zip(self.layouts, self.codes, self.scales, self.zeros)]
+        G, per_byte = self.group, 8 // self.bits
+        out = [[] for _ in self.codes]
+        for (i, first, column), scale, zero in zip(self.blocks, self.scales, self.zeros):
+            codes = self.codes[i][:, :, :n, first // per_byte : (first + column.dim) // per_byte]
+            rows = column.scale_rows(0, n, G)
+            out[i].append(column.dequantize(codes, scale[:, :, rows], zero[:, :, rows], G, self.bits))
+        return [torch.cat(parts, dim=-1).to(self.dtype) for parts in out]
 
     def bytes_per_token(self) -> float:
         """Per token of one sequence: the codes, and the scales and zeros (per token, or 1/kv_group

@@ -25,7 +25,7 @@ each query attends to, and its key joins the cache.
 import torch
 from torch import nn
 
-from ..cache import CacheSpec, ModelCache, PerToken, kv_layer_cache
+from ..cache import CacheSpec, Columns, ModelCache, PerChannel, PerToken, kv_layer_cache
 from ..config import ModelConfig
 from ..norm import RMSNorm
 from ..rope import build_rotary
@@ -129,14 +129,14 @@ class MultiHeadLatentAttention(AttentionKernels):
 
     def new_cache(self, spec: CacheSpec):
         """This layer's generation cache: [latent ; rotary key ; DSA's indexer key] per position, one
-        "head" (of the last `window` positions when local). With kv_dtype int8/int4 the row is
-        quantized per token (KIVI's value layout, arXiv:2402.02750), in groups of at most kv_group
-        channels within each part, whose ranges differ. The absorbed decode reads the latent along
-        its channels, as the value (mixed token by token after the softmax) and as the key (a dot
-        product with the absorbed query over a token's channels), so each token gets its own scales;
-        the channels the latent norm scales up widen only their own group. DeepSeek's FP8 cache for
-        V3.2 (FlashMLA) is laid out alike: per token, one scale per 128 channels of the latent."""
-        return kv_layer_cache(spec, 1, (PerToken(self.rank, self.rope, self.indexer.width),), self.window)
+        "head" (of the last `window` positions when local). With kv_dtype int8/int4, KIVI's rules
+        (arXiv:2402.02750) by what the absorbed decode reads: the latent is a value (mixed token by
+        token after the softmax) as well as a key, so it is quantized per token, in groups of at most
+        kv_group channels (DeepSeek's FP8 cache for V3.2 in FlashMLA: per token, a scale per 128
+        channels); the rotary and indexer keys are keys only, quantized per channel over kv_group
+        tokens, with scales of their own: a key of another range never sets the latent's step."""
+        keys = PerChannel(self.rope + self.indexer.width)
+        return kv_layer_cache(spec, 1, (Columns(PerToken(self.rank), keys),), self.window)
 
     def naive(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None, *chosen) -> torch.Tensor:
         """Up-project the latent into per-head keys and values, then attend: (B, n_head, T, v_head_dim).
