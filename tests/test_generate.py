@@ -147,11 +147,13 @@ def test_rolling_cache_equals_full_forward_far_past_the_window():
     assert every.nbytes() == 2 * (2 * 2 * 64 * 8 * 4) and ring.bytes_per_token() == 0
 
 
+@pytest.mark.parametrize("attention", ["gqa", "mla"])
 @pytest.mark.parametrize("kv_dtype", [None, "int8", "int4"])
-def test_rollback_within_the_margin_is_exact(kv_dtype):
+def test_rollback_within_the_margin_is_exact(kv_dtype, attention):
     """Speculative decoding's pattern: 5 guesses fed, rolled back, others fed instead; the result is
     what a cache that never saw the guesses gives (window 8 ring; quantized groups of 16, residual 8)."""
-    model = randomize(GPT(tiny(window=8, global_every=2)))
+    heads = dict(n_kv_head=4) if attention == "mla" else {}
+    model = randomize(GPT(tiny(window=8, global_every=2, attention=attention, **heads)))
     idx, guesses = tokens(50), tokens(5, seed=1)
     options = dict(kv_dtype=kv_dtype, kv_group=16, kv_residual=8, rollback=5)
     with torch.no_grad():
