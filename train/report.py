@@ -106,7 +106,7 @@ def load_run(path: Path) -> RunData:
     cfg = None
     if (path / "config.toml").is_file():
         try:
-            cfg = load_config(path / "config.toml", warn_ignored=False)  # a resolved config lists every key
+            cfg = load_config(path / "config.toml", warn_ignored=False, resolved=True)  # a resolved config lists every key
         except ConfigError:
             cfg = None  # written by another version of the code: counted as unreadable
     records = []
