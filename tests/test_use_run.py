@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import train.config
 from model import GPT, ModelConfig
 from tiny_run import load_script as load
-from tiny_run import GPT2_RANKS, TINY, cli, error_line, make, metrics, snapshot
+from tiny_run import GPT2_RANKS, TINY, cli, error_line, make, metrics, needs_gpt2_ranks, snapshot
 from train import checkpoint as ckpt
 from train import eval as train_eval
 from train import export as train_export
@@ -203,6 +203,7 @@ def swapped_ranks(path):
     return path
 
 
+@needs_gpt2_ranks
 def test_ranks_files_that_would_crash_tiktoken_are_refused(tmp_path):
     lines = open(GPT2_RANKS, "rb").read().splitlines()
     repeated = tmp_path / "repeated.tiktoken"  # the right size, but rank 1 twice and no rank 0
