@@ -369,7 +369,7 @@ def test_variant_with_a_missing_config_file_is_invalid_like_a_misspelt_key(tmp_p
 def test_stop_message_says_what_the_children_did(tmp_path):
     """After a second Ctrl-C a child stops without its checkpoint; its own log says so, and so must
     the runner's last line. The log lines are the ones the trainer and its signal guard write."""
-    from train.ablate import checkpoint_saved, stop_message
+    from train.ablate_procs import checkpoint_saved, stop_message
     from train.guard import StopSignals
     from train.trainer import _summary_line
 

@@ -34,7 +34,7 @@ benchmarked like any other. A tokens or flops budget becomes a step count (the L
 it); a seconds budget keeps the config's schedule and sets `train.max_seconds`: the run ends
 after the step that spends it, with an evaluation and a checkpoint, like any finished run.
 
-Runs execute as subprocesses: each gets its own thread count (OMP_NUM_THREADS), a crash or an
+Runs execute as subprocesses (train/ablate_procs.py): each gets its own thread count (OMP_NUM_THREADS), a crash or an
 out-of-memory in one cannot take the grid down, and the trainer's own signal handling gives a
 clean stop. Re-running skips finished runs and resumes interrupted ones from their checkpoints.
 A variant whose config is invalid, or whose run fails, is recorded (`status.json` in its run
@@ -58,7 +58,6 @@ import math
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -68,6 +67,7 @@ from tqdm import tqdm
 
 from model.accounting import flops_per_token
 
+from .ablate_procs import Child, Interrupts, Scoring, stop_message, write_status
 from .cli import run_cli
 from .config import _toml_value, apply_override, load_config, tomllib
 from .errors import ConfigError, make_dir, one_line
@@ -313,136 +313,6 @@ def needs_scoring(spec: dict, run: Run) -> bool:
     if not spec["tasks"] or run.error or not is_done(run):
         return False
     return task_scores(spec, read_json(task_file(spec["out_dir"], run.name)), last_step(run)) is None
-
-
-def write_status(run: Run, state: str, **extra) -> None:
-    run.out_dir.mkdir(parents=True, exist_ok=True)
-    old = read_json(run.out_dir / STATUS_FILE)
-    status = {"state": state, "label": run.label, "seed": run.seed, "max_steps": run.max_steps, **extra}
-    tmp = run.out_dir / f".{STATUS_FILE}.tmp"
-    tmp.write_text(json.dumps(status, indent=1) + "\n")
-    os.replace(tmp, run.out_dir / STATUS_FILE)
-
-
-class Child:
-    """A running `python -m train` for one Run, its output appended to <run>/train.log."""
-
-    def __init__(self, run: Run, threads: int) -> None:
-        self.run = run
-        run.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(run.out_dir / "train.log", "a") as log:
-            self.log_start = log.seek(0, os.SEEK_END)  # this launch's part of the log begins here
-            self.proc = _spawn(["train", run.config, *run.overrides], log, threads)
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def finish(self, interrupted: bool) -> str:
-        """Record how the child ended in status.json; return its state."""
-        code, run = self.proc.returncode, self.run
-        if code == 0:
-            state, extra = "done", {}
-        elif code in (130, 143) or (interrupted and code < 0):
-            state, extra = "stopped", checkpoint_saved(self.log(), code)
-        else:
-            state, extra = "failed", {"error": _error_line(self.log(), code)}
-        write_status(run, state, exit_code=code, **extra)
-        return state
-
-    def log(self) -> str:
-        """What this launch wrote to train.log (earlier launches' lines left out)."""
-        with open(self.run.out_dir / "train.log", "rb") as f:
-            f.seek(self.log_start)
-            return f.read().decode(errors="replace")
-
-
-class Scoring:
-    """A running `python -m train.eval` scoring one finished run on the ablation's tasks; its log
-    beside the record it writes."""
-
-    def __init__(self, spec: dict, run: Run, threads: int) -> None:
-        self.run, self.path = run, task_file(spec["out_dir"], run.name)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)  # a stale record: train.eval writes only a new file
-        tensorboard = ["--tensorboard"] if load_config(run.config, run.overrides, warn_ignored=False).train.tensorboard else []
-        with open(self.path.with_suffix(".log"), "w") as log:
-            self.proc = _spawn(["train.eval", str(run.out_dir), *spec["task_argv"], "--json", str(self.path),
-                                *tensorboard], log, threads)
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def finish(self, interrupted: bool) -> tuple[str, str]:
-        """("scored" | "stopped" | "failed", the error line)."""
-        code = self.proc.returncode
-        if code == 0:
-            return "scored", ""
-        if interrupted:
-            return "stopped", ""
-        return "failed", _error_line(self.path.with_suffix(".log").read_text(errors="replace"), code)
-
-
-def _spawn(args: list[str], log, threads: int) -> subprocess.Popen:
-    """`python -m ARGS` with `threads` CPU threads, its output appended to `log`. Its own process
-    group (a new Unix session): a Ctrl-C at the terminal reaches only the runner, which forwards
-    exactly one signal (two would skip the trainer's checkpoint)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                           *filter(None, [os.environ.get("PYTHONPATH")])]))
-    log.write(f"$ python -m {' '.join(args)}\n")
-    log.flush()
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-
-
-def checkpoint_saved(log: str, code: int) -> dict:
-    """How a stopped child ended, from its own log: the trainer's clean stop prints "checkpoint
-    saved"; a second signal (or one before training began) ends it with an error line and none."""
-    if code in (130, 143) and any("stopped by " in line and "checkpoint saved" in line
-                                  for line in log.splitlines()):
-        return {"checkpoint_saved": True}
-    return {"checkpoint_saved": False, "error": _error_line(log, code)}
-
-
-def stop_message(sig: signal.Signals, stopped: list[dict]) -> str:
-    """The runner's last line after a signal, from the status.json of each run it stopped."""
-    lost = [f"{s.get('label')}/seed{s.get('seed')}" for s in stopped if not s.get("checkpoint_saved")]
-    if not lost:
-        saved = "checkpoints saved, " if stopped else ""
-        return f"stopped by {sig.name}; {saved}re-run the same command to resume"
-    return (f"stopped by {sig.name}; {len(lost)} of {len(stopped)} stopped run(s) without a final checkpoint "
-            f"({', '.join(lost)}: the steps since their last checkpoint are lost); re-run the same command "
-            f"to resume")
-
-
-def _error_line(log: str, code: int) -> str:
-    lines = [line for line in log.splitlines() if line.startswith("error: ")]
-    if lines:
-        return lines[-1][len("error: "):]
-    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code} (see train.log)"
-
-
-class Interrupts:
-    """While active, SIGINT / SIGTERM are counted and forwarded to the children, not raised."""
-
-    def __init__(self, children: list[Child]) -> None:
-        self.children, self.received, self._old = children, None, {}
-
-    def __enter__(self) -> "Interrupts":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame) -> None:
-        self.received = signal.Signals(signum)
-        for child in self.children:
-            child.signal(signum)
 
 
 def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int, signal.Signals | None, list[dict]]:
