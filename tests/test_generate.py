@@ -88,6 +88,29 @@ def test_generate_restores_training_mode_and_returns_the_prompt_for_zero_tokens(
     assert model.training
 
 
+# ----------------------------------------------------------------------------- sampling filters
+@pytest.mark.parametrize("top_p, kept", [
+    (0.5, [1]),  # the best token alone reaches 0.5: the smallest such set
+    (0.6, [1, 3]),  # 0.5 falls short, so the token that crosses 0.6 stays
+    (0.75, [1, 3]),  # 0.5 + 0.25 reaches 0.75 exactly
+    (0.8, [1, 3, 0]),
+    (0.95, [1, 3, 0, 2, 4]),  # 0.9375 falls short: the last token crosses it
+    (1.0, [0, 1, 2, 3, 4]),
+])
+def test_top_p_keeps_the_smallest_set_that_reaches_it(top_p, kept):
+    """Nucleus filtering (model/sampling.py): the best tokens, in order, up to and including the one
+    whose cumulative probability reaches top_p, renormalised. Powers of two: softmax of their logs
+    gives them back exactly, so the boundaries are exact."""
+    from model.sampling import probabilities
+
+    probs = torch.tensor([0.125, 0.5, 0.0625, 0.25, 0.0625])
+    expected = torch.zeros(5)
+    expected[kept] = probs[kept] / probs[kept].sum()
+    logits = torch.stack([probs.log(), probs.flip(0).log()])  # a second row in another order
+    got = probabilities(logits, temperature=1.0, top_p=top_p)
+    torch.testing.assert_close(got, torch.stack([expected, expected.flip(0)]), atol=1e-7, rtol=0)
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "kwargs, message",
