@@ -5,6 +5,7 @@ import csv
 import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -258,14 +259,42 @@ def test_ladder_ablations_cover_every_rung(name):
     assert [Path(v["config"]).stem for v in spec["variants"].values()] == rungs
 
 
+def finished_run(tmp_path: Path, seed: int, bpb: float, loss: float | None = None):
+    """A finished run of the default config, evaluated once at val_bpb `bpb` (val_loss `loss`, or bpb)."""
+    from train.report import RunData
+
+    cfg = load_config(ROOT / "configs" / "default.toml", [f"--train.seed={seed}", f"--train.out_dir={tmp_path}"])
+    record = {"step": 1, "val_loss": bpb if loss is None else loss, "val_bpb": bpb}
+    return RunData(tmp_path, cfg, [record], {"state": "done"})
+
+
+def test_seed_spread_is_the_sample_standard_deviation(tmp_path):
+    """Mean ± the sample (n - 1) standard deviation over seeds, as the report says, and the
+    spread test |delta| > std(variant) + std(baseline) decided with it: here the population
+    deviation (smaller by sqrt(2/3)) would call b's step beyond the spread, the sample one does not."""
+    from train.report import rows
+
+    a, b = [3.0, 3.2, 3.4], [2.64, 2.84, 3.04]
+    a_loss = [2.0, 2.5, 4.0]
+    groups = {"a": [finished_run(tmp_path, s, x, y) for s, x, y in zip((1, 2, 3), a, a_loss)],
+              "b": [finished_run(tmp_path, s, x) for s, x in zip((1, 2, 3), b)]}
+    t = {r["variant"]: r for r in rows({"baseline": "a"}, groups)}
+    assert t["a"]["val_bpb_std"] == pytest.approx(statistics.stdev(a)) == pytest.approx(0.2)
+    assert t["b"]["val_bpb_std"] == pytest.approx(statistics.stdev(b))
+    assert t["a"]["val_loss_std"] == pytest.approx(statistics.stdev(a_loss)) == pytest.approx(1.0408, abs=1e-4)
+    assert t["a"]["val_loss_mean"] == pytest.approx(statistics.fmean(a_loss))
+    delta = statistics.fmean(b) - statistics.fmean(a)  # -0.36: under 0.2 + 0.2, over 2 * 0.163
+    assert t["b"]["delta_bpb"] == pytest.approx(delta)
+    assert t["b"]["beyond_seed_spread"] is False and t["a"]["beyond_seed_spread"] is None
+
+
 def test_steps_between_variants_are_paired_by_seed(tmp_path):
     """The per-seed step from the previous variant compares runs of equal seed (same batch order),
     whatever order the runs are listed in, and says whether every seed moved the same way."""
-    from train.report import RunData, rows
+    from train.report import rows
 
-    def run(seed: int, bpb: float) -> RunData:
-        cfg = load_config(ROOT / "configs" / "default.toml", [f"--train.seed={seed}", f"--train.out_dir={tmp_path}"])
-        return RunData(tmp_path, cfg, [{"step": 1, "val_loss": bpb, "val_bpb": bpb}], {"state": "done"})
+    def run(seed: int, bpb: float):
+        return finished_run(tmp_path, seed, bpb)
 
     groups = {"a": [run(1, 3.0), run(2, 3.2)], "b": [run(1, 2.9), run(2, 3.25)], "c": [run(2, 3.0), run(1, 2.5)]}
     t = {r["variant"]: r for r in rows({"baseline": "a", "delta_previous": True}, groups)}
