@@ -211,6 +211,38 @@ def test_quantize_dequantize_round_trip_is_within_half_a_step(kv_dtype, bits):
     assert torch.equal(unpack(pack(q, bits), bits), q)
 
 
+def min_max_round_trip(x: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
+    """x quantized to 2^bits levels between its min and max along `dim`, and back."""
+    lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
+    step = (hi - lo) / (2**bits - 1)
+    return ((x - lo) / step).round().clamp(0, 2**bits - 1) * step + lo
+
+
+@pytest.mark.parametrize("kv_dtype, bits", [("int8", 8), ("int4", 4)])
+def test_gqa_cache_quantizes_keys_per_channel_and_values_per_token(kv_dtype, bits):
+    """KIVI's layout in the cache an attention layer builds: a key channel 100x the others (keys
+    have outlier channels) widens only its own scale, each over a group of kv_group tokens; a value
+    token 100x the others (the axis values' outliers follow) widens only its own, each over kv_group
+    channels. What the cache returns equals that quantization written out here; keys quantized per
+    token instead would give the channels grouped with the outlier ~25x their error."""
+    B, H, T, D, G = 1, 2, 16, 16, 8  # tiny(n_embd=64): 2 kv heads of 16 channels
+    cache = GPT(tiny(n_embd=64)).new_cache(B, 32, kv_dtype=kv_dtype, kv_group=G, kv_residual=0)
+    g = torch.Generator().manual_seed(0)
+    k, v = torch.randn(B, H, T, D, generator=g), torch.randn(B, H, T, D, generator=g)
+    k[..., 0] *= 100
+    v[:, :, 3] *= 100
+    got_k, got_v, _ = cache.layers[0].update(0, k, v)  # 16 tokens, none kept in full precision
+    want_k = min_max_round_trip(k.view(B, H, T // G, G, D), 3, bits).view(B, H, T, D)
+    want_v = min_max_round_trip(v.view(B, H, T, D // G, G), 4, bits).view(B, H, T, D)
+    torch.testing.assert_close(got_k, want_k, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(got_v, want_v, atol=1e-5, rtol=1e-6)
+    keys_per_token = min_max_round_trip(k.view(B, H, T, D // G, G), 4, bits).view(B, H, T, D)
+    beside_outlier = slice(1, G)  # the channels that share a per-token group with channel 0
+    error = (got_k - k)[..., beside_outlier].abs().mean()
+    assert error < (keys_per_token - k)[..., beside_outlier].abs().mean() / 10  # ~25x apart
+    assert (got_k - k)[..., 0].abs().max() > 0 and (got_v - v).abs().max() > 0  # it does round
+
+
 # the quantized caches against the uncached forward: GQA's keys per channel and values per token, MLA's
 # latent row per token (model/mixer/mla.py); 11-moe is 12-mla with GQA
 QUANTIZED_ROWS = {
