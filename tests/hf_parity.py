@@ -1,9 +1,12 @@
-"""Helpers for the parity tests against HF transformers: tiny sizes, random weights, one batch."""
+"""Helpers for the parity tests against HF transformers: tiny sizes, random HF models, the batch, the checks."""
 
 import torch
 
+from tiny_run import randomize_, tokens
+
 ATOL = 1e-4
 VOCAB = 130  # not a multiple of 64: the padding rows of our tables are exercised
+BATCH = dict(T=40, vocab=VOCAB, seed=1)  # tokens(**BATCH): the (2, 40) batch both models are fed
 TINY = dict(
     vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
     num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6,
@@ -12,14 +15,14 @@ TINY = dict(
 
 
 @torch.no_grad()
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every parameter N(0, 0.3); 1-D parameters (norm scales, biases, sinks) around 1 instead, so
-    plain RMSNorm scales keep their sign and the residual stream its size. Unit-offset scales
-    (Gemma) then sit around 2, which is as good a test."""
+def randomize_router_bias_(model: torch.nn.Module, seed: int) -> None:
+    """The MoE router's correction bias (HF's `e_score_correction_bias`, our `expert_bias`) is a
+    buffer, which randomize_ leaves alone: N(0, 0.5), large next to sigmoid scores in (0, 1), so it
+    changes which experts win."""
     g = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if p.ndim == 1 else 0.0))
-    return model.eval()
+    for name, buffer in model.named_buffers():
+        if name.endswith(("e_score_correction_bias", "expert_bias")):
+            buffer.copy_(torch.randn(buffer.shape, generator=g) * 0.5)
 
 
 @torch.no_grad()
@@ -85,10 +88,6 @@ def moderate_gates_(model: torch.nn.Module, scale: float = 0.25) -> torch.nn.Mod
     return model
 
 
-def tokens(B: int = 2, T: int = 40) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(1))
-
-
 def assert_logits_match(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     """Within ATOL everywhere; returns the largest |difference| for the record."""
     assert ours.shape == theirs.shape == (2, 40, VOCAB)
@@ -103,7 +102,7 @@ def assert_cached_decode_matches_hf(hf, prefill: int = 25) -> None:
     by token through its cache: HF's full forward gives the same logits at every position."""
     from model.hf import from_hf
 
-    gpt, idx = from_hf(hf), tokens()
+    gpt, idx = from_hf(hf), tokens(**BATCH)
     cache = gpt.new_cache(2, idx.shape[1])
     parts = [gpt(idx[:, :prefill], cache=cache)]
     parts += [gpt(idx[:, t:t + 1], cache=cache) for t in range(prefill, idx.shape[1])]
@@ -122,7 +121,7 @@ def random_hf_model(model_type: str, overrides: dict, seed: int = 0):
     from transformers import AutoModelForCausalLM
 
     config = hf_config(model_type, **overrides)
-    return randomize_(AutoModelForCausalLM.from_config(config, attn_implementation="eager"), seed)
+    return randomize_(AutoModelForCausalLM.from_config(config, attn_implementation="eager"), seed, ones="vectors")
 
 
 def assert_same_tensors(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -142,7 +141,7 @@ def check_to_hf_and_back(model_type: str, overrides: dict, prepare=None) -> None
     from model import GPT
     from model.hf import config_from_hf, from_hf, to_hf
 
-    gpt = randomize_(GPT(config_from_hf(hf_config(model_type, **overrides))), seed=1)
+    gpt = randomize_(GPT(config_from_hf(hf_config(model_type, **overrides))), seed=1, ones="vectors")
     if prepare is not None:
         prepare(gpt)
     with torch.no_grad():
@@ -151,7 +150,7 @@ def check_to_hf_and_back(model_type: str, overrides: dict, prepare=None) -> None
     hf = to_hf(gpt, model_type)
     assert type(hf).__name__ == type(AutoModelForCausalLM.from_config(hf.config)).__name__
     hf.set_attn_implementation("eager")
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         assert_logits_match(hf(idx).logits, gpt(idx))
     back = from_hf(hf)
@@ -166,7 +165,7 @@ def check_from_hf(model_type: str, overrides: dict, expected: dict):
     hf = random_hf_model(model_type, overrides)
     gpt = from_hf(hf)
     assert {k: getattr(gpt.config, k) for k in expected} == expected
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         assert_logits_match(gpt(idx), hf(idx).logits)
     return gpt

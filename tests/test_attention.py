@@ -5,30 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from model import GPT, ModelConfig, RopeConfig
+from model import GPT, RopeConfig
 from model.mixer.attention import CausalSelfAttention
 from model.mixer.masks import sdpa_mask, visible_keys
+from tiny_run import randomize_, tiny, tokens
 
 TOL = dict(atol=1e-5, rtol=1e-5)
-
-
-def tiny(**overrides) -> ModelConfig:
-    base = dict(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, pos="rope")
-    return ModelConfig(**{**base, **overrides})
-
-
-@torch.no_grad()
-def randomize(module: nn.Module, seed: int = 0, std: float = 0.3) -> nn.Module:
-    """Every parameter random (norm scales too), large enough that attention is far from uniform."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in module.named_parameters():
-        is_norm_scale = name.endswith("weight") and p.ndim == 1
-        p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if is_norm_scale else 0.0))
-    return module.eval()
-
-
-def tokens(T: int, B: int = 2, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 97, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -85,7 +67,7 @@ def test_masks_from_key_positions():
 
 @pytest.mark.parametrize("extra", [{}, {"attn_softcap": 20.0, "attn_sinks": True}], ids=["sdpa", "softmax"])
 def test_window_at_least_T_is_full_attention(extra):
-    full = randomize(GPT(tiny(**extra)))
+    full = randomize_(GPT(tiny(**extra)))
     idx = tokens(16)
     for window in (16, 40):
         windowed = GPT(tiny(window=window, **extra))
@@ -97,7 +79,7 @@ def test_window_at_least_T_is_full_attention(extra):
 @pytest.mark.parametrize("softcap,sinks", [(0.0, False), (5.0, False), (0.0, True), (5.0, True)])
 def test_window_matches_reference(n_kv_head, softcap, sinks):
     cfg = tiny(n_kv_head=n_kv_head, window=3, attn_softcap=softcap, attn_sinks=sinks, attn_scale=0.25)
-    attn = randomize(CausalSelfAttention(cfg, layer_idx=0), std=0.5)
+    attn = randomize_(CausalSelfAttention(cfg, layer_idx=0), std=0.5)
     assert attn.kernel == ("softmax" if softcap or sinks else "sdpa") and attn.scale == 0.25
     x = torch.randn(2, 10, cfg.n_embd, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -112,7 +94,7 @@ def test_window_matches_reference(n_kv_head, softcap, sinks):
 )
 def test_windowed_kv_cache_decode_equals_full_forward(extra):
     """Prefill, a chunk (1 < T < S, window in reach), then single tokens; a local and a global layer."""
-    model = randomize(GPT(tiny(window=4, global_every=2, **extra)), std=0.2)
+    model = randomize_(GPT(tiny(window=4, global_every=2, **extra)), std=0.2)
     idx = tokens(14)
     full = model(idx)
     cache = model.new_cache(batch_size=2)
@@ -128,7 +110,7 @@ def test_windowed_kv_cache_decode_equals_full_forward(extra):
 def test_huge_softcap_equals_sdpa():
     """cap * tanh(s / cap) -> s as cap grows: the explicit path then equals SDPA."""
     for window in (0, 5):
-        plain = randomize(GPT(tiny(window=window)))
+        plain = randomize_(GPT(tiny(window=window)))
         capped = GPT(tiny(window=window, attn_softcap=1e6))
         capped.load_state_dict(plain.state_dict())
         assert capped.transformer.h[0].attn.kernel == "softmax" != plain.transformer.h[0].attn.kernel
@@ -137,7 +119,7 @@ def test_huge_softcap_equals_sdpa():
 
 
 def test_sinks_at_minus_infinity_are_plain_attention():
-    plain = randomize(GPT(tiny(window=6)))
+    plain = randomize_(GPT(tiny(window=6)))
     sinks = GPT(tiny(window=6, attn_sinks=True))
     sinks.load_state_dict(plain.state_dict(), strict=False)
     with torch.no_grad():
@@ -163,7 +145,7 @@ def test_sinks_are_zero_at_init_and_train():
 @pytest.mark.parametrize("n_kv_head", [1, 2])
 @pytest.mark.parametrize("extra", [{}, {"attn_sinks": True, "window": 5}], ids=["sdpa", "softmax"])
 def test_gqa_equals_mha_with_repeated_kv_heads(n_kv_head, extra):
-    gqa = randomize(GPT(tiny(n_kv_head=n_kv_head, qk_norm="head", **extra)))
+    gqa = randomize_(GPT(tiny(n_kv_head=n_kv_head, qk_norm="head", **extra)))
     mha = GPT(tiny(n_kv_head=4, qk_norm="head", **extra))
     state = gqa.state_dict()
     hd, rep = 8, 4 // n_kv_head
@@ -193,7 +175,7 @@ def test_layer_pattern():
 def test_causality_with_every_feature():
     cfg = tiny(n_layer=4, window=5, global_every=2, attn_softcap=30.0, attn_sinks=True, qk_norm="full",
                rope=RopeConfig(scaling="yarn", factor=2.0, original_max_pos=16, fraction=0.5, local_theta=500.0))
-    model = randomize(GPT(cfg), std=0.2)
+    model = randomize_(GPT(cfg), std=0.2)
     idx = tokens(24, B=1)
     perturbed = idx.clone()
     perturbed[:, 12:] = (perturbed[:, 12:] + 1) % 97
@@ -256,7 +238,7 @@ def copy_from_hf(ours: CausalSelfAttention, hf: nn.Module, eps: float) -> None:
 def test_attention_matches_hf(case):
     family, hf_kwargs, our_kwargs = HF_PARITY[case]
     hf, hf_rotary = hf_attention(family, **hf_kwargs)
-    randomize(hf, seed=3, std=0.3)
+    randomize_(hf, seed=3, std=0.3)
     cfg = tiny(**{**dict(n_embd=64, n_head=4, n_kv_head=2, head_dim=16, bias=False, norm_eps=1e-6), **our_kwargs})
     ours = CausalSelfAttention(cfg, layer_idx=0)
     copy_from_hf(ours, hf, cfg.norm_eps)

@@ -13,6 +13,7 @@ from model import GPT, ModelConfig
 from model.config import MLAConfig
 from model.hf import config_to_hf
 from model.mixer.dsa import LightningIndexer, index_kl
+from tiny_run import tokens
 from train.config import load_config
 from train.parallel import checkpoint_blocks
 
@@ -27,10 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def with_coef(cfg: ModelConfig, coef: float) -> ModelConfig:
     return dataclasses.replace(cfg, mla=dataclasses.replace(cfg.mla, index_loss_coef=coef))
-
-
-def tokens(cfg: ModelConfig, B: int = 2, T: int = 40, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, cfg.vocab_size, (B, T + 1), generator=torch.Generator().manual_seed(seed))
 
 
 def is_indexer(name: str) -> bool:
@@ -85,7 +82,7 @@ def test_the_index_loss_trains_the_indexer_and_only_the_indexer():
     on = GPT(with_coef(CFG, 1.0))
     off = GPT(with_coef(CFG, 0.0))
     off.load_state_dict(on.state_dict())
-    idx = tokens(CFG)
+    idx = tokens(41, vocab=CFG.vocab_size, seed=1)
     terms_on, terms_off = backward(on, idx), backward(off, idx)
     assert set(terms_on) == {"index_loss"} and terms_off == {}
     assert terms_on["index_loss"] > 0
@@ -110,7 +107,7 @@ def test_the_loss_leaves_outputs_and_evaluation_alone():
     torch.manual_seed(0)
     on, off = GPT(with_coef(CFG, 1.0)).train(), GPT(with_coef(CFG, 0.0)).train()
     off.load_state_dict(on.state_dict())
-    idx = tokens(CFG)[:, :-1]
+    idx = tokens(41, vocab=CFG.vocab_size, seed=1)[:, :-1]
     assert torch.equal(on(idx), off(idx))
     on.eval()
     on(idx)
@@ -123,7 +120,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
     plain = GPT(CFG)
     recomputed = copy.deepcopy(plain)
     checkpoint_blocks(recomputed)
-    idx = tokens(CFG)
+    idx = tokens(41, vocab=CFG.vocab_size, seed=1)
     a, b = backward(plain, idx), backward(recomputed, idx)
     torch.testing.assert_close(a["index_loss"], b["index_loss"])
     for (name, p), q in zip(plain.named_parameters(), recomputed.parameters()):
@@ -144,7 +141,7 @@ def test_a_few_steps_on_the_preset_lower_the_index_loss():
     torch.manual_seed(0)
     model = GPT(cfg)
     opt = torch.optim.AdamW([p for name, p in model.named_parameters() if is_indexer(name)], lr=1e-2)
-    idx = tokens(cfg, B=4, T=64)
+    idx = tokens(65, B=4, vocab=cfg.vocab_size, seed=1)
     losses = []
     for _ in range(20):
         terms = backward(model, idx)

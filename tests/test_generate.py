@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import GPT, ModelConfig
+from model import GPT
 from model.config import MLAConfig
 from test_ladder import shrink
+from tiny_run import randomize_, tiny, tokens
 from train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,29 +20,10 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def tiny(**overrides) -> ModelConfig:
-    base = dict(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, pos="rope")
-    return ModelConfig(**{**base, **overrides})
-
-
-@torch.no_grad()
-def randomize(model: GPT, seed: int = 0, std: float = 0.2) -> GPT:
-    """Every parameter random, norm scales around 1, so attention is far from uniform."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        is_norm_scale = name.endswith("weight") and p.ndim == 1
-        p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if is_norm_scale else 0.0))
-    return model.eval()
-
-
-def tokens(T: int, B: int = 2, vocab: int = 97, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
-
-
 def preset(path: Path) -> GPT:
     cfg = shrink(load_config(path).model)
     torch.manual_seed(0)
-    return randomize(GPT(cfg), std=0.05)  # logits of std ~1: fp32 reordering stays below 1e-5
+    return randomize_(GPT(cfg), std=0.05)  # logits of std ~1: fp32 reordering stays below 1e-5
 
 
 @torch.no_grad()
@@ -74,7 +56,7 @@ def test_cached_decode_equals_full_forward(path):
 
 
 def test_generate_samples_the_same_tokens_with_and_without_cache():
-    model = randomize(GPT(tiny()))
+    model = randomize_(GPT(tiny()), std=0.2)
     prompt = tokens(5)
     draws = [model.generate(prompt, 12, temperature=0.9, top_k=20, top_p=0.9, use_cache=use,
                             generator=torch.Generator().manual_seed(3)) for use in (True, False)]
@@ -83,7 +65,7 @@ def test_generate_samples_the_same_tokens_with_and_without_cache():
 
 
 def test_generate_restores_training_mode_and_returns_the_prompt_for_zero_tokens():
-    model = randomize(GPT(tiny())).train()
+    model = randomize_(GPT(tiny()), std=0.2).train()
     assert torch.equal(model.generate(tokens(5), 0), tokens(5))
     assert model.training
 
@@ -154,7 +136,7 @@ def test_rolling_cache_equals_full_forward_far_past_the_window():
     tokens. Local layers hold a ring of 8 slots whatever the context; the result is the full forward."""
     from model.cache import LayerKV, RollingKV
 
-    model = randomize(GPT(tiny(window=8, global_every=2)))
+    model = randomize_(GPT(tiny(window=8, global_every=2)), std=0.2)
     idx = tokens(60)
     with torch.no_grad():
         full = model(idx)
@@ -176,7 +158,7 @@ def test_rollback_within_the_margin_is_exact(kv_dtype, attention):
     """Speculative decoding's pattern: 5 guesses fed, rolled back, others fed instead; the result is
     what a cache that never saw the guesses gives (window 8 ring; quantized groups of 16, residual 8)."""
     heads = dict(n_kv_head=4) if attention == "mla" else {}
-    model = randomize(GPT(tiny(window=8, global_every=2, attention=attention, **heads)))
+    model = randomize_(GPT(tiny(window=8, global_every=2, attention=attention, **heads)), std=0.2)
     idx, guesses = tokens(50), tokens(5, seed=1)
     options = dict(kv_dtype=kv_dtype, kv_group=16, kv_residual=8, rollback=5)
     with torch.no_grad():
@@ -246,7 +228,7 @@ def test_gqa_cache_quantizes_keys_per_channel_and_values_per_token(kv_dtype, bit
 # the quantized caches against the uncached forward: GQA's keys per channel and values per token, MLA's
 # latent row per token (model/mixer/mla.py); 11-moe is 12-mla with GQA
 QUANTIZED_ROWS = {
-    "gqa": lambda: randomize(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1),  # head_dim 32
+    "gqa": lambda: randomize_(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1),  # head_dim 32
     "11-moe": lambda: preset(ROOT / "configs" / "ladder" / "11-moe.toml"),
     "12-mla": lambda: preset(ROOT / "configs" / "ladder" / "12-mla.toml"),
     "deepseek-v3": lambda: preset(ROOT / "configs" / "presets" / "deepseek-v3.toml"),
@@ -327,7 +309,7 @@ def test_quantized_bytes_against_bf16():
 
 
 def test_cache_is_allocated_in_the_autocast_dtype():
-    model = randomize(GPT(tiny(window=8, global_every=2)))
+    model = randomize_(GPT(tiny(window=8, global_every=2)), std=0.2)
     with torch.autocast("cpu", torch.bfloat16):
         assert {b.dtype for layer in model.new_cache(1).layers for b in layer.buffers} == {torch.bfloat16}
         quantized = model.new_cache(1, kv_dtype="int4").layers[1]
@@ -345,7 +327,7 @@ def test_static_cache_decodes_the_same_tokens_as_the_dynamic_one():
     from model.decoder import StaticDecoder, bucket
     from model.generate import decode
 
-    model = randomize(GPT(tiny(window=8, global_every=2, attn_sinks=True, block_size=128)))
+    model = randomize_(GPT(tiny(window=8, global_every=2, attn_sinks=True, block_size=128)), std=0.2)
     decoder = StaticDecoder(model, compile=False)
     for prompt in (tokens(10), tokens(7, seed=1)):
         want = model.generate(prompt, 40, temperature=0.0)
@@ -357,7 +339,7 @@ def test_static_cache_decodes_the_same_tokens_as_the_dynamic_one():
 
 @pytest.mark.slow  # compiling on a CPU takes a minute or more
 def test_compiled_decode_gives_the_same_tokens():
-    model = randomize(GPT(tiny(n_layer=1, window=8, block_size=64)))
+    model = randomize_(GPT(tiny(n_layer=1, window=8, block_size=64)), std=0.2)
     for prompt in (tokens(10), tokens(7, seed=1)):  # the second prompt length reuses the graphs
         want = model.generate(prompt, 20, temperature=0.0)
         assert torch.equal(model.generate(prompt, 20, temperature=0.0, compile=True), want)
@@ -373,7 +355,7 @@ def test_compile_rejects_formats_it_cannot_serve():
 def test_cached_loss_equals_the_forward_loss_and_int4_costs_something():
     from model.cache.evaluate import cached_loss
 
-    model = randomize(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1)
+    model = randomize_(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1)
     x, y = tokens(48), tokens(48, seed=1)
     with torch.no_grad():
         plain = model(x, y)[1].item()

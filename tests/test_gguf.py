@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_parity import randomize_
 from model import GPT
 from model.config import ModelConfig, MoEConfig, RopeConfig
-from tiny_run import GPT2_RANKS, ROOT, TINY, cli, error_line, needs_gpt2_ranks, snapshot
+from tiny_run import GPT2_RANKS, ROOT, TINY, cli, error_line, needs_gpt2_ranks, randomize_, snapshot
 from train import export
 from train.config import ConfigError, load_config
 from train.gguf_export import ARCHS, FILE_NAME, choose_gguf_family, write_gguf
@@ -36,7 +35,7 @@ MODELS = {  # one tiny model per GGUF architecture, each with a setting transfor
 
 def random_model(family: str, seed: int = 1) -> GPT:
     """Every weight random, norms included (a norm left at 1 would hide a missing copy)."""
-    return randomize_(GPT(MODELS[family]), seed)
+    return randomize_(GPT(MODELS[family]), seed, ones="vectors")
 
 
 def load_gguf(out: Path, family: str):

@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_parity import randomize_
-from tiny_run import GPT2_RANKS, cli, error_line, load_script, needs_gpt2_ranks
+from tiny_run import GPT2_RANKS, cli, error_line, load_script, needs_gpt2_ranks, randomize_
 from train.evals.hellaswag import harness_query, parse_row, preprocess
 from train.hf_tokenizer import save_hf_tokenizer
 from train.tokenizer import get_tokenizer
@@ -57,7 +56,7 @@ def hf_gpt2(tmp_path_factory):
     path = tmp_path_factory.mktemp("hf") / "gpt2-tiny"
     config = GPT2Config(vocab_size=50257, n_positions=96, n_embd=32, n_layer=2, n_head=2,
                         bos_token_id=50256, eos_token_id=50256)
-    model = randomize_(GPT2LMHeadModel(config))
+    model = randomize_(GPT2LMHeadModel(config), ones="vectors")
     model.save_pretrained(str(path))
     save_hf_tokenizer(get_tokenizer("gpt2", GPT2_RANKS), path)
     return path, model

@@ -16,8 +16,10 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 from hf_parity import assert_same_tensors  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from model.hf import FAMILIES, concat, config_from_hf, config_to_hf, from_hf, to_hf  # noqa: E402
+from tiny_run import tokens  # noqa: E402
 
 ATOL = 1e-4
+BATCH = dict(T=32, B=3, vocab=100, seed=1)  # tokens(**BATCH), in tiny_hf_config's vocabulary
 
 
 def tiny_hf_config(**overrides) -> GPT2Config:
@@ -48,10 +50,6 @@ def random_gpt(seed: int = 0, **overrides) -> GPT:
     return gpt.eval()
 
 
-def tokens(vocab_size: int = 100, B: int = 3, T: int = 32) -> torch.Tensor:
-    return torch.randint(0, vocab_size, (B, T), generator=torch.Generator().manual_seed(1))
-
-
 @pytest.mark.parametrize("tied", [True, False])
 def test_from_hf_logits_match(tied):
     hf = random_hf_model(tie_word_embeddings=tied)
@@ -59,7 +57,7 @@ def test_from_hf_logits_match(tied):
     gpt = from_hf(hf)
     assert gpt.config.tie_embeddings == tied
     assert gpt.config.padded_vocab_size == 128 and gpt.config.vocab_size == 100
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         ours, theirs = gpt(idx), hf(idx).logits
     assert ours.shape == theirs.shape == (3, 32, 100)
@@ -74,7 +72,7 @@ def test_from_hf_upcast_attention_and_eps_match():
     hf = random_hf_model(reorder_and_upcast_attn=True, layer_norm_epsilon=1e-3, n_inner=80)
     gpt = from_hf(hf)
     assert gpt.config.norm_eps == 1e-3 and gpt.config.mlp_hidden == 80
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         torch.testing.assert_close(gpt(idx), hf(idx).logits, atol=ATOL, rtol=0)
 
@@ -86,7 +84,7 @@ def test_to_hf_logits_match(tied):
     assert not hf.training and next(hf.parameters()).dtype == torch.float32
     assert hf.config.n_inner == 96 and hf.config.tie_word_embeddings == tied
     hf.set_attn_implementation("eager")
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         torch.testing.assert_close(hf(idx).logits, gpt(idx), atol=ATOL, rtol=0)
 
@@ -111,7 +109,7 @@ def test_from_pretrained_local_dir(tmp_path):
     hf = random_hf_model(seed=3)
     hf.save_pretrained(tmp_path)
     gpt = GPT.from_pretrained(str(tmp_path))
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         torch.testing.assert_close(gpt(idx), hf(idx).logits, atol=ATOL, rtol=0)
 

@@ -14,9 +14,10 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    VOCAB, assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config, random_hf_model,
-    randomize_, tokens,
+    BATCH, VOCAB, assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config,
+    random_hf_model, randomize_router_bias_,
 )
+from tiny_run import tokens  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from model.config import MLAConfig, MoEConfig  # noqa: E402
 from model.hf import FAMILIES, IDENTITY, config_from_hf, config_to_hf, from_hf  # noqa: E402
@@ -37,16 +38,6 @@ def overrides(case: str) -> dict:
     return {**SIZES, **CASES[case]}
 
 
-@torch.no_grad()
-def randomize_router_bias_(model: torch.nn.Module, seed: int) -> None:
-    """The correction bias is a buffer (randomize_ does parameters): N(0, 0.5), large next to sigmoid
-    scores in (0, 1), so it changes which experts win."""
-    g = torch.Generator().manual_seed(seed)
-    for name, buffer in model.named_buffers():
-        if name.endswith(("e_score_correction_bias", "expert_bias")):
-            buffer.copy_(torch.randn(buffer.shape, generator=g) * 0.5)
-
-
 def random_hf(case: str):
     hf = random_hf_model("deepseek_v3", overrides(case))
     randomize_router_bias_(hf, seed=7)
@@ -64,7 +55,7 @@ def test_from_hf_logits_match(case):
     assert gpt.config.moe.router == "sigmoid" and gpt.config.moe.first_dense == 1
     assert [gpt.config.is_moe(i) for i in range(3)] == [False, True, True]
     assert gpt.transformer.h[1].mlp.router.expert_bias.abs().min() > 0  # the bias came across
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         assert_logits_match(gpt(idx), hf(idx).logits)
 
@@ -79,7 +70,7 @@ def test_to_hf_logits_match_and_round_trip_is_bit_identical(case):
 def test_the_correction_bias_and_the_rope_layout_matter_at_this_size(monkeypatch):
     """Parity above would also pass if the bias were ignored or RoPE's pair layout did not matter:
     zeroing the bias, or copying the rotary rows unreordered, changes the logits."""
-    hf, idx = random_hf("low-rank-q-normed-topk"), tokens()
+    hf, idx = random_hf("low-rank-q-normed-topk"), tokens(**BATCH)
     expected = hf(idx).logits
     gpt = from_hf(hf)
     for block in gpt.transformer.h[1:]:

@@ -15,10 +15,12 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config, random_hf_model, tokens,
+    BATCH, assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config, random_hf_model,
+    randomize_router_bias_,
 )
+from tiny_run import tokens  # noqa: E402
 from model.hf import config_from_hf, config_to_hf, from_hf  # noqa: E402
-from test_hf_deepseek import SIZES, randomize_router_bias_  # noqa: E402
+from test_hf_deepseek import SIZES  # noqa: E402
 
 INDEX = dict(q_lora_rank=24, index_n_heads=8, index_head_dim=16)
 CASES = {  # name: HF config overrides on SIZES + INDEX
@@ -45,7 +47,7 @@ def test_from_hf_logits_match(case):
     c, m = hf.config, gpt.config.mla
     assert (m.index_topk, m.index_n_head, m.index_head_dim) == (c.index_topk, c.index_n_heads, c.index_head_dim)
     assert gpt.transformer.h[0].attn.indexer.k_norm.bias.abs().min() > 0  # the LayerNorm bias came across
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         assert_logits_match(gpt(idx), hf(idx).logits)
 
@@ -59,7 +61,7 @@ def test_to_hf_logits_match_and_round_trip_is_bit_identical(case):
 def test_the_selection_matters_at_this_size():
     """top7-of-40 would also pass if the indexer chose nothing: the same weights attending to every
     key (index_topk = 64) give other logits."""
-    hf, idx = random_hf("top7-of-40"), tokens()
+    hf, idx = random_hf("top7-of-40"), tokens(**BATCH)
     gpt = from_hf(hf)
     cfg = gpt.config
     dense = type(gpt)(dataclasses.replace(cfg, mla=dataclasses.replace(cfg.mla, index_topk=64)))
@@ -69,7 +71,7 @@ def test_the_selection_matters_at_this_size():
 
 @torch.no_grad()
 def test_cached_decode_equals_the_full_forward_after_from_hf():
-    hf, idx = random_hf("top7-of-40"), tokens()
+    hf, idx = random_hf("top7-of-40"), tokens(**BATCH)
     gpt = from_hf(hf)
     cache = gpt.new_cache(2, 40)
     steps = [gpt(idx[:, :20], cache=cache)] + [gpt(idx[:, t:t + 1], cache=cache) for t in range(20, 40)]

@@ -14,8 +14,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    ATOL, VOCAB, assert_logits_match, check_from_hf, check_to_hf_and_back, hf_config, random_hf_model, tokens,
+    ATOL, BATCH, VOCAB, assert_logits_match, check_from_hf, check_to_hf_and_back, hf_config, random_hf_model,
 )
+from tiny_run import tokens  # noqa: E402
 from model import GPT, ModelConfig, RopeConfig  # noqa: E402
 from model.hf import config_from_hf, config_to_hf, from_hf  # noqa: E402
 
@@ -70,7 +71,7 @@ def test_sliding_window_matters_at_this_length(case):
     gpt = from_hf(hf)
     unwindowed = GPT(ModelConfig(**{**vars(gpt.config), "window": 0, "global_every": 0}))
     unwindowed.load_state_dict(gpt.state_dict())
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         expected, full = hf(idx).logits, unwindowed.eval()(idx)
     torch.testing.assert_close(full[:, :16], expected[:, :16], atol=ATOL, rtol=0)  # window not reached
@@ -82,7 +83,7 @@ def test_from_pretrained_local_dir(tmp_path):
     hf.save_pretrained(tmp_path)
     gpt = GPT.from_pretrained(str(tmp_path))
     assert gpt.config.norm_placement == "sandwich"
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         assert_logits_match(gpt(idx), hf(idx).logits)
 

@@ -14,8 +14,10 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    VOCAB, assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config, random_hf_model, tokens,
+    BATCH, VOCAB, assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config,
+    random_hf_model,
 )
+from tiny_run import tokens  # noqa: E402
 from model import ModelConfig  # noqa: E402
 from model.config import MoEConfig  # noqa: E402
 from model.hf import FAMILIES, config_from_hf, config_to_hf, from_hf  # noqa: E402
@@ -50,7 +52,7 @@ def test_from_hf_logits_match(case):
                                 router_bias=True)
     assert [cfg.is_local(i) for i in range(3)] == [t == "sliding_attention" for t in c.layer_types]
     assert gpt.transformer.h[0].mlp.router.bias.abs().min() > 0  # the router bias came across
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         assert_logits_match(gpt(idx), hf(idx).logits)
 
@@ -64,7 +66,7 @@ def test_to_hf_logits_match_and_round_trip_is_bit_identical(case):
 def test_the_clamp_the_router_bias_and_the_interleaving_matter_at_this_size(monkeypatch):
     """Parity above would also pass if one of them did nothing here: changing the limit, zeroing the
     router bias, or reading gate_up_proj without de-interleaving changes the logits."""
-    hf, idx = random_hf_model("gpt_oss", overrides("all-sliding-tight-clamp-tied")), tokens()
+    hf, idx = random_hf_model("gpt_oss", overrides("all-sliding-tight-clamp-tied")), tokens(**BATCH)
     expected = hf(idx).logits
     gpt = from_hf(hf)
     for block in gpt.transformer.h:

@@ -17,8 +17,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    VOCAB, check_from_hf, check_to_hf_and_back, hf_config, random_hf_model, randomize_, tokens,
+    BATCH, VOCAB, check_from_hf, check_to_hf_and_back, hf_config, random_hf_model,
 )
+from tiny_run import randomize_, tokens  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from model.config import MoEConfig  # noqa: E402
 from model.hf import config_from_hf, config_to_hf, from_hf, to_hf  # noqa: E402
@@ -66,7 +67,7 @@ def test_sliding_window_matters_at_this_length(case):
     gpt = from_hf(hf)
     unwindowed = GPT(dataclasses.replace(gpt.config, window=0))
     unwindowed.load_state_dict(gpt.state_dict())
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         expected, full = hf(idx).logits, unwindowed.eval()(idx)
     assert (full[:, 16:] - expected[:, 16:]).abs().max() > 1e-2
@@ -79,7 +80,7 @@ def test_the_router_matters_at_this_size():
     gpt = from_hf(hf)
     normed = GPT(dataclasses.replace(gpt.config, moe=dataclasses.replace(gpt.config.moe, norm_topk=True)))
     normed.load_state_dict(gpt.state_dict())
-    idx = tokens()
+    idx = tokens(**BATCH)
     chosen = []
     hook = gpt.transformer.h[1].mlp.router.register_forward_hook(lambda m, i, out: chosen.append(out[2]))
     with torch.no_grad():
@@ -100,7 +101,7 @@ def test_moe_module_matches_hf_deepseek_v3_moe():
     hf_cfg = DeepseekV3Config(hidden_size=32, moe_intermediate_size=16, n_routed_experts=8, n_group=4,
                               topk_group=2, num_experts_per_tok=2, n_shared_experts=1,
                               routed_scaling_factor=2.5, norm_topk_prob=True, hidden_act="silu")
-    hf = randomize_(DeepseekV3MoE(hf_cfg), seed=2)
+    hf = randomize_(DeepseekV3MoE(hf_cfg), seed=2, ones="vectors")
     with torch.no_grad():  # sigmoid scores lie in (0, 1): a bias of this size reorders them
         hf.gate.e_score_correction_bias.copy_(torch.randn(8, generator=torch.Generator().manual_seed(3)) * 0.5)
     cfg = ModelConfig(vocab_size=VOCAB, n_layer=1, n_head=4, n_embd=32, mlp="swiglu", bias=False, moe=MoEConfig(

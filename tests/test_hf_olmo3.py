@@ -14,8 +14,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config, random_hf_model, tokens,
+    BATCH, assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config, random_hf_model,
 )
+from tiny_run import tokens  # noqa: E402
 from model.config import RopeConfig  # noqa: E402
 from model.hf import config_from_hf, config_to_hf, from_hf  # noqa: E402
 
@@ -54,7 +55,7 @@ def test_from_hf_logits_match(case):
     assert (cfg.window, cfg.global_every, cfg.rope) == (window, every, rope)
     assert (cfg.norm_placement, cfg.qk_norm) == ("post", "full")
     assert [cfg.is_local(i) for i in range(4)] == [t == "sliding_attention" for t in hf.config.layer_types]
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         assert_logits_match(gpt(idx), hf(idx).logits)
 
@@ -67,7 +68,7 @@ def test_to_hf_logits_match_and_round_trip_is_bit_identical(case):
 @torch.no_grad()
 def test_the_window_and_the_per_type_rope_matter_at_this_size():
     """Parity above would also pass if the window or the sliding layers' own RoPE did nothing here."""
-    hf, idx = random_hf_model("olmo3", overrides("3-to-1-yarn-on-full")), tokens()
+    hf, idx = random_hf_model("olmo3", overrides("3-to-1-yarn-on-full")), tokens(**BATCH)
     expected = hf(idx).logits
     cfg = from_hf(hf).config
     for changed in (dict(window=0, global_every=0), dict(rope=dataclasses.replace(cfg.rope, local_theta=0.0))):

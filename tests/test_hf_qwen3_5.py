@@ -19,8 +19,10 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    VOCAB, assert_cached_decode_matches_hf, assert_logits_match, check_to_hf_and_back, hf_config, moderate_decay_, random_hf_model, tokens,
+    BATCH, VOCAB, assert_cached_decode_matches_hf, assert_logits_match, check_to_hf_and_back, hf_config,
+    moderate_decay_, random_hf_model,
 )
+from tiny_run import tokens  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from model.config import DeltaNetConfig  # noqa: E402
 from model.hf import FAMILIES, config_from_hf, config_to_hf, from_hf  # noqa: E402
@@ -58,7 +60,7 @@ def test_from_hf_logits_match(case):
     gpt = from_hf(hf)
     expected = dict(linear_attention="gated_deltanet", attn_gate=True, norm_unit_offset=True, qk_norm="head")
     assert {k: getattr(gpt.config, k) for k in expected} == expected
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         assert_logits_match(gpt(idx), hf(idx).logits)
     assert [gpt.config.is_linear(i) for i in range(c.num_hidden_layers)] == [t == L for t in c.layer_types]
@@ -82,7 +84,7 @@ def test_cached_decode_of_a_converted_model_equals_hf():
 def test_the_details_matter_at_this_size(monkeypatch):
     """Parity above would also pass if a detail did not change the logits at this size: an ungated
     attention, a plain (not 1 + w) norm, full rotary, or q/gate rows taken unsplit each change them."""
-    hf, idx = random_hf("3-linear-1-full-untied"), tokens()
+    hf, idx = random_hf("3-linear-1-full-untied"), tokens(**BATCH)
     expected = hf(idx).logits
     gpt = from_hf(hf)
     for change in (dict(attn_gate=False), dict(norm_unit_offset=False),

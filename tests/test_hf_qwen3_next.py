@@ -22,9 +22,11 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_parity import (  # noqa: E402
-    VOCAB, assert_cached_decode_matches_hf, assert_logits_match, assert_preset_round_trips, centre_unit_offset_norms_, check_to_hf_and_back,
-    hf_config, moderate_decay_, moderate_gates_, random_hf_model, tokens,
+    BATCH, VOCAB, assert_cached_decode_matches_hf, assert_logits_match, assert_preset_round_trips,
+    centre_unit_offset_norms_, check_to_hf_and_back, hf_config, moderate_decay_, moderate_gates_,
+    random_hf_model,
 )
+from tiny_run import tokens  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from model.config import DeltaNetConfig, MoEConfig  # noqa: E402
 from model.hf import FAMILIES, config_from_hf, config_to_hf, from_hf  # noqa: E402
@@ -73,7 +75,7 @@ def test_from_hf_logits_match(key):
     assert m.first_dense == len(getattr(c, "mlp_only_layers", []))
     assert m.norm_topk == getattr(c, "norm_topk_prob", True)  # Qwen3.5-MoE always renormalises
     assert [gpt.config.is_linear(i) for i in range(c.num_hidden_layers)] == [t == L for t in c.layer_types]
-    idx = tokens()
+    idx = tokens(**BATCH)
     with torch.no_grad():
         assert_logits_match(gpt(idx), hf(idx).logits)
 
@@ -98,7 +100,7 @@ def test_the_layout_and_the_gate_matter_at_this_size(monkeypatch):
     expert without its gate, or in_proj_qkvz read as if q, k, v, z were stacked whole (Qwen3.5's
     order, not grouped by key head), each change them."""
     key = (NEXT, "3-linear-1-full-first-dense-untied")
-    hf, idx = random_hf(key), tokens()
+    hf, idx = random_hf(key), tokens(**BATCH)
     expected = hf(idx).logits
     gpt = from_hf(hf)
     ungated = GPT(dataclasses.replace(gpt.config, moe=dataclasses.replace(gpt.config.moe, shared_gate=False)))

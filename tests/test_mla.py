@@ -15,6 +15,7 @@ from model.accounting import (
 )
 from model.config import MLAConfig, MoEConfig, RopeConfig
 from model.mixer.mla import MultiHeadLatentAttention
+from tiny_run import jittered, tokens
 from train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,20 +43,10 @@ def mla_config(case: str) -> ModelConfig:
     return ModelConfig(**{**BASE, **CASES[case]})
 
 
-@torch.no_grad()
 def random_gpt(cfg: ModelConfig, seed: int = 0) -> GPT:
     """Matrices N(0, 0.1) (logits of std ~0.7, so fp32 rounding stays far below 1e-5) and every
     vector -- norm scales, biases, sinks -- moved off its init by N(0, 0.2)."""
-    torch.manual_seed(seed)
-    model = GPT(dataclasses.replace(cfg, init_std=0.1))
-    for p in model.parameters():
-        if p.ndim == 1:
-            p.add_(torch.randn_like(p) * 0.2)
-    return model.eval()
-
-
-def tokens(cfg: ModelConfig, B: int = 2, T: int = 40) -> torch.Tensor:
-    return torch.randint(0, cfg.vocab_size, (B, T), generator=torch.Generator().manual_seed(1))
+    return jittered(dataclasses.replace(cfg, init_std=0.1), seed, vector_std=0.2)
 
 
 def prefill_then_decode(model: GPT, idx: torch.Tensor, prefill: int, **cache_options) -> torch.Tensor:
@@ -72,7 +63,7 @@ def test_absorbed_equals_naive_on_the_same_cache(case):
     """Run the same cached prefill + decode steps twice: absorbed (the default with a cache), and
     with each layer's absorbed path swapped for the naive one (up-projecting the cached latent)."""
     cfg = mla_config(case)
-    model, idx = random_gpt(cfg), tokens(cfg)
+    model, idx = random_gpt(cfg), tokens(40, vocab=cfg.vocab_size, seed=1)
     absorbed = prefill_then_decode(model, idx, prefill=30)
     for block in model.transformer.h:
         block.attn.absorbed = block.attn.naive  # same signature, same inputs
@@ -84,7 +75,7 @@ def test_absorbed_equals_naive_on_the_same_cache(case):
 @torch.no_grad()
 def test_cached_decoding_never_up_projects_the_latent():
     cfg = mla_config("full-rank-q")
-    model, idx = random_gpt(cfg), tokens(cfg)
+    model, idx = random_gpt(cfg), tokens(40, vocab=cfg.vocab_size, seed=1)
     calls = []
     for block in model.transformer.h:
         block.attn.kv_b_proj.register_forward_hook(lambda *a: calls.append(1))
@@ -98,7 +89,7 @@ def test_cached_decoding_never_up_projects_the_latent():
 @torch.no_grad()
 def test_cached_decode_equals_full_forward(case):
     cfg = mla_config(case)
-    model, idx = random_gpt(cfg), tokens(cfg)
+    model, idx = random_gpt(cfg), tokens(40, vocab=cfg.vocab_size, seed=1)
     full = model(idx)
     torch.testing.assert_close(prefill_then_decode(model, idx, prefill=30), full, atol=1e-5, rtol=0)
     torch.testing.assert_close(prefill_then_decode(model, idx[:, :24], prefill=1), full[:, :24], atol=1e-5, rtol=0)
@@ -113,7 +104,7 @@ def test_greedy_tokens_with_and_without_cache(path):
     prefix every step (naive) -- the same tokens."""
     cfg = dataclasses.replace(load_config(path).model, n_layer=2, block_size=64)
     model = random_gpt(cfg, seed=3)
-    prompt = tokens(cfg, B=2, T=8)
+    prompt = tokens(8, vocab=cfg.vocab_size, seed=1)
     cache = model.new_cache(2, 20)
     logits, cached = model(prompt, cache=cache)[:, -1], [prompt]
     for _ in range(12):
@@ -130,7 +121,7 @@ def test_greedy_tokens_with_and_without_cache(path):
 def test_window_and_sinks_change_the_output():
     """The masks and the sink column really act on MLA (so the cases above test them)."""
     cfg = mla_config("window-global-sinks")
-    model, idx = random_gpt(cfg), tokens(cfg)
+    model, idx = random_gpt(cfg), tokens(40, vocab=cfg.vocab_size, seed=1)
     plain = GPT(dataclasses.replace(cfg, window=0, global_every=0, attn_sinks=False))
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith("sinks")})
     assert (model(idx)[:, 16:] - plain.eval()(idx)[:, 16:]).abs().max() > 1e-2
@@ -142,7 +133,7 @@ def test_the_indexer_choice_changes_the_output_and_is_a_top_k():
     index_topk = block_size (every visible key) give other logits past position 8, the same before;
     each query keeps min(8, visible) visible keys, and once 8 are visible, no future one."""
     cfg = mla_config("dsa-top8")
-    model, idx = random_gpt(cfg), tokens(cfg)
+    model, idx = random_gpt(cfg), tokens(40, vocab=cfg.vocab_size, seed=1)
     dense = GPT(dataclasses.replace(cfg, mla=dataclasses.replace(cfg.mla, index_topk=cfg.block_size)))
     dense.load_state_dict(model.state_dict())
     a, b = model(idx), dense.eval()(idx)
@@ -231,7 +222,7 @@ def test_quantized_latent_error_does_not_depend_on_the_rotary_keys_range():
             a = block.attn
             a.kv_a_proj.weight[a.rank :] *= factor
             a.query.proj.weight.view(a.n_head, a.nope + a.rope, -1)[:, a.nope :] /= factor
-        idx = tokens(cfg, T=40)
+        idx = tokens(40, vocab=cfg.vocab_size, seed=1)
         full = model(idx)
         got = prefill_then_decode(model, idx, prefill=20, kv_dtype="int4", kv_group=8, kv_residual=4)
         errors.append((got - full).abs().max().item())
@@ -244,7 +235,7 @@ def test_absorbed_equals_naive_on_a_quantized_cache(kv_dtype):
     """Both paths read the same dequantized latent: the quantized cache is the latent's, not a
     path's."""
     cfg = mla_config("low-rank-q-bias")
-    model, idx = random_gpt(cfg), tokens(cfg)
+    model, idx = random_gpt(cfg), tokens(40, vocab=cfg.vocab_size, seed=1)
     options = dict(kv_dtype=kv_dtype, kv_group=8, kv_residual=4)
     absorbed = prefill_then_decode(model, idx, prefill=30, **options)
     for block in model.transformer.h:

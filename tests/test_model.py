@@ -11,21 +11,14 @@ from torch.nn import functional as F
 from model import GPT, ModelConfig
 from model.accounting import flops_per_token, kv_bytes_per_token, matmul_params, param_count
 from model.ffn.mlp import gelu_tanh
+from tiny_run import tiny, tokens
 
-TINY = dict(vocab_size=100, block_size=32, n_layer=2, n_head=4, n_embd=64)
-
-
-def tiny(**overrides) -> ModelConfig:
-    return ModelConfig(**{**TINY, **overrides})
+BASE = dict(vocab_size=100, block_size=32, n_layer=2, n_head=4, n_embd=64)  # learned positions, MHA
 
 
 def built(cfg: ModelConfig, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     return GPT(cfg).eval()
-
-
-def tokens(B: int, T: int, vocab_size: int = 100, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, vocab_size, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
 # ----------------------------------------------------------------------------- accounting
@@ -62,7 +55,7 @@ def rung_combinations() -> list[dict]:
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "gpt2",
 )
 def test_param_count_formula_matches_model(overrides):
-    cfg = tiny(**overrides)
+    cfg = tiny(BASE, **overrides)
     with torch.device("meta"):
         model = GPT(cfg)
     assert param_count(cfg) == sum(p.numel() for p in model.parameters())
@@ -84,7 +77,7 @@ def test_param_count_gpt2_small():
 
 
 def test_flops_and_kv_bytes():
-    cfg = tiny(n_kv_head=2)  # d=64, head_dim=16, q 64, kv 32: c_attn 64x128, c_proj 64x64
+    cfg = tiny(BASE, n_kv_head=2)  # d=64, head_dim=16, q 64, kv 32: c_attn 64x128, c_proj 64x64
     per_layer = 64 * 128 + 64 * 64 + 64 * 256 + 256 * 64
     assert matmul_params(cfg) == 2 * per_layer + 64 * 128  # + LM head over the padded vocab
     assert flops_per_token(cfg, 32) == 6 * matmul_params(cfg) + 12 * 2 * 4 * 16 * 32
@@ -95,26 +88,26 @@ def test_flops_and_kv_bytes():
 
 
 def test_flops_glu_and_sliding_window():
-    glu = tiny(mlp="swiglu", mlp_hidden=96)  # gate, up and down: three 64 x 96 matrices
+    glu = tiny(BASE, mlp="swiglu", mlp_hidden=96)  # gate, up and down: three 64 x 96 matrices
     assert matmul_params(glu) == 2 * (64 * 192 + 64 * 64 + 3 * 64 * 96) + 64 * 128
-    full = tiny(mlp="swiglu", mlp_hidden=96, n_layer=4)
+    full = tiny(BASE, mlp="swiglu", mlp_hidden=96, n_layer=4)
     attn_per_key = 12 * 4 * 16  # 12 * n_head * head_dim per layer and key
     base = 6 * matmul_params(full)
     assert flops_per_token(full, 32) == base + attn_per_key * 4 * 32
-    local = tiny(mlp="swiglu", mlp_hidden=96, n_layer=4, window=8)  # every layer sees 8 keys
+    local = tiny(BASE, mlp="swiglu", mlp_hidden=96, n_layer=4, window=8)  # every layer sees 8 keys
     assert flops_per_token(local, 32) == base + attn_per_key * 4 * 8
-    alternating = tiny(mlp="swiglu", mlp_hidden=96, n_layer=4, window=8, global_every=2)
+    alternating = tiny(BASE, mlp="swiglu", mlp_hidden=96, n_layer=4, window=8, global_every=2)
     assert flops_per_token(alternating, 32) == base + attn_per_key * (8 + 32 + 8 + 32)
     assert flops_per_token(alternating, 4) == base + attn_per_key * 4 * 4  # window out of reach
 
 
 # ----------------------------------------------------------------------------- forward
 def test_causality_future_tokens_do_not_change_past_logits():
-    model = built(tiny())
-    idx = tokens(2, 32)
+    model = built(tiny(BASE))
+    idx = tokens(32, vocab=100, seed=1)
     t = 13
     changed = idx.clone()
-    changed[:, t:] = (idx[:, t:] + 1 + tokens(2, 32 - t, seed=2) % 98) % 100  # every one differs
+    changed[:, t:] = (idx[:, t:] + 1 + tokens(32 - t, vocab=100, seed=2) % 98) % 100  # every one differs
     assert torch.all(changed[:, t:] != idx[:, t:])
     with torch.no_grad():
         a, b = model(idx), model(changed)
@@ -124,8 +117,8 @@ def test_causality_future_tokens_do_not_change_past_logits():
 
 @pytest.mark.parametrize("n_kv_head", [4, 2, 1])
 def test_kv_cache_decode_matches_full_forward(n_kv_head):
-    model = built(tiny(n_kv_head=n_kv_head))
-    idx = tokens(2, 20)
+    model = built(tiny(BASE, n_kv_head=n_kv_head))
+    idx = tokens(20, vocab=100, seed=1)
     with torch.no_grad():
         full = model(idx)
         cache = model.new_cache(batch_size=2)
@@ -138,8 +131,8 @@ def test_kv_cache_decode_matches_full_forward(n_kv_head):
 
 @pytest.mark.parametrize("n_kv_head", [2, 1])
 def test_gqa_equals_mha_with_repeated_kv_heads(n_kv_head):
-    gqa = built(tiny(n_kv_head=n_kv_head, n_embd=64, n_head=4))
-    mha = built(tiny(n_embd=64, n_head=4), seed=1)
+    gqa = built(tiny(BASE, n_kv_head=n_kv_head, n_embd=64, n_head=4))
+    mha = built(tiny(BASE, n_embd=64, n_head=4), seed=1)
     group, hd = 4 // n_kv_head, 16
     state = gqa.state_dict()
     for i in range(2):
@@ -151,7 +144,7 @@ def test_gqa_equals_mha_with_repeated_kv_heads(n_kv_head):
                     for x in (k, v))
             state[key] = torch.cat([q, k, v])
     mha.load_state_dict(state)
-    idx = tokens(2, 32)
+    idx = tokens(32, vocab=100, seed=1)
     with torch.no_grad():
         torch.testing.assert_close(gqa(idx), mha(idx), atol=1e-5, rtol=0)
 
@@ -173,10 +166,10 @@ def test_gelu_tanh_traced_form_equals_atens(dtype, monkeypatch):
 
 
 def test_logits_cover_the_real_vocab_and_loss_is_cross_entropy():
-    cfg = tiny()
+    cfg = tiny(BASE)
     assert cfg.padded_vocab_size == 128
     model = built(cfg)
-    idx, targets = tokens(2, 32), tokens(2, 32, seed=5)
+    idx, targets = tokens(32, vocab=100, seed=1), tokens(32, vocab=100, seed=5)
     with torch.no_grad():
         logits = model(idx)
         none, loss = model(idx, targets)  # the loss never builds the (B, T, V) logits (model/loss.py)
@@ -187,8 +180,8 @@ def test_logits_cover_the_real_vocab_and_loss_is_cross_entropy():
 
 
 def test_ignore_index_excluded_from_mean():
-    model = built(tiny())
-    idx, targets = tokens(2, 32), tokens(2, 32, seed=5)
+    model = built(tiny(BASE))
+    idx, targets = tokens(32, vocab=100, seed=1), tokens(32, vocab=100, seed=5)
     masked = targets.clone()
     masked[0, :20] = -100
     masked[1, 5] = -100
@@ -204,13 +197,13 @@ def test_ignore_index_excluded_from_mean():
 
 
 def test_sequence_longer_than_block_size_raises():
-    model = built(tiny())
+    model = built(tiny(BASE))
     with pytest.raises(ValueError, match="block_size"):
-        model(tokens(1, 33))
+        model(tokens(33, B=1, vocab=100, seed=1))
     cache = model.new_cache(batch_size=1)
-    model(tokens(1, 30), cache=cache)
+    model(tokens(30, B=1, vocab=100, seed=1), cache=cache)
     with pytest.raises(ValueError, match="block_size"):
-        model(tokens(1, 3), cache=cache)
+        model(tokens(3, B=1, vocab=100, seed=1), cache=cache)
 
 
 # ----------------------------------------------------------------------------- config
@@ -233,11 +226,11 @@ def test_sequence_longer_than_block_size_raises():
 )
 def test_invalid_config_raises_naming_the_field(overrides, field):
     with pytest.raises(ValueError, match=rf"model\.{field}\b"):
-        tiny(**overrides)
+        tiny(BASE, **overrides)
 
 
 def test_config_resolves_derived_sizes():
-    cfg = tiny()
+    cfg = tiny(BASE)
     assert (cfg.n_kv_head, cfg.head_dim, cfg.mlp_hidden) == (4, 16, 256)
 
 
@@ -265,7 +258,7 @@ def test_overfits_one_batch():
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=257, block_size=64, n_layer=4, n_head=4, n_embd=128)
     model = GPT(cfg).train()
-    idx = tokens(4, 65, vocab_size=257, seed=7)
+    idx = tokens(65, B=4, vocab=257, seed=7)
     x, y = idx[:, :-1], idx[:, 1:]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []

@@ -9,28 +9,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from model import GPT, ModelConfig
+from model import GPT
 from model.accounting import flops_per_token, param_count
 from model.speculative import speculative_generate
 
-from tiny_run import make
+from tiny_run import jittered, make, tiny
 
-TINY = dict(vocab_size=64, block_size=48, n_layer=2, n_head=2, n_embd=32, pos="rope", norm="rmsnorm",
+BASE = dict(vocab_size=64, block_size=48, n_layer=2, n_head=2, n_embd=32, pos="rope", norm="rmsnorm",
             mlp="swiglu", bias=False, tie_embeddings=False)
-
-
-def tiny(**overrides) -> ModelConfig:
-    return ModelConfig(**{**TINY, **overrides})
-
-
-def randomized(cfg: ModelConfig, seed: int = 0) -> GPT:
-    """Every parameter random, norm scales included (a norm left at ones could hide a missing one)."""
-    torch.manual_seed(seed)
-    model = GPT(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * (0.3 if p.dim() == 1 else 0.02))
-    return model
+# every parameter moved off its init, norm scales included (a norm left at ones could hide a missing one)
+JITTER = dict(matrix_std=0.02, vector_std=0.3)
 
 
 def rms(x, w, eps):
@@ -60,20 +48,20 @@ def reference_mtp_loss(model: GPT, idx, targets) -> torch.Tensor:
 
 @pytest.mark.parametrize("depth", [1, 2])
 def test_mtp_loss_matches_the_papers_equations(depth):
-    model = randomized(tiny(mtp_depth=depth, mtp_loss_weight=0.3)).train()
+    model = jittered(tiny(BASE, mtp_depth=depth, mtp_loss_weight=0.3), **JITTER).train()
     seq = torch.randint(0, 64, (2, 17), generator=torch.Generator().manual_seed(1))
     x, y = seq[:, :-1], seq[:, 1:]
     _, loss = model(x, y)
     ours = model.aux_losses()["mtp_loss"]
     torch.testing.assert_close(ours, reference_mtp_loss(model, x, y), atol=1e-5, rtol=1e-5)
-    no_mtp = GPT(tiny())
+    no_mtp = GPT(tiny(BASE))
     no_mtp.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("mtp.")})
     assert torch.equal(no_mtp.train()(x, y)[1], loss)  # the LM loss is the main head's alone
     assert "mtp_loss" not in no_mtp.aux_losses() and not model.eval().aux_losses()
 
 
 def test_mtp_gradients_reach_trunk_embedding_and_head():
-    model = randomized(tiny(mtp_depth=2)).train()
+    model = jittered(tiny(BASE, mtp_depth=2), **JITTER).train()
     seq = torch.randint(0, 64, (2, 17), generator=torch.Generator().manual_seed(2))
     model(seq[:, :-1], seq[:, 1:])
     model.aux_losses()["mtp_loss"].backward()  # the MTP term alone
@@ -93,7 +81,7 @@ def test_param_count_and_flops_include_mtp(extra):
     from model.config import MoEConfig
 
     extra = {k: MoEConfig(**v) if k == "moe" else v for k, v in extra.items()}
-    cfg = tiny(mtp_depth=2, **extra)
+    cfg = tiny(BASE, mtp_depth=2, **extra)
     model = GPT(cfg)
     assert param_count(cfg) == sum(p.numel() for p in model.parameters())
     base = dataclasses.replace(cfg, mtp_depth=0)
@@ -101,7 +89,7 @@ def test_param_count_and_flops_include_mtp(extra):
 
 
 def test_inference_ignores_mtp_modules():
-    model = randomized(tiny(mtp_depth=1)).eval()
+    model = jittered(tiny(BASE, mtp_depth=1), **JITTER).eval()
     idx = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(3))
     before, out = model(idx), model.generate(idx, 8, temperature=0)
     with torch.no_grad():
@@ -114,7 +102,7 @@ def test_inference_ignores_mtp_modules():
                                           (3, {"window": 8, "global_every": 2})])
 @pytest.mark.parametrize("prompt", [1, 6])
 def test_self_speculative_greedy_equals_plain_greedy(depth, extra, prompt):
-    model = randomized(tiny(mtp_depth=depth, **extra)).eval()
+    model = jittered(tiny(BASE, mtp_depth=depth, **extra), **JITTER).eval()
     idx = torch.randint(0, 64, (1, prompt), generator=torch.Generator().manual_seed(prompt))
     plain = model.generate(idx, 30, temperature=0)
     assert torch.equal(model.generate(idx, 30, temperature=0, draft="mtp"), plain)
@@ -123,7 +111,7 @@ def test_self_speculative_greedy_equals_plain_greedy(depth, extra, prompt):
 def test_draft_guesses_equal_the_parallel_form():
     """Through caches and the target's hooked states, depth k's guess after a prefix equals what
     MTP.hidden_states computes over the whole sequence at once."""
-    model = randomized(tiny(mtp_depth=2)).eval()
+    model = jittered(tiny(BASE, mtp_depth=2), **JITTER).eval()
     seq = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(4))
     with torch.no_grad(), model.mtp_draft() as draft:
         t_cache, d_cache = model.new_cache(1, 20), draft.new_cache(1, 20)
@@ -147,7 +135,7 @@ def test_draft_guesses_equal_the_parallel_form():
 def test_trained_mtp_head_is_a_good_draft(one_thread):
     """Trained on a repeating pattern, the MTP module predicts two ahead; its guesses get accepted."""
     torch.manual_seed(0)
-    model = GPT(tiny(mtp_depth=1, mtp_loss_weight=1.0)).train()
+    model = GPT(tiny(BASE, mtp_depth=1, mtp_loss_weight=1.0)).train()
     pattern = torch.tensor([3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 93 % 64, 23])
     seq = pattern.repeat(4)[None, :41]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -167,23 +155,23 @@ def test_trained_mtp_head_is_a_good_draft(one_thread):
 
 
 def test_mtp_needs_modules_and_a_known_draft():
-    model = GPT(tiny())
+    model = GPT(tiny(BASE))
     idx = torch.zeros(1, 3, dtype=torch.long)
     with pytest.raises(ValueError, match="mtp_depth is 0"):
         model.generate(idx, 2, draft="mtp")
     with pytest.raises(ValueError, match="draft must be"):
         model.generate(idx, 2, draft="eagle")
     with pytest.raises(ValueError, match="model.mtp_depth"):
-        tiny(mtp_depth=-1)
+        tiny(BASE, mtp_depth=-1)
     with pytest.raises(ValueError, match="model.mtp_loss_weight"):
-        tiny(mtp_depth=1, mtp_loss_weight=-0.1)
+        tiny(BASE, mtp_depth=1, mtp_loss_weight=-0.1)
 
 
 def test_to_hf_refuses_mtp_modules():
     from model.hf import to_hf
 
     with pytest.raises(ValueError, match="model.mtp_depth"):
-        to_hf(GPT(tiny(mtp_depth=1)), "llama")
+        to_hf(GPT(tiny(BASE, mtp_depth=1)), "llama")
 
 
 def test_trainer_logs_mtp_loss_apart(tmp_path, corpus):

@@ -13,7 +13,8 @@ from model.accounting import param_count, weight_bytes
 from model.quantize import (
     Int4Linear, Int8Linear, QuantizedEmbedding, quantizable, quantize, quantize_int4, quantize_int8,
 )
-from test_generate import CONFIGS, chunked_logits, preset, randomize, tiny, tokens
+from test_generate import CONFIGS, chunked_logits, preset
+from tiny_run import randomize_, tiny, tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -76,7 +77,7 @@ def test_kernels_equal_the_expanded_weights(N):
 
 @pytest.mark.parametrize("kind", ["int8", "int4"])
 def test_every_linear_is_replaced_and_a_tied_embedding_shares_the_head(kind):
-    tied = quantize(randomize(GPT(tiny(n_embd=64))), kind, group_size=32)
+    tied = quantize(randomize_(GPT(tiny(n_embd=64)), std=0.2), kind, group_size=32)
     assert not quantizable(tied) and not any(type(m) is nn.Linear for m in tied.modules())
     assert isinstance(tied.transformer.wte, QuantizedEmbedding) and tied.transformer.wte.head[0] is tied.lm_head
     untied = quantize(GPT(tiny(n_embd=64, tie_embeddings=False)), kind, group_size=32)
@@ -88,7 +89,7 @@ def test_every_linear_is_replaced_and_a_tied_embedding_shares_the_head(kind):
 def test_logits_stay_close_to_full_precision():
     """Random weights are the worst case for a 4-bit grid (no outliers to spare, no structure): the
     relative error of the logits is the weights' (~step / sqrt(12) per weight), 16x smaller at int8."""
-    model = randomize(GPT(tiny(n_embd=64)), std=0.05)
+    model = randomize_(GPT(tiny(n_embd=64)), std=0.05)
     idx = tokens(20)
     with torch.no_grad():
         want = model(idx)
@@ -115,12 +116,12 @@ def test_quantized_cached_decode_equals_its_full_forward(path, kind):
 
 
 def test_quantized_model_composes_with_the_kv_cache_formats_and_speculation():
-    model = quantize(randomize(GPT(tiny(n_embd=64)), std=0.05), "int8")
+    model = quantize(randomize_(GPT(tiny(n_embd=64)), std=0.05), "int8")
     idx = tokens(8)
     plain = model.generate(idx, 12, temperature=0.0)
     assert torch.equal(model.generate(idx, 12, temperature=0.0, use_cache=False), plain)
     assert model.generate(idx, 12, temperature=0.0, kv_dtype="int8").shape == plain.shape
-    draft = quantize(randomize(GPT(tiny(n_embd=64, n_layer=1)), seed=3, std=0.05), "int4", group_size=32)
+    draft = quantize(randomize_(GPT(tiny(n_embd=64, n_layer=1)), seed=3, std=0.05), "int4", group_size=32)
     for row in idx.split(1):
         assert torch.equal(model.generate(row, 12, temperature=0.0, draft=draft),
                            model.generate(row, 12, temperature=0.0))
@@ -128,7 +129,7 @@ def test_quantized_model_composes_with_the_kv_cache_formats_and_speculation():
 
 @pytest.mark.slow  # compiling on a CPU takes a minute or more
 def test_compiled_quantized_decode_gives_the_same_tokens():
-    model = quantize(randomize(GPT(tiny(n_layer=1, n_embd=64)), std=0.05), "int4", group_size=32)
+    model = quantize(randomize_(GPT(tiny(n_layer=1, n_embd=64)), std=0.05), "int4", group_size=32)
     idx = tokens(10)
     assert torch.equal(model.generate(idx, 16, temperature=0.0, compile=True), model.generate(idx, 16, temperature=0.0))
 
@@ -203,7 +204,7 @@ def test_sample_cli_quantizes_and_refuses_what_it_cannot_in_one_line(base, capsy
 @pytest.mark.parametrize("kind", ["int8", "int4"])
 def test_the_loss_of_a_quantized_model_is_the_loss_of_its_logits(kind):
     """The chunked LM loss multiplies by the head's matrix itself: the expanded one."""
-    model = quantize(randomize(GPT(tiny(n_embd=64)), std=0.05), kind, group_size=32)
+    model = quantize(randomize_(GPT(tiny(n_embd=64)), std=0.05), kind, group_size=32)
     idx, targets = tokens(20), tokens(20, seed=1)
     with torch.no_grad():
         _, loss = model(idx, targets)

@@ -17,23 +17,12 @@ from model import GPT, ModelConfig
 from model.block import Block, PostNormBlock, SandwichBlock, build_block
 from model.ffn.mlp import build_mlp
 from model.norm import RMSNorm, UnitOffsetLayerNorm, UnitOffsetRMSNorm, build_norm
+from tiny_run import randomize_, tiny
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(vocab_size=64, block_size=32, n_layer=2, n_head=4, n_embd=32, pos="none")
-
-
-def tiny(**overrides) -> ModelConfig:
-    return ModelConfig(**{**TINY, **overrides})
-
-
-def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Every parameter random (norm scales included, so a norm left at ones cannot hide)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if p.ndim == 1 else 0.0))
-    return module
+BASE = dict(vocab_size=64, block_size=32, n_layer=2, n_head=4, n_embd=32, pos="none")
+RANDOM = dict(std=0.5, ones="vectors")  # randomize_: biases and norm scales around 1, matrices N(0, 0.5)
 
 
 def randn(*shape, seed: int = 1, scale: float = 1.0) -> torch.Tensor:
@@ -44,8 +33,8 @@ def randn(*shape, seed: int = 1, scale: float = 1.0) -> torch.Tensor:
 def test_rmsnorm_matches_hf_llama():
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    cfg = tiny(norm="rmsnorm", norm_eps=1e-6)
-    ours, ref = randomize_(build_norm(cfg)), LlamaRMSNorm(32, eps=1e-6)
+    cfg = tiny(BASE, norm="rmsnorm", norm_eps=1e-6)
+    ours, ref = randomize_(build_norm(cfg), **RANDOM), LlamaRMSNorm(32, eps=1e-6)
     assert isinstance(ours, RMSNorm) and not isinstance(ours, UnitOffsetRMSNorm)
     ref.weight.data.copy_(ours.weight.data)
     x = randn(2, 5, 32, scale=3.0)
@@ -63,10 +52,10 @@ def test_rmsnorm_matches_hf_llama():
 def test_unit_offset_rmsnorm_matches_hf_gemma2():
     from transformers.models.gemma2.modeling_gemma2 import Gemma2RMSNorm
 
-    cfg = tiny(norm="rmsnorm", norm_unit_offset=True, norm_eps=1e-6)
+    cfg = tiny(BASE, norm="rmsnorm", norm_unit_offset=True, norm_eps=1e-6)
     ours, ref = build_norm(cfg), Gemma2RMSNorm(32, eps=1e-6)
     assert isinstance(ours, UnitOffsetRMSNorm) and torch.all(ours.weight == 0)  # scale starts at 1
-    randomize_(ours)
+    randomize_(ours, **RANDOM)
     ref.weight.data.copy_(ours.weight.data)
     x = randn(2, 5, 32, scale=3.0)
     torch.testing.assert_close(ours(x), ref(x), atol=1e-6, rtol=0)
@@ -80,7 +69,7 @@ def test_unit_offset_rmsnorm_matches_hf_gemma2():
 def test_llama_and_gemma_cast_orders_differ_in_bf16():
     """The two dtype orders are not interchangeable: with the same scale, results differ in bf16."""
     llama, gemma = RMSNorm(32, 1e-6), UnitOffsetRMSNorm(32, 1e-6)
-    randomize_(llama)
+    randomize_(llama, **RANDOM)
     gemma.weight.data.copy_(llama.weight.data - 1.0)  # the same effective scale
     x = randn(4, 16, 32, scale=3.0)
     torch.testing.assert_close(llama(x), gemma(x), atol=1e-6, rtol=0)
@@ -90,10 +79,10 @@ def test_llama_and_gemma_cast_orders_differ_in_bf16():
 
 
 def test_unit_offset_layernorm():
-    cfg = tiny(norm_unit_offset=True)
+    cfg = tiny(BASE, norm_unit_offset=True)
     norm = build_norm(cfg, 16)
     assert isinstance(norm, UnitOffsetLayerNorm) and torch.all(norm.weight == 0)
-    randomize_(norm)
+    randomize_(norm, **RANDOM)
     x = randn(3, 16, scale=2.0)
     expected = F.layer_norm(x, (16,), 1.0 + norm.weight, norm.bias, cfg.norm_eps)
     torch.testing.assert_close(norm(x), expected, atol=0, rtol=0)
@@ -103,10 +92,10 @@ def test_unit_offset_layernorm():
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("unit_offset", [False, True])
 def test_init_weights_resets_norm_scales(norm, unit_offset):
-    model = GPT(tiny(norm=norm, norm_unit_offset=unit_offset, norm_placement="sandwich"))
+    model = GPT(tiny(BASE, norm=norm, norm_unit_offset=unit_offset, norm_placement="sandwich"))
     scales = [m.weight for m in model.modules() if "Norm" in type(m).__name__]
     assert len(scales) == 2 * 4 + 1
-    randomize_(model)
+    randomize_(model, **RANDOM)
     model.init_weights()
     for w in scales:
         assert torch.all(w == (0.0 if unit_offset else 1.0))
@@ -124,8 +113,8 @@ def test_swiglu_matches_hf_llama_mlp():
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaMLP
 
-    ref = randomize_(LlamaMLP(LlamaConfig(hidden_size=32, intermediate_size=48, hidden_act="silu")))
-    ours = build_mlp(tiny(mlp="swiglu", mlp_hidden=48, bias=False))
+    ref = randomize_(LlamaMLP(LlamaConfig(hidden_size=32, intermediate_size=48, hidden_act="silu")), **RANDOM)
+    ours = build_mlp(tiny(BASE, mlp="swiglu", mlp_hidden=48, bias=False))
     assert ours.c_fc.weight.shape == (2 * 48, 32)
     copy_glu(ours, ref)
     x = randn(2, 5, 32)
@@ -137,18 +126,18 @@ def test_geglu_matches_hf_gemma2_mlp():
     from transformers.models.gemma2.modeling_gemma2 import Gemma2MLP
 
     hf_cfg = Gemma2Config(hidden_size=32, intermediate_size=48, hidden_activation="gelu_pytorch_tanh")
-    ref = randomize_(Gemma2MLP(hf_cfg))
-    ours = build_mlp(tiny(mlp="geglu", mlp_hidden=48, bias=False))
+    ref = randomize_(Gemma2MLP(hf_cfg), **RANDOM)
+    ours = build_mlp(tiny(BASE, mlp="geglu", mlp_hidden=48, bias=False))
     copy_glu(ours, ref)
     x = randn(2, 5, 32)
     torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=0)
-    swapped = build_mlp(tiny(mlp="swiglu", mlp_hidden=48, bias=False))
+    swapped = build_mlp(tiny(BASE, mlp="swiglu", mlp_hidden=48, bias=False))
     copy_glu(swapped, ref)
     assert not torch.allclose(swapped(x), ref(x), atol=1e-3)  # the activation matters
 
 
 def test_relu2_matches_formula():
-    mlp = randomize_(build_mlp(tiny(mlp="relu2", mlp_hidden=48)))
+    mlp = randomize_(build_mlp(tiny(BASE, mlp="relu2", mlp_hidden=48)), **RANDOM)
     x = randn(2, 5, 32)
     h = x @ mlp.c_fc.weight.T + mlp.c_fc.bias
     expected = torch.clamp(h, min=0) ** 2 @ mlp.c_proj.weight.T + mlp.c_proj.bias
@@ -172,8 +161,8 @@ BLOCK_NORMS = {
 
 @pytest.mark.parametrize("placement", ["pre", "post", "sandwich"])
 def test_block_placement_matches_manual_composition(placement):
-    cfg = tiny(norm="rmsnorm", norm_placement=placement, mlp="swiglu")
-    block = randomize_(build_block(cfg, 0)).eval()
+    cfg = tiny(BASE, norm="rmsnorm", norm_placement=placement, mlp="swiglu")
+    block = randomize_(build_block(cfg, 0), **RANDOM)
     cls, norms = BLOCK_NORMS[placement]
     assert type(block) is cls
     assert sorted(n for n, _ in block.named_children() if n.startswith("ln")) == sorted(norms)
@@ -189,14 +178,14 @@ def test_block_placement_matches_manual_composition(placement):
 # ----------------------------------------------------------------------------- embeddings, logits
 @pytest.mark.parametrize("n_embd", [32, 48])  # sqrt(48) is not exact in bf16
 def test_embed_scale(n_embd):
-    cfg = tiny(n_embd=n_embd, embed_scale=True)
+    cfg = tiny(BASE, n_embd=n_embd, embed_scale=True)
     model = GPT(cfg).eval()
     seen = []
     model.transformer.h[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     idx = torch.randint(0, 64, (2, 9))
     model(idx)
     torch.testing.assert_close(seen[0], model.transformer.wte.weight[idx] * math.sqrt(n_embd))
-    assert type(GPT(tiny(n_embd=n_embd)).transformer.wte) is nn.Embedding  # off by default
+    assert type(GPT(tiny(BASE, n_embd=n_embd)).transformer.wte) is nn.Embedding  # off by default
     # bf16: the factor is rounded to bf16 first, as HF Gemma does
     wte = model.transformer.wte.bfloat16()
     expected = wte.weight[idx] * torch.tensor(math.sqrt(n_embd), dtype=torch.bfloat16)
@@ -204,12 +193,12 @@ def test_embed_scale(n_embd):
 
 
 def test_final_softcap():
-    raw_model = GPT(tiny()).eval()
+    raw_model = GPT(tiny(BASE)).eval()
     idx, targets = torch.randint(0, 64, (2, 9)), torch.randint(0, 64, (2, 9))
     with torch.no_grad():
         raw = raw_model(idx)
     cap = raw.abs().max().item() / 3  # a third of the largest logit: the cap must bite
-    capped = GPT(tiny(final_softcap=cap)).eval()
+    capped = GPT(tiny(BASE, final_softcap=cap)).eval()
     capped.load_state_dict(raw_model.state_dict())
     with torch.no_grad():
         logits, (_, loss) = capped(idx), capped(idx, targets)
@@ -220,7 +209,7 @@ def test_final_softcap():
 
 
 def test_untied_embeddings():
-    tied, untied = GPT(tiny()), GPT(tiny(tie_embeddings=False))
+    tied, untied = GPT(tiny(BASE)), GPT(tiny(BASE, tie_embeddings=False))
     assert tied.lm_head.weight is tied.transformer.wte.weight
     assert untied.lm_head.weight is not untied.transformer.wte.weight
     assert untied.lm_head.weight.std().item() == pytest.approx(0.02, rel=0.1)
@@ -266,7 +255,7 @@ COMBO_IDS = ["-".join(str(v) for v in c) for c in COMBOS]
 
 def combo_cfg(norm, unit_offset, placement, mlp, tie, bias, **overrides) -> ModelConfig:
     return tiny(
-        norm=norm, norm_unit_offset=unit_offset, norm_placement=placement, mlp=mlp,
+        BASE, norm=norm, norm_unit_offset=unit_offset, norm_placement=placement, mlp=mlp,
         tie_embeddings=tie, bias=bias, **overrides,
     )
 
@@ -322,9 +311,9 @@ def test_sandwich_block_matches_hf_gemma2_decoder_layer():
         hidden_activation="gelu_pytorch_tanh", layer_types=["full_attention"], num_hidden_layers=1,
     )
     hf_cfg._attn_implementation = "eager"
-    ref = randomize_(Gemma2DecoderLayer(hf_cfg, 0)).eval()
+    ref = randomize_(Gemma2DecoderLayer(hf_cfg, 0), **RANDOM)
     cfg = tiny(
-        norm="rmsnorm", norm_unit_offset=True, norm_eps=1e-6, norm_placement="sandwich",
+        BASE, norm="rmsnorm", norm_unit_offset=True, norm_eps=1e-6, norm_placement="sandwich",
         mlp="geglu", mlp_hidden=48, n_kv_head=2, bias=False,
     )
     block = build_block(cfg, 0).eval()

@@ -1,14 +1,18 @@
-"""Helpers for tests that train tiny models end to end and call the CLI in-process."""
+"""Helpers shared by the tests: tiny model configs, random weights and token batches; and, for tests
+that train tiny models end to end, the CLI called in-process and the files a run writes."""
 
 import hashlib
 import importlib.util
 import json
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
+from model import GPT, ModelConfig
 from train import checkpoint as ckpt
 from train.__main__ import main as train_main
 from train.cli import run_cli
@@ -20,6 +24,52 @@ GPT2_RANKS = str((ROOT.parent / "shared" / "data" / "gpt2.tiktoken").resolve()) 
 needs_gpt2_ranks = pytest.mark.skipif(not Path(GPT2_RANKS).is_file(),
                                       reason=f"offline GPT-2 vocabulary not found at {GPT2_RANKS}")
 
+# ----------------------------------------------------------------------------- tiny models
+# rotary GQA: 4 query heads and 2 key/value heads of 8 channels, a prime vocabulary, context 64
+TINY_MODEL = dict(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, pos="rope")
+
+
+def tiny(base: dict = TINY_MODEL, /, **overrides) -> ModelConfig:
+    """A small ModelConfig: `base` (TINY_MODEL, or a test file's own) with `overrides` on top."""
+    return ModelConfig(**{**base, **overrides})
+
+
+@torch.no_grad()
+def randomize_(module: nn.Module, seed: int = 0, std: float = 0.3,
+               ones: Literal["norm scales", "vectors"] = "norm scales") -> nn.Module:
+    """Every parameter drawn anew from N(0, std), in parameter order from one generator seeded
+    `seed`, so that no weight keeps its init (a norm left at ones hides a missing copy). Centred
+    on 1 instead: the norm scales (1-D `weight`s; biases stay around 0), or with ones="vectors"
+    every 1-D parameter (norm scales, biases, sinks), which keeps the residual stream's size and
+    an RMSNorm scale's sign, as the HF parity tests want; unit-offset scales (Gemma) then sit
+    around 2, which is as good a test. Returns the module in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        one = p.ndim == 1 and (ones == "vectors" or name.endswith("weight"))
+        p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if one else 0.0))
+    return module.eval()
+
+
+@torch.no_grad()
+def jittered(cfg: ModelConfig, seed: int = 0, matrix_std: float = 0.0, vector_std: float = 0.0) -> GPT:
+    """GPT(cfg) initialised under torch.manual_seed(seed), then every parameter moved off its init
+    by N(0, matrix_std) noise (>= 2-D) or N(0, vector_std) (1-D: norm scales, biases, sinks), drawn
+    from the same global generator; a std of 0 draws nothing. Returns the model in eval mode."""
+    torch.manual_seed(seed)
+    model = GPT(cfg)
+    for p in model.parameters():
+        std = vector_std if p.ndim == 1 else matrix_std
+        if std:
+            p.add_(torch.randn_like(p) * std)
+    return model.eval()
+
+
+def tokens(T: int, B: int = 2, vocab: int = 97, seed: int = 0) -> torch.Tensor:
+    """(B, T) token ids drawn uniformly from [0, vocab) by a generator seeded `seed`."""
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- tiny runs
 TINY = [
     "--model.block_size=32", "--model.n_layer=2", "--model.n_head=2", "--model.n_embd=32",
     "--model.dropout=0.1",  # dropout draws from the RNG: resume must restore it
