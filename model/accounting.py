@@ -395,11 +395,11 @@ QUANT_CODE_BYTES = {"int8": 1.0, "int4": 0.5}  # `quantize` kind -> bytes per we
 
 
 def _quantized_matrix_bytes(fan_in: int, fan_out: int, kind: str, group_size: int, dtype_bytes: int) -> float:
-    """int8: codes and one scale per output; int4: outputs padded to 32 for the CPU packing, codes
-    and a scale and zero per group of `group_size` inputs of each output."""
+    """int8: codes and one scale per output; int4: outputs padded to 64 for the CPU packing
+    (model/quantize.py PAD_ROWS), codes and a scale and zero per group of `group_size` inputs of each output."""
     if kind == "int8":
         return fan_in * fan_out + fan_out * dtype_bytes
-    rows = -(-fan_out // 32) * 32
+    rows = -(-fan_out // 64) * 64
     return rows * fan_in / 2 + rows * (fan_in // group_size) * 2 * dtype_bytes
 
 

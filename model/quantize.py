@@ -27,13 +27,39 @@ torchao is not a dependency: 0.18's int4 CPU layout needs an extra package or bf
 own kernels cover both formats. Quantize after moving the model to the device it will decode on.
 """
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 KINDS = ("int8", "int4")
 GROUP_SIZES = (32, 64, 128, 256)  # those `_weight_int4pack_mm_for_cpu` takes
-BLOCK_N = 32  # the int4 CPU packing interleaves rows in blocks of 32 (N is padded to a multiple)
+PACKINGS = (32, 64)  # the int4 CPU packing interleaves rows in blocks of 32 (AVX2) or 64 (AVX-512)
+PAD_ROWS = 64  # int4 rows are padded to a multiple of both, so a model's bytes do not depend on the CPU
+
+
+@functools.cache
+def block_n() -> int:
+    """The row block of this CPU's int4 packing, found by packing a known pattern: ATen picks the
+    layout by the CPU's vector width, so a layout written down here would be wrong on the other."""
+    codes = torch.arange(64 * 32, dtype=torch.int32).reshape(64, 32) % 16
+    codes = (codes + torch.arange(64, dtype=torch.int32)[:, None] // 16) % 16  # no two layouts agree
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+    for n in PACKINGS:
+        if torch.equal(_unpack(packed, torch.arange(64), n).int(), codes):
+            return n
+    raise RuntimeError("unknown int4 CPU packing layout (neither 32- nor 64-row blocks)")
+
+
+def _unpack(packed: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
+    """Codes of rows `idx` from a packing in blocks of n rows: input k of row n b + r sits in byte
+    (b, k, r % (n / 2)), the low nibble for r < n / 2."""
+    K = 2 * packed.shape[1]
+    blocks = packed.view(-1, K, n // 2)  # (N / n, K, n / 2)
+    r = idx % n
+    byte = blocks[idx // n, :, r % (n // 2)]  # (..., K)
+    return (byte >> (4 * (r >= n // 2)).unsqueeze(-1).to(torch.uint8)) & 15
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,13 +109,13 @@ class Int8Linear(nn.Module):
 
 class Int4Linear(nn.Module):
     """y = x W^T (+ bias), W in 4 bits with a scale and zero per group of inputs; rows padded to a
-    multiple of 32 for the packing (the padding's outputs are cut off). Config: none (`quantize`)."""
+    multiple of 64, whichever the CPU's packing (the padding's outputs are cut off). Config: none (`quantize`)."""
 
     def __init__(self, codes: torch.Tensor, scale_zero: torch.Tensor, bias: torch.Tensor | None,
                  group_size: int, kernel: str):
         super().__init__()
         self.out_features, self.group_size = codes.shape[0], group_size
-        pad = -codes.shape[0] % BLOCK_N
+        pad = -codes.shape[0] % PAD_ROWS
         codes, scale_zero = F.pad(codes, (0, 0, 0, pad)), F.pad(scale_zero, (0, 0, 0, pad))
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.cpu(), 1)
                              .to(codes.device))  # (N + pad, K / 2) uint8
@@ -103,13 +129,8 @@ class Int4Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """The expanded rows `idx` of W, read from the CPU packing: rows come in blocks of 32, where
-        input k of row 32 b + r sits in byte (b, k, r % 16), the low nibble for r < 16."""
-        K = 2 * self.packed.shape[1]
-        blocks = self.packed.view(-1, K, BLOCK_N // 2)  # (N / 32, K, 16)
-        r = idx % BLOCK_N
-        byte = blocks[idx // BLOCK_N, :, r % (BLOCK_N // 2)]  # (..., K)
-        codes = (byte >> (4 * (r >= BLOCK_N // 2)).unsqueeze(-1).to(torch.uint8)) & 15
+        """The expanded rows `idx` of W, read from the CPU packing (`_unpack`)."""
+        codes = _unpack(self.packed, idx, block_n())
         sz = self.scale_zero[:, idx].movedim(0, -2)  # (..., K / G, 2)
         groups = codes.unflatten(-1, (-1, self.group_size)).to(sz.dtype) - 8  # (..., K / G, G)
         return (groups * sz[..., :1] + sz[..., 1:]).flatten(-2)
