@@ -105,6 +105,9 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     muon_momentum: float = 0.95  # name = "muon": momentum of the Muon matrices (Nesterov)
+    muon_ns: Literal["jordan", "polar_express"] = "jordan"  # Newton-Schulz coefficients (train/optim.py)
+    normuon: bool = False  # NorMuon: per-neuron second moment (decay beta2) on Muon's update
+    cautious_wd: bool = False  # Muon decays only entries whose update has the parameter's sign
 
     def __post_init__(self) -> None:
         _require(self.name in ("adamw", "muon"), f"optim.name must be 'adamw' or 'muon'; got {self.name!r}")
@@ -231,7 +234,8 @@ def ignored_keys(cfg: RunConfig) -> dict[str, str]:
     if cfg.data.tokenizer != "gpt2":
         out["data.tokenizer_path"] = f"data.tokenizer is {cfg.data.tokenizer!r} (the ranks file is for 'gpt2')"
     if cfg.optim.name != "muon":
-        out["optim.muon_momentum"] = f"optim.name is {cfg.optim.name!r}"
+        for key in ("muon_momentum", "muon_ns", "normuon", "cautious_wd"):
+            out[f"optim.{key}"] = f"optim.name is {cfg.optim.name!r}"
     if not cfg.train.init_from:
         out["train.init_step"] = "train.init_from is not set"
     return out

@@ -20,22 +20,50 @@ from .config import OptimConfig
 # land in about [0.7, 1.2], which trains as well as the exact polar factor).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
+# Polar Express (Amsel, Persson, Musco & Gower 2025, arXiv:2505.16932): a different quintic for each
+# of the five steps, each optimal (minimax) for the interval the previous step leaves the singular
+# values in, so they end closer to 1 in the same number of matmuls. These are the paper's
+# coefficients as modded-nanogpt uses them, with its safety margin: the start is divided by
+# 1.02 ||g||_F, because the first steps' polynomials are tuned for singular values <= 1 and rounding
+# could push one just above.
+POLAR_EXPRESS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+SCHEDULES = {"jordan": ((NS_COEFFICIENTS,) * NS_STEPS, 1.0), "polar_express": (POLAR_EXPRESS, 1.02)}
 
 
-def orthogonalize(g: torch.Tensor, steps: int = NS_STEPS, eps: float = 1e-7) -> torch.Tensor:
+def orthogonalize(g: torch.Tensor, steps: int = NS_STEPS, eps: float = 1e-7,
+                  schedule: str = "jordan") -> torch.Tensor:
     """The nearest semi-orthogonal matrix to each matrix of g (..., A, B), approximately: U V^T of
     its SVD U S V^T, by a quintic Newton-Schulz iteration X <- a X + (b G + c G^2) X, G = X X^T,
     started from X = g / ||g||_F (so every singular value is <= 1). Runs in fp32; the stacked
-    matrices of MoE experts are orthogonalised each on its own."""
-    a, b, c = NS_COEFFICIENTS
+    matrices of MoE experts are orthogonalised each on its own. schedule: the (a, b, c) of each
+    step, "jordan" (the same five times) or "polar_express" (one per step; `steps` must be <= 5)."""
+    coefficients, margin = SCHEDULES[schedule]
     x = g.float()
     wide = x.shape[-2] <= x.shape[-1]
     x = x if wide else x.mT  # iterate on the smaller Gram matrix
-    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
-    for _ in range(steps):
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) * margin + eps)
+    for a, b, c in coefficients[:steps]:
         gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
     return (x if wide else x.mT).to(g.dtype)
+
+
+def normalize_neurons(o: torch.Tensor, second: torch.Tensor, beta2: float, eps: float = 1e-10) -> torch.Tensor:
+    """NorMuon (Li et al. 2025, arXiv:2510.05491): an orthogonalised update o (..., A, B) gives every
+    direction the same size, but its rows (output neurons) can still differ a lot in size. Keep an
+    Adam-like running mean `second` of each neuron's mean squared update (along the longer side:
+    rows when A >= B, else columns), divide by its square root, then restore o's Frobenius norm, so
+    the step size is still Muon's. `second` is updated in place."""
+    along = -1 if o.shape[-2] >= o.shape[-1] else -2
+    second.lerp_(o.square().mean(dim=along, keepdim=True), 1 - beta2)
+    scaled = o / (second.sqrt() + eps)
+    return scaled * (o.norm(dim=(-2, -1), keepdim=True) / (scaled.norm(dim=(-2, -1), keepdim=True) + eps))
 
 
 class Muon(torch.optim.Optimizer):
@@ -43,6 +71,14 @@ class Muon(torch.optim.Optimizer):
 
         m <- mu m + (1 - mu) g;  u = (1 - mu) g + mu m          (Nesterov, as torch.optim.Muon)
         W <- W (1 - lr wd) - lr * 0.2 sqrt(max(A, B)) * orthogonalize(u)
+
+    Options (each off by default; the speedrun rungs, docs/speedrun.md):
+    - schedule "polar_express": Polar Express's per-step coefficients (`orthogonalize`);
+    - normuon: NorMuon's per-neuron second-moment normalisation of the orthogonalised update
+      (`normalize_neurons`, decay `beta2`);
+    - cautious_wd: cautious weight decay (Chen et al. 2025, arXiv:2510.12402): decay only the
+      entries whose update has the parameter's sign, i.e. where the step already moves the entry
+      towards 0; the others are left to the gradient.
 
     The shape-dependent factor 0.2 sqrt(max(A, B)) for an A x B matrix is Moonlight's
     (Liu et al. 2025, "Muon is Scalable for LLM Training", arXiv:2502.16982, sec. 2.2, the scaling
@@ -60,8 +96,10 @@ class Muon(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.95, weight_decay: float = 0.0,
-                 batched: bool = False):
+                 batched: bool = False, schedule: str = "jordan", normuon: bool = False,
+                 beta2: float = 0.95, cautious_wd: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+        self.schedule, self.normuon, self.beta2, self.cautious_wd = schedule, normuon, beta2, cautious_wd
         # batched: orthogonalise the matrices of one shape as one batch, ~50 launches per shape
         # instead of per matrix (for a GPU; on a CPU it is slower: a batch falls out of cache)
         self.runs = _same_shape if batched else _one_by_one
@@ -81,11 +119,24 @@ class Muon(torch.optim.Optimizer):
                         self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
                 bufs = [self.state[p]["momentum_buffer"] for p in params]
                 torch._foreach_lerp_(bufs, grads, 1 - mu)
-                updates = _orthogonalize_all(torch._foreach_lerp(grads, bufs, mu))
+                updates = _orthogonalize_all(torch._foreach_lerp(grads, bufs, mu), self.schedule)
+                if self.normuon:
+                    updates = [normalize_neurons(u, self._second(p, u), self.beta2) for p, u in zip(params, updates)]
                 A, B = params[0].shape[-2:]
-                torch._foreach_mul_(params, 1 - lr * wd)
+                if self.cautious_wd:  # decay where the update (subtracted) has the parameter's sign
+                    torch._foreach_sub_(params, [p * (u * p > 0) for p, u in zip(params, updates)], alpha=lr * wd)
+                else:
+                    torch._foreach_mul_(params, 1 - lr * wd)
                 torch._foreach_add_(params, updates, alpha=-lr * 0.2 * math.sqrt(max(A, B)))
         return loss
+
+    def _second(self, p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """NorMuon's per-neuron second moment of p, created on its first step."""
+        if "second_moment" not in self.state[p]:
+            A, B = u.shape[-2:]
+            shape = (*u.shape[:-1], 1) if A >= B else (*u.shape[:-2], 1, B)
+            self.state[p]["second_moment"] = torch.zeros(shape, dtype=u.dtype, device=u.device)
+        return self.state[p]["second_moment"]
 
 
 def _one_by_one(params: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -103,21 +154,21 @@ def _same_shape(params: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     return list(groups.values())
 
 
-def _orthogonalize_all(updates: list[torch.Tensor]) -> list[torch.Tensor]:
+def _orthogonalize_all(updates: list[torch.Tensor], schedule: str) -> list[torch.Tensor]:
     """orthogonalize() of each update: stacked into one batch when they are plain tensors of one
     shape, else (a single sharded DTensor) gathered and re-sharded."""
     if len(updates) == 1:
-        return [_orthogonalize_full(updates[0])]
-    return list(orthogonalize(torch.stack(updates)).unbind())
+        return [_orthogonalize_full(updates[0], schedule)]
+    return list(orthogonalize(torch.stack(updates), schedule=schedule).unbind())
 
 
-def _orthogonalize_full(u: torch.Tensor) -> torch.Tensor:
+def _orthogonalize_full(u: torch.Tensor, schedule: str) -> torch.Tensor:
     """orthogonalize(u), for a plain tensor or a sharded DTensor (gathered, then re-sharded)."""
     if type(u) is torch.Tensor:
-        return orthogonalize(u)
+        return orthogonalize(u, schedule=schedule)
     from torch.distributed.tensor import DTensor, Replicate
 
-    full = orthogonalize(u.full_tensor())
+    full = orthogonalize(u.full_tensor(), schedule=schedule)
     replicated = DTensor.from_local(full, u.device_mesh, [Replicate()] * u.device_mesh.ndim, run_check=False)
     return replicated.redistribute(u.device_mesh, u.placements)
 
@@ -200,7 +251,8 @@ def build_muon(model: nn.Module, cfg: OptimConfig, device_type: str) -> MuonWith
     chosen = {id(p) for p in matrices}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
     muon = Muon(matrices, lr=cfg.lr, momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay,
-                batched=device_type == "cuda")
+                batched=device_type == "cuda", schedule=cfg.muon_ns, normuon=cfg.normuon, beta2=cfg.beta2,
+                cautious_wd=cfg.cautious_wd)
     return MuonWithAdamW(muon, adamw(rest, cfg, device_type))
 
 
