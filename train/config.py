@@ -57,6 +57,9 @@ class TrainConfig:
     # run. Needs the tensorboard extra; see train/metrics_log.py.
     tensorboard: bool = False
     seed: int = 1337
+    # the validation batches' seed; -1 = train.seed. A fixed value compares runs of different seeds
+    # on the same batches (scripts/speedrun.py: every run is scored as the default's 1337 is)
+    eval_seed: int = -1
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
@@ -84,6 +87,7 @@ class TrainConfig:
         for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0; got {getattr(self, name)}")
         _require(0 <= self.seed < 2**63, f"train.seed must be in [0, 2**63); got {self.seed}")
+        _require(-1 <= self.eval_seed < 2**63, f"train.eval_seed must be in [0, 2**63), or -1; got {self.eval_seed}")
         _require(self.init_step >= NEWEST,
                  f"train.init_step must be a checkpoint's step, or -1 for the newest; got {self.init_step}")
         _require(math.isfinite(self.max_seconds) and self.max_seconds >= 0,

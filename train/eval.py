@@ -22,7 +22,7 @@ step, as task/<task>/<metric> and task/aggregate).
 Options: --step N, --tokenizer_path PATH (gpt2 runs whose ranks file moved), --device, --dtype,
 --quantize int8|int4 [--group_size N] (weight-only, model/quantize.py), and
 overrides of [data] keys (the val loss; stdlib-cloze's corpus) and of train.eval_batches,
-train.batch_size, train.seq_len, train.seed (the val loss).
+train.batch_size, train.seq_len, train.seed / train.eval_seed (the val loss).
 """
 
 import argparse
@@ -45,7 +45,7 @@ from .run import LoadedRun, check_run_dir, load_run, run_config
 from .tokenizer import for_run
 from .trainer import evaluate
 
-OVERRIDABLE = ("data.", "train.eval_batches", "train.batch_size", "train.seq_len", "train.seed")
+OVERRIDABLE = ("data.", "train.eval_batches", "train.batch_size", "train.seq_len", "train.seed", "train.eval_seed")
 TASK_FLAGS = ("shots", "limit", "samples", "temperature", "top_k", "seed", "json", "tensorboard")
 
 
