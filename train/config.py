@@ -140,6 +140,35 @@ class RunConfig:
         return self.train.seq_len or self.model.block_size
 
 
+def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's tables. A top-level `base = "FILE"` (relative to this file) reads FILE first
+    and then this file's keys over it, table by table: a config can name only what it changes
+    (configs/speedrun.toml names what it changes from configs/default.toml)."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a file name (a string); got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: base {base!r} includes itself")
+    return _merged(read_config_file(base_path, (*seen, path.resolve())), raw)
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        both_tables = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both_tables else value
+    return out
+
+
 def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored: bool = True,
                 resolved: bool = False) -> RunConfig:
     """Read a TOML run config, apply `section.key=value` overrides, validate, resolve defaults.
@@ -156,12 +185,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored
     explicit: set[str] = set()
     if path is not None:
         path = preset_path(str(path)[len(PRESET_PREFIX):]) if str(path).startswith(PRESET_PREFIX) else Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        raw = read_config_file(path)
         name = path.stem
         if not _inside(path, CONFIGS_DIR):
             explicit |= _dotted_keys(raw)
