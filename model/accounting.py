@@ -10,6 +10,7 @@ Mixture-of-Experts layer counts all experts in `param_count` but only the top_k 
 """
 
 from .config import ModelConfig
+from .value_embed import has_value_embed, value_gate_matrices
 
 Matrix = tuple[int, int]  # (fan_in, fan_out) of one weight matrix
 
@@ -146,28 +147,30 @@ QK_NORM_DIMS = {  # keyed by `model.qk_norm`: the sizes of the query and key nor
 
 def block_matrices(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> list[Matrix]:
     """The weight matrices of block `layer_idx` (all experts, or only the active ones)."""
-    gates = router_matrices(cfg, layer_idx) + shared_gate_matrices(cfg, layer_idx)
+    gates = router_matrices(cfg, layer_idx) + shared_gate_matrices(cfg, layer_idx) + value_gate_matrices(cfg, layer_idx)
     return attention_matrices(cfg, layer_idx) + ffn_matrices(cfg, layer_idx, active) + gates
 
 
 def block_params(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> int:
     """Parameters of one block: matrices and their biases, the router and the shared experts' gate,
-    norms, and on attention (not linear-attention) layers QK-norms and sinks."""
+    norms, and on attention (not linear-attention) layers QK-norms, sinks and Canon taps."""
     norm = NORM_PARAMS[cfg.norm]
     n = attention_params(cfg, layer_idx) + _params(cfg, ffn_matrices(cfg, layer_idx, active))
     n += sum(fi * fo + (fo if cfg.moe.router_bias else 0) for fi, fo in router_matrices(cfg, layer_idx))
-    n += sum(fi * fo for fi, fo in shared_gate_matrices(cfg, layer_idx))
+    n += sum(fi * fo for fi, fo in shared_gate_matrices(cfg, layer_idx) + value_gate_matrices(cfg, layer_idx))
     n += NORMS_PER_BLOCK[cfg.norm_placement] * norm(cfg, cfg.n_embd)
     if not cfg.is_linear(layer_idx):
         n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
         n += cfg.n_head if cfg.attn_sinks else 0  # one sink logit per head
+        n += (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim * cfg.attn_conv  # Canon-B's taps (model/canon.py)
     return n
 
 
 def param_count(cfg: ModelConfig, active: bool = False) -> int:
     """Parameters of `GPT(cfg)`, a tied embedding/LM-head matrix counted once.
 
-    padded embedding + learned positions + the blocks + final norm + untied LM head.
+    padded embedding + learned positions + the blocks + final norm + untied LM head + value
+    embeddings + the streams' scalars (x0 lambdas, skip weights).
     Equals `sum(p.numel() for p in GPT(cfg).parameters())` for every combination of rungs.
     active=True counts only the top_k routed experts of each MoE layer: the parameters one token
     uses (the "active parameters" of an MoE, e.g. 37B of DeepSeek-V3's 671B).
@@ -178,6 +181,8 @@ def param_count(cfg: ModelConfig, active: bool = False) -> int:
     n += sum(block_params(cfg, i, active) for i in range(cfg.n_layer))
     n += NORM_PARAMS[cfg.norm](cfg, d)  # final norm
     n += 0 if cfg.tie_embeddings else vocab * d  # LM head
+    n += sum(vocab * cfg.n_kv_head * cfg.head_dim for i in range(cfg.n_layer) if has_value_embed(cfg, i))
+    n += (2 * cfg.n_layer if cfg.x0_lambdas else 0) + (cfg.n_layer // 2 if cfg.unet_skips else 0)  # model/streams.py
     return n + sum(mtp_module_params(cfg, k, active) for k in range(1, cfg.mtp_depth + 1))
 
 

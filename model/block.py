@@ -6,7 +6,8 @@ Where the norms sit is the only difference between the three blocks here:
     post      x = x + ln_1(attn(x));              x = x + ln_2(mlp(x))               OLMo 2
     sandwich  x = x + ln_1_post(attn(ln_1(x)));   x = x + ln_2_post(mlp(ln_2(x)))    Gemma 2/3
 
-Every block takes `(x, positions, cache)` and returns x, shape (B, T, n_embd). The `mlp` slot holds
+Every block takes `(x, positions, cache, ve)` and returns x, shape (B, T, n_embd); ve is the block's
+value embedding (model/value_embed.py), passed on to the attention layer only when there is one. The `mlp` slot holds
 the dense MLP of `model.mlp` or, on MoE layers (`model.moe`), a Mixture of Experts.
 """
 
@@ -36,9 +37,10 @@ class Block(nn.Module):
         self.mlp = build_feed_forward(cfg, layer_idx)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
+        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
+        ve: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), positions, cache)
+        x = x + self.attn(self.ln_1(x), positions, cache, *values(ve))
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -61,9 +63,10 @@ class PostNormBlock(nn.Module):
         self.ln_2 = build_norm(cfg)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
+        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
+        ve: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.ln_1(self.attn(x, positions, cache))
+        x = x + self.ln_1(self.attn(x, positions, cache, *values(ve)))
         x = x + self.ln_2(self.mlp(x))
         return x
 
@@ -86,11 +89,18 @@ class SandwichBlock(nn.Module):
         self.ln_2_post = build_norm(cfg)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
+        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
+        ve: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.ln_1_post(self.attn(self.ln_1(x), positions, cache))
+        x = x + self.ln_1_post(self.attn(self.ln_1(x), positions, cache, *values(ve)))
         x = x + self.ln_2_post(self.mlp(self.ln_2(x)))
         return x
+
+
+def values(ve: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """The mixer's extra arguments: the value embedding when there is one, else none (a mixer
+    without value embeddings, e.g. the Gated DeltaNet, takes none)."""
+    return () if ve is None else (ve,)
 
 
 BLOCKS = {"pre": Block, "post": PostNormBlock, "sandwich": SandwichBlock}

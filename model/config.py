@@ -230,12 +230,18 @@ class ModelConfig:
     # multi-token prediction (DeepSeek-V3): extra modules predicting 2 .. mtp_depth + 1 tokens ahead
     mtp_depth: int = 0  # D sequential MTP modules (model/mtp.py); 0 = off
     mtp_loss_weight: float = 0.3  # lambda: the objective adds lambda * mean of the D MTP losses
+    # the speedrun rungs (modded-nanogpt, nanochat; docs/speedrun.md), each off by default
+    value_embeds: bool = False  # a token embedding added, gated, to the values of alternate attention layers
+    x0_lambdas: bool = False  # learned x <- a_i x + b_i x0 before block i, x0 the embedding (model/streams.py)
+    unet_skips: bool = False  # the first half's block outputs feed the second half's inputs, mirrored
+    zero_init_proj: bool = False  # residual output projections start at 0: every block starts as the identity
+    attn_conv: int = 0  # Canon-B: a causal depthwise conv of this width, with a residual, on attention's q, k, v
 
     def __post_init__(self) -> None:
         _check_choices(self, "model.")
         for name in ("vocab_size", "vocab_multiple", "block_size", "n_layer", "n_head", "n_embd"):
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("n_kv_head", "head_dim", "mlp_hidden", "window", "global_every", "mtp_depth"):
+        for name in ("n_kv_head", "head_dim", "mlp_hidden", "window", "global_every", "mtp_depth", "attn_conv"):
             _check_int(name, getattr(self, name), minimum=0)
         if not self.head_dim and self.n_embd % self.n_head:
             raise ValueError(
@@ -249,8 +255,6 @@ class ModelConfig:
                              f"got model.attention = {self.attention!r}")
         self.n_kv_head = self.n_kv_head or self.n_head
         self.head_dim = self.head_dim or self.n_embd // self.n_head
-        if not isinstance(self.attn_gate, bool):
-            raise ValueError(f"model.attn_gate must be true or false; got {self.attn_gate!r}")
         if self.linear_attention != "none":
             self.deltanet.resolve(self.n_head, self.head_dim)
         elif self.deltanet != DeltaNetConfig():
@@ -268,6 +272,15 @@ class ModelConfig:
             value = getattr(self, name)
             if not (_is_number(value) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"model.{name} must be >= 0 (0 = off/default); got {value!r}")
+        for name in ("attn_gate", "value_embeds", "x0_lambdas", "unet_skips", "zero_init_proj"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"model.{name} must be true or false; got {getattr(self, name)!r}")
+        if self.value_embeds and self.attention != "gqa":
+            raise ValueError('model.value_embeds needs model.attention = "gqa" (MLA caches a latent, '
+                             "not the values an embedding could be added to)")
+        if self.attn_conv and self.attention != "gqa":
+            raise ValueError('model.attn_conv (Canon layers) needs model.attention = "gqa": MLA has no '
+                             "fused [q; k; v] projection for it to act on")
         if self.global_every and not self.window:
             raise ValueError("model.global_every needs a sliding window: set model.window > 0")
         if self.moe.n_expert:

@@ -22,6 +22,8 @@ from .norm import build_norm
 from .sampling import TEMPERATURE, TOP_K
 from .ffn.router import Router
 from .softcap import build_softcap
+from .streams import build_streams
+from .value_embed import ValueEmbeddings
 
 
 class GPT(nn.Module):
@@ -55,6 +57,9 @@ class GPT(nn.Module):
         self.final_softcap = build_softcap(cfg.final_softcap)  # identity when 0
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
+        # the speedrun rungs: value embeddings, x0 lambdas / U-net skips (None when off)
+        self.value_embeds = ValueEmbeddings(cfg) if cfg.value_embeds else None
+        self.streams = build_streams(cfg)
         self.mtp = build_mtp(cfg)  # multi-token prediction modules (none when model.mtp_depth = 0)
         self.mtp_loss: torch.Tensor | None = None  # the last training forward's weighted MTP term
         self.moe_layers = moe_layers(self)  # a plain list: the modules stay registered in `h`
@@ -77,16 +82,23 @@ class GPT(nn.Module):
         | MoE experts: c_fc / c_proj (per expert) | as an MLP's c_fc / c_proj              |
         | Gated DeltaNet decay: A_log, dt_bias    | log U(0.01, 16), 1 (HF Qwen3.5)        |
         | Gated DeltaNet conv1d                   | PyTorch's Conv1d default               |
+        | value-embedding gates (`ve_gate`)        | 0 (gate 2 sigmoid(0) = 1)               |
+        | x0 lambdas / U-net skip weights          | a_i 1, b_i 0.1 / 1 (model/streams.py)   |
+
+        With `model.zero_init_proj` the residual projections start at 0 instead (modded-nanogpt,
+        nanochat): every block is the identity at step 0 and the stream is the embedding's alone.
 
         Every block adds two residual branches to the stream; scaling their output projections by
         1/sqrt(2 * n_layer) keeps the stream's variance independent of depth (GPT-2 paper, sec. 2.3).
         """
         std = self.config.init_std
-        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        residual_std = 0.0 if self.config.zero_init_proj else std / math.sqrt(2 * self.config.n_layer)
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 is_residual = name.endswith(("c_proj", "out_proj"))  # out_proj: linear attention
                 nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual else std)
+                if name.endswith("ve_gate"):
+                    nn.init.zeros_(module.weight)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, Router):
@@ -122,8 +134,12 @@ class GPT(nn.Module):
         if "wpe" in self.transformer:
             x = x + self.transformer.wpe(positions)
         x = self.transformer.drop(x)
-        for block in self.transformer.h:
-            x = block(x, positions, cache)
+        values = self.value_embeds(idx) if self.value_embeds is not None else [None] * len(self.transformer.h)
+        if self.streams is None:
+            for block, ve in zip(self.transformer.h, values):
+                x = block(x, positions, cache, ve)
+        else:
+            x = self.streams(self.transformer.h, x, positions, cache, values)
         if cache is not None:
             cache.advance(T)
         h, x = x, self.transformer.ln_f(x)  # h: the last hidden state, which MTP starts from

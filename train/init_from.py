@@ -39,9 +39,9 @@ except ModuleNotFoundError:  # Python 3.10
 
 NEWEST = -1  # train.init_step: the source run's newest complete checkpoint
 # [model] keys a run may set differently from its source: they change how the model trains
-# (dropout, the weights of auxiliary losses, MoE capacity and bias updates), not the shapes of its
+# (dropout, the weights of auxiliary losses, the init, MoE capacity and bias updates), not the shapes of its
 # weights or what they compute; model/hf drops the same MoE and MLA keys from an HF config.
-FREE_KEYS = ("dropout", "mtp_loss_weight", *(f"moe.{k}" for k in MoEConfig.TRAINING_ONLY),
+FREE_KEYS = ("dropout", "mtp_loss_weight", "zero_init_proj", *(f"moe.{k}" for k in MoEConfig.TRAINING_ONLY),
              *(f"mla.{k}" for k in MLAConfig.TRAINING_ONLY))
 # vocabulary sizes of an HF model that our tokenizers can feed (train/tokenizer.py)
 HF_VOCABS = {tokenizer_vocab_size(name): name for name in ("byte", "gpt2")}

@@ -80,6 +80,7 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "gpt2", **overrides):
         lost.pop(f"model.moe.{name}", None)
     for name in MLAConfig.TRAINING_ONLY:
         lost.pop(f"model.mla.{name}", None)
+    lost.pop("model.zero_init_proj", None)  # how the weights started, not what they compute
     if lost:
         settings = ", ".join(f"{name}={value!r}" for name, value in lost.items())
         raise ValueError(f"HF {model_type} cannot represent {settings}")

@@ -24,6 +24,8 @@ from .gate import build_gate
 from .masks import sdpa_mask, visible_keys
 from ..norm import build_norm
 from ..rope import build_rotary
+from ..value_embed import add_value_embed, value_gate
+from ..canon import Canon, ConvKV
 
 # The groups QK-norm normalises over, as (query size, key size).
 QK_NORM_GROUPS = {
@@ -119,20 +121,33 @@ class CausalSelfAttention(AttentionKernels):
         self.k_norm = build_norm(cfg, self.k_group) if use_qk_norm else nn.Identity()
         self.local = cfg.is_local(layer_idx)
         self.rotary = build_rotary(cfg, self.local)
+        self.ve_gate = value_gate(cfg, layer_idx)  # None unless this layer has a value embedding
+        # Canon-B (model/canon.py): a short causal conv with a residual on [q; k; v]; None when off
+        self.canon = Canon(self.q_dim + 2 * self.kv_dim, cfg.attn_conv) if cfg.attn_conv else None
         # Gemma 2: query_pre_attn_scalar ** -0.5
         self.init_kernels(cfg, layer_idx, scale=cfg.attn_scale or self.head_dim**-0.5)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
+        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
+        ve: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: (B, T, n_embd); positions: (T,) absolute positions of x's tokens."""
+        """x: (B, T, n_embd); positions: (T,) absolute positions of x's tokens; ve: this layer's value
+        embedding of the tokens (model/value_embed.py), when it has one."""
         B, T, _ = x.shape
-        q, k, v = self.c_attn(x).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+        qkv = self.c_attn(x)
+        if self.canon is not None:
+            past = cache.layers[self.layer_idx] if cache is not None else None
+            qkv, conv_past = self.canon(qkv, None if past is None else past.past)
+            if past is not None:
+                past.past = conv_past.to(past.past.dtype)
+        q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
         # QK-norm over groups of q_group / k_group features: one head each, or the whole projection
         q = self.q_norm(q.view(B, T, -1, self.q_group)).view(B, T, self.n_head, self.head_dim)
         k = self.k_norm(k.view(B, T, -1, self.k_group)).view(B, T, self.n_kv_head, self.head_dim)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, n_head | n_kv_head, T, head_dim)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
+        if ve is not None:
+            v = add_value_embed(v, ve, self.ve_gate, x)
         q, k = self.rotary(q, k, positions)
         k_pos = None  # positions of the keys: None = 0 .. S - 1 in order
         if cache is not None:  # k, v: (B, n_kv_head, S, hd), S = what the cache shows of the past + T
@@ -144,7 +159,8 @@ class CausalSelfAttention(AttentionKernels):
     def new_cache(self, spec: CacheSpec):
         """This layer's generation cache: keys and values (of the last `window` positions when local);
         quantized, keys per channel and values per token (KIVI, model/cache/quantized.py)."""
-        return kv_layer_cache(spec, self.n_kv_head, (PerChannel(self.head_dim), PerToken(self.head_dim)), self.window)
+        kv = kv_layer_cache(spec, self.n_kv_head, (PerChannel(self.head_dim), PerToken(self.head_dim)), self.window)
+        return kv if self.canon is None else ConvKV(kv, spec, self.canon.conv1d.in_channels, self.canon.conv1d.kernel_size[0])
 
 KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention", "flex": "flex_attention",
            "sparse": "sparse_attention"}  # sparse: DeepSeek Sparse Attention (model/mixer/dsa.py)
