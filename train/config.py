@@ -93,6 +93,11 @@ class TrainConfig:
         _require(math.isfinite(self.max_seconds) and self.max_seconds >= 0,
                  f"train.max_seconds must be a finite number >= 0 (0 = no limit); got {self.max_seconds}")
 
+    @property
+    def val_seed(self) -> int:
+        """The seed of the validation batches: eval_seed, or seed when eval_seed is -1."""
+        return self.seed if self.eval_seed < 0 else self.eval_seed
+
 
 @dataclass
 class OptimConfig:

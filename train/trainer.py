@@ -475,8 +475,7 @@ def evaluate(model: GPT, data: TokenData, cfg: RunConfig, device: torch.device, 
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
     for j in range(math.ceil(n / d.world_size)):
         i = d.rank + j * d.world_size
-        seed = cfg.train.seed if cfg.train.eval_seed < 0 else cfg.train.eval_seed
-        x, y = batch_on(data.val, cfg, (seed, 1, min(i, n - 1)), device)
+        x, y = batch_on(data.val, cfg, (cfg.train.val_seed, 1, min(i, n - 1)), device)
         with autocast(device, dtype):
             _, loss = model(x, y)
         if i < n:
