@@ -96,6 +96,109 @@ def test_muon_step_equals_the_per_matrix_update(batched):
     assert all(torch.equal(opt.state[p]["momentum_buffer"], b) for p, b in zip(params, bufs))
 
 
+# ----------------------------------------------------------------------------- the speedrun's Muon options
+# Polar Express (arXiv:2505.16932) as modded-nanogpt uses it: one (a, b, c) per step
+POLAR_EXPRESS = [
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("shape", [(48, 128), (128, 48)], ids=["wide", "tall"])
+def test_polar_express_equals_its_quintics_applied_to_the_singular_values(shape):
+    """optim.muon_ns = "polar_express": step k maps each singular value s to a_k s + b_k s^3 + c_k s^5
+    with its own coefficients, from X0 = G / (1.02 ||G||_F + eps); written out in float64 from the SVD.
+    The fp32 iteration stays within ~1.5e-6 of it; any coefficient off by 1e-4 of itself moves the
+    result by 3e-5 or more."""
+    grad = spread_gradient(*shape) + 0.01 * torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    g = grad.double()
+    u, s, vt = torch.linalg.svd(g, full_matrices=False)
+    x = s / (1.02 * torch.linalg.matrix_norm(g) + 1e-7)
+    for a, b, c in POLAR_EXPRESS:
+        x = a * x + b * x**3 + c * x**5
+    got = orthogonalize(grad, schedule="polar_express")
+    assert got.dtype == torch.float32 and got.shape == shape
+    torch.testing.assert_close(got.double(), u @ torch.diag(x) @ vt, atol=1e-5, rtol=0)
+    assert not torch.allclose(got, orthogonalize(grad), atol=1e-3)  # not the default quintic
+
+
+def muon_by_hand(shapes, steps: int, lr: float, mu: float, wd: float, beta2: float | None = None,
+                 cautious: bool = False, schedule: str = "jordan", batched: bool = False):
+    """Muon's step with NorMuon (beta2 given) and cautious weight decay, written out per matrix and
+    compared with Muon's own over `steps` steps:
+
+        m <- mu m + (1 - mu) g;   o = orthogonalize((1 - mu) g + mu m)
+        NorMuon: v <- beta2 v + (1 - beta2) mean(o^2) per row (per column when the matrix is wide);
+                 o <- o / sqrt(v), rescaled to the Frobenius norm o had
+        W <- W - lr wd W [where o W > 0 when cautious] - lr 0.2 sqrt(max(A, B)) o
+    """
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.randn(s)) for s in shapes]
+    ref = [p.detach().clone() for p in params]
+    bufs = [torch.zeros(s) for s in shapes]
+    second: list = [None] * len(shapes)
+    opt = Muon(params, lr=lr, momentum=mu, weight_decay=wd, batched=batched, schedule=schedule,
+               normuon=beta2 is not None, beta2=beta2 or 0.95, cautious_wd=cautious)
+    decayed = []
+    for _ in range(steps):
+        grads = [torch.randn(s) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        for i, (w, g) in enumerate(zip(ref, grads)):
+            bufs[i] = mu * bufs[i] + (1 - mu) * g
+            o = orthogonalize((1 - mu) * g + mu * bufs[i], schedule=schedule)
+            A, B = w.shape[-2:]
+            if beta2 is not None:
+                mean_square = o.square().mean(dim=-1 if A >= B else -2, keepdim=True)
+                previous = 0.0 if second[i] is None else second[i]
+                second[i] = beta2 * previous + (1 - beta2) * mean_square
+                n = o / (second[i].sqrt() + 1e-10)
+                o = n * torch.linalg.matrix_norm(o, keepdim=True) / torch.linalg.matrix_norm(n, keepdim=True)
+            decay = (torch.sign(o) == torch.sign(w)) if cautious else torch.ones_like(w, dtype=torch.bool)
+            decayed.append(decay.float().mean().item())
+            w.sub_(lr * wd * w * decay).sub_(lr * 0.2 * max(A, B) ** 0.5 * o)
+    for p, w in zip(params, ref):
+        torch.testing.assert_close(p.detach(), w, atol=2e-6, rtol=1e-5)
+    return opt, params, decayed
+
+
+SHAPES = [(24, 40), (40, 24), (24, 24), (3, 16, 24)]  # wide, tall, square, an expert stack
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("batched", [False, True], ids=["one by one", "batched"])
+def test_normuon_step_equals_the_update_written_out(batched):
+    opt, params, _ = muon_by_hand(SHAPES, steps=3, lr=0.02, mu=0.9, wd=0.1, beta2=0.8, batched=batched)
+    moments = [opt.state[p]["second_moment"].shape for p in params]
+    assert moments == [(1, 40), (40, 1), (24, 1), (3, 1, 24)]  # one per neuron of the longer side
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_cautious_weight_decay_decays_only_where_the_update_has_the_weights_sign():
+    _, _, decayed = muon_by_hand(SHAPES, steps=3, lr=0.1, mu=0.9, wd=0.5, cautious=True)
+    assert all(0.2 < f < 0.8 for f in decayed), decayed  # some entries decayed, others not
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_speedrun_muon_options_together():
+    muon_by_hand(SHAPES, steps=2, lr=0.05, mu=0.95, wd=0.3, beta2=0.95, cautious=True, schedule="polar_express")
+
+
+def test_muon_options_reach_the_optimizer_from_the_config():
+    cfg = OptimConfig(name="muon", muon_ns="polar_express", normuon=True, cautious_wd=True, beta2=0.9)
+    muon = build_optimizer(moe_model(), cfg, "cpu").muon
+    assert (muon.schedule, muon.normuon, muon.beta2, muon.cautious_wd) == ("polar_express", True, 0.9, True)
+    default = build_optimizer(moe_model(), OptimConfig(name="muon"), "cpu").muon
+    assert (default.schedule, default.normuon, default.cautious_wd) == ("jordan", False, False)
+    with pytest.raises(ConfigError, match="optim.muon_ns must be one of 'jordan', 'polar_express'"):
+        load_config(None, ["--optim.name=muon", "--optim.muon_ns=newton"])
+
+
 def moe_model() -> GPT:
     return GPT(ModelConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, pos="rope",
                            norm="rmsnorm", mlp="swiglu", bias=False, tie_embeddings=False,
