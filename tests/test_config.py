@@ -1,5 +1,7 @@
 """Run configs: every shipped file loads and builds; bad keys and values fail with clear messages."""
 
+import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from model import GPT
+from tiny_run import cli, error_line
 from train.config import ConfigError, RunConfig, apply_override, load_config, to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,3 +127,62 @@ def test_cli_one_line_error_and_exit_2(args, message, tmp_path):
     assert proc.stderr.strip() == message
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # nothing written for a rejected config
+
+
+# ----------------------------------------------------------------------------- base = FILE
+def test_base_file_is_read_first_and_this_files_keys_over_it(tmp_path):
+    """A chain of two bases, each relative to the file naming it: every key comes from the nearest
+    file that sets it, tables ([model], [model.rope]) merged key by key; the result is the config
+    that names all the keys itself."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "shared" / "other.toml").write_text(
+        '[model]\nn_layer = 3\nn_head = 2\nn_embd = 64\npos = "rope"\n'
+        '[model.rope]\ntheta = 1000.0\nscaling = "linear"\nfactor = 2.0\n'
+        '[train]\nmax_steps = 7\nseed = 11\n')
+    (tmp_path / "mid.toml").write_text('base = "shared/other.toml"\n[model]\nn_head = 4\n[model.rope]\nfactor = 4.0\n')
+    (tmp_path / "sub" / "top.toml").write_text('base = "../mid.toml"\n[train]\nseed = 3\n')
+    cfg = load_config(tmp_path / "sub" / "top.toml")
+    expected = load_config(None, ["--model.n_layer=3", "--model.n_head=4", "--model.n_embd=64", "--model.pos=rope",
+                                  "--model.rope.theta=1000.0", "--model.rope.scaling=linear",
+                                  "--model.rope.factor=4.0", "--train.max_steps=7", "--train.seed=3"])
+    assert cfg.model == expected.model and cfg.optim == expected.optim and cfg.data == expected.data
+    assert (cfg.train.max_steps, cfg.train.seed) == (7, 3)
+    assert cfg.train.out_dir == str(Path("runs") / "top")  # the run is named after the file given
+
+
+def flat(tables: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tables.items():
+        out |= flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+    return out
+
+
+def test_speedrun_config_is_the_default_with_its_own_keys_over_it():
+    """configs/speedrun.toml is configs/default.toml with each key it names given on the command
+    line (the run's name and directory aside)."""
+    own = flat(tomllib.loads((ROOT / "configs" / "speedrun.toml").read_text()))
+    assert own.pop("base") == "default.toml"
+    overrides = [f"--{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in own.items()]
+    speedrun = load_config(ROOT / "configs" / "speedrun.toml")
+    expected = load_config(ROOT / "configs" / "default.toml", overrides)
+    assert dataclasses.replace(speedrun, train=dataclasses.replace(speedrun.train, out_dir="")) == \
+        dataclasses.replace(expected, train=dataclasses.replace(expected.train, out_dir=""))
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.toml": 'base = "nope.toml"\n'}, "config file not found: "),
+    ({"a.toml": 'base = "a.toml"\n'}, "a.toml: base 'a.toml' includes itself"),
+    ({"a.toml": 'base = "b.toml"\n', "b.toml": 'base = "./a.toml"\n'}, "base './a.toml' includes itself"),
+    ({"a.toml": "base = 3\n"}, "a.toml: base must be a file name (a string); got 3"),
+    ({"a.toml": 'base = "b.toml"\n', "b.toml": "[model\n"}, "b.toml: not valid TOML"),
+], ids=["missing", "itself", "cycle", "not a string", "bad base"])
+def test_bad_base_is_a_one_line_error_and_exit_2(files, message, tmp_path, capsys):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        load_config(tmp_path / "a.toml")
+    assert "\n" not in str(err.value)
+    code, _, stderr = cli(capsys, tmp_path / "a.toml", f"--train.out_dir={tmp_path / 'run'}")
+    assert code == 2 and message in error_line(stderr)
+    assert not (tmp_path / "run").exists()
