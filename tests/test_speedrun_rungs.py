@@ -266,6 +266,7 @@ def test_x0_lambdas_at_init_scale_the_embedding_into_the_first_block():
     pytest.param(DELTANET, id="deltanet"),
     pytest.param(dict(n_layer=3, moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=16, n_shared=1)), id="moe"),
     pytest.param(dict(mtp_depth=1, attn_gate=True), id="mtp-gate"),
+    pytest.param(dict(attention="mla", n_kv_head=4), id="mla"),
 ])
 def test_zero_init_proj_starts_every_block_as_the_identity(stack):
     """Every residual output projection (attention's and the MLP's c_proj, the DeltaNet's out_proj,
