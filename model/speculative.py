@@ -81,6 +81,10 @@ def _check(target, draft, idx: torch.Tensor, max_new_tokens: int, n_draft: int) 
             raise ValueError(f"the {name} has model.linear_attention={model.config.linear_attention!r} layers, whose "
                              "recurrent states cannot be rolled back after a rejected guess; speculative decoding "
                              "needs attention-only models")
+        if getattr(model.config, "attn_conv", 0):
+            raise ValueError(f"the {name} has model.attn_conv={model.config.attn_conv} (Canon layers), whose "
+                             "convolution state cannot be rolled back after a rejected guess; speculative "
+                             "decoding needs models without it")
         if total > model.config.block_size:
             raise ValueError(f"prompt ({idx.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) "
                              f"exceeds the {name}'s model.block_size={model.config.block_size}")

@@ -382,8 +382,6 @@ def test_attn_conv_refuses_a_static_cache_in_one_line():
         assert "\n" not in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="refused only at the first rejected guess, with the message "
-                                        "for linear attention (ModelCache.rollback); not named up front")
 def test_attn_conv_refuses_speculative_decoding_in_one_line():
     """The conv's past cannot be rolled back past a rejected guess, like a recurrent state."""
     model = randomize_(GPT(tiny(attn_conv=4)), std=0.2)
@@ -393,8 +391,6 @@ def test_attn_conv_refuses_speculative_decoding_in_one_line():
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="an MTP block's attention reads cache.layers[its layer index past the stack]")
 def test_attn_conv_refuses_the_mtp_draft_in_one_line():
     model = randomize_(GPT(tiny(attn_conv=4, mtp_depth=1)), std=0.2)
     with pytest.raises(ValueError, match="model.attn_conv"):

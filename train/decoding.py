@@ -37,6 +37,8 @@ def refusing_layer(model, mtp: bool = False, **options) -> str | None:
 
 def layer_words(model, layer_idx: int) -> str:
     kind = model.config.mixer(layer_idx)
+    if kind == "gqa" and model.config.attn_conv:  # what refuses is the conv's past, not the keys and values
+        return f"the Canon convolution's state of attention (layer {layer_idx}, model.attn_conv)"
     return f"{LAYER_CACHES.get(kind, kind)} (layer {layer_idx})"
 
 
