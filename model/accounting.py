@@ -10,7 +10,7 @@ Mixture-of-Experts layer counts all experts in `param_count` but only the top_k 
 """
 
 from .config import ModelConfig
-from .value_embed import has_value_embed, value_gate_matrices
+from .value_embed import value_gate_matrices
 
 Matrix = tuple[int, int]  # (fan_in, fan_out) of one weight matrix
 
@@ -181,7 +181,7 @@ def param_count(cfg: ModelConfig, active: bool = False) -> int:
     n += sum(block_params(cfg, i, active) for i in range(cfg.n_layer))
     n += NORM_PARAMS[cfg.norm](cfg, d)  # final norm
     n += 0 if cfg.tie_embeddings else vocab * d  # LM head
-    n += sum(vocab * cfg.n_kv_head * cfg.head_dim for i in range(cfg.n_layer) if has_value_embed(cfg, i))
+    n += sum(vocab * cfg.n_kv_head * cfg.head_dim for i in range(cfg.n_layer) if cfg.has_value_embed(i))
     n += (2 * cfg.n_layer if cfg.x0_lambdas else 0) + (cfg.n_layer // 2 if cfg.unet_skips else 0)  # model/streams.py
     return n + sum(mtp_module_params(cfg, k, active) for k in range(1, cfg.mtp_depth + 1))
 

@@ -278,6 +278,9 @@ class ModelConfig:
         if self.value_embeds and self.attention != "gqa":
             raise ValueError('model.value_embeds needs model.attention = "gqa" (MLA caches a latent, '
                              "not the values an embedding could be added to)")
+        if self.value_embeds and not any(self.has_value_embed(i) for i in range(self.n_layer)):
+            raise ValueError("model.value_embeds gives no layer a value embedding: they go to alternate layers "
+                             "counted back from the last, attention layers only, and those are all linear here")
         if self.attn_conv and self.attention != "gqa":
             raise ValueError('model.attn_conv (Canon layers) needs model.attention = "gqa": MLA has no '
                              "fused [q; k; v] projection for it to act on")
@@ -320,6 +323,12 @@ class ModelConfig:
         `model.attention`: with deltanet.full_every = 4, layers 0, 1, 2 linear, 3 full, ...; 0 = all."""
         every = self.deltanet.full_every
         return self.linear_attention != "none" and not (every and (layer_idx + 1) % every == 0)
+
+    def has_value_embed(self, layer_idx: int) -> bool:
+        """Whether block `layer_idx` of the stack gets a value embedding (model/value_embed.py):
+        alternate blocks counted back from the last, attention layers only, never an MTP block."""
+        alternate = (self.n_layer - 1 - layer_idx) % 2 == 0
+        return self.value_embeds and alternate and layer_idx < self.n_layer and not self.is_linear(layer_idx)
 
     def mixer(self, layer_idx: int) -> str:
         """The sequence mixer of block `layer_idx`: the key of `model/mixer.MIXERS`."""

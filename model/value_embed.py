@@ -9,9 +9,9 @@ matmul: parameters, not FLOPs. In the attention layer (model/mixer/attention.py)
 
     v <- v + 2 sigmoid(W_g x[..., :32]) * ve        (one gate per kv head; W_g starts at 0, gate 1)
 
-Layers: alternate ones, counted back from the last (which always has one), and only attention
-layers (a Gated DeltaNet layer has no values to add to). Config: value_embeds (needs attention =
-"gqa").
+Layers: alternate ones counted back from the last, attention layers only (a Gated DeltaNet layer
+has no values to add to), never an MTP block: `ModelConfig.has_value_embed`. Config: value_embeds
+(needs attention = "gqa").
 """
 
 import torch
@@ -22,15 +22,9 @@ from .config import ModelConfig
 GATE_CHANNELS = 32  # the gate reads the first channels of the attention input (nanochat's choice)
 
 
-def has_value_embed(cfg: ModelConfig, layer_idx: int) -> bool:
-    """Whether block `layer_idx` of the stack gets a value embedding (MTP modules' blocks never do)."""
-    alternate = (cfg.n_layer - 1 - layer_idx) % 2 == 0
-    return cfg.value_embeds and alternate and layer_idx < cfg.n_layer and not cfg.is_linear(layer_idx)
-
-
 def value_gate_matrices(cfg: ModelConfig, layer_idx: int) -> list[tuple[int, int]]:
     """The gate's (in, out) matrix on block `layer_idx`, or nothing (model/accounting.py)."""
-    return [(min(GATE_CHANNELS, cfg.n_embd), cfg.n_kv_head)] if has_value_embed(cfg, layer_idx) else []
+    return [(min(GATE_CHANNELS, cfg.n_embd), cfg.n_kv_head)] if cfg.has_value_embed(layer_idx) else []
 
 
 class ValueEmbeddings(nn.Module):
@@ -40,7 +34,7 @@ class ValueEmbeddings(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         dim = cfg.n_kv_head * cfg.head_dim
-        self.layers = [i for i in range(cfg.n_layer) if has_value_embed(cfg, i)]
+        self.layers = [i for i in range(cfg.n_layer) if cfg.has_value_embed(i)]
         self.tables = nn.ModuleDict({str(i): nn.Embedding(cfg.padded_vocab_size, dim) for i in self.layers})
         self.n_layer = cfg.n_layer
 

@@ -120,6 +120,8 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _require(self.name in ("adamw", "muon"), f"optim.name must be 'adamw' or 'muon'; got {self.name!r}")
+        for name, choices in (("schedule", ("cosine", "wsd", "constant")), ("muon_ns", ("jordan", "polar_express"))):
+            _require(getattr(self, name) in choices, f"optim.{name} must be one of {choices}; got {getattr(self, name)!r}")
         for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "eps", "grad_clip",
                      "decay_fraction", "muon_momentum"):
             value = getattr(self, name)
@@ -164,14 +166,6 @@ def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if base_path in seen or base_path == path.resolve():
         raise ConfigError(f"{path}: base {base!r} includes itself")
     return _merged(read_config_file(base_path, (*seen, path.resolve())), raw)
-
-
-def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        both_tables = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merged(out[key], value) if both_tables else value
-    return out
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored: bool = True,
