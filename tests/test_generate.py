@@ -9,7 +9,7 @@ import torch
 from model import GPT
 from model.config import MLAConfig
 from test_ladder import shrink
-from tiny_run import randomize_, tiny, tokens
+from tiny_run import chunked_logits, randomize_, tiny, tokens
 from train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,17 +24,6 @@ def preset(path: Path) -> GPT:
     cfg = shrink(load_config(path).model)
     torch.manual_seed(0)
     return randomize_(GPT(cfg), std=0.05)  # logits of std ~1: fp32 reordering stays below 1e-5
-
-
-@torch.no_grad()
-def chunked_logits(model: GPT, idx: torch.Tensor, chunks: list[int], **cache_options) -> torch.Tensor:
-    """Teacher-forced logits of idx fed through one cache in chunks of the given sizes."""
-    cache = model.new_cache(idx.shape[0], **cache_options)
-    out, t = [], 0
-    for n in chunks:
-        out.append(model(idx[:, t : t + n], cache=cache))
-        t += n
-    return torch.cat(out, dim=1)
 
 
 # ----------------------------------------------------------------------------- cached == uncached

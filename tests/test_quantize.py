@@ -13,8 +13,8 @@ from model.accounting import param_count, weight_bytes
 from model.quantize import (
     Int4Linear, Int8Linear, QuantizedEmbedding, quantizable, quantize, quantize_int4, quantize_int8,
 )
-from test_generate import CONFIGS, chunked_logits, preset
-from tiny_run import randomize_, tiny, tokens
+from test_generate import CONFIGS, preset
+from tiny_run import chunked_logits, randomize_, tiny, tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

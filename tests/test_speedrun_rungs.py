@@ -20,7 +20,7 @@ from torch import nn
 from model import GPT
 from model.accounting import param_count
 from model.config import DeltaNetConfig, MoEConfig
-from tiny_run import randomize_, tiny, tokens
+from tiny_run import chunked_logits, randomize_, tiny, tokens
 from train.config import ConfigError, load_config
 from train.data import get_batch
 
@@ -325,16 +325,6 @@ def test_attn_conv_is_a_causal_depthwise_conv_with_a_residual_on_qkv(width):
         y = x.clone()
         y[:, 4:] += 1.0
         assert torch.equal(attn(y, positions)[:, :4], attn(x, positions)[:, :4])
-
-
-@torch.no_grad()
-def chunked_logits(model: GPT, idx: torch.Tensor, chunks: list[int], **cache_options) -> torch.Tensor:
-    cache = model.new_cache(idx.shape[0], **cache_options)
-    out, t = [], 0
-    for n in chunks:
-        out.append(model(idx[:, t : t + n], cache=cache))
-        t += n
-    return torch.cat(out, dim=1)
 
 
 @pytest.mark.parametrize("overrides", [

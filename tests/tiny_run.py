@@ -69,6 +69,17 @@ def tokens(T: int, B: int = 2, vocab: int = 97, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
+@torch.no_grad()
+def chunked_logits(model: GPT, idx: torch.Tensor, chunks: list[int], **cache_options) -> torch.Tensor:
+    """Teacher-forced logits of idx fed through one cache in chunks of the given sizes."""
+    cache = model.new_cache(idx.shape[0], **cache_options)
+    out, t = [], 0
+    for n in chunks:
+        out.append(model(idx[:, t : t + n], cache=cache))
+        t += n
+    return torch.cat(out, dim=1)
+
+
 # ----------------------------------------------------------------------------- tiny runs
 TINY = [
     "--model.block_size=32", "--model.n_layer=2", "--model.n_head=2", "--model.n_embd=32",

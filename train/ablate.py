@@ -69,7 +69,7 @@ from model.accounting import flops_per_token
 
 from .ablate_procs import Child, Interrupts, Scoring, stop_message, write_status
 from .cli import run_cli
-from .config import _toml_value, apply_override, load_config, tomllib
+from .config import _toml_value, apply_override, load_config, read_toml, tomllib
 from .errors import ConfigError, make_dir, one_line
 from .report import SPEC_FILE, STATUS_FILE, read_json, task_file, task_scores, write_report
 
@@ -102,12 +102,7 @@ class Run:
 def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
     """Read and check an ablation file; paths in it become absolute (relative to the file)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"ablation file not found: {path}")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    raw = read_toml(path, "ablation file")
     for item in overrides:
         _override(raw, item)
     unknown = sorted(set(raw) - KEYS)

@@ -147,16 +147,21 @@ class RunConfig:
         return self.train.seq_len or self.model.block_size
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's tables, or a one-line ConfigError: `what` not found, or not valid TOML."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
 def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A config file's tables. A top-level `base = "FILE"` (relative to this file) reads FILE first
     and then this file's keys over it, table by table: a config can name only what it changes
     (configs/speedrun.toml names what it changes from configs/default.toml)."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    raw = read_toml(path, "config file")
     base = raw.pop("base", None)
     if base is None:
         return raw
