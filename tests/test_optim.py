@@ -129,7 +129,8 @@ def test_polar_express_equals_its_quintics_applied_to_the_singular_values(shape)
 def muon_by_hand(shapes, steps: int, lr: float, mu: float, wd: float, beta2: float | None = None,
                  cautious: bool = False, schedule: str = "jordan", batched: bool = False):
     """Muon's step with NorMuon (beta2 given) and cautious weight decay, written out per matrix and
-    compared with Muon's own over `steps` steps:
+    run beside Muon's own over `steps` steps; returns (optimizer, Muon's parameters, the written-out
+    weights, the fraction decayed per matrix and step) for the test to compare:
 
         m <- mu m + (1 - mu) g;   o = orthogonalize((1 - mu) g + mu m)
         NorMuon: v <- beta2 v + (1 - beta2) mean(o^2) per row (per column when the matrix is wide);
@@ -162,9 +163,12 @@ def muon_by_hand(shapes, steps: int, lr: float, mu: float, wd: float, beta2: flo
             decay = (torch.sign(o) == torch.sign(w)) if cautious else torch.ones_like(w, dtype=torch.bool)
             decayed.append(decay.float().mean().item())
             w.sub_(lr * wd * w * decay).sub_(lr * 0.2 * max(A, B) ** 0.5 * o)
-    for p, w in zip(params, ref):
+    return opt, params, ref, decayed
+
+
+def assert_same_weights(params, ref) -> None:
+    for p, w in zip(params, ref, strict=True):
         torch.testing.assert_close(p.detach(), w, atol=2e-6, rtol=1e-5)
-    return opt, params, decayed
 
 
 SHAPES = [(24, 40), (40, 24), (24, 24), (3, 16, 24)]  # wide, tall, square, an expert stack
@@ -173,20 +177,24 @@ SHAPES = [(24, 40), (40, 24), (24, 24), (3, 16, 24)]  # wide, tall, square, an e
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("batched", [False, True], ids=["one by one", "batched"])
 def test_normuon_step_equals_the_update_written_out(batched):
-    opt, params, _ = muon_by_hand(SHAPES, steps=3, lr=0.02, mu=0.9, wd=0.1, beta2=0.8, batched=batched)
+    opt, params, ref, _ = muon_by_hand(SHAPES, steps=3, lr=0.02, mu=0.9, wd=0.1, beta2=0.8, batched=batched)
+    assert_same_weights(params, ref)
     moments = [opt.state[p]["second_moment"].shape for p in params]
     assert moments == [(1, 40), (40, 1), (24, 1), (3, 1, 24)]  # one per neuron of the longer side
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_cautious_weight_decay_decays_only_where_the_update_has_the_weights_sign():
-    _, _, decayed = muon_by_hand(SHAPES, steps=3, lr=0.1, mu=0.9, wd=0.5, cautious=True)
+    _, params, ref, decayed = muon_by_hand(SHAPES, steps=3, lr=0.1, mu=0.9, wd=0.5, cautious=True)
+    assert_same_weights(params, ref)
     assert all(0.2 < f < 0.8 for f in decayed), decayed  # some entries decayed, others not
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_speedrun_muon_options_together():
-    muon_by_hand(SHAPES, steps=2, lr=0.05, mu=0.95, wd=0.3, beta2=0.95, cautious=True, schedule="polar_express")
+    _, params, ref, _ = muon_by_hand(SHAPES, steps=2, lr=0.05, mu=0.95, wd=0.3, beta2=0.95, cautious=True,
+                                     schedule="polar_express")
+    assert_same_weights(params, ref)
 
 
 def test_muon_options_reach_the_optimizer_from_the_config():
