@@ -53,6 +53,10 @@ class ConvKV:
     def update(self, start: int, *new: torch.Tensor) -> tuple:
         return self.kv.update(start, *new)
 
+    def write(self, past: torch.Tensor) -> None:
+        """The conv's inputs after this step's tokens (what `Canon.forward` returned)."""
+        self.past = past.to(self.past.dtype)
+
     def bytes_per_token(self) -> int:
         return self.kv.bytes_per_token()
 

@@ -31,9 +31,10 @@ class Streams(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         n = cfg.n_layer
-        self.resid_lambdas = nn.Parameter(torch.ones(n)) if cfg.x0_lambdas else None
-        self.x0_lambdas = nn.Parameter(torch.full((n,), X0_INIT)) if cfg.x0_lambdas else None
-        self.skip_weights = nn.Parameter(torch.ones(n // 2)) if cfg.unet_skips else None
+        self.resid_lambdas = nn.Parameter(torch.empty(n)) if cfg.x0_lambdas else None
+        self.x0_lambdas = nn.Parameter(torch.empty(n)) if cfg.x0_lambdas else None
+        self.skip_weights = nn.Parameter(torch.empty(n // 2)) if cfg.unet_skips else None
+        self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

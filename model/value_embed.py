@@ -44,9 +44,8 @@ class ValueEmbeddings(nn.Module):
 
 def value_gate(cfg: ModelConfig, layer_idx: int) -> nn.Linear | None:
     """The gate's projection for an attention layer with a value embedding (zeroed by GPT.init_weights)."""
-    for fan_in, fan_out in value_gate_matrices(cfg, layer_idx):
-        return nn.Linear(fan_in, fan_out, bias=False)
-    return None
+    matrices = value_gate_matrices(cfg, layer_idx)
+    return nn.Linear(*matrices[0], bias=False) if matrices else None
 
 
 def add_value_embed(v: torch.Tensor, ve: torch.Tensor, gate: nn.Linear, x: torch.Tensor) -> torch.Tensor:

@@ -56,11 +56,12 @@ def parse(argv: list[str]):
 
 def time_to_target(metrics: Path, target: float) -> dict:
     """The first evaluation at or under `target` in a run's metrics.jsonl, and the run's last one."""
-    evals = [r for r in map(json.loads, metrics.read_text().splitlines()) if "val_bpb" in r]
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    evals = [r for r in records if "val_bpb" in r]
     if not evals:
         raise ValueError(f"{metrics}: no evaluation logged")
     hit = next((r for r in evals if r["val_bpb"] <= target), None)
-    rates = [r["tokens_per_s"] for r in map(json.loads, metrics.read_text().splitlines()) if "tokens_per_s" in r]
+    rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     return {"reached": hit is not None, "seconds": hit["elapsed_s"] if hit else None,
             "step": hit["step"] if hit else None, "val_bpb_at": hit["val_bpb"] if hit else None,
             "final_step": evals[-1]["step"], "final_val_bpb": evals[-1]["val_bpb"],

@@ -139,7 +139,7 @@ class CausalSelfAttention(AttentionKernels):
             past = cache.layers[self.layer_idx] if cache is not None else None
             qkv, conv_past = self.canon(qkv, None if past is None else past.past)
             if past is not None:
-                past.past = conv_past.to(past.past.dtype)
+                past.write(conv_past)
         q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
         # QK-norm over groups of q_group / k_group features: one head each, or the whole projection
         q = self.q_norm(q.view(B, T, -1, self.q_group)).view(B, T, self.n_head, self.head_dim)
