@@ -6,9 +6,11 @@ Where the norms sit is the only difference between the three blocks here:
     post      x = x + ln_1(attn(x));              x = x + ln_2(mlp(x))               OLMo 2
     sandwich  x = x + ln_1_post(attn(ln_1(x)));   x = x + ln_2_post(mlp(ln_2(x)))    Gemma 2/3
 
-Every block takes `(x, positions, cache, ve)` and returns x, shape (B, T, n_embd); ve is the block's
-value embedding (model/value_embed.py), passed on to the attention layer only when there is one. The `mlp` slot holds
-the dense MLP of `model.mlp` or, on MoE layers (`model.moe`), a Mixture of Experts.
+Every block takes `(x, positions, cache, ve, terms)` and returns x, shape (B, T, n_embd); ve is the
+block's value embedding (model/value_embed.py), passed on to the attention layer only when there is
+one. terms (a training forward's dict of extra loss terms, else None) goes to both layers: a layer
+with a term of the objective (MoE's balancing, DSA's indexer loss) adds it there. The `mlp` slot
+holds the dense MLP of `model.mlp` or, on MoE layers (`model.moe`), a Mixture of Experts.
 """
 
 import torch
@@ -38,10 +40,10 @@ class Block(nn.Module):
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
-        ve: torch.Tensor | None = None,
+        ve: torch.Tensor | None = None, terms: dict | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), positions, cache, *values(ve))
-        x = x + self.mlp(self.ln_2(x))
+        x = x + self.attn(self.ln_1(x), positions, cache, *values(ve), terms=terms)
+        x = x + self.mlp(self.ln_2(x), terms)
         return x
 
 
@@ -64,10 +66,10 @@ class PostNormBlock(nn.Module):
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
-        ve: torch.Tensor | None = None,
+        ve: torch.Tensor | None = None, terms: dict | None = None,
     ) -> torch.Tensor:
-        x = x + self.ln_1(self.attn(x, positions, cache, *values(ve)))
-        x = x + self.ln_2(self.mlp(x))
+        x = x + self.ln_1(self.attn(x, positions, cache, *values(ve), terms=terms))
+        x = x + self.ln_2(self.mlp(x, terms))
         return x
 
 
@@ -90,10 +92,10 @@ class SandwichBlock(nn.Module):
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
-        ve: torch.Tensor | None = None,
+        ve: torch.Tensor | None = None, terms: dict | None = None,
     ) -> torch.Tensor:
-        x = x + self.ln_1_post(self.attn(self.ln_1(x), positions, cache, *values(ve)))
-        x = x + self.ln_2_post(self.mlp(self.ln_2(x)))
+        x = x + self.ln_1_post(self.attn(self.ln_1(x), positions, cache, *values(ve), terms=terms))
+        x = x + self.ln_2_post(self.mlp(self.ln_2(x), terms))
         return x
 
 

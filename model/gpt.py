@@ -12,10 +12,9 @@ from .config import ModelConfig
 from .embedding import build_token_embedding
 from .cache import CacheSpec, ModelCache
 from .cache.static import StaticCache
-from .ffn.moe import Experts, aux_loss, moe_layers
+from .ffn.moe import Experts, end_step, moe_layers, step_stats
 from .generate import generate as generate_tokens
 from .loss import lm_loss
-from .mixer.dsa import LightningIndexer, index_loss
 from .mtp import build_mtp
 from .mtp_draft import MTPDraft
 from .norm import build_norm
@@ -33,11 +32,12 @@ class GPT(nn.Module):
     follow HF `GPT2LMHeadModel` (`transformer.wte`, `transformer.h.0.attn.c_attn`, ...), so
     weight conversion (model/hf/) is a near-identity map.
 
-    `model(idx)` returns logits (B, T, vocab_size); `model(idx, targets)` returns (None, loss), the
-    LM cross-entropy computed in chunks without materialising the logits (model/loss.py). Other
-    terms of the training objective (MoE balancing, DSA's indexer loss) are named by `aux_losses()`; the trainer adds
-    them. The embedding table is padded to `padded_vocab_size` rows for faster matmuls; the padding
-    rows are cut off the logits and the loss, so they can never receive probability.
+    `model(idx)` returns logits (B, T, vocab_size); `model(idx, targets)` returns (None, terms), the
+    terms of the objective by name: "loss", the LM cross-entropy computed in chunks without
+    materialising the logits (model/loss.py), and in a training forward the extra terms of the
+    layers that have one (`objective`). The trainer minimises their sum. The embedding table is
+    padded to `padded_vocab_size` rows for faster matmuls; the padding rows are cut off the logits
+    and the loss, so they can never receive probability.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -61,9 +61,7 @@ class GPT(nn.Module):
         self.value_embeds = ValueEmbeddings(cfg) if cfg.value_embeds else None
         self.streams = build_streams(cfg)
         self.mtp = build_mtp(cfg)  # multi-token prediction modules (none when model.mtp_depth = 0)
-        self.mtp_loss: torch.Tensor | None = None  # the last training forward's weighted MTP term
         self.moe_layers = moe_layers(self)  # a plain list: the modules stay registered in `h`
-        self.indexers = [m for m in self.modules() if isinstance(m, LightningIndexer)]  # the same
         self.init_weights()
 
     @torch.no_grad()
@@ -135,11 +133,13 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe(positions)
         x = self.transformer.drop(x)
         values = self.value_embeds(idx) if self.value_embeds is not None else [None] * len(self.transformer.h)
+        # a training forward's extra loss terms, by name: a list that layers with a term add to
+        terms = {} if targets is not None and self.training else None
         if self.streams is None:
             for block, ve in zip(self.transformer.h, values):
-                x = block(x, positions, cache, ve)
+                x = block(x, positions, cache, ve, terms)
         else:
-            x = self.streams(self.transformer.h, x, positions, cache, values)
+            x = self.streams(self.transformer.h, x, positions, cache, values, terms)
         if cache is not None:
             cache.advance(T)
         h, x = x, self.transformer.ln_f(x)  # h: the last hidden state, which MTP starts from
@@ -149,20 +149,31 @@ class GPT(nn.Module):
         cfg = self.config
         loss = lm_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), cfg.vocab_size,
                        cfg.final_softcap, ignore_index)
-        self.mtp_loss = (self.mtp(h, idx, targets, self.transformer.wte, self.lm_head.weight, ignore_index)
-                         if self.training else None)
-        return None, loss
+        if terms is None:
+            return None, {"loss": loss}
+        mtp = self.mtp(h, idx, targets, self.transformer.wte, self.lm_head.weight, ignore_index, terms)
+        return None, objective(loss, terms, mtp)
 
-    def aux_losses(self) -> dict[str, torch.Tensor]:
-        """The auxiliary terms of the training objective from the last training forward, by name:
-        `aux_loss`, the MoE balancing terms averaged over MoE layers (model/ffn/moe.py); `mtp_loss`,
-        lambda times the mean multi-token-prediction cross-entropy (model/mtp.py); `index_loss`, DSA's
-        indexer KL loss averaged over its layers (model/mixer/dsa.py); each when on."""
-        if not self.training:
-            return {}
-        terms = {"aux_loss": aux_loss(self.moe_layers), "mtp_loss": self.mtp_loss,
-                 "index_loss": index_loss(self.indexers)}
-        return {name: term for name, term in terms.items() if term is not None}
+    @torch.no_grad()
+    def step_stats(self, sum_over_ranks=None) -> torch.Tensor:
+        """The statistics the layers gathered since the last `end_step` (MoE: load per expert and
+        the aux terms' values), flat and still on the device, so that the trainer reads them with
+        the loss in one copy; empty without MoE. sum_over_ranks (data parallelism): sums a tensor
+        over ranks in place; the counts are summed over ranks first (model/ffn/moe.py)."""
+        if not self.moe_layers:
+            return self.transformer.ln_f.weight.new_zeros(0)
+        return step_stats(self.moe_layers, sum_over_ranks).flatten()
+
+    @torch.no_grad()
+    def end_step(self, stats: list[float] | None = None, update_bias: bool = True) -> dict:
+        """After an optimizer step: metrics from `step_stats` (as read by the caller, or read here),
+        the aux-loss-free bias update of the MoE routers (update_bias=False: a skipped step) and a
+        reset of the statistics (model/ffn/moe.py `end_step`)."""
+        layers = self.moe_layers
+        if stats is not None and layers:  # one row of step_stats per layer
+            n = len(stats) // len(layers)
+            stats = [stats[i * n:(i + 1) * n] for i in range(len(layers))]
+        return end_step(layers, stats, update_bias)
 
     def mtp_draft(self) -> MTPDraft:
         """The MTP modules as a speculative-decoding draft (model/mtp_draft.py), used as
@@ -244,3 +255,19 @@ class GPT(nn.Module):
         return generate_tokens(self, idx, max_new_tokens, temperature, top_k, generator, top_p=top_p,
                         use_cache=use_cache, kv_dtype=kv_dtype, draft=draft, n_draft=n_draft,
                                compile=compile, **options)
+
+
+def objective(lm: torch.Tensor, terms: dict[str, list[torch.Tensor]], mtp: torch.Tensor | None) -> dict:
+    """A training forward's terms of the objective by name, each a scalar, each only when on:
+    "loss", the LM cross-entropy; "aux_loss", MoE's weighted balancing terms averaged over MoE
+    layers (model/ffn/moe.py); "mtp_loss", lambda times the mean multi-token-prediction
+    cross-entropy (model/mtp.py); "index_loss", DSA's indexer loss averaged over its layers
+    (model/mixer/dsa.py). metrics.jsonl logs each under its name."""
+    out = {"loss": lm}
+    if "aux_loss" in terms:
+        out["aux_loss"] = sum(terms["aux_loss"]) / len(terms["aux_loss"])
+    if mtp is not None:
+        out["mtp_loss"] = mtp
+    if "index_loss" in terms:
+        out["index_loss"] = torch.stack(terms["index_loss"]).mean()
+    return out

@@ -13,7 +13,7 @@ paper's equation (21) writes [h; Emb]; the released DeepSeek-V3 weights (and HF'
 the embedding first, which only permutes the columns of M_k; we follow the weights. The norms are
 the model's `model.norm`, so RMSNorm on DeepSeek-like configs.
 The training objective adds lambda * mean_k CE_k (`model.mtp_loss_weight`, 0.3 in the paper's first
-10T tokens); `GPT.aux_losses()` names it `mtp_loss`. Inference ignores the modules, except as a
+10T tokens); GPT.forward returns it as the `mtp_loss` term. Inference ignores the modules, except as a
 draft for speculative decoding (model/mtp_draft.py).
 HF `DeepseekV3ForCausalLM` builds no MTP layers (their weights are skipped on load), so tests check
 this module against the equations above written out by hand.
@@ -41,11 +41,12 @@ class MTPModule(nn.Module):
         self.block = build_block(cfg, cfg.n_layer + depth - 1)  # the layer pattern continues past the stack
         self.norm = build_norm(cfg)
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, positions: torch.Tensor, cache=None,
+                terms: dict | None = None) -> torch.Tensor:
         """h: (B, T, n_embd) previous depth's states; emb: (B, T, n_embd) embeddings of the tokens
         k ahead -> (B, T, n_embd) this depth's states (before `norm`)."""
         x = self.eh_proj(torch.cat([self.enorm(emb), self.hnorm(h)], dim=-1))  # (B, T, n_embd)
-        return self.block(x, positions, cache)
+        return self.block(x, positions, cache, terms=terms)
 
 
 class MTP(nn.Module):
@@ -57,26 +58,27 @@ class MTP(nn.Module):
         self.weight = cfg.mtp_loss_weight
         self.vocab_size, self.final_softcap = cfg.vocab_size, cfg.final_softcap
 
-    def hidden_states(self, h: torch.Tensor, idx: torch.Tensor, embed: nn.Module) -> list[torch.Tensor]:
+    def hidden_states(self, h: torch.Tensor, idx: torch.Tensor, embed: nn.Module,
+                      terms: dict | None = None) -> list[torch.Tensor]:
         """Every depth's states over idx (B, T) = t_0 .. t_{T-1}, from the main model's h (B, T, n_embd):
         h^k (B, T - k, n_embd) at positions i = 0 .. T - k - 1 (t_{i+k} must exist); h^k_i predicts
         t_{i+k+1}."""
         out, T = [], idx.shape[1]
         for k, module in enumerate(self.layers, start=1):
             n = T - k
-            h = module(h[:, :n], embed(idx[:, k:]), torch.arange(n, device=idx.device))
+            h = module(h[:, :n], embed(idx[:, k:]), torch.arange(n, device=idx.device), terms=terms)
             out.append(h)
         return out
 
     def forward(self, h: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, embed: nn.Module,
-                head: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+                head: torch.Tensor, ignore_index: int = -100, terms: dict | None = None) -> torch.Tensor:
         """lambda * the mean over depths of depth k's cross-entropy against t_{i+k+1} = targets[:, i+k].
 
         h: (B, T, n_embd) the main model's states before its final norm; idx, targets: (B, T), the
         inputs and the inputs shifted by one; embed, head: the main model's embedding and LM-head
-        weight."""
+        weight; terms: the forward's other loss terms, which the modules' blocks may add to (MoE)."""
         losses = []
-        for k, (module, hk) in enumerate(zip(self.layers, self.hidden_states(h, idx, embed)), start=1):
+        for k, (module, hk) in enumerate(zip(self.layers, self.hidden_states(h, idx, embed, terms)), start=1):
             losses.append(lm_loss(module.norm(hk).flatten(0, 1), head, targets[:, k:].flatten(),
                                   self.vocab_size, self.final_softcap, ignore_index))
         return self.weight * torch.stack(losses).mean()

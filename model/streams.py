@@ -45,7 +45,7 @@ class Streams(nn.Module):
             self.skip_weights.fill_(1.0)
 
     def forward(self, blocks: nn.ModuleList, x: torch.Tensor, positions: torch.Tensor, cache,
-                values: list[torch.Tensor | None]) -> torch.Tensor:
+                values: list[torch.Tensor | None], terms: dict | None = None) -> torch.Tensor:
         x0, n, saved = x, len(blocks), []
         half = n // 2 if self.skip_weights is not None else 0
         for i, (block, ve) in enumerate(zip(blocks, values)):
@@ -53,7 +53,7 @@ class Streams(nn.Module):
                 x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             if i >= n - half:  # the decoder half: the mirrored encoder block's output
                 x = x + self.skip_weights[n - 1 - i] * saved[n - 1 - i]
-            x = block(x, positions, cache, ve)
+            x = block(x, positions, cache, ve, terms)
             if i < half:
                 saved.append(x)
         return x

@@ -98,7 +98,7 @@ def bench(cfg: RunConfig, variant: str, d: parallel.Dist, device: torch.device, 
         for micro in range(t.grad_accum):
             with parallel.grad_sync(wrapped, micro == t.grad_accum - 1):
                 with autocast(device, dtype):
-                    loss = step_fn(x, y)[1]
+                    loss = sum(step_fn(x, y)[1].values())
                 (loss / t.grad_accum).backward()
         parallel.clip_grad_norm(list(model.parameters()), cfg.optim.grad_clip or float("inf"))
         optimizer.step()
@@ -115,7 +115,7 @@ def bench(cfg: RunConfig, variant: str, d: parallel.Dist, device: torch.device, 
     peak = peak_memory_bytes(device)
     with parallel.saved_activation_bytes(model) as saved:
         with autocast(device, dtype):
-            loss = step_fn(x, y)[1]
+            loss = sum(step_fn(x, y)[1].values())
     loss.backward()
     optimizer.zero_grad(set_to_none=True)
     tokens = t.batch_size * cfg.seq_len * t.grad_accum * d.world_size

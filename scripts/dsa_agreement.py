@@ -41,12 +41,12 @@ def layer_stats(attn, x: torch.Tensor) -> tuple[float, float, int, float]:
     visible = visible_keys(pos, None, T, attn.window).expand(B, 1, T, T)
     dense = attention_target(q, k, visible, attn.scale)  # (B, 1, T, T)
     learns, indexer.learns = indexer.learns, True  # a run with index_loss_coef = 0 too
-    with torch.enable_grad():  # select keeps its scores only in training with gradient on
+    with torch.enable_grad():  # select returns its scores only in a training forward with gradient on
         indexer.train()
-        (chosen,) = indexer.select(x, q_index, k_index, pos, None, attn.window)
-        scores = indexer.scores.detach()
+        chosen, scores, _ = indexer.select(x, q_index, k_index, pos, None, attn.window, terms={})
+        scores = scores.detach()
         indexer.eval()
-    indexer.learns, indexer.scores = learns, None
+    indexer.learns = learns
     chosen = chosen & visible
     kl = index_kl(scores, attention_target(q, k, chosen, attn.scale), chosen).item()
     top = torch.zeros_like(chosen).scatter_(-1, dense.topk(indexer.topk, dim=-1).indices, True)

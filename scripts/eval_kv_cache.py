@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
     options = dict(kv_residual=args.kv_residual, kv_group=args.kv_group)
     refused = {kv: refusing_layer(model, kv_dtype=kv, **options) for kv in FORMATS}  # None where it applies
     with autocast(device, dtype), torch.no_grad():
-        plain = sum(model(x.to(device), y.to(device))[1].item() for x, y in batches) / len(batches)
+        plain = sum(model(x.to(device), y.to(device))[1]["loss"].item() for x, y in batches) / len(batches)
         losses = {kv: sum(cached_loss(model, x.to(device), y.to(device), args.chunk, kv_dtype=kv, **options)
                           for x, y in batches) / len(batches) for kv in FORMATS if not refused[kv]}
     bpt = data.bytes_per_token("val")

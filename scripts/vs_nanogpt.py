@@ -58,7 +58,7 @@ def load_nanogpt(path: str):
 
 def nanogpt_step(model, optimizer, trainer: Trainer, step: int, grad_clip: float) -> None:
     x, y = trainer._batch(trainer.data.train, (trainer.cfg.train.seed, 0, step, 0, 0))
-    _, loss = model(x, y)
+    loss = model(x, y)[1]["loss"]
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()

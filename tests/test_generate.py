@@ -347,7 +347,7 @@ def test_cached_loss_equals_the_forward_loss_and_int4_costs_something():
     model = randomize_(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1)
     x, y = tokens(48), tokens(48, seed=1)
     with torch.no_grad():
-        plain = model(x, y)[1].item()
+        plain = model(x, y)[1]["loss"].item()
     assert cached_loss(model, x, y, chunk=5) == pytest.approx(plain, abs=1e-5)
     int4 = cached_loss(model, x, y, chunk=5, kv_dtype="int4", kv_group=8, kv_residual=4)
     assert int4 != pytest.approx(plain, abs=1e-4)

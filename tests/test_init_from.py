@@ -48,7 +48,7 @@ def test_a_run_starts_from_the_checkpoint_of_another(tmp_path, corpus, base):
     assert metrics(tmp_path / "ft")[0] == {"step": 0, "tokens": 0, **expected, "init_from": where,
                                            "elapsed_s": trainer.log[0]["elapsed_s"]}
     # step 1: the source model's loss on this run's first batch (2 micro-batches, dropout 0)
-    parts = [loaded.model(*get_batch(trainer.data.train, 4, cfg.seq_len, (cfg.train.seed, 0, 0, m, 0)))[1]
+    parts = [loaded.model(*get_batch(trainer.data.train, 4, cfg.seq_len, (cfg.train.seed, 0, 0, m, 0)))[1]["loss"]
              for m in range(2)]
     assert trainer.log[1]["step"] == 1 and trainer.log[1]["loss"] == ((parts[0] + parts[1]) / 2).item()
     assert snapshot(source) == before  # only read

@@ -261,9 +261,10 @@ def overfit(cfg, steps: int, lr: float, optimizer: str = "adamw") -> tuple[float
     opt = build_optimizer(model, OptimConfig(name=optimizer, lr=lr, weight_decay=0.0), "cpu")
     losses = []
     for _ in range(steps):
-        _, loss = model(x, y)
+        _, terms = model(x, y)
         opt.zero_grad(set_to_none=True)
-        (loss + sum(model.aux_losses().values())).backward()  # the trainer's objective: MoE, MTP, DSA terms
+        sum(terms.values()).backward()  # the trainer's objective: the LM loss and the MoE, MTP, DSA terms
+        loss = terms["loss"]
         opt.step()
         losses.append(loss.item())
     return losses[0], losses[-1]

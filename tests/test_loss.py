@@ -71,8 +71,9 @@ def test_model_loss_equals_cross_entropy_of_its_logits(final_softcap):
     assert logits.shape == (2, 16, V)
     ref = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
     ref_grads = torch.autograd.grad(ref, list(model.parameters()))
-    none, loss = model(idx, targets)
-    assert none is None
+    none, terms = model(idx, targets)
+    assert none is None and set(terms) == {"loss"}  # no layer with a term of its own
+    loss = terms["loss"]
     grads = torch.autograd.grad(loss, list(model.parameters()))
     torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
     for g, r in zip(grads, ref_grads):

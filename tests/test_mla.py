@@ -143,7 +143,7 @@ def test_the_indexer_choice_changes_the_output_and_is_a_top_k():
     x = torch.randn(2, 40, cfg.n_embd)
     q_latent = attn.query.latent(x)
     q_index, k_index = attn.indexer.project(x, q_latent, torch.arange(40), attn.rotary)
-    (chosen,) = attn.indexer.select(x, q_index, k_index, torch.arange(40), None, 0)
+    chosen, _, _ = attn.indexer.select(x, q_index, k_index, torch.arange(40), None, 0)
     visible = torch.ones(40, 40, dtype=torch.bool).tril()
     assert chosen.shape == (2, 1, 40, 40) and not chosen[..., 7:, :].triu(1 + 7).any()
     assert (chosen & visible).sum(-1).flatten().tolist() == [min(8, t + 1) for t in range(40)] * 2

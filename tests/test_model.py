@@ -172,8 +172,9 @@ def test_logits_cover_the_real_vocab_and_loss_is_cross_entropy():
     idx, targets = tokens(32, vocab=100, seed=1), tokens(32, vocab=100, seed=5)
     with torch.no_grad():
         logits = model(idx)
-        none, loss = model(idx, targets)  # the loss never builds the (B, T, V) logits (model/loss.py)
-    assert none is None
+        none, terms = model(idx, targets)  # the loss never builds the (B, T, V) logits (model/loss.py)
+    assert none is None and set(terms) == {"loss"}  # eval mode: the LM loss alone
+    loss = terms["loss"]
     assert model.lm_head.out_features == 128 and logits.shape == (2, 32, 100)
     manual = -logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).mean()
     torch.testing.assert_close(loss, manual, atol=1e-6, rtol=0)
@@ -186,13 +187,13 @@ def test_ignore_index_excluded_from_mean():
     masked[0, :20] = -100
     masked[1, 5] = -100
     with torch.no_grad():
-        logits, (_, loss) = model(idx), model(idx, masked)
+        logits, loss = model(idx), model(idx, masked)[1]["loss"]
     keep = masked != -100
     nll = -logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(loss, nll[keep].mean(), atol=1e-6, rtol=0)
     assert not torch.allclose(loss, nll.mean())  # the masked positions would change the mean
     with torch.no_grad():
-        _, loss_custom = model(idx, torch.where(keep, targets, -1), ignore_index=-1)
+        loss_custom = model(idx, torch.where(keep, targets, -1), ignore_index=-1)[1]["loss"]
     torch.testing.assert_close(loss_custom, loss, atol=0, rtol=0)
 
 
@@ -263,7 +264,7 @@ def test_overfits_one_batch():
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []
     for step in range(300):
-        _, loss = model(x, y)
+        loss = model(x, y)[1]["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

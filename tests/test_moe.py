@@ -138,22 +138,22 @@ def test_aux_terms_are_named_apart_from_the_lm_loss_and_only_in_training():
     plain = GPT(cfg)
     weighted = GPT(dataclasses.replace(cfg, moe=MoEConfig(n_expert=4, top_k=2, aux_loss_coef=0.1, z_loss_coef=0.01)))
     weighted.load_state_dict(plain.state_dict())
-    _, ce = plain.train()(idx, idx)
-    _, lm = weighted.train()(idx, idx)
-    assert lm.item() == ce.item()  # the forward's loss is the LM cross-entropy alone
-    assert plain.aux_losses() == {}  # no coefficients, no terms
-    terms = weighted.aux_losses()
+    _, plain_terms = plain.train()(idx, idx)
+    _, terms = weighted.train()(idx, idx)
+    ce, lm = plain_terms["loss"], terms["loss"]
+    assert lm.item() == ce.item()  # the "loss" term is the LM cross-entropy alone
+    assert set(plain_terms) == {"loss"}  # no coefficients, no terms
     balance = [layer.sums[0].item() for layer in weighted.moe_layers]
     z = [layer.sums[1].item() for layer in weighted.moe_layers]
     expected = (0.1 * sum(balance) + 0.01 * sum(z)) / 2  # averaged over the 2 layers
-    assert set(terms) == {"aux_loss"} and terms["aux_loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert set(terms) == {"loss", "aux_loss"} and terms["aux_loss"].item() == pytest.approx(expected, rel=1e-6)
     (lm + terms["aux_loss"]).backward()
     ce.backward()
     router_w, router_p = weighted.moe_layers[0].router.weight.grad, plain.moe_layers[0].router.weight.grad
     assert not torch.allclose(router_w, router_p)  # the balancing terms reach the router
     _, val = weighted.eval()(idx, idx)
-    assert val.item() == pytest.approx(ce.item(), rel=1e-6)
-    assert weighted.aux_losses() == {}  # evaluation is pure cross-entropy
+    assert set(val) == {"loss"}  # evaluation is pure cross-entropy
+    assert val["loss"].item() == pytest.approx(ce.item(), rel=1e-6)
 
 
 def test_router_logits_stay_fp32_under_autocast():

@@ -51,27 +51,27 @@ def test_mtp_loss_matches_the_papers_equations(depth):
     model = jittered(tiny(BASE, mtp_depth=depth, mtp_loss_weight=0.3), **JITTER).train()
     seq = torch.randint(0, 64, (2, 17), generator=torch.Generator().manual_seed(1))
     x, y = seq[:, :-1], seq[:, 1:]
-    _, loss = model(x, y)
-    ours = model.aux_losses()["mtp_loss"]
-    torch.testing.assert_close(ours, reference_mtp_loss(model, x, y), atol=1e-5, rtol=1e-5)
+    _, terms = model(x, y)
+    assert set(terms) == {"loss", "mtp_loss"}
+    torch.testing.assert_close(terms["mtp_loss"], reference_mtp_loss(model, x, y), atol=1e-5, rtol=1e-5)
     no_mtp = GPT(tiny(BASE))
     no_mtp.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("mtp.")})
-    assert torch.equal(no_mtp.train()(x, y)[1], loss)  # the LM loss is the main head's alone
-    assert "mtp_loss" not in no_mtp.aux_losses() and not model.eval().aux_losses()
+    plain = no_mtp.train()(x, y)[1]
+    assert set(plain) == {"loss"} and torch.equal(plain["loss"], terms["loss"])  # the main head's alone
+    assert set(model.eval()(x, y)[1]) == {"loss"}  # evaluation: no MTP term
 
 
 def test_mtp_gradients_reach_trunk_embedding_and_head():
     model = jittered(tiny(BASE, mtp_depth=2), **JITTER).train()
     seq = torch.randint(0, 64, (2, 17), generator=torch.Generator().manual_seed(2))
-    model(seq[:, :-1], seq[:, 1:])
-    model.aux_losses()["mtp_loss"].backward()  # the MTP term alone
+    model(seq[:, :-1], seq[:, 1:])[1]["mtp_loss"].backward()  # the MTP term alone
     grads = {n: p.grad for n, p in model.named_parameters()}
     for name in ("transformer.wte.weight", "lm_head.weight", "transformer.h.0.attn.c_attn.weight",
                  "mtp.layers.0.eh_proj.weight", "mtp.layers.1.block.mlp.c_fc.weight", "mtp.layers.1.norm.weight"):
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
     assert grads["transformer.ln_f.weight"] is None  # MTP starts before the final norm
     model.zero_grad()
-    model(seq[:, :-1], seq[:, 1:])[1].backward()  # the LM loss alone leaves the MTP modules alone
+    model(seq[:, :-1], seq[:, 1:])[1]["loss"].backward()  # the LM loss alone leaves the MTP modules alone
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("mtp."))
 
 
@@ -140,8 +140,7 @@ def test_trained_mtp_head_is_a_good_draft(one_thread):
     seq = pattern.repeat(4)[None, :41]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(60):
-        _, loss = model(seq[:, :-1], seq[:, 1:])
-        total = loss + model.aux_losses()["mtp_loss"]
+        total = sum(model(seq[:, :-1], seq[:, 1:])[1].values())  # the LM and MTP terms
         opt.zero_grad()
         total.backward()
         opt.step()

@@ -243,7 +243,7 @@ def test_every_optimizer_lowers_the_loss_on_the_default_model(name, one_thread):
     opt = build_optimizer(model, dataclasses.replace(cfg.optim, warmup_steps=0), "cpu")
     losses = []
     for _ in range(6):
-        _, loss = model(x[:, :-1], x[:, 1:])
+        loss = model(x[:, :-1], x[:, 1:])[1]["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -207,7 +207,7 @@ def test_the_loss_of_a_quantized_model_is_the_loss_of_its_logits(kind):
     model = quantize(randomize_(GPT(tiny(n_embd=64)), std=0.05), kind, group_size=32)
     idx, targets = tokens(20), tokens(20, seed=1)
     with torch.no_grad():
-        _, loss = model(idx, targets)
+        loss = model(idx, targets)[1]["loss"]
         want = torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), targets.flatten())
     torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-5)
 

@@ -201,7 +201,7 @@ def test_final_softcap():
     capped = GPT(tiny(BASE, final_softcap=cap)).eval()
     capped.load_state_dict(raw_model.state_dict())
     with torch.no_grad():
-        logits, (_, loss) = capped(idx), capped(idx, targets)
+        logits, loss = capped(idx), capped(idx, targets)[1]["loss"]
     assert logits.abs().max() < cap
     assert logits.abs().max() > 0.9 * cap
     torch.testing.assert_close(logits, cap * torch.tanh(raw / cap), atol=1e-6, rtol=1e-6)
@@ -290,7 +290,7 @@ def test_every_combination_overfits_one_batch(combo):
     idx, targets = torch.randint(0, 64, (2, 32), generator=g), torch.randint(0, 64, (2, 32), generator=g)
     losses = []
     for _ in range(100):
-        _, loss = model(idx, targets)
+        loss = model(idx, targets)[1]["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

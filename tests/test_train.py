@@ -127,7 +127,7 @@ def test_default_config_overfits_one_batch():
     opt = build_optimizer(model, cfg.optim, "cpu")
     losses = []
     for _ in range(300):
-        _, loss = model(x, y)
+        loss = model(x, y)[1]["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

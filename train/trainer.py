@@ -30,10 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from model import GPT
-from model.accounting import flops_per_token
-from model.ffn.moe import end_step, step_stats
-from model.kernels import use_device_kernels
+from model import GPT, flops_per_token, use_device_kernels
 
 from . import checkpoint as ckpt
 from . import parallel
@@ -223,10 +220,10 @@ class Trainer:
             x, y = self._batch(self.data.train, key)
             with parallel.grad_sync(self.wrapped, micro == accum - 1):  # all-reduce on the last only
                 with autocast(self.device, self.dtype):
-                    _, lm_loss = model(x, y)
-                # The objective: the LM cross-entropy plus the model's auxiliary terms (MoE
-                # balancing), each named once; metrics.jsonl logs every term under its name.
-                terms = {"loss": lm_loss, **self.model.aux_losses()}
+                    # The objective's terms by name: the LM cross-entropy ("loss") and those of
+                    # the layers that have one (MoE balancing, MTP, DSA's indexer); metrics.jsonl
+                    # logs each under its name.
+                    _, terms = model(x, y)
                 objective = sum(terms.values())
                 self.scaler.scale(objective / accum).backward()
             parts = torch.stack([t.detach().float() for t in terms.values()])
@@ -236,12 +233,10 @@ class Trainer:
         max_norm = cfg.optim.grad_clip or float("inf")
         grad_norm = parallel.clip_grad_norm(self.params, max_norm)
         # The step's one read of the device (a sync on a GPU): every term's mean, the gradient
-        # norm and the MoE statistics, in a single copy. Nothing else here waits for the device.
-        moe = self.model.moe_layers
-        readout = [total / (accum * self.world_size), grad_norm.view(1).float()]
-        if moe:
-            self._sum_moe_counts()
-            readout.append(step_stats(moe).flatten())
+        # norm and the layers' statistics (MoE load), in a single copy. Nothing else here waits
+        # for the device.
+        stats = self.model.step_stats(self.dist.sum_ if self.dist.active else None)
+        readout = [total / (accum * self.world_size), grad_norm.view(1).float(), stats]
         if self.dist.active:  # a stop signal or the time budget on any rank, agreed on by all
             readout.append(self.dist.max_(torch.tensor(self._stop_flags(), device=self.device)))
         values = torch.cat(readout).tolist()
@@ -263,24 +258,9 @@ class Trainer:
         self.skipped_in_a_row = 0
         record = {"step": self.step, **means, "lr": lr, "grad_norm": grad_norm,
                   "skipped_steps": self.skipped_steps}
-        if moe:
-            stats = values[len(terms) + 1:]  # step_stats(moe), flattened: one row per layer
-            n = len(stats) // len(moe)
-            rows = [stats[i * n:(i + 1) * n] for i in range(len(moe))]
-            record |= {"aux_loss": means.get("aux_loss", 0.0), **end_step(moe, rows)}
+        if stats.numel():  # MoE: its metrics, its aux-loss-free bias update and a fresh count
+            record |= {"aux_loss": means.get("aux_loss", 0.0), **self.model.end_step(values[len(terms) + 1:])}
         return record
-
-    def _sum_moe_counts(self) -> None:
-        """Sum every MoE layer's expert load (and aux-term sums) over ranks, in one all-reduce, so
-        that the load metrics are global and the aux-loss-free bias update is the same on every
-        rank (expert_bias never drifts apart)."""
-        if not self.dist.active:
-            return
-        layers = self.model.moe_layers
-        flat = self.dist.sum_(torch.cat([torch.cat([m.load, m.sums]) for m in layers]))
-        for m, part in zip(layers, flat.split([m.load.numel() + m.sums.numel() for m in layers])):
-            m.load.copy_(part[: m.load.numel()])
-            m.sums.copy_(part[m.load.numel():])
 
     def _nonfinite_step(self, lr: float, what: str) -> dict:
         """Stop (train.on_nonfinite="stop"), or drop the gradients and count a skipped step."""
@@ -290,7 +270,7 @@ class Trainer:
                                      "train.on_nonfinite=skip to skip such steps)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.update()  # fp16: lowers the loss scale; a no-op otherwise
-        end_step(self.model.moe_layers, update_bias=False)  # forget the MoE load of the dropped step
+        self.model.end_step(update_bias=False)  # forget the MoE load of the dropped step
         self.skipped_in_a_row += 1
         if self.skipped_in_a_row > t.max_skipped_steps:
             raise FloatingPointError(f"{what}: {self.skipped_in_a_row} non-finite steps in a row "
@@ -477,7 +457,7 @@ def evaluate(model: GPT, data: TokenData, cfg: RunConfig, device: torch.device, 
         i = d.rank + j * d.world_size
         x, y = batch_on(data.val, cfg, (cfg.train.val_seed, 1, min(i, n - 1)), device)
         with autocast(device, dtype):
-            _, loss = model(x, y)
+            loss = model(x, y)[1]["loss"]
         if i < n:
             sums += torch.stack([loss.detach().double(), sums.new_tensor(1.0)])
     loss_sum, count = d.sum_(sums).tolist()

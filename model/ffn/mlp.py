@@ -90,7 +90,8 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, terms: dict | None = None) -> torch.Tensor:
+        """x: (B, T, n_embd). terms: the training objective's extra terms, of which a dense MLP has none."""
         h = self.act(self.c_fc(x))  # (B, T, mlp_hidden)
         return self.dropout(self.c_proj(h))
 
@@ -116,7 +117,7 @@ class GatedMLP(nn.Module):
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, terms: dict | None = None) -> torch.Tensor:
         gate, up = self.c_fc(x).chunk(2, dim=-1)  # (B, T, mlp_hidden) each
         return self.dropout(self.c_proj(self.act(gate, up)))
 

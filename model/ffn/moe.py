@@ -25,8 +25,10 @@ Training signals (all in `model.moe`, none changes a trained model's function):
     forward; later ones are dropped (their routed output is 0). Applied in training only, so
     evaluation and cached decoding never drop. Selecting the kept assignments reads the device
     (a sync on a GPU); without a limit, a forward never waits for the device.
-The aux terms are averaged over MoE layers (`GPT.aux_losses`); the trainer adds them to the
-objective.
+A training forward hands its weighted aux terms to the `terms` dict it is given (under "aux_loss");
+GPT.forward averages them over MoE layers and returns them with the LM loss (model/gpt.py). The
+load and term statistics stay in the layer's own buffers until `end_step`, which the model calls
+after each optimizer step (`GPT.end_step`).
 """
 
 import math
@@ -150,8 +152,8 @@ class MoE(nn.Module):
 
     Matches HF `MixtralSparseMoeBlock`, `Qwen3MoeSparseMoeBlock`, `DeepseekV3MoE` and (with
     `GatedShared`) `Qwen3NextSparseMoeBlock` for the same settings. In training it also records the
-    load per expert and the aux terms; `end_step` reports them, applies the aux-loss-free bias update
-    and starts the next step's count.
+    load per expert and the aux terms' values; `end_step` reports them, applies the aux-loss-free
+    bias update and starts the next step's count.
     Config: [model.moe], mlp, bias, dropout.
     """
 
@@ -165,13 +167,14 @@ class MoE(nn.Module):
         self.n_expert, self.top_k = m.n_expert, m.top_k
         self.capacity_factor, self.bias_update_rate = m.capacity_factor, m.bias_update_rate
         self.aux_loss_coef, self.z_loss_coef = m.aux_loss_coef, m.z_loss_coef
-        self.aux_loss: torch.Tensor | None = None  # this forward's weighted aux terms (training)
         # since the last end_step: tokens per expert (before capacity drops), and sums of
         # [balance loss, z-loss, forwards, dropped assignments]
         self.register_buffer("load", torch.zeros(m.n_expert), persistent=False)
         self.register_buffer("sums", torch.zeros(4), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, terms: dict | None = None) -> torch.Tensor:
+        """x: (B, T, n_embd). terms: a training forward's collection of loss terms; this layer adds
+        its weighted aux terms to terms["aux_loss"] (a list, one entry per MoE layer)."""
         B, T, D = x.shape
         flat = x.reshape(-1, D)  # (N, n_embd)
         logits, scores, chosen, weights = self.router(flat)  # (N, n_expert) x2, (N, top_k) x2
@@ -185,7 +188,9 @@ class MoE(nn.Module):
         if self.shared is not None:
             y = y + self.shared(x)
         if self.training:
-            self._record(logits, scores, load.float(), dropped=chosen.numel() - order.numel())
+            aux = self._record(logits, scores, load.float(), dropped=chosen.numel() - order.numel())
+            if aux is not None and terms is not None:
+                terms.setdefault("aux_loss", []).append(aux)
         return y
 
     def _dispatch(self, chosen: torch.Tensor, load: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +205,10 @@ class MoE(nn.Module):
             order, counts = order[queue_pos < capacity], counts.clamp(max=capacity)
         return order, counts
 
-    def _record(self, logits: torch.Tensor, scores: torch.Tensor, load: torch.Tensor, dropped: int):
+    def _record(self, logits: torch.Tensor, scores: torch.Tensor, load: torch.Tensor,
+                dropped: int) -> torch.Tensor | None:
+        """Add this forward's load and terms to the step's statistics; return the weighted aux terms
+        that join the objective (None when both weights are 0)."""
         n_tokens = logits.shape[0]
         probs = scores / scores.sum(dim=-1, keepdim=True)  # sigmoid scores normalised per token
         balance = self.n_expert * (load / n_tokens * probs.mean(dim=0)).sum()
@@ -208,13 +216,13 @@ class MoE(nn.Module):
         # only the terms with a weight join the objective (a zero-weighted term would still cost
         # its backward); the other is recorded as a metric
         terms = [coef * term for coef, term in ((self.aux_loss_coef, balance), (self.z_loss_coef, z)) if coef]
-        self.aux_loss = sum(terms) if terms else None
         with torch.no_grad():  # in place, and no host value is copied to the device
             self.load += load
             self.sums[:2].add_(torch.stack([balance, z]))  # add_ on the view: no copy back
             self.sums[2].add_(1)
             if dropped:
                 self.sums[3].add_(dropped)
+        return sum(terms) if terms else None
 
     @torch.no_grad()
     def step_stats(self) -> torch.Tensor:
@@ -237,18 +245,11 @@ class MoE(nn.Module):
                 self.router.expert_bias += self.bias_update_rate * torch.sign(self.load.mean() - self.load)
         self.load.zero_()
         self.sums.zero_()
-        self.aux_loss = None
         return metrics
 
 
 def moe_layers(model: nn.Module) -> list[MoE]:
     return [m for m in model.modules() if isinstance(m, MoE)]
-
-
-def aux_loss(layers: list[MoE]) -> torch.Tensor | None:
-    """The weighted aux terms of the last forward, averaged over MoE layers (None when off)."""
-    terms = [layer.aux_loss for layer in layers if layer.aux_loss is not None]
-    return sum(terms) / len(terms) if terms else None
 
 
 def assignments_per_expert(chosen: torch.Tensor, n_expert: int) -> torch.Tensor:
@@ -260,8 +261,18 @@ def assignments_per_expert(chosen: torch.Tensor, n_expert: int) -> torch.Tensor:
     return counts.scatter_add_(0, expert, torch.ones_like(expert))
 
 
-def step_stats(layers: list[MoE]) -> torch.Tensor:
-    """(n_layers, 6): every layer's `step_stats()`, to be read from the device in one copy."""
+def step_stats(layers: list[MoE], sum_over_ranks=None) -> torch.Tensor:
+    """(n_layers, 6): every layer's `step_stats()`, to be read from the device in one copy.
+
+    sum_over_ranks: with data parallelism, a function that sums a tensor over ranks in place. The
+    layers' load and term sums are then summed over ranks first, in one all-reduce, so that the load
+    metrics are global and the aux-loss-free bias update is the same on every rank (expert_bias
+    never drifts apart; torchtitan does the same)."""
+    if sum_over_ranks is not None:
+        flat = sum_over_ranks(torch.cat([torch.cat([m.load, m.sums]) for m in layers]))
+        for m, part in zip(layers, flat.split([m.load.numel() + m.sums.numel() for m in layers])):
+            m.load.copy_(part[: m.load.numel()])
+            m.sums.copy_(part[m.load.numel():])
     return torch.stack([layer.step_stats() for layer in layers])
 
 

@@ -76,12 +76,14 @@ class AttentionKernels(nn.Module):
             dropout_p=self.attn_dropout if self.training else 0.0,
         )
 
-    def sparse_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, chosen: torch.Tensor):
-        """Only the keys DSA's indexer chose (`chosen`, bool (B, 1, T, S)), among the visible ones. In
-        training the indexer (`self.indexer`, MLA's) fits its loss to these probabilities (no gradient)."""
+    def sparse_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, chosen: torch.Tensor,
+                         scores: torch.Tensor | None = None, terms: dict | None = None):
+        """Only the keys DSA's indexer chose (`chosen`, bool (B, 1, T, S)), among the visible ones. With
+        the indexer's `scores` (a training forward), its loss towards these probabilities (no gradient
+        to them) joins terms["index_loss"] (model/mixer/dsa.py)."""
         mask = visible_keys(q_pos, k_pos, k.shape[2], self.window) & chosen
-        if self.training:
-            self.indexer.fit(q, k, mask, self.scale)
+        if scores is not None:
+            terms.setdefault("index_loss", []).append(self.indexer.loss(scores, q, k, mask, self.scale))
         return softmax_attention(q, k, v, mask, self.scale, dropout_p=self.attn_dropout if self.training else 0.0)
 
     def flex_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, compiled: bool = True):
@@ -129,10 +131,11 @@ class CausalSelfAttention(AttentionKernels):
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
-        ve: torch.Tensor | None = None,
+        ve: torch.Tensor | None = None, terms: dict | None = None,
     ) -> torch.Tensor:
         """x: (B, T, n_embd); positions: (T,) absolute positions of x's tokens; ve: this layer's value
-        embedding of the tokens (model/value_embed.py), when it has one."""
+        embedding of the tokens (model/value_embed.py), when it has one; terms: a training forward's
+        extra loss terms, of which this layer has none."""
         B, T, _ = x.shape
         qkv = self.c_attn(x)
         if self.canon is not None:

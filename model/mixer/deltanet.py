@@ -90,8 +90,10 @@ class GatedDeltaNet(nn.Module):
         self.kernel = "torch"  # the chunked form; model/kernels.py switches to "fla" on CUDA
         self.chunked = RULES[self.kernel]
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
-        """x: (B, T, n_embd); positions are unused (the conv and the decay carry the order)."""
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
+                terms: dict | None = None) -> torch.Tensor:
+        """x: (B, T, n_embd); positions are unused (the conv and the decay carry the order), and so are
+        terms (this layer adds no loss term)."""
         B, T, _ = x.shape
         qkv, z, b, a = self.in_proj(x).split(self.splits, dim=-1)
         past = cache.layers[self.layer_idx] if cache is not None else None

@@ -51,13 +51,13 @@ class NoIndexer(nn.Module):
     def project(self, x, q_latent, positions, rotary):
         return None, x.new_zeros(x.shape[0], 1, x.shape[1], 0)
 
-    def select(self, x, q_index, k_index, q_pos, k_pos, window: int) -> tuple:
+    def select(self, x, q_index, k_index, q_pos, k_pos, window: int, terms: dict | None = None) -> tuple:
         return ()  # no extra argument for the attention kernel
 
 
 class LightningIndexer(nn.Module):
     """DSA's indexer (module docstring): scores past tokens, returns which keys each query keeps; in
-    training, `fit` sets `loss`, its KL loss towards the main attention.
+    training, `loss` is its KL loss towards the main attention, which the sparse kernel computes.
 
     Matches HF `DeepseekV32Indexer` (`wq_b`, `wk`, `k_norm`, `weights_proj`). Config: mla.index_topk,
     mla.index_n_head, mla.index_head_dim, mla.index_loss_coef, mla.q_lora_rank, mla.qk_rope_head_dim.
@@ -73,8 +73,6 @@ class LightningIndexer(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=INDEX_NORM_EPS)
         self.head_weights = nn.Linear(cfg.n_embd, self.n_head, bias=False)  # HF weights_proj
         self.loss_coef, self.learns = m.index_loss_coef, m.index_loss_coef > 0
-        self.scores: torch.Tensor | None = None  # this training forward's index scores, with gradient
-        self.loss: torch.Tensor | None = None  # this training forward's weighted KL loss
 
     def project(self, x: torch.Tensor, q_latent: torch.Tensor, positions: torch.Tensor, rotary: nn.Module):
         """Indexer queries (B, n_I, T, head_dim) and keys (B, 1, T, head_dim), rotated. The inputs are
@@ -84,30 +82,33 @@ class LightningIndexer(nn.Module):
         k = self.k_norm(self.k_proj(x.detach())).unsqueeze(1)
         return rotary(q, k, positions)  # the first qk_rope_head_dim dims rotate, the rest pass
 
-    def select(self, x, q_index, k_index, q_pos: torch.Tensor, k_pos: torch.Tensor | None, window: int) -> tuple:
-        """(chosen,): bool (B, 1, T, S), True at the index_topk keys each query keeps. The scores keep
-        their gradient only in a training forward that fits the indexer (for `fit`)."""
+    def select(self, x, q_index, k_index, q_pos: torch.Tensor, k_pos: torch.Tensor | None, window: int,
+               terms: dict | None = None) -> tuple:
+        """The sparse kernel's extra arguments (chosen, scores, terms). chosen: bool (B, 1, T, S), True
+        at the index_topk keys each query keeps. scores: the index scores with their gradient, only
+        in a training forward that fits the indexer (`terms` given and index_loss_coef > 0), else None;
+        the kernel then adds `loss` to terms["index_loss"]."""
         S = k_index.shape[2]
-        with torch.set_grad_enabled(self.learns and self.training and torch.is_grad_enabled()):
+        fits = self.learns and self.training and terms is not None and torch.is_grad_enabled()
+        with torch.set_grad_enabled(fits):
             scores = F.relu(q_index @ k_index.transpose(-2, -1) * self.head_dim**-0.5)  # (B, n_I, T, S)
             w = self.head_weights(x.detach()).transpose(1, 2).unsqueeze(-1) * self.n_head**-0.5  # (B, n_I, T, 1)
             index = (w * scores).sum(dim=1, keepdim=True)  # (B, 1, T, S)
             index = index.masked_fill(~visible_keys(q_pos, k_pos, S, window), float("-inf"))
-        self.scores, self.loss = (index if index.requires_grad else None), None
+        scores = index if fits else None
         # Ties are common (relu zeroes whole keys): break them towards earlier positions, the same with
         # or without a cache, whatever order a ring buffer keeps the keys in. A stable sort does that.
         index = index.detach()  # a top-k choice: no gradient flows through it
         order = torch.arange(S, device=index.device) if k_pos is None else k_pos.argsort()
         ranked = index[..., order].sort(dim=-1, descending=True, stable=True).indices[..., : self.topk]
-        return (torch.zeros_like(index, dtype=torch.bool).scatter_(-1, order[ranked], True),)
+        return torch.zeros_like(index, dtype=torch.bool).scatter_(-1, order[ranked], True), scores, terms
 
-    def fit(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, scale: float) -> None:
-        """Called by the sparse attention kernel in training with its q (B, n_head, T, d), k (B, n_head
-        or 1, S, d) and mask (B, 1, T, S) (visible and chosen): sets `loss` from this forward's scores."""
-        if self.scores is None:  # index_loss_coef = 0, or no gradient wanted
-            return
-        self.loss = self.loss_coef * index_kl(self.scores, attention_target(q, k, mask, scale), mask)
-        self.scores = None
+    def loss(self, scores: torch.Tensor, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor,
+             scale: float) -> torch.Tensor:
+        """The weighted KL loss of `select`'s scores towards the main attention, from the sparse
+        kernel's q (B, n_head, T, d), k (B, n_head or 1, S, d) and mask (B, 1, T, S) (visible and
+        chosen)."""
+        return self.loss_coef * index_kl(scores, attention_target(q, k, mask, scale), mask)
 
     def extra_repr(self) -> str:
         return f"index_topk={self.topk}, n_head={self.n_head}, head_dim={self.head_dim}, loss_coef={self.loss_coef}"
@@ -127,12 +128,6 @@ def index_kl(scores: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     log_q = F.log_softmax(scores.float().masked_fill(~mask, float("-inf")), dim=-1)
     kl = torch.xlogy(target, target) - target * log_q.masked_fill(~mask, 0.0)  # 0 off the mask
     return kl.sum(dim=-1).mean()
-
-
-def index_loss(indexers: list[nn.Module]) -> torch.Tensor | None:
-    """The weighted indexer losses of the last training forward, averaged over DSA layers (None: off)."""
-    terms = [m.loss for m in indexers if getattr(m, "loss", None) is not None]
-    return torch.stack(terms).mean() if terms else None
 
 
 INDEXERS = {False: lambda cfg: NoIndexer(), True: LightningIndexer}  # keyed by mla.index_topk > 0

@@ -103,9 +103,10 @@ class MultiHeadLatentAttention(AttentionKernels):
             self.use_kernel("sparse")
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None
+        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None, terms: dict | None = None
     ) -> torch.Tensor:
-        """x: (B, T, n_embd); positions: (T,) absolute positions of x's tokens."""
+        """x: (B, T, n_embd); positions: (T,) absolute positions of x's tokens; terms: a training
+        forward's loss terms, which DSA's indexer loss joins."""
         B, T, _ = x.shape
         q_latent = self.query.latent(x)
         q = self.query.up(q_latent).view(B, T, self.n_head, -1).transpose(1, 2)  # (B, n_head, T, nope + rope)
@@ -119,7 +120,7 @@ class MultiHeadLatentAttention(AttentionKernels):
         if cache is not None:  # (B, 1, S, .), S = what the cache shows of the past + T
             ckv, k_pos = cache.update(self.layer_idx, ckv)
         ckv, k_index = ckv.split([self.rank + self.rope, self.indexer.width], dim=-1)
-        chosen = self.indexer.select(x, q_index, k_index, positions, k_pos, self.window)  # () when dense
+        chosen = self.indexer.select(x, q_index, k_index, positions, k_pos, self.window, terms)  # () when dense
         if cache is None:
             y = self.naive(q_nope, q_pe, ckv, positions, None, *chosen)
         else:
