@@ -1,7 +1,6 @@
 """The GPT model: token (+ position) embeddings, a stack of blocks, a final norm, the LM head."""
 
 import math
-import os
 
 import torch
 from torch import nn
@@ -190,24 +189,11 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path_or_name: str) -> "GPT":
-        """Load a Hugging Face checkpoint (a local directory, or a hub name when online), or the
-        newest checkpoint of one of our training runs when given its directory (`from_run`)."""
-        path = os.path.expanduser(str(path_or_name))
-        if os.path.isfile(os.path.join(path, "config.toml")) and not os.path.isfile(os.path.join(path, "config.json")):
-            return cls.from_run(path)
+        """Load a Hugging Face checkpoint: a local directory, or a hub name when online (model/hf/).
+        A training run's directory belongs to the trainer: `train.run.load_run(run_dir).model`."""
         from .hf import load_pretrained
 
         return load_pretrained(str(path_or_name))
-
-    @classmethod
-    def from_run(cls, run_dir: str, step: int | None = None) -> "GPT":
-        """The trained model of a run directory (`train.out_dir`): its newest complete checkpoint,
-        or checkpoint `step`; on the CPU, in fp32, in eval mode. The run layout belongs to the
-        trainer, so the reading is done by train/run.py (imported here, not at module level: the
-        model itself never depends on the trainer)."""
-        from train.run import load_run
-
-        return load_run(run_dir, step).model
 
     def cache_dtype(self) -> torch.dtype:
         """The compute dtype: autocast's when autocast is on for this device (keys and values come

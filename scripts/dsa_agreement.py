@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model import GPT  # noqa: E402
+from train.run import load_run  # noqa: E402
 from model.mixer.dsa import attention_target, index_kl  # noqa: E402
 from model.mixer.masks import visible_keys  # noqa: E402
 
@@ -62,8 +62,8 @@ def main() -> None:
     p.add_argument("--text", default=argparse.__file__)
     p.add_argument("--batches", type=int, default=4)
     args = p.parse_args()
-    model = GPT.from_run(args.run_dir)
-    if not model.indexers:
+    model = load_run(args.run_dir).model
+    if not model.config.mla.index_topk or model.config.attention != "mla":
         sys.exit("the run has no DSA indexer (model.mla.index_topk = 0)")
     T = model.config.block_size
     data = torch.tensor(list(Path(args.text).read_bytes()), dtype=torch.long)

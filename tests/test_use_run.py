@@ -21,6 +21,7 @@ from train.cli import run_cli
 from train.config import ConfigError, load_config
 from train.data import _check_length
 from train.tokenizer import GPT2_ENV_VAR, for_run, get_tokenizer
+from train.run import load_run
 from train.trainer import Trainer
 
 
@@ -29,16 +30,16 @@ from train.trainer import Trainer
 # loading
 
 
-def test_from_run_loads_the_newest_or_the_asked_checkpoint(base):
-    model = GPT.from_run(str(base))
+def test_load_run_loads_the_newest_or_the_asked_checkpoint(base):
+    model = load_run(str(base)).model
     saved = load_file(ckpt.latest_checkpoint(base) / "model.safetensors")
     assert not model.training and all(torch.equal(saved[k], v) for k, v in model.state_dict().items() if k in saved)
-    step2 = GPT.from_run(str(base), step=2)
+    step2 = load_run(str(base), step=2).model
     assert not torch.equal(step2.lm_head.weight, model.lm_head.weight)
-    via_pretrained = GPT.from_pretrained(str(base))
-    assert torch.equal(via_pretrained.lm_head.weight, model.lm_head.weight)
+    with pytest.raises(ValueError, match="not a directory with an HF checkpoint.*load_run"):
+        GPT.from_pretrained(str(base))  # the model package reads no run directory
     with pytest.raises(ConfigError, match="no complete checkpoint at step 3; it has: 2, 4"):
-        GPT.from_run(str(base), step=3)
+        load_run(str(base), step=3)
     tok = for_run(base)
     assert tok.name == "byte" and tok.decode(tok.encode("é")) == "é"
 

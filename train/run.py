@@ -3,8 +3,8 @@
 A run directory (`train.out_dir`) holds `config.toml`, `tokenizer.json`, `metrics.jsonl` and
 `checkpoints/step_XXXXXXXX/`. `load_run(run_dir)` rebuilds the model from the newest complete
 checkpoint (a damaged one falls back to the previous, as on resume), or from `step=` when asked.
-`GPT.from_run` and `GPT.from_pretrained(run_dir)` call it; sample.py, eval.py and export.py too.
-Nothing here writes into the run.
+sample.py, eval.py and export.py call it; so does a user in Python (`load_run("runs/default").model`).
+The model package knows nothing of this layout. Nothing here writes into the run.
 """
 
 from dataclasses import dataclass

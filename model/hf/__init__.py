@@ -212,7 +212,8 @@ def load_pretrained(path_or_name: str) -> GPT:
     path = os.path.expanduser(path_or_name)
     looks_local = os.path.isabs(path) or path.startswith(".") or os.path.exists(path)
     if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
-        raise ValueError(f"{path_or_name!r} is not a directory with an HF checkpoint (config.json)")
+        raise ValueError(f"{path_or_name!r} is not a directory with an HF checkpoint (config.json); "
+                         "a training run loads with train.run.load_run(run_dir).model")
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(path)
     except OSError as e:  # no weights in the directory, or the hub is unreachable or lacks it
