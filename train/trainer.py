@@ -49,8 +49,6 @@ from .tokenizer import RUN_FILE as TOKENIZER_FILE, describe, get_tokenizer
 @dataclass
 class Trainer:
     cfg: RunConfig
-    rank: int = 0  # set from the process group (train/parallel.py)
-    world_size: int = 1
     log: list[dict] = field(default_factory=list)  # the metrics.jsonl records written by this process
 
     def __post_init__(self) -> None:
@@ -64,7 +62,7 @@ class Trainer:
                               "scaler is per rank); use train.dtype='bf16' or 'fp32'")
         self.metrics = MetricsLog(self.out_dir, t.tensorboard)  # rank 0 writes it
         self.dist = parallel.init(t.parallel, t.dist_backend, t.dist_timeout_s, self.device)
-        self.rank, self.world_size = self.dist.rank, self.dist.world_size
+        self.rank, self.world_size = self.dist.rank, self.dist.world_size  # of the process group
         if self.device.type == "cuda" and self.dist.active:
             self.device = torch.device("cuda", self.dist.local_rank)
         if self.rank == 0:
