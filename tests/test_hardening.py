@@ -38,7 +38,7 @@ def poison(trainer, steps):
         out = forward(x, y, **kwargs)
         if y is None or not trainer.model.training or trainer.step + 1 not in steps:
             return out
-        return out[0], out[1] * float("nan")
+        return out[0], {**out[1], "loss": out[1]["loss"] * float("nan")}
 
     trainer.model.forward = poisoned
 
