@@ -16,10 +16,11 @@ holds the dense MLP of `model.mlp` or, on MoE layers (`model.moe`), a Mixture of
 import torch
 from torch import nn
 
-from .mixer import build_mixer
-from .config import ModelConfig
 from .cache import ModelCache
-from .ffn.moe import build_feed_forward
+from .config import ModelConfig
+from .ffn.mlp import build_mlp
+from .ffn.moe import MoE
+from .mixer import MIXERS
 from .norm import build_norm
 
 
@@ -103,6 +104,17 @@ def values(ve: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     """The mixer's extra arguments: the value embedding when there is one, else none (a mixer
     without value embeddings, e.g. the Gated DeltaNet, takes none)."""
     return () if ve is None else (ve,)
+
+
+def build_mixer(cfg: ModelConfig, layer_idx: int) -> nn.Module:
+    """The sequence-mixer slot of block `layer_idx`: `model.attention`, or `model.linear_attention`
+    on the linear layers of a hybrid (`ModelConfig.mixer`, model/mixer/)."""
+    return MIXERS[cfg.mixer(layer_idx)](cfg, layer_idx)
+
+
+def build_feed_forward(cfg: ModelConfig, layer_idx: int) -> nn.Module:
+    """The MLP slot of block `layer_idx`: a Mixture of Experts, or the dense MLP of `model.mlp`."""
+    return MoE(cfg) if cfg.is_moe(layer_idx) else build_mlp(cfg)
 
 
 BLOCKS = {"pre": Block, "post": PostNormBlock, "sandwich": SandwichBlock}

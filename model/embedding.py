@@ -5,7 +5,6 @@ import math
 import torch
 from torch import nn
 
-from .config import ModelConfig
 
 
 class ScaledEmbedding(nn.Embedding):
@@ -24,8 +23,3 @@ class ScaledEmbedding(nn.Embedding):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         x = super().forward(idx)  # (B, T, n_embd)
         return x * x.new_full((), self.scale)
-
-
-def build_token_embedding(cfg: ModelConfig) -> nn.Embedding:
-    cls = ScaledEmbedding if cfg.embed_scale else nn.Embedding
-    return cls(cfg.padded_vocab_size, cfg.n_embd)

@@ -8,19 +8,19 @@ from torch import nn
 from .accounting import kv_cache_bytes_per_token
 from .block import build_block
 from .config import ModelConfig
-from .embedding import build_token_embedding
+from .embedding import ScaledEmbedding
 from .cache import CacheSpec, ModelCache
 from .cache.static import StaticCache
-from .ffn.moe import Experts, end_step, moe_layers, step_stats
+from .ffn.moe import Experts, MoE, end_step, step_stats
 from .generate import generate as generate_tokens
 from .loss import lm_loss
-from .mtp import build_mtp
+from .mtp import MTP
 from .mtp_draft import MTPDraft
 from .norm import build_norm
 from .sampling import TEMPERATURE, TOP_K
 from .ffn.router import Router
-from .softcap import build_softcap
-from .streams import build_streams
+from .softcap import softcap
+from .streams import Streams
 from .value_embed import ValueEmbeddings
 
 
@@ -44,7 +44,7 @@ class GPT(nn.Module):
         self.config = cfg
         self.transformer = nn.ModuleDict(
             dict(
-                wte=build_token_embedding(cfg),  # times sqrt(n_embd) when cfg.embed_scale
+                wte=(ScaledEmbedding if cfg.embed_scale else nn.Embedding)(cfg.padded_vocab_size, cfg.n_embd),
                 drop=nn.Dropout(cfg.dropout),
                 h=nn.ModuleList(build_block(cfg, i) for i in range(cfg.n_layer)),
                 ln_f=build_norm(cfg),
@@ -53,14 +53,13 @@ class GPT(nn.Module):
         if cfg.pos == "learned":
             self.transformer["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
-        self.final_softcap = build_softcap(cfg.final_softcap)  # identity when 0
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         # the speedrun rungs: value embeddings, x0 lambdas / U-net skips (None when off)
         self.value_embeds = ValueEmbeddings(cfg) if cfg.value_embeds else None
-        self.streams = build_streams(cfg)
-        self.mtp = build_mtp(cfg)  # multi-token prediction modules (none when model.mtp_depth = 0)
-        self.moe_layers = moe_layers(self)  # a plain list: the modules stay registered in `h`
+        self.streams = Streams(cfg) if cfg.x0_lambdas or cfg.unet_skips else None
+        self.mtp = MTP(cfg) if cfg.mtp_depth else None  # multi-token prediction modules
+        self.moe_layers = [m for m in self.modules() if isinstance(m, MoE)]  # a plain list: they stay in `h`
         self.init_weights()
 
     @torch.no_grad()
@@ -144,13 +143,14 @@ class GPT(nn.Module):
         h, x = x, self.transformer.ln_f(x)  # h: the last hidden state, which MTP starts from
         if targets is None:
             logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, vocab_size)
-            return self.final_softcap(logits)
+            return softcap(logits, self.config.final_softcap) if self.config.final_softcap else logits
         cfg = self.config
         loss = lm_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), cfg.vocab_size,
                        cfg.final_softcap, ignore_index)
         if terms is None:
             return None, {"loss": loss}
-        mtp = self.mtp(h, idx, targets, self.transformer.wte, self.lm_head.weight, ignore_index, terms)
+        mtp = None if self.mtp is None else self.mtp(h, idx, targets, self.transformer.wte,
+                                                    self.lm_head.weight, ignore_index, terms)
         return None, objective(loss, terms, mtp)
 
     @torch.no_grad()

@@ -82,18 +82,3 @@ class MTP(nn.Module):
             losses.append(lm_loss(module.norm(hk).flatten(0, 1), head, targets[:, k:].flatten(),
                                   self.vocab_size, self.final_softcap, ignore_index))
         return self.weight * torch.stack(losses).mean()
-
-
-class NoMTP(nn.Module):
-    """model.mtp_depth = 0: no modules, no loss term."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.layers = nn.ModuleList()
-
-    def forward(self, *args, **kwargs) -> None:
-        return None
-
-
-def build_mtp(cfg: ModelConfig) -> nn.Module:
-    return (MTP if cfg.mtp_depth else NoMTP)(cfg)

@@ -17,6 +17,7 @@ decoding whatever the draft proposes (the target verifies every token).
 import torch
 
 from .cache import CacheSpec, ModelCache
+from .softcap import softcap
 
 
 class _OneLayerCache(ModelCache):
@@ -65,7 +66,7 @@ class MTPDraft:
     manager that installs the hooks feeding it the target's states."""
 
     def __init__(self, model):
-        if not len(model.mtp.layers):
+        if model.mtp is None:
             raise ValueError("draft='mtp' needs MTP modules: model.mtp_depth is 0 for this model")
         self.model, self.config, self.depth = model, model.config, len(model.mtp.layers)
         self.cache: MTPDraftCache | None = None
@@ -120,7 +121,8 @@ class MTPDraft:
             h = self._run_depth(cache, k, P)[:, -1:]
         norm = self.model.mtp.layers[depth - 1].norm if depth else self.model.transformer.ln_f
         m = self.model
-        return m.final_softcap(m.lm_head(norm(h))[..., : self.config.vocab_size])
+        logits = m.lm_head(norm(h))[..., : self.config.vocab_size]
+        return softcap(logits, self.config.final_softcap) if self.config.final_softcap else logits
 
     def _run_depth(self, cache: MTPDraftCache, k: int, P: int) -> torch.Tensor:
         """Depth k's states at positions 0 .. P - 1, running the block on those it has not seen."""

@@ -124,8 +124,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot_dim:
 
 
 class NoRotary(nn.Module):
-    """Identity stand-in for learned (GPT-2) or no (NoPE) position encodings, so attention can
-    always call `q, k = self.rotary(q, k, positions)`."""
+    """Identity stand-in for learned or no (NoPE) position encodings in MLA, whose indexer (DSA)
+    takes the layer's rotary as an argument; CausalSelfAttention holds None instead."""
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
         return q, k

@@ -6,27 +6,8 @@ Gemma 2 applies it to the output logits (`model.final_softcap`) and to the atten
 """
 
 import torch
-from torch import nn
 
 
 def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
     """cap * tanh(x / cap), in x's dtype, as HF `Gemma2ForCausalLM` computes it."""
     return torch.tanh(x / cap) * cap
-
-
-class Softcap(nn.Module):
-    """`softcap` as a module. Config: final_softcap (0 = off, built as `nn.Identity`)."""
-
-    def __init__(self, cap: float):
-        super().__init__()
-        self.cap = cap
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return softcap(x, self.cap)
-
-    def extra_repr(self) -> str:
-        return f"cap={self.cap}"
-
-
-def build_softcap(cap: float) -> nn.Module:
-    return Softcap(cap) if cap else nn.Identity()

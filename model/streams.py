@@ -57,7 +57,3 @@ class Streams(nn.Module):
             if i < half:
                 saved.append(x)
         return x
-
-
-def build_streams(cfg: ModelConfig) -> Streams | None:
-    return Streams(cfg) if cfg.x0_lambdas or cfg.unet_skips else None

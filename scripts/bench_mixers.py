@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from model import ModelConfig  # noqa: E402
 from model.config import DeltaNetConfig  # noqa: E402
-from model.mixer import build_mixer  # noqa: E402
+from model.block import build_mixer  # noqa: E402
 from train.cli import run_cli, split_args  # noqa: E402
 from train.config import ConfigError  # noqa: E402
 

@@ -7,7 +7,8 @@ from torch import nn
 
 from model import GPT, RopeConfig
 from model.mixer.attention import CausalSelfAttention
-from model.mixer.masks import sdpa_mask, visible_keys
+from model.mixer.attention import sdpa_mask
+from model.mixer.masks import visible_keys
 from tiny_run import randomize_, tiny, tokens
 
 TOL = dict(atol=1e-5, rtol=1e-5)

@@ -33,3 +33,48 @@ def test_the_trainer_imports_only_the_model_packages_public_names():
     assert from_model, "the trainer builds a GPT"
     assert all(mod == "model" for mod, _ in from_model), from_model
     assert all(name in model.__all__ for _, names in from_model for name in names), from_model
+
+
+def default_path() -> dict[str, int]:
+    """{file: lines} of the model/ functions that run while GPT(ModelConfig()) is built and does one
+    forward, loss and backward (model/config.py aside): each function counted once, first line to
+    last."""
+    import sys
+
+    import torch
+
+    from model import GPT, ModelConfig
+
+    seen = {}
+
+    def record(frame, event, arg):
+        code = frame.f_code
+        path = Path(code.co_filename)
+        if event == "call" and ROOT / "model" in path.parents and path.name != "config.py" \
+                and code.co_name != "<module>":
+            seen[(path, code.co_firstlineno)] = max(line for _, _, line in code.co_lines() if line)
+
+    sys.setprofile(record)
+    try:
+        model = GPT(ModelConfig(n_layer=2))
+        idx = torch.randint(0, 50257, (1, 8))
+        sum(model(idx, idx)[1].values()).backward()
+    finally:
+        sys.setprofile(None)
+    files = {}
+    for (path, first), last in seen.items():
+        name = str(path.relative_to(ROOT))
+        files[name] = files.get(name, 0) + last - first + 1
+    return files
+
+
+def test_the_gpt2_path_reads_in_one_sitting():
+    """The code GPT-2 runs: at most 6 files and ~600 lines besides model/config.py, and no
+    stand-in modules (a class that only passes its input through) in its module tree."""
+    files = default_path()
+    assert "model/gpt.py" in files and "model/mixer/attention.py" in files, files
+    assert len(files) <= 6 and sum(files.values()) <= 600, files
+    from model import GPT, ModelConfig
+
+    names = {type(m).__name__ for m in GPT(ModelConfig(n_layer=2)).modules()}
+    assert not any(name.startswith("No") or name == "Identity" for name in names), names

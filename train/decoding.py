@@ -22,7 +22,7 @@ def refusing_layer(model, mtp: bool = False, **options) -> str | None:
     cannot roll back by `options["rollback"]` positions, in words ("MLA's latent cache (layer 1)");
     None when every layer can. mtp: the MTP modules' blocks too (the self-draft's caches)."""
     mixers = [block.attn for block in model.transformer.h]
-    if mtp:
+    if mtp and model.mtp is not None:
         mixers += [module.block.attn for module in model.mtp.layers]
     spec = CacheSpec(1, 1, model.cache_dtype(), model.transformer.ln_f.weight.device, **options)
     for mixer in mixers:

@@ -248,10 +248,6 @@ class MoE(nn.Module):
         return metrics
 
 
-def moe_layers(model: nn.Module) -> list[MoE]:
-    return [m for m in model.modules() if isinstance(m, MoE)]
-
-
 def assignments_per_expert(chosen: torch.Tensor, n_expert: int) -> torch.Tensor:
     """(n_expert,) how many of the (token, k) assignments in `chosen` go to each expert. A
     scatter-add of ones, not `torch.bincount`: on CUDA bincount reads the input's maximum on the
@@ -301,8 +297,3 @@ def expert_kernel(experts: Experts, device: torch.device, dtype: torch.dtype) ->
     aligned = experts.c_proj.shape[1] % 8 == 0
     fits = grouped_mm is not None and device.type == "cuda" and dtype == torch.bfloat16 and aligned
     return "grouped" if fits else "loop"
-
-
-def build_feed_forward(cfg: ModelConfig, layer_idx: int) -> nn.Module:
-    """The MLP slot of block `layer_idx`: a Mixture of Experts, or the dense MLP of `model.mlp`."""
-    return MoE(cfg) if cfg.is_moe(layer_idx) else build_mlp(cfg)

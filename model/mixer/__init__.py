@@ -1,6 +1,5 @@
 """Sequence mixers: the slot of a block that moves information between positions (attention)."""
 
-from ..config import ModelConfig
 from .attention import CausalSelfAttention
 from .deltanet import GatedDeltaNet
 from .mla import MultiHeadLatentAttention
@@ -8,7 +7,3 @@ from .mla import MultiHeadLatentAttention
 # `ModelConfig.mixer(i)` -> the mixer of block i: `model.attention`, or `model.linear_attention` on
 # the linear layers of a hybrid ([model.deltanet] full_every).
 MIXERS = {"gqa": CausalSelfAttention, "mla": MultiHeadLatentAttention, "gated_deltanet": GatedDeltaNet}
-
-
-def build_mixer(cfg: ModelConfig, layer_idx: int):
-    return MIXERS[cfg.mixer(layer_idx)](cfg, layer_idx)

@@ -1,7 +1,7 @@
 """Causal self-attention: projections, QK-norm, rotary, then one of three attention kernels.
 
-The kernel is chosen once, when the layer is built (`KERNELS`; `AttentionKernels` holds them for
-every attention mixer, this one and MLA):
+The kernel is chosen once, when the layer is built (`AttentionKernels` holds them for every
+attention mixer, this one and MLA):
 - "sdpa": `F.scaled_dot_product_attention`, for plain causal attention, GQA/MQA, RoPE, QK-norm,
   `attn_scale` and sliding windows. Without a window in reach SDPA gets `is_causal` and no mask, so
   on CUDA it can run FlashAttention; a sliding window is a boolean band mask, which FlashAttention
@@ -20,8 +20,8 @@ from torch.nn import functional as F
 from ..config import ModelConfig
 from ..cache import CacheSpec, ModelCache, PerChannel, PerToken, kv_layer_cache
 from . import flex
-from .gate import build_gate
-from .masks import sdpa_mask, visible_keys
+from .gate import OutputGate
+from .masks import visible_keys
 from ..norm import build_norm
 from ..rope import build_rotary
 from ..value_embed import add_value_embed, value_gate
@@ -29,7 +29,6 @@ from ..canon import Canon, ConvKV
 
 # The groups QK-norm normalises over, as (query size, key size).
 QK_NORM_GROUPS = {
-    "none": lambda cfg: (cfg.head_dim, cfg.head_dim),  # (identity norms)
     "head": lambda cfg: (cfg.head_dim, cfg.head_dim),  # each head on its own (Qwen3, Gemma 3)
     "full": lambda cfg: (cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim),  # whole projection (OLMo 2)
 }
@@ -39,7 +38,7 @@ class AttentionKernels(nn.Module):
     """The part every attention mixer shares once it has q, k and v: the mask and the kernel.
 
     A mixer calls `init_kernels(cfg, layer_idx, scale)` in its constructor, then `self.attend(q, k, v,
-    q_pos, k_pos)` in forward; the kernel (`KERNELS`) is chosen there and never branched on later.
+    q_pos, k_pos)` in forward; the kernel is chosen there and never branched on later.
     Config: window, global_every, attn_softcap, attn_sinks, dropout.
     """
 
@@ -53,7 +52,7 @@ class AttentionKernels(nn.Module):
         self.sinks = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sinks else None
         self.kernel = "softmax" if cfg.attn_softcap or cfg.attn_sinks else "sdpa"
         self.build_kernel = self.kernel  # model/kernels.py may switch to "flex" on CUDA
-        self.attend = self.fallback = getattr(self, KERNELS[self.kernel])
+        self.attend = self.fallback = self.softmax_attention if self.kernel == "softmax" else self.sdpa_attention
         self.attn_dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
@@ -92,7 +91,10 @@ class AttentionKernels(nn.Module):
         return flex.flex_attend(q, k, v, self.window, self.scale, self.softcap, self.sinks, compiled)
 
     def use_kernel(self, kernel: str) -> None:
-        self.kernel, self.attend = kernel, getattr(self, KERNELS[kernel])
+        """Switch to another kernel (model/kernels.py, per device; DSA's "sparse" for MLA)."""
+        kernels = {"sdpa": self.sdpa_attention, "softmax": self.softmax_attention, "flex": self.flex_attention,
+                   "sparse": self.sparse_attention}  # sparse: DeepSeek Sparse Attention (model/mixer/dsa.py)
+        self.kernel, self.attend = kernel, kernels[kernel]
 
 
 class CausalSelfAttention(AttentionKernels):
@@ -115,15 +117,16 @@ class CausalSelfAttention(AttentionKernels):
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         self.q_dim, self.kv_dim = cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
         self.c_attn = nn.Linear(cfg.n_embd, self.q_dim + 2 * self.kv_dim, bias=cfg.bias)
-        self.gate = build_gate(cfg, self.q_dim)  # sigmoid(W_g x) on the heads' output (attn_gate)
+        # sigmoid(W_g x) on the heads' output (model.attn_gate, model/mixer/gate.py)
+        self.gate = OutputGate(cfg, self.q_dim) if cfg.attn_gate else None
         self.c_proj = nn.Linear(self.q_dim, cfg.n_embd, bias=cfg.bias)
-        self.q_group, self.k_group = QK_NORM_GROUPS[cfg.qk_norm](cfg)
-        use_qk_norm = cfg.qk_norm != "none"
-        self.q_norm = build_norm(cfg, self.q_group) if use_qk_norm else nn.Identity()
-        self.k_norm = build_norm(cfg, self.k_group) if use_qk_norm else nn.Identity()
+        self.q_norm = self.k_norm = None  # QK-norm: over each head, or over the whole projection
+        if cfg.qk_norm != "none":
+            self.q_group, self.k_group = QK_NORM_GROUPS[cfg.qk_norm](cfg)
+            self.q_norm, self.k_norm = build_norm(cfg, self.q_group), build_norm(cfg, self.k_group)
         self.local = cfg.is_local(layer_idx)
-        self.rotary = build_rotary(cfg, self.local)
-        self.ve_gate = value_gate(cfg, layer_idx)  # None unless this layer has a value embedding
+        self.rotary = build_rotary(cfg, self.local) if cfg.pos == "rope" else None  # model/rope.py
+        self.ve_gate = value_gate(cfg, layer_idx) if cfg.value_embeds else None  # None: no value embedding
         # Canon-B (model/canon.py): a short causal conv with a residual on [q; k; v]; None when off
         self.canon = Canon(self.q_dim + 2 * self.kv_dim, cfg.attn_conv) if cfg.attn_conv else None
         # Gemma 2: query_pre_attn_scalar ** -0.5
@@ -144,19 +147,24 @@ class CausalSelfAttention(AttentionKernels):
             if past is not None:
                 past.write(conv_past)
         q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
-        # QK-norm over groups of q_group / k_group features: one head each, or the whole projection
-        q = self.q_norm(q.view(B, T, -1, self.q_group)).view(B, T, self.n_head, self.head_dim)
-        k = self.k_norm(k.view(B, T, -1, self.k_group)).view(B, T, self.n_kv_head, self.head_dim)
+        if self.q_norm is not None:  # QK-norm over groups of q_group / k_group features
+            q = self.q_norm(q.view(B, T, -1, self.q_group))
+            k = self.k_norm(k.view(B, T, -1, self.k_group))
+        q = q.view(B, T, self.n_head, self.head_dim)
+        k = k.view(B, T, self.n_kv_head, self.head_dim)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, n_head | n_kv_head, T, head_dim)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
         if ve is not None:
             v = add_value_embed(v, ve, self.ve_gate, x)
-        q, k = self.rotary(q, k, positions)
+        if self.rotary is not None:
+            q, k = self.rotary(q, k, positions)
         k_pos = None  # positions of the keys: None = 0 .. S - 1 in order
         if cache is not None:  # k, v: (B, n_kv_head, S, hd), S = what the cache shows of the past + T
             k, v, k_pos = cache.update(self.layer_idx, k, v)
         y = self.attend(q, k, v, positions, k_pos)  # (B, n_head, T, head_dim)
-        y = self.gate(x, y.transpose(1, 2).reshape(B, T, self.q_dim))
+        y = y.transpose(1, 2).reshape(B, T, self.q_dim)  # the heads side by side
+        if self.gate is not None:
+            y = self.gate(x, y)
         return self.resid_dropout(self.c_proj(y))
 
     def new_cache(self, spec: CacheSpec):
@@ -164,9 +172,6 @@ class CausalSelfAttention(AttentionKernels):
         quantized, keys per channel and values per token (KIVI, model/cache/quantized.py)."""
         kv = kv_layer_cache(spec, self.n_kv_head, (PerChannel(self.head_dim), PerToken(self.head_dim)), self.window)
         return kv if self.canon is None else ConvKV(kv, spec, self.canon.conv1d.in_channels, self.canon.conv1d.kernel_size[0])
-
-KERNELS = {"sdpa": "sdpa_attention", "softmax": "softmax_attention", "flex": "flex_attention",
-           "sparse": "sparse_attention"}  # sparse: DeepSeek Sparse Attention (model/mixer/dsa.py)
 
 
 def device_kernel(layer: "CausalSelfAttention", device: torch.device) -> str:
@@ -179,6 +184,23 @@ def device_kernel(layer: "CausalSelfAttention", device: torch.device) -> str:
     if device.type == "cuda" and flex_fits and special:
         return "flex"
     return layer.build_kernel
+
+
+def sdpa_mask(q_pos: torch.Tensor, k_pos: torch.Tensor | None, S: int, window: int
+              ) -> tuple[torch.Tensor | None, bool]:
+    """(attn_mask, is_causal) for `F.scaled_dot_product_attention`, without a mask tensor whenever
+    the pattern allows it: FlashAttention takes `is_causal` but no mask.
+
+    Keys 0 .. S - 1 in order (k_pos None), queries the last T of them:
+    - a window that reaches past the first key (S > window) needs the band mask;
+    - otherwise attention is plain causal: one query sees every key, T == S is SDPA's `is_causal`,
+      and 1 < T < S needs the bottom-right-aligned mask (`is_causal` aligns top-left).
+    Keys at given positions (a ring or static buffer) always get the mask.
+    """
+    T = q_pos.shape[0]
+    if k_pos is not None or (window and S > window) or 1 < T < S:
+        return visible_keys(q_pos, k_pos, S, window), False
+    return None, T == S and T > 1
 
 
 def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ head's query and gate side by side; model/hf/qwen3_5.py splits those rows into o
 `gate.proj`). The gate is computed from the block input x, the same normed input q, k, v are read
 from, elementwise over each head's output: a head can switch itself off for a token (no attention
 sink needed to "attend nowhere") and the gate adds a non-linearity between W_V and W_O.
-Config: attn_gate (chosen at build time from `GATES`), bias.
+Config: attn_gate (the attention mixers build the gate only when it is on), bias.
 """
 
 import torch
@@ -24,20 +24,3 @@ class OutputGate(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return y * torch.sigmoid(self.proj(x))
-
-
-class NoGate(nn.Module):
-    """The attention output unchanged (every rung before gated attention)."""
-
-    def __init__(self, cfg: ModelConfig, out_dim: int):
-        super().__init__()
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return y
-
-
-GATES = {False: NoGate, True: OutputGate}  # keyed by `model.attn_gate`
-
-
-def build_gate(cfg: ModelConfig, out_dim: int) -> nn.Module:
-    return GATES[cfg.attn_gate](cfg, out_dim)

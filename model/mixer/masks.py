@@ -21,20 +21,3 @@ def visible_keys(q_pos: torch.Tensor, k_pos: torch.Tensor | None, S: int, window
     if window:
         mask = mask & (k > q - window)
     return mask
-
-
-def sdpa_mask(q_pos: torch.Tensor, k_pos: torch.Tensor | None, S: int, window: int
-              ) -> tuple[torch.Tensor | None, bool]:
-    """(attn_mask, is_causal) for `F.scaled_dot_product_attention`, without a mask tensor whenever
-    the pattern allows it: FlashAttention takes `is_causal` but no mask.
-
-    Keys 0 .. S - 1 in order (k_pos None), queries the last T of them:
-    - a window that reaches past the first key (S > window) needs the band mask;
-    - otherwise attention is plain causal: one query sees every key, T == S is SDPA's `is_causal`,
-      and 1 < T < S needs the bottom-right-aligned mask (`is_causal` aligns top-left).
-    Keys at given positions (a ring or static buffer) always get the mask.
-    """
-    T = q_pos.shape[0]
-    if k_pos is not None or (window and S > window) or 1 < T < S:
-        return visible_keys(q_pos, k_pos, S, window), False
-    return None, T == S and T > 1

@@ -31,7 +31,7 @@ from ..norm import RMSNorm
 from ..rope import build_rotary
 from .attention import AttentionKernels
 from .dsa import build_indexer
-from .gate import build_gate
+from .gate import OutputGate
 
 LATENT_NORM_EPS = 1e-6  # DeepSeek's latent RMSNorms keep their default eps, whatever model.norm_eps says
 
@@ -92,7 +92,8 @@ class MultiHeadLatentAttention(AttentionKernels):
         self.kv_a_norm = RMSNorm(self.rank, LATENT_NORM_EPS)
         # rows per head h: [W_UK_h (qk_nope_head_dim); W_UV_h (v_head_dim)], HF `kv_b_proj`'s layout
         self.kv_b_proj = nn.Linear(self.rank, cfg.n_head * (self.nope + self.v_dim), bias=False)
-        self.gate = build_gate(cfg, cfg.n_head * self.v_dim)  # sigmoid(W_g x) on the heads' output (attn_gate)
+        # sigmoid(W_g x) on the heads' output (model.attn_gate, model/mixer/gate.py)
+        self.gate = OutputGate(cfg, cfg.n_head * self.v_dim) if cfg.attn_gate else None
         self.c_proj = nn.Linear(cfg.n_head * self.v_dim, cfg.n_embd, bias=cfg.bias)
         self.rotary = build_rotary(cfg, cfg.is_local(layer_idx), head_dim=self.rope)
         # masks and kernels as attention.py; HF's scale: qk_head_dim ** -0.5
@@ -125,7 +126,9 @@ class MultiHeadLatentAttention(AttentionKernels):
             y = self.naive(q_nope, q_pe, ckv, positions, None, *chosen)
         else:
             y = self.absorbed(q_nope, q_pe, ckv, positions, k_pos, *chosen)
-        y = self.gate(x, y.transpose(1, 2).reshape(B, T, self.n_head * self.v_dim))
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.v_dim)  # the heads side by side
+        if self.gate is not None:
+            y = self.gate(x, y)
         return self.resid_dropout(self.c_proj(y))
 
     def new_cache(self, spec: CacheSpec):
