@@ -26,6 +26,7 @@ from model import ModelConfig
 from .data import DataConfig
 from .errors import ConfigError
 from .init_from import FREE_KEYS, NEWEST, check_tokenizer, model_source
+from .post.config import PostConfig, chat_vocab_size
 from .tokenizer import tokenizer_vocab_size
 
 
@@ -141,6 +142,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    post: PostConfig = field(default_factory=PostConfig)  # post-training (train/post/)
 
     @property
     def seq_len(self) -> int:
@@ -213,6 +215,8 @@ def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored
             f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer!r} "
             f"tokenizer's {n_vocab} tokens"
         )
+    if cfg.post.chat:  # the chat format's tokens take padded rows of the embedding (train/post/)
+        cfg.model = dataclasses.replace(cfg.model, vocab_size=chat_vocab_size(n_vocab, cfg.model))
     if warn_ignored:
         for key, why in ignored_keys(cfg).items():
             if key in explicit:

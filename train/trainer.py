@@ -43,6 +43,7 @@ from .hardware import DTYPES, Peak, autocast, pick_device, pick_dtype
 from .init_from import initial_weights
 from .metrics_log import MetricsLog, write_atomic
 from .optim import build_optimizer, lr_at
+from .post.chat_data import ChatData, ChatSplit
 from .tokenizer import RUN_FILE as TOKENIZER_FILE, describe, get_tokenizer
 
 
@@ -70,7 +71,9 @@ class Trainer:
         # Checked here, not only when tokenizing: a cache hit must not hide a bad ranks file that
         # sampling and export would trip over later.
         self.tokenizer = get_tokenizer(cfg.data.tokenizer, cfg.data.tokenizer_path)
-        self.data: TokenData = prepare(cfg.data)
+        # the corpus of [data], or a post-training run's chats (train/post/chat_data.py)
+        self.data: TokenData | ChatData = (ChatData(cfg.post, self.tokenizer, cfg.model.block_size, cfg.data)
+                                           if cfg.post.chat else prepare(cfg.data))
         self.data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         self.model = GPT(cfg.model).to(self.device)
@@ -465,7 +468,10 @@ def evaluate(model: GPT, data: TokenData, cfg: RunConfig, device: torch.device, 
 
 def batch_on(tokens, cfg: RunConfig, key: tuple[int, ...], device: torch.device):
     """The batch `key` of `tokens` (see train/data.py get_batch), on `device`."""
-    x, y = get_batch(tokens, cfg.train.batch_size, cfg.seq_len, key)
+    if isinstance(tokens, ChatSplit):  # chats: rows from conversation starts, answers only as targets
+        x, y = tokens.batch(cfg.train.batch_size, cfg.seq_len, key)
+    else:
+        x, y = get_batch(tokens, cfg.train.batch_size, cfg.seq_len, key)
     if device.type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 
 from ..hardware import autocast
+from ..post.chat_format import Message
 from .items import GenItem
 
 FEWSHOT_SEPARATOR = "\n"  # completions stop at a newline, so each shot is one line's answer
@@ -50,6 +51,17 @@ def ks_up_to(n: int) -> list[int]:
 
 def fewshot_prompt(item: GenItem, shots: list[GenItem]) -> str:
     return "".join(s.prompt + s.target + FEWSHOT_SEPARATOR for s in shots) + item.prompt
+
+
+def prompt_ids(tok, item: GenItem, shots: list[GenItem]) -> list[int]:
+    """The prompt's ids: a base model continues the few-shot text; a chat model (a tokenizer with
+    a `chat` format, train/post/chat_format.py) gets each shot as an earlier user/assistant turn
+    and answers after <|assistant|>, its answer ending at <|end|> (its `eot`)."""
+    chat = getattr(tok, "chat", None)
+    if chat is None:
+        return tok.encode(fewshot_prompt(item, shots))
+    turns = [Message(role, text) for s in shots for role, text in (("user", s.prompt), ("assistant", s.target))]
+    return chat.prompt([*turns, Message("user", item.prompt)])
 
 
 def generative_metrics(answers: list[str], greedy: list[str], samples: list[list[str]] | None) -> dict[str, float]:

@@ -1,0 +1,71 @@
+"""Supervised fine-tuning as an ordinary run: exact resume, a start from a pretrained run, the chat
+command's cached turns, and evaluation prompts in the chat format."""
+
+import torch
+
+from tiny_run import TINY, cli, metrics, numerics
+from train.chat import Chat
+from train.chat import main as chat_main
+from train.config import load_config
+from train.evals.generative import prompt_ids
+from train.evals.items import GenItem
+from train.post.chat_format import ChatTokenizer, Message
+from train.run import load_run
+from train.tokenizer import get_tokenizer
+from train.trainer import Trainer
+
+SFT = ["--post.method=sft", "--post.data=task:arithmetic:op=add,digits=2", "--post.n_train=300", "--post.n_val=40"]
+
+
+def sft_run(out, *extra):
+    return Trainer(load_config(None, [*TINY, *SFT, f"--train.out_dir={out}", "--train.eval_interval=3", *extra]))
+
+
+def test_an_sft_run_resumes_bit_exactly(tmp_path):
+    sft_run(tmp_path / "straight", "--train.max_steps=6").fit()
+    sft_run(tmp_path / "cut", "--train.max_steps=3", "--train.ckpt_interval=3").fit()
+    sft_run(tmp_path / "cut", "--train.max_steps=6").fit()
+    straight, cut = metrics(tmp_path / "straight"), metrics(tmp_path / "cut")
+    assert [r["step"] for r in straight if "val_loss" in r] == [3, 6]
+    assert numerics(straight) == numerics(cut)
+    assert straight[-1]["val_loss"] < [r for r in straight if "val_loss" in r][0]["val_loss"]
+
+
+def test_sft_starts_from_a_pretrained_run(tmp_path, base):
+    """The base run (byte vocabulary, 257 ids) is fine-tuned with the chat tokens in its padded rows:
+    every weight it had comes over unchanged."""
+    trainer = sft_run(tmp_path / "ft", f"--train.init_from={base}", "--train.max_steps=2")
+    assert trainer.cfg.model.vocab_size == 261 and trainer.cfg.model.padded_vocab_size == 320
+    source = load_run(base).model.state_dict()
+    assert all(torch.equal(trainer.model.state_dict()[k].cpu(), v) for k, v in source.items())
+    trainer.fit()
+    assert metrics(tmp_path / "ft")[0]["step"] == 0 and metrics(tmp_path / "ft")[-1]["step"] == 2
+
+
+def test_chat_keeps_its_cache_across_turns_and_answers_once(tmp_path, capsys):
+    out = tmp_path / "chat"
+    sft_run(out, "--train.max_steps=4").fit()
+    run = load_run(out)
+    tok = ChatTokenizer(get_tokenizer("byte"))
+    chat = Chat(run.model, tok, max_new_tokens=6, temperature=0.0, top_k=0, generator=None)
+    first = chat.turn("12+30=")
+    assert chat.tokens[:9] == tok.chat.prompt([Message("user", "12+30=")])
+    said = chat.tokens + chat.user_ids("40+41=")  # what the second turn adds to the cache
+    second = chat.turn("40+41=")
+    # the second answer again, from the whole conversation recomputed without a cache
+    new = run.model.generate(torch.tensor([said]), 6, temperature=0.0, use_cache=False)[0, len(said):].tolist()
+    assert chat.tokens == said + new[:len(chat.tokens) - len(said)]
+    assert second == tok.decode([t for t in new if t != tok.eot][:len(chat.tokens) - len(said)])
+    capsys.readouterr()
+    code, printed, _ = cli(capsys, out, "--once", "12+30=", "--temperature", "0", "--max_new_tokens", "6",
+                           entry=chat_main)
+    assert code == 0 and printed == first + "\n"
+
+
+def test_an_evaluation_prompts_a_chat_model_in_its_format():
+    plain = get_tokenizer("byte")
+    tok = ChatTokenizer(plain)
+    item, shot = GenItem("2+2=", "4", "4"), GenItem("1+1=", "2", "2")
+    user, assistant, end = 258, 259, 260
+    assert prompt_ids(tok, item, [shot]) == [user, *b"1+1=", end, assistant, *b"2", end, user, *b"2+2=", end, assistant]
+    assert prompt_ids(plain, item, [shot]) == [*b"1+1=2\n2+2="]  # a base model: few-shot text
