@@ -1,8 +1,8 @@
 """One rank of a test run (tests/test_distributed.py starts N of these with torchrun's variables).
 
 `python tests/dist_worker.py --section.key=value ...` trains like `python -m train`, then writes this
-rank's view (its metrics records, every MoE layer's expert_bias, the summary, the host reads
-of device values in each step) to
+rank's view (its metrics records, which rank 0 alone writes to metrics.jsonl; every MoE layer's
+expert_bias; the summary; the host reads of device values in each step) to
 <out_dir>/rank<R>.json. With DIE_AT_STEP=K in its environment, rank 1 dies abruptly before step K.
 """
 
@@ -32,6 +32,13 @@ def main(argv: list[str]) -> int:
         reads.append(seen.reads)
         return record
     trainer.train_step = counting_step
+    logged = []  # the metrics records of this rank
+    log = trainer._log
+
+    def log_and_keep(record):
+        log(record)
+        logged.append(record)
+    trainer._log = log_and_keep
     die_at = int(os.environ.get("DIE_AT_STEP", 0))
     if die_at and trainer.rank == 1:
         step = trainer.train_step
@@ -43,7 +50,7 @@ def main(argv: list[str]) -> int:
         trainer.train_step = dying_step
     try:
         summary = trainer.fit()
-        view = {"log": trainer.log, "summary": summary, "reads": reads,
+        view = {"log": logged, "summary": summary, "reads": reads,
                 "bias": [m.router.expert_bias.tolist() for m in trainer.model.moe_layers]}
         (Path(trainer.out_dir) / f"rank{trainer.rank}.json").write_text(json.dumps(view))
         return summary.get("exit_code", 0)

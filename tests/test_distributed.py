@@ -24,7 +24,7 @@ from train import checkpoint as ckpt
 from train import parallel
 from train.trainer import Trainer
 
-from tiny_run import ROOT, TINY, cli, error_line, make, metrics, numerics, snapshot
+from tiny_run import ROOT, TINY, cli, error_line, fit, make, metrics, numerics, snapshot
 
 WORKER = ROOT / "tests" / "dist_worker.py"
 # dropout 0: comparable across layouts; MoE on the second layer with the aux-loss-free bias update,
@@ -112,7 +112,7 @@ def two_ranks(request, tmp_path_factory, corpus):
 @pytest.mark.slow  # two processes start and import torch: ~20-40 s per layout on 2 cores
 def test_two_ranks_match_one_process_with_accumulation(two_ranks, baseline):
     out, results, views = two_ranks
-    assert_same_losses(metrics(out), baseline.log)
+    assert_same_losses(metrics(out), metrics(baseline.out_dir))
     assert numerics(views[0]["log"]) == numerics(views[1]["log"])  # the same global figures on each rank
     # rank 0 alone writes: each step once in metrics.jsonl, one summary line, no bar from rank 1
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
@@ -137,10 +137,9 @@ def test_checkpoint_of_two_ranks_resumes_on_one(two_ranks, baseline, tmp_path, c
     shutil.copytree(two_ranks[0], out)
     shutil.rmtree(ckpt.checkpoint_dir(out) / "step_00000004")
     cfg = make(tmp_path, corpus, "run", *EXACT, f"--train.batch_size={B}", "--train.grad_accum=2")
-    resumed = Trainer(cfg)
-    resumed.fit()
-    assert resumed.log[0]["step"] == 3
-    assert_same_losses(resumed.log, baseline.log[2:])
+    resumed = fit(Trainer(cfg))
+    assert resumed[0]["step"] == 3
+    assert_same_losses(resumed, metrics(baseline.out_dir)[2:])
 
 
 @pytest.mark.slow
@@ -154,7 +153,7 @@ def test_checkpoint_of_one_process_resumes_on_two(baseline, tmp_path, corpus):
     launch(2, args)
     got = metrics(out)
     assert [r["step"] for r in got] == [1, 2, 3, 4]  # steps 1-2 kept from the first run
-    assert_same_losses(got[2:], baseline.log[2:])
+    assert_same_losses(got[2:], metrics(baseline.out_dir)[2:])
 
 
 @pytest.mark.slow
@@ -218,8 +217,7 @@ def test_activation_checkpointing_same_losses_fewer_saved_bytes(tmp_path, corpus
     for ac in (False, True):
         trainer = Trainer(make(tmp_path, corpus, f"ac{ac}", "--train.max_steps=3", "--train.eval_interval=0",
                                f"--train.activation_checkpointing={str(ac).lower()}"))
-        trainer.fit()
-        runs[ac] = [(r["loss"], r["grad_norm"]) for r in trainer.log]
+        runs[ac] = [(r["loss"], r["grad_norm"]) for r in fit(trainer)]
         x, y = trainer._batch(trainer.data.train, (0, 0, 0, 0, 0))
         with parallel.saved_activation_bytes(trainer.model) as n:
             trainer.model(x, y)[1]["loss"].backward()

@@ -18,7 +18,7 @@ import time
 import pytest
 import torch
 
-from tiny_run import ROOT, TINY, cli, error_line, make, metrics, numerics, snapshot
+from tiny_run import ROOT, TINY, cli, error_line, fit, make, metrics, numerics, records_written, snapshot
 from train import checkpoint as ckpt
 from train.config import load_config
 from train.trainer import Trainer
@@ -57,8 +57,7 @@ def test_stale_temp_dirs_of_killed_writers_are_removed(tmp_path, corpus):
 @pytest.mark.parametrize("damage", ["truncate model.safetensors", "truncate train_state.pt",
                                     "flip a byte of model.safetensors", "delete state.json"])
 def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, corpus, capsys, damage):
-    straight = Trainer(make(tmp_path, corpus, "a", "--train.max_steps=6", "--train.eval_interval=0"))
-    straight.fit()
+    straight = fit(Trainer(make(tmp_path, corpus, "a", "--train.max_steps=6", "--train.eval_interval=0")))
     Trainer(make(tmp_path, corpus, "b", "--train.max_steps=4", "--train.ckpt_interval=2",
                  "--train.eval_interval=0")).fit()
     newest = ckpt.latest_checkpoint(tmp_path / "b")
@@ -72,12 +71,11 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, corpus, cap
     else:
         path.unlink()
     capsys.readouterr()
-    resumed = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=6", "--train.eval_interval=0"))
-    resumed.fit()
+    resumed = fit(Trainer(make(tmp_path, corpus, "b", "--train.max_steps=6", "--train.eval_interval=0")))
     err = capsys.readouterr().err
     assert f"warning: skipping checkpoint {newest}" in err
-    assert resumed.log[0]["step"] == 3  # resumed from step 2
-    assert [r["loss"] for r in resumed.log] == [r["loss"] for r in straight.log][2:]
+    assert resumed[0]["step"] == 3  # resumed from step 2
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight][2:]
 
 
 def test_no_loadable_checkpoint_is_one_line_error(tmp_path, corpus, cfg_file, capsys):
@@ -135,8 +133,7 @@ def test_sources_use_only_safe_loaders():
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_signal_finishes_step_saves_and_resumes_exactly(tmp_path, corpus, capsys, monkeypatch, sig):
-    straight = Trainer(make(tmp_path, corpus, "a", "--train.max_steps=10", "--train.eval_interval=5"))
-    straight.fit()
+    straight = fit(Trainer(make(tmp_path, corpus, "a", "--train.max_steps=10", "--train.eval_interval=5")))
     step = Trainer.train_step
 
     def step_then_signal(self):
@@ -149,15 +146,15 @@ def test_signal_finishes_step_saves_and_resumes_exactly(tmp_path, corpus, capsys
     before = signal.getsignal(sig)
     first = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=10", "--train.eval_interval=5",
                          "--train.ckpt_interval=3"))
-    summary = first.fit()
+    with records_written(first.out_dir) as first_log:
+        summary = first.fit()
     assert signal.getsignal(sig) is before  # handlers restored
     assert summary["signal"] == sig.name and summary["exit_code"] == 128 + sig
     assert f"stopped by {sig.name} at step 4; checkpoint saved" in capsys.readouterr().out
     assert ckpt.latest_checkpoint(tmp_path / "b").name == "step_00000004"
     monkeypatch.setattr(Trainer, "train_step", step)
-    second = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=10", "--train.eval_interval=5"))
-    second.fit()
-    assert numerics(first.log + second.log) == numerics(straight.log)
+    second = fit(Trainer(make(tmp_path, corpus, "b", "--train.max_steps=10", "--train.eval_interval=5")))
+    assert numerics(first_log + second) == numerics(straight)
 
 
 HARNESS = """

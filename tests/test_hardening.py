@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import train.config
-from tiny_run import TINY, all_saved_weights_finite, cli, error_line, make, metrics, snapshot
+from tiny_run import TINY, all_saved_weights_finite, cli, error_line, fit, make, metrics, snapshot
 from train import checkpoint as ckpt
 from train import sample
 from train.__main__ import _preset_argument
@@ -279,9 +279,8 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, c
     assert code == 1 and "could not write checkpoint" in line and "No space left on device" in line
     assert snapshot(out / "checkpoints") == before  # no temp dir left, step 2 untouched
     monkeypatch.undo()
-    resumed = Trainer(make(tmp_path, corpus, "full", "--train.max_steps=3", "--train.eval_interval=0"))
-    resumed.fit()
-    assert resumed.log[0]["step"] == 3  # step 2 still loads
+    resumed = fit(Trainer(make(tmp_path, corpus, "full", "--train.max_steps=3", "--train.eval_interval=0")))
+    assert resumed[0]["step"] == 3  # step 2 still loads
 
 
 def test_vocab_larger_than_token_dtype(tmp_path):

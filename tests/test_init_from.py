@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from hf_parity import random_hf_model
 from model.hf import from_hf
-from tiny_run import TINY, cli, error_line, metrics, numerics, snapshot
+from tiny_run import TINY, cli, error_line, fit, metrics, numerics, snapshot
 from train import checkpoint as ckpt
 from train import export
 from train.config import load_config
@@ -45,12 +45,13 @@ def test_a_run_starts_from_the_checkpoint_of_another(tmp_path, corpus, base):
              "sha256": {"model.safetensors": manifest["files"]["model.safetensors"]["sha256"]}}
     # step 0: the source's validation loss on this run's data, and where the weights came from
     expected = evaluate(loaded.model, trainer.data, cfg, torch.device("cpu"), "fp32")
-    assert metrics(tmp_path / "ft")[0] == {"step": 0, "tokens": 0, **expected, "init_from": where,
-                                           "elapsed_s": trainer.log[0]["elapsed_s"]}
+    records = metrics(tmp_path / "ft")
+    assert records[0] == {"step": 0, "tokens": 0, **expected, "init_from": where,
+                          "elapsed_s": records[0]["elapsed_s"]}
     # step 1: the source model's loss on this run's first batch (2 micro-batches, dropout 0)
     parts = [loaded.model(*get_batch(trainer.data.train, 4, cfg.seq_len, (cfg.train.seed, 0, 0, m, 0)))[1]["loss"]
              for m in range(2)]
-    assert trainer.log[1]["step"] == 1 and trainer.log[1]["loss"] == ((parts[0] + parts[1]) / 2).item()
+    assert records[1]["step"] == 1 and records[1]["loss"] == ((parts[0] + parts[1]) / 2).item()
     assert snapshot(source) == before  # only read
     shutil.rmtree(source)  # a finished run no longer needs its source
     assert load_run(tmp_path / "ft").step == 2
@@ -134,9 +135,8 @@ def test_resume_is_bit_exact_and_never_reads_the_source_again(tmp_path, corpus, 
     shutil.copytree(base, source)
     Trainer(start(tmp_path, corpus, source, "b", *every3, "--train.max_steps=3")).fit()
     shutil.rmtree(source)  # the resumed run loads its own checkpoint: its source may be gone
-    resumed = Trainer(start(tmp_path, corpus, source, "b", *every3, "--train.max_steps=6"))
-    resumed.fit()
-    assert resumed.log[0]["step"] == 4  # resumed from its own step 3
+    resumed = fit(Trainer(start(tmp_path, corpus, source, "b", *every3, "--train.max_steps=6")))
+    assert resumed[0]["step"] == 4  # resumed from its own step 3
     records = numerics(metrics(tmp_path / "b"))
     assert records[0]["init_from"]["path"] == str(source.resolve())
     records[0]["init_from"]["path"] = str(base.resolve())

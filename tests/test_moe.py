@@ -11,7 +11,7 @@ from model.accounting import flops_per_token, matmul_params, param_count
 from model.config import ModelConfig, MoEConfig
 from model.ffn.mlp import build_mlp
 from model.ffn.moe import GatedShared, MoE, end_step
-from tiny_run import make, numerics
+from tiny_run import fit, make, numerics
 from train import checkpoint as ckpt
 from train.device_reads import DeviceReads
 from train.trainer import Trainer
@@ -303,17 +303,15 @@ def test_moe_run_resumes_bit_exactly(tmp_path, corpus):
            "--model.moe.capacity_factor=1.0", "--model.moe.aux_loss_coef=0.01", "--model.moe.z_loss_coef=0.001",
            "--model.moe.bias_update_rate=0.01", "--train.eval_interval=4"]
     straight = Trainer(make(tmp_path, corpus, "a", "--train.max_steps=8", *moe))
-    straight.fit()
-    first = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=4", *moe))
-    first.fit()
-    second = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=8", *moe))
-    second.fit()
-    assert second.log[0]["step"] == 5
-    assert numerics(first.log + second.log) == numerics(straight.log)
-    record = straight.log[-1]
+    straight_log = fit(straight)
+    first = fit(Trainer(make(tmp_path, corpus, "b", "--train.max_steps=4", *moe)))
+    second = fit(Trainer(make(tmp_path, corpus, "b", "--train.max_steps=8", *moe)))
+    assert second[0]["step"] == 5
+    assert numerics(first + second) == numerics(straight_log)
+    record = straight_log[-1]
     assert {"aux_loss", "moe_balance", "moe_z_loss", "moe_dropped", "moe_max_load"} <= set(record)
     assert len(record["moe_max_load"]) == 2
-    assert any(r["moe_dropped"] > 0 for r in straight.log)  # capacity 1.0 drops on uneven steps
+    assert any(r["moe_dropped"] > 0 for r in straight_log)  # capacity 1.0 drops on uneven steps
     a, b = ckpt.latest_checkpoint(tmp_path / "a"), ckpt.latest_checkpoint(tmp_path / "b")
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     bias = straight.model.moe_layers[0].router.expert_bias

@@ -13,7 +13,7 @@ from model import GPT
 from model.accounting import flops_per_token, param_count
 from model.speculative import speculative_generate
 
-from tiny_run import jittered, make, tiny
+from tiny_run import fit, jittered, make, tiny
 
 BASE = dict(vocab_size=64, block_size=48, n_layer=2, n_head=2, n_embd=32, pos="rope", norm="rmsnorm",
             mlp="swiglu", bias=False, tie_embeddings=False)
@@ -176,10 +176,9 @@ def test_to_hf_refuses_mtp_modules():
 def test_trainer_logs_mtp_loss_apart(tmp_path, corpus):
     from train.trainer import Trainer
 
-    trainer = Trainer(make(tmp_path, corpus, "m", "--train.max_steps=2", "--train.eval_interval=2",
-                           "--model.mtp_depth=1"))
-    trainer.fit()
-    first, last = trainer.log[0], trainer.log[-1]
+    records = fit(Trainer(make(tmp_path, corpus, "m", "--train.max_steps=2", "--train.eval_interval=2",
+                               "--model.mtp_depth=1")))
+    first, last = records[0], records[-1]
     assert first["mtp_loss"] > 0 and first["loss"] > 0
     assert first["mtp_loss"] < first["loss"]  # 0.3 x a cross-entropy of the same size
     assert "val_loss" in last  # the main head's, computed without the modules

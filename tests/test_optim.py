@@ -18,7 +18,7 @@ from train.errors import ConfigError
 from train.optim import Muon, MuonWithAdamW, build_optimizer, hidden_matrices, orthogonalize
 from train.trainer import Trainer
 
-from tiny_run import ROOT, make
+from tiny_run import ROOT, fit, make
 
 
 def spread_gradient(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
@@ -263,13 +263,12 @@ def test_optim_name_is_checked():
 def test_resume_is_bit_exact_with_muon(tmp_path, corpus):
     muon = ["--optim.name=muon", "--train.eval_interval=4"]
     straight = Trainer(make(tmp_path, corpus, "a", "--train.max_steps=8", *muon))
-    straight.fit()
-    first = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=4", *muon))
-    first.fit()
+    straight_log = fit(straight)
+    first_log = fit(Trainer(make(tmp_path, corpus, "b", "--train.max_steps=4", *muon)))
     second = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=8", *muon))
-    second.fit()
-    assert second.log[0]["step"] == 5
-    assert [r["loss"] for r in first.log + second.log] == [r["loss"] for r in straight.log]
+    second_log = fit(second)
+    assert second_log[0]["step"] == 5
+    assert [r["loss"] for r in first_log + second_log] == [r["loss"] for r in straight_log]
     for p, q in zip(straight.model.parameters(), second.model.parameters()):
         assert torch.equal(p, q)
     a, b = straight.optimizer.state_dict(), second.optimizer.state_dict()

@@ -14,24 +14,21 @@ from train.config import load_config
 from train.device_reads import DeviceReads
 from train.trainer import Trainer
 
-from tiny_run import ROOT, TINY, cli, make, metrics  # the `corpus` and `cfg_file` fixtures come from conftest.py
+from tiny_run import ROOT, TINY, cli, fit, make, metrics  # the `corpus` and `cfg_file` fixtures come from conftest.py
 
 
-def losses(trainer):
-    return [r["loss"] for r in trainer.log]
+def losses(records):
+    return [r["loss"] for r in records]
 
 
 def test_resume_is_bit_exact(tmp_path, corpus):
-    straight = Trainer(make(tmp_path, corpus, "a", "--train.max_steps=20", "--train.eval_interval=5"))
-    straight.fit()
-    first = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=10", "--train.eval_interval=5"))
-    first.fit()
-    second = Trainer(make(tmp_path, corpus, "b", "--train.max_steps=20", "--train.eval_interval=5"))
-    second.fit()
-    assert second.log[0]["step"] == 11  # resumed, not restarted
+    straight = fit(Trainer(make(tmp_path, corpus, "a", "--train.max_steps=20", "--train.eval_interval=5")))
+    first = fit(Trainer(make(tmp_path, corpus, "b", "--train.max_steps=10", "--train.eval_interval=5")))
+    second = fit(Trainer(make(tmp_path, corpus, "b", "--train.max_steps=20", "--train.eval_interval=5")))
+    assert second[0]["step"] == 11  # resumed, not restarted
     assert losses(first) + losses(second) == losses(straight)  # bit-identical floats
-    val_a = [r["val_loss"] for r in straight.log if "val_loss" in r]
-    val_b = [r["val_loss"] for r in first.log + second.log if "val_loss" in r]
+    val_a = [r["val_loss"] for r in straight if "val_loss" in r]
+    val_b = [r["val_loss"] for r in first + second if "val_loss" in r]
     assert val_a == val_b
     a = ckpt.latest_checkpoint(tmp_path / "a")
     b = ckpt.latest_checkpoint(tmp_path / "b")
@@ -79,10 +76,9 @@ def test_metrics_and_config_written(tmp_path, corpus):
 
 
 def test_loss_decreases(tmp_path, corpus):
-    trainer = Trainer(make(tmp_path, corpus, "e", "--train.max_steps=40", "--train.eval_interval=0",
-                           "--model.dropout=0.0", "--optim.decay_steps=0"))
-    trainer.fit()
-    assert losses(trainer)[-1] < 0.6 * losses(trainer)[0]
+    records = fit(Trainer(make(tmp_path, corpus, "e", "--train.max_steps=40", "--train.eval_interval=0",
+                               "--model.dropout=0.0", "--optim.decay_steps=0")))
+    assert losses(records)[-1] < 0.6 * losses(records)[0]
 
 
 def test_cli_trains_then_samples(tmp_path, corpus):

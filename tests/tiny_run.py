@@ -4,6 +4,8 @@ that train tiny models end to end, the CLI called in-process and the files a run
 import hashlib
 import importlib.util
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -122,6 +124,27 @@ def error_line(err: str) -> str:
 
 def metrics(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@contextmanager
+def records_written(out_dir: Path) -> Iterator[list[dict]]:
+    """`with records_written(out) as new: trainer.fit()`: then `new` holds the metrics.jsonl
+    records that run wrote. A resumed run keeps the file's lines up to its checkpoint and appends
+    its own, which differ from every earlier line in their timings (tokens_per_s, elapsed_s)."""
+    path = Path(out_dir) / "metrics.jsonl"
+    before = path.read_text().splitlines() if path.exists() else []
+    new: list[dict] = []
+    yield new
+    after = path.read_text().splitlines()
+    kept = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after)))
+    new += [json.loads(line) for line in after[kept:]]
+
+
+def fit(trainer) -> list[dict]:
+    """Run `trainer.fit()`; return the metrics.jsonl records that run wrote (see records_written)."""
+    with records_written(trainer.out_dir) as new:
+        trainer.fit()
+    return new
 
 
 def numerics(records: list[dict]) -> list[dict]:

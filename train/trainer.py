@@ -24,7 +24,6 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,13 +46,9 @@ from .post.chat_data import ChatData, ChatSplit
 from .tokenizer import RUN_FILE as TOKENIZER_FILE, describe, get_tokenizer
 
 
-@dataclass
 class Trainer:
-    cfg: RunConfig
-    log: list[dict] = field(default_factory=list)  # the metrics.jsonl records written by this process
-
-    def __post_init__(self) -> None:
-        cfg = self.cfg
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
         self.out_dir = Path(cfg.train.out_dir)
         self.device = pick_device(cfg.train.device)
         self.dtype = pick_dtype(cfg.train.dtype, self.device)
@@ -425,7 +420,6 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         record["elapsed_s"] = round(self.elapsed_s(), 3)
-        self.log.append(record)
         if self.rank == 0:
             self.metrics.append(record)
 
