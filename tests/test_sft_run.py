@@ -69,3 +69,16 @@ def test_an_evaluation_prompts_a_chat_model_in_its_format():
     user, assistant, end = 258, 259, 260
     assert prompt_ids(tok, item, [shot]) == [user, *b"1+1=", end, assistant, *b"2", end, user, *b"2+2=", end, assistant]
     assert prompt_ids(plain, item, [shot]) == [*b"1+1=2\n2+2="]  # a base model: few-shot text
+
+
+def test_eval_scores_a_chat_run_on_its_chats_and_in_its_format(tmp_path, capsys):
+    from train.eval import main as eval_main
+
+    out = tmp_path / "ev"
+    sft_run(out, "--train.max_steps=3").fit()
+    capsys.readouterr()
+    code, printed, _ = cli(capsys, out, entry=eval_main)
+    last = metrics(out)[-1]
+    assert code == 0 and f"val loss {last['val_loss']:.4f}" in printed  # the held-out chats, as in training
+    code, printed, _ = cli(capsys, out, "--task", "arithmetic:op=add,digits=2", "--limit", "5", entry=eval_main)
+    assert code == 0 and "pass@1" in printed

@@ -41,6 +41,8 @@ from .evals.suite import Settings, aggregate, run_task, table
 from .evals.tasks import TaskEnv, build_task
 from .hardware import pick_device, pick_dtype
 from .metrics_log import add_scalars, summary_writer_class
+from .post.chat_data import ChatData
+from .post.chat_format import ChatTokenizer
 from .run import LoadedRun, check_run_dir, load_run, run_config
 from .tokenizer import for_run
 from .trainer import evaluate
@@ -142,6 +144,8 @@ def load_model(args: argparse.Namespace) -> EvalModel:
     place eval builds a model, for the val loss and the tasks alike."""
     tok = for_run(args.run_dir, args.tokenizer_path)
     run = load_run(args.run_dir, args.step)
+    if run.cfg.post.chat:  # a chat run is prompted in its chat format (train/post/chat_format.py)
+        tok = ChatTokenizer(tok)
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
     model = quantized(run.model.to(device), args.quantize, args.group_size, args.run_dir)
@@ -158,10 +162,10 @@ def main(argv: list[str]) -> int:
     if args.task:
         return evaluate_tasks(args, cfg, loaded)
     run = loaded.run
-    data = prepare(cfg.data)
+    data = ChatData(cfg.post, loaded.tok.base, cfg.model.block_size, cfg.data) if cfg.post.chat else prepare(cfg.data)
     data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
     result = evaluate(loaded.model, data, cfg, loaded.device, loaded.dtype)
-    print(f"{run.checkpoint.name} of {run.run_dir} on {data.meta['source']} "
+    print(f"{run.checkpoint.name} of {run.run_dir} on {data.meta.get('source', cfg.post.data)} "
           f"({cfg.train.eval_batches} batches of {cfg.train.batch_size} x {cfg.seq_len} tokens): "
           f"val loss {result['val_loss']:.4f}, val {result['val_bpb']:.4f} bits/byte")
     return 0
