@@ -115,7 +115,8 @@ def compare(mine: nn.Module, other: nn.Module) -> list[Code]:
         else:
             for key in sorted(a_state[path].keys() | b_state[path].keys()):
                 old, new = b_state[path].get(key, "absent"), a_state[path].get(key, "absent")
-                if old != new:
+                if old != new and {old, new} != {"None", "absent"}:  # a slot that is None when off and a
+                    # child module when on: the module itself is listed as added or removed
                     note(owner, at, path, f"{key} {old} -> {new}", key)
     for path, module in b.items():
         if path not in a and _parent(path) in a and type(a[_parent(path)]) is type(b[_parent(path)]):
