@@ -8,6 +8,15 @@ model.safetensors, generation_config.json and the tokenizer files) that loads wi
     model = AutoModelForCausalLM.from_pretrained(OUT_DIR)
     tokenizer = AutoTokenizer.from_pretrained(OUT_DIR)
 
+A chat run's directory (`[post] method = "sft"`) also holds the chat format: the tokenizer has its
+four special tokens and a chat template (train/hf_tokenizer.py), and <|end|> is the eos of the
+tokenizer, config.json and generation_config.json, so `generate` stops where an answer ends, as
+`python -m train.chat` does; bos stays <|endoftext|>, and pad is the eos:
+
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+    answer = model.generate(**prompt, max_new_tokens=100)  # ends with <|end|>, or at the limit
+
 --family auto (the default) picks the HF family that can represent every rung of the run's
 model; when several can (a Llama-style model is also a valid Mistral), the first of the list
 below. When none can, the error names, per family, the settings that block it.
@@ -40,6 +49,7 @@ from .cli import argument_parser, run_cli
 from .errors import ConfigError, make_dir
 from .gguf_export import ARCHS, FILE_NAME, GGUF_TYPES, export_gguf
 from .hf_tokenizer import save_hf_tokenizer
+from .post.chat_format import ChatFormat
 from .run import load_run
 from .tokenizer import for_run
 
@@ -73,12 +83,14 @@ def export(run_dir: str | Path, out_dir: str | Path, family: str = "auto", dtype
     run = load_run(run_dir, step)
     tok = for_run(run.run_dir, tokenizer_path)
     family = choose_family(run.model.config, family)
-    special = dict(bos_token_id=tok.eot, eos_token_id=tok.eot)
+    chat = run.cfg.post.chat
+    eos = ChatFormat(tok).end if chat else tok.eot  # a chat model's turn ends with <|end|>
+    special = dict(bos_token_id=tok.eot, eos_token_id=eos)
     hf_model = to_hf(run.model.to(DTYPES[dtype]), family, **special)
-    hf_model.generation_config.update(**special, pad_token_id=tok.eot)
+    hf_model.generation_config.update(**special, pad_token_id=eos)
     out = make_dir(Path(out_dir), f"OUT_DIR {out_dir}")
     hf_model.save_pretrained(str(out))
-    save_hf_tokenizer(tok, out)
+    save_hf_tokenizer(tok, out, chat)
     return family
 
 

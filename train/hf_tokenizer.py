@@ -9,11 +9,30 @@
 
 Both add <|endoftext|> as the eos, bos and unk token. One difference stays: HF tokenizers read the
 text "<|endoftext|>" inside a string as the special token; ours encode it as plain text.
+
+A chat run's tokenizer (`chat=True`, train/post/chat_format.py) adds the four chat tokens as special
+tokens at our ids (byte: 257-260, gpt2: 50257-50260), makes <|end|> the eos (an answer stops there)
+and carries `CHAT_TEMPLATE`, so that `apply_chat_template(messages, add_generation_prompt=True)`
+gives `ChatFormat.prompt(messages)`. The same difference holds there: HF reads the text
+"<|user|>" inside a message as the special token (a message can forge a turn), ours as plain text;
+the two agree on every conversation whose contents hold none of the five special tokens' texts.
 """
 
 from pathlib import Path
 
+from .post.chat_format import SPECIAL
 from .tokenizer import EOT_TEXT
+
+# ChatFormat.encode as Jinja: each message is <|role|>, its content, <|end|>; then <|assistant|> to
+# ask for an answer. raise_exception is a function HF's template renderer provides.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('roles are system, user and assistant; got ' + message['role']) }}{% endif %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -63,8 +82,20 @@ def _last_merge(token: bytes, ranks: dict[bytes, int], rank: int) -> tuple[bytes
     return parts[0], parts[1]
 
 
-def hf_tokenizer(tok):
-    """An HF fast tokenizer equivalent to our `tok` ("gpt2" or "byte")."""
+def hf_tokenizer(tok, chat: bool = False):
+    """An HF fast tokenizer equivalent to our `tok` ("gpt2" or "byte"); with `chat`, to a chat
+    run's: the chat tokens after it, <|end|> as the eos, and the chat template."""
+    hf = _base_tokenizer(tok)
+    if chat:
+        hf.add_special_tokens({"additional_special_tokens": list(SPECIAL)})
+        hf.eos_token = "<|end|>"
+        hf.chat_template = CHAT_TEMPLATE
+        ids = hf.convert_tokens_to_ids(list(SPECIAL))
+        assert ids == list(range(tok.n_vocab, tok.n_vocab + len(SPECIAL))), f"chat tokens at {ids}"
+    return hf
+
+
+def _base_tokenizer(tok):
     from transformers import GPT2Tokenizer, PreTrainedTokenizerFast
 
     special = dict(eos_token=EOT_TEXT, bos_token=EOT_TEXT, unk_token=EOT_TEXT)
@@ -82,5 +113,7 @@ def hf_tokenizer(tok):
     return hf
 
 
-def save_hf_tokenizer(tok, out_dir: str | Path) -> None:
-    hf_tokenizer(tok).save_pretrained(str(out_dir))
+def save_hf_tokenizer(tok, out_dir: str | Path, chat: bool = False) -> None:
+    """The tokenizer files; a chat template goes into tokenizer_config.json, where every
+    transformers version reads it (not chat_template.jinja, which only newer ones read)."""
+    hf_tokenizer(tok, chat).save_pretrained(str(out_dir), save_jinja_files=False)
