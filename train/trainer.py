@@ -21,7 +21,6 @@ rank stops after the same step, the first at whose end any rank's clock has reac
 
 import json
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -36,12 +35,12 @@ from . import parallel
 from .config import RunConfig, schedule_warning, to_toml
 from .errors import ConfigError
 from .data import TokenData, bits_per_byte, get_batch, prepare
-from .guard import (RUN_CONFIG_HEADER, StopSignals, all_finite, check_out_dir, check_same_run, check_same_tokenizer,
-                    oom_message)
+from .guard import RUN_CONFIG_HEADER, all_finite, check_out_dir, check_same_run, check_same_tokenizer, oom_message
 from .hardware import DTYPES, Peak, autocast, pick_device, pick_dtype
 from .init_from import initial_weights
 from .metrics_log import MetricsLog, write_atomic
 from .optim import build_optimizer, lr_at
+from .stop import StopAgreement
 from .post.chat_data import ChatData, ChatSplit
 from .tokenizer import RUN_FILE as TOKENIZER_FILE, describe, get_tokenizer
 
@@ -88,9 +87,7 @@ class Trainer:
         self.params = list(self.model.parameters())  # listed once: clipping takes them every step
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "fp16")
         self.step_fn = torch.compile(self.wrapped) if t.compile else self.wrapped
-        self._stop: signal.Signals | None = None  # a stop signal every rank has agreed on
-        self._signals: StopSignals | None = None  # the handler's flag, while fit() runs
-        self._out_of_time = False  # train.max_seconds reached, as every rank has agreed
+        self.stop = StopAgreement(t.max_seconds, self.elapsed_s, self.dist, self.device)
         self.ended_by: str | None = None  # "max_seconds": the run ended early, as a finished run
         self.step = 0
         self.skipped_steps = 0  # non-finite steps skipped (train.on_nonfinite="skip"), in all
@@ -234,11 +231,11 @@ class Trainer:
         stats = self.model.step_stats(self.dist.sum_ if self.dist.active else None)
         readout = [total / (accum * self.world_size), grad_norm.view(1).float(), stats]
         if self.dist.active:  # a stop signal or the time budget on any rank, agreed on by all
-            readout.append(self.dist.max_(torch.tensor(self._stop_flags(), device=self.device)))
+            readout.append(self.stop.flags())
         values = torch.cat(readout).tolist()
         if self.dist.active:
-            self._set_stop(values[-2:])
-            del values[-2:]
+            self.stop.set(values[-self.stop.size:])
+            del values[-self.stop.size:]
         means = dict(zip(terms, values))  # {"loss": ..., "aux_loss": ...}
         grad_norm = values[len(terms)]
         loss = sum(means.values())  # the objective
@@ -313,12 +310,8 @@ class Trainer:
             write_atomic(self.out_dir / "config.toml", RUN_CONFIG_HEADER + to_toml(self.cfg))
             write_atomic(self.out_dir / TOKENIZER_FILE, json.dumps(tokenizer, indent=2) + "\n")
         try:
-            with StopSignals() as stop:
-                self._signals = stop
-                try:
-                    return self._loop(resumed_from)
-                finally:
-                    self._signals = None
+            with self.stop.catching_signals():
+                return self._loop(resumed_from)
         except torch.OutOfMemoryError:
             t = self.cfg.train
             raise MemoryError(oom_message(t.batch_size, t.grad_accum, str(self.device))) from None
@@ -339,16 +332,16 @@ class Trainer:
                 self.metrics.open(after_step=self.step)
             if self.init_source and resumed_from is None:  # where fine-tuning starts: the source's val loss
                 self._log({"step": 0, "tokens": 0, **self.evaluate(), "init_from": self.init_source})
-            self._agree_stop()  # a signal that came before the first step
+            self.stop.agree()  # a signal that came before the first step
             # A run that ended at train.max_seconds is done: a re-run trains no further, unless the
             # limit was raised or removed. (From a checkpoint not so marked, e.g. with the limit
             # lowered since, it trains one step and ends then.)
-            self._out_of_time = self.ended_by == "max_seconds" and 0 < t.max_seconds <= self.elapsed_before
-            self.ended_by = self.ended_by if self._out_of_time else None
-            while self.step < t.max_steps and self._stop is None and not self._out_of_time:
+            self.stop.out_of_time = self.ended_by == "max_seconds" and 0 < t.max_seconds <= self.elapsed_before
+            self.ended_by = self.ended_by if self.stop.out_of_time else None
+            while self.step < t.max_steps and self.stop.signal is None and not self.stop.out_of_time:
                 record = self._run_step(bar)
                 last = record if "val_loss" in record else last
-            if self._stop is not None and self._saved_step != self.step:
+            if self.stop.signal is not None and self._saved_step != self.step:
                 self.save()  # the signal came before the first step
         finally:
             bar.close()  # an error message then starts on a line of its own
@@ -358,30 +351,9 @@ class Trainer:
                    **({k: last[k] for k in ("loss", "val_loss", "val_bpb")} if last else {})}
         if self.ended_by:
             summary["ended_by"] = self.ended_by
-        if self._stop is not None:
-            summary.update(signal=self._stop.name, exit_code=128 + int(self._stop))
+        if self.stop.signal is not None:
+            summary.update(signal=self.stop.signal.name, exit_code=128 + int(self.stop.signal))
         return summary
-
-    def _agree_stop(self) -> None:
-        """A signal, or train.max_seconds on the clock, of any rank stops every rank after the same
-        step (before the first step and, with one process, after each step here; with several,
-        inside train_step's one read of the device); the loop reads only these agreed values, never
-        the handler's flag or the clock, which may change any time."""
-        flags = self._stop_flags()
-        if self.dist.active:
-            flags = self.dist.max_(torch.tensor(flags, device=self.device)).tolist()
-        self._set_stop(flags)
-
-    def _stop_flags(self) -> list[float]:
-        """This rank's reasons to stop: [a caught signal's number or 0, 1 if train.max_seconds is reached]."""
-        received = self._signals.received if self._signals else None
-        limit = self.cfg.train.max_seconds
-        return [float(received or 0), float(0 < limit <= self.elapsed_s())]
-
-    def _set_stop(self, flags: list[float]) -> None:
-        signum, out_of_time = int(flags[0]), bool(flags[1])
-        self._stop = signal.Signals(signum) if signum else None
-        self._out_of_time = out_of_time
 
     def _say(self, bar: tqdm, text: str) -> None:
         if self.rank == 0:
@@ -393,13 +365,13 @@ class Trainer:
         t0 = time.perf_counter()
         record = self.train_step()  # with several ranks, it also agrees on a stop signal and the time
         if not self.dist.active:
-            self._agree_stop()
+            self.stop.agree()
         dt = time.perf_counter() - t0
         record["tokens"] = self.step * self.tokens_per_step  # over all ranks
         record["tokens_per_s"] = self.tokens_per_step / dt
         # per device: <= 1, see hardware.Peak
         record["mfu"] = self.peak.mfu(self.flops_per_step / self.world_size / dt)
-        self.ended_by = "max_seconds" if self._out_of_time and self.step < t.max_steps else None
+        self.ended_by = "max_seconds" if self.stop.out_of_time and self.step < t.max_steps else None
         if self.ended_by:
             record["ended_by"] = self.ended_by  # in the metrics line and the checkpoint below
         final = self.step == t.max_steps or self.ended_by is not None
@@ -410,7 +382,7 @@ class Trainer:
             record.update(self.evaluate())
         if self.step % t.log_interval == 0 or "val_loss" in record or final or record.get("skipped"):
             self._log(record)
-        if (t.ckpt_interval and self.step % t.ckpt_interval == 0) or final or self._stop:
+        if (t.ckpt_interval and self.step % t.ckpt_interval == 0) or final or self.stop.signal:
             self.save()
         bar.update(1)
         if record["loss"] is not None:
