@@ -31,7 +31,7 @@ class RopeConfig:
         _check_choices(self, "model.rope.")
         for name in ("theta", "factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow"):
             _check_positive_float(f"rope.{name}", getattr(self, name))
-        _check_int("rope.original_max_pos", self.original_max_pos, minimum=0)
+        check_int("model.rope.original_max_pos", self.original_max_pos, minimum=0)
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"model.rope.fraction must be in (0, 1]; got {self.fraction}")
         if not (math.isfinite(self.local_theta) and self.local_theta >= 0):
@@ -67,9 +67,9 @@ class MoEConfig:
     def __post_init__(self) -> None:
         _check_choices(self, "model.moe.")
         for name in ("n_expert", "expert_hidden", "n_shared", "first_dense"):
-            _check_int(f"moe.{name}", getattr(self, name), minimum=0)
+            check_int(f"model.moe.{name}", getattr(self, name), minimum=0)
         for name in ("top_k", "n_group", "topk_group"):
-            _check_int(f"moe.{name}", getattr(self, name), minimum=1)
+            check_int(f"model.moe.{name}", getattr(self, name), minimum=1)
         _check_positive_float("moe.routed_scale", self.routed_scale)
         if not isinstance(self.shared_gate, bool):
             raise ValueError(f"model.moe.shared_gate must be true or false; got {self.shared_gate!r}")
@@ -123,7 +123,7 @@ class MLAConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name not in self.TRAINING_ONLY:
-                _check_int(f"mla.{f.name}", getattr(self, f.name), minimum=0)
+                check_int(f"model.mla.{f.name}", getattr(self, f.name), minimum=0)
         coef = self.index_loss_coef
         if not (_is_number(coef) and math.isfinite(coef) and coef >= 0):
             raise ValueError(f"model.mla.index_loss_coef must be a finite number >= 0 (0 = off); got {coef!r}")
@@ -164,7 +164,7 @@ class DeltaNetConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check_int(f"deltanet.{f.name}", getattr(self, f.name), minimum=0)
+            check_int(f"model.deltanet.{f.name}", getattr(self, f.name), minimum=0)
         if self.conv_size < 1:
             raise ValueError(f"model.deltanet.conv_size must be an integer >= 1; got {self.conv_size}")
 
@@ -240,9 +240,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check_choices(self, "model.")
         for name in ("vocab_size", "vocab_multiple", "block_size", "n_layer", "n_head", "n_embd"):
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int(f"model.{name}", getattr(self, name), minimum=1)
         for name in ("n_kv_head", "head_dim", "mlp_hidden", "window", "global_every", "mtp_depth", "attn_conv"):
-            _check_int(name, getattr(self, name), minimum=0)
+            check_int(f"model.{name}", getattr(self, name), minimum=0)
         if not self.head_dim and self.n_embd % self.n_head:
             raise ValueError(
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}), "
@@ -397,6 +397,8 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
+def check_int(name: str, value: object, minimum: int) -> None:
+    """ValueError `name must be an integer >= minimum` unless value is one (a bool is not): the one
+    check of an integer argument, for configs and for the model's Python API alike."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"model.{name} must be an integer >= {minimum}; got {value!r}")
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")

@@ -16,6 +16,7 @@ import weakref
 import torch
 
 from .cache import KV_DTYPES
+from .config import check_int
 from .decoder import StaticDecoder
 from .sampling import TEMPERATURE, TOP_K, check_sampling, sample_next
 from .speculative import speculative_generate
@@ -28,8 +29,7 @@ def check_generation(model, idx: torch.Tensor, max_new_tokens: int, *, temperatu
     check_sampling(temperature, top_k, top_p)
     if not (isinstance(idx, torch.Tensor) and idx.dim() == 2 and idx.shape[1] > 0) or idx.is_floating_point():
         raise ValueError("idx must be a (batch, tokens) tensor of token ids with at least one token")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0; got {max_new_tokens!r}")
+    check_int("max_new_tokens", max_new_tokens, 0)
     block_size = model.config.block_size
     if idx.shape[1] > block_size:
         raise ValueError(f"the prompt ({idx.shape[1]} tokens) is longer than the context "
@@ -45,9 +45,8 @@ def check_generation(model, idx: torch.Tensor, max_new_tokens: int, *, temperatu
     if compile and (kv_dtype is not None or not use_cache):
         raise ValueError("compile=True decodes through a static cache in the compute dtype: it needs "
                          "use_cache=True and kv_dtype=None")
-    for name, value, minimum in (("kv_residual", kv_residual, 0), ("kv_group", kv_group, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    check_int("kv_residual", kv_residual, 0)
+    check_int("kv_group", kv_group, 2)
 
 
 @torch.no_grad()

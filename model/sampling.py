@@ -8,6 +8,8 @@ between the draft and the target; `sample_next` draws from it.
 
 import torch
 
+from .config import check_int
+
 # What `GPT.generate` and `python -m train.sample` sample with when not told otherwise: a slightly
 # sharpened distribution (0.8, as nanoGPT's sample.py) among the 50 most likely tokens (HF
 # transformers' default top_k). Temperature 0 is greedy; top_k 0 keeps the whole vocabulary.
@@ -19,8 +21,7 @@ def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
     """ValueError naming the argument for settings that define no distribution."""
     if not temperature >= 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"top_k must be an integer >= 0 (0 = no limit); got {top_k!r}")
+    check_int("top_k", top_k, 0)
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from .config import check_int
 from .sampling import check_sampling, probabilities
 
 
@@ -71,8 +72,7 @@ def _check(target, draft, idx: torch.Tensor, max_new_tokens: int, n_draft: int) 
     if draft.config.vocab_size != target.config.vocab_size:
         raise ValueError(f"the draft's vocab_size ({draft.config.vocab_size}) differs from the "
                          f"target's ({target.config.vocab_size}); they must share the tokenizer")
-    if isinstance(n_draft, bool) or not isinstance(n_draft, int) or n_draft < 1:
-        raise ValueError(f"n_draft must be an integer >= 1; got {n_draft!r}")
+    check_int("n_draft", n_draft, 1)
     if idx.dim() != 2 or idx.shape[0] != 1 or idx.shape[1] < 1:
         raise ValueError(f"speculative decoding takes one prompt, idx of shape (1, T >= 1); got {tuple(idx.shape)}")
     total = idx.shape[1] + max_new_tokens

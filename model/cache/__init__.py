@@ -26,6 +26,7 @@ Protocol of a layer cache (duck-typed; a new cache kind is a new class, never a 
 from dataclasses import dataclass
 import torch
 
+from ..config import check_int
 from .kv import LayerKV
 from .quantized import BITS, Columns, PerChannel, PerToken, QuantizedKV
 from .rolling import RollingKV
@@ -57,9 +58,7 @@ class CacheSpec:
 
     def __post_init__(self) -> None:
         for name, minimum in (("batch_size", 1), ("max_len", 1), ("kv_residual", 0), ("kv_group", 2), ("rollback", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+            check_int(name, getattr(self, name), minimum)
         if self.kv_dtype not in KV_DTYPES:
             allowed = ", ".join(repr(k) for k in KV_DTYPES)
             raise ValueError(f"kv_dtype must be one of {allowed}; got {self.kv_dtype!r}")

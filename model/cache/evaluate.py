@@ -10,13 +10,14 @@ quality the format costs. Used by scripts/eval_kv_cache.py.
 import torch
 from torch.nn import functional as F
 
+from ..config import check_int
+
 
 @torch.no_grad()
 def cached_loss(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 16, **cache_options) -> float:
     """Mean cross-entropy (nats per token) of targets y (B, T) given inputs x (B, T), with x fed
     through a fresh `model.new_cache(B, T, **cache_options)` in chunks of `chunk` tokens."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be an integer >= 1; got {chunk!r}")
+    check_int("chunk", chunk, 1)
     cache = model.new_cache(x.shape[0], x.shape[1], **cache_options)
     total = 0.0
     for t in range(0, x.shape[1], chunk):
