@@ -7,7 +7,7 @@ large matmul in the same dtype (the practical ceiling of the machine).
 
 It also prints the kernel each attention and expert layer runs (model/kernels.py), as
 `sdpa x4, flex x2` (CPU and CUDA differ: FlexAttention and grouped-GEMM experts are CUDA-only),
-and, without compile, what one step asks of the device (train/device_reads.py): the operators it
+and, without compile, what one step asks of the device (scripts/device_reads.py): the operators it
 runs (an eager GPU step of a small model waits on one launch each) and its host reads of device
 values (each a sync on a GPU). At a tiny width the step time is then the host's alone, e.g.
 `--model.n_embd=64 --model.mlp_hidden=168 --model.moe.expert_hidden=85 --train.batch_size=1
@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.accounting import flops_per_token, param_count  # noqa: E402
 from model import loss  # noqa: E402
 from model.kernels import use_build_kernels  # noqa: E402
+from scripts.device_reads import DeviceReads  # noqa: E402
 from train.cli import int_option, run_cli, split_args  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
-from train.device_reads import DeviceReads  # noqa: E402
 import torch  # noqa: E402
 
 from train.hardware import peak_memory_bytes  # noqa: E402

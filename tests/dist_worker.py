@@ -13,17 +13,17 @@ from pathlib import Path
 
 import torch
 
+from scripts.device_reads import DeviceReads
 from train import parallel
 from train.cli import run_cli
 from train.config import load_config
-from train.device_reads import DeviceReads
 from train.trainer import Trainer
 
 
 def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     trainer = Trainer(load_config(None, argv))
-    reads = []  # host reads of device values per step (train/device_reads.py)
+    reads = []  # host reads of device values per step (scripts/device_reads.py)
     counted_step = trainer.train_step
 
     def counting_step():

@@ -20,8 +20,8 @@ import time
 import pytest
 import torch
 
+from scripts.bench_parallel import saved_activation_bytes
 from train import checkpoint as ckpt
-from train import parallel
 from train.trainer import Trainer
 
 from tiny_run import ROOT, TINY, cli, error_line, fit, make, metrics, numerics, snapshot
@@ -219,7 +219,7 @@ def test_activation_checkpointing_same_losses_fewer_saved_bytes(tmp_path, corpus
                                f"--train.activation_checkpointing={str(ac).lower()}"))
         runs[ac] = [(r["loss"], r["grad_norm"]) for r in fit(trainer)]
         x, y = trainer._batch(trainer.data.train, (0, 0, 0, 0, 0))
-        with parallel.saved_activation_bytes(trainer.model) as n:
+        with saved_activation_bytes(trainer.model) as n:
             trainer.model(x, y)[1]["loss"].backward()
         saved[ac] = n[0]
     assert runs[True] == runs[False]

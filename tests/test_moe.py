@@ -11,9 +11,9 @@ from model.accounting import flops_per_token, matmul_params, param_count
 from model.config import ModelConfig, MoEConfig
 from model.ffn.mlp import build_mlp
 from model.ffn.moe import GatedShared, MoE, end_step
+from scripts.device_reads import DeviceReads
 from tiny_run import fit, make, numerics
 from train import checkpoint as ckpt
-from train.device_reads import DeviceReads
 from train.trainer import Trainer
 
 SMALL = dict(vocab_size=97, block_size=32, n_layer=2, n_head=2, n_embd=32)

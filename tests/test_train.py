@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from model import GPT
+from scripts.device_reads import DeviceReads
 from train import checkpoint as ckpt
 from train.config import load_config
-from train.device_reads import DeviceReads
 from train.trainer import Trainer
 
 from tiny_run import ROOT, TINY, cli, fit, make, metrics  # the `corpus` and `cfg_file` fixtures come from conftest.py
@@ -137,7 +137,7 @@ def test_default_config_overfits_one_batch():
 def test_a_training_step_reads_the_device_once(tmp_path, corpus):
     """One host read of device values per optimizer step, whatever grad_accum: the loss terms and
     the gradient norm in one copy. On a GPU each read waits for the queued work, so every extra one
-    leaves the device idle while the host prepares the next launches (train/device_reads.py)."""
+    leaves the device idle while the host prepares the next launches (scripts/device_reads.py)."""
     trainer = Trainer(make(tmp_path, corpus, "run"))  # grad_accum = 2
     trainer.train_step()
     with DeviceReads() as seen:

@@ -168,10 +168,6 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 
 
 # ----- full state, whatever the layout ---------------------------------------------------------------
-def _full_or_local(t):
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
 def _full(t):
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
@@ -268,23 +264,3 @@ def clear_errors(d: Dist, timeout_s: int):
 def _looks_distributed(e: RuntimeError) -> bool:
     text = str(e).lower()
     return any(word in text for word in ("gloo", "nccl", "connection", "timed out", "timeout", "peer"))
-
-
-@contextmanager
-def saved_activation_bytes(model: nn.Module):
-    """Count the bytes autograd keeps for backward inside the block, the model's own weights not
-    counted: `with saved_activation_bytes(model) as n: loss = f()`, then `n[0]`. Activation
-    checkpointing lowers exactly this; it is deterministic on any device."""
-    weights = {_full_or_local(p).untyped_storage().data_ptr() for p in model.parameters()}
-    seen: set[int] = set()
-    total = [0]
-
-    def pack(t: torch.Tensor):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in weights and ptr not in seen:
-            seen.add(ptr)
-            total[0] += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield total

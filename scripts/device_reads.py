@@ -1,4 +1,4 @@
-"""What a piece of code asks of the device, counted on any device (tests, scripts/bench.py).
+"""What a piece of code asks of the device, counted on any device (scripts/bench.py, tests).
 
 On a GPU the host runs ahead of the device: it queues kernels and returns. Reading a device value
 on the host (`.item()`, `.tolist()`, `float(t)`, `if t:`) waits until everything queued so far
