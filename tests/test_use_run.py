@@ -4,6 +4,7 @@ metrics fields; the scripts' command lines."""
 import json
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -42,6 +43,24 @@ def test_load_run_loads_the_newest_or_the_asked_checkpoint(base):
         load_run(str(base), step=3)
     tok = for_run(base)
     assert tok.name == "byte" and tok.decode(tok.encode("é")) == "é"
+
+
+def test_a_run_without_tokenizer_json_is_refused_in_one_line(base, corpus, cfg_file, tmp_path, capsys):
+    """tokenizer.json records the tokenizer a run trained with: without it, sampling, evaluating,
+    starting from the run and resuming it each stop in one line, and nothing is written."""
+    bare = tmp_path / "bare"
+    shutil.copytree(base, bare)
+    (bare / "tokenizer.json").unlink()
+    before = snapshot(bare)
+    missing = f"{bare} has no tokenizer.json, the record of the tokenizer it trained with"
+    for entry in (sample.main, train_eval.main):
+        code, _, err = cli(capsys, bare, entry=entry)
+        assert code == 2 and error_line(err).startswith(f"error: {missing}"), err
+    for out, extra in [(tmp_path / "ft", [f"--train.init_from={bare}"]), (bare, [])]:  # init_from, resume
+        code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={out}", "--train.max_steps=6",
+                           "--train.ckpt_interval=2", "--train.eval_interval=0", *extra)
+        assert code == 2 and error_line(err).startswith(f"error: {missing}"), err
+    assert snapshot(bare) == before
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@
 - `oom_message`: the one-line advice for a CUDA out-of-memory error.
 """
 
-import json
 import os
 import signal
 import threading
@@ -23,6 +22,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import ConfigError, RunConfig, config_differences
+from .tokenizer import recorded
 
 
 class StopSignals:
@@ -110,16 +110,13 @@ def check_same_run(path: Path, cfg: RunConfig, data_fingerprint: str | None) -> 
             "another train.out_dir, or --train.allow_config_change=true to resume anyway")
 
 
-def check_same_tokenizer(recorded_file: Path, current: dict) -> None:
+def check_same_tokenizer(run_dir: Path, current: dict) -> None:
     """Refuse to resume with other BPE ranks than the run trained with (a different ranks file
     of the same size would re-map every token id the model has learned)."""
-    try:
-        recorded = json.loads(recorded_file.read_text())
-    except (OSError, ValueError):
-        return  # a run from before tokenizer.json was written
-    if recorded.get("ranks_sha256", "") != current["ranks_sha256"]:
+    record = recorded(run_dir)
+    if record.get("ranks_sha256", "") != current["ranks_sha256"]:
         raise ConfigError(f"data.tokenizer_path: the ranks in {current['path'] or 'tiktoken cache'} "
-                          f"differ from those this run trained with ({recorded.get('path') or 'tiktoken cache'}); "
+                          f"differ from those this run trained with ({record.get('path') or 'tiktoken cache'}); "
                           "use the same ranks file, or --train.allow_config_change=true")
 
 

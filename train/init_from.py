@@ -29,8 +29,7 @@ from model.config import MLAConfig, MoEConfig
 
 from . import checkpoint as ckpt
 from .errors import ConfigError
-from .tokenizer import RUN_FILE as TOKENIZER_FILE
-from .tokenizer import get_tokenizer, ranks_sha256, tokenizer_vocab_size
+from .tokenizer import get_tokenizer, ranks_sha256, recorded, tokenizer_vocab_size
 
 try:
     import tomllib
@@ -88,12 +87,9 @@ def _run_source(path: Path, init_step: int, where: str) -> Source:
     checkpoint = found[max(found) if init_step == NEWEST else init_step]
     try:
         config = tomllib.loads((checkpoint / "config.toml").read_text())
-        tokenizer = (json.loads((path / TOKENIZER_FILE).read_text()) if (path / TOKENIZER_FILE).is_file()
-                     else {"tokenizer": config.get("data", {}).get("tokenizer", "byte")})  # an older run
-    except (OSError, ValueError) as e:  # tomllib's and json's decode errors are ValueErrors
-        raise ConfigError(f"{where}: unreadable {checkpoint.name}/config.toml or {TOKENIZER_FILE} "
-                          f"({str(e).splitlines()[0]})") from None
-    return Source(path, config.get("model", {}), checkpoint, tokenizer)
+    except (OSError, ValueError) as e:  # tomllib's decode errors are ValueErrors
+        raise ConfigError(f"{where}: unreadable {checkpoint.name}/config.toml ({str(e).splitlines()[0]})") from None
+    return Source(path, config.get("model", {}), checkpoint, recorded(path))
 
 
 def _hf_source(path: Path, where: str) -> Source:

@@ -19,11 +19,6 @@ import numpy as np
 
 from .errors import ConfigError
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 EOT_TEXT = "<|endoftext|>"
 GPT2_ENV_VAR = "GPT_LADDER_GPT2_TIKTOKEN"
 # GPT-2's pre-tokenizer split pattern (tiktoken's "gpt2" uses an equivalent, faster spelling).
@@ -164,21 +159,27 @@ def describe(tok) -> dict:
             "n_vocab": tok.n_vocab, "eot": tok.eot}
 
 
+def recorded(run_dir: str | Path) -> dict:
+    """The run's tokenizer.json (`describe` of the tokenizer it trained with), or a ConfigError."""
+    path = Path(run_dir) / RUN_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} has no {RUN_FILE}, the record of the tokenizer it trained with "
+                          "(python -m train writes it when a run starts)") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable ({e})") from None
+
+
 def for_run(run_dir: str | Path, tokenizer_path: str = "") -> "ByteTokenizer | GPT2Tokenizer":
     """The tokenizer a training run used, checked against the ranks hash it recorded.
 
     The ranks file is `tokenizer_path` when given, else the resolved path the run recorded in
-    tokenizer.json, else its config's data.tokenizer_path, the environment variable or tiktoken.
+    tokenizer.json, else the environment variable or tiktoken.
     """
     run_dir = Path(run_dir)
-    try:
-        recorded = json.loads((run_dir / RUN_FILE).read_text())
-    except FileNotFoundError:  # a run from before tokenizer.json: its config says enough
-        data = tomllib.loads((run_dir / "config.toml").read_text()).get("data", {})
-        recorded = {"tokenizer": data.get("tokenizer", "byte"), "path": data.get("tokenizer_path", "")}
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{run_dir / RUN_FILE}: unreadable ({e})") from None
-    name = recorded.get("tokenizer", "byte")
+    record = recorded(run_dir)
+    name = record.get("tokenizer", "byte")
     if name != "gpt2":
         if tokenizer_path:
             raise ConfigError(f"--tokenizer_path is for gpt2 runs; {run_dir} used the {name} tokenizer, "
@@ -186,14 +187,14 @@ def for_run(run_dir: str | Path, tokenizer_path: str = "") -> "ByteTokenizer | G
         return get_tokenizer(name)
     how = (f"pass --tokenizer_path PATH to a gpt2.tiktoken ranks file (or set {GPT2_ENV_VAR}); "
            "it must hold the ranks the run trained with")
-    path, where = (tokenizer_path, "--tokenizer_path") if tokenizer_path else (recorded.get("path", ""), "the run's tokenizer")
+    path, where = (tokenizer_path, "--tokenizer_path") if tokenizer_path else (record.get("path", ""), "the run's tokenizer")
     if path and not Path(path).is_file():
         raise ConfigError(f"{where} {path!r} {'is a directory' if Path(path).is_dir() else 'does not exist'}; {how}")
     try:
         tok = GPT2Tokenizer(path, where)
     except ValueError as e:
         raise ConfigError(f"{str(e).splitlines()[0]}; {how}") from None
-    want = recorded.get("ranks_sha256")
+    want = record.get("ranks_sha256")
     if want and ranks_sha256(tok) != want:
         raise ConfigError(f"the ranks in {tok.path or 'tiktoken cache'} differ from those the run "
                           f"{run_dir} trained with (SHA-256 {want[:12]}...); {how}")

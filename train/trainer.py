@@ -305,7 +305,7 @@ class Trainer:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         tokenizer = describe(self.tokenizer)
         if resumed_from is not None and not self.cfg.train.allow_config_change:
-            check_same_tokenizer(self.out_dir / TOKENIZER_FILE, tokenizer)
+            check_same_tokenizer(self.out_dir, tokenizer)
         if self.rank == 0:
             write_atomic(self.out_dir / "config.toml", RUN_CONFIG_HEADER + to_toml(self.cfg))
             write_atomic(self.out_dir / TOKENIZER_FILE, json.dumps(tokenizer, indent=2) + "\n")
