@@ -51,7 +51,7 @@ from model.speculative import speculative_generate  # noqa: E402
 from train.cli import add_quantize_options, quantized, run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 from train.decoding import check_decoding  # noqa: E402
-from train.hardware import DTYPES, autocast, peak_memory_bytes, pick_device, pick_dtype  # noqa: E402
+from train.hardware import DTYPES, autocast, on_device, peak_memory_bytes, pick_device, pick_dtype  # noqa: E402
 from train.run import load_run  # noqa: E402
 
 USAGE = "usage: python scripts/bench_decode.py CONFIG_OR_RUN_DIR [...] [--context N] [--draft RUN_DIR] [--help]"
@@ -176,7 +176,7 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
     model, kind = load_model(path, overrides, positions(args), args.step)
     check_decoding(model, kv_dtype=args.kv_dtype, compile=args.compile, draft=draft, draft_name=args.draft,
                    n_draft=args.n_draft)
-    quantized(model.to(device).eval(), args.quantize, args.group_size, path)
+    quantized(on_device(model, device, dtype).eval(), args.quantize, args.group_size, path)
     cfg = model.config
     context = min(args.context, cfg.block_size - 1 - max(args.new_tokens, args.nocache_tokens))
     if draft is not None:
@@ -229,7 +229,7 @@ def speculative_rows(model: GPT, draft: GPT, idx, args, device) -> dict[str, str
     """Acceptance, tokens per target forward, rate and speed-up of speculative decoding, all from the
     same greedy runs of 1 + --new_tokens tokens on `idx`; the speed-up against plain decoding through
     the same full-precision cache, timed just before on the same prompt."""
-    quantized(draft.to(device).eval(), args.quantize, args.group_size, "--draft")
+    quantized(on_device(draft, device, pick_dtype(args.dtype, device)).eval(), args.quantize, args.group_size, "--draft")
     stats = {}  # new tokens -> SpeculativeStats (greedy: every run of one length does the same)
 
     def run(idx, n):

@@ -63,6 +63,27 @@ def test_a_run_without_tokenizer_json_is_refused_in_one_line(base, corpus, cfg_f
     assert snapshot(bare) == before
 
 
+def test_sample_eval_and_bench_decode_switch_to_the_device_kernels(base, capsys, monkeypatch):
+    """As in training, each layer runs its kernel for the device and compute dtype (model/kernels.py):
+    sampling, evaluation and the decoding benchmark switch the model, and a draft, once it is there."""
+    import train.hardware
+
+    calls = []
+
+    def record(model, device, dtype):
+        calls.append((next(model.parameters()).device.type, device.type, dtype))
+        return {}
+    monkeypatch.setattr(train.hardware, "use_device_kernels", record)
+    bench_decode = load("bench_decode").main
+    timing = ["--context=8", "--new_tokens=2", "--nocache_tokens=2", "--repeat=1", "--device=cpu", "--n_draft=2"]
+    for entry, args, models in [(sample.main, ["--max_new_tokens", "2", "--draft", base], 2),
+                                (train_eval.main, [], 1), (bench_decode, [*timing, f"--draft={base}"], 2)]:
+        calls.clear()
+        code, _, err = cli(capsys, base, *args, entry=entry)
+        assert code == 0, err
+        assert calls == [("cpu", "cpu", torch.float32)] * models, (entry.__module__, calls)
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluation
 

@@ -39,7 +39,7 @@ from .data import prepare
 from .errors import ConfigError
 from .evals.suite import Settings, aggregate, run_task, table
 from .evals.tasks import TaskEnv, build_task
-from .hardware import pick_device, pick_dtype
+from .hardware import on_device, pick_device, pick_dtype
 from .metrics_log import add_scalars, summary_writer_class
 from .post.chat_data import ChatData
 from .post.chat_format import ChatTokenizer
@@ -148,7 +148,7 @@ def load_model(args: argparse.Namespace) -> EvalModel:
         tok = ChatTokenizer(tok)
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
-    model = quantized(run.model.to(device), args.quantize, args.group_size, args.run_dir)
+    model = quantized(on_device(run.model, device, dtype), args.quantize, args.group_size, args.run_dir)
     return EvalModel(run, tok, model, device, dtype)
 
 

@@ -6,6 +6,8 @@ from contextlib import nullcontext
 
 import torch
 
+from model import use_device_kernels
+
 from .errors import ConfigError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -63,6 +65,13 @@ def autocast(device: torch.device, dtype: str):
     if dtype == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+
+
+def on_device(model: torch.nn.Module, device: torch.device, dtype: str) -> torch.nn.Module:
+    """`model` moved to `device`, each layer on its kernel there for the compute `dtype`
+    (model/kernels.py), as the trainer runs it; on the CPU every layer keeps its build kernel."""
+    use_device_kernels(model.to(device), device, DTYPES[dtype])
+    return model
 
 
 def peak_flops(device: torch.device, dtype: str) -> float:

@@ -28,7 +28,7 @@ from model.sampling import TEMPERATURE, TOP_K
 from .cli import add_quantize_options, argument_parser, quantized, run_cli
 from .decoding import check_decoding
 from .errors import ConfigError
-from .hardware import autocast, pick_device, pick_dtype
+from .hardware import autocast, on_device, pick_device, pick_dtype
 from .run import load_run
 from .tokenizer import for_run
 
@@ -98,9 +98,9 @@ def main(argv: list[str]) -> int:
     max_new = _capped(args.max_new_tokens, len(prompt), *min(contexts, key=lambda c: c[0]))
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype or run.cfg.train.dtype, device)
-    model = quantized(run.model.to(device), args.quantize, args.group_size, run.run_dir)
+    model = quantized(on_device(run.model, device, dtype), args.quantize, args.group_size, run.run_dir)
     if draft_run:
-        quantized(draft.to(device), args.quantize, args.group_size, f"--draft {args.draft}")
+        quantized(on_device(draft, device, dtype), args.quantize, args.group_size, f"--draft {args.draft}")
     idx = torch.tensor([prompt] * args.num_samples, device=device)
     gen = torch.Generator(device).manual_seed(args.seed)
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, kv_dtype=args.kv_dtype,
