@@ -30,7 +30,7 @@ from model.accounting import weight_bytes  # noqa: E402
 from model.quantize import KINDS as QUANTIZED  # noqa: E402
 from train.cli import quantized, run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
-from train.hardware import DTYPES, autocast, pick_device, pick_dtype  # noqa: E402
+from train.hardware import DTYPES, autocast, on_device, pick_device, pick_dtype  # noqa: E402
 
 KINDS = (None, *QUANTIZED)  # the compute dtype first: the anchor of every ratio
 
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
     device = args.device_
     dtype = pick_dtype(args.dtype, device)
     base, kind_of = load_model(args.target, args.overrides, args.context + 1 + args.new_tokens, args.step)
-    base.to(device)
+    on_device(base, device, dtype)
     models = {kind: quantized(copy.deepcopy(base).eval(), kind, args.group_size, args.target) for kind in KINDS}
     cfg = base.config
     name = lambda kind: kind or "fp32"  # noqa: E731

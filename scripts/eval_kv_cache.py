@@ -22,7 +22,7 @@ from train.cli import argument_parser, run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
 from train.decoding import refusing_layer  # noqa: E402
 from train.data import bits_per_byte, get_batch, prepare  # noqa: E402
-from train.hardware import DTYPES, autocast, pick_device, pick_dtype  # noqa: E402
+from train.hardware import DTYPES, autocast, on_device, pick_device, pick_dtype  # noqa: E402
 from train.run import load_run  # noqa: E402
 
 FORMATS = (None, "int8", "int4")
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
     run_dir, path, cfg, model = run.run_dir, run.checkpoint, run.cfg, run.model
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(cfg.train.dtype if args.dtype == "auto" else args.dtype, device)
-    model.to(device).eval()
+    on_device(model, device, dtype).eval()
     data = prepare(cfg.data, progress=False)
     batches = [get_batch(data.val, cfg.train.batch_size, cfg.seq_len, (cfg.train.seed, 1, i))
                for i in range(args.batches or cfg.train.eval_batches)]

@@ -42,7 +42,7 @@ from train.errors import ConfigError  # noqa: E402
 from train.evals.hellaswag import STYLES, HellaSwagTask, headline, parse_row  # noqa: E402
 from train.evals.jsonl import read_items  # noqa: E402
 from train.evals.suite import Settings, run_task  # noqa: E402
-from train.hardware import pick_device, pick_dtype  # noqa: E402
+from train.hardware import on_device, pick_device, pick_dtype  # noqa: E402
 from train.run import load_run  # noqa: E402
 from train.tokenizer import GPT2Tokenizer, for_run  # noqa: E402
 
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
     model, tok, what = load_model(args)
-    model = model.to(device)
+    model = on_device(model, device, dtype)
     settings = Settings(limit=len(items))
     results = {}
     for style in STYLES:

@@ -20,7 +20,7 @@ from model.sampling import TOP_K, sample_next
 
 from .cli import argument_parser, run_cli
 from .errors import ConfigError
-from .hardware import autocast, pick_device, pick_dtype
+from .hardware import autocast, on_device, pick_device, pick_dtype
 from .post.chat_format import ChatTokenizer
 from .run import load_run
 from .tokenizer import for_run
@@ -115,11 +115,12 @@ def main(argv: list[str]) -> int:
     if run.cfg.post.chat:
         tok = ChatTokenizer(tok)
     device = pick_device(args.device, "--device")
-    model = run.model.to(device)
+    dtype = pick_dtype(run.cfg.train.dtype, device)
+    model = on_device(run.model, device, dtype)  # each layer on its kernel for the device
     chat = Chat(model, tok, args.max_new_tokens, args.temperature, args.top_k,
                 torch.Generator(device).manual_seed(args.seed))
     emit = lambda piece: print(piece, end="", flush=True)  # noqa: E731
-    with autocast(device, pick_dtype(run.cfg.train.dtype, device)):
+    with autocast(device, dtype):
         if args.once is not None:
             chat.turn(args.once, emit)
             print()
