@@ -237,3 +237,19 @@ def test_each_preset_exports_or_is_refused_in_one_line_naming_the_closest(name):
     if name in CLOSEST:
         family, setting = CLOSEST[name]
         assert f"the closest, {family}, is blocked by " in message and setting in message
+
+
+def test_a_chat_runs_gguf_holds_its_chat_tokens_template_and_eos(tmp_path):
+    from transformers import AutoTokenizer
+
+    from train.post.chat_format import ChatFormat, Message
+
+    model = GPT(ModelConfig(**{**SIZES, "vocab_size": 261}))  # the byte vocabulary and the chat tokens
+    write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32", chat=True)
+    hf = AutoTokenizer.from_pretrained(tmp_path, gguf_file=FILE_NAME)
+    messages = [Message("system", "Add."), Message("user", "2+3= é"), Message("assistant", "5"), Message("user", "4+4=")]
+    ids = hf.apply_chat_template([{"role": m.role, "content": m.content} for m in messages],
+                                 add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert ids == ChatFormat(get_tokenizer("byte")).prompt(messages)
+    assert len(hf) == 261 and hf.eos_token_id == 260 and hf.bos_token_id == 256
+    assert hf.convert_ids_to_tokens([257, 258, 259, 260]) == ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]

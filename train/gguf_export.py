@@ -48,7 +48,8 @@ from model.config import ModelConfig
 from model.hf import config_to_hf, to_hf
 
 from .errors import ConfigError, make_dir
-from .hf_tokenizer import bytes_to_unicode, gpt2_vocab_and_merges
+from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
+from .post.chat_format import SPECIAL
 from .run import load_run
 from .tokenizer import EOT_TEXT, for_run
 
@@ -228,9 +229,11 @@ def stored(name: str, array: np.ndarray, gguf_type: str):
 
 
 # ----------------------------------------------------------------------------- tokenizer
-def tokenizer_metadata(w, tok, n_vocab: int) -> None:
+def tokenizer_metadata(w, tok, n_vocab: int, chat: bool = False) -> None:
     """Our tokenizer as GGUF's "gpt2" (byte-level BPE) tokenizer keys; ids past the tokenizer's
-    (a model.vocab_size padded beyond it) are unused [PAD<id>] tokens, as llama.cpp writes them."""
+    (a model.vocab_size padded beyond it) are unused [PAD<id>] tokens, as llama.cpp writes them.
+    chat: a chat run's four tokens follow as control tokens, <|end|> is the eos and the chat
+    template is HF's (train/hf_tokenizer.py), so a GGUF runtime prompts it as train.chat does."""
     from gguf import TokenType
 
     if tok.name == "gpt2":
@@ -241,6 +244,11 @@ def tokenizer_metadata(w, tok, n_vocab: int) -> None:
         tokens, merges = [to_char[b] for b in range(256)] + [EOT_TEXT], []
     assert tokens.index(EOT_TEXT) == tok.eot == len(tokens) - 1
     types = [TokenType.NORMAL] * (len(tokens) - 1) + [TokenType.CONTROL]
+    eos = tok.eot
+    if chat:
+        eos = len(tokens) + SPECIAL.index("<|end|>")  # the specials follow the tokenizer's ids
+        tokens, types = tokens + list(SPECIAL), types + [TokenType.CONTROL] * len(SPECIAL)
+        w.add_chat_template(CHAT_TEMPLATE)
     tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
     types += [TokenType.UNUSED] * (n_vocab - len(types))
     w.add_tokenizer_model("gpt2")
@@ -251,8 +259,9 @@ def tokenizer_metadata(w, tok, n_vocab: int) -> None:
         w.add_token_merges([f"{a} {b}" for a, b in merges])
     else:
         w.add_token_scores([0.0] * len(tokens))
-    for add in (w.add_bos_token_id, w.add_eos_token_id, w.add_pad_token_id):
-        add(tok.eot)
+    w.add_bos_token_id(tok.eot)
+    w.add_eos_token_id(eos)
+    w.add_pad_token_id(eos)
     w.add_add_bos_token(False)
 
 
@@ -270,10 +279,11 @@ def export_gguf(run_dir: str | Path, out_dir: str | Path, family: str = "auto", 
                 step: int | None = None, tokenizer_path: str = "") -> GGUFExport:
     """Write the run's model (newest checkpoint, or `step`) as OUT_DIR/model.gguf."""
     run = load_run(run_dir, step)
-    return write_gguf(run.model, for_run(run.run_dir, tokenizer_path), out_dir, family, gguf_type)
+    return write_gguf(run.model, for_run(run.run_dir, tokenizer_path), out_dir, family, gguf_type, run.cfg.post.chat)
 
 
-def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type: str = "f16") -> GGUFExport:
+def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type: str = "f16",
+               chat: bool = False) -> GGUFExport:
     """Write `model` (our GPT) and `tok` as OUT_DIR/model.gguf. Everything is checked and converted
     first; the file is written in a temporary directory beside OUT_DIR, renamed to OUT_DIR once complete."""
     try:
@@ -297,7 +307,7 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
         w.add_file_type(gguf.LlamaFileType[FILE_TYPES[gguf_type]])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         ARCHS[family].hparams(w, cfg)
-        tokenizer_metadata(w, tok, cfg.vocab_size)
+        tokenizer_metadata(w, tok, cfg.vocab_size, chat)
         for name, (data, qtype) in encoded.items():
             w.add_tensor(name, data, raw_dtype=qtype)
         w.write_header_to_file()
