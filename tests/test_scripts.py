@@ -191,3 +191,40 @@ def test_eval_kv_cache_reads_a_run_without_warnings(base, capsys):
     assert code == 0 and "warning" not in err, err
     assert out.startswith(f"# step_00000002 of {base}: 1 val batches")
     assert [line.split(" | ")[0] for line in out.splitlines()[3:]] == ["| none", "| int8", "| int4"]
+
+
+def test_think_budget_forces_the_answer_mark_when_the_budget_runs_out():
+    """A scripted model that always works the steps right but, when forced, answers 0: pass@1 is 1
+    from the budget at which its own answer mark fits, 0 below it, with every answer forced."""
+    from types import SimpleNamespace
+
+    from train.evals.tasks import TaskEnv, build_task
+    from train.post.chat_format import ChatTokenizer
+    from train.tokenizer import get_tokenizer
+
+    tb = load_script("think_budget")
+    tok = ChatTokenizer(get_tokenizer("byte"))
+    task = build_task("arithmetic:op=add,digits=2,steps", TaskEnv(tok, 128, None))
+    items = task.items("test", 5, 1234)
+    mark = tok.encode(" #### ")
+
+    class Scripted:
+        config = SimpleNamespace(block_size=128)
+        transformer = SimpleNamespace(ln_f=SimpleNamespace(weight=torch.zeros(1)))
+
+        def generate(self, idx, n, temperature):
+            rows = []
+            for row in idx.tolist():
+                if row[-len(mark):] == mark:  # forced: a wrong answer
+                    new = tok.encode("0")
+                else:
+                    item = next(it for it in items if tok.encode(it.prompt) == row[-len(it.prompt) - 2:-2])
+                    new = tok.encode(item.target) + [tok.eot]
+                rows.append(row + (new + [tok.eot] * n)[:n])
+            return torch.tensor(rows)
+
+    shortest = min(len(tok.encode(it.target.split(" ####")[0])) for it in items)
+    longest = max(len(tok.encode(it.target.split("####")[0])) + 4 for it in items)
+    rows = tb.scores(Scripted(), tok, task, items, [0, shortest - 1, longest])
+    assert rows == [(0, 0.0, 5), (shortest - 1, 0.0, 5), (longest, 1.0, 0)]
+    assert tb.answer_within(tok, tok.encode("3+5=8 #### 8") + [tok.eot], 3) == tok.encode("3+5")
