@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from train.cli import argument_parser, run_cli  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
 from train.evals.arithmetic import ANSWER_MARK  # noqa: E402
-from train.evals.generative import prompt_ids  # noqa: E402
+from train.evals.generative import completion, prompt_ids  # noqa: E402
 from train.evals.tasks import TaskEnv, build_task  # noqa: E402
 from train.hardware import on_device, pick_device  # noqa: E402
 from train.post.chat_format import ChatTokenizer  # noqa: E402
@@ -83,10 +83,10 @@ def scores(model, tok, task, items, budgets: list[int]) -> list[tuple[int, float
         forced = [i for i, c in enumerate(cut) if c is not None]
         mark = tok.encode(f" {ANSWER_MARK} ")
         tails = greedy(model, [prompts[i] + cut[i] + mark for i in forced], ANSWER_TOKENS)
-        texts = [tok.decode(ids[:ids.index(tok.eot)] if tok.eot in ids else ids) for ids in free]
+        texts = [completion(tok, ids) for ids in free]  # up to the end of the answer, its first line
         for i, tail in zip(forced, tails):
-            texts[i] = tok.decode(cut[i] + mark + tail)
-        right = sum(task.extract(text.split("\n")[0]) == item.answer for text, item in zip(texts, items))
+            texts[i] = completion(tok, cut[i] + mark + tail)
+        right = sum(task.extract(text) == item.answer for text, item in zip(texts, items))
         rows.append((budget, right / len(items), len(forced)))
     return rows
 

@@ -21,7 +21,7 @@ from model.sampling import TOP_K, sample_next
 from .cli import argument_parser, run_cli
 from .errors import ConfigError
 from .hardware import autocast, on_device, pick_device, pick_dtype
-from .post.chat_format import ChatTokenizer
+from .post.chat_format import ChatTokenizer, Message
 from .run import load_run
 from .tokenizer import for_run
 
@@ -68,10 +68,7 @@ class Chat:
     def user_ids(self, text: str) -> list[int]:
         if self.chat is None:
             return self.tok.encode(f"User: {text}\nAssistant:")
-        return [self.chat.role_id["user"], *self.tok.encode(text), self.chat.end, self.chat.role_id["assistant"]]
-
-    def stops(self, ids: list[int], text: str) -> bool:
-        return ids[-1] == self.tok.eot or (self.chat is None and "\n" in text)
+        return self.chat.prompt([Message("user", text)])
 
     @torch.no_grad()
     def turn(self, text: str, emit=lambda piece: None) -> str:
@@ -93,11 +90,13 @@ class Chat:
         for _ in range(budget):
             token = sample_next(logits, self.temperature, self.top_k, generator=self.generator)
             new.append(int(token))
-            answer = self.tok.decode([t for t in new if t != self.tok.eot]).split("\n")[0]
+            stopped = new[-1] == self.tok.eot
+            text = self.tok.decode(new[:-1] if stopped else new)
+            stopped = stopped or (self.chat is None and "\n" in text)  # a base run's answer is one line
+            answer = text.split("\n")[0]
             if not answer.endswith("\ufffd"):  # a character cut between byte tokens waits for the rest
                 emit(answer[len(shown):])
                 shown = answer
-            stopped = self.stops(new, self.tok.decode(new))
             if stopped:
                 break
             logits = self.model(token.view(1, 1), cache=self.cache)[:, -1]

@@ -49,7 +49,7 @@ from model.hf import config_to_hf, to_hf
 
 from .errors import ConfigError, make_dir
 from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
-from .post.chat_format import SPECIAL
+from .post.chat_format import SPECIAL, ChatFormat
 from .run import load_run
 from .tokenizer import EOT_TEXT, for_run
 
@@ -246,7 +246,7 @@ def tokenizer_metadata(w, tok, n_vocab: int, chat: bool = False) -> None:
     types = [TokenType.NORMAL] * (len(tokens) - 1) + [TokenType.CONTROL]
     eos = tok.eot
     if chat:
-        eos = len(tokens) + SPECIAL.index("<|end|>")  # the specials follow the tokenizer's ids
+        eos = ChatFormat(tok).end  # the specials follow the tokenizer's ids, in SPECIAL's order
         tokens, types = tokens + list(SPECIAL), types + [TokenType.CONTROL] * len(SPECIAL)
         w.add_chat_template(CHAT_TEMPLATE)
     tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
