@@ -152,7 +152,7 @@ def numerics(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
-TIMING = ("tokens_per_s", "mfu", "elapsed_s")
+TIMING = ("tokens_per_s", "mfu", "elapsed_s", "t_rollout_s", "t_reward_s", "t_loss_s")
 
 
 def all_saved_weights_finite(out_dir: Path) -> bool:

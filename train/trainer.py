@@ -42,6 +42,8 @@ from .metrics_log import MetricsLog, write_atomic
 from .optim import build_optimizer, lr_at
 from .stop import StopAgreement
 from .post.chat_data import ChatData, ChatSplit
+from .post.chat_format import ChatTokenizer
+from .post.methods import build_method
 from .tokenizer import RUN_FILE as TOKENIZER_FILE, describe, get_tokenizer
 
 
@@ -78,9 +80,16 @@ class Trainer:
         self.wrapped = parallel.wrap(self.model, t.parallel, self.dist, self.device, DTYPES[self.dtype])
         self.sharded = self.dist.active and t.parallel == "fsdp2"
         self.init_source: dict | None = None  # train.init_from's weights: where from (metrics.jsonl, step 0)
-        if t.init_from and not ckpt.list_checkpoints(self.out_dir):  # else resume() loads the run's own
-            weights, self.init_source = initial_weights(t.init_from, t.init_step, cfg.model)
-            parallel.load_full_model_state(self.model, weights)
+        weights, fresh = None, not ckpt.list_checkpoints(self.out_dir)  # else resume() loads the run's own
+        if t.init_from and (fresh or cfg.post.needs_reference):
+            weights, source = initial_weights(t.init_from, t.init_step, cfg.model)
+            if fresh:
+                parallel.load_full_model_state(self.model, weights)
+                self.init_source = source
+        # rft, grpo, dpo: an objective that samples from the model (train/post/methods.py)
+        reference = frozen_copy(cfg, weights, self.device) if cfg.post.needs_reference else None
+        self.method = build_method(cfg.post, ChatTokenizer(self.tokenizer), cfg.model.block_size, cfg.data,
+                                   self.model, reference, self.dtype)
         if self.rank:
             torch.manual_seed(t.seed + self.rank)  # dropout masks differ between ranks
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
@@ -119,6 +128,7 @@ class Trainer:
                 "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" and
                 not self.dist.active else [],
                 **({"rng_ranks": rng} if self.world_size > 1 else {}),
+                **({"post": self.method.state_dict()} if self.method else {}),
             }
             state = {"step": self.step, "tokens": self.step * self.tokens_per_step,
                      "world_size": self.world_size, "data_fingerprint": self.data.meta.get("fingerprint"),
@@ -152,6 +162,8 @@ class Trainer:
             raise ckpt.CheckpointMismatch(f"checkpoint {path}: its optimizer state does not fit "
                                           f"this model ({e})") from None
         self.scaler.load_state_dict(train_state["scaler"])
+        if self.method:
+            self.method.load_state_dict(train_state["post"])
         self._restore_rng(train_state, state["step"])
         self.step = state["step"]
         self.skipped_steps = state.get("skipped_steps", 0)
@@ -210,13 +222,13 @@ class Trainer:
             # the global micro-batch index: ranks x grad_accum micro-batches make one step
             # (the key's last field, once the rank, stays 0 so one process reads what it always did)
             key = (cfg.train.seed, 0, self.step, self.rank * accum + micro, 0)
-            x, y = self._batch(self.data.train, key)
             with parallel.grad_sync(self.wrapped, micro == accum - 1):  # all-reduce on the last only
                 with autocast(self.device, self.dtype):
                     # The objective's terms by name: the LM cross-entropy ("loss") and those of
-                    # the layers that have one (MoE balancing, MTP, DSA's indexer); metrics.jsonl
-                    # logs each under its name.
-                    _, terms = model(x, y)
+                    # the layers that have one (MoE balancing, MTP, DSA's indexer), or a sampling
+                    # method's; metrics.jsonl logs each under its name.
+                    terms = (self.method.terms(model, key) if self.method else
+                             model(*self._batch(self.data.train, key))[1])
                 objective = sum(terms.values())
                 self.scaler.scale(objective / accum).backward()
             parts = torch.stack([t.detach().float() for t in terms.values()])
@@ -253,6 +265,8 @@ class Trainer:
                   "skipped_steps": self.skipped_steps}
         if stats.numel():  # MoE: its metrics, its aux-loss-free bias update and a fresh count
             record |= {"aux_loss": means.get("aux_loss", 0.0), **self.model.end_step(values[len(terms) + 1:])}
+        if self.method:  # rewards, pass rate, KL, clip fraction, timings
+            record |= self.method.metrics()
         return record
 
     def _nonfinite_step(self, lr: float, what: str) -> dict:
@@ -275,8 +289,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean loss over a fixed set of validation batches, and the same in bits per byte."""
-        return evaluate(self.model, self.data, self.cfg, self.device, self.dtype, self.dist)
+        """Mean loss over a fixed set of validation batches, and the same in bits per byte; a
+        sampling method's held-out score (pass@1, or DPO's accuracy on held-out pairs)."""
+        scores = evaluate(self.model, self.data, self.cfg, self.device, self.dtype, self.dist)
+        return scores | (self.method.evaluate() if self.method else {})
 
     def _batch(self, tokens, key):
         return batch_on(tokens, self.cfg, key, self.device)
@@ -362,15 +378,18 @@ class Trainer:
     def _run_step(self, bar: tqdm) -> dict:
         """One step and what follows it: evaluation, the metrics line, a checkpoint, the bar."""
         t = self.cfg.train
-        t0 = time.perf_counter()
+        t0, before = time.perf_counter(), self.method.tokens if self.method else 0
         record = self.train_step()  # with several ranks, it also agrees on a stop signal and the time
         if not self.dist.active:
             self.stop.agree()
         dt = time.perf_counter() - t0
-        record["tokens"] = self.step * self.tokens_per_step  # over all ranks
-        record["tokens_per_s"] = self.tokens_per_step / dt
+        tokens = self.tokens_per_step  # over all ranks; a sampling method's rows vary in length
+        record["tokens"] = self.step * tokens
+        if self.method:
+            tokens, record["tokens"] = (self.method.tokens - before) * self.world_size, self.method.tokens * self.world_size
+        record["tokens_per_s"] = tokens / dt
         # per device: <= 1, see hardware.Peak
-        record["mfu"] = self.peak.mfu(self.flops_per_step / self.world_size / dt)
+        record["mfu"] = self.peak.mfu(self.flops_per_step / self.tokens_per_step * tokens / self.world_size / dt)
         self.ended_by = "max_seconds" if self.stop.out_of_time and self.step < t.max_steps else None
         if self.ended_by:
             record["ended_by"] = self.ended_by  # in the metrics line and the checkpoint below
@@ -441,6 +460,17 @@ def batch_on(tokens, cfg: RunConfig, key: tuple[int, ...], device: torch.device)
     if device.type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
+
+
+def frozen_copy(cfg: RunConfig, weights: dict | None, device: torch.device) -> GPT:
+    """The run's initial weights, frozen: train.init_from's, or the seed's from scratch (the
+    generator is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = GPT(cfg.model)
+    if weights is not None:
+        model.load_state_dict(weights)
+    return model.to(device).requires_grad_(False).eval()
 
 
 def train(cfg: RunConfig) -> dict:

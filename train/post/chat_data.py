@@ -2,7 +2,8 @@
 
 `post.data` names the conversations:
     a JSONL file       one {"messages": [{"role", "content"}, ...]} per line (TRL's, nanochat's and
-                       HF's chat format); a hash of each line picks the validation share
+                       HF's chat format), or DPO's {"prompt", "chosen", "rejected"} (the chosen
+                       answer is the conversation's); a hash of each line picks the validation share
                        (post.val_fraction), the same on every machine;
     task:SPEC          a built-in checkable task of the evaluation layer (train/evals/tasks.py),
                        e.g. "task:arithmetic:op=add,digits=2,steps": each item is a user message
@@ -26,6 +27,7 @@ import torch
 from ..errors import ConfigError
 from ..evals.tasks import TaskEnv, build_task
 from .chat_format import ChatFormat, Message, parse_conversation
+from .pairs import read_pair
 
 IGNORE = -100  # a target that adds nothing to the loss (model/loss.py)
 SHUFFLE_SEED = 1234
@@ -100,6 +102,14 @@ def assistant_bytes(messages: list[Message]) -> int:
     return sum(len(m.content.encode("utf-8")) for m in messages if m.role == "assistant")
 
 
+def conversation(record, where: str) -> list[Message]:
+    """A chat record, or a DPO pair's prompt and chosen answer (its val loss is the chosen's)."""
+    if isinstance(record, dict) and "chosen" in record:
+        turns, chosen, _ = read_pair(record, where)
+        return [*turns, Message("assistant", chosen)]
+    return parse_conversation(record, where)
+
+
 def load_conversations(post, tok, block_size: int, data_cfg) -> dict[str, list[list[Message]]]:
     """{"train": [...], "val": [...]} from a JSONL file or a built-in task (module docstring)."""
     if post.data.startswith("task:"):
@@ -122,5 +132,5 @@ def load_conversations(post, tok, block_size: int, data_cfg) -> dict[str, list[l
             except ValueError as e:
                 raise ConfigError(f"{path}:{n}: not JSON ({str(e).splitlines()[0]})") from None
             u = int.from_bytes(hashlib.blake2b(line.strip().encode(), digest_size=8).digest(), "big") / 2**64
-            out["val" if u < post.val_fraction else "train"].append(parse_conversation(record, f"{path}:{n}"))
+            out["val" if u < post.val_fraction else "train"].append(conversation(record, f"{path}:{n}"))
     return out

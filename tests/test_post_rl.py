@@ -1,0 +1,122 @@
+"""rft, grpo and dpo as ordinary runs: exact resume (rollouts reused across a checkpoint included),
+the per-step metrics, the frozen reference, DPO learning from a pairs file, and bad input.
+
+A tiny random model never answers arithmetic right, so where a test needs rewards of both kinds
+the task's checker is replaced by a rule such a model meets about half the time (the answer's
+first token is even); everything else is the real pipeline."""
+
+import json
+
+import pytest
+import torch
+
+from tiny_run import TINY, cli, error_line, metrics, numerics
+from train.config import load_config
+from train.post.losses import rft_loss, token_logprobs
+from train.post.rollouts import PromptSet
+from train.run import load_run
+from train.trainer import Trainer
+
+TASK = ["--post.data=task:arithmetic:op=add,digits=1", "--post.n_train=40", "--post.n_val=6",
+        "--post.prompts=2", "--post.samples=4", "--post.max_new_tokens=6"]
+
+
+def run(out, method, *extra):
+    return Trainer(load_config(None, [*TINY, f"--post.method={method}", *TASK, f"--train.out_dir={out}",
+                                      "--train.eval_interval=2", *extra]))
+
+
+@pytest.fixture
+def even_first_token(monkeypatch):
+    monkeypatch.setattr(PromptSet, "reward", lambda self, split, i, answer: float(answer[0] % 2 == 0))
+
+
+def test_grpo_resumes_exactly_with_rollouts_kept_across_the_checkpoint(tmp_path, even_first_token):
+    reuse = ["--post.rollout_steps=2", "--post.clip_eps=1e-4", "--post.kl_coef=0.05", "--train.eval_interval=1"]  # the cut's last step evaluates
+    run(tmp_path / "straight", "grpo", *reuse, "--train.max_steps=5").fit()
+    run(tmp_path / "cut", "grpo", *reuse, "--train.max_steps=3", "--train.ckpt_interval=3").fit()
+    run(tmp_path / "cut", "grpo", *reuse, "--train.max_steps=5").fit()  # step 4 reuses step 3's rollouts
+    straight, cut = metrics(tmp_path / "straight"), metrics(tmp_path / "cut")
+    assert numerics(straight) == numerics(cut)
+    assert {"reward_mean", "reward_std", "pass_rate", "answer_len", "kl", "clip_frac", "kl_loss",
+            "t_rollout_s", "t_reward_s", "t_loss_s"} <= straight[0].keys()
+    assert 0 < straight[0]["reward_mean"] < 1 and straight[0]["grad_norm"] > 0
+    assert [r["step"] for r in straight if "val_pass@1" in r] == [1, 2, 3, 4, 5]
+    # the second step of a cycle trains the same rollouts (no new rewards) with a ratio that has
+    # moved from 1 (by more than the tiny clip range); the first one's ratio is exactly 1
+    assert "reward_mean" not in straight[1] and straight[1]["clip_frac"] > 0 == straight[0]["clip_frac"]
+    assert straight[1]["kl"] > 0
+
+
+def test_rft_trains_on_the_accepted_answers_only(tmp_path, even_first_token):
+    trainer = run(tmp_path / "rft", "rft", "--train.max_steps=1")
+    method, key = trainer.method, (1337, 0, 0, 0, 0)
+    ro = method.rollout(trainer.model, key)  # what terms() samples for this key, again
+    keep = ro.rewards > 0
+    assert 0 < int(keep.sum()) < len(keep)
+    model = trainer.model.eval()  # no dropout: the two forwards must agree
+    want = rft_loss(token_logprobs(model(ro.ids), ro.ids)[keep], ro.mask[keep])
+    assert float(method.terms(model, key)["loss"]) == pytest.approx(float(want), rel=1e-5)
+    assert method.metrics()["accepted"] == pytest.approx(float(keep.float().mean()))
+
+
+def write_pairs(path, n=60):
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": f"{i} ok?", "chosen": "yes", "rejected": "no"}) + "\n")
+    return path
+
+
+def test_dpo_from_a_pairs_file_learns_the_preference(tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    out = tmp_path / "dpo"
+    run(out, "dpo", f"--post.data={data}", "--post.val_fraction=0.2", "--post.prompts=8", "--post.beta=0.5",
+        "--train.max_steps=12", "--train.eval_interval=6", "--optim.lr=1e-2", "--model.dropout=0.0").fit()
+    evals = [r for r in metrics(out) if "val_dpo_acc" in r]
+    assert [r["step"] for r in evals] == [6, 12]
+    assert evals[-1]["val_dpo_acc"] == 1.0 and evals[-1]["val_dpo_margin"] > evals[0]["val_dpo_margin"] > 0
+    assert evals[-1]["val_dpo_loss"] < 0.5 < 0.69  # log 2: the loss of a policy equal to its reference
+
+
+def test_the_reference_is_the_initial_weights_also_after_a_resume(tmp_path, base):
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    out = tmp_path / "ref"
+    args = ("dpo", f"--post.data={data}", "--post.val_fraction=0.2", f"--train.init_from={base}",
+            "--train.ckpt_interval=2")
+    run(out, *args, "--train.max_steps=2").fit()
+    resumed = run(out, *args, "--train.max_steps=3")
+    source = load_run(base).model.state_dict()
+    reference = resumed.method.reference.state_dict()
+    assert all(torch.equal(reference[k], v) for k, v in source.items())
+    assert not any(p.requires_grad for p in resumed.method.reference.parameters())
+    resumed.fit()
+    trained = load_run(out).model.state_dict()
+    assert not all(torch.equal(trained[k], v) for k, v in source.items())
+
+
+def test_dpo_from_a_task_builds_pairs_from_the_references_checked_answers(tmp_path, even_first_token):
+    out = tmp_path / "dpo-task"
+    run(out, "dpo", "--train.max_steps=2", "--post.prompts=4").fit()
+    first = metrics(out)[0]
+    assert first["pairs"] >= 1 and "dpo_acc" in first and first["loss"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--post.method=grpo", "--post.data=chats.jsonl"], "post.data must be task:SPEC"),
+    (["--post.method=grpo", "--post.data=task:arithmetic", "--post.samples=1"], "post.samples must be >= 2"),
+    (["--post.method=dpo", "--post.data=task:arithmetic", "--post.beta=0"], "post.beta must be > 0"),
+    (["--post.method=ppo", "--post.data=task:arithmetic"], "post.method"),
+])
+def test_bad_post_settings_are_one_line_errors(tmp_path, capsys, cfg_file, args, message):
+    code, _, err = cli(capsys, cfg_file, "--train.out_dir=" + str(tmp_path / "x"), *args)
+    assert code == 2 and message in error_line(err)
+
+
+def test_a_bad_pairs_line_names_its_file_and_line(tmp_path, capsys, cfg_file):
+    data = write_pairs(tmp_path / "pairs.jsonl", n=3)
+    with data.open("a") as f:
+        f.write(json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
+    code, _, err = cli(capsys, cfg_file, *TINY, "--post.method=dpo", f"--post.data={data}", "--train.max_steps=1",
+                       "--train.out_dir=" + str(tmp_path / "x"))
+    assert code == 2 and f"{data}:4: expected" in error_line(err)
+    assert not (tmp_path / "x" / "metrics.jsonl").exists()

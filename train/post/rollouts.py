@@ -1,0 +1,113 @@
+"""Rollouts: a task's prompts, the model's sampled answers, the checker's rewards.
+
+The prompts of a reinforcement-learning run (rft, grpo, and dpo without a pairs file) are the
+user turns of a built-in checkable task (`post.data = "task:SPEC"`, train/evals/): post.n_train
+items of its train split to learn from, post.n_val of its validation split to score on. A
+rollout samples `post.samples` answers per prompt with `GPT.generate` (KV cache) and the run's
+generator; each answer ends at the first <|end|> (kept: the model learns to stop) or after
+`post.max_new_tokens`. The reward is 1.0 when the task's checker extracts the right answer from
+the answer's text and 0.0 otherwise: the model's output is only ever read, never run.
+Which prompts a step draws and the generator's seed are pure functions of the step's batch key,
+so a resumed run samples what the uninterrupted one did.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..evals.generative import completion
+from ..evals.tasks import TaskEnv, build_task
+from ..hardware import autocast
+from .chat_format import Message
+
+
+@dataclass
+class Rollouts:
+    """Sequences prompt + answer, right-padded with <|end|>: ids (B, L); mask (B, L-1) is 1.0 where
+    the target token (t+1) is an answer token; rewards (B,); `group` answers per prompt, in a row."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    rewards: torch.Tensor
+    group: int
+
+    def state_dict(self) -> dict:
+        return {"ids": self.ids, "mask": self.mask, "rewards": self.rewards, "group": self.group}
+
+
+class PromptSet:
+    """A task's train and validation items as chat prompts (ids ending in <|assistant|>)."""
+
+    def __init__(self, post, tok, block_size: int, data_cfg):
+        if not post.data.startswith("task:"):
+            raise ConfigError(f'post.method = "{post.method}" samples answers to a checkable task: post.data '
+                              f'must be task:SPEC (e.g. "task:arithmetic:op=add,digits=2,steps"); got {post.data!r}')
+        self.task = build_task(post.data[len("task:"):], TaskEnv(tok, block_size, data_cfg))
+        if self.task.kind != "generate":
+            raise ConfigError(f"post.data={post.data!r}: rewards need a generative task (prompt and answer)")
+        self.tok = tok
+        self.splits = {"train": self.task.items("train", post.n_train, 0),
+                       "val": self.task.items("validation", post.n_val, 0)}
+        self.ids = {name: [tok.chat.prompt([Message("user", it.prompt)]) for it in items]
+                    for name, items in self.splits.items()}
+        longest = max(len(p) for ids in self.ids.values() for p in ids)
+        self.max_new = min(post.max_new_tokens, block_size - longest)
+        if self.max_new < 1:
+            raise ConfigError(f"a prompt of {post.data!r} takes {longest} tokens, the whole "
+                              f"model.block_size={block_size}: no room to answer")
+
+    def draw(self, n: int, key: tuple[int, ...]) -> list[int]:
+        """n train items (indices), a pure function of the batch key."""
+        rng = np.random.default_rng(np.random.SeedSequence(key))
+        return rng.integers(0, len(self.ids["train"]), size=n).tolist()
+
+    def reward(self, split: str, i: int, answer_ids: list[int]) -> float:
+        text = completion(self.tok, answer_ids)
+        return float(self.task.extract(text) == self.splits[split][i].answer)
+
+
+@torch.no_grad()
+def sample(model, prompts: list[list[int]], n: int, max_new: int, temperature: float, top_k: int,
+           generator: torch.Generator | None, eot: int, dtype: str) -> list[list[int]]:
+    """n answers per prompt, prompt after prompt: each cut after its first <|end|>. Prompts of one
+    length are decoded together, as one batch."""
+    device = next(model.parameters()).device
+    out: list[list[int]] = [[] for _ in range(len(prompts) * n)]
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_length.setdefault(len(p), []).append(i)
+    for length, members in by_length.items():
+        rows = [i for i in members for _ in range(n)]
+        idx = torch.tensor([prompts[i] for i in rows], device=device)
+        with autocast(device, dtype):
+            new = model.generate(idx, max_new, temperature=temperature, top_k=top_k,
+                                 generator=generator)[:, length:].tolist()
+        seen: dict[int, int] = {}
+        for i, ids in zip(rows, new):
+            j = seen[i] = seen.get(i, -1) + 1
+            out[i * n + j] = ids[:ids.index(eot) + 1] if eot in ids else ids
+    return out
+
+
+def pack(prompts: list[list[int]], answers: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (B, L) of prompt + answer, right-padded with `pad`, and the answer mask (B, L-1)."""
+    length = max(len(p) + len(a) for p, a in zip(prompts, answers))
+    ids = torch.full((len(prompts), length), pad, dtype=torch.long)
+    mask = torch.zeros(len(prompts), length - 1)
+    for r, (p, a) in enumerate(zip(prompts, answers)):
+        ids[r, :len(p) + len(a)] = torch.tensor(p + a)
+        mask[r, len(p) - 1:len(p) + len(a) - 1] = 1.0
+    return ids.to(device), mask.to(device)
+
+
+def held_out_pass(model, prompts: PromptSet, dtype: str, batch: int = 64) -> float:
+    """Greedy pass@1 on the validation prompts (the curve a run's evaluations log)."""
+    ids = prompts.ids["val"]
+    right = 0.0
+    for s in range(0, len(ids), batch):
+        chunk = ids[s:s + batch]
+        answers = sample(model, chunk, 1, prompts.max_new, 0.0, 0, None, prompts.tok.eot, dtype)
+        right += sum(prompts.reward("val", s + i, a) for i, a in enumerate(answers))
+    return right / len(ids)
