@@ -3,6 +3,7 @@
 #   make test    # runs the test suite
 #   make ablate  # runs the ladder ablation (configs/ablations/ladder-cpu.toml) and writes its report
 #   make speedrun  # trains configs/speedrun.toml to the default's val bpb in a fraction of its time
+#   make post    # post-training: base -> chat SFT -> {more SFT, RFT, DPO, GRPO} x 2 seeds, report in runs/post
 # All create the virtual environment .venv on first use.
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/default.toml
 ABLATION ?= configs/ablations/ladder-cpu.toml
 
-.PHONY: setup train speedrun speedrun-race test test-fast ablate bench clean
+.PHONY: setup train speedrun speedrun-race post test test-fast ablate bench clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +37,16 @@ speedrun: setup
 
 speedrun-race: setup
 	$(PY) scripts/speedrun.py
+
+# Post-training on the CPU (docs/results/post-cpu/): the base run (make train's), chat SFT on worked
+# two-digit additions, then the methods side by side through the ablation runner, which writes
+# runs/post/results.md, results.csv and curves.png; last, the thinking-budget curve of the SFT run.
+# Finished runs are kept: a second call only redoes what is missing.
+post: setup
+	$(PY) -m train configs/default.toml
+	$(PY) -m train configs/post/sft-arithmetic.toml
+	$(PY) -m train.ablate configs/ablations/post-cpu.toml
+	$(PY) scripts/think_budget.py runs/sft-arithmetic --limit 200 | tee runs/post/think-budget.md
 
 # The tests also need the optional extras they check: lm-evaluation-harness (the peer of
 # train/evals/) and TensorBoard (the event files of train.tensorboard). `make train` does not.

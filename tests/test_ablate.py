@@ -162,7 +162,10 @@ def test_budget_in_flops_and_bad_ablation_files(tmp_path, corpus, capsys):
     run, = plan(load_spec(path))
     cfg = load_config(run.config, run.overrides)
     assert run.max_steps == round(1e9 / flops_per_token(cfg.model, 32) / TOKENS_PER_STEP)
+    run, = plan(load_spec(ablation_file(tmp_path, corpus, "[variants.a]\n", budget="steps = 7")))
+    assert run.max_steps == 7 and load_config(run.config, run.overrides).train.max_steps == 7
     for budget, message in (("tokens = 0", "budget.tokens must be a finite number > 0"),
+                            ("steps = 2.5", "budget.steps must be an integer >= 1"),
                             ("tokens = 1\nseconds = 2", "exactly one of")):
         bad = ablation_file(tmp_path, corpus, "[variants.a]\n", budget=budget)
         code, _, err = cli(capsys, bad, entry=ablate_main)

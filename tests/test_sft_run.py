@@ -29,6 +29,7 @@ def test_an_sft_run_resumes_bit_exactly(tmp_path):
     assert [r["step"] for r in straight if "val_loss" in r] == [3, 6]
     assert numerics(straight) == numerics(cut)
     assert straight[-1]["val_loss"] < [r for r in straight if "val_loss" in r][0]["val_loss"]
+    assert all("val_pass@1" in r for r in straight if "val_loss" in r)  # greedy, on held-out problems
 
 
 def test_sft_starts_from_a_pretrained_run(tmp_path, base):

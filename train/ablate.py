@@ -18,7 +18,7 @@ go at once (paths are relative to the ablation file; `--key=value` overrides any
     tasks = ["stdlib-cloze", "arithmetic"]  # optional: task columns (python -m train.eval --task ...)
     task_options = {limit = 200}            # optional: eval's --shots/--limit/--samples/--temperature/--top_k/--seed
 
-    [budget]             # per run, exactly one of: tokens, flops (training FLOPs), seconds
+    [budget]             # per run, exactly one of: tokens, flops (training FLOPs), seconds, steps
     tokens = 1_000_000
 
     [overrides]          # applied to every run
@@ -31,7 +31,7 @@ go at once (paths are relative to the ablation file; `--key=value` overrides any
 Each (variant, seed) is an ordinary run of `python -m train` in `<out_dir>/<label>/seed<k>`, with
 `train.seed = k` and `train.max_steps` set from the budget, so it can be resumed, sampled and
 benchmarked like any other. A tokens or flops budget becomes a step count (the LR schedule spans
-it); a seconds budget keeps the config's schedule and sets `train.max_seconds`: the run ends
+it), as a steps budget is one; a seconds budget keeps the config's schedule and sets `train.max_seconds`: the run ends
 after the step that spends it, with an evaluation and a checkpoint, like any finished run.
 
 Runs execute as subprocesses (train/ablate_procs.py): each gets its own thread count (OMP_NUM_THREADS), a crash or an
@@ -74,7 +74,7 @@ from .errors import ConfigError, make_dir, one_line
 from .report import SPEC_FILE, STATUS_FILE, read_json, task_file, task_scores, write_report
 
 USAGE = "usage: python -m train.ablate ABLATION.toml [--key=value ...] | --report OUT_DIR"
-BUDGETS = ("tokens", "flops", "seconds")
+BUDGETS = ("tokens", "flops", "seconds", "steps")
 KEYS = {"name", "base", "out_dir", "seeds", "parallel", "threads", "baseline", "delta_previous", "note",
         "budget", "overrides", "variants", "tasks", "task_options"}
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -136,6 +136,8 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
     if not (isinstance(amount, (int, float)) and not isinstance(amount, bool) and math.isfinite(amount)
             and amount > 0):
         raise ConfigError(f"budget.{kind} must be a finite number > 0; got {amount!r}")
+    if kind == "steps" and not _is_int(amount):
+        raise ConfigError(f"budget.steps must be an integer >= 1; got {amount!r}")
     spec["budget"] = {kind: amount}
     variants = raw.get("variants")
     if not isinstance(variants, dict) or not variants:
@@ -257,13 +259,13 @@ def plan(spec: dict) -> list[Run]:
                 if kind == "seconds":
                     run.seconds, run.max_steps = float(amount), cfg.train.max_steps
                     run.overrides.append(f"--train.max_seconds={float(amount)!r}")
-                    load_config(run.config, run.overrides)
                 else:
                     t = cfg.train
                     tokens = amount if kind == "tokens" else amount / flops_per_token(cfg.model, cfg.seq_len)
-                    run.max_steps = max(1, round(tokens / (t.batch_size * t.grad_accum * cfg.seq_len)))
+                    run.max_steps = (amount if kind == "steps" else  # e.g. post-training whose rows vary
+                                     max(1, round(tokens / (t.batch_size * t.grad_accum * cfg.seq_len))))
                     run.overrides.append(f"--train.max_steps={run.max_steps}")
-                    load_config(run.config, run.overrides)
+                load_config(run.config, run.overrides)
             except (ValueError, OSError) as e:
                 run.error = str(e).splitlines()[0] if str(e) else one_line(e)
             runs.append(run)

@@ -6,6 +6,10 @@ panel plots val bits per byte against training tokens, the right one against wal
 (`elapsed_s` when metrics.jsonl has it, else the training time implied by the logged tok/s).
 When some run has no evaluation yet, every curve is its training loss instead (one quantity per
 figure, so the curves stay comparable). train/report.py draws an ablation's curves.png with the same function.
+
+Post-training runs that sample (rft, grpo, dpo: train/post/) are drawn against the step instead
+(`plot_post`): the reward of each step's samples, averaged over 10 steps, and the held-out greedy
+pass@1 of every evaluation.
 """
 
 import math
@@ -86,6 +90,47 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "", m
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def _by_step(runs: list[RunData], metric: str, window: int = 1):
+    """(steps, min, mean, max) over the runs of `metric` at the steps every run logged it, each run
+    first averaged over the last `window` of its values."""
+    series = []
+    for run in runs:
+        points = [(r["step"], r[metric]) for r in run.records if isinstance(r.get(metric), (int, float))]
+        values = [v for _, v in points]
+        series.append({step: sum(values[max(0, i + 1 - window):i + 1]) / len(values[max(0, i + 1 - window):i + 1])
+                       for i, (step, _) in enumerate(points)})
+    steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
+    cols = [[s[k] for s in series] for k in steps]
+    return steps, [min(c) for c in cols], [sum(c) / len(c) for c in cols], [max(c) for c in cols]
+
+
+def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> Path:
+    """Reward (10-step mean) and held-out pass@1 against the step, one colour per group."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    cmap = plt.get_cmap("tab10")
+    panels = (("reward_mean", 10, "reward of the step's samples (10-step mean)"),
+              ("val_pass@1", 1, "held-out pass@1 (greedy)"))
+    for ax, (metric, window, label) in zip(axes, panels):
+        for i, (name, runs) in enumerate(groups.items()):
+            steps, lo, mid, hi = _by_step(runs, metric, window)
+            if steps:
+                ax.plot(steps, mid, color=cmap(i % cmap.N), marker="." if window == 1 else None,
+                        label=f"{name} (n={len(runs)})")
+                if len(runs) > 1:
+                    ax.fill_between(steps, lo, hi, color=cmap(i % cmap.N), alpha=0.2, linewidth=0)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return Path(path)
 
 
 def main(argv: list[str]) -> int:

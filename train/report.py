@@ -318,7 +318,7 @@ def _markdown(spec: dict, table: list[dict]) -> str:
 
 def write_report(out_dir: Path) -> Path:
     """Write results.md, results.csv and curves.png into out_dir; return the path of results.md."""
-    from .plot import plot_curves  # matplotlib is imported only when a figure is drawn
+    from .plot import plot_curves, plot_post  # matplotlib is imported only when a figure is drawn
 
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -328,6 +328,7 @@ def write_report(out_dir: Path) -> Path:
     text = {"results.csv": _csv(spec, table), "results.md": _markdown(spec, table)}  # no file half-written on an error
     for name, content in text.items():
         (out_dir / name).write_text(content)
-    plot_curves({label: [r for r in runs if r.cfg is not None] for label, runs in groups.items()},
-                out_dir / "curves.png", title=str(spec.get("name", out_dir.name)))
+    drawn = {label: [r for r in runs if r.cfg is not None] for label, runs in groups.items()}
+    sampling = any("val_pass@1" in rec for runs in drawn.values() for r in runs for rec in r.records)
+    (plot_post if sampling else plot_curves)(drawn, out_dir / "curves.png", title=str(spec.get("name", out_dir.name)))
     return out_dir / "results.md"

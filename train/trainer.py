@@ -44,6 +44,7 @@ from .stop import StopAgreement
 from .post.chat_data import ChatData, ChatSplit
 from .post.chat_format import ChatTokenizer
 from .post.methods import build_method
+from .post.rollouts import PromptSet, held_out_pass
 from .tokenizer import RUN_FILE as TOKENIZER_FILE, describe, get_tokenizer
 
 
@@ -86,10 +87,14 @@ class Trainer:
             if fresh:
                 parallel.load_full_model_state(self.model, weights)
                 self.init_source = source
+        # a post-training run on a task: its validation prompts, whose greedy pass@1 evaluations log
+        tok = ChatTokenizer(self.tokenizer)
+        self.held_out = (PromptSet(cfg.post, tok, cfg.model.block_size, cfg.data)
+                         if cfg.post.data.startswith("task:") else None)
         # rft, grpo, dpo: an objective that samples from the model (train/post/methods.py)
         reference = frozen_copy(cfg, weights, self.device) if cfg.post.needs_reference else None
-        self.method = build_method(cfg.post, ChatTokenizer(self.tokenizer), cfg.model.block_size, cfg.data,
-                                   self.model, reference, self.dtype)
+        self.method = build_method(cfg.post, tok, cfg.model.block_size, self.held_out, self.model, reference,
+                                   self.dtype)
         if self.rank:
             torch.manual_seed(t.seed + self.rank)  # dropout masks differ between ranks
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
@@ -292,6 +297,8 @@ class Trainer:
         """Mean loss over a fixed set of validation batches, and the same in bits per byte; a
         sampling method's held-out score (pass@1, or DPO's accuracy on held-out pairs)."""
         scores = evaluate(self.model, self.data, self.cfg, self.device, self.dtype, self.dist)
+        if self.held_out:
+            scores["val_pass@1"] = held_out_pass(self.model, self.held_out, self.dtype)
         return scores | (self.method.evaluate() if self.method else {})
 
     def _batch(self, tokens, key):

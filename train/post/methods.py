@@ -29,16 +29,16 @@ import torch
 
 from .losses import dpo_loss, group_advantages, grpo_loss, kl_k3, masked_mean, rft_loss, token_logprobs
 from .pairs import PairSet
-from .rollouts import PromptSet, Rollouts, held_out_pass, pack, sample
+from .rollouts import PromptSet, Rollouts, pack, sample
 
 
 class SamplingMethod:
     """What the three share: prompts, the sampler, per-step metrics and the trained-token count."""
 
-    def __init__(self, post, tok, block_size: int, data_cfg, policy, reference, dtype: str):
+    def __init__(self, post, tok, block_size: int, prompts: PromptSet | None, policy, reference, dtype: str):
         self.post, self.tok, self.policy, self.reference, self.dtype = post, tok, policy, reference, dtype
         self.device = next(policy.parameters()).device
-        self.prompts = PromptSet(post, tok, block_size, data_cfg) if post.data.startswith("task:") else None
+        self.prompts = prompts
         self.tokens = 0  # trained tokens (prompt + answer rows), over the run
         self._metrics: dict[str, list[float]] = defaultdict(list)
 
@@ -61,9 +61,9 @@ class SamplingMethod:
                  answer_len=mask.sum(1).mean())
         return Rollouts(ids, mask, rewards.to(self.device), p.samples)
 
-    def logps(self, model, ids: torch.Tensor) -> torch.Tensor:
+    def logps(self, model, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         self.tokens += ids.numel()
-        return token_logprobs(model(ids), ids)
+        return token_logprobs(model(ids) / temperature, ids)
 
     def log(self, **values) -> None:
         for name, v in values.items():
@@ -76,7 +76,8 @@ class SamplingMethod:
         return out
 
     def evaluate(self) -> dict[str, float]:
-        return {"val_pass@1": held_out_pass(self.policy, self.prompts, self.dtype)} if self.prompts else {}
+        """Scores beyond the held-out pass@1 that every run on a task logs (the trainer's)."""
+        return {}
 
     def state_dict(self) -> dict:
         return {"tokens": self.tokens}
@@ -109,7 +110,8 @@ class GRPO(SamplingMethod):
             self.kept[micro] = (self.rollout(self.policy, (seed, 2, step, micro, rank)), None)
         ro, old = self.kept[micro]
         t0 = time.perf_counter()
-        logps = self.logps(model, ro.ids)
+        # the log-probabilities of the distribution the answers were sampled from (logits / T)
+        logps = self.logps(model, ro.ids, p.temperature)
         if fresh and p.rollout_steps > 1:  # the sampling policy's log-probabilities, for the later steps
             self.kept[micro] = (ro, logps.detach())
         advantages = group_advantages(ro.rewards.view(-1, ro.group), p.scale_by_std).flatten()
@@ -117,7 +119,7 @@ class GRPO(SamplingMethod):
         terms = {"loss": loss}
         if self.reference is not None:
             with torch.no_grad():
-                ref = token_logprobs(self.reference(ro.ids), ro.ids)
+                ref = token_logprobs(self.reference(ro.ids) / p.temperature, ro.ids)
             kl = masked_mean(kl_k3(logps, ref), ro.mask)
             terms["kl_loss"] = p.kl_coef * kl
             self.log(kl=kl.detach())
@@ -135,8 +137,8 @@ class GRPO(SamplingMethod):
 
 
 class DPO(SamplingMethod):
-    def __init__(self, post, tok, block_size, data_cfg, policy, reference, dtype):
-        super().__init__(post, tok, block_size, data_cfg, policy, reference, dtype)
+    def __init__(self, post, tok, block_size, prompts, policy, reference, dtype):
+        super().__init__(post, tok, block_size, prompts, policy, reference, dtype)
         self.pairs = None if self.prompts else PairSet(post, tok, block_size)
 
     def batch(self, key) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
@@ -175,13 +177,13 @@ class DPO(SamplingMethod):
         return {"loss": loss * weight}
 
     def evaluate(self) -> dict[str, float]:
-        return self.pairs.evaluate(self.policy, self.reference, self.post.beta) if self.pairs else super().evaluate()
+        return self.pairs.evaluate(self.policy, self.reference, self.post.beta) if self.pairs else {}
 
 
 METHODS = {"rft": RFT, "grpo": GRPO, "dpo": DPO}
 
 
-def build_method(post, tok, block_size: int, data_cfg, policy, reference, dtype: str):
+def build_method(post, tok, block_size: int, prompts: PromptSet | None, policy, reference, dtype: str):
     """The objective of `post.method` (None for pretraining and SFT, which train on tokens)."""
     cls = METHODS.get(post.method)
-    return cls(post, tok, block_size, data_cfg, policy, reference, dtype) if cls else None
+    return cls(post, tok, block_size, prompts, policy, reference, dtype) if cls else None

@@ -41,9 +41,6 @@ class PromptSet:
     """A task's train and validation items as chat prompts (ids ending in <|assistant|>)."""
 
     def __init__(self, post, tok, block_size: int, data_cfg):
-        if not post.data.startswith("task:"):
-            raise ConfigError(f'post.method = "{post.method}" samples answers to a checkable task: post.data '
-                              f'must be task:SPEC (e.g. "task:arithmetic:op=add,digits=2,steps"); got {post.data!r}')
         self.task = build_task(post.data[len("task:"):], TaskEnv(tok, block_size, data_cfg))
         if self.task.kind != "generate":
             raise ConfigError(f"post.data={post.data!r}: rewards need a generative task (prompt and answer)")
