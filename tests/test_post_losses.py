@@ -47,6 +47,8 @@ def test_group_advantages_with_and_without_the_std():
     std = math.sqrt(4 * 0.25 / 3)  # the sample std of (1, 0, 0, 1)
     assert scaled[0].tolist() == pytest.approx([0.5 / std, -0.5 / std, -0.5 / std, 0.5 / std], rel=1e-3)
     assert scaled[1].tolist() == [0.0] * 4  # all the same: nothing to learn, no division by 0
+    noisy = group_advantages(torch.rand(5, 8), scale_by_std=True)
+    assert noisy.sum(dim=1).abs().max() < 1e-5  # each group's advantages sum to zero
 
 
 def test_k3_is_unbiased_for_the_kl_under_the_policy():

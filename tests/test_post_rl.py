@@ -106,6 +106,7 @@ def test_dpo_from_a_task_builds_pairs_from_the_references_checked_answers(tmp_pa
     (["--post.method=grpo", "--post.data=task:arithmetic", "--post.samples=1"], "post.samples must be >= 2"),
     (["--post.method=dpo", "--post.data=task:arithmetic", "--post.beta=0"], "post.beta must be > 0"),
     (["--post.method=ppo", "--post.data=task:arithmetic"], "post.method"),
+    (["--post.method=grpo", "--post.data=task:nosuch"], "unknown task 'nosuch'"),  # no such checker
 ])
 def test_bad_post_settings_are_one_line_errors(tmp_path, capsys, cfg_file, args, message):
     code, _, err = cli(capsys, cfg_file, "--train.out_dir=" + str(tmp_path / "x"), *args)

@@ -14,7 +14,7 @@ schedule and seed; only the weights come from the source, which is only ever rea
   came from (path, step, SHA-256 of the weights files). The run records that in its first
   metrics.jsonl line (step 0: the source's validation loss on this run's data) and in every
   checkpoint's state.json. A run with a checkpoint of its own resumes from it and never reads the
-  source again.
+  source again, except to rebuild a frozen reference (post.method dpo, or grpo with a KL term).
 """
 
 import dataclasses
