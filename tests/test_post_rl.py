@@ -13,7 +13,7 @@ import torch
 from tiny_run import TINY, cli, error_line, metrics, numerics
 from train.config import load_config
 from train.post.losses import rft_loss, token_logprobs
-from train.post.rollouts import PromptSet
+from train.post.prompts import PromptSet
 from train.run import load_run
 from train.trainer import Trainer
 
@@ -102,7 +102,8 @@ def test_dpo_from_a_task_builds_pairs_from_the_references_checked_answers(tmp_pa
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--post.method=grpo", "--post.data=chats.jsonl"], "post.data must be task:SPEC"),
+    (["--post.method=grpo", "--post.data=qa.jsonl", "--post.checker=nope"], "post.checker must be one of"),
+    (["--post.method=grpo", "--post.data=qa.jsonl"], "post.data='qa.jsonl': no such file"),
     (["--post.method=grpo", "--post.data=task:arithmetic", "--post.samples=1"], "post.samples must be >= 2"),
     (["--post.method=dpo", "--post.data=task:arithmetic", "--post.beta=0"], "post.beta must be > 0"),
     (["--post.method=ppo", "--post.data=task:arithmetic"], "post.method"),
@@ -121,3 +122,35 @@ def test_a_bad_pairs_line_names_its_file_and_line(tmp_path, capsys, cfg_file):
                        "--train.out_dir=" + str(tmp_path / "x"))
     assert code == 2 and f"{data}:4: expected" in error_line(err)
     assert not (tmp_path / "x" / "metrics.jsonl").exists()
+
+
+def test_checkers_read_gsm8k_marks_last_numbers_and_exact_text():
+    from train.post.config import CHECKERS as NAMES
+    from train.post.prompts import CHECKERS
+
+    assert tuple(CHECKERS) == NAMES
+    assert CHECKERS["answer-mark"]("3 + 4 = 7\nso 1,234 #### 1,234 apples") == "1234"
+    assert CHECKERS["answer-mark"]("no mark 12") == ""
+    assert CHECKERS["last-number"]("first 3, then -4.5 and 1,000") == "1000"
+    assert CHECKERS["exact"]("  yes \n") == "yes"
+
+
+def test_grpo_on_a_jsonl_of_prompts_and_answers(tmp_path, capsys, cfg_file):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{i}+1=", "answer": i + 1}) + "\n" for i in range(40)))
+    out = tmp_path / "qa"
+    trainer = run(out, "grpo", f"--post.data={data}", "--post.val_fraction=0.25", "--post.checker=last-number",
+                  "--train.max_steps=2")
+    prompts = trainer.held_out
+    assert len(prompts.splits["val"]) + len(prompts.splits["train"]) == 40 and prompts.splits["val"]
+    first = prompts.splits["train"][0]
+    right = trainer.tokenizer.encode(f"so {first.answer}") + [trainer.method.tok.eot]
+    wrong = trainer.tokenizer.encode(f"so {int(first.answer) + 5}")
+    assert prompts.reward("train", 0, right) == 1.0 and prompts.reward("train", 0, wrong) == 0.0
+    trainer.fit()
+    assert "val_pass@1" in metrics(out)[-1]
+    with data.open("a") as f:
+        f.write('{"prompt": "x"}\n')
+    code, _, err = cli(capsys, cfg_file, *TINY, "--post.method=grpo", f"--post.data={data}",
+                       "--train.out_dir=" + str(tmp_path / "bad"))
+    assert code == 2 and f"{data}:41: expected" in error_line(err)

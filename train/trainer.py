@@ -44,7 +44,8 @@ from .stop import StopAgreement
 from .post.chat_data import ChatData, ChatSplit
 from .post.chat_format import ChatTokenizer
 from .post.methods import build_method
-from .post.rollouts import PromptSet, held_out_pass
+from .post.prompts import PromptSet
+from .post.rollouts import held_out_pass
 from .tokenizer import RUN_FILE as TOKENIZER_FILE, describe, get_tokenizer
 
 
@@ -90,7 +91,7 @@ class Trainer:
         # a post-training run on a task: its validation prompts, whose greedy pass@1 evaluations log
         tok = ChatTokenizer(self.tokenizer)
         self.held_out = (PromptSet(cfg.post, tok, cfg.model.block_size, cfg.data)
-                         if cfg.post.data.startswith("task:") else None)
+                         if cfg.post.has_prompts else None)
         # rft, grpo, dpo: an objective that samples from the model (train/post/methods.py)
         reference = frozen_copy(cfg, weights, self.device) if cfg.post.needs_reference else None
         self.method = build_method(cfg.post, tok, cfg.model.block_size, self.held_out, self.model, reference,

@@ -2,8 +2,8 @@
 
 `post.data` names the conversations:
     a JSONL file       one {"messages": [{"role", "content"}, ...]} per line (TRL's, nanochat's and
-                       HF's chat format), or DPO's {"prompt", "chosen", "rejected"} (the chosen
-                       answer is the conversation's); a hash of each line picks the validation share
+                       HF's chat format), DPO's {"prompt", "chosen", "rejected"} (the chosen
+                       answer is the conversation's) or RL's {"prompt", "answer"}; a hash of each line picks the validation share
                        (post.val_fraction), the same on every machine;
     task:SPEC          a built-in checkable task of the evaluation layer (train/evals/tasks.py),
                        e.g. "task:arithmetic:op=add,digits=2,steps": each item is a user message
@@ -103,10 +103,15 @@ def assistant_bytes(messages: list[Message]) -> int:
 
 
 def conversation(record, where: str) -> list[Message]:
-    """A chat record, or a DPO pair's prompt and chosen answer (its val loss is the chosen's)."""
+    """A chat record; a DPO pair's prompt and chosen answer (the val loss is the chosen's); or an
+    RL prompt and its answer (the val loss is the answer's)."""
     if isinstance(record, dict) and "chosen" in record:
         turns, chosen, _ = read_pair(record, where)
         return [*turns, Message("assistant", chosen)]
+    if isinstance(record, dict) and "answer" in record and "messages" not in record:  # rft, grpo prompts
+        if not (isinstance(record.get("prompt"), str) and isinstance(record["answer"], (str, int))):
+            raise ConfigError(f'{where}: expected {{"prompt": "...", "answer": "..."}}')
+        return [Message("user", record["prompt"]), Message("assistant", str(record["answer"]))]
     return parse_conversation(record, where)
 
 

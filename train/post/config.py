@@ -14,13 +14,17 @@ from model.config import check_int
 from ..errors import ConfigError
 from .chat_format import SPECIAL
 
+CHECKERS = ("answer-mark", "last-number", "exact")  # train/post/prompts.py
+
 
 @dataclass
 class PostConfig:
     method: Literal["", "sft", "rft", "grpo", "dpo"] = ""  # "" = pretraining on [data]
     # sft: a JSONL file of {"messages": [...]}; dpo: a JSONL file of {"prompt", "chosen", "rejected"};
-    # any method: task:SPEC, a built-in checkable task (rft and grpo need one)
+    # rft, grpo: a JSONL file of {"prompt", "answer"} read by post.checker; any method: task:SPEC,
+    # a built-in checkable task (train/post/prompts.py)
     data: str = ""
+    checker: str = "answer-mark"  # rft, grpo on a JSONL file: answer-mark | last-number | exact
     n_train: int = 20000  # task:SPEC: items drawn from the task's train split
     n_val: int = 500  # task:SPEC: items drawn from its validation split (evaluations score them)
     val_fraction: float = 0.05  # a JSONL file: the share of its lines held out for evaluation
@@ -41,9 +45,8 @@ class PostConfig:
             raise ConfigError(f"post.method must be '' (pretraining), 'sft', 'rft', 'grpo' or 'dpo'; got {self.method!r}")
         if self.method and not self.data:
             raise ConfigError(f'post.method = "{self.method}" needs post.data (a JSONL file, or task:SPEC)')
-        if self.method in ("rft", "grpo") and not self.data.startswith("task:"):
-            raise ConfigError(f'post.method = "{self.method}" samples answers and checks them: post.data must '
-                              f'be task:SPEC (e.g. "task:arithmetic:op=add,digits=2,steps"); got {self.data!r}')
+        if self.checker not in CHECKERS:
+            raise ConfigError(f"post.checker must be one of {', '.join(CHECKERS)}; got {self.checker!r}")
         for name in ("n_train", "n_val", "prompts", "samples", "max_new_tokens", "rollout_steps"):
             check_int(f"post.{name}", getattr(self, name), minimum=1)
         check_int("post.top_k", self.top_k, minimum=0)
@@ -61,6 +64,11 @@ class PostConfig:
     def chat(self) -> bool:
         """The run's tokens include the chat format's specials."""
         return bool(self.method)
+
+    @property
+    def has_prompts(self) -> bool:
+        """post.data holds prompts with checkable answers (train/post/prompts.py)."""
+        return self.data.startswith("task:") or self.method in ("rft", "grpo")
 
     @property
     def needs_reference(self) -> bool:

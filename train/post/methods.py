@@ -29,7 +29,8 @@ import torch
 
 from .losses import dpo_loss, group_advantages, grpo_loss, kl_k3, masked_mean, rft_loss, token_logprobs
 from .pairs import PairSet
-from .rollouts import PromptSet, Rollouts, pack, sample
+from .prompts import PromptSet
+from .rollouts import Rollouts, pack, sample
 
 
 class SamplingMethod:

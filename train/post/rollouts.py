@@ -1,26 +1,18 @@
-"""Rollouts: a task's prompts, the model's sampled answers, the checker's rewards.
+"""Rollouts: the model's sampled answers to a PromptSet's prompts (train/post/prompts.py).
 
-The prompts of a reinforcement-learning run (rft, grpo, and dpo without a pairs file) are the
-user turns of a built-in checkable task (`post.data = "task:SPEC"`, train/evals/): post.n_train
-items of its train split to learn from, post.n_val of its validation split to score on. A
-rollout samples `post.samples` answers per prompt with `GPT.generate` (KV cache) and the run's
+A rollout samples `post.samples` answers per prompt with `GPT.generate` (KV cache) and the run's
 generator; each answer ends at the first <|end|> (kept: the model learns to stop) or after
-`post.max_new_tokens`. The reward is 1.0 when the task's checker extracts the right answer from
-the answer's text and 0.0 otherwise: the model's output is only ever read, never run.
-Which prompts a step draws and the generator's seed are pure functions of the step's batch key,
-so a resumed run samples what the uninterrupted one did.
+`post.max_new_tokens`. The prompt set's checker turns each answer into a reward. Which prompts a
+step draws and the generator's seed are pure functions of the step's batch key, so a resumed run
+samples what the uninterrupted one did.
 """
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..evals.generative import completion
-from ..evals.tasks import TaskEnv, build_task
 from ..hardware import autocast
-from .chat_format import Message
+from .prompts import PromptSet
 
 
 @dataclass
@@ -35,34 +27,6 @@ class Rollouts:
 
     def state_dict(self) -> dict:
         return {"ids": self.ids, "mask": self.mask, "rewards": self.rewards, "group": self.group}
-
-
-class PromptSet:
-    """A task's train and validation items as chat prompts (ids ending in <|assistant|>)."""
-
-    def __init__(self, post, tok, block_size: int, data_cfg):
-        self.task = build_task(post.data[len("task:"):], TaskEnv(tok, block_size, data_cfg))
-        if self.task.kind != "generate":
-            raise ConfigError(f"post.data={post.data!r}: rewards need a generative task (prompt and answer)")
-        self.tok = tok
-        self.splits = {"train": self.task.items("train", post.n_train, 0),
-                       "val": self.task.items("validation", post.n_val, 0)}
-        self.ids = {name: [tok.chat.prompt([Message("user", it.prompt)]) for it in items]
-                    for name, items in self.splits.items()}
-        longest = max(len(p) for ids in self.ids.values() for p in ids)
-        self.max_new = min(post.max_new_tokens, block_size - longest)
-        if self.max_new < 1:
-            raise ConfigError(f"a prompt of {post.data!r} takes {longest} tokens, the whole "
-                              f"model.block_size={block_size}: no room to answer")
-
-    def draw(self, n: int, key: tuple[int, ...]) -> list[int]:
-        """n train items (indices), a pure function of the batch key."""
-        rng = np.random.default_rng(np.random.SeedSequence(key))
-        return rng.integers(0, len(self.ids["train"]), size=n).tolist()
-
-    def reward(self, split: str, i: int, answer_ids: list[int]) -> float:
-        text = completion(self.tok, answer_ids)
-        return float(self.task.extract(text) == self.splits[split][i].answer)
 
 
 @torch.no_grad()
