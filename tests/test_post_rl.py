@@ -96,9 +96,13 @@ def test_the_reference_is_the_initial_weights_also_after_a_resume(tmp_path, base
 
 def test_dpo_from_a_task_builds_pairs_from_the_references_checked_answers(tmp_path, even_first_token):
     out = tmp_path / "dpo-task"
-    run(out, "dpo", "--train.max_steps=2", "--post.prompts=4").fit()
+    trainer = run(out, "dpo", "--train.max_steps=2", "--post.prompts=4")
+    prompts, chosen, rejected = trainer.method.batch((1337, 0, 0, 0, 0))
+    assert prompts and all(c[0] % 2 == 0 and r[0] % 2 == 1 for c, r in zip(chosen, rejected))  # the checker's verdicts
+    assert all(p[-1] == trainer.method.tok.chat.role_id["assistant"] for p in prompts)
+    trainer.fit()
     first = metrics(out)[0]
-    assert first["pairs"] >= 1 and "dpo_acc" in first and first["loss"] > 0
+    assert first["pairs"] >= 1 and "dpo_acc" in first and first["loss"] > 0  # pairs: per micro-batch
 
 
 @pytest.mark.parametrize("args, message", [

@@ -55,12 +55,13 @@ class SamplingMethod:
         t1 = time.perf_counter()
         rewards = torch.tensor([self.prompts.reward("train", i, a) for i, a in
                                 zip((i for i in items for _ in range(p.samples)), answers)])
-        ids, mask = pack([q for q in prompt_ids for _ in range(p.samples)], answers, self.tok.eot, self.device)
+        prompts = [q for q in prompt_ids for _ in range(p.samples)]
+        ids, mask = pack(prompts, answers, self.tok.eot, self.device)
         groups = rewards.view(-1, p.samples)
         self.log(t_rollout_s=t1 - t0, t_reward_s=time.perf_counter() - t1, reward_mean=rewards.mean(),
                  reward_std=rewards.std() if len(rewards) > 1 else 0.0, pass_rate=(groups.amax(1) > 0).float().mean(),
                  answer_len=mask.sum(1).mean())
-        return Rollouts(ids, mask, rewards.to(self.device), p.samples)
+        return Rollouts(ids, mask, rewards.to(self.device), p.samples, prompts, answers)
 
     def logps(self, model, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         self.tokens += ids.numel()
@@ -148,16 +149,13 @@ class DPO(SamplingMethod):
             return self.pairs.draw(self.post.prompts, key)
         ro = self.rollout(self.reference, key)  # the reference's own answers, checked
         prompts, chosen, rejected = [], [], []
-        for g in range(len(ro.rewards) // ro.group):
-            rows = range(g * ro.group, (g + 1) * ro.group)
-            right = [r for r in rows if ro.rewards[r] > 0]
-            wrong = [r for r in rows if ro.rewards[r] == 0]
+        for g in range(0, len(ro.answers), ro.group):
+            right = [r for r in range(g, g + ro.group) if ro.rewards[r] > 0]
+            wrong = [r for r in range(g, g + ro.group) if ro.rewards[r] == 0]
             if right and wrong:
-                start = int(ro.mask[right[0]].argmax()) + 1  # the answer's first token
-                answer = lambda r: ro.ids[r, start:start + int(ro.mask[r].sum())].tolist()  # noqa: E731
-                prompts.append(ro.ids[right[0], :start].tolist())
-                chosen.append(answer(right[0]))
-                rejected.append(answer(wrong[0]))
+                prompts.append(ro.prompts[g])
+                chosen.append(ro.answers[right[0]])
+                rejected.append(ro.answers[wrong[0]])
         return prompts, chosen, rejected
 
     def terms(self, model, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
@@ -173,8 +171,8 @@ class DPO(SamplingMethod):
         n = len(prompts)
         loss, margins = dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], self.post.beta)
         if weight:
-            self.log(pairs=n, dpo_acc=(margins > 0).float().mean(), dpo_margin=margins.mean())
-        self.log(t_loss_s=time.perf_counter() - t0)
+            self.log(dpo_acc=(margins > 0).float().mean(), dpo_margin=margins.mean())
+        self.log(pairs=n * weight, t_loss_s=time.perf_counter() - t0)
         return {"loss": loss * weight}
 
     def evaluate(self) -> dict[str, float]:

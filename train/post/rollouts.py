@@ -18,15 +18,18 @@ from .prompts import PromptSet
 @dataclass
 class Rollouts:
     """Sequences prompt + answer, right-padded with <|end|>: ids (B, L); mask (B, L-1) is 1.0 where
-    the target token (t+1) is an answer token; rewards (B,); `group` answers per prompt, in a row."""
+    the target token (t+1) is an answer token; rewards (B,); `group` answers per prompt, in a row;
+    the prompts and answers (B lists of ids each) as sampled."""
 
     ids: torch.Tensor
     mask: torch.Tensor
     rewards: torch.Tensor
     group: int
+    prompts: list[list[int]]
+    answers: list[list[int]]
 
     def state_dict(self) -> dict:
-        return {"ids": self.ids, "mask": self.mask, "rewards": self.rewards, "group": self.group}
+        return dict(vars(self))
 
 
 @torch.no_grad()
