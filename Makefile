@@ -47,6 +47,7 @@ post: setup
 	$(PY) -m train configs/post/sft-arithmetic.toml
 	$(PY) -m train.ablate configs/ablations/post-cpu.toml
 	$(PY) scripts/think_budget.py runs/sft-arithmetic --limit 200 | tee runs/post/think-budget.md
+	$(PY) scripts/think_budget.py runs/post/grpo/seed1 --limit 200 | tee -a runs/post/think-budget.md
 
 # The tests also need the optional extras they check: lm-evaluation-harness (the peer of
 # train/evals/) and TensorBoard (the event files of train.tensorboard). `make train` does not.
