@@ -228,3 +228,22 @@ def test_think_budget_forces_the_answer_mark_when_the_budget_runs_out():
     rows = tb.scores(Scripted(), tok, task, items, [0, shortest - 1, longest])
     assert rows == [(0, 0.0, 5), (shortest - 1, 0.0, 5), (longest, 1.0, 0)]
     assert tb.answer_within(tok, tok.encode("3+5=8 #### 8") + [tok.eot], 3) == tok.encode("3+5")
+
+
+def test_gsm8k_jsonl_writes_sft_chats_and_rl_prompts(tmp_path, capsys):
+    script = load_script("gsm8k_jsonl")
+    src = tmp_path / "train.jsonl"
+    src.write_text(json.dumps({"question": "Tom has 3 apples and buys 1,200 more. How many?",
+                               "answer": "3 + 1200 = <<3+1200=1203>>1203\n#### 1,203"}) + "\n")
+    assert script.main([str(src), str(tmp_path / "gsm")]) == 0
+    sft = json.loads((tmp_path / "gsm-sft.jsonl").read_text())
+    rl = json.loads((tmp_path / "gsm-rl.jsonl").read_text())
+    assert sft["messages"][1]["content"] == "3 + 1200 = 1203\n#### 1,203"  # calculator notes dropped
+    assert rl == {"prompt": "Tom has 3 apples and buys 1,200 more. How many?", "answer": "1203"}
+    from train.post.prompts import CHECKERS
+    assert CHECKERS["answer-mark"](sft["messages"][1]["content"]) == rl["answer"]
+    code, _, err = cli(capsys, str(src), str(tmp_path / "gsm"), entry=script.main)
+    assert code == 2 and "exists" in error_line(err)  # nothing overwritten
+    src.write_text('{"question": "no answer"}\n')
+    code, _, err = cli(capsys, str(src), str(tmp_path / "other"), entry=script.main)
+    assert code == 2 and f"{src}:1: expected" in error_line(err)
