@@ -97,7 +97,11 @@ def test_family_choice_names_the_blocking_settings(tmp_path, capsys, runs):
     cfg = load_config(None, ["--model.pos=rope"]).model  # GPT-2 with RoPE: no HF family has it
     with pytest.raises(ConfigError) as e:
         choose_family(cfg)
-    assert "gpt2: model.pos='rope'" in str(e.value) and "llama: model.norm='layernorm'" in str(e.value)
+    assert "the closest, gpt2, cannot hold model.pos='rope' (" in str(e.value) and "llama 2" in str(e.value)
+    # the top of the ladder: a few lines at most, the closest family and what blocks it first
+    with pytest.raises(ConfigError) as e:
+        choose_family(load_config("configs/ladder/16-muon.toml").model)
+    assert len(str(e.value)) < 600 and "the closest, " in str(e.value) and "model.attention='mla'" in str(e.value)
     with pytest.raises(ConfigError, match="cannot export as llama: .*model.norm='layernorm'"):
         choose_family(load_config(None, []).model, "llama")
     code, _, err = cli(capsys, runs / "gpt2", tmp_path / "o", "--family", "nope", entry=export.main)

@@ -54,6 +54,8 @@ from .run import load_run
 from .tokenizer import for_run
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+FIELD = re.compile(r"(model\.)?[\w.]+=\S+\Z")  # "model.window=64": one setting a family lacks
+MAX_FIELDS = 6  # a refusal names at most this many of the closest family's blocking settings
 
 
 def choose_family(model_cfg, family: str = "auto") -> str:
@@ -66,15 +68,27 @@ def choose_family(model_cfg, family: str = "auto") -> str:
         except ValueError as e:
             raise ConfigError(f"cannot export as {family}: {e}") from None
         return family
-    blocked = {}
+    blocked, refused = {}, {}  # family -> the settings it cannot hold; family -> another reason
     for name in FAMILIES:
         try:
             config_to_hf(model_cfg, name)
             return name
         except ValueError as e:
-            blocked[name] = str(e).removeprefix(f"HF {name} ").removeprefix("cannot represent ")
-    why = "; ".join(f"{name}: {reason}" for name, reason in blocked.items())
-    raise ConfigError(f"no HF family can represent this model ({why})")
+            reason = str(e).removeprefix(f"HF {name} ").removeprefix("cannot represent ")
+            fields = reason.split(", model.")
+            if all(FIELD.match(f) for f in fields):
+                blocked[name] = fields
+            else:
+                refused[name] = reason
+    if not blocked:
+        raise ConfigError(f"no HF family can represent this model ({'; '.join(f'{n}: {r}' for n, r in refused.items())})")
+    closest = min(blocked, key=lambda name: len(blocked[name]))  # the fewest blocking settings
+    fields = blocked.pop(closest)
+    more = f" and {len(fields) - MAX_FIELDS} more" if len(fields) > MAX_FIELDS else ""
+    others = ", ".join(f"{name} {len(f)}" for name, f in sorted(blocked.items(), key=lambda kv: len(kv[1])))
+    others += f"; {', '.join(refused)} refuse it for other reasons, which --family NAME prints" if refused else ""
+    raise ConfigError(f"no HF family can represent this model; the closest, {closest}, cannot hold "
+                      f"{', model.'.join(fields[:MAX_FIELDS])}{more} (settings the others cannot hold: {others})")
 
 
 def export(run_dir: str | Path, out_dir: str | Path, family: str = "auto", dtype: str = "fp32",
