@@ -66,6 +66,7 @@ def generate(
     draft=None,
     n_draft: int = 4,
     compile: bool = False,
+    stream=None,
 ) -> torch.Tensor:
     """Extend idx (B, T) by `max_new_tokens` sampled tokens; returns (B, T + max_new_tokens).
 
@@ -76,7 +77,8 @@ def generate(
     `kv_group` tokens. compile: decode with a static cache through torch.compile (CUDA graphs on a
     GPU); the compiled graphs are kept per model, so only the first call per batch size and length
     bucket pays for compilation. The total length is capped at model.config.block_size. The model's
-    train/eval mode is restored afterwards.
+    train/eval mode is restored afterwards. stream: called with each (B, n) block of new tokens as
+    soon as it is decided (one token per step; speculative decoding: a round's accepted tokens).
     """
     check_generation(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                      use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual,
@@ -92,11 +94,11 @@ def generate(
         if draft == "mtp":  # self-speculation: one guess per MTP module and round
             with model.mtp_draft() as mtp:
                 out, _ = speculative_generate(model, mtp, idx, max_new_tokens, min(n_draft, mtp.depth),
-                                              temperature, top_k, top_p, generator)
+                                              temperature, top_k, top_p, generator, stream)
             return out
         if draft is not None:  # the draft proposes n_draft tokens, the target checks them in one forward
             out, _ = speculative_generate(model, draft, idx, max_new_tokens, n_draft, temperature, top_k,
-                                          top_p, generator)
+                                          top_p, generator, stream)
             return out
         if compile:
             step = compiled_decoder(model).step(idx.shape[0], idx.shape[1] + max_new_tokens)
@@ -106,21 +108,23 @@ def generate(
             step = cached_step(model, cache)
         else:
             step = uncached_step(model)
-        return decode(step, idx, max_new_tokens, temperature, top_k, top_p, generator)
+        return decode(step, idx, max_new_tokens, temperature, top_k, top_p, generator, stream)
     finally:
         model.train(was_training)
 
 
 def decode(step, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int, top_p: float,
-           generator: torch.Generator | None) -> torch.Tensor:
+           generator: torch.Generator | None, stream=None) -> torch.Tensor:
     """The sampling loop: `step(tokens)` takes the prompt once, then each new token, and returns the
-    (B, vocab_size) logits of the next position."""
+    (B, vocab_size) logits of the next position; `stream(next_id)` sees each token as it is drawn."""
     out = [idx]
     if max_new_tokens:
         logits = step(idx)
     for i in range(max_new_tokens):
         next_id = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
         out.append(next_id)
+        if stream is not None:
+            stream(next_id)
         if i + 1 < max_new_tokens:
             logits = step(next_id)
     return torch.cat(out, dim=1)

@@ -236,7 +236,8 @@ class GPT(nn.Module):
         "int8" | "int4"; draft: a small GPT for speculative decoding with n_draft guesses per step, or
         "mtp" for the model's own MTP modules (at most one guess per module and step); compile: a
         static cache through torch.compile (CUDA graphs on a GPU, model/decoder.py). Sampling and
-        the decode loop live in model/generate.py; `options` are passed on to it (e.g. kv_residual).
+        the decode loop live in model/generate.py; `options` are passed on to it (e.g. kv_residual,
+        or stream: a callable that sees each block of new tokens as it is decided).
         """
         return generate_tokens(self, idx, max_new_tokens, temperature, top_k, generator, top_p=top_p,
                         use_cache=use_cache, kv_dtype=kv_dtype, draft=draft, n_draft=n_draft,

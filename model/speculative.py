@@ -101,10 +101,12 @@ def speculative_generate(
     top_k: int = 0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    stream=None,
 ) -> tuple[torch.Tensor, SpeculativeStats]:
     """Extend idx (1, T) by max_new_tokens tokens of the target's distribution -> ((1, T + N), stats).
 
-    `draft` is any model with the target's vocabulary (`model(idx, cache=...)`, `new_cache`).
+    `draft` is any model with the target's vocabulary (`model(idx, cache=...)`, `new_cache`);
+    `stream`, if given, is called with each round's accepted tokens (1, n + 1) as they are decided.
     """
     check_sampling(temperature, top_k, top_p)
     _check(target, draft, idx, max_new_tokens, n_draft)
@@ -135,6 +137,8 @@ def speculative_generate(
         p = distribution(logits[0, -(k + 1):], temperature, top_k, top_p)  # (k + 1, V)
         n, nxt = verify(p, torch.stack(q) if k else p[:0], proposed[0], generator)
         seq = torch.cat([seq, proposed[:, :n], nxt.view(1, 1)], dim=1)
+        if stream is not None:
+            stream(seq[:, -(n + 1):])
         t_cache.rollback(seq.shape[1] - 1)
         d_cache.rollback(min(d_cache.length, seq.shape[1] - 1))
         stats.proposed += k

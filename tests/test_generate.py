@@ -353,3 +353,35 @@ def test_cached_loss_equals_the_forward_loss_and_int4_costs_something():
     assert int4 != pytest.approx(plain, abs=1e-4)
     with pytest.raises(ValueError, match="chunk must be"):
         cached_loss(model, x, y, chunk=0)
+
+
+@pytest.mark.parametrize("options", [{}, {"use_cache": False}, {"draft": "self"}],
+                         ids=["cache", "uncached", "speculative"])
+def test_stream_sees_every_new_token_once_in_order(options):
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    idx = tokens(5, B=1)
+    if options.get("draft") == "self":
+        options = {"draft": model, "n_draft": 3}
+    seen = []
+    out = model.generate(idx, 12, temperature=0.9, top_k=0, generator=torch.Generator().manual_seed(1),
+                         stream=lambda new: seen.append(new.clone()), **options)
+    assert torch.equal(torch.cat(seen, dim=1), out[:, 5:])
+    again = model.generate(idx, 12, temperature=0.9, top_k=0, generator=torch.Generator().manual_seed(1), **options)
+    assert torch.equal(again, out)  # streaming changes nothing
+
+
+def test_train_sample_prints_each_piece_once_whole_characters_only(capsys):
+    from train.sample import Printer
+    from train.tokenizer import get_tokenizer
+
+    tok = get_tokenizer("byte")
+    printer = Printer(tok, list(b"x = "), stop=tok.eot)
+    assert capsys.readouterr().out == "x = "  # the prompt, before any new token
+    pieces = []
+    for t in [*"é".encode(), *b"1", tok.eot, *b"ignored"]:
+        printer(torch.tensor([[t]]))
+        pieces.append(capsys.readouterr().out)
+    assert pieces[0] == "" and pieces[1] == "é" and pieces[2] == "1"  # the first byte of é waits
+    assert pieces[3] == tok.decode([tok.eot]) and pieces[4:] == [""] * 7  # nothing after the stop token
+    assert printer.shown == "x = é1" + tok.decode([tok.eot])

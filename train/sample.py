@@ -14,7 +14,8 @@ model's layers cannot serve (--compile or --draft with Gated DeltaNet layers) is
 any work, in one line (exit 2).
 The prompt and the new tokens together must fit the model's context (model.block_size), and the
 draft's: a larger --max_new_tokens is capped, with a note on stderr saying so. Without --prompt a
-sample starts a new document (the prompt is the end-of-text token).
+sample starts a new document (the prompt is the end-of-text token). One sample is printed as its
+tokens are decided; several (--num_samples) are decoded as one batch and printed at the end.
 """
 
 import argparse
@@ -105,14 +106,37 @@ def main(argv: list[str]) -> int:
     gen = torch.Generator(device).manual_seed(args.seed)
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, kv_dtype=args.kv_dtype,
                    compile=args.compile, draft=draft, n_draft=args.n_draft, generator=gen)
-    with autocast(device, dtype):
-        rows = sample(model, idx, max_new, options, stop=None if args.no_stop else tok.eot)
     print(f"# {run.checkpoint.name} of {run.run_dir}, up to {max_new} new tokens, "
-          f"temperature {args.temperature}, top_k {args.top_k}")
+          f"temperature {args.temperature}, top_k {args.top_k}", flush=True)
+    stop = None if args.no_stop else tok.eot
+    shown = prompt if args.prompt else []  # the tokens a sample's text starts with
+    printer = Printer(tok, shown, stop) if args.num_samples == 1 else None
+    with autocast(device, dtype):
+        rows = sample(model, idx, max_new, options | {"stream": printer}, stop=stop)
     for row in rows:
-        print(tok.decode(row if args.prompt else row[len(prompt):]))
+        text = tok.decode(row if args.prompt else row[len(prompt):])
+        print(text[len(printer.shown):] if printer else text)
         print("-" * 40)
     return 0
+
+
+class Printer:
+    """Prints one sample's text as its tokens come (GPT.generate's `stream`), up to `stop`: each
+    time, what the text decoded so far adds, held back while it ends inside a character."""
+
+    def __init__(self, tok, ids: list[int], stop: int | None):
+        self.tok, self.ids, self.stop, self.shown, self.done = tok, list(ids), stop, "", False
+        self(torch.tensor([[]], dtype=torch.long))
+
+    def __call__(self, new: torch.Tensor) -> None:
+        for t in new[0].tolist():
+            if not self.done:
+                self.ids.append(t)
+                self.done = t == self.stop
+        text = self.tok.decode(self.ids)
+        if not text.endswith("\ufffd"):
+            print(text[len(self.shown):], end="", flush=True)
+            self.shown = text
 
 
 def _capped(requested: int, prompt: int, block_size: int, whose: str) -> int:
