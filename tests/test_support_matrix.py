@@ -1,0 +1,16 @@
+"""README's support matrix is the one scripts/support_matrix.py computes from the rungs and presets."""
+
+import re
+
+from tiny_run import ROOT, load_script
+
+
+def test_readme_holds_the_support_matrix_as_computed():
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"<!-- support matrix -->\n(.*?)<!-- /support matrix -->", readme, re.S)
+    assert found, "README.md lost its support-matrix markers"
+    computed = load_script("support_matrix").table()
+    assert found.group(1) == computed, "README's support matrix is stale: paste python scripts/support_matrix.py"
+    rows = [line for line in computed.splitlines() if line.startswith("| rung") or line.startswith("| preset")]
+    assert len(rows) == 17 + 16 and all(line.count("|") == 10 for line in rows)
+    assert "| rung 00-gpt2 | ✓ | n/a | ✓ | ✓ | ✓ | ✓ | n/a | ✓ gpt2 |" in rows
