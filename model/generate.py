@@ -11,7 +11,6 @@ Speculative decoding (`draft=`) has the target check a small draft model's guess
 `draft="mtp"` those of its own multi-token-prediction modules (model/mtp_draft.py).
 """
 
-import weakref
 
 import torch
 
@@ -146,10 +145,10 @@ def uncached_step(model):
     return step
 
 
-_DECODERS = weakref.WeakKeyDictionary()  # model -> its StaticDecoder, so compiled graphs are reused
-
-
 def compiled_decoder(model) -> StaticDecoder:
-    if model not in _DECODERS:
-        _DECODERS[model] = StaticDecoder(model, compile=True)
-    return _DECODERS[model]
+    """The model's compiled static-cache decoder, made on the first call and kept on the model (a
+    plain attribute, not a submodule: no weights), so later calls reuse its graphs."""
+    decoder = getattr(model, "_compiled_decoder", None)
+    if decoder is None:
+        decoder = model._compiled_decoder = StaticDecoder(model, compile=True)
+    return decoder

@@ -329,9 +329,13 @@ def test_static_cache_decodes_the_same_tokens_as_the_dynamic_one():
 @pytest.mark.slow  # compiling on a CPU takes a minute or more
 def test_compiled_decode_gives_the_same_tokens():
     model = randomize_(GPT(tiny(n_layer=1, window=8, block_size=64)), std=0.2)
+    keys = set(model.state_dict())
+    decoders = []
     for prompt in (tokens(10), tokens(7, seed=1)):  # the second prompt length reuses the graphs
         want = model.generate(prompt, 20, temperature=0.0)
         assert torch.equal(model.generate(prompt, 20, temperature=0.0, compile=True), want)
+        decoders.append(model._compiled_decoder)
+    assert decoders[0] is decoders[1] and set(model.state_dict()) == keys  # kept on the model, no weights
 
 
 def test_compile_rejects_formats_it_cannot_serve():
