@@ -49,13 +49,13 @@ class StaticDecoder:
         if key not in self.caches:
             self.caches[key] = self.model.new_cache(batch_size, max_len, dtype, static=True)
         cache = self.caches[key]
-        cache.length = 0  # stale slots need no clearing: positions not yet written are masked
+        cache.restart()
 
         def step(tokens: torch.Tensor) -> torch.Tensor:
             T = tokens.shape[1]
-            cache.input_pos = torch.arange(cache.length, cache.length + T, device=tokens.device)
+            cache.prepare(T)
             logits = (self.prefill if T > 1 else self.decode_one)(tokens, cache)
-            cache.length += T
+            cache.written(T)
             return logits.clone()  # a CUDA graph's output is overwritten by its next replay
 
         return step

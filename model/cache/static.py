@@ -38,12 +38,23 @@ class StaticKV:
 
 
 class StaticCache(ModelCache):
-    """A ModelCache whose positions are the tensor `input_pos`, set by the caller before each forward
-    (model/decoder.py), and whose `length` the caller advances outside the compiled forward."""
+    """A ModelCache whose positions are the tensor `input_pos`. A forward through it neither reads
+    nor moves `length` (an int that changes every token would be a guard of the compiled graph):
+    the caller (model/decoder.py) calls `prepare(T)` before a forward of T tokens and `written(T)`
+    after it, both outside the graph; `restart()` begins a new sequence on the same buffers."""
 
     def __init__(self, layers: list, spec):
         super().__init__(layers, spec)
         self.input_pos = torch.zeros(1, dtype=torch.long, device=spec.device)
+
+    def restart(self) -> None:
+        self.length = 0  # stale slots need no clearing: positions not yet written are masked
+
+    def prepare(self, T: int) -> None:
+        self.input_pos = torch.arange(self.length, self.length + T, device=self.input_pos.device)
+
+    def written(self, T: int) -> None:
+        self.length += T
 
     def positions(self, T: int, device: torch.device) -> torch.Tensor:
         return self.input_pos
