@@ -91,9 +91,9 @@ def generate(
     model.eval()
     try:
         if draft == "mtp":  # self-speculation: one guess per MTP module and round
-            with model.mtp_draft() as mtp:
-                out, _ = speculative_generate(model, mtp, idx, max_new_tokens, min(n_draft, mtp.depth),
-                                              temperature, top_k, top_p, generator, stream)
+            mtp = model.mtp_draft()
+            out, _ = speculative_generate(model, mtp, idx, max_new_tokens, min(n_draft, mtp.depth),
+                                          temperature, top_k, top_p, generator, stream)
             return out
         if draft is not None:  # the draft proposes n_draft tokens, the target checks them in one forward
             out, _ = speculative_generate(model, draft, idx, max_new_tokens, n_draft, temperature, top_k,

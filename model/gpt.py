@@ -117,8 +117,11 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         cache: ModelCache | None = None,
         ignore_index: int = -100,
+        return_hidden: bool = False,
     ):
-        """idx: (B, T) token ids. With `cache`, idx continues the cached sequence."""
+        """idx: (B, T) token ids. With `cache`, idx continues the cached sequence. return_hidden
+        (no targets): (logits, the last block's output before the final norm), which the MTP draft
+        starts from (model/mtp_draft.py)."""
         B, T = idx.shape
         if cache is None:
             if T > self.config.block_size:
@@ -143,7 +146,8 @@ class GPT(nn.Module):
         h, x = x, self.transformer.ln_f(x)  # h: the last hidden state, which MTP starts from
         if targets is None:
             logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, vocab_size)
-            return softcap(logits, self.config.final_softcap) if self.config.final_softcap else logits
+            logits = softcap(logits, self.config.final_softcap) if self.config.final_softcap else logits
+            return (logits, h) if return_hidden else logits
         cfg = self.config
         loss = lm_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), cfg.vocab_size,
                        cfg.final_softcap, ignore_index)
@@ -176,7 +180,7 @@ class GPT(nn.Module):
 
     def mtp_draft(self) -> MTPDraft:
         """The MTP modules as a speculative-decoding draft (model/mtp_draft.py), used as
-        `with model.mtp_draft() as draft: speculative_generate(model, draft, ...)`, or through
+        `speculative_generate(model, model.mtp_draft(), ...)`, or through
         `generate(..., draft="mtp")`."""
         return MTPDraft(self)
 

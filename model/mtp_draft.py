@@ -8,10 +8,10 @@ model, and reuses the target's hidden states instead of recomputing them.
 
 `MTPDraft` implements the draft protocol of model/speculative.py (`config`, `train(mode)`, `new_cache`,
 `draft(tokens, cache=...)` -> logits), so it goes wherever a separate draft model goes:
-`model.generate(idx, n, draft="mtp")`. The target's hidden states reach it through two forward
-hooks, on the model (for the cache position) and on its final norm (for the states before it),
-installed only inside `with model.mtp_draft() as draft:`. Greedy output equals plain greedy
-decoding whatever the draft proposes (the target verifies every token).
+`model.generate(idx, n, draft="mtp")`. It also has `observe(hidden, target_cache)`: speculative
+decoding runs the target with `return_hidden=True` and hands it the states before the final norm
+that the forward returns. Greedy output equals plain greedy decoding whatever the draft proposes
+(the target verifies every token).
 """
 
 import torch
@@ -31,7 +31,7 @@ class MTPDraftCache:
     """What the draft keeps for one generation.
 
     length/tokens: the tokens it was given (draft protocol); target_h: the target's states before its
-    final norm, written by the hooks, of which the first `target_cache.length` are verified (the
+    final norm, as observed, of which the first `target_cache.length` are verified (the
     target's cache is rolled back past the rejected ones); per depth k: a block cache and the states
     h^k at the positions it has processed (position i of depth k uses t_{i+k})."""
 
@@ -62,33 +62,18 @@ class MTPDraftCache:
 
 
 class MTPDraft:
-    """The MTP modules of `model` as a speculative-decoding draft (module docstring); a context
-    manager that installs the hooks feeding it the target's states."""
+    """The MTP modules of `model` as a speculative-decoding draft (module docstring)."""
 
     def __init__(self, model):
         if model.mtp is None:
             raise ValueError("draft='mtp' needs MTP modules: model.mtp_depth is 0 for this model")
         self.model, self.config, self.depth = model, model.config, len(model.mtp.layers)
         self.cache: MTPDraftCache | None = None
-        self._hooks, self._last_h = [], None
 
-    def __enter__(self) -> "MTPDraft":
-        def keep_h(module, args, output):
-            self._last_h = args[0]  # (B, T, n_embd): the input of the final norm
-
-        def place_h(module, args, kwargs, output):
-            target_cache = kwargs.get("cache")
-            if target_cache is not None and self.cache is not None:
-                self.cache.observe(self._last_h, target_cache)
-
-        self._hooks = [self.model.transformer.ln_f.register_forward_hook(keep_h),
-                       self.model.register_forward_hook(place_h, with_kwargs=True)]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks, self.cache = [], None
+    def observe(self, hidden: torch.Tensor, target_cache) -> None:
+        """The target ran its last T positions through `target_cache`, ending in `hidden` (1, T, n_embd)."""
+        if self.cache is not None:
+            self.cache.observe(hidden, target_cache)
 
     def train(self, mode: bool = True) -> "MTPDraft":
         """As nn.Module.train: the modes of the model whose modules draft."""
@@ -96,8 +81,6 @@ class MTPDraft:
         return self
 
     def new_cache(self, batch_size: int, max_len: int, rollback: int = 0, **options) -> MTPDraftCache:
-        if not self._hooks:
-            raise RuntimeError("use the MTP draft inside `with model.mtp_draft() as draft:`")
         spec = CacheSpec(batch_size, max_len, self.model.cache_dtype(), self.model.transformer.ln_f.weight.device,
                          rollback=rollback + self.depth, **options)
         self.cache = MTPDraftCache(self.model, spec)

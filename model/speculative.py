@@ -105,7 +105,9 @@ def speculative_generate(
 ) -> tuple[torch.Tensor, SpeculativeStats]:
     """Extend idx (1, T) by max_new_tokens tokens of the target's distribution -> ((1, T + N), stats).
 
-    `draft` is any model with the target's vocabulary (`model(idx, cache=...)`, `new_cache`);
+    `draft` is any model with the target's vocabulary (`model(idx, cache=...)`, `new_cache`); a
+    draft with an `observe(hidden, target_cache)` method (the MTP draft) is also handed the target's
+    last hidden states after each of its forwards;
     `stream`, if given, is called with each round's accepted tokens (1, n + 1) as they are decided.
     """
     check_sampling(temperature, top_k, top_p)
@@ -117,8 +119,17 @@ def speculative_generate(
     t_cache, d_cache = (m.new_cache(1, total, rollback=n_draft) for m in (target, draft))
     stats = SpeculativeStats()
     seq = idx  # (1, n): every token so far; each cache holds all but the last (or the last two)
+    observe = getattr(draft, "observe", None)
+
+    def run_target(tokens: torch.Tensor) -> torch.Tensor:
+        if observe is None:
+            return target(tokens, cache=t_cache)
+        logits, hidden = target(tokens, cache=t_cache, return_hidden=True)
+        observe(hidden, t_cache)
+        return logits
+
     if idx.shape[1] > 1 and max_new_tokens > 0:
-        target(idx[:, :-1], cache=t_cache)
+        run_target(idx[:, :-1])
         draft(idx[:, :-1], cache=d_cache)
         stats.target_forwards += 1
         stats.draft_forwards += 1
@@ -133,7 +144,7 @@ def speculative_generate(
             q.append(q_i)
         proposed = torch.cat(proposed, dim=1) if k else seq[:, :0]  # (1, k)
         start = t_cache.length
-        logits = target(torch.cat([seq[:, start:], proposed], dim=1), cache=t_cache)
+        logits = run_target(torch.cat([seq[:, start:], proposed], dim=1))
         p = distribution(logits[0, -(k + 1):], temperature, top_k, top_p)  # (k + 1, V)
         n, nxt = verify(p, torch.stack(q) if k else p[:0], proposed[0], generator)
         seq = torch.cat([seq, proposed[:, :n], nxt.view(1, 1)], dim=1)

@@ -109,13 +109,15 @@ def test_self_speculative_greedy_equals_plain_greedy(depth, extra, prompt):
 
 
 def test_draft_guesses_equal_the_parallel_form():
-    """Through caches and the target's hooked states, depth k's guess after a prefix equals what
+    """Through caches and the target's observed states, depth k's guess after a prefix equals what
     MTP.hidden_states computes over the whole sequence at once."""
     model = jittered(tiny(BASE, mtp_depth=2), **JITTER).eval()
     seq = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(4))
-    with torch.no_grad(), model.mtp_draft() as draft:
+    draft = model.mtp_draft()
+    with torch.no_grad():
         t_cache, d_cache = model.new_cache(1, 20), draft.new_cache(1, 20)
-        model(seq[:, :-1], cache=t_cache)
+        logits, hidden = model(seq[:, :-1], cache=t_cache, return_hidden=True)
+        draft.observe(hidden, t_cache)
         main = draft(seq[:, :-1], cache=d_cache)[0, -1]  # depth 0: the main head's next token
         one = draft(seq[:, -1:], cache=d_cache)[0, -1]  # depth 1: guesses t_10
         guess = one.argmax().view(1, 1)
@@ -146,8 +148,7 @@ def test_trained_mtp_head_is_a_good_draft(one_thread):
         opt.step()
     model.eval()
     prompt = seq[:, :5]
-    with model.mtp_draft() as draft:
-        out, stats = speculative_generate(model, draft, prompt, 24, n_draft=1, temperature=0)
+    out, stats = speculative_generate(model, model.mtp_draft(), prompt, 24, n_draft=1, temperature=0)
     assert torch.equal(out, model.generate(prompt, 24, temperature=0))
     assert stats.acceptance_rate > 0.8, stats
     assert stats.target_forwards < 20  # plain greedy needs 24
