@@ -28,7 +28,9 @@ Options:
                       int4, default 128), applied to the target and the draft
   --draft RUN_DIR     speculative decoding with this draft (--n_draft K, default 4): acceptance
                       rate, tokens per target forward and speed-up over plain cached decoding (the
-                      full-precision cache, whatever --kv_dtype and --compile say), batch 1
+                      full-precision cache, whatever --kv_dtype and --compile say), batch 1;
+                      --draft mtp drafts with the target's own MTP modules (model.mtp_depth >= 1,
+                      at most one guess per module and round)
   --hf                also time HF GPT2LMHeadModel.generate on the same weights (gpt2-shaped models)
   --step N            the checkpoint of each training run among the targets (default: the newest)
   --device D, --dtype D   as for training: auto, cpu, cuda, cuda:N, mps; auto, fp32, bf16, fp16
@@ -179,10 +181,11 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
     quantized(on_device(model, device, dtype).eval(), args.quantize, args.group_size, path)
     cfg = model.config
     context = min(args.context, cfg.block_size - 1 - max(args.new_tokens, args.nocache_tokens))
-    if draft is not None:
+    separate = draft is not None and draft != "mtp"  # a draft model of its own, with its own context
+    if separate:
         context = min(context, draft.config.block_size - 1 - args.new_tokens)
     if context < 1:
-        limit = f" and the draft's {draft.config.block_size}" if draft is not None else ""
+        limit = f" and the draft's {draft.config.block_size}" if separate else ""
         raise ConfigError(f"{path}: block_size={cfg.block_size}{limit} leaves no room for a prompt")
     gen = torch.Generator().manual_seed(0)
     prompt = lambda B: torch.randint(0, cfg.vocab_size, (B, context), generator=gen).to(device)  # noqa: E731
@@ -225,15 +228,21 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
     return row
 
 
-def speculative_rows(model: GPT, draft: GPT, idx, args, device) -> dict[str, str]:
+def speculative_rows(model: GPT, draft, idx, args, device) -> dict[str, str]:
     """Acceptance, tokens per target forward, rate and speed-up of speculative decoding, all from the
     same greedy runs of 1 + --new_tokens tokens on `idx`; the speed-up against plain decoding through
-    the same full-precision cache, timed just before on the same prompt."""
-    quantized(on_device(draft, device, pick_dtype(args.dtype, device)).eval(), args.quantize, args.group_size, "--draft")
+    the same full-precision cache, timed just before on the same prompt. draft: a model, or "mtp"."""
+    if draft == "mtp":
+        draft = model.mtp_draft()
+        n_draft = min(args.n_draft, draft.depth)
+    else:
+        quantized(on_device(draft, device, pick_dtype(args.dtype, device)).eval(), args.quantize, args.group_size,
+                  "--draft")
+        n_draft = args.n_draft
     stats = {}  # new tokens -> SpeculativeStats (greedy: every run of one length does the same)
 
     def run(idx, n):
-        out, stats[n] = speculative_generate(model, draft, idx, n, n_draft=args.n_draft, temperature=0)
+        out, stats[n] = speculative_generate(model, draft, idx, n, n_draft=n_draft, temperature=0)
         return out
 
     plain = decode_rate(our_generate(model, True, None, False), idx, args.new_tokens, device, args.repeat)
@@ -246,7 +255,7 @@ def speculative_rows(model: GPT, draft: GPT, idx, args, device) -> dict[str, str
         if rate / plain > per_forward:  # a round costs at least one target forward
             speed_up = (f"measurement error: x{rate / plain:.2f} exceeds the {per_forward:.2f} tokens per "
                         "target forward")
-    return {f"speculative (k={args.n_draft}) acceptance": f"{s.acceptance_rate:.3f}",
+    return {f"speculative (k={n_draft}) acceptance": f"{s.acceptance_rate:.3f}",
             "speculative tokens/target fwd": f"{per_forward:.2f}",
             "speculative decode tok/s b=1": rate_cell(rate),
             "speculative speed-up b=1": speed_up}
@@ -274,7 +283,9 @@ def hf_rows(model: GPT, idx, args, device, dtype: str, our_rate: float | None) -
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
     draft = None
-    if args.draft:
+    if args.draft == "mtp":
+        draft = "mtp"
+    elif args.draft:
         draft, _ = load_model(args.draft, [], 1)
     columns = [bench(path, args, overrides, draft) for path in args.targets]
     names = list(dict.fromkeys(k for c in columns for k in c))

@@ -70,3 +70,16 @@ def test_a_speed_up_the_acceptance_cannot_explain_is_a_measurement_error(base, c
     rows = bench(capsys, base, module=module)
     per_forward = rows[SPECULATIVE[1]]
     assert rows[SPECULATIVE[3]] == f"measurement error: x10.00 exceeds the {per_forward} tokens per target forward"
+
+
+def test_the_mtp_self_draft_is_benchmarked_like_a_draft_run(tmp_path, capsys):
+    config = tmp_path / "mtp.toml"
+    config.write_text("[model]\nblock_size = 64\nn_layer = 2\nn_head = 2\nn_embd = 32\nmtp_depth = 1\n")
+    module = load_script("bench_decode")
+    code, out, err = cli(capsys, config, "--context=8", "--new_tokens=4", "--nocache_tokens=2", "--repeat=2",
+                         "--device=cpu", "--dtype=fp32", "--draft=mtp", "--n_draft=3", entry=module.main)
+    assert code == 0 and err == "", err
+    rows = dict(line.split("  ", 1) for line in out.splitlines() if line.startswith("speculative"))
+    assert "speculative (k=1) acceptance" in rows  # one guess per MTP module and round
+    assert 0.0 <= float(rows["speculative (k=1) acceptance"]) <= 1.0
+    assert 1.0 <= number(rows["speculative tokens/target fwd"]) <= 2.0
