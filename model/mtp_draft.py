@@ -23,8 +23,8 @@ from .softcap import softcap
 class _OneLayerCache(ModelCache):
     """The cache of one MTP block: the block's mixer addresses it by its layer index (past the stack)."""
 
-    def update(self, layer_idx: int, *new: torch.Tensor) -> tuple:
-        return super().update(0, *new)
+    def layer(self, layer_idx: int):
+        return self.layers[0]
 
 
 class MTPDraftCache:

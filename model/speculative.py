@@ -77,10 +77,6 @@ def _check(target, draft, idx: torch.Tensor, max_new_tokens: int, n_draft: int) 
         raise ValueError(f"speculative decoding takes one prompt, idx of shape (1, T >= 1); got {tuple(idx.shape)}")
     total = idx.shape[1] + max_new_tokens
     for name, model in (("target", target), ("draft", draft)):
-        if getattr(model.config, "linear_attention", "none") != "none":
-            raise ValueError(f"the {name} has model.linear_attention={model.config.linear_attention!r} layers, whose "
-                             "recurrent states cannot be rolled back after a rejected guess; speculative decoding "
-                             "needs attention-only models")
         if getattr(model.config, "attn_conv", 0):
             raise ValueError(f"the {name} has model.attn_conv={model.config.attn_conv} (Canon layers), whose "
                              "convolution state cannot be rolled back after a rejected guess; speculative "

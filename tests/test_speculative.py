@@ -29,6 +29,7 @@ def prompt(T: int, vocab_size: int, seed: int) -> torch.Tensor:
     {},
     dict(pos="rope", n_kv_head=1, norm="rmsnorm"),
     dict(pos="rope", window=6, global_every=2),  # ring-buffer caches on the window layers
+    dict(pos="rope", norm="rmsnorm", linear_attention="gated_deltanet"),  # recurrent states, rolled back
 ])
 @pytest.mark.parametrize("n_draft", [1, 3, 5])
 def test_greedy_equals_target_greedy(arch, n_draft):
@@ -154,11 +155,26 @@ def test_generate_method_dispatches_to_speculative_decoding():
             target.generate(idx, 4, temperature=0, draft=draft, **bad)
 
 
-def test_a_hybrid_with_recurrent_states_is_refused_up_front():
-    """Gated DeltaNet states cannot forget a rejected guess: refused before any forward, target or draft
-    (the MTP draft of rung 15 continues the hybrid pattern into a linear block)."""
-    hybrid = built(0, linear_attention="gated_deltanet")
-    attention_only = built(1)
-    for target, draft in ((hybrid, attention_only), (attention_only, hybrid)):
-        with pytest.raises(ValueError, match="recurrent states cannot be rolled back"):
-            speculative_generate(target, draft, prompt(5, 50, 0), 4, n_draft=2, temperature=0.0)
+def test_a_rolled_back_recurrent_state_is_the_state_of_the_kept_prefix():
+    """A Gated DeltaNet cache that may roll back by R keeps the states of its last forward's last
+    R + 1 positions: rolled back to n, it holds what a cache that only ever saw n tokens holds, and
+    decodes on from there the same way."""
+    model = built(0, pos="rope", norm="rmsnorm", linear_attention="gated_deltanet")
+    seq = prompt(12, 50, 5)
+    with torch.no_grad():
+        for keep in (8, 9, 11):  # back into the last forward of 4 tokens, to its start, and by one
+            cache = model.new_cache(1, 20, rollback=4)
+            model(seq[:, :8], cache=cache)
+            model(seq[:, 8:], cache=cache)
+            cache.rollback(keep)
+            fresh = model.new_cache(1, 20)
+            for t in range(keep):  # one token at a time: the recurrence itself
+                model(seq[:, t:t + 1], cache=fresh)
+            for layer, want in zip(cache.layers, fresh.layers):
+                if hasattr(want, "state"):
+                    torch.testing.assert_close(layer.state, want.state, atol=1e-5, rtol=1e-5)
+                    torch.testing.assert_close(layer.conv, want.conv, atol=1e-6, rtol=1e-5)
+            nxt = seq[:, keep:keep + 1]
+            torch.testing.assert_close(model(nxt, cache=cache), model(nxt, cache=fresh), atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="cannot roll the cache back by 5"):
+            cache.rollback(cache.length - 5)

@@ -102,11 +102,15 @@ class ModelCache:
                              "(new_cache's max_len, at most model.block_size)")
         return torch.arange(self.length, end, device=device)
 
+    def layer(self, layer_idx: int):
+        """The cache of layer `layer_idx` (a recurrent layer reads and writes its state there)."""
+        return self.layers[layer_idx]
+
     def update(self, layer_idx: int, *new: torch.Tensor) -> tuple:
         end = self.length + new[0].shape[2]
         if end > self.max_len:
             raise ValueError(f"the cache holds {self.max_len} positions; {end} requested")
-        return self.layers[layer_idx].update(self.length, *new)
+        return self.layer(layer_idx).update(self.length, *new)
 
     def advance(self, n: int) -> None:
         self.length += n
@@ -119,6 +123,9 @@ class ModelCache:
             why = ("a linear-attention layer's recurrent state cannot forget tokens" if min(limits) == 0
                    else f"it was built for at most {min(limits)} (CacheSpec.rollback)")
             raise ValueError(f"cannot roll the cache back by {self.length - length} positions; {why}")
+        for layer in self.layers:
+            if hasattr(layer, "rollback"):  # a recurrent state takes back what it absorbed
+                layer.rollback(length)
         self.length = length
 
     def bytes_per_token(self) -> int:

@@ -60,7 +60,7 @@ class StaticCache(ModelCache):
         return self.input_pos
 
     def update(self, layer_idx: int, *new: torch.Tensor) -> tuple:
-        return self.layers[layer_idx].update(self.input_pos, *new)
+        return self.layer(layer_idx).update(self.input_pos, *new)
 
     def advance(self, n: int) -> None:
         pass  # inside a compiled forward an int attribute would be a guard, recompiling every token

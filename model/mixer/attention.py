@@ -142,7 +142,7 @@ class CausalSelfAttention(AttentionKernels):
         B, T, _ = x.shape
         qkv = self.c_attn(x)
         if self.canon is not None:
-            past = cache.layers[self.layer_idx] if cache is not None else None
+            past = cache.layer(self.layer_idx) if cache is not None else None
             qkv, conv_past = self.canon(qkv, None if past is None else past.past)
             if past is not None:
                 past.write(conv_past)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..cache import CacheSpec, ModelCache
-from ..cache.recurrent import RecurrentState
+from ..cache.recurrent import History, RecurrentState
 from ..config import ModelConfig
 from .delta_rule import RULES, recurrent_delta_rule
 
@@ -96,8 +96,8 @@ class GatedDeltaNet(nn.Module):
         terms (this layer adds no loss term)."""
         B, T, _ = x.shape
         qkv, z, b, a = self.in_proj(x).split(self.splits, dim=-1)
-        past = cache.layers[self.layer_idx] if cache is not None else None
-        qkv, conv_past = self.conv(qkv, None if past is None else past.conv)
+        past = cache.layer(self.layer_idx) if cache is not None else None
+        qkv, conv_in = self.conv(qkv, None if past is None else past.conv)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
         # (B, n_v_head, T, head_dim): q/k head h serves value heads h * r ... h * r + r - 1
         q, k = (l2norm(self.heads(t, self.head_dim)).repeat_interleave(self.n_v_head // self.n_head, dim=1)
@@ -105,13 +105,39 @@ class GatedDeltaNet(nn.Module):
         q = q * self.head_dim**-0.5
         v = self.heads(v, self.v_head_dim)  # (B, n_v_head, T, v_head_dim)
         g, beta = self.decay(a).transpose(1, 2), torch.sigmoid(b.float()).transpose(1, 2)  # (B, n_v_head, T)
-        # decoding one token: the recurrence itself; otherwise (training, a prompt) the chunked form
-        rule = recurrent_delta_rule if past is not None and T == 1 else self.chunked
-        o, state = rule(q, k, v, g, beta, None if past is None else past.state)
+        # decoding one token: the recurrence itself; otherwise (training, a prompt) the chunked form;
+        # a cache that may be rolled back also keeps the states of the last positions (speculative)
+        history = None
+        if past is not None and past.max_rollback and T > 1:
+            o, state, history = self.rule_keeping(q, k, v, g, beta, past, conv_in, cache.length)
+        else:
+            rule = recurrent_delta_rule if past is not None and T == 1 else self.chunked
+            o, state = rule(q, k, v, g, beta, None if past is None else past.state)
         if past is not None:
-            past.write(conv_past, state)
+            past.write(conv_in[..., conv_in.shape[-1] - past.conv.shape[-1]:], state, history)
         o = self.norm(o.transpose(1, 2).to(x.dtype), z.view(B, T, self.n_v_head, self.v_head_dim))
         return self.resid_dropout(self.out_proj(o.reshape(B, T, self.value_dim)))
+
+    def rule_keeping(self, q, k, v, g, beta, past: RecurrentState, conv_in: torch.Tensor, start: int):
+        """The delta rule over T > 1 tokens that continue `past`, keeping what a rollback of up to
+        past.max_rollback positions needs (model/cache/recurrent.py): the chunked form up to the
+        last m = max_rollback + 1 tokens, then the recurrence one token at a time."""
+        T = q.shape[2]
+        m = min(T, past.max_rollback + 1)
+        outs, state = [], past.state
+        if T > m:
+            o, state = self.chunked(q[:, :, :T - m], k[:, :, :T - m], v[:, :, :T - m], g[:, :, :T - m],
+                                    beta[:, :, :T - m], state)
+            outs.append(o)
+        before, states = state, []
+        for t in range(T - m, T):
+            o, state = recurrent_delta_rule(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], g[:, :, t:t + 1],
+                                            beta[:, :, t:t + 1], state)
+            outs.append(o)
+            states.append(state)
+        width = past.conv.shape[-1]
+        history = History(start + T, states, before, conv_in[..., conv_in.shape[-1] - width - m:])
+        return torch.cat(outs, dim=2), state, history
 
     def heads(self, t: torch.Tensor, dim: int) -> torch.Tensor:
         """(B, T, heads * dim) -> (B, heads, T, dim)."""
@@ -119,12 +145,13 @@ class GatedDeltaNet(nn.Module):
 
     def conv(self, x: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """SiLU(causal depthwise conv) over time. x: (B, T, conv_dim); past: (B, conv_dim, conv_size - 1)
-        inputs before x (None: zeros). Returns the output (B, T, conv_dim) and the new past."""
+        inputs before x (None: zeros). Returns the output (B, T, conv_dim) and the conv's inputs,
+        past and x (B, conv_dim, conv_size - 1 + T), whose last conv_size - 1 are the new past."""
         x = x.transpose(1, 2)  # (B, conv_dim, T)
         width = self.conv1d.kernel_size[0] - 1
         x = F.pad(x, (width, 0)) if past is None else torch.cat([past.to(x.dtype), x], dim=-1)
         y = F.conv1d(x, self.conv1d.weight, groups=self.conv_dim)
-        return F.silu(y).transpose(1, 2), x[..., x.shape[-1] - width:]
+        return F.silu(y).transpose(1, 2), x
 
     def new_cache(self, spec: CacheSpec) -> RecurrentState:
         """This layer's generation cache: the conv's last inputs and the recurrent state, of a fixed
