@@ -47,8 +47,6 @@ GREEDY = ["--prompt", "ab", "--temperature", "0", "--no_stop"]
 
 def test_sample_refuses_what_the_layers_cannot_serve_in_the_flags_words(base, mla_mtp, hybrid, capsys):
     cases = [
-        (hybrid, ["--compile"], "--compile has no static cache for Gated DeltaNet's recurrent state (layer 0) "
-                                "yet: leave out --compile"),
         (base, ["--draft", "mtp", "--n_draft", "2"], "--draft mtp drafts with the model's multi-token-prediction "
                                                      "modules, and this run has none (model.mtp_depth = 0)"),
     ]
@@ -97,11 +95,11 @@ def test_a_shorter_draft_caps_the_new_tokens_with_a_note(base, mla_mtp, capsys):
 def test_a_hybrid_drafts_and_is_drafted_for_with_its_own_greedy_output(base, hybrid, capsys):
     """Gated DeltaNet states roll back after a rejected guess: a hybrid target with a plain draft, a
     plain target with a hybrid draft, and the hybrid's own MTP module all decode the target's greedy
-    tokens (these were refused before the states kept their last positions)."""
-    for target, draft in ((hybrid, base), (base, hybrid), (hybrid, "mtp")):
+    tokens, as does --compile (all refused before)."""
+    for target, flags in ((hybrid, ["--draft", base, "--n_draft", "3"]), (base, ["--draft", hybrid, "--n_draft", "3"]),
+                          (hybrid, ["--draft", "mtp"]), (hybrid, ["--compile"])):  # --compile: static state buffers
         plain = cli(capsys, target, *GREEDY, "--max_new_tokens", "12", entry=sample.main)
-        code, out, err = cli(capsys, target, *GREEDY, "--max_new_tokens", "12", "--draft", draft, "--n_draft", "3",
-                             entry=sample.main)
+        code, out, err = cli(capsys, target, *GREEDY, "--max_new_tokens", "12", *flags, entry=sample.main)
         assert code == plain[0] == 0 and err == plain[2] == "", err
         assert out == plain[1] and len(out.splitlines()[1]) >= 2
 
@@ -119,7 +117,8 @@ def no_work(*args, **kwargs):
 
 
 @pytest.mark.parametrize("rung, flags, message", [
-    ("14-hybrid-deltanet", ["--compile"], "--compile has no static cache for Gated DeltaNet's recurrent state (layer 0)"),
+    ("09-sliding-window", ["--compile", "--model.attn_conv=4"],
+     "--compile has no static cache for the Canon convolution's state of attention (layer 0, model.attn_conv)"),
 ])
 def test_bench_decode_refuses_the_same_way(capsys, monkeypatch, rung, flags, message):
     module = load_script("bench_decode")

@@ -184,9 +184,29 @@ def test_speculative_decoding_rolls_the_recurrent_state_back():
     assert torch.equal(model.generate(idx, 16, temperature=0.0, draft=draft, n_draft=3), want)
 
 
-def test_static_cache_is_refused():
-    with pytest.raises(ValueError, match="linear-attention"):
-        GPT(config("gqa-gated-1to1")).new_cache(1, 8, static=True)
+def test_compiled_decoding_keeps_the_state_in_static_buffers():
+    """compile=True decodes a hybrid through fixed buffers written in place (model/cache/recurrent.py):
+    the same greedy tokens as the dynamic cache; a second sequence on the reused buffers starts from
+    a zero state again (its logits are a fresh cache's)."""
+    from model.decoder import StaticDecoder
+
+    torch.manual_seed(0)
+    model = GPT(config("gqa-gated-1to1")).eval()
+    idx = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.generate(idx, 10, temperature=0.0, compile=True), model.generate(idx, 10, temperature=0.0))
+    decoder = StaticDecoder(model, compile=False)
+    with torch.no_grad():
+        for seed in (1, 2):
+            idx = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(seed))
+            step = decoder.step(2, 12)
+            cache = next(iter(decoder.caches.values()))
+            state = next(layer for layer in cache.layers if hasattr(layer, "state")).state
+            address = state.data_ptr()
+            fresh = model.new_cache(2, 12)
+            torch.testing.assert_close(step(idx), model(idx, cache=fresh)[:, -1], atol=1e-6, rtol=1e-6)
+            nxt = idx[:, :1]
+            torch.testing.assert_close(step(nxt), model(nxt, cache=fresh)[:, -1], atol=1e-6, rtol=1e-6)
+            assert next(layer for layer in cache.layers if hasattr(layer, "state")).state.data_ptr() == address
 
 
 def test_cpu_keeps_the_torch_kernel():

@@ -14,6 +14,10 @@ forward and the conv inputs around them (`History`), and `rollback(n)` takes the
 position n - 1 from there. A rollback never reaches before the last forward's positions (a round of
 speculative decoding keeps at least the tokens it was given), so nothing older is kept. Without a
 margin (R = 0) nothing is kept and the cache cannot roll back.
+
+A static cache (`CacheSpec.static`, for `generate(compile=True)`, model/decoder.py) keeps both
+tensors at fixed addresses and writes them in place, so a compiled decode step can capture them;
+`reset()` zeroes them for the next sequence, as a static KV cache reuses its buffers.
 """
 
 from dataclasses import dataclass
@@ -39,16 +43,27 @@ class RecurrentState:
     v_head_dim) in fp32. Both start at zero, which is what an empty past means for both."""
 
     def __init__(self, spec, conv_dim: int, conv_size: int, state_shape: tuple[int, int, int]):
-        if spec.static:
-            raise ValueError("compile=True (a static cache) is not supported for linear-attention layers "
-                             "(model.linear_attention); decode with compile=False")
         self.conv = torch.zeros(spec.batch_size, conv_dim, conv_size - 1, dtype=spec.dtype, device=spec.device)
         self.state = torch.zeros(spec.batch_size, *state_shape, dtype=torch.float32, device=spec.device)
+        self.static = spec.static
+        if self.static:
+            for t in (self.conv, self.state):
+                torch._dynamo.mark_static_address(t)
         self.max_rollback = spec.rollback  # positions a rollback may undo (0: none)
         self.history: History | None = None
 
     def write(self, conv: torch.Tensor, state: torch.Tensor, history: History | None = None) -> None:
-        self.conv, self.state, self.history = conv.to(self.conv.dtype), state, history
+        if self.static:  # in place: the buffers a compiled step captured
+            self.conv.copy_(conv)
+            self.state.copy_(state)
+        else:
+            self.conv, self.state, self.history = conv.to(self.conv.dtype), state, history
+
+    def reset(self) -> None:
+        """An empty past again, in the same buffers (a static cache starting a new sequence)."""
+        self.conv.zero_()
+        self.state.zero_()
+        self.history = None
 
     def rollback(self, length: int) -> None:
         """Forget the positions from `length` on (within the last forward's kept ones)."""

@@ -48,7 +48,10 @@ class StaticCache(ModelCache):
         self.input_pos = torch.zeros(1, dtype=torch.long, device=spec.device)
 
     def restart(self) -> None:
-        self.length = 0  # stale slots need no clearing: positions not yet written are masked
+        self.length = 0  # stale key/value slots need no clearing: positions not yet written are masked
+        for layer in self.layers:
+            if hasattr(layer, "reset"):  # a recurrent state does: it holds the whole past
+                layer.reset()
 
     def prepare(self, T: int) -> None:
         self.input_pos = torch.arange(self.length, self.length + T, device=self.input_pos.device)
