@@ -158,3 +158,21 @@ def test_grpo_on_a_jsonl_of_prompts_and_answers(tmp_path, capsys, cfg_file):
     code, _, err = cli(capsys, cfg_file, *TINY, "--post.method=grpo", f"--post.data={data}",
                        "--train.out_dir=" + str(tmp_path / "bad"))
     assert code == 2 and f"{data}:41: expected" in error_line(err)
+
+
+def test_post_curves_average_the_seeds_at_every_shared_step(tmp_path):
+    from train.plot import _by_step, plot_post
+    from train.report import RunData
+
+    def fake(rewards, passes):
+        records = [{"step": i + 1, "reward_mean": r} for i, r in enumerate(rewards)]
+        for step, p in passes:
+            records[step - 1]["val_pass@1"] = p
+        return RunData(tmp_path, None, records, {})
+
+    runs = [fake([0.0, 1.0, 1.0], [(2, 0.5), (3, 0.6)]), fake([1.0, 1.0, 0.0], [(2, 0.7), (3, 0.8)])]
+    steps, lo, mid, hi = _by_step(runs, "reward_mean", window=2)
+    assert steps == [1, 2, 3] and mid == [0.5, 0.75, 0.75]  # each run's mean over its last 2 steps
+    steps, lo, mid, hi = _by_step(runs, "val_pass@1")
+    assert steps == [2, 3] and lo == [0.5, 0.6] and hi == [0.7, 0.8] and mid == pytest.approx([0.6, 0.7])
+    assert plot_post({"grpo": runs}, tmp_path / "curves.png").stat().st_size > 0

@@ -84,6 +84,10 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "", m
         ax.grid(alpha=0.3)
     if by_tokens.get_legend_handles_labels()[0]:
         by_tokens.legend(fontsize=8, loc="upper right")
+    return _save(fig, path, title)
+
+
+def _save(fig, path: Path, title: str) -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -125,12 +129,7 @@ def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> 
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="lower right")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, Path(path), title)
 
 
 def main(argv: list[str]) -> int:

@@ -27,7 +27,9 @@ import torch
 from ..errors import ConfigError
 from ..evals.tasks import TaskEnv, build_task
 from .chat_format import ChatFormat, Message, parse_conversation
+from .jsonl import read_split
 from .pairs import read_pair
+from .prompts import read_prompt
 
 IGNORE = -100  # a target that adds nothing to the loss (model/loss.py)
 SHUFFLE_SEED = 1234
@@ -109,9 +111,8 @@ def conversation(record, where: str) -> list[Message]:
         turns, chosen, _ = read_pair(record, where)
         return [*turns, Message("assistant", chosen)]
     if isinstance(record, dict) and "answer" in record and "messages" not in record:  # rft, grpo prompts
-        if not (isinstance(record.get("prompt"), str) and isinstance(record["answer"], (str, int))):
-            raise ConfigError(f'{where}: expected {{"prompt": "...", "answer": "..."}}')
-        return [Message("user", record["prompt"]), Message("assistant", str(record["answer"]))]
+        item = read_prompt(record, where)
+        return [Message("user", item.prompt), Message("assistant", item.answer)]
     return parse_conversation(record, where)
 
 
@@ -127,15 +128,4 @@ def load_conversations(post, tok, block_size: int, data_cfg) -> dict[str, list[l
     path = Path(post.data)
     if not path.is_file():
         raise ConfigError(f"post.data={post.data!r}: no such file (a JSONL of chats, or task:NAME)")
-    out = {"train": [], "val": []}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as e:
-                raise ConfigError(f"{path}:{n}: not JSON ({str(e).splitlines()[0]})") from None
-            u = int.from_bytes(hashlib.blake2b(line.strip().encode(), digest_size=8).digest(), "big") / 2**64
-            out["val" if u < post.val_fraction else "train"].append(conversation(record, f"{path}:{n}"))
-    return out
+    return read_split(path, post.val_fraction, conversation)

@@ -10,8 +10,6 @@ post.val_fraction of the pairs in the validation split, whose DPO accuracy and m
 evaluations log.
 """
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 
 from ..errors import ConfigError
 from .chat_format import Message, parse_conversation
+from .jsonl import read_split
 from .losses import dpo_loss, token_logprobs
 from .rollouts import pack
 
@@ -46,21 +45,6 @@ def read_pair(record, where: str) -> tuple[list[Message], str, str]:
     return turns, _answer(record["chosen"], where), _answer(record["rejected"], where)
 
 
-def read_pairs(path: Path, val_fraction: float) -> dict[str, list[tuple[list[Message], str, str]]]:
-    out = {"train": [], "val": []}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as e:
-                raise ConfigError(f"{path}:{n}: not JSON ({str(e).splitlines()[0]})") from None
-            u = int.from_bytes(hashlib.blake2b(line.strip().encode(), digest_size=8).digest(), "big") / 2**64
-            out["val" if u < val_fraction else "train"].append(read_pair(record, f"{path}:{n}"))
-    return out
-
-
 class PairSet:
     """The train and validation pairs of post.data as token ids."""
 
@@ -69,7 +53,7 @@ class PairSet:
         if not path.is_file():
             raise ConfigError(f"post.data={post.data!r}: no such file (DPO: a JSONL of pairs, or task:SPEC)")
         self.splits = {}
-        for name, pairs in read_pairs(path, post.val_fraction).items():
+        for name, pairs in read_split(path, post.val_fraction, read_pair).items():
             if not pairs:
                 raise ConfigError(f"post.data={post.data!r} has no {name} pairs; use more pairs or another "
                                   "post.val_fraction")

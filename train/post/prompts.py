@@ -14,8 +14,6 @@ The reward is 1.0 when the checker's reading equals the item's answer and 0.0 ot
 model's output is only ever read, never run.
 """
 
-import hashlib
-import json
 import re
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from ..evals.generative import completion
 from ..evals.items import GenItem
 from ..evals.tasks import TaskEnv, build_task
 from .chat_format import Message
+from .jsonl import read_split
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
@@ -42,22 +41,12 @@ CHECKERS = {
 }
 
 
-def read_prompts(path: Path, val_fraction: float) -> dict[str, list[GenItem]]:
-    out = {"train": [], "val": []}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as e:
-                raise ConfigError(f"{path}:{n}: not JSON ({str(e).splitlines()[0]})") from None
-            if not (isinstance(record, dict) and isinstance(record.get("prompt"), str)
-                    and isinstance(record.get("answer"), (str, int))):
-                raise ConfigError(f'{path}:{n}: expected {{"prompt": "...", "answer": "..."}}')
-            u = int.from_bytes(hashlib.blake2b(line.strip().encode(), digest_size=8).digest(), "big") / 2**64
-            out["val" if u < val_fraction else "train"].append(GenItem(record["prompt"], "", str(record["answer"])))
-    return out
+def read_prompt(record, where: str) -> GenItem:
+    """One {"prompt", "answer"} record, or a one-line ConfigError naming `where` (file:line)."""
+    if not (isinstance(record, dict) and isinstance(record.get("prompt"), str)
+            and isinstance(record.get("answer"), (str, int))):
+        raise ConfigError(f'{where}: expected {{"prompt": "...", "answer": "..."}}')
+    return GenItem(record["prompt"], "", str(record["answer"]))
 
 
 class PromptSet:
@@ -76,7 +65,7 @@ class PromptSet:
             path = Path(post.data)
             if not path.is_file():
                 raise ConfigError(f"post.data={post.data!r}: no such file (a JSONL of prompts and answers, or task:SPEC)")
-            self.splits = read_prompts(path, post.val_fraction)
+            self.splits = read_split(path, post.val_fraction, read_prompt)
             check = CHECKERS[post.checker]
             self.extract = lambda ids: check(tok.decode(ids[:ids.index(tok.eot)] if tok.eot in ids else ids))
         for name, items in self.splits.items():
