@@ -12,6 +12,7 @@ import torch
 
 from tiny_run import TINY, cli, error_line, metrics, numerics
 from train.config import load_config
+from train.errors import ConfigError
 from train.post.losses import rft_loss, token_logprobs
 from train.post.prompts import PromptSet
 from train.run import load_run
@@ -176,3 +177,32 @@ def test_post_curves_average_the_seeds_at_every_shared_step(tmp_path):
     steps, lo, mid, hi = _by_step(runs, "val_pass@1")
     assert steps == [2, 3] and lo == [0.5, 0.6] and hi == [0.7, 0.8] and mid == pytest.approx([0.6, 0.7])
     assert plot_post({"grpo": runs}, tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_post_data_from_a_hugging_face_dataset(tmp_path, monkeypatch):
+    """hf:NAME[:CONFIG][@SPLIT] reads records through `datasets.load_dataset` (stood in for here:
+    tests never download), parsed and split as a JSONL file's lines are."""
+    import sys
+    import types
+
+    from train.post.jsonl import read_split
+    from train.post.prompts import read_prompt
+
+    asked = []
+
+    def load_dataset(name, config, split):
+        asked.append((name, config, split))
+        return [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(200)]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    got = read_split("hf:someone/sums:main@test", 0.25, read_prompt, "")
+    assert asked == [("someone/sums", "main", "test")]
+    assert len(got["train"]) + len(got["val"]) == 200 and 20 < len(got["val"]) < 80
+    assert read_split("hf:someone/sums", 0.25, read_prompt, "") == got and asked[-1] == ("someone/sums", None, "train")
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(
+        load_dataset=lambda *a, **k: [{"prompt": "x"}]))
+    with pytest.raises(ConfigError, match=r"hf:someone/bad\[0\]: expected"):
+        read_split("hf:someone/bad", 0.25, read_prompt, "")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
+    with pytest.raises(ConfigError, match="needs the datasets package"):
+        read_split("hf:someone/sums", 0.25, read_prompt, "")

@@ -19,7 +19,6 @@ assistant tokens of the batch. Bits per byte count the bytes of the assistant's 
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -125,7 +124,4 @@ def load_conversations(post, tok, block_size: int, data_cfg) -> dict[str, list[l
         items = {"train": task.items("train", post.n_train, 0), "val": task.items("validation", post.n_val, 0)}
         return {name: [[Message("user", it.prompt), Message("assistant", it.target)] for it in split]
                 for name, split in items.items()}
-    path = Path(post.data)
-    if not path.is_file():
-        raise ConfigError(f"post.data={post.data!r}: no such file (a JSONL of chats, or task:NAME)")
-    return read_split(path, post.val_fraction, conversation)
+    return read_split(post.data, post.val_fraction, conversation, "a JSONL of chats")

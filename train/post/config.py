@@ -21,8 +21,9 @@ CHECKERS = ("answer-mark", "last-number", "exact")  # train/post/prompts.py
 class PostConfig:
     method: Literal["", "sft", "rft", "grpo", "dpo"] = ""  # "" = pretraining on [data]
     # sft: a JSONL file of {"messages": [...]}; dpo: a JSONL file of {"prompt", "chosen", "rejected"};
-    # rft, grpo: a JSONL file of {"prompt", "answer"} read by post.checker; any method: task:SPEC,
-    # a built-in checkable task (train/post/prompts.py)
+    # rft, grpo: a JSONL file of {"prompt", "answer"} read by post.checker; instead of a file, the
+    # same records from hf:NAME[:CONFIG][@SPLIT] (train/post/jsonl.py); any method: task:SPEC, a
+    # built-in checkable task (train/post/prompts.py)
     data: str = ""
     checker: str = "answer-mark"  # rft, grpo on a JSONL file: answer-mark | last-number | exact
     n_train: int = 20000  # task:SPEC: items drawn from the task's train split

@@ -10,7 +10,6 @@ post.val_fraction of the pairs in the validation split, whose DPO accuracy and m
 evaluations log.
 """
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,11 +48,8 @@ class PairSet:
     """The train and validation pairs of post.data as token ids."""
 
     def __init__(self, post, tok, block_size: int):
-        path = Path(post.data)
-        if not path.is_file():
-            raise ConfigError(f"post.data={post.data!r}: no such file (DPO: a JSONL of pairs, or task:SPEC)")
         self.splits = {}
-        for name, pairs in read_split(path, post.val_fraction, read_pair).items():
+        for name, pairs in read_split(post.data, post.val_fraction, read_pair, "DPO: a JSONL of pairs").items():
             if not pairs:
                 raise ConfigError(f"post.data={post.data!r} has no {name} pairs; use more pairs or another "
                                   "post.val_fraction")

@@ -15,7 +15,6 @@ model's output is only ever read, never run.
 """
 
 import re
-from pathlib import Path
 
 import numpy as np
 
@@ -62,10 +61,7 @@ class PromptSet:
                            "val": task.items("validation", post.n_val, 0)}
             self.extract = lambda ids: task.extract(completion(tok, ids))  # its first line, as train.eval
         else:
-            path = Path(post.data)
-            if not path.is_file():
-                raise ConfigError(f"post.data={post.data!r}: no such file (a JSONL of prompts and answers, or task:SPEC)")
-            self.splits = read_split(path, post.val_fraction, read_prompt)
+            self.splits = read_split(post.data, post.val_fraction, read_prompt, "a JSONL of prompts and answers")
             check = CHECKERS[post.checker]
             self.extract = lambda ids: check(tok.decode(ids[:ids.index(tok.eot)] if tok.eot in ids else ids))
         for name, items in self.splits.items():
