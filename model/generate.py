@@ -66,6 +66,7 @@ def generate(
     n_draft: int = 4,
     compile: bool = False,
     stream=None,
+    stop_token: int | None = None,
 ) -> torch.Tensor:
     """Extend idx (B, T) by `max_new_tokens` sampled tokens; returns (B, T + max_new_tokens).
 
@@ -78,6 +79,8 @@ def generate(
     bucket pays for compilation. The total length is capped at model.config.block_size. The model's
     train/eval mode is restored afterwards. stream: called with each (B, n) block of new tokens as
     soon as it is decided (one token per step; speculative decoding: a round's accepted tokens).
+    stop_token: a row that has drawn it draws nothing else (the rest of the row is that token, the
+    shape stays), and decoding ends once every row has; speculative decoding ignores it.
     """
     check_generation(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                      use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual,
@@ -107,23 +110,32 @@ def generate(
             step = cached_step(model, cache)
         else:
             step = uncached_step(model)
-        return decode(step, idx, max_new_tokens, temperature, top_k, top_p, generator, stream)
+        return decode(step, idx, max_new_tokens, temperature, top_k, top_p, generator, stream, stop_token)
     finally:
         model.train(was_training)
 
 
 def decode(step, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int, top_p: float,
-           generator: torch.Generator | None, stream=None) -> torch.Tensor:
+           generator: torch.Generator | None, stream=None, stop_token: int | None = None) -> torch.Tensor:
     """The sampling loop: `step(tokens)` takes the prompt once, then each new token, and returns the
-    (B, vocab_size) logits of the next position; `stream(next_id)` sees each token as it is drawn."""
+    (B, vocab_size) logits of the next position; `stream(next_id)` sees each token as it is drawn.
+    With `stop_token`, the loop ends when every row has drawn it (one device read per token)."""
     out = [idx]
+    stopped = None if stop_token is None else torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)
     if max_new_tokens:
         logits = step(idx)
     for i in range(max_new_tokens):
         next_id = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+        if stopped is not None:  # a row that has stopped repeats the stop token
+            next_id = next_id.masked_fill(stopped, stop_token)
         out.append(next_id)
         if stream is not None:
             stream(next_id)
+        if stopped is not None:
+            stopped |= next_id == stop_token
+            if bool(stopped.all()):
+                out.append(next_id.new_full((idx.shape[0], max_new_tokens - i - 1), stop_token))
+                break
         if i + 1 < max_new_tokens:
             logits = step(next_id)
     return torch.cat(out, dim=1)

@@ -389,3 +389,19 @@ def test_train_sample_prints_each_piece_once_whole_characters_only(capsys):
     assert pieces[0] == "" and pieces[1] == "é" and pieces[2] == "1"  # the first byte of é waits
     assert pieces[3] == tok.decode([tok.eot]) and pieces[4:] == [""] * 7  # nothing after the stop token
     assert printer.shown == "x = é1" + tok.decode([tok.eot])
+
+
+def test_decoding_ends_when_every_row_has_drawn_the_stop_token():
+    model = randomize_(GPT(tiny()), std=0.2)
+    prompt = tokens(5)
+    full = model.generate(prompt, 20, temperature=0.0)
+    stop = int(full[0, 8])  # a token row 0 draws, at its fourth new position
+    steps = []
+    got = model.generate(prompt, 20, temperature=0.0, stop_token=stop, stream=lambda t: steps.append(t))
+    assert got.shape == full.shape
+    for row, want in zip(got.tolist(), full.tolist()):  # the same tokens up to each row's first stop
+        new, ref = row[5:], want[5:]
+        cut = ref.index(stop) + 1 if stop in ref else len(ref)
+        assert new[:cut] == ref[:cut] and all(t == stop for t in new[cut:])
+    ends = [(r[5:].index(stop) + 1 if stop in r[5:] else 20) for r in full.tolist()]
+    assert len(steps) == max(ends)  # no token drawn after the last row stopped

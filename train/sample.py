@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
     shown = prompt if args.prompt else []  # the tokens a sample's text starts with
     printer = Printer(tok, shown, stop) if args.num_samples == 1 else None
     with autocast(device, dtype):
-        rows = sample(model, idx, max_new, options | {"stream": printer}, stop=stop)
+        rows = sample(model, idx, max_new, options | {"stream": printer, "stop_token": stop}, stop=stop)
     for row in rows:
         text = tok.decode(row if args.prompt else row[len(prompt):])
         print(text[len(printer.shown):] if printer else text)

@@ -46,8 +46,8 @@ def sample(model, prompts: list[list[int]], n: int, max_new: int, temperature: f
         rows = [i for i in members for _ in range(n)]
         idx = torch.tensor([prompts[i] for i in rows], device=device)
         with autocast(device, dtype):
-            new = model.generate(idx, max_new, temperature=temperature, top_k=top_k,
-                                 generator=generator)[:, length:].tolist()
+            new = model.generate(idx, max_new, temperature=temperature, top_k=top_k, generator=generator,
+                                 stop_token=eot)[:, length:].tolist()
         seen: dict[int, int] = {}
         for i, ids in zip(rows, new):
             j = seen[i] = seen.get(i, -1) + 1
