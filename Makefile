@@ -40,14 +40,15 @@ speedrun-race: setup
 
 # Post-training on the CPU (docs/results/post-cpu/): the base run (make train's), chat SFT on worked
 # two-digit additions, then the methods side by side through the ablation runner, which writes
-# runs/post/results.md, results.csv and curves.png; last, the thinking-budget curve of the SFT run.
+# runs/post/results.md, results.csv and curves.png; last, the thinking-budget curves of the SFT run
+# and of GRPO's seed 1 (think-budget.md and .png).
 # Finished runs are kept: a second call only redoes what is missing.
 post: setup
 	$(PY) -m train configs/default.toml
 	$(PY) -m train configs/post/sft-arithmetic.toml
 	$(PY) -m train.ablate configs/ablations/post-cpu.toml
-	$(PY) scripts/think_budget.py runs/sft-arithmetic --limit 200 | tee runs/post/think-budget.md
-	$(PY) scripts/think_budget.py runs/post/grpo/seed1 --limit 200 | tee -a runs/post/think-budget.md
+	$(PY) scripts/think_budget.py runs/sft-arithmetic runs/post/grpo/seed1 --limit 200 \
+		--plot runs/post/think-budget.png | tee runs/post/think-budget.md
 
 # The tests also need the optional extras they check: lm-evaluation-harness (the peer of
 # train/evals/) and TensorBoard (the event files of train.tensorboard). `make train` does not.

@@ -1,12 +1,13 @@
-"""`python scripts/think_budget.py RUN_DIR [--task SPEC] [--budgets 0,4,8,...] [--limit N] [--step N]`
+"""`python scripts/think_budget.py RUN_DIR [RUN_DIR ...] [--task SPEC] [--budgets 0,4,8,...] [--limit N] [--step N] [--plot PNG]`
 
 Accuracy against a thinking budget: budget forcing (Muennighoff et al. 2025, "s1: Simple test-time
 scaling", arXiv:2501.19393) on a task whose answers come after worked steps and an answer mark
 (arithmetic with `steps`: "3+5=8, 2+4=6 #### 68"). With a budget of N tokens the model writes at most
 N tokens of its own (greedy); if it has not reached the answer mark by then, " #### " is appended
 and the model gives its answer from there. Budget 0 asks for the answer at once. Prints a Markdown
-table: budget, pass@1, and how many answers were forced. A chat run is prompted in its chat format,
-a base run with the few-shot text (`train.eval`'s prompts).
+table per run: budget, pass@1, and how many answers were forced. A chat run is prompted in its chat
+format, a base run with the few-shot text (`train.eval`'s prompts). --plot also draws pass@1
+against the budget, one line per run.
 """
 
 import argparse
@@ -33,7 +34,8 @@ ANSWER_TOKENS = 6  # room for the answer after a forced mark
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argument_parser("python scripts/think_budget.py", __doc__)
-    p.add_argument("run_dir")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--plot", default="", help="also draw pass@1 against the budget into this image")
     p.add_argument("--task", default="arithmetic:op=add,digits=2,steps")
     p.add_argument("--budgets", default="0,4,8,12,14,16,18,20,24")
     p.add_argument("--limit", type=int, default=200, help="test items (default 200)")
@@ -93,19 +95,47 @@ def scores(model, tok, task, items, budgets: list[int]) -> list[tuple[int, float
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    run = load_run(args.run_dir, args.step)
-    tok = for_run(run.run_dir)
-    tok = ChatTokenizer(tok) if run.cfg.post.chat else tok
-    model = on_device(run.model, pick_device(args.device, "--device"), "fp32")
-    task = build_task(args.task, TaskEnv(tok, model.config.block_size, run.cfg.data))
-    if not getattr(task, "options", {}).get("steps"):
-        raise ConfigError(f"--task {args.task}: a budget needs worked steps before the answer (add ,steps)")
-    items = task.items(task.split, args.limit, 1234)
-    print(f"# {run.checkpoint.name} of {run.run_dir}, {args.task}, {len(items)} {task.split} items, greedy")
-    print("| budget (tokens) | pass@1 | answers forced |\n|--:|--:|--:|")
-    for budget, acc, forced in scores(model, tok, task, items, args.budgets):
-        print(f"| {budget} | {acc:.3f} | {forced} |")
+    if args.plot and Path(args.plot).parent and not Path(args.plot).parent.is_dir():
+        raise ConfigError(f"--plot {args.plot}: the directory {Path(args.plot).parent} does not exist")
+    curves = {}
+    for run_dir in args.run_dirs:
+        run = load_run(run_dir, args.step)
+        tok = for_run(run.run_dir)
+        tok = ChatTokenizer(tok) if run.cfg.post.chat else tok
+        model = on_device(run.model, pick_device(args.device, "--device"), "fp32")
+        task = build_task(args.task, TaskEnv(tok, model.config.block_size, run.cfg.data))
+        if not getattr(task, "options", {}).get("steps"):
+            raise ConfigError(f"--task {args.task}: a budget needs worked steps before the answer (add ,steps)")
+        items = task.items(task.split, args.limit, 1234)
+        print(f"# {run.checkpoint.name} of {run.run_dir}, {args.task}, {len(items)} {task.split} items, greedy")
+        print("| budget (tokens) | pass@1 | answers forced |\n|--:|--:|--:|")
+        rows = scores(model, tok, task, items, args.budgets)
+        for budget, acc, forced in rows:
+            print(f"| {budget} | {acc:.3f} | {forced} |")
+        curves[run_dir] = rows
+    if args.plot:
+        plot(curves, Path(args.plot), args.task)
     return 0
+
+
+def plot(curves: dict[str, list[tuple[int, float, int]]], path: Path, task: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rows in curves.items():
+        ax.plot([b for b, _, _ in rows], [100 * a for _, a, _ in rows], marker=".", label=name)
+    ax.set_xlabel("thinking budget (tokens of its own before the answer is forced)")
+    ax.set_ylabel("greedy pass@1 (%)")
+    ax.set_title(f"budget forcing on {task}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

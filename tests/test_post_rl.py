@@ -162,7 +162,7 @@ def test_grpo_on_a_jsonl_of_prompts_and_answers(tmp_path, capsys, cfg_file):
 
 
 def test_post_curves_average_the_seeds_at_every_shared_step(tmp_path):
-    from train.plot import _by_step, plot_post
+    from train.plot import _by_step, majority_curves, plot_post
     from train.report import RunData
 
     def fake(rewards, passes):
@@ -176,6 +176,9 @@ def test_post_curves_average_the_seeds_at_every_shared_step(tmp_path):
     assert steps == [1, 2, 3] and mid == [0.5, 0.75, 0.75]  # each run's mean over its last 2 steps
     steps, lo, mid, hi = _by_step(runs, "val_pass@1")
     assert steps == [2, 3] and lo == [0.5, 0.6] and hi == [0.7, 0.8] and mid == pytest.approx([0.6, 0.7])
+    runs[0].tasks = {"tasks": [{"kind": "generate", "metrics": {"pass@1": 0.9, "maj@1": 0.5, "maj@2": 0.6}}]}
+    runs[1].tasks = {"tasks": [{"kind": "generate", "metrics": {"pass@1": 0.8, "maj@1": 0.7, "maj@2": 0.8}}]}
+    assert majority_curves(runs) == pytest.approx({1: 0.6, 2: 0.7})
     assert plot_post({"grpo": runs}, tmp_path / "curves.png").stat().st_size > 0
 
 

@@ -193,7 +193,7 @@ def test_eval_kv_cache_reads_a_run_without_warnings(base, capsys):
     assert [line.split(" | ")[0] for line in out.splitlines()[3:]] == ["| none", "| int8", "| int4"]
 
 
-def test_think_budget_forces_the_answer_mark_when_the_budget_runs_out():
+def test_think_budget_forces_the_answer_mark_when_the_budget_runs_out(tmp_path):
     """A scripted model that always works the steps right but, when forced, answers 0: pass@1 is 1
     from the budget at which its own answer mark fits, 0 below it, with every answer forced."""
     from types import SimpleNamespace
@@ -228,6 +228,8 @@ def test_think_budget_forces_the_answer_mark_when_the_budget_runs_out():
     rows = tb.scores(Scripted(), tok, task, items, [0, shortest - 1, longest])
     assert rows == [(0, 0.0, 5), (shortest - 1, 0.0, 5), (longest, 1.0, 0)]
     assert tb.answer_within(tok, tok.encode("3+5=8 #### 8") + [tok.eot], 3) == tok.encode("3+5")
+    tb.plot({"scripted": rows}, tmp_path / "budget.png", "arithmetic")
+    assert (tmp_path / "budget.png").stat().st_size > 0
 
 
 def test_gsm8k_jsonl_writes_sft_chats_and_rl_prompts(tmp_path, capsys):

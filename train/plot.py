@@ -9,7 +9,8 @@ figure, so the curves stay comparable). train/report.py draws an ablation's curv
 
 Post-training runs that sample (rft, grpo, dpo: train/post/) are drawn against the step instead
 (`plot_post`): the reward of each step's samples, averaged over 10 steps, and the held-out greedy
-pass@1 of every evaluation.
+pass@1 of every evaluation; with task records that hold samples (an ablation's `tasks` scored
+with --samples), a third panel draws maj@k against k.
 """
 
 import math
@@ -110,13 +111,28 @@ def _by_step(runs: list[RunData], metric: str, window: int = 1):
     return steps, [min(c) for c in cols], [sum(c) / len(c) for c in cols], [max(c) for c in cols]
 
 
+def majority_curves(runs: list[RunData]) -> dict[int, float]:
+    """{k: maj@k} of the first generative task of the runs' task records, averaged over the runs
+    that have it (k = 1, 2, 4, ...)."""
+    found: dict[int, list[float]] = {}
+    for run in runs:
+        task = next((t for t in (run.tasks or {}).get("tasks", []) if t.get("kind") == "generate"), None)
+        for name, value in (task or {}).get("metrics", {}).items():
+            if name.startswith("maj@"):
+                found.setdefault(int(name[4:]), []).append(value)
+    return {k: sum(v) / len(v) for k, v in sorted(found.items())}
+
+
 def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> Path:
-    """Reward (10-step mean) and held-out pass@1 against the step, one colour per group."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    """Reward (10-step mean) and held-out pass@1 against the step, one colour per group; maj@k
+    against k when the runs' task records have it."""
+    majority = {name: majority_curves(runs) for name, runs in groups.items()}
+    panels = 3 if any(majority.values()) else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5))
     cmap = plt.get_cmap("tab10")
-    panels = (("reward_mean", 10, "reward of the step's samples (10-step mean)"),
+    curves = (("reward_mean", 10, "reward of the step's samples (10-step mean)"),
               ("val_pass@1", 1, "held-out pass@1 (greedy)"))
-    for ax, (metric, window, label) in zip(axes, panels):
+    for ax, (metric, window, label) in zip(axes, curves):
         for i, (name, runs) in enumerate(groups.items()):
             steps, lo, mid, hi = _by_step(runs, metric, window)
             if steps:
@@ -129,6 +145,18 @@ def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> 
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="lower right")
+    if panels == 3:
+        ax = axes[2]
+        for i, (name, maj) in enumerate(majority.items()):
+            if maj:
+                ax.plot(list(maj), list(maj.values()), color=cmap(i % cmap.N), marker=".", label=name)
+        ax.set_xscale("log", base=2)
+        ks = sorted({k for maj in majority.values() for k in maj})
+        ax.set_xticks(ks, labels=[str(k) for k in ks])
+        ax.set_xlabel("k (samples voting, test problems)")
+        ax.set_ylabel("maj@k")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     return _save(fig, Path(path), title)
 
 
