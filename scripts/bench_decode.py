@@ -31,7 +31,8 @@ Options:
                       full-precision cache, whatever --kv_dtype and --compile say), batch 1;
                       --draft mtp drafts with the target's own MTP modules (model.mtp_depth >= 1,
                       at most one guess per module and round)
-  --hf                also time HF GPT2LMHeadModel.generate on the same weights (gpt2-shaped models)
+  --hf                also time HF's generate on the same weights, in the family train.export picks
+                      (gpt2, llama, qwen3, ...; a model no family holds is refused in one line)
   --step N            the checkpoint of each training run among the targets (default: the newest)
   --device D, --dtype D   as for training: auto, cpu, cuda, cuda:N, mps; auto, fp32, bf16, fp16
                       (auto: cuda/bf16 when available, else cpu/fp32)
@@ -52,6 +53,7 @@ from model import GPT  # noqa: E402
 from model.speculative import speculative_generate  # noqa: E402
 from train.cli import add_quantize_options, quantized, run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
+from train.export import choose_family  # noqa: E402
 from train.decoding import check_decoding  # noqa: E402
 from train.hardware import DTYPES, autocast, on_device, peak_memory_bytes, pick_device, pick_dtype  # noqa: E402
 from train.run import load_run  # noqa: E402
@@ -178,6 +180,8 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
     model, kind = load_model(path, overrides, positions(args), args.step)
     check_decoding(model, kv_dtype=args.kv_dtype, compile=args.compile, draft=draft, draft_name=args.draft,
                    n_draft=args.n_draft)
+    # --hf: the family train.export picks, or a one-line refusal before anything is timed
+    family = choose_family(model.config) if args.hf else None
     quantized(on_device(model, device, dtype).eval(), args.quantize, args.group_size, path)
     cfg = model.config
     context = min(args.context, cfg.block_size - 1 - max(args.new_tokens, args.nocache_tokens))
@@ -219,7 +223,7 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
         if draft is not None:
             row.update(speculative_rows(model, draft, prompt(1), args, device))
         if args.hf:
-            row.update(hf_rows(model, prompt(1), args, device, dtype, rates[1]))
+            row.update(hf_rows(model, family, prompt(1), args, device, dtype, rates[1]))
     if device.type == "cuda":
         row["peak memory"] = f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB (CUDA max allocated)"
     else:
@@ -261,13 +265,13 @@ def speculative_rows(model: GPT, draft, idx, args, device) -> dict[str, str]:
             "speculative speed-up b=1": speed_up}
 
 
-def hf_rows(model: GPT, idx, args, device, dtype: str, our_rate: float | None) -> dict[str, str]:
+def hf_rows(model: GPT, family: str, idx, args, device, dtype: str, our_rate: float | None) -> dict[str, str]:
     from model.hf import to_hf
 
     try:
-        hf = to_hf(model)
+        hf = to_hf(model, family)
     except (ValueError, KeyError) as e:
-        raise ConfigError(f"--hf: this model has no gpt2-family HF equivalent ({e})") from None
+        raise ConfigError(f"--hf: the {family} conversion failed ({e})") from None
     hf = hf.to(device=device, dtype=DTYPES[dtype] if dtype != "fp32" else torch.float32)
 
     def run(idx, n):
@@ -277,7 +281,7 @@ def hf_rows(model: GPT, idx, args, device, dtype: str, our_rate: float | None) -
         return out
 
     rate = decode_rate(run, idx, args.new_tokens, device, args.repeat)
-    return {"HF generate tok/s b=1": rate_cell(rate), "ours (cache) vs HF b=1": ratio_cell(our_rate, rate)}
+    return {"HF generate tok/s b=1": f"{rate_cell(rate)} ({family})", "ours (cache) vs HF b=1": ratio_cell(our_rate, rate)}
 
 
 def main(argv: list[str]) -> int:

@@ -83,3 +83,19 @@ def test_the_mtp_self_draft_is_benchmarked_like_a_draft_run(tmp_path, capsys):
     assert "speculative (k=1) acceptance" in rows  # one guess per MTP module and round
     assert 0.0 <= float(rows["speculative (k=1) acceptance"]) <= 1.0
     assert 1.0 <= number(rows["speculative tokens/target fwd"]) <= 2.0
+
+
+def test_hf_generate_is_timed_in_the_family_export_picks(tmp_path, capsys):
+    """--hf on a Llama-shaped config (RoPE, RMSNorm, SwiGLU, GQA): HF's LlamaForCausalLM; a
+    model no family holds (rung 16) is refused in one line before anything is timed."""
+    config = tmp_path / "llama.toml"
+    config.write_text('[model]\nblock_size = 64\nn_layer = 2\nn_head = 2\nn_kv_head = 1\nn_embd = 32\n'
+                      'pos = "rope"\nnorm = "rmsnorm"\nmlp = "swiglu"\nbias = false\n')
+    module = load_script("bench_decode")
+    code, out, err = cli(capsys, config, "--context=8", "--new_tokens=4", "--nocache_tokens=2", "--repeat=2",
+                         "--device=cpu", "--dtype=fp32", "--hf", entry=module.main)
+    assert code == 0 and err == "", err
+    line = next(line for line in out.splitlines() if line.startswith("HF generate tok/s b=1"))
+    assert line.rstrip().endswith("(llama)")
+    code, out, err = cli(capsys, "configs/ladder/16-muon.toml", "--context=8", "--hf", entry=module.main)
+    assert code == 2 and "no HF family can represent this model" in err and err.count("\n") == 1
