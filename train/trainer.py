@@ -391,10 +391,10 @@ class Trainer:
         if not self.dist.active:
             self.stop.agree()
         dt = time.perf_counter() - t0
-        tokens = self.tokens_per_step  # over all ranks; a sampling method's rows vary in length
-        record["tokens"] = self.step * tokens
+        # tokens trained this step and so far, over all ranks (a sampling method's rows vary in length)
+        tokens, record["tokens"] = self.tokens_per_step, self.step * self.tokens_per_step
         if self.method:
-            tokens, record["tokens"] = (self.method.tokens - before) * self.world_size, self.method.tokens * self.world_size
+            tokens, record["tokens"] = [n * self.world_size for n in (self.method.tokens - before, self.method.tokens)]
         record["tokens_per_s"] = tokens / dt
         # per device: <= 1, see hardware.Peak
         record["mfu"] = self.peak.mfu(self.flops_per_step / self.tokens_per_step * tokens / self.world_size / dt)
