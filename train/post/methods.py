@@ -89,6 +89,8 @@ class SamplingMethod:
 
 
 class RFT(SamplingMethod):
+    """Sample, keep what the checker accepts, and train on it as SFT data (`rft_loss`)."""
+
     def terms(self, model, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
         ro = self.rollout(self.policy, key)
         t0 = time.perf_counter()
@@ -101,6 +103,9 @@ class RFT(SamplingMethod):
 
 
 class GRPO(SamplingMethod):
+    """Group-relative policy gradient (`group_advantages`, `grpo_loss`), rollouts reused for
+    post.rollout_steps steps, and an optional KL term to the frozen reference."""
+
     def __init__(self, *args):
         super().__init__(*args)
         self.kept: dict[int, tuple[Rollouts, torch.Tensor | None]] = {}  # micro-batch -> its rollouts
@@ -139,6 +144,9 @@ class GRPO(SamplingMethod):
 
 
 class DPO(SamplingMethod):
+    """Preference pairs against the frozen reference (`dpo_loss`), from a file or built from the
+    reference's own checked answers."""
+
     def __init__(self, post, tok, block_size, prompts, policy, reference, dtype):
         super().__init__(post, tok, block_size, prompts, policy, reference, dtype)
         self.pairs = None if self.prompts else PairSet(post, tok, block_size)
