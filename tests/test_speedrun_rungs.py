@@ -442,3 +442,33 @@ def test_eval_seed_below_minus_one_is_refused():
     with pytest.raises(ConfigError, match="train.eval_seed must be in") as err:
         load_config(None, ["--train.eval_seed=-2"])
     assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- sequence-length warm-up
+def test_sequence_length_grows_linearly_over_the_warm_up():
+    cfg = load_config(None, ["--model.block_size=256", "--train.seq_warmup_steps=4", "--train.seq_warmup_start=64"])
+    assert [cfg.seq_len_at(s) for s in range(6)] == [64, 112, 160, 208, 256, 256]
+    off = load_config(None, ["--model.block_size=256"])
+    assert {off.seq_len_at(s) for s in range(10)} == {256}  # off: every step at seq_len
+    with pytest.raises(ConfigError, match="train.seq_warmup_start must be >= 8"):
+        load_config(None, ["--train.seq_warmup_start=4"])
+
+
+def test_a_warm_up_trains_short_batches_first_counts_their_tokens_and_resumes_exactly(tmp_path, corpus):
+    from tiny_run import TINY, metrics, numerics
+    from train.trainer import Trainer
+
+    def run(out, *extra):
+        warm = ["--train.seq_warmup_steps=2", "--train.seq_warmup_start=8", "--train.eval_interval=0"]
+        Trainer(load_config(None, [*TINY, *corpus, *warm, f"--train.out_dir={out}", *extra])).fit()
+        return metrics(out)
+
+    straight = run(tmp_path / "straight", "--train.max_steps=4")
+    assert [r["tokens"] for r in straight] == [4 * 2 * 8, 4 * 2 * (8 + 16), 4 * 2 * (8 + 16 + 32),
+                                               4 * 2 * (8 + 16 + 32 + 32)]  # batch 4 x accum 2 x length
+    run(tmp_path / "cut", "--train.max_steps=1", "--train.ckpt_interval=1")  # inside the warm-up
+
+    def trained(records):  # the cut run's step 1 was its last, so it also evaluated
+        return [{k: v for k, v in r.items() if not k.startswith("val_")} for r in numerics(records)]
+
+    assert trained(run(tmp_path / "cut", "--train.max_steps=4")) == trained(straight)

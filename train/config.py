@@ -48,6 +48,10 @@ class TrainConfig:
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     seq_len: int = 0  # tokens per sequence; 0 = model.block_size
+    # sequence-length warm-up (a speedrun rung): the first seq_warmup_steps steps train on shorter
+    # sequences, growing linearly from seq_warmup_start tokens to seq_len (RunConfig.seq_len_at)
+    seq_warmup_steps: int = 0  # 0 = off: every step at seq_len
+    seq_warmup_start: int = 64
     eval_interval: int = 250  # steps between evaluations (0 = only at the end)
     eval_batches: int = 20  # micro-batches of validation data per evaluation
     ckpt_interval: int = 250  # steps between checkpoints (0 = only at the end)
@@ -85,8 +89,9 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_interval",
                      "max_skipped_steps", "dist_timeout_s"):
             _require(getattr(self, name) >= 1, f"train.{name} must be >= 1; got {getattr(self, name)}")
-        for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints"):
+        for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints", "seq_warmup_steps"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0; got {getattr(self, name)}")
+        _require(self.seq_warmup_start >= 8, f"train.seq_warmup_start must be >= 8; got {self.seq_warmup_start}")
         _require(0 <= self.seed < 2**63, f"train.seed must be in [0, 2**63); got {self.seed}")
         _require(-1 <= self.eval_seed < 2**63, f"train.eval_seed must be in [0, 2**63), or -1; got {self.eval_seed}")
         _require(self.init_step >= NEWEST,
@@ -147,6 +152,15 @@ class RunConfig:
     @property
     def seq_len(self) -> int:
         return self.train.seq_len or self.model.block_size
+
+    def seq_len_at(self, step: int) -> int:
+        """The sequence length of optimizer step `step` (0-based): seq_len, or during the warm-up
+        (train.seq_warmup_steps) a length growing linearly from train.seq_warmup_start, a multiple of 8."""
+        t = self.train
+        if step >= t.seq_warmup_steps:
+            return self.seq_len
+        grown = t.seq_warmup_start + (self.seq_len - t.seq_warmup_start) * step / t.seq_warmup_steps
+        return min(self.seq_len, max(8, int(grown) // 8 * 8))
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
