@@ -42,9 +42,7 @@ from .metrics_log import MetricsLog, write_atomic
 from .optim import build_optimizer, lr_at
 from .stop import StopAgreement
 from .post.chat_data import ChatData, ChatSplit
-from .post.chat_format import ChatTokenizer
-from .post.methods import build_method
-from .post.prompts import PromptSet
+from .post import methods as post_methods
 from .post.rollouts import held_out_pass
 from .tokenizer import RUN_FILE as TOKENIZER_FILE, describe, get_tokenizer
 
@@ -88,14 +86,10 @@ class Trainer:
             if fresh:
                 parallel.load_full_model_state(self.model, weights)
                 self.init_source = source
-        # a post-training run on a task: its validation prompts, whose greedy pass@1 evaluations log
-        tok = ChatTokenizer(self.tokenizer)
-        self.held_out = (PromptSet(cfg.post, tok, cfg.model.block_size, cfg.data)
-                         if cfg.post.has_prompts else None)
-        # rft, grpo, dpo: an objective that samples from the model (train/post/methods.py)
-        reference = frozen_copy(cfg, weights, self.device) if cfg.post.needs_reference else None
-        self.method = build_method(cfg.post, tok, cfg.model.block_size, self.held_out, self.model, reference,
-                                   self.dtype)
+        # post-training on a task: its validation prompts (evaluations log their pass@1); rft, grpo,
+        # dpo: an objective that samples from the model (train/post/methods.py)
+        self.held_out, self.method = post_methods.build(cfg, self.tokenizer, self.model, weights, self.device,
+                                                        self.dtype)
         if self.rank:
             torch.manual_seed(t.seed + self.rank)  # dropout masks differ between ranks
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
@@ -401,7 +395,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         # tokens trained so far and this step, over all ranks (a sampling method's rows vary in length)
         record["tokens"] = self.tokens_through(self.step)
-        tokens = record["tokens"] - self.tokens_through(self.step - 1)
+        tokens = self.tokens_per_step // self.cfg.seq_len * self.cfg.seq_len_at(self.step - 1)
         if self.method:
             tokens, record["tokens"] = [n * self.world_size for n in (self.method.tokens - before, self.method.tokens)]
         record["tokens_per_s"] = tokens / dt
@@ -479,17 +473,6 @@ def batch_on(tokens, cfg: RunConfig, key: tuple[int, ...], device: torch.device,
     if device.type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
-
-
-def frozen_copy(cfg: RunConfig, weights: dict | None, device: torch.device) -> GPT:
-    """The run's initial weights, frozen: train.init_from's, or the seed's from scratch (the
-    generator is left as it was)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
-        model = GPT(cfg.model)
-    if weights is not None:
-        model.load_state_dict(weights)
-    return model.to(device).requires_grad_(False).eval()
 
 
 def train(cfg: RunConfig) -> dict:

@@ -27,6 +27,9 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from model import GPT
+
+from .chat_format import ChatTokenizer
 from .losses import dpo_loss, group_advantages, grpo_loss, kl_k3, masked_mean, rft_loss, token_logprobs
 from .pairs import PairSet
 from .prompts import PromptSet
@@ -190,7 +193,26 @@ class DPO(SamplingMethod):
 METHODS = {"rft": RFT, "grpo": GRPO, "dpo": DPO}
 
 
-def build_method(post, tok, block_size: int, prompts: PromptSet | None, policy, reference, dtype: str):
-    """The objective of `post.method` (None for pretraining and SFT, which train on tokens)."""
+def build(cfg, tokenizer, policy, initial: dict | None, device: torch.device, dtype: str):
+    """(held-out prompts, method) of a run: its task's validation prompts when post.data holds
+    checkable prompts (evaluations log their greedy pass@1), and the objective of `post.method`
+    (None for pretraining and SFT, which train on tokens). initial: the weights the run started
+    from (train.init_from's; None from scratch), which a method with a reference keeps frozen."""
+    post, tok = cfg.post, ChatTokenizer(tokenizer)
+    prompts = PromptSet(post, tok, cfg.model.block_size, cfg.data) if post.has_prompts else None
     cls = METHODS.get(post.method)
-    return cls(post, tok, block_size, prompts, policy, reference, dtype) if cls else None
+    if cls is None:
+        return prompts, None
+    reference = frozen_copy(cfg, initial, device) if post.needs_reference else None
+    return prompts, cls(post, tok, cfg.model.block_size, prompts, policy, reference, dtype)
+
+
+def frozen_copy(cfg, weights: dict | None, device: torch.device) -> GPT:
+    """The run's initial weights, frozen: train.init_from's, or the seed's from scratch (the
+    generator is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = GPT(cfg.model)
+    if weights is not None:
+        model.load_state_dict(weights)
+    return model.to(device).requires_grad_(False).eval()
