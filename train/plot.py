@@ -104,8 +104,8 @@ def _by_step(runs: list[RunData], metric: str, window: int = 1):
     for run in runs:
         points = [(r["step"], r[metric]) for r in run.records if isinstance(r.get(metric), (int, float))]
         values = [v for _, v in points]
-        series.append({step: sum(values[max(0, i + 1 - window):i + 1]) / len(values[max(0, i + 1 - window):i + 1])
-                       for i, (step, _) in enumerate(points)})
+        recent = [values[max(0, i + 1 - window):i + 1] for i in range(len(values))]
+        series.append({step: sum(r) / len(r) for (step, _), r in zip(points, recent)})
     steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
     cols = [[s[k] for s in series] for k in steps]
     return steps, [min(c) for c in cols], [sum(c) / len(c) for c in cols], [max(c) for c in cols]
