@@ -14,7 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -26,6 +25,7 @@ from train.evals.generative import completion, prompt_ids  # noqa: E402
 from train.evals.tasks import TaskEnv, build_task  # noqa: E402
 from train.hardware import on_device, pick_device  # noqa: E402
 from train.post.chat_format import ChatTokenizer  # noqa: E402
+from train.post.rollouts import sample  # noqa: E402
 from train.run import load_run  # noqa: E402
 from train.tokenizer import for_run  # noqa: E402
 
@@ -51,18 +51,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-@torch.no_grad()
-def greedy(model, prompts: list[list[int]], n: int) -> list[list[int]]:
-    """n greedy tokens after each prompt, prompts of one length batched together."""
-    out = [None] * len(prompts)
-    device = model.transformer.ln_f.weight.device
-    for length in sorted({len(p) for p in prompts}):
-        rows = [i for i, p in enumerate(prompts) if len(p) == length]
-        idx = torch.tensor([prompts[i] for i in rows], device=device)
-        new = model.generate(idx, n, temperature=0.0)[:, length:].tolist()
-        for i, ids in zip(rows, new):
-            out[i] = ids
-    return out
+def greedy(model, tok, prompts: list[list[int]], n: int) -> list[list[int]]:
+    """Up to n greedy tokens after each prompt, each ending at its first end-of-text token (the
+    rollouts' sampler, train/post/rollouts.py, at temperature 0)."""
+    return sample(model, prompts, 1, n, 0.0, 0, None, tok.eot, "fp32")
 
 
 def answer_within(tok, ids: list[int], budget: int) -> list[int] | None:
@@ -78,13 +70,13 @@ def scores(model, tok, task, items, budgets: list[int]) -> list[tuple[int, float
     longest = max(len(p) for p in prompts) + max(budgets) + len(tok.encode(f" {ANSWER_MARK} ")) + ANSWER_TOKENS
     if longest > model.config.block_size:
         raise ConfigError(f"the largest budget needs {longest} positions; model.block_size is {model.config.block_size}")
-    free = greedy(model, prompts, max(budgets) + ANSWER_TOKENS + 8)  # the model's own, unforced answers
+    free = greedy(model, tok, prompts, max(budgets) + ANSWER_TOKENS + 8)  # the model's own, unforced answers
     rows = []
     for budget in budgets:
         cut = [answer_within(tok, ids, budget) for ids in free]
         forced = [i for i, c in enumerate(cut) if c is not None]
         mark = tok.encode(f" {ANSWER_MARK} ")
-        tails = greedy(model, [prompts[i] + cut[i] + mark for i in forced], ANSWER_TOKENS)
+        tails = greedy(model, tok, [prompts[i] + cut[i] + mark for i in forced], ANSWER_TOKENS)
         texts = [completion(tok, ids) for ids in free]  # up to the end of the answer, its first line
         for i, tail in zip(forced, tails):
             texts[i] = completion(tok, cut[i] + mark + tail)

@@ -212,7 +212,10 @@ def test_think_budget_forces_the_answer_mark_when_the_budget_runs_out(tmp_path):
         config = SimpleNamespace(block_size=128)
         transformer = SimpleNamespace(ln_f=SimpleNamespace(weight=torch.zeros(1)))
 
-        def generate(self, idx, n, temperature):
+        def parameters(self):
+            yield torch.zeros(1)
+
+        def generate(self, idx, n, temperature, **options):
             rows = []
             for row in idx.tolist():
                 if row[-len(mark):] == mark:  # forced: a wrong answer
