@@ -178,3 +178,21 @@ def test_a_rolled_back_recurrent_state_is_the_state_of_the_kept_prefix():
             torch.testing.assert_close(model(nxt, cache=cache), model(nxt, cache=fresh), atol=1e-5, rtol=1e-5)
         with pytest.raises(ValueError, match="cannot roll the cache back by 5"):
             cache.rollback(cache.length - 5)
+
+
+def test_a_recurrent_state_rolls_back_across_one_token_forwards():
+    """A draft feeds its guesses one token at a time; rolled back over several of them, its Gated
+    DeltaNet state is that of the kept prefix, as a fresh cache's."""
+    model = built(0, pos="rope", norm="rmsnorm", linear_attention="gated_deltanet")
+    seq = prompt(12, 50, 6)
+    with torch.no_grad():
+        cache = model.new_cache(1, 20, rollback=4)
+        model(seq[:, :8], cache=cache)
+        for t in range(8, 12):
+            model(seq[:, t:t + 1], cache=cache)
+        cache.rollback(9)
+        fresh = model.new_cache(1, 20)
+        model(seq[:, :8], cache=fresh)
+        model(seq[:, 8:9], cache=fresh)
+        nxt = seq[:, 9:10]
+        torch.testing.assert_close(model(nxt, cache=cache), model(nxt, cache=fresh), atol=1e-5, rtol=1e-5)

@@ -9,10 +9,9 @@ hybrid rung (docs/ladder.md). HF keeps the same two tensors in `conv_states` / `
 Not a key/value cache: `update` is not called; the layer reads `conv` and `state` and writes them
 back with `write`. A state that has absorbed a token cannot forget it. Speculative decoding rolls
 rejected guesses back (`ModelCache.rollback`), which a cache built with `CacheSpec.rollback = R`
-allows: the layer then also hands `write` the state after each of the last R + 1 positions of its
-forward and the conv inputs around them (`History`), and `rollback(n)` takes the state after
-position n - 1 from there. A rollback never reaches before the last forward's positions (a round of
-speculative decoding keeps at least the tokens it was given), so nothing older is kept. Without a
+allows: the layer then also hands `write` a `Snapshot` (state and conv past) after each position
+of its forward that may be needed (the last R + 1), the cache keeps the newest R + 1 over all
+forwards, one token or many, and `rollback(n)` restores the one after position n - 1. Without a
 margin (R = 0) nothing is kept and the cache cannot roll back.
 
 A static cache (`CacheSpec.static`, for `generate(compile=True)`, model/decoder.py) keeps both
@@ -26,16 +25,12 @@ import torch
 
 
 @dataclass
-class History:
-    """What a rollback into the last forward needs: `end`, the position after its last token;
-    `states[i]`, the state after position end - len(states) + i; `before`, the state before the
-    first of those; `conv_in`, the conv's inputs from conv_size - 1 positions before the first of
-    them to the end (B, conv_dim, conv_size - 1 + len(states))."""
+class Snapshot:
+    """The state and the conv's past right after position `pos`."""
 
-    end: int
-    states: list[torch.Tensor]
-    before: torch.Tensor
-    conv_in: torch.Tensor
+    pos: int
+    state: torch.Tensor
+    conv: torch.Tensor
 
 
 class RecurrentState:
@@ -50,34 +45,36 @@ class RecurrentState:
             for t in (self.conv, self.state):
                 torch._dynamo.mark_static_address(t)
         self.max_rollback = spec.rollback  # positions a rollback may undo (0: none)
-        self.history: History | None = None
+        self.kept: list[Snapshot] = []  # the newest max_rollback + 1, oldest first
 
-    def write(self, conv: torch.Tensor, state: torch.Tensor, history: History | None = None) -> None:
+    def write(self, conv: torch.Tensor, state: torch.Tensor, kept: list[Snapshot] = ()) -> None:
         if self.static:  # in place: the buffers a compiled step captured
             self.conv.copy_(conv)
             self.state.copy_(state)
-        else:
-            self.conv, self.state, self.history = conv.to(self.conv.dtype), state, history
+            return
+        self.conv, self.state = conv.to(self.conv.dtype), state
+        if self.max_rollback:
+            self.kept = (self.kept + list(kept))[-(self.max_rollback + 1):]
 
     def reset(self) -> None:
         """An empty past again, in the same buffers (a static cache starting a new sequence)."""
         self.conv.zero_()
         self.state.zero_()
-        self.history = None
+        self.kept = []
 
     def rollback(self, length: int) -> None:
-        """Forget the positions from `length` on (within the last forward's kept ones)."""
-        h = self.history
-        if h is None or length >= h.end:
+        """Forget the positions from `length` on: take back the state after position length - 1."""
+        if not self.kept or length > self.kept[-1].pos:
             return
-        i = length - (h.end - len(h.states))  # how many kept positions stay
-        if i < 0:
-            raise ValueError(f"the recurrent state keeps the last {len(h.states)} positions; "
+        if length == 0:
+            self.state, self.conv, self.kept = torch.zeros_like(self.state), torch.zeros_like(self.conv), []
+            return
+        at = next((s for s in self.kept if s.pos == length - 1), None)
+        if at is None:
+            raise ValueError(f"the recurrent state keeps positions {self.kept[0].pos} .. {self.kept[-1].pos}; "
                              f"cannot roll back to {length}")
-        self.state = h.states[i - 1] if i else h.before
-        width = self.conv.shape[-1]
-        self.conv = h.conv_in[..., i:i + width].to(self.conv.dtype)
-        self.history = History(length, h.states[:i], h.before, h.conv_in[..., :i + width])
+        self.state, self.conv = at.state, at.conv.to(self.conv.dtype)
+        self.kept = [s for s in self.kept if s.pos < length]
 
     def bytes_per_token(self) -> int:
         return 0

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..cache import CacheSpec, ModelCache
-from ..cache.recurrent import History, RecurrentState
+from ..cache.recurrent import RecurrentState, Snapshot
 from ..config import ModelConfig
 from .delta_rule import RULES, recurrent_delta_rule
 
@@ -107,37 +107,34 @@ class GatedDeltaNet(nn.Module):
         g, beta = self.decay(a).transpose(1, 2), torch.sigmoid(b.float()).transpose(1, 2)  # (B, n_v_head, T)
         # decoding one token: the recurrence itself; otherwise (training, a prompt) the chunked form;
         # a cache that may be rolled back also keeps the states of the last positions (speculative)
-        history = None
-        if past is not None and past.max_rollback and T > 1:
-            o, state, history = self.rule_keeping(q, k, v, g, beta, past, conv_in, cache.length)
+        kept = []
+        if past is not None and past.max_rollback:
+            o, state, kept = self.rule_keeping(q, k, v, g, beta, past, conv_in, cache.length)
         else:
             rule = recurrent_delta_rule if past is not None and T == 1 else self.chunked
             o, state = rule(q, k, v, g, beta, None if past is None else past.state)
         if past is not None:
-            past.write(conv_in[..., conv_in.shape[-1] - past.conv.shape[-1]:], state, history)
+            past.write(conv_in[..., conv_in.shape[-1] - past.conv.shape[-1]:], state, kept)
         o = self.norm(o.transpose(1, 2).to(x.dtype), z.view(B, T, self.n_v_head, self.v_head_dim))
         return self.resid_dropout(self.out_proj(o.reshape(B, T, self.value_dim)))
 
     def rule_keeping(self, q, k, v, g, beta, past: RecurrentState, conv_in: torch.Tensor, start: int):
-        """The delta rule over T > 1 tokens that continue `past`, keeping what a rollback of up to
-        past.max_rollback positions needs (model/cache/recurrent.py): the chunked form up to the
-        last m = max_rollback + 1 tokens, then the recurrence one token at a time."""
-        T = q.shape[2]
+        """The delta rule over the T tokens that continue `past` at position `start`, with a
+        Snapshot after each of the last m = min(T, max_rollback + 1) (model/cache/recurrent.py):
+        the chunked form up to those, then the recurrence one token at a time."""
+        T, width = q.shape[2], past.conv.shape[-1]
         m = min(T, past.max_rollback + 1)
-        outs, state = [], past.state
+        outs, state, kept = [], past.state, []
         if T > m:
             o, state = self.chunked(q[:, :, :T - m], k[:, :, :T - m], v[:, :, :T - m], g[:, :, :T - m],
                                     beta[:, :, :T - m], state)
             outs.append(o)
-        before, states = state, []
         for t in range(T - m, T):
             o, state = recurrent_delta_rule(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], g[:, :, t:t + 1],
                                             beta[:, :, t:t + 1], state)
             outs.append(o)
-            states.append(state)
-        width = past.conv.shape[-1]
-        history = History(start + T, states, before, conv_in[..., conv_in.shape[-1] - width - m:])
-        return torch.cat(outs, dim=2), state, history
+            kept.append(Snapshot(start + t, state, conv_in[..., t + 1:t + 1 + width]))  # conv_in: width before x
+        return torch.cat(outs, dim=2), state, kept
 
     def heads(self, t: torch.Tensor, dim: int) -> torch.Tensor:
         """(B, T, heads * dim) -> (B, heads, T, dim)."""
