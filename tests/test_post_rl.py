@@ -13,7 +13,7 @@ import torch
 from tiny_run import TINY, cli, error_line, metrics, numerics
 from train.config import load_config
 from train.errors import ConfigError
-from train.post.losses import rft_loss, token_logprobs
+from train.post.losses import group_advantages, grpo_loss, rft_loss, token_logprobs
 from train.post.prompts import PromptSet
 from train.run import load_run
 from train.trainer import Trainer
@@ -32,21 +32,55 @@ def even_first_token(monkeypatch):
     monkeypatch.setattr(PromptSet, "reward", lambda self, split, i, answer: float(answer[0] % 2 == 0))
 
 
-def test_grpo_resumes_exactly_with_rollouts_kept_across_the_checkpoint(tmp_path, even_first_token):
-    reuse = ["--post.rollout_steps=2", "--post.clip_eps=1e-4", "--post.kl_coef=0.05", "--train.eval_interval=1"]  # the cut's last step evaluates
+def half_uniform(self, split, i, answer):
+    """Problems of even index: every answer right (a group of advantage 0); the others: half."""
+    return 1.0 if i % 2 == 0 else float(answer[0] % 2 == 0)
+
+
+@pytest.mark.parametrize("kl", [0.05, 0.0])
+def test_grpo_resumes_exactly_with_rollouts_kept_across_the_checkpoint(tmp_path, even_first_token, monkeypatch, kl):
+    if not kl:  # without a KL term the rows of advantage 0 are left out, and their old log-probs too
+        monkeypatch.setattr(PromptSet, "reward", half_uniform)
+    reuse = ["--post.rollout_steps=2", "--post.clip_eps=1e-4", f"--post.kl_coef={kl}", "--post.prompts=4",
+             "--train.eval_interval=1"]  # the cut's last step evaluates
     run(tmp_path / "straight", "grpo", *reuse, "--train.max_steps=5").fit()
     run(tmp_path / "cut", "grpo", *reuse, "--train.max_steps=3", "--train.ckpt_interval=3").fit()
     run(tmp_path / "cut", "grpo", *reuse, "--train.max_steps=5").fit()  # step 4 reuses step 3's rollouts
     straight, cut = metrics(tmp_path / "straight"), metrics(tmp_path / "cut")
     assert numerics(straight) == numerics(cut)
-    assert {"reward_mean", "reward_std", "pass_rate", "answer_len", "kl", "clip_frac", "kl_loss",
+    assert {"reward_mean", "reward_std", "pass_rate", "answer_len", "clip_frac", "rows_trained",
             "t_rollout_s", "t_reward_s", "t_loss_s"} <= straight[0].keys()
+    assert (straight[0]["rows_trained"] < 1) == (not kl)
+    if not kl:
+        assert straight[1]["clip_frac"] > 0 == straight[0]["clip_frac"]
+        return
+    assert {"kl", "kl_loss"} <= straight[0].keys()
     assert 0 < straight[0]["reward_mean"] < 1 and straight[0]["grad_norm"] > 0
     assert [r["step"] for r in straight if "val_pass@1" in r] == [1, 2, 3, 4, 5]
     # the second step of a cycle trains the same rollouts (no new rewards) with a ratio that has
     # moved from 1 (by more than the tiny clip range); the first one's ratio is exactly 1
     assert "reward_mean" not in straight[1] and straight[1]["clip_frac"] > 0 == straight[0]["clip_frac"]
     assert straight[1]["kl"] > 0
+
+
+def test_grpo_forwards_only_the_rows_with_an_advantage_for_the_same_loss_and_gradient(tmp_path, monkeypatch):
+    monkeypatch.setattr(PromptSet, "reward", half_uniform)
+    trainer = run(tmp_path / "grpo", "grpo", "--post.prompts=6", "--train.max_steps=1")
+    method, key, model = trainer.method, (1337, 0, 0, 0, 0), trainer.model.eval()
+    loss = method.terms(model, key)["loss"]
+    loss.backward()
+    skipped = [q.grad.clone() for q in model.parameters()]
+    share = method.metrics()["rows_trained"]
+    assert 0 < share < 1  # some groups scored all the same, some did not
+    model.zero_grad()
+    ro = method.kept[0][0]  # the same rollouts, every row forwarded
+    adv = group_advantages(ro.rewards.view(-1, ro.group), method.post.scale_by_std).flatten()
+    logps = token_logprobs(model(ro.ids) / method.post.temperature, ro.ids)
+    full = grpo_loss(logps, logps.detach(), adv, ro.mask, 0.2)[0]
+    full.backward()
+    assert float(loss) == pytest.approx(float(full), rel=1e-5, abs=1e-7)
+    for a, b in zip(skipped, (q.grad for q in model.parameters())):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
 def test_rft_trains_on_the_accepted_answers_only(tmp_path, even_first_token):

@@ -63,14 +63,16 @@ def kl_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
 
 
 def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-              clip_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+              clip_eps: float, tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, clip_fraction). advantages (B,) are per response and apply to each of its tokens.
     ratio = p / p_old per token, where p_old is the policy that sampled the batch: exactly 1 when a
     batch of rollouts is used for one step only (then the loss is REINFORCE with a group baseline),
     and clipped to [1 - eps, 1 + eps] in PPO's pessimistic form when it is reused. The loss is
-    the negative clipped surrogate, averaged over every response token of the batch."""
+    the negative clipped surrogate, averaged over every response token of the batch: `tokens` of
+    them when rows of advantage 0 were left out (default: mask's)."""
     ratio = torch.exp(logps - old_logps)
     adv = advantages[:, None]
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv)
     clipped = ((ratio - 1.0).abs() > clip_eps).float()
-    return -masked_mean(surrogate, mask), masked_mean(clipped, mask).detach()
+    tokens = mask.sum().clamp(min=1.0) if tokens is None else tokens
+    return -(surrogate * mask).sum() / tokens, ((clipped * mask).sum() / tokens).detach()

@@ -120,21 +120,35 @@ class GRPO(SamplingMethod):
             self.kept[micro] = (self.rollout(self.policy, (seed, 2, step, micro, rank)), None)
         ro, old = self.kept[micro]
         t0 = time.perf_counter()
+        advantages = group_advantages(ro.rewards.view(-1, ro.group), p.scale_by_std).flatten()
+        ids, mask, rows = self.rows(ro, advantages)
         # the log-probabilities of the distribution the answers were sampled from (logits / T)
-        logps = self.logps(model, ro.ids, p.temperature)
+        logps = self.logps(model, ids, p.temperature)
         if fresh and p.rollout_steps > 1:  # the sampling policy's log-probabilities, for the later steps
             self.kept[micro] = (ro, logps.detach())
-        advantages = group_advantages(ro.rewards.view(-1, ro.group), p.scale_by_std).flatten()
-        loss, clipped = grpo_loss(logps, logps.detach() if fresh else old, advantages, ro.mask, p.clip_eps)
+        loss, clipped = grpo_loss(logps, logps.detach() if fresh else old, advantages[rows], mask, p.clip_eps,
+                                  tokens=ro.mask.sum().clamp(min=1.0))
         terms = {"loss": loss}
         if self.reference is not None:
             with torch.no_grad():
-                ref = token_logprobs(self.reference(ro.ids) / p.temperature, ro.ids)
-            kl = masked_mean(kl_k3(logps, ref), ro.mask)
+                ref = token_logprobs(self.reference(ids) / p.temperature, ids)
+            kl = masked_mean(kl_k3(logps, ref), mask)
             terms["kl_loss"] = p.kl_coef * kl
             self.log(kl=kl.detach())
         self.log(t_loss_s=time.perf_counter() - t0, clip_frac=clipped)
         return terms
+
+    def rows(self, ro: Rollouts, advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids, mask, rows) of the rows the loss needs, cut to the longest of them. Without a KL
+        term a row of advantage 0 (its group's answers all scored the same) has no gradient, so
+        only the others are forwarded (the loss still averages over the whole batch's tokens:
+        the same gradient for less compute). None left: one row, whose advantage is 0."""
+        rows = torch.arange(len(advantages), device=advantages.device)
+        if self.reference is None:
+            rows = advantages.nonzero().flatten() if advantages.any() else rows[:1]
+        length = max(len(ro.prompts[r]) + len(ro.answers[r]) for r in rows.tolist())
+        self.log(rows_trained=len(rows) / len(advantages))
+        return ro.ids[rows, :length], ro.mask[rows, :length - 1], rows
 
     def state_dict(self) -> dict:
         kept = {m: (ro.state_dict(), old) for m, (ro, old) in self.kept.items()} if self.post.rollout_steps > 1 else {}
