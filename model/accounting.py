@@ -9,6 +9,7 @@ Mixture-of-Experts layer counts all experts in `param_count` but only the top_k 
 `param_count(active=True)` and `matmul_params`.
 """
 
+from .cache.quantized_rolling import ring_groups, window_cache
 from .config import ModelConfig
 from .value_embed import value_gate_matrices
 
@@ -355,26 +356,35 @@ def kv_cache_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None = None, dtyp
 def kv_cache_bytes(cfg: ModelConfig, max_len: int, batch_size: int = 1, kv_dtype: str | None = None,
                    dtype_bytes: int = 2, kv_residual: int = 32, kv_group: int = 128, rollback: int = 0) -> int:
     """Bytes a generation cache for `max_len` positions allocates (model/cache/), all layers:
-    - a sliding-window layer whose ring (window + rollback slots) is shorter than max_len: the ring
-      in the compute dtype plus one int64 position per slot;
     - a full-precision layer: max_len positions;
     - a quantized layer: codes and scales for max_len rounded up to kv_group positions, plus a
       full-precision ring of kv_residual + kv_group + rollback positions;
+    - a sliding-window layer: the smallest of that and (`window_cache`) its ring of window +
+      rollback positions in the compute dtype, plus one int64 position per slot, or under kv_dtype
+      a ring of whole quantized groups (model/cache/quantized_rolling.py) and the same
+      full-precision tail, plus one int64 per group;
     - a linear-attention layer: its fixed state (`recurrent_state_bytes`), whatever max_len."""
     full = KV_ELEMENTS[cfg.attention](cfg) * dtype_bytes  # one position of one layer in the compute dtype
     total = 0.0
     for i in range(cfg.n_layer):
         if cfg.is_linear(i):
             total += batch_size * recurrent_state_bytes(cfg, dtype_bytes)
-        elif cfg.is_local(i) and cfg.window + rollback < max_len:
+            continue
+        quantized = kv_dtype and _layer_bytes_per_token(cfg, kv_dtype, dtype_bytes, kv_group)
+        kind = "every"
+        if cfg.is_local(i):
+            kind = window_cache(cfg.window, max_len, rollback, kv_group, kv_residual, full, quantized or None)
+        if kind == "ring":
             slots = cfg.window + rollback
             total += batch_size * slots * full + slots * 8
         elif kv_dtype is None:
             total += batch_size * max_len * full
         else:
-            padded = -(-max_len // kv_group) * kv_group
-            per_token = _layer_bytes_per_token(cfg, kv_dtype, dtype_bytes, kv_group)
-            total += batch_size * (padded * per_token + (kv_residual + kv_group + rollback) * full)
+            groups = -(-max_len // kv_group)
+            if kind == "quantized ring":  # whole groups, and the group each slot holds
+                groups = ring_groups(cfg.window, rollback, kv_group)
+                total += groups * 8
+            total += batch_size * (groups * kv_group * quantized + (kv_residual + kv_group + rollback) * full)
     return round(total)
 
 

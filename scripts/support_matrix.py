@@ -7,7 +7,7 @@ model cannot serve gets a ✗ with a numbered reason, the refusal's own words. T
 as Markdown; README.md holds a copy, which tests/test_support_matrix.py keeps equal to it.
 
 Columns: cache (the KV cache/state of `generate`), rolling (windowed layers keep only their
-window), int8 / int4 (`--kv_dtype`), compile (`--compile`: static caches), draft (`--draft RUN`,
+window, quantized too under `--kv_dtype`), int8 / int4 (`--kv_dtype`), compile (`--compile`: static caches), draft (`--draft RUN`,
 speculative decoding with a separate draft), MTP draft (`--draft mtp`), HF export
 (`train.export`, the family it picks).
 """
@@ -26,8 +26,6 @@ from train.decoding import check_decoding, refusing_layer  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
 from train.export import choose_family  # noqa: E402
 
-WINDOWED = ("*: the sliding-window layers keep their ring of the last `window` positions in the compute "
-            "dtype; the other layers' caches are int8 / int4.\n")
 COLUMNS = ("cache", "rolling", "int8", "int4", "compile", "draft", "MTP draft", "HF export")
 
 
@@ -52,7 +50,7 @@ def cells(path: Path) -> dict[str, str | ConfigError]:
                             ("MTP draft", {"draft": "mtp"})):
         try:
             check_decoding(model, **request)
-            out[column] = "✓ *" if windowed and "kv_dtype" in request else "✓"
+            out[column] = "✓"
         except ConfigError as e:
             out[column] = e
     if cfg.mtp_depth == 0 and isinstance(out["MTP draft"], ConfigError):
@@ -83,7 +81,7 @@ def table() -> str:
             row.append(verdict)
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     notes = [f"{i}. {text}" for i, text in enumerate(reasons, start=1)]
-    return "\n".join(lines + ["", WINDOWED] + notes) + "\n"
+    return "\n".join(lines + [""] + notes) + "\n"
 
 
 if __name__ == "__main__":

@@ -145,23 +145,63 @@ def test_rolling_cache_equals_full_forward_far_past_the_window():
 @pytest.mark.parametrize("kv_dtype", [None, "int8", "int4"])
 def test_rollback_within_the_margin_is_exact(kv_dtype, attention):
     """Speculative decoding's pattern: 5 guesses fed, rolled back, others fed instead; the result is
-    what a cache that never saw the guesses gives (window 8 ring; quantized groups of 16, residual 8)."""
+    what a cache that never saw the guesses gives (window 8 ring; quantized groups of 16, residual 2:
+    the guesses complete group 1, positions 16 .. 31, which the rollback must forget and quantize again)."""
     heads = dict(n_kv_head=4) if attention == "mla" else {}
     model = randomize_(GPT(tiny(window=8, global_every=2, attention=attention, **heads)), std=0.2)
     idx, guesses = tokens(50), tokens(5, seed=1)
-    options = dict(kv_dtype=kv_dtype, kv_group=16, kv_residual=8, rollback=5)
+    options = dict(kv_dtype=kv_dtype, kv_group=16, kv_residual=2, rollback=5)
     with torch.no_grad():
         cache = model.new_cache(2, **options)
-        model(idx[:, :40], cache=cache)
-        model(guesses, cache=cache)  # crosses a quantization group boundary (45 >= 2 * 16 + 8)
-        cache.rollback(40)
-        again = model(idx[:, 40:45], cache=cache)
+        model(idx[:, :30], cache=cache)
+        model(guesses, cache=cache)  # 35 >= 2 * 16 + 2 tokens: group 1 is quantized, guesses 30 and 31 in it
+        cache.rollback(30)
+        again = model(idx[:, 30:35], cache=cache)
         fresh = model.new_cache(2, **options)
-        model(idx[:, :40], cache=fresh)
-        expected = model(idx[:, 40:45], cache=fresh)
+        model(idx[:, :30], cache=fresh)
+        expected = model(idx[:, 30:35], cache=fresh)
     assert torch.equal(again, expected)
     with pytest.raises(ValueError, match="built for at most 5"):
-        cache.rollback(39)
+        cache.rollback(29)
+
+
+@pytest.mark.parametrize("attention", ["gqa", "mla-dsa"])
+@pytest.mark.parametrize("kv_dtype", ["int8", "int4"])
+def test_a_quantized_ring_reads_what_a_cache_of_every_position_reads(kv_dtype, attention):
+    """A window layer under kv_dtype keeps KIVI's groups in a ring of whole groups where that is the
+    smaller cache (window 48, groups of 8: 7 slots, fewer bytes than the 48-slot full-precision
+    ring); its logits equal those of the same cache with that layer's ring swapped for a QuantizedKV
+    of the whole sequence, prefilled short, long (past the ring) and whole, to 1e-5."""
+    from model.cache import QuantizedKV, QuantizedRollingKV
+
+    mla = dict(attention="mla", n_kv_head=4, mla=MLAConfig(q_lora_rank=8, index_topk=4)) if attention == "mla-dsa" else {}
+    model = randomize_(GPT(tiny(window=48, global_every=2, block_size=128, **mla)), std=0.2)
+    idx = tokens(120)
+    options = dict(kv_dtype=kv_dtype, kv_group=8, kv_residual=2)
+
+    def logits(chunks, swap):
+        cache = model.new_cache(2, **options)
+        assert isinstance(cache.layers[0], QuantizedRollingKV) and isinstance(cache.layers[1], QuantizedKV)
+        ring = cache.layers[0]
+        assert ring.nbytes() == model.new_cache(2, 100, **options).layers[0].nbytes()  # fixed by the window
+        assert ring.nbytes() < model.new_cache(2).layers[0].nbytes()  # the full-precision ring
+        if swap:
+            cache.layers[0] = QuantizedKV(cache.spec, ring.codes[0].shape[1], ring.layouts, ring.bits)
+        return torch.cat([model(part, cache=cache) for part in idx.split(chunks, dim=1)], dim=1)
+
+    with torch.no_grad():
+        for chunks in ([11] + [1] * 109, [70] + [1] * 50, [120]):
+            torch.testing.assert_close(logits(chunks, False), logits(chunks, True), atol=1e-5, rtol=1e-5)
+        # speculative decoding's rollback: 5 guesses complete group 7 (positions 56 .. 63, guesses
+        # at 62 and 63 in it), which the ring must forget and quantize again from the right tokens
+        options["rollback"] = 5
+        cache, fresh = model.new_cache(2, **options), model.new_cache(2, **options)
+        assert isinstance(cache.layers[0], QuantizedRollingKV)
+        model(idx[:, :62], cache=cache)
+        model(tokens(5, seed=1), cache=cache)
+        cache.rollback(62)
+        model(idx[:, :62], cache=fresh)
+        assert torch.equal(model(idx[:, 62:], cache=cache), model(idx[:, 62:], cache=fresh))
 
 
 # ----------------------------------------------------------------------------- quantized cache
@@ -283,8 +323,9 @@ def test_accounting_equals_the_bytes_the_cache_allocates(overrides, kv_dtype):
         cache = model.new_cache(batch, max_len, **options)
         assert cache.nbytes() == kv_cache_bytes(model.config, max_len, batch, dtype_bytes=4, **options)
     per_token = model.kv_cache_bytes_per_token(kv_dtype, kv_group=16)
-    grown = model.new_cache(2, 64, **options).nbytes() - model.new_cache(2, 32, **options).nbytes()
-    assert per_token == model.new_cache(1, **options).bytes_per_token() == grown / (2 * 32)
+    # from 48 positions on, a window layer's quantized ring (2 groups of 16) is the shorter: a fixed cost
+    grown = model.new_cache(2, 64, **options).nbytes() - model.new_cache(2, 48, **options).nbytes()
+    assert per_token == model.new_cache(1, **options).bytes_per_token() == grown / (2 * 16)
 
 
 def test_quantized_bytes_against_bf16():

@@ -9,6 +9,8 @@ Key/value cache kinds, picked once when the cache is built (`kv_layer_cache`):
     RollingKV     sliding-window layers: a ring of the last `window` (+ rollback margin) positions
     QuantizedKV   `kv_dtype` "int8" / "int4" (KIVI, quantized.py): each stored tensor grouped as its
                   mixer says: `PerChannel` (keys), `PerToken` (values, MLA's latent), or `Columns` of both
+    QuantizedRollingKV  sliding-window layers under `kv_dtype`: KIVI's groups in a ring of whole groups,
+                  where that is smaller than the full-precision ring (quantized_rolling.py)
     StaticKV      `static`: fixed buffers written at tensor positions, for torch.compile (static.py)
 
 Protocol of a layer cache (duck-typed; a new cache kind is a new class, never a branch in forward):
@@ -28,7 +30,8 @@ import torch
 
 from ..config import check_int
 from .kv import LayerKV
-from .quantized import BITS, Columns, PerChannel, PerToken, QuantizedKV
+from .quantized import BITS, Columns, PerChannel, PerToken, QuantizedKV, position_bytes
+from .quantized_rolling import QuantizedRollingKV, window_cache
 from .rolling import RollingKV
 
 KV_DTYPES = (None, *BITS)  # `kv_dtype`: the compute dtype (LayerKV), or a QuantizedKV's codes
@@ -66,19 +69,28 @@ class CacheSpec:
 
 def kv_layer_cache(spec: CacheSpec, heads: int, layouts: tuple, window: int = 0):
     """The cache of one key/value layer, one stored tensor per entry of `layouts` (PerChannel /
-    PerToken: its width, and how a quantized cache groups it): a ring buffer when the layer sees only
-    the last `window` positions and the ring is smaller than the sequence, else the `spec.kv_dtype`
-    format; a static cache keeps every position (the mask applies the window)."""
+    PerToken: its width, and how a quantized cache groups it): for a layer that sees only the last
+    `window` positions, the smallest of a ring of them, a ring of quantized groups (under
+    `spec.kv_dtype`) and a cache of every position (`window_cache`); else the `spec.kv_dtype`
+    format. A static cache keeps every position (the mask applies the window)."""
     dims = tuple(t.dim for t in layouts)
     if spec.static:
         from .static import StaticKV
 
         return StaticKV(spec, heads, dims)
-    if window and window + spec.rollback < spec.max_len:
-        return RollingKV(spec, heads, dims, window)
+    bits = BITS.get(spec.kv_dtype)
+    if window:
+        itemsize = torch.empty((), dtype=spec.dtype).element_size()
+        quantized = bits and position_bytes(layouts, bits, spec.kv_group, itemsize)
+        kind = window_cache(window, spec.max_len, spec.rollback, spec.kv_group, spec.kv_residual,
+                            sum(dims) * itemsize, quantized or None)
+        if kind == "ring":
+            return RollingKV(spec, heads, dims, window)
+        if kind == "quantized ring":
+            return QuantizedRollingKV(spec, heads, layouts, bits, window)
     if spec.kv_dtype is None:
         return LayerKV(spec, heads, dims)
-    return QuantizedKV(spec, heads, layouts, BITS[spec.kv_dtype])
+    return QuantizedKV(spec, heads, layouts, bits)
 
 
 class ModelCache:
@@ -136,4 +148,4 @@ class ModelCache:
 
 
 __all__ = ["CacheSpec", "Columns", "KV_DTYPES", "LayerKV", "ModelCache", "PerChannel", "PerToken", "QuantizedKV",
-           "RollingKV", "kv_layer_cache"]
+           "QuantizedRollingKV", "RollingKV", "kv_layer_cache"]

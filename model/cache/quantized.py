@@ -18,6 +18,8 @@ past (no fused kernel: the saving is memory, not time). HF counterpart: `Quantiz
 (quanto/HQQ backends). Config (CacheSpec): kv_dtype, kv_residual, kv_group, rollback.
 """
 
+import math
+
 import torch
 
 BITS = {"int8": 8, "int4": 4}
@@ -119,6 +121,14 @@ class Columns:
         return tuple(w for c in self.columns for w in c.channel_groups(G))
 
 
+def position_bytes(layouts: tuple, bits: int, group: int, dtype_bytes: int) -> float:
+    """Bytes a QuantizedKV stores per position and head: the codes, and the scales and zeros (a
+    per-channel column's shared by `group` positions)."""
+    codes = sum(t.dim for t in layouts) * bits / 8
+    scales = sum(math.prod(c.scale_shape(group, group)) for t in layouts for c in t.columns) / group
+    return codes + 2 * scales * dtype_bytes
+
+
 class QuantizedKV:
     """The stored tensors of every position (`layouts`: each one's width and grouping), quantized in
     groups of kv_group tokens, the newest kept in a full-precision ring. Buffers per tensor: codes
@@ -171,7 +181,7 @@ class QuantizedKV:
         new_slots = torch.arange(start + T - keep, start + T, device=new[0].device) % self.ring_size
         for ring, x in zip(self.ring, new):
             ring.index_copy_(2, new_slots, x[:, :, T - keep :].to(self.dtype))
-        past = self._dequantize(q_new)
+        past = self._dequantize(0, q_new)
         return (*(torch.cat([d, p[:, :, q_new - q_old :]], dim=2) for d, p in zip(past, pending)), None)
 
     def _quantize(self, start: int, new: list[torch.Tensor]) -> None:
@@ -183,13 +193,14 @@ class QuantizedKV:
             self.codes[i][:, :, start : start + n, first // per_byte : (first + column.dim) // per_byte] = codes
             self.scales[b][:, :, rows], self.zeros[b][:, :, rows] = scale, zero
 
-    def _dequantize(self, n: int) -> list[torch.Tensor]:
-        """Every stored tensor at positions 0 .. n - 1, in the compute dtype."""
+    def _dequantize(self, start: int, n: int) -> list[torch.Tensor]:
+        """Every stored tensor at storage positions start .. start + n - 1 (whole groups), in the
+        compute dtype."""
         G, per_byte = self.group, 8 // self.bits
         out = [[] for _ in self.codes]
         for (i, first, column), scale, zero in zip(self.blocks, self.scales, self.zeros):
-            codes = self.codes[i][:, :, :n, first // per_byte : (first + column.dim) // per_byte]
-            rows = column.scale_rows(0, n, G)
+            codes = self.codes[i][:, :, start : start + n, first // per_byte : (first + column.dim) // per_byte]
+            rows = column.scale_rows(start, n, G)
             out[i].append(column.dequantize(codes, scale[:, :, rows], zero[:, :, rows], G, self.bits))
         return [torch.cat(parts, dim=-1).to(self.dtype) for parts in out]
 
