@@ -235,6 +235,29 @@ def test_generated_items_answer_their_own_prompts():
     assert item.prompt.index(item.answer) < 150 and passkey.extract(item.target + ". Done") == item.answer
 
 
+def test_a_small_item_space_is_drawn_whole_and_the_draw_stops_there(monkeypatch):
+    """One-digit addition has 100 problems: asking for more than a split holds returns every one of
+    the split's (enumerated here independently), in the order the full run of tries draws them, and
+    the draw stops once every key was seen instead of spending all 50 * n + 1000 tries."""
+    from train.evals import items as item_module
+
+    task = build_task("arithmetic:op=add,digits=1", None)
+    want = {f"{a}+{b}" for a in range(10) for b in range(10) if split_of(f"{a}+{b}") == "train"}
+    draw, calls = item_module.draw_unique, []
+
+    def counting(make, split, n, tries, space=0):
+        calls.append(space)
+        return draw(lambda: (calls.append(None), make())[1], split, n, tries, space)
+
+    monkeypatch.setattr("train.evals.arithmetic.draw_unique", counting)
+    drawn = task.items("train", 1000, seed=0)
+    assert {item.prompt[:-1] for item in drawn} == want and len(drawn) == len(want)
+    assert calls[0] == 100 and len(calls) - 1 < 5000  # every key seen long before 51,000 tries
+    calls.clear()
+    monkeypatch.setattr("train.evals.arithmetic.draw_unique", lambda make, split, n, tries, space: counting(make, split, n, tries))
+    assert task.items("train", 1000, seed=0) == drawn and len(calls) - 1 == 51_000  # the same items
+
+
 def python_value(text: str):
     """What Python itself makes of `text`, after checking that it holds only the node types
     the generator writes: the independent oracle for our tree evaluator (our own strings only)."""

@@ -65,7 +65,7 @@ class Arithmetic(GenerativeTask):
             a, op, b = rng.randint(low, high), rng.choice(ops), rng.randint(low, high)
             return f"{a}{op}{b}", self.item(a, op, b)
 
-        return draw_unique(make, split, n, tries=50 * n + 1000)
+        return draw_unique(make, split, n, tries=50 * n + 1000, space=(high - low + 1) ** 2 * len(ops))
 
     def extract(self, text: str) -> str:
         if self.options["steps"]:

@@ -65,14 +65,17 @@ def split_of(key: str) -> str:
     return SPLITS[-1]
 
 
-def draw_unique(make: Callable[[], tuple[str, object]], split: str, n: int, tries: int) -> list:
+def draw_unique(make: Callable[[], tuple[str, object]], split: str, n: int, tries: int, space: int = 0) -> list:
     """Up to `n` items of `split` with distinct keys, from `make()` -> (key, item) called at most
-    `tries` times (a small item space may hold fewer than `n`)."""
-    seen, out = set(), []
+    `tries` times (a small item space may hold fewer than `n`). `space`: how many distinct keys
+    make() can return, if known; once it has returned every one, no later call can add an item,
+    so the draw stops there (the same items, without the rest of the tries)."""
+    seen, every, out = set(), set(), []
     for _ in range(tries):
-        if len(out) == n:
+        if len(out) == n or len(every) == space > 0:
             break
         key, item = make()
+        every.add(key)
         if key not in seen and split_of(key) == split:
             seen.add(key)
             out.append(item)

@@ -70,7 +70,7 @@ class Passkey:
             key = str(rng.randint(10 ** (digits - 1), 10**digits - 1))
             return key, key
 
-        return [self.item(key) for key in draw_unique(make, split, n, tries=50 * n + 1000)]
+        return [self.item(key) for key in draw_unique(make, split, n, tries=50 * n + 1000, space=9 * 10 ** (digits - 1))]
 
     def extract(self, text: str) -> str:
         match = _LEADING_INT.match(text)
