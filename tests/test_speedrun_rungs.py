@@ -454,18 +454,37 @@ def test_sequence_length_grows_linearly_over_the_warm_up():
         load_config(None, ["--train.seq_warmup_start=4"])
 
 
-def test_a_warm_up_trains_short_batches_first_counts_their_tokens_and_resumes_exactly(tmp_path, corpus):
+def test_batch_size_grows_linearly_over_its_warm_up():
+    cfg = load_config(None, ["--train.batch_size=16", "--train.batch_warmup_steps=4", "--train.batch_warmup_start=4"])
+    assert [cfg.rows_at(s) for s in range(6)] == [4, 7, 10, 13, 16, 16]
+    assert {load_config(None, ["--train.batch_size=16"]).rows_at(s) for s in range(10)} == {16}  # off
+    with pytest.raises(ConfigError, match="train.batch_warmup_start must be >= 1"):
+        load_config(None, ["--train.batch_warmup_start=0"])
+
+
+@pytest.mark.parametrize("warm, tokens", [
+    (["--train.seq_warmup_steps=2", "--train.seq_warmup_start=8"], [4 * 8, 4 * 16, 4 * 32, 4 * 32]),
+    (["--train.batch_warmup_steps=2", "--train.batch_warmup_start=1"], [1 * 32, 2 * 32, 4 * 32, 4 * 32]),
+], ids=["sequence", "batch"])
+def test_a_warm_up_trains_small_batches_first_counts_their_tokens_and_resumes_exactly(tmp_path, corpus, warm, tokens,
+                                                                                     monkeypatch):
     from tiny_run import TINY, metrics, numerics
+    from train import trainer as trainer_module
     from train.trainer import Trainer
 
+    shapes, get_batch = [], trainer_module.get_batch
+    monkeypatch.setattr(trainer_module, "get_batch", lambda data, rows, seq_len, key: (
+        shapes.append(rows * seq_len) if key[1] == 0 else None, get_batch(data, rows, seq_len, key))[1])
+
     def run(out, *extra):
-        warm = ["--train.seq_warmup_steps=2", "--train.seq_warmup_start=8", "--train.eval_interval=0"]
-        Trainer(load_config(None, [*TINY, *corpus, *warm, f"--train.out_dir={out}", *extra])).fit()
+        Trainer(load_config(None, [*TINY, *corpus, *warm, "--train.eval_interval=0", f"--train.out_dir={out}",
+                                   *extra])).fit()
         return metrics(out)
 
     straight = run(tmp_path / "straight", "--train.max_steps=4")
-    assert [r["tokens"] for r in straight] == [4 * 2 * 8, 4 * 2 * (8 + 16), 4 * 2 * (8 + 16 + 32),
-                                               4 * 2 * (8 + 16 + 32 + 32)]  # batch 4 x accum 2 x length
+    # rows x length per micro-batch (4 x 32 after the warm-up), x accum 2, summed over the steps
+    assert [r["tokens"] for r in straight] == [2 * sum(tokens[:s + 1]) for s in range(4)]
+    assert shapes == [n for n in tokens for _ in range(2)]  # the micro-batches as trained
     run(tmp_path / "cut", "--train.max_steps=1", "--train.ckpt_interval=1")  # inside the warm-up
 
     def trained(records):  # the cut run's step 1 was its last, so it also evaluated

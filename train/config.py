@@ -52,6 +52,10 @@ class TrainConfig:
     # sequences, growing linearly from seq_warmup_start tokens to seq_len (RunConfig.seq_len_at)
     seq_warmup_steps: int = 0  # 0 = off: every step at seq_len
     seq_warmup_start: int = 64
+    # batch-size warm-up (the same, in sequences per micro-batch): from batch_warmup_start to
+    # batch_size over the first batch_warmup_steps steps (RunConfig.rows_at)
+    batch_warmup_steps: int = 0  # 0 = off: every step at batch_size
+    batch_warmup_start: int = 4
     eval_interval: int = 250  # steps between evaluations (0 = only at the end)
     eval_batches: int = 20  # micro-batches of validation data per evaluation
     ckpt_interval: int = 250  # steps between checkpoints (0 = only at the end)
@@ -89,9 +93,11 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_interval",
                      "max_skipped_steps", "dist_timeout_s"):
             _require(getattr(self, name) >= 1, f"train.{name} must be >= 1; got {getattr(self, name)}")
-        for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints", "seq_warmup_steps"):
+        for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints", "seq_warmup_steps",
+                     "batch_warmup_steps"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0; got {getattr(self, name)}")
         _require(self.seq_warmup_start >= 8, f"train.seq_warmup_start must be >= 8; got {self.seq_warmup_start}")
+        _require(self.batch_warmup_start >= 1, f"train.batch_warmup_start must be >= 1; got {self.batch_warmup_start}")
         _require(0 <= self.seed < 2**63, f"train.seed must be in [0, 2**63); got {self.seed}")
         _require(-1 <= self.eval_seed < 2**63, f"train.eval_seed must be in [0, 2**63), or -1; got {self.eval_seed}")
         _require(self.init_step >= NEWEST,
@@ -161,6 +167,14 @@ class RunConfig:
             return self.seq_len
         grown = t.seq_warmup_start + (self.seq_len - t.seq_warmup_start) * step / t.seq_warmup_steps
         return min(self.seq_len, max(8, int(grown) // 8 * 8))
+
+    def rows_at(self, step: int) -> int:
+        """Sequences per micro-batch at optimizer step `step` (0-based): train.batch_size, or during
+        the warm-up (train.batch_warmup_steps) a count growing linearly from train.batch_warmup_start."""
+        t = self.train
+        if step >= t.batch_warmup_steps:
+            return t.batch_size
+        return min(t.batch_size, int(t.batch_warmup_start + (t.batch_size - t.batch_warmup_start) * step / t.batch_warmup_steps))
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:

@@ -222,14 +222,14 @@ class Trainer:
             # the global micro-batch index: ranks x grad_accum micro-batches make one step
             # (the key's last field, once the rank, stays 0 so one process reads what it always did)
             key = (cfg.train.seed, 0, self.step, self.rank * accum + micro, 0)
-            seq_len = cfg.seq_len_at(self.step)  # train.seq_len, or shorter during a warm-up
+            shape = cfg.rows_at(self.step), cfg.seq_len_at(self.step)  # smaller during a warm-up
             with parallel.grad_sync(self.wrapped, micro == accum - 1):  # all-reduce on the last only
                 with autocast(self.device, self.dtype):
                     # The objective's terms by name: the LM cross-entropy ("loss") and those of
                     # the layers that have one (MoE balancing, MTP, DSA's indexer), or a sampling
                     # method's; metrics.jsonl logs each under its name.
                     terms = (self.method.terms(model, key) if self.method else
-                             model(*self._batch(self.data.train, key, seq_len))[1])
+                             model(*self._batch(self.data.train, key, *shape))[1])
                 objective = sum(terms.values())
                 self.scaler.scale(objective / accum).backward()
             parts = torch.stack([t.detach().float() for t in terms.values()])
@@ -297,15 +297,19 @@ class Trainer:
             scores["val_pass@1"] = held_out_pass(self.model, self.held_out, self.dtype)
         return scores | (self.method.evaluate() if self.method else {})
 
-    def _batch(self, tokens, key, seq_len: int | None = None):
-        return batch_on(tokens, self.cfg, key, self.device, seq_len)
+    def _batch(self, tokens, key, rows: int | None = None, seq_len: int | None = None):
+        return batch_on(tokens, self.cfg, key, self.device, seq_len, rows)
+
+    def tokens_at(self, step: int) -> int:
+        """Tokens of step `step` (0-based), over all ranks: fewer during a warm-up."""
+        t = self.cfg.train
+        return self.cfg.rows_at(step) * self.cfg.seq_len_at(step) * t.grad_accum * self.world_size
 
     def tokens_through(self, step: int) -> int:
-        """Tokens trained by steps 0 .. step - 1, over all ranks (a warm-up's steps are shorter)."""
+        """Tokens trained by steps 0 .. step - 1, over all ranks."""
         t = self.cfg.train
-        warm = min(step, t.seq_warmup_steps)
-        per_position = self.tokens_per_step // self.cfg.seq_len
-        return per_position * sum(self.cfg.seq_len_at(s) for s in range(warm)) + (step - warm) * self.tokens_per_step
+        warm = min(step, max(t.seq_warmup_steps, t.batch_warmup_steps))
+        return sum(self.tokens_at(s) for s in range(warm)) + (step - warm) * self.tokens_per_step
 
     # ----- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -395,7 +399,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         # tokens trained so far and this step, over all ranks (a sampling method's rows vary in length)
         record["tokens"] = self.tokens_through(self.step)
-        tokens = self.tokens_per_step // self.cfg.seq_len * self.cfg.seq_len_at(self.step - 1)
+        tokens = self.tokens_at(self.step - 1)
         if self.method:
             tokens, record["tokens"] = [n * self.world_size for n in (self.method.tokens - before, self.method.tokens)]
         record["tokens_per_s"] = tokens / dt
@@ -462,14 +466,15 @@ def evaluate(model: GPT, data: TokenData, cfg: RunConfig, device: torch.device, 
     return {"val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, data.bytes_per_token("val"))}
 
 
-def batch_on(tokens, cfg: RunConfig, key: tuple[int, ...], device: torch.device, seq_len: int | None = None):
-    """The batch `key` of `tokens` (see train/data.py get_batch), on `device`; sequences of
-    `seq_len` tokens (default cfg.seq_len)."""
-    seq_len = seq_len or cfg.seq_len
+def batch_on(tokens, cfg: RunConfig, key: tuple[int, ...], device: torch.device, seq_len: int | None = None,
+             rows: int | None = None):
+    """The batch `key` of `tokens` (see train/data.py get_batch), on `device`: `rows` sequences
+    (default cfg.train.batch_size) of `seq_len` tokens (default cfg.seq_len)."""
+    seq_len, rows = seq_len or cfg.seq_len, rows or cfg.train.batch_size
     if isinstance(tokens, ChatSplit):  # chats: rows from conversation starts, answers only as targets
-        x, y = tokens.batch(cfg.train.batch_size, seq_len, key)
+        x, y = tokens.batch(rows, seq_len, key)
     else:
-        x, y = get_batch(tokens, cfg.train.batch_size, seq_len, key)
+        x, y = get_batch(tokens, rows, seq_len, key)
     if device.type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
