@@ -20,13 +20,6 @@ from .cache import CacheSpec, ModelCache
 from .softcap import softcap
 
 
-class _OneLayerCache(ModelCache):
-    """The cache of one MTP block: the block's mixer addresses it by its layer index (past the stack)."""
-
-    def layer(self, layer_idx: int):
-        return self.layers[0]
-
-
 class MTPDraftCache:
     """What the draft keeps for one generation.
 
@@ -40,7 +33,9 @@ class MTPDraftCache:
         self.tokens = torch.empty(1, 0, dtype=torch.long, device=spec.device)
         self.target_h = torch.empty(1, 0, model.config.n_embd, device=spec.device, dtype=spec.dtype)
         self.target_cache = None
-        self.blocks = [_OneLayerCache([m.block.attn.new_cache(spec)], spec) for m in model.mtp.layers]
+        # one cache per MTP block, which its mixer addresses by its own layer index (past the stack)
+        self.blocks = [ModelCache([m.block.attn.new_cache(spec)], spec, first=m.block.attn.layer_idx)
+                       for m in model.mtp.layers]
         self.states = [self.target_h[:, :0] for _ in model.mtp.layers]
 
     def observe(self, h: torch.Tensor, target_cache) -> None:

@@ -98,10 +98,12 @@ class ModelCache:
 
     Every layer of one forward writes at the same `start`; `GPT.forward` calls `advance(T)` after
     the last layer. `rollback(n)` forgets everything from position n on (speculative decoding).
+    `first`: the layer index of layers[0] (an MTP block's own cache starts past the stack).
     """
 
-    def __init__(self, layers: list, spec: CacheSpec):
+    def __init__(self, layers: list, spec: CacheSpec, first: int = 0):
         self.layers = layers
+        self.first = first
         self.spec = spec
         self.max_len = spec.max_len
         self.length = 0
@@ -116,7 +118,7 @@ class ModelCache:
 
     def layer(self, layer_idx: int):
         """The cache of layer `layer_idx` (a recurrent layer reads and writes its state there)."""
-        return self.layers[layer_idx]
+        return self.layers[layer_idx - self.first]
 
     def update(self, layer_idx: int, *new: torch.Tensor) -> tuple:
         end = self.length + new[0].shape[2]
