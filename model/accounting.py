@@ -324,11 +324,12 @@ KV_CODE_BITS = {"int8": 8, "int4": 4}  # `kv_dtype` of a quantized cache -> bits
 
 
 # `model.attention` -> what a quantized cache stores of one layer (model/cache/quantized.py): the widths
-# quantized per channel over kv_group tokens (keys: GQA's, MLA's rotary and DSA's indexer key), and per
-# token, each in groups of at most kv_group channels (GQA's values, MLA's latent; model/mixer/mla.py)
+# quantized per channel over kv_group tokens (keys: GQA's, MLA's rotary key), per token, each in groups
+# of at most kv_group channels (GQA's values, MLA's latent; model/mixer/mla.py), and per channel in 8
+# bits at least (DSA's indexer key)
 KV_QUANTIZED = {
-    "gqa": lambda cfg: ([cfg.head_dim] * cfg.n_kv_head, [cfg.head_dim] * cfg.n_kv_head),
-    "mla": lambda cfg: ([cfg.mla.qk_rope_head_dim + cfg.mla.index_head_dim], [cfg.mla.kv_lora_rank]),
+    "gqa": lambda cfg: ([cfg.head_dim] * cfg.n_kv_head, [cfg.head_dim] * cfg.n_kv_head, []),
+    "mla": lambda cfg: ([cfg.mla.qk_rope_head_dim], [cfg.mla.kv_lora_rank], [cfg.mla.index_head_dim]),
 }
 
 
@@ -337,9 +338,10 @@ def _layer_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None, dtype_bytes: 
     plus a scale and a zero per token and channel group, and 1/kv_group of the per-channel ones."""
     if kv_dtype is None:
         return KV_ELEMENTS[cfg.attention](cfg) * dtype_bytes
-    per_channel, per_token = KV_QUANTIZED[cfg.attention](cfg)
-    codes = (sum(per_channel) + sum(per_token)) * KV_CODE_BITS[kv_dtype] / 8
-    groups = sum(-(-w // kv_group) for w in per_token) + sum(per_channel) / kv_group
+    per_channel, per_token, eight_bit = KV_QUANTIZED[cfg.attention](cfg)
+    bits = KV_CODE_BITS[kv_dtype]
+    codes = (sum(per_channel) + sum(per_token)) * bits / 8 + sum(eight_bit) * max(bits, 8) / 8
+    groups = sum(-(-w // kv_group) for w in per_token) + (sum(per_channel) + sum(eight_bit)) / kv_group
     return codes + 2 * groups * dtype_bytes
 
 

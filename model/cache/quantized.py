@@ -52,10 +52,11 @@ def dequantize(p: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: i
 
 class PerChannel:
     """KIVI's keys: each channel of `kv_group` consecutive tokens shares a scale and zero, so an
-    outlier channel widens only its own range. Scales per head: (L / kv_group, dim)."""
+    outlier channel widens only its own range. Scales per head: (L / kv_group, dim). min_bits: the
+    fewest bits its codes take whatever kv_dtype asks (DSA's indexer keys: 8)."""
 
-    def __init__(self, dim: int):
-        self.dim = dim
+    def __init__(self, dim: int, min_bits: int = 0):
+        self.dim, self.min_bits = dim, min_bits
         self.columns = (self,)
 
     def channel_groups(self, G: int) -> tuple[int, ...]:
@@ -82,6 +83,8 @@ class PerChannel:
 class PerToken:
     """KIVI's values (and MLA's latent): each token's channels share a scale and zero, in groups of
     at most `kv_group` channels that never straddle two `parts`. Scales per head: (L, groups)."""
+
+    min_bits = 0
 
     def __init__(self, *parts: int):
         self.parts = tuple(p for p in parts if p)
@@ -124,7 +127,7 @@ class Columns:
 def position_bytes(layouts: tuple, bits: int, group: int, dtype_bytes: int) -> float:
     """Bytes a QuantizedKV stores per position and head: the codes, and the scales and zeros (a
     per-channel column's shared by `group` positions)."""
-    codes = sum(t.dim for t in layouts) * bits / 8
+    codes = sum(c.dim * max(bits, c.min_bits) / 8 for t in layouts for c in t.columns)
     scales = sum(math.prod(c.scale_shape(group, group)) for t in layouts for c in t.columns) / group
     return codes + 2 * scales * dtype_bytes
 
@@ -137,7 +140,7 @@ class QuantizedKV:
 
     def __init__(self, spec, heads: int, layouts: tuple, bits: int):
         G = spec.kv_group
-        widths = [w for layout in layouts for w in layout.channel_groups(G)]
+        widths = [w for t in layouts for c in t.columns if max(bits, c.min_bits) == 4 for w in c.channel_groups(G)]
         if any(w % 2 for w in widths):
             raise ValueError(f"a quantized cache packs codes in pairs, so every channel group must be even; "
                              f"got groups of {widths} channels (kv_group={G})")
@@ -151,17 +154,20 @@ class QuantizedKV:
         def zeros(*shape, dtype=spec.dtype):
             return torch.zeros(*shape, dtype=dtype, device=spec.device)
 
-        self.codes = [zeros(B, heads, L, t.dim * bits // 8, dtype=torch.uint8) for t in layouts]
         self.ring = [zeros(B, heads, self.ring_size, t.dim) for t in layouts]
-        # column blocks: (stored tensor, first channel, layout), each with its own scales and zeros
-        self.blocks = []
+        # column blocks: (stored tensor, first channel, its codes' first byte, layout, bits), each
+        # with its own scales and zeros
+        self.blocks, widths = [], []
         for i, t in enumerate(layouts):
-            first = 0
+            first = byte = 0
             for column in t.columns:
-                self.blocks.append((i, first, column))
-                first += column.dim
-        self.scales = [zeros(B, heads, *c.scale_shape(L, G)) for _, _, c in self.blocks]
-        self.zeros = [zeros(B, heads, *c.scale_shape(L, G)) for _, _, c in self.blocks]
+                b = max(bits, column.min_bits)
+                self.blocks.append((i, first, byte, column, b))
+                first, byte = first + column.dim, byte + column.dim * b // 8
+            widths.append(byte)
+        self.codes = [zeros(B, heads, L, w, dtype=torch.uint8) for w in widths]
+        self.scales = [zeros(B, heads, *c.scale_shape(L, G)) for _, _, _, c, _ in self.blocks]
+        self.zeros = [zeros(B, heads, *c.scale_shape(L, G)) for _, _, _, c, _ in self.blocks]
 
     def quantized_len(self, length: int) -> int:
         """Positions stored quantized once the sequence has `length` tokens: whole groups that
@@ -186,22 +192,22 @@ class QuantizedKV:
 
     def _quantize(self, start: int, new: list[torch.Tensor]) -> None:
         """Quantize whole groups of positions start .. start + n - 1 (start, n multiples of kv_group)."""
-        n, G, per_byte = new[0].shape[2], self.group, 8 // self.bits
-        for b, (i, first, column) in enumerate(self.blocks):
-            codes, scale, zero = column.quantize(new[i][..., first : first + column.dim], G, self.bits, self.dtype)
+        n, G = new[0].shape[2], self.group
+        for b, (i, first, byte, column, bits) in enumerate(self.blocks):
+            codes, scale, zero = column.quantize(new[i][..., first : first + column.dim], G, bits, self.dtype)
             rows = column.scale_rows(start, n, G)
-            self.codes[i][:, :, start : start + n, first // per_byte : (first + column.dim) // per_byte] = codes
+            self.codes[i][:, :, start : start + n, byte : byte + codes.shape[-1]] = codes
             self.scales[b][:, :, rows], self.zeros[b][:, :, rows] = scale, zero
 
     def _dequantize(self, start: int, n: int) -> list[torch.Tensor]:
         """Every stored tensor at storage positions start .. start + n - 1 (whole groups), in the
         compute dtype."""
-        G, per_byte = self.group, 8 // self.bits
+        G = self.group
         out = [[] for _ in self.codes]
-        for (i, first, column), scale, zero in zip(self.blocks, self.scales, self.zeros):
-            codes = self.codes[i][:, :, start : start + n, first // per_byte : (first + column.dim) // per_byte]
+        for (i, _, byte, column, bits), scale, zero in zip(self.blocks, self.scales, self.zeros):
+            codes = self.codes[i][:, :, start : start + n, byte : byte + column.dim * bits // 8]
             rows = column.scale_rows(start, n, G)
-            out[i].append(column.dequantize(codes, scale[:, :, rows], zero[:, :, rows], G, self.bits))
+            out[i].append(column.dequantize(codes, scale[:, :, rows], zero[:, :, rows], G, bits))
         return [torch.cat(parts, dim=-1).to(self.dtype) for parts in out]
 
     def bytes_per_token(self) -> float:

@@ -138,9 +138,11 @@ class MultiHeadLatentAttention(AttentionKernels):
         token after the softmax) as well as a key, so it is quantized per token, in groups of at most
         kv_group channels (DeepSeek's FP8 cache for V3.2 in FlashMLA: per token, a scale per 128
         channels); the rotary and indexer keys are keys only, quantized per channel over kv_group
-        tokens, with scales of their own: a key of another range never sets the latent's step."""
-        keys = PerChannel(self.rope + self.indexer.width)
-        return kv_layer_cache(spec, 1, (Columns(PerToken(self.rank), keys),), self.window)
+        tokens, with scales of their own: a key of another range never sets the latent's step. The
+        indexer keys take 8 bits at least: its top-k choice is discrete, and at 4 bits it swapped
+        chosen keys at a quarter of the positions (DeepSeek-V3.2 keeps them in FP8)."""
+        keys = PerChannel(self.rope), PerChannel(self.indexer.width, min_bits=8)
+        return kv_layer_cache(spec, 1, (Columns(PerToken(self.rank), *keys),), self.window)
 
     def naive(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None, *chosen) -> torch.Tensor:
         """Up-project the latent into per-head keys and values, then attend: (B, n_head, T, v_head_dim).
