@@ -61,6 +61,11 @@ def test_chat_keeps_its_cache_across_turns_and_answers_once(tmp_path, capsys):
     code, printed, _ = cli(capsys, out, "--once", "12+30=", "--temperature", "0", "--max_new_tokens", "6",
                            entry=chat_main)
     assert code == 0 and printed == first + "\n"
+    for bad, message in [(["--temperature", "-1"], "--temperature must be a number >= 0"),
+                         (["--top_k", "-3"], "--top_k must be >= 0"),
+                         (["--max_new_tokens", "0"], "--max_new_tokens must be >= 1")]:
+        code, _, err = cli(capsys, out, "--once", "12+30=", *bad, entry=chat_main)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (bad, err)
 
 
 def test_an_evaluation_prompts_a_chat_model_in_its_format():

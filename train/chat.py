@@ -11,14 +11,13 @@ exits, for scripts.
 """
 
 import argparse
-import math
 import sys
 
 import torch
 
 from model.sampling import TOP_K, sample_next
 
-from .cli import argument_parser, run_cli
+from .cli import argument_parser, check_sampling, check_temperature, run_cli
 from .errors import ConfigError
 from .hardware import autocast, on_device, pick_device, pick_dtype
 from .post.chat_format import ChatTokenizer, Message
@@ -37,16 +36,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--step", type=int, default=None, help="this checkpoint (default: the newest)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     args = p.parse_args(argv)
-    check_temperature(args.temperature)
-    if args.top_k < 0 or args.max_new_tokens < 1:
-        raise ConfigError("--top_k must be >= 0 and --max_new_tokens >= 1")
+    check_sampling(args)
     return args
-
-
-def check_temperature(t: float) -> float:
-    if not (math.isfinite(t) and t >= 0):
-        raise ConfigError(f"temperature must be a number >= 0 (0 = greedy); got {t}")
-    return t
 
 
 class Chat:
@@ -143,7 +134,7 @@ def _loop(chat: Chat, emit) -> int:
             continue
         if command == "/temperature":
             try:
-                chat.temperature = check_temperature(float(value))
+                chat.temperature = check_temperature(float(value), "/temperature")
             except (ValueError, ConfigError) as e:
                 print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
             continue

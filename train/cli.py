@@ -1,6 +1,7 @@
 """Shared command-line plumbing: user mistakes become one line on stderr and a non-zero exit."""
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 
@@ -83,6 +84,24 @@ def int_option(opts: dict, name: str, minimum: int) -> int:
     except ValueError:
         pass
     raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_temperature(t: float, name: str = "--temperature") -> float:
+    if not (math.isfinite(t) and t >= 0):
+        raise ConfigError(f"{name} must be a number >= 0 (0 = greedy); got {t}")
+    return t
+
+
+def check_sampling(args) -> None:
+    """The sampling flags of sample and chat, checked the same way: --max_new_tokens, --temperature,
+    --top_k and, where the command has it, --top_p."""
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max_new_tokens must be >= 1; got {args.max_new_tokens}")
+    check_temperature(args.temperature)
+    if args.top_k < 0:
+        raise ConfigError(f"--top_k must be >= 0 (0 = the whole vocabulary); got {args.top_k}")
+    if not 0.0 < getattr(args, "top_p", 1.0) <= 1.0:
+        raise ConfigError(f"--top_p must be in (0, 1]; got {args.top_p}")
 
 
 def add_quantize_options(p) -> None:

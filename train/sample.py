@@ -19,14 +19,13 @@ tokens are decided; several (--num_samples) are decoded as one batch and printed
 """
 
 import argparse
-import math
 import sys
 
 import torch
 
 from model.sampling import TEMPERATURE, TOP_K
 
-from .cli import add_quantize_options, argument_parser, quantized, run_cli
+from .cli import add_quantize_options, argument_parser, check_sampling, quantized, run_cli
 from .decoding import check_decoding
 from .errors import ConfigError
 from .hardware import autocast, on_device, pick_device, pick_dtype
@@ -63,16 +62,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dtype", default="", choices=["", "auto", "fp32", "bf16", "fp16"],
                    help="compute dtype (default: the run's train.dtype)")
     args = p.parse_args(argv)
-    if args.max_new_tokens < 1 or args.num_samples < 1:
-        raise ConfigError("--max_new_tokens and --num_samples must be >= 1")
+    check_sampling(args)
+    if args.num_samples < 1:
+        raise ConfigError(f"--num_samples must be >= 1; got {args.num_samples}")
     if not 0 <= args.seed < 2**63:
         raise ConfigError(f"--seed must be in [0, 2**63); got {args.seed}")
-    if not (math.isfinite(args.temperature) and args.temperature >= 0):
-        raise ConfigError(f"--temperature must be a number >= 0 (0 = greedy); got {args.temperature}")
-    if args.top_k < 0:
-        raise ConfigError(f"--top_k must be >= 0 (0 = the whole vocabulary); got {args.top_k}")
-    if not 0.0 < args.top_p <= 1.0:
-        raise ConfigError(f"--top_p must be in (0, 1]; got {args.top_p}")
     if args.n_draft is not None and not args.draft:
         raise ConfigError("--n_draft sets how many tokens --draft RUN_DIR|mtp proposes; give a draft run too")
     args.n_draft = 4 if args.n_draft is None else args.n_draft
