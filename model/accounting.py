@@ -348,8 +348,9 @@ def _layer_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None, dtype_bytes: 
 def kv_cache_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None = None, dtype_bytes: int = 2,
                              kv_group: int = 128) -> float:
     """Bytes one more token of context occupies in the generation cache, summed over layers, scales
-    and zero-points included. Sliding-window layers keep a fixed ring (`kv_cache_bytes`) and add
-    nothing per token, nor do linear-attention layers (a fixed state). Equals
+    and zero-points included. Sliding-window layers keep a fixed ring once the sequence is longer
+    than their window (`kv_cache_bytes`) and add nothing per token, nor do linear-attention layers
+    (a fixed state). Equals
     `GPT.new_cache(...).bytes_per_token()` (tests/test_generate.py)."""
     per_layer = _layer_bytes_per_token(cfg, kv_dtype, dtype_bytes, kv_group)
     return sum(0 if cfg.is_local(i) or cfg.is_linear(i) else per_layer for i in range(cfg.n_layer))
@@ -361,10 +362,10 @@ def kv_cache_bytes(cfg: ModelConfig, max_len: int, batch_size: int = 1, kv_dtype
     - a full-precision layer: max_len positions;
     - a quantized layer: codes and scales for max_len rounded up to kv_group positions, plus a
       full-precision ring of kv_residual + kv_group + rollback positions;
-    - a sliding-window layer: the smallest of that and (`window_cache`) its ring of window +
-      rollback positions in the compute dtype, plus one int64 position per slot, or under kv_dtype
-      a ring of whole quantized groups (model/cache/quantized_rolling.py) and the same
-      full-precision tail, plus one int64 per group;
+    - a sliding-window layer whose window + rollback is shorter than max_len: the smaller
+      (`window_cache`) of its ring of window + rollback positions in the compute dtype, plus one
+      int64 position per slot, and under kv_dtype a ring of whole quantized groups
+      (model/cache/quantized_rolling.py) with the same full-precision tail, plus one int64 per group;
     - a linear-attention layer: its fixed state (`recurrent_state_bytes`), whatever max_len."""
     full = KV_ELEMENTS[cfg.attention](cfg) * dtype_bytes  # one position of one layer in the compute dtype
     total = 0.0

@@ -172,6 +172,7 @@ def test_a_quantized_ring_reads_what_a_cache_of_every_position_reads(kv_dtype, a
     smaller cache (window 48, groups of 8: 7 slots, fewer bytes than the 48-slot full-precision
     ring); its logits equal those of the same cache with that layer's ring swapped for a QuantizedKV
     of the whole sequence, prefilled short, long (past the ring) and whole, to 1e-5."""
+    from model.accounting import kv_cache_bytes
     from model.cache import QuantizedKV, QuantizedRollingKV
 
     mla = dict(attention="mla", n_kv_head=4, mla=MLAConfig(q_lora_rank=8, index_topk=4)) if attention == "mla-dsa" else {}
@@ -181,7 +182,8 @@ def test_a_quantized_ring_reads_what_a_cache_of_every_position_reads(kv_dtype, a
 
     def logits(chunks, swap):
         cache = model.new_cache(2, **options)
-        assert isinstance(cache.layers[0], QuantizedRollingKV) and isinstance(cache.layers[1], QuantizedKV)
+        assert [type(layer) for layer in cache.layers] == [QuantizedRollingKV, QuantizedKV]
+        assert cache.nbytes() == kv_cache_bytes(model.config, 128, 2, dtype_bytes=4, **options)
         ring = cache.layers[0]
         assert ring.nbytes() == model.new_cache(2, 100, **options).layers[0].nbytes()  # fixed by the window
         assert ring.nbytes() < model.new_cache(2).layers[0].nbytes()  # the full-precision ring
@@ -197,6 +199,7 @@ def test_a_quantized_ring_reads_what_a_cache_of_every_position_reads(kv_dtype, a
         options["rollback"] = 5
         cache, fresh = model.new_cache(2, **options), model.new_cache(2, **options)
         assert isinstance(cache.layers[0], QuantizedRollingKV)
+        assert cache.nbytes() == kv_cache_bytes(model.config, 128, 2, dtype_bytes=4, **options)
         model(idx[:, :62], cache=cache)
         model(tokens(5, seed=1), cache=cache)
         cache.rollback(62)
@@ -328,9 +331,8 @@ def test_accounting_equals_the_bytes_the_cache_allocates(overrides, kv_dtype):
         cache = model.new_cache(batch, max_len, **options)
         assert cache.nbytes() == kv_cache_bytes(model.config, max_len, batch, dtype_bytes=4, **options)
     per_token = model.kv_cache_bytes_per_token(kv_dtype, kv_group=16)
-    # from 48 positions on, a window layer's quantized ring (2 groups of 16) is the shorter: a fixed cost
-    grown = model.new_cache(2, 64, **options).nbytes() - model.new_cache(2, 48, **options).nbytes()
-    assert per_token == model.new_cache(1, **options).bytes_per_token() == grown / (2 * 16)
+    grown = model.new_cache(2, 64, **options).nbytes() - model.new_cache(2, 32, **options).nbytes()
+    assert per_token == model.new_cache(1, **options).bytes_per_token() == grown / (2 * 32)
 
 
 def test_quantized_bytes_against_bf16():

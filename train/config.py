@@ -174,7 +174,8 @@ class RunConfig:
         t = self.train
         if step >= t.batch_warmup_steps:
             return t.batch_size
-        return min(t.batch_size, int(t.batch_warmup_start + (t.batch_size - t.batch_warmup_start) * step / t.batch_warmup_steps))
+        grown = t.batch_warmup_start + (t.batch_size - t.batch_warmup_start) * step / t.batch_warmup_steps
+        return min(t.batch_size, int(grown))
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:

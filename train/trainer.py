@@ -298,7 +298,7 @@ class Trainer:
         return scores | (self.method.evaluate() if self.method else {})
 
     def _batch(self, tokens, key, rows: int | None = None, seq_len: int | None = None):
-        return batch_on(tokens, self.cfg, key, self.device, seq_len, rows)
+        return batch_on(tokens, self.cfg, key, self.device, rows, seq_len)
 
     def tokens_at(self, step: int) -> int:
         """Tokens of step `step` (0-based), over all ranks: fewer during a warm-up."""
@@ -466,8 +466,8 @@ def evaluate(model: GPT, data: TokenData, cfg: RunConfig, device: torch.device, 
     return {"val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, data.bytes_per_token("val"))}
 
 
-def batch_on(tokens, cfg: RunConfig, key: tuple[int, ...], device: torch.device, seq_len: int | None = None,
-             rows: int | None = None):
+def batch_on(tokens, cfg: RunConfig, key: tuple[int, ...], device: torch.device, rows: int | None = None,
+             seq_len: int | None = None):
     """The batch `key` of `tokens` (see train/data.py get_batch), on `device`: `rows` sequences
     (default cfg.train.batch_size) of `seq_len` tokens (default cfg.seq_len)."""
     seq_len, rows = seq_len or cfg.seq_len, rows or cfg.train.batch_size

@@ -70,9 +70,9 @@ class CacheSpec:
 def kv_layer_cache(spec: CacheSpec, heads: int, layouts: tuple, window: int = 0):
     """The cache of one key/value layer, one stored tensor per entry of `layouts` (PerChannel /
     PerToken: its width, and how a quantized cache groups it): for a layer that sees only the last
-    `window` positions, the smallest of a ring of them, a ring of quantized groups (under
-    `spec.kv_dtype`) and a cache of every position (`window_cache`); else the `spec.kv_dtype`
-    format. A static cache keeps every position (the mask applies the window)."""
+    `window` positions of a longer sequence, the smaller of a ring of them and (under
+    `spec.kv_dtype`) a ring of quantized groups (`window_cache`); else the `spec.kv_dtype` format.
+    A static cache keeps every position (the mask applies the window)."""
     dims = tuple(t.dim for t in layouts)
     if spec.static:
         from .static import StaticKV

@@ -113,8 +113,8 @@ class PerToken:
 
 class Columns:
     """One stored tensor whose channels are laid out side by side in different ways, e.g. MLA's row:
-    Columns(PerToken(latent), PerChannel(rotary key + indexer key)). One code buffer, scales per
-    column block."""
+    Columns(PerToken(latent), PerChannel(rotary key), PerChannel(indexer key, min_bits=8)). One
+    code buffer, each column's codes in its own bits side by side, scales per column block."""
 
     def __init__(self, *columns):
         self.columns = tuple(c for c in columns if c.dim)
@@ -135,8 +135,9 @@ def position_bytes(layouts: tuple, bits: int, group: int, dtype_bytes: int) -> f
 class QuantizedKV:
     """The stored tensors of every position (`layouts`: each one's width and grouping), quantized in
     groups of kv_group tokens, the newest kept in a full-precision ring. Buffers per tensor: codes
-    (B, heads, L, dim * bits / 8) uint8 with L = max_len rounded up to kv_group; scales and zeros as
-    its layout says; ring (B, heads, kv_residual + kv_group + rollback, dim)."""
+    (B, heads, L, dim * bits / 8) uint8 with L = max_len rounded up to kv_group (per column, bits =
+    max(bits, its min_bits)); scales and zeros as its layout says; ring (B, heads, kv_residual +
+    kv_group + rollback, dim)."""
 
     def __init__(self, spec, heads: int, layouts: tuple, bits: int):
         G = spec.kv_group
@@ -177,18 +178,24 @@ class QuantizedKV:
     def update(self, start: int, *new: torch.Tensor) -> tuple:
         T = new[0].shape[2]
         q_old, q_new = self.quantized_len(start), self.quantized_len(start + T)
-        # full precision, positions q_old .. start + T - 1: the ring's unquantized tail, then the new tokens
-        slots = torch.arange(q_old, start, device=new[0].device) % self.ring_size
-        pending = [torch.cat([ring.index_select(2, slots), x.to(self.dtype)], dim=2)
-                   for ring, x in zip(self.ring, new, strict=True)]
+        pending = self._pending(start, new)
         if q_new > q_old:
             self._quantize(q_old, [p[:, :, : q_new - q_old] for p in pending])
-        keep = min(T, self.ring_size)  # the ring only ever needs the newest positions
-        new_slots = torch.arange(start + T - keep, start + T, device=new[0].device) % self.ring_size
-        for ring, x in zip(self.ring, new):
-            ring.index_copy_(2, new_slots, x[:, :, T - keep :].to(self.dtype))
         past = self._dequantize(0, q_new)
         return (*(torch.cat([d, p[:, :, q_new - q_old :]], dim=2) for d, p in zip(past, pending)), None)
+
+    def _pending(self, start: int, new: tuple) -> list[torch.Tensor]:
+        """Full precision, positions quantized_len(start) .. start + T - 1: the ring's unquantized
+        tail, then the new tokens, which then join the ring (it only ever needs the newest)."""
+        T, device = new[0].shape[2], new[0].device
+        slots = torch.arange(self.quantized_len(start), start, device=device) % self.ring_size
+        pending = [torch.cat([ring.index_select(2, slots), x.to(self.dtype)], dim=2)
+                   for ring, x in zip(self.ring, new, strict=True)]
+        keep = min(T, self.ring_size)
+        new_slots = torch.arange(start + T - keep, start + T, device=device) % self.ring_size
+        for ring, x in zip(self.ring, new):
+            ring.index_copy_(2, new_slots, x[:, :, T - keep :].to(self.dtype))
+        return pending
 
     def _quantize(self, start: int, new: list[torch.Tensor]) -> None:
         """Quantize whole groups of positions start .. start + n - 1 (start, n multiples of kv_group)."""

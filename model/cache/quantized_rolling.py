@@ -41,9 +41,7 @@ class QuantizedRollingKV(QuantizedKV):
         first = self.group_of[:, None] * G + torch.arange(G, device=device)
         kept_pos = torch.where((self.group_of[:, None] >= 0) & (first < q_old), first, FREE).flatten()
         kept = self._dequantize(0, self.slots * G)
-        slots = torch.arange(q_old, start, device=device) % self.ring_size
-        pending = [torch.cat([ring.index_select(2, slots), x.to(self.dtype)], dim=2)
-                   for ring, x in zip(self.ring, new, strict=True)]
+        pending = self._pending(start, new)
         fresh = [[] for _ in pending]
         for g in range(q_old // G, q_new // G):  # each new group into its slot, read back at once
             at = g % self.slots * G
@@ -51,10 +49,6 @@ class QuantizedRollingKV(QuantizedKV):
             self.group_of[g % self.slots] = g
             for parts, x in zip(fresh, self._dequantize(at, G)):
                 parts.append(x)
-        keep = min(T, self.ring_size)
-        new_slots = torch.arange(start + T - keep, start + T, device=device) % self.ring_size
-        for ring, x in zip(self.ring, new):
-            ring.index_copy_(2, new_slots, x[:, :, T - keep :].to(self.dtype))
         stored = [torch.cat([k, *f, p[:, :, q_new - q_old :]], dim=2) for k, f, p in zip(kept, fresh, pending)]
         return (*stored, torch.cat([kept_pos, torch.arange(q_old, start + T, device=device)]))
 
@@ -72,17 +66,17 @@ def ring_groups(window: int, rollback: int, group: int) -> int:
 
 def window_cache(window: int, max_len: int, rollback: int, group: int, residual: int, full: float,
                  quantized: float | None) -> str:
-    """The cache a sliding-window layer keeps, the one of fewest bytes: "ring" (rolling.py, the last
-    window + rollback positions at `full` bytes each), "quantized ring" (this file) or "every"
-    position (QuantizedKV, or LayerKV without kv_dtype); `quantized`: bytes per quantized position
-    (None without kv_dtype). A quantized ring pays once the window is long against kv_group and
-    kv_residual: its groups of codes and scales plus a full-precision tail of kv_residual + kv_group
-    + rollback positions, against window + rollback full-precision ones."""
-    tail = (residual + group + rollback) * full
-    sizes = {"every": max_len * full if quantized is None else -(-max_len // group) * group * quantized + tail}
-    if window + rollback < max_len:
-        sizes["ring"] = (window + rollback) * full
+    """The cache a sliding-window layer keeps: "every" position (QuantizedKV, or LayerKV without
+    kv_dtype) while the window is no shorter than the sequence, else a ring, the one of fewer bytes
+    (positions and group indices aside): "ring" (rolling.py, the last window + rollback positions
+    at `full` bytes each) or, under kv_dtype, "quantized ring" (this file; `quantized`: bytes per
+    quantized position, None without kv_dtype). A quantized ring pays once the window is long
+    against kv_group and kv_residual: its groups of codes and scales plus a full-precision tail of
+    kv_residual + kv_group + rollback positions, against window + rollback full-precision ones."""
+    if window + rollback >= max_len:
+        return "every"
+    sizes = {"ring": (window + rollback) * full}
     slots = ring_groups(window, rollback, group)
     if quantized is not None and slots * group < max_len:
-        sizes["quantized ring"] = slots * group * quantized + tail
+        sizes["quantized ring"] = slots * group * quantized + (residual + group + rollback) * full
     return min(sizes, key=sizes.get)

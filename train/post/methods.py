@@ -142,7 +142,9 @@ class GRPO(SamplingMethod):
         """(ids, mask, rows) of the rows the loss needs, cut to the longest of them. Without a KL
         term a row of advantage 0 (its group's answers all scored the same) has no gradient, so
         only the others are forwarded (the loss still averages over the whole batch's tokens:
-        the same gradient for less compute). None left: one row, whose advantage is 0."""
+        the same gradient for less compute, unless dropout or an MoE capacity limit sees the
+        batch's size). The trained-token count and clip_frac count the forwarded rows' tokens.
+        None left: one row, whose advantage is 0."""
         rows = torch.arange(len(advantages), device=advantages.device)
         if self.reference is None:
             rows = advantages.nonzero().flatten() if advantages.any() else rows[:1]
