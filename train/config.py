@@ -165,8 +165,7 @@ class RunConfig:
         t = self.train
         if step >= t.seq_warmup_steps:
             return self.seq_len
-        grown = t.seq_warmup_start + (self.seq_len - t.seq_warmup_start) * step / t.seq_warmup_steps
-        return min(self.seq_len, max(8, int(grown) // 8 * 8))
+        return min(self.seq_len, max(8, int(ramp(t.seq_warmup_start, self.seq_len, step, t.seq_warmup_steps)) // 8 * 8))
 
     def rows_at(self, step: int) -> int:
         """Sequences per micro-batch at optimizer step `step` (0-based): train.batch_size, or during
@@ -174,8 +173,12 @@ class RunConfig:
         t = self.train
         if step >= t.batch_warmup_steps:
             return t.batch_size
-        grown = t.batch_warmup_start + (t.batch_size - t.batch_warmup_start) * step / t.batch_warmup_steps
-        return min(t.batch_size, int(grown))
+        return min(t.batch_size, int(ramp(t.batch_warmup_start, t.batch_size, step, t.batch_warmup_steps)))
+
+
+def ramp(start: float, end: float, step: int, steps: int) -> float:
+    """A warm-up's linear value at `step` of `steps`: from `start` (step 0) towards `end`."""
+    return start + (end - start) * step / steps
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
