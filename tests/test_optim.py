@@ -313,6 +313,7 @@ def _sharded_step(rank: int, world: int, port: int, out: str) -> None:
         gathered = w.full_tensor()
         if rank == 0:
             torch.save(gathered, out)
+        dist.barrier()  # gloo aborts a rank that tears down while its peer still talks to it
     finally:
         dist.destroy_process_group()
 
