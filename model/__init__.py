@@ -6,7 +6,7 @@ switches to on CUDA (model/kernels.py). Nothing in this package imports train/.
 """
 
 from .accounting import flops_per_token
-from .cache import ModelCache
+from .inference.cache import ModelCache
 from .config import ModelConfig, RopeConfig
 from .gpt import GPT
 from .kernels import use_device_kernels

@@ -9,7 +9,7 @@ Mixture-of-Experts layer counts all experts in `param_count` but only the top_k 
 `param_count(active=True)` and `matmul_params`.
 """
 
-from .cache.quantized_rolling import ring_groups, window_cache
+from .inference.cache.quantized_rolling import ring_groups, window_cache
 from .config import ModelConfig
 from .value_embed import value_gate_matrices
 
@@ -306,7 +306,7 @@ def kv_bytes_per_token(cfg: ModelConfig, bytes_per_elem: int = 2) -> int:
 
 def recurrent_state_bytes(cfg: ModelConfig, dtype_bytes: int = 2) -> int:
     """What one Gated DeltaNet layer caches for one sequence, whatever its length
-    (model/cache/recurrent.py): the conv's last conv_size - 1 inputs in the compute dtype, and the
+    (model/inference/cache/recurrent.py): the conv's last conv_size - 1 inputs in the compute dtype, and the
     fp32 state of n_v_head (head_dim x v_head_dim) matrices."""
     d = cfg.deltanet
     conv_dim = 2 * d.n_head * d.head_dim + d.n_v_head * d.v_head_dim
@@ -323,10 +323,10 @@ def mha_kv_bytes_per_token(cfg: ModelConfig, bytes_per_elem: int = 2) -> int:
 KV_CODE_BITS = {"int8": 8, "int4": 4}  # `kv_dtype` of a quantized cache -> bits per code (cache/quantized.py)
 
 
-# `model.attention` -> what a quantized cache stores of one layer (model/cache/quantized.py): the widths
-# quantized per channel over kv_group tokens (keys: GQA's, MLA's rotary key), per token, each in groups
-# of at most kv_group channels (GQA's values, MLA's latent; model/mixer/mla.py), and per channel in 8
-# bits at least (DSA's indexer key)
+# `model.attention` -> what a quantized cache stores of one layer (model/inference/cache/quantized.py):
+# the widths quantized per channel over kv_group tokens (keys: GQA's, MLA's rotary key), per token,
+# each in groups of at most kv_group channels (GQA's values, MLA's latent; model/mixer/mla.py), and
+# per channel in 8 bits at least (DSA's indexer key)
 KV_QUANTIZED = {
     "gqa": lambda cfg: ([cfg.head_dim] * cfg.n_kv_head, [cfg.head_dim] * cfg.n_kv_head, []),
     "mla": lambda cfg: ([cfg.mla.qk_rope_head_dim], [cfg.mla.kv_lora_rank], [cfg.mla.index_head_dim]),
@@ -358,14 +358,15 @@ def kv_cache_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None = None, dtyp
 
 def kv_cache_bytes(cfg: ModelConfig, max_len: int, batch_size: int = 1, kv_dtype: str | None = None,
                    dtype_bytes: int = 2, kv_residual: int = 32, kv_group: int = 128, rollback: int = 0) -> int:
-    """Bytes a generation cache for `max_len` positions allocates (model/cache/), all layers:
+    """Bytes a generation cache for `max_len` positions allocates (model/inference/cache/), all layers:
     - a full-precision layer: max_len positions;
     - a quantized layer: codes and scales for max_len rounded up to kv_group positions, plus a
       full-precision ring of kv_residual + kv_group + rollback positions;
     - a sliding-window layer whose window + rollback is shorter than max_len: the smaller
       (`window_cache`) of its ring of window + rollback positions in the compute dtype, plus one
       int64 position per slot, and under kv_dtype a ring of whole quantized groups
-      (model/cache/quantized_rolling.py) with the same full-precision tail, plus one int64 per group;
+      (model/inference/cache/quantized_rolling.py) with the same full-precision tail, plus one int64
+      per group;
     - a linear-attention layer: its fixed state (`recurrent_state_bytes`), whatever max_len."""
     full = KV_ELEMENTS[cfg.attention](cfg) * dtype_bytes  # one position of one layer in the compute dtype
     total = 0.0
@@ -393,7 +394,7 @@ def kv_cache_bytes(cfg: ModelConfig, max_len: int, batch_size: int = 1, kv_dtype
 
 # ----------------------------------------------------------------------------- quantized weights
 def quantized_matrices(cfg: ModelConfig) -> list[Matrix]:
-    """The matrices model/quantize.py stores in int8/int4: every Linear of the blocks and the MTP
+    """The matrices model/inference/quantize.py stores in int8/int4: every Linear of the blocks and the MTP
     modules, and the LM head (a tied token embedding shares it). Not MLA's kv_b up-projection (the
     absorbed decode reads its weight), nor the MoE router and routed experts."""
     m = cfg.mla
@@ -409,12 +410,14 @@ def quantized_matrices(cfg: ModelConfig) -> list[Matrix]:
     return out + [(cfg.n_embd, cfg.padded_vocab_size)]
 
 
-QUANT_CODE_BYTES = {"int8": 1.0, "int4": 0.5}  # `quantize` kind -> bytes per weight (model/quantize.py)
+# `quantize` kind (model/inference/quantize.py) -> bytes per weight
+QUANT_CODE_BYTES = {"int8": 1.0, "int4": 0.5}
 
 
 def _quantized_matrix_bytes(fan_in: int, fan_out: int, kind: str, group_size: int, dtype_bytes: int) -> float:
     """int8: codes and one scale per output; int4: outputs padded to 64 for the CPU packing
-    (model/quantize.py PAD_ROWS), codes and a scale and zero per group of `group_size` inputs of each output."""
+    (model/inference/quantize.py PAD_ROWS), codes and a scale and zero per group of `group_size`
+    inputs of each output."""
     if kind == "int8":
         return fan_in * fan_out + fan_out * dtype_bytes
     rows = -(-fan_out // 64) * 64

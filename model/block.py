@@ -16,7 +16,7 @@ holds the dense MLP of `model.mlp` or, on MoE layers (`model.moe`), a Mixture of
 import torch
 from torch import nn
 
-from .cache import ModelCache
+from .inference.cache import ModelCache
 from .config import ModelConfig
 from .ffn.mlp import build_mlp
 from .ffn.moe import MoE

@@ -9,15 +9,15 @@ from .accounting import kv_cache_bytes_per_token
 from .block import build_block
 from .config import ModelConfig
 from .embedding import ScaledEmbedding
-from .cache import CacheSpec, ModelCache
-from .cache.static import StaticCache
+from .inference.cache import CacheSpec, ModelCache
+from .inference.cache.static import StaticCache
 from .ffn.moe import Experts, MoE, end_step, step_stats
-from .generate import generate as generate_tokens
+from .inference.generate import generate as generate_tokens
 from .loss import lm_loss
 from .mtp import MTP
-from .mtp_draft import MTPDraft
+from .inference.mtp_draft import MTPDraft
 from .norm import build_norm
-from .sampling import TEMPERATURE, TOP_K
+from .inference.sampling import TEMPERATURE, TOP_K
 from .ffn.router import Router
 from .softcap import softcap
 from .streams import Streams
@@ -121,7 +121,7 @@ class GPT(nn.Module):
     ):
         """idx: (B, T) token ids. With `cache`, idx continues the cached sequence. return_hidden
         (no targets): (logits, the last block's output before the final norm), which the MTP draft
-        starts from (model/mtp_draft.py)."""
+        starts from (model/inference/mtp_draft.py)."""
         B, T = idx.shape
         if cache is None:
             if T > self.config.block_size:
@@ -179,7 +179,7 @@ class GPT(nn.Module):
         return end_step(layers, stats, update_bias)
 
     def mtp_draft(self) -> MTPDraft:
-        """The MTP modules as a speculative-decoding draft (model/mtp_draft.py), used as
+        """The MTP modules as a speculative-decoding draft (model/inference/mtp_draft.py), used as
         `speculative_generate(model, model.mtp_draft(), ...)`, or through
         `generate(..., draft="mtp")`."""
         return MTPDraft(self)
@@ -202,7 +202,7 @@ class GPT(nn.Module):
     def cache_dtype(self) -> torch.dtype:
         """The compute dtype: autocast's when autocast is on for this device (keys and values come
         out of autocast matmuls in that dtype), else the weights' dtype."""
-        p = self.transformer.ln_f.weight  # not the LM head's, which may be quantized (model/quantize.py)
+        p = self.transformer.ln_f.weight  # not the LM head's, which may be quantized (inference/quantize.py)
         on = torch.is_autocast_enabled(p.device.type)
         return torch.get_autocast_dtype(p.device.type) if on else p.dtype
 
@@ -235,12 +235,12 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """idx (B, T) followed by max_new_tokens sampled tokens: (B, T + max_new_tokens).
 
-        temperature 0 = greedy (default 0.8, with top_k 50: model/sampling.py); use_cache=False
+        temperature 0 = greedy (default 0.8, with top_k 50: model/inference/sampling.py); use_cache=False
         recomputes the whole prefix per token (the reference); kv_dtype None (compute dtype) |
         "int8" | "int4"; draft: a small GPT for speculative decoding with n_draft guesses per step, or
         "mtp" for the model's own MTP modules (at most one guess per module and step); compile: a
-        static cache through torch.compile (CUDA graphs on a GPU, model/decoder.py). Sampling and
-        the decode loop live in model/generate.py; `options` are passed on to it (e.g. kv_residual,
+        static cache through torch.compile (CUDA graphs on a GPU, model/inference/decoder.py). Sampling and
+        the decode loop live in model/inference/generate.py; `options` are passed on to it (e.g. kv_residual,
         or stream: a callable that sees each block of new tokens as it is decided).
         """
         return generate_tokens(self, idx, max_new_tokens, temperature, top_k, generator, top_p=top_p,

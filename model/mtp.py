@@ -14,7 +14,7 @@ the embedding first, which only permutes the columns of M_k; we follow the weigh
 the model's `model.norm`, so RMSNorm on DeepSeek-like configs.
 The training objective adds lambda * mean_k CE_k (`model.mtp_loss_weight`, 0.3 in the paper's first
 10T tokens); GPT.forward returns it as the `mtp_loss` term. Inference ignores the modules, except as a
-draft for speculative decoding (model/mtp_draft.py).
+draft for speculative decoding (model/inference/mtp_draft.py).
 HF `DeepseekV3ForCausalLM` builds no MTP layers (their weights are skipped on load), so tests check
 this module against the equations above written out by hand.
 Config: model.mtp_depth (D, 0 = off), model.mtp_loss_weight.

@@ -24,7 +24,7 @@ Options:
   --new_tokens N      timed new tokens with the cache (default 32); --nocache_tokens N without (8)
   --kv_dtype D        int8 | int4 (the quantized cache of GPT.generate; default: the compute dtype)
   --compile           pass compile=True to GPT.generate (static cache + CUDA graphs where built)
-  --quantize Q        int8 | int4: weight-only quantization (model/quantize.py; --group_size N for
+  --quantize Q        int8 | int4: weight-only quantization (model/inference/quantize.py; --group_size N for
                       int4, default 128), applied to the target and the draft
   --draft RUN_DIR     speculative decoding with this draft (--n_draft K, default 4): acceptance
                       rate, tokens per target forward and speed-up over plain cached decoding (the
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from model import GPT  # noqa: E402
-from model.speculative import speculative_generate  # noqa: E402
+from model.inference.speculative import speculative_generate  # noqa: E402
 from train.cli import add_quantize_options, quantized, run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 from train.export import choose_family  # noqa: E402

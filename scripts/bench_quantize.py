@@ -1,7 +1,7 @@
 """Weight-only quantization, measured: `python scripts/bench_quantize.py CONFIG_OR_RUN_DIR [options]`
 
 Builds the model (a run's newest checkpoint, or a config with random weights) three times: in the
-compute dtype, int8 and int4 (model/quantize.py), and prints for each
+compute dtype, int8 and int4 (model/inference/quantize.py), and prints for each
   weight bytes        model/accounting.py `weight_bytes`, and the ratio to the compute dtype
   val bpb             a run only: on the run's own validation batches (as `python -m train.eval`)
   decode tok/s        greedy cached decoding at batch 1 and 8 after a `--context`-token prompt, and
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from bench_decode import best_time, load_model, our_generate  # noqa: E402
 from model.accounting import weight_bytes  # noqa: E402
-from model.quantize import KINDS as QUANTIZED  # noqa: E402
+from model.inference.quantize import KINDS as QUANTIZED  # noqa: E402
 from train.cli import quantized, run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
 from train.hardware import DTYPES, autocast, on_device, pick_device, pick_dtype  # noqa: E402

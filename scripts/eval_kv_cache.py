@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.accounting import kv_cache_bytes_per_token  # noqa: E402
-from model.cache.evaluate import cached_loss  # noqa: E402
+from model.inference.cache.evaluate import cached_loss  # noqa: E402
 from train.cli import argument_parser, run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
 from train.decoding import refusing_layer  # noqa: E402

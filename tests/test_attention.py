@@ -57,7 +57,7 @@ def test_masks_with_a_cache():
 
 def test_masks_from_key_positions():
     """Keys in any order (a ring buffer): visibility follows their positions; FREE slots are hidden."""
-    from model.cache.rolling import FREE
+    from model.inference.cache.rolling import FREE
 
     k_pos = torch.tensor([8, 9, 6, 7, FREE])
     mask, is_causal = sdpa_mask(torch.tensor([9]), k_pos, 5, window=3)

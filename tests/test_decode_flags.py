@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from model import GPT
-from model.generate import generate
+from model.inference.generate import generate
 from tiny_run import ROOT, cli, error_line, load_script, make, snapshot
 from train import sample
 from train.trainer import Trainer
@@ -62,16 +62,16 @@ def test_sample_quantizes_mlas_latent_cache(mla_mtp, hybrid, capsys, monkeypatch
     """--kv_dtype on MLA layers (alone, and beside Gated DeltaNet ones): a quantized latent cache,
     rc 0, and the full-precision greedy tokens (these contexts end before kv_residual + kv_group
     tokens, when quantizing starts; tests/test_generate.py and tests/test_mla.py measure the error)."""
-    import model.cache
+    import model.inference.cache
 
     built = []
 
-    class Recorded(model.cache.QuantizedKV):
+    class Recorded(model.inference.cache.QuantizedKV):
         def __init__(self, spec, heads, layouts, bits):
             super().__init__(spec, heads, layouts, bits)
             built.append((bits, [type(t).__name__ for t in layouts]))
 
-    monkeypatch.setattr(model.cache, "QuantizedKV", Recorded)
+    monkeypatch.setattr(model.inference.cache, "QuantizedKV", Recorded)
     for run, kv_dtype, bits in ((mla_mtp, "int8", 8), (hybrid, "int4", 4)):
         built.clear()
         plain = cli(capsys, run, *GREEDY, "--max_new_tokens", "10", entry=sample.main)

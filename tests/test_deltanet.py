@@ -175,8 +175,8 @@ def test_param_count_and_flops(case):
 
 
 def test_speculative_decoding_rolls_the_recurrent_state_back():
-    """A rejected guess is undone in the Gated DeltaNet states too (model/cache/recurrent.py): greedy
-    speculative decoding with an unrelated draft gives the target's own greedy tokens."""
+    """A rejected guess is undone in the Gated DeltaNet states too (model/inference/cache/recurrent.py):
+    greedy speculative decoding with an unrelated draft gives the target's own greedy tokens."""
     torch.manual_seed(0)
     model, draft = GPT(config("gqa-gated-1to1")), GPT(config("gqa-gated-1to1"))
     idx = torch.randint(0, 97, (1, 8))
@@ -185,10 +185,10 @@ def test_speculative_decoding_rolls_the_recurrent_state_back():
 
 
 def test_compiled_decoding_keeps_the_state_in_static_buffers():
-    """compile=True decodes a hybrid through fixed buffers written in place (model/cache/recurrent.py):
-    the same greedy tokens as the dynamic cache; a second sequence on the reused buffers starts from
-    a zero state again (its logits are a fresh cache's)."""
-    from model.decoder import StaticDecoder
+    """compile=True decodes a hybrid through fixed buffers written in place
+    (model/inference/cache/recurrent.py): the same greedy tokens as the dynamic cache; a second
+    sequence on the reused buffers starts from a zero state again (its logits are a fresh cache's)."""
+    from model.inference.decoder import StaticDecoder
 
     torch.manual_seed(0)
     model = GPT(config("gqa-gated-1to1")).eval()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.generate import generate
+from model.inference.generate import generate
 from tiny_run import cli, error_line, snapshot
 from train import eval as train_eval
 from train.config import ConfigError, load_config

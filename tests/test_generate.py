@@ -69,10 +69,10 @@ def test_generate_restores_training_mode_and_returns_the_prompt_for_zero_tokens(
     (1.0, [0, 1, 2, 3, 4]),
 ])
 def test_top_p_keeps_the_smallest_set_that_reaches_it(top_p, kept):
-    """Nucleus filtering (model/sampling.py): the best tokens, in order, up to and including the one
+    """Nucleus filtering (model/inference/sampling.py): the best tokens, in order, up to and including the one
     whose cumulative probability reaches top_p, renormalised. Powers of two: softmax of their logs
     gives them back exactly, so the boundaries are exact."""
-    from model.sampling import probabilities
+    from model.inference.sampling import probabilities
 
     probs = torch.tensor([0.125, 0.5, 0.0625, 0.25, 0.0625])
     expected = torch.zeros(5)
@@ -123,7 +123,7 @@ def test_bad_cache_requests_raise():
 def test_rolling_cache_equals_full_forward_far_past_the_window():
     """Window 8 on every other layer: a 20-token prefill (longer than the ring), then 40 single
     tokens. Local layers hold a ring of 8 slots whatever the context; the result is the full forward."""
-    from model.cache import LayerKV, RollingKV
+    from model.inference.cache import LayerKV, RollingKV
 
     model = randomize_(GPT(tiny(window=8, global_every=2)), std=0.2)
     idx = tokens(60)
@@ -173,7 +173,7 @@ def test_a_quantized_ring_reads_what_a_cache_of_every_position_reads(kv_dtype, a
     ring); its logits equal those of the same cache with that layer's ring swapped for a QuantizedKV
     of the whole sequence, prefilled short, long (past the ring) and whole, to 1e-5."""
     from model.accounting import kv_cache_bytes
-    from model.cache import QuantizedKV, QuantizedRollingKV
+    from model.inference.cache import QuantizedKV, QuantizedRollingKV
 
     mla = dict(attention="mla", n_kv_head=4, mla=MLAConfig(q_lora_rank=8, index_topk=4)) if attention == "mla-dsa" else {}
     model = randomize_(GPT(tiny(window=48, global_every=2, block_size=128, **mla)), std=0.2)
@@ -210,7 +210,7 @@ def test_a_quantized_ring_reads_what_a_cache_of_every_position_reads(kv_dtype, a
 # ----------------------------------------------------------------------------- quantized cache
 @pytest.mark.parametrize("kv_dtype, bits", [("int8", 8), ("int4", 4)])
 def test_quantize_dequantize_round_trip_is_within_half_a_step(kv_dtype, bits):
-    from model.cache.quantized import dequantize, pack, quantize, unpack
+    from model.inference.cache.quantized import dequantize, pack, quantize, unpack
 
     x = torch.randn(2, 3, 40, 16) * torch.linspace(0.1, 10, 16)  # channels of very different ranges
     for dim in (2, 3):  # per channel over tokens (keys), per token over channels (values)
@@ -361,8 +361,8 @@ def test_cache_is_allocated_in_the_autocast_dtype():
 def test_static_cache_decodes_the_same_tokens_as_the_dynamic_one():
     """Fixed buffers, tensor positions, masks from k_pos (windowed and global layers, sinks); one
     cache reused by a second request of another prompt length in the same length bucket."""
-    from model.decoder import StaticDecoder, bucket
-    from model.generate import decode
+    from model.inference.decoder import StaticDecoder, bucket
+    from model.inference.generate import decode
 
     model = randomize_(GPT(tiny(window=8, global_every=2, attn_sinks=True, block_size=128)), std=0.2)
     decoder = StaticDecoder(model, compile=False)
@@ -394,7 +394,7 @@ def test_compile_rejects_formats_it_cannot_serve():
 
 
 def test_cached_loss_equals_the_forward_loss_and_int4_costs_something():
-    from model.cache.evaluate import cached_loss
+    from model.inference.cache.evaluate import cached_loss
 
     model = randomize_(GPT(tiny(n_head=2, n_kv_head=2, n_embd=64)), std=0.1)
     x, y = tokens(48), tokens(48, seed=1)

@@ -297,7 +297,7 @@ def test_vocab_larger_than_token_dtype(tmp_path):
 def test_sampled_ids_stay_inside_the_vocabulary():
     """The embedding is padded (257 -> 320 rows); sampling must never return a padding id."""
     from model import GPT, ModelConfig
-    from model.generate import generate
+    from model.inference.generate import generate
     from train.tokenizer import ByteTokenizer
 
     torch.manual_seed(0)

@@ -1,6 +1,8 @@
 """The package boundaries the README promises: model/ never imports train/ (not even inside a
-function), and the trainer uses only the model package's public names."""
+function), the trainer uses only the model package's public names, and the README's layout names
+every module."""
 import ast
+import re
 from pathlib import Path
 
 import model
@@ -78,3 +80,27 @@ def test_the_gpt2_path_reads_in_one_sitting():
 
     names = {type(m).__name__ for m in GPT(ModelConfig(n_layer=2)).modules()}
     assert not any(name.startswith("No") or name == "Identity" for name in names), names
+
+
+def test_the_readme_layout_names_every_module():
+    """Each module and folder of model/ (its root, mixer/, ffn/, inference/), train/ and scripts/ is
+    named in the README's Layout block, so the map a reader starts from is the tree."""
+    block = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    named = set(re.findall(r"[\w.]+", block))
+    folders = ["model", "model/mixer", "model/ffn", "model/inference", "train", "scripts"]
+    missing = [str(p.relative_to(ROOT)) for folder in folders for p in sorted((ROOT / folder).iterdir())
+               if (p.suffix in (".py", ".sh") and p.stem != "__init__" and p.stem != "__main__"
+                   and p.stem not in named and p.name not in named)
+               or (p.is_dir() and p.name != "__pycache__" and p.name not in named)]
+    assert not missing, f"README's Layout does not name {missing}"
+
+
+def test_an_installed_copy_has_every_package():
+    """pyproject.toml lists its packages by hand; an editable install hides a missing one, a wheel
+    would lose it. The list must be every folder of model/ and train/ with an __init__.py."""
+    import tomllib
+
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = [".".join(p.parent.relative_to(ROOT).parts) for top in ("model", "train")
+             for p in (ROOT / top).rglob("__init__.py")]
+    assert sorted(listed) == sorted(found)

@@ -1,4 +1,4 @@
-"""Multi-token prediction (model/mtp.py, model/mtp_draft.py): the loss against the paper's equations
+"""Multi-token prediction (model/mtp.py, model/inference/mtp_draft.py): the loss against the paper's equations
 written out by hand, gradients, the objective term in the trainer's log, inference untouched, and
 self-speculative decoding (greedy equals plain greedy; the draft's incremental guesses equal the
 modules' parallel form; a trained MTP head gets its guesses accepted)."""
@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from model import GPT
 from model.accounting import flops_per_token, param_count
-from model.speculative import speculative_generate
+from model.inference.speculative import speculative_generate
 
 from tiny_run import fit, jittered, make, tiny
 

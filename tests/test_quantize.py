@@ -1,4 +1,4 @@
-"""Weight-only quantization (model/quantize.py): the formats against values computed here, the CPU
+"""Weight-only quantization (model/inference/quantize.py): the formats against values computed here, the CPU
 kernels against the expanded weights, every preset and rung quantized with cached == uncached, the
 byte accounting against the real tensors, and bad requests."""
 
@@ -10,7 +10,7 @@ from torch import nn
 
 from model import GPT
 from model.accounting import param_count, weight_bytes
-from model.quantize import (
+from model.inference.quantize import (
     Int4Linear, Int8Linear, QuantizedEmbedding, quantizable, quantize, quantize_int4, quantize_int8,
 )
 from test_generate import CONFIGS, preset

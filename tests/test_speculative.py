@@ -1,4 +1,4 @@
-"""Speculative decoding (model/speculative.py): greedy output equals the target's own greedy output,
+"""Speculative decoding (model/inference/speculative.py): greedy output equals the target's own greedy output,
 sampled output has the target's distribution (and a wrong acceptance rule is caught by the same
 test), bad input is refused. CPU, fp32, tiny random models."""
 
@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-import model.speculative as speculative
+import model.inference.speculative as speculative
 from model import GPT, ModelConfig
-from model.generate import generate
-from model.sampling import probabilities
-from model.speculative import speculative_generate
+from model.inference.generate import generate
+from model.inference.sampling import probabilities
+from model.inference.speculative import speculative_generate
 
 
 def built(seed: int, **overrides) -> GPT:

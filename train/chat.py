@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from model.sampling import TOP_K, sample_next
+from model.inference.sampling import TOP_K, sample_next
 
 from .cli import argument_parser, check_sampling, check_temperature, run_cli
 from .errors import ConfigError

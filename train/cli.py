@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from model.quantize import GROUP_SIZES, KINDS, quantize
+from model.inference.quantize import GROUP_SIZES, KINDS, quantize
 
 from .errors import ConfigError, DistributedError
 
@@ -107,7 +107,7 @@ def check_sampling(args) -> None:
 def add_quantize_options(p) -> None:
     """`--quantize int8|int4` and `--group_size N` on an argparse parser (sample, eval, bench_decode)."""
     p.add_argument("--quantize", default=None, choices=list(KINDS),
-                   help="weight-only quantization for decoding (model/quantize.py; default: none)")
+                   help="weight-only quantization for decoding (model/inference/quantize.py; default: none)")
     p.add_argument("--group_size", type=int, default=128,
                    help=f"int4: inputs sharing a scale and zero, one of {', '.join(map(str, GROUP_SIZES))} (default 128)")
 

@@ -8,7 +8,7 @@ how far it can be rolled back (`max_rollback`; 0 for a Canon convolution's state
 needs after a rejected guess. The ValueErrors model code raises stay as they are, for Python callers.
 """
 
-from model.cache import CacheSpec
+from model.inference.cache import CacheSpec
 
 from .errors import ConfigError
 

@@ -9,7 +9,7 @@ unless --dtype says otherwise), or an int8/int4 cache (--kv_dtype), a static cac
 CUDA graphs (--compile), or speculative decoding with a smaller run of the same tokenizer as the
 draft (--draft RUN_DIR, --n_draft K; one sample at a time), or with the model's own multi-token-
 prediction modules (--draft mtp, model.mtp_depth >= 1). --quantize int8|int4 stores the weights
-(the draft's too) in 8 or 4 bits for decoding (model/quantize.py; --group_size for int4). A flag the
+(the draft's too) in 8 or 4 bits for decoding (model/inference/quantize.py; --group_size for int4). A flag the
 model's layers cannot serve (--compile or --draft with Gated DeltaNet layers) is refused before
 any work, in one line (exit 2).
 The prompt and the new tokens together must fit the model's context (model.block_size), and the
@@ -23,7 +23,7 @@ import sys
 
 import torch
 
-from model.sampling import TEMPERATURE, TOP_K
+from model.inference.sampling import TEMPERATURE, TOP_K
 
 from .cli import add_quantize_options, argument_parser, check_sampling, quantized, run_cli
 from .decoding import check_decoding

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ModelConfig
-from ..cache import CacheSpec, ModelCache, PerChannel, PerToken, kv_layer_cache
+from ..inference.cache import CacheSpec, ModelCache, PerChannel, PerToken, kv_layer_cache
 from . import flex
 from .gate import OutputGate
 from .masks import visible_keys
@@ -169,7 +169,7 @@ class CausalSelfAttention(AttentionKernels):
 
     def new_cache(self, spec: CacheSpec):
         """This layer's generation cache: keys and values (of the last `window` positions when local);
-        quantized, keys per channel and values per token (KIVI, model/cache/quantized.py)."""
+        quantized, keys per channel and values per token (KIVI, model/inference/cache/quantized.py)."""
         kv = kv_layer_cache(spec, self.n_kv_head, (PerChannel(self.head_dim), PerToken(self.head_dim)), self.window)
         return kv if self.canon is None else ConvKV(kv, spec, self.canon.conv1d.in_channels, self.canon.conv1d.kernel_size[0])
 

@@ -11,15 +11,15 @@ in 3 of every 4 layers.
 
 No positions: the conv and the decay give the order. Training runs the chunked form; decoding keeps
 only the conv's last conv_size - 1 inputs and the (head_dim x v_head_dim) state per value head
-(model/cache/recurrent.py), whatever the context length.
+(model/inference/cache/recurrent.py), whatever the context length.
 """
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..cache import CacheSpec, ModelCache
-from ..cache.recurrent import RecurrentState, Snapshot
+from ..inference.cache import CacheSpec, ModelCache
+from ..inference.cache.recurrent import RecurrentState, Snapshot
 from ..config import ModelConfig
 from .delta_rule import RULES, recurrent_delta_rule
 
@@ -120,7 +120,7 @@ class GatedDeltaNet(nn.Module):
 
     def rule_keeping(self, q, k, v, g, beta, past: RecurrentState, conv_in: torch.Tensor, start: int):
         """The delta rule over the T tokens that continue `past` at position `start`, with a
-        Snapshot after each of the last m = min(T, max_rollback + 1) (model/cache/recurrent.py):
+        Snapshot after each of the last m = min(T, max_rollback + 1) (model/inference/cache/recurrent.py):
         the chunked form up to those, then the recurrence one token at a time."""
         T, width = q.shape[2], past.conv.shape[-1]
         m = min(T, past.max_rollback + 1)
@@ -152,7 +152,7 @@ class GatedDeltaNet(nn.Module):
 
     def new_cache(self, spec: CacheSpec) -> RecurrentState:
         """This layer's generation cache: the conv's last inputs and the recurrent state, of a fixed
-        size (model/cache/recurrent.py). The state stays in fp32 whatever `kv_dtype` says."""
+        size (model/inference/cache/recurrent.py). The state stays in fp32 whatever `kv_dtype` says."""
         state = (self.n_v_head, self.head_dim, self.v_head_dim)
         return RecurrentState(spec, self.conv_dim, self.conv1d.kernel_size[0], state)
 

@@ -25,7 +25,7 @@ each query attends to, and its key joins the cache.
 import torch
 from torch import nn
 
-from ..cache import CacheSpec, Columns, ModelCache, PerChannel, PerToken, kv_layer_cache
+from ..inference.cache import CacheSpec, Columns, ModelCache, PerChannel, PerToken, kv_layer_cache
 from ..config import ModelConfig
 from ..norm import RMSNorm
 from ..rope import build_rotary
@@ -80,7 +80,8 @@ class MultiHeadLatentAttention(AttentionKernels):
     attn_softcap, attn_sinks, attn_gate, bias, dropout.
     """
 
-    keep_full_precision = ("kv_b_proj",)  # weight-only quantization (model/quantize.py) leaves it: decode absorbs it
+    # weight-only quantization (model/inference/quantize.py) leaves it: decode absorbs it
+    keep_full_precision = ("kv_b_proj",)
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()

@@ -14,7 +14,7 @@ of its forward that may be needed (the last R + 1), the cache keeps the newest R
 forwards, one token or many, and `rollback(n)` restores the one after position n - 1. Without a
 margin (R = 0) nothing is kept and the cache cannot roll back.
 
-A static cache (`CacheSpec.static`, for `generate(compile=True)`, model/decoder.py) keeps both
+A static cache (`CacheSpec.static`, for `generate(compile=True)`, model/inference/decoder.py) keeps both
 tensors at fixed addresses and writes them in place, so a compiled decode step can capture them;
 `reset()` zeroes them for the next sequence, as a static KV cache reuses its buffers.
 """

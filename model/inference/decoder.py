@@ -1,7 +1,7 @@
 """Decoding with a static cache, optionally through torch.compile and CUDA graphs (gpt-fast style).
 
 Eager decoding of a small model is bound by Python and kernel launches, not arithmetic: each token
-runs a few hundred small kernels. With a static cache (model/cache/static.py) a decode step has the
+runs a few hundred small kernels. With a static cache (model/inference/cache/static.py) a decode step has the
 same shapes and buffer addresses at every token, so `torch.compile(mode="reduce-overhead")` can
 record it once as a CUDA graph and replay it per token. Only the decode step (one token) is
 compiled: the prefill runs once per request over many tokens, where launch overhead is small next
@@ -41,7 +41,7 @@ class StaticDecoder:
         return self.model(idx, cache=cache)[:, -1, :]
 
     def step(self, batch_size: int, length: int):
-        """A `step(tokens) -> logits` function (model/generate.py's protocol) for one request of at
+        """A `step(tokens) -> logits` function (model/inference/generate.py's protocol) for one request of at
         most `length` positions, on a reused cache."""
         max_len = bucket(length, self.model.config.block_size)
         dtype = self.model.cache_dtype()

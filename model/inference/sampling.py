@@ -8,7 +8,7 @@ between the draft and the target; `sample_next` draws from it.
 
 import torch
 
-from .config import check_int
+from ..config import check_int
 
 # What `GPT.generate` and `python -m train.sample` sample with when not told otherwise: a slightly
 # sharpened distribution (0.8, as nanoGPT's sample.py) among the 50 most likely tokens (HF

@@ -5,7 +5,7 @@ its own (`mixer.new_cache(spec)`), so the mixer decides what to keep: keys and v
 (`kv_layer_cache`), a compressed latent for MLA, a recurrent state for linear attention.
 
 Key/value cache kinds, picked once when the cache is built (`kv_layer_cache`):
-    LayerKV       every position, in the compute dtype (model/cache/kv.py)
+    LayerKV       every position, in the compute dtype (model/inference/cache/kv.py)
     RollingKV     sliding-window layers: a ring of the last `window` (+ rollback margin) positions
     QuantizedKV   `kv_dtype` "int8" / "int4" (KIVI, quantized.py): each stored tensor grouped as its
                   mixer says: `PerChannel` (keys), `PerToken` (values, MLA's latent), or `Columns` of both
@@ -28,7 +28,7 @@ Protocol of a layer cache (duck-typed; a new cache kind is a new class, never a 
 from dataclasses import dataclass
 import torch
 
-from ..config import check_int
+from ...config import check_int
 from .kv import LayerKV
 from .quantized import BITS, Columns, PerChannel, PerToken, QuantizedKV, position_bytes
 from .quantized_rolling import QuantizedRollingKV, window_cache
@@ -57,7 +57,7 @@ class CacheSpec:
     kv_residual: int = 32
     kv_group: int = 128
     rollback: int = 0
-    static: bool = False  # fixed buffers and tensor positions, for torch.compile (model/cache/static.py)
+    static: bool = False  # fixed buffers and tensor positions, for torch.compile (static.py)
 
     def __post_init__(self) -> None:
         for name, minimum in (("batch_size", 1), ("max_len", 1), ("kv_residual", 0), ("kv_group", 2), ("rollback", 0)):

@@ -2,7 +2,7 @@
 
 Keys and values of new tokens are written at their positions; attention then reads all positions up
 to the newest. Buffers are allocated once for `max_len` positions, in the compute dtype (`CacheSpec`),
-so decoding never reallocates and never casts. Protocol: model/cache/__init__.py.
+so decoding never reallocates and never casts. Protocol: model/inference/cache/__init__.py.
 """
 
 import torch

@@ -3,19 +3,19 @@
 `GPT.generate` delegates here, so sampling stays outside the model class. Three ways to get the next
 logits, chosen once per call:
 - through a generation cache (`use_cache=True`, the default): the prompt fills the cache, then each
-  token is a single-token forward; `kv_dtype` picks the cache format (model/cache/);
+  token is a single-token forward; `kv_dtype` picks the cache format (model/inference/cache/);
 - without a cache (`use_cache=False`): the whole sequence is recomputed for every token. Slow, and
   the reference the cached paths are tested against;
-- through a static cache and torch.compile (`compile=True`; CUDA graphs on a GPU, model/decoder.py).
+- through a static cache and torch.compile (`compile=True`; CUDA graphs on a GPU, model/inference/decoder.py).
 Speculative decoding (`draft=`) has the target check a small draft model's guesses, or with
-`draft="mtp"` those of its own multi-token-prediction modules (model/mtp_draft.py).
+`draft="mtp"` those of its own multi-token-prediction modules (model/inference/mtp_draft.py).
 """
 
 
 import torch
 
 from .cache import KV_DTYPES
-from .config import check_int
+from ..config import check_int
 from .decoder import StaticDecoder
 from .sampling import TEMPERATURE, TOP_K, check_sampling, sample_next
 from .speculative import speculative_generate
@@ -71,8 +71,8 @@ def generate(
     """Extend idx (B, T) by `max_new_tokens` sampled tokens; returns (B, T + max_new_tokens).
 
     temperature 0 is greedy decoding; top_k 0 and top_p 1.0 sample from the whole vocabulary; the
-    defaults, temperature 0.8 and top_k 50, are train.sample's too (model/sampling.py).
-    kv_dtype: None (the compute dtype), "int8" or "int4" (KIVI, model/cache/quantized.py), whose
+    defaults, temperature 0.8 and top_k 50, are train.sample's too (model/inference/sampling.py).
+    kv_dtype: None (the compute dtype), "int8" or "int4" (KIVI, model/inference/cache/quantized.py), whose
     most recent `kv_residual` tokens stay in the compute dtype and keys share scales over groups of
     `kv_group` tokens. compile: decode with a static cache through torch.compile (CUDA graphs on a
     GPU); the compiled graphs are kept per model, so only the first call per batch size and length

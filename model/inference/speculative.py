@@ -12,7 +12,7 @@ draft; a good draft only makes rounds longer. Both caches are rolled back to the
 Greedy decoding (temperature 0) is the same rule with one-hot distributions: a proposal is accepted
 iff it is the target's argmax, a rejection yields the target's argmax, so the output equals the
 target's own greedy output token for token. temperature, top_k and top_p shape p and q alike
-(model/sampling.py).
+(model/inference/sampling.py).
 
 Batch size 1 only: rows accept different numbers of tokens, and a ModelCache has one length.
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .config import check_int
+from ..config import check_int
 from .sampling import check_sampling, probabilities
 
 
@@ -109,7 +109,7 @@ def speculative_generate(
     check_sampling(temperature, top_k, top_p)
     _check(target, draft, idx, max_new_tokens, n_draft)
     target.eval()
-    draft.train(False)  # eval mode; a draft needs only nn.Module's train(mode) (model/mtp_draft.py)
+    draft.train(False)  # eval mode; a draft needs only nn.Module's train(mode) (model/inference/mtp_draft.py)
     total = idx.shape[1] + max_new_tokens
     # A round rolls a cache back by at most n_draft positions; ring buffers keep that many extra keys.
     t_cache, d_cache = (m.new_cache(1, total, rollback=n_draft) for m in (target, draft))

@@ -10,7 +10,7 @@ quality the format costs. Used by scripts/eval_kv_cache.py.
 import torch
 from torch.nn import functional as F
 
-from ..config import check_int
+from ...config import check_int
 
 
 @torch.no_grad()

@@ -6,8 +6,8 @@ what the main model has seen. With D modules a round proposes up to D tokens, de
 k-th token past the verified prefix. The draft costs D small blocks per round instead of a second
 model, and reuses the target's hidden states instead of recomputing them.
 
-`MTPDraft` implements the draft protocol of model/speculative.py (`config`, `train(mode)`, `new_cache`,
-`draft(tokens, cache=...)` -> logits), so it goes wherever a separate draft model goes:
+`MTPDraft` implements the draft protocol of model/inference/speculative.py (`config`, `train(mode)`,
+`new_cache`, `draft(tokens, cache=...)` -> logits), so it goes wherever a separate draft model goes:
 `model.generate(idx, n, draft="mtp")`. It also has `observe(hidden, target_cache)`: speculative
 decoding runs the target with `return_hidden=True` and hands it the states before the final norm
 that the forward returns. Greedy output equals plain greedy decoding whatever the draft proposes
@@ -17,7 +17,7 @@ that the forward returns. Greedy output equals plain greedy decoding whatever th
 import torch
 
 from .cache import CacheSpec, ModelCache
-from .softcap import softcap
+from ..softcap import softcap
 
 
 class MTPDraftCache:

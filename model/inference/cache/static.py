@@ -5,7 +5,7 @@ whose addresses never change (`mark_static_address`), new keys and values are wr
 `index_copy_` at positions given as a tensor, and attention always reads all max_len slots with a
 mask built from `k_pos = 0 .. max_len - 1`: slots not written yet sit after every query, so the
 causal mask hides them. Nothing in a forward then depends on a Python int that changes from one
-token to the next, and `torch.compile` can capture the decode step once (model/decoder.py).
+token to the next, and `torch.compile` can capture the decode step once (model/inference/decoder.py).
 """
 
 import torch
@@ -40,7 +40,7 @@ class StaticKV:
 class StaticCache(ModelCache):
     """A ModelCache whose positions are the tensor `input_pos`. A forward through it neither reads
     nor moves `length` (an int that changes every token would be a guard of the compiled graph):
-    the caller (model/decoder.py) calls `prepare(T)` before a forward of T tokens and `written(T)`
+    the caller (model/inference/decoder.py) calls `prepare(T)` before a forward of T tokens and `written(T)`
     after it, both outside the graph; `restart()` begins a new sequence on the same buffers."""
 
     def __init__(self, layers: list, spec):
