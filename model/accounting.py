@@ -410,10 +410,6 @@ def quantized_matrices(cfg: ModelConfig) -> list[Matrix]:
     return out + [(cfg.n_embd, cfg.padded_vocab_size)]
 
 
-# `quantize` kind (model/inference/quantize.py) -> bytes per weight
-QUANT_CODE_BYTES = {"int8": 1.0, "int4": 0.5}
-
-
 def _quantized_matrix_bytes(fan_in: int, fan_out: int, kind: str, group_size: int, dtype_bytes: int) -> float:
     """int8: codes and one scale per output; int4: outputs padded to 64 for the CPU packing
     (model/inference/quantize.py PAD_ROWS), codes and a scale and zero per group of `group_size`

@@ -7,7 +7,7 @@ SIGTERM or Ctrl-C finishes the current step, writes a checkpoint and exits with 
 
 import sys
 
-from .cli import run_cli
+from .cli import asked_for_help, run_cli
 from .config import PRESET_PREFIX, ConfigError, load_config
 from .trainer import train
 
@@ -16,10 +16,7 @@ USAGE = ("usage: python -m train CONFIG.toml|preset:NAME|--preset NAME "
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        raise ConfigError(USAGE)
-    if argv[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\n" + USAGE)
+    if asked_for_help(argv, __doc__, USAGE):
         return 0
     argv = _preset_argument(argv)
     path, overrides = argv[0], argv[1:]

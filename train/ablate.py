@@ -68,7 +68,7 @@ from tqdm import tqdm
 from model.accounting import flops_per_token
 
 from .ablate_procs import Child, Interrupts, Scoring, stop_message, write_status
-from .cli import run_cli
+from .cli import asked_for_help, run_cli
 from .config import _toml_value, apply_override, load_config, read_toml, tomllib
 from .errors import ConfigError, make_dir, one_line
 from .report import SPEC_FILE, STATUS_FILE, read_json, task_file, task_scores, write_report
@@ -363,10 +363,7 @@ def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int, signal.Signals | No
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        raise ConfigError(USAGE)
-    if argv[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\n" + USAGE)
+    if asked_for_help(argv, __doc__, USAGE):
         return 0
     if argv[0] == "--report":
         if len(argv) != 2:

@@ -17,6 +17,17 @@ RUN_ERROR = 1  # the run could not proceed (bad data, non-finite loss, I/O, out 
 # (143 / 130), like a shell; see train/guard.py.
 
 
+def asked_for_help(argv: list[str], doc: str, usage: str) -> bool:
+    """No arguments: the usage, as a one-line error. `-h`/`--help` first: the module's docstring and
+    the usage are printed, and True tells the command to stop there (exit 0)."""
+    if not argv:
+        raise ConfigError(usage)
+    if argv[0] in ("-h", "--help"):
+        print(doc.strip() + "\n\n" + usage)
+        return True
+    return False
+
+
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:
     """Run `main(argv)`; print expected failures as `error: ...` (a traceback only with --debug)."""
     argv = list(sys.argv[1:] if argv is None else argv)

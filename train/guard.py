@@ -56,10 +56,6 @@ class StopSignals:
                                     "stopped without a final checkpoint")
         self.received = signal.Signals(signum)
 
-    @property
-    def exit_code(self) -> int:
-        return 128 + int(self.received) if self.received is not None else 0
-
 
 # The first line of the config.toml a run writes: what tells a run killed before its first
 # checkpoint (resumable from scratch) from a directory of files that are not ours.

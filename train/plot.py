@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 
-from .cli import run_cli  # noqa: E402
+from .cli import asked_for_help, run_cli  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 from .report import RunData, find_runs, load_run  # noqa: E402
 
@@ -161,10 +161,7 @@ def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> 
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        raise ConfigError(USAGE)
-    if argv[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\n" + USAGE)
+    if asked_for_help(argv, __doc__, USAGE):
         return 0
     out, dirs, it = None, [], iter(argv)
     for arg in it:
