@@ -341,8 +341,11 @@ def _layer_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None, dtype_bytes: 
     per_channel, per_token, eight_bit = KV_QUANTIZED[cfg.attention](cfg)
     bits = KV_CODE_BITS[kv_dtype]
     codes = (sum(per_channel) + sum(per_token)) * bits / 8 + sum(eight_bit) * max(bits, 8) / 8
-    groups = sum(-(-w // kv_group) for w in per_token) + (sum(per_channel) + sum(eight_bit)) / kv_group
-    return codes + 2 * groups * dtype_bytes
+    token_groups = sum(-(-w // kv_group) for w in per_token)
+    channel_scales = 2 * (sum(per_channel) + sum(eight_bit)) / kv_group * dtype_bytes
+    if cfg.attention == "mla":  # the latent's scale and zero as uint8 codes, grids per kv_group tokens
+        return codes + token_groups * (2 + 4 * dtype_bytes / kv_group) + channel_scales
+    return codes + 2 * token_groups * dtype_bytes + channel_scales
 
 
 def kv_cache_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None = None, dtype_bytes: int = 2,

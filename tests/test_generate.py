@@ -171,20 +171,25 @@ def test_a_quantized_ring_reads_what_a_cache_of_every_position_reads(kv_dtype, a
     """A window layer under kv_dtype keeps KIVI's groups in a ring of whole groups where that is the
     smaller cache (window 48, groups of 8: 7 slots, fewer bytes than the 48-slot full-precision
     ring); its logits equal those of the same cache with that layer's ring swapped for a QuantizedKV
-    of the whole sequence, prefilled short, long (past the ring) and whole, to 1e-5."""
+    of the whole sequence, prefilled short, long (past the ring) and whole, to 1e-5. One layer, and
+    beside it a global one for the bytes: read through a ring, attention sums in another order, and
+    a later quantized layer may round that float noise to another code (a scale's, under MLA)."""
     from model.accounting import kv_cache_bytes
     from model.inference.cache import QuantizedKV, QuantizedRollingKV
 
     mla = dict(attention="mla", n_kv_head=4, mla=MLAConfig(q_lora_rank=8, index_topk=4)) if attention == "mla-dsa" else {}
-    model = randomize_(GPT(tiny(window=48, global_every=2, block_size=128, **mla)), std=0.2)
-    idx = tokens(120)
     options = dict(kv_dtype=kv_dtype, kv_group=8, kv_residual=2)
+    two = GPT(tiny(window=48, global_every=2, block_size=128, **mla))
+    cache = two.new_cache(2, **options)
+    assert [type(layer) for layer in cache.layers] == [QuantizedRollingKV, QuantizedKV]
+    assert cache.nbytes() == kv_cache_bytes(two.config, 128, 2, dtype_bytes=4, **options)
+    model = randomize_(GPT(tiny(n_layer=1, window=48, global_every=2, block_size=128, **mla)), std=0.2)
+    idx = tokens(120)
 
     def logits(chunks, swap):
         cache = model.new_cache(2, **options)
-        assert [type(layer) for layer in cache.layers] == [QuantizedRollingKV, QuantizedKV]
-        assert cache.nbytes() == kv_cache_bytes(model.config, 128, 2, dtype_bytes=4, **options)
         ring = cache.layers[0]
+        assert isinstance(ring, QuantizedRollingKV)
         assert ring.nbytes() == model.new_cache(2, 100, **options).layers[0].nbytes()  # fixed by the window
         assert ring.nbytes() < model.new_cache(2).layers[0].nbytes()  # the full-precision ring
         if swap:
@@ -208,6 +213,35 @@ def test_a_quantized_ring_reads_what_a_cache_of_every_position_reads(kv_dtype, a
 
 
 # ----------------------------------------------------------------------------- quantized cache
+@pytest.mark.parametrize("bits", [8, 4])
+def test_double_quantized_scales_cover_each_tokens_range(bits):
+    """MLA's latent stores each token's scale and zero as uint8 codes on a (base, step) grid per G
+    tokens (QLoRA's double quantization). Rebuilt here from the stored grid: the zero is at or below
+    the token's min, zero + scale * levels at or above its max, every value within half a step, and
+    the scale exceeds the plain per-token one by at most a grid step of each."""
+    from model.inference.cache.quantized import dequantize, double_quantize, quantize
+
+    G, levels = 8, 2**bits - 1
+    x = torch.randn(2, 3, 16, 12) * torch.linspace(0.5, 4, 16)[:, None] + torch.linspace(-3, 3, 16)[:, None]
+    codes, scale_codes, zero_codes, scale_grid, zero_grid = double_quantize(x, G, bits, torch.float32)
+    assert scale_codes.dtype == zero_codes.dtype == torch.uint8 and scale_codes.shape == (2, 3, 16, 1)
+    assert scale_grid.shape == zero_grid.shape == (2, 3, 2, 2)
+
+    def rebuilt(codes, grid):
+        base, step = grid[..., 0].repeat_interleave(G, 2), grid[..., 1].repeat_interleave(G, 2)
+        return base[..., None] + codes.float() * step[..., None], step[..., None]
+
+    scale, scale_step = rebuilt(scale_codes, scale_grid)
+    zero, zero_step = rebuilt(zero_codes, zero_grid)
+    lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+    assert (zero <= lo + 1e-6).all() and (zero + scale * levels >= hi - 1e-5).all()
+    err = (dequantize(codes, scale, zero, bits) - x).abs()
+    assert (err <= scale / 2 + 1e-5).all() and err.max() > scale.min() / 100
+    _, plain, _ = quantize(x, 3, bits, torch.float32)
+    assert (scale - plain <= zero_step / levels + scale_step + 1e-6).all()
+    assert len(zero_codes.unique()) > 2 and len(scale_codes.unique()) > 2  # the grids are used
+
+
 @pytest.mark.parametrize("kv_dtype, bits", [("int8", 8), ("int4", 4)])
 def test_quantize_dequantize_round_trip_is_within_half_a_step(kv_dtype, bits):
     from model.inference.cache.quantized import dequantize, pack, quantize, unpack
@@ -269,10 +303,12 @@ QUANTIZED_ROWS = {
 
 @pytest.mark.parametrize("row", QUANTIZED_ROWS)
 def test_quantized_decode_is_close_to_the_full_precision_one(row):
-    """The largest logit error at each position, in units of the logits' std: under 0.02 at every
-    position with int8; with int4 under 0.15 at 9 positions in 10. Not at every one: with MoE a small
-    change can flip a token's routing, which moves its logits by up to ~1 std whatever the cache
-    (measured with GQA and MLA alike); int4's maximum stays under 0.3 on the dense GQA model."""
+    """The largest logit error at each position, in units of the logits' std: with int8 under 0.02
+    at every position of the dense GQA model and at 98 % of them with MoE; with int4 under 0.15 at 9
+    positions in 10. Not at every one: with MoE a small change can flip a token's routing, which
+    moves its logits by up to ~1 std whatever the cache (measured with GQA and MLA alike; on
+    deepseek-v3 int8 swaps one expert of eight at one position of 100, 0.14 std); int4's maximum
+    stays under 0.3 on the dense model."""
     model = QUANTIZED_ROWS[row]()
     idx = tokens(60, vocab=model.config.vocab_size)
     with torch.no_grad():
@@ -282,10 +318,10 @@ def test_quantized_decode_is_close_to_the_full_precision_one(row):
         got = chunked_logits(model, idx, [11] + [1] * 49, kv_dtype=kv_dtype, kv_group=8, kv_residual=4)
         err[kv_dtype] = ((got - full).abs().amax(-1) / full.std()).flatten()  # (B * T,)
         torch.testing.assert_close(got[:, :11], full[:, :11], **TOL)  # quantizing starts at 8 + 4 tokens
-    assert 0 < err["int8"].max() < 0.02, err
+    assert 0 < err["int8"].max() and (err["int8"] > 0.02).float().mean() <= 0.02, err
     assert err["int4"].quantile(0.9) < 0.15 and err["int8"].quantile(0.9) < err["int4"].quantile(0.9), err
     if row == "gqa":
-        assert err["int4"].max() < 0.3
+        assert err["int8"].max() < 0.02 and err["int4"].max() < 0.3
     prompt = idx[:, :10]
     greedy = model.generate(prompt, 20, temperature=0.0)
     quantized = model.generate(prompt, 20, temperature=0.0, kv_dtype="int8", kv_residual=4, kv_group=8)
@@ -345,12 +381,27 @@ def test_quantized_bytes_against_bf16():
         assert model.kv_cache_bytes_per_token("int4") / bf16 <= 0.28
 
 
+@pytest.mark.parametrize("config", ["ladder/16-muon", "presets/qwen3.5", "presets/deepseek-v3"])
+def test_a_quantized_cache_costs_at_most_055_and_030_of_bf16_per_token(config):
+    """Bytes per token of context, scales and zero-points included (the accounting, which
+    test_accounting_equals_the_bytes_the_cache_allocates holds equal to the allocated caches): int8 at most 0.55x
+    and int4 at most 0.30x of the bf16 cache, on the top rung and on the two presets whose caches
+    are a latent (deepseek-v3: 16 channels, beside which a bf16 scale and zero were 0.570 / 0.320)."""
+    from model.accounting import kv_cache_bytes_per_token
+    from train.config import load_config
+
+    cfg = load_config(ROOT / "configs" / f"{config}.toml").model
+    bf16 = kv_cache_bytes_per_token(cfg, None, 2)
+    assert kv_cache_bytes_per_token(cfg, "int8", 2) <= 0.55 * bf16
+    assert kv_cache_bytes_per_token(cfg, "int4", 2) <= 0.30 * bf16
+
+
 def test_cache_is_allocated_in_the_autocast_dtype():
     model = randomize_(GPT(tiny(window=8, global_every=2)), std=0.2)
     with torch.autocast("cpu", torch.bfloat16):
         assert {b.dtype for layer in model.new_cache(1).layers for b in layer.buffers} == {torch.bfloat16}
         quantized = model.new_cache(1, kv_dtype="int4").layers[1]
-        assert quantized.scales[0].dtype == quantized.ring[0].dtype == torch.bfloat16
+        assert quantized.params[0][0].dtype == quantized.ring[0].dtype == torch.bfloat16
         assert quantized.codes[0].dtype == torch.uint8
         out = model.generate(tokens(5), 20, temperature=0.0)
         ref = model.generate(tokens(5), 20, temperature=0.0, use_cache=False)

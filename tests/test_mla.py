@@ -194,8 +194,9 @@ def test_kv_bytes_formula_equals_the_allocated_cache(case, dtype):
 @pytest.mark.parametrize("kv_dtype", ["int8", "int4"])
 def test_quantized_kv_bytes_formula_equals_the_allocated_cache(case, kv_dtype):
     """The latent row's codes (the indexer key's in 8 bits at least); per token a scale and a zero
-    per kv_group channels of the latent, and 1/kv_group of the rotary and indexer keys' per-channel
-    ones; plus the full-precision ring."""
+    per kv_group channels of the latent, as two uint8 codes with a (base, step) grid for each per
+    kv_group tokens, and 1/kv_group of the rotary and indexer keys' per-channel scales and zeros;
+    plus the full-precision ring."""
     cfg, options = mla_config(case), dict(kv_dtype=kv_dtype, kv_group=8, kv_residual=4, rollback=2)
     model = GPT(cfg)
     for dtype in (torch.float32, torch.bfloat16):
@@ -204,9 +205,12 @@ def test_quantized_kv_bytes_formula_equals_the_allocated_cache(case, kv_dtype):
         assert cache.bytes_per_token() == kv_cache_bytes_per_token(cfg, kv_dtype, dtype.itemsize, kv_group=8)
     m, bits = cfg.mla, {"int8": 8, "int4": 4}[kv_dtype]
     codes = (m.kv_lora_rank + m.qk_rope_head_dim) * bits / 8 + m.index_head_dim
-    groups = -(-m.kv_lora_rank // 8) + (m.qk_rope_head_dim + m.index_head_dim) / 8
+    latent_groups = -(-m.kv_lora_rank // 8)
+    latent_scales = latent_groups * (2 + 2 * 2 * 2 / 8)  # 2 codes; 2 grids of 2 bf16 per 8 tokens
+    key_scales = 2 * (m.qk_rope_head_dim + m.index_head_dim) / 8 * 2
     global_layers = sum(not cfg.is_local(i) for i in range(cfg.n_layer))
-    assert kv_cache_bytes_per_token(cfg, kv_dtype, 2, kv_group=8) == global_layers * (codes + 2 * groups * 2)
+    per_token = global_layers * (codes + latent_scales + key_scales)
+    assert kv_cache_bytes_per_token(cfg, kv_dtype, 2, kv_group=8) == per_token
 
 
 @torch.no_grad()

@@ -141,9 +141,11 @@ class MultiHeadLatentAttention(AttentionKernels):
         channels); the rotary and indexer keys are keys only, quantized per channel over kv_group
         tokens, with scales of their own: a key of another range never sets the latent's step. The
         indexer keys take 8 bits at least: its top-k choice is discrete, and at 4 bits it swapped
-        chosen keys at a quarter of the positions (DeepSeek-V3.2 keeps them in FP8)."""
+        chosen keys at a quarter of the positions (DeepSeek-V3.2 keeps them in FP8). The latent's
+        per-token scale and zero are themselves uint8 codes (`double`, QLoRA's double quantization):
+        a layer's whole cache is one narrow row, on which two scales in the compute dtype weigh."""
         keys = PerChannel(self.rope), PerChannel(self.indexer.width, min_bits=8)
-        return kv_layer_cache(spec, 1, (Columns(PerToken(self.rank), *keys),), self.window)
+        return kv_layer_cache(spec, 1, (Columns(PerToken(self.rank, double=True), *keys),), self.window)
 
     def naive(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None, *chosen) -> torch.Tensor:
         """Up-project the latent into per-head keys and values, then attend: (B, n_head, T, v_head_dim).

@@ -6,7 +6,8 @@ consecutive tokens shares one scale and zero-point. Values are quantized per tok
 each token's channels, in groups of at most `kv_group`, share one (KIVI's one group size G for both).
 Quantization is asymmetric min-max,
     q = round((x - min) / scale),  scale = (max - min) / (2^bits - 1),  x ~ q * scale + min,
-with scales and zero-points (the min) stored in the compute dtype and counted in the bytes.
+with scales and zero-points (the min) stored in the compute dtype and counted in the bytes. A
+per-token layout may store them as uint8 codes instead (`double`): QLoRA's double quantization.
 Each mixer says how its tensors are grouped (GQA: a per-channel key and a per-token value per head;
 MLA: one row of a per-token latent beside per-channel rotary and indexer keys, model/mixer/mla.py).
 The newest `kv_residual` tokens (at least; up to kv_residual + kv_group - 1) stay in the compute
@@ -50,6 +51,39 @@ def dequantize(p: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: i
     return unpack(p, bits).float() * scale.float() + zero.float()
 
 
+def double_quantize(x: torch.Tensor, G: int, bits: int, dtype: torch.dtype) -> tuple:
+    """Min-max per token over the last dim, as `quantize(x, 3, ...)`, but each token's zero and scale
+    are stored as uint8 codes on a grid (base, step) shared by G consecutive tokens (QLoRA's double
+    quantization, arXiv:2305.14314): 2 bytes a token instead of two values in the compute dtype.
+    The zero is rounded down and the scale up, so the token's range stays covered. x (B, H, n, w), n
+    a multiple of G -> packed codes, scale codes, zero codes (B, H, n, 1), scale grid, zero grid
+    (B, H, n / G, 2)."""
+    x = x.float()
+    levels = 2**bits - 1
+    zero_codes, zero_grid, zero = _on_grid(x.amin(-1, keepdim=True), G, dtype, torch.floor)
+    scale_codes, scale_grid, scale = _on_grid((x.amax(-1, keepdim=True) - zero) / levels, G, dtype, torch.ceil)
+    q = ((x - zero) / scale.clamp_min(torch.finfo(dtype).tiny)).round_().clamp_(0, levels).to(torch.uint8)
+    return pack(q, bits), scale_codes, zero_codes, scale_grid, zero_grid
+
+
+def _on_grid(v: torch.Tensor, G: int, dtype: torch.dtype, to_int) -> tuple:
+    """v (B, H, n, 1) -> uint8 codes (B, H, n, 1), the grid of each G tokens, base and step in
+    `dtype` (B, H, n / G, 2), and the values the codes stand for (`grid_values`)."""
+    B, H, n, _ = v.shape
+    blocks = v.reshape(B, H, n // G, G)
+    base = blocks.amin(-1, keepdim=True).to(dtype).float()
+    step = ((blocks.amax(-1, keepdim=True) - base) / 255).to(dtype).float()
+    codes = to_int((blocks - base) / step.clamp_min(torch.finfo(dtype).tiny)).clamp_(0, 255)
+    grid = torch.cat([base, step], dim=-1).to(dtype)
+    return codes.to(torch.uint8).reshape(B, H, n, 1), grid, grid_values(codes.reshape(B, H, n, 1), grid, G)
+
+
+def grid_values(codes: torch.Tensor, grid: torch.Tensor, G: int) -> torch.Tensor:
+    """codes (B, H, n, 1) on the grids (B, H, n / G, 2) of each G tokens -> values (B, H, n, 1), fp32."""
+    base, step = grid.float().repeat_interleave(G, dim=2).unbind(-1)
+    return (base + codes[..., 0].float() * step)[..., None]
+
+
 class PerChannel:
     """KIVI's keys: each channel of `kv_group` consecutive tokens shares a scale and zero, so an
     outlier channel widens only its own range. Scales per head: (L / kv_group, dim). min_bits: the
@@ -62,11 +96,10 @@ class PerChannel:
     def channel_groups(self, G: int) -> tuple[int, ...]:
         return (self.dim,)  # one scale per channel: the codes of a token are one group
 
-    def scale_shape(self, L: int, G: int) -> tuple[int, int]:
-        return L // G, self.dim
-
-    def scale_rows(self, start: int, n: int, G: int) -> slice:
-        return slice(start // G, (start + n) // G)
+    def params(self, L: int, G: int) -> list[tuple]:
+        """What is stored beside the codes of L positions, per head: (shape, dtype or None for the
+        compute dtype, "token" for a row per position or "group" for a row per G): a scale and a zero."""
+        return [((L // G, self.dim), None, "group")] * 2
 
     def quantize(self, x: torch.Tensor, G: int, bits: int, dtype: torch.dtype) -> tuple:
         """x (B, H, n, dim), n a multiple of G -> codes (B, H, n, dim * bits / 8), scale, zero (B, H, n / G, dim)."""
@@ -82,32 +115,43 @@ class PerChannel:
 
 class PerToken:
     """KIVI's values (and MLA's latent): each token's channels share a scale and zero, in groups of
-    at most `kv_group` channels that never straddle two `parts`. Scales per head: (L, groups)."""
+    at most `kv_group` channels that never straddle two `parts`. Scales per head: (L, groups); with
+    `double`, uint8 codes (L, groups) on grids of (base, step) per kv_group tokens (L / G, 2 groups)."""
 
     min_bits = 0
 
-    def __init__(self, *parts: int):
+    def __init__(self, *parts: int, double: bool = False):
         self.parts = tuple(p for p in parts if p)
-        self.dim = sum(self.parts)
+        self.dim, self.double = sum(self.parts), double
         self.columns = (self,)
 
     def channel_groups(self, G: int) -> tuple[int, ...]:
         return tuple(min(G, part - i) for part in self.parts for i in range(0, part, G))
 
-    def scale_shape(self, L: int, G: int) -> tuple[int, int]:
-        return L, len(self.channel_groups(G))
-
-    def scale_rows(self, start: int, n: int, G: int) -> slice:
-        return slice(start, start + n)
+    def params(self, L: int, G: int) -> list[tuple]:
+        """A scale and a zero per token and group (PerChannel.params says the format); with `double`,
+        their codes, then their grids."""
+        groups = len(self.channel_groups(G))
+        if not self.double:
+            return [((L, groups), None, "token")] * 2
+        return [((L, groups), torch.uint8, "token")] * 2 + [((L // G, 2 * groups), None, "group")] * 2
 
     def quantize(self, x: torch.Tensor, G: int, bits: int, dtype: torch.dtype) -> tuple:
-        """x (B, H, n, dim) -> codes (B, H, n, dim * bits / 8), scale, zero (B, H, n, groups)."""
-        groups = [quantize(part, 3, bits, dtype) for part in x.split(self.channel_groups(G), dim=-1)]
+        """x (B, H, n, dim) -> codes (B, H, n, dim * bits / 8), then what `params` lists."""
+        parts = x.split(self.channel_groups(G), dim=-1)
+        groups = [double_quantize(p, G, bits, dtype) if self.double else quantize(p, 3, bits, dtype) for p in parts]
         return tuple(torch.cat(t, dim=-1) for t in zip(*groups))
 
-    def dequantize(self, codes, scale, zero, G: int, bits: int) -> torch.Tensor:
+    def dequantize(self, codes, *params, G: int, bits: int) -> torch.Tensor:
         widths = [w * bits // 8 for w in self.channel_groups(G)]
-        groups = zip(codes.split(widths, dim=-1), scale.split(1, dim=-1), zero.split(1, dim=-1))
+        if self.double:  # codes of scale and zero, one column per group; grids, two columns per group
+            scale_codes, zero_codes, scale_grid, zero_grid = (p.split(1 if i < 2 else 2, dim=-1)
+                                                              for i, p in enumerate(params))
+            scales = [grid_values(c, g, G) for c, g in zip(scale_codes, scale_grid)]
+            zeros = [grid_values(c, g, G) for c, g in zip(zero_codes, zero_grid)]
+        else:
+            scales, zeros = (p.split(1, dim=-1) for p in params)
+        groups = zip(codes.split(widths, dim=-1), scales, zeros)
         return torch.cat([dequantize(c, s, z, bits) for c, s, z in groups], dim=-1)
 
 
@@ -128,8 +172,9 @@ def position_bytes(layouts: tuple, bits: int, group: int, dtype_bytes: int) -> f
     """Bytes a QuantizedKV stores per position and head: the codes, and the scales and zeros (a
     per-channel column's shared by `group` positions)."""
     codes = sum(c.dim * max(bits, c.min_bits) / 8 for t in layouts for c in t.columns)
-    scales = sum(math.prod(c.scale_shape(group, group)) for t in layouts for c in t.columns) / group
-    return codes + 2 * scales * dtype_bytes
+    params = sum(math.prod(shape) * (dtype_bytes if dtype is None else dtype.itemsize)
+                 for t in layouts for c in t.columns for shape, dtype, _ in c.params(group, group))
+    return codes + params / group
 
 
 class QuantizedKV:
@@ -167,8 +212,9 @@ class QuantizedKV:
                 first, byte = first + column.dim, byte + column.dim * b // 8
             widths.append(byte)
         self.codes = [zeros(B, heads, L, w, dtype=torch.uint8) for w in widths]
-        self.scales = [zeros(B, heads, *c.scale_shape(L, G)) for _, _, _, c, _ in self.blocks]
-        self.zeros = [zeros(B, heads, *c.scale_shape(L, G)) for _, _, _, c, _ in self.blocks]
+        # per column block: its scales and zeros (or their codes and grids), as `params` lists them
+        self.params = [[zeros(B, heads, *shape, dtype=dtype or spec.dtype) for shape, dtype, _ in c.params(L, G)]
+                       for _, _, _, c, _ in self.blocks]
 
     def quantized_len(self, length: int) -> int:
         """Positions stored quantized once the sequence has `length` tokens: whole groups that
@@ -201,29 +247,34 @@ class QuantizedKV:
         """Quantize whole groups of positions start .. start + n - 1 (start, n multiples of kv_group)."""
         n, G = new[0].shape[2], self.group
         for b, (i, first, byte, column, bits) in enumerate(self.blocks):
-            codes, scale, zero = column.quantize(new[i][..., first : first + column.dim], G, bits, self.dtype)
-            rows = column.scale_rows(start, n, G)
+            codes, *params = column.quantize(new[i][..., first : first + column.dim], G, bits, self.dtype)
             self.codes[i][:, :, start : start + n, byte : byte + codes.shape[-1]] = codes
-            self.scales[b][:, :, rows], self.zeros[b][:, :, rows] = scale, zero
+            for stored, rows, value in zip(self.params[b], self._rows(column, start, n), params, strict=True):
+                stored[:, :, rows] = value
 
     def _dequantize(self, start: int, n: int) -> list[torch.Tensor]:
         """Every stored tensor at storage positions start .. start + n - 1 (whole groups), in the
         compute dtype."""
-        G = self.group
         out = [[] for _ in self.codes]
-        for (i, _, byte, column, bits), scale, zero in zip(self.blocks, self.scales, self.zeros):
+        for (i, _, byte, column, bits), params in zip(self.blocks, self.params):
             codes = self.codes[i][:, :, start : start + n, byte : byte + column.dim * bits // 8]
-            rows = column.scale_rows(start, n, G)
-            out[i].append(column.dequantize(codes, scale[:, :, rows], zero[:, :, rows], G, bits))
+            stored = [p[:, :, rows] for p, rows in zip(params, self._rows(column, start, n))]
+            out[i].append(column.dequantize(codes, *stored, G=self.group, bits=bits))
         return [torch.cat(parts, dim=-1).to(self.dtype) for parts in out]
+
+    def _rows(self, column, start: int, n: int) -> list[slice]:
+        """The rows of each of `column`'s params that hold positions start .. start + n - 1."""
+        G = self.group
+        return [slice(start, start + n) if per == "token" else slice(start // G, (start + n) // G)
+                for _, _, per in column.params(n, G)]
 
     def bytes_per_token(self) -> float:
         """Per token of one sequence: the codes, and the scales and zeros (per token, or 1/kv_group
         of a per-channel tensor's). The ring is a fixed cost."""
         B, _, L, _ = self.codes[0].shape
-        grows = [*self.codes, *self.scales, *self.zeros]
+        grows = [*self.codes, *(p for params in self.params for p in params)]
         return sum(t.numel() * t.element_size() for t in grows) / (B * L)
 
     def nbytes(self) -> int:
-        tensors = [*self.codes, *self.scales, *self.zeros, *self.ring]
+        tensors = [*self.codes, *(p for params in self.params for p in params), *self.ring]
         return sum(t.numel() * t.element_size() for t in tensors)
