@@ -340,6 +340,27 @@ def test_grouped_moe_never_reads_the_device_and_traces_as_one_graph(name):
     assert seen.reads == 1 and seen.by_name["Tensor.tolist"] == 1
 
 
+def test_the_loop_kernel_runs_eagerly_under_compile():
+    """The CPU loop reads the counts and skips idle experts. Traced, each pattern of idle experts was
+    a new graph: a compiled decode of an MoE rung recompiled token after token until dynamo's limit
+    (8) and warned. The loop is left out of tracing, so new patterns compile nothing new, and the
+    output is the eager one."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    moe = build("mixtral-like top-2 of 4").eval()
+    compiled = torch.compile(moe, backend="eager")
+    patterns = set()
+    with torch.no_grad():
+        for seed in range(12):  # one token: 2 of the 4 experts busy, a pattern per draw
+            x = torch.randn(1, 1, 32, generator=torch.Generator().manual_seed(seed))
+            torch.testing.assert_close(compiled(x), moe(x))
+            patterns.add(tuple(moe.router(x.view(1, 32))[2].sort().values.flatten().tolist()))
+            if seed == 0:
+                graphs = counters["stats"]["unique_graphs"]
+    assert len(patterns) >= 3 and counters["stats"]["unique_graphs"] == graphs, (patterns, counters["stats"])
+
+
 def test_moe_training_step_reads_the_device_once(tmp_path, corpus):
     """The trainer reads the loss terms, the gradient norm and every MoE layer's statistics in one
     copy per step (it was 2 + 3 per MoE layer), with the grouped experts the GPU runs."""

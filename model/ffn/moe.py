@@ -72,8 +72,10 @@ class Experts(nn.Module):
     def use_kernel(self, kernel: str) -> None:
         self.kernel, self.run = kernel, getattr(self, kernel)
 
+    @torch.compiler.disable  # data-dependent: each pattern of idle experts would be a new graph
     def loop(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """One pair of matmuls per expert with tokens; reads the counts on the host."""
+        """One pair of matmuls per expert with tokens; reads the counts on the host, so under
+        torch.compile it runs eagerly rather than recompiling for every pattern of idle experts."""
         counts = counts.tolist()
         # Unbound once: indexing a stacked weight per expert (`self.c_fc[e]`) would make backward
         # build a zero-filled gradient of the whole stack for each expert, O(n_expert^2) memory.
