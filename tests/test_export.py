@@ -114,12 +114,12 @@ def test_family_choice_names_the_blocking_settings(tmp_path, capsys, runs):
     assert code == 1 and f"OUT_DIR {tmp_path / 'f' / 'o'}: cannot create it" in error_line(err)
 
 
-PRESET_FAMILY = {"deepseek-v3": "deepseek_v3", "deepseek-v3.2": "deepseek_v32", "gemma2": "gemma2", "gpt-oss": "gpt_oss",
+PRESET_FAMILY = {"deepseek-v3": "deepseek_v3", "deepseek-v3.2": "deepseek_v32", "gemma2": "gemma2",
+                 "gemma3": "gemma3_text", "gpt-oss": "gpt_oss",
                  "llama3": "llama", "mistral": "mistral", "mixtral": "mixtral", "olmo2": "olmo2", "olmo3": "olmo3",
                  "qwen3": "qwen3", "qwen3-moe": "qwen3_moe", "qwen3.5": "qwen3_5_text",
                  "qwen3.5-moe": "qwen3_5_moe_text", "qwen3-next": "qwen3_next"}
 NO_HF_CONVERSION_YET = {  # expected failures, each with its reason
-    "gemma3": "model/hf/ has no Gemma 3 conversion (qk_norm and local_theta block Gemma 2)",
     "gpt-oss-dense": "its dense SwiGLU stands in for gpt-oss's MoE, which HF gpt_oss always has",
 }
 PRESETS = sorted(p.stem for p in (ROOT / "configs" / "presets").glob("*.toml"))

@@ -1,4 +1,4 @@
-"""Parity with HF Llama, Mistral, Qwen3, OLMo 2 and Gemma 2 on tiny random models, both directions,
+"""Parity with HF Llama, Mistral, Qwen3, OLMo 2, Gemma 2 and Gemma 3 on tiny random models, both directions,
 through the production converter (model/hf/). CPU, fp32, eager HF attention, no downloads.
 
 Every weight on the side being converted is random, norm scales included (a norm left at ones would
@@ -49,6 +49,13 @@ CASES = {
         final_logit_softcapping=10.0), dict(
         norm_placement="sandwich", norm_unit_offset=True, mlp="geglu", embed_scale=True, head_dim=32,
         window=16, global_every=2, attn_scale=24**-0.5, attn_softcap=5.0, final_softcap=10.0)),
+    "gemma3-qk_norm-local_rope": ("gemma3_text", dict(
+        head_dim=32, sliding_window=16, query_pre_attn_scalar=24, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters=dict(full_attention=dict(rope_type="linear", rope_theta=1e6, factor=8.0),
+                             sliding_attention=dict(rope_type="default", rope_theta=1e4))), dict(
+        norm_placement="sandwich", norm_unit_offset=True, qk_norm="head", mlp="geglu", embed_scale=True,
+        head_dim=32, window=16, global_every=2, attn_scale=24**-0.5,
+        rope=RopeConfig(theta=1e6, scaling="linear", factor=8.0, local_theta=1e4))),
 }
 
 
@@ -64,12 +71,14 @@ def test_to_hf_logits_match_and_round_trip_is_bit_identical(case):
     check_to_hf_and_back(*CASES[case][:2])
 
 
-@pytest.mark.parametrize("case", ["mistral-window", "qwen3-window-mqa", "gemma2-sandwich-softcaps"])
+@pytest.mark.parametrize("case", ["mistral-window", "qwen3-window-mqa", "gemma2-sandwich-softcaps",
+                                  "gemma3-qk_norm-local_rope"])
 def test_sliding_window_matters_at_this_length(case):
-    """The parity above would also pass if both sides ignored the window: show that it bites."""
+    """The parity above would also pass if both sides ignored the window: show that it bites. The
+    same layers with a window as long as the context (Gemma 3's sliding layers keep their RoPE)."""
     hf = random_hf_model(*CASES[case][:2])
     gpt = from_hf(hf)
-    unwindowed = GPT(ModelConfig(**{**vars(gpt.config), "window": 0, "global_every": 0}))
+    unwindowed = GPT(ModelConfig(**{**vars(gpt.config), "window": gpt.config.block_size}))
     unwindowed.load_state_dict(gpt.state_dict())
     idx = tokens(**BATCH)
     with torch.no_grad():
