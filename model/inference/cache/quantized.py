@@ -55,7 +55,8 @@ def double_quantize(x: torch.Tensor, G: int, bits: int, dtype: torch.dtype) -> t
     """Min-max per token over the last dim, as `quantize(x, 3, ...)`, but each token's zero and scale
     are stored as uint8 codes on a grid (base, step) shared by G consecutive tokens (QLoRA's double
     quantization, arXiv:2305.14314): 2 bytes a token instead of two values in the compute dtype.
-    The zero is rounded down and the scale up, so the token's range stays covered. x (B, H, n, w), n
+    The zero is rounded down and the scale up, so the token's range stays covered (exactly in fp32;
+    in bf16 up to the grid's own rounding, which the codes' clamp absorbs). x (B, H, n, w), n
     a multiple of G -> packed codes, scale codes, zero codes (B, H, n, 1), scale grid, zero grid
     (B, H, n / G, 2)."""
     x = x.float()
