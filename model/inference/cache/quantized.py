@@ -182,7 +182,7 @@ class QuantizedKV:
     """The stored tensors of every position (`layouts`: each one's width and grouping), quantized in
     groups of kv_group tokens, the newest kept in a full-precision ring. Buffers per tensor: codes
     (B, heads, L, dim * bits / 8) uint8 with L = max_len rounded up to kv_group (per column, bits =
-    max(bits, its min_bits)); scales and zeros as its layout says; ring (B, heads, kv_residual +
+    max(bits, its min_bits)); scales and zeros as its layout's `params` say; ring (B, heads, kv_residual +
     kv_group + rollback, dim)."""
 
     def __init__(self, spec, heads: int, layouts: tuple, bits: int):
