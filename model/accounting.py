@@ -9,7 +9,10 @@ Mixture-of-Experts layer counts all experts in `param_count` but only the top_k 
 `param_count(active=True)` and `matmul_params`.
 """
 
+from .inference.cache.quantized import BITS, position_bytes
 from .inference.cache.quantized_rolling import ring_groups, window_cache
+from .mixer.attention import kv_layouts as attention_kv_layouts
+from .mixer.mla import kv_layouts as mla_kv_layouts
 from .config import ModelConfig
 from .value_embed import value_gate_matrices
 
@@ -320,32 +323,21 @@ def mha_kv_bytes_per_token(cfg: ModelConfig, bytes_per_elem: int = 2) -> int:
 
 
 # ----------------------------------------------------------------------------- generation cache
-KV_CODE_BITS = {"int8": 8, "int4": 4}  # `kv_dtype` of a quantized cache -> bits per code (cache/quantized.py)
-
-
-# `model.attention` -> what a quantized cache stores of one layer (model/inference/cache/quantized.py):
-# the widths quantized per channel over kv_group tokens (keys: GQA's, MLA's rotary key), per token,
-# each in groups of at most kv_group channels (GQA's values, MLA's latent; model/mixer/mla.py), and
-# per channel in 8 bits at least (DSA's indexer key)
-KV_QUANTIZED = {
-    "gqa": lambda cfg: ([cfg.head_dim] * cfg.n_kv_head, [cfg.head_dim] * cfg.n_kv_head, []),
-    "mla": lambda cfg: ([cfg.mla.qk_rope_head_dim], [cfg.mla.kv_lora_rank], [cfg.mla.index_head_dim]),
+# `model.attention` -> (heads, layouts) of one layer's quantized cache, as its mixer builds it: how
+# each stored tensor is grouped and what it keeps beside its codes (model/inference/cache/quantized.py)
+KV_LAYOUTS = {
+    "gqa": lambda cfg: attention_kv_layouts(cfg.n_kv_head, cfg.head_dim),
+    "mla": lambda cfg: mla_kv_layouts(cfg.mla.kv_lora_rank, cfg.mla.qk_rope_head_dim, cfg.mla.index_head_dim),
 }
 
 
 def _layer_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None, dtype_bytes: int, kv_group: int) -> float:
     """What one layer that keeps every position stores per token: in the compute dtype, or as codes
-    plus a scale and a zero per token and channel group, and 1/kv_group of the per-channel ones."""
+    plus their scales and zeros (per token, or 1/kv_group of the per-channel ones)."""
     if kv_dtype is None:
         return KV_ELEMENTS[cfg.attention](cfg) * dtype_bytes
-    per_channel, per_token, eight_bit = KV_QUANTIZED[cfg.attention](cfg)
-    bits = KV_CODE_BITS[kv_dtype]
-    codes = (sum(per_channel) + sum(per_token)) * bits / 8 + sum(eight_bit) * max(bits, 8) / 8
-    token_groups = sum(-(-w // kv_group) for w in per_token)
-    channel_scales = 2 * (sum(per_channel) + sum(eight_bit)) / kv_group * dtype_bytes
-    if cfg.attention == "mla":  # the latent's scale and zero as uint8 codes, grids per kv_group tokens
-        return codes + token_groups * (2 + 4 * dtype_bytes / kv_group) + channel_scales
-    return codes + 2 * token_groups * dtype_bytes + channel_scales
+    heads, layouts = KV_LAYOUTS[cfg.attention](cfg)
+    return heads * position_bytes(layouts, BITS[kv_dtype], kv_group, dtype_bytes)
 
 
 def kv_cache_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None = None, dtype_bytes: int = 2,

@@ -5,6 +5,8 @@ with per-head QK-norm, 5 sliding layers to 1 global, and a RoPE per layer type: 
 `rope.local_theta` (read and written as OLMo 3's per-type RoPE is, llama.py).
 """
 
+from dataclasses import replace
+
 from ..config import ModelConfig
 from .gemma2 import gemma2_config_from_hf, gemma2_config_to_hf
 from .llama import HF_IGNORE, SANDWICH_NORMS, decoder_weights, olmo3_rope_from_hf, olmo3_rope_to_hf
@@ -12,12 +14,12 @@ from .table import Family
 
 
 def gemma3_config_from_hf(c) -> ModelConfig:
-    cfg = gemma2_config_from_hf(c, rope=olmo3_rope_from_hf, preferred_global_every=6)
-    return ModelConfig(**{**vars(cfg), "qk_norm": "head"})
+    return replace(gemma2_config_from_hf(c, rope=olmo3_rope_from_hf, preferred_global_every=6), qk_norm="head")
 
 
 def gemma3_config_to_hf(cfg: ModelConfig, **overrides):
-    return gemma2_config_to_hf(cfg, model_type="gemma3_text", rope_parameters=olmo3_rope_to_hf(cfg), **overrides)
+    return gemma2_config_to_hf(cfg, model_type="gemma3_text", rope_parameters=olmo3_rope_to_hf(cfg),
+                               **overrides)
 
 
 GEMMA3 = Family(gemma3_config_from_hf, gemma3_config_to_hf, decoder_weights(SANDWICH_NORMS),

@@ -34,6 +34,13 @@ QK_NORM_GROUPS = {
 }
 
 
+def kv_layouts(n_kv_head: int, head_dim: int) -> tuple[int, tuple]:
+    """(heads, layouts) of an attention layer's quantized cache (model/inference/cache/quantized.py),
+    KIVI's split: per KV head, keys quantized per channel and values per token. model/accounting.py
+    counts the bytes from the same layouts."""
+    return n_kv_head, (PerChannel(head_dim), PerToken(head_dim))
+
+
 class AttentionKernels(nn.Module):
     """The part every attention mixer shares once it has q, k and v: the mask and the kernel.
 
@@ -170,7 +177,7 @@ class CausalSelfAttention(AttentionKernels):
     def new_cache(self, spec: CacheSpec):
         """This layer's generation cache: keys and values (of the last `window` positions when local);
         quantized, keys per channel and values per token (KIVI, model/inference/cache/quantized.py)."""
-        kv = kv_layer_cache(spec, self.n_kv_head, (PerChannel(self.head_dim), PerToken(self.head_dim)), self.window)
+        kv = kv_layer_cache(spec, *kv_layouts(self.n_kv_head, self.head_dim), self.window)
         return kv if self.canon is None else ConvKV(kv, spec, self.canon.conv1d.in_channels, self.canon.conv1d.kernel_size[0])
 
 

@@ -36,6 +36,14 @@ from .gate import OutputGate
 LATENT_NORM_EPS = 1e-6  # DeepSeek's latent RMSNorms keep their default eps, whatever model.norm_eps says
 
 
+def kv_layouts(rank: int, rope: int, index_width: int) -> tuple[int, tuple]:
+    """(heads, layouts) of an MLA layer's quantized cache: one row per position, [latent ; rotary key ;
+    indexer key] (`new_cache` says why each is grouped so). model/accounting.py counts the bytes from
+    the same layouts."""
+    keys = PerChannel(rope), PerChannel(index_width, min_bits=8)
+    return 1, (Columns(PerToken(rank, double=True), *keys),)
+
+
 class FullRankQuery(nn.Module):
     """q = W_Q x (`mla.q_lora_rank = 0`, DeepSeek-V2-Lite). HF `q_proj`."""
 
@@ -144,8 +152,7 @@ class MultiHeadLatentAttention(AttentionKernels):
         chosen keys at a quarter of the positions (DeepSeek-V3.2 keeps them in FP8). The latent's
         per-token scale and zero are themselves uint8 codes (`double`, QLoRA's double quantization):
         a layer's whole cache is one narrow row, on which two scales in the compute dtype weigh."""
-        keys = PerChannel(self.rope), PerChannel(self.indexer.width, min_bits=8)
-        return kv_layer_cache(spec, 1, (Columns(PerToken(self.rank, double=True), *keys),), self.window)
+        return kv_layer_cache(spec, *kv_layouts(self.rank, self.rope, self.indexer.width), self.window)
 
     def naive(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None, *chosen) -> torch.Tensor:
         """Up-project the latent into per-head keys and values, then attend: (B, n_head, T, v_head_dim).

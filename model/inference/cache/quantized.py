@@ -140,7 +140,10 @@ class PerToken:
     def quantize(self, x: torch.Tensor, G: int, bits: int, dtype: torch.dtype) -> tuple:
         """x (B, H, n, dim) -> codes (B, H, n, dim * bits / 8), then what `params` lists."""
         parts = x.split(self.channel_groups(G), dim=-1)
-        groups = [double_quantize(p, G, bits, dtype) if self.double else quantize(p, 3, bits, dtype) for p in parts]
+        if self.double:
+            groups = [double_quantize(p, G, bits, dtype) for p in parts]
+        else:
+            groups = [quantize(p, 3, bits, dtype) for p in parts]
         return tuple(torch.cat(t, dim=-1) for t in zip(*groups))
 
     def dequantize(self, codes, *params, G: int, bits: int) -> torch.Tensor:
@@ -213,9 +216,12 @@ class QuantizedKV:
                 first, byte = first + column.dim, byte + column.dim * b // 8
             widths.append(byte)
         self.codes = [zeros(B, heads, L, w, dtype=torch.uint8) for w in widths]
-        # per column block: its scales and zeros (or their codes and grids), as `params` lists them
-        self.params = [[zeros(B, heads, *shape, dtype=dtype or spec.dtype) for shape, dtype, _ in c.params(L, G)]
-                       for _, _, _, c, _ in self.blocks]
+        # per column block: its scales and zeros (or their codes and grids), as `params` lists them,
+        # and whether each has a row per position ("token") or per kv_group positions ("group")
+        listed = [c.params(L, G) for _, _, _, c, _ in self.blocks]
+        self.params = [[zeros(B, heads, *shape, dtype=dtype or spec.dtype) for shape, dtype, _ in p]
+                       for p in listed]
+        self.per = [[per for _, _, per in p] for p in listed]
 
     def quantized_len(self, length: int) -> int:
         """Positions stored quantized once the sequence has `length` tokens: whole groups that
@@ -250,24 +256,24 @@ class QuantizedKV:
         for b, (i, first, byte, column, bits) in enumerate(self.blocks):
             codes, *params = column.quantize(new[i][..., first : first + column.dim], G, bits, self.dtype)
             self.codes[i][:, :, start : start + n, byte : byte + codes.shape[-1]] = codes
-            for stored, rows, value in zip(self.params[b], self._rows(column, start, n), params, strict=True):
+            for stored, rows, value in zip(self.params[b], self._rows(b, start, n), params, strict=True):
                 stored[:, :, rows] = value
 
     def _dequantize(self, start: int, n: int) -> list[torch.Tensor]:
         """Every stored tensor at storage positions start .. start + n - 1 (whole groups), in the
         compute dtype."""
         out = [[] for _ in self.codes]
-        for (i, _, byte, column, bits), params in zip(self.blocks, self.params):
+        for b, ((i, _, byte, column, bits), params) in enumerate(zip(self.blocks, self.params)):
             codes = self.codes[i][:, :, start : start + n, byte : byte + column.dim * bits // 8]
-            stored = [p[:, :, rows] for p, rows in zip(params, self._rows(column, start, n))]
+            stored = [p[:, :, rows] for p, rows in zip(params, self._rows(b, start, n))]
             out[i].append(column.dequantize(codes, *stored, G=self.group, bits=bits))
         return [torch.cat(parts, dim=-1).to(self.dtype) for parts in out]
 
-    def _rows(self, column, start: int, n: int) -> list[slice]:
-        """The rows of each of `column`'s params that hold positions start .. start + n - 1."""
+    def _rows(self, b: int, start: int, n: int) -> list[slice]:
+        """The rows of each of column block b's params that hold positions start .. start + n - 1."""
         G = self.group
         return [slice(start, start + n) if per == "token" else slice(start // G, (start + n) // G)
-                for _, _, per in column.params(n, G)]
+                for per in self.per[b]]
 
     def bytes_per_token(self) -> float:
         """Per token of one sequence: the codes, and the scales and zeros (per token, or 1/kv_group
