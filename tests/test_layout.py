@@ -1,6 +1,6 @@
-"""The package boundaries the README promises: model/ never imports train/ (not even inside a
-function), the trainer uses only the model package's public names, and the README's layout names
-every module."""
+"""The package boundaries docs/layout.md promises: model/ never imports train/ (not even inside a
+function), the trainer uses only the model package's public names, and the layout names every
+module."""
 import ast
 import re
 from pathlib import Path
@@ -82,17 +82,21 @@ def test_the_gpt2_path_reads_in_one_sitting():
     assert not any(name.startswith("No") or name == "Identity" for name in names), names
 
 
-def test_the_readme_layout_names_every_module():
+def test_the_layout_names_every_module():
     """Each module and folder of model/ (its root, mixer/, ffn/, inference/), train/ and scripts/ is
-    named in the README's Layout block, so the map a reader starts from is the tree."""
-    block = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    named in docs/layout.md, and each top-level folder in the README's Layout, so the map a reader
+    starts from is the tree."""
+    block = (ROOT / "docs/layout.md").read_text().split("```")[1]
     named = set(re.findall(r"[\w.]+", block))
     folders = ["model", "model/mixer", "model/ffn", "model/inference", "train", "scripts"]
     missing = [str(p.relative_to(ROOT)) for folder in folders for p in sorted((ROOT / folder).iterdir())
                if (p.suffix in (".py", ".sh") and p.stem != "__init__" and p.stem != "__main__"
                    and p.stem not in named and p.name not in named)
                or (p.is_dir() and p.name != "__pycache__" and p.name not in named)]
-    assert not missing, f"README's Layout does not name {missing}"
+    assert not missing, f"docs/layout.md does not name {missing}"
+    readme = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    folders = ["model/", "inference/", "train/", "post/", "evals/", "configs/", "scripts/", "tests/", "docs/"]
+    assert all(f in readme for f in folders), [f for f in folders if f not in readme]
 
 
 def test_an_installed_copy_has_every_package():
