@@ -31,24 +31,25 @@ go at once (paths are relative to the ablation file; `--key=value` overrides any
 Each (variant, seed) is an ordinary run of `python -m train` in `<out_dir>/<label>/seed<k>`, with
 `train.seed = k` and `train.max_steps` set from the budget, so it can be resumed, sampled and
 benchmarked like any other. A tokens or flops budget becomes a step count (the LR schedule spans
-it), as a steps budget is one; a seconds budget keeps the config's schedule and sets `train.max_seconds`: the run ends
-after the step that spends it, with an evaluation and a checkpoint, like any finished run.
+it), as a steps budget is one; a seconds budget keeps the config's schedule and sets
+`train.max_seconds`: the run ends after the step that spends it, with an evaluation and a
+checkpoint, like any finished run.
 
-Runs execute as subprocesses (train/ablate_procs.py): each gets its own thread count (OMP_NUM_THREADS), a crash or an
-out-of-memory in one cannot take the grid down, and the trainer's own signal handling gives a
-clean stop. Re-running skips finished runs and resumes interrupted ones from their checkpoints.
-A variant whose config is invalid, or whose run fails, is recorded (`status.json` in its run
-directory, with the one-line error) and the others go on. Ctrl-C forwards one SIGINT to every
-running child, which finishes its step and checkpoints (a second Ctrl-C stops them at once, without
-one, and the last line names those runs); the next call resumes. `--report` writes only into a
-directory this runner made (one holding its ablation.json). The report
-(train/report.py) is written to out_dir at the end, from the run directories alone.
+Runs execute as subprocesses (train/ablate_procs.py): each gets its own thread count
+(OMP_NUM_THREADS), a crash or an out-of-memory in one cannot take the grid down, and the trainer's
+own signal handling gives a clean stop. Re-running skips finished runs and resumes interrupted ones
+from their checkpoints. A variant whose config is invalid, or whose run fails, is recorded
+(`status.json` in its run directory, with the one-line error) and the others go on. Ctrl-C forwards
+one SIGINT to every running child, which finishes its step and checkpoints (a second Ctrl-C stops
+them at once, without one, and the last line names those runs); the next call resumes. The report
+(train/report.py) is written to out_dir at the end, from the run directories alone; `--report`
+writes only into a directory this runner made (one holding its ablation.json).
 
 With `tasks`, every finished run is then scored by `python -m train.eval RUN --task ... --json
-<out_dir>/tasks/<variant>/seed<k>.json` (its log beside it; with `--tensorboard` when the run
-has train.tensorboard = true), in the same slots as the training runs; the tasks are built once before anything runs, so a misspelt task or option is a bad
-ablation file. A re-run scores only the runs whose record is missing or stale (other tasks or
-settings, or another checkpoint).
+<out_dir>/tasks/<variant>/seed<k>.json` (its log beside it; with `--tensorboard` when the run has
+train.tensorboard = true), in the same slots as the training runs. The tasks are built once before
+anything runs, so a misspelt task or option is a bad ablation file. A re-run scores only the runs
+whose record is missing or stale (other tasks or settings, or another checkpoint).
 Exit code: 0 all runs done (and scored), 1 some run or scoring failed, 2 a bad ablation file,
 130 / 143 interrupted.
 """
@@ -69,9 +70,9 @@ from model.accounting import flops_per_token
 
 from .ablate_procs import Child, Interrupts, Scoring, stop_message, write_status
 from .cli import asked_for_help, run_cli
-from .config import _toml_value, apply_override, load_config, read_toml, tomllib
+from .config import RunConfig, _toml_value, apply_override, load_config, read_toml, tomllib
 from .errors import ConfigError, make_dir, one_line
-from .report import SPEC_FILE, STATUS_FILE, read_json, task_file, task_scores, write_report
+from .report import SPEC_FILE, STATUS_FILE, read_json, read_records, task_file, task_scores, write_report
 
 USAGE = "usage: python -m train.ablate ABLATION.toml [--key=value ...] | --report OUT_DIR"
 BUDGETS = ("tokens", "flops", "seconds", "steps")
@@ -129,16 +130,15 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
         if not (_is_int(spec[key]) and spec[key] >= low):
             raise ConfigError(f"{key} must be an integer >= {low}; got {spec[key]!r}")
     budget = raw.get("budget", {})
-    given = [k for k in BUDGETS if k in budget] if isinstance(budget, dict) else []
-    if len(given) != 1 or len(budget) != 1:
+    if not (isinstance(budget, dict) and len(budget) == 1 and set(budget) <= set(BUDGETS)):
         raise ConfigError(f"[budget] must set exactly one of {', '.join(BUDGETS)}; got {budget!r}")
-    kind, amount = given[0], budget[given[0]]
+    (kind, amount), = budget.items()
     if not (isinstance(amount, (int, float)) and not isinstance(amount, bool) and math.isfinite(amount)
             and amount > 0):
         raise ConfigError(f"budget.{kind} must be a finite number > 0; got {amount!r}")
     if kind == "steps" and not _is_int(amount):
         raise ConfigError(f"budget.steps must be an integer >= 1; got {amount!r}")
-    spec["budget"] = {kind: amount}
+    spec["budget"] = budget
     variants = raw.get("variants")
     if not isinstance(variants, dict) or not variants:
         raise ConfigError(f"{path}: no [variants.LABEL] tables")
@@ -149,13 +149,11 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
             raise ConfigError(f"variants.{label} must be a table")
         table = dict(table)
         config = table.pop("config", "")
-        if not config and not spec["base"]:
+        if config:  # a missing file, like a misspelt key, makes only this variant invalid (plan records why)
+            config = _config_file(here, config, f"variants.{label}.config", must_exist=False)
+        elif not spec["base"]:
             raise ConfigError(f"variants.{label} has no config and the ablation names no base")
-        # a missing file, like a misspelt key, makes only this variant invalid (plan records why)
-        config = _config_file(here, config, f"variants.{label}.config", must_exist=False) if config \
-            else spec["base"]
-        spec["variants"][label] = {"config": config,
-                                   "overrides": _flatten(table, "")}
+        spec["variants"][label] = {"config": config or spec["base"], "overrides": _flatten(table, "")}
     _load_tasks(spec, raw, here)
     spec["baseline"] = raw.get("baseline", next(iter(spec["variants"])))
     if spec["baseline"] not in spec["variants"]:
@@ -169,11 +167,11 @@ def _load_tasks(spec: dict, raw: dict, here: Path) -> None:
     from .eval import TASK_FLAGS, parse_args
 
     tasks, options = raw.get("tasks", []), raw.get("task_options", {})
+    flags = [f for f in TASK_FLAGS if f != "json"]  # the runner gives --json itself
     if not (isinstance(tasks, list) and all(isinstance(t, str) and t for t in tasks)):
         raise ConfigError(f"tasks must be a list of task names, as python -m train.eval --task takes; got {tasks!r}")
-    if not isinstance(options, dict) or set(options) - (set(TASK_FLAGS) - {"json"}):
-        raise ConfigError(f"task_options must be a table of {', '.join(f for f in TASK_FLAGS if f != 'json')}; "
-                          f"got {options!r}")
+    if not isinstance(options, dict) or set(options) - set(flags):
+        raise ConfigError(f"task_options must be a table of {', '.join(flags)}; got {options!r}")
     if options and not tasks:
         raise ConfigError("task_options is set but tasks is empty")
     spec["tasks"] = [str(here / t) if (here / t.partition(":")[0]).is_file() and not Path(t).is_file() else t
@@ -259,11 +257,8 @@ def plan(spec: dict) -> list[Run]:
                 if kind == "seconds":
                     run.seconds, run.max_steps = float(amount), cfg.train.max_steps
                     run.overrides.append(f"--train.max_seconds={float(amount)!r}")
-                else:
-                    t = cfg.train
-                    tokens = amount if kind == "tokens" else amount / flops_per_token(cfg.model, cfg.seq_len)
-                    run.max_steps = (amount if kind == "steps" else  # e.g. post-training whose rows vary
-                                     max(1, round(tokens / (t.batch_size * t.grad_accum * cfg.seq_len))))
+                else:  # a steps budget suits e.g. post-training, whose tokens per step vary
+                    run.max_steps = amount if kind == "steps" else _steps(cfg, kind, amount)
                     run.overrides.append(f"--train.max_steps={run.max_steps}")
                 load_config(run.config, run.overrides)
             except (ValueError, OSError) as e:
@@ -272,6 +267,12 @@ def plan(spec: dict) -> list[Run]:
     # The baseline's seeds first (the yardstick of seed noise), then seed-major: a grid stopped
     # part-way has every variant once rather than half the variants twice.
     return sorted(runs, key=lambda r: (r.label != spec["baseline"], spec["seeds"].index(r.seed)))
+
+
+def _steps(cfg: RunConfig, kind: str, amount: float) -> int:
+    """A tokens or flops budget as a number of the run's optimizer steps (at least one)."""
+    tokens = amount if kind == "tokens" else amount / flops_per_token(cfg.model, cfg.seq_len)
+    return max(1, round(tokens / (cfg.train.batch_size * cfg.train.grad_accum * cfg.seq_len)))
 
 
 def is_done(run: Run) -> bool:
@@ -291,41 +292,29 @@ def progress(run: Run) -> float:
 
 def last_record(run: Run) -> dict:
     """The last whole metrics.jsonl record ({} if none): a finished run's last checkpoint."""
-    last = {}
-    try:
-        for line in (run.out_dir / "metrics.jsonl").read_text().splitlines():
-            record = json.loads(line)
-            last = record if isinstance(record, dict) and _is_int(record.get("step")) else last
-    except (OSError, ValueError):
-        pass
-    return last
-
-
-def last_step(run: Run) -> int | None:
-    return last_record(run).get("step")
+    records = read_records(run.out_dir / "metrics.jsonl")
+    return records[-1] if records else {}
 
 
 def needs_scoring(spec: dict, run: Run) -> bool:
-    """A finished run whose task record is missing or stale (other tasks or settings, other checkpoint)."""
-    if not spec["tasks"] or run.error or not is_done(run):
+    """A finished valid run whose task record is missing or stale (other tasks or settings, other checkpoint)."""
+    if not spec["tasks"] or not is_done(run):
         return False
-    return task_scores(spec, read_json(task_file(spec["out_dir"], run.name)), last_step(run)) is None
+    return task_scores(spec, read_json(task_file(spec["out_dir"], run.name)), last_record(run).get("step")) is None
 
 
 def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int, signal.Signals | None, list[dict]]:
     """Run what is not done yet, then score what is not scored; return (failed runs, failed
     scorings, the signal that stopped us, the status of each run that signal stopped)."""
     threads = max(1, (spec["threads"] or os.cpu_count() or 1) // spec["parallel"])
-    failed, unscored, stopped = 0, 0, []
-    for run in runs:
-        if run.error:
-            write_status(run, "failed", error=run.error)
-            failed += 1
-    for label, error in {r.label: r.error for r in runs if r.error}.items():
+    invalid, valid = [r for r in runs if r.error], [r for r in runs if not r.error]
+    for run in invalid:
+        write_status(run, "failed", error=run.error)
+    for label, error in {r.label: r.error for r in invalid}.items():  # once per variant, not per seed
         print(f"invalid {label}: {error}", file=sys.stderr, flush=True)
-    todo = [r for r in runs if not r.error and not is_done(r)]
-    valid = [r for r in runs if not r.error]
+    todo = [r for r in valid if not is_done(r)]
     score = [r for r in valid if needs_scoring(spec, r)]
+    failed, unscored, stopped = len(invalid), 0, []
     print(f"ablation {spec['name']}: {len(runs)} runs ({len(valid) - len(todo)} done, {len(todo)} to run, "
           f"{failed} invalid)" + (f", {len(score)} done but not scored" if spec["tasks"] else "")
           + f", {spec['parallel']} at once with {threads} thread(s) each -> {spec['out_dir']}", flush=True)
@@ -342,18 +331,16 @@ def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int, signal.Signals | No
                 if child.proc.poll() is None:
                     continue
                 children.remove(child)
+                state, detail = child.finish(stop.received is not None)
+                name = child.run.name
                 if isinstance(child, Scoring):
-                    state, detail = child.finish(stop.received is not None)
                     unscored += state == "failed"
-                    bar.write(f"{state:6} {child.run.name} (tasks)" + (f": {detail}" if detail else ""))
-                    continue
-                state = child.finish(stop.received is not None)
-                failed += state == "failed"
-                status = read_json(child.run.out_dir / STATUS_FILE)
-                stopped += [status] if state == "stopped" else []
-                score += [child.run] if state == "done" and spec["tasks"] else []
-                detail = status.get("error", "")
-                bar.write(f"{state:6} {child.run.name}" + (f": {detail}" if detail else ""))
+                    name += " (tasks)"
+                else:
+                    failed += state == "failed"
+                    stopped += [child.status] if state == "stopped" else []
+                    score += [child.run] if state == "done" and spec["tasks"] else []
+                bar.write(f"{state:6} {name}" + (f": {detail}" if detail else ""))
             if stop.received is not None and not children:
                 break
             bar.update(sum(progress(r) for r in valid) - bar.n)
@@ -386,10 +373,10 @@ def main(argv: list[str]) -> int:
         print(stop_message(received, stopped), file=sys.stderr)
         return 128 + int(received)
     if failed or unscored:
-        print("error: " + "; ".join(filter(None, [
-            f"{failed} of {len(runs)} runs failed (see results.md)" if failed else "",
-            f"{unscored} finished run(s) could not be scored (see {Path(spec['out_dir']) / 'tasks'}/*/*.log)"
-            if unscored else ""])), file=sys.stderr)
+        problems = [f"{failed} of {len(runs)} runs failed (see results.md)"] if failed else []
+        if unscored:
+            problems.append(f"{unscored} finished run(s) could not be scored (see {out / 'tasks'}/*/*.log)")
+        print("error: " + "; ".join(problems), file=sys.stderr)
         return 1
     return 0
 

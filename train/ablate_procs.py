@@ -18,25 +18,17 @@ from .config import load_config
 from .report import STATUS_FILE, task_file
 
 
-def write_status(run, state: str, **extra) -> None:
+def write_status(run, state: str, **extra) -> dict:
+    """Write <run>/status.json (whole or not at all: a temporary file, then a rename); return it."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     status = {"state": state, "label": run.label, "seed": run.seed, "max_steps": run.max_steps, **extra}
     tmp = run.out_dir / f".{STATUS_FILE}.tmp"
     tmp.write_text(json.dumps(status, indent=1) + "\n")
     os.replace(tmp, run.out_dir / STATUS_FILE)
+    return status
 
 
-class Process:
-    """A child process of the grid: one signal forwarded while it runs."""
-
-    proc: subprocess.Popen
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-
-class Child(Process):
+class Child:
     """A running `python -m train` for one Run, its output appended to <run>/train.log."""
 
     def __init__(self, run, threads: int) -> None:
@@ -46,17 +38,18 @@ class Child(Process):
             self.log_start = log.seek(0, os.SEEK_END)  # this launch's part of the log begins here
             self.proc = _spawn(["train", run.config, *run.overrides], log, threads)
 
-    def finish(self, interrupted: bool) -> str:
-        """Record how the child ended in status.json; return its state."""
-        code, run = self.proc.returncode, self.run
+    def finish(self, interrupted: bool) -> tuple[str, str]:
+        """Record how the child ended in status.json (also kept as `self.status`); return
+        ("done" | "stopped" | "failed", the error line)."""
+        code = self.proc.returncode
         if code == 0:
             state, extra = "done", {}
         elif code in (130, 143) or (interrupted and code < 0):
             state, extra = "stopped", checkpoint_saved(self.log(), code)
         else:
             state, extra = "failed", {"error": _error_line(self.log(), code)}
-        write_status(run, state, exit_code=code, **extra)
-        return state
+        self.status = write_status(self.run, state, exit_code=code, **extra)
+        return state, self.status.get("error", "")
 
     def log(self) -> str:
         """What this launch wrote to train.log (earlier launches' lines left out)."""
@@ -65,7 +58,7 @@ class Child(Process):
             return f.read().decode(errors="replace")
 
 
-class Scoring(Process):
+class Scoring:
     """A running `python -m train.eval` scoring one finished run on the ablation's tasks; its log
     beside the record it writes."""
 
@@ -73,10 +66,11 @@ class Scoring(Process):
         self.run, self.path = run, task_file(spec["out_dir"], run.name)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)  # a stale record: train.eval writes only a new file
-        tensorboard = ["--tensorboard"] if load_config(run.config, run.overrides, warn_ignored=False).train.tensorboard else []
+        args = ["train.eval", str(run.out_dir), *spec["task_argv"], "--json", str(self.path)]
+        if load_config(run.config, run.overrides, warn_ignored=False).train.tensorboard:
+            args.append("--tensorboard")
         with open(self.path.with_suffix(".log"), "w") as log:
-            self.proc = _spawn(["train.eval", str(run.out_dir), *spec["task_argv"], "--json", str(self.path),
-                                *tensorboard], log, threads)
+            self.proc = _spawn(args, log, threads)
 
     def finish(self, interrupted: bool) -> tuple[str, str]:
         """("scored" | "stopped" | "failed", the error line)."""
@@ -129,9 +123,9 @@ def _error_line(log: str, code: int) -> str:
 
 
 class Interrupts:
-    """While active, SIGINT / SIGTERM are counted and forwarded to the children, not raised."""
+    """While active, SIGINT / SIGTERM are recorded and forwarded to the running children, not raised."""
 
-    def __init__(self, children: list[Process]) -> None:
+    def __init__(self, children: list[Child | Scoring]) -> None:
         self.children, self.received, self._old = children, None, {}
 
     def __enter__(self) -> "Interrupts":
@@ -146,4 +140,5 @@ class Interrupts:
     def _handle(self, signum: int, frame) -> None:
         self.received = signal.Signals(signum)
         for child in self.children:
-            child.signal(signum)
+            if child.proc.poll() is None:
+                child.proc.send_signal(signum)

@@ -41,9 +41,7 @@ def _series(runs: list[RunData], metric: str = "val_bpb"):
     """Mean tokens, mean seconds, and min / mean / max of `metric` at each record the runs share;
     non-finite points (a diverged run's NaN) are left out, so its curve ends where it diverged."""
     points = [p for p in (_points(r, metric) for r in runs) if p]
-    if not points:
-        return None
-    n = min(len(p) for p in points)
+    n = min((len(p) for p in points), default=0)
     cols = [[p[i] for p in points if all(math.isfinite(v) for v in p[i])] for i in range(n)]
     cols = [col for col in cols if col]
     if not cols:
@@ -62,22 +60,19 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "", m
         path = path.with_name(path.name + ".png")
     fig, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
-    lows = []
+    ys = []
     for i, (label, runs) in enumerate(groups.items()):
         s = _series(runs, metric)
         if s is None:
             continue
         tokens, seconds, lo, mid, hi, n = s
-        color = cmap(i % cmap.N)
-        for ax, x in ((by_tokens, tokens), (by_time, seconds)):
-            ax.plot(x, mid, color=color, marker=".", label=f"{label} (n={n})" if ax is by_tokens else None)
-            if n > 1:
-                ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
-        lows.append(mid[1:] or mid)
-    if lows:  # the first evaluations (before learning starts) would squash the interesting part
-        flat = [y for ys in lows for y in ys]
-        top = max(flat)
-        by_tokens.set_ylim(min(flat) - 0.05 * (top - min(flat) or 1), top + 0.3 * (top - min(flat) or 1))
+        _band(by_tokens, tokens, lo, mid, hi, n, cmap(i % cmap.N), marker=".", label=f"{label} (n={n})")
+        _band(by_time, seconds, lo, mid, hi, n, cmap(i % cmap.N), marker=".")
+        ys += mid[1:] or mid
+    if ys:  # the first evaluations (before learning starts) would squash the interesting part
+        bottom, top = min(ys), max(ys)
+        pad = top - bottom or 1
+        by_tokens.set_ylim(bottom - 0.05 * pad, top + 0.3 * pad)
     by_tokens.set_xlabel("training tokens")
     by_time.set_xlabel("wall-clock seconds (training)")
     by_tokens.set_ylabel(METRICS[metric])
@@ -86,6 +81,13 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "", m
     if by_tokens.get_legend_handles_labels()[0]:
         by_tokens.legend(fontsize=8, loc="upper right")
     return _save(fig, path, title)
+
+
+def _band(ax, x: list, lo: list, mid: list, hi: list, n: int, color, **style) -> None:
+    """The mean of n runs as a line, and a band from their lowest to their highest when n > 1."""
+    ax.plot(x, mid, color=color, **style)
+    if n > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
 
 
 def _save(fig, path: Path, title: str) -> Path:
@@ -116,8 +118,8 @@ def majority_curves(runs: list[RunData]) -> dict[int, float]:
     that have it (k = 1, 2, 4, ...)."""
     found: dict[int, list[float]] = {}
     for run in runs:
-        task = next((t for t in (run.tasks or {}).get("tasks", []) if t.get("kind") == "generate"), None)
-        for name, value in (task or {}).get("metrics", {}).items():
+        task = next((t for t in run.tasks.get("tasks", []) if t.get("kind") == "generate"), {})
+        for name, value in task.get("metrics", {}).items():
             if name.startswith("maj@"):
                 found.setdefault(int(name[4:]), []).append(value)
     return {k: sum(v) / len(v) for k, v in sorted(found.items())}
@@ -136,10 +138,8 @@ def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> 
         for i, (name, runs) in enumerate(groups.items()):
             steps, lo, mid, hi = _by_step(runs, metric, window)
             if steps:
-                ax.plot(steps, mid, color=cmap(i % cmap.N), marker="." if window == 1 else None,
-                        label=f"{name} (n={len(runs)})")
-                if len(runs) > 1:
-                    ax.fill_between(steps, lo, hi, color=cmap(i % cmap.N), alpha=0.2, linewidth=0)
+                _band(ax, steps, lo, mid, hi, len(runs), cmap(i % cmap.N), marker="." if window == 1 else None,
+                      label=f"{name} (n={len(runs)})")
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -165,10 +165,9 @@ def main(argv: list[str]) -> int:
         return 0
     out, dirs, it = None, [], iter(argv)
     for arg in it:
-        if arg in ("-o", "--out"):
-            out = next(it, None)
-        elif arg.startswith("-o=") or arg.startswith("--out="):
-            out = arg.partition("=")[2]
+        flag, sep, value = arg.partition("=")
+        if flag in ("-o", "--out"):
+            out = value if sep else next(it, None)
         else:
             dirs.append(Path(arg))
     if not out or not dirs:

@@ -33,8 +33,6 @@ FIELDS = ["variant", "status", "seeds_done", "params", "active_params", "flops_p
           "kv_bytes_per_token", "tokens", "tok_per_s", "wall_s", "val_loss_mean", "val_loss_std",
           "val_bpb_mean", "val_bpb_std", "delta_bpb", "beyond_seed_spread", "delta_bpb_previous",
           "delta_bpb_previous_by_seed", "previous_same_sign", "error"]
-
-
 YES_NO = {True: "yes", False: "no", None: ""}
 
 
@@ -108,17 +106,26 @@ def load_run(path: Path) -> RunData:
         try:
             cfg = load_config(path / "config.toml", warn_ignored=False, resolved=True)  # a resolved config lists every key
         except ConfigError:
-            cfg = None  # written by another version of the code: counted as unreadable
-    records = []
-    if cfg is not None and (path / "metrics.jsonl").is_file():
-        for line in (path / "metrics.jsonl").read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a kill
-            if isinstance(record, dict) and isinstance(record.get("step"), int):
-                records.append(record)
+            pass  # written by another version of the code: counted as unreadable
+    records = read_records(path / "metrics.jsonl") if cfg is not None else []
     return RunData(path, cfg, records, read_json(path / STATUS_FILE))
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl that have an integer step; [] when the file is missing."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -130,15 +137,20 @@ def find_runs(root: Path) -> list[Path]:
 
 def variants(out_dir: Path) -> tuple[dict, dict[str, list[RunData]]]:
     """The ablation's spec and its runs grouped by label, in the ablation file's order."""
-    spec = read_json(out_dir / SPEC_FILE)
-    if not spec.get("runs"):  # the report's files would overwrite someone else's (or land in a run)
+    path = out_dir / SPEC_FILE
+    spec = read_json(path)
+    runs = spec.get("runs")
+    if not runs:  # the report's files would overwrite someone else's (or land in a run)
         raise ConfigError(f"report: {out_dir} was not made by python -m train.ablate (no {SPEC_FILE} listing "
                           f"its runs); give an ablation's out_dir, or draw runs with python -m train.plot")
-    _check_spec(out_dir / SPEC_FILE, spec)
-    groups: dict[str, list[RunData]] = {}
-    for label in spec.get("variants", {}):  # the ablation file's order
-        groups[label] = []
-    for r in spec["runs"]:
+    # the keys of ablation.json that the report relies on: runs with a label and a dir, the variants
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("label"), str)
+                                              and isinstance(r.get("dir"), str) for r in runs):
+        raise ConfigError(f"{path}: runs must be a list of {{\"label\": str, \"dir\": str}}; got {runs!r:.80}")
+    if not isinstance(spec.get("variants", {}), dict):
+        raise ConfigError(f"{path}: variants must be an object keyed by label")
+    groups: dict[str, list[RunData]] = {label: [] for label in spec.get("variants", {})}  # the file's order
+    for r in runs:
         run = load_run(out_dir / r["dir"])
         run.tasks = read_json(task_file(out_dir, r["dir"]))
         groups.setdefault(r["label"], []).append(run)
@@ -162,17 +174,8 @@ def task_scores(spec: dict, record: dict, step: int | None) -> dict[str, float] 
 
 
 def task_columns(spec: dict) -> list[str]:
-    return [*spec.get("tasks", [])] + (["aggregate"] if spec.get("tasks") else [])
-
-
-def _check_spec(path: Path, spec: dict) -> None:
-    """The keys of ablation.json that the report reads: runs with a label and a dir, the variants."""
-    runs = spec["runs"]
-    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("label"), str)
-                                              and isinstance(r.get("dir"), str) for r in runs):
-        raise ConfigError(f"{path}: runs must be a list of {{\"label\": str, \"dir\": str}}; got {runs!r:.80}")
-    if not isinstance(spec.get("variants", {}), dict):
-        raise ConfigError(f"{path}: variants must be an object keyed by label")
+    tasks = spec.get("tasks", [])
+    return [*tasks, "aggregate"] if tasks else []
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
@@ -181,12 +184,14 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def _paired(row: dict, mine: dict[int, float], previous: dict[int, float]) -> None:
-    """The step from the previous variant seed by seed. A seed fixes the order of the training
-    batches (and the initialisation, where the shapes agree), so comparing equal seeds takes that
-    share of the noise out; with >= 2 seeds, `previous_same_sign` says whether every seed moved the
-    same way."""
-    deltas = [mine[s] - previous[s] for s in sorted(mine) if s in previous]
+def _previous(row: dict, prev: dict, mine: dict[int, float], theirs: dict[int, float]) -> None:
+    """The step from the previous row: of the mean val bpb, and seed by seed (`mine`, `theirs`:
+    {seed: val bpb}). A seed fixes the order of the training batches (and the initialisation, where
+    the shapes agree), so comparing equal seeds takes that share of the noise out; with >= 2 seeds,
+    `previous_same_sign` says whether every seed moved the same way."""
+    if prev["val_bpb_mean"] is not None:
+        row["delta_bpb_previous"] = row["val_bpb_mean"] - prev["val_bpb_mean"]
+    deltas = [mine[s] - theirs[s] for s in sorted(mine) if s in theirs]
     if deltas:
         row["delta_bpb_previous_by_seed"] = ";".join(f"{d:+.4f}" for d in deltas)
     if len(deltas) > 1:
@@ -194,16 +199,17 @@ def _paired(row: dict, mine: dict[int, float], previous: dict[int, float]) -> No
 
 
 def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
-    out, prev, by_seed = [], None, {}
+    """One row per variant: the FIELDS (the steps from the previous variant only with delta_previous),
+    and a (mean, std) pair under `task:<column>` per task column."""
+    tasks = task_columns(spec)
+    out, by_seed = [], {}
     for label, runs in groups.items():
         done = [r for r in runs if r.done]
         errors = [str(r.status.get("error") or "no error recorded") for r in runs
                   if r.status.get("state") == "failed"]
-        row = dict.fromkeys(FIELDS, None) | dict.fromkeys(map("task:{}".format, task_columns(spec)), (None, None)) | {
-            "variant": label, "seeds_done": len(done),
-                                             "error": errors[0] if errors else ""}
-        row["status"] = ("failed" if errors else "ok") if len(done) == len(runs) or errors else \
-            f"{len(done)}/{len(runs)} seeds"
+        status = "failed" if errors else "ok" if len(done) == len(runs) else f"{len(done)}/{len(runs)} seeds"
+        row = dict.fromkeys(FIELDS) | dict.fromkeys([f"task:{t}" for t in tasks], (None, None)) | {
+            "variant": label, "status": status, "seeds_done": len(done), "error": errors[0] if errors else ""}
         cfg = next((r.cfg for r in runs if r.cfg is not None), None)
         if cfg is not None:
             row |= {"params": param_count(cfg.model), "active_params": param_count(cfg.model, active=True),
@@ -217,17 +223,14 @@ def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
             row["tok_per_s"] = statistics.fmean(rates) if rates else None
             row["val_loss_mean"], row["val_loss_std"] = _stats([f[2] for f in finals])
             row["val_bpb_mean"], row["val_bpb_std"] = _stats([f[3] for f in finals])
-            if prev is not None and prev["val_bpb_mean"] is not None:
-                row["delta_bpb_previous"] = row["val_bpb_mean"] - prev["val_bpb_mean"]
             by_seed[label] = {r.cfg.train.seed: f[3] for r, f in zip(done, finals)}
             scored = [x for x in (task_scores(spec, r.tasks, r.records[-1]["step"]) for r in done) if x]
-            for column in task_columns(spec) if scored else ():
+            for column in tasks if scored else ():
                 row[f"task:{column}"] = _stats([x[column] for x in scored])
             row["tasks_scored"] = len(scored)
-            if prev is not None:
-                _paired(row, by_seed[label], by_seed.get(prev["variant"], {}))
+            if spec.get("delta_previous") and out:
+                _previous(row, out[-1], by_seed[label], by_seed.get(out[-1]["variant"], {}))
         out.append(row)
-        prev = row
     base = next((r for r in out if r["variant"] == spec.get("baseline")), out[0])
     for row in out:
         if row["val_bpb_mean"] is None or base["val_bpb_mean"] is None:
@@ -235,25 +238,20 @@ def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
         row["delta_bpb"] = row["val_bpb_mean"] - base["val_bpb_mean"]
         if row is not base and row["val_bpb_std"] is not None and base["val_bpb_std"] is not None:
             row["beyond_seed_spread"] = abs(row["delta_bpb"]) > row["val_bpb_std"] + base["val_bpb_std"]
-    if not spec.get("delta_previous"):
-        for row in out:
-            row["delta_bpb_previous"] = row["delta_bpb_previous_by_seed"] = row["previous_same_sign"] = None
     return out
 
 
 def _csv(spec: dict, table: list[dict]) -> str:
-    """FIELDS, then each task column as <task>_mean / <task>_std and how many seeds were scored."""
+    """FIELDS, then each task column as <task>_mean / <task>_std and how many seeds were scored;
+    floats in full (repr), a missing value empty."""
     tasks = task_columns(spec)
     names = FIELDS + [f"task:{t}_{stat}" for t in tasks for stat in ("mean", "std")] + (["tasks_scored"] if tasks else [])
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, names, lineterminator="\n")
+    writer = csv.DictWriter(buf, names, restval="", extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in table:
-        flat = {k: row[k] for k in FIELDS} | {"tasks_scored": row.get("tasks_scored")}
-        for t in tasks:
-            flat[f"task:{t}_mean"], flat[f"task:{t}_std"] = row[f"task:{t}"]
-        writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v)
-                         for k, v in flat.items() if k in names})
+        flat = row | {f"task:{t}_{stat}": v for t in tasks for stat, v in zip(("mean", "std"), row[f"task:{t}"])}
+        writer.writerow({k: "" if v is None else repr(v) if isinstance(v, float) else v for k, v in flat.items()})
     return buf.getvalue()
 
 
@@ -267,6 +265,26 @@ def _num(x, fmt: str) -> str:
     return "" if x is None else format(x, fmt)
 
 
+# The columns of results.md: (heading, alignment, the cell of a row); with delta_previous the
+# PREVIOUS_COLUMNS follow, then one column per task.
+COLUMNS = [("variant", "---", lambda r: r["variant"]),
+           ("status", "---", lambda r: r["status"]),
+           ("params", "--:", lambda r: _num(r["params"], ",")),
+           ("active", "--:", lambda r: _num(r["active_params"], ",")),
+           ("FLOPs/token", "--:", lambda r: "" if r["flops_per_token"] is None else f"{r['flops_per_token'] / 1e6:.1f} M"),
+           ("KV bytes/token", "--:", lambda r: _num(r["kv_bytes_per_token"], ",")),
+           ("tokens", "--:", lambda r: _num(r["tokens"], ",")),
+           ("tok/s", "--:", lambda r: _num(r["tok_per_s"], ",.0f")),
+           ("wall s", "--:", lambda r: _num(r["wall_s"], ",.0f")),
+           ("val loss", "--:", lambda r: _pm(r["val_loss_mean"], r["val_loss_std"])),
+           ("val bpb", "--:", lambda r: _pm(r["val_bpb_mean"], r["val_bpb_std"])),
+           ("Δ bpb vs baseline", "--:", lambda r: _num(r["delta_bpb"], "+.4f")),
+           ("beyond seed spread", "---", lambda r: YES_NO[r["beyond_seed_spread"]])]
+PREVIOUS_COLUMNS = [("Δ bpb vs previous", "--:", lambda r: _num(r["delta_bpb_previous"], "+.4f")),
+                    ("per seed", "--:", lambda r: (r["delta_bpb_previous_by_seed"] or "").replace(";", ", ")),
+                    ("same sign", "---", lambda r: YES_NO[r["previous_same_sign"]])]
+
+
 def _markdown(spec: dict, table: list[dict]) -> str:
     budget = spec.get("budget")
     kind, amount = next(iter(budget.items())) if isinstance(budget, dict) and len(budget) == 1 else ("?", "?")
@@ -274,27 +292,15 @@ def _markdown(spec: dict, table: list[dict]) -> str:
     base = spec.get("baseline", table[0]["variant"])
     prev = bool(spec.get("delta_previous"))
     tasks = task_columns(spec)
+    columns = COLUMNS + (PREVIOUS_COLUMNS if prev else []) + [
+        (t, "--:", lambda r, t=t: _pm(*r[f"task:{t}"], digits=3)) for t in tasks]
     lines = [f"# Ablation: {spec.get('name', '?')}", "",
              f"Budget per run: {amount} {kind}; seeds {spec.get('seeds', '?')}; "
              f"{spec.get('parallel', '?')} run(s) at once, {spec.get('threads') or 'all'} CPU threads in all. "
              f"Baseline: `{base}`.", "", *([str(spec["note"]), ""] if spec.get("note") else []),
-             "| variant | status | params | active | FLOPs/token | KV bytes/token | tokens | tok/s | wall s "
-             "| val loss | val bpb | Δ bpb vs baseline | beyond seed spread |"
-             + (" Δ bpb vs previous | per seed | same sign |" if prev else "") + "".join(f" {t} |" for t in tasks),
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|" + ("--:|--:|---|" if prev else "")
-             + "--:|" * len(tasks)]
-    for r in table:
-        spread = YES_NO[r["beyond_seed_spread"]]
-        flops = "" if r["flops_per_token"] is None else f"{r['flops_per_token'] / 1e6:.1f} M"
-        lines.append(
-            f"| {r['variant']} | {r['status']} | {_num(r['params'], ',')} | {_num(r['active_params'], ',')} "
-            f"| {flops} | {_num(r['kv_bytes_per_token'], ',')} | {_num(r['tokens'], ',')} "
-            f"| {_num(r['tok_per_s'], ',.0f')} | {_num(r['wall_s'], ',.0f')} "
-            f"| {_pm(r['val_loss_mean'], r['val_loss_std'])} | {_pm(r['val_bpb_mean'], r['val_bpb_std'])} "
-            f"| {_num(r['delta_bpb'], '+.4f')} | {spread} |"
-            + (f" {_num(r['delta_bpb_previous'], '+.4f')} | {(r['delta_bpb_previous_by_seed'] or '').replace(';', ', ')} "
-               f"| {YES_NO[r['previous_same_sign']]} |" if prev else "")
-            + "".join(f" {_pm(*r[f'task:{t}'], digits=3)} |" for t in tasks))
+             "| " + " | ".join(heading for heading, _, _ in columns) + " |",
+             "|" + "".join(f"{align}|" for _, align, _ in columns),
+             *("| " + " | ".join(cell(r) for _, _, cell in columns) + " |" for r in table)]
     lines += ["", "Val loss and val bpb: the last evaluation of each finished run, mean ± sample standard "
               "deviation over seeds. Beyond seed spread: |Δ| > std(variant) + std(baseline). "
               + ("Per seed: the step from the previous variant with equal seeds (a seed fixes the order "
