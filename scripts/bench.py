@@ -34,14 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.accounting import flops_per_token, param_count  # noqa: E402
+import torch  # noqa: E402
+
 from model import loss  # noqa: E402
+from model.accounting import flops_per_token, param_count  # noqa: E402
 from model.kernels import use_build_kernels  # noqa: E402
 from scripts.device_reads import DeviceReads  # noqa: E402
 from train.cli import int_option, run_cli, split_args  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
-import torch  # noqa: E402
-
 from train.hardware import peak_memory_bytes  # noqa: E402
 from train.trainer import Trainer  # noqa: E402
 
@@ -66,7 +66,7 @@ def bench(path: str, overrides: list[str], steps: int, warmup: int, kernels: str
     dt = statistics.median(times)
     tok_s = trainer.tokens_per_step / dt
     flops = flops_per_token(cfg.model, cfg.seq_len) * tok_s
-    mfu = trainer.peak.mfu(flops)  # the peak is raised to any rate seen (train/hardware.py Peak)
+    mfu = trainer.peak.mfu(flops)  # raises the peak to any rate seen (train/hardware.py Peak): read it after
     return {
         "config": path, "overrides": overrides, "device": str(trainer.device), "dtype": trainer.dtype,
         "compile": cfg.train.compile, "params": param_count(cfg.model),

@@ -51,7 +51,7 @@ import torch  # noqa: E402
 
 from model import GPT  # noqa: E402
 from model.inference.speculative import speculative_generate  # noqa: E402
-from train.cli import add_quantize_options, quantized, run_cli  # noqa: E402
+from train.cli import add_quantize_options, argument_parser, quantized, run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 from train.export import choose_family  # noqa: E402
 from train.decoding import check_decoding  # noqa: E402
@@ -71,7 +71,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if "-h" in argv or "--help" in argv:
         print(__doc__)
         raise SystemExit(0)
-    p = argparse.ArgumentParser(prog="scripts/bench_decode.py", add_help=False)
+    p = argument_parser("scripts/bench_decode.py", add_help=False)
     p.add_argument("targets", nargs="*")
     for name, default in (("--context", 512), ("--new_tokens", 32), ("--nocache_tokens", 8),
                           ("--n_draft", 4), ("--repeat", 3)):
@@ -84,11 +84,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--hf", action="store_true")
     add_quantize_options(p)
-    p.error = lambda message: (_ for _ in ()).throw(ConfigError(message))  # one line, exit 2
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if not (o.startswith("--") and "." in o.split("=")[0])]
-    if bad:
-        raise ConfigError(f"unknown option {bad[0]} ({USAGE})")
+    args, overrides = parse_overrides(p, argv)
     if not args.targets:
         raise ConfigError(USAGE)
     if args.hf and args.quantize:
@@ -101,6 +97,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         raise ConfigError(f"--context {args.context} with {new} new tokens needs {positions(args):,} positions; "
                           f"the benchmark allows at most {MAX_POSITIONS:,} (2**20)")
     pick_device(args.device, "--device")  # a bad name fails here, before any work
+    return args, overrides
+
+
+def parse_overrides(p: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """`argv` parsed by `p`, the arguments it does not know returned as config overrides; anything
+    else left over (not `--section.key=value`) is a usage error."""
+    args, overrides = p.parse_known_args(argv)
+    bad = [o for o in overrides if not (o.startswith("--") and "." in o.split("=")[0])]
+    if bad:
+        p.error(f"unknown option {bad[0]}")
     return args, overrides
 
 
@@ -216,8 +222,7 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
             row[f"decode tok/s b={B} no cache"] = rate_cell(slow, "--nocache_tokens")
             row[f"cache speed-up b={B}"] = ratio_cell(rates[B], slow)
         per_token, allocated = kv_bytes(model, args.kv_dtype, context + args.new_tokens, 8)
-        elem = torch.empty((), dtype=DTYPES[dtype] if dtype != "fp32" else torch.float32).element_size()
-        mha = 2 * cfg.n_layer * cfg.n_embd * elem
+        mha = 2 * cfg.n_layer * cfg.n_embd * DTYPES[dtype].itemsize
         row["KV bytes/token"] = f"{per_token:,}" + (f" ({args.kv_dtype})" if args.kv_dtype else "")
         row["KV bytes vs MHA"] = f"x{per_token / mha:.3f} (MHA: {mha:,})"
         if draft is not None:
@@ -272,7 +277,7 @@ def hf_rows(model: GPT, family: str, idx, args, device, dtype: str, our_rate: fl
         hf = to_hf(model, family)
     except (ValueError, KeyError) as e:
         raise ConfigError(f"--hf: the {family} conversion failed ({e})") from None
-    hf = hf.to(device=device, dtype=DTYPES[dtype] if dtype != "fp32" else torch.float32)
+    hf = hf.to(device=device, dtype=DTYPES[dtype])
 
     def run(idx, n):
         out = hf.generate(idx, max_new_tokens=n, min_new_tokens=n, do_sample=False,
@@ -286,11 +291,9 @@ def hf_rows(model: GPT, family: str, idx, args, device, dtype: str, our_rate: fl
 
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
-    draft = None
-    if args.draft == "mtp":
-        draft = "mtp"
-    elif args.draft:
-        draft, _ = load_model(args.draft, [], 1)
+    draft = args.draft or None  # a run's model, or "mtp": the target drafts for itself
+    if draft not in (None, "mtp"):
+        draft, _ = load_model(draft, [], 1)
     columns = [bench(path, args, overrides, draft) for path in args.targets]
     names = list(dict.fromkeys(k for c in columns for k in c))
     width = max(map(len, names))

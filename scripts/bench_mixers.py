@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import ModelConfig  # noqa: E402
 from model.config import DeltaNetConfig  # noqa: E402

@@ -114,22 +114,19 @@ def bench(cfg: RunConfig, variant: str, d: parallel.Dist, device: torch.device, 
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     peak = peak_memory_bytes(device)
-    with saved_activation_bytes(model) as saved:
-        with autocast(device, dtype):
-            loss = sum(step_fn(x, y)[1].values())
+    with saved_activation_bytes(model) as saved, autocast(device, dtype):
+        loss = sum(step_fn(x, y)[1].values())
     loss.backward()
     optimizer.zero_grad(set_to_none=True)
     tokens = t.batch_size * cfg.seq_len * t.grad_accum * d.world_size
     median = statistics.median(d.gather_objects(statistics.median(times)))
-    record = {"variant": variant, "world_size": d.world_size, "device": device_name(device),
-              "dtype": dtype, "n_layer": cfg.model.n_layer, "n_embd": cfg.model.n_embd,
-              "batch_size": t.batch_size, "seq_len": cfg.seq_len, "grad_accum": t.grad_accum,
-              "compile": t.compile, "tokens_per_step": tokens, "step_s": round(median, 5),
-              "tok_s": round(tokens / median, 1), "peak_memory_bytes": peak,
-              "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process max RSS",
-              "saved_activation_bytes": saved[0], "torch": torch.__version__}
-    del model, wrapped, optimizer, step_fn
-    return record
+    return {"variant": variant, "world_size": d.world_size, "device": device_name(device),
+            "dtype": dtype, "n_layer": cfg.model.n_layer, "n_embd": cfg.model.n_embd,
+            "batch_size": t.batch_size, "seq_len": cfg.seq_len, "grad_accum": t.grad_accum,
+            "compile": t.compile, "tokens_per_step": tokens, "step_s": round(median, 5),
+            "tok_s": round(tokens / median, 1), "peak_memory_bytes": peak,
+            "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process max RSS",
+            "saved_activation_bytes": saved[0], "torch": torch.__version__}
 
 
 @contextmanager

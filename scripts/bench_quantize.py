@@ -25,10 +25,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 import torch  # noqa: E402
 
-from bench_decode import best_time, load_model, our_generate  # noqa: E402
+from bench_decode import best_time, load_model, our_generate, parse_overrides  # noqa: E402
 from model.accounting import weight_bytes  # noqa: E402
 from model.inference.quantize import KINDS as QUANTIZED  # noqa: E402
-from train.cli import quantized, run_cli  # noqa: E402
+from train.cli import argument_parser, quantized, run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
 from train.hardware import DTYPES, autocast, on_device, pick_device, pick_dtype  # noqa: E402
 
@@ -39,8 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if "-h" in argv or "--help" in argv:
         print(__doc__)
         raise SystemExit(0)
-    p = argparse.ArgumentParser(prog="scripts/bench_quantize.py", add_help=False)
-    p.error = lambda message: (_ for _ in ()).throw(ConfigError(message))  # one line, exit 2
+    p = argument_parser("scripts/bench_quantize.py", add_help=False)
     p.add_argument("target")
     for name, default in (("--context", 128), ("--new_tokens", 16), ("--rounds", 3), ("--group_size", 128)):
         p.add_argument(name, type=int, default=default)
@@ -50,11 +49,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batches", default="1,8")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
-    args, args.overrides = p.parse_known_args(argv)
-    bad = [o for o in args.overrides if not (o.startswith("--") and "." in o.split("=")[0])]
-    if bad:
-        raise ConfigError(f"unknown option {bad[0]} (see scripts/bench_quantize.py --help)")
-    args.device_ = pick_device(args.device, "--device")
+    args, args.overrides = parse_overrides(p, argv)
+    pick_device(args.device, "--device")  # a bad name fails here, before any work
     for name in ("context", "new_tokens", "rounds"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be >= 1")
@@ -86,24 +82,23 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    is_run = Path(args.target).is_dir()
-    device = args.device_
+    device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
     base, kind_of = load_model(args.target, args.overrides, args.context + 1 + args.new_tokens, args.step)
     on_device(base, device, dtype)
     models = {kind: quantized(copy.deepcopy(base).eval(), kind, args.group_size, args.target) for kind in KINDS}
     cfg = base.config
-    name = lambda kind: kind or "fp32"  # noqa: E731
     print(f"# {args.target} ({kind_of}): {cfg.n_layer}L {cfg.n_embd}d, {base.num_params() / 1e6:.2f}M params, "
           f"int4 group {args.group_size}, {device.type} {dtype}, {torch.get_num_threads()} threads")
-    fp32 = weight_bytes(cfg)
-    rows = {name(k): {"weight bytes": f"{weight_bytes(cfg, k, args.group_size) / 2**20:,.1f} MiB "
-                                      f"(x{weight_bytes(cfg, k, args.group_size) / fp32:.3f})"} for k in KINDS}
-    if is_run:
+    rows = {}  # kind -> row label -> cell
+    for k in KINDS:
+        size = weight_bytes(cfg, k, args.group_size)
+        rows[k] = {"weight bytes": f"{size / 2**20:,.1f} MiB (x{size / weight_bytes(cfg):.3f})"}
+    if Path(args.target).is_dir():
         with torch.no_grad():
             bpb = {k: val_bpb(args.target, models[k], device, dtype) for k in KINDS}
         for k in KINDS:
-            rows[name(k)]["val bpb"] = f"{bpb[k]:.4f} ({100 * (bpb[k] / bpb[None] - 1):+.2f} %)"
+            rows[k]["val bpb"] = f"{bpb[k]:.4f} ({100 * (bpb[k] / bpb[None] - 1):+.2f} %)"
     gen = torch.Generator().manual_seed(0)
     for kv in (None, args.kv_dtype) if args.kv_dtype else (None,):
         for B in args.batches:
@@ -118,14 +113,14 @@ def main(argv: list[str]) -> int:
             label = f"decode tok/s b={B}" + (f", {kv} KV" if kv else "")
             for k in KINDS:
                 if min(times[None] + times[k]) <= 0:  # t(1 + N) <= t(1): N tokens took less than the noise
-                    rows[name(k)][label] = "below timer noise: raise --new_tokens"
+                    rows[k][label] = "below timer noise: raise --new_tokens"
                     continue
                 rate = B * args.new_tokens / statistics.median(times[k])
                 ratio = statistics.median(a / b for a, b in zip(times[None], times[k]))
-                rows[name(k)][label] = f"{rate:,.1f} (x{ratio:.2f})"
+                rows[k][label] = f"{rate:,.1f} (x{ratio:.2f})"
     labels = list(dict.fromkeys(label for r in rows.values() for label in r))
     width = max(map(len, labels))
-    print(f"{'':<{width}}  " + "  ".join(f"{k:<26}" for k in rows))
+    print(f"{'':<{width}}  " + "  ".join(f"{k or 'fp32':<26}" for k in rows))  # None: the compute dtype
     for label in labels:
         print(f"{label:<{width}}  " + "  ".join(f"{rows[k].get(label, '-'):<26}" for k in rows))
     return 0

@@ -39,12 +39,11 @@ class DeviceReads(TorchDispatchMode):
     def __enter__(self):
         # .tolist() reads a CPU tensor's memory without dispatching an operator; count it here
         self._tolist = torch.Tensor.tolist
-        seen = self
 
         def tolist(t):
-            seen.by_name["Tensor.tolist"] += 1
-            seen.reads += 1
-            return seen._tolist(t)
+            self.by_name["Tensor.tolist"] += 1
+            self.reads += 1
+            return self._tolist(t)
         torch.Tensor.tolist = tolist
         return super().__enter__()
 

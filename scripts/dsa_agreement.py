@@ -75,14 +75,14 @@ def main() -> None:
         model(idx)
     for h in hooks:
         h.remove()
-    total, chance, count, kls = 0.0, 0.0, 0, []
+    stats = []
     for i, block in enumerate(model.transformer.h):
         r, c, n, kl = layer_stats(block.attn, inputs[i])
-        total, chance, count = total + r, chance + c, count + n
-        kls.append(kl)
+        stats.append((r, c, n, kl))
         print(f"layer {i}: top-{block.attn.indexer.topk} recall {r / n:.3f} (random keys: {c / n:.3f})  KL {kl:.4f}")
-    print(f"all layers: top-k recall {total / count:.3f} (random keys: {chance / count:.3f})  "
-          f"mean KL {sum(kls) / len(kls):.4f}")
+    recall, chance, count, kl = map(sum, zip(*stats))
+    print(f"all layers: top-k recall {recall / count:.3f} (random keys: {chance / count:.3f})  "
+          f"mean KL {kl / len(stats):.4f}")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.accounting import kv_cache_bytes_per_token  # noqa: E402
 from model.inference.cache.evaluate import cached_loss  # noqa: E402
@@ -40,18 +39,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                    help="compute dtype (auto: the run's training dtype)")
     args = p.parse_args(argv)
-    for name in ("batches", "chunk", "kv_residual", "kv_group"):
-        if getattr(args, name) < (0 if name in ("batches", "kv_residual") else 1):
-            raise ConfigError(f"--{name} must be >= {0 if name in ('batches', 'kv_residual') else 1}")
+    for name, minimum in (("batches", 0), ("chunk", 1), ("kv_residual", 0), ("kv_group", 1)):
+        if getattr(args, name) < minimum:
+            raise ConfigError(f"--{name} must be >= {minimum}")
     pick_device(args.device, "--device")  # a bad name fails here, before any work
     return args
-
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     run = load_run(args.run_dir, args.step)
-    run_dir, path, cfg, model = run.run_dir, run.checkpoint, run.cfg, run.model
+    cfg, model = run.cfg, run.model
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(cfg.train.dtype if args.dtype == "auto" else args.dtype, device)
     on_device(model, device, dtype).eval()
@@ -65,8 +63,8 @@ def main(argv: list[str]) -> int:
         losses = {kv: sum(cached_loss(model, x.to(device), y.to(device), args.chunk, kv_dtype=kv, **options)
                           for x, y in batches) / len(batches) for kv in FORMATS if not refused[kv]}
     bpt = data.bytes_per_token("val")
-    print(f"# {path.name} of {run_dir}: {len(batches)} val batches of {cfg.train.batch_size} x {cfg.seq_len}, "
-          f"{dtype}, chunks of {args.chunk}, kv_residual {args.kv_residual}, kv_group {args.kv_group}; "
+    print(f"# {run.checkpoint.name} of {run.run_dir}: {len(batches)} val batches of {cfg.train.batch_size} x "
+          f"{cfg.seq_len}, {dtype}, chunks of {args.chunk}, kv_residual {args.kv_residual}, kv_group {args.kv_group}; "
           f"plain forward: val loss {plain:.4f}")
     print("| kv_dtype | val loss | val bpb | vs none | bytes/token vs bf16 |")
     print("|---|---|---|---|---|")

@@ -13,10 +13,9 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.cli import run_cli  # noqa: E402
+from train.cli import asked_for_help, run_cli  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
 
 USAGE = "usage: python scripts/gsm8k_jsonl.py GSM8K.jsonl OUT_PREFIX"
@@ -35,8 +34,7 @@ def convert(record: dict, where: str) -> tuple[dict, dict]:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] in (["-h"], ["--help"]):
-        print(__doc__.strip() + "\n\n" + USAGE)
+    if asked_for_help(argv, __doc__, USAGE):
         return 0
     if len(argv) != 2:
         raise ConfigError(USAGE)

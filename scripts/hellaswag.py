@@ -33,8 +33,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import GPT  # noqa: E402
 from train.cli import argument_parser, run_cli  # noqa: E402
@@ -71,7 +70,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if not out.parent.is_dir():
             raise ConfigError(f"--json {out}: no such directory {str(out.parent)!r}")
     return args
-
 
 
 class HFTokenizer:
@@ -116,17 +114,14 @@ def load_model(args: argparse.Namespace) -> tuple[GPT, object, str]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    items = read_items(Path(args.file), parse_row)  # the file first: it is the cheaper mistake to find
-    items = items[:args.limit] if args.limit else items
+    items = read_items(Path(args.file), parse_row)[:args.limit]  # the file first: the cheaper mistake to find
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
     model, tok, what = load_model(args)
-    model = on_device(model, device, dtype)
+    on_device(model, device, dtype)
     settings = Settings(limit=len(items))
-    results = {}
-    for style in STYLES:
-        task = HellaSwagTask(style, items, source=args.file)
-        results[style] = run_task(task, model, tok, settings, device, dtype)
+    results = {style: run_task(HellaSwagTask(style, items, source=args.file), model, tok, settings, device, dtype)
+               for style in STYLES}
     print(f"{args.file}: {len(items)} items; {what} ({device.type}, {dtype})")
     for style, r in results.items():
         scores = ", ".join(f"{k} {v:.4f}" for k, v in headline(style, r).items())

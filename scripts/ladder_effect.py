@@ -19,10 +19,13 @@ def fmt(x: str, spec: str) -> str:
     return format(float(x), spec) if x else "pending"
 
 
+def mean_std(mean: str, std: str) -> str:
+    """'mean ± std' of a CSV's pair of columns; the std is empty with one seed."""
+    return "pending" if not mean else f"{float(mean):.3f}" + (f" ± {float(std):.3f}" if std else "")
+
+
 def bpb(r: dict) -> str:
-    if not r["val_bpb_mean"]:
-        return "pending"
-    return fmt(r["val_bpb_mean"], ".3f") + (f" ± {float(r['val_bpb_std']):.3f}" if r["val_bpb_std"] else "")
+    return mean_std(r["val_bpb_mean"], r["val_bpb_std"])
 
 
 def spread(r: dict, first: bool) -> str:
@@ -65,13 +68,8 @@ def main(paths: list[str]) -> None:
         print("| rung | val bpb | " + " | ".join(tasks) + " |")
         print("|---|--:|" + "--:|" * len(tasks))
         for r in rows:
-            cells = [r["variant"], bpb(r)] + [score(r, t) for t in tasks]
+            cells = [r["variant"], bpb(r)] + [mean_std(r[f"task:{t}_mean"], r[f"task:{t}_std"]) for t in tasks]
             print("| " + " | ".join(cells) + " |")
-
-
-def score(r: dict, task: str) -> str:
-    mean, std = r[f"task:{task}_mean"], r[f"task:{task}_std"]
-    return "pending" if not mean else f"{float(mean):.3f}" + (f" ± {float(std):.3f}" if std else "")
 
 
 if __name__ == "__main__":

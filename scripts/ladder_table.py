@@ -27,6 +27,8 @@ from model.accounting import (  # noqa: E402
 from train.cli import run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 
+USAGE = "usage: python scripts/ladder_table.py [--seq_len N] [CONFIG ...]"
+
 
 def measured_params(cfg) -> int:
     with torch.device("meta"):
@@ -62,8 +64,7 @@ def table(paths: list[Path], seq_len: int | None) -> str:
         )
         prev = n
     T = seq_len or load_config(paths[0]).seq_len
-    rows.append("")
-    rows.append(f"FLOPs/token: forward + backward at sequence length {T}; KV bytes in bf16.")
+    rows += ["", f"FLOPs/token: forward + backward at sequence length {T}; KV bytes in bf16."]
     return "\n".join(rows)
 
 
@@ -83,8 +84,6 @@ def main(argv: list[str]) -> int:
     print(table(paths, seq_len))
     return 0
 
-
-USAGE = "usage: python scripts/ladder_table.py [--seq_len N] [CONFIG ...]"
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

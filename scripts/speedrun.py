@@ -60,11 +60,10 @@ def time_to_target(metrics: Path, target: float) -> dict:
     evals = [r for r in records if "val_bpb" in r]
     if not evals:
         raise ValueError(f"{metrics}: no evaluation logged")
-    hit = next((r for r in evals if r["val_bpb"] <= target), None)
+    hit = next((r for r in evals if r["val_bpb"] <= target), {})
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
-    return {"reached": hit is not None, "seconds": hit["elapsed_s"] if hit else None,
-            "step": hit["step"] if hit else None, "val_bpb_at": hit["val_bpb"] if hit else None,
-            "final_step": evals[-1]["step"], "final_val_bpb": evals[-1]["val_bpb"],
+    return {"reached": bool(hit), "seconds": hit.get("elapsed_s"), "step": hit.get("step"),
+            "val_bpb_at": hit.get("val_bpb"), "final_step": evals[-1]["step"], "final_val_bpb": evals[-1]["val_bpb"],
             "final_elapsed_s": evals[-1]["elapsed_s"], "median_tok_s": statistics.median(rates) if rates else None}
 
 

@@ -43,8 +43,7 @@ def cells(path: Path) -> dict[str, str | ConfigError]:
     out: dict[str, str | ConfigError] = {}
     layer = refusing_layer(model)
     out["cache"] = "✓" if layer is None else ConfigError(f"{layer} builds no cache")
-    windowed = cfg.window > 0
-    out["rolling"] = f"✓ ({cfg.window})" if windowed else "n/a"
+    out["rolling"] = f"✓ ({cfg.window})" if cfg.window > 0 else "n/a"
     for column, request in (("int8", {"kv_dtype": "int8"}), ("int4", {"kv_dtype": "int4"}),
                             ("compile", {"compile": True}), ("draft", {"draft": model, "draft_name": "RUN"}),
                             ("MTP draft", {"draft": "mtp"})):

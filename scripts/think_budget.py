@@ -14,9 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train.cli import argument_parser, run_cli  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
@@ -67,7 +65,8 @@ def answer_within(tok, ids: list[int], budget: int) -> list[int] | None:
 def scores(model, tok, task, items, budgets: list[int]) -> list[tuple[int, float, int]]:
     """(budget, pass@1, forced answers) per budget."""
     prompts = [prompt_ids(tok, item, []) for item in items]
-    longest = max(len(p) for p in prompts) + max(budgets) + len(tok.encode(f" {ANSWER_MARK} ")) + ANSWER_TOKENS
+    mark = tok.encode(f" {ANSWER_MARK} ")
+    longest = max(len(p) for p in prompts) + max(budgets) + len(mark) + ANSWER_TOKENS
     if longest > model.config.block_size:
         raise ConfigError(f"the largest budget needs {longest} positions; model.block_size is {model.config.block_size}")
     free = greedy(model, tok, prompts, max(budgets) + ANSWER_TOKENS + 8)  # the model's own, unforced answers
@@ -75,7 +74,6 @@ def scores(model, tok, task, items, budgets: list[int]) -> list[tuple[int, float
     for budget in budgets:
         cut = [answer_within(tok, ids, budget) for ids in free]
         forced = [i for i, c in enumerate(cut) if c is not None]
-        mark = tok.encode(f" {ANSWER_MARK} ")
         tails = greedy(model, tok, [prompts[i] + cut[i] + mark for i in forced], ANSWER_TOKENS)
         texts = [completion(tok, ids) for ids in free]  # up to the end of the answer, its first line
         for i, tail in zip(forced, tails):
@@ -87,7 +85,7 @@ def scores(model, tok, task, items, budgets: list[int]) -> list[tuple[int, float
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if args.plot and Path(args.plot).parent and not Path(args.plot).parent.is_dir():
+    if args.plot and not Path(args.plot).parent.is_dir():
         raise ConfigError(f"--plot {args.plot}: the directory {Path(args.plot).parent} does not exist")
     curves = {}
     for run_dir in args.run_dirs:
@@ -101,10 +99,9 @@ def main(argv: list[str]) -> int:
         items = task.items(task.split, args.limit, 1234)
         print(f"# {run.checkpoint.name} of {run.run_dir}, {args.task}, {len(items)} {task.split} items, greedy")
         print("| budget (tokens) | pass@1 | answers forced |\n|--:|--:|--:|")
-        rows = scores(model, tok, task, items, args.budgets)
-        for budget, acc, forced in rows:
+        curves[run_dir] = scores(model, tok, task, items, args.budgets)
+        for budget, acc, forced in curves[run_dir]:
             print(f"| {budget} | {acc:.3f} | {forced} |")
-        curves[run_dir] = rows
     if args.plot:
         plot(curves, Path(args.plot), args.task)
     return 0

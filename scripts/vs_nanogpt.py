@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
         if compile_both:
             ref = torch.compile(ref)
         clip = o.grad_clip or float("inf")
-        ours_t, ref_t, ours_c, ref_c, ratios, cpu_ratios, n = [], [], [], [], [], [], 0
+        n = 0  # nanoGPT steps taken: the key of its next batch
 
         def run_ours():
             for _ in range(steps):
@@ -102,19 +102,20 @@ def main(argv: list[str]) -> int:
         for _ in range(warmup):
             trainer.train_step()
             nanogpt_step(ref, ref_opt, trainer, n, clip)
+        ratios, cpu_ratios = [], []
+        tok = trainer.tokens_per_step
         for r in range(rounds):
-            pair = [(run_ours, ours_t, ours_c), (run_ref, ref_t, ref_c)]
-            for fn, times, cpu in pair if r % 2 == 0 else pair[::-1]:
+            seconds = {}  # per step: wall-clock, CPU
+            for fn in (run_ours, run_ref) if r % 2 == 0 else (run_ref, run_ours):
                 t0, c0 = time.perf_counter(), time.process_time()
                 fn()
-                times.append((time.perf_counter() - t0) / steps)
-                cpu.append((time.process_time() - c0) / steps)
-            ratios.append(ref_t[-1] / ours_t[-1])
-            cpu_ratios.append(ref_c[-1] / ours_c[-1])
-            tok = trainer.tokens_per_step
-            print(f"round {r + 1}: ours {tok / ours_t[-1]:7.0f} tok/s, nanoGPT {tok / ref_t[-1]:7.0f} tok/s, "
-                  f"ratio {ratios[-1]:.3f}; per CPU-second: ours {tok / ours_c[-1]:7.0f}, "
-                  f"nanoGPT {tok / ref_c[-1]:7.0f}, ratio {cpu_ratios[-1]:.3f}", flush=True)
+                seconds[fn] = (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+            (ours, ours_cpu), (theirs, theirs_cpu) = seconds[run_ours], seconds[run_ref]
+            ratios.append(theirs / ours)
+            cpu_ratios.append(theirs_cpu / ours_cpu)
+            print(f"round {r + 1}: ours {tok / ours:7.0f} tok/s, nanoGPT {tok / theirs:7.0f} tok/s, "
+                  f"ratio {ratios[-1]:.3f}; per CPU-second: ours {tok / ours_cpu:7.0f}, "
+                  f"nanoGPT {tok / theirs_cpu:7.0f}, ratio {cpu_ratios[-1]:.3f}", flush=True)
     for what, rs in (("wall-clock", ratios), ("CPU-time", cpu_ratios)):
         print(f"median {what} ratio (ours / nanoGPT tok/s) over {rounds} rounds of {steps} steps: "
               f"{statistics.median(rs):.3f} (min {min(rs):.3f}, max {max(rs):.3f}); "
