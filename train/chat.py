@@ -135,7 +135,7 @@ def _loop(chat: Chat, emit) -> int:
         if command == "/temperature":
             try:
                 chat.temperature = check_temperature(float(value), "/temperature")
-            except (ValueError, ConfigError) as e:
+            except ValueError as e:  # from float(), or check_temperature's ConfigError
                 print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
             continue
         try:

@@ -48,8 +48,7 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
         if isinstance(e, torch.OutOfMemoryError):  # outside the trainer, which adds a hint
             e = MemoryError(f"out of memory ({str(e).splitlines()[0] if str(e) else 'no details'})")
         code = USAGE_ERROR if isinstance(e, ConfigError) else 130 if isinstance(e, KeyboardInterrupt) else RUN_ERROR
-        lines = (str(e) or type(e).__name__).splitlines()
-        print(f"error: {lines[0] if lines else type(e).__name__}", file=sys.stderr)
+        print(f"error: {(str(e) or type(e).__name__).splitlines()[0]}", file=sys.stderr)
         return code
 
 
@@ -97,6 +96,12 @@ def int_option(opts: dict, name: str, minimum: int) -> int:
     raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def at_least(value: int, name: str, minimum: int, note: str = "") -> None:
+    """A ConfigError naming the integer flag `name` when `value` is below `minimum`."""
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}{note}; got {value}")
+
+
 def check_temperature(t: float, name: str = "--temperature") -> float:
     if not (math.isfinite(t) and t >= 0):
         raise ConfigError(f"{name} must be a number >= 0 (0 = greedy); got {t}")
@@ -106,11 +111,9 @@ def check_temperature(t: float, name: str = "--temperature") -> float:
 def check_sampling(args) -> None:
     """The sampling flags of sample and chat, checked the same way: --max_new_tokens, --temperature,
     --top_k and, where the command has it, --top_p."""
-    if args.max_new_tokens < 1:
-        raise ConfigError(f"--max_new_tokens must be >= 1; got {args.max_new_tokens}")
+    at_least(args.max_new_tokens, "--max_new_tokens", 1)
     check_temperature(args.temperature)
-    if args.top_k < 0:
-        raise ConfigError(f"--top_k must be >= 0 (0 = the whole vocabulary); got {args.top_k}")
+    at_least(args.top_k, "--top_k", 0, " (0 = the whole vocabulary)")
     if not 0.0 < getattr(args, "top_p", 1.0) <= 1.0:
         raise ConfigError(f"--top_p must be in (0, 1]; got {args.top_p}")
 

@@ -29,7 +29,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -96,7 +96,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def _settings(args: argparse.Namespace) -> Settings:
     """The task flags, checked, over the defaults."""
-    s = Settings()
     for name, minimum in (("shots", 0), ("limit", 1), ("samples", 1), ("top_k", 0), ("seed", 0)):
         value = getattr(args, name)
         if value is not None and value < minimum:
@@ -110,10 +109,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             raise ConfigError(f"--temperature must be a number > 0; got {args.temperature}")
     if args.top_k is not None and not args.samples:
         raise ConfigError("--top_k applies to --samples K; greedy pass@1 takes none")
-    for name in ("shots", "limit", "samples", "temperature", "top_k", "seed"):
-        if getattr(args, name) is not None:
-            setattr(s, name, getattr(args, name))
-    return s
+    given = {f.name: getattr(args, f.name) for f in fields(Settings)}
+    return Settings(**{name: value for name, value in given.items() if value is not None})
 
 
 def _check_json(out: str | None, run_dir: str) -> None:
@@ -127,7 +124,6 @@ def _check_json(out: str | None, run_dir: str) -> None:
     run = check_run_dir(run_dir).resolve()
     if path.parent.resolve() == run or run in path.parent.resolve().parents:
         raise ConfigError(f"--json {out} is inside the run {run_dir}; eval writes nothing into a run")
-
 
 
 @dataclass

@@ -41,19 +41,17 @@ import re
 import sys
 from pathlib import Path
 
-import torch
-
 from model.hf import FAMILIES, config_to_hf, to_hf
 
 from .cli import argument_parser, run_cli
 from .errors import ConfigError, make_dir
 from .gguf_export import ARCHS, FILE_NAME, GGUF_TYPES, export_gguf
+from .hardware import DTYPES
 from .hf_tokenizer import save_hf_tokenizer
 from .post.chat_format import ChatFormat
 from .run import load_run
 from .tokenizer import for_run
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FIELD = re.compile(r"(model\.)?[\w.]+=\S+\Z")  # "model.window=64": one setting a family lacks
 MAX_FIELDS = 6  # a refusal names at most this many of the closest family's blocking settings
 
@@ -123,12 +121,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    other = {"hf": ("--gguf_type", args.gguf_type), "gguf": ("--dtype", args.dtype)}[args.format]
-    if other[1] is not None:
-        raise ConfigError(f"{other[0]} does not apply to --format {args.format}")
+    flag, value = {"hf": ("--gguf_type", args.gguf_type), "gguf": ("--dtype", args.dtype)}[args.format]
+    if value is not None:
+        raise ConfigError(f"{flag} does not apply to --format {args.format}")
     out = Path(args.out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not an empty directory; choose a new OUT_DIR")

@@ -60,10 +60,6 @@ Q8_0_BLOCK = 32  # values per q8_0 block: a row must be a multiple of it
 ALWAYS_F32 = ("ffn_gate_inp", "position_embd")  # kept in fp32 whatever the type, as llama.cpp does
 
 
-def _transpose(t: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
-    return t.t()
-
-
 def _rope_pairs(n_heads: Callable[[ModelConfig], int]):
     """Reorder each head's rows from HF's halves (d_0..d_h-1 | d_h..d_2h-1) to GGUF llama's
     adjacent pairs (d_0, d_h, d_1, d_h+1, ...): the rotation pairs the same dimensions."""
@@ -140,7 +136,7 @@ def _unread(model_type: str, wanted: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in wanted.items() if getattr(default, k) != v}
 
 
-CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": _transpose}
+CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": lambda t, cfg: t.t()}  # HF's Conv1D stores (in, out)
 ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the order --family auto tries them
     "gpt2": GGUFArch("GPT2", _gpt2_hparams, lambda cfg: {}, CONV1D, lambda cfg: _unread("gpt2", {
         "n_positions": cfg.block_size, "n_inner": None if cfg.mlp_hidden == 4 * cfg.n_embd else cfg.mlp_hidden})),
@@ -292,8 +288,7 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
         raise ValueError("--format gguf needs the gguf package: pip install 'gguf>=0.19,<0.20'") from None
     cfg = model.config
     family = choose_gguf_family(cfg, family)
-    special = dict(bos_token_id=tok.eot, eos_token_id=tok.eot)
-    tensors = gguf_tensors(to_hf(model, family, **special), family, cfg)
+    tensors = gguf_tensors(to_hf(model, family, bos_token_id=tok.eot, eos_token_id=tok.eot), family, cfg)
     encoded = {name: stored(name, array, gguf_type) for name, array in tensors.items()}
     not_quantized = [n for n, (_, q) in encoded.items() if gguf_type == "q8_0" and q == gguf.GGMLQuantizationType.F16]
 

@@ -25,7 +25,7 @@ import torch
 
 from model.inference.sampling import TEMPERATURE, TOP_K
 
-from .cli import add_quantize_options, argument_parser, check_sampling, quantized, run_cli
+from .cli import add_quantize_options, argument_parser, at_least, check_sampling, quantized, run_cli
 from .decoding import check_decoding
 from .errors import ConfigError
 from .hardware import autocast, on_device, pick_device, pick_dtype
@@ -63,19 +63,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="compute dtype (default: the run's train.dtype)")
     args = p.parse_args(argv)
     check_sampling(args)
-    if args.num_samples < 1:
-        raise ConfigError(f"--num_samples must be >= 1; got {args.num_samples}")
+    at_least(args.num_samples, "--num_samples", 1)
     if not 0 <= args.seed < 2**63:
         raise ConfigError(f"--seed must be in [0, 2**63); got {args.seed}")
     if args.n_draft is not None and not args.draft:
         raise ConfigError("--n_draft sets how many tokens --draft RUN_DIR|mtp proposes; give a draft run too")
     args.n_draft = 4 if args.n_draft is None else args.n_draft
-    if args.n_draft < 1:
-        raise ConfigError(f"--n_draft must be >= 1; got {args.n_draft}")
+    at_least(args.n_draft, "--n_draft", 1)
     if args.draft and (args.kv_dtype or args.compile):
         raise ConfigError("--draft decodes through full-precision caches: drop --kv_dtype and --compile")
     return args
-
 
 
 def main(argv: list[str]) -> int:
@@ -87,26 +84,25 @@ def main(argv: list[str]) -> int:
     check_decoding(run.model, kv_dtype=args.kv_dtype, compile=args.compile, draft=draft, draft_name=args.draft,
                    n_draft=args.n_draft)
     prompt = tok.encode(args.prompt) if args.prompt else [tok.eot]
-    contexts = [(run.model.config.block_size, "")]
-    if draft_run:
-        contexts.append((draft.config.block_size, f"the draft's (--draft {args.draft}) "))
-    max_new = _capped(args.max_new_tokens, len(prompt), *min(contexts, key=lambda c: c[0]))
+    block_size, whose = run.model.config.block_size, ""
+    if draft_run and draft.config.block_size < block_size:
+        block_size, whose = draft.config.block_size, f"the draft's (--draft {args.draft}) "
+    max_new = _capped(args.max_new_tokens, len(prompt), block_size, whose)
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype or run.cfg.train.dtype, device)
     model = quantized(on_device(run.model, device, dtype), args.quantize, args.group_size, run.run_dir)
     if draft_run:
         quantized(on_device(draft, device, dtype), args.quantize, args.group_size, f"--draft {args.draft}")
-    idx = torch.tensor([prompt] * args.num_samples, device=device)
-    gen = torch.Generator(device).manual_seed(args.seed)
-    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, kv_dtype=args.kv_dtype,
-                   compile=args.compile, draft=draft, n_draft=args.n_draft, generator=gen)
     print(f"# {run.checkpoint.name} of {run.run_dir}, up to {max_new} new tokens, "
           f"temperature {args.temperature}, top_k {args.top_k}", flush=True)
     stop = None if args.no_stop else tok.eot
-    shown = prompt if args.prompt else []  # the tokens a sample's text starts with
-    printer = Printer(tok, shown, stop) if args.num_samples == 1 else None
+    # a sample's text starts with the prompt's, or with nothing when it starts a new document
+    printer = Printer(tok, prompt if args.prompt else [], stop) if args.num_samples == 1 else None
+    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, kv_dtype=args.kv_dtype,
+                   compile=args.compile, draft=draft, n_draft=args.n_draft, stream=printer, stop_token=stop,
+                   generator=torch.Generator(device).manual_seed(args.seed))
     with autocast(device, dtype):
-        rows = sample(model, idx, max_new, options | {"stream": printer, "stop_token": stop}, stop=stop)
+        rows = sample(model, torch.tensor([prompt] * args.num_samples, device=device), max_new, options, stop)
     for row in rows:
         text = tok.decode(row if args.prompt else row[len(prompt):])
         print(text[len(printer.shown):] if printer else text)
@@ -150,13 +146,10 @@ def sample(model, idx: torch.Tensor, max_new_tokens: int, options: dict, stop: i
     with `stop`, a row ends at its first new `stop` token, which is kept (it decodes as
     <|endoftext|>, so a sample visibly ends). Speculative decoding takes one row at a time."""
     batches = idx.split(1) if options.get("draft") is not None else [idx]
-    out = [row for b in batches for row in model.generate(b, max_new_tokens, **options).tolist()]
-    rows = []
-    for row in out:
-        new = row[idx.shape[1]:]
-        if stop is not None and stop in new:
-            new = new[: new.index(stop) + 1]
-        rows.append(row[: idx.shape[1]] + new)
+    rows = [row for b in batches for row in model.generate(b, max_new_tokens, **options).tolist()]
+    for row in rows:
+        if stop in row[idx.shape[1]:]:
+            del row[row.index(stop, idx.shape[1]) + 1:]
     return rows
 
 
@@ -168,6 +161,7 @@ def _draft(run_dir: str, target, tok):
         raise ConfigError(f"--draft {run_dir} uses the {theirs.name} tokenizer ({theirs.n_vocab} ids); "
                           f"{target.run_dir} uses {tok.name} ({tok.n_vocab}): they must share one")
     return draft.model
+
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

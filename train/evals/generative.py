@@ -37,16 +37,13 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def majority(answers: list[str]) -> str:
     """The most common non-empty answer, the earliest among equals; "" when there is none."""
-    counts = Counter(a for a in answers if a)
-    if not counts:
-        return ""
-    best = max(counts.values())
-    return next(a for a in answers if counts.get(a) == best)
+    counts = Counter(a for a in answers if a)  # in the order first seen; max keeps the first of equals
+    return max(counts, key=counts.get) if counts else ""
 
 
 def ks_up_to(n: int) -> list[int]:
     """1, 2, 4, ... up to n: the k reported for n samples."""
-    return [2**i for i in range(n.bit_length()) if 2**i <= n]
+    return [2**i for i in range(n.bit_length())]
 
 
 def fewshot_prompt(item: GenItem, shots: list[GenItem]) -> str:

@@ -17,7 +17,7 @@ import random
 import re
 
 from ..errors import ConfigError
-from .items import EVAL_SPLIT, GenItem, draw_unique, fraction, parse_options, positive_int
+from .items import EVAL_SPLIT, GenerativeTask, GenItem, draw_unique, fraction, positive_int
 
 INSTRUCTION = "A pass key is hidden in the text below. Find it and remember it: you will be asked for it at the end."
 FILLER = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again.")
@@ -33,14 +33,12 @@ def passkey_prompt(key: str, n_filler: int, depth: float) -> str:
     return " ".join([INSTRUCTION, *filler[:before], NEEDLE.format(key=key), *filler[before:], QUESTION])
 
 
-class Passkey:
-    kind = "generate"
-    chance = 0.0
+class Passkey(GenerativeTask):
+    OPTIONS = OPTIONS
 
     def __init__(self, name: str, options: str, env) -> None:
-        self.name, self.tok = name, env.tok
-        self.options = parse_options(name, options, OPTIONS)
-        self.split = self.options["split"]
+        super().__init__(name, options, env)
+        self.tok = env.tok
         self.length = self.options["length"] or env.block_size
         need = self._tokens("9" * self.options["digits"], 0)
         if need > self.length:

@@ -100,15 +100,15 @@ def _generate(task, items: list, shots: list, block_size: int, tok, settings: Se
         prompts.append(prompt)
         max_new.append(new)
         truncated += cut
-    greedy = [[task.extract(t) for t in texts] for texts in sampler(prompts, max_new, 1, 0.0)]
+    greedy = [task.extract(texts[0]) for texts in sampler(prompts, max_new, 1, 0.0)]
     samples = None
     if settings.samples:
         texts = sampler(prompts, max_new, settings.samples, settings.temperature)
         samples = [[task.extract(t) for t in got] for got in texts]
     answers = [item.answer for item in items]
-    records = [{"answer": a, "greedy": g[0], **({"samples": s} if samples else {})}
+    records = [{"answer": a, "greedy": g, **({"samples": s} if samples else {})}
                for a, g, s in zip(answers, greedy, samples or [None] * len(items))]
-    return {"n": len(items), "metrics": gen.generative_metrics(answers, [g[0] for g in greedy], samples),
+    return {"n": len(items), "metrics": gen.generative_metrics(answers, greedy, samples),
             "headline": "pass@1", "chance": task.chance, "truncated": truncated, "skipped": 0,
             "items": records}
 
