@@ -38,6 +38,30 @@ def test_resume_is_bit_exact(tmp_path, corpus):
     assert steps == list(range(1, 21))
 
 
+def test_a_cpu_resume_with_another_thread_count_warns(tmp_path, corpus, capsys):
+    """A CPU kernel splits its sums across its threads, so a resume under another thread count
+    leaves the uninterrupted run's losses in float rounding. The checkpoint records its count; a
+    resume with another one says so, a resume with the same one says nothing."""
+    before = torch.get_num_threads()
+    run = lambda steps: fit(Trainer(make(tmp_path, corpus, "t", f"--train.max_steps={steps}",  # noqa: E731
+                                         "--train.eval_interval=0")))
+    try:
+        torch.set_num_threads(2)
+        run(2)
+        state = json.loads((ckpt.latest_checkpoint(tmp_path / "t") / "state.json").read_text())
+        assert state["cpu_threads"] == 2
+        capsys.readouterr()
+        run(3)
+        assert "CPU threads" not in capsys.readouterr().err
+        torch.set_num_threads(1)
+        run(4)
+        err = capsys.readouterr().err
+        assert "warning: checkpoint step_00000003 was written with 2 CPU threads and this process has 1" in err
+        assert "OMP_NUM_THREADS=2 resumes it bit for bit" in err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_checkpoint_round_trip_and_pruning(tmp_path, corpus):
     trainer = Trainer(make(tmp_path, corpus, "c", "--train.max_steps=6", "--train.ckpt_interval=2",
                            "--train.keep_checkpoints=2", "--train.eval_interval=0"))

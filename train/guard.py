@@ -9,6 +9,8 @@
   metrics.jsonl (files a run overwrites) and no checkpoints is refused, not overwritten.
 - `check_same_run`: resuming with a different [model] or [data] is refused, naming the keys.
 - `check_same_tokenizer`: resuming with other BPE ranks (tokenizer.json's hash) is refused too.
+- `thread_warning`: resuming a CPU run with another thread count is allowed, with a warning that
+  the losses will no longer match an uninterrupted run's bit for bit.
 - `all_finite`: the trainer never checkpoints a model with a NaN or infinite weight.
 - `oom_message`: the one-line advice for a CUDA out-of-memory error.
 """
@@ -135,3 +137,15 @@ def oom_message(batch_size: int, grad_accum: int, device: str) -> str:
                "or train a smaller model")
     return (f"out of memory on {device} with train.batch_size={batch_size}, "
             f"train.grad_accum={grad_accum}; {fix}")
+
+
+def thread_warning(path: Path, saved: int | None, device: torch.device) -> str | None:
+    """Why a CPU run resumed from checkpoint `path` will not repeat its uninterrupted losses bit
+    for bit, or None: a CPU kernel splits its sums across its threads, so another thread count
+    rounds them differently (step 10 of configs/default.toml: 3.729215145 with 2, 3.729215384 with 1)."""
+    now = torch.get_num_threads()
+    if device.type != "cpu" or saved is None or saved == now:
+        return None
+    return (f"checkpoint {path.name} was written with {saved} CPU threads and this process has {now}: "
+            f"the losses from here differ in float rounding from a run that kept {saved} "
+            f"(OMP_NUM_THREADS={saved} resumes it bit for bit)")

@@ -35,7 +35,8 @@ from . import parallel
 from .config import RunConfig, schedule_warning, to_toml
 from .errors import ConfigError
 from .data import TokenData, bits_per_byte, get_batch, prepare
-from .guard import RUN_CONFIG_HEADER, all_finite, check_out_dir, check_same_run, check_same_tokenizer, oom_message
+from .guard import (RUN_CONFIG_HEADER, all_finite, check_out_dir, check_same_run, check_same_tokenizer, oom_message,
+                    thread_warning)
 from .hardware import DTYPES, Peak, autocast, pick_device, pick_dtype
 from .init_from import initial_weights
 from .metrics_log import MetricsLog, write_atomic
@@ -133,7 +134,8 @@ class Trainer:
             state = {"step": self.step, "tokens": self.tokens_through(self.step),
                      "world_size": self.world_size, "data_fingerprint": self.data.meta.get("fingerprint"),
                      "skipped_steps": self.skipped_steps, "skipped_in_a_row": self.skipped_in_a_row,
-                     "elapsed_s": self.elapsed_s(), **({"ended_by": self.ended_by} if self.ended_by else {})}
+                     "elapsed_s": self.elapsed_s(), "cpu_threads": torch.get_num_threads(),
+                     **({"ended_by": self.ended_by} if self.ended_by else {})}
             try:
                 path = ckpt.save_checkpoint(self.out_dir, self.step, weights, train_state, state,
                                             to_toml(self.cfg), keep=self.cfg.train.keep_checkpoints)
@@ -173,6 +175,9 @@ class Trainer:
         self._saved_step = self.step
         if self.rank == 0:
             self.metrics.truncate(self.step)  # those steps run again
+            warning = thread_warning(path, state.get("cpu_threads"), self.device)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
         return True
 
     def _restore_rng(self, train_state: dict, step: int) -> None:
