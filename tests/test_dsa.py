@@ -4,6 +4,7 @@ lower it. CPU, fp32, tiny models."""
 
 import copy
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,33 @@ def test_kl_gradient_is_finite_and_zero_at_the_target():
     scores = logits.masked_fill(~mask, float("-inf")).requires_grad_()
     index_kl(scores, target, mask).backward()
     assert torch.isfinite(scores.grad).all() and scores.grad.abs().max() < 1e-6
+
+
+def test_kl_by_hand_sums_over_keys_and_averages_over_queries():
+    """Two queries seeing 1 and 2 keys: KL(p || softmax(s)) per query summed over its keys, then the
+    mean over the queries, here (0 + (0.75 ln 1.5 + 0.25 ln 0.5)) / 2."""
+    mask = torch.tensor([[True, False], [True, True]]).view(1, 1, 2, 2)
+    target = torch.tensor([[1.0, 0.0], [0.75, 0.25]]).view(1, 1, 2, 2)
+    scores = torch.tensor([[3.0, -7.0], [0.0, 0.0]]).view(1, 1, 2, 2)  # the second query: q = (0.5, 0.5)
+    expected = (0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)) / 2
+    assert index_kl(scores, target, mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_index_scores_are_the_weighted_relu_dot_products():
+    """I[t, s] = sum_j w[t, j] relu(q_I[t, j] . k_I[s] / sqrt(index_head_dim)), w = W_w x_t / sqrt(index_n_head),
+    -inf where s > t, written out as loops over heads and positions."""
+    indexer = LightningIndexer(CFG).train()
+    g = torch.Generator().manual_seed(0)
+    T, n_I, d = 5, CFG.mla.index_n_head, CFG.mla.index_head_dim
+    x = torch.randn(1, T, 48, generator=g)
+    q, k = torch.randn(1, n_I, T, d, generator=g), torch.randn(1, 1, T, d, generator=g)
+    _, scores, _ = indexer.select(x, q, k, torch.arange(T), None, 0, {})
+    w = x[0] @ indexer.head_weights.weight.T / math.sqrt(n_I)  # (T, n_I)
+    expected = torch.full((T, T), float("-inf"))
+    for t in range(T):
+        for s in range(t + 1):
+            expected[t, s] = sum(w[t, j] * torch.relu(q[0, j, t] @ k[0, 0, s] / math.sqrt(d)) for j in range(n_I))
+    torch.testing.assert_close(scores[0, 0], expected, atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- in the model

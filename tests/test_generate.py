@@ -82,6 +82,31 @@ def test_top_p_keeps_the_smallest_set_that_reaches_it(top_p, kept):
     torch.testing.assert_close(got, torch.stack([expected, expected.flip(0)]), atol=1e-7, rtol=0)
 
 
+@pytest.mark.parametrize("top_k, kept", [(1, [1]), (2, [1, 3]), (3, [1, 3, 0]), (5, [0, 1, 2, 3, 4])])
+def test_top_k_keeps_the_k_best_renormalised(top_k, kept):
+    """Top-k filtering: exactly the k most likely tokens keep probability, renormalised among themselves."""
+    from model.inference.sampling import probabilities
+
+    probs = torch.tensor([0.125, 0.5, 0.0625, 0.25, 0.0625])
+    expected = torch.zeros(5)
+    expected[kept] = probs[kept] / probs[kept].sum()
+    torch.testing.assert_close(probabilities(probs.log(), temperature=1.0, top_k=top_k), expected, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_temperature_divides_the_logits_before_the_softmax(temperature):
+    """probabilities(log p, T) = p^(1/T) / sum p^(1/T), a distribution; with top_p, the same renormalised
+    over the kept tokens."""
+    from model.inference.sampling import probabilities
+
+    probs = torch.tensor([0.5, 0.25, 0.125, 0.125])
+    expected = probs ** (1 / temperature) / (probs ** (1 / temperature)).sum()
+    torch.testing.assert_close(probabilities(probs.log(), temperature), expected, atol=1e-6, rtol=0)
+    top2 = expected[:2] / expected[:2].sum()
+    got = probabilities(probs.log(), temperature, top_p=expected[0].item() + 1e-3)  # the second token crosses it
+    torch.testing.assert_close(got, torch.cat([top2, torch.zeros(2)]), atol=1e-6, rtol=0)
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "kwargs, message",
@@ -139,6 +164,20 @@ def test_rolling_cache_equals_full_forward_far_past_the_window():
     ring, every = cache.layers
     assert ring.nbytes() == 2 * (2 * 2 * 8 * 8 * 4) + 8 * 8  # k and v: (B=2, heads=2, 8 slots, hd=8) fp32 + positions
     assert every.nbytes() == 2 * (2 * 2 * 64 * 8 * 4) and ring.bytes_per_token() == 0
+
+
+@pytest.mark.parametrize("rollback", [0, 3])
+def test_rolling_cache_takes_chunks_of_every_size_past_the_window(rollback):
+    """Window 8, ring of 8 + rollback slots: once the window is full, chunks of 1 to 6 tokens, on both
+    sides of the longest the ring serves without evicting a key that the chunk's own queries still
+    need, give the full forward's logits."""
+    model = randomize_(GPT(tiny(window=8, global_every=2)), std=0.2)
+    chunks = [10, 1, 2, 3, 4, 5, 6, 2, 1]
+    idx = tokens(sum(chunks))
+    with torch.no_grad():
+        full = model(idx)
+        got = chunked_logits(model, idx, chunks, rollback=rollback)
+    torch.testing.assert_close(got, full, **TOL)
 
 
 @pytest.mark.parametrize("attention", ["gqa", "mla"])

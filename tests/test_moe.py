@@ -115,6 +115,13 @@ def test_capacity_drops_late_tokens_in_training_only():
     torch.testing.assert_close(roomy(x), oracle(roomy, x), atol=1e-5, rtol=1e-5)
 
 
+def test_fractional_capacity_rounds_up():
+    """capacity = ceil(cf * tokens * top_k / n_expert): 0.3 * 32 * 2 / 4 = 4.8 keeps 5 tokens per expert."""
+    moe = build("mixtral-like top-2 of 4", capacity_factor=0.3).train()
+    x = torch.randn(2, 16, 32)
+    torch.testing.assert_close(moe(x), oracle(moe, x, capacity=5), atol=1e-5, rtol=1e-5)
+
+
 def test_balance_loss_matches_hf_mixtral_and_z_loss_its_definition():
     from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
