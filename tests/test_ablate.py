@@ -292,6 +292,16 @@ def test_seed_spread_is_the_sample_standard_deviation(tmp_path):
     assert t["b"]["beyond_seed_spread"] is False and t["a"]["beyond_seed_spread"] is None
 
 
+def test_deltas_are_against_the_named_baseline_not_the_first_row(tmp_path):
+    """With baseline "b" listed second, each row's delta_bpb is its mean val bpb minus b's:
+    a 3.0 - 2.5 = +0.5, b 0, c 2.0 - 2.5 = -0.5."""
+    from train.report import rows
+
+    groups = {v: [finished_run(tmp_path, 1, bpb)] for v, bpb in (("a", 3.0), ("b", 2.5), ("c", 2.0))}
+    t = {r["variant"]: r for r in rows({"baseline": "b"}, groups)}
+    assert [t[v]["delta_bpb"] for v in "abc"] == pytest.approx([0.5, 0.0, -0.5])
+
+
 def test_steps_between_variants_are_paired_by_seed(tmp_path):
     """The per-seed step from the previous variant compares runs of equal seed (same batch order),
     whatever order the runs are listed in, and says whether every seed moved the same way."""

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,6 +77,24 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, corpus, cap
     assert f"warning: skipping checkpoint {newest}" in err
     assert resumed[0]["step"] == 3  # resumed from step 2
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight][2:]
+
+
+def test_verifier_refuses_a_file_of_another_size_or_content(tmp_path, base):
+    """A checkpoint file that grew by 3 bytes is refused for its size (the manifest's count plus 3
+    named), and one with a byte changed at the same size for its SHA-256."""
+    copy = tmp_path / "ckpt"
+    shutil.copytree(ckpt.latest_checkpoint(base), copy)
+    path = copy / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data + b"\0\0\0")
+    grown = f"model.safetensors has {len(data) + 3} bytes, expected {len(data)}"
+    with pytest.raises(ckpt.CheckpointCorrupt, match=grown):
+        ckpt.verify_checkpoint(copy)
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(ckpt.CheckpointCorrupt, match="model.safetensors does not match its SHA-256"):
+        ckpt.verify_checkpoint(copy)
+    path.write_bytes(data)
+    ckpt.verify_checkpoint(copy)
 
 
 def test_no_loadable_checkpoint_is_one_line_error(tmp_path, corpus, cfg_file, capsys):

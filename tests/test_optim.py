@@ -2,6 +2,7 @@
 optimizer lowers the loss, exact resume with Muon, and Muon on sharded (DTensor) parameters."""
 
 import dataclasses
+import math
 import os
 import socket
 
@@ -15,10 +16,10 @@ from model.ffn.moe import Experts
 from model.ffn.router import Router
 from train.config import OptimConfig, load_config
 from train.errors import ConfigError
-from train.optim import Muon, MuonWithAdamW, build_optimizer, hidden_matrices, orthogonalize
+from train.optim import Muon, MuonWithAdamW, build_optimizer, hidden_matrices, lr_at, orthogonalize
 from train.trainer import Trainer
 
-from tiny_run import ROOT, fit, make
+from tiny_run import ROOT, fit, make, tiny
 
 
 def spread_gradient(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
@@ -258,6 +259,54 @@ def test_optim_name_is_checked():
         OptimConfig(name="sgd")
     with pytest.raises(ValueError, match="optim.muon_momentum"):
         OptimConfig(name="muon", muon_momentum=1.0)
+
+
+def test_adamw_step_equals_the_update_written_out():
+    """optim.name = "adamw" over two steps, written out per parameter with the configured betas:
+    m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2; W <- W (1 - lr wd) - lr m^ / (sqrt(v^) + eps),
+    m^ and v^ bias-corrected, where wd is optim.weight_decay for matrices and embeddings (>= 2-D)
+    and 0 for biases and norm scales (1-D)."""
+    torch.manual_seed(0)
+    model = GPT(tiny(bias=True))
+    cfg = OptimConfig(lr=0.01, weight_decay=0.5, beta1=0.6, beta2=0.9, eps=1e-8)
+    opt = build_optimizer(model, cfg, "cpu")
+    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
+    m = {n: torch.zeros_like(p) for n, p in ref.items()}
+    v = {n: torch.zeros_like(p) for n, p in ref.items()}
+    assert any(p.dim() == 1 for p in ref.values())
+    for t in (1, 2):
+        for n, p in model.named_parameters():
+            p.grad = torch.randn_like(p)
+            m[n] = 0.6 * m[n] + 0.4 * p.grad
+            v[n] = 0.9 * v[n] + 0.1 * p.grad**2
+            wd = 0.5 if p.dim() >= 2 else 0.0
+            step = (m[n] / (1 - 0.6**t)) / ((v[n] / (1 - 0.9**t)).sqrt() + 1e-8)
+            ref[n] = ref[n] * (1 - 0.01 * wd) - 0.01 * step
+        opt.step()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), ref[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+# ----------------------------------------------------------------------------- the learning-rate schedule
+def test_cosine_schedule_warms_up_then_decays_to_the_minimum():
+    """Peak 1, 4 warm-up steps, min_lr_ratio 0.1 over 24 steps: step s < 4 takes (s + 1) / 4, so the
+    last warm-up step is at the peak; then 0.1 + 0.45 (1 + cos(pi (s - 4) / 20)), which is 0.55
+    halfway (step 14), and 0.1 from step 24 on."""
+    cfg = OptimConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1)
+    assert [lr_at(s, cfg, 24) for s in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    for s in (9, 14, 23):
+        assert lr_at(s, cfg, 24) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * (s - 4) / 20)))
+    assert lr_at(14, cfg, 24) == pytest.approx(0.55)
+    assert [lr_at(s, cfg, 24) for s in (24, 30)] == pytest.approx([0.1, 0.1])
+
+
+def test_wsd_schedule_decays_linearly_over_its_last_fraction():
+    """wsd, decay_fraction 0.25 of 24 steps: the peak through step 17, then down by 0.9 / 6 a step
+    from 0.85 at step 18 to the minimum 0.1 at the last step (23), and 0.1 after it."""
+    cfg = OptimConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1, schedule="wsd", decay_fraction=0.25)
+    assert [lr_at(s, cfg, 24) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(lr_at(s, cfg, 24) == 1.0 for s in range(3, 18))
+    assert [lr_at(s, cfg, 24) for s in range(18, 26)] == pytest.approx([0.85, 0.7, 0.55, 0.4, 0.25, 0.1, 0.1, 0.1])
 
 
 def test_resume_is_bit_exact_with_muon(tmp_path, corpus):

@@ -39,6 +39,16 @@ def test_dpo_loss_is_the_papers_equation_7():
     assert float(loss) == pytest.approx(want)
 
 
+def test_dpo_loss_subtracts_each_responses_own_reference_logp():
+    """With references that differ between chosen and rejected, the margin is
+    beta * ((chosen - ref_chosen) - (rejected - ref_rejected)): here 0.5 * ((-1 + 3) - (-2 + 1)) = 1.5,
+    and the loss -log sigmoid(1.5) = log(1 + e^-1.5)."""
+    loss, margins = dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-3.0]),
+                             torch.tensor([-1.0]), beta=0.5)
+    assert margins.tolist() == pytest.approx([1.5])
+    assert float(loss) == pytest.approx(math.log1p(math.exp(-1.5)))
+
+
 def test_group_advantages_with_and_without_the_std():
     rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
     plain = group_advantages(rewards, scale_by_std=False)
@@ -70,6 +80,17 @@ def test_grpo_loss_clips_the_ratio_pessimistically():
     assert float(clipped) == 1.0
     same, none_clipped = grpo_loss(old, old, torch.tensor([2.0, 1.0]), mask, clip_eps=0.2)
     assert float(same) == pytest.approx(-1.5) and float(none_clipped) == 0.0
+
+
+def test_grpo_loss_averages_over_tokens_not_responses():
+    """At ratio 1 each token contributes its response's advantage: a 1-token answer with advantage
+    +1 and a 3-token answer with -1 give -(1 - 3) / 4 = 0.5 (the token-level mean), not the 0 of a
+    mean over responses; with tokens=8 given, -(1 - 3) / 8 = 0.25."""
+    logps = torch.zeros(2, 3)
+    mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    adv = torch.tensor([1.0, -1.0])
+    assert float(grpo_loss(logps, logps, adv, mask, clip_eps=0.2)[0]) == pytest.approx(0.5)
+    assert float(grpo_loss(logps, logps, adv, mask, clip_eps=0.2, tokens=torch.tensor(8.0))[0]) == pytest.approx(0.25)
 
 
 def one_step(loss_of, model, ids, lr=0.05):

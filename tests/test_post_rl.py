@@ -6,6 +6,7 @@ the task's checker is replaced by a rule such a model meets about half the time 
 first token is even); everything else is the real pipeline."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from train.config import load_config
 from train.errors import ConfigError
 from train.post.losses import group_advantages, grpo_loss, rft_loss, token_logprobs
 from train.post.prompts import PromptSet
+from train.post.rollouts import pack
 from train.run import load_run
 from train.trainer import Trainer
 
@@ -35,6 +37,15 @@ def even_first_token(monkeypatch):
 def half_uniform(self, split, i, answer):
     """Problems of even index: every answer right (a group of advantage 0); the others: half."""
     return 1.0 if i % 2 == 0 else float(answer[0] % 2 == 0)
+
+
+def test_pack_right_pads_and_masks_the_targets_that_are_answer_tokens():
+    """Prompts (1, 2, 3) and (4) with answers (5, 6) and (7, 8, 9), padded with 0: mask[t] is 1
+    where ids[t + 1] is an answer token, so the last prompt token's prediction is trained and no
+    earlier prompt token or padding is."""
+    ids, mask = pack([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad=0, device="cpu")
+    assert ids.tolist() == [[1, 2, 3, 5, 6], [4, 7, 8, 9, 0]]
+    assert mask.tolist() == [[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]]
 
 
 @pytest.mark.parametrize("kl", [0.05, 0.0])
@@ -111,6 +122,32 @@ def test_dpo_from_a_pairs_file_learns_the_preference(tmp_path):
     assert [r["step"] for r in evals] == [6, 12]
     assert evals[-1]["val_dpo_acc"] == 1.0 and evals[-1]["val_dpo_margin"] > evals[0]["val_dpo_margin"] > 0
     assert evals[-1]["val_dpo_loss"] < 0.5 < 0.69  # log 2: the loss of a policy equal to its reference
+
+
+def test_dpo_objective_compares_each_response_with_its_own_reference_logp(tmp_path):
+    """DPO's loss on a micro-batch, the policy moved off its reference: the mean over pairs of
+    -log sigmoid(beta ((pi(c) - ref(c)) - (pi(r) - ref(r)))), each term the summed log-probability
+    of the answer's tokens after its prompt, computed here one sequence at a time."""
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    trainer = run(tmp_path / "dpo", "dpo", f"--post.data={data}", "--post.val_fraction=0.2", "--post.beta=0.5",
+                  "--post.prompts=3")
+    method, key, model = trainer.method, (1337, 0, 0, 0, 0), trainer.model.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for q in model.parameters():
+            q.add_(torch.randn_like(q) * 0.05)
+
+    def answer_logp(m, prompt, answer):
+        logp = torch.log_softmax(m(torch.tensor([prompt + answer]))[0, :-1].float(), dim=-1)
+        return sum(float(logp[len(prompt) - 1 + i, a]) for i, a in enumerate(answer))
+
+    want = 0.0
+    with torch.no_grad():
+        for prompt, c, r in zip(*method.batch(key)):
+            margin = 0.5 * ((answer_logp(model, prompt, c) - answer_logp(method.reference, prompt, c))
+                            - (answer_logp(model, prompt, r) - answer_logp(method.reference, prompt, r)))
+            want += math.log1p(math.exp(-margin)) / 3
+        assert float(method.terms(model, key)["loss"]) == pytest.approx(want, rel=1e-4)
 
 
 def test_the_reference_is_the_initial_weights_also_after_a_resume(tmp_path, base):

@@ -12,7 +12,8 @@ from model import GPT
 from scripts.device_reads import DeviceReads
 from train import checkpoint as ckpt
 from train.config import load_config
-from train.trainer import Trainer
+from train.data import get_batch
+from train.trainer import Trainer, evaluate
 
 from tiny_run import ROOT, TINY, cli, fit, make, metrics  # the `corpus` and `cfg_file` fixtures come from conftest.py
 
@@ -168,6 +169,40 @@ def test_a_training_step_reads_the_device_once(tmp_path, corpus):
         record = trainer.train_step()
     assert seen.reads == 1 and seen.by_name["Tensor.tolist"] == 1, seen.report()
     assert math.isfinite(record["loss"]) and record["grad_norm"] > 0
+
+
+@pytest.mark.parametrize("dtype, rtol", [("fp32", 1e-5), ("fp16", 2e-2)])
+def test_a_step_logs_the_mean_loss_and_gradient_norm_of_its_micro_batches(tmp_path, corpus, dtype, rtol):
+    """With grad_accum 2, a step's loss is the mean of its two micro-batches' losses and its
+    gradient norm is that of the mean loss's gradient, recomputed here in fp32 on a copy of the
+    model; under fp16 loss scaling the norm is of the unscaled gradient."""
+    trainer = Trainer(make(tmp_path, corpus, "run", "--model.dropout=0", f"--train.dtype={dtype}"))
+    cfg = trainer.cfg
+    model = GPT(cfg.model)
+    model.load_state_dict(trainer.model.state_dict())
+    batches = [get_batch(trainer.data.train, cfg.train.batch_size, cfg.seq_len, (cfg.train.seed, 0, 0, m, 0)) for m in (0, 1)]
+    micro = [model(x, y)[1]["loss"] for x, y in batches]
+    mean = (micro[0] + micro[1]) / 2
+    mean.backward()
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    record = trainer.train_step()
+    assert record["loss"] == pytest.approx(mean.item(), rel=rtol)
+    assert record["grad_norm"] == pytest.approx(norm.item(), rel=rtol)
+
+
+def test_evaluation_is_the_mean_loss_of_the_fixed_val_batches_in_bits_per_byte(tmp_path, corpus):
+    """val_loss is the mean over train.eval_batches of the loss on the val split's batches
+    (val_seed, 1, i), and val_bpb is val_loss / ln 2 divided by the val split's bytes per token."""
+    trainer = Trainer(make(tmp_path, corpus, "run", "--train.eval_batches=3"))
+    cfg, data, model = trainer.cfg, trainer.data, trainer.model.eval()
+    scores = evaluate(model, data, cfg, trainer.device, "fp32")
+    batches = [get_batch(data.val, cfg.train.batch_size, cfg.seq_len, (cfg.train.val_seed, 1, i)) for i in range(3)]
+    with torch.no_grad():
+        losses = [float(model(x, y)[1]["loss"]) for x, y in batches]
+    want = sum(losses) / 3
+    counts = data.meta["splits"]["val"]
+    assert scores["val_loss"] == pytest.approx(want, rel=1e-6)
+    assert scores["val_bpb"] == pytest.approx(want / math.log(2) * counts["tokens"] / counts["bytes"], rel=1e-6)
 
 
 def test_max_seconds_ends_the_run_as_a_finished_one(tmp_path, corpus, cfg_file, capsys, one_thread):
