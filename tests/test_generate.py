@@ -208,7 +208,7 @@ def test_rollback_within_the_margin_is_exact(kv_dtype, attention):
 @pytest.mark.parametrize("kv_dtype", ["int8", "int4"])
 def test_a_quantized_ring_reads_what_a_cache_of_every_position_reads(kv_dtype, attention):
     """A window layer under kv_dtype keeps KIVI's groups in a ring of whole groups where that is the
-    smaller cache (window 48, groups of 8: 7 slots, fewer bytes than the 48-slot full-precision
+    smaller cache (window 48, groups of 8: 6 slots, fewer bytes than the 48-slot full-precision
     ring); its logits equal those of the same cache with that layer's ring swapped for a QuantizedKV
     of the whole sequence, prefilled short, long (past the ring) and whole, to 1e-5. One layer, and
     beside it a global one for the bytes: read through a ring, attention sums in another order, and
@@ -249,6 +249,43 @@ def test_a_quantized_ring_reads_what_a_cache_of_every_position_reads(kv_dtype, a
         cache.rollback(62)
         model(idx[:, :62], cache=fresh)
         assert torch.equal(model(idx[:, 62:], cache=cache), model(idx[:, 62:], cache=fresh))
+
+
+@pytest.mark.parametrize("window", [45, 48])
+@pytest.mark.parametrize("residual", [0, 2])
+def test_a_quantized_ring_of_ceil_window_over_group_slots_is_enough(window, residual):
+    """The ring holds ceil((window + rollback) / kv_group) groups: a query needs the window's
+    positions before it, the newest kv_residual or more of them are in the full-precision tail, and
+    the stored groups end at a group boundary. Chunks of every size from 1 to 13, a window that is
+    and one that is not a multiple of the group, no tail and a short one, and rollbacks of up to
+    the margin: the logits equal a QuantizedKV's of the whole sequence."""
+    from model.inference.cache import QuantizedKV, QuantizedRollingKV
+
+    options = dict(kv_dtype="int4", kv_group=8, kv_residual=residual, rollback=3)
+    model = randomize_(GPT(tiny(n_layer=1, window=window, global_every=2, block_size=160)), std=0.2)
+    idx = tokens(150)
+    sizes = torch.randint(1, 14, (40,), generator=torch.Generator().manual_seed(window + residual)).tolist()
+    chunks = [sizes.pop(0)]
+    while sum(chunks) < 150:
+        chunks.append(min(sizes.pop(0), 150 - sum(chunks)))
+
+    def run(swap: bool) -> torch.Tensor:
+        cache = model.new_cache(1, **options)
+        ring = cache.layers[0]
+        assert isinstance(ring, QuantizedRollingKV) and ring.slots == -(-(window + 3) // 8)
+        if swap:
+            cache.layers[0] = QuantizedKV(cache.spec, ring.codes[0].shape[1], ring.layouts, ring.bits)
+        out, at = [], 0
+        for n in chunks:
+            guesses = tokens(3, B=1, seed=at)
+            model(guesses, cache=cache)  # three rejected guesses, then the real tokens from `at`
+            cache.rollback(at)
+            out.append(model(idx[:1, at:at + n], cache=cache))
+            at += n
+        return torch.cat(out, dim=1)
+
+    with torch.no_grad():
+        torch.testing.assert_close(run(False), run(True), atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- quantized cache

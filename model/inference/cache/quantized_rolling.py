@@ -4,8 +4,10 @@ A window layer's full-precision cache is a ring of its last `window` positions (
 per position. A quantized one cannot overwrite one position at a time: its keys share a scale per
 channel over a group of `kv_group` positions, so a slot of the ring is a whole group. Group g lives
 in slot g % slots, and a new group evicts the one `slots` groups before it, with
-    slots = ceil((window + rollback) / kv_group) + 1
-enough that every position a query (or one after a rollback) can still see is kept. What each group
+    slots = ceil((window + rollback) / kv_group)
+enough that every position a query (or one after a rollback) can still see is kept: the stored
+groups end at a group boundary, the newest kv_residual or more positions are in the full-precision
+tail, and the ring is read before a chunk's new groups evict anything. What each group
 holds is what `QuantizedKV` stores for it, quantized once from the same full-precision tensors, and
 the newest kv_residual .. kv_residual + kv_group - 1 positions stay in the same full-precision ring,
 so a window layer's attention reads exactly the keys and values it would read from a `QuantizedKV`
@@ -61,7 +63,7 @@ class QuantizedRollingKV(QuantizedKV):
 
 def ring_groups(window: int, rollback: int, group: int) -> int:
     """Groups of `group` positions a quantized ring keeps for a layer of `window` (+ `rollback`)."""
-    return -(-(window + rollback) // group) + 1
+    return -(-(window + rollback) // group)
 
 
 def window_cache(window: int, max_len: int, rollback: int, group: int, residual: int, full: float,
