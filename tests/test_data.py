@@ -366,3 +366,67 @@ def test_python_stdlib_source(tmp_path):
     assert resolve_source(cfg)[:2] == (files, identity)  # deterministic
     data = prepare(DataConfig(cache_dir=str(tmp_path / "cache"), max_docs=300), progress=False)
     assert data.meta["splits"]["val"]["docs"] >= 1 and len(data.train) > 100_000
+
+
+# --- what a cap, a fingerprint and a source listing hold ----------------------------------------
+
+def test_max_tokens_counts_each_eot_and_stops_at_the_document_that_reaches_it(tmp_path):
+    """Documents of 10 bytes are 11 tokens with their eot: a cap of 22 is reached exactly by the
+    second document, so 2 documents (22 tokens) are read, not a third."""
+    root = write_corpus(tmp_path / "corpus", {f"d{i:02d}.txt": "x" * 10 for i in range(6)})
+    data = prepare(config(tmp_path, root, max_tokens=22), progress=False)
+    splits = data.meta["splits"].values()
+    assert (sum(s["docs"] for s in splits), sum(s["tokens"] for s in splits)) == (2, 22)
+
+
+def test_fingerprint_changes_with_max_tokens(tmp_path):
+    """max_tokens decides which documents are tokenized, so it must pick another cache directory."""
+    root = write_corpus(tmp_path / "corpus")
+    base = config(tmp_path, root)
+    _, identity, _ = resolve_source(base)
+    assert fingerprint(base, identity) != fingerprint(config(tmp_path, root, max_tokens=100), identity)
+
+
+def test_directory_walk_skips_hidden_pycache_and_the_cache_itself(tmp_path):
+    """Of a folder holding hidden files and folders, __pycache__ and the data cache, only the
+    ordinary files are documents, with ids relative to the folder."""
+    root = write_corpus(tmp_path / "corpus", {"a.txt": "a\n", "sub/b.txt": "b\n", ".env": "secret\n",
+                                              ".git/config": "x\n", "__pycache__/m.txt": "x\n",
+                                              "cache/old.bin": "x\n"})
+    cfg = DataConfig(source=str(root), cache_dir=str(root / "cache"))
+    assert [doc_id for doc_id, _ in resolve_source(cfg)[0]] == ["a.txt", "sub/b.txt"]
+
+
+def test_glob_ids_are_relative_to_the_part_before_the_first_wildcard(tmp_path):
+    """Ids (which pick the split) must not depend on where the corpus lies or the working directory."""
+    root = write_corpus(tmp_path / "corpus", {"x/d1.txt": "1\n", "y/d2.txt": "2\n", "z.md": "3\n"})
+    files, _, _ = resolve_source(config(tmp_path, root / "*" / "d*.txt"))
+    assert [doc_id for doc_id, _ in files] == ["x/d1.txt", "y/d2.txt"]
+
+
+def test_a_utf8_file_with_nul_bytes_is_skipped_as_binary(tmp_path):
+    root = write_corpus(tmp_path / "corpus", {"a.txt": "text\n"})
+    (root / "blob.dat").write_bytes(b"ab\x00cd")  # valid UTF-8, but NUL marks binary data
+    data = prepare(config(tmp_path, root), progress=False)
+    assert data.meta["skipped_examples"] == ["blob.dat"]
+
+
+@needs_gpt2_ranks
+def test_gpt2_batch_encoding_is_ordinary_and_decode_marks_unknown_ids():
+    """encode_batch, the corpus path, never emits eot for the text "<|endoftext|>" (as encode);
+    an id past the vocabulary decodes to U+FFFD instead of failing."""
+    tok = get_tokenizer("gpt2", str(GPT2_FILE))
+    text = "a <|endoftext|> b"
+    [ids] = tok.encode_batch([text])
+    assert ids.tolist() == tok.encode(text) and tok.eot not in ids.tolist()
+    assert tok.decode([15496, tok.n_vocab]) == "Hello\ufffd"
+
+
+def test_val_documents_stop_at_the_same_max_tokens_as_prepare(tmp_path):
+    """Three 10-byte documents, max_tokens=22: both read a.txt and b.txt only (11 tokens each with
+    eot); b.txt, nearer the threshold, is val, and d.txt, whose id hashes below 0.5, is not read."""
+    root = write_corpus(tmp_path / "corpus", {"a.txt": "document a", "b.txt": "document b", "d.txt": "document d"})
+    cfg = config(tmp_path, root, val_fraction=0.5, max_tokens=22)
+    assert data_mod._unit_hash("d.txt") < 0.5 < data_mod._unit_hash("b.txt") < data_mod._unit_hash("a.txt")
+    assert documents(np.asarray(prepare(cfg, progress=False).val), 256) == [b"document b"]
+    assert data_mod.val_documents(cfg, get_tokenizer("byte")) == [("b.txt", "document b")]

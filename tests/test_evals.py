@@ -21,9 +21,9 @@ from train.config import ConfigError, load_config
 from train.data import prepare, val_documents
 from train.evals import generative as gen
 from train.evals import multiple_choice as mc
-from train.evals import pyexpr
+from train.evals import arithmetic, pyexpr
 from train.evals.items import ChoiceItem, GenItem, split_of
-from train.evals.suite import Settings, aggregate, run_task
+from train.evals.suite import Settings, _shots, aggregate, run_task
 from train.evals.tasks import TaskEnv, build_task
 from train.tokenizer import ByteTokenizer, get_tokenizer
 
@@ -193,6 +193,16 @@ def test_pairs_are_split_as_the_harness_splits_them():
     assert mc.fewshot_context(ChoiceItem("1+1 =", ("2",), 0), shots, " ") == "2+2 = 4\n\n1+1 ="
 
 
+def test_shots_are_other_train_items_each_shown_with_its_labelled_choice():
+    """A task whose train split also holds the scored items (a JSONL file without train=): with 3
+    shots from 4 train items, each item's shots are the 3 others; a shot ends in its right choice."""
+    test = [ChoiceItem(f"q{i} =", ("no", "yes"), 1) for i in range(3)]
+    train = [*test, ChoiceItem("q9 =", ("no", "yes"), 1)]
+    task = SimpleNamespace(name="stub", split="test", items=lambda split, n, seed: train if split == "train" else test)
+    assert [set(s) for s in _shots(task, test, Settings(shots=3))] == [set(train) - {item} for item in test]
+    assert mc.fewshot_context(test[0], [train[3]], " ") == "q9 = yes\n\nq0 ="
+
+
 # ---------------------------------------------------------------------------------------------
 # tasks: splits, answers, held-out documents
 
@@ -233,6 +243,30 @@ def test_generated_items_answer_their_own_prompts():
     item = passkey.items("test", 1, seed=0)[0]
     assert len(item.prompt.encode()) + len(f" {item.answer}\n") <= 300 < len(item.prompt.encode()) + 30
     assert item.prompt.index(item.answer) < 150 and passkey.extract(item.target + ". Done") == item.answer
+
+
+def test_worked_steps_carry_column_by_column_and_the_answer_follows_the_last_mark():
+    """The docstring's examples worked by hand; a completion that writes "####" twice is read after
+    the last one."""
+    assert arithmetic.add_steps(478, 356) == "8+6=14, 7+5+1=13, 4+3+1=8"
+    assert arithmetic.add_steps(95, 7) == "5+7=12, 9+0+1=10"
+    assert arithmetic.mul_steps(478, 56) == "478*6=2868, 478*50=23900, 2868+23900=26768"
+    assert build_task("arithmetic:steps", None).extract("3+4=7 #### 7 #### 834") == "834"
+
+
+def test_cloze_context_is_the_lines_before_and_no_choice_repeats_in_its_file(corpus, tmp_path):
+    """lines=3: the context is exactly the 3 lines before the right one (fewer at the top); a line
+    that occurs twice in the file is never a choice, right or wrong."""
+    task = build_task("stdlib-cloze:choices=10,lines=3", env_for(corpus, tmp_path))
+    lines = [f"value_{i:02d} = {i} * 3" for i in range(24)]
+    lines[6] = lines[15] = "        return None"
+    task.docs = [("f.py", "\n".join(lines) + "\n")]
+    items = task.items("train", 100, seed=0)
+    assert len(items) > 5
+    for item in items:
+        i = lines.index(item.choices[item.label])
+        assert item.context == "".join(line + "\n" for line in lines[max(0, i - 3):i])
+        assert "        return None" not in item.choices
 
 
 def test_a_small_item_space_is_drawn_whole_and_the_draw_stops_there(monkeypatch):

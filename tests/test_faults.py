@@ -79,6 +79,28 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, corpus, cap
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight][2:]
 
 
+def test_only_a_damaged_checkpoint_falls_back_and_a_mismatched_one_is_an_error(tmp_path):
+    """load_newest tries step 4, then step 2, when step 4 is corrupt; a checkpoint that is whole but
+    written for another model is not skipped: its CheckpointMismatch reaches the caller."""
+    for step in (2, 4):
+        (ckpt.checkpoint_dir(tmp_path) / f"step_{step:08d}").mkdir(parents=True)
+        (ckpt.checkpoint_dir(tmp_path) / f"step_{step:08d}" / ckpt.MARKER).write_text("{}")
+    tried = []
+
+    def load(path, error):
+        tried.append(path.name)
+        if path.name == "step_00000004":
+            raise error(path.name)
+        return "loaded"
+
+    assert ckpt.load_newest(tmp_path, lambda p: load(p, ckpt.CheckpointCorrupt)) == (
+        ckpt.checkpoint_dir(tmp_path) / "step_00000002", "loaded")
+    tried.clear()
+    with pytest.raises(ckpt.CheckpointMismatch):
+        ckpt.load_newest(tmp_path, lambda p: load(p, ckpt.CheckpointMismatch))
+    assert tried == ["step_00000004"]
+
+
 def test_verifier_refuses_a_file_of_another_size_or_content(tmp_path, base):
     """A checkpoint file that grew by 3 bytes is refused for its size (the manifest's count plus 3
     named), and one with a byte changed at the same size for its SHA-256."""

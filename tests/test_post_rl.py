@@ -211,6 +211,66 @@ def test_checkers_read_gsm8k_marks_last_numbers_and_exact_text():
     assert CHECKERS["exact"]("  yes \n") == "yes"
 
 
+def test_checkers_take_the_last_mark_the_first_number_after_it_and_its_sign():
+    """answer-mark reads the number right after the last "####", whatever follows it; both keep a
+    minus sign."""
+    from train.post.prompts import CHECKERS
+
+    assert CHECKERS["answer-mark"]("#### 3 then #### 12 apples in 4 bags") == "12"
+    assert CHECKERS["answer-mark"]("so #### -5") == "-5"
+    assert CHECKERS["last-number"]("from 3 down to -7") == "-7"
+
+
+def test_a_conversational_pair_keeps_every_prompt_turn():
+    """TRL's conversational format: the prompt's system and user turns both precede the answers."""
+    from train.post.chat_format import Message
+    from train.post.pairs import read_pair
+
+    record = {"prompt": [{"role": "system", "content": "Add."}, {"role": "user", "content": "2+3="}],
+              "chosen": [{"role": "assistant", "content": "5"}], "rejected": "6"}
+    assert read_pair(record, "x:1") == ([Message("system", "Add."), Message("user", "2+3=")], "5", "6")
+
+
+def test_sampled_answers_are_grouped_prompt_by_prompt_and_cut_after_the_end_token():
+    """Two prompts of one length decode as one batch of rows p0, p0, p1, p1; the stub answers
+    row r of prompt [p] with p * 10 + r, then <|end|> (9), then 5, which is cut."""
+    from train.post.rollouts import sample
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def generate(self, idx, max_new, *, temperature, top_k, generator, stop_token):
+            rows = torch.arange(len(idx))[:, None]
+            return torch.cat([idx, idx[:, :1] * 10 + rows, torch.full_like(rows, 9), torch.full_like(rows, 5)], 1)
+
+    assert sample(Stub(), [[1], [2]], 2, 3, 1.0, 0, None, 9, "fp32") == [[10, 9], [11, 9], [22, 9], [23, 9]]
+
+
+def test_each_rollout_key_seeds_its_own_generator(monkeypatch):
+    """The sampler's seed is a function of the whole batch key: the same key, the same seed; another
+    step, micro-batch or rank, another seed."""
+    from types import SimpleNamespace
+
+    from train.post import methods
+
+    seeds = []
+
+    def fake_sample(model, prompts, n, max_new, temperature, top_k, generator, eot, dtype):
+        seeds.append(generator.initial_seed())
+        return [[eot]] * (len(prompts) * n)
+
+    monkeypatch.setattr(methods, "sample", fake_sample)
+    post = SimpleNamespace(prompts=1, samples=2, temperature=1.0, top_k=0)
+    prompts = SimpleNamespace(draw=lambda n, key: [0] * n, ids={"train": [[1, 2]]}, max_new=3,
+                              reward=lambda split, i, answer: 0.0)
+    method = methods.SamplingMethod(post, SimpleNamespace(eot=0), 32, prompts, torch.nn.Linear(1, 1), None, "fp32")
+    for key in [(7, 2, 1, 0, 0), (7, 2, 1, 0, 0), (7, 2, 2, 0, 0), (7, 2, 1, 1, 0), (7, 2, 1, 0, 1)]:
+        method.rollout(None, key)
+    assert seeds[0] == seeds[1] and len(set(seeds)) == 4
+
+
 def test_grpo_on_a_jsonl_of_prompts_and_answers(tmp_path, capsys, cfg_file):
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{i}+1=", "answer": i + 1}) + "\n" for i in range(40)))

@@ -241,3 +241,14 @@ def test_warmup_as_long_as_the_run_warns_when_it_starts(tmp_path, corpus, capsys
     assert warnings == ["warning: optim.warmup_steps=5 >= train.max_steps=2: the learning rate never reaches "
                         "optim.lr=0.003 before the last step (which takes 0.0012) and never decays; "
                         "lower optim.warmup_steps"]
+
+
+def test_truncate_keeps_the_steps_up_to_the_checkpoint_and_drops_a_cut_line(tmp_path):
+    """Resuming from step 2: the lines of steps 1 and 2 stay; step 3 and a line a kill cut short go."""
+    from train.metrics_log import MetricsLog
+
+    log = MetricsLog(tmp_path)
+    lines = ['{"step": 1, "loss": 3.0}', '{"step": 2, "loss": 2.5}', '{"step": 3, "loss": 2.0}', '{"step": 4, "lo']
+    log.path.write_text("\n".join(lines))
+    log.truncate(2)
+    assert log.path.read_text() == lines[0] + "\n" + lines[1] + "\n"
