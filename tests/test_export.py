@@ -93,6 +93,23 @@ def test_byte_tokenizer_round_trips_any_text(tmp_path):
     assert hf.decode(list(text.encode())) == text and hf.eos_token_id == 256
 
 
+def test_the_byte_alphabet_is_gpt2s_and_every_byte_round_trips(tmp_path):
+    """bytes_to_unicode is transformers' own GPT-2 table (which HF's ByteLevel pre-tokenizer and GGUF
+    readers assume), so the byte tokenizer maps every character below U+0800 (the bytes 0x00-0xBF and
+    the lead bytes 0xC2-0xDF) to its UTF-8 bytes and back."""
+    from transformers import AutoTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode as reference
+
+    from train.hf_tokenizer import bytes_to_unicode
+
+    assert bytes_to_unicode() == reference()
+    hf_tokenizer(get_tokenizer("byte")).save_pretrained(str(tmp_path))
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    text = "".join(map(chr, range(0x800)))
+    assert hf.encode(text, add_special_tokens=False) == list(text.encode())
+    assert hf.decode(list(text.encode())) == text
+
+
 def test_family_choice_names_the_blocking_settings(tmp_path, capsys, runs):
     cfg = load_config(None, ["--model.pos=rope"]).model  # GPT-2 with RoPE: no HF family has it
     with pytest.raises(ConfigError) as e:

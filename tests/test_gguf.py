@@ -2,6 +2,7 @@
 GGUF reader loads it back into the HF family's model, which computes our logits; bad input writes nothing."""
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,30 @@ def test_f16_and_q8_0_hold_our_weights_rounded_to_their_type(family, gguf_type, 
         x = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             assert (ours(x) - hf(x).logits).abs().max() < 0.15
+
+
+SHARED_KEYS = {"context_length": 32, "embedding_length": 64, "feed_forward_length": 96, "block_count": 2,
+               "attention.head_count": 4, "attention.head_count_kv": 2, "rope.freq_base": 10000.0}
+GGUF_KEYS = {  # the hparams llama.cpp reads from the file (transformers' reader skips several), by hand
+    "qwen3": {**SHARED_KEYS, "rope.dimension_count": 32, "attention.key_length": 32, "attention.value_length": 32},
+    "qwen3_moe": {**SHARED_KEYS, "rope.dimension_count": 16, "attention.key_length": 16, "attention.value_length": 16,
+                 "expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 64},
+}
+
+
+@pytest.mark.parametrize("family, arch", [("qwen3", "qwen3"), ("qwen3_moe", "qwen3moe")])
+def test_the_file_holds_the_hparams_and_token_ids_llama_cpp_reads(family, arch, tmp_path):
+    """Read back with gguf's own reader: sizes, head counts and widths (qwen3's head_dim 32 is not
+    n_embd / n_head; qwen3_moe's experts are narrower than mlp_hidden), the RMSNorm epsilon, and a
+    chat run's bos (<|endoftext|>, 256), eos and pad (<|end|>, 260)."""
+    from gguf import GGUFReader
+
+    model = GPT(dataclasses.replace(MODELS[family], vocab_size=261))
+    fields = GGUFReader(write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32", chat=True).path).fields
+    read = {key: fields[f"{arch}.{key}"].contents() for key in GGUF_KEYS[family]}
+    assert read == GGUF_KEYS[family]
+    assert fields[f"{arch}.attention.layer_norm_rms_epsilon"].contents() == pytest.approx(1e-5)
+    assert [fields[f"tokenizer.ggml.{key}_token_id"].contents() for key in ("bos", "eos", "padding")] == [256, 260, 260]
 
 
 def test_byte_tokenizer_from_the_gguf_encodes_our_ids(tmp_path):

@@ -89,6 +89,18 @@ def test_to_hf_logits_match(tied):
         torch.testing.assert_close(hf(idx).logits, gpt(idx), atol=ATOL, rtol=0)
 
 
+def test_to_hf_writes_our_layer_norm_epsilon():
+    """A GPT-2 model whose norm_eps is not HF's default 1e-5: the HF config holds it, and HF's
+    LayerNorms, computing with it, give our logits."""
+    gpt = random_gpt(norm_eps=1e-3)
+    hf = to_hf(gpt)
+    assert hf.config.layer_norm_epsilon == 1e-3
+    assert all(m.eps == 1e-3 for m in hf.modules() if isinstance(m, torch.nn.LayerNorm))
+    idx = tokens(**BATCH)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, gpt(idx), atol=ATOL, rtol=0)
+
+
 def test_to_hf_keeps_dtype():
     hf = to_hf(random_gpt().to(torch.bfloat16))
     assert {p.dtype for p in hf.parameters()} == {torch.bfloat16}

@@ -134,6 +134,36 @@ def test_draft_guesses_equal_the_parallel_form():
         torch.testing.assert_close(two, head(model.mtp.layers[1].norm, states[1][:, 8:9]), atol=1e-5, rtol=0)
 
 
+def test_draft_guesses_after_a_rejection_equal_the_parallel_form():
+    """A round as speculative decoding runs it: the draft guesses two tokens (the second from a wrong
+    first guess), the target rejects the first and both caches roll back. The next round's guesses
+    equal MTP.hidden_states over the kept sequence: no state computed from the rejected token is reused."""
+    model = jittered(tiny(BASE, mtp_depth=2), **JITTER).eval()
+    seq = torch.randint(0, 64, (1, 11), generator=torch.Generator().manual_seed(5))
+    wrong = (seq[:, 9:10] + 1) % 64
+    draft = model.mtp_draft()
+    with torch.no_grad():
+        t_cache, d_cache = model.new_cache(1, 20, rollback=2), draft.new_cache(1, 20, rollback=2)
+        _, hidden = model(seq[:, :8], cache=t_cache, return_hidden=True)
+        draft.observe(hidden, t_cache)
+        draft(seq[:, :8], cache=d_cache)
+        draft(seq[:, 8:9], cache=d_cache)  # depth 1: guesses t_9
+        draft(wrong, cache=d_cache)  # depth 2: t_10 from the wrong t_9
+        _, hidden = model(torch.cat([seq[:, 8:9], wrong, seq[:, :1]], dim=1), cache=t_cache, return_hidden=True)
+        draft.observe(hidden, t_cache)  # the target checks [t_8, wrong, a second guess]
+        t_cache.rollback(9)  # the wrong t_9 rejected: the target's own t_9 follows t_8
+        d_cache.rollback(9)
+        one = draft(seq[:, 9:10], cache=d_cache)[0, -1]  # depth 1: guesses t_10
+        two = draft(seq[:, 10:11], cache=d_cache)[0, -1]  # depth 2: guesses t_11 from t_10
+        h = model.transformer.wte(seq)
+        for block in model.transformer.h:
+            h = block(h, torch.arange(seq.shape[1]))
+        states = model.mtp.hidden_states(h, seq, model.transformer.wte)
+        head = lambda m, s: model.lm_head(m(s))[0, -1, :64]  # noqa: E731
+        torch.testing.assert_close(one, head(model.mtp.layers[0].norm, states[0][:, 8:9]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(two, head(model.mtp.layers[1].norm, states[1][:, 8:9]), atol=1e-5, rtol=0)
+
+
 def test_trained_mtp_head_is_a_good_draft(one_thread):
     """Trained on a repeating pattern, the MTP module predicts two ahead; its guesses get accepted."""
     torch.manual_seed(0)

@@ -75,6 +75,37 @@ def test_kernels_equal_the_expanded_weights(N):
     assert torch.allclose(Int8Linear(q, scale, None, "cpu").rows(rows), (q.float() * scale[:, None])[rows])
 
 
+def rounded_by_hand(w: torch.Tensor, kind: str, group_size: int) -> torch.Tensor:
+    """The weights the module docstring's table stores, expanded: int8 round(w / s) * s with
+    s = max|row| / 127; int4 lo + round((w - lo) / s) * s with s = (hi - lo) / 15 per group."""
+    if kind == "int8":
+        s = w.abs().amax(dim=1, keepdim=True) / 127
+        return torch.round(w / s) * s
+    g = w.view(w.shape[0], -1, group_size)
+    lo, hi = g.amin(dim=-1, keepdim=True), g.amax(dim=-1, keepdim=True)
+    s = (hi - lo) / 15
+    return (lo + torch.round((g - lo) / s) * s).view(w.shape)
+
+
+@pytest.mark.parametrize("kind, group_size", [("int8", 128), ("int4", 64)])
+def test_a_quantized_model_computes_its_weights_rounded_by_hand(kind, group_size):
+    """The whole model against full precision with every Linear's weight rounded as written out above:
+    int4 at a group size other than 32 (the groups of the codes and of the CPU kernel), and a tied
+    embedding scaled by sqrt(n_embd) (Gemma's embed_scale), which reads the rounded head times 8."""
+    model = randomize_(GPT(tiny(n_embd=64, embed_scale=True, mlp_hidden=128)), std=0.1)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    want = copy.deepcopy(model)
+    with torch.no_grad():
+        for _, _, linear in quantizable(want):
+            linear.weight.copy_(rounded_by_hand(linear.weight, kind, group_size))
+    quantize(model, kind, group_size)
+    idx = tokens(12)
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), want(idx), atol=1e-4, rtol=1e-4)
+        one = idx[:1, :1]  # one row: the CPU's packed kernel
+        torch.testing.assert_close(model(one), want(one), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["int8", "int4"])
 def test_every_linear_is_replaced_and_a_tied_embedding_shares_the_head(kind):
     tied = quantize(randomize_(GPT(tiny(n_embd=64)), std=0.2), kind, group_size=32)

@@ -3,7 +3,8 @@ command's cached turns, and evaluation prompts in the chat format."""
 
 import torch
 
-from tiny_run import TINY, cli, metrics, numerics
+from model import GPT, ModelConfig
+from tiny_run import TINY, cli, metrics, numerics, randomize_
 from train.chat import Chat
 from train.chat import main as chat_main
 from train.config import load_config
@@ -66,6 +67,53 @@ def test_chat_keeps_its_cache_across_turns_and_answers_once(tmp_path, capsys):
                          (["--max_new_tokens", "0"], "--max_new_tokens must be >= 1")]:
         code, _, err = cli(capsys, out, "--once", "12+30=", *bad, entry=chat_main)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (bad, err)
+
+
+@torch.no_grad()
+def answering(token: int) -> GPT:
+    """A random chat-vocabulary model (block_size 64) whose greedy next token is always `token`: the final
+    norm adds a fixed vector u to a small normalised state and the head's row for `token` has u . w = 10,
+    while the other logits (std ~1.7) still depend on the whole context."""
+    model = randomize_(GPT(ModelConfig(vocab_size=261, block_size=64, n_layer=2, n_head=2, n_embd=32,
+                                       tie_embeddings=False)))
+    u = torch.randn(32, generator=torch.Generator().manual_seed(1))
+    model.transformer.ln_f.weight.mul_(0.1)
+    model.transformer.ln_f.bias.copy_(u)
+    model.lm_head.weight[token] = 10 * u / u.dot(u)
+    return model
+
+
+def assert_cache_holds(chat: Chat, ids: list[int]) -> None:
+    """The chat's cache holds exactly `ids`: one more token through it gives the full forward's logits."""
+    with torch.no_grad():
+        cached = chat.model(torch.tensor([[7]]), cache=chat.cache)[0, -1]
+        torch.testing.assert_close(cached, chat.model(torch.tensor([ids + [7]]))[0, -1], atol=1e-5, rtol=0)
+
+
+def test_an_answer_ended_by_end_enters_the_cache_with_the_next_turn(capsys):
+    """...and not with the first turn of a conversation that starts over (the context is full)."""
+    tok = ChatTokenizer(get_tokenizer("byte"))
+    chat = Chat(answering(tok.eot), tok, max_new_tokens=6, temperature=0.0, top_k=0, generator=None)
+    assert chat.turn("12+30=") == "" and chat.turn("40+41=") == ""  # <|end|> at once, twice
+    said = [Message("user", "12+30="), Message("assistant", ""), Message("user", "40+41="), Message("assistant", "")]
+    assert chat.tokens == tok.chat.encode(said)[0].tolist()
+    assert_cache_holds(chat, chat.tokens[:-1])  # the second <|end|> waits for the third turn
+    for turn in range(2, 7):  # 19 positions, then 8 a turn: the sixth turn's answer would not fit
+        assert chat.turn(f"{turn}+1=") == ""
+        assert ("starts over" in capsys.readouterr().err) == (turn == 6)
+    assert chat.tokens == tok.chat.encode([Message("user", "6+1="), Message("assistant", "")])[0].tolist()
+    assert_cache_holds(chat, chat.tokens[:-1])
+
+
+def test_a_conversation_past_the_context_starts_over_with_a_note(capsys):
+    """Each turn takes 7 prompt ids and 8 answer tokens: four fit in 64 positions, the fifth starts over."""
+    tok = ChatTokenizer(get_tokenizer("byte"))
+    chat = Chat(answering(ord("7")), tok, max_new_tokens=8, temperature=0.0, top_k=0, generator=None)
+    for turn in range(5):
+        assert chat.turn(f"{turn}+1=") == "7" * 8
+        assert ("starts over" in capsys.readouterr().err) == (turn == 4)
+    assert chat.tokens == tok.chat.prompt([Message("user", "4+1=")]) + [ord("7")] * 8
+    assert_cache_holds(chat, chat.tokens)
 
 
 def test_an_evaluation_prompts_a_chat_model_in_its_format():

@@ -54,6 +54,16 @@ def test_greedy_with_itself_as_draft_accepts_everything():
     assert stats.rounds == math.ceil(29 / 5)  # 5 tokens per round, the last round shorter
 
 
+def test_the_stats_count_every_forward():
+    """29 new tokens after a 5-token prompt, 4 guesses a round, all accepted (the target drafts for
+    itself): rounds add 5, 5, 5, 5, 5 and 4 tokens, the last proposing 3 (23 in all). One prefill
+    forward each, then one target forward per round and one draft forward per guess."""
+    target = built(0)
+    _, stats = speculative_generate(target, built(0), prompt(5, 50, 3), 29, n_draft=4, temperature=0)
+    assert (stats.proposed, stats.accepted, stats.rounds) == (23, 23, 6)
+    assert (stats.target_forwards, stats.draft_forwards) == (1 + 6, 1 + 23)
+
+
 # ----------------------------------------------------------------------------- sampling
 V = 4  # a vocabulary small enough to tabulate the exact distribution of two tokens
 
