@@ -16,7 +16,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from model import GPT
 from tiny_run import cli, error_line
-from train.config import ConfigError, RunConfig, apply_override, load_config, to_toml
+from train.config import ConfigError, RunConfig, apply_override, config_differences, load_config, to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run configs; configs/ablations/ holds ablation files (grids of runs), checked in test_ablate.py.
@@ -188,3 +188,51 @@ def test_bad_base_is_a_one_line_error_and_exit_2(files, message, tmp_path, capsy
     code, _, stderr = cli(capsys, tmp_path / "a.toml", f"--train.out_dir={tmp_path / 'run'}")
     assert code == 2 and message in error_line(stderr)
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- warm-up ramps
+def test_warm_up_ramps_round_down_sequences_to_multiples_of_8_and_rows_to_whole_numbers():
+    """Ramps whose steps are fractional: seq 64 -> 256 over 5 steps is 64 + 38.4 s (64, 102.4,
+    140.8, 179.2, 217.6), floored to a multiple of 8; rows 1 -> 8 over 3 steps is 1 + 7 s / 3
+    (1, 3.33, 5.67), floored."""
+    cfg = load_config(None, ["--model.block_size=256", "--train.seq_warmup_steps=5", "--train.seq_warmup_start=64",
+                             "--train.batch_size=8", "--train.batch_warmup_steps=3", "--train.batch_warmup_start=1"])
+    assert [cfg.seq_len_at(s) for s in range(6)] == [64, 96, 136, 176, 216, 256]
+    assert [cfg.rows_at(s) for s in range(5)] == [1, 3, 5, 8, 8]
+
+
+# ----------------------------------------------------------------------------- overrides, keys
+def test_an_override_value_may_contain_an_equals_sign():
+    """Only the first `=` separates the key from the value: a path with `=` in it stays whole."""
+    assert load_config(None, ["--data.source=/runs/lr=3e-4/data"]).data.source == "/runs/lr=3e-4/data"
+
+
+def test_a_key_missing_from_a_saved_config_counts_as_its_default():
+    """A checkpoint written before a [model] field existed: the field reads as its default (0 for
+    attn_conv), so only a run that sets it to something else differs."""
+    saved = "\n".join(line for line in to_toml(load_config(None, [])).splitlines() if not line.startswith("attn_conv"))
+    assert "attn_conv" not in saved
+    assert config_differences(saved, load_config(None, [])) == []
+    assert config_differences(saved, load_config(None, ["--model.attn_conv=3"])) == ["model.attn_conv: 0 -> 3"]
+
+
+@pytest.mark.parametrize("overrides, ignored", [
+    (["--optim.muon_momentum=0.9", "--optim.muon_ns=polar_express", "--optim.normuon=true",
+      "--optim.cautious_wd=true"],
+     ["optim.muon_momentum", "optim.muon_ns", "optim.normuon", "optim.cautious_wd"]),
+    (["--optim.name=muon", "--optim.muon_momentum=0.9", "--optim.cautious_wd=true"], []),
+    (["--model.pos=rope", "--model.rope.scaling=llama3", "--model.rope.factor=8.0",
+      "--model.rope.original_max_pos=512", "--model.rope.low_freq_factor=2.0",
+      "--model.rope.high_freq_factor=8.0"], []),
+    (["--model.pos=rope", "--model.rope.scaling=linear", "--model.rope.original_max_pos=512"],
+     ["model.rope.original_max_pos"]),
+    (["--model.pos=rope", "--model.rope.local_theta=10000.0"], ["model.rope.local_theta"]),
+    (["--model.pos=rope", "--model.rope.local_theta=10000.0", "--model.window=16"], []),
+], ids=["muon-keys-with-adamw", "muon-keys-with-muon", "llama3-keys", "llama3-key-with-linear",
+        "local-theta-without-window", "local-theta-with-window"])
+def test_ignored_keys_are_exactly_those_the_settings_never_read(overrides, ignored, capsys):
+    """The Muon settings do nothing with AdamW; llama3 scaling reads factor, original_max_pos and
+    both frequency factors, linear scaling only factor; local_theta needs sliding-window layers."""
+    load_config(None, overrides)
+    warned = [line.split()[1] for line in capsys.readouterr().err.splitlines()]
+    assert warned == ignored

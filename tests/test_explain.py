@@ -92,3 +92,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert run_cli(main, argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "n_layerz" in err
+
+
+def test_a_changed_class_is_located_at_its_class_line_and_its_layers_are_folded():
+    """09-sliding-window (4 layers, global_every = 2) makes layers 0 and 2 local: one line for both,
+    and the class's location is the line of `class CausalSelfAttention(` in its file."""
+    text = render(explain(str(LADDER[9]), vs=str(LADDER[8])), source=False)
+    assert "      transformer.h.{0,2}.attn: window 0 -> 64" in text.splitlines()
+    file = ROOT / "model" / "mixer" / "attention.py"
+    line = next(i for i, s in enumerate(file.read_text().splitlines(), 1) if s.startswith("class CausalSelfAttention("))
+    assert f"  ~ CausalSelfAttention  model/mixer/attention.py:{line}" in text.splitlines()

@@ -206,6 +206,13 @@ def test_a_flag_missing_its_value_and_train_without_arguments(capsys):
     assert out == "" and "usage: python -m train" in err
 
 
+def test_a_flag_takes_its_value_after_an_equals_sign_too():
+    """`--json=f.jsonl` is `--json f.jsonl`: the next argument stays a positional argument."""
+    opts = {"--json": ""}
+    assert split_args(["--json=f.jsonl", "a.toml", "--x.y=1"], opts) == (["a.toml"], ["--x.y=1"])
+    assert opts["--json"] == "f.jsonl"
+
+
 def test_out_dir_that_is_a_file(tmp_path, corpus, cfg_file, capsys):
     target = _file(tmp_path, "run", b"precious")
     code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={target}")

@@ -14,7 +14,7 @@ from model.hf import from_hf
 from tiny_run import TINY, cli, error_line, fit, metrics, numerics, snapshot
 from train import checkpoint as ckpt
 from train import export
-from train.config import load_config
+from train.config import ConfigError, load_config
 from train.data import get_batch
 from train.run import load_run
 from train.trainer import Trainer, evaluate
@@ -148,3 +148,15 @@ def test_resume_is_bit_exact_and_never_reads_the_source_again(tmp_path, corpus, 
 def test_init_step_without_init_from_warns(capsys):
     load_config(None, ["--train.init_step=2"])
     assert "warning: train.init_step is ignored: train.init_from is not set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--model.window=8", "model.window = 8 differs from 0 in"),
+    ("--model.attn_softcap=30.0", "model.attn_softcap = 30.0 differs from 0.0 in"),
+    ("--model.norm_eps=1e-06", "model.norm_eps = 1e-06 differs from 1e-05 in"),
+])
+def test_a_key_that_keeps_the_shapes_but_changes_the_function_is_refused(tmp_path, corpus, base, override, message):
+    """A sliding window, a logit cap or another norm epsilon fit the source's weights but change what
+    they compute: only training-time keys (dropout, auxiliary loss weights) may differ."""
+    with pytest.raises(ConfigError, match=message):
+        start(tmp_path, corpus, base, "ft", override)

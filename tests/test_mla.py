@@ -163,6 +163,18 @@ def test_flops_charge_index_topk_keys_and_the_indexer():
     assert flops_per_token(cfg, T) == 6 * matmul_params(cfg) + attention + 3 * scoring + target
 
 
+@pytest.mark.parametrize("T", [12, 40])
+def test_the_indexer_of_a_sliding_window_scores_at_most_the_window(T):
+    """With window = 16 on every layer, the indexer scores min(16, T) keys per query: all 12 of a
+    sequence shorter than the window, 16 of a longer one; the heads still attend to 8."""
+    cfg = mla_config("dsa-top8")
+    cfg = dataclasses.replace(cfg, window=16, mla=dataclasses.replace(cfg.mla, index_loss_coef=0.0))
+    m = cfg.mla
+    attention = 6 * cfg.n_head * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim) * 8 * cfg.n_layer
+    scoring = 2 * m.index_n_head * m.index_head_dim * min(16, T) * cfg.n_layer
+    assert flops_per_token(cfg, T) == 6 * matmul_params(cfg) + attention + scoring
+
+
 # ----------------------------------------------------------------------------- accounting
 @pytest.mark.parametrize("case", CASES)
 def test_params_and_matmuls_match_the_built_model(case):

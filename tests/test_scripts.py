@@ -10,7 +10,7 @@ import torch
 from tiny_run import ROOT, TINY, cli, error_line, load_script
 from train.cli import run_cli
 from train.errors import ConfigError
-from train.hardware import Peak
+from train.hardware import Peak, pick_dtype
 
 LADDER = sorted((ROOT / "configs" / "ladder").glob("*.toml"))
 
@@ -47,6 +47,18 @@ def test_mfu_never_exceeds_one_when_the_peak_was_under_measured():
     assert peak.mfu(0.5e9) == 0.5
     assert peak.mfu(3e9) == 1.0  # faster than the "peak": the peak was wrong, not the step
     assert peak.flops_per_s == 3e9 and peak.mfu(1.5e9) == 0.5  # later steps are measured against it
+
+
+def test_auto_dtype_is_bf16_on_gpus_that_have_it_else_fp16_and_fp32_off_cuda(monkeypatch):
+    """train.dtype=auto: bf16 on a CUDA GPU with bf16, fp16 (loss-scaled) on an older one, fp32 on
+    CPU and MPS; a named dtype is kept as given."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pick_dtype("auto", cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert pick_dtype("auto", cuda) == "fp16"
+    assert [pick_dtype("auto", torch.device(d)) for d in ("cpu", "mps")] == ["fp32", "fp32"]
+    assert [pick_dtype(name, torch.device("cpu")) for name in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
 
 
 def test_ladder_table_has_a_row_per_rung_with_matching_counts():
