@@ -4,6 +4,7 @@ a hybrid model's cached decode equals its full forward; its cache is a constant-
 linear layers and the accounting says so; the gate gates. CPU, fp32, tiny random models."""
 
 import dataclasses
+import sys
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from model.accounting import (
 from model.config import DeltaNetConfig, MLAConfig
 from model.kernels import use_device_kernels
 from model.mixer.delta_rule import chunked_delta_rule, recurrent_delta_rule
+from model.mixer.deltanet import Decay
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -271,6 +273,41 @@ def test_fla_kernel_is_called_in_its_own_layout(monkeypatch):
             layer.use_kernel("fla")
         torch.testing.assert_close(model(idx), ref, atol=1e-5, rtol=1e-5)
     assert layers
+
+
+def test_only_cuda_with_fla_installed_picks_the_fla_kernel(monkeypatch):
+    """The Gated DeltaNet row of the kernel table (model/kernels.py): CUDA picks "fla" only when
+    flash-linear-attention imports; CPU and MPS keep the chunked PyTorch form either way."""
+    model = GPT(config("gqa-gated-1to1"))
+
+    def chosen(device: str) -> set[str]:
+        kernels = use_device_kernels(model, torch.device(device), torch.float32)
+        return {kernels[f"transformer.h.{i}.attn"] for i in (0, 2)}  # the linear layers
+
+    monkeypatch.setitem(sys.modules, "fla", None)  # as if not installed: its import fails
+    assert chosen("cuda") == chosen("mps") == chosen("cpu") == {"torch"}
+    fake_fla(monkeypatch)
+    assert chosen("cuda") == {"fla"}
+    assert chosen("mps") == chosen("cpu") == {"torch"}
+
+
+def test_decay_init_is_hf_qwen3_5s():
+    """A = exp(A_log) ~ U(0.01, 16) and dt_bias = 1 (HF `Qwen3_5PreTrainedModel._init_weights`),
+    checked on the values (mean and std of the uniform law), and restored by GPT.init_weights."""
+    torch.manual_seed(0)
+    A = Decay(4096).A_log.exp()
+    assert 0.01 <= A.min() and A.max() <= 16
+    assert abs(A.mean().item() - (16 + 0.01) / 2) < 0.3  # the sample mean's std: 0.07
+    assert abs(A.std().item() - (16 - 0.01) / 12**0.5) < 0.3
+    model = GPT(config("gqa-gated-1to1"))
+    decays = [m for m in model.modules() if isinstance(m, Decay)]
+    with torch.no_grad():
+        for d in decays:
+            d.A_log.fill_(5.0)
+            d.dt_bias.fill_(0.0)
+    model.init_weights()
+    assert decays and all((d.dt_bias == 1).all() for d in decays)
+    assert all(0.01 <= a <= 16 for d in decays for a in d.A_log.exp().tolist())
 
 
 @pytest.mark.parametrize("bad, field", [

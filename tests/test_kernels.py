@@ -51,6 +51,23 @@ def test_flex_forward_equals_the_cpu_kernel(fields):
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=2e-5)
 
 
+@needs_flex
+@pytest.mark.parametrize("window", [0, 48])
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_queries_are_the_last_of_the_keys(window):
+    """T queries against S > T keys (a prompt that continues a cache): query i sits at position
+    p = i + S - T and sees keys j with p - window < j <= p; checked against a masked softmax."""
+    g = torch.Generator().manual_seed(0)
+    T, S, hd = 5, 140, 16
+    q, k, v = (torch.randn(1, 2, n, hd, generator=g) for n in (T, S, S))
+    p, j = torch.arange(S - T, S)[:, None], torch.arange(S)[None]
+    visible = (j <= p) & (j > p - window) if window else j <= p
+    scores = (q @ k.transpose(-1, -2)) * hd**-0.5
+    expected = scores.masked_fill(~visible, float("-inf")).softmax(-1) @ v
+    got = flex.flex_attend(q, k, v, window, hd**-0.5, compiled=False)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_kernels_chosen_per_device():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert device_kernel(layer(), cuda) == "sdpa"  # plain causal stays on SDPA (flash)

@@ -42,6 +42,8 @@ def reference_mtp_loss(model: GPT, idx, targets) -> torch.Tensor:
         hk = torch.cat([rms(h[:, :n], m.hnorm.weight, eps), rms(emb_w[seq[:, k:k + n]], m.enorm.weight, eps)], -1)
         h = m.block(hk @ M.T, torch.arange(n))  # TRM_k
         logits = rms(h, m.norm.weight, eps) @ head_w.T
+        if cfg.final_softcap:  # as the main head: cap * tanh(z / cap)
+            logits = cfg.final_softcap * torch.tanh(logits / cfg.final_softcap)
         losses.append(F.cross_entropy(logits.flatten(0, 1), seq[:, k + 1:k + 1 + n].flatten()))
     return cfg.mtp_loss_weight * sum(losses) / len(losses)
 
@@ -59,6 +61,14 @@ def test_mtp_loss_matches_the_papers_equations(depth):
     plain = no_mtp.train()(x, y)[1]
     assert set(plain) == {"loss"} and torch.equal(plain["loss"], terms["loss"])  # the main head's alone
     assert set(model.eval()(x, y)[1]) == {"loss"}  # evaluation: no MTP term
+
+
+def test_mtp_loss_softcaps_its_logits_as_the_main_head_does():
+    """With model.final_softcap, every depth's logits are capped, cap * tanh(z / cap), before the CE."""
+    model = jittered(tiny(BASE, mtp_depth=2, final_softcap=2.0), **JITTER).train()
+    seq = torch.randint(0, 64, (2, 17), generator=torch.Generator().manual_seed(3))
+    x, y = seq[:, :-1], seq[:, 1:]
+    torch.testing.assert_close(model(x, y)[1]["mtp_loss"], reference_mtp_loss(model, x, y), atol=1e-5, rtol=1e-5)
 
 
 def test_mtp_gradients_reach_trunk_embedding_and_head():
