@@ -21,7 +21,7 @@ def fmt(x: str, spec: str) -> str:
 
 def mean_std(mean: str, std: str) -> str:
     """'mean ± std' of a CSV's pair of columns; the std is empty with one seed."""
-    return "pending" if not mean else f"{float(mean):.3f}" + (f" ± {float(std):.3f}" if std else "")
+    return fmt(mean, ".3f") + (f" ± {float(std):.3f}" if mean and std else "")
 
 
 def bpb(r: dict) -> str:

@@ -32,7 +32,7 @@ class Child:
     """A running `python -m train` for one Run, its output appended to <run>/train.log."""
 
     def __init__(self, run, threads: int) -> None:
-        self.run = run
+        self.run, self.status = run, {}  # status: what finish() wrote to status.json
         run.out_dir.mkdir(parents=True, exist_ok=True)
         with open(run.out_dir / "train.log", "a") as log:
             self.log_start = log.seek(0, os.SEEK_END)  # this launch's part of the log begins here
