@@ -30,7 +30,7 @@ class RopeConfig:
     def __post_init__(self) -> None:
         _check_choices(self, "model.rope.")
         for name in ("theta", "factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow"):
-            _check_positive_float(f"rope.{name}", getattr(self, name))
+            _check_positive(f"model.rope.{name}", getattr(self, name))
         check_int("model.rope.original_max_pos", self.original_max_pos, minimum=0)
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"model.rope.fraction must be in (0, 1]; got {self.fraction}")
@@ -70,13 +70,10 @@ class MoEConfig:
             check_int(f"model.moe.{name}", getattr(self, name), minimum=0)
         for name in ("top_k", "n_group", "topk_group"):
             check_int(f"model.moe.{name}", getattr(self, name), minimum=1)
-        _check_positive_float("moe.routed_scale", self.routed_scale)
-        if not isinstance(self.shared_gate, bool):
-            raise ValueError(f"model.moe.shared_gate must be true or false; got {self.shared_gate!r}")
+        _check_positive("model.moe.routed_scale", self.routed_scale)
+        _check_bool("model.moe.shared_gate", self.shared_gate)
         for name in self.TRAINING_ONLY:
-            value = getattr(self, name)
-            if not (_is_number(value) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"model.moe.{name} must be >= 0 (0 = off); got {value!r}")
+            _check_nonnegative(f"model.moe.{name}", getattr(self, name))
         if not self.n_expert:
             return
         if self.shared_gate and not self.n_shared:
@@ -84,9 +81,7 @@ class MoEConfig:
         if self.top_k > self.n_expert:
             raise ValueError(f"model.moe.top_k ({self.top_k}) must be <= model.moe.n_expert "
                              f"({self.n_expert}): a token cannot use more experts than exist")
-        if self.n_expert % self.n_group:
-            raise ValueError(f"model.moe.n_expert ({self.n_expert}) must be divisible by "
-                             f"model.moe.n_group ({self.n_group})")
+        _check_divisible("model.moe.n_expert", self.n_expert, "model.moe.n_group", self.n_group)
         if self.topk_group > self.n_group:
             raise ValueError(f"model.moe.topk_group ({self.topk_group}) must be <= model.moe.n_group "
                              f"({self.n_group})")
@@ -124,9 +119,7 @@ class MLAConfig:
         for f in fields(self):
             if f.name not in self.TRAINING_ONLY:
                 check_int(f"model.mla.{f.name}", getattr(self, f.name), minimum=0)
-        coef = self.index_loss_coef
-        if not (_is_number(coef) and math.isfinite(coef) and coef >= 0):
-            raise ValueError(f"model.mla.index_loss_coef must be a finite number >= 0 (0 = off); got {coef!r}")
+        _check_nonnegative("model.mla.index_loss_coef", self.index_loss_coef)
 
     def resolve(self, head_dim: int) -> None:
         """Fill the sizes written as 0 (called by ModelConfig when model.attention = "mla")."""
@@ -164,9 +157,7 @@ class DeltaNetConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            check_int(f"model.deltanet.{f.name}", getattr(self, f.name), minimum=0)
-        if self.conv_size < 1:
-            raise ValueError(f"model.deltanet.conv_size must be an integer >= 1; got {self.conv_size}")
+            check_int(f"model.deltanet.{f.name}", getattr(self, f.name), 1 if f.name == "conv_size" else 0)
 
     def resolve(self, n_head: int, head_dim: int) -> None:
         """Fill the sizes written as 0 (called by ModelConfig when linear attention is on)."""
@@ -174,9 +165,7 @@ class DeltaNetConfig:
         self.n_v_head = self.n_v_head or self.n_head
         self.head_dim = self.head_dim or head_dim
         self.v_head_dim = self.v_head_dim or self.head_dim
-        if self.n_v_head % self.n_head:
-            raise ValueError(f"model.deltanet.n_v_head ({self.n_v_head}) must be divisible by "
-                             f"model.deltanet.n_head ({self.n_head})")
+        _check_divisible("model.deltanet.n_v_head", self.n_v_head, "model.deltanet.n_head", self.n_head)
 
 
 @dataclass
@@ -244,10 +233,8 @@ class ModelConfig:
         for name in ("n_kv_head", "head_dim", "mlp_hidden", "window", "global_every", "mtp_depth", "attn_conv"):
             check_int(f"model.{name}", getattr(self, name), minimum=0)
         if not self.head_dim and self.n_embd % self.n_head:
-            raise ValueError(
-                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}), "
-                "or set model.head_dim explicitly"
-            )
+            raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head "
+                             f"({self.n_head}), or set model.head_dim explicitly")
         if self.attention == "mla":
             self._check_mla()
         elif self.mla != MLAConfig():
@@ -260,21 +247,15 @@ class ModelConfig:
         elif self.deltanet != DeltaNetConfig():
             raise ValueError('model.deltanet is read only when model.linear_attention = "gated_deltanet"')
         self.mlp_hidden = self.mlp_hidden or 4 * self.n_embd
-        if self.n_head % self.n_kv_head:
-            raise ValueError(
-                f"model.n_head ({self.n_head}) must be divisible by model.n_kv_head ({self.n_kv_head})"
-            )
+        _check_divisible("model.n_head", self.n_head, "model.n_kv_head", self.n_kv_head)
         if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"model.dropout must be a number in [0, 1); got {self.dropout!r}")
         for name in ("norm_eps", "init_std", "swiglu_alpha", "swiglu_limit"):
-            _check_positive_float(name, getattr(self, name))
+            _check_positive(f"model.{name}", getattr(self, name))
         for name in ("attn_scale", "attn_softcap", "final_softcap", "mtp_loss_weight"):
-            value = getattr(self, name)
-            if not (_is_number(value) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"model.{name} must be >= 0 (0 = off/default); got {value!r}")
+            _check_nonnegative(f"model.{name}", getattr(self, name), zero="off/default")
         for name in ("attn_gate", "value_embeds", "x0_lambdas", "unet_skips", "zero_init_proj"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"model.{name} must be true or false; got {getattr(self, name)!r}")
+            _check_bool(f"model.{name}", getattr(self, name))
         if self.value_embeds and self.attention != "gqa":
             raise ValueError('model.value_embeds needs model.attention = "gqa" (MLA caches a latent, '
                              "not the values an embedding could be added to)")
@@ -388,9 +369,24 @@ def _check_choices(obj: object, prefix: str) -> None:
             raise ValueError(f"{prefix}{f.name} must be one of {allowed}; got {value!r}")
 
 
-def _check_positive_float(name: str, value: object) -> None:
+def _check_positive(name: str, value: object) -> None:
     if not (_is_number(value) and math.isfinite(value) and value > 0):
-        raise ValueError(f"model.{name} must be a positive finite number; got {value!r}")
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+
+
+def _check_nonnegative(name: str, value: object, zero: str = "off") -> None:
+    if not (_is_number(value) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be >= 0 (0 = {zero}); got {value!r}")
+
+
+def _check_divisible(name: str, value: int, by_name: str, by: int) -> None:
+    if value % by:
+        raise ValueError(f"{name} ({value}) must be divisible by {by_name} ({by})")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false; got {value!r}")
 
 
 def _is_number(value: object) -> bool:
