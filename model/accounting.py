@@ -11,7 +11,7 @@ Mixture-of-Experts layer counts all experts in `param_count` but only the top_k 
 
 from .inference.cache.quantized import BITS, position_bytes
 from .inference.cache.quantized_rolling import ring_groups, window_cache
-from .mixer.attention import kv_layouts as attention_kv_layouts
+from .mixer.attention import QK_NORM_GROUPS, kv_layouts as attention_kv_layouts
 from .mixer.mla import kv_layouts as mla_kv_layouts
 from .config import ModelConfig
 from .value_embed import value_gate_matrices
@@ -142,12 +142,6 @@ NORM_PARAMS = {  # keyed by `model.norm`: parameters of one norm over `dim` feat
 
 NORMS_PER_BLOCK = {"pre": 2, "post": 2, "sandwich": 4}  # keyed by `model.norm_placement`
 
-QK_NORM_DIMS = {  # keyed by `model.qk_norm`: the sizes of the query and key norms of one layer
-    "none": lambda cfg: [],
-    "head": lambda cfg: [cfg.head_dim, cfg.head_dim],  # one norm shared by all heads
-    "full": lambda cfg: [cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim],
-}
-
 
 def block_matrices(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> list[Matrix]:
     """The weight matrices of block `layer_idx` (all experts, or only the active ones)."""
@@ -164,7 +158,7 @@ def block_params(cfg: ModelConfig, layer_idx: int = 0, active: bool = False) -> 
     n += sum(fi * fo for fi, fo in shared_gate_matrices(cfg, layer_idx) + value_gate_matrices(cfg, layer_idx))
     n += NORMS_PER_BLOCK[cfg.norm_placement] * norm(cfg, cfg.n_embd)
     if not cfg.is_linear(layer_idx):
-        n += sum(norm(cfg, dim) for dim in QK_NORM_DIMS[cfg.qk_norm](cfg))
+        n += sum(norm(cfg, dim) for dim in QK_NORM_GROUPS[cfg.qk_norm](cfg))  # query and key norms
         n += cfg.n_head if cfg.attn_sinks else 0  # one sink logit per head
         n += (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim * cfg.attn_conv  # Canon-B's taps (model/canon.py)
     return n
@@ -190,11 +184,6 @@ def param_count(cfg: ModelConfig, active: bool = False) -> int:
     return n + sum(mtp_module_params(cfg, k, active) for k in range(1, cfg.mtp_depth + 1))
 
 
-def mtp_layers(cfg: ModelConfig) -> range:
-    """The layer indices of the MTP modules' blocks (model/mtp.py): the stack's pattern continued."""
-    return range(cfg.n_layer, cfg.n_layer + cfg.mtp_depth)
-
-
 def mtp_module_params(cfg: ModelConfig, depth: int, active: bool = False) -> int:
     """One MTP module: its two input norms, the (2 n_embd -> n_embd) projection, a block and an
     output norm; the embedding and the LM head are the main model's."""
@@ -216,24 +205,16 @@ def mtp_matmul_params(cfg: ModelConfig) -> int:
     Charged for every token (depth k skips the last k positions of a sequence: k / seq_len less)."""
     head = cfg.n_embd * cfg.padded_vocab_size
     return sum(2 * cfg.n_embd**2 + head + sum(fi * fo for fi, fo in block_matrices(cfg, i, active=True))
-               for i in mtp_layers(cfg))
+               for i in range(cfg.n_layer, cfg.n_layer + cfg.mtp_depth))  # the MTP blocks' layer indices
 
 
-def attended_keys(cfg: ModelConfig, seq_len: int) -> int:
-    """Keys a query is charged for, summed over attention layers: seq_len on global layers and
-    min(window, seq_len) on sliding-window (local) layers; linear-attention layers have none."""
+def attended_keys(cfg: ModelConfig, seq_len: int) -> list[int]:
+    """Keys a query is charged for on each attention layer, the MTP blocks' included (they attend in
+    training too): seq_len on global layers and min(window, seq_len) on sliding-window (local)
+    layers; linear-attention layers have none."""
     local = min(cfg.window, seq_len)
-    layers = [*range(cfg.n_layer), *mtp_layers(cfg)]  # MTP blocks attend in training too
-    return sum(local if cfg.is_local(i) else seq_len for i in layers if not cfg.is_linear(i))
-
-
-def sparse_keys(cfg: ModelConfig, seq_len: int) -> int:
-    """`attended_keys` with DeepSeek Sparse Attention's cap: a query attends to at most
-    mla.index_topk keys (the indexer still scores all of `attended_keys`)."""
-    cap = cfg.mla.index_topk if cfg.attention == "mla" and cfg.mla.index_topk else seq_len
-    return sum(min(cap, keys) for keys in (min(cfg.window, seq_len) if cfg.is_local(i) else seq_len
-                                            for i in (*range(cfg.n_layer), *mtp_layers(cfg))
-                                            if not cfg.is_linear(i)))
+    layers = range(cfg.n_layer + cfg.mtp_depth)  # the stack, then the MTP blocks
+    return [local if cfg.is_local(i) else seq_len for i in layers if not cfg.is_linear(i)]
 
 
 def deltanet_flops(cfg: ModelConfig, chunk: int = 64) -> int:
@@ -258,7 +239,7 @@ ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in t
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """FLOPs of one training step (forward + backward) per token at sequence length `seq_len`.
 
-        6 * matmul_params + 6 * n_head * (qk_dim + v_dim) * attended_keys
+        6 * matmul_params + 6 * n_head * (qk_dim + v_dim) * sum(attended_keys)
 
     Weights: a token times an (in, out) matrix is in*out multiply-adds = 2*in*out FLOPs forward;
     the backward pass needs two such products (gradients w.r.t. the input and the weight), so
@@ -275,21 +256,22 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     the ~seq_len/2 a causal mask leaves, and softmax/norm/activation FLOPs are ignored. With GQA the
     score cost follows n_head (queries), not n_kv_head.
     DeepSeek Sparse Attention (mla.index_topk): the heads attend to at most index_topk keys
-    (`sparse_keys`), and the indexer scores every visible key, 2 * index_n_head * index_head_dim
+    (`sparse`), and the indexer scores every visible key, 2 * index_n_head * index_head_dim
     FLOPs per key forward, times 3 when its KL loss trains it (`mla.index_loss_coef` > 0; the
     attention probabilities it is fitted to are recomputed on the selected keys, 2 * n_head * qk_dim
     per key, forward only). Its weight matrices are in matmul_params and charged 6x like the others. On CPU our kernel
     masks a dense score matrix; the count is what the algorithm needs.
     """
     qk_dim, v_dim = ATTENTION_DIMS[cfg.attention](cfg)
-    attention = 6 * cfg.n_head * (qk_dim + v_dim) * sparse_keys(cfg, seq_len)
-    m = cfg.mla
+    m, keys = cfg.mla, attended_keys(cfg, seq_len)
+    sparse = sum(min(m.index_topk or seq_len, k) for k in keys)  # index_topk is 0 without DSA
+    attention = 6 * cfg.n_head * (qk_dim + v_dim) * sparse
     indexer = 0
     if m.index_topk:
         trained = m.index_loss_coef > 0
-        indexer = (6 if trained else 2) * m.index_n_head * m.index_head_dim * attended_keys(cfg, seq_len)
-        indexer += trained * 2 * cfg.n_head * qk_dim * sparse_keys(cfg, seq_len)
-    linear = sum(deltanet_flops(cfg) for i in (*range(cfg.n_layer), *mtp_layers(cfg)) if cfg.is_linear(i))
+        indexer = (6 if trained else 2) * m.index_n_head * m.index_head_dim * sum(keys)
+        indexer += trained * 2 * cfg.n_head * qk_dim * sparse
+    linear = sum(deltanet_flops(cfg) for i in range(cfg.n_layer + cfg.mtp_depth) if cfg.is_linear(i))
     return float(6 * matmul_params(cfg) + attention + indexer + linear)
 
 
@@ -345,8 +327,7 @@ def kv_cache_bytes_per_token(cfg: ModelConfig, kv_dtype: str | None = None, dtyp
     """Bytes one more token of context occupies in the generation cache, summed over layers, scales
     and zero-points included. Sliding-window layers keep a fixed ring once the sequence is longer
     than their window (`kv_cache_bytes`) and add nothing per token, nor do linear-attention layers
-    (a fixed state). Equals
-    `GPT.new_cache(...).bytes_per_token()` (tests/test_generate.py)."""
+    (a fixed state). Equals `GPT.new_cache(...).bytes_per_token()` (tests/test_generate.py)."""
     per_layer = _layer_bytes_per_token(cfg, kv_dtype, dtype_bytes, kv_group)
     return sum(0 if cfg.is_local(i) or cfg.is_linear(i) else per_layer for i in range(cfg.n_layer))
 
@@ -395,7 +376,7 @@ def quantized_matrices(cfg: ModelConfig) -> list[Matrix]:
     m = cfg.mla
     kv_b = (m.kv_lora_rank, cfg.n_head * (m.qk_nope_head_dim + m.v_head_dim)) if cfg.attention == "mla" else None
     out = [(2 * cfg.n_embd, cfg.n_embd)] * cfg.mtp_depth  # each MTP module's projection
-    for i in (*range(cfg.n_layer), *mtp_layers(cfg)):
+    for i in range(cfg.n_layer + cfg.mtp_depth):  # the stack, then the MTP blocks
         attention = attention_matrices(cfg, i)
         if not cfg.is_linear(i) and kv_b in attention:
             attention.remove(kv_b)

@@ -27,8 +27,9 @@ from ..rope import build_rotary
 from ..value_embed import add_value_embed, value_gate
 from ..canon import Canon, ConvKV
 
-# The groups QK-norm normalises over, as (query size, key size).
+# `model.qk_norm` -> the groups QK-norm normalises over, as (query size, key size).
 QK_NORM_GROUPS = {
+    "none": lambda cfg: (),
     "head": lambda cfg: (cfg.head_dim, cfg.head_dim),  # each head on its own (Qwen3, Gemma 3)
     "full": lambda cfg: (cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim),  # whole projection (OLMo 2)
 }
