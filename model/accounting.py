@@ -205,7 +205,7 @@ def mtp_matmul_params(cfg: ModelConfig) -> int:
     Charged for every token (depth k skips the last k positions of a sequence: k / seq_len less)."""
     head = cfg.n_embd * cfg.padded_vocab_size
     return sum(2 * cfg.n_embd**2 + head + sum(fi * fo for fi, fo in block_matrices(cfg, i, active=True))
-               for i in range(cfg.n_layer, cfg.n_layer + cfg.mtp_depth))  # the MTP blocks' layer indices
+               for i in range(cfg.n_layer, cfg.n_layer + cfg.mtp_depth))  # the MTP blocks
 
 
 def attended_keys(cfg: ModelConfig, seq_len: int) -> list[int]:
@@ -271,7 +271,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
         trained = m.index_loss_coef > 0
         indexer = (6 if trained else 2) * m.index_n_head * m.index_head_dim * sum(keys)
         indexer += trained * 2 * cfg.n_head * qk_dim * sparse
-    linear = sum(deltanet_flops(cfg) for i in range(cfg.n_layer + cfg.mtp_depth) if cfg.is_linear(i))
+    linear = deltanet_flops(cfg) * sum(map(cfg.is_linear, range(cfg.n_layer + cfg.mtp_depth)))
     return float(6 * matmul_params(cfg) + attention + indexer + linear)
 
 

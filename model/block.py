@@ -39,13 +39,10 @@ class Block(nn.Module):
         self.ln_2 = build_norm(cfg)
         self.mlp = build_feed_forward(cfg, layer_idx)
 
-    def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
-        ve: torch.Tensor | None = None, terms: dict | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
+                ve: torch.Tensor | None = None, terms: dict | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), positions, cache, *values(ve), terms=terms)
-        x = x + self.mlp(self.ln_2(x), terms)
-        return x
+        return x + self.mlp(self.ln_2(x), terms)
 
 
 class PostNormBlock(nn.Module):
@@ -65,13 +62,10 @@ class PostNormBlock(nn.Module):
         self.mlp = build_feed_forward(cfg, layer_idx)
         self.ln_2 = build_norm(cfg)
 
-    def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
-        ve: torch.Tensor | None = None, terms: dict | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
+                ve: torch.Tensor | None = None, terms: dict | None = None) -> torch.Tensor:
         x = x + self.ln_1(self.attn(x, positions, cache, *values(ve), terms=terms))
-        x = x + self.ln_2(self.mlp(x, terms))
-        return x
+        return x + self.ln_2(self.mlp(x, terms))
 
 
 class SandwichBlock(nn.Module):
@@ -91,13 +85,10 @@ class SandwichBlock(nn.Module):
         self.mlp = build_feed_forward(cfg, layer_idx)
         self.ln_2_post = build_norm(cfg)
 
-    def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
-        ve: torch.Tensor | None = None, terms: dict | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
+                ve: torch.Tensor | None = None, terms: dict | None = None) -> torch.Tensor:
         x = x + self.ln_1_post(self.attn(self.ln_1(x), positions, cache, *values(ve), terms=terms))
-        x = x + self.ln_2_post(self.mlp(self.ln_2(x), terms))
-        return x
+        return x + self.ln_2_post(self.mlp(self.ln_2(x), terms))
 
 
 def values(ve: torch.Tensor | None) -> tuple[torch.Tensor, ...]:

@@ -157,7 +157,8 @@ class DeltaNetConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            check_int(f"model.deltanet.{f.name}", getattr(self, f.name), 1 if f.name == "conv_size" else 0)
+            minimum = 1 if f.name == "conv_size" else 0
+            check_int(f"model.deltanet.{f.name}", getattr(self, f.name), minimum)
 
     def resolve(self, n_head: int, head_dim: int) -> None:
         """Fill the sizes written as 0 (called by ModelConfig when linear attention is on)."""
@@ -165,7 +166,8 @@ class DeltaNetConfig:
         self.n_v_head = self.n_v_head or self.n_head
         self.head_dim = self.head_dim or head_dim
         self.v_head_dim = self.v_head_dim or self.head_dim
-        _check_divisible("model.deltanet.n_v_head", self.n_v_head, "model.deltanet.n_head", self.n_head)
+        _check_divisible("model.deltanet.n_v_head", self.n_v_head, "model.deltanet.n_head",
+                         self.n_head)
 
 
 @dataclass

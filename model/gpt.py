@@ -111,14 +111,9 @@ class GPT(nn.Module):
             elif hasattr(module, "reset_parameters") and not list(module.children()):
                 module.reset_parameters()  # norms: scale 1, shift 0
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        cache: ModelCache | None = None,
-        ignore_index: int = -100,
-        return_hidden: bool = False,
-    ):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: ModelCache | None = None, ignore_index: int = -100,
+                return_hidden: bool = False):
         """idx: (B, T) token ids. With `cache`, idx continues the cached sequence. return_hidden
         (no targets): (logits, the last block's output before the final norm), which the MTP draft
         starts from (model/inference/mtp_draft.py)."""
@@ -206,9 +201,8 @@ class GPT(nn.Module):
         on = torch.is_autocast_enabled(p.device.type)
         return torch.get_autocast_dtype(p.device.type) if on else p.dtype
 
-    def new_cache(
-        self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None, **options
-    ) -> ModelCache:
+    def new_cache(self, batch_size: int, max_len: int | None = None,
+                  dtype: torch.dtype | None = None, **options) -> ModelCache:
         """An empty generation cache on this model's device for `max_len` positions (block_size).
 
         options: the other `CacheSpec` fields (kv_dtype, kv_residual, kv_group, rollback, static).
@@ -244,7 +238,7 @@ class GPT(nn.Module):
         or stream: a callable that sees each block of new tokens as it is decided).
         """
         return generate_tokens(self, idx, max_new_tokens, temperature, top_k, generator, top_p=top_p,
-                        use_cache=use_cache, kv_dtype=kv_dtype, draft=draft, n_draft=n_draft,
+                               use_cache=use_cache, kv_dtype=kv_dtype, draft=draft, n_draft=n_draft,
                                compile=compile, **options)
 
 

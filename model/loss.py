@@ -31,15 +31,9 @@ from .softcap import softcap
 CHUNK_ELEMENTS = 2**26
 
 
-def lm_loss(
-    h: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor,
-    vocab_size: int,
-    cap: float = 0.0,
-    ignore_index: int = -100,
-    chunk_elements: int | None = None,
-) -> torch.Tensor:
+def lm_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int,
+            cap: float = 0.0, ignore_index: int = -100,
+            chunk_elements: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of softcap(h W[:vocab_size]^T) against targets, as
     `F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)` with
     logits = final_softcap(lm_head(h)[..., :vocab_size]).

@@ -93,19 +93,16 @@ class Rotary(nn.Module):
         super().__init__()
         self.rot_dim = int(head_dim * rope.fraction)  # as HF: int(head_dim * partial_rotary_factor)
         if self.rot_dim < 2 or self.rot_dim % 2:
-            raise ValueError(
-                f"model.rope.fraction * head_dim must be an even number >= 2; "
-                f"got {rope.fraction} * {head_dim} -> {self.rot_dim}"
-            )
+            raise ValueError(f"model.rope.fraction * head_dim must be an even number >= 2; "
+                             f"got {rope.fraction} * {head_dim} -> {self.rot_dim}")
         original_max_pos = rope.original_max_pos or block_size
         inv_freq, attention_factor = ROPE_SCALINGS[scaling](rope, theta, self.rot_dim, original_max_pos)
         freqs = torch.arange(block_size).float()[:, None] * inv_freq[None, :]  # (block_size, rot_dim / 2)
         self.register_buffer("cos", freqs.cos() * attention_factor, persistent=False)
         self.register_buffer("sin", freqs.sin() * attention_factor, persistent=False)
 
-    def forward(
-        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """q: (B, n_head, T, head_dim), k: (B, n_kv_head, T, head_dim); positions: (T,) absolute."""
         cos, sin = self.cos[positions], self.sin[positions]  # (T, rot_dim / 2)
         return apply_rotary(q, cos, sin, self.rot_dim), apply_rotary(k, cos, sin, self.rot_dim)

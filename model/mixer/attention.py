@@ -70,18 +70,15 @@ class AttentionKernels(nn.Module):
             # CUDA's memory-efficient kernel (the one that takes a mask) has no enable_gqa: with it, SDPA
             # would fall back to the math kernel and its (T, S) scores. Repeated heads keep it eligible.
             k, v = repeat_kv(k, self.n_head), repeat_kv(v, self.n_head)  # (B, n_head, S, hd)
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-            enable_gqa=k.shape[1] != q.shape[1],
-        )
+        dropout_p = self.attn_dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                              scale=self.scale, dropout_p=dropout_p,
+                                              enable_gqa=k.shape[1] != q.shape[1])
 
     def softmax_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None) -> torch.Tensor:
         mask = visible_keys(q_pos, k_pos, k.shape[2], self.window)
-        return softmax_attention(
-            q, k, v, mask, self.scale, self.softcap, self.sinks,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )
+        return softmax_attention(q, k, v, mask, self.scale, self.softcap, self.sinks,
+                                 dropout_p=self.attn_dropout if self.training else 0.0)
 
     def sparse_attention(self, q, k, v, q_pos: torch.Tensor, k_pos: torch.Tensor | None, chosen: torch.Tensor,
                          scores: torch.Tensor | None = None, terms: dict | None = None):
@@ -140,10 +137,8 @@ class CausalSelfAttention(AttentionKernels):
         # Gemma 2: query_pre_attn_scalar ** -0.5
         self.init_kernels(cfg, layer_idx, scale=cfg.attn_scale or self.head_dim**-0.5)
 
-    def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
-        ve: torch.Tensor | None = None, terms: dict | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
+                ve: torch.Tensor | None = None, terms: dict | None = None) -> torch.Tensor:
         """x: (B, T, n_embd); positions: (T,) absolute positions of x's tokens; ve: this layer's value
         embedding of the tokens (model/value_embed.py), when it has one; terms: a training forward's
         extra loss terms, of which this layer has none."""
@@ -218,16 +213,9 @@ def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:
     return x[:, :, None].expand(B, n_kv_head, n_head // n_kv_head, S, hd).reshape(B, n_head, S, hd)
 
 
-def softmax_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: torch.Tensor,
-    scale: float,
-    softcap: float = 0.0,
-    sinks: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                      scale: float, softcap: float = 0.0, sinks: torch.Tensor | None = None,
+                      dropout_p: float = 0.0) -> torch.Tensor:
     """Attention written out: q (B, n_head, T, hd), k/v (B, n_kv_head, S, hd), mask (T, S) bool.
 
     softcap > 0: logits -> softcap * tanh(logits / softcap) before masking (Gemma 2).

@@ -44,16 +44,9 @@ def _compiled():
     return torch.compile(flex_attention, dynamic=False)
 
 
-def flex_attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    window: int,
-    scale: float,
-    softcap: float = 0.0,
-    sinks: torch.Tensor | None = None,
-    compiled: bool = True,
-) -> torch.Tensor:
+def flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scale: float,
+                softcap: float = 0.0, sinks: torch.Tensor | None = None, compiled: bool = True
+                ) -> torch.Tensor:
     """q (B, n_head, T, hd), k/v (B, n_kv_head, S, hd) -> (B, n_head, T, hd)."""
     mask = block_mask(q.shape[2], k.shape[2], window, str(q.device))
     score_mod = None
