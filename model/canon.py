@@ -30,11 +30,19 @@ class Canon(nn.Module):
 
     def forward(self, x: torch.Tensor, past: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """past: (B, dim, width - 1), the inputs before x (None: zeros). Returns the output and the new past."""
-        width = self.conv1d.kernel_size[0] - 1
-        h = x.transpose(1, 2)  # (B, dim, T)
-        h = F.pad(h, (width, 0)) if past is None else torch.cat([past.to(h.dtype), h], dim=-1)
-        y = F.conv1d(h, self.conv1d.weight, groups=h.shape[1]).transpose(1, 2)
-        return x + y, h[..., h.shape[-1] - width:]
+        y, h = causal_conv(x, self.conv1d, past)
+        return x + y, h[..., h.shape[-1] - (self.conv1d.kernel_size[0] - 1):]
+
+
+def causal_conv(x: torch.Tensor, conv1d: nn.Conv1d, past: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv1d's depthwise weight over time, causally: x (B, T, dim); past (B, dim, width - 1), the
+    inputs before x (None: zeros). Returns y (B, T, dim) and the conv's inputs, past and x
+    (B, dim, width - 1 + T), whose last width - 1 are the next past."""
+    width = conv1d.kernel_size[0] - 1
+    h = x.transpose(1, 2)  # (B, dim, T)
+    h = F.pad(h, (width, 0)) if past is None else torch.cat([past.to(h.dtype), h], dim=-1)
+    return F.conv1d(h, conv1d.weight, groups=h.shape[1]).transpose(1, 2), h
 
 
 class ConvKV:

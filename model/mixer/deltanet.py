@@ -20,7 +20,9 @@ from torch.nn import functional as F
 
 from ..inference.cache import CacheSpec, ModelCache
 from ..inference.cache.recurrent import RecurrentState, Snapshot
+from ..canon import causal_conv
 from ..config import ModelConfig
+from ..norm import RMSNorm
 from .delta_rule import RULES, recurrent_delta_rule
 
 L2_EPS = 1e-6  # q / sqrt(sum q^2 + eps), as FLA and HF
@@ -45,23 +47,13 @@ class Decay(nn.Module):
         return -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias)
 
 
-class GatedRMSNorm(nn.Module):
+class GatedRMSNorm(RMSNorm):
     """RMSNorm(o) * weight * SiLU(z) over each value head (HF `Qwen3_5RMSNormGated`, FLA's
-    `FusedRMSNormGated`): normalised in fp32, cast, scaled, then gated in fp32. Plain scale (not 1 +
-    weight), init 1. Config: norm_eps."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
+    `FusedRMSNormGated`): normalised in fp32, cast, scaled (Llama's RMSNorm), then gated in fp32.
+    Plain scale (not 1 + weight), init 1. Config: norm_eps."""
 
     def forward(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x = o.float()
-        x = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(o.dtype)
-        return (self.weight * x * F.silu(z.float())).to(o.dtype)
+        return (super().forward(o) * F.silu(z.float())).to(o.dtype)
 
 
 class GatedDeltaNet(nn.Module):
@@ -97,8 +89,9 @@ class GatedDeltaNet(nn.Module):
         B, T, _ = x.shape
         qkv, z, b, a = self.in_proj(x).split(self.splits, dim=-1)
         past = cache.layer(self.layer_idx) if cache is not None else None
-        qkv, conv_in = self.conv(qkv, None if past is None else past.conv)
-        q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
+        # conv_in: the conv's inputs (B, conv_dim, conv_size - 1 + T), the past's and x's
+        qkv, conv_in = causal_conv(qkv, self.conv1d, None if past is None else past.conv)
+        q, k, v = F.silu(qkv).split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
         # (B, n_v_head, T, head_dim): q/k head h serves value heads h * r ... h * r + r - 1
         q, k = (l2norm(self.heads(t, self.head_dim)).repeat_interleave(self.n_v_head // self.n_head, dim=1)
                 for t in (q, k))
@@ -139,16 +132,6 @@ class GatedDeltaNet(nn.Module):
     def heads(self, t: torch.Tensor, dim: int) -> torch.Tensor:
         """(B, T, heads * dim) -> (B, heads, T, dim)."""
         return t.unflatten(-1, (-1, dim)).transpose(1, 2)
-
-    def conv(self, x: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """SiLU(causal depthwise conv) over time. x: (B, T, conv_dim); past: (B, conv_dim, conv_size - 1)
-        inputs before x (None: zeros). Returns the output (B, T, conv_dim) and the conv's inputs,
-        past and x (B, conv_dim, conv_size - 1 + T), whose last conv_size - 1 are the new past."""
-        x = x.transpose(1, 2)  # (B, conv_dim, T)
-        width = self.conv1d.kernel_size[0] - 1
-        x = F.pad(x, (width, 0)) if past is None else torch.cat([past.to(x.dtype), x], dim=-1)
-        y = F.conv1d(x, self.conv1d.weight, groups=self.conv_dim)
-        return F.silu(y).transpose(1, 2), x
 
     def new_cache(self, spec: CacheSpec) -> RecurrentState:
         """This layer's generation cache: the conv's last inputs and the recurrent state, of a fixed
