@@ -77,31 +77,18 @@ class UnitOffsetRMSNorm(RMSNorm):
         return (self.normalize(x) * (1.0 + self.weight.float())).to(x.dtype)
 
 
-def layer_norm(cfg: ModelConfig, dim: int) -> nn.Module:
-    return nn.LayerNorm(dim, eps=cfg.norm_eps, bias=cfg.bias)
-
-
-def unit_offset_layer_norm(cfg: ModelConfig, dim: int) -> nn.Module:
-    return UnitOffsetLayerNorm(dim, eps=cfg.norm_eps, bias=cfg.bias)
-
-
-def rms_norm(cfg: ModelConfig, dim: int) -> nn.Module:
-    return RMSNorm(dim, eps=cfg.norm_eps)
-
-
-def unit_offset_rms_norm(cfg: ModelConfig, dim: int) -> nn.Module:
-    return UnitOffsetRMSNorm(dim, eps=cfg.norm_eps)
-
-
-# (model.norm, model.norm_unit_offset) -> constructor
+# (model.norm, model.norm_unit_offset) -> class
 NORMS = {
-    ("layernorm", False): layer_norm,
-    ("layernorm", True): unit_offset_layer_norm,
-    ("rmsnorm", False): rms_norm,
-    ("rmsnorm", True): unit_offset_rms_norm,
+    ("layernorm", False): nn.LayerNorm,
+    ("layernorm", True): UnitOffsetLayerNorm,
+    ("rmsnorm", False): RMSNorm,
+    ("rmsnorm", True): UnitOffsetRMSNorm,
 }
 
 
 def build_norm(cfg: ModelConfig, dim: int | None = None) -> nn.Module:
     """The norm `cfg` asks for over the last dimension, of size `dim` (default n_embd)."""
-    return NORMS[cfg.norm, cfg.norm_unit_offset](cfg, dim or cfg.n_embd)
+    norm, dim = NORMS[cfg.norm, cfg.norm_unit_offset], dim or cfg.n_embd
+    if cfg.norm == "rmsnorm":  # no shift, whatever model.bias says
+        return norm(dim, eps=cfg.norm_eps)
+    return norm(dim, eps=cfg.norm_eps, bias=cfg.bias)

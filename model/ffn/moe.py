@@ -43,6 +43,7 @@ from .router import Router
 
 grouped_mm = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)  # PyTorch >= 2.8
 
+
 class Experts(nn.Module):
     """n_expert MLPs of `model.mlp`'s kind, as stacked weights, run on tokens grouped by expert.
 
@@ -60,7 +61,6 @@ class Experts(nn.Module):
         self.c_proj = nn.Parameter(torch.empty(m.n_expert, cfg.n_embd, m.expert_hidden))
         self.c_fc_bias = nn.Parameter(torch.zeros(m.n_expert, fc_out)) if cfg.bias else None
         self.c_proj_bias = nn.Parameter(torch.zeros(m.n_expert, cfg.n_embd)) if cfg.bias else None
-
         self.kernel = "loop"  # or "grouped" (CUDA, bf16), set by model/kernels.py
         self.run = self.loop
 
@@ -71,6 +71,10 @@ class Experts(nn.Module):
 
     def use_kernel(self, kernel: str) -> None:
         self.kernel, self.run = kernel, getattr(self, kernel)
+
+    def activate(self, h: torch.Tensor) -> torch.Tensor:
+        """The activation of c_fc's output h: act(gate, up) of its two halves when gated."""
+        return self.act(*h.chunk(2, dim=-1)) if self.gated else self.act(h)
 
     @torch.compiler.disable  # data-dependent: each pattern of idle experts would be a new graph
     def loop(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -87,11 +91,7 @@ class Experts(nn.Module):
         for e, xe in enumerate(x.split(counts)):
             if not counts[e]:
                 continue
-            h = F.linear(xe, c_fc[e], fc_bias[e])
-            if self.gated:
-                h = self.act(*h.chunk(2, dim=-1))  # (gate, up)
-            else:
-                h = self.act(h)
+            h = self.activate(F.linear(xe, c_fc[e], fc_bias[e]))
             out.append(F.linear(h, c_proj[e], proj_bias[e]))
         return torch.cat(out) if out else x[:0]
 
@@ -104,10 +104,7 @@ class Experts(nn.Module):
         h = grouped_mm(x.to(bf16), c_fc.to(bf16).transpose(-2, -1), offs=offs)  # (M, fc_out)
         if fc_bias is not None:
             h = h + per_row(fc_bias)
-        if self.gated:
-            h = self.act(*h.chunk(2, dim=-1))  # (gate, up)
-        else:
-            h = self.act(h)
+        h = self.activate(h)
         y = grouped_mm(h.contiguous(), c_proj.to(bf16).transpose(-2, -1), offs=offs)  # (M, n_embd)
         return y if self.c_proj_bias is None else y + per_row(self.c_proj_bias)
 
