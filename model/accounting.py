@@ -64,17 +64,18 @@ MIXER_MATRICES = {
     "gated_deltanet": (deltanet_matrices, lambda cfg: [], deltanet_vectors),
 }
 
-GATE_WIDTH = {  # `model.attention` -> width of the attention output the `attn_gate` gates
-    "gqa": lambda cfg: cfg.n_head * cfg.head_dim,
-    "mla": lambda cfg: cfg.n_head * cfg.mla.v_head_dim,
+ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in training (not linear layers)
+    "gqa": lambda cfg: (cfg.head_dim, cfg.head_dim),
+    "mla": lambda cfg: (cfg.mla.qk_nope_head_dim + cfg.mla.qk_rope_head_dim, cfg.mla.v_head_dim),
 }
 
 
 def gate_matrices(cfg: ModelConfig, layer_idx: int) -> list[Matrix]:
-    """The output gate's projection (model/mixer/gate.py) on attention layers when `model.attn_gate`."""
+    """The output gate's projection (model/mixer/gate.py) on attention layers when `model.attn_gate`:
+    from x to the heads' output, n_head value vectors."""
     if not cfg.attn_gate or cfg.is_linear(layer_idx):
         return []
-    return [(cfg.n_embd, GATE_WIDTH[cfg.attention](cfg))]
+    return [(cfg.n_embd, cfg.n_head * ATTENTION_DIMS[cfg.attention](cfg)[1])]
 
 
 def attention_matrices(cfg: ModelConfig, layer_idx: int = 0) -> list[Matrix]:
@@ -228,12 +229,6 @@ def deltanet_flops(cfg: ModelConfig, chunk: int = 64) -> int:
     dk, dv = d.head_dim, d.v_head_dim
     forward = 6 * dk * dv + 2 * chunk * (2 * dk + dv) + chunk * (dk + dv)
     return 3 * d.n_v_head * forward
-
-
-ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in training (not linear layers)
-    "gqa": lambda cfg: (cfg.head_dim, cfg.head_dim),
-    "mla": lambda cfg: (cfg.mla.qk_nope_head_dim + cfg.mla.qk_rope_head_dim, cfg.mla.v_head_dim),
-}
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
