@@ -64,14 +64,14 @@ MIXER_MATRICES = {
     "gated_deltanet": (deltanet_matrices, lambda cfg: [], deltanet_vectors),
 }
 
-ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in training (not linear layers)
+ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in training
     "gqa": lambda cfg: (cfg.head_dim, cfg.head_dim),
     "mla": lambda cfg: (cfg.mla.qk_nope_head_dim + cfg.mla.qk_rope_head_dim, cfg.mla.v_head_dim),
 }
 
 
 def gate_matrices(cfg: ModelConfig, layer_idx: int) -> list[Matrix]:
-    """The output gate's projection (model/mixer/gate.py) on attention layers when `model.attn_gate`:
+    """The output gate's projection (model/mixer/gate.py) on attention layers with `model.attn_gate`:
     from x to the heads' output, n_head value vectors."""
     if not cfg.attn_gate or cfg.is_linear(layer_idx):
         return []
