@@ -71,7 +71,7 @@ ATTENTION_DIMS = {  # `model.attention` -> (query/key, value) dims per head in t
 
 
 def gate_matrices(cfg: ModelConfig, layer_idx: int) -> list[Matrix]:
-    """The output gate's projection (model/mixer/gate.py) on attention layers with `model.attn_gate`:
+    """The output gate's projection (model/mixer/gate.py) on attention layers, `model.attn_gate`:
     from x to the heads' output, n_head value vectors."""
     if not cfg.attn_gate or cfg.is_linear(layer_idx):
         return []
