@@ -42,14 +42,13 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=(ScaledEmbedding if cfg.embed_scale else nn.Embedding)(cfg.padded_vocab_size, cfg.n_embd),
-                drop=nn.Dropout(cfg.dropout),
-                h=nn.ModuleList(build_block(cfg, i) for i in range(cfg.n_layer)),
-                ln_f=build_norm(cfg),
-            )
-        )
+        embedding = ScaledEmbedding if cfg.embed_scale else nn.Embedding
+        self.transformer = nn.ModuleDict(dict(
+            wte=embedding(cfg.padded_vocab_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList(build_block(cfg, i) for i in range(cfg.n_layer)),
+            ln_f=build_norm(cfg),
+        ))
         if cfg.pos == "learned":
             self.transformer["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
@@ -160,23 +159,18 @@ class GPT(nn.Module):
         over ranks in place; the counts are summed over ranks first (model/ffn/moe.py)."""
         if not self.moe_layers:
             return self.transformer.ln_f.weight.new_zeros(0)
-        return step_stats(self.moe_layers, sum_over_ranks).flatten()
+        return step_stats(self.moe_layers, sum_over_ranks)
 
     @torch.no_grad()
     def end_step(self, stats: list[float] | None = None, update_bias: bool = True) -> dict:
         """After an optimizer step: metrics from `step_stats` (as read by the caller, or read here),
         the aux-loss-free bias update of the MoE routers (update_bias=False: a skipped step) and a
         reset of the statistics (model/ffn/moe.py `end_step`)."""
-        layers = self.moe_layers
-        if stats is not None and layers:  # one row of step_stats per layer
-            n = len(stats) // len(layers)
-            stats = [stats[i * n:(i + 1) * n] for i in range(len(layers))]
-        return end_step(layers, stats, update_bias)
+        return end_step(self.moe_layers, stats, update_bias)
 
     def mtp_draft(self) -> MTPDraft:
-        """The MTP modules as a speculative-decoding draft (model/inference/mtp_draft.py), used as
-        `speculative_generate(model, model.mtp_draft(), ...)`, or through
-        `generate(..., draft="mtp")`."""
+        """The MTP modules as a speculative-decoding draft (model/inference/mtp_draft.py): for
+        `speculative_generate(model, model.mtp_draft(), ...)` or `generate(..., draft="mtp")`."""
         return MTPDraft(self)
 
     def num_params(self, exclude_position_embeddings: bool = False) -> int:

@@ -257,7 +257,7 @@ def assignments_per_expert(chosen: torch.Tensor, n_expert: int) -> torch.Tensor:
 
 
 def step_stats(layers: list[MoE], sum_over_ranks=None) -> torch.Tensor:
-    """(n_layers, 6): every layer's `step_stats()`, to be read from the device in one copy.
+    """Every layer's `step_stats()`, flat (6 per layer), to be read from the device in one copy.
 
     sum_over_ranks: with data parallelism, a function that sums a tensor over ranks in place. The
     layers' load and term sums are then summed over ranks first, in one all-reduce, so that the load
@@ -268,10 +268,10 @@ def step_stats(layers: list[MoE], sum_over_ranks=None) -> torch.Tensor:
         for m, part in zip(layers, flat.split([m.load.numel() + m.sums.numel() for m in layers])):
             m.load.copy_(part[: m.load.numel()])
             m.sums.copy_(part[m.load.numel():])
-    return torch.stack([layer.step_stats() for layer in layers])
+    return torch.cat([layer.step_stats() for layer in layers])
 
 
-def end_step(layers: list[MoE], stats: list[list[float]] | None = None, update_bias: bool = True) -> dict:
+def end_step(layers: list[MoE], stats: list[float] | None = None, update_bias: bool = True) -> dict:
     """After an optimizer step: load and aux-term metrics for the log (balance and z-loss averaged
     over layers), the aux-loss-free bias update, and a reset. `stats`: `step_stats(layers)` as
     read by the caller; read here (one copy for all layers) if not given.
@@ -281,7 +281,9 @@ def end_step(layers: list[MoE], stats: list[list[float]] | None = None, update_b
     """
     if stats is None:
         stats = step_stats(layers).tolist() if layers else []
-    per_layer = [layer.end_step(row, update_bias) for layer, row in zip(layers, stats)]
+    n = len(stats) // max(len(layers), 1)  # one layer's row
+    rows = [stats[i * n:(i + 1) * n] for i in range(len(layers))]
+    per_layer = [layer.end_step(row, update_bias) for layer, row in zip(layers, rows)]
     per_layer = [m for m in per_layer if m]
     if not per_layer:
         return {}
