@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 
-
 class ScaledEmbedding(nn.Embedding):
     """Token embedding multiplied by sqrt(n_embd) (Vaswani et al. 2017, arXiv:1706.03762; Gemma).
 

@@ -153,9 +153,8 @@ class CausalSelfAttention(AttentionKernels):
         if self.q_norm is not None:  # QK-norm over groups of q_group / k_group features
             q = self.q_norm(q.view(B, T, -1, self.q_group))
             k = self.k_norm(k.view(B, T, -1, self.k_group))
-        q = q.view(B, T, self.n_head, self.head_dim)
-        k = k.view(B, T, self.n_kv_head, self.head_dim)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, n_head | n_kv_head, T, head_dim)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, n_head, T, hd)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
         if ve is not None:
             v = add_value_embed(v, ve, self.ve_gate, x)

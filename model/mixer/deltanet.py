@@ -119,12 +119,10 @@ class GatedDeltaNet(nn.Module):
         m = min(T, past.max_rollback + 1)
         outs, state, kept = [], past.state, []
         if T > m:
-            o, state = self.chunked(q[:, :, :T - m], k[:, :, :T - m], v[:, :, :T - m], g[:, :, :T - m],
-                                    beta[:, :, :T - m], state)
+            o, state = self.chunked(*(x[:, :, :T - m] for x in (q, k, v, g, beta)), state)
             outs.append(o)
         for t in range(T - m, T):
-            o, state = recurrent_delta_rule(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], g[:, :, t:t + 1],
-                                            beta[:, :, t:t + 1], state)
+            o, state = recurrent_delta_rule(*(x[:, :, t:t + 1] for x in (q, k, v, g, beta)), state)
             outs.append(o)
             kept.append(Snapshot(start + t, state, conv_in[..., t + 1:t + 1 + width]))  # conv_in: width before x
         return torch.cat(outs, dim=2), state, kept

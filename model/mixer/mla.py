@@ -131,10 +131,8 @@ class MultiHeadLatentAttention(AttentionKernels):
             ckv, k_pos = cache.update(self.layer_idx, ckv)
         ckv, k_index = ckv.split([self.rank + self.rope, self.indexer.width], dim=-1)
         chosen = self.indexer.select(x, q_index, k_index, positions, k_pos, self.window, terms)  # () when dense
-        if cache is None:
-            y = self.naive(q_nope, q_pe, ckv, positions, None, *chosen)
-        else:
-            y = self.absorbed(q_nope, q_pe, ckv, positions, k_pos, *chosen)
+        attend = self.naive if cache is None else self.absorbed  # k_pos is None without a cache
+        y = attend(q_nope, q_pe, ckv, positions, k_pos, *chosen)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.v_dim)  # the heads side by side
         if self.gate is not None:
             y = self.gate(x, y)
