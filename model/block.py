@@ -25,11 +25,10 @@ from .norm import build_norm
 
 
 class Block(nn.Module):
-    """Pre-norm residual block (GPT-2, Radford et al. 2019): x + attn(ln_1(x)), then x + mlp(ln_2(x)).
-
-    Normalising the input of each branch, not the residual stream, keeps a clean identity path from
-    the embeddings to the output, which is what lets deep stacks train without warm-up tricks.
-    Matches HF `GPT2Block` / `LlamaDecoderLayer`. Config: norm_placement = "pre", norm, mlp.
+    """Pre-norm residual block (GPT-2, Radford et al. 2019). Normalising the input of each branch,
+    not the residual stream, keeps a clean identity path from the embeddings to the output, which is
+    what lets deep stacks train without warm-up tricks. Matches HF `GPT2Block` /
+    `LlamaDecoderLayer`. Config: norm_placement = "pre", norm, mlp.
     """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
@@ -46,12 +45,10 @@ class Block(nn.Module):
 
 
 class PostNormBlock(nn.Module):
-    """Norm on each branch's output (OLMo 2, arXiv:2501.00656): x + ln_1(attn(x)), x + ln_2(mlp(x)).
-
-    Unlike the original post-LN transformer, the residual stream itself is never normalised;
-    normalising what each branch adds bounds its contribution, which OLMo 2 found steadier than
-    pre-norm. Matches HF `Olmo2DecoderLayer` (ln_1 = post_attention_layernorm,
-    ln_2 = post_feedforward_layernorm).
+    """Norm on each branch's output (OLMo 2, arXiv:2501.00656). Unlike the original post-LN
+    transformer, the residual stream itself is never normalised; normalising what each branch adds
+    bounds its contribution, which OLMo 2 found steadier than pre-norm. Matches HF
+    `Olmo2DecoderLayer` (ln_1 = post_attention_layernorm, ln_2 = post_feedforward_layernorm).
     Config: norm_placement = "post", norm, mlp.
     """
 
@@ -69,11 +66,10 @@ class PostNormBlock(nn.Module):
 
 
 class SandwichBlock(nn.Module):
-    """Norms on each branch's input and output (Gemma 2, arXiv:2408.00118; Gemma 3).
-
-    x + ln_1_post(attn(ln_1(x))), then x + ln_2_post(mlp(ln_2(x))). Matches HF `Gemma2DecoderLayer`
-    (ln_1 = input_layernorm, ln_1_post = post_attention_layernorm, ln_2 = pre_feedforward_layernorm,
-    ln_2_post = post_feedforward_layernorm). Config: norm_placement = "sandwich", norm, mlp.
+    """Norms on each branch's input and output (Gemma 2, arXiv:2408.00118; Gemma 3). Matches HF
+    `Gemma2DecoderLayer` (ln_1 = input_layernorm, ln_1_post = post_attention_layernorm, ln_2 =
+    pre_feedforward_layernorm, ln_2_post = post_feedforward_layernorm).
+    Config: norm_placement = "sandwich", norm, mlp.
     """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
