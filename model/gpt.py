@@ -154,9 +154,8 @@ class GPT(nn.Module):
     @torch.no_grad()
     def step_stats(self, sum_over_ranks=None) -> torch.Tensor:
         """The statistics the layers gathered since the last `end_step` (MoE: load per expert and
-        the aux terms' values), flat and still on the device, so that the trainer reads them with
-        the loss in one copy; empty without MoE. sum_over_ranks (data parallelism): sums a tensor
-        over ranks in place; the counts are summed over ranks first (model/ffn/moe.py)."""
+        the aux terms' values), flat and on the device, so that the trainer reads them with the loss
+        in one copy; empty without MoE. sum_over_ranks: model/ffn/moe.py `step_stats`."""
         if not self.moe_layers:
             return self.transformer.ln_f.weight.new_zeros(0)
         return step_stats(self.moe_layers, sum_over_ranks)

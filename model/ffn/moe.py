@@ -150,10 +150,8 @@ class MoE(nn.Module):
     """A Mixture-of-Experts MLP: router, routed experts, optional shared experts (module docstring).
 
     Matches HF `MixtralSparseMoeBlock`, `Qwen3MoeSparseMoeBlock`, `DeepseekV3MoE` and (with
-    `GatedShared`) `Qwen3NextSparseMoeBlock` for the same settings. In training it also records the
-    load per expert and the aux terms' values; `end_step` reports them, applies the aux-loss-free
-    bias update and starts the next step's count.
-    Config: [model.moe], mlp, bias, dropout.
+    `GatedShared`) `Qwen3NextSparseMoeBlock` for the same settings. Config: [model.moe], mlp, bias,
+    dropout.
     """
 
     def __init__(self, cfg: ModelConfig):
