@@ -172,12 +172,9 @@ class GPT(nn.Module):
         `speculative_generate(model, model.mtp_draft(), ...)` or `generate(..., draft="mtp")`."""
         return MTPDraft(self)
 
-    def num_params(self, exclude_position_embeddings: bool = False) -> int:
+    def num_params(self) -> int:
         """Parameters, counting a tied embedding/LM-head matrix once."""
-        n = sum(p.numel() for p in self.parameters())
-        if exclude_position_embeddings and "wpe" in self.transformer:
-            n -= self.transformer.wpe.weight.numel()
-        return n
+        return sum(p.numel() for p in self.parameters())
 
     @classmethod
     def from_pretrained(cls, path_or_name: str) -> "GPT":
