@@ -251,7 +251,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     the ~seq_len/2 a causal mask leaves, and softmax/norm/activation FLOPs are ignored. With GQA the
     score cost follows n_head (queries), not n_kv_head.
     DeepSeek Sparse Attention (mla.index_topk): the heads attend to at most index_topk keys
-    (`sparse`), and the indexer scores every visible key, 2 * index_n_head * index_head_dim
+    (`sparse` below), and the indexer scores every visible key, 2 * index_n_head * index_head_dim
     FLOPs per key forward, times 3 when its KL loss trains it (`mla.index_loss_coef` > 0; the
     attention probabilities it is fitted to are recomputed on the selected keys, 2 * n_head * qk_dim
     per key, forward only). Its weight matrices are in matmul_params and charged 6x like the others. On CPU our kernel
