@@ -8,14 +8,21 @@ so decoding never reallocates and never casts. Protocol: model/inference/cache/_
 import torch
 
 
+def buffers(spec, heads: int, dims: tuple[int, ...], length: int) -> list[torch.Tensor]:
+    """(B, heads, length, dim) zeros in the compute dtype, one per stored tensor."""
+    return [torch.zeros(spec.batch_size, heads, length, d, dtype=spec.dtype, device=spec.device)
+            for d in dims]
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 class LayerKV:
     """Preallocated (B, heads, max_len, dim) buffers, one per stored tensor (keys and values: two)."""
 
     def __init__(self, spec, heads: int, dims: tuple[int, ...]):
-        self.buffers = [
-            torch.zeros(spec.batch_size, heads, spec.max_len, d, dtype=spec.dtype, device=spec.device)
-            for d in dims
-        ]
+        self.buffers = buffers(spec, heads, dims, spec.max_len)
 
     def update(self, start: int, *new: torch.Tensor) -> tuple:
         end = start + new[0].shape[2]
@@ -27,4 +34,4 @@ class LayerKV:
         return sum(b.shape[1] * b.shape[3] * b.element_size() for b in self.buffers)
 
     def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self.buffers)
+        return tensor_bytes(self.buffers)

@@ -23,6 +23,8 @@ import math
 
 import torch
 
+from .kv import tensor_bytes
+
 BITS = {"int8": 8, "int4": 4}
 
 
@@ -279,9 +281,7 @@ class QuantizedKV:
         """Per token of one sequence: the codes, and the scales and zeros (per token, or 1/kv_group
         of a per-channel tensor's). The ring is a fixed cost."""
         B, _, L, _ = self.codes[0].shape
-        grows = [*self.codes, *(p for params in self.params for p in params)]
-        return sum(t.numel() * t.element_size() for t in grows) / (B * L)
+        return tensor_bytes([*self.codes, *(p for params in self.params for p in params)]) / (B * L)
 
     def nbytes(self) -> int:
-        tensors = [*self.codes, *(p for params in self.params for p in params), *self.ring]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return tensor_bytes([*self.codes, *(p for ps in self.params for p in ps), *self.ring])

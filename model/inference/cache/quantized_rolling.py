@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import torch
 
+from .kv import tensor_bytes
 from .quantized import QuantizedKV
 from .rolling import FREE
 
@@ -58,7 +59,7 @@ class QuantizedRollingKV(QuantizedKV):
         return 0  # a fixed-size ring: a longer context costs nothing more
 
     def nbytes(self) -> int:
-        return super().nbytes() + self.group_of.numel() * self.group_of.element_size()
+        return super().nbytes() + tensor_bytes([self.group_of])
 
 
 def ring_groups(window: int, rollback: int, group: int) -> int:

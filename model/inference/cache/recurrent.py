@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .kv import tensor_bytes
+
 
 @dataclass
 class Snapshot:
@@ -80,4 +82,4 @@ class RecurrentState:
         return 0
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.conv, self.state))
+        return tensor_bytes((self.conv, self.state))

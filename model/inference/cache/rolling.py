@@ -11,6 +11,8 @@ exact. Config: model.window, model.global_every (which layers are local).
 
 import torch
 
+from .kv import buffers, tensor_bytes
+
 FREE = 2**62  # the position of a slot that holds nothing: after every query, so always masked
 
 
@@ -21,10 +23,7 @@ class RollingKV:
         self.window = window
         self.size = window + spec.rollback
         self.max_rollback = spec.rollback
-        self.buffers = [
-            torch.zeros(spec.batch_size, heads, self.size, d, dtype=spec.dtype, device=spec.device)
-            for d in dims
-        ]
+        self.buffers = buffers(spec, heads, dims, self.size)
         self.k_pos = torch.full((self.size,), FREE, dtype=torch.long, device=spec.device)
 
     def update(self, start: int, *new: torch.Tensor) -> tuple:
@@ -50,5 +49,4 @@ class RollingKV:
         return 0  # a fixed-size ring: a longer context costs nothing more
 
     def nbytes(self) -> int:
-        data = sum(b.numel() * b.element_size() for b in self.buffers)
-        return data + self.k_pos.numel() * self.k_pos.element_size()
+        return tensor_bytes([*self.buffers, self.k_pos])

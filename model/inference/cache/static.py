@@ -11,16 +11,14 @@ token to the next, and `torch.compile` can capture the decode step once (model/i
 import torch
 
 from . import ModelCache
+from .kv import LayerKV
 
 
-class StaticKV:
-    """(B, heads, max_len, dim) buffers at fixed addresses, one per stored tensor."""
+class StaticKV(LayerKV):
+    """LayerKV's buffers, at fixed addresses and written at tensor positions (index_copy_)."""
 
     def __init__(self, spec, heads: int, dims: tuple[int, ...]):
-        self.buffers = [
-            torch.zeros(spec.batch_size, heads, spec.max_len, d, dtype=spec.dtype, device=spec.device)
-            for d in dims
-        ]
+        super().__init__(spec, heads, dims)
         for buf in self.buffers:
             torch._dynamo.mark_static_address(buf)
         self.k_pos = torch.arange(spec.max_len, device=spec.device)
@@ -29,12 +27,6 @@ class StaticKV:
         for buf, x in zip(self.buffers, new, strict=True):
             buf.index_copy_(2, pos, x)
         return (*self.buffers, self.k_pos)
-
-    def bytes_per_token(self) -> int:
-        return sum(b.shape[1] * b.shape[3] * b.element_size() for b in self.buffers)
-
-    def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self.buffers)
 
 
 class StaticCache(ModelCache):
