@@ -105,15 +105,14 @@ class ModelCache:
         self.layers = layers
         self.first = first
         self.spec = spec
-        self.max_len = spec.max_len
         self.length = 0
 
     def positions(self, T: int, device: torch.device) -> torch.Tensor:
         """(T,) absolute positions of the next T tokens."""
         end = self.length + T
-        if end > self.max_len:
-            raise ValueError(f"sequence of {end} tokens exceeds the cache's {self.max_len} positions "
-                             "(new_cache's max_len, at most model.block_size)")
+        if end > self.spec.max_len:
+            raise ValueError(f"sequence of {end} tokens exceeds the cache's {self.spec.max_len} "
+                             "positions (new_cache's max_len, at most model.block_size)")
         return torch.arange(self.length, end, device=device)
 
     def layer(self, layer_idx: int):
@@ -121,9 +120,7 @@ class ModelCache:
         return self.layers[layer_idx - self.first]
 
     def update(self, layer_idx: int, *new: torch.Tensor) -> tuple:
-        end = self.length + new[0].shape[2]
-        if end > self.max_len:
-            raise ValueError(f"the cache holds {self.max_len} positions; {end} requested")
+        """Layer `layer_idx`'s cache at the next positions (`positions` checked they fit)."""
         return self.layer(layer_idx).update(self.length, *new)
 
     def advance(self, n: int) -> None:
