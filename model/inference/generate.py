@@ -14,7 +14,6 @@ Speculative decoding (`draft=`) has the target check a small draft model's guess
 
 import torch
 
-from .cache import KV_DTYPES
 from ..config import check_int
 from .decoder import StaticDecoder
 from .sampling import TEMPERATURE, TOP_K, check_sampling, sample_next
@@ -22,9 +21,10 @@ from .speculative import speculative_generate
 
 
 def check_generation(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float, top_k: int,
-                     top_p: float, use_cache: bool, kv_dtype: str | None, kv_residual: int = 32,
-                     kv_group: int = 128, compile: bool = False) -> None:
-    """ValueError with one line for every generation request that cannot be served."""
+                     top_p: float, use_cache: bool, kv_dtype: str | None,
+                     compile: bool = False) -> None:
+    """ValueError with one line for every generation request that cannot be served; the cache's
+    own settings (kv_dtype's values, kv_residual, kv_group) are checked by `CacheSpec`."""
     check_sampling(temperature, top_k, top_p)
     if not (isinstance(idx, torch.Tensor) and idx.dim() == 2 and idx.shape[1] > 0) or idx.is_floating_point():
         raise ValueError("idx must be a (batch, tokens) tensor of token ids with at least one token")
@@ -36,38 +36,19 @@ def check_generation(model, idx: torch.Tensor, max_new_tokens: int, *, temperatu
     if idx.shape[1] + max_new_tokens > block_size:
         raise ValueError(f"prompt ({idx.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
                          f"model.block_size={block_size}")
-    if kv_dtype not in KV_DTYPES:
-        allowed = ", ".join(repr(k) for k in KV_DTYPES)
-        raise ValueError(f"kv_dtype must be one of {allowed}; got {kv_dtype!r}")
     if kv_dtype is not None and not use_cache:
         raise ValueError(f"kv_dtype={kv_dtype!r} formats the cache; it needs use_cache=True")
     if compile and (kv_dtype is not None or not use_cache):
         raise ValueError("compile=True decodes through a static cache in the compute dtype: it needs "
                          "use_cache=True and kv_dtype=None")
-    check_int("kv_residual", kv_residual, 0)
-    check_int("kv_group", kv_group, 2)
 
 
 @torch.no_grad()
-def generate(
-    model,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    temperature: float = TEMPERATURE,
-    top_k: int = TOP_K,
-    generator: torch.Generator | None = None,
-    *,
-    top_p: float = 1.0,
-    use_cache: bool = True,
-    kv_dtype: str | None = None,
-    kv_residual: int = 32,
-    kv_group: int = 128,
-    draft=None,
-    n_draft: int = 4,
-    compile: bool = False,
-    stream=None,
-    stop_token: int | None = None,
-) -> torch.Tensor:
+def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = TEMPERATURE,
+             top_k: int = TOP_K, generator: torch.Generator | None = None, *, top_p: float = 1.0,
+             use_cache: bool = True, kv_dtype: str | None = None, kv_residual: int = 32,
+             kv_group: int = 128, draft=None, n_draft: int = 4, compile: bool = False, stream=None,
+             stop_token: int | None = None) -> torch.Tensor:
     """Extend idx (B, T) by `max_new_tokens` sampled tokens; returns (B, T + max_new_tokens).
 
     temperature 0 is greedy decoding; top_k 0 and top_p 1.0 sample from the whole vocabulary; the
@@ -83,8 +64,7 @@ def generate(
     shape stays), and decoding ends once every row has; speculative decoding ignores it.
     """
     check_generation(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                     use_cache=use_cache, kv_dtype=kv_dtype, kv_residual=kv_residual,
-                     kv_group=kv_group, compile=compile)
+                     use_cache=use_cache, kv_dtype=kv_dtype, compile=compile)
     if isinstance(draft, str) and draft != "mtp":
         raise ValueError(f"draft must be a model or 'mtp' (the model's own MTP modules); got {draft!r}")
     if draft is not None and (compile or kv_dtype is not None or not use_cache):
@@ -94,10 +74,8 @@ def generate(
     model.eval()
     try:
         if draft == "mtp":  # self-speculation: one guess per MTP module and round
-            mtp = model.mtp_draft()
-            out, _ = speculative_generate(model, mtp, idx, max_new_tokens, min(n_draft, mtp.depth),
-                                          temperature, top_k, top_p, generator, stream)
-            return out
+            draft = model.mtp_draft()
+            n_draft = min(n_draft, draft.depth)
         if draft is not None:  # the draft proposes n_draft tokens, the target checks them in one forward
             out, _ = speculative_generate(model, draft, idx, max_new_tokens, n_draft, temperature, top_k,
                                           top_p, generator, stream)
