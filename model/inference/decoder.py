@@ -31,11 +31,10 @@ class StaticDecoder:
     def __init__(self, model, compile: bool):
         self.model = model
         self.caches = {}
-        forward = self.forward
-        self.prefill = self.decode_one = forward
+        self.prefill = self.decode_one = self.forward
         if compile:
             cuda = next(model.parameters()).is_cuda
-            self.decode_one = torch.compile(forward, mode="reduce-overhead" if cuda else None)
+            self.decode_one = torch.compile(self.forward, mode="reduce-overhead" if cuda else None)
 
     def forward(self, idx: torch.Tensor, cache) -> torch.Tensor:
         return self.model(idx, cache=cache)[:, -1, :]
@@ -44,10 +43,9 @@ class StaticDecoder:
         """A `step(tokens) -> logits` function (model/inference/generate.py's protocol) for one request of at
         most `length` positions, on a reused cache."""
         max_len = bucket(length, self.model.config.block_size)
-        dtype = self.model.cache_dtype()
-        key = (batch_size, max_len, dtype)
+        key = (batch_size, max_len, self.model.cache_dtype())
         if key not in self.caches:
-            self.caches[key] = self.model.new_cache(batch_size, max_len, dtype, static=True)
+            self.caches[key] = self.model.new_cache(*key, static=True)
         cache = self.caches[key]
         cache.restart()
 

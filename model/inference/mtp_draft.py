@@ -98,8 +98,7 @@ class MTPDraft:
         for k in range(1, depth + 1):
             h = self._run_depth(cache, k, P)[:, -1:]
         norm = self.model.mtp.layers[depth - 1].norm if depth else self.model.transformer.ln_f
-        m = self.model
-        logits = m.lm_head(norm(h))[..., : self.config.vocab_size]
+        logits = self.model.lm_head(norm(h))[..., : self.config.vocab_size]
         return softcap(logits, self.config.final_softcap) if self.config.final_softcap else logits
 
     def _run_depth(self, cache: MTPDraftCache, k: int, P: int) -> torch.Tensor:

@@ -42,10 +42,8 @@ def probabilities(logits: torch.Tensor, temperature: float, top_k: int = 0, top_
     return probs
 
 
-def sample_next(
-    logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """One token per row from (B, V) logits -> (B, 1)."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)

@@ -48,9 +48,8 @@ def distribution(logits: torch.Tensor, temperature: float, top_k: int, top_p: fl
     return probabilities(logits, temperature, top_k, top_p)
 
 
-def verify(
-    p: torch.Tensor, q: torch.Tensor, proposed: torch.Tensor, generator: torch.Generator | None = None
-) -> tuple[int, torch.Tensor]:
+def verify(p: torch.Tensor, q: torch.Tensor, proposed: torch.Tensor,
+           generator: torch.Generator | None = None) -> tuple[int, torch.Tensor]:
     """The accept/resample rule for one sequence.
 
     p: (k + 1, V) target distributions at the k proposals and after them; q: (k, V) the draft's;
@@ -87,18 +86,10 @@ def _check(target, draft, idx: torch.Tensor, max_new_tokens: int, n_draft: int) 
 
 
 @torch.no_grad()
-def speculative_generate(
-    target,
-    draft,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    n_draft: int = 4,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-    stream=None,
-) -> tuple[torch.Tensor, SpeculativeStats]:
+def speculative_generate(target, draft, idx: torch.Tensor, max_new_tokens: int, n_draft: int = 4,
+                         temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                         generator: torch.Generator | None = None,
+                         stream=None) -> tuple[torch.Tensor, SpeculativeStats]:
     """Extend idx (1, T) by max_new_tokens tokens of the target's distribution -> ((1, T + N), stats).
 
     `draft` is any model with the target's vocabulary (`model(idx, cache=...)`, `new_cache`); a
