@@ -184,16 +184,14 @@ INT8_KERNELS = {"cpu": _int8_cpu, "expand": _int8_expand}
 INT4_KERNELS = {"cpu": _int4_cpu, "expand": _int4_expand}
 
 
-def check_quantize(kind: str | None, group_size: int, width: int | None = None) -> None:
-    """ValueError unless `kind` is None or a known kind and, for int4, `group_size` is one the kernel
-    takes and divides `width` (the inputs of every quantized matrix)."""
-    if kind is None:
-        return
+def check_quantize(kind: str, group_size: int, width: int) -> None:
+    """ValueError unless `kind` is a known kind and, for int4, `group_size` is one the kernel takes
+    and divides `width` (the inputs of a quantized matrix)."""
     if kind not in KINDS:
         raise ValueError(f"quantize must be one of {', '.join(KINDS)}; got {kind!r}")
     if kind == "int4" and group_size not in GROUP_SIZES:
         raise ValueError(f"the int4 group size must be one of {', '.join(map(str, GROUP_SIZES))}; got {group_size!r}")
-    if kind == "int4" and width is not None and width % group_size:
+    if kind == "int4" and width % group_size:
         raise ValueError(f"the int4 group size {group_size} does not divide a layer's input width {width}")
 
 
