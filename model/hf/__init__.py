@@ -44,7 +44,7 @@ from .llama import LLAMA, MISTRAL, OLMO2, OLMO3, QWEN3
 from .moe import MIXTRAL, QWEN3_MOE
 from .qwen3_5 import QWEN3_5
 from .qwen3_next import QWEN3_5_MOE, QWEN3_NEXT
-from .table import IDENTITY, TRANSPOSE, VOCAB, Family, Tensors, Transform, concat
+from .table import IDENTITY, TRANSPOSE, VOCAB, Family, Tensors, Transform, concat, names
 
 __all__ = [
     "FAMILIES", "Family", "Transform", "IDENTITY", "TRANSPOSE", "VOCAB", "concat",
@@ -76,14 +76,12 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "gpt2", **overrides):
     family = _family(model_type)
     hf_config = family.config_to_hf(cfg, **overrides)
     lost = _differences(_canonical(cfg), _canonical(family.config_from_hf(hf_config)), "model.")
-    lost.pop("model.vocab_multiple", None)  # padding is ours alone
-    # Capacity, aux/z-loss weights, the bias update rate and DSA's indexer loss weight shape what
-    # training learns, not the function a given set of weights computes, which is all an HF config describes.
-    for name in MoEConfig.TRAINING_ONLY:
-        lost.pop(f"model.moe.{name}", None)
-    for name in MLAConfig.TRAINING_ONLY:
-        lost.pop(f"model.mla.{name}", None)
-    lost.pop("model.zero_init_proj", None)  # how the weights started, not what they compute
+    # Padding is ours alone; zero_init_proj is how the weights started. Capacity, aux/z-loss
+    # weights, the bias update rate and DSA's indexer loss weight shape what training learns, not
+    # the function a given set of weights computes, which is all an HF config describes.
+    for name in ("vocab_multiple", "zero_init_proj", *(f"moe.{n}" for n in MoEConfig.TRAINING_ONLY),
+                 *(f"mla.{n}" for n in MLAConfig.TRAINING_ONLY)):
+        lost.pop(f"model.{name}", None)
     if lost:
         settings = ", ".join(f"{name}={value!r}" for name, value in lost.items())
         raise ValueError(f"HF {model_type} cannot represent {settings}")
@@ -113,14 +111,10 @@ def _differences(ours, back, prefix: str) -> dict[str, object]:
     return lost
 
 
-def _names(names: str | tuple[str, ...]) -> tuple[str, ...]:
-    return (names,) if isinstance(names, str) else tuple(names)
-
-
 def _rows(family: Family, cfg: ModelConfig):
     """The weight table with `{i}` expanded: (tuple of our names, tuple of HF names, transform)."""
     for ours, hf, transform in family.weights:
-        ours, hf = _names(ours), _names(hf)
+        ours, hf = names(ours), names(hf)
         for i in range(cfg.n_layer) if "{i}" in ours[0] else [None]:
             yield tuple(o.format(i=i) for o in ours), tuple(h.format(i=i) for h in hf), transform
 
@@ -150,17 +144,15 @@ def _transfer(rows, src: dict, dst: dict, convert: Callable[[Tensors], Tensors])
         unused -= set(src_names)
         unfilled -= set(dst_names)
     if unused or unfilled:
-        raise ValueError(
-            f"incomplete conversion: unused {sorted(unused)}, unfilled {sorted(unfilled)}"
-        )
+        raise ValueError(f"incomplete conversion: unused {sorted(unused)}, "
+                         f"unfilled {sorted(unfilled)}")
 
 
 def from_hf(hf_model: nn.Module) -> GPT:
     """Our GPT with the weights of an HF causal LM, in its dtype and on the CPU."""
     family = _family(hf_model.config.model_type)
     cfg = family.config_from_hf(hf_model.config)
-    dtype = next(hf_model.parameters()).dtype
-    gpt = GPT(cfg).to(dtype)
+    gpt = GPT(cfg).to(next(hf_model.parameters()).dtype)
     rows = [(hf, ours, t) for ours, hf, t in _rows(family, cfg)]
     src = {n: t.detach().cpu() for n, t in _hf_tensors(hf_model, family).items()}
     _transfer(rows, src, _our_tensors(gpt, family), lambda ts, t: _listed(t.load(ts, cfg)))
@@ -176,11 +168,10 @@ def to_hf(gpt: GPT, model_type: str = "gpt2", **overrides) -> nn.Module:
         raise ValueError(f"model.mtp_depth = {cfg.mtp_depth}: HF causal LMs build no multi-token-prediction "
                          "modules (DeepseekV3ForCausalLM drops its MTP layer on load), so their weights "
                          "would be lost; convert a model with model.mtp_depth = 0")
-    dtype = next(gpt.parameters()).dtype
     hf_config = config_to_hf(cfg, model_type, **overrides)
     ours = _our_tensors(gpt, family)
     _check_no_expert_bias(gpt, model_type, ours)
-    hf_model = AutoModelForCausalLM.from_config(hf_config).to(dtype)
+    hf_model = AutoModelForCausalLM.from_config(hf_config).to(next(gpt.parameters()).dtype)
     rows = list(_rows(family, cfg))
     src = {n: p.detach().cpu() for n, p in ours.items()}
     _transfer(rows, src, _hf_tensors(hf_model, family), lambda ts, t: t.save(ts[0] if len(ts) == 1 else ts, cfg))
@@ -194,7 +185,7 @@ def _listed(loaded) -> list[torch.Tensor]:
 
 def _our_tensors(gpt: GPT, family: Family) -> dict[str, torch.Tensor]:
     """Our parameters, and the buffers the family's table maps (DeepSeek-V3's router bias)."""
-    mapped = {name.split(".{i}.")[-1] for ours, _, _ in family.weights for name in _names(ours)}
+    mapped = {name.split(".{i}.")[-1] for ours, _, _ in family.weights for name in names(ours)}
     buffers = {n: b for n, b in gpt.named_buffers() if n.split(".", 3)[-1] in mapped}
     return dict(gpt.named_parameters()) | buffers
 

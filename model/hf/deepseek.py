@@ -21,9 +21,11 @@ prediction layers (HF does not build them either).
 import torch
 
 from ..config import ModelConfig, MLAConfig, MoEConfig
-from .llama import HF_IGNORE, PRE_NORMS, decoder_config_from_hf, decoder_config_to_hf, decoder_weights
+from .llama import (
+    HF_IGNORE, PRE_NORMS, decoder_config_from_hf, decoder_config_to_hf, decoder_weights, glu_rows,
+)
 from .moe import MOE_ROWS
-from .table import IDENTITY, Family, Row, Transform, concat, reject_unsupported
+from .table import IDENTITY, Family, Row, Transform, reject_unsupported
 
 
 def _rope_order(rope: int) -> torch.Tensor:
@@ -61,16 +63,11 @@ MLA_ROWS: list[Row] = [
     ("attn.kv_b_proj.weight", "self_attn.kv_b_proj.weight", IDENTITY),
     ("attn.c_proj.weight", "self_attn.o_proj.weight", IDENTITY),
 ]
-DENSE_ROWS: list[Row] = [
-    ("mlp.c_fc.weight", ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
-     concat(lambda cfg: [cfg.mlp_hidden, cfg.mlp_hidden])),
-    ("mlp.c_proj.weight", "mlp.down_proj.weight", IDENTITY),
-]
+DENSE_ROWS = glu_rows("mlp", "mlp")
 SHARED_ROWS: list[Row] = [
     ("mlp.router.expert_bias", "mlp.gate.e_score_correction_bias", IDENTITY),
-    ("mlp.shared.c_fc.weight", ("mlp.shared_experts.gate_proj.weight", "mlp.shared_experts.up_proj.weight"),
-     concat(lambda cfg: 2 * [cfg.moe.n_shared * cfg.moe.expert_hidden])),
-    ("mlp.shared.c_proj.weight", "mlp.shared_experts.down_proj.weight", IDENTITY),
+    *glu_rows("mlp.shared", "mlp.shared_experts",
+              lambda cfg: cfg.moe.n_shared * cfg.moe.expert_hidden),
 ]
 
 

@@ -9,20 +9,27 @@ error (a Qwen3 `q_norm` with our `qk_norm="none"`).
 """
 
 import math
+from functools import partial
 from types import SimpleNamespace
 
 from ..config import ModelConfig, RopeConfig
-from .table import IDENTITY, VOCAB, Family, Row, concat, reject_unsupported
+from .table import IDENTITY, VOCAB, Family, Row, concat, names, reject_unsupported
 
 # ----------------------------------------------------------------------------- weights
 QKV = concat(lambda cfg: [cfg.n_head * cfg.head_dim] + 2 * [cfg.n_kv_head * cfg.head_dim])  # [q; k; v]
-GATE_UP = concat(lambda cfg: [cfg.mlp_hidden, cfg.mlp_hidden])  # our c_fc rows are [gate; up]
 
 
 def _biased(ours: str, hf: str | tuple[str, ...], transform) -> list[Row]:
     """A linear layer's weight row and its bias row (absent on both sides when bias=False)."""
-    names = (hf,) if isinstance(hf, str) else hf
-    return [(f"{ours}.{p}", tuple(f"{n}.{p}" for n in names), transform) for p in ("weight", "bias")]
+    return [(f"{ours}.{p}", tuple(f"{n}.{p}" for n in names(hf)), transform)
+            for p in ("weight", "bias")]
+
+
+def glu_rows(ours: str, hf: str, width=lambda cfg: cfg.mlp_hidden) -> list[Row]:
+    """A gated MLP `width(cfg)` wide: HF gate_proj and up_proj are our c_fc's rows [gate; up]."""
+    gate_up = concat(lambda cfg: 2 * [width(cfg)])
+    return [*_biased(f"{ours}.c_fc", (f"{hf}.gate_proj", f"{hf}.up_proj"), gate_up),
+            *_biased(f"{ours}.c_proj", f"{hf}.down_proj", IDENTITY)]
 
 
 _ATTN_MLP = [
@@ -30,8 +37,7 @@ _ATTN_MLP = [
     *_biased("attn.c_proj", "self_attn.o_proj", IDENTITY),
     ("attn.q_norm.weight", "self_attn.q_norm.weight", IDENTITY),  # Qwen3 (per head), OLMo 2 (full)
     ("attn.k_norm.weight", "self_attn.k_norm.weight", IDENTITY),
-    *_biased("mlp.c_fc", ("mlp.gate_proj", "mlp.up_proj"), GATE_UP),
-    *_biased("mlp.c_proj", "mlp.down_proj", IDENTITY),
+    *glu_rows("mlp", "mlp"),
 ]
 
 # our block norm -> HF layer norm, per `model.norm_placement`
@@ -59,8 +65,8 @@ def decoder_weights(norms: dict[str, str], extra: list[Row] = (), attn_mlp: list
     ]
 
 
-def _prefix(prefix: str, names: str | tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(prefix + n for n in ((names,) if isinstance(names, str) else names))
+def _prefix(prefix: str, row_names: str | tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(prefix + n for n in names(row_names))
 
 
 # ----------------------------------------------------------------------------- RoPE
@@ -125,17 +131,14 @@ def window_from_layer_types(c, window: int | None, preferred_global_every: int =
     if not any(local):
         return dict(window=0, global_every=0)
     if not window:
-        raise ValueError(
-            f"HF {c.model_type} config has sliding layers in layer_types but sliding_window={window}"
-        )
+        raise ValueError(f"HF {c.model_type} config has sliding layers in layer_types but "
+                         f"sliding_window={window}")
     n = len(types)
     for every in dict.fromkeys([preferred_global_every, 0, *range(2, n + 1)]):
         if local == [every == 0 or (i + 1) % every != 0 for i in range(n)]:
             return dict(window=window, global_every=every)
-    raise ValueError(
-        f"HF {c.model_type} config layer_types={types} is not supported: sliding layers must be all, "
-        f"or all but every k-th (model.global_every){note}"
-    )
+    raise ValueError(f"HF {c.model_type} config layer_types={types} is not supported: sliding "
+                     f"layers must be all, or all but every k-th (model.global_every){note}")
 
 
 def layer_types_to_hf(cfg: ModelConfig) -> list[str]:
@@ -194,10 +197,8 @@ def no_attention_bias(c) -> None:
 # ----------------------------------------------------------------------------- families
 def llama_config_from_hf(c) -> ModelConfig:
     if c.attention_bias != c.mlp_bias:
-        raise ValueError(
-            f"HF llama config attention_bias={c.attention_bias} with mlp_bias={c.mlp_bias} is not "
-            "supported: model.bias sets both"
-        )
+        raise ValueError(f"HF llama config attention_bias={c.attention_bias} with "
+                         f"mlp_bias={c.mlp_bias} is not supported: model.bias sets both")
     return ModelConfig(**decoder_config_from_hf(c) | dict(bias=c.attention_bias))
 
 
@@ -238,10 +239,6 @@ def olmo2_config_from_hf(c) -> ModelConfig:
     equal in fp32, rounded differently in bf16."""
     no_attention_bias(c)
     return ModelConfig(**decoder_config_from_hf(c) | dict(norm_placement="post", qk_norm="full"))
-
-
-def olmo2_config_to_hf(cfg: ModelConfig, **overrides):
-    return decoder_config_to_hf("olmo2", cfg, **overrides)
 
 
 def olmo3_rope_from_hf(c) -> RopeConfig:
@@ -287,6 +284,7 @@ def olmo3_config_to_hf(cfg: ModelConfig, **overrides):
 LLAMA = Family(llama_config_from_hf, llama_config_to_hf, decoder_weights(PRE_NORMS), HF_IGNORE)
 MISTRAL = Family(mistral_config_from_hf, mistral_config_to_hf, decoder_weights(PRE_NORMS), HF_IGNORE)
 QWEN3 = Family(qwen3_config_from_hf, qwen3_config_to_hf, decoder_weights(PRE_NORMS), HF_IGNORE)
-OLMO2 = Family(olmo2_config_from_hf, olmo2_config_to_hf, decoder_weights(POST_NORMS), HF_IGNORE)
+OLMO2 = Family(olmo2_config_from_hf, partial(decoder_config_to_hf, "olmo2"),
+               decoder_weights(POST_NORMS), HF_IGNORE)
 OLMO3 = Family(olmo3_config_from_hf, olmo3_config_to_hf, decoder_weights(POST_NORMS),
                HF_IGNORE + (r"rotary_emb\.\w+_attention_(original_)?inv_freq$",))

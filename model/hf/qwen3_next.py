@@ -25,10 +25,10 @@ model of ours without shared experts or without their gate cannot be exported to
 import torch
 
 from ..config import ModelConfig, MoEConfig
-from .llama import HF_IGNORE, PRE_NORMS, decoder_weights
+from .llama import HF_IGNORE, PRE_NORMS, decoder_weights, glu_rows
 from .moe import MOE_ROWS, first_dense_from_hf, qwen_moe_to_hf
 from .qwen3_5 import DELTANET, DELTANET_IN_PROJ, GATED_ATTN, hybrid_config_from_hf, hybrid_config_to_hf
-from .table import IDENTITY, Family, Transform, concat, reject_unsupported
+from .table import IDENTITY, Family, Transform, reject_unsupported
 
 
 # ----------------------------------------------------------------------------- weights
@@ -54,9 +54,8 @@ def _save_qkvz_ba(t: torch.Tensor, cfg: ModelConfig) -> list[torch.Tensor]:
 
 QKVZ_BA = Transform(_load_qkvz_ba, _save_qkvz_ba)
 SHARED_ROWS = [
-    ("mlp.shared.mlp.c_fc.weight", ("mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight"),
-     concat(lambda cfg: 2 * [cfg.moe.n_shared * cfg.moe.expert_hidden])),
-    ("mlp.shared.mlp.c_proj.weight", "mlp.shared_expert.down_proj.weight", IDENTITY),
+    *glu_rows("mlp.shared.mlp", "mlp.shared_expert",
+              lambda cfg: cfg.moe.n_shared * cfg.moe.expert_hidden),
     ("mlp.shared.gate.weight", "mlp.shared_expert_gate.weight", IDENTITY),
 ]
 _IN_PROJ_QKVZ_BA = ("attn.in_proj.weight", ("linear_attn.in_proj_qkvz.weight", "linear_attn.in_proj_ba.weight"),

@@ -34,13 +34,16 @@ VOCAB = Transform(
 
 def concat(sizes: Callable[[ModelConfig], list[int]], dim: int = 0) -> Transform:
     """Several HF tensors stacked along `dim` into one of ours, e.g. q/k/v into `c_attn`."""
-    return Transform(
-        lambda ts, cfg: torch.cat(ts, dim=dim),
-        lambda t, cfg: list(t.split(sizes(cfg), dim=dim)),
-    )
+    return Transform(lambda ts, cfg: torch.cat(ts, dim=dim),
+                     lambda t, cfg: list(t.split(sizes(cfg), dim=dim)))
 
 
 Row = tuple[str | tuple[str, ...], str | tuple[str, ...], Transform]
+
+
+def names(row_names: str | tuple[str, ...]) -> tuple[str, ...]:
+    """One side of a row: a name, or a tuple of names."""
+    return (row_names,) if isinstance(row_names, str) else tuple(row_names)
 
 
 @dataclass(frozen=True)
