@@ -31,40 +31,22 @@ def gpt2_config_to_hf(cfg: ModelConfig, **overrides):
     kwargs = dict(
         vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_layer=cfg.n_layer,
         n_head=cfg.n_head, n_embd=cfg.n_embd, n_inner=cfg.mlp_hidden,
-        activation_function="gelu_new",
-        layer_norm_epsilon=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,
+        activation_function="gelu_new", layer_norm_epsilon=cfg.norm_eps,
+        tie_word_embeddings=cfg.tie_embeddings, initializer_range=cfg.init_std,
         resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-        initializer_range=cfg.init_std,
         bos_token_id=None, eos_token_id=None,  # ours has no special tokens; pass them as overrides
     )
     return GPT2Config(**{**kwargs, **overrides})
 
 
-_LAYER = [
-    ("ln_1.weight", "ln_1.weight", IDENTITY),
-    ("ln_1.bias", "ln_1.bias", IDENTITY),
-    ("attn.c_attn.weight", "attn.c_attn.weight", TRANSPOSE),  # q, k, v in the same order
-    ("attn.c_attn.bias", "attn.c_attn.bias", IDENTITY),
-    ("attn.c_proj.weight", "attn.c_proj.weight", TRANSPOSE),
-    ("attn.c_proj.bias", "attn.c_proj.bias", IDENTITY),
-    ("ln_2.weight", "ln_2.weight", IDENTITY),
-    ("ln_2.bias", "ln_2.bias", IDENTITY),
-    ("mlp.c_fc.weight", "mlp.c_fc.weight", TRANSPOSE),
-    ("mlp.c_fc.bias", "mlp.c_fc.bias", IDENTITY),
-    ("mlp.c_proj.weight", "mlp.c_proj.weight", TRANSPOSE),
-    ("mlp.c_proj.bias", "mlp.c_proj.bias", IDENTITY),
-]
+# Our names are GPT-2's; its Conv1D weights are stored (in, out), our nn.Linear's (out, in)
+_LAYER = {"ln_1": IDENTITY, "attn.c_attn": TRANSPOSE, "attn.c_proj": TRANSPOSE,  # q, k, v as ours
+          "ln_2": IDENTITY, "mlp.c_fc": TRANSPOSE, "mlp.c_proj": TRANSPOSE}
+_ROWS = [("transformer.wte.weight", VOCAB), ("transformer.wpe.weight", IDENTITY)]
+_ROWS += [(f"transformer.h.{{i}}.{name}.weight", t) for name, t in _LAYER.items()]
+_ROWS += [(f"transformer.h.{{i}}.{name}.bias", IDENTITY) for name in _LAYER]
+_ROWS += [("transformer.ln_f.weight", IDENTITY), ("transformer.ln_f.bias", IDENTITY),
+          ("lm_head.weight", VOCAB)]  # lm_head: only when untied
 
-GPT2 = Family(
-    config_from_hf=gpt2_config_from_hf,
-    config_to_hf=gpt2_config_to_hf,
-    weights=[
-        ("transformer.wte.weight", "transformer.wte.weight", VOCAB),
-        ("transformer.wpe.weight", "transformer.wpe.weight", IDENTITY),
-        *[(f"transformer.h.{{i}}.{o}", f"transformer.h.{{i}}.{h}", t) for o, h, t in _LAYER],
-        ("transformer.ln_f.weight", "transformer.ln_f.weight", IDENTITY),
-        ("transformer.ln_f.bias", "transformer.ln_f.bias", IDENTITY),
-        ("lm_head.weight", "lm_head.weight", VOCAB),  # only when untied
-    ],
-    hf_ignore=(r"\.attn\.(masked_)?bias$",),  # causal-mask buffers of older transformers versions
-)
+GPT2 = Family(gpt2_config_from_hf, gpt2_config_to_hf, [(name, name, t) for name, t in _ROWS],
+              hf_ignore=(r"\.attn\.(masked_)?bias$",))  # causal-mask buffers of older transformers

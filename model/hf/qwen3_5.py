@@ -118,9 +118,5 @@ def qwen3_5_config_from_hf(c) -> ModelConfig:
     return ModelConfig(**hybrid_config_from_hf(c))
 
 
-def qwen3_5_config_to_hf(cfg: ModelConfig, **overrides):
-    return hybrid_config_to_hf("qwen3_5_text", cfg, **overrides)
-
-
-QWEN3_5 = Family(qwen3_5_config_from_hf, qwen3_5_config_to_hf,
+QWEN3_5 = Family(qwen3_5_config_from_hf, partial(hybrid_config_to_hf, "qwen3_5_text"),
                  decoder_weights(PRE_NORMS, attn_mlp=GATED_ATTN + [DELTANET_IN_PROJ] + DELTANET), HF_IGNORE)
