@@ -3,6 +3,11 @@
 from ..config import ModelConfig
 from .table import IDENTITY, TRANSPOSE, VOCAB, Family, reject_unsupported
 
+# our ModelConfig field -> GPT2Config's (read both ways)
+_FIELDS = {"vocab_size": "vocab_size", "block_size": "n_positions", "n_layer": "n_layer",
+           "n_head": "n_head", "n_embd": "n_embd", "norm_eps": "layer_norm_epsilon",
+           "tie_embeddings": "tie_word_embeddings", "init_std": "initializer_range"}
+
 
 def gpt2_config_from_hf(c) -> ModelConfig:
     reject_unsupported(c, {  # both accepted activations are GELU with the tanh approximation
@@ -17,22 +22,15 @@ def gpt2_config_from_hf(c) -> ModelConfig:
             "model.dropout is one rate, but the HF config has resid_pdrop/embd_pdrop/attn_pdrop = "
             f"{c.resid_pdrop}/{c.embd_pdrop}/{c.attn_pdrop}; load it with equal rates"
         )
-    return ModelConfig(
-        vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
-        n_embd=c.n_embd, mlp_hidden=c.n_inner or 0, norm_eps=c.layer_norm_epsilon,
-        tie_embeddings=c.tie_word_embeddings, dropout=float(c.resid_pdrop),
-        init_std=c.initializer_range,
-    )
+    return ModelConfig(**{ours: getattr(c, hf) for ours, hf in _FIELDS.items()},
+                       mlp_hidden=c.n_inner or 0, dropout=float(c.resid_pdrop))
 
 
 def gpt2_config_to_hf(cfg: ModelConfig, **overrides):
     from transformers import GPT2Config
 
-    kwargs = dict(
-        vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, n_embd=cfg.n_embd, n_inner=cfg.mlp_hidden,
-        activation_function="gelu_new", layer_norm_epsilon=cfg.norm_eps,
-        tie_word_embeddings=cfg.tie_embeddings, initializer_range=cfg.init_std,
+    kwargs = {hf: getattr(cfg, ours) for ours, hf in _FIELDS.items()} | dict(
+        n_inner=cfg.mlp_hidden, activation_function="gelu_new",
         resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
         bos_token_id=None, eos_token_id=None,  # ours has no special tokens; pass them as overrides
     )

@@ -148,6 +148,11 @@ def layer_types_to_hf(cfg: ModelConfig) -> list[str]:
 # ----------------------------------------------------------------------------- config
 GLU_ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu", "gelu_pytorch_tanh": "geglu", "gelu_new": "geglu"}
 _ACTIVATION_TO_HF = {"swiglu": "silu", "geglu": "gelu_pytorch_tanh"}
+# our ModelConfig field -> the HF field, the same in every Llama-layout config (read both ways)
+_FIELDS = {"vocab_size": "vocab_size", "block_size": "max_position_embeddings",
+           "n_layer": "num_hidden_layers", "n_head": "num_attention_heads", "n_embd": "hidden_size",
+           "norm_eps": "rms_norm_eps", "tie_embeddings": "tie_word_embeddings",
+           "init_std": "initializer_range"}
 
 
 def decoder_config_from_hf(c, activation: str = "hidden_act", rope=rope_from_hf,
@@ -159,13 +164,10 @@ def decoder_config_from_hf(c, activation: str = "hidden_act", rope=rope_from_hf,
         # model.dropout would also drop the residual branches and the embeddings
         "attention_dropout": (getattr(c, "attention_dropout", 0.0) or 0.0) != 0.0,
     })
-    return dict(
-        vocab_size=c.vocab_size, block_size=c.max_position_embeddings, n_layer=c.num_hidden_layers,
-        n_head=c.num_attention_heads, n_kv_head=c.num_key_value_heads or 0, n_embd=c.hidden_size,
+    return {ours: getattr(c, hf) for ours, hf in _FIELDS.items()} | dict(
+        n_kv_head=c.num_key_value_heads or 0, mlp_hidden=getattr(c, width), bias=False,
         head_dim=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
-        mlp_hidden=getattr(c, width), pos="rope", rope=rope(c), norm="rmsnorm",
-        norm_eps=c.rms_norm_eps, mlp=GLU_ACTIVATIONS[getattr(c, activation)], bias=False,
-        tie_embeddings=c.tie_word_embeddings, init_std=c.initializer_range,
+        mlp=GLU_ACTIVATIONS[getattr(c, activation)], pos="rope", rope=rope(c), norm="rmsnorm",
     )
 
 
@@ -176,13 +178,9 @@ def decoder_config_to_hf(model_type: str, cfg: ModelConfig, activation: str = "h
     value; `config_to_hf`'s round trip names them."""
     from transformers import AutoConfig
 
-    shared = {
-        "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.block_size,
-        "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
-        "num_key_value_heads": cfg.n_kv_head, "hidden_size": cfg.n_embd, "head_dim": cfg.head_dim,
-        width: cfg.mlp_hidden, "rope_parameters": rope_to_hf(cfg),
-        "rms_norm_eps": cfg.norm_eps, activation: _ACTIVATION_TO_HF.get(cfg.mlp, "silu"),
-        "tie_word_embeddings": cfg.tie_embeddings, "initializer_range": cfg.init_std,
+    shared = {hf: getattr(cfg, ours) for ours, hf in _FIELDS.items()} | {
+        "num_key_value_heads": cfg.n_kv_head, "head_dim": cfg.head_dim, width: cfg.mlp_hidden,
+        "rope_parameters": rope_to_hf(cfg), activation: _ACTIVATION_TO_HF.get(cfg.mlp, "silu"),
         "attention_dropout": 0.0,
         "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,  # pass them as overrides
     }
