@@ -28,14 +28,10 @@ from .moe import MOE_ROWS
 from .table import IDENTITY, Family, Row, Transform, reject_unsupported
 
 
-def _rope_order(rope: int) -> torch.Tensor:
-    """Interleaved (x0, x1, x2, x3, ...) -> rotate-half order (x0, x2, ..., x1, x3, ...)."""
-    return torch.cat([torch.arange(0, rope, 2), torch.arange(1, rope, 2)])
-
-
 def _reorder_rope_rows(w: torch.Tensor, group: int, rope: int, inverse: bool) -> torch.Tensor:
-    """Reorder the last `rope` rows of every `group` rows of w (the rotary rows of each head)."""
-    order = _rope_order(rope)
+    """Reorder the last `rope` rows of every `group` rows of w (the rotary rows of each head):
+    interleaved (x0, x1, x2, x3, ...) -> rotate-half order (x0, x2, ..., x1, x3, ...), or back."""
+    order = torch.cat([torch.arange(0, rope, 2), torch.arange(1, rope, 2)])
     order = torch.argsort(order) if inverse else order
     groups = w.reshape(-1, group, *w.shape[1:])
     rows = torch.cat([torch.arange(group - rope), group - rope + order])

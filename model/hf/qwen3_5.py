@@ -25,8 +25,8 @@ import torch
 
 from ..config import DeltaNetConfig, ModelConfig
 from .llama import (
-    _ATTN_MLP, HF_IGNORE, PRE_NORMS, decoder_config_from_hf, decoder_config_to_hf, decoder_weights,
-    rope_from_hf,
+    _ATTN_MLP, HF_IGNORE, PRE_NORMS, QKV, decoder_config_from_hf, decoder_config_to_hf,
+    decoder_weights, rope_from_hf,
 )
 from .table import IDENTITY, Family, Transform, concat, reject_unsupported
 
@@ -42,7 +42,7 @@ def _load_query_gate(ts, cfg: ModelConfig) -> list[torch.Tensor]:
 
 def _save_query_gate(ts, cfg: ModelConfig) -> list[torch.Tensor]:
     c_attn, gate = ts
-    q, k, v = c_attn.split([cfg.n_head * cfg.head_dim] + 2 * [cfg.n_kv_head * cfg.head_dim])
+    q, k, v = QKV.save(c_attn, cfg)
     per_head = torch.stack([q.view(cfg.n_head, cfg.head_dim, -1), gate.view(cfg.n_head, cfg.head_dim, -1)], dim=1)
     return [per_head.flatten(0, 2), k, v]
 
