@@ -9,7 +9,7 @@ import torch
 
 from model.inference.quantize import GROUP_SIZES, KINDS, quantize
 
-from .errors import ConfigError, DistributedError
+from .errors import ConfigError, DistributedError, at_least
 
 USAGE_ERROR = 2  # bad command line or config
 RUN_ERROR = 1  # the run could not proceed (bad data, non-finite loss, I/O, out of memory)
@@ -94,12 +94,6 @@ def int_option(opts: dict, name: str, minimum: int) -> int:
     except ValueError:
         pass
     raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def at_least(value: int, name: str, minimum: int, note: str = "") -> None:
-    """A ConfigError naming the integer flag `name` when `value` is below `minimum`."""
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}{note}; got {value}")
 
 
 def check_temperature(t: float, name: str = "--temperature") -> float:

@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
 from model import ModelConfig
 
 from .data import DataConfig
-from .errors import ConfigError
+from .errors import ConfigError, at_least
 from .init_from import FREE_KEYS, NEWEST, check_tokenizer, model_source
 from .post.config import PostConfig, chat_vocab_size
 from .tokenizer import tokenizer_vocab_size
@@ -91,13 +91,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_interval",
-                     "max_skipped_steps", "dist_timeout_s"):
-            _require(getattr(self, name) >= 1, f"train.{name} must be >= 1; got {getattr(self, name)}")
-        for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints", "seq_warmup_steps",
-                     "batch_warmup_steps"):
-            _require(getattr(self, name) >= 0, f"train.{name} must be >= 0; got {getattr(self, name)}")
-        _require(self.seq_warmup_start >= 8, f"train.seq_warmup_start must be >= 8; got {self.seq_warmup_start}")
-        _require(self.batch_warmup_start >= 1, f"train.batch_warmup_start must be >= 1; got {self.batch_warmup_start}")
+                     "max_skipped_steps", "dist_timeout_s", "batch_warmup_start"):
+            at_least(getattr(self, name), f"train.{name}", 1)
+        for name in ("seq_len", "eval_interval", "ckpt_interval", "keep_checkpoints",
+                     "seq_warmup_steps", "batch_warmup_steps"):
+            at_least(getattr(self, name), f"train.{name}", 0)
+        at_least(self.seq_warmup_start, "train.seq_warmup_start", 8)
         _require(0 <= self.seed < 2**63, f"train.seed must be in [0, 2**63); got {self.seed}")
         _require(-1 <= self.eval_seed < 2**63, f"train.eval_seed must be in [0, 2**63), or -1; got {self.eval_seed}")
         _require(self.init_step >= NEWEST,
@@ -144,7 +143,7 @@ class OptimConfig:
         _require(self.min_lr_ratio <= 1, f"optim.min_lr_ratio must be <= 1; got {self.min_lr_ratio}")
         _require(self.decay_fraction <= 1, f"optim.decay_fraction must be <= 1; got {self.decay_fraction}")
         for name in ("warmup_steps", "decay_steps"):
-            _require(getattr(self, name) >= 0, f"optim.{name} must be >= 0; got {getattr(self, name)}")
+            at_least(getattr(self, name), f"optim.{name}", 0)
 
 
 @dataclass
@@ -225,10 +224,10 @@ def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored
         path = preset_path(str(path)[len(PRESET_PREFIX):]) if str(path).startswith(PRESET_PREFIX) else Path(path)
         raw = read_config_file(path)
         name = path.stem
-        if not _inside(path, CONFIGS_DIR):
-            explicit |= _dotted_keys(raw)
+        if not path.resolve().is_relative_to(CONFIGS_DIR):
+            explicit |= set(_flat(raw))
     for item in overrides:
-        explicit |= _dotted_keys(apply_override({}, item))
+        explicit |= set(_flat(apply_override({}, item)))
         apply_override(raw, item)
     # With train.init_from, [model] is the source's; the keys set here are checked against it.
     train = raw.get("train", {})
@@ -318,17 +317,6 @@ def schedule_warning(cfg: RunConfig) -> str | None:
                 f"never reaches optim.lr={o.lr:g} before the last step (which takes "
                 f"{o.lr * steps / o.warmup_steps:.3g}) and never decays; lower optim.warmup_steps")
     return None
-
-
-def _dotted_keys(raw: dict, prefix: str = "") -> set[str]:
-    keys = set()
-    for key, value in raw.items():
-        keys |= _dotted_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
-    return keys
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path.resolve().is_relative_to(root)
 
 
 def preset_path(name: str) -> Path:

@@ -20,7 +20,6 @@ import os
 import shutil
 import tempfile
 import time
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
@@ -29,9 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import make_dir
+from .errors import at_least, make_dir
 from .sources import HF_PREFIX, STDLIB, hf_documents, local_documents, resolve_source
-from .tokenizer import get_tokenizer
+from .tokenizer import check_tokenizer_name, get_tokenizer
 
 FORMAT_VERSION = 1  # bump when the layout of the token files or meta.json changes
 SPLITS = ("train", "val")
@@ -53,10 +52,7 @@ class DataConfig:
     max_tokens: int = 0  # stop reading once this many tokens are collected (0 = no cap)
 
     def __post_init__(self) -> None:
-        allowed = typing.get_args(typing.get_type_hints(DataConfig)["tokenizer"])
-        if self.tokenizer not in allowed:
-            raise ValueError(f"data.tokenizer must be one of {', '.join(map(repr, allowed))}; "
-                             f"got {self.tokenizer!r}")
+        check_tokenizer_name(self.tokenizer)
         if not self.source or self.source == HF_PREFIX:
             raise ValueError(f"data.source must name a corpus ({STDLIB!r}, a path, a glob or "
                              f"'hf:<dataset>'); got {self.source!r}")
@@ -65,9 +61,7 @@ class DataConfig:
         if not self.cache_dir:
             raise ValueError("data.cache_dir must not be empty")
         for name in ("max_docs", "max_tokens"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"data.{name} must be >= 0 (0 = no cap); "
-                                 f"got {getattr(self, name)}")
+            at_least(getattr(self, name), f"data.{name}", 0, " (0 = no cap)")
         if self.is_hf:
             for name in ("hf_split", "hf_text_field"):
                 if not getattr(self, name):

@@ -16,6 +16,12 @@ def one_line(e: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def at_least(value: int, name: str, minimum: int, note: str = "") -> None:
+    """A ConfigError naming the setting or flag `name` when `value` is below `minimum`."""
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}{note}; got {value}")
+
+
 class DistributedError(RuntimeError):
     """Another rank died, hung past train.dist_timeout_s or cannot be reached; the CLI prints it
     as one line on every surviving rank."""

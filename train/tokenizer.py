@@ -33,17 +33,17 @@ _REPLACEMENT = "\ufffd"
 
 def tokenizer_vocab_size(name: str) -> int:
     """Vocabulary size of a tokenizer by name, without loading it (configs size the model early)."""
-    _check_name(name)
+    check_tokenizer_name(name)
     return _VOCAB_SIZES[name]
 
 
 def get_tokenizer(name: str, path: str = "") -> "ByteTokenizer | GPT2Tokenizer":
     """Build the tokenizer `name` ("byte" or "gpt2"); `path` is an optional gpt2 ranks file."""
-    _check_name(name)
+    check_tokenizer_name(name)
     return ByteTokenizer() if name == "byte" else GPT2Tokenizer(path)
 
 
-def _check_name(name: str) -> None:
+def check_tokenizer_name(name: str) -> None:
     if name not in _VOCAB_SIZES:
         allowed = ", ".join(repr(n) for n in _VOCAB_SIZES)
         raise ValueError(f"data.tokenizer must be one of {allowed}; got {name!r}")
