@@ -199,17 +199,12 @@ def full_model_state(model: nn.Module, d: Dist) -> tuple[dict[str, torch.Tensor]
     return (out, aliases) if d.rank == 0 else None
 
 
-def full_optimizer_state(optimizer: torch.optim.Optimizer, d: Dist) -> dict | None:
-    """optimizer.state_dict() with every sharded tensor gathered whole, on rank 0 (None elsewhere):
-    the format a single process writes, keyed by parameter index."""
-    return _gather_state(optimizer.state_dict(), d)
-
-
-def _gather_state(sd: dict, d: Dist) -> dict | None:
-    """A torch optimizer state_dict with its sharded tensors gathered; an optimizer made of several
-    (train/optim.py MuonWithAdamW: {"muon": ..., "adamw": ...}) is gathered part by part."""
+def full_optimizer_state(sd: dict, d: Dist) -> dict | None:
+    """An optimizer's state_dict() `sd` with every sharded tensor gathered whole, on rank 0 (None
+    elsewhere): the format a single process writes, keyed by parameter index. An optimizer made of
+    several (train/optim.py MuonWithAdamW: {"muon": ..., "adamw": ...}) is gathered part by part."""
     if "state" not in sd:
-        parts = {name: _gather_state(part, d) for name, part in sd.items()}
+        parts = {name: full_optimizer_state(part, d) for name, part in sd.items()}
         return parts if d.rank == 0 else None
     state = {i: {k: _full(v) for k, v in s.items()} for i, s in sd["state"].items()}
     return {"state": state, "param_groups": sd["param_groups"]} if d.rank == 0 else None
@@ -251,11 +246,8 @@ def clear_errors(d: Dist, timeout_s: int):
     """Turn a failed collective (a rank died, hung past the timeout) into one DistributedError."""
     try:
         yield
-    except dist.DistError as e:
-        raise DistributedError(f"rank {d.rank}: another rank stopped or cannot be reached "
-                               f"({one_line(e)}); train.dist_timeout_s={timeout_s}") from None
-    except RuntimeError as e:
-        if not d.active or not _looks_distributed(e):
+    except RuntimeError as e:  # dist.DistError is one
+        if not isinstance(e, dist.DistError) and not (d.active and _looks_distributed(e)):
             raise
         raise DistributedError(f"rank {d.rank}: another rank stopped or cannot be reached "
                                f"({one_line(e)}); train.dist_timeout_s={timeout_s}") from None

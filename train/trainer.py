@@ -117,7 +117,7 @@ class Trainer:
             raise FloatingPointError(f"the model has non-finite weights at step {self.step}; "
                                      "not writing a checkpoint (the previous ones are intact)")
         weights = parallel.full_model_state(self.model, self.dist)
-        optimizer = parallel.full_optimizer_state(self.optimizer, self.dist)
+        optimizer = parallel.full_optimizer_state(self.optimizer.state_dict(), self.dist)
         rng = self.dist.gather_objects(self._rng_state())  # dropout masks are drawn per rank
         path = ckpt.checkpoint_dir(self.out_dir) / f"{ckpt.PREFIX}{self.step:08d}"
         failure = None
