@@ -65,15 +65,10 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(
-    out_dir: str | Path,
-    step: int,
-    weights: tuple[dict[str, torch.Tensor], dict[str, str]],
-    train_state: dict[str, Any],
-    state: dict[str, Any],
-    config_toml: str,
-    keep: int = 2,
-) -> Path:
+def save_checkpoint(out_dir: str | Path, step: int,
+                    weights: tuple[dict[str, torch.Tensor], dict[str, str]],
+                    train_state: dict[str, Any], state: dict[str, Any], config_toml: str,
+                    keep: int = 2) -> Path:
     """Atomically write checkpoint `step`; then delete all but the newest `keep` (0 = keep all).
 
     `weights` is (tensors, aliases) as train/parallel.py's full_model_state returns them: the
@@ -208,12 +203,16 @@ def load_newest(out_dir: str | Path, load: Callable[[Path], T]) -> tuple[Path, T
     return None
 
 
-def _describe(path: Path) -> dict[str, Any]:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 24):
             digest.update(chunk)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def _alive(pid: int) -> bool:
@@ -224,7 +223,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
-
 
 
 def _fsync(path: Path) -> None:

@@ -18,7 +18,6 @@ schedule and seed; only the weights come from the source, which is only ever rea
 """
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -140,7 +139,7 @@ def initial_weights(init_from: str, init_step: int, model_cfg: ModelConfig) -> t
             from model.hf import load_pretrained
 
             model, checkpoint = load_pretrained(str(source.path)), None
-            files = {f.name: _sha256(f) for f in _weight_files(source.path)}
+            files = {f.name: ckpt.sha256_of(f) for f in _weight_files(source.path)}
         else:
             model = GPT(model_cfg)
             if init_step == NEWEST:  # a damaged newest checkpoint falls back to the one before, as on resume
@@ -160,8 +159,3 @@ def _step(checkpoint: Path) -> int:
 
 def _weight_files(path: Path) -> list[Path]:
     return sorted([*path.glob("*.safetensors"), *path.glob("pytorch_model*.bin")])
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
