@@ -155,22 +155,19 @@ def _same_shape(params: list[torch.Tensor]) -> list[list[torch.Tensor]]:
 
 
 def _orthogonalize_all(updates: list[torch.Tensor], schedule: str) -> list[torch.Tensor]:
-    """orthogonalize() of each update: stacked into one batch when they are plain tensors of one
-    shape, else (a single sharded DTensor) gathered and re-sharded."""
-    if len(updates) == 1:
-        return [_orthogonalize_full(updates[0], schedule)]
-    return list(orthogonalize(torch.stack(updates), schedule=schedule).unbind())
-
-
-def _orthogonalize_full(u: torch.Tensor, schedule: str) -> torch.Tensor:
-    """orthogonalize(u), for a plain tensor or a sharded DTensor (gathered, then re-sharded)."""
+    """orthogonalize() of each update: several (plain tensors of one shape) as one batch; a single
+    one may be a sharded DTensor, then gathered and re-sharded."""
+    if len(updates) > 1:
+        return list(orthogonalize(torch.stack(updates), schedule=schedule).unbind())
+    [u] = updates
     if type(u) is torch.Tensor:
-        return orthogonalize(u, schedule=schedule)
+        return [orthogonalize(u, schedule=schedule)]
     from torch.distributed.tensor import DTensor, Replicate
 
     full = orthogonalize(u.full_tensor(), schedule=schedule)
-    replicated = DTensor.from_local(full, u.device_mesh, [Replicate()] * u.device_mesh.ndim, run_check=False)
-    return replicated.redistribute(u.device_mesh, u.placements)
+    mesh = u.device_mesh
+    return [DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
+            .redistribute(mesh, u.placements)]
 
 
 class MuonWithAdamW:
