@@ -50,6 +50,11 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints"
 
 
+def step_of(checkpoint: Path) -> int:
+    """The step of checkpoint directory `step_00001000`: 1000."""
+    return int(checkpoint.name[len(PREFIX):])
+
+
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     root = checkpoint_dir(out_dir)
@@ -57,7 +62,7 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
         return []
     found = [p for p in root.iterdir()
              if p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit() and (p / MARKER).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))  # folders not named step_N are not ours
+    return sorted(found, key=step_of)  # folders not named step_N are not ours
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:

@@ -77,7 +77,7 @@ def model_source(init_from: str, init_step: int, out_dir: str) -> Source:
 
 
 def _run_source(path: Path, init_step: int, where: str) -> Source:
-    found = {_step(p): p for p in ckpt.list_checkpoints(path)}
+    found = {ckpt.step_of(p): p for p in ckpt.list_checkpoints(path)}
     if not found:
         raise ConfigError(f"{where} has no complete checkpoint yet")
     if init_step != NEWEST and init_step not in found:
@@ -149,12 +149,8 @@ def initial_weights(init_from: str, init_step: int, model_cfg: ModelConfig) -> t
                 ckpt.load_checkpoint(checkpoint, model)
             manifest = json.loads((checkpoint / ckpt.MARKER).read_text())  # verified by the load
             files = {"model.safetensors": manifest["files"]["model.safetensors"]["sha256"]}
-    where = {"path": str(source.path.resolve()), "step": _step(checkpoint) if checkpoint else None, "sha256": files}
-    return model.state_dict(), where
-
-
-def _step(checkpoint: Path) -> int:
-    return int(checkpoint.name[len(ckpt.PREFIX):])
+    step = ckpt.step_of(checkpoint) if checkpoint else None
+    return model.state_dict(), {"path": str(source.path.resolve()), "step": step, "sha256": files}
 
 
 def _weight_files(path: Path) -> list[Path]:

@@ -52,20 +52,19 @@ def check_run_dir(path: str | Path) -> Path:
 def load_run(run_dir: str | Path, step: int | None = None) -> LoadedRun:
     """The model of a run: the newest complete checkpoint, or checkpoint `step`."""
     run_dir = check_run_dir(run_dir)
-    found = ckpt.list_checkpoints(run_dir)
+    found = {ckpt.step_of(p): p for p in ckpt.list_checkpoints(run_dir)}
     if step is not None:
-        wanted = [p for p in found if int(p.name[len(ckpt.PREFIX):]) == step]
-        if not wanted:
-            have = ", ".join(p.name[len(ckpt.PREFIX):].lstrip("0") or "0" for p in found) or "none"
+        if step not in found:
+            have = ", ".join(map(str, found)) or "none"
             raise ConfigError(f"{run_dir} has no complete checkpoint at step {step}; it has: {have}")
-        path, (cfg, model) = wanted[0], _load(wanted[0])
+        path, (cfg, model) = found[step], _load(found[step])
     else:
         newest = ckpt.load_newest(run_dir, _load)
         if newest is None:
             raise ConfigError(f"{run_dir} has no complete checkpoint yet (the first is written at "
                               "train.ckpt_interval or at the end of the run)")
         path, (cfg, model) = newest
-    return LoadedRun(run_dir, path, int(path.name[len(ckpt.PREFIX):]), cfg, model)
+    return LoadedRun(run_dir, path, ckpt.step_of(path), cfg, model)
 
 
 def run_config(run_dir: str | Path, overrides: list[str] = ()) -> RunConfig:
