@@ -113,7 +113,6 @@ class TokenData:
 
     def bytes_per_token(self, split: str) -> float:
         """UTF-8 bytes of the split's text (eot tokens add none) per token (eot tokens included)."""
-        self.split(split)  # validates the name
         counts = self.meta["splits"][split]
         return counts["bytes"] / counts["tokens"]
 

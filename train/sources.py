@@ -22,8 +22,6 @@ HF_PREFIX = "hf:"
 _STDLIB_SKIP_DIRS = {"site-packages", "dist-packages"}
 
 
-
-
 def resolve_source(cfg) -> tuple[list[tuple[str, Path]], dict, str]:
     """Return (files, identity for the fingerprint, description); files is [] for hf: sources."""
     src = cfg.source

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 EOT_TEXT = "<|endoftext|>"
 GPT2_ENV_VAR = "GPT_LADDER_GPT2_TIKTOKEN"
@@ -233,8 +233,7 @@ def _gpt2_from_tiktoken(timeout_s: float):
         try:
             result["enc"] = tiktoken.get_encoding("gpt2")
         except Exception as e:  # any failure (offline, proxy, bad cache) gets the same advice
-            text = " ".join(f"{type(e).__name__}: {e}".split())  # one line, short
-            result["error"] = text if len(text) <= 120 else text[:120] + "..."
+            result["error"] = one_line(e, limit=120)
 
     thread = threading.Thread(target=load, name="tiktoken-gpt2-download", daemon=True)
     thread.start()
