@@ -24,6 +24,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import ConfigError, RunConfig, config_differences
+from .metrics_log import write_atomic
 from .tokenizer import recorded
 
 
@@ -78,10 +79,7 @@ def check_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-probe-{os.getpid()}"
-        with open(probe, "wb") as f:
-            f.write(b"ok")
-            f.flush()
-            os.fsync(f.fileno())
+        write_atomic(probe, "ok")
         probe.unlink()
     except OSError as e:
         raise ValueError(f"{where} is not writable ({e.strerror or e})") from None
