@@ -70,16 +70,10 @@ class ByteTokenizer:
 
     def decode(self, ids) -> str:
         """Bytes to text; broken UTF-8 and ids outside the vocabulary become U+FFFD."""
-        parts, run = [], bytearray()
+        out = bytearray()
         for i in (int(i) for i in ids):
-            if 0 <= i < 256:
-                run.append(i)
-                continue
-            parts.append(run.decode("utf-8", errors="replace"))
-            parts.append(EOT_TEXT if i == self.eot else _REPLACEMENT)
-            run = bytearray()
-        parts.append(run.decode("utf-8", errors="replace"))
-        return "".join(parts)
+            out += bytes([i]) if 0 <= i < 256 else (EOT_TEXT if i == self.eot else _REPLACEMENT).encode()
+        return out.decode("utf-8", errors="replace")
 
 
 class GPT2Tokenizer:
