@@ -215,8 +215,7 @@ def prepare(cfg: DataConfig, progress: bool = True) -> TokenData:
 
 def fingerprint(cfg: DataConfig, identity: dict) -> str:
     """A short hash of everything that decides the token files (not where they are stored)."""
-    inputs = _fingerprint_inputs(cfg, identity)
-    blob = json.dumps(inputs, sort_keys=True).encode("utf-8")
+    blob = json.dumps(_fingerprint_inputs(cfg, identity), sort_keys=True).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

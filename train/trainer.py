@@ -241,8 +241,7 @@ class Trainer:
             total = parts if total is None else total + parts
         self.dist.sum_(total)  # the mean over every rank's micro-batches, the same on all ranks
         self.scaler.unscale_(self.optimizer)
-        max_norm = cfg.optim.grad_clip or float("inf")
-        grad_norm = parallel.clip_grad_norm(self.params, max_norm)
+        grad_norm = parallel.clip_grad_norm(self.params, cfg.optim.grad_clip or float("inf"))
         # The step's one read of the device (a sync on a GPU): every term's mean, the gradient
         # norm and the layers' statistics (MoE load), in a single copy. Nothing else here waits
         # for the device.
