@@ -118,21 +118,14 @@ def save_checkpoint(out_dir: str | Path, step: int,
     return final
 
 
-def remove_stale_temps(out_dir: str | Path) -> list[Path]:
-    """Delete `.tmp-*` directories left by writers that were killed; return what was removed.
-
-    A directory whose writer (the pid in its name) is still alive and is not this process is kept:
-    that process may be writing it right now.
-    """
+def remove_stale_temps(out_dir: str | Path) -> None:
+    """Delete `.tmp-*` directories left by writers that were killed. A directory whose writer (the
+    pid in its name) is still alive and is not this process is kept: it may be writing it now."""
     root = checkpoint_dir(out_dir)
-    removed = []
     for path in root.glob(TMP_PREFIX + "*") if root.is_dir() else []:
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
+        if not (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def verify_checkpoint(path: Path) -> None:
