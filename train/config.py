@@ -242,10 +242,8 @@ def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored
     elif "vocab_size" not in raw.get("model", {}):
         cfg.model = dataclasses.replace(cfg.model, vocab_size=n_vocab)
     elif cfg.model.vocab_size < n_vocab:
-        raise ConfigError(
-            f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer!r} "
-            f"tokenizer's {n_vocab} tokens"
-        )
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
+                          f"{cfg.data.tokenizer!r} tokenizer's {n_vocab} tokens")
     if cfg.post.chat:  # the chat format's tokens take padded rows of the embedding (train/post/)
         cfg.model = dataclasses.replace(cfg.model, vocab_size=chat_vocab_size(n_vocab, cfg.model))
     if warn_ignored:

@@ -235,8 +235,7 @@ def _gpt2_from_tiktoken(timeout_s: float):
     if "enc" in result:
         return result["enc"]
     reason = result.get("error", f"no answer within {timeout_s:g} s")
-    raise ValueError(
-        f"gpt2 tokenizer: tiktoken could not download its 'gpt2' files ({reason}); offline, set "
-        f"data.tokenizer_path or the env var {GPT2_ENV_VAR} to a gpt2.tiktoken ranks file "
-        f"(one 'base64-token rank' line per token, as read by tiktoken.load.load_tiktoken_bpe)"
-    )
+    raise ValueError(f"gpt2 tokenizer: tiktoken could not download its 'gpt2' files ({reason}); "
+                     f"offline, set data.tokenizer_path or the env var {GPT2_ENV_VAR} to a "
+                     "gpt2.tiktoken ranks file (one 'base64-token rank' line per token, as read by "
+                     "tiktoken.load.load_tiktoken_bpe)")
