@@ -32,8 +32,7 @@ _REPLACEMENT = "\ufffd"
 
 
 def tokenizer_vocab_size(name: str) -> int:
-    """Vocabulary size of a tokenizer by name, without loading it (configs size the model early)."""
-    check_tokenizer_name(name)
+    """The vocabulary size of tokenizer `name` (DataConfig checked it), without loading it."""
     return _VOCAB_SIZES[name]
 
 
