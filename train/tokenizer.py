@@ -88,12 +88,8 @@ class GPT2Tokenizer:
     eot = 50256
 
     def __init__(self, path: str = "", where: str = "data.tokenizer_path") -> None:
-        if path:
-            self.path = str(Path(_existing(path, where)).resolve())
-        elif os.environ.get(GPT2_ENV_VAR):
-            self.path = str(Path(_existing(os.environ[GPT2_ENV_VAR], GPT2_ENV_VAR)).resolve())
-        else:
-            self.path = ""  # tiktoken's own download cache
+        source, where = (path, where) if path else (os.environ.get(GPT2_ENV_VAR, ""), GPT2_ENV_VAR)
+        self.path = _resolved(source, where) if source else ""  # "": tiktoken's own download cache
         self._enc = _gpt2_from_file(self.path) if self.path else _gpt2_from_tiktoken(DOWNLOAD_TIMEOUT_S)
         assert self._enc.n_vocab == self.n_vocab and self._enc.eot_token == self.eot
 
@@ -122,11 +118,12 @@ class GPT2Tokenizer:
         return out.decode("utf-8", errors="replace")
 
 
-def _existing(path: str, where: str) -> str:
+def _resolved(path: str, where: str) -> str:
+    """The absolute path of the ranks file `path`, or a ConfigError naming the setting `where`."""
     if not Path(path).is_file():
         what = "a directory" if Path(path).is_dir() else "no such file"
         raise ConfigError(f"{where}={path!r}: {what} (expected a gpt2.tiktoken ranks file)")
-    return path
+    return str(Path(path).resolve())
 
 
 # ---------------------------------------------------------------------------------------------
