@@ -66,8 +66,7 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    found = list_checkpoints(out_dir)
-    return found[-1] if found else None
+    return next(reversed(list_checkpoints(out_dir)), None)
 
 
 def save_checkpoint(out_dir: str | Path, step: int,

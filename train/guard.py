@@ -117,8 +117,7 @@ def check_same_tokenizer(run_dir: Path, current: dict) -> None:
 
 
 def all_finite(model: torch.nn.Module) -> bool:
-    """True when every parameter and buffer is finite (one reduction per tensor); of a sharded
-    model, this rank's shards."""
+    """True when every parameter and buffer is finite (one reduction per tensor)."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
     tensors = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]  # this rank's shards
     return all(bool(torch.isfinite(t).all()) for t in tensors)
