@@ -22,8 +22,7 @@ def main(argv: list[str]) -> int:
     path, overrides = argv[0], argv[1:]
     if path.startswith("--"):
         raise ConfigError(f"the first argument must be a config file; {USAGE}")
-    summary = train(load_config(path, overrides))
-    return summary.get("exit_code", 0)
+    return train(load_config(path, overrides)).get("exit_code", 0)
 
 
 def _preset_argument(argv: list[str]) -> list[str]:
