@@ -28,7 +28,7 @@ from torch import nn
 
 from .ablate import load_spec
 from .cli import argument_parser, run_cli
-from .config import CONFIGS_DIR, PRESET_PREFIX, OptimConfig, RunConfig, load_config, preset_path
+from .config import CONFIGS_DIR, PRESET_PREFIX, OptimConfig, RunConfig, _flat, load_config, preset_path
 from .errors import ConfigError
 from .model_diff import ROOT, Code, build, classes_run, compare, where
 from .optim import build_optimizer, lr_at
@@ -199,13 +199,6 @@ def _citations(doc: str | None) -> list[str]:
     blocks = re.split(r"\n\s*\n|\n\s*- ", doc or "")
     sentences = [s for block in blocks for s in SENTENCE.split(" ".join(block.split()))]
     return [s if len(s) <= MAX_CITATION else s[:MAX_CITATION] + " ..." for s in sentences if CITATION.search(s)]
-
-
-def _flat(table: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in table.items():
-        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
-    return out
 
 
 def _value(v: object) -> str:
