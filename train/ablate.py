@@ -70,7 +70,7 @@ from model.accounting import flops_per_token
 
 from .ablate_procs import Child, Interrupts, Scoring, stop_message, write_status
 from .cli import asked_for_help, run_cli
-from .config import RunConfig, _toml_value, apply_override, load_config, read_toml, tomllib
+from .config import RunConfig, _flat, _toml_value, apply_override, load_config, read_toml, tomllib
 from .errors import ConfigError, make_dir, one_line
 from .report import SPEC_FILE, STATUS_FILE, read_json, read_records, task_file, task_scores, write_report
 
@@ -110,7 +110,7 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(KEYS))}")
     here = path.resolve().parent
-    for key in ("base", "out_dir", "name"):
+    for key in ("base", "out_dir", "name", "note"):
         if key in raw and not isinstance(raw[key], str):
             raise ConfigError(f"{key} must be a string; got {raw[key]!r}")
     spec = {"name": raw.get("name", path.stem), "source": str(path),
@@ -120,8 +120,6 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> dict:
             "threads": raw.get("threads", 0), "delta_previous": raw.get("delta_previous", False),
             "overrides": _flatten(raw.get("overrides", {}), "overrides"), "variants": {},
             "note": raw.get("note", "")}
-    if not isinstance(spec["note"], str):
-        raise ConfigError(f"note must be a string; got {spec['note']!r}")
     seeds = spec["seeds"]
     if not (isinstance(seeds, list) and seeds and all(_is_int(s) and s >= 0 for s in seeds)
             and len(set(seeds)) == len(seeds)):
@@ -227,13 +225,7 @@ def _flatten(table: dict, where: str) -> list[str]:
     """{"model": {"moe": {"top_k": 1}}} -> ["--model.moe.top_k=1"] (a run config override)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table of config sections")
-    out = []
-    for key, value in table.items():
-        if isinstance(value, dict):
-            out += [f"--{key}.{item[2:]}" for item in _flatten(value, f"{where}.{key}")]
-        else:
-            out.append(f"--{key}={_toml_value(value)}")
-    return out
+    return [f"--{key}={_toml_value(value)}" for key, value in _flat(table).items()]
 
 
 def _is_int(x) -> bool:
