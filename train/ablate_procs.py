@@ -1,10 +1,6 @@
 """The processes of an ablation grid (train/ablate.py): a training run per (variant, seed), a
 train.eval scoring of each finished run on the ablation's tasks, their status files, and the
 signals the runner forwards to them.
-
-Each child is `python -m ...` with its own thread count (OMP_NUM_THREADS) and its own process
-group, so a crash or an out-of-memory in one cannot take the grid down, and a Ctrl-C at the
-terminal reaches only the runner, which forwards exactly one signal.
 """
 
 import json
@@ -15,16 +11,15 @@ import sys
 from pathlib import Path
 
 from .config import load_config
+from .metrics_log import write_atomic
 from .report import STATUS_FILE, task_file
 
 
 def write_status(run, state: str, **extra) -> dict:
-    """Write <run>/status.json (whole or not at all: a temporary file, then a rename); return it."""
+    """Write <run>/status.json (whole or not at all); return it."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     status = {"state": state, "label": run.label, "seed": run.seed, "max_steps": run.max_steps, **extra}
-    tmp = run.out_dir / f".{STATUS_FILE}.tmp"
-    tmp.write_text(json.dumps(status, indent=1) + "\n")
-    os.replace(tmp, run.out_dir / STATUS_FILE)
+    write_atomic(run.out_dir / STATUS_FILE, json.dumps(status, indent=1) + "\n")
     return status
 
 
