@@ -45,7 +45,7 @@ from model.hf import FAMILIES, config_to_hf, to_hf
 
 from .cli import argument_parser, run_cli
 from .errors import ConfigError, make_dir
-from .gguf_export import ARCHS, FILE_NAME, GGUF_TYPES, export_gguf
+from .gguf_export import ARCHS, FILE_NAME, FILE_TYPES, export_gguf
 from .hardware import DTYPES
 from .hf_tokenizer import save_hf_tokenizer
 from .post.chat_format import ChatFormat
@@ -114,7 +114,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--family", default="auto", help=f"auto, or one of: {', '.join(FAMILIES)} "
                                                     f"(gguf: {', '.join(ARCHS)})")
     p.add_argument("--dtype", default=None, choices=list(DTYPES), help="hf: dtype of the saved weights (default fp32)")
-    p.add_argument("--gguf_type", default=None, choices=list(GGUF_TYPES),
+    p.add_argument("--gguf_type", default=None, choices=list(FILE_TYPES),
                    help="gguf: tensor type of the matrices (default f16)")
     p.add_argument("--step", type=int, default=None, help="export this checkpoint (default: the newest)")
     p.add_argument("--tokenizer_path", default="", help="gpt2 runs: the ranks file, if the run's is elsewhere now")

@@ -54,7 +54,6 @@ from .run import load_run
 from .tokenizer import EOT_TEXT, for_run
 
 FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}  # --gguf_type -> general.file_type
-GGUF_TYPES = tuple(FILE_TYPES)
 FILE_NAME = "model.gguf"
 Q8_0_BLOCK = 32  # values per q8_0 block: a row must be a multiple of it
 ALWAYS_F32 = ("ffn_gate_inp", "position_embd")  # kept in fp32 whatever the type, as llama.cpp does
@@ -212,8 +211,7 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
 
 
 def stored(name: str, array: np.ndarray, gguf_type: str):
-    """(data, ggml type) of one tensor: f32 for 1-D tensors and those in ALWAYS_F32, else per type;
-    q8_0 falls back to f16 for a row length that is not a multiple of 32."""
+    """(data, ggml type) of one tensor, as --gguf_type says (the module docstring)."""
     from gguf import GGMLQuantizationType as Q
     from gguf.quants import quantize
 
