@@ -73,13 +73,8 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, title: str = "", m
         bottom, top = min(ys), max(ys)
         pad = top - bottom or 1
         by_tokens.set_ylim(bottom - 0.05 * pad, top + 0.3 * pad)
-    by_tokens.set_xlabel("training tokens")
-    by_time.set_xlabel("wall-clock seconds (training)")
-    by_tokens.set_ylabel(METRICS[metric])
-    for ax in (by_tokens, by_time):
-        ax.grid(alpha=0.3)
-    if by_tokens.get_legend_handles_labels()[0]:
-        by_tokens.legend(fontsize=8, loc="upper right")
+    _label(by_tokens, "training tokens", METRICS[metric], legend="upper right")
+    _label(by_time, "wall-clock seconds (training)")
     return _save(fig, path, title)
 
 
@@ -88,6 +83,16 @@ def _band(ax, x: list, lo: list, mid: list, hi: list, n: int, color, **style) ->
     ax.plot(x, mid, color=color, **style)
     if n > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
+
+
+def _label(ax, x: str, y: str = "", legend: str = "lower right") -> None:
+    """Axis labels, a light grid, and a legend at `legend` when some curve has a label."""
+    ax.set_xlabel(x)
+    if y:
+        ax.set_ylabel(y)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc=legend)
 
 
 def _save(fig, path: Path, title: str) -> Path:
@@ -140,11 +145,7 @@ def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> 
             if steps:
                 _band(ax, steps, lo, mid, hi, len(runs), cmap(i % cmap.N), marker="." if window == 1 else None,
                       label=f"{name} (n={len(runs)})")
-        ax.set_xlabel("step")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="lower right")
+        _label(ax, "step", label)
     if panels == 3:
         ax = axes[2]
         for i, (name, maj) in enumerate(majority.items()):
@@ -153,10 +154,7 @@ def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> 
         ax.set_xscale("log", base=2)
         ks = sorted({k for maj in majority.values() for k in maj})
         ax.set_xticks(ks, labels=[str(k) for k in ks])
-        ax.set_xlabel("k (samples voting, test problems)")
-        ax.set_ylabel("maj@k")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        _label(ax, "k (samples voting, test problems)", "maj@k")
     return _save(fig, Path(path), title)
 
 
