@@ -138,8 +138,7 @@ def render(e: Explanation, source: bool = True) -> str:
                                                             for k, o, n in e.elsewhere))
     if e.code:
         out += ["", "2. Code (+ runs only here, ~ runs here with other shapes or settings; forward order)"]
-        for c in e.code:
-            out += _code_lines(c, source)
+        out += [line for c in e.code for line in _code_lines(c, source)]
     else:
         out += ["", "2. Code: the same model" + (", the baseline: GPT-2" if e.other == _shown(str(BASELINE)) else "")
                 + ". It runs these classes (forward order):"]
