@@ -7,12 +7,9 @@ hand: parameters, FLOPs and KV bytes per token come from model/accounting.py app
 config; tok/s, tokens, wall-clock and validation numbers from metrics.jsonl. Writing it twice from
 the same directories gives the same files.
 
-Per variant: val loss and val bits per byte at the end of each finished run, as mean ± sample
-standard deviation over seeds; the delta of the mean to the baseline row, and whether it is larger
-than the seed spread, |delta| > std(variant) + std(baseline) (undecided with one seed). With
-`tasks` in the ablation file, also each task's headline score (acc_norm for multiple choice, greedy
-pass@1 for a generative task) and their CORE-style aggregate, read from the `python -m train.eval
---json` record of each run's final checkpoint, `<out_dir>/tasks/<variant>/seed<k>.json`.
+Per variant: the final val loss and val bpb (mean ± sample std over seeds), the delta to the
+baseline and whether it exceeds the seed spread, and with `tasks` each task's headline score from
+the run's `python -m train.eval --json` record; the notes under results.md's table say how.
 """
 
 import csv
