@@ -45,7 +45,7 @@ from model.hf import FAMILIES, config_to_hf, to_hf
 
 from .cli import argument_parser, run_cli
 from .errors import ConfigError, make_dir
-from .gguf_export import ARCHS, FILE_NAME, FILE_TYPES, export_gguf
+from .gguf_export import ARCHS, FILE_NAME, FILE_TYPES, write_gguf
 from .hardware import DTYPES
 from .hf_tokenizer import save_hf_tokenizer
 from .post.chat_format import ChatFormat
@@ -141,7 +141,9 @@ def main(argv: list[str]) -> int:
 def _main_gguf(args: argparse.Namespace, out: Path) -> int:
     if out.suffix == ".gguf":
         raise ConfigError(f"OUT_DIR {out} is the directory to hold {FILE_NAME}; give a directory name")
-    done = export_gguf(args.run_dir, out, args.family, args.gguf_type or "f16", args.step, args.tokenizer_path)
+    run = load_run(args.run_dir, args.step)
+    tok = for_run(run.run_dir, args.tokenizer_path)
+    done = write_gguf(run.model, tok, out, args.family, args.gguf_type or "f16", run.cfg.post.chat)
     kept = sorted({re.sub(r"^blk\.\d+\.", "blk.*.", name) for name in done.not_quantized})
     kept = f"; kept in f16, rows not a multiple of 32: {', '.join(kept)}" if kept else ""
     load = "".join(f", {k}={v!r}" for k, v in done.load_kwargs.items())

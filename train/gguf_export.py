@@ -50,8 +50,7 @@ from model.hf import config_to_hf, to_hf
 from .errors import ConfigError, make_dir
 from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
 from .post.chat_format import SPECIAL, ChatFormat
-from .run import load_run
-from .tokenizer import EOT_TEXT, for_run
+from .tokenizer import EOT_TEXT
 
 FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}  # --gguf_type -> general.file_type
 FILE_NAME = "model.gguf"
@@ -267,13 +266,6 @@ class GGUFExport:
     gguf_type: str
     not_quantized: list[str]  # q8_0: matrices kept in f16 (rows not a multiple of 32)
     load_kwargs: dict[str, object]  # HF config fields transformers' reader does not take from the file
-
-
-def export_gguf(run_dir: str | Path, out_dir: str | Path, family: str = "auto", gguf_type: str = "f16",
-                step: int | None = None, tokenizer_path: str = "") -> GGUFExport:
-    """Write the run's model (newest checkpoint, or `step`) as OUT_DIR/model.gguf."""
-    run = load_run(run_dir, step)
-    return write_gguf(run.model, for_run(run.run_dir, tokenizer_path), out_dir, family, gguf_type, run.cfg.post.chat)
 
 
 def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type: str = "f16",
