@@ -28,7 +28,8 @@ from torch import nn
 
 from .ablate import load_spec
 from .cli import argument_parser, run_cli
-from .config import CONFIGS_DIR, PRESET_PREFIX, OptimConfig, RunConfig, _flat, load_config, preset_path
+from .config import (CONFIGS_DIR, PRESET_PREFIX, OptimConfig, RunConfig, _flat, load_config,
+                     preset_path)
 from .errors import ConfigError
 from .model_diff import ROOT, Code, build, classes_run, compare, where
 from .optim import build_optimizer, lr_at
