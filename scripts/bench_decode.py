@@ -58,7 +58,6 @@ from train.decoding import check_decoding  # noqa: E402
 from train.hardware import DTYPES, autocast, on_device, peak_memory_bytes, pick_device, pick_dtype  # noqa: E402
 from train.run import load_run  # noqa: E402
 
-USAGE = "usage: python scripts/bench_decode.py CONFIG_OR_RUN_DIR [...] [--context N] [--draft RUN_DIR] [--help]"
 # The most positions (prompt + new tokens) a benchmark may ask for: a config's block_size is raised to
 # fit them, and the decode without a cache runs batch-8 forwards over all of them (logits included),
 # so an absurd --context would be built first and killed for memory later with no message. 2**20 is
@@ -68,11 +67,8 @@ RETRIES = 3  # further timings of both lengths while a decode rate is lost in ti
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
-        raise SystemExit(0)
-    p = argument_parser("scripts/bench_decode.py", add_help=False)
-    p.add_argument("targets", nargs="*")
+    p = argument_parser("scripts/bench_decode.py", __doc__)
+    p.add_argument("targets", nargs="+", metavar="CONFIG_OR_RUN_DIR")
     for name, default in (("--context", 512), ("--new_tokens", 32), ("--nocache_tokens", 8),
                           ("--n_draft", 4), ("--repeat", 3)):
         p.add_argument(name, type=int, default=default)
@@ -85,8 +81,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--hf", action="store_true")
     add_quantize_options(p)
     args, overrides = parse_overrides(p, argv)
-    if not args.targets:
-        raise ConfigError(USAGE)
     if args.hf and args.quantize:
         raise ConfigError("--hf times HF generate on the full-precision weights; run it without --quantize")
     for name in ("context", "new_tokens", "nocache_tokens", "n_draft", "repeat"):
@@ -106,7 +100,7 @@ def parse_overrides(p: argparse.ArgumentParser, argv: list[str]) -> tuple[argpar
     args, overrides = p.parse_known_args(argv)
     bad = [o for o in overrides if not (o.startswith("--") and "." in o.split("=")[0])]
     if bad:
-        p.error(f"unknown option {bad[0]}")
+        p.error(f"unrecognized arguments: {' '.join(bad)}")
     return args, overrides
 
 
@@ -174,12 +168,6 @@ def our_generate(model: GPT, use_cache: bool, kv_dtype, compile: bool):
     return lambda idx, n: model.generate(idx, n, temperature=0, **options)
 
 
-def kv_bytes(model: GPT, kv_dtype, context: int, batch: int) -> tuple[int, int]:
-    """(bytes per token, bytes allocated) of a cache for `context` positions, from the cache itself."""
-    cache = model.new_cache(batch, context, kv_dtype=kv_dtype)
-    return cache.bytes_per_token(), cache.nbytes()
-
-
 def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str, str]:
     device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype, device)
@@ -221,7 +209,9 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
             row[f"decode tok/s b={B} cache"] = rate_cell(rates[B])
             row[f"decode tok/s b={B} no cache"] = rate_cell(slow, "--nocache_tokens")
             row[f"cache speed-up b={B}"] = ratio_cell(rates[B], slow)
-        per_token, allocated = kv_bytes(model, args.kv_dtype, context + args.new_tokens, 8)
+        cache = model.new_cache(8, context + args.new_tokens, kv_dtype=args.kv_dtype)
+        per_token, allocated = cache.bytes_per_token(), cache.nbytes()
+        del cache  # held, it would count in the peak memory of the runs below
         mha = 2 * cfg.n_layer * cfg.n_embd * DTYPES[dtype].itemsize
         row["KV bytes/token"] = f"{per_token:,}" + (f" ({args.kv_dtype})" if args.kv_dtype else "")
         row["KV bytes vs MHA"] = f"x{per_token / mha:.3f} (MHA: {mha:,})"

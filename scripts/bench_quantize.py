@@ -36,10 +36,7 @@ KINDS = (None, *QUANTIZED)  # the compute dtype first: the anchor of every ratio
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
-        raise SystemExit(0)
-    p = argument_parser("scripts/bench_quantize.py", add_help=False)
+    p = argument_parser("scripts/bench_quantize.py", __doc__)
     p.add_argument("target")
     for name, default in (("--context", 128), ("--new_tokens", 16), ("--rounds", 3), ("--group_size", 128)):
         p.add_argument(name, type=int, default=default)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scripts.bench_decode import parse_overrides  # noqa: E402
 from train.cli import RUN_ERROR, argument_parser, run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 
@@ -41,10 +42,7 @@ def parse(argv: list[str]):
     p.add_argument("--target", type=float, default=TARGET, help="val bits per byte to reach")
     p.add_argument("--out", default="", help="where the runs go (default runs/speedruns/<date-time>)")
     p.add_argument("--baseline_run", default="", help="a finished baseline run to read instead of training one")
-    args, overrides = p.parse_known_args(argv)
-    unknown = [o for o in overrides if not o.startswith("--") or "." not in o.split("=")[0]]
-    if unknown:
-        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args, overrides = parse_overrides(p, argv)
     try:
         args.seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
