@@ -154,9 +154,7 @@ def main(argv: list[str]) -> int:
     if opts["--kernels"] not in ("device", "build"):
         raise ConfigError(f"--kernels {opts['--kernels']!r}: expected device or build")
     if opts["--loss_chunk"]:
-        if not opts["--loss_chunk"].isdigit() or int(opts["--loss_chunk"]) < 1:
-            raise ConfigError(f"--loss_chunk {opts['--loss_chunk']!r}: expected a positive number of logits")
-        loss.CHUNK_ELEMENTS = int(opts["--loss_chunk"])
+        loss.CHUNK_ELEMENTS = int_option(opts, "--loss_chunk", 1)
     records = read_records(opts["--compare"]) if opts["--compare"] else None  # before any benchmark runs
     print(f"{'config':34} {'params':>8} {'active':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}  device")
     for path in configs:

@@ -22,7 +22,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from model import GPT  # noqa: E402
-from model.kernels import use_device_kernels  # noqa: E402
+from scripts.bench_decode import best_time  # noqa: E402
 from train import parallel  # noqa: E402
 from train.cli import run_cli, split_args  # noqa: E402
 from train.config import ConfigError, RunConfig, load_config  # noqa: E402
-from train.hardware import DTYPES, autocast, peak_memory_bytes, pick_device, pick_dtype  # noqa: E402
+from train.hardware import DTYPES, autocast, on_device, peak_memory_bytes  # noqa: E402
+from train.hardware import pick_device, pick_dtype  # noqa: E402
 from train.optim import build_optimizer  # noqa: E402
 
 TINY = ["--model.n_layer=2", "--model.n_head=2", "--model.n_embd=64", "--model.block_size=64",
@@ -80,8 +80,7 @@ def bench(cfg: RunConfig, variant: str, d: parallel.Dist, device: torch.device, 
     kind, ac = variant.split("+")[0], variant.endswith("+ac")
     dtype = pick_dtype(cfg.train.dtype, device)
     torch.manual_seed(cfg.train.seed)
-    model = GPT(cfg.model).to(device)
-    use_device_kernels(model, device, DTYPES[dtype])
+    model = on_device(GPT(cfg.model), device, dtype)
     if ac:
         parallel.checkpoint_blocks(model)
     wrapped = model if kind == "none" else parallel.wrap(model, kind, d, device, DTYPES[dtype])
@@ -105,14 +104,9 @@ def bench(cfg: RunConfig, variant: str, d: parallel.Dist, device: torch.device, 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    times = []
-    for i in range(warmup + steps):
-        sync(device)
-        t0 = time.perf_counter()
+    for _ in range(warmup):
         step()
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+    times = [best_time(step, device, 1) for _ in range(steps)]  # each step timed on its own
     peak = peak_memory_bytes(device)
     with saved_activation_bytes(model) as saved, autocast(device, dtype):
         loss = sum(step_fn(x, y)[1].values())
@@ -148,11 +142,6 @@ def saved_activation_bytes(model: torch.nn.Module):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield total
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def device_name(device: torch.device) -> str:
