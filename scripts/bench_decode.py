@@ -216,7 +216,7 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
         row["KV bytes/token"] = f"{per_token:,}" + (f" ({args.kv_dtype})" if args.kv_dtype else "")
         row["KV bytes vs MHA"] = f"x{per_token / mha:.3f} (MHA: {mha:,})"
         if draft is not None:
-            row.update(speculative_rows(model, draft, prompt(1), args, device))
+            row.update(speculative_rows(model, draft, prompt(1), args, device, dtype))
         if args.hf:
             row.update(hf_rows(model, family, prompt(1), args, device, dtype, rates[1]))
     if device.type == "cuda":
@@ -227,16 +227,14 @@ def bench(path: str, args, overrides: list[str], draft: GPT | None) -> dict[str,
     return row
 
 
-def speculative_rows(model: GPT, draft, idx, args, device) -> dict[str, str]:
-    """Acceptance, tokens per target forward, rate and speed-up of speculative decoding, all from the
-    same greedy runs of 1 + --new_tokens tokens on `idx`; the speed-up against plain decoding through
-    the same full-precision cache, timed just before on the same prompt. draft: a model, or "mtp"."""
+def speculative_rows(model: GPT, draft, idx, args, device, dtype: str) -> dict[str, str]:
+    """Acceptance, tokens per target forward, rate and speed-up (module docstring) of speculative
+    decoding, all from the same greedy runs of 1 + --new_tokens tokens; draft: a model or "mtp"."""
     if draft == "mtp":
         draft = model.mtp_draft()
         n_draft = min(args.n_draft, draft.depth)
     else:
-        quantized(on_device(draft, device, pick_dtype(args.dtype, device)).eval(), args.quantize, args.group_size,
-                  "--draft")
+        quantized(on_device(draft, device, dtype).eval(), args.quantize, args.group_size, "--draft")
         n_draft = args.n_draft
     stats = {}  # new tokens -> SpeculativeStats (greedy: every run of one length does the same)
 

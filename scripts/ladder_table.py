@@ -30,11 +30,6 @@ from train.config import ConfigError, load_config  # noqa: E402
 USAGE = "usage: python scripts/ladder_table.py [--seq_len N] [CONFIG ...]"
 
 
-def measured_params(cfg) -> int:
-    with torch.device("meta"):
-        return GPT(cfg).num_params()
-
-
 def kv_bytes_needed(cfg, seq_len: int, bytes_per_elem: int = 2) -> float:
     """KV bytes per token of a seq_len-token sequence when local layers keep only `window` keys."""
     per_key = KV_ELEMENTS[cfg.attention](cfg) * bytes_per_elem  # one token, one layer
@@ -54,7 +49,9 @@ def table(paths: list[Path], seq_len: int | None) -> str:
     for path in paths:
         run = load_config(path)
         cfg, T = run.model, seq_len or run.seq_len
-        n, measured = param_count(cfg), measured_params(cfg)
+        with torch.device("meta"):  # built, but nothing allocated
+            measured = GPT(cfg).num_params()
+        n = param_count(cfg)
         delta = "" if prev is None else f"{n - prev:+,}"
         rows.append(
             f"| {path.stem} | {n:,} | {measured:,} | {delta} | {param_count(cfg, active=True):,} "

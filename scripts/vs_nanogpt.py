@@ -20,6 +20,7 @@ default; the warm-up steps then include the compilation.
 """
 
 import importlib.util
+import itertools
 import statistics
 import sys
 import tempfile
@@ -87,21 +88,19 @@ def main(argv: list[str]) -> int:
         if compile_both:
             ref = torch.compile(ref)
         clip = o.grad_clip or float("inf")
-        n = 0  # nanoGPT steps taken: the key of its next batch
+        keys = itertools.count()  # nanoGPT's batch keys, one per step: the trainer's batches
 
         def run_ours():
             for _ in range(steps):
                 trainer.train_step()
 
         def run_ref():
-            nonlocal n
             for _ in range(steps):
-                nanogpt_step(ref, ref_opt, trainer, n, clip)
-                n += 1
+                nanogpt_step(ref, ref_opt, trainer, next(keys), clip)
 
         for _ in range(warmup):
             trainer.train_step()
-            nanogpt_step(ref, ref_opt, trainer, n, clip)
+            nanogpt_step(ref, ref_opt, trainer, next(keys), clip)
         ratios, cpu_ratios = [], []
         tok = trainer.tokens_per_step
         for r in range(rounds):
