@@ -129,15 +129,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(fn, device: torch.device) -> float:
+    """Seconds one call of fn takes, the device's queue drained before and after it."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def best_time(fn, device: torch.device, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(timed(fn, device) for _ in range(repeat))
 
 
 def decode_rate(generate, idx: torch.Tensor, n: int, device, repeat: int) -> float | None:

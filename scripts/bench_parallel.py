@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from model import GPT  # noqa: E402
-from scripts.bench_decode import best_time  # noqa: E402
+from scripts.bench_decode import timed  # noqa: E402
 from train import parallel  # noqa: E402
 from train.cli import run_cli, split_args  # noqa: E402
 from train.config import ConfigError, RunConfig, load_config  # noqa: E402
@@ -106,7 +106,7 @@ def bench(cfg: RunConfig, variant: str, d: parallel.Dist, device: torch.device, 
 
     for _ in range(warmup):
         step()
-    times = [best_time(step, device, 1) for _ in range(steps)]  # each step timed on its own
+    times = [timed(step, device) for _ in range(steps)]
     peak = peak_memory_bytes(device)
     with saved_activation_bytes(model) as saved, autocast(device, dtype):
         loss = sum(step_fn(x, y)[1].values())

@@ -25,7 +25,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 import torch  # noqa: E402
 
-from bench_decode import best_time, load_model, our_generate, parse_overrides  # noqa: E402
+from bench_decode import load_model, our_generate, parse_overrides, timed  # noqa: E402
 from model.accounting import weight_bytes  # noqa: E402
 from model.inference.quantize import KINDS as QUANTIZED  # noqa: E402
 from train.cli import argument_parser, quantized, run_cli  # noqa: E402
@@ -72,7 +72,7 @@ def decode_seconds(model, idx: torch.Tensor, n: int, kv_dtype) -> float:
     """Seconds for n greedy new tokens after the prompt, the prompt's forward excluded."""
     generate = our_generate(model, True, kv_dtype, False)
     device = idx.device
-    return best_time(lambda: generate(idx, 1 + n), device, 1) - best_time(lambda: generate(idx, 1), device, 1)
+    return timed(lambda: generate(idx, 1 + n), device) - timed(lambda: generate(idx, 1), device)
 
 
 def main(argv: list[str]) -> int:
