@@ -36,7 +36,8 @@ KINDS = (None, *QUANTIZED)  # the compute dtype first: the anchor of every ratio
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argument_parser("scripts/bench_quantize.py", __doc__)
+    p = argument_parser("scripts/bench_quantize.py", __doc__,
+                        usage="%(prog)s CONFIG_OR_RUN_DIR [options] [--section.key=value ...]")
     p.add_argument("target")
     for name, default in (("--context", 128), ("--new_tokens", 16), ("--rounds", 3), ("--group_size", 128)):
         p.add_argument(name, type=int, default=default)

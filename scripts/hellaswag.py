@@ -136,8 +136,7 @@ def main(argv: list[str]) -> int:
                   **{style: {"n": r["n"], **headline(style, r), "truncated": r["truncated"], "skipped": r["skipped"],
                              "seconds": r["seconds"], "items": r["items"]} for style, r in results.items()}}
         with open(args.json, "x", encoding="utf-8") as f:
-            json.dump(record, f, indent=1)
-            f.write("\n")
+            f.write(json.dumps(record, indent=1) + "\n")
     return 0
 
 
