@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import GPT  # noqa: E402
 from train.cli import argument_parser, run_cli  # noqa: E402
-from train.errors import ConfigError  # noqa: E402
+from train.errors import ConfigError, one_line  # noqa: E402
 from train.evals.hellaswag import STYLES, HellaSwagTask, headline, parse_row  # noqa: E402
 from train.evals.jsonl import read_items  # noqa: E402
 from train.evals.suite import Settings, run_task  # noqa: E402
@@ -82,9 +82,8 @@ class HFTokenizer:
         try:
             self._tok = AutoTokenizer.from_pretrained(str(path))
         except (OSError, ValueError) as e:
-            why = (str(e).strip() or type(e).__name__).splitlines()[0]
-            raise ConfigError(f"{path}: cannot load its tokenizer ({why}); or pass --tokenizer_path "
-                              "a gpt2 ranks file") from None
+            raise ConfigError(f"{path}: cannot load its tokenizer ({one_line(e)}); "
+                              "or pass --tokenizer_path a gpt2 ranks file") from None
         self.eot = self._tok.eos_token_id
         self.n_vocab = len(self._tok)
 

@@ -67,19 +67,16 @@ def short(refusal: str) -> str:
 
 
 def table() -> str:
-    reasons: list[str] = []
+    reasons: dict[str, int] = {}  # a refusal's text -> its number, in the order first met
     lines = ["| config | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     for name, path in configs():
         row = []
-        for column, verdict in cells(path).items():
+        for verdict in cells(path).values():
             if isinstance(verdict, ConfigError):
-                text = short(str(verdict))
-                if text not in reasons:
-                    reasons.append(text)
-                verdict = f"✗ {reasons.index(text) + 1}"
+                verdict = f"✗ {reasons.setdefault(short(str(verdict)), len(reasons) + 1)}"
             row.append(verdict)
         lines.append(f"| {name} | " + " | ".join(row) + " |")
-    notes = [f"{i}. {text}" for i, text in enumerate(reasons, start=1)]
+    notes = [f"{i}. {text}" for text, i in reasons.items()]
     return "\n".join(lines + [""] + notes) + "\n"
 
 
