@@ -19,7 +19,6 @@ false here, so that a GPU run takes well under two minutes; override them to mea
 """
 
 import json
-import platform
 import statistics
 import sys
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from model import GPT  # noqa: E402
+from scripts.bench import machine  # noqa: E402
 from scripts.bench_decode import timed  # noqa: E402
 from train import parallel  # noqa: E402
 from train.cli import run_cli, split_args  # noqa: E402
@@ -114,7 +114,7 @@ def bench(cfg: RunConfig, variant: str, d: parallel.Dist, device: torch.device, 
     optimizer.zero_grad(set_to_none=True)
     tokens = t.batch_size * cfg.seq_len * t.grad_accum * d.world_size
     median = statistics.median(d.gather_objects(statistics.median(times)))
-    return {"variant": variant, "world_size": d.world_size, "device": device_name(device),
+    return {"variant": variant, "world_size": d.world_size, "device": machine(device),
             "dtype": dtype, "n_layer": cfg.model.n_layer, "n_embd": cfg.model.n_embd,
             "batch_size": t.batch_size, "seq_len": cfg.seq_len, "grad_accum": t.grad_accum,
             "compile": t.compile, "tokens_per_step": tokens, "step_s": round(median, 5),
@@ -142,10 +142,6 @@ def saved_activation_bytes(model: torch.nn.Module):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield total
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
 
 
 if __name__ == "__main__":
