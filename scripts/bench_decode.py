@@ -67,8 +67,8 @@ RETRIES = 3  # further timings of both lengths while a decode rate is lost in ti
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = argument_parser("scripts/bench_decode.py", __doc__,
-                        usage="%(prog)s CONFIG_OR_RUN_DIR [...] [options] [--section.key=value ...]")
+    usage = "%(prog)s CONFIG_OR_RUN_DIR [...] [options] [--section.key=value ...]"
+    p = argument_parser("scripts/bench_decode.py", __doc__, usage=usage)
     p.add_argument("targets", nargs="+", metavar="CONFIG_OR_RUN_DIR")
     for name, default in (("--context", 512), ("--new_tokens", 32), ("--nocache_tokens", 8),
                           ("--n_draft", 4), ("--repeat", 3)):
