@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,7 +39,6 @@ import torch  # noqa: E402
 from model import loss  # noqa: E402
 from model.accounting import flops_per_token, param_count  # noqa: E402
 from model.kernels import use_build_kernels  # noqa: E402
-from scripts.bench_decode import timed  # noqa: E402
 from scripts.device_reads import DeviceReads  # noqa: E402
 from train.cli import int_option, run_cli, split_args  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
@@ -54,7 +54,11 @@ def bench(path: str, overrides: list[str], steps: int, warmup: int, kernels: str
             trainer.kernels = use_build_kernels(trainer.model)
         for _ in range(warmup):
             trainer.train_step()
-        times = [timed(trainer.train_step, trainer.device) for _ in range(steps)]
+        times = []
+        for _ in range(steps):  # no sync around a step: the next one's host work overlaps its tail
+            t0 = time.perf_counter()
+            trainer.train_step()
+            times.append(time.perf_counter() - t0)
         seen = None
         if not cfg.train.compile:  # a compiled step would be traced again under the counter
             with DeviceReads() as seen:
