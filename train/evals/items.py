@@ -10,14 +10,15 @@ Options: `--task NAME:key=value,key=value,flag`; each task declares its options 
 and a default, and a wrong one is a one-line ConfigError naming the task and what it accepts.
 """
 
-import hashlib
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..data import _unit_hash
 from ..errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
-SPLIT_SHARES = (0.8, 0.1, 0.1)
+SPLIT_EDGES = (0.8, 0.9)  # a key's hash in [0, 1): train below 0.8, validation below 0.9, else test
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,7 @@ class GenerativeTask:
 
 def split_of(key: str) -> str:
     """train, validation or test, from a hash of the item's key (the same on every machine)."""
-    u = int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") / 2**64
-    edge = 0.0
-    for split, share in zip(SPLITS, SPLIT_SHARES):
-        edge += share
-        if u < edge:
-            return split
-    return SPLITS[-1]
+    return SPLITS[bisect.bisect_right(SPLIT_EDGES, _unit_hash(key))]
 
 
 def draw_unique(make: Callable[[], tuple[str, object]], split: str, n: int, tries: int, space: int = 0) -> list:

@@ -10,11 +10,11 @@ keeps its split when others are added. A record that is not JSON, or that `parse
 one-line ConfigError naming where it is (file:line, or dataset[index]).
 """
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..data import _unit_hash
 from ..errors import ConfigError, one_line
 
 HF = "hf:"
@@ -25,8 +25,7 @@ def read_split(data: str, val_fraction: float, parse: Callable[[object, str], ob
     says what the records should be, for the error when there is no such file."""
     out = {"train": [], "val": []}
     for text, record, where in (_hf_records(data) if data.startswith(HF) else _file_records(data, what)):
-        u = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
-        out["val" if u < val_fraction else "train"].append(parse(record, where))
+        out["val" if _unit_hash(text) < val_fraction else "train"].append(parse(record, where))
     return out
 
 
