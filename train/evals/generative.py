@@ -14,6 +14,8 @@ in the context is cut from the left, and counted.
 
 from collections import Counter
 from collections.abc import Callable
+from itertools import groupby
+from operator import itemgetter
 
 import torch
 
@@ -46,17 +48,14 @@ def ks_up_to(n: int) -> list[int]:
     return [2**i for i in range(n.bit_length())]
 
 
-def fewshot_prompt(item: GenItem, shots: list[GenItem]) -> str:
-    return "".join(s.prompt + s.target + FEWSHOT_SEPARATOR for s in shots) + item.prompt
-
-
 def prompt_ids(tok, item: GenItem, shots: list[GenItem]) -> list[int]:
     """The prompt's ids: a base model continues the few-shot text; a chat model (a tokenizer with
     a `chat` format, train/post/chat_format.py) gets each shot as an earlier user/assistant turn
     and answers after <|assistant|>, its answer ending at <|end|> (its `eot`)."""
     chat = getattr(tok, "chat", None)
     if chat is None:
-        return tok.encode(fewshot_prompt(item, shots))
+        return tok.encode("".join(s.prompt + s.target + FEWSHOT_SEPARATOR for s in shots)
+                          + item.prompt)
     turns = [Message(role, text) for s in shots for role, text in (("user", s.prompt), ("assistant", s.target))]
     return chat.prompt([*turns, Message("user", item.prompt)])
 
@@ -86,18 +85,16 @@ def model_sampler(model, tok, device: torch.device, dtype: str, top_k: int, seed
     def sample(prompts: list[list[int]], max_new: list[int], n: int, temperature: float) -> list[list[str]]:
         rows = sorted((len(p), i) for i, p in enumerate(prompts) for _ in range(n))
         out: list[list[str]] = [[] for _ in prompts]
-        start = 0
-        while start < len(rows):
-            length, batch = rows[start][0], []
-            while start < len(rows) and rows[start][0] == length and len(batch) < MAX_BATCH_ROWS:
-                batch.append(rows[start][1])
-                start += 1
-            idx = torch.tensor([prompts[i] for i in batch], device=device)
-            with autocast(device, dtype):
-                new = model.generate(idx, max(max_new[i] for i in batch), temperature=temperature,
-                                     top_k=top_k, generator=generator)[:, length:].tolist()
-            for i, ids in zip(batch, new):  # each row as long as its own max_new, whatever its batch
-                out[i].append(completion(tok, ids[:max_new[i]]))
+        for length, group in groupby(rows, key=itemgetter(0)):
+            members = [i for _, i in group]
+            for start in range(0, len(members), MAX_BATCH_ROWS):
+                batch = members[start:start + MAX_BATCH_ROWS]
+                idx = torch.tensor([prompts[i] for i in batch], device=device)
+                with autocast(device, dtype):
+                    new = model.generate(idx, max(max_new[i] for i in batch),
+                                         temperature=temperature, top_k=top_k, generator=generator)
+                for i, ids in zip(batch, new[:, length:].tolist()):  # each cut to its own max_new
+                    out[i].append(completion(tok, ids[:max_new[i]]))
         return out
 
     return sample
