@@ -29,7 +29,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -126,68 +126,53 @@ def _check_json(out: str | None, run_dir: str) -> None:
         raise ConfigError(f"--json {out} is inside the run {run_dir}; eval writes nothing into a run")
 
 
-@dataclass
-class EvalModel:
-    run: LoadedRun
-    tok: object  # the run's tokenizer (train/tokenizer.py)
-    model: torch.nn.Module  # in eval mode, on `device`
-    device: torch.device
-    dtype: str  # the compute dtype of autocast: fp32, bf16 or fp16
-
-
-def load_model(args: argparse.Namespace) -> EvalModel:
-    """The run's checkpoint as a model to evaluate, with its tokenizer, device and dtype: the one
-    place eval builds a model, for the val loss and the tasks alike."""
-    tok = for_run(args.run_dir, args.tokenizer_path)
-    run = load_run(args.run_dir, args.step)
-    if run.cfg.post.chat:  # a chat run is prompted in its chat format (train/post/chat_format.py)
-        tok = ChatTokenizer(tok)
-    device = pick_device(args.device, "--device")
-    dtype = pick_dtype(args.dtype, device)
-    model = quantized(on_device(run.model, device, dtype), args.quantize, args.group_size, args.run_dir)
-    return EvalModel(run, tok, model, device, dtype)
-
-
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
     if "--data.tokenizer" in {o.partition("=")[0] for o in overrides}:
         raise ConfigError("data.tokenizer is the run's; the model only reads its own tokens")
     cfg = run_config(args.run_dir, overrides)
-    loaded = load_model(args)
-    cfg.data.tokenizer_path = loaded.tok.path  # the checked ranks, wherever the run's config points
+    tok = for_run(args.run_dir, args.tokenizer_path)
+    run = load_run(args.run_dir, args.step)
+    if run.cfg.post.chat:  # a chat run is prompted in its chat format (train/post/chat_format.py)
+        tok = ChatTokenizer(tok)
+    device = pick_device(args.device, "--device")
+    dtype = pick_dtype(args.dtype, device)  # the compute dtype of autocast: fp32, bf16 or fp16
+    model = quantized(on_device(run.model, device, dtype), args.quantize, args.group_size, args.run_dir)
+    cfg.data.tokenizer_path = tok.path  # the checked ranks, wherever the run's config points
     if args.task:
-        return evaluate_tasks(args, cfg, loaded)
-    run = loaded.run
-    data = ChatData(cfg.post, loaded.tok.base, cfg.model.block_size, cfg.data) if cfg.post.chat else prepare(cfg.data)
+        return evaluate_tasks(args, cfg, run, tok, model, device, dtype)
+    if cfg.post.chat:
+        data = ChatData(cfg.post, tok.base, cfg.model.block_size, cfg.data)
+    else:
+        data = prepare(cfg.data)
     data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
-    result = evaluate(loaded.model, data, cfg, loaded.device, loaded.dtype)
+    result = evaluate(model, data, cfg, device, dtype)
     print(f"{run.checkpoint.name} of {run.run_dir} on {data.meta.get('source', cfg.post.data)} "
           f"({cfg.train.eval_batches} batches of {cfg.train.batch_size} x {cfg.seq_len} tokens): "
           f"val loss {result['val_loss']:.4f}, val {result['val_bpb']:.4f} bits/byte")
     return 0
 
 
-def evaluate_tasks(args: argparse.Namespace, cfg, loaded: EvalModel) -> int:
+def evaluate_tasks(args: argparse.Namespace, cfg, run: LoadedRun, tok, model, device, dtype) -> int:
     """Every task built (its options and files checked) before any is run."""
-    env = TaskEnv(loaded.tok, loaded.model.config.block_size, cfg.data)
-    tasks = [build_task(spec, env) for spec in args.task]
+    tasks = [build_task(spec, TaskEnv(tok, model.config.block_size, cfg.data)) for spec in args.task]
     settings = args.settings
-    results = [run_task(task, loaded.model, loaded.tok, settings, loaded.device, loaded.dtype) for task in tasks]
+    results = [run_task(task, model, tok, settings, device, dtype) for task in tasks]
     agg = aggregate(results)
-    run = loaded.run
-    print(f"{run.checkpoint.name} of {run.run_dir} ({loaded.device.type}, {loaded.dtype}), "
+    print(f"{run.checkpoint.name} of {run.run_dir} ({device.type}, {dtype}), "
           f"seed {settings.seed}, up to {settings.limit} items per task")
     print(table(results, agg))
     if args.json is not None:
         record = {"run": str(run.run_dir), "checkpoint": run.checkpoint.name, "step": run.step,
-                  "device": str(loaded.device), "dtype": loaded.dtype, "settings": asdict(settings),
+                  "device": str(device), "dtype": dtype, "settings": asdict(settings),
                   "tasks": results, "aggregate": agg}
         with open(args.json, "x", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
             f.write("\n")
     if args.tensorboard:
-        add_scalars(run.run_dir, run.step, {f"task/{r['task']}/{metric}": value for r in results
-                                            for metric, value in r["metrics"].items()} | {"task/aggregate": agg["value"]})
+        scores = {f"task/{r['task']}/{metric}": value for r in results
+                  for metric, value in r["metrics"].items()}
+        add_scalars(run.run_dir, run.step, scores | {"task/aggregate": agg["value"]})
     return 0
 
 
