@@ -48,10 +48,8 @@ def sample(model, prompts: list[list[int]], n: int, max_new: int, temperature: f
         with autocast(device, dtype):
             new = model.generate(idx, max_new, temperature=temperature, top_k=top_k, generator=generator,
                                  stop_token=eot)[:, length:].tolist()
-        seen: dict[int, int] = {}
-        for i, ids in zip(rows, new):
-            j = seen[i] = seen.get(i, -1) + 1
-            out[i * n + j] = ids[:ids.index(eot) + 1] if eot in ids else ids
+        for r, ids in enumerate(new):  # row r: answer r % n of prompt members[r // n]
+            out[members[r // n] * n + r % n] = ids[:ids.index(eot) + 1] if eot in ids else ids
     return out
 
 
