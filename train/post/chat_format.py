@@ -18,6 +18,7 @@ the special token, so a message cannot forge a turn.
 """
 
 from dataclasses import dataclass
+from itertools import groupby
 
 import numpy as np
 
@@ -60,14 +61,10 @@ class ChatFormat:
     def decode(self, ids) -> str:
         """Text with each special token written as itself."""
         names = {i: text for text, i in self.ids.items()}
-        out, run = [], []
-        for i in ids:
-            if i in names:
-                out += [self.tok.decode(run), names[i]]
-                run = []
-            else:
-                run.append(i)
-        return "".join(out + [self.tok.decode(run)])
+        parts = []
+        for special, run in groupby(ids, key=names.__contains__):  # runs of specials, runs of text
+            parts.append("".join(names[i] for i in run) if special else self.tok.decode(list(run)))
+        return "".join(parts)
 
 
 def parse_conversation(record, where: str) -> list[Message]:
