@@ -8,17 +8,6 @@ clip fraction, DPO's accuracy and margin, and the seconds spent in the rollout, 
 the loss's forward) come from `metrics()` once per step; with several ranks, rank 0's. Batches
 are pure functions of the batch key (train/post/rollouts.py), so a resumed run is exact; rollouts
 that are used for more than one step (post.rollout_steps) travel in the checkpoint (`state_dict`).
-
-    rft    per prompt, post.samples answers from the policy; the checker's accepted ones are
-           trained on like SFT data (each step a round of sample, filter, fine-tune)
-    grpo   post.samples answers per prompt from the policy; each answer's advantage is its reward
-           against its group's (train/post/losses.py); rollouts are reused for post.rollout_steps
-           steps with the ratio clipped to 1 +- post.clip_eps; post.kl_coef > 0 adds a KL term
-           to the frozen reference (the run's initial weights)
-    dpo    pairs (chosen, rejected) against the frozen reference: from a JSONL file of
-           {"prompt", "chosen", "rejected"} (TRL's format, train/post/pairs.py), or from a task,
-           built from the reference's own samples: per prompt the first accepted and the first
-           rejected of post.samples answers (prompts whose answers all agree give no pair)
 """
 
 import time
@@ -92,7 +81,8 @@ class SamplingMethod:
 
 
 class RFT(SamplingMethod):
-    """Sample, keep what the checker accepts, and train on it as SFT data (`rft_loss`)."""
+    """Per prompt, post.samples answers from the policy; the checker's accepted ones are trained on
+    like SFT data (`rft_loss`): each step a round of sample, filter, fine-tune."""
 
     def terms(self, model, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
         ro = self.rollout(self.policy, key)
@@ -106,8 +96,10 @@ class RFT(SamplingMethod):
 
 
 class GRPO(SamplingMethod):
-    """Group-relative policy gradient (`group_advantages`, `grpo_loss`), rollouts reused for
-    post.rollout_steps steps, and an optional KL term to the frozen reference."""
+    """post.samples answers per prompt from the policy; each answer's advantage is its reward
+    against its group's (`group_advantages`, `grpo_loss`); rollouts are reused for
+    post.rollout_steps steps with the ratio clipped to 1 +- post.clip_eps; post.kl_coef > 0 adds a
+    KL term to the reference."""
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -163,8 +155,10 @@ class GRPO(SamplingMethod):
 
 
 class DPO(SamplingMethod):
-    """Preference pairs against the frozen reference (`dpo_loss`), from a file or built from the
-    reference's own checked answers."""
+    """Pairs (chosen, rejected) against the frozen reference (`dpo_loss`): from a JSONL file of
+    {"prompt", "chosen", "rejected"} (TRL's format, train/post/pairs.py), or from a task, built from
+    the reference's own samples: per prompt the first accepted and the first rejected of
+    post.samples answers (prompts whose answers all agree give no pair)."""
 
     def __init__(self, post, tok, block_size, prompts, policy, reference, dtype):
         super().__init__(post, tok, block_size, prompts, policy, reference, dtype)
