@@ -3,8 +3,8 @@
 `post.data` names the conversations:
     a JSONL file       one {"messages": [{"role", "content"}, ...]} per line (TRL's, nanochat's and
                        HF's chat format), DPO's {"prompt", "chosen", "rejected"} (the chosen
-                       answer is the conversation's) or RL's {"prompt", "answer"}; a hash of each line picks the validation share
-                       (post.val_fraction), the same on every machine;
+                       answer is the conversation's) or RL's {"prompt", "answer"}, split into
+                       train and val as train/post/jsonl.py splits its records;
     task:SPEC          a built-in checkable task of the evaluation layer (train/evals/tasks.py),
                        e.g. "task:arithmetic:op=add,digits=2,steps": each item is a user message
                        (the prompt) and an assistant message (the reference answer); post.n_train
