@@ -13,6 +13,7 @@ in 44, and scored acc 0.185, acc_norm 0.28).
 import random
 import time
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 
@@ -69,23 +70,20 @@ def _choice(task, items: list, shots: list, model, tok, device, dtype) -> dict:
     mc.encode_apart); the default is the harness's."""
     block_size = model.config.block_size
     encode = getattr(task, "encode_pair", mc.encode_pair)
-    kept, pairs, truncated = [], [], 0
+    kept, pairs, truncated = [], [], 0  # pairs: each kept item's (context, choice) token pairs
     for item, its_shots in zip(items, shots):
         context = mc.fewshot_context(item, its_shots, task.delimiter)
         encoded = [encode(tok, context, task.delimiter + c) for c in item.choices]
         if all(mc.fits(cont, block_size) for _, cont in encoded):
             kept.append(item)
-            pairs += encoded
+            pairs.append(encoded)
             truncated += any(mc.is_truncated(ctx, cont, block_size) for ctx, cont in encoded)
     if not kept:
         raise ConfigError(f"--task {task.name}: no item can be scored: each has a choice longer than "
                           f"the model's context (model.block_size={block_size} tokens)")
-    flat = mc.loglikelihoods(model, pairs, device, dtype)
-    lls, n_tokens, at = [], [], 0
-    for item in kept:
-        lls.append(flat[at:at + len(item.choices)])
-        n_tokens.append([len(cont) for _, cont in pairs[at:at + len(item.choices)]])
-        at += len(item.choices)
+    flat = iter(mc.loglikelihoods(model, list(chain.from_iterable(pairs)), device, dtype))
+    lls = [[next(flat) for _ in encoded] for encoded in pairs]  # the flat values, item by item
+    n_tokens = [[len(cont) for _, cont in encoded] for encoded in pairs]
     return {"n": len(kept), "metrics": mc.choice_metrics(kept, lls, n_tokens), "headline": "acc_norm",
             "chance": sum(1 / len(item.choices) for item in kept) / len(kept),
             "truncated": truncated, "skipped": len(items) - len(kept),
