@@ -76,12 +76,11 @@ class PairSet:
         was_training, margins, losses = policy.training, [], []
         policy.eval()
         for s in range(0, len(pairs), batch):
-            chunk = pairs[s:s + batch]
-            prompts = [p for p, _, _ in chunk]
-            ids, mask = pack(prompts * 2, [c for _, c, _ in chunk] + [r for _, _, r in chunk], self.eot, device)
+            prompts, chosen, rejected = map(list, zip(*pairs[s:s + batch]))
+            ids, mask = pack(prompts * 2, chosen + rejected, self.eot, device)
             pol = (token_logprobs(policy(ids), ids) * mask).sum(1)
             ref = (token_logprobs(reference(ids), ids) * mask).sum(1)
-            n = len(chunk)
+            n = len(prompts)
             loss, m = dpo_loss(pol[:n], pol[n:], ref[:n], ref[n:], beta)
             margins.append(m)
             losses.append(loss * n)
