@@ -2,10 +2,9 @@
 
 One JSON object per line (blank lines are skipped):
     {"context": "The capital of France is", "choices": ["Paris", "Rome"], "label": 0}
-or HellaSwag's field names, {"ctx": ..., "endings": [...], "label": ...}, read as they are (the
-harness's HellaSwag task also prepends activity_label and strips WikiHow's "[header]" markup;
-do that in the file if you want its prompts). `label` is an integer, or a string of digits as in
-HellaSwag's files, indexing `choices`; there must be at least two choices, none empty.
+or HellaSwag's field names, {"ctx": ..., "endings": [...], "label": ...}, read as they are
+(hellaswag.py builds the harness's prompts from the raw file). `label` is an integer, or a string
+of digits as in HellaSwag's files, indexing `choices`; at least two choices, none empty.
 
 The text scored for a choice is context + delimiter + choice, the harness's
 `target_delimiter` (" " by default, as in the harness; `delimiter=none` or `delimiter=newline`
