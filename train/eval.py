@@ -141,10 +141,8 @@ def main(argv: list[str]) -> int:
     cfg.data.tokenizer_path = tok.path  # the checked ranks, wherever the run's config points
     if args.task:
         return evaluate_tasks(args, cfg, run, tok, model, device, dtype)
-    if cfg.post.chat:
-        data = ChatData(cfg.post, tok.base, cfg.model.block_size, cfg.data)
-    else:
-        data = prepare(cfg.data)
+    data = (ChatData(cfg.post, tok.base, cfg.model.block_size, cfg.data) if cfg.post.chat
+            else prepare(cfg.data))
     data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
     result = evaluate(model, data, cfg, device, dtype)
     print(f"{run.checkpoint.name} of {run.run_dir} on {data.meta.get('source', cfg.post.data)} "
