@@ -19,10 +19,8 @@ per-item record to OUT, a new file. Nothing is written into the run, except with
 the scores are added to the run's TensorBoard scalars (<run>/tensorboard/, at the checkpoint's
 step, as task/<task>/<metric> and task/aggregate).
 
-Options: --step N, --tokenizer_path PATH (gpt2 runs whose ranks file moved), --device, --dtype,
---quantize int8|int4 [--group_size N] (weight-only, model/inference/quantize.py), and
-overrides of [data] keys (the val loss; stdlib-cloze's corpus) and of train.eval_batches,
-train.batch_size, train.seq_len, train.seed / train.eval_seed (the val loss).
+Besides the options below: overrides of [data] keys (the val loss; stdlib-cloze's corpus) and of
+train.eval_batches, train.batch_size, train.seq_len, train.seed / train.eval_seed (the val loss).
 """
 
 import argparse
