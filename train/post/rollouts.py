@@ -28,9 +28,6 @@ class Rollouts:
     prompts: list[list[int]]
     answers: list[list[int]]
 
-    def state_dict(self) -> dict:
-        return dict(vars(self))
-
 
 @torch.no_grad()
 def sample(model, prompts: list[list[int]], n: int, max_new: int, temperature: float, top_k: int,
