@@ -1,17 +1,16 @@
 """`stdlib-cloze`: pick the real next line of a held-out source file among lines of the same file.
 
 Items come only from the run's validation documents, the files `prepare` held out of training
-(train/data.py `val_documents`: by default 1 % of the Python standard library, chosen by a hash
-of each path). The context is the `lines` lines before a line; the choices are that line and
+(train/data.py `val_documents`: by default 1 % of the Python standard library, chosen by a hash of
+each path). The context is the `lines` lines before a line; the choices are that line and
 `choices - 1` other lines of the same file, in a random order. A line qualifies when it holds at
-least 8 characters besides indentation (no choice is blank or a lone bracket) and occurs once in
-its file; the right line and the distractors are drawn alike from the qualifying lines, so a model
-that ignores the context scores chance exactly, in expectation. (Drawing the right line by
-position but distractors from the distinct lines favoured frequent, short lines such as
-"return None": a 1-step model scored 0.283 acc_norm over 713 items, 2 standard errors above
-chance.) The choice follows the context with nothing in between
-(the context ends with its newline); `--data.source=...` on the command line points the task
-at another local corpus's held-out files.
+least 8 characters besides indentation (no choice is blank or a lone bracket) and occurs once in its
+file; the right line and the distractors are drawn alike from the qualifying lines, so a model that
+ignores the context scores chance exactly, in expectation. (Drawing the right line by position but
+distractors from the distinct lines favoured frequent, short lines such as "return None": a 1-step
+model scored 0.283 acc_norm over 713 items, 2 standard errors above chance.) The choice follows the
+context with nothing in between (the context ends with its newline); `--data.source=...` on the
+command line points the task at another local corpus's held-out files.
 
 Options (`--task stdlib-cloze:choices=4,lines=8`): choices=N (2-10, default 4), lines=N
 (default 8), split=test|validation. The key "path/of/file.py:LINE" picks the split.
