@@ -30,8 +30,6 @@ import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
-import torch
-
 from .cli import add_quantize_options, argument_parser, quantized, run_cli
 from .data import prepare
 from .errors import ConfigError
