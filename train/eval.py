@@ -12,12 +12,10 @@ and metric, then a CORE-style aggregate. Built-in tasks: arithmetic, python-eval
 (generative: greedy pass@1; with --samples K also pass@k and maj@k for k = 1, 2, 4, ... <= K)
 and stdlib-cloze (multiple choice over the run's held-out files: acc, acc_norm as
 lm-evaluation-harness computes them); or a JSONL file of multiple-choice items. Options follow a
-colon: --task arithmetic:op=mul,digits=3,steps (each task's module documents its own). Items
-are drawn from the task's test split with --seed; --shots K prepends K examples from its train
-split; --limit N scores at most N items per task. --json OUT also writes every result and
-per-item record to OUT, a new file. Nothing is written into the run, except with --tensorboard:
-the scores are added to the run's TensorBoard scalars (<run>/tensorboard/, at the checkpoint's
-step, as task/<task>/<metric> and task/aggregate).
+colon: --task arithmetic:op=mul,digits=3,steps (each task's module documents its own). Items come
+from the task's test split, --shots from its train split; --json also writes per-item records.
+Nothing is written into the run, except with --tensorboard: the scores, at the checkpoint's step,
+as task/<task>/<metric> and task/aggregate.
 
 Besides the options below: overrides of [data] keys (the val loss; stdlib-cloze's corpus) and of
 train.eval_batches, train.batch_size, train.seq_len, train.seed / train.eval_seed (the val loss).
