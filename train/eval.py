@@ -147,7 +147,8 @@ def main(argv: list[str]) -> int:
 
 def evaluate_tasks(args: argparse.Namespace, cfg, run: LoadedRun, tok, model, device, dtype) -> int:
     """Every task built (its options and files checked) before any is run."""
-    tasks = [build_task(spec, TaskEnv(tok, model.config.block_size, cfg.data)) for spec in args.task]
+    env = TaskEnv(tok, model.config.block_size, cfg.data)
+    tasks = [build_task(spec, env) for spec in args.task]
     settings = args.settings
     results = [run_task(task, model, tok, settings, device, dtype) for task in tasks]
     agg = aggregate(results)

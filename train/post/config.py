@@ -78,8 +78,8 @@ class PostConfig:
 
 
 def chat_vocab_size(n_vocab: int, model_cfg) -> int:
-    """model.vocab_size for a chat run: the tokenizer's ids plus the specials, in the padded rows the
-    model already has (model.vocab_multiple; train/post/chat_format.py says why)."""
+    """model.vocab_size for a chat run: the tokenizer's ids plus the specials, in the padded rows
+    the model already has (model.vocab_multiple; train/post/chat_format.py says why)."""
     need = n_vocab + len(SPECIAL)
     if need > model_cfg.padded_vocab_size:
         raise ConfigError(f"the chat tokens need model.vocab_size >= {need}, beyond the model's "
