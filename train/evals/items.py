@@ -65,15 +65,14 @@ def draw_unique(make: Callable[[], tuple[str, object]], split: str, n: int, trie
     `tries` times (a small item space may hold fewer than `n`). `space`: how many distinct keys
     make() can return, if known; once it has returned every one, no later call can add an item,
     so the draw stops there (the same items, without the rest of the tries)."""
-    seen, every, out = set(), set(), []
+    seen, out = set(), []
     for _ in range(tries):
-        if len(out) == n or len(every) == space > 0:
+        if len(out) == n or len(seen) == space > 0:
             break
         key, item = make()
-        every.add(key)
-        if key not in seen and split_of(key) == split:
-            seen.add(key)
+        if key not in seen and split_of(key) == split:  # a key seen before was kept or not then
             out.append(item)
+        seen.add(key)
     return out
 
 
