@@ -17,6 +17,7 @@ integer that starts it; it must equal the result. Chance is 0. The key "478+356"
 
 import random
 import re
+from itertools import zip_longest
 
 from .items import EVAL_SPLIT, GenerativeTask, GenItem, draw_unique, flag, one_of, positive_int
 
@@ -27,10 +28,8 @@ _LEADING_INT = re.compile(r"\s*(-?\d+)")
 
 
 def add_steps(a: int, b: int) -> str:
-    xs, ys = str(a)[::-1], str(b)[::-1]
     parts, carry = [], 0
-    for i in range(max(len(xs), len(ys))):
-        x, y = int(xs[i]) if i < len(xs) else 0, int(ys[i]) if i < len(ys) else 0
+    for x, y in zip_longest(map(int, str(a)[::-1]), map(int, str(b)[::-1]), fillvalue=0):
         total = x + y + carry
         parts.append(f"{x}+{y}+{carry}={total}" if carry else f"{x}+{y}={total}")
         carry = total // 10
