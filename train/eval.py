@@ -82,7 +82,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         if twice:
             raise ConfigError(f"--task {twice[0]} is given twice; each task is reported once")
         args.settings = _settings(args)
-        _check_json(args.json, args.run_dir)
+        if args.json is not None:
+            _check_json(args.json, args.run_dir)
         if args.tensorboard:
             summary_writer_class()  # installed, or a one-line error before any scoring
     return args, rest
@@ -107,9 +108,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**{name: value for name, value in given.items() if value is not None})
 
 
-def _check_json(out: str | None, run_dir: str) -> None:
-    if out is None:
-        return
+def _check_json(out: str, run_dir: str) -> None:
     path = Path(out)
     if path.exists() or path.is_symlink():
         raise ConfigError(f"--json {out} already exists; name a new file")
