@@ -64,7 +64,8 @@ def test_chat_keeps_its_cache_across_turns_and_answers_once(tmp_path, capsys):
     assert code == 0 and printed == first + "\n"
     for bad, message in [(["--temperature", "-1"], "--temperature must be a number >= 0"),
                          (["--top_k", "-3"], "--top_k must be >= 0"),
-                         (["--max_new_tokens", "0"], "--max_new_tokens must be >= 1")]:
+                         (["--max_new_tokens", "0"], "--max_new_tokens must be >= 1"),
+                         (["--seed", "-1"], "--seed must be in [0, 2**63); got -1")]:
         code, _, err = cli(capsys, out, "--once", "12+30=", *bad, entry=chat_main)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (bad, err)
 

@@ -104,12 +104,14 @@ def check_temperature(t: float, name: str = "--temperature") -> float:
 
 def check_sampling(args) -> None:
     """The sampling flags of sample and chat, checked the same way: --max_new_tokens, --temperature,
-    --top_k and, where the command has it, --top_p."""
+    --top_k, --seed and, where the command has it, --top_p."""
     at_least(args.max_new_tokens, "--max_new_tokens", 1)
     check_temperature(args.temperature)
     at_least(args.top_k, "--top_k", 0, " (0 = the whole vocabulary)")
     if not 0.0 < getattr(args, "top_p", 1.0) <= 1.0:
         raise ConfigError(f"--top_p must be in (0, 1]; got {args.top_p}")
+    if not 0 <= args.seed < 2**63:  # torch.Generator's range
+        raise ConfigError(f"--seed must be in [0, 2**63); got {args.seed}")
 
 
 def add_quantize_options(p) -> None:

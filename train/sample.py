@@ -64,8 +64,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     check_sampling(args)
     at_least(args.num_samples, "--num_samples", 1)
-    if not 0 <= args.seed < 2**63:
-        raise ConfigError(f"--seed must be in [0, 2**63); got {args.seed}")
     if args.n_draft is not None and not args.draft:
         raise ConfigError("--n_draft sets how many tokens --draft RUN_DIR|mtp proposes; give a draft run too")
     args.n_draft = 4 if args.n_draft is None else args.n_draft
