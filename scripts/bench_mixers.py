@@ -55,6 +55,8 @@ def main(argv: list[str]) -> int:
         threads, repeats = int(opts["--threads"]), int(opts["--repeats"])
     except ValueError:
         raise ConfigError(f"--seq_lens, --threads and --repeats take integers; {USAGE}") from None
+    if min(seq_lens) < 1 or threads < 0 or repeats < 1:
+        raise ConfigError(f"--seq_lens and --repeats must be >= 1 and --threads >= 0; {USAGE}")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -32,7 +32,7 @@ from model import GPT  # noqa: E402
 from scripts.bench import machine  # noqa: E402
 from scripts.bench_decode import timed  # noqa: E402
 from train import parallel  # noqa: E402
-from train.cli import run_cli, split_args  # noqa: E402
+from train.cli import int_option, run_cli, split_args  # noqa: E402
 from train.config import ConfigError, RunConfig, load_config  # noqa: E402
 from train.hardware import DTYPES, autocast, on_device, peak_memory_bytes  # noqa: E402
 from train.hardware import pick_device, pick_dtype  # noqa: E402
@@ -51,6 +51,7 @@ def main(argv: list[str]) -> int:
     if not opts["--out"] or len(positional) > 1 or (not positional and not tiny):
         raise ConfigError("usage: torchrun --nproc_per_node N scripts/bench_parallel.py CONFIG|--tiny "
                           "--out PATH [--variants LIST] [--steps N] [--device cpu] [--section.key=value ...]")
+    steps, warmup = int_option(opts, "--steps", 1), int_option(opts, "--warmup", 0)
     variants = opts["--variants"].split(",")
     for v in variants:
         if v.split("+")[0] not in ("none", "ddp", "fsdp2") or v.split("+")[1:] not in ([], ["ac"]):
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> int:
         device = torch.device("cuda", d.local_rank)
     try:
         for v in variants:
-            record = bench(cfg, v, d, device, int(opts["--steps"]), int(opts["--warmup"]))
+            record = bench(cfg, v, d, device, steps, warmup)
             if d.rank == 0:
                 print(json.dumps(record), flush=True)
                 with open(opts["--out"], "a") as f:

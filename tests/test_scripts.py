@@ -148,6 +148,18 @@ def test_bench_scripts_check_their_counts(capsys, monkeypatch, script, option, v
     assert code == 2 and error_line(err) == f"error: {option} must be an integer >= {minimum}, got {value!r}"
 
 
+def test_bench_parallel_and_bench_mixers_refuse_counts_they_cannot_run(capsys, tmp_path):
+    parallel = load_script("bench_parallel")  # checked before any process group is needed
+    for option, value, minimum in [("--steps", "0", 1), ("--steps", "abc", 1), ("--warmup", "-1", 0)]:
+        code, _, err = cli(capsys, "--tiny", "--out", tmp_path / "r.jsonl", option, value, entry=parallel.main)
+        assert code == 2 and error_line(err) == f"error: {option} must be an integer >= {minimum}, got {value!r}"
+    assert not (tmp_path / "r.jsonl").exists()
+    mixers = load_script("bench_mixers")
+    for argv in (["--repeats", "0"], ["--seq_lens", "256,0"], ["--threads", "-1"]):
+        code, out, err = cli(capsys, *argv, entry=mixers.main)
+        assert code == 2 and not out and "--seq_lens and --repeats must be >= 1" in error_line(err), argv
+
+
 @pytest.mark.parametrize("name, content, reason", [
     ("model.py", "def broken(:\n", "has a syntax error at line 1"),
     ("model.py", "x = 1\n", "defines no GPT, GPTConfig"),
