@@ -92,9 +92,6 @@ class Rotary(nn.Module):
     def __init__(self, rope: RopeConfig, theta: float, scaling: str, head_dim: int, block_size: int):
         super().__init__()
         self.rot_dim = int(head_dim * rope.fraction)  # as HF: int(head_dim * partial_rotary_factor)
-        if self.rot_dim < 2 or self.rot_dim % 2:
-            raise ValueError(f"model.rope.fraction * head_dim must be an even number >= 2; "
-                             f"got {rope.fraction} * {head_dim} -> {self.rot_dim}")
         original_max_pos = rope.original_max_pos or block_size
         inv_freq, attention_factor = ROPE_SCALINGS[scaling](rope, theta, self.rot_dim, original_max_pos)
         freqs = torch.arange(block_size).float()[:, None] * inv_freq[None, :]  # (block_size, rot_dim / 2)

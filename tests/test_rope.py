@@ -144,7 +144,9 @@ def test_tables_are_not_in_the_state_dict():
     assert isinstance(build_rotary(ModelConfig(pos="learned"), local=False), NoRotary)
 
 
-def test_odd_rotary_dim_is_rejected():
-    cfg = ModelConfig(n_head=2, n_embd=2 * 30, pos="rope", rope=RopeConfig(fraction=0.5))  # 15 dims
-    with pytest.raises(ValueError, match="model.rope.fraction"):
-        GPT(cfg)
+def test_odd_rotary_dim_is_rejected_by_the_config():
+    with pytest.raises(ValueError, match=r"model.rope.fraction \* head_dim .* got 0.5 \* 30 -> 15"):
+        ModelConfig(n_head=2, n_embd=2 * 30, pos="rope", rope=RopeConfig(fraction=0.5))  # 15 dims
+    with pytest.raises(ValueError, match=r"got 0.05 \* 30 -> 1"):
+        ModelConfig(n_head=2, n_embd=2 * 30, pos="rope", rope=RopeConfig(fraction=0.05))
+    ModelConfig(n_head=2, n_embd=2 * 30, pos="learned", rope=RopeConfig(fraction=0.5))  # nothing rotates
