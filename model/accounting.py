@@ -12,6 +12,7 @@ Mixture-of-Experts layer counts all experts in `param_count` but only the top_k 
 from .inference.cache.quantized import BITS, position_bytes
 from .inference.cache.quantized_rolling import ring_groups, window_cache
 from .mixer.attention import QK_NORM_GROUPS, kv_layouts as attention_kv_layouts
+from .mixer.delta_rule import CHUNK
 from .mixer.mla import kv_layouts as mla_kv_layouts
 from .config import ModelConfig
 from .value_embed import value_gate_matrices
@@ -218,7 +219,7 @@ def attended_keys(cfg: ModelConfig, seq_len: int) -> list[int]:
     return [local if cfg.is_local(i) else seq_len for i in layers if not cfg.is_linear(i)]
 
 
-def deltanet_flops(cfg: ModelConfig, chunk: int = 64) -> int:
+def deltanet_flops(cfg: ModelConfig, chunk: int = CHUNK) -> int:
     """Forward + backward FLOPs per token of one Gated DeltaNet layer beyond its matmuls with
     weights, in the chunked form (model/mixer/delta_rule.py), per value head: reading and writing
     the (head_dim x v_head_dim) state three times (S_0 read by q and by the keys' correction, the
