@@ -70,7 +70,8 @@ from model.accounting import flops_per_token
 
 from .ablate_procs import Child, Interrupts, Scoring, stop_message, write_status
 from .cli import asked_for_help, run_cli
-from .config import RunConfig, _flat, _toml_value, apply_override, load_config, read_toml
+from .config import RunConfig, _flat, _toml_value, apply_override, load_config, override_value
+from .config import read_toml
 from .errors import ConfigError, make_dir, one_line
 from .report import SPEC_FILE, STATUS_FILE, read_json, read_records, task_file, task_scores, write_report
 
@@ -209,14 +210,14 @@ def _config_file(here: Path, name, key: str, must_exist: bool = True) -> str:
 
 def _override(raw: dict, item: str) -> None:
     """`--key=value` on the ablation file: top-level keys, or dotted ones like budget.tokens."""
-    key, sep, _ = item.lstrip("-").partition("=")
+    key, sep, text = item.lstrip("-").partition("=")
     if not key or not sep:
         raise ConfigError(f"override {item!r} must look like --key=value or --section.key=value "
                           f"(e.g. --parallel=2, --budget.tokens=200_000)")
     if "." in key:
         apply_override(raw, item)
-    else:  # a top-level key: its value read as apply_override reads one
-        raw |= apply_override({}, f"top.{item.lstrip('-')}")["top"]
+    else:
+        raw[key] = override_value(text)
 
 
 def _flatten(table: dict, where: str) -> list[str]:

@@ -365,18 +365,22 @@ def apply_override(raw: dict, item: str) -> dict:
     key, sep, text = item.partition("=")
     if not sep or "." not in key:
         raise ConfigError(f"override {item!r} must look like --section.key=value")
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {key!r}: {part!r} is not a section")
-    node[leaf] = value
+    node[leaf] = override_value(text)
     return raw
+
+
+def override_value(text: str) -> object:
+    """An override's value: a TOML value when the text parses as one, else the text itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def from_dict(cls: type, data: dict, prefix: str) -> Any:
