@@ -41,7 +41,7 @@ import re
 import sys
 from pathlib import Path
 
-from model.hf import FAMILIES, config_to_hf, to_hf
+from model.hf import FAMILIES, Unrepresentable, config_to_hf, to_hf
 
 from .cli import argument_parser, run_cli
 from .errors import ConfigError, make_dir
@@ -52,7 +52,6 @@ from .post.chat_format import ChatFormat
 from .run import load_run
 from .tokenizer import for_run
 
-FIELD = re.compile(r"(model\.)?[\w.]+=\S+\Z")  # "model.window=64": one setting a family lacks
 MAX_FIELDS = 6  # a refusal names at most this many of the closest family's blocking settings
 
 
@@ -71,13 +70,10 @@ def choose_family(model_cfg, family: str = "auto") -> str:
         try:
             config_to_hf(model_cfg, name)
             return name
+        except Unrepresentable as e:
+            blocked[name] = e.settings
         except ValueError as e:
-            reason = str(e).removeprefix(f"HF {name} ").removeprefix("cannot represent ")
-            fields = reason.split(", model.")
-            if all(FIELD.match(f) for f in fields):
-                blocked[name] = fields
-            else:
-                refused[name] = reason
+            refused[name] = str(e).removeprefix(f"HF {name} ").removeprefix("cannot represent ")
     if not blocked:
         raise ConfigError(f"no HF family can represent this model ({'; '.join(f'{n}: {r}' for n, r in refused.items())})")
     closest = min(blocked, key=lambda name: len(blocked[name]))  # the fewest blocking settings
@@ -86,7 +82,7 @@ def choose_family(model_cfg, family: str = "auto") -> str:
     others = ", ".join(f"{name} {len(f)}" for name, f in sorted(blocked.items(), key=lambda kv: len(kv[1])))
     others += f"; {', '.join(refused)} refuse it for other reasons, which --family NAME prints" if refused else ""
     raise ConfigError(f"no HF family can represent this model; the closest, {closest}, cannot hold "
-                      f"{', model.'.join(fields[:MAX_FIELDS])}{more} (settings the others cannot hold: {others})")
+                      f"{', '.join(fields[:MAX_FIELDS])}{more} (settings the others cannot hold: {others})")
 
 
 def export(run_dir: str | Path, out_dir: str | Path, family: str = "auto", dtype: str = "fp32",

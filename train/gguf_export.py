@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from model.config import ModelConfig
-from model.hf import config_to_hf, to_hf
+from model.hf import Unrepresentable, config_to_hf, to_hf
 
 from .errors import ConfigError, make_dir
 from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
@@ -154,8 +154,10 @@ def blockers(cfg: ModelConfig, family: str) -> list[str]:
     try:
         config_to_hf(cfg, family)
         found = []
-    except ValueError as e:
-        found = re.split(r", (?=model\.)", str(e).removeprefix(f"HF {family} cannot represent "))
+    except Unrepresentable as e:
+        found = list(e.settings)
+    except ValueError as e:  # a family-specific refusal, which gives its reason
+        found = [str(e).removeprefix(f"HF {family} cannot represent ")]
     found += [f"{name}={value!r}" for name, value in ARCHS[family].limits(cfg).items()]
     return list(dict.fromkeys(found))  # a setting both HF and GGUF refuse, once
 

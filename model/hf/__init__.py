@@ -83,9 +83,16 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "gpt2", **overrides):
                  *(f"mla.{n}" for n in MLAConfig.TRAINING_ONLY)):
         lost.pop(f"model.{name}", None)
     if lost:
-        settings = ", ".join(f"{name}={value!r}" for name, value in lost.items())
-        raise ValueError(f"HF {model_type} cannot represent {settings}")
+        raise Unrepresentable(model_type, [f"{name}={value!r}" for name, value in lost.items()])
     return hf_config
+
+
+class Unrepresentable(ValueError):
+    """`config_to_hf`'s refusal: the settings ("model.window=64", ...) an HF family cannot hold."""
+
+    def __init__(self, model_type: str, settings: list[str]):
+        super().__init__(f"HF {model_type} cannot represent {', '.join(settings)}")
+        self.settings = settings
 
 
 def _canonical(cfg: ModelConfig) -> ModelConfig:
