@@ -221,7 +221,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), warn_ignored
     name = "default"
     explicit: set[str] = set()
     if path is not None:
-        path = preset_path(str(path)[len(PRESET_PREFIX):]) if str(path).startswith(PRESET_PREFIX) else Path(path)
+        path = config_path(path)
         raw = read_config_file(path)
         name = path.stem
         if not path.resolve().is_relative_to(CONFIGS_DIR):
@@ -315,6 +315,12 @@ def schedule_warning(cfg: RunConfig) -> str | None:
                 f"never reaches optim.lr={o.lr:g} before the last step (which takes "
                 f"{o.lr * steps / o.warmup_steps:.3g}) and never decays; lower optim.warmup_steps")
     return None
+
+
+def config_path(path: str | Path) -> Path:
+    """A config file's path: `path`, or configs/presets/NAME.toml for "preset:NAME"."""
+    text = str(path)
+    return preset_path(text[len(PRESET_PREFIX):]) if text.startswith(PRESET_PREFIX) else Path(path)
 
 
 def preset_path(name: str) -> Path:

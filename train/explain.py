@@ -28,8 +28,7 @@ from torch import nn
 
 from .ablate import load_spec
 from .cli import argument_parser, run_cli
-from .config import (CONFIGS_DIR, PRESET_PREFIX, OptimConfig, RunConfig, _flat, load_config,
-                     preset_path)
+from .config import CONFIGS_DIR, OptimConfig, RunConfig, _flat, config_path, load_config
 from .errors import ConfigError
 from .model_diff import ROOT, Code, build, classes_run, compare, where
 from .optim import build_optimizer, lr_at
@@ -110,7 +109,7 @@ def explain(config: str, vs: str | None = None) -> Explanation:
 
 def measurements(config: str) -> list[Measurement]:
     """The rows of docs/results/*/results.csv that ran `config` with no change of its own."""
-    path = _config_path(config).resolve()
+    path = config_path(config).resolve()
     out = []
     for ablation in sorted((CONFIGS_DIR / "ablations").glob("*.toml")):
         try:
@@ -205,12 +204,8 @@ def _value(v: object) -> str:
     return {True: "true", False: "false"}.get(v, f'"{v}"') if isinstance(v, (bool, str)) else repr(v)
 
 
-def _config_path(config: str) -> Path:
-    return preset_path(config[len(PRESET_PREFIX):]) if config.startswith(PRESET_PREFIX) else Path(config)
-
-
 def _shown(config: str) -> str:
-    path = _config_path(config).resolve()
+    path = config_path(config).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else config
 
 
