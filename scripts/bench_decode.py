@@ -56,6 +56,7 @@ from train.config import ConfigError, load_config  # noqa: E402
 from train.export import choose_family  # noqa: E402
 from train.decoding import check_decoding  # noqa: E402
 from train.hardware import DTYPES, autocast, on_device, peak_memory_bytes, pick_device, pick_dtype  # noqa: E402
+from train.hardware import sync  # noqa: E402
 from train.run import load_run  # noqa: E402
 
 # The most positions (prompt + new tokens) a benchmark may ask for: a config's block_size is raised to
@@ -125,17 +126,12 @@ def load_model(path: str, overrides: list[str], need: int, step: int | None = No
     return GPT(cfg.model), "config, random weights"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn, device: torch.device) -> float:
     """Seconds one call of fn takes, the device's queue drained before and after it."""
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     fn()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0
 
 

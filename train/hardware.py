@@ -119,17 +119,18 @@ def measure_matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 1024
     a @ b  # warm-up
     best = 0.0
     for _ in range(windows):
-        _sync(device)
+        sync(device)
         start, count = time.perf_counter(), 0
         while time.perf_counter() - start < seconds:
             a @ b
             count += 1
-            _sync(device)
+            sync(device)
         best = max(best, 2 * n**3 * count / (time.perf_counter() - start))
     return best
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU, whose ops run as they are called)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
