@@ -178,7 +178,7 @@ def test_split_is_by_document_hash_and_stable(tmp_path):
     first = prepare(cfg, progress=False)
     val_docs = set(documents(np.asarray(first.val), 256))
     expected = {f"document {i}\n".encode() for i in range(40)
-                if data_mod._unit_hash(f"doc{i:02d}.txt") < 0.25}
+                if data_mod.unit_hash(f"doc{i:02d}.txt") < 0.25}
     assert val_docs == expected and 0 < len(val_docs) < 40
     again = prepare(config(tmp_path / "elsewhere", root, val_fraction=0.25), progress=False)
     assert again.path != first.path and again.path.name == first.path.name
@@ -427,6 +427,6 @@ def test_val_documents_stop_at_the_same_max_tokens_as_prepare(tmp_path):
     eot); b.txt, nearer the threshold, is val, and d.txt, whose id hashes below 0.5, is not read."""
     root = write_corpus(tmp_path / "corpus", {"a.txt": "document a", "b.txt": "document b", "d.txt": "document d"})
     cfg = config(tmp_path, root, val_fraction=0.5, max_tokens=22)
-    assert data_mod._unit_hash("d.txt") < 0.5 < data_mod._unit_hash("b.txt") < data_mod._unit_hash("a.txt")
+    assert data_mod.unit_hash("d.txt") < 0.5 < data_mod.unit_hash("b.txt") < data_mod.unit_hash("a.txt")
     assert documents(np.asarray(prepare(cfg, progress=False).val), 256) == [b"document b"]
     assert data_mod.val_documents(cfg, get_tokenizer("byte")) == [("b.txt", "document b")]

@@ -292,7 +292,7 @@ def _encode_batch(batch: list, tok) -> Iterator[tuple[str, str, np.ndarray]]:
             yield doc_id, text, ids
 
 
-def _unit_hash(doc_id: str) -> float:
+def unit_hash(doc_id: str) -> float:
     """A stable pseudo-random number in [0, 1) per document id (Python's hash() is salted)."""
     digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
@@ -315,7 +315,7 @@ def val_documents(cfg: DataConfig, tok) -> list[tuple[str, str]]:
     for doc_id, text in local_documents(cfg, files, []):
         if not text:
             continue
-        docs.append((_unit_hash(doc_id), doc_id, text))
+        docs.append((unit_hash(doc_id), doc_id, text))
         seen += len(tok.encode(text)) + 1 if cfg.max_tokens else 0
         if (cfg.max_docs and len(docs) >= cfg.max_docs) or (cfg.max_tokens and seen >= cfg.max_tokens):
             break
@@ -349,7 +349,7 @@ class _SplitWriter:
 
     def add(self, doc_id: str, text: str, ids: np.ndarray) -> None:
         self.seen_tokens += len(ids) + 1
-        u = _unit_hash(doc_id)
+        u = unit_hash(doc_id)
         split = "val" if u < self.val_fraction else "train"
         doc, held = (u, text, ids), self.held.get(split)
         nearer = held is None or (u < held[0] if split == "train" else u > held[0])

@@ -14,7 +14,7 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..data import _unit_hash
+from ..data import unit_hash
 from ..errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
@@ -57,7 +57,7 @@ class GenerativeTask:
 
 def split_of(key: str) -> str:
     """train, validation or test, from a hash of the item's key (the same on every machine)."""
-    return SPLITS[bisect.bisect_right(SPLIT_EDGES, _unit_hash(key))]
+    return SPLITS[bisect.bisect_right(SPLIT_EDGES, unit_hash(key))]
 
 
 def draw_unique(make: Callable[[], tuple[str, object]], split: str, n: int, tries: int, space: int = 0) -> list:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..data import _unit_hash
+from ..data import unit_hash
 from ..errors import ConfigError, one_line
 
 HF = "hf:"
@@ -25,7 +25,7 @@ def read_split(data: str, val_fraction: float, parse: Callable[[object, str], ob
     says what the records should be, for the error when there is no such file."""
     out = {"train": [], "val": []}
     for text, record, where in (_hf_records(data) if data.startswith(HF) else _file_records(data, what)):
-        out["val" if _unit_hash(text) < val_fraction else "train"].append(parse(record, where))
+        out["val" if unit_hash(text) < val_fraction else "train"].append(parse(record, where))
     return out
 
 
