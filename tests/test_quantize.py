@@ -202,6 +202,7 @@ def test_gpt2_124m_bytes_against_fp32():
 
 @pytest.mark.parametrize("kind, group_size, message", [
     ("int3", 32, "quantize must be one of int8, int4"),
+    (None, 32, "quantize must be one of int8, int4; got None"),
     ("int4", 48, "group size must be one of 32, 64, 128, 256"),
     ("int4", 128, "group size 128 does not divide a layer's input width 64"),
 ])
