@@ -244,8 +244,8 @@ class ModelConfig:
                              f"got model.attention = {self.attention!r}")
         self.n_kv_head = self.n_kv_head or self.n_head
         self.head_dim = self.head_dim or self.n_embd // self.n_head
-        rot_dim = int(self.head_dim * self.rope.fraction)  # as HF: int(head_dim * partial_rotary_factor)
-        if self.pos == "rope" and self.attention != "mla" and (rot_dim < 2 or rot_dim % 2):  # pairs rotate
+        rot_dim = int(self.head_dim * self.rope.fraction)  # as model/rope.py and HF compute it
+        if self.pos == "rope" and self.attention != "mla" and (rot_dim < 2 or rot_dim % 2):
             raise ValueError(f"model.rope.fraction * head_dim must be an even number >= 2; "
                              f"got {self.rope.fraction} * {self.head_dim} -> {rot_dim}")
         if self.linear_attention != "none":

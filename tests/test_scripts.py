@@ -151,8 +151,10 @@ def test_bench_scripts_check_their_counts(capsys, monkeypatch, script, option, v
 def test_bench_parallel_and_bench_mixers_refuse_counts_they_cannot_run(capsys, tmp_path):
     parallel = load_script("bench_parallel")  # checked before any process group is needed
     for option, value, minimum in [("--steps", "0", 1), ("--steps", "abc", 1), ("--warmup", "-1", 0)]:
-        code, _, err = cli(capsys, "--tiny", "--out", tmp_path / "r.jsonl", option, value, entry=parallel.main)
-        assert code == 2 and error_line(err) == f"error: {option} must be an integer >= {minimum}, got {value!r}"
+        code, _, err = cli(capsys, "--tiny", "--out", tmp_path / "r.jsonl", option, value,
+                           entry=parallel.main)
+        assert code == 2
+        assert error_line(err) == f"error: {option} must be an integer >= {minimum}, got {value!r}"
     assert not (tmp_path / "r.jsonl").exists()
     mixers = load_script("bench_mixers")
     for argv in (["--repeats", "0"], ["--seq_lens", "256,0"], ["--threads", "-1"]):
