@@ -73,6 +73,13 @@ def test_overrides_are_typed():
         ("--train.dtype=fp64", "train.dtype must be one of 'auto', 'fp32', 'bf16', 'fp16'; got 'fp64'"),
         ("--model.n_head=5", "model.n_embd (768) must be divisible by model.n_head (5)"),
         ("--optim.lr=nan", "optim.lr must be a finite number"),
+        # an epsilon or a scale of 0 divides by zero or zeroes a branch; a cap of inf is no cap
+        ("--model.norm_eps=0", "model.norm_eps must be a positive finite number; got 0"),
+        ("--model.rope.theta=0", "model.rope.theta must be a positive finite number; got 0"),
+        ("--model.moe.routed_scale=0", "model.moe.routed_scale must be a positive finite number; got 0"),
+        ("--model.attn_softcap=inf", "model.attn_softcap must be >= 0 (0 = off/default); got inf"),
+        ("--model.moe.aux_loss_coef=inf", "model.moe.aux_loss_coef must be >= 0 (0 = off); got inf"),
+        ("--model.mla.index_loss_coef=inf", "model.mla.index_loss_coef must be >= 0 (0 = off); got inf"),
         ("--train.max_steps=-1", "train.max_steps must be >= 1"),
         ("model.n_layer", "must look like --section.key=value"),
     ],
