@@ -149,4 +149,6 @@ def test_odd_rotary_dim_is_rejected_by_the_config():
         ModelConfig(n_head=2, n_embd=2 * 30, pos="rope", rope=RopeConfig(fraction=0.5))  # 15 dims
     with pytest.raises(ValueError, match=r"got 0.05 \* 30 -> 1"):
         ModelConfig(n_head=2, n_embd=2 * 30, pos="rope", rope=RopeConfig(fraction=0.05))
+    with pytest.raises(ValueError, match=r"got 0.02 \* 30 -> 0"):  # even, but nothing would rotate
+        ModelConfig(n_head=2, n_embd=2 * 30, pos="rope", rope=RopeConfig(fraction=0.02))
     ModelConfig(n_head=2, n_embd=2 * 30, pos="learned", rope=RopeConfig(fraction=0.5))  # nothing rotates
