@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from model import GPT
 from model.accounting import flops_per_token, param_count
+from model.config import DeltaNetConfig
 from model.inference.speculative import speculative_generate
 
 from tiny_run import fit, jittered, make, tiny
@@ -96,6 +97,23 @@ def test_param_count_and_flops_include_mtp(extra):
     assert param_count(cfg) == sum(p.numel() for p in model.parameters())
     base = dataclasses.replace(cfg, mtp_depth=0)
     assert flops_per_token(cfg, 32) > flops_per_token(base, 32) > 0
+
+
+@pytest.mark.parametrize("extra", [{}, {"window": 8, "global_every": 2}, {"attention": "mla"},
+                                   {"linear_attention": "gated_deltanet",
+                                    "deltanet": DeltaNetConfig(full_every=3)}])
+def test_each_mtp_module_costs_one_more_block_plus_its_projection_and_head(extra):
+    """An MTP module's block attends in training like a stack block (a linear one, layer 3 of
+    full_every = 3, runs its delta rule): its FLOPs are those of one more layer, plus the
+    (2d -> d) projection and the LM head."""
+    cfg = tiny(BASE, n_layer=3, mtp_depth=1, **extra)
+    assert cfg.is_linear(3) == ("deltanet" in extra)
+    plain = dataclasses.replace(cfg, mtp_depth=0)
+    deeper = dataclasses.replace(cfg, n_layer=4, mtp_depth=0)  # layer 3: the pattern continued
+    extra_matmuls = 2 * cfg.n_embd * cfg.n_embd + cfg.n_embd * cfg.padded_vocab_size
+    for T in (16, 32):
+        block = flops_per_token(deeper, T) - flops_per_token(plain, T)
+        assert flops_per_token(cfg, T) == flops_per_token(plain, T) + block + 6 * extra_matmuls
 
 
 def test_inference_ignores_mtp_modules():
