@@ -213,6 +213,13 @@ def test_bad_requests_raise_one_line(kind, group_size, message):
         quantize(model, kind, group_size)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing replaced
 
+def test_int8_has_no_groups_so_any_group_size_is_accepted():
+    """int8 keeps one scale per output row (module docstring); the group size is int4's alone."""
+    model = randomize_(GPT(tiny(n_embd=64)), std=0.2)
+    x = torch.randint(0, 64, (1, 8))
+    reference = quantize(copy.deepcopy(model), "int8", group_size=32)(x)
+    torch.testing.assert_close(quantize(model, "int8", group_size=48)(x), reference, rtol=0, atol=0)
+
 
 # ----------------------------------------------------------------------------- command lines
 def test_sample_cli_quantizes_and_refuses_what_it_cannot_in_one_line(base, capsys):
