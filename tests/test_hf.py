@@ -169,6 +169,15 @@ def test_unrepresentable_model_config_raises(overrides, field):
         config_to_hf(cfg)
 
 
+@pytest.mark.parametrize("overrides", [dict(zero_init_proj=True), dict(vocab_multiple=128)])
+def test_settings_that_do_not_change_the_function_do_not_block_export(overrides):
+    """How the weights started (zero_init_proj) and our vocabulary padding leave the model's
+    function as GPT-2's: its HF config is the one of the model without them."""
+    base = dict(vocab_size=100, block_size=32, n_layer=2, n_head=4, n_embd=64)
+    expected = config_to_hf(ModelConfig(**base)).to_dict()
+    assert config_to_hf(ModelConfig(**base, **overrides)).to_dict() == expected
+
+
 def test_unknown_family_raises():
     with pytest.raises(ValueError, match="not supported"):
         config_from_hf(transformers.GPTNeoXConfig(vocab_size=100, hidden_size=64))
