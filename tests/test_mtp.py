@@ -136,6 +136,24 @@ def test_self_speculative_greedy_equals_plain_greedy(depth, extra, prompt):
     assert torch.equal(model.generate(idx, 30, temperature=0, draft="mtp"), plain)
 
 
+@pytest.mark.parametrize("n_draft, per_round", [(5, 2), (1, 1)])
+def test_generate_with_the_mtp_draft_guesses_at_most_once_per_module(monkeypatch, n_draft, per_round):
+    """draft="mtp" proposes min(n_draft, mtp_depth) tokens a round: the same rounds as calling
+    speculative_generate with that many."""
+    import model.inference.generate as generate_module
+
+    model = jittered(tiny(BASE, mtp_depth=2), **JITTER).eval()
+    idx = torch.randint(0, 64, (1, 4), generator=torch.Generator().manual_seed(2))
+    runs = []
+    real = generate_module.speculative_generate
+    monkeypatch.setattr(generate_module, "speculative_generate",
+                        lambda *args, **kwargs: runs.append(real(*args, **kwargs)) or runs[-1])
+    out = model.generate(idx, 20, temperature=0, draft="mtp", n_draft=n_draft)
+    expected, stats = real(model, model.mtp_draft(), idx, 20, per_round, temperature=0)
+    assert torch.equal(out, expected)
+    assert (runs[0][1].proposed, runs[0][1].rounds) == (stats.proposed, stats.rounds)
+
+
 def test_draft_guesses_equal_the_parallel_form():
     """Through caches and the target's observed states, depth k's guess after a prefix equals what
     MTP.hidden_states computes over the whole sequence at once."""
