@@ -305,6 +305,15 @@ def test_end_step_reports_per_layer_load_and_resets():
     assert end_step(model.moe_layers) == {}  # nothing recorded since
 
 
+def test_a_dense_model_ends_a_step_with_nothing_to_report():
+    """No MoE layer: no statistics to read and no metrics, as the trainer calls it for any model."""
+    model = GPT(ModelConfig(**SMALL)).train()
+    idx = torch.randint(0, 97, (2, 16))
+    model(idx, idx)
+    assert model.step_stats().numel() == 0
+    assert model.end_step() == {} and model.end_step([]) == {} and end_step([]) == {}
+
+
 def test_moe_run_resumes_bit_exactly(tmp_path, corpus):
     moe = ["--model.mlp=swiglu", "--model.moe.n_expert=4", "--model.moe.top_k=2", "--model.moe.n_shared=1",
            "--model.moe.capacity_factor=1.0", "--model.moe.aux_loss_coef=0.01", "--model.moe.z_loss_coef=0.001",
