@@ -178,6 +178,18 @@ def test_settings_that_do_not_change_the_function_do_not_block_export(overrides)
     assert config_to_hf(ModelConfig(**base, **overrides)).to_dict() == expected
 
 
+def test_every_shared_field_goes_both_ways_under_gpt2s_names():
+    """Each size and setting GPT2Config holds, at a value no default has, read and written."""
+    ours = dict(vocab_size=101, block_size=48, n_layer=3, n_head=2, n_embd=40, norm_eps=3e-6,
+                tie_embeddings=False, init_std=0.05, mlp_hidden=72)
+    theirs = dict(vocab_size=101, n_positions=48, n_layer=3, n_head=2, n_embd=40,
+                  layer_norm_epsilon=3e-6, tie_word_embeddings=False, initializer_range=0.05, n_inner=72)
+    hf = config_to_hf(ModelConfig(**ours))
+    assert {name: getattr(hf, name) for name in theirs} == theirs
+    back = config_from_hf(tiny_hf_config(**theirs))
+    assert {name: getattr(back, name) for name in ours} == ours
+
+
 def test_unknown_family_raises():
     with pytest.raises(ValueError, match="not supported"):
         config_from_hf(transformers.GPTNeoXConfig(vocab_size=100, hidden_size=64))

@@ -98,6 +98,20 @@ def test_from_pretrained_local_dir(tmp_path):
 
 
 # ----------------------------------------------------------------------------- what is refused
+@pytest.mark.parametrize("model_type", ["llama", "qwen3", "olmo2"])
+def test_every_shared_field_goes_both_ways_under_the_decoders_names(model_type):
+    """Each size and setting every Llama-layout config holds, at a value no default has."""
+    theirs = dict(vocab_size=101, max_position_embeddings=48, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, hidden_size=64, head_dim=24, intermediate_size=72,
+                  rms_norm_eps=3e-6, tie_word_embeddings=False, initializer_range=0.05)
+    ours = dict(vocab_size=101, block_size=48, n_layer=3, n_head=4, n_kv_head=2, n_embd=64, head_dim=24,
+                mlp_hidden=72, norm_eps=3e-6, tie_embeddings=False, init_std=0.05)
+    back = config_from_hf(hf_config(model_type, **theirs))
+    assert {name: getattr(back, name) for name in ours} == ours
+    hf = config_to_hf(back, model_type)
+    assert {name: getattr(hf, name) for name in theirs} == theirs
+
+
 @pytest.mark.parametrize(
     "model_type, overrides, field",
     [
