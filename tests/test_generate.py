@@ -272,6 +272,7 @@ def test_accounting_equals_the_bytes_the_cache_allocates(overrides, kv_dtype):
     per_token = model.kv_cache_bytes_per_token(kv_dtype, kv_group=16)
     grown = model.new_cache(2, 64, **options).nbytes() - model.new_cache(2, 32, **options).nbytes()
     assert per_token == model.new_cache(1, **options).bytes_per_token() == grown / (2 * 32)
+    assert model.new_cache(3, **options).bytes_per_token() == per_token  # per token of one sequence
 
 
 def test_quantized_bytes_against_bf16():
