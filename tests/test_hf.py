@@ -106,6 +106,13 @@ def test_to_hf_keeps_dtype():
     assert {p.dtype for p in hf.parameters()} == {torch.bfloat16}
 
 
+def test_from_hf_keeps_dtype():
+    hf = random_hf_model().to(torch.bfloat16)
+    gpt = from_hf(hf)
+    assert {p.dtype for p in gpt.parameters()} == {torch.bfloat16}
+    assert torch.equal(gpt.transformer.h[0].attn.c_attn.weight, hf.transformer.h[0].attn.c_attn.weight.t())
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_round_trip_is_bit_identical(tied):
     gpt = random_gpt(tie_embeddings=tied)
