@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from model import GPT
 from model.accounting import flops_per_token, param_count
-from model.config import DeltaNetConfig
+from model.config import DeltaNetConfig, MoEConfig
 from model.inference.speculative import speculative_generate
 
 from tiny_run import fit, jittered, make, tiny
@@ -89,8 +89,6 @@ def test_mtp_gradients_reach_trunk_embedding_and_head():
 @pytest.mark.parametrize("extra", [{}, {"attention": "mla"}, {"window": 8, "global_every": 2},
                                    {"moe": {"n_expert": 4, "top_k": 2, "expert_hidden": 16}}])
 def test_param_count_and_flops_include_mtp(extra):
-    from model.config import MoEConfig
-
     extra = {k: MoEConfig(**v) if k == "moe" else v for k, v in extra.items()}
     cfg = tiny(BASE, mtp_depth=2, **extra)
     model = GPT(cfg)
@@ -101,11 +99,12 @@ def test_param_count_and_flops_include_mtp(extra):
 
 @pytest.mark.parametrize("extra", [{}, {"window": 8, "global_every": 2}, {"attention": "mla"},
                                    {"linear_attention": "gated_deltanet",
-                                    "deltanet": DeltaNetConfig(full_every=3)}])
+                                    "deltanet": DeltaNetConfig(full_every=3)},
+                                   {"moe": MoEConfig(n_expert=4, top_k=2, expert_hidden=16, first_dense=1)}])
 def test_each_mtp_module_costs_one_more_block_plus_its_projection_and_head(extra):
     """An MTP module's block attends in training like a stack block (a linear one, layer 3 of
-    full_every = 3, runs its delta rule): its FLOPs are those of one more layer, plus the
-    (2d -> d) projection and the LM head."""
+    full_every = 3, runs its delta rule; past first_dense, it routes): its FLOPs are those of one
+    more layer, plus the (2d -> d) projection and the LM head."""
     cfg = tiny(BASE, n_layer=3, mtp_depth=1, **extra)
     assert cfg.is_linear(3) == ("deltanet" in extra)
     plain = dataclasses.replace(cfg, mtp_depth=0)
