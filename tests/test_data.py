@@ -430,3 +430,18 @@ def test_val_documents_stop_at_the_same_max_tokens_as_prepare(tmp_path):
     assert data_mod.unit_hash("d.txt") < 0.5 < data_mod.unit_hash("b.txt") < data_mod.unit_hash("a.txt")
     assert documents(np.asarray(prepare(cfg, progress=False).val), 256) == [b"document b"]
     assert data_mod.val_documents(cfg, get_tokenizer("byte")) == [("b.txt", "document b")]
+
+
+def test_byte_tokenizer_decodes_every_ascii_byte_including_nul():
+    tok = get_tokenizer("byte")
+    assert tok.decode(list(range(128))) == "".join(chr(i) for i in range(128))
+    assert tok.decode([0, tok.eot, 0]) == "\x00<|endoftext|>\x00"
+
+
+@needs_gpt2_ranks
+def test_gpt2_ranks_path_is_recorded_absolute_from_a_relative_argument_or_variable(monkeypatch):
+    """Runs record the tokenizer's path; a relative one would point elsewhere from another folder."""
+    monkeypatch.chdir(GPT2_FILE.parent)
+    assert get_tokenizer("gpt2", GPT2_FILE.name).path == os.path.realpath(GPT2_FILE)
+    monkeypatch.setenv(tok_mod.GPT2_ENV_VAR, GPT2_FILE.name)
+    assert get_tokenizer("gpt2").path == os.path.realpath(GPT2_FILE)
