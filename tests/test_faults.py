@@ -297,3 +297,15 @@ def test_sigterm_from_outside_exits_143_and_resumes_exactly(tmp_path, corpus, cf
     with open(tmp_path / "log.txt", "w") as log:
         assert launch(cfg_file, corpus, out, log).wait(timeout=300) == 0
     assert numerics(metrics(out)) == numerics(metrics(reference))
+
+
+def test_stale_temps_of_this_process_and_of_unnamed_writers_are_removed_but_not_a_live_writers(tmp_path):
+    """A temp named after this process's own pid cannot be one it is writing now (it would not be
+    asking), so it is a killed writer's whose pid came back; one without a pid has no writer."""
+    root = ckpt.checkpoint_dir(tmp_path)
+    mine, unnamed = root / f".tmp-step_00000003-{os.getpid()}", root / ".tmp-step_00000003-x"
+    live = root / f".tmp-step_00000003-{os.getppid()}"
+    for d in (mine, unnamed, live):
+        d.mkdir(parents=True)
+    ckpt.remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == [live.name]
