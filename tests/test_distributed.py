@@ -244,3 +244,48 @@ def test_bench_parallel_under_torchrun(tmp_path):
     # the same model and batch: DDP saves what the bare model saves; recomputation saves less
     assert records[1]["saved_activation_bytes"] == records[0]["saved_activation_bytes"]
     assert records[2]["saved_activation_bytes"] < records[0]["saved_activation_bytes"] / 2
+
+
+def test_a_failed_collective_becomes_one_distributed_error_and_other_errors_pass_through():
+    import torch.distributed as dist
+
+    from train.errors import DistributedError
+    from train.parallel import Dist, clear_errors
+
+    def raised(d, error):
+        try:
+            with clear_errors(d, 30):
+                raise error
+        except Exception as e:  # noqa: BLE001 - the kind is what is checked
+            return e
+
+    group = Dist(rank=1, world_size=2, active=True)
+    e = raised(group, RuntimeError("[gloo] Connection closed by peer"))
+    assert type(e) is DistributedError and str(e).startswith("rank 1: another rank stopped")
+    assert "train.dist_timeout_s=30" in str(e)
+    assert type(raised(Dist(), dist.DistError("store timed out"))) is DistributedError
+    # without a process group a message that merely mentions a timeout is not another rank's doing
+    assert type(raised(Dist(), RuntimeError("read timed out"))) is RuntimeError
+    assert type(raised(group, RuntimeError("CUDA out of memory"))) is RuntimeError
+
+
+def test_the_optimizer_state_is_gathered_whole_part_by_part_on_rank_zero_only():
+    """MuonWithAdamW's state_dict is {"muon": ..., "adamw": ...}: each part's sharded tensors are
+    gathered (full_tensor()), and every rank but 0 gets None."""
+    from train.parallel import Dist, full_optimizer_state
+
+    class Shard:  # what a sharded tensor offers: its whole value
+        def __init__(self, whole):
+            self.whole = whole
+
+        def full_tensor(self):
+            return self.whole
+
+    a, b = torch.ones(2, 3), torch.arange(4.0)
+    groups = [{"lr": 0.1, "params": [0]}]
+    sd = {"muon": {"state": {0: {"momentum_buffer": Shard(a)}}, "param_groups": groups},
+          "adamw": {"state": {0: {"exp_avg": Shard(b), "step": torch.tensor(3.0)}}, "param_groups": groups}}
+    full = full_optimizer_state(sd, Dist())
+    assert full["muon"]["state"][0]["momentum_buffer"] is a and full["muon"]["param_groups"] == groups
+    assert full["adamw"]["state"][0]["exp_avg"] is b and float(full["adamw"]["state"][0]["step"]) == 3.0
+    assert full_optimizer_state(sd, Dist(rank=1, world_size=2, active=True)) is None
