@@ -435,3 +435,24 @@ def test_the_aggregate_centres_each_headline_on_its_chance():
                {"task": "b", "metrics": {"pass@1": 0.1}, "headline": "pass@1", "chance": 0.0}]
     agg = aggregate(results)
     assert agg["centred"] == pytest.approx({"a": 1 / 3, "b": 0.1}) and agg["value"] == pytest.approx((1 / 3 + 0.1) / 2)
+
+
+def test_an_items_split_is_its_keys_blake2b_hash_cut_at_80_and_90_percent():
+    import hashlib
+
+    def by_hand(key):
+        u = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+        return "train" if u < 0.8 else "validation" if u < 0.9 else "test"
+
+    keys = [f"{a}+{b}" for a in range(40) for b in range(40)]
+    assert [split_of(k) for k in keys] == [by_hand(k) for k in keys]
+    assert {by_hand(k) for k in keys} == {"train", "validation", "test"}
+
+
+def test_sampling_batches_rows_of_one_length_by_the_longest_request_and_past_the_batch_cap():
+    """Prompts of one length share a batch: each row still gets its own max_new, the later one's
+    longer too; more rows than gen.MAX_BATCH_ROWS all come back."""
+    sample = gen.model_sampler(SuccessorStub(), BYTES, CPU, "fp32", top_k=0, seed=0)
+    assert sample([list(b"ab"), list(b"xy")], [2, 5], 1, 0.0) == [["cd"], ["z{|}~"]]
+    n = gen.MAX_BATCH_ROWS + 6
+    assert sample([list(b"ab")], [3], n, 0.0) == [["cde"] * n]
