@@ -150,6 +150,32 @@ def test_dpo_objective_compares_each_response_with_its_own_reference_logp(tmp_pa
         assert float(method.terms(model, key)["loss"]) == pytest.approx(want, rel=1e-4)
 
 
+
+def test_dpo_validation_averages_over_pairs_across_uneven_batches(tmp_path):
+    """evaluate() in batches of 5 gives the per-pair mean of the DPO loss and margin, each pair
+    computed alone; a last, shorter batch weighs only its own pairs."""
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    trainer = run(tmp_path / "dpo", "dpo", f"--post.data={data}", "--post.val_fraction=0.2", "--post.beta=0.5")
+    method, model = trainer.method, trainer.model.eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for q in model.parameters():
+            q.add_(torch.randn_like(q) * 0.05)
+
+    def answer_logp(m, prompt, answer):
+        logp = torch.log_softmax(m(torch.tensor([prompt + answer]))[0, :-1].float(), dim=-1)
+        return sum(float(logp[len(prompt) - 1 + i, a]) for i, a in enumerate(answer))
+
+    pairs = method.pairs.splits["val"]
+    assert len(pairs) % 5 and len(pairs) > 5
+    with torch.no_grad():
+        margins = [0.5 * ((answer_logp(model, p, c) - answer_logp(method.reference, p, c))
+                          - (answer_logp(model, p, r) - answer_logp(method.reference, p, r))) for p, c, r in pairs]
+        got = method.pairs.evaluate(model, method.reference, 0.5, batch=5)
+    assert got["val_dpo_loss"] == pytest.approx(sum(math.log1p(math.exp(-m)) for m in margins) / len(pairs), rel=1e-4)
+    assert got["val_dpo_margin"] == pytest.approx(sum(margins) / len(pairs), rel=1e-4, abs=1e-6)
+    assert got["val_dpo_acc"] == sum(m > 0 for m in margins) / len(pairs)
+
 def test_the_reference_is_the_initial_weights_also_after_a_resume(tmp_path, base):
     data = write_pairs(tmp_path / "pairs.jsonl")
     out = tmp_path / "ref"
@@ -246,6 +272,10 @@ def test_sampled_answers_are_grouped_prompt_by_prompt_and_cut_after_the_end_toke
             return torch.cat([idx, idx[:, :1] * 10 + rows, torch.full_like(rows, 9), torch.full_like(rows, 5)], 1)
 
     assert sample(Stub(), [[1], [2]], 2, 3, 1.0, 0, None, 9, "fp32") == [[10, 9], [11, 9], [22, 9], [23, 9]]
+    # prompts of two lengths: [1] and [3] decode together (rows 0-3), [2, 2] alone; each answer
+    # still lands in its own prompt's slots
+    assert sample(Stub(), [[1], [2, 2], [3]], 2, 3, 1.0, 0, None, 9, "fp32") == [
+        [10, 9], [11, 9], [20, 9], [21, 9], [32, 9], [33, 9]]
 
 
 def test_each_rollout_key_seeds_its_own_generator(monkeypatch):
