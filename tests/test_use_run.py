@@ -158,7 +158,8 @@ def test_sample_cli_caps_with_a_note_and_rejects_bad_arguments_in_one_line(base,
                          (["--n_draft", "3"], "give a draft run too"),
                          (["--tokenizer_path", "/nowhere"], "--tokenizer_path is for gpt2 runs"),
                          (["--draft", str(base), "--kv_dtype", "int8"], "--draft decodes through full-precision"),
-                         (["--seed", "-1"], "--seed must be in [0, 2**63); got -1")]:
+                         (["--seed", "-1"], "--seed must be in [0, 2**63); got -1"),
+                         (["--seed", str(2**63)], f"--seed must be in [0, 2**63); got {2**63}")]:
         code, _, err = cli(capsys, base, *bad, entry=sample.main)
         assert code == 2 and message in error_line(err), (bad, err)
     code, _, err = cli(capsys, ckpt.latest_checkpoint(base), entry=sample.main)
@@ -232,6 +233,15 @@ def test_a_moved_ranks_file_says_how_to_fix_it(gpt2_run, capsys, monkeypatch, tm
         assert code == 2 and "'/gone/gpt2.tiktoken' does not exist; pass --tokenizer_path PATH" in error_line(err)
     code, _, err = cli(capsys, moved, "--max_new_tokens", "2", "--tokenizer_path", GPT2_RANKS, entry=sample.main)
     assert code == 0, err
+    import tiktoken
+
+    def offline(name):  # the ranks must come from the file given, never from a download
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    code, out, err = cli(capsys, moved, "--tokenizer_path", GPT2_RANKS, "--train.eval_batches=1",
+                         f"--data.cache_dir={tmp_path / 'cache'}", entry=train_eval.main)
+    assert code == 0 and "val loss" in out, err  # the val loss tokenizes its data with the ranks given
     wrong = swapped_ranks(tmp_path / "wrong.tiktoken")
     code, _, err = cli(capsys, moved, "--tokenizer_path", wrong, entry=sample.main)
     assert code == 2 and "differ from those the run" in error_line(err)
