@@ -99,3 +99,10 @@ def test_hf_generate_is_timed_in_the_family_export_picks(tmp_path, capsys):
     assert line.rstrip().endswith("(llama)")
     code, out, err = cli(capsys, "configs/ladder/16-muon.toml", "--context=8", "--hf", entry=module.main)
     assert code == 2 and "no HF family can represent this model" in err and err.count("\n") == 1
+
+
+def test_best_time_is_the_fastest_of_the_repeats(monkeypatch):
+    module = load_script("bench_decode")
+    took = iter([0.3, 0.1, 0.2])
+    monkeypatch.setattr(module, "timed", lambda fn, device: next(took))
+    assert module.best_time(None, "cpu", 3) == 0.1

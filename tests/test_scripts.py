@@ -181,6 +181,7 @@ def test_vs_nanogpt_explains_a_model_file_it_cannot_use(tmp_path, name, content,
     (["--device=cuda:99"], "--device='cuda:99' but "),  # CUDA is not available, or not 100 GPUs
     (["--dtype=fp8"], "argument --dtype: invalid choice: 'fp8'"),
     (["--context=100000000"], "--context 100000000 with 32 new tokens needs 100,000,033 positions"),
+    (["--nonsense", "--model.n_layer=2"], "unrecognized arguments: --nonsense"),  # an override has a dot
 ])
 def test_bench_decode_checks_device_dtype_and_context_first(capsys, monkeypatch, argv, message):
     module = load_script("bench_decode")
