@@ -322,7 +322,8 @@ def test_grpo_on_a_jsonl_of_prompts_and_answers(tmp_path, capsys, cfg_file):
     assert code == 2 and f"{data}:41: expected" in error_line(err)
 
 
-def test_post_curves_average_the_seeds_at_every_shared_step(tmp_path):
+def test_post_curves_average_the_seeds_at_every_shared_step(tmp_path, monkeypatch):
+    from train import plot
     from train.plot import _by_step, majority_curves, plot_post
     from train.report import RunData
 
@@ -340,7 +341,15 @@ def test_post_curves_average_the_seeds_at_every_shared_step(tmp_path):
     runs[0].tasks = {"tasks": [{"kind": "generate", "metrics": {"pass@1": 0.9, "maj@1": 0.5, "maj@2": 0.6}}]}
     runs[1].tasks = {"tasks": [{"kind": "generate", "metrics": {"pass@1": 0.8, "maj@1": 0.7, "maj@2": 0.8}}]}
     assert majority_curves(runs) == pytest.approx({1: 0.6, 2: 0.7})
+    figures, save = [], plot._save
+    monkeypatch.setattr(plot, "_save", lambda fig, path, title: (figures.append(fig), save(fig, path, title))[1])
     assert plot_post({"grpo": runs}, tmp_path / "curves.png").stat().st_size > 0
+    axes = figures[0].axes
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in axes] == [
+        ("step", "reward of the step's samples (10-step mean)"), ("step", "held-out pass@1 (greedy)"),
+        ("k (samples voting, test problems)", "maj@k")]
+    assert all([t.get_text() for t in ax.get_legend().get_texts()] == [want] for ax, want in
+               zip(axes, ["grpo (n=2)", "grpo (n=2)", "grpo"]))
 
 
 def test_post_data_from_a_hugging_face_dataset(tmp_path, monkeypatch):
