@@ -157,6 +157,23 @@ def test_checkpoint_of_one_process_resumes_on_two(baseline, tmp_path, corpus):
 
 
 @pytest.mark.slow
+def test_muon_on_two_fsdp2_ranks_matches_one_process_and_resumes_on_one(tmp_path, corpus, one_thread):
+    """Muon orthogonalizes whole matrices: under FSDP2 each rank gathers its shards, and the
+    checkpoint gathers Muon's and AdamW's states part by part. Both must give what one process
+    with grad_accum 2 gives, and the step-2 checkpoint must resume there."""
+    muon = [*EXACT, "--optim.name=muon", f"--train.batch_size={B}"]
+    one = Trainer(make(tmp_path, corpus, "one", *muon, "--train.grad_accum=2"))
+    one.fit()
+    out = tmp_path / "two"
+    launch(2, [*TINY, *corpus, *muon, "--train.grad_accum=1", "--train.parallel=fsdp2",
+               f"--train.out_dir={out}"])
+    assert_same_losses(metrics(out), metrics(one.out_dir))
+    shutil.rmtree(ckpt.checkpoint_dir(out) / "step_00000004")
+    resumed = fit(Trainer(make(tmp_path, corpus, "two", *muon, "--train.grad_accum=2")))
+    assert resumed[0]["step"] == 3
+    assert_same_losses(resumed, metrics(one.out_dir)[2:])
+
+@pytest.mark.slow
 def test_sigterm_on_one_rank_stops_every_rank_after_one_checkpoint(tmp_path, corpus):
     out = tmp_path / "run"
     procs = start(2, [*TINY, *corpus, "--train.max_steps=100000", "--train.ckpt_interval=0",
