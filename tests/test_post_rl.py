@@ -124,6 +124,20 @@ def test_dpo_from_a_pairs_file_learns_the_preference(tmp_path):
     assert evals[-1]["val_dpo_loss"] < 0.5 < 0.69  # log 2: the loss of a policy equal to its reference
 
 
+def moved_off(model, seed: int):
+    """`model` in eval mode, its weights moved off the reference by a seeded random step."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for q in model.parameters():
+            q.add_(torch.randn_like(q) * 0.05)
+    return model.eval()
+
+
+def answer_logp(m, prompt, answer) -> float:
+    """The summed log-probability of `answer`'s tokens after `prompt`, one sequence alone."""
+    logp = torch.log_softmax(m(torch.tensor([prompt + answer]))[0, :-1].float(), dim=-1)
+    return sum(float(logp[len(prompt) - 1 + i, a]) for i, a in enumerate(answer))
+
 def test_dpo_objective_compares_each_response_with_its_own_reference_logp(tmp_path):
     """DPO's loss on a micro-batch, the policy moved off its reference: the mean over pairs of
     -log sigmoid(beta ((pi(c) - ref(c)) - (pi(r) - ref(r)))), each term the summed log-probability
@@ -131,16 +145,7 @@ def test_dpo_objective_compares_each_response_with_its_own_reference_logp(tmp_pa
     data = write_pairs(tmp_path / "pairs.jsonl")
     trainer = run(tmp_path / "dpo", "dpo", f"--post.data={data}", "--post.val_fraction=0.2", "--post.beta=0.5",
                   "--post.prompts=3")
-    method, key, model = trainer.method, (1337, 0, 0, 0, 0), trainer.model.eval()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for q in model.parameters():
-            q.add_(torch.randn_like(q) * 0.05)
-
-    def answer_logp(m, prompt, answer):
-        logp = torch.log_softmax(m(torch.tensor([prompt + answer]))[0, :-1].float(), dim=-1)
-        return sum(float(logp[len(prompt) - 1 + i, a]) for i, a in enumerate(answer))
-
+    method, key, model = trainer.method, (1337, 0, 0, 0, 0), moved_off(trainer.model, seed=0)
     want = 0.0
     with torch.no_grad():
         for prompt, c, r in zip(*method.batch(key)):
@@ -150,22 +155,12 @@ def test_dpo_objective_compares_each_response_with_its_own_reference_logp(tmp_pa
         assert float(method.terms(model, key)["loss"]) == pytest.approx(want, rel=1e-4)
 
 
-
 def test_dpo_validation_averages_over_pairs_across_uneven_batches(tmp_path):
     """evaluate() in batches of 5 gives the per-pair mean of the DPO loss and margin, each pair
     computed alone; a last, shorter batch weighs only its own pairs."""
     data = write_pairs(tmp_path / "pairs.jsonl")
     trainer = run(tmp_path / "dpo", "dpo", f"--post.data={data}", "--post.val_fraction=0.2", "--post.beta=0.5")
-    method, model = trainer.method, trainer.model.eval()
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for q in model.parameters():
-            q.add_(torch.randn_like(q) * 0.05)
-
-    def answer_logp(m, prompt, answer):
-        logp = torch.log_softmax(m(torch.tensor([prompt + answer]))[0, :-1].float(), dim=-1)
-        return sum(float(logp[len(prompt) - 1 + i, a]) for i, a in enumerate(answer))
-
+    method, model = trainer.method, moved_off(trainer.model, seed=1)
     pairs = method.pairs.splits["val"]
     assert len(pairs) % 5 and len(pairs) > 5
     with torch.no_grad():
