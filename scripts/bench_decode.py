@@ -51,7 +51,7 @@ import torch  # noqa: E402
 
 from model import GPT  # noqa: E402
 from model.inference.speculative import speculative_generate  # noqa: E402
-from train.cli import add_quantize_options, argument_parser, quantized, run_cli  # noqa: E402
+from train.cli import add_quantize_options, argument_parser, parse_overrides, quantized, run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 from train.export import choose_family  # noqa: E402
 from train.decoding import check_decoding  # noqa: E402
@@ -95,15 +95,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     pick_device(args.device, "--device")  # a bad name fails here, before any work
     return args, overrides
 
-
-def parse_overrides(p: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """`argv` parsed by `p`, the arguments it does not know returned as config overrides; anything
-    else left over (not `--section.key=value`) is a usage error."""
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if not (o.startswith("--") and "." in o.split("=")[0])]
-    if bad:
-        p.error(f"unrecognized arguments: {' '.join(bad)}")
-    return args, overrides
 
 
 def positions(args: argparse.Namespace) -> int:

@@ -25,10 +25,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 import torch  # noqa: E402
 
-from bench_decode import load_model, our_generate, parse_overrides, timed  # noqa: E402
+from bench_decode import load_model, our_generate, timed  # noqa: E402
 from model.accounting import weight_bytes  # noqa: E402
 from model.inference.quantize import KINDS as QUANTIZED  # noqa: E402
-from train.cli import argument_parser, quantized, run_cli  # noqa: E402
+from train.cli import argument_parser, parse_overrides, quantized, run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
 from train.hardware import DTYPES, autocast, on_device, pick_device, pick_dtype  # noqa: E402
 

@@ -27,8 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.bench_decode import parse_overrides  # noqa: E402
-from train.cli import RUN_ERROR, argument_parser, run_cli  # noqa: E402
+from train.cli import RUN_ERROR, argument_parser, parse_overrides, run_cli  # noqa: E402
 from train.config import ConfigError, load_config  # noqa: E402
 
 TARGET = 2.342  # val bpb of configs/default.toml after 600 steps (docs/speedrun.md)

@@ -66,6 +66,17 @@ def argument_parser(prog: str, doc: str | None = None, **kwargs) -> argparse.Arg
     return p
 
 
+def parse_overrides(p: argparse.ArgumentParser, argv: list[str]
+                    ) -> tuple[argparse.Namespace, list[str]]:
+    """`argv` parsed by `p`, the arguments it does not know returned as config overrides; anything
+    else left over (not `--section.key=value`) is a usage error."""
+    args, overrides = p.parse_known_args(argv)
+    bad = [o for o in overrides if not (o.startswith("--") and "." in o.split("=")[0])]
+    if bad:
+        p.error(f"unrecognized arguments: {' '.join(bad)}")
+    return args, overrides
+
+
 def split_args(argv: list[str], opts: dict) -> tuple[list[str], list[str]]:
     """A script's command line -> (positional arguments, `--section.key=value` overrides); the flags
     named in `opts` (as `--flag V` or `--flag=V`) are written into `opts` in place."""
