@@ -145,8 +145,8 @@ class GRPO(SamplingMethod):
         return ro.ids[rows, :length], ro.mask[rows, :length - 1], rows
 
     def state_dict(self) -> dict:
-        kept = {m: (dict(vars(ro)), old) for m, (ro, old) in self.kept.items()}  # Rollouts' fields
-        return {**super().state_dict(), "kept": kept if self.post.rollout_steps > 1 else {}}
+        kept = self.kept if self.post.rollout_steps > 1 else {}  # rollouts that outlive a step
+        return {**super().state_dict(), "kept": {m: (dict(vars(ro)), old) for m, (ro, old) in kept.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
