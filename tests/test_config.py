@@ -9,14 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 from model import GPT
 from tiny_run import cli, error_line
-from train.config import ConfigError, RunConfig, apply_override, config_differences, load_config, to_toml
+from train.config import ConfigError, RunConfig, apply_override, config_differences, load_config, read_toml, to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run configs; configs/ablations/ holds ablation files (grids of runs), checked in test_ablate.py.
@@ -170,7 +165,7 @@ def flat(tables: dict, prefix: str = "") -> dict:
 def test_speedrun_config_is_the_default_with_its_own_keys_over_it():
     """configs/speedrun.toml is configs/default.toml with each key it names given on the command
     line (the run's name and directory aside)."""
-    own = flat(tomllib.loads((ROOT / "configs" / "speedrun.toml").read_text()))
+    own = flat(read_toml(ROOT / "configs" / "speedrun.toml", "config"))
     assert own.pop("base") == "default.toml"
     overrides = [f"--{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in own.items()]
     speedrun = load_config(ROOT / "configs" / "speedrun.toml")

@@ -78,7 +78,9 @@ def test_the_rule_is_the_delta_rule():
 @pytest.mark.parametrize("with_state", [False, True])
 def test_matches_hf_torch_fallbacks(with_state):
     """HF Qwen3-Next's chunked and recurrent torch references (they normalise and scale q/k themselves,
-    tokens-first layout, and repeat q/k heads for grouped value heads)."""
+    tokens-first layout). They get q/k already repeated for the grouped value heads: transformers
+    5.23 and later repeat them inside when the head counts differ, earlier versions (5.20 is the
+    last for Python 3.10) leave that to the layer. test_hf_qwen3_next.py checks the layer's grouping."""
     hf = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")
     g_ = torch.Generator().manual_seed(3)
     B, T, Hk, Hv, dk, dv = 2, 100, 2, 4, 12, 8
@@ -87,8 +89,9 @@ def test_matches_hf_torch_fallbacks(with_state):
     g, beta = -torch.rand(B, T, Hv, generator=g_), torch.rand(B, T, Hv, generator=g_)
     state = torch.randn(B, Hv, dk, dv, generator=g_) if with_state else None
     kwargs = dict(initial_state=state, output_final_state=True, use_qk_l2norm_in_kernel=True)
-    o_hf, s_hf = hf.torch_chunk_gated_delta_rule(q_raw, k_raw, v, g, beta, **kwargs)
-    o_hr, s_hr = hf.torch_recurrent_gated_delta_rule(q_raw, k_raw, v, g, beta, **kwargs)
+    q_hf, k_hf = (t.repeat_interleave(Hv // Hk, dim=2) for t in (q_raw, k_raw))
+    o_hf, s_hf = hf.torch_chunk_gated_delta_rule(q_hf, k_hf, v, g, beta, **kwargs)
+    o_hr, s_hr = hf.torch_recurrent_gated_delta_rule(q_hf, k_hf, v, g, beta, **kwargs)
 
     def ours(t):  # (B, T, Hk, dk) -> l2-normalised (B, Hv, T, dk)
         t = torch.nn.functional.normalize(t, dim=-1, eps=0)  # eps is in HF's rsqrt; negligible here

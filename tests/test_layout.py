@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import model
+from train.config import read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,9 +103,7 @@ def test_the_layout_names_every_module():
 def test_an_installed_copy_has_every_package():
     """pyproject.toml lists its packages by hand; an editable install hides a missing one, a wheel
     would lose it. The list must be every folder of model/ and train/ with an __init__.py."""
-    import tomllib
-
-    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    listed = read_toml(ROOT / "pyproject.toml", "pyproject.toml")["tool"]["setuptools"]["packages"]
     found = [".".join(p.parent.relative_to(ROOT).parts) for top in ("model", "train")
              for p in (ROOT / top).rglob("__init__.py")]
     assert sorted(listed) == sorted(found)

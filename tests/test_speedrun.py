@@ -2,11 +2,11 @@
 on the same validation batches; bad command lines are one line and exit 2 before anything runs."""
 
 import json
-import tomllib
 
 import pytest
 
 from tiny_run import ROOT, TINY, cli, error_line, load_script
+from train.config import read_toml
 
 speedrun = load_script("speedrun")
 SHORT = ["--train.max_steps=4", "--train.eval_interval=2", "--train.ckpt_interval=0"]
@@ -40,10 +40,10 @@ def test_every_run_is_scored_on_the_baselines_batches(race):
     _, out, summary = race
     seeds = {}
     for name in summary["runs"]:
-        train = tomllib.loads((out / name / "config.toml").read_text())["train"]
+        train = read_toml(out / name / "config.toml", "config")["train"]
         seeds[name] = (train["seed"], train["eval_seed"] if train["eval_seed"] >= 0 else train["seed"])
     assert seeds == {"record-seed1": (1, 1337), "record-seed2": (2, 1337), "baseline": (1337, 1337)}
-    record = tomllib.loads((out / "record-seed1" / "config.toml").read_text())["model"]
+    record = read_toml(out / "record-seed1" / "config.toml", "config")["model"]
     assert record["linear_attention"] == "gated_deltanet"  # configs/speedrun.toml, not the default
 
 
@@ -87,6 +87,6 @@ def test_a_used_out_dir_is_refused_and_left_alone(capsys, tmp_path):
 
 
 def test_the_record_names_only_what_it_changes_from_the_default():
-    raw = tomllib.loads((ROOT / "configs" / "speedrun.toml").read_text())
+    raw = read_toml(ROOT / "configs" / "speedrun.toml", "config")
     assert raw["base"] == "default.toml"
     assert "block_size" not in raw["model"] and "n_layer" not in raw["model"]  # the default's
