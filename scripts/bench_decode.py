@@ -51,7 +51,8 @@ import torch  # noqa: E402
 
 from model import GPT  # noqa: E402
 from model.inference.speculative import speculative_generate  # noqa: E402
-from train.cli import add_quantize_options, argument_parser, parse_overrides, quantized, run_cli  # noqa: E402
+from train.cli import (add_quantize_options, argument_parser, check_quantize_options, parse_overrides,  # noqa: E402
+                       quantized, run_cli)
 from train.config import ConfigError, load_config  # noqa: E402
 from train.export import choose_family  # noqa: E402
 from train.decoding import check_decoding  # noqa: E402
@@ -83,6 +84,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--hf", action="store_true")
     add_quantize_options(p)
     args, overrides = parse_overrides(p, argv)
+    check_quantize_options(args)
     if args.hf and args.quantize:
         raise ConfigError("--hf times HF generate on the full-precision weights; run it without --quantize")
     for name in ("context", "new_tokens", "nocache_tokens", "n_draft", "repeat"):

@@ -234,7 +234,9 @@ def test_sample_cli_quantizes_and_refuses_what_it_cannot_in_one_line(base, capsy
         assert code == 0 and out.startswith("# step_"), err
     for bad, message in ((["--quantize", "int3"], "argument --quantize: invalid choice: 'int3'"),
                          (["--quantize", "int4", "--group_size", "64"], "does not divide a layer's input width 32"),
-                         (["--quantize", "int4", "--group_size", "48"], "group size must be one of 32, 64, 128, 256")):
+                         (["--quantize", "int4", "--group_size", "48"], "group size must be one of 32, 64, 128, 256"),
+                         (["--quantize", "int8", "--group_size", "32"], "it does nothing with --quantize int8"),
+                         (["--group_size", "32"], "it does nothing with no --quantize")):
         code, _, err = cli(capsys, base, *bad, entry=sample.main)
         assert code == 2 and message in error_line(err), err
     assert snapshot(base) == before
@@ -274,8 +276,8 @@ def test_eval_cli_scores_the_quantized_model(base, capsys):
 
     bpb = {}
     for kind in ("", "int8", "int4"):
-        code, out, err = cli(capsys, base, *(["--quantize", kind, "--group_size", "32"] if kind else []),
-                             entry=train_eval.main)
+        code, out, err = cli(capsys, base, *(["--quantize", kind] if kind else []),
+                             *(["--group_size", "32"] if kind == "int4" else []), entry=train_eval.main)
         assert code == 0, err
         bpb[kind] = float(out.split("val ")[-1].split()[0])
     assert bpb[""] != bpb["int8"] != bpb["int4"]  # each really ran through its own weights

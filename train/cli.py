@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from model.inference.quantize import GROUP_SIZES, KINDS, quantize
+from model.inference.quantize import GROUP_SIZE, GROUP_SIZES, KINDS, quantize
 
 from .errors import ConfigError, DistributedError, at_least
 
@@ -126,19 +126,31 @@ def check_sampling(args) -> None:
 
 
 def add_quantize_options(p) -> None:
-    """`--quantize int8|int4` and `--group_size N` on an argparse parser (sample, eval, bench_decode)."""
+    """`--quantize int8|int4` and `--group_size N` on an argparse parser (sample, eval, bench_decode);
+    `check_quantize_options` then checks the parsed pair."""
     p.add_argument("--quantize", default=None, choices=list(KINDS),
                    help="weight-only quantization for decoding (model/inference/quantize.py; default: none)")
-    p.add_argument("--group_size", type=int, default=128,
-                   help=f"int4: inputs sharing a scale and zero, one of {', '.join(map(str, GROUP_SIZES))} (default 128)")
+    p.add_argument("--group_size", type=int, default=None,
+                   help=f"int4: inputs sharing a scale and zero, one of {', '.join(map(str, GROUP_SIZES))} "
+                        f"(default {GROUP_SIZE})")
 
 
-def quantized(model, kind: str | None, group_size: int, what: str = "the model"):
-    """`model` quantized in place as the flags ask (unchanged without --quantize); a request the
-    model cannot take is a ConfigError naming the flag (exit 2)."""
+def check_quantize_options(args) -> None:
+    """A --group_size that would do nothing (int8 has one scale per output; no --quantize, no groups)
+    is refused rather than ignored."""
+    if args.group_size is not None and args.quantize != "int4":
+        raise ConfigError(f"--group_size sets the groups of --quantize int4; it does nothing with "
+                          f"{'--quantize ' + args.quantize if args.quantize else 'no --quantize'}")
+
+
+def quantized(model, kind: str | None, group_size: int | None, what: str = "the model"):
+    """`model` quantized in place as the flags ask (unchanged without --quantize; int4 in groups of
+    `GROUP_SIZE` unless `group_size`); a request the model cannot take is a ConfigError naming the
+    flag (exit 2)."""
     if kind is None:
         return model
     try:
-        return quantize(model, kind, group_size)
+        return quantize(model, kind, GROUP_SIZE if group_size is None else group_size)
     except ValueError as e:
-        raise ConfigError(f"--quantize {kind} --group_size {group_size} on {what}: {e}") from None
+        flags = f"--quantize {kind}" + ("" if group_size is None else f" --group_size {group_size}")
+        raise ConfigError(f"{flags} on {what}: {e}") from None

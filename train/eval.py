@@ -28,7 +28,7 @@ import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from .cli import add_quantize_options, argument_parser, quantized, run_cli
+from .cli import add_quantize_options, argument_parser, check_quantize_options, quantized, run_cli
 from .data import prepare
 from .errors import ConfigError
 from .evals.suite import Settings, aggregate, run_task, table
@@ -67,6 +67,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also add the scores to the run's TensorBoard scalars (<run>/tensorboard/)")
     args, rest = p.parse_known_args(argv)
+    check_quantize_options(args)
     for item in rest:
         key = item.lstrip("-").partition("=")[0]
         if not item.startswith("--") or not key.startswith(OVERRIDABLE):
@@ -123,13 +124,13 @@ def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
     if "--data.tokenizer" in {o.partition("=")[0] for o in overrides}:
         raise ConfigError("data.tokenizer is the run's; the model only reads its own tokens")
+    device = pick_device(args.device, "--device")
+    dtype = pick_dtype(args.dtype, device)  # the compute dtype of autocast: fp32, bf16 or fp16
     cfg = run_config(args.run_dir, overrides)
     tok = for_run(args.run_dir, args.tokenizer_path)
     run = load_run(args.run_dir, args.step)
     if run.cfg.post.chat:  # a chat run is prompted in its chat format (train/post/chat_format.py)
         tok = ChatTokenizer(tok)
-    device = pick_device(args.device, "--device")
-    dtype = pick_dtype(args.dtype, device)  # the compute dtype of autocast: fp32, bf16 or fp16
     model = quantized(on_device(run.model, device, dtype), args.quantize, args.group_size, args.run_dir)
     cfg.data.tokenizer_path = tok.path  # the checked ranks, wherever the run's config points
     if args.task:

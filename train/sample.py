@@ -25,7 +25,8 @@ import torch
 
 from model.inference.sampling import TEMPERATURE, TOP_K
 
-from .cli import add_quantize_options, argument_parser, at_least, check_sampling, quantized, run_cli
+from .cli import (add_quantize_options, argument_parser, at_least, check_quantize_options, check_sampling, quantized,
+                  run_cli)
 from .decoding import check_decoding
 from .errors import ConfigError
 from .hardware import autocast, on_device, pick_device, pick_dtype
@@ -63,6 +64,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="compute dtype (default: the run's train.dtype)")
     args = p.parse_args(argv)
     check_sampling(args)
+    check_quantize_options(args)
     at_least(args.num_samples, "--num_samples", 1)
     if args.n_draft is not None and not args.draft:
         raise ConfigError("--n_draft sets how many tokens --draft RUN_DIR|mtp proposes; give a draft run too")
@@ -75,6 +77,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    device = pick_device(args.device, "--device")
     run = load_run(args.run_dir, args.step)
     tok = for_run(run.run_dir, args.tokenizer_path)
     draft_run = args.draft not in ("", "mtp")  # else no draft, or the model's own MTP modules
@@ -86,7 +89,6 @@ def main(argv: list[str]) -> int:
     if draft_run and draft.config.block_size < block_size:
         block_size, whose = draft.config.block_size, f"the draft's (--draft {args.draft}) "
     max_new = _capped(args.max_new_tokens, len(prompt), block_size, whose)
-    device = pick_device(args.device, "--device")
     dtype = pick_dtype(args.dtype or run.cfg.train.dtype, device)
     model = quantized(on_device(run.model, device, dtype), args.quantize, args.group_size, run.run_dir)
     if draft_run:

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 KINDS = ("int8", "int4")
 GROUP_SIZES = (32, 64, 128, 256)  # those `_weight_int4pack_mm_for_cpu` takes
+GROUP_SIZE = 128  # int4's default
 PACKINGS = (32, 64)  # the int4 CPU packing interleaves rows in blocks of 32 (AVX2) or 64 (AVX-512)
 PAD_ROWS = 64  # int4 rows are padded to a multiple of both, so a model's bytes do not depend on the CPU
 
@@ -206,7 +207,7 @@ def quantizable(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
 
 
 @torch.no_grad()
-def quantize(model: nn.Module, kind: str, group_size: int = 128, kernel: str | None = None) -> nn.Module:
+def quantize(model: nn.Module, kind: str, group_size: int = GROUP_SIZE, kernel: str | None = None) -> nn.Module:
     """Replace `model`'s Linears (module docstring) by `kind` ("int8" | "int4", groups of
     `group_size` inputs) in place, for inference; returns the model. kernel: "cpu" or "expand"
     (default: "cpu" for weights on the CPU, else "expand")."""
