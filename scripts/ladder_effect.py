@@ -13,6 +13,28 @@ run directories.
 """
 import csv
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.cli import asked_for_help, run_cli  # noqa: E402
+from train.errors import ConfigError  # noqa: E402
+
+USAGE = "usage: python scripts/ladder_effect.py RESULTS.csv [RESULTS_2X_BUDGET.csv]"
+COLUMNS = ("variant", "active_params", "flops_per_token", "kv_bytes_per_token", "tok_per_s", "val_bpb_mean",
+           "val_bpb_std", "delta_bpb", "delta_bpb_previous", "beyond_seed_spread")
+
+
+def read_results(path: str) -> list[dict]:
+    """The rows of an ablation's results.csv, or a one-line ConfigError (no such file, not one)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such file (the results.csv that python -m train.ablate writes)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    missing = [c for c in COLUMNS if not rows or c not in rows[0]]
+    if missing:
+        raise ConfigError(f"{path}: not an ablation's results.csv (no rows, or no column {missing[0]!r})")
+    return rows
 
 
 def fmt(x: str, spec: str) -> str:
@@ -42,9 +64,13 @@ def per_seed(r: dict) -> str:
     return ", ".join(f"{float(d):+.3f}" for d in r["delta_bpb_previous_by_seed"].split(";")) + same
 
 
-def main(paths: list[str]) -> None:
-    rows = list(csv.DictReader(open(paths[0])))
-    other = {r["variant"]: r for r in csv.DictReader(open(paths[1]))} if len(paths) > 1 else None
+def main(paths: list[str]) -> int:
+    if asked_for_help(paths, __doc__, USAGE):
+        return 0
+    if len(paths) > 2:
+        raise ConfigError(USAGE)
+    rows = read_results(paths[0])
+    other = {r["variant"]: r for r in read_results(paths[1])} if len(paths) > 1 else None
     head = ["rung", "active params", "FLOPs/token", "KV B/token", "tok/s", "val bpb", "Δ vs previous rung",
             "per seed", "Δ vs 00-gpt2", "beyond seed spread"]
     align = "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"
@@ -70,7 +96,8 @@ def main(paths: list[str]) -> None:
         for r in rows:
             cells = [r["variant"], bpb(r)] + [mean_std(r[f"task:{t}_mean"], r[f"task:{t}_std"]) for t in tasks]
             print("| " + " | ".join(cells) + " |")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_cli(main))

@@ -72,6 +72,22 @@ def test_ladder_table_has_a_row_per_rung_with_matching_counts():
     assert int(moe[4].replace(",", "")) < int(moe[1].replace(",", ""))  # active < total for 11-moe
 
 
+
+def test_ladder_md_shows_the_measured_effects_printed_from_the_committed_reports(capsys, tmp_path):
+    """docs/ladder.md's two measured-effect tables are what scripts/ladder_effect.py prints from
+    docs/results, not numbers typed by hand; a file that is not a results.csv is one line, exit 2."""
+    effect, results = load_script("ladder_effect").main, ROOT / "docs" / "results"
+    assert effect([str(results / grid / "results.csv") for grid in ("ladder-cpu", "ladder-cpu-long")]) == 0
+    tables = capsys.readouterr().out.strip().split("\n\n")
+    doc = (ROOT / "docs" / "ladder.md").read_text()
+    assert len(tables) == 2 and all(table in doc for table in tables)
+    assert "| 01-rope |" in tables[0] and tables[1].startswith("| rung | val bpb | stdlib-cloze |")
+    (tmp_path / "empty.csv").write_text("variant,val_bpb_mean\n")
+    for argv, message in (([], "usage:"), ([str(tmp_path / "no.csv")], "no such file"),
+                          ([str(tmp_path / "empty.csv")], "not an ablation's results.csv"),
+                          ([str(results / "ladder-cpu" / "results.csv")] * 3, "usage:")):
+        assert run_cli(effect, argv) == 2 and message in error_line(capsys.readouterr().err)
+
 BENCH_DECODE_ROWS = [
     "model", "shape", "device, dtype", "context", "prefill tok/s (b=1)",
     "decode tok/s b=1 cache", "decode tok/s b=1 no cache", "cache speed-up b=1",
