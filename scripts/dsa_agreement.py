@@ -6,8 +6,8 @@ For every DSA layer and every query with more than index_topk visible keys: the 
 distribution over *all* visible keys (dense, head mean, as if nothing were chosen), its top index_topk
 keys, and the share of them the indexer's own top-k picks (recall; 1 = the same keys). Also the
 sparse-stage KL of the indexer towards the main attention over the chosen keys (the training loss).
-Text: FILE's bytes (byte-tokenizer runs), default this Python's `argparse.py` source; windows of
-block_size tokens.
+Text: FILE, in the run's tokens (default this Python's `argparse.py` source); `--batches` windows
+of block_size tokens.
 """
 
 import argparse
@@ -18,9 +18,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.run import load_run  # noqa: E402
 from model.mixer.dsa import attention_target, index_kl  # noqa: E402
 from model.mixer.masks import visible_keys  # noqa: E402
+from train.cli import argument_parser, at_least, run_cli  # noqa: E402
+from train.errors import ConfigError  # noqa: E402
+from train.run import load_run  # noqa: E402
+from train.tokenizer import for_run  # noqa: E402
 
 
 @torch.no_grad()
@@ -56,17 +59,23 @@ def layer_stats(attn, x: torch.Tensor) -> tuple[float, float, int, float]:
     return recall[rows].sum().item(), chance[rows].sum().item(), int(rows.sum()), kl
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run_dir")
-    p.add_argument("--text", default=argparse.__file__)
-    p.add_argument("--batches", type=int, default=4)
-    args = p.parse_args()
+def main(argv: list[str]) -> int:
+    p = argument_parser("python scripts/dsa_agreement.py", __doc__)
+    p.add_argument("run_dir", help="a training run whose model has a DSA indexer")
+    p.add_argument("--text", default=argparse.__file__, help="the text to score (default: argparse.py)")
+    p.add_argument("--batches", type=int, default=4, help="windows of block_size tokens (default 4)")
+    args = p.parse_args(argv)
+    at_least(args.batches, "--batches", 1)
+    if not Path(args.text).is_file():
+        raise ConfigError(f"--text {args.text}: no such file")
     model = load_run(args.run_dir).model
     if not model.config.mla.index_topk or model.config.attention != "mla":
-        sys.exit("the run has no DSA indexer (model.mla.index_topk = 0)")
+        raise ConfigError(f"{args.run_dir} has no DSA indexer (model.attention = 'mla' with model.mla.index_topk > 0)")
     T = model.config.block_size
-    data = torch.tensor(list(Path(args.text).read_bytes()), dtype=torch.long)
+    data = torch.tensor(for_run(args.run_dir).encode(Path(args.text).read_text(encoding="utf-8")), dtype=torch.long)
+    if len(data) < args.batches * T:
+        raise ConfigError(f"--text {args.text} holds {len(data):,} tokens; --batches {args.batches} of "
+                          f"model.block_size={T} need {args.batches * T:,}")
     idx = data[: args.batches * T].view(args.batches, T)
     inputs = {}
     hooks = [b.attn.register_forward_pre_hook(lambda m, a, i=i: inputs.__setitem__(i, a[0]))
@@ -83,7 +92,8 @@ def main() -> None:
     recall, chance, count, kl = map(sum, zip(*stats))
     print(f"all layers: top-k recall {recall / count:.3f} (random keys: {chance / count:.3f})  "
           f"mean KL {kl / len(stats):.4f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -5,6 +5,7 @@ lower it. CPU, fp32, tiny models."""
 import copy
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,36 @@ def test_the_weight_is_training_only_for_hf():
     hf = config_to_hf(with_coef(cfg, 0.25), "deepseek_v32")  # not an HF setting: nothing is lost
     assert hf.index_topk == cfg.mla.index_topk
     assert isinstance(GPT(CFG).transformer.h[0].attn.indexer, LightningIndexer)
+
+
+# ----------------------------------------------------------------------------- scripts/dsa_agreement.py
+def test_agreement_script_counts_real_choices_and_their_chance_recall(tmp_path, corpus, base, capsys):
+    """scripts/dsa_agreement.py on a 1-step DSA run. A query counts when it sees more than
+    index_topk keys, and a random choice's recall is index_topk / keys seen: here the causal mask's
+    t + 1 keys at position t, averaged by hand. Recall is a share and the KL is >= 0. Bad input is
+    one line, exit 2."""
+    from tiny_run import TINY, error_line, load_script
+    from train.cli import run_cli
+    from train.trainer import Trainer
+
+    run, topk, T = tmp_path / "dsa", 4, 32  # TINY's block_size
+    Trainer(load_config(None, [*TINY, *corpus, f"--train.out_dir={run}", "--train.max_steps=1",
+                               "--train.eval_interval=0", "--model.attention=mla", "--model.pos=rope",
+                               "--model.mla.q_lora_rank=16", f"--model.mla.index_topk={topk}"])).fit()
+    capsys.readouterr()
+    main = load_script("dsa_agreement").main
+    text = tmp_path / "text.py"
+    text.write_text("def f(x):\n    return x  # é\n" * 20)  # 580 bytes: two windows of 32 and more
+    assert run_cli(main, [str(run), "--text", str(text), "--batches", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    chance = sum(topk / (t + 1) for t in range(topk, T)) / (T - topk)
+    numbers = r"recall ([\d.]+) \(random keys: ([\d.]+)\)\s+(?:mean )?KL ([\d.]+)"
+    for line in lines:
+        recall, random_keys, kl = map(float, re.findall(numbers, line)[0])
+        assert 0 <= recall <= 1 and random_keys == round(chance, 3) and kl >= 0
+    assert [line.split(":")[0] for line in lines] == ["layer 0", "layer 1", "all layers"]
+    for argv, message in (([str(base)], "has no DSA indexer"),
+                          ([str(run), "--batches", "0"], "--batches must be >= 1"),
+                          ([str(run), "--text", str(tmp_path / "no.txt")], "no such file"),
+                          ([str(run), "--text", str(text), "--batches", "50"], "holds 580 tokens")):
+        assert run_cli(main, argv) == 2 and message in error_line(capsys.readouterr().err)
