@@ -94,12 +94,13 @@ def test_overflowing_learning_rate_stops_with_finite_checkpoints(tmp_path, corpu
 # resuming with a different model, tokenizer or data
 
 
-def test_resume_with_changed_model_names_the_difference(base, corpus, cfg_file, capsys):
+@pytest.mark.parametrize("change, difference", [("--model.n_layer=3", "model.n_layer: 2 -> 3"),
+                                                ("--model.moe.n_expert=4", "model.moe.n_expert: 0 -> 4")])
+def test_resume_with_changed_model_names_the_difference(base, corpus, cfg_file, capsys, change, difference):
     before = snapshot(base)
-    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={base}", "--model.n_layer=3",
-                       "--train.max_steps=6")
+    code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={base}", change, "--train.max_steps=6")
     line = error_line(err)
-    assert code == 2 and "model.n_layer: 2 -> 3" in line and "--train.allow_config_change=true" in line
+    assert code == 2 and difference in line and "--train.allow_config_change=true" in line
     assert snapshot(base) == before
 
 
@@ -122,6 +123,9 @@ def test_config_differences_cover_tokenizer_and_ignore_train_settings():
                                                         "--train.max_steps=7", "--data.cache_dir=x"])) == []
     diffs = config_differences(saved, load_config(None, ["--model.n_layer=2", "--data.tokenizer=gpt2"]))
     assert 'data.tokenizer: "byte" -> "gpt2"' in diffs and "model.vocab_size: 257 -> 50257" in diffs
+    # a sub-table is compared key by key (it was once formatted whole, which raised a TypeError)
+    assert config_differences(saved, load_config(None, ["--model.n_layer=2", "--model.moe.n_expert=4"])) == [
+        "model.moe.expert_hidden: 0 -> 3072", "model.moe.n_expert: 0 -> 4"]
 
 
 def test_allow_config_change_resumes_or_names_the_architecture(tmp_path, corpus, cfg_file, capsys):

@@ -339,24 +339,23 @@ _DATA_LOCATION_KEYS = {"cache_dir", "tokenizer_path"}
 def config_differences(saved_toml: str, current: RunConfig) -> list[str]:
     """The [model] and [data] keys in which a checkpoint's config.toml and `current` differ.
 
-    Each difference reads `section.key: <saved> -> <current>`. A key missing from the saved file
-    (a field added since) counts as its default. [train] and [optim] may change freely.
+    Each difference reads `section.key: <saved> -> <current>`, sub-tables key by key
+    (`model.moe.top_k: 2 -> 4`). A key missing from the saved file (a field added since) counts as
+    its default. [train] and [optim] may change freely.
     """
     try:
-        saved = tomllib.loads(saved_toml)
+        saved = _flat(tomllib.loads(saved_toml))
     except tomllib.TOMLDecodeError as e:
         return [f"config.toml of the checkpoint is not valid TOML ({e})"]
-    now, defaults = tomllib.loads(to_toml(current)), tomllib.loads(to_toml(RunConfig()))
+    now, defaults = (_flat(tomllib.loads(to_toml(cfg))) for cfg in (current, RunConfig()))
     out = []
     for section in ("model", "data"):
-        old, new = saved.get(section, {}), now.get(section, {})
-        for key in sorted(old.keys() | new.keys()):
-            if section == "data" and key in _DATA_LOCATION_KEYS:
+        for key in sorted(k for k in saved.keys() | now.keys() if k.startswith(section + ".")):
+            if section == "data" and key.partition(".")[2] in _DATA_LOCATION_KEYS:
                 continue
-            a = old.get(key, defaults[section].get(key))
-            b = new.get(key, defaults[section].get(key))
+            a, b = saved.get(key, defaults.get(key)), now.get(key, defaults.get(key))
             if a != b:
-                out.append(f"{section}.{key}: {_toml_value(a) if a is not None else '(unset)'} -> "
+                out.append(f"{key}: {_toml_value(a) if a is not None else '(unset)'} -> "
                            f"{_toml_value(b) if b is not None else '(unset)'}")
     return out
 
