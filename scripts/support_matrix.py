@@ -22,10 +22,12 @@ sys.path.insert(0, str(ROOT))
 
 from model import GPT  # noqa: E402
 from train.config import load_config  # noqa: E402
+from train.cli import asked_for_help, run_cli  # noqa: E402
 from train.decoding import check_decoding, refusing_layer  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
 from train.export import choose_family  # noqa: E402
 
+USAGE = "usage: python scripts/support_matrix.py"
 COLUMNS = ("cache", "rolling", "int8", "int4", "compile", "draft", "MTP draft", "HF export")
 
 
@@ -80,5 +82,14 @@ def table() -> str:
     return "\n".join(lines + [""] + notes) + "\n"
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> int:
+    if argv:
+        if asked_for_help(argv, __doc__, USAGE):
+            return 0
+        raise ConfigError(f"it takes no arguments; {USAGE}")
     print(table(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

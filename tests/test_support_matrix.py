@@ -14,3 +14,12 @@ def test_readme_holds_the_support_matrix_as_computed():
     rows = [line for line in computed.splitlines() if line.startswith("| rung") or line.startswith("| preset")]
     assert len(rows) == 17 + 16 and all(line.count("|") == 10 for line in rows)
     assert "| rung 00-gpt2 | ✓ | n/a | ✓ | ✓ | ✓ | ✓ | n/a | ✓ gpt2 |" in rows
+
+
+def test_it_refuses_arguments_in_one_line(capsys):
+    from tiny_run import error_line
+    from train.cli import run_cli
+
+    main = load_script("support_matrix").main
+    assert run_cli(main, ["--bogus"]) == 2 and "takes no arguments" in error_line(capsys.readouterr().err)
+    assert run_cli(main, ["--help"]) == 0 and "which inference feature" in capsys.readouterr().out
