@@ -115,8 +115,10 @@ def test_two_ranks_match_one_process_with_accumulation(two_ranks, baseline):
     assert_same_losses(metrics(out), metrics(baseline.out_dir))
     assert numerics(views[0]["log"]) == numerics(views[1]["log"])  # the same global figures on each rank
     # rank 0 alone writes: each step once in metrics.jsonl, one summary line, no bar from rank 1
+    # (torch 2.9 and 2.10's Gloo print a "[Gloo] Rank 1 is connected" line of their own)
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
-    assert "done: 4 steps" in results[0][1] and results[1][1] == ""
+    assert "done: 4 steps" in results[0][1]
+    assert [line for line in results[1][1].splitlines() if not line.startswith("[Gloo] ")] == []
     assert "4/4" not in results[1][2]
     # MoE: the bias update used the load summed over ranks, so expert_bias is identical on both
     # ranks and equals one process's, and it did move (the test could fail)

@@ -119,7 +119,11 @@ class Muon(torch.optim.Optimizer):
                         self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
                 bufs = [self.state[p]["momentum_buffer"] for p in params]
                 torch._foreach_lerp_(bufs, grads, 1 - mu)
-                updates = _orthogonalize_all(torch._foreach_lerp(grads, bufs, mu), self.schedule)
+                # grad.lerp(buf, mu) for all at once, as copies lerped in place: torch shards the
+                # in-place foreach lerp over DTensors (FSDP2) since 2.10, the out-of-place one since 2.13
+                nesterov = [g.clone() for g in grads]
+                torch._foreach_lerp_(nesterov, bufs, mu)
+                updates = _orthogonalize_all(nesterov, self.schedule)
                 if self.normuon:
                     updates = [normalize_neurons(u, self._second(p, u), self.beta2) for p, u in zip(params, updates)]
                 A, B = params[0].shape[-2:]
