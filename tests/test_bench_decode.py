@@ -36,11 +36,16 @@ def number(cell: str) -> float:
     return value
 
 
+# a rate a busy CPU lost in timing noise, and the ratios made from it (see the test below)
+LOST = re.compile(r"not measured \(within timing noise; raise --\w+\)|n/a")
+
+
 def test_every_rate_is_finite_and_the_speculative_rows_agree(base, capsys):
     rows = bench(capsys, base, "--hf")
-    for name, cell in rows.items():
-        if "tok/s" in name or "speed-up" in name and name != SPECULATIVE[3] or "vs HF" in name:
-            number(cell)
+    rates = [cell for name, cell in rows.items()
+             if "tok/s" in name or "speed-up" in name and name != SPECULATIVE[3] or "vs HF" in name]
+    measured = [number(cell) for cell in rates if not LOST.fullmatch(cell)]
+    assert len(measured) > len(rates) // 2, rates
     acceptance, per_forward = float(rows[SPECULATIVE[0]]), number(rows[SPECULATIVE[1]])
     assert acceptance == 1.0  # the run drafts for itself: every greedy guess is the target's
     assert 1 <= per_forward <= 1 + 2 * acceptance + 0.005  # a round adds its accepted guesses and one token
