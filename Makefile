@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 # The torch wheel to install when none is present. Override for a specific build, e.g.
-#   make TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124" setup
+#   make TORCH_SPEC="torch==2.11.0 --index-url https://download.pytorch.org/whl/cu128" setup
 TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/default.toml
 ABLATION ?= configs/ablations/ladder-cpu.toml
