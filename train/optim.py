@@ -120,7 +120,7 @@ class Muon(torch.optim.Optimizer):
                 bufs = [self.state[p]["momentum_buffer"] for p in params]
                 torch._foreach_lerp_(bufs, grads, 1 - mu)
                 # grad.lerp(buf, mu) for all at once, as copies lerped in place: torch shards the
-                # in-place foreach lerp over DTensors (FSDP2) since 2.10, the out-of-place one since 2.13
+                # in-place foreach lerp over DTensors (FSDP2) in 2.9 already, the out-of-place one from 2.13
                 nesterov = [g.clone() for g in grads]
                 torch._foreach_lerp_(nesterov, bufs, mu)
                 updates = _orthogonalize_all(nesterov, self.schedule)
