@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import GPT  # noqa: E402
-from train.config import load_config  # noqa: E402
 from train.cli import asked_for_help, run_cli  # noqa: E402
+from train.config import load_config  # noqa: E402
 from train.decoding import check_decoding, refusing_layer  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
 from train.export import choose_family  # noqa: E402
