@@ -21,6 +21,7 @@ from train.cli import asked_for_help, run_cli  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
 
 USAGE = "usage: python scripts/ladder_effect.py RESULTS.csv [RESULTS_2X_BUDGET.csv]"
+# the columns of train/report.py's FIELDS read by name below (older reports lack the by-seed ones)
 COLUMNS = ("variant", "active_params", "flops_per_token", "kv_bytes_per_token", "tok_per_s", "val_bpb_mean",
            "val_bpb_std", "delta_bpb", "delta_bpb_previous", "beyond_seed_spread")
 

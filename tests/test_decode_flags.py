@@ -3,13 +3,12 @@ the caps train.sample announces, the flags a model refuses (exit 2, one line, in
 before any work) and `--draft mtp`."""
 
 import inspect
-import re
 
 import pytest
 
 from model import GPT
 from model.inference.generate import generate
-from tiny_run import ROOT, cli, error_line, load_script, make, snapshot
+from tiny_run import ROOT, cli, error_line, load_script, make, snapshot, without_torch_logs
 from train import sample
 from train.trainer import Trainer
 
@@ -93,13 +92,6 @@ def test_a_shorter_draft_caps_the_new_tokens_with_a_note(base, mla_mtp, capsys):
                                              f"(--draft {mla_mtp}) model.block_size=16")
 
 
-def ours(err: str) -> str:
-    """stderr without torch's own log lines (glog style, `W1203 08:32:14.175000 ...`): a CUDA build of
-    torch 2.14 on a machine without CUDA logs one when --compile builds its kernels."""
-    torch_log = re.compile(r"[IWEF]\d{4} \d\d:\d\d:")
-    return "".join(line for line in err.splitlines(keepends=True) if not torch_log.match(line))
-
-
 def test_a_hybrid_drafts_and_is_drafted_for_with_its_own_greedy_output(base, hybrid, capsys):
     """Gated DeltaNet states roll back after a rejected guess: a hybrid target with a plain draft, a
     plain target with a hybrid draft, and the hybrid's own MTP module all decode the target's greedy
@@ -108,7 +100,7 @@ def test_a_hybrid_drafts_and_is_drafted_for_with_its_own_greedy_output(base, hyb
                           (hybrid, ["--draft", "mtp"]), (hybrid, ["--compile"])):  # --compile: static state buffers
         plain = cli(capsys, target, *GREEDY, "--max_new_tokens", "12", entry=sample.main)
         code, out, err = cli(capsys, target, *GREEDY, "--max_new_tokens", "12", *flags, entry=sample.main)
-        assert code == plain[0] == 0 and ours(err) == plain[2] == "", err
+        assert code == plain[0] == 0 and without_torch_logs(err) == plain[2] == "", err
         assert out == plain[1] and len(out.splitlines()[1]) >= 2
 
 

@@ -15,9 +15,11 @@ from model import GPT, ModelConfig
 from model.config import MLAConfig
 from model.hf import config_to_hf
 from model.mixer.dsa import LightningIndexer, index_kl
-from tiny_run import tokens
+from tiny_run import TINY, error_line, load_script, tokens
+from train.cli import run_cli
 from train.config import load_config
 from train.parallel import checkpoint_blocks
+from train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 MLA = MLAConfig(q_lora_rank=20, kv_lora_rank=16, qk_nope_head_dim=12, qk_rope_head_dim=8, v_head_dim=10,
@@ -197,10 +199,6 @@ def test_agreement_script_counts_real_choices_and_their_chance_recall(tmp_path, 
     index_topk keys, and a random choice's recall is index_topk / keys seen: here the causal mask's
     t + 1 keys at position t, averaged by hand. Recall is a share and the KL is >= 0. Bad input is
     one line, exit 2."""
-    from tiny_run import TINY, error_line, load_script
-    from train.cli import run_cli
-    from train.trainer import Trainer
-
     run, topk, T = tmp_path / "dsa", 4, 32  # TINY's block_size
     Trainer(load_config(None, [*TINY, *corpus, f"--train.out_dir={run}", "--train.max_steps=1",
                                "--train.eval_interval=0", "--model.attention=mla", "--model.pos=rope",

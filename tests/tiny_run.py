@@ -4,6 +4,7 @@ that train tiny models end to end, the CLI called in-process and the files a run
 import hashlib
 import importlib.util
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,6 +121,16 @@ def error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+# torch's own log lines, not a command's: glog style (`W1203 08:32:14.175000 ...`, which a CUDA build
+# of torch 2.14 writes under --compile on a machine without CUDA) and Gloo's (torch 2.9 and 2.10
+# print "[Gloo] Rank 1 is connected to 1 peer ranks" on each rank's stdout)
+TORCH_LOG = re.compile(r"[IWEF]\d{4} \d\d:\d\d:|\[Gloo\] ")
+
+
+def without_torch_logs(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True) if not TORCH_LOG.match(line))
 
 
 def metrics(out_dir: Path) -> list[dict]:
