@@ -10,10 +10,10 @@ Three layouts differ from HF's, each undone by transformers' GGUF reader:
 The metadata is what llama.cpp's reader needs for the architecture (context, embedding and
 feed-forward lengths, block and head counts, norm epsilon, RoPE base and width, experts), then
 the tokenizer: GPT-2's BPE (tokens and merges), or the byte tokenizer as the 256 byte tokens in
-GPT-2's byte-to-unicode alphabet plus <|endoftext|>, with no merges. GGUFWriter cannot write an
-empty array, so a byte vocabulary has no merges key (llama.cpp's BPE loader requires one; such a
-file is for transformers) and carries token scores instead, from which transformers derives its
-(empty) merge list. <|endoftext|> is the bos, eos and pad token.
+GPT-2's byte-to-unicode alphabet plus <|endoftext|>, with an empty merge list (llama.cpp's BPE
+loader requires the key; GGUFWriter refuses an empty array, so `_writer_class` writes it).
+<|endoftext|> is the bos, eos and pad token. scripts/gguf_llama_cpp.py runs a run's file in
+llama.cpp beside our model.
 
 --gguf_type: f32 keeps every tensor in fp32; f16 stores matrices in fp16 and keeps 1-D tensors
 (norms, biases) in fp32, as llama.cpp's converter does; q8_0 quantizes matrices whose rows are a
@@ -21,7 +21,8 @@ multiple of 32 long (`gguf.quants.quantize`), stores the others in fp16 and says
 llama.cpp, the router (`ffn_gate_inp`) and GPT-2's position table stay fp32 in every type.
 
 Architectures: gpt2, llama, qwen3, qwen3_moe, each checked by loading the file back with
-transformers' GGUF reader (tests/test_gguf.py). Not yet the others: llama.cpp writes Mistral and
+transformers' GGUF reader (tests/test_gguf.py) and, where llama-cpp-python is installed, in
+llama.cpp (tests/test_gguf_llama_cpp.py). Not yet the others: llama.cpp writes Mistral and
 Mixtral as llama, which transformers' reader builds with no sliding window and no experts; its gemma2
 takes neither the softcaps nor the query scale from the file; OLMo 2/3, DeepSeek-V3 (MLA), gpt-oss
 and Qwen3.5 (Gated DeltaNet) have no mapping here. A model none can hold is refused, naming the
@@ -229,6 +230,7 @@ def tokenizer_metadata(w, tok, n_vocab: int, chat: bool = False) -> None:
     (a model.vocab_size padded beyond it) are unused [PAD<id>] tokens, as llama.cpp writes them.
     chat: a chat run's four tokens follow as control tokens, <|end|> is the eos and the chat
     template is HF's (train/hf_tokenizer.py), so a GGUF runtime prompts it as train.chat does."""
+    import gguf
     from gguf import TokenType
 
     if tok.name == "gpt2":
@@ -250,10 +252,8 @@ def tokenizer_metadata(w, tok, n_vocab: int, chat: bool = False) -> None:
     w.add_tokenizer_pre("gpt-2")
     w.add_token_list(tokens)
     w.add_token_types(types)
-    if merges:
-        w.add_token_merges([f"{a} {b}" for a, b in merges])
-    else:
-        w.add_token_scores([0.0] * len(tokens))
+    w.add_key_value(gguf.Keys.Tokenizer.MERGES, [f"{a} {b}" for a, b in merges], gguf.GGUFValueType.ARRAY,
+                    sub_type=gguf.GGUFValueType.STRING)  # a byte vocabulary's is empty
     w.add_bos_token_id(tok.eot)
     w.add_eos_token_id(eos)
     w.add_pad_token_id(eos)
@@ -261,6 +261,19 @@ def tokenizer_metadata(w, tok, n_vocab: int, chat: bool = False) -> None:
 
 
 # ----------------------------------------------------------------------------- export
+def _writer_class():
+    import gguf
+
+    class Writer(gguf.GGUFWriter):
+        """GGUFWriter that also writes an empty array, which the format and llama.cpp's reader allow."""
+
+        def _pack_val(self, val, vtype, add_vtype, sub_type=None):
+            if vtype == gguf.GGUFValueType.ARRAY and len(val) == 0:
+                return (self._pack("I", vtype) if add_vtype else b"") + self._pack("I", sub_type) + self._pack("Q", 0)
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+    return Writer
+
+
 @dataclass
 class GGUFExport:
     path: Path  # OUT/model.gguf
@@ -289,7 +302,7 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
     staging = parent / f".{out.name}.{secrets.token_hex(4)}.partial"
     try:
         staging.mkdir()
-        w = gguf.GGUFWriter(staging / FILE_NAME, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[ARCHS[family].arch]])
+        w = _writer_class()(staging / FILE_NAME, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[ARCHS[family].arch]])
         w.add_name("gpt-ladder")
         w.add_file_type(gguf.LlamaFileType[FILE_TYPES[gguf_type]])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)

@@ -1,0 +1,139 @@
+"""A run's GGUF export, run by llama.cpp (through llama-cpp-python) beside our model.
+
+    pip install llama-cpp-python    # compiles llama.cpp: about 15 minutes on 2 cores
+    python scripts/gguf_llama_cpp.py RUN_DIR [--gguf_type f32|f16|q8_0] [--text FILE] [--new N]
+        [--no_repack]
+
+The run is exported as train.export --format gguf writes it (into a temporary folder) and loaded
+with an fp32 KV cache (llama.cpp's default is f16). Printed: whether llama.cpp's tokenizer gives our
+ids for the text; the largest logit difference over the text's first block_size tokens, and how
+often the argmax agrees; whether greedy decoding gives the same --new tokens after the first half
+of that window; for a chat run, whether the chat template in the file, applied by llama-cpp-python,
+gives train.chat's prompt ids. Exit 1 when ids differ (tokenizer or chat template).
+Text: FILE (default this Python's argparse.py source).
+
+What to expect at f32 (docs/LOG.md): llama, qwen3 and qwen3_moe within about 4e-5; gpt2 within
+about 2e-3, because ggml's CPU GELU reads a table indexed by the input rounded to fp16. At f16 and
+q8_0 llama.cpp also rounds the activations that meet the weights.
+"""
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.cli import argument_parser, at_least, run_cli  # noqa: E402
+from train.errors import ConfigError  # noqa: E402
+from train.gguf_export import FILE_TYPES, write_gguf  # noqa: E402
+from train.post.chat_format import ChatFormat, Message  # noqa: E402
+from train.run import load_run  # noqa: E402
+from train.tokenizer import for_run  # noqa: E402
+
+CHAT = [{"role": "system", "content": "Add."}, {"role": "user", "content": "23+45="},
+        {"role": "assistant", "content": "3+5=8, 2+4=6 #### 68"}, {"role": "user", "content": "7+8="}]
+
+
+def llama_cpp_module():
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ConfigError("this check needs llama-cpp-python: pip install llama-cpp-python") from None
+    return llama_cpp
+
+
+def load_llama(path: Path, n_ctx: int, no_repack: bool = False):
+    """llama.cpp's model at `path` with an fp32 KV cache; no_repack: as llama.cpp's --no-repack, no
+    extra weight layouts (its AMX kernels, which crashed on q8_0 here: docs/LOG.md)."""
+    llama_cpp = llama_cpp_module()
+    defaults = llama_cpp.llama_cpp.llama_model_default_params  # what Llama starts its parameters from
+
+    def without_repacking():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+    llama_cpp.llama_cpp.llama_model_default_params = without_repacking if no_repack else defaults
+    try:
+        return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, verbose=False,
+                               type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = defaults
+
+
+def llama_greedy(llm, prompt: list[int], n_new: int) -> list[int]:
+    llm.reset()
+    llm.eval(prompt)
+    out = []
+    for _ in range(n_new):
+        out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        llm.eval(out[-1:])
+    return out
+
+
+@torch.no_grad()
+def compare(model, tok, llm, text: str, n_new: int, chat: bool = False) -> dict[str, object]:
+    """Our model and tokenizer against llama.cpp's `llm` on `text` (see the module docstring)."""
+    ids = tok.encode(text)
+    theirs_ids = llm.tokenize(text.encode(), add_bos=False, special=False)
+    window = ids[: model.config.block_size]
+    llm.reset()
+    llm.eval(window)
+    theirs = torch.from_numpy(np.array(llm.scores[: len(window)]))
+    ours = model(torch.tensor([window]))[0]
+    prompt = window[: len(window) // 2]
+    greedy = model.generate(torch.tensor([prompt]), n_new, temperature=0.0)[0, len(prompt):].tolist()
+    found = {"tokens": len(ids), "same_ids": theirs_ids == ids, "window": len(window),
+             "max_diff": (theirs - ours).abs().max().item(), "logit_std": ours.std().item(),
+             "same_argmax": (theirs.argmax(-1) == ours.argmax(-1)).float().mean().item(),
+             "same_greedy": llama_greedy(llm, prompt, n_new) == greedy}
+    if chat:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        formatter = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], eos_token="", bos_token="")
+        templated = formatter(messages=CHAT).prompt
+        found["same_chat_ids"] = llm.tokenize(templated.encode(), add_bos=False, special=True) == \
+            ChatFormat(tok).prompt([Message(**m) for m in CHAT])
+    return found
+
+
+def main(argv: list[str]) -> int:
+    p = argument_parser("python scripts/gguf_llama_cpp.py", __doc__)
+    p.add_argument("run_dir", help="a training run whose model a GGUF architecture holds")
+    p.add_argument("--gguf_type", default="f32", choices=list(FILE_TYPES), help="tensor type (default f32)")
+    p.add_argument("--text", default=argparse.__file__, help="the text to compare on (default: argparse.py)")
+    p.add_argument("--new", type=int, help="greedy tokens to compare (default 64, or as many as fit)")
+    p.add_argument("--no_repack", action="store_true", help="llama.cpp's --no-repack (no AMX kernels)")
+    args = p.parse_args(argv)
+    if args.new is not None:
+        at_least(args.new, "--new", 1)
+    if not Path(args.text).is_file():
+        raise ConfigError(f"--text {args.text}: no such file")
+    run = load_run(args.run_dir)
+    tok, T = for_run(args.run_dir), run.model.config.block_size
+    text = Path(args.text).read_text(encoding="utf-8")
+    if len(tok.encode(text)) < T:
+        raise ConfigError(f"--text {args.text} holds fewer than model.block_size={T} tokens")
+    args.new = args.new or min(64, T - T // 2)
+    if args.new > T - T // 2:
+        raise ConfigError(f"--new {args.new}: at most {T - T // 2} fit after {T // 2} prompt tokens in block_size={T}")
+    llama_cpp_module()
+    with tempfile.TemporaryDirectory() as tmp:
+        done = write_gguf(run.model, tok, Path(tmp) / "out", gguf_type=args.gguf_type, chat=run.cfg.post.chat)
+        llm = load_llama(done.path, T, args.no_repack)
+        found = compare(run.model, tok, llm, text, args.new, run.cfg.post.chat)
+    print(f"GGUF {done.family} {args.gguf_type} in llama.cpp, against {args.run_dir}")
+    print(f"tokenizer: {found['tokens']:,} tokens of {Path(args.text).name}, the same ids: {found['same_ids']}")
+    print(f"logits over {found['window']} tokens: max |diff| {found['max_diff']:.3g} (logit std "
+          f"{found['logit_std']:.3g}), the same argmax at {found['same_argmax']:.1%}")
+    print(f"greedy, {args.new} tokens after {found['window'] // 2}: the same tokens: {found['same_greedy']}")
+    if "same_chat_ids" in found:
+        print(f"chat template: the same prompt ids: {found['same_chat_ids']}")
+    return 0 if found["same_ids"] and found.get("same_chat_ids", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

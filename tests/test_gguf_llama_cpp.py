@@ -1,0 +1,73 @@
+"""A GGUF export in llama.cpp: the file holds what llama.cpp's loader requires, and, where
+llama-cpp-python is installed, llama.cpp computes our logits and tokens (scripts/gguf_llama_cpp.py)."""
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import GPT
+from model.config import ModelConfig
+from test_gguf import MODELS, random_model
+from tiny_run import GPT2_RANKS, error_line, load_script, needs_gpt2_ranks, randomize_
+from train.cli import run_cli
+from train.gguf_export import write_gguf
+from train.tokenizer import get_tokenizer
+
+pytest.importorskip("gguf")
+check = load_script("gguf_llama_cpp")
+needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                     reason="llama-cpp-python is not installed")
+TEXT = Path(argparse.__file__).read_text(encoding="utf-8")
+
+
+def test_a_byte_vocabulary_has_the_empty_merges_list_llama_cpp_requires(tmp_path):
+    """llama.cpp's BPE loader refuses a file without tokenizer.ggml.merges, and requires an array of
+    strings; a byte vocabulary has no merges, so the list is there and empty."""
+    from gguf import GGUFReader, GGUFValueType
+
+    field = GGUFReader(write_gguf(random_model("gpt2"), get_tokenizer("byte"), tmp_path, gguf_type="f32").path) \
+        .fields["tokenizer.ggml.merges"]
+    value_type, item_type, length = (int(part[0]) for part in field.parts[2:5])  # after the key's length and text
+    assert (value_type, item_type, length) == (GGUFValueType.ARRAY, GGUFValueType.STRING, 0)
+
+
+def test_the_script_refuses_bad_input_in_one_line(base, tmp_path, capsys, monkeypatch):
+    main = check.main
+    for argv, message in (([str(base), "--new", "0"], "--new must be >= 1"),
+                          ([str(base), "--text", str(tmp_path / "no.txt")], "no such file"),
+                          ([str(base), "--new", "17"], "at most 16 fit after 16 prompt tokens")):
+        assert run_cli(main, argv) == 2 and message in error_line(capsys.readouterr().err)
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # an import of it fails
+    assert run_cli(main, [str(base)]) == 2
+    assert "needs llama-cpp-python" in error_line(capsys.readouterr().err)
+
+
+# f32 logits: llama, qwen3 and qwen3_moe agree to about 4e-5; gpt2 to about 2e-3, because ggml's CPU
+# GELU reads a table indexed by its input rounded to fp16 (docs/LOG.md)
+ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4}
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("family", list(MODELS))
+def test_llama_cpp_computes_our_logits_and_greedy_tokens(family, tmp_path):
+    model = random_model(family).eval()
+    path = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32").path
+    found = check.compare(model, get_tokenizer("byte"), check.load_llama(path, 32, no_repack=True), TEXT, 16)
+    assert found["same_ids"] and found["same_greedy"] and found["same_argmax"] == 1.0
+    assert found["max_diff"] < ATOL[family] and found["logit_std"] > 1.0
+
+
+@needs_llama_cpp
+@needs_gpt2_ranks
+def test_llama_cpp_tokenizes_like_tiktoken(tmp_path):
+    tok = get_tokenizer("gpt2", GPT2_RANKS)
+    model = randomize_(GPT(ModelConfig(vocab_size=50304, block_size=32, n_layer=1, n_head=2, n_embd=32)), 1)
+    llm = check.load_llama(write_gguf(model.eval(), tok, tmp_path, gguf_type="f32").path, 32)
+    for text in [TEXT, "It's  two   spaces\n\n\ttabs 🤖 日本語 <|endoftext|>", " lead"]:
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == tok.encode(text)
+    with torch.no_grad():
+        assert check.compare(model, tok, llm, TEXT, 8)["same_greedy"]
