@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train.cli import argument_parser, at_least, run_cli  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
-from train.gguf_export import FILE_TYPES, write_gguf  # noqa: E402
+from train.gguf_export import FILE_TYPES, choose_gguf_family, write_gguf  # noqa: E402
 from train.post.chat_format import ChatFormat, Message  # noqa: E402
 from train.run import load_run  # noqa: E402
 from train.tokenizer import for_run  # noqa: E402
@@ -120,9 +120,10 @@ def main(argv: list[str]) -> int:
     args.new = args.new or min(64, T - T // 2)
     if args.new > T - T // 2:
         raise ConfigError(f"--new {args.new}: at most {T - T // 2} fit after {T // 2} prompt tokens in block_size={T}")
+    family = choose_gguf_family(run.model.config)  # a model no architecture holds is refused first
     llama_cpp_module()
     with tempfile.TemporaryDirectory() as tmp:
-        done = write_gguf(run.model, tok, Path(tmp) / "out", gguf_type=args.gguf_type, chat=run.cfg.post.chat)
+        done = write_gguf(run.model, tok, Path(tmp) / "out", family, args.gguf_type, run.cfg.post.chat)
         llm = load_llama(done.path, T, args.no_repack)
         found = compare(run.model, tok, llm, text, args.new, run.cfg.post.chat)
     print(f"GGUF {done.family} {args.gguf_type} in llama.cpp, against {args.run_dir}")

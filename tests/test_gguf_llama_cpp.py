@@ -11,7 +11,7 @@ import torch
 
 from model import GPT
 from model.config import ModelConfig
-from test_gguf import MODELS, random_model
+from test_gguf import MODELS, mla_run, random_model  # noqa: F401 (a fixture)
 from tiny_run import GPT2_RANKS, error_line, load_script, needs_gpt2_ranks, randomize_
 from train.cli import run_cli
 from train.gguf_export import write_gguf
@@ -35,9 +35,10 @@ def test_a_byte_vocabulary_has_the_empty_merges_list_llama_cpp_requires(tmp_path
     assert (value_type, item_type, length) == (GGUFValueType.ARRAY, GGUFValueType.STRING, 0)
 
 
-def test_the_script_refuses_bad_input_in_one_line(base, tmp_path, capsys, monkeypatch):
+def test_the_script_refuses_bad_input_in_one_line(base, mla_run, tmp_path, capsys, monkeypatch):
     main = check.main
     for argv, message in (([str(base), "--new", "0"], "--new must be >= 1"),
+                          ([str(mla_run)], "no GGUF architecture"),
                           ([str(base), "--text", str(tmp_path / "no.txt")], "no such file"),
                           ([str(base), "--new", "17"], "at most 16 fit after 16 prompt tokens")):
         assert run_cli(main, argv) == 2 and message in error_line(capsys.readouterr().err)
