@@ -6,6 +6,7 @@ correction bias, routed_scaling_factor and norm_topk_prob. CPU, fp32, eager HF a
 Every weight is random (norms and the router's correction bias included)."""
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -17,10 +18,11 @@ from hf_parity import (  # noqa: E402
     BATCH, VOCAB, assert_logits_match, assert_preset_round_trips, check_to_hf_and_back, hf_config,
     random_hf_model, randomize_router_bias_,
 )
-from tiny_run import tokens  # noqa: E402
+from tiny_run import ROOT, tokens  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from model.config import MLAConfig, MoEConfig  # noqa: E402
 from model.hf import FAMILIES, IDENTITY, config_from_hf, config_to_hf, from_hf  # noqa: E402
+from train.config import load_config  # noqa: E402
 
 SIZES = dict(num_key_value_heads=4, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
              n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2, moe_intermediate_size=32,
@@ -131,3 +133,13 @@ def test_unrepresentable_model_config_raises(ours, field):
 
 def test_preset_converts_to_its_hf_family():
     assert_preset_round_trips("deepseek-v3", "deepseek_v3")
+
+
+@pytest.mark.parametrize("preset, family", [("deepseek-v3", "deepseek_v3"), ("deepseek-v3.2", "deepseek_v32")])
+def test_the_config_names_the_sigmoid_router_as_deepseeks_own_does(preset, family, tmp_path):
+    """HF always routes DeepSeek-V3 with sigmoid scores and reads no field for it; DeepSeek's released
+    config.json says so in `scoring_func` and `topk_method`, and llama.cpp's converter reads
+    scoring_func: without it, it builds a softmax router (logits 3.9 apart, docs/LOG.md)."""
+    config_to_hf(load_config(ROOT / "configs" / "presets" / f"{preset}.toml").model, family).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["scoring_func"], saved["topk_method"]) == ("sigmoid", "noaux_tc")

@@ -104,6 +104,9 @@ def deepseek_config_to_hf(model_type: str, cfg: ModelConfig, **overrides):
         n_routed_experts=moe.n_expert, num_experts_per_tok=moe.top_k, moe_intermediate_size=moe.expert_hidden,
         n_shared_experts=moe.n_shared, norm_topk_prob=moe.norm_topk, routed_scaling_factor=moe.routed_scale,
         n_group=moe.n_group, topk_group=moe.topk_group, first_k_dense_replace=moe.first_dense,
+        # not read by HF, which always routes so; DeepSeek's config.json carries them, and llama.cpp's
+        # converter routes with a softmax without scoring_func
+        scoring_func="sigmoid", topk_method="noaux_tc",
     ) if moe.n_expert else dict(first_k_dense_replace=cfg.n_layer, n_shared_experts=1)
     fields = dict(
         num_key_value_heads=cfg.n_head, head_dim=m.qk_rope_head_dim,  # HF: the rotary size
