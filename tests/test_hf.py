@@ -5,6 +5,7 @@ as a logit mismatch (a LayerNorm left at ones/zeros would hide it).
 """
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -99,6 +100,14 @@ def test_to_hf_writes_our_layer_norm_epsilon():
     idx = tokens(**BATCH)
     with torch.no_grad():
         torch.testing.assert_close(hf(idx).logits, gpt(idx), atol=ATOL, rtol=0)
+
+
+def test_the_saved_config_holds_n_ctx_which_llama_cpps_converter_reads(tmp_path):
+    """GPT-2's own config.json has n_ctx beside n_positions; transformers 5 reads only the latter,
+    llama.cpp's convert_hf_to_gguf.py only the former (a KeyError without it)."""
+    config_to_hf(dataclasses.replace(ModelConfig(), block_size=96), "gpt2").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["n_ctx"] == saved["n_positions"] == 96
 
 
 def test_to_hf_keeps_dtype():

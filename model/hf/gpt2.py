@@ -33,6 +33,7 @@ def gpt2_config_to_hf(cfg: ModelConfig, **overrides):
         n_inner=cfg.mlp_hidden, activation_function="gelu_new",
         resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
         bos_token_id=None, eos_token_id=None,  # ours has no special tokens; pass them as overrides
+        n_ctx=cfg.block_size,  # read by no transformers 5 code, but by llama.cpp's converter (GPT-2's has it)
     )
     return GPT2Config(**{**kwargs, **overrides})
 
