@@ -2,7 +2,7 @@
 
     pip install llama-cpp-python    # compiles llama.cpp: about 15 minutes on 2 cores
     python scripts/gguf_llama_cpp.py RUN_DIR [--gguf_type f32|f16|q8_0] [--text FILE] [--new N]
-        [--no_repack]
+        [--no_repack] [--convert LLAMA_CPP_DIR]
 
 The run is exported as train.export --format gguf writes it (into a temporary folder) and loaded
 with an fp32 KV cache (llama.cpp's default is f16). Printed: whether llama.cpp's tokenizer gives our
@@ -10,7 +10,9 @@ ids for the text; the largest logit difference over the text's first block_size 
 often the argmax agrees; whether greedy decoding gives the same --new tokens after the first half
 of that window; for a chat run, whether the chat template in the file, applied by llama-cpp-python,
 gives train.chat's prompt ids. Exit 1 when ids differ (tokenizer or chat template).
-Text: FILE (default this Python's argparse.py source).
+Text: FILE (default this Python's argparse.py source). --convert LLAMA_CPP_DIR: instead, the run's
+HF export (train.export) converted by llama.cpp's own convert_hf_to_gguf.py from that source tree,
+for every family it converts; it recognises GPT-2's tokenizer, not the byte tokenizer.
 
 What to expect at f32 (docs/LOG.md): llama, qwen3 and qwen3_moe within about 4e-5; gpt2 within
 about 2e-3, because ggml's CPU GELU reads a table indexed by the input rounded to fp16. At f16 and
@@ -18,6 +20,8 @@ q8_0 llama.cpp also rounds the activations that meet the weights.
 """
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train.cli import argument_parser, at_least, run_cli  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
+from train.export import choose_family, export  # noqa: E402
 from train.gguf_export import FILE_TYPES, choose_gguf_family, write_gguf  # noqa: E402
 from train.post.chat_format import ChatFormat, Message  # noqa: E402
 from train.run import load_run  # noqa: E402
@@ -62,6 +67,19 @@ def load_llama(path: Path, n_ctx: int, no_repack: bool = False):
                                type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
     finally:
         llama_cpp.llama_cpp.llama_model_default_params = defaults
+
+
+def converted(run_dir: str, llama_cpp_dir: Path, out: Path, gguf_type: str) -> Path:
+    """The run's HF export converted by llama.cpp's convert_hf_to_gguf.py, with its own gguf-py."""
+    export(run_dir, out / "hf")
+    command = [sys.executable, str(llama_cpp_dir / "convert_hf_to_gguf.py"), str(out / "hf"),
+               "--outtype", gguf_type, "--outfile", str(out / "model.gguf")]
+    path = os.pathsep.join([str(llama_cpp_dir / "gguf-py"), *os.environ.get("PYTHONPATH", "").split(os.pathsep)])
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True)
+    if done.returncode:
+        last = [line for line in done.stderr.splitlines() if line.strip()] or [f"exit {done.returncode}"]
+        raise ConfigError(f"llama.cpp's convert_hf_to_gguf.py failed: {last[-1]}")
+    return out / "model.gguf"
 
 
 def llama_greedy(llm, prompt: list[int], n_new: int) -> list[int]:
@@ -107,11 +125,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--text", default=argparse.__file__, help="the text to compare on (default: argparse.py)")
     p.add_argument("--new", type=int, help="greedy tokens to compare (default 64, or as many as fit)")
     p.add_argument("--no_repack", action="store_true", help="llama.cpp's --no-repack (no AMX kernels)")
+    p.add_argument("--convert", type=Path, metavar="LLAMA_CPP_DIR",
+                   help="convert the HF export with this llama.cpp tree's convert_hf_to_gguf.py")
     args = p.parse_args(argv)
     if args.new is not None:
         at_least(args.new, "--new", 1)
     if not Path(args.text).is_file():
         raise ConfigError(f"--text {args.text}: no such file")
+    if args.convert and not (args.convert / "convert_hf_to_gguf.py").is_file():
+        raise ConfigError(f"--convert {args.convert}: no convert_hf_to_gguf.py there (a llama.cpp source tree)")
     run = load_run(args.run_dir)
     tok, T = for_run(args.run_dir), run.model.config.block_size
     text = Path(args.text).read_text(encoding="utf-8")
@@ -120,13 +142,18 @@ def main(argv: list[str]) -> int:
     args.new = args.new or min(64, T - T // 2)
     if args.new > T - T // 2:
         raise ConfigError(f"--new {args.new}: at most {T - T // 2} fit after {T // 2} prompt tokens in block_size={T}")
-    family = choose_gguf_family(run.model.config)  # a model no architecture holds is refused first
+    # a model no architecture holds is refused first
+    family = choose_family(run.model.config) if args.convert else choose_gguf_family(run.model.config)
     llama_cpp_module()
     with tempfile.TemporaryDirectory() as tmp:
-        done = write_gguf(run.model, tok, Path(tmp) / "out", family, args.gguf_type, run.cfg.post.chat)
-        llm = load_llama(done.path, T, args.no_repack)
+        if args.convert:
+            path = converted(args.run_dir, args.convert, Path(tmp), args.gguf_type)
+        else:
+            path = write_gguf(run.model, tok, Path(tmp) / "out", family, args.gguf_type, run.cfg.post.chat).path
+        llm = load_llama(path, T, args.no_repack)
         found = compare(run.model, tok, llm, text, args.new, run.cfg.post.chat)
-    print(f"GGUF {done.family} {args.gguf_type} in llama.cpp, against {args.run_dir}")
+    by = "llama.cpp's converter" if args.convert else "train.export"
+    print(f"GGUF of HF {family} ({by}), {args.gguf_type}, in llama.cpp, against {args.run_dir}")
     print(f"tokenizer: {found['tokens']:,} tokens of {Path(args.text).name}, the same ids: {found['same_ids']}")
     print(f"logits over {found['window']} tokens: max |diff| {found['max_diff']:.3g} (logit std "
           f"{found['logit_std']:.3g}), the same argmax at {found['same_argmax']:.1%}")

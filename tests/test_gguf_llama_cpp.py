@@ -3,6 +3,7 @@ llama-cpp-python is installed, llama.cpp computes our logits and tokens (scripts
 
 import argparse
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -12,10 +13,12 @@ import torch
 from model import GPT
 from model.config import ModelConfig
 from test_gguf import MODELS, mla_run, random_model  # noqa: F401 (a fixture)
-from tiny_run import GPT2_RANKS, error_line, load_script, needs_gpt2_ranks, randomize_
+from tiny_run import GPT2_RANKS, TINY, error_line, load_script, needs_gpt2_ranks, randomize_
 from train.cli import run_cli
+from train.config import load_config
 from train.gguf_export import write_gguf
 from train.tokenizer import get_tokenizer
+from train.trainer import Trainer
 
 pytest.importorskip("gguf")
 check = load_script("gguf_llama_cpp")
@@ -40,7 +43,8 @@ def test_the_script_refuses_bad_input_in_one_line(base, mla_run, tmp_path, capsy
     for argv, message in (([str(base), "--new", "0"], "--new must be >= 1"),
                           ([str(mla_run)], "no GGUF architecture"),
                           ([str(base), "--text", str(tmp_path / "no.txt")], "no such file"),
-                          ([str(base), "--new", "17"], "at most 16 fit after 16 prompt tokens")):
+                          ([str(base), "--new", "17"], "at most 16 fit after 16 prompt tokens"),
+                          ([str(base), "--convert", str(tmp_path)], "no convert_hf_to_gguf.py there")):
         assert run_cli(main, argv) == 2 and message in error_line(capsys.readouterr().err)
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # an import of it fails
     assert run_cli(main, [str(base)]) == 2
@@ -72,3 +76,21 @@ def test_llama_cpp_tokenizes_like_tiktoken(tmp_path):
         assert llm.tokenize(text.encode(), add_bos=False, special=False) == tok.encode(text)
     with torch.no_grad():
         assert check.compare(model, tok, llm, TEXT, 8)["same_greedy"]
+
+
+@needs_llama_cpp
+@needs_gpt2_ranks
+@pytest.mark.skipif("LLAMA_CPP_DIR" not in os.environ, reason="LLAMA_CPP_DIR (a llama.cpp source tree) is not set")
+def test_llama_cpps_converter_takes_our_hf_export(tmp_path, corpus, capsys):
+    """A llama-family run with GPT-2's tokenizer (the converter knows no byte tokenizer), exported
+    by train.export and converted by llama.cpp's convert_hf_to_gguf.py: our ids, logits, tokens."""
+    run = tmp_path / "run"
+    Trainer(load_config(None, [*TINY, *corpus, f"--train.out_dir={run}", "--train.max_steps=1",
+                               "--train.eval_interval=0", "--data.tokenizer=gpt2", f"--data.tokenizer_path={GPT2_RANKS}",
+                               "--model.pos=rope", "--model.norm=rmsnorm", "--model.mlp=swiglu", "--model.bias=false",
+                               "--model.n_kv_head=2", "--model.dropout=0.0"])).fit()
+    capsys.readouterr()
+    assert run_cli(check.main, [str(run), "--convert", os.environ["LLAMA_CPP_DIR"]]) == 0
+    out = capsys.readouterr().out
+    assert "GGUF of HF llama (llama.cpp's converter)" in out and "the same ids: True" in out
+    assert "the same tokens: True" in out and "argmax at 100.0%" in out
