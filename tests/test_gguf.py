@@ -212,11 +212,11 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(base, mla_run, tmp_pat
         ([base, tmp_path / "file.gguf", "--format", "gguf"], "exists and is not an empty directory"),
         ([base, tmp_path / "new.gguf", "--format", "gguf"], "is the directory to hold model.gguf"),
         ([base, tmp_path / "o", "--format", "gguf", "--family", "mistral"],
-         "--family for --format gguf must be auto or one of gpt2, llama, qwen3, qwen3_moe"),
+         "--family for --format gguf must be auto or one of gpt2, llama, qwen3, qwen3_moe, mixtral"),
         ([base, tmp_path / "o", "--format", "gguf", "--family", "llama"],
          "cannot export as GGUF llama: model.pos='learned', model.norm='layernorm'"),
         ([mla_run, tmp_path / "o", "--format", "gguf"],
-         "no GGUF architecture (gpt2, llama, qwen3, qwen3_moe) can hold this model; the closest, gpt2, "
+         "no GGUF architecture (gpt2, llama, qwen3, qwen3_moe, mixtral) can hold this model; the closest, gpt2, "
          "is blocked by model.attention='mla'"),
     ]
     before = {path: snapshot(path) for path in (base, mla_run, tmp_path)}
@@ -240,7 +240,7 @@ def test_a_write_that_fails_halfway_leaves_nothing(base, tmp_path, capsys, monke
     assert list(tmp_path.iterdir()) == []
 
 
-PRESET_ARCH = {"qwen3": "qwen3", "qwen3-moe": "qwen3_moe"}  # the presets a GGUF architecture here holds
+PRESET_ARCH = {"qwen3": "qwen3", "qwen3-moe": "qwen3_moe", "mixtral": "mixtral"}  # the presets a GGUF architecture here holds
 CLOSEST = {  # presets refused, each with the architecture and setting the refusal must name
     "llama3": ("llama", "model.rope.scaling='llama3'"),  # transformers' reader has no RoPE scaling
     "mistral": ("llama", "model.window=128"),

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from model import GPT
-from model.config import ModelConfig
-from test_gguf import MODELS, mla_run, random_model  # noqa: F401 (a fixture)
+from model.config import ModelConfig, MoEConfig
+from test_gguf import LLAMA, MODELS, SIZES, mla_run  # noqa: F401 (a fixture)
 from tiny_run import GPT2_RANKS, TINY, error_line, load_script, needs_gpt2_ranks, randomize_
 from train.cli import run_cli
 from train.config import load_config
@@ -51,13 +51,19 @@ def test_the_script_refuses_bad_input_in_one_line(base, mla_run, tmp_path, capsy
     assert "needs llama-cpp-python" in error_line(capsys.readouterr().err)
 
 
-# f32 logits: llama, qwen3 and qwen3_moe agree to about 4e-5; gpt2 to about 2e-3, because ggml's CPU
-# GELU reads a table indexed by its input rounded to fp16 (docs/LOG.md)
-ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4}
+# test_gguf's models, and Mixtral's experts on llama, which transformers' GGUF reader cannot build
+ALL = MODELS | {"mixtral": ModelConfig(**SIZES, **LLAMA, moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=96))}
+# f32 logits: the decoders agree to about 4e-5; gpt2 to about 2e-3, because ggml's CPU GELU reads a
+# table indexed by its input rounded to fp16 (docs/LOG.md)
+ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4, "mixtral": 2e-4}
+
+
+def random_model(family: str) -> GPT:
+    return randomize_(GPT(ALL[family]), 1, ones="vectors")
 
 
 @needs_llama_cpp
-@pytest.mark.parametrize("family", list(MODELS))
+@pytest.mark.parametrize("family", list(ALL))
 def test_llama_cpp_computes_our_logits_and_greedy_tokens(family, tmp_path):
     model = random_model(family).eval()
     path = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32").path

@@ -21,9 +21,10 @@ multiple of 32 long (`gguf.quants.quantize`), stores the others in fp16 and says
 llama.cpp, the router (`ffn_gate_inp`) and GPT-2's position table stay fp32 in every type.
 
 Architectures: gpt2, llama, qwen3, qwen3_moe, each checked by loading the file back with
-transformers' GGUF reader (tests/test_gguf.py) and, where llama-cpp-python is installed, in
-llama.cpp (tests/test_gguf_llama_cpp.py). Not yet the others: llama.cpp writes Mistral and
-Mixtral as llama, which transformers' reader builds with no sliding window and no experts; its gemma2
+transformers' GGUF reader (tests/test_gguf.py), and mixtral (as llama.cpp writes it: llama with
+experts, which transformers' reader builds without them); all five checked in llama.cpp where
+llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not yet the others: Mistral's window
+is ignored by llama.cpp's llama (docs/LOG.md); its gemma2
 takes neither the softcaps nor the query scale from the file; OLMo 2/3, DeepSeek-V3 (MLA), gpt-oss
 and Qwen3.5 (Gated DeltaNet) have no mapping here. A model none can hold is refused, naming the
 closest architecture and the settings that block it (`choose_gguf_family`).
@@ -77,6 +78,8 @@ class GGUFArch:
     limits: Callable[[ModelConfig], dict[str, object]]  # our settings the GGUF architecture cannot hold
     reshape: dict[str, Callable] = field(default_factory=dict)  # HF-name regex -> (tensor, cfg) -> GGUF layout
     unread: Callable[[ModelConfig], dict[str, object]] = lambda cfg: {}  # HF fields the reader skips
+    transformers: bool = True  # transformers' GGUF reader builds it whole (mixtral: without its experts)
+    dense: str = ""  # experts only: a dense model is blocked as by this family, and by its n_expert
 
 
 def _gpt2_hparams(w, cfg: ModelConfig) -> None:
@@ -135,23 +138,27 @@ def _unread(model_type: str, wanted: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in wanted.items() if getattr(default, k) != v}
 
 
+LLAMA_ROPE = {r"\.q_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_head),
+              r"\.k_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_kv_head)}
 CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": lambda t, cfg: t.t()}  # HF's Conv1D stores (in, out)
 ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the order --family auto tries them
     "gpt2": GGUFArch("GPT2", _gpt2_hparams, lambda cfg: {}, CONV1D, lambda cfg: _unread("gpt2", {
         "n_positions": cfg.block_size, "n_inner": None if cfg.mlp_hidden == 4 * cfg.n_embd else cfg.mlp_hidden})),
-    "llama": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, {
-        r"\.q_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_head),
-        r"\.k_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_kv_head)}),
+    "llama": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE),
     "qwen3": GGUFArch("QWEN3", _decoder_hparams, _decoder_limits, {},
                       lambda cfg: _unread("qwen3", {"head_dim": cfg.head_dim})),
     "qwen3_moe": GGUFArch("QWEN3MOE", _decoder_hparams, _qwen3_moe_limits, {},
                           lambda cfg: _unread("qwen3_moe", {"moe_intermediate_size": cfg.moe.expert_hidden})),
+    # llama.cpp's llama with experts: softmax, top-k, renormalised, as HF Mixtral (which refuses the rest)
+    "mixtral": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE, transformers=False, dense="llama"),
 }
 
 
 # ----------------------------------------------------------------------------- choosing the architecture
 def blockers(cfg: ModelConfig, family: str) -> list[str]:
     """`field=value` for each of our settings that `family`'s GGUF architecture cannot hold."""
+    if ARCHS[family].dense and not cfg.moe.n_expert:  # HF's refusal would name the experts alone
+        return blockers(cfg, ARCHS[family].dense) + [f"model.moe.n_expert={cfg.moe.n_expert}"]
     try:
         config_to_hf(cfg, family)
         found = []
@@ -280,7 +287,8 @@ class GGUFExport:
     family: str  # HF model_type; the GGUF architecture is ARCHS[family].arch
     gguf_type: str
     not_quantized: list[str]  # q8_0: matrices kept in f16 (rows not a multiple of 32)
-    load_kwargs: dict[str, object]  # HF config fields transformers' reader does not take from the file
+    load_kwargs: dict[str, object] | None  # HF config fields transformers' reader does not take from
+    # the file; None: the reader cannot build it (ARCHS[family].transformers)
 
 
 def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type: str = "f16",
@@ -318,4 +326,5 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return GGUFExport(out / FILE_NAME, family, gguf_type, not_quantized, ARCHS[family].unread(cfg))
+    arch = ARCHS[family]
+    return GGUFExport(out / FILE_NAME, family, gguf_type, not_quantized, arch.unread(cfg) if arch.transformers else None)
