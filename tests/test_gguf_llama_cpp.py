@@ -14,6 +14,7 @@ from model import GPT
 from model.config import ModelConfig, MoEConfig
 from test_gguf import LLAMA, MODELS, SIZES, mla_run  # noqa: F401 (a fixture)
 from tiny_run import GPT2_RANKS, TINY, error_line, load_script, needs_gpt2_ranks, randomize_
+from train import export
 from train.cli import run_cli
 from train.config import load_config
 from train.gguf_export import write_gguf
@@ -25,6 +26,8 @@ check = load_script("gguf_llama_cpp")
 needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                      reason="llama-cpp-python is not installed")
 TEXT = Path(argparse.__file__).read_text(encoding="utf-8")
+LLAMA_RUN = ["--model.pos=rope", "--model.norm=rmsnorm", "--model.mlp=swiglu", "--model.bias=false",
+             "--model.n_kv_head=1", "--model.dropout=0.0"]  # a run an HF llama (or mixtral) holds
 
 
 def test_a_byte_vocabulary_has_the_empty_merges_list_llama_cpp_requires(tmp_path):
@@ -84,6 +87,17 @@ def test_llama_cpp_tokenizes_like_tiktoken(tmp_path):
         assert check.compare(model, tok, llm, TEXT, 8)["same_greedy"]
 
 
+def test_exporting_a_mixtral_run_says_the_file_is_for_llama_cpp(tmp_path, corpus, capsys):
+    run = tmp_path / "run"
+    Trainer(load_config(None, [*TINY, *corpus, *LLAMA_RUN, f"--train.out_dir={run}", "--train.max_steps=1",
+                               "--train.eval_interval=0", "--model.moe.n_expert=4", "--model.moe.top_k=2",
+                               "--model.mlp_hidden=64", "--model.moe.expert_hidden=64"])).fit()
+    capsys.readouterr()
+    assert run_cli(export.main, [str(run), str(tmp_path / "gguf"), "--format", "gguf"]) == 0
+    out = capsys.readouterr().out
+    assert "(GGUF mixtral, f16); run it with llama.cpp" in out and "from_pretrained" not in out
+
+
 @needs_llama_cpp
 @needs_gpt2_ranks
 @pytest.mark.skipif("LLAMA_CPP_DIR" not in os.environ, reason="LLAMA_CPP_DIR (a llama.cpp source tree) is not set")
@@ -93,10 +107,30 @@ def test_llama_cpps_converter_takes_our_hf_export(tmp_path, corpus, capsys):
     run = tmp_path / "run"
     Trainer(load_config(None, [*TINY, *corpus, f"--train.out_dir={run}", "--train.max_steps=1",
                                "--train.eval_interval=0", "--data.tokenizer=gpt2", f"--data.tokenizer_path={GPT2_RANKS}",
-                               "--model.pos=rope", "--model.norm=rmsnorm", "--model.mlp=swiglu", "--model.bias=false",
-                               "--model.n_kv_head=2", "--model.dropout=0.0"])).fit()
+                               *LLAMA_RUN])).fit()
     capsys.readouterr()
     assert run_cli(check.main, [str(run), "--convert", os.environ["LLAMA_CPP_DIR"]]) == 0
     out = capsys.readouterr().out
     assert "GGUF of HF llama (llama.cpp's converter)" in out and "the same ids: True" in out
     assert "the same tokens: True" in out and "argmax at 100.0%" in out
+
+
+def test_a_mixtral_file_holds_our_experts_and_router_for_llama_cpps_llama(tmp_path):
+    """Without llama.cpp: the file is llama with 4 experts of which 2 are used, and its expert
+    tensors are our stacked [gate; up] and down weights, the router as is. transformers cannot
+    build it (no load line)."""
+    from gguf import GGUFReader
+
+    model = random_model("mixtral")
+    done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
+    assert done.load_kwargs is None
+    reader = GGUFReader(done.path)
+    assert reader.fields["general.architecture"].contents() == "llama"
+    assert [reader.fields[f"llama.expert_{k}"].contents() for k in ("count", "used_count")] == [4, 2]
+    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in reader.tensors}
+    for i, block in enumerate(model.transformer.h):
+        experts, hidden = block.mlp.experts, ALL["mixtral"].moe.expert_hidden
+        expected = {"ffn_gate_exps": experts.c_fc[:, :hidden], "ffn_up_exps": experts.c_fc[:, hidden:],
+                    "ffn_down_exps": experts.c_proj, "ffn_gate_inp": block.mlp.router.weight}
+        for name, weight in expected.items():
+            torch.testing.assert_close(tensors[f"blk.{i}.{name}.weight"], weight.detach(), atol=0, rtol=0)

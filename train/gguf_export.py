@@ -23,10 +23,10 @@ llama.cpp, the router (`ffn_gate_inp`) and GPT-2's position table stay fp32 in e
 Architectures: gpt2, llama, qwen3, qwen3_moe, each checked by loading the file back with
 transformers' GGUF reader (tests/test_gguf.py), and mixtral (as llama.cpp writes it: llama with
 experts, which transformers' reader builds without them); all five checked in llama.cpp where
-llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not yet the others: Mistral's window
-is ignored by llama.cpp's llama (docs/LOG.md); its gemma2
-takes neither the softcaps nor the query scale from the file; OLMo 2/3, DeepSeek-V3 (MLA), gpt-oss
-and Qwen3.5 (Gated DeltaNet) have no mapping here. A model none can hold is refused, naming the
+llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not yet the others: llama.cpp's
+llama ignores Mistral's window (docs/LOG.md); transformers' gemma2 reader takes neither the softcaps
+nor the query scale from the file; OLMo 2/3, DeepSeek-V3 (MLA), gpt-oss and Qwen3.5 (Gated DeltaNet)
+have no mapping here. A model none can hold is refused, naming the
 closest architecture and the settings that block it (`choose_gguf_family`).
 
 transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
