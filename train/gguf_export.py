@@ -2,11 +2,14 @@
 
 The route is the HF export's: our GPT -> `to_hf` (model/hf/, exact) -> the HF state dict, whose
 tensor names `gguf.get_tensor_name_map` turns into GGUF's (`token_embd`, `blk.{i}.attn_q`, ...).
-Three layouts differ from HF's, each undone by transformers' GGUF reader:
+Four layouts differ from HF's, each undone by transformers' GGUF reader:
   * gpt2: HF's `Conv1D` weights are stored (in, out); GGUF stores every matrix (out, in);
   * llama: GGUF's llama rotates adjacent pairs of a head's dimensions, HF its two halves
     (`rotate_half`), so the rows of q_proj and k_proj are interleaved per head;
-  * qwen3_moe: HF's stacked `gate_up_proj` is two tensors, `ffn_gate_exps` and `ffn_up_exps`.
+  * qwen3_moe: HF's stacked `gate_up_proj` is two tensors, `ffn_gate_exps` and `ffn_up_exps`;
+  * qwen3_5_text (Qwen3.5: Gated DeltaNet layers and gated attention): the value heads of one key
+    head are tiled, not grouped (`_tiled`), norms are stored as 1 + w, A as -exp(A_log), the
+    convolution as 2-D, and the partial RoPE as M-RoPE sections (`_sections`).
 The metadata is what llama.cpp's reader needs for the architecture (context, embedding and
 feed-forward lengths, block and head counts, norm epsilon, RoPE base and width, experts), then
 the tokenizer: GPT-2's BPE (tokens and merges), or the byte tokenizer as the 256 byte tokens in
@@ -18,16 +21,17 @@ llama.cpp beside our model.
 --gguf_type: f32 keeps every tensor in fp32; f16 stores matrices in fp16 and keeps 1-D tensors
 (norms, biases) in fp32, as llama.cpp's converter does; q8_0 quantizes matrices whose rows are a
 multiple of 32 long (`gguf.quants.quantize`), stores the others in fp16 and says which. Like
-llama.cpp, the router (`ffn_gate_inp`) and GPT-2's position table stay fp32 in every type.
+llama.cpp, the router (`ffn_gate_inp`), GPT-2's position table and Gated DeltaNet's convolution stay
+fp32 in every type.
 
-Architectures: gpt2, llama, qwen3, qwen3_moe, each checked by loading the file back with
-transformers' GGUF reader (tests/test_gguf.py), and mixtral (as llama.cpp writes it: llama with
-experts, which transformers' reader builds without them); all five checked in llama.cpp where
-llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not yet the others: llama.cpp's
+Architectures: gpt2, llama, qwen3, qwen3_moe and qwen3_5_text, each checked by loading the file
+back with transformers' GGUF reader (tests/test_gguf.py), and mixtral (as llama.cpp writes it:
+llama with experts, which transformers' reader builds without them); all six checked in llama.cpp
+where llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not yet the others: llama.cpp's
 llama ignores Mistral's window (docs/LOG.md); transformers' gemma2 reader takes neither the softcaps
-nor the query scale from the file; OLMo 2/3, DeepSeek-V3 (MLA), gpt-oss and Qwen3.5 (Gated DeltaNet)
-have no mapping here. A model none can hold is refused, naming the
-closest architecture and the settings that block it (`choose_gguf_family`).
+nor the query scale from the file; OLMo 2/3, DeepSeek-V3 (MLA), gpt-oss and Qwen3.5-MoE have no
+mapping here. A model none can hold is refused, naming the closest architecture and the settings
+that block it (`choose_gguf_family`).
 
 transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
 feed-forward lengths (it assumes n_positions 1024, n_inner 4 * n_embd), for qwen3 the head size,
@@ -35,6 +39,7 @@ for qwen3_moe the expert width. `GGUFExport.load_kwargs` holds those the run dif
 to `from_pretrained(..., gguf_file=...)`.
 """
 
+import functools
 import os
 import re
 import secrets
@@ -57,7 +62,7 @@ from .tokenizer import EOT_TEXT
 FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}  # --gguf_type -> general.file_type
 FILE_NAME = "model.gguf"
 Q8_0_BLOCK = 32  # values per q8_0 block: a row must be a multiple of it
-ALWAYS_F32 = ("ffn_gate_inp", "position_embd")  # kept in fp32 whatever the type, as llama.cpp does
+ALWAYS_F32 = ("ffn_gate_inp", "position_embd", "ssm_conv1d")  # kept in fp32 whatever the type, as llama.cpp does
 
 
 def _rope_pairs(n_heads: Callable[[ModelConfig], int]):
@@ -79,7 +84,10 @@ class GGUFArch:
     reshape: dict[str, Callable] = field(default_factory=dict)  # HF-name regex -> (tensor, cfg) -> GGUF layout
     unread: Callable[[ModelConfig], dict[str, object]] = lambda cfg: {}  # HF fields the reader skips
     transformers: bool = True  # transformers' GGUF reader builds it whole (mixtral: without its experts)
-    dense: str = ""  # experts only: a dense model is blocked as by this family, and by its n_expert
+    # (family, field) for an architecture that extends another: a model with `field` off (0, "none")
+    # is blocked as by that family, and by `field` (HF's refusal would name the field alone)
+    extends: tuple[str, str] = ("", "")
+    renames: dict[str, str] = field(default_factory=dict)  # HF-name regex -> the name gguf's map knows
 
 
 def _gpt2_hparams(w, cfg: ModelConfig) -> None:
@@ -138,6 +146,64 @@ def _unread(model_type: str, wanted: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in wanted.items() if getattr(default, k) != v}
 
 
+def _qwen35_hparams(w, cfg: ModelConfig) -> None:
+    """Qwen3.5's keys (transformers' qwen35 reader names each): the DeltaNet sizes under ssm.*, the
+    attention's partial RoPE as llama.cpp's interleaved M-RoPE with every rotary pair on the text axis
+    (text positions are one axis, so the sections only label pairs)."""
+    d = cfg.deltanet
+    _decoder_hparams(w, cfg)
+    w.add_full_attention_interval(d.full_every)
+    w.add_ssm_conv_kernel(d.conv_size)
+    w.add_ssm_state_size(d.head_dim)
+    w.add_ssm_group_count(d.n_head)
+    w.add_ssm_time_step_rank(d.n_v_head)
+    w.add_ssm_inner_size(d.n_v_head * d.v_head_dim)
+    w.add_rope_dimension_count(_rotary(cfg))  # overrides _decoder_hparams' full head
+    w.add_rope_dimension_sections(_sections(_rotary(cfg) // 2))
+
+
+def _rotary(cfg: ModelConfig) -> int:
+    return int(cfg.head_dim * cfg.rope.fraction)
+
+
+def _sections(pairs: int) -> list[int]:
+    """Rotary pairs per M-RoPE axis (time, height, width, -), split as Qwen3.5's 32 into 11, 11, 10;
+    transformers needs all three axes, and text sets them to the same position."""
+    last = pairs // 3
+    return [pairs - last - (pairs - last) // 2, (pairs - last) // 2, last, 0]
+
+
+def _tiled(cfg: ModelConfig, size: int = 1) -> torch.Tensor:
+    """Index of the value heads (each `size` rows) in llama.cpp's order: HF groups the value heads of
+    one key head together (k0v0 k0v1 k1v0 k1v1), llama.cpp tiles them (k0v0 k1v0 k0v1 k1v1)."""
+    d = cfg.deltanet
+    return torch.arange(d.n_v_head * size).reshape(d.n_head, d.n_v_head // d.n_head, size).transpose(0, 1).reshape(-1)
+
+
+def _value_rows(t: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Rows past q and k (in_proj_qkv, conv1d), or all rows, reordered per value element."""
+    d = cfg.deltanet
+    qk = t.shape[0] - d.n_v_head * d.v_head_dim
+    return torch.cat([t[:qk], t[qk:][_tiled(cfg, d.v_head_dim)]])
+
+
+QWEN35 = {  # HF -> llama.cpp's layout: value heads tiled, norms stored as 1 + w, A as -exp(A_log)
+    r"\.(in_proj_qkv|in_proj_z)\.weight$": _value_rows,
+    r"\.conv1d\.weight$": lambda t, cfg: _value_rows(t, cfg).squeeze(1),
+    r"\.(in_proj_a\.weight|in_proj_b\.weight|dt_bias)$": lambda t, cfg: t[_tiled(cfg)],
+    r"\.A_log$": lambda t, cfg: -t.exp()[_tiled(cfg)],
+    r"\.out_proj\.weight$": lambda t, cfg: t[:, _tiled(cfg, cfg.deltanet.v_head_dim)],
+    r"(layernorm|_norm|^model\.norm)\.weight$": lambda t, cfg: t + 1,  # not linear_attn.norm
+}
+
+
+def _qwen35_limits(cfg: ModelConfig) -> dict[str, object]:
+    return _refused(("model.rope.fraction", cfg.rope.fraction, _rotary(cfg) >= 6),  # a pair per axis
+                    ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling == "none"),
+                    ("model.window", cfg.window, cfg.window == 0),
+                    ("model.mtp_depth", cfg.mtp_depth, cfg.mtp_depth == 0))
+
+
 LLAMA_ROPE = {r"\.q_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_head),
               r"\.k_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_kv_head)}
 CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": lambda t, cfg: t.t()}  # HF's Conv1D stores (in, out)
@@ -150,15 +216,20 @@ ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the ord
     "qwen3_moe": GGUFArch("QWEN3MOE", _decoder_hparams, _qwen3_moe_limits, {},
                           lambda cfg: _unread("qwen3_moe", {"moe_intermediate_size": cfg.moe.expert_hidden})),
     # llama.cpp's llama with experts: softmax, top-k, renormalised, as HF Mixtral (which refuses the rest)
-    "mixtral": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE, transformers=False, dense="llama"),
+    "mixtral": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE, transformers=False,
+                        extends=("llama", "moe.n_expert")),
+    "qwen3_5_text": GGUFArch("QWEN35", _qwen35_hparams, _qwen35_limits, QWEN35,
+                             renames={r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"},
+                             extends=("qwen3", "linear_attention")),
 }
 
 
 # ----------------------------------------------------------------------------- choosing the architecture
 def blockers(cfg: ModelConfig, family: str) -> list[str]:
     """`field=value` for each of our settings that `family`'s GGUF architecture cannot hold."""
-    if ARCHS[family].dense and not cfg.moe.n_expert:  # HF's refusal would name the experts alone
-        return blockers(cfg, ARCHS[family].dense) + [f"model.moe.n_expert={cfg.moe.n_expert}"]
+    base, key = ARCHS[family].extends
+    if base and (value := functools.reduce(getattr, key.split("."), cfg)) in (0, "none"):
+        return blockers(cfg, base) + [f"model.{key}={value!r}"]
     try:
         config_to_hf(cfg, family)
         found = []
@@ -205,6 +276,8 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
         for pattern, reshape in arch.reshape.items():
             if re.search(pattern, hf_name):
                 tensor = reshape(tensor, cfg)
+        for pattern, replacement in arch.renames.items():
+            hf_name = re.sub(pattern, replacement, hf_name)
         if hf_name.endswith(".experts.gate_up_proj"):  # (n_expert, [gate; up], n_embd)
             gate, up = tensor.chunk(2, dim=1)
             parts = {hf_name.replace("gate_up_proj", "gate_proj"): gate, hf_name.replace("gate_up_proj", "up_proj"): up}
@@ -212,10 +285,11 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
             parts = {hf_name: tensor}
         for name, t in parts.items():
             # stacked experts are HF parameters without a suffix; in GGUF every matrix is `.weight`
-            base, suffix = name.rsplit(".", 1) if name.endswith((".weight", ".bias")) else (name, "weight")
+            # (".bare": a tensor llama.cpp names without a suffix, as Qwen3.5's ssm_a)
+            base, suffix = name.rsplit(".", 1) if name.endswith((".weight", ".bias", ".bare")) else (name, "weight")
             gguf_name = names.get_name(base)
             assert gguf_name is not None, f"no GGUF name for {name} in {arch.arch}"
-            out[f"{gguf_name}.{suffix}"] = t.detach().float().contiguous().numpy()
+            out[gguf_name if suffix == "bare" else f"{gguf_name}.{suffix}"] = t.detach().float().contiguous().numpy()
     return out
 
 
