@@ -7,9 +7,10 @@ Four layouts differ from HF's, each undone by transformers' GGUF reader:
   * llama: GGUF's llama rotates adjacent pairs of a head's dimensions, HF its two halves
     (`rotate_half`), so the rows of q_proj and k_proj are interleaved per head;
   * qwen3_moe: HF's stacked `gate_up_proj` is two tensors, `ffn_gate_exps` and `ffn_up_exps`;
-  * qwen3_5_text (Qwen3.5: Gated DeltaNet layers and gated attention): the value heads of one key
-    head are tiled, not grouped (`_tiled`), norms are stored as 1 + w, A as -exp(A_log), the
-    convolution as 2-D, and the partial RoPE as M-RoPE sections (`_sections`).
+  * qwen3_5_text and qwen3_5_moe_text (Qwen3.5: Gated DeltaNet layers and gated attention): the
+    value heads of one key head are tiled, not grouped (`_tiled`), norms are stored as 1 + w, A as
+    -exp(A_log), the convolution as 2-D, the shared expert's gate as 1-D, and the partial RoPE as
+    M-RoPE sections (`_sections`).
 The metadata is what llama.cpp's reader needs for the architecture (context, embedding and
 feed-forward lengths, block and head counts, norm epsilon, RoPE base and width, experts), then
 the tokenizer: GPT-2's BPE (tokens and merges), or the byte tokenizer as the 256 byte tokens in
@@ -24,13 +25,13 @@ multiple of 32 long (`gguf.quants.quantize`), stores the others in fp16 and says
 llama.cpp, the router (`ffn_gate_inp`), GPT-2's position table and Gated DeltaNet's convolution stay
 fp32 in every type.
 
-Architectures: gpt2, llama, qwen3, qwen3_moe and qwen3_5_text, each checked by loading the file
-back with transformers' GGUF reader (tests/test_gguf.py), and mixtral (as llama.cpp writes it:
-llama with experts, which transformers' reader builds without them); all six checked in llama.cpp
-where llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not yet the others: llama.cpp's
-llama ignores Mistral's window (docs/LOG.md); transformers' gemma2 reader takes neither the softcaps
-nor the query scale from the file; OLMo 2/3, DeepSeek-V3 (MLA), gpt-oss and Qwen3.5-MoE have no
-mapping here. A model none can hold is refused, naming the closest architecture and the settings
+Architectures: gpt2, llama, qwen3, qwen3_moe, qwen3_5_text and qwen3_5_moe_text, each checked by
+loading the file back with transformers' GGUF reader (tests/test_gguf.py), and mixtral (as
+llama.cpp writes it: llama with experts, which transformers' reader builds without them); all seven
+checked in llama.cpp where llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not yet
+the others: llama.cpp's llama ignores Mistral's window (docs/LOG.md); transformers' gemma2 reader
+takes neither the softcaps nor the query scale from the file; OLMo 2/3, DeepSeek-V3 (MLA) and
+gpt-oss have no mapping here. A model none can hold is refused, naming the closest architecture and the settings
 that block it (`choose_gguf_family`).
 
 transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
@@ -173,6 +174,11 @@ def _sections(pairs: int) -> list[int]:
     return [pairs - last - (pairs - last) // 2, (pairs - last) // 2, last, 0]
 
 
+def _qwen35_moe_hparams(w, cfg: ModelConfig) -> None:
+    _qwen35_hparams(w, cfg)
+    w.add_expert_shared_feed_forward_length(cfg.moe.n_shared * cfg.moe.expert_hidden)
+
+
 def _tiled(cfg: ModelConfig, size: int = 1) -> torch.Tensor:
     """Index of the value heads (each `size` rows) in llama.cpp's order: HF groups the value heads of
     one key head together (k0v0 k0v1 k1v0 k1v1), llama.cpp tiles them (k0v0 k1v0 k0v1 k1v1)."""
@@ -194,7 +200,12 @@ QWEN35 = {  # HF -> llama.cpp's layout: value heads tiled, norms stored as 1 + w
     r"\.A_log$": lambda t, cfg: -t.exp()[_tiled(cfg)],
     r"\.out_proj\.weight$": lambda t, cfg: t[:, _tiled(cfg, cfg.deltanet.v_head_dim)],
     r"(layernorm|_norm|^model\.norm)\.weight$": lambda t, cfg: t + 1,  # not linear_attn.norm
+    r"\.shared_expert_gate\.weight$": lambda t, cfg: t.squeeze(0),  # MoE: one row, stored 1-D
 }
+
+
+def _qwen35_moe_limits(cfg: ModelConfig) -> dict[str, object]:
+    return _qwen35_limits(cfg) | _refused(("model.moe.first_dense", cfg.moe.first_dense, cfg.moe.first_dense == 0))
 
 
 def _qwen35_limits(cfg: ModelConfig) -> dict[str, object]:
@@ -221,6 +232,9 @@ ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the ord
     "qwen3_5_text": GGUFArch("QWEN35", _qwen35_hparams, _qwen35_limits, QWEN35,
                              renames={r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"},
                              extends=("qwen3", "linear_attention")),
+    "qwen3_5_moe_text": GGUFArch("QWEN35MOE", _qwen35_moe_hparams, _qwen35_moe_limits, QWEN35,
+                                 renames={r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"},
+                                 extends=("qwen3_5_text", "moe.n_expert")),
 }
 
 
