@@ -234,11 +234,11 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(base, mla_run, tmp_pat
         ([base, tmp_path / "file.gguf", "--format", "gguf"], "exists and is not an empty directory"),
         ([base, tmp_path / "new.gguf", "--format", "gguf"], "is the directory to hold model.gguf"),
         ([base, tmp_path / "o", "--format", "gguf", "--family", "mistral"],
-         "--family for --format gguf must be auto or one of gpt2, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, qwen3_5_moe_text"),
+         "--family for --format gguf must be auto or one of gpt2, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, qwen3_5_moe_text"),
         ([base, tmp_path / "o", "--format", "gguf", "--family", "llama"],
          "cannot export as GGUF llama: model.pos='learned', model.norm='layernorm'"),
         ([mla_run, tmp_path / "o", "--format", "gguf"],
-         "no GGUF architecture (gpt2, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, qwen3_5_moe_text) can hold this model; the closest, gpt2, "
+         "no GGUF architecture (gpt2, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, qwen3_5_moe_text) can hold this model; the closest, gpt2, "
          "is blocked by model.attention='mla'"),
     ]
     before = {path: snapshot(path) for path in (base, mla_run, tmp_path)}
@@ -263,11 +263,12 @@ def test_a_write_that_fails_halfway_leaves_nothing(base, tmp_path, capsys, monke
 
 
 PRESET_ARCH = {"qwen3": "qwen3", "qwen3-moe": "qwen3_moe", "mixtral": "mixtral", "qwen3.5": "qwen3_5_text",
-               "qwen3.5-moe": "qwen3_5_moe_text"}  # the presets a GGUF architecture here holds
+               "qwen3.5-moe": "qwen3_5_moe_text", "deepseek-v3": "deepseek_v3"}  # the presets a GGUF architecture here holds
 CLOSEST = {  # presets refused, each with the architecture and setting the refusal must name
     "llama3": ("llama", "model.rope.scaling='llama3'"),  # transformers' reader has no RoPE scaling
     "mistral": ("llama", "model.window=128"),
-    "deepseek-v3": ("qwen3_moe", "model.moe.router='sigmoid'"),
+    "deepseek-v3.2": ("deepseek_v3", "model.mla.index_topk=4"),  # DSA's indexer
+    "gpt-oss": ("mixtral", "model.mlp='swiglu_clamped'"),  # not deepseek_v3, whose HF refusal names one setting
 }
 
 

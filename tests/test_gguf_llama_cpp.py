@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model import GPT
-from model.config import ModelConfig, MoEConfig
+from model.config import MLAConfig, ModelConfig, MoEConfig
 from test_gguf import LLAMA, MODELS, SIZES, mla_run  # noqa: F401 (a fixture)
 from tiny_run import GPT2_RANKS, TINY, error_line, load_script, needs_gpt2_ranks, randomize_
 from train import export
@@ -54,12 +54,20 @@ def test_the_script_refuses_bad_input_in_one_line(base, mla_run, tmp_path, capsy
     assert "needs llama-cpp-python" in error_line(capsys.readouterr().err)
 
 
-# test_gguf's models, and Mixtral's experts on llama, which transformers' GGUF reader cannot build
-ALL = MODELS | {"mixtral": ModelConfig(**SIZES, **LLAMA, moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=96))}
+# test_gguf's models, and two transformers' GGUF reader cannot build: Mixtral's experts on llama,
+# and DeepSeek-V3 (MLA with a q LoRA, a dense first layer, then a group-limited sigmoid MoE)
+ALL = MODELS | {
+    "mixtral": ModelConfig(**SIZES, **LLAMA, moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=96)),
+    "deepseek_v3": ModelConfig(**SIZES, **LLAMA | dict(n_kv_head=0), head_dim=12, attention="mla",
+                               mla=MLAConfig(q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8,
+                                             v_head_dim=12),
+                               moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, n_shared=1, router="sigmoid",
+                                             n_group=4, topk_group=2, first_dense=1)),
+}
 # f32 logits: the decoders agree to about 4e-5; gpt2 to about 2e-3, because ggml's CPU GELU reads a
 # table indexed by its input rounded to fp16 (docs/LOG.md)
 ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4, "mixtral": 2e-4, "qwen3_5_text": 5e-4,
-        "qwen3_5_moe_text": 5e-4}
+        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4}
 
 
 def random_model(family: str) -> GPT:
@@ -135,3 +143,25 @@ def test_a_mixtral_file_holds_our_experts_and_router_for_llama_cpps_llama(tmp_pa
                     "ffn_down_exps": experts.c_proj, "ffn_gate_inp": block.mlp.router.weight}
         for name, weight in expected.items():
             torch.testing.assert_close(tensors[f"blk.{i}.{name}.weight"], weight.detach(), atol=0, rtol=0)
+
+
+def test_a_deepseek_file_holds_mla_as_llama_cpps_absorbed_decode_reads_it(tmp_path):
+    """Without llama.cpp: MLA is one KV head over [latent; rotary key], and kv_b_proj (rows per head
+    [k_nope; v], columns the latent) is split into k_b, each head transposed to (latent, k_nope),
+    and v_b (v, latent); the correction bias is exp_probs_b."""
+    from gguf import GGUFReader
+
+    model, cfg = random_model("deepseek_v3"), ALL["deepseek_v3"]
+    done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
+    assert done.load_kwargs is None
+    reader = GGUFReader(done.path)
+    keys = ("attention.head_count_kv", "attention.key_length", "attention.value_length", "leading_dense_block_count")
+    assert [reader.fields[f"deepseek2.{k}"].contents() for k in keys] == [1, 16 + 8, 16, 1]
+    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in reader.tensors}
+    m = cfg.mla
+    for i, block in enumerate(model.transformer.h):
+        rows = block.attn.kv_b_proj.weight.detach().view(cfg.n_head, m.qk_nope_head_dim + m.v_head_dim, m.kv_lora_rank)
+        for h in range(cfg.n_head):
+            torch.testing.assert_close(tensors[f"blk.{i}.attn_k_b.weight"][h], rows[h, :m.qk_nope_head_dim].T, atol=0, rtol=0)
+            torch.testing.assert_close(tensors[f"blk.{i}.attn_v_b.weight"][h], rows[h, m.qk_nope_head_dim:], atol=0, rtol=0)
+    torch.testing.assert_close(tensors["blk.1.exp_probs_b.bias"], model.transformer.h[1].mlp.router.expert_bias, atol=0, rtol=0)

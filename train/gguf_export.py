@@ -26,12 +26,13 @@ llama.cpp, the router (`ffn_gate_inp`), GPT-2's position table and Gated DeltaNe
 fp32 in every type.
 
 Architectures: gpt2, llama, qwen3, qwen3_moe, qwen3_5_text and qwen3_5_moe_text, each checked by
-loading the file back with transformers' GGUF reader (tests/test_gguf.py), and mixtral (as
-llama.cpp writes it: llama with experts, which transformers' reader builds without them); all seven
-checked in llama.cpp where llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not yet
-the others: llama.cpp's llama ignores Mistral's window (docs/LOG.md); transformers' gemma2 reader
-takes neither the softcaps nor the query scale from the file; OLMo 2/3, DeepSeek-V3 (MLA) and
-gpt-oss have no mapping here. A model none can hold is refused, naming the closest architecture and the settings
+loading the file back with transformers' GGUF reader (tests/test_gguf.py); mixtral (as llama.cpp
+writes it: llama with experts, which transformers' reader builds without them) and deepseek_v3
+(llama.cpp's deepseek2: MLA with kv_b_proj split for its absorbed decode, which transformers has
+no reader for); all eight checked in llama.cpp where llama-cpp-python is installed
+(tests/test_gguf_llama_cpp.py). Not yet the others: llama.cpp's llama ignores Mistral's window
+(docs/LOG.md); transformers' gemma2 reader takes neither the softcaps nor the query scale from the
+file; OLMo 2/3, gpt-oss, Qwen3-Next and DeepSeek-V3.2 (DSA) have no mapping here. A model none can hold is refused, naming the closest architecture and the settings
 that block it (`choose_gguf_family`).
 
 transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
@@ -84,7 +85,7 @@ class GGUFArch:
     limits: Callable[[ModelConfig], dict[str, object]]  # our settings the GGUF architecture cannot hold
     reshape: dict[str, Callable] = field(default_factory=dict)  # HF-name regex -> (tensor, cfg) -> GGUF layout
     unread: Callable[[ModelConfig], dict[str, object]] = lambda cfg: {}  # HF fields the reader skips
-    transformers: bool = True  # transformers' GGUF reader builds it whole (mixtral: without its experts)
+    unreadable: str = ""  # why transformers' GGUF reader cannot build it; "" when it can
     # (family, field) for an architecture that extends another: a model with `field` off (0, "none")
     # is blocked as by that family, and by `field` (HF's refusal would name the field alone)
     extends: tuple[str, str] = ("", "")
@@ -215,6 +216,43 @@ def _qwen35_limits(cfg: ModelConfig) -> dict[str, object]:
                     ("model.mtp_depth", cfg.mtp_depth, cfg.mtp_depth == 0))
 
 
+def _deepseek2_hparams(w, cfg: ModelConfig) -> None:
+    """DeepSeek-V3 as llama.cpp's deepseek2: MLA written as MQA over the latent (one KV head whose key
+    is [latent; rotary key]), the absorbed form's per-head sizes, and a sigmoid-routed, group-limited
+    MoE after the leading dense layers."""
+    import gguf
+
+    m, moe = cfg.mla, cfg.moe
+    _sizes(w, cfg)
+    w.add_head_count_kv(1)
+    w.add_layer_norm_rms_eps(cfg.norm_eps)
+    w.add_rope_freq_base(cfg.rope.theta)
+    w.add_rope_dimension_count(m.qk_rope_head_dim)
+    if m.q_lora_rank:
+        w.add_q_lora_rank(m.q_lora_rank)
+    w.add_kv_lora_rank(m.kv_lora_rank)
+    w.add_key_length(m.kv_lora_rank + m.qk_rope_head_dim)
+    w.add_value_length(m.kv_lora_rank)
+    w.add_key_length_mla(m.qk_nope_head_dim + m.qk_rope_head_dim)
+    w.add_value_length_mla(m.v_head_dim)
+    w.add_leading_dense_block_count(moe.first_dense)
+    w.add_expert_count(moe.n_expert)
+    w.add_expert_used_count(moe.top_k)
+    w.add_expert_feed_forward_length(moe.expert_hidden)
+    w.add_expert_shared_count(moe.n_shared)
+    w.add_expert_weights_scale(moe.routed_scale)
+    w.add_expert_weights_norm(moe.norm_topk)
+    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+    w.add_expert_group_count(moe.n_group)
+    w.add_expert_group_used_count(moe.topk_group)
+
+
+def _deepseek2_limits(cfg: ModelConfig) -> dict[str, object]:
+    return _refused(("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling == "none"),
+                    ("model.window", cfg.window, cfg.window == 0),
+                    ("model.moe.n_expert", cfg.moe.n_expert, cfg.moe.n_expert > 0))  # its MoE keys are required
+
+
 LLAMA_ROPE = {r"\.q_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_head),
               r"\.k_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_kv_head)}
 CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": lambda t, cfg: t.t()}  # HF's Conv1D stores (in, out)
@@ -227,11 +265,16 @@ ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the ord
     "qwen3_moe": GGUFArch("QWEN3MOE", _decoder_hparams, _qwen3_moe_limits, {},
                           lambda cfg: _unread("qwen3_moe", {"moe_intermediate_size": cfg.moe.expert_hidden})),
     # llama.cpp's llama with experts: softmax, top-k, renormalised, as HF Mixtral (which refuses the rest)
-    "mixtral": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE, transformers=False,
+    "mixtral": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE,
+                        unreadable="transformers' GGUF reader builds it without its experts",
                         extends=("llama", "moe.n_expert")),
     "qwen3_5_text": GGUFArch("QWEN35", _qwen35_hparams, _qwen35_limits, QWEN35,
                              renames={r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"},
                              extends=("qwen3", "linear_attention")),
+    # MLA as llama.cpp's absorbed decode reads it: kv_b_proj split into k_b (transposed) and v_b
+    "deepseek_v3": GGUFArch("DEEPSEEK2", _deepseek2_hparams, _deepseek2_limits,
+                            renames={r"\.e_score_correction_bias$": ".e_score_correction.bias"},
+                            unreadable="transformers has no GGUF reader for deepseek2"),
     "qwen3_5_moe_text": GGUFArch("QWEN35MOE", _qwen35_moe_hparams, _qwen35_moe_limits, QWEN35,
                                  renames={r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"},
                                  extends=("qwen3_5_text", "moe.n_expert")),
@@ -239,34 +282,38 @@ ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the ord
 
 
 # ----------------------------------------------------------------------------- choosing the architecture
-def blockers(cfg: ModelConfig, family: str) -> list[str]:
-    """`field=value` for each of our settings that `family`'s GGUF architecture cannot hold."""
+def blockers(cfg: ModelConfig, family: str) -> tuple[list[str], bool]:
+    """`field=value` for each of our settings that `family`'s GGUF architecture cannot hold, and
+    whether the list is whole: a family-specific HF refusal gives its first reason only."""
     base, key = ARCHS[family].extends
     if base and (value := functools.reduce(getattr, key.split("."), cfg)) in (0, "none"):
-        return blockers(cfg, base) + [f"model.{key}={value!r}"]
+        found, whole = blockers(cfg, base)
+        return found + [f"model.{key}={value!r}"], whole
+    whole = True
     try:
         config_to_hf(cfg, family)
         found = []
     except Unrepresentable as e:
         found = list(e.settings)
     except ValueError as e:  # a family-specific refusal, which gives its reason
-        found = [str(e).removeprefix(f"HF {family} cannot represent ")]
+        found, whole = [str(e).removeprefix(f"HF {family} cannot represent ")], False
     found += [f"{name}={value!r}" for name, value in ARCHS[family].limits(cfg).items()]
-    return list(dict.fromkeys(found))  # a setting both HF and GGUF refuse, once
+    return list(dict.fromkeys(found)), whole  # a setting both HF and GGUF refuse, once
 
 
 def choose_gguf_family(cfg: ModelConfig, family: str = "auto") -> str:
     """`family` if its GGUF architecture holds `cfg`; for "auto" the first of ARCHS that does. The
-    refusal names the closest architecture (fewest blocking settings) and what blocks it."""
+    refusal names the closest architecture (fewest blocking settings, below) and what blocks it."""
     if family != "auto" and family not in ARCHS:
         raise ConfigError(f"--family for --format gguf must be auto or one of {', '.join(ARCHS)}; got {family!r}")
     blocked = {}
     for name in [family] if family != "auto" else ARCHS:
         blocked[name] = blockers(cfg, name)
-        if not blocked[name]:
+        if not blocked[name][0]:
             return name
-    closest = min(blocked, key=lambda name: len(blocked[name]))
-    why = blocked[closest]
+    # a list cut short by an HF refusal says little of how far its family is: whole lists come first
+    closest = min(blocked, key=lambda n: (not blocked[n][1], len(blocked[n][0])))
+    why = blocked[closest][0]
     listed = ", ".join(item if len(item) <= 80 else item[:77] + "..." for item in why[:4])
     more = f" and {len(why) - 4} more" if len(why) > 4 else ""
     if family != "auto":
@@ -295,6 +342,10 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
         if hf_name.endswith(".experts.gate_up_proj"):  # (n_expert, [gate; up], n_embd)
             gate, up = tensor.chunk(2, dim=1)
             parts = {hf_name.replace("gate_up_proj", "gate_proj"): gate, hf_name.replace("gate_up_proj", "up_proj"): up}
+        elif hf_name.endswith(".kv_b_proj.weight"):  # MLA: rows per head [k_nope; v], columns the latent
+            k, v = tensor.view(cfg.n_head, -1, cfg.mla.kv_lora_rank).split(
+                [cfg.mla.qk_nope_head_dim, cfg.mla.v_head_dim], dim=1)
+            parts = {hf_name.replace("kv_b", "k_b"): k.transpose(1, 2), hf_name.replace("kv_b", "v_b"): v}
         else:
             parts = {hf_name: tensor}
         for name, t in parts.items():
@@ -376,7 +427,7 @@ class GGUFExport:
     gguf_type: str
     not_quantized: list[str]  # q8_0: matrices kept in f16 (rows not a multiple of 32)
     load_kwargs: dict[str, object] | None  # HF config fields transformers' reader does not take from
-    # the file; None: the reader cannot build it (ARCHS[family].transformers)
+    # the file; None: the reader cannot build it (ARCHS[family].unreadable says why)
 
 
 def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type: str = "f16",
@@ -415,4 +466,4 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     arch = ARCHS[family]
-    return GGUFExport(out / FILE_NAME, family, gguf_type, not_quantized, arch.unread(cfg) if arch.transformers else None)
+    return GGUFExport(out / FILE_NAME, family, gguf_type, not_quantized, None if arch.unreadable else arch.unread(cfg))
