@@ -22,6 +22,7 @@ from train.trainer import Trainer
 
 pytest.importorskip("gguf")
 
+ALL_ARCHS = "gpt2, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, qwen3_5_moe_text"
 SIZES = dict(vocab_size=257, block_size=32, n_layer=2, n_head=4, n_embd=64)
 LLAMA = dict(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False, n_kv_head=2, mlp_hidden=96)
 MODELS = {  # one tiny model per GGUF architecture, each with a setting transformers' reader must get right
@@ -82,8 +83,9 @@ def assert_same_function(ours: GPT, hf, atol: float = 1e-5) -> float:
 def rounded_as_stored(model: GPT, gguf_type: str) -> GPT:
     """`model` with each matrix rounded as the file stores it, by gguf's own quantize and dequantize:
     q8_0 for rows a multiple of 32 long, else f16; 1-D tensors, the position table, the routers
-    (the shared expert's gate too) and Gated DeltaNet's convolution stay fp32. Its out_proj's blocks of 32 are taken in llama.cpp's
-    column order: the value heads of one key head apart (k0v0 k1v0 k0v1 k1v1), not together."""
+    (the shared expert's gate too) and Gated DeltaNet's convolution stay fp32. The DeltaNet's
+    out_proj is rounded in blocks of 32 of llama.cpp's column order: the value heads of one key head
+    apart (k0v0 k1v0 k0v1 k1v1), not together."""
     from gguf import GGMLQuantizationType as Q
     from gguf.quants import dequantize, quantize
 
@@ -234,11 +236,11 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(base, mla_run, tmp_pat
         ([base, tmp_path / "file.gguf", "--format", "gguf"], "exists and is not an empty directory"),
         ([base, tmp_path / "new.gguf", "--format", "gguf"], "is the directory to hold model.gguf"),
         ([base, tmp_path / "o", "--format", "gguf", "--family", "mistral"],
-         "--family for --format gguf must be auto or one of gpt2, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, qwen3_5_moe_text"),
+         f"--family for --format gguf must be auto or one of {ALL_ARCHS}"),
         ([base, tmp_path / "o", "--format", "gguf", "--family", "llama"],
          "cannot export as GGUF llama: model.pos='learned', model.norm='layernorm'"),
         ([mla_run, tmp_path / "o", "--format", "gguf"],
-         "no GGUF architecture (gpt2, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, qwen3_5_moe_text) can hold this model; the closest, gpt2, "
+         f"no GGUF architecture ({ALL_ARCHS}) can hold this model; the closest, gpt2, "
          "is blocked by model.attention='mla'"),
     ]
     before = {path: snapshot(path) for path in (base, mla_run, tmp_path)}

@@ -158,10 +158,10 @@ def test_a_deepseek_file_holds_mla_as_llama_cpps_absorbed_decode_reads_it(tmp_pa
     keys = ("attention.head_count_kv", "attention.key_length", "attention.value_length", "leading_dense_block_count")
     assert [reader.fields[f"deepseek2.{k}"].contents() for k in keys] == [1, 16 + 8, 16, 1]
     tensors = {t.name: torch.from_numpy(t.data.copy()) for t in reader.tensors}
-    m = cfg.mla
+    nope, same = cfg.mla.qk_nope_head_dim, dict(atol=0, rtol=0)
     for i, block in enumerate(model.transformer.h):
-        rows = block.attn.kv_b_proj.weight.detach().view(cfg.n_head, m.qk_nope_head_dim + m.v_head_dim, m.kv_lora_rank)
+        rows = block.attn.kv_b_proj.weight.detach().view(cfg.n_head, nope + cfg.mla.v_head_dim, -1)
         for h in range(cfg.n_head):
-            torch.testing.assert_close(tensors[f"blk.{i}.attn_k_b.weight"][h], rows[h, :m.qk_nope_head_dim].T, atol=0, rtol=0)
-            torch.testing.assert_close(tensors[f"blk.{i}.attn_v_b.weight"][h], rows[h, m.qk_nope_head_dim:], atol=0, rtol=0)
-    torch.testing.assert_close(tensors["blk.1.exp_probs_b.bias"], model.transformer.h[1].mlp.router.expert_bias, atol=0, rtol=0)
+            torch.testing.assert_close(tensors[f"blk.{i}.attn_k_b.weight"][h], rows[h, :nope].T, **same)
+            torch.testing.assert_close(tensors[f"blk.{i}.attn_v_b.weight"][h], rows[h, nope:], **same)
+    torch.testing.assert_close(tensors["blk.1.exp_probs_b.bias"], model.transformer.h[1].mlp.router.expert_bias, **same)

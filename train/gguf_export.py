@@ -32,8 +32,9 @@ writes it: llama with experts, which transformers' reader builds without them) a
 no reader for); all eight checked in llama.cpp where llama-cpp-python is installed
 (tests/test_gguf_llama_cpp.py). Not yet the others: llama.cpp's llama ignores Mistral's window
 (docs/LOG.md); transformers' gemma2 reader takes neither the softcaps nor the query scale from the
-file; OLMo 2/3, gpt-oss, Qwen3-Next and DeepSeek-V3.2 (DSA) have no mapping here. A model none can hold is refused, naming the closest architecture and the settings
-that block it (`choose_gguf_family`).
+file; OLMo 2/3, gpt-oss, Qwen3-Next and DeepSeek-V3.2 (DSA) have no mapping here. A model none
+can hold is refused, naming the closest architecture and the settings that block it
+(`choose_gguf_family`).
 
 transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
 feed-forward lengths (it assumes n_positions 1024, n_inner 4 * n_embd), for qwen3 the head size,
@@ -205,8 +206,7 @@ QWEN35 = {  # HF -> llama.cpp's layout: value heads tiled, norms stored as 1 + w
 }
 
 
-def _qwen35_moe_limits(cfg: ModelConfig) -> dict[str, object]:
-    return _qwen35_limits(cfg) | _refused(("model.moe.first_dense", cfg.moe.first_dense, cfg.moe.first_dense == 0))
+QWEN35_NAMES = {r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"}  # ssm_a has no suffix
 
 
 def _qwen35_limits(cfg: ModelConfig) -> dict[str, object]:
@@ -214,6 +214,10 @@ def _qwen35_limits(cfg: ModelConfig) -> dict[str, object]:
                     ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling == "none"),
                     ("model.window", cfg.window, cfg.window == 0),
                     ("model.mtp_depth", cfg.mtp_depth, cfg.mtp_depth == 0))
+
+
+def _qwen35_moe_limits(cfg: ModelConfig) -> dict[str, object]:
+    return _qwen35_limits(cfg) | _refused(("model.moe.first_dense", cfg.moe.first_dense, cfg.moe.first_dense == 0))
 
 
 def _deepseek2_hparams(w, cfg: ModelConfig) -> None:
@@ -268,15 +272,13 @@ ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the ord
     "mixtral": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE,
                         unreadable="transformers' GGUF reader builds it without its experts",
                         extends=("llama", "moe.n_expert")),
-    "qwen3_5_text": GGUFArch("QWEN35", _qwen35_hparams, _qwen35_limits, QWEN35,
-                             renames={r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"},
+    "qwen3_5_text": GGUFArch("QWEN35", _qwen35_hparams, _qwen35_limits, QWEN35, renames=QWEN35_NAMES,
                              extends=("qwen3", "linear_attention")),
     # MLA as llama.cpp's absorbed decode reads it: kv_b_proj split into k_b (transposed) and v_b
     "deepseek_v3": GGUFArch("DEEPSEEK2", _deepseek2_hparams, _deepseek2_limits,
                             renames={r"\.e_score_correction_bias$": ".e_score_correction.bias"},
                             unreadable="transformers has no GGUF reader for deepseek2"),
-    "qwen3_5_moe_text": GGUFArch("QWEN35MOE", _qwen35_moe_hparams, _qwen35_moe_limits, QWEN35,
-                                 renames={r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"},
+    "qwen3_5_moe_text": GGUFArch("QWEN35MOE", _qwen35_moe_hparams, _qwen35_moe_limits, QWEN35, renames=QWEN35_NAMES,
                                  extends=("qwen3_5_text", "moe.n_expert")),
 }
 
