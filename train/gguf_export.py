@@ -106,6 +106,10 @@ def _decoder_hparams(w, cfg: ModelConfig) -> None:
     w.add_rope_dimension_count(cfg.head_dim)
     w.add_key_length(cfg.head_dim)
     w.add_value_length(cfg.head_dim)
+    _experts(w, cfg)
+
+
+def _experts(w, cfg: ModelConfig) -> None:
     if cfg.moe.n_expert:
         w.add_expert_count(cfg.moe.n_expert)
         w.add_expert_used_count(cfg.moe.top_k)
@@ -240,9 +244,7 @@ def _deepseek2_hparams(w, cfg: ModelConfig) -> None:
     w.add_key_length_mla(m.qk_nope_head_dim + m.qk_rope_head_dim)
     w.add_value_length_mla(m.v_head_dim)
     w.add_leading_dense_block_count(moe.first_dense)
-    w.add_expert_count(moe.n_expert)
-    w.add_expert_used_count(moe.top_k)
-    w.add_expert_feed_forward_length(moe.expert_hidden)
+    _experts(w, cfg)
     w.add_expert_shared_count(moe.n_shared)
     w.add_expert_weights_scale(moe.routed_scale)
     w.add_expert_weights_norm(moe.norm_topk)
