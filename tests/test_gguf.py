@@ -22,7 +22,7 @@ from train.trainer import Trainer
 
 pytest.importorskip("gguf")
 
-ALL_ARCHS = "gpt2, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, qwen3_5_moe_text"
+ALL_ARCHS = "gpt2, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, gpt_oss, qwen3_5_moe_text"
 SIZES = dict(vocab_size=257, block_size=32, n_layer=2, n_head=4, n_embd=64)
 LLAMA = dict(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False, n_kv_head=2, mlp_hidden=96)
 MODELS = {  # one tiny model per GGUF architecture, each with a setting transformers' reader must get right
@@ -265,12 +265,13 @@ def test_a_write_that_fails_halfway_leaves_nothing(base, tmp_path, capsys, monke
 
 
 PRESET_ARCH = {"qwen3": "qwen3", "qwen3-moe": "qwen3_moe", "mixtral": "mixtral", "qwen3.5": "qwen3_5_text",
-               "qwen3.5-moe": "qwen3_5_moe_text", "deepseek-v3": "deepseek_v3"}  # the presets a GGUF architecture here holds
+               "qwen3.5-moe": "qwen3_5_moe_text", "deepseek-v3": "deepseek_v3",
+               "gpt-oss": "gpt_oss"}  # the presets a GGUF architecture here holds
 CLOSEST = {  # presets refused, each with the architecture and setting the refusal must name
     "llama3": ("llama", "model.rope.scaling='llama3'"),  # transformers' reader has no RoPE scaling
     "mistral": ("llama", "model.window=128"),
     "deepseek-v3.2": ("deepseek_v3", "model.mla.index_topk=4"),  # DSA's indexer
-    "gpt-oss": ("mixtral", "model.mlp='swiglu_clamped'"),  # not deepseek_v3, whose HF refusal names one setting
+    "gpt-oss-dense": ("llama", "model.window=32"),  # gpt_oss's HF refusal (no experts) names one setting
 }
 
 

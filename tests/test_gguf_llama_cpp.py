@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model import GPT
-from model.config import MLAConfig, ModelConfig, MoEConfig
+from model.config import MLAConfig, ModelConfig, MoEConfig, RopeConfig
 from test_gguf import LLAMA, MODELS, SIZES, mla_run  # noqa: F401 (a fixture)
 from tiny_run import GPT2_RANKS, TINY, error_line, load_script, needs_gpt2_ranks, randomize_
 from train import export
@@ -63,11 +63,16 @@ ALL = MODELS | {
                                              v_head_dim=12),
                                moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, n_shared=1, router="sigmoid",
                                              n_group=4, topk_group=2, first_dense=1)),
+    # gpt-oss: sinks, a 6-token window on every other layer, YaRN, the clamped SwiGLU, biases everywhere
+    "gpt_oss": ModelConfig(**SIZES, **LLAMA | dict(mlp="swiglu_clamped", bias=True, mlp_hidden=32), head_dim=16,
+                           attn_sinks=True, window=6, global_every=2, tie_embeddings=False,
+                           rope=RopeConfig(theta=150000.0, scaling="yarn", factor=4.0, original_max_pos=8, truncate=False),
+                           moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, router_bias=True)),
 }
 # f32 logits: the decoders agree to about 4e-5; gpt2 to about 2e-3, because ggml's CPU GELU reads a
 # table indexed by its input rounded to fp16 (docs/LOG.md)
 ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4, "mixtral": 2e-4, "qwen3_5_text": 5e-4,
-        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4}
+        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4, "gpt_oss": 2e-4}
 
 
 def random_model(family: str) -> GPT:
@@ -124,25 +129,32 @@ def test_llama_cpps_converter_takes_our_hf_export(tmp_path, corpus, capsys):
     assert "the same tokens: True" in out and "argmax at 100.0%" in out
 
 
-def test_a_mixtral_file_holds_our_experts_and_router_for_llama_cpps_llama(tmp_path):
-    """Without llama.cpp: the file is llama with 4 experts of which 2 are used, and its expert
-    tensors are our stacked [gate; up] and down weights, the router as is. transformers cannot
-    build it (no load line)."""
+@pytest.mark.parametrize("family, arch", [("mixtral", "llama"), ("gpt_oss", "gpt-oss")])
+def test_an_experts_file_holds_our_experts_and_router_as_llama_cpp_reads_them(family, arch, tmp_path):
+    """Without llama.cpp: the expert tensors are our stacked [gate; up] and down weights, (out, in),
+    the router as is; gpt-oss's biases split the same way, and its sinks (HF stores its experts
+    (in, out) with gate and up interleaved). transformers cannot build either (no load line)."""
     from gguf import GGUFReader
 
-    model = random_model("mixtral")
+    model, cfg = random_model(family), ALL[family]
     done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
     assert done.load_kwargs is None
     reader = GGUFReader(done.path)
-    assert reader.fields["general.architecture"].contents() == "llama"
-    assert [reader.fields[f"llama.expert_{k}"].contents() for k in ("count", "used_count")] == [4, 2]
+    assert reader.fields["general.architecture"].contents() == arch
+    counts = [reader.fields[f"{arch}.expert_{k}"].contents() for k in ("count", "used_count")]
+    assert counts == [cfg.moe.n_expert, cfg.moe.top_k]
     tensors = {t.name: torch.from_numpy(t.data.copy()) for t in reader.tensors}
+    hidden = cfg.moe.expert_hidden
     for i, block in enumerate(model.transformer.h):
-        experts, hidden = block.mlp.experts, ALL["mixtral"].moe.expert_hidden
-        expected = {"ffn_gate_exps": experts.c_fc[:, :hidden], "ffn_up_exps": experts.c_fc[:, hidden:],
-                    "ffn_down_exps": experts.c_proj, "ffn_gate_inp": block.mlp.router.weight}
+        experts, router = block.mlp.experts, block.mlp.router
+        expected = {"ffn_gate_exps.weight": experts.c_fc[:, :hidden], "ffn_up_exps.weight": experts.c_fc[:, hidden:],
+                    "ffn_down_exps.weight": experts.c_proj, "ffn_gate_inp.weight": router.weight}
+        if family == "gpt_oss":
+            expected |= {"ffn_gate_exps.bias": experts.c_fc_bias[:, :hidden],
+                         "ffn_up_exps.bias": experts.c_fc_bias[:, hidden:], "ffn_down_exps.bias": experts.c_proj_bias,
+                         "ffn_gate_inp.bias": router.bias, "attn_sinks.weight": block.attn.sinks}
         for name, weight in expected.items():
-            torch.testing.assert_close(tensors[f"blk.{i}.{name}.weight"], weight.detach(), atol=0, rtol=0)
+            torch.testing.assert_close(tensors[f"blk.{i}.{name}"], weight.detach(), atol=0, rtol=0)
 
 
 def test_a_deepseek_file_holds_mla_as_llama_cpps_absorbed_decode_reads_it(tmp_path):

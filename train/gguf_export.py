@@ -27,12 +27,13 @@ fp32 in every type.
 
 Architectures: gpt2, llama, qwen3, qwen3_moe, qwen3_5_text and qwen3_5_moe_text, each checked by
 loading the file back with transformers' GGUF reader (tests/test_gguf.py); mixtral (as llama.cpp
-writes it: llama with experts, which transformers' reader builds without them) and deepseek_v3
+writes it: llama with experts, which transformers' reader builds without them), deepseek_v3
 (llama.cpp's deepseek2: MLA with kv_b_proj split for its absorbed decode, which transformers has
-no reader for); all eight checked in llama.cpp where llama-cpp-python is installed
+no reader for) and gpt_oss (sinks, windows, YaRN; its experts de-interleaved and transposed,
+`GPT_OSS`); all nine checked in llama.cpp where llama-cpp-python is installed
 (tests/test_gguf_llama_cpp.py). Not yet the others: llama.cpp's llama ignores Mistral's window
 (docs/LOG.md); transformers' gemma2 reader takes neither the softcaps nor the query scale from the
-file; OLMo 2/3, gpt-oss, Qwen3-Next and DeepSeek-V3.2 (DSA) have no mapping here. A model none
+file; OLMo 2/3, Qwen3-Next and DeepSeek-V3.2 (DSA) have no mapping here. A model none
 can hold is refused, naming the closest architecture and the settings that block it
 (`choose_gguf_family`).
 
@@ -259,6 +260,43 @@ def _deepseek2_limits(cfg: ModelConfig) -> dict[str, object]:
                     ("model.moe.n_expert", cfg.moe.n_expert, cfg.moe.n_expert > 0))  # its MoE keys are required
 
 
+def _gpt_oss_hparams(w, cfg: ModelConfig) -> None:
+    """gpt-oss: its window and YaRN keys; llama.cpp fixes the rest (sinks, every other layer sliding
+    from the first, the clamped SwiGLU's 1.702 and 7, top-k then softmax routing)."""
+    import gguf
+
+    _decoder_hparams(w, cfg)
+    w.add_sliding_window(cfg.window)
+    if cfg.rope.scaling == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(cfg.rope.factor)
+        w.add_rope_scaling_orig_ctx_len(cfg.rope.original_max_pos)
+        w.add_rope_scaling_yarn_beta_fast(cfg.rope.beta_fast)
+        w.add_rope_scaling_yarn_beta_slow(cfg.rope.beta_slow)
+
+
+def _gpt_oss_limits(cfg: ModelConfig) -> dict[str, object]:
+    return _refused(("model.window", cfg.window, cfg.window > 0),
+                    ("model.global_every", cfg.global_every, cfg.global_every == 2),
+                    ("model.swiglu_alpha", cfg.swiglu_alpha, cfg.swiglu_alpha == 1.702),
+                    ("model.swiglu_limit", cfg.swiglu_limit, cfg.swiglu_limit == 7.0),
+                    ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling in ("none", "yarn")),
+                    ("model.rope.truncate", cfg.rope.truncate, not cfg.rope.truncate))
+
+
+def _stacked(t: torch.Tensor) -> torch.Tensor:
+    """gpt-oss's gate_up rows interleaved (g0 u0 g1 u1 ...) as [gate; up] along dim 1."""
+    return torch.cat([t[:, 0::2], t[:, 1::2]], dim=1)
+
+
+GPT_OSS = {  # HF stores its experts (in, out) with gate and up interleaved; GGUF (out, in), [gate; up]
+    r"\.experts\.gate_up_proj$": lambda t, cfg: _stacked(t.transpose(1, 2)),
+    r"\.experts\.gate_up_proj_bias$": lambda t, cfg: _stacked(t),
+    r"\.experts\.down_proj$": lambda t, cfg: t.transpose(1, 2),
+}
+
+
+GPT_OSS_UNREAD = "transformers 5.24's gpt-oss GGUF reader fails on the YaRN keys, on llama.cpp's own files too"
 LLAMA_ROPE = {r"\.q_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_head),
               r"\.k_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_kv_head)}
 CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": lambda t, cfg: t.t()}  # HF's Conv1D stores (in, out)
@@ -280,6 +318,8 @@ ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the ord
     "deepseek_v3": GGUFArch("DEEPSEEK2", _deepseek2_hparams, _deepseek2_limits,
                             renames={r"\.e_score_correction_bias$": ".e_score_correction.bias"},
                             unreadable="transformers has no GGUF reader for deepseek2"),
+    "gpt_oss": GGUFArch("GPT_OSS", _gpt_oss_hparams, _gpt_oss_limits, GPT_OSS,
+                        renames={r"_proj_bias$": "_proj.bias"}, unreadable=GPT_OSS_UNREAD),
     "qwen3_5_moe_text": GGUFArch("QWEN35MOE", _qwen35_moe_hparams, _qwen35_moe_limits, QWEN35, renames=QWEN35_NAMES,
                                  extends=("qwen3_5_text", "moe.n_expert")),
 }
@@ -343,7 +383,7 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
                 tensor = reshape(tensor, cfg)
         for pattern, replacement in arch.renames.items():
             hf_name = re.sub(pattern, replacement, hf_name)
-        if hf_name.endswith(".experts.gate_up_proj"):  # (n_expert, [gate; up], n_embd)
+        if re.search(r"\.experts\.gate_up_proj(\.bias)?$", hf_name):  # (n_expert, [gate; up], ...)
             gate, up = tensor.chunk(2, dim=1)
             parts = {hf_name.replace("gate_up_proj", "gate_proj"): gate, hf_name.replace("gate_up_proj", "up_proj"): up}
         elif hf_name.endswith(".kv_b_proj.weight"):  # MLA: rows per head [k_nope; v], columns the latent
