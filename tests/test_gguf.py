@@ -14,7 +14,8 @@ from model.config import DeltaNetConfig, ModelConfig, MoEConfig, RopeConfig
 from tiny_run import GPT2_RANKS, ROOT, TINY, cli, error_line, needs_gpt2_ranks, randomize_, snapshot
 from train import export
 from train.config import ConfigError, load_config
-from train.gguf_export import ARCHS, FILE_NAME, choose_gguf_family, write_gguf
+from train.gguf_archs import ARCHS
+from train.gguf_export import FILE_NAME, choose_gguf_family, write_gguf
 from train.run import load_run
 from train.sample import sample
 from train.tokenizer import get_tokenizer

@@ -46,7 +46,8 @@ from model.hf import FAMILIES, Unrepresentable, config_to_hf, to_hf
 
 from .cli import argument_parser, run_cli
 from .errors import ConfigError, make_dir
-from .gguf_export import ARCHS, FILE_NAME, FILE_TYPES, write_gguf
+from .gguf_archs import ARCHS
+from .gguf_export import FILE_NAME, FILE_TYPES, write_gguf
 from .hardware import DTYPES
 from .hf_tokenizer import save_hf_tokenizer
 from .post.chat_format import ChatFormat

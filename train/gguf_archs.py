@@ -1,0 +1,298 @@
+"""How each HF family is written as a GGUF architecture (train/gguf_export.py writes the file).
+
+`to_hf` (model/hf/) gives the HF state dict; `gguf.get_tensor_name_map` turns its names into GGUF's
+(`token_embd`, `blk.{i}.attn_q`, ...). Where llama.cpp's layout differs from HF's, an entry's
+`reshape` applies what llama.cpp's converter does, which transformers' GGUF reader undoes:
+  * gpt2: HF's `Conv1D` weights are stored (in, out); GGUF stores every matrix (out, in);
+  * llama, mixtral: GGUF's llama rotates adjacent pairs of a head's dimensions, HF its two halves
+    (`rotate_half`), so the rows of q_proj and k_proj are interleaved per head;
+  * experts (qwen3_moe, mixtral, Qwen3.5-MoE, DeepSeek-V3): HF's stacked `gate_up_proj` is two
+    tensors, `ffn_gate_exps` and `ffn_up_exps` (gguf_export's `gguf_tensors` splits it);
+  * qwen3_5_text and qwen3_5_moe_text (Qwen3.5: Gated DeltaNet layers and gated attention): the
+    value heads of one key head are tiled, not grouped (`_tiled`), norms are stored as 1 + w, A as
+    -exp(A_log), the convolution as 2-D, the shared expert's gate as 1-D, and the partial RoPE as
+    M-RoPE sections (`_sections`);
+  * deepseek_v3 (llama.cpp's deepseek2): kv_b_proj split into k_b (each head transposed) and v_b
+    for the absorbed MLA decode (`gguf_tensors`);
+  * gpt_oss: its experts de-interleaved and transposed (`GPT_OSS`).
+An entry's `hparams` writes the metadata llama.cpp reads for the architecture (context, embedding
+and feed-forward lengths, block and head counts, norm epsilon, RoPE, experts, ...), and `limits`
+names our settings it cannot hold.
+
+gpt2, llama, qwen3, qwen3_moe, qwen3_5_text and qwen3_5_moe_text are checked by loading the file
+back with transformers' GGUF reader (tests/test_gguf.py); mixtral (as llama.cpp writes it: llama
+with experts, which transformers' reader builds without them), deepseek_v3 (no transformers
+reader) and gpt_oss (transformers' reader fails on its YaRN keys) are for llama.cpp. All nine are
+checked in llama.cpp where llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not yet
+the others: llama.cpp's llama ignores Mistral's window (docs/LOG.md); transformers' gemma2 reader
+takes neither the softcaps nor the query scale from the file; OLMo 2/3, Qwen3-Next and
+DeepSeek-V3.2 (DSA) have no mapping here.
+
+transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
+feed-forward lengths (it assumes n_positions 1024, n_inner 4 * n_embd), for qwen3 the head size,
+for qwen3_moe the expert width. An entry's `unread` names those the run differs on; the export
+prints them for `from_pretrained(..., gguf_file=...)`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from model.config import ModelConfig
+
+
+def _rope_pairs(n_heads: Callable[[ModelConfig], int]):
+    """Reorder each head's rows from HF's halves (d_0..d_h-1 | d_h..d_2h-1) to GGUF llama's
+    adjacent pairs (d_0, d_h, d_1, d_h+1, ...): the rotation pairs the same dimensions."""
+    def permute(t: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+        n = n_heads(cfg)
+        return t.reshape(n, 2, t.shape[0] // n // 2, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
+    return permute
+
+
+@dataclass(frozen=True)
+class GGUFArch:
+    """How one HF family is written as a GGUF architecture."""
+
+    arch: str  # gguf.MODEL_ARCH member name
+    hparams: Callable[[object, ModelConfig], None]  # writes the architecture's metadata keys
+    limits: Callable[[ModelConfig], dict[str, object]]  # our settings the GGUF architecture cannot hold
+    reshape: dict[str, Callable] = field(default_factory=dict)  # HF-name regex -> (tensor, cfg) -> GGUF layout
+    unread: Callable[[ModelConfig], dict[str, object]] = lambda cfg: {}  # HF fields the reader skips
+    unreadable: str = ""  # why transformers' GGUF reader cannot build it; "" when it can
+    # (family, field) for an architecture that extends another: a model with `field` off (0, "none")
+    # is blocked as by that family, and by `field` (HF's refusal would name the field alone)
+    extends: tuple[str, str] = ("", "")
+    renames: dict[str, str] = field(default_factory=dict)  # HF-name regex -> the name gguf's map knows
+
+
+def _gpt2_hparams(w, cfg: ModelConfig) -> None:
+    _sizes(w, cfg)
+    w.add_layer_norm_eps(cfg.norm_eps)
+
+
+def _decoder_hparams(w, cfg: ModelConfig) -> None:
+    _sizes(w, cfg)
+    w.add_head_count_kv(cfg.n_kv_head)
+    w.add_layer_norm_rms_eps(cfg.norm_eps)
+    w.add_rope_freq_base(cfg.rope.theta)
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
+    _experts(w, cfg)
+
+
+def _experts(w, cfg: ModelConfig) -> None:
+    if cfg.moe.n_expert:
+        w.add_expert_count(cfg.moe.n_expert)
+        w.add_expert_used_count(cfg.moe.top_k)
+        w.add_expert_feed_forward_length(cfg.moe.expert_hidden)
+
+
+def _sizes(w, cfg: ModelConfig) -> None:
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_context_length(cfg.block_size)
+    w.add_embedding_length(cfg.n_embd)
+    w.add_feed_forward_length(cfg.mlp_hidden)
+    w.add_block_count(cfg.n_layer)
+    w.add_head_count(cfg.n_head)
+
+
+def _refused(*checks: tuple[str, object, bool]) -> dict[str, object]:
+    """{field: value} for each (field, value, holds) check that does not hold."""
+    return {name: value for name, value, holds in checks if not holds}
+
+
+def _decoder_limits(cfg: ModelConfig) -> dict[str, object]:
+    """llama.cpp's llama and qwen3 compute SwiGLU with no sliding window; transformers' reader takes
+    no RoPE scaling (llama.cpp's llama3 scaling is a `rope_freqs` tensor) and builds bias-free layers."""
+    return _refused(("model.mlp", cfg.mlp, cfg.mlp == "swiglu"),
+                    ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling == "none"),
+                    ("model.window", cfg.window, cfg.window == 0),
+                    ("model.bias", cfg.bias, not cfg.bias))
+
+
+def _qwen3_moe_limits(cfg: ModelConfig) -> dict[str, object]:
+    """llama.cpp's qwen3moe makes every layer MoE and always renormalises the top-k weights."""
+    return _decoder_limits(cfg) | _refused(("model.moe.first_dense", cfg.moe.first_dense, cfg.moe.first_dense == 0),
+                                           ("model.moe.norm_topk", cfg.moe.norm_topk, cfg.moe.norm_topk))
+
+
+def _unread(model_type: str, wanted: dict[str, object]) -> dict[str, object]:
+    """Of `wanted`, the HF fields where the config class's default (what the reader leaves) is not ours."""
+    from transformers import AutoConfig
+
+    default = AutoConfig.for_model(model_type)
+    return {k: v for k, v in wanted.items() if getattr(default, k) != v}
+
+
+def _qwen35_hparams(w, cfg: ModelConfig) -> None:
+    """Qwen3.5's keys (transformers' qwen35 reader names each): the DeltaNet sizes under ssm.*, the
+    attention's partial RoPE as llama.cpp's interleaved M-RoPE with every rotary pair on the text axis
+    (text positions are one axis, so the sections only label pairs)."""
+    d = cfg.deltanet
+    _decoder_hparams(w, cfg)
+    w.add_full_attention_interval(d.full_every)
+    w.add_ssm_conv_kernel(d.conv_size)
+    w.add_ssm_state_size(d.head_dim)
+    w.add_ssm_group_count(d.n_head)
+    w.add_ssm_time_step_rank(d.n_v_head)
+    w.add_ssm_inner_size(d.n_v_head * d.v_head_dim)
+    w.add_rope_dimension_count(_rotary(cfg))  # overrides _decoder_hparams' full head
+    w.add_rope_dimension_sections(_sections(_rotary(cfg) // 2))
+
+
+def _rotary(cfg: ModelConfig) -> int:
+    return int(cfg.head_dim * cfg.rope.fraction)
+
+
+def _sections(pairs: int) -> list[int]:
+    """Rotary pairs per M-RoPE axis (time, height, width, -), split as Qwen3.5's 32 into 11, 11, 10;
+    transformers needs all three axes, and text sets them to the same position."""
+    last = pairs // 3
+    return [pairs - last - (pairs - last) // 2, (pairs - last) // 2, last, 0]
+
+
+def _qwen35_moe_hparams(w, cfg: ModelConfig) -> None:
+    _qwen35_hparams(w, cfg)
+    w.add_expert_shared_feed_forward_length(cfg.moe.n_shared * cfg.moe.expert_hidden)
+
+
+def _tiled(cfg: ModelConfig, size: int = 1) -> torch.Tensor:
+    """Index of the value heads (each `size` rows) in llama.cpp's order: HF groups the value heads of
+    one key head together (k0v0 k0v1 k1v0 k1v1), llama.cpp tiles them (k0v0 k1v0 k0v1 k1v1)."""
+    d = cfg.deltanet
+    return torch.arange(d.n_v_head * size).reshape(d.n_head, d.n_v_head // d.n_head, size).transpose(0, 1).reshape(-1)
+
+
+def _value_rows(t: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Rows past q and k (in_proj_qkv, conv1d), or all rows, reordered per value element."""
+    d = cfg.deltanet
+    qk = t.shape[0] - d.n_v_head * d.v_head_dim
+    return torch.cat([t[:qk], t[qk:][_tiled(cfg, d.v_head_dim)]])
+
+
+QWEN35 = {  # HF -> llama.cpp's layout: value heads tiled, norms stored as 1 + w, A as -exp(A_log)
+    r"\.(in_proj_qkv|in_proj_z)\.weight$": _value_rows,
+    r"\.conv1d\.weight$": lambda t, cfg: _value_rows(t, cfg).squeeze(1),
+    r"\.(in_proj_a\.weight|in_proj_b\.weight|dt_bias)$": lambda t, cfg: t[_tiled(cfg)],
+    r"\.A_log$": lambda t, cfg: -t.exp()[_tiled(cfg)],
+    r"\.out_proj\.weight$": lambda t, cfg: t[:, _tiled(cfg, cfg.deltanet.v_head_dim)],
+    r"(layernorm|_norm|^model\.norm)\.weight$": lambda t, cfg: t + 1,  # not linear_attn.norm
+    r"\.shared_expert_gate\.weight$": lambda t, cfg: t.squeeze(0),  # MoE: one row, stored 1-D
+}
+
+
+QWEN35_NAMES = {r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"}  # ssm_a has no suffix
+
+
+def _qwen35_limits(cfg: ModelConfig) -> dict[str, object]:
+    return _refused(("model.rope.fraction", cfg.rope.fraction, _rotary(cfg) >= 6),  # a pair per axis
+                    ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling == "none"),
+                    ("model.window", cfg.window, cfg.window == 0),
+                    ("model.mtp_depth", cfg.mtp_depth, cfg.mtp_depth == 0))
+
+
+def _qwen35_moe_limits(cfg: ModelConfig) -> dict[str, object]:
+    return _qwen35_limits(cfg) | _refused(("model.moe.first_dense", cfg.moe.first_dense, cfg.moe.first_dense == 0))
+
+
+def _deepseek2_hparams(w, cfg: ModelConfig) -> None:
+    """DeepSeek-V3 as llama.cpp's deepseek2: MLA written as MQA over the latent (one KV head whose key
+    is [latent; rotary key]), the absorbed form's per-head sizes, and a sigmoid-routed, group-limited
+    MoE after the leading dense layers."""
+    import gguf
+
+    m, moe = cfg.mla, cfg.moe
+    _sizes(w, cfg)
+    w.add_head_count_kv(1)
+    w.add_layer_norm_rms_eps(cfg.norm_eps)
+    w.add_rope_freq_base(cfg.rope.theta)
+    w.add_rope_dimension_count(m.qk_rope_head_dim)
+    if m.q_lora_rank:
+        w.add_q_lora_rank(m.q_lora_rank)
+    w.add_kv_lora_rank(m.kv_lora_rank)
+    w.add_key_length(m.kv_lora_rank + m.qk_rope_head_dim)
+    w.add_value_length(m.kv_lora_rank)
+    w.add_key_length_mla(m.qk_nope_head_dim + m.qk_rope_head_dim)
+    w.add_value_length_mla(m.v_head_dim)
+    w.add_leading_dense_block_count(moe.first_dense)
+    _experts(w, cfg)
+    w.add_expert_shared_count(moe.n_shared)
+    w.add_expert_weights_scale(moe.routed_scale)
+    w.add_expert_weights_norm(moe.norm_topk)
+    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+    w.add_expert_group_count(moe.n_group)
+    w.add_expert_group_used_count(moe.topk_group)
+
+
+def _deepseek2_limits(cfg: ModelConfig) -> dict[str, object]:
+    return _refused(("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling == "none"),
+                    ("model.window", cfg.window, cfg.window == 0),
+                    ("model.moe.n_expert", cfg.moe.n_expert, cfg.moe.n_expert > 0))  # its MoE keys are required
+
+
+def _gpt_oss_hparams(w, cfg: ModelConfig) -> None:
+    """gpt-oss: its window and YaRN keys; llama.cpp fixes the rest (sinks, every other layer sliding
+    from the first, the clamped SwiGLU's 1.702 and 7, top-k then softmax routing)."""
+    import gguf
+
+    _decoder_hparams(w, cfg)
+    w.add_sliding_window(cfg.window)
+    if cfg.rope.scaling == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(cfg.rope.factor)
+        w.add_rope_scaling_orig_ctx_len(cfg.rope.original_max_pos)
+        w.add_rope_scaling_yarn_beta_fast(cfg.rope.beta_fast)
+        w.add_rope_scaling_yarn_beta_slow(cfg.rope.beta_slow)
+
+
+def _gpt_oss_limits(cfg: ModelConfig) -> dict[str, object]:
+    return _refused(("model.window", cfg.window, cfg.window > 0),
+                    ("model.global_every", cfg.global_every, cfg.global_every == 2),
+                    ("model.swiglu_alpha", cfg.swiglu_alpha, cfg.swiglu_alpha == 1.702),
+                    ("model.swiglu_limit", cfg.swiglu_limit, cfg.swiglu_limit == 7.0),
+                    ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling in ("none", "yarn")),
+                    ("model.rope.truncate", cfg.rope.truncate, not cfg.rope.truncate))
+
+
+def _stacked(t: torch.Tensor) -> torch.Tensor:
+    """gpt-oss's gate_up rows interleaved (g0 u0 g1 u1 ...) as [gate; up] along dim 1."""
+    return torch.cat([t[:, 0::2], t[:, 1::2]], dim=1)
+
+
+GPT_OSS = {  # HF stores its experts (in, out) with gate and up interleaved; GGUF (out, in), [gate; up]
+    r"\.experts\.gate_up_proj$": lambda t, cfg: _stacked(t.transpose(1, 2)),
+    r"\.experts\.gate_up_proj_bias$": lambda t, cfg: _stacked(t),
+    r"\.experts\.down_proj$": lambda t, cfg: t.transpose(1, 2),
+}
+
+
+GPT_OSS_UNREAD = "transformers 5.24's gpt-oss GGUF reader fails on the YaRN keys, on llama.cpp's own files too"
+LLAMA_ROPE = {r"\.q_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_head),
+              r"\.k_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_kv_head)}
+CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": lambda t, cfg: t.t()}  # HF's Conv1D stores (in, out)
+ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the order --family auto tries them
+    "gpt2": GGUFArch("GPT2", _gpt2_hparams, lambda cfg: {}, CONV1D, lambda cfg: _unread("gpt2", {
+        "n_positions": cfg.block_size, "n_inner": None if cfg.mlp_hidden == 4 * cfg.n_embd else cfg.mlp_hidden})),
+    "llama": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE),
+    "qwen3": GGUFArch("QWEN3", _decoder_hparams, _decoder_limits, {},
+                      lambda cfg: _unread("qwen3", {"head_dim": cfg.head_dim})),
+    "qwen3_moe": GGUFArch("QWEN3MOE", _decoder_hparams, _qwen3_moe_limits, {},
+                          lambda cfg: _unread("qwen3_moe", {"moe_intermediate_size": cfg.moe.expert_hidden})),
+    # llama.cpp's llama with experts: softmax, top-k, renormalised, as HF Mixtral (which refuses the rest)
+    "mixtral": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE,
+                        unreadable="transformers' GGUF reader builds it without its experts",
+                        extends=("llama", "moe.n_expert")),
+    "qwen3_5_text": GGUFArch("QWEN35", _qwen35_hparams, _qwen35_limits, QWEN35, renames=QWEN35_NAMES,
+                             extends=("qwen3", "linear_attention")),
+    # MLA as llama.cpp's absorbed decode reads it: kv_b_proj split into k_b (transposed) and v_b
+    "deepseek_v3": GGUFArch("DEEPSEEK2", _deepseek2_hparams, _deepseek2_limits,
+                            renames={r"\.e_score_correction_bias$": ".e_score_correction.bias"},
+                            unreadable="transformers has no GGUF reader for deepseek2"),
+    "gpt_oss": GGUFArch("GPT_OSS", _gpt_oss_hparams, _gpt_oss_limits, GPT_OSS,
+                        renames={r"_proj_bias$": "_proj.bias"}, unreadable=GPT_OSS_UNREAD),
+    "qwen3_5_moe_text": GGUFArch("QWEN35MOE", _qwen35_moe_hparams, _qwen35_moe_limits, QWEN35, renames=QWEN35_NAMES,
+                                 extends=("qwen3_5_text", "moe.n_expert")),
+}
