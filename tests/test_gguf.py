@@ -166,6 +166,32 @@ def test_the_file_holds_the_hparams_and_token_ids_llama_cpp_reads(family, arch, 
     assert [fields[f"tokenizer.ggml.{key}_token_id"].contents() for key in ("bos", "eos", "padding")] == [256, 260, 260]
 
 
+def test_llama3_rope_scaling_travels_as_rope_freqs(tmp_path):
+    """llama.cpp holds Llama 3's RoPE scaling as `rope_freqs`, each frequency's divisor (its
+    converter's formula, written out here); transformers' reader skips that tensor, so the export's
+    load line passes rope_parameters, and the model it builds computes our logits."""
+    import math
+
+    from transformers import AutoModelForCausalLM
+
+    rope = RopeConfig(theta=5000.0, scaling="llama3", factor=8.0, original_max_pos=28)  # all three bands
+    ours = randomize_(GPT(dataclasses.replace(MODELS["llama"], rope=rope)), 1, ones="vectors")
+    done = write_gguf(ours, get_tokenizer("byte"), tmp_path / "out", gguf_type="f32")
+    divisors = []
+    for i in range(0, ours.config.head_dim, 2):
+        wavelen = 2 * math.pi * 5000.0 ** (i / ours.config.head_dim)
+        smooth = (28 / wavelen - 1.0) / (4.0 - 1.0)
+        divisors.append(1.0 if wavelen < 28 / 4 else 8.0 if wavelen > 28 else 1 / ((1 - smooth) / 8 + smooth))
+    from gguf import GGUFReader
+
+    stored = {t.name: t.data for t in GGUFReader(done.path).tensors}["rope_freqs.weight"]
+    assert min(divisors) == 1.0 and max(divisors) == 8.0 and len(set(divisors)) == 3
+    torch.testing.assert_close(torch.from_numpy(stored.copy()), torch.tensor(divisors), atol=0, rtol=1e-6)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "out", gguf_file=FILE_NAME, dtype=torch.float32,
+                                              **done.load_kwargs).eval()
+    assert_same_function(ours, hf)
+
+
 def test_byte_tokenizer_from_the_gguf_encodes_our_ids(tmp_path):
     from transformers import AutoTokenizer
 
@@ -267,9 +293,8 @@ def test_a_write_that_fails_halfway_leaves_nothing(base, tmp_path, capsys, monke
 
 PRESET_ARCH = {"qwen3": "qwen3", "qwen3-moe": "qwen3_moe", "mixtral": "mixtral", "qwen3.5": "qwen3_5_text",
                "qwen3.5-moe": "qwen3_5_moe_text", "deepseek-v3": "deepseek_v3",
-               "gpt-oss": "gpt_oss"}  # the presets a GGUF architecture here holds
+               "gpt-oss": "gpt_oss", "llama3": "llama"}  # the presets a GGUF architecture here holds
 CLOSEST = {  # presets refused, each with the architecture and setting the refusal must name
-    "llama3": ("llama", "model.rope.scaling='llama3'"),  # transformers' reader has no RoPE scaling
     "mistral": ("llama", "model.window=128"),
     "deepseek-v3.2": ("deepseek_v3", "model.mla.index_topk=4"),  # DSA's indexer
     "gpt-oss-dense": ("llama", "model.window=32"),  # gpt_oss's HF refusal (no experts) names one setting

@@ -2,6 +2,7 @@
 llama-cpp-python is installed, llama.cpp computes our logits and tokens (scripts/gguf_llama_cpp.py)."""
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -63,6 +64,9 @@ ALL = MODELS | {
                                              v_head_dim=12),
                                moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, n_shared=1, router="sigmoid",
                                              n_group=4, topk_group=2, first_dense=1)),
+    # Llama 3's RoPE scaling, which llama.cpp reads from a tensor of its own
+    "llama3-scaled": dataclasses.replace(MODELS["llama"], rope=RopeConfig(theta=5000.0, scaling="llama3", factor=8.0,
+                                                                          original_max_pos=28)),
     # gpt-oss: sinks, a 6-token window on every other layer, YaRN, the clamped SwiGLU, biases everywhere
     "gpt_oss": ModelConfig(**SIZES, **LLAMA | dict(mlp="swiglu_clamped", bias=True, mlp_hidden=32), head_dim=16,
                            attn_sinks=True, window=6, global_every=2, tie_embeddings=False,
@@ -72,7 +76,7 @@ ALL = MODELS | {
 # f32 logits: the decoders agree to about 4e-5; gpt2 to about 2e-3, because ggml's CPU GELU reads a
 # table indexed by its input rounded to fp16 (docs/LOG.md)
 ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4, "mixtral": 2e-4, "qwen3_5_text": 5e-4,
-        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4, "gpt_oss": 2e-4}
+        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4, "gpt_oss": 2e-4, "llama3-scaled": 2e-4}
 
 
 def random_model(family: str) -> GPT:

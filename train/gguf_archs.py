@@ -5,7 +5,8 @@
 `reshape` applies what llama.cpp's converter does, which transformers' GGUF reader undoes:
   * gpt2: HF's `Conv1D` weights are stored (in, out); GGUF stores every matrix (out, in);
   * llama, mixtral: GGUF's llama rotates adjacent pairs of a head's dimensions, HF its two halves
-    (`rotate_half`), so the rows of q_proj and k_proj are interleaved per head;
+    (`rotate_half`), so the rows of q_proj and k_proj are interleaved per head; Llama 3's RoPE
+    scaling is a tensor of its own, `rope_freqs` (`_rope_freqs`);
   * experts (qwen3_moe, mixtral, Qwen3.5-MoE, DeepSeek-V3): HF's stacked `gate_up_proj` is two
     tensors, `ffn_gate_exps` and `ffn_up_exps` (gguf_export's `gguf_tensors` splits it);
   * qwen3_5_text and qwen3_5_moe_text (Qwen3.5: Gated DeltaNet layers and gated attention): the
@@ -30,8 +31,8 @@ DeepSeek-V3.2 (DSA) have no mapping here.
 
 transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
 feed-forward lengths (it assumes n_positions 1024, n_inner 4 * n_embd), for qwen3 the head size,
-for qwen3_moe the expert width. An entry's `unread` names those the run differs on; the export
-prints them for `from_pretrained(..., gguf_file=...)`.
+for qwen3_moe the expert width, for llama the RoPE scaling. An entry's `unread` names those the run
+differs on; the export prints them for `from_pretrained(..., gguf_file=...)`.
 """
 
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from typing import Callable
 import torch
 
 from model.config import ModelConfig
+from model.rope import ROPE_SCALINGS
 
 
 def _rope_pairs(n_heads: Callable[[ModelConfig], int]):
@@ -65,6 +67,7 @@ class GGUFArch:
     # is blocked as by that family, and by `field` (HF's refusal would name the field alone)
     extends: tuple[str, str] = ("", "")
     renames: dict[str, str] = field(default_factory=dict)  # HF-name regex -> the name gguf's map knows
+    extra: Callable[[ModelConfig], dict[str, torch.Tensor]] = lambda cfg: {}  # GGUF tensors HF has none of
 
 
 def _gpt2_hparams(w, cfg: ModelConfig) -> None:
@@ -104,13 +107,28 @@ def _refused(*checks: tuple[str, object, bool]) -> dict[str, object]:
     return {name: value for name, value, holds in checks if not holds}
 
 
-def _decoder_limits(cfg: ModelConfig) -> dict[str, object]:
-    """llama.cpp's llama and qwen3 compute SwiGLU with no sliding window; transformers' reader takes
-    no RoPE scaling (llama.cpp's llama3 scaling is a `rope_freqs` tensor) and builds bias-free layers."""
+def _decoder_limits(cfg: ModelConfig, scalings: tuple[str, ...] = ("none",)) -> dict[str, object]:
+    """llama.cpp's llama and qwen3 compute SwiGLU with no sliding window; transformers' reader builds
+    bias-free layers and reads no RoPE scaling (llama: passed to it, `_llama_unread`)."""
     return _refused(("model.mlp", cfg.mlp, cfg.mlp == "swiglu"),
-                    ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling == "none"),
+                    ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling in scalings),
                     ("model.window", cfg.window, cfg.window == 0),
                     ("model.bias", cfg.bias, not cfg.bias))
+
+
+def _rope_freqs(cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Llama 3's RoPE scaling as llama.cpp holds it: `rope_freqs`, each frequency's divisor."""
+    if cfg.rope.scaling != "llama3":
+        return {}
+    args = cfg.rope, cfg.rope.theta, cfg.head_dim, cfg.rope.original_max_pos or cfg.block_size  # as Rotary
+    return {"rope_freqs.weight": ROPE_SCALINGS["none"](*args)[0] / ROPE_SCALINGS["llama3"](*args)[0]}
+
+
+def _llama_unread(cfg: ModelConfig) -> dict[str, object]:
+    """transformers' reader skips `rope_freqs`: a scaled model's rope_parameters go to from_pretrained."""
+    from model.hf import config_to_hf
+
+    return {"rope_parameters": config_to_hf(cfg, "llama").rope_parameters} if cfg.rope.scaling != "none" else {}
 
 
 def _qwen3_moe_limits(cfg: ModelConfig) -> dict[str, object]:
@@ -276,7 +294,8 @@ CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": lambda t, cfg: t.t()}  # HF's Conv
 ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the order --family auto tries them
     "gpt2": GGUFArch("GPT2", _gpt2_hparams, lambda cfg: {}, CONV1D, lambda cfg: _unread("gpt2", {
         "n_positions": cfg.block_size, "n_inner": None if cfg.mlp_hidden == 4 * cfg.n_embd else cfg.mlp_hidden})),
-    "llama": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE),
+    "llama": GGUFArch("LLAMA", _decoder_hparams, lambda cfg: _decoder_limits(cfg, ("none", "llama3")), LLAMA_ROPE,
+                      _llama_unread, extra=_rope_freqs),
     "qwen3": GGUFArch("QWEN3", _decoder_hparams, _decoder_limits, {},
                       lambda cfg: _unread("qwen3", {"head_dim": cfg.head_dim})),
     "qwen3_moe": GGUFArch("QWEN3MOE", _decoder_hparams, _qwen3_moe_limits, {},

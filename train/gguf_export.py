@@ -118,7 +118,7 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
             gguf_name = names.get_name(base)
             assert gguf_name is not None, f"no GGUF name for {name} in {arch.arch}"
             out[gguf_name if suffix == "bare" else f"{gguf_name}.{suffix}"] = t.detach().float().contiguous().numpy()
-    return out
+    return out | {name: t.float().numpy() for name, t in arch.extra(cfg).items()}
 
 
 def stored(name: str, array: np.ndarray, gguf_type: str):
