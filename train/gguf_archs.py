@@ -7,14 +7,14 @@
   * llama, mixtral: GGUF's llama rotates adjacent pairs of a head's dimensions, HF its two halves
     (`rotate_half`), so the rows of q_proj and k_proj are interleaved per head; Llama 3's RoPE
     scaling is a tensor of its own, `rope_freqs` (`_rope_freqs`);
-  * experts (qwen3_moe, mixtral, Qwen3.5-MoE, DeepSeek-V3): HF's stacked `gate_up_proj` is two
-    tensors, `ffn_gate_exps` and `ffn_up_exps` (gguf_export's `gguf_tensors` splits it);
+  * experts (qwen3_moe, mixtral, Qwen3.5-MoE, DeepSeek-V3, gpt-oss): HF's stacked `gate_up_proj`
+    is two tensors, `ffn_gate_exps` and `ffn_up_exps` (`SPLITS`);
   * qwen3_5_text and qwen3_5_moe_text (Qwen3.5: Gated DeltaNet layers and gated attention): the
     value heads of one key head are tiled, not grouped (`_tiled`), norms are stored as 1 + w, A as
     -exp(A_log), the convolution as 2-D, the shared expert's gate as 1-D, and the partial RoPE as
     M-RoPE sections (`_sections`);
   * deepseek_v3 (llama.cpp's deepseek2): kv_b_proj split into k_b (each head transposed) and v_b
-    for the absorbed MLA decode (`gguf_tensors`);
+    for the absorbed MLA decode (`SPLITS`);
   * gpt_oss: its experts de-interleaved and transposed (`GPT_OSS`).
 An entry's `hparams` writes the metadata llama.cpp reads for the architecture (context, embedding
 and feed-forward lengths, block and head counts, norm epsilon, RoPE, experts, ...), and `limits`
@@ -287,6 +287,24 @@ GPT_OSS = {  # HF stores its experts (in, out) with gate and up interleaved; GGU
 }
 
 
+def _split_gate_up(name: str, t: torch.Tensor, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Stacked experts' (n_expert, [gate; up], ...) weight or bias as GGUF's two tensors."""
+    gate, up = t.chunk(2, dim=1)
+    return {name.replace("gate_up_proj", "gate_proj"): gate, name.replace("gate_up_proj", "up_proj"): up}
+
+
+def _split_kv_b(name: str, t: torch.Tensor, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """MLA's kv_b_proj (rows per head [k_nope; v], columns the latent) as llama.cpp's absorbed decode
+    reads it: k_b, each head transposed to (latent, k_nope), and v_b (v, latent)."""
+    m = cfg.mla
+    k, v = t.view(cfg.n_head, -1, m.kv_lora_rank).split([m.qk_nope_head_dim, m.v_head_dim], dim=1)
+    return {name.replace("kv_b", "k_b"): k.transpose(1, 2), name.replace("kv_b", "v_b"): v}
+
+
+SPLITS = {  # HF-name regex (after `renames`) -> one HF tensor as several GGUF ones, in every architecture
+    r"\.experts\.gate_up_proj(\.bias)?$": _split_gate_up,
+    r"\.kv_b_proj\.weight$": _split_kv_b,
+}
 GPT_OSS_UNREAD = "transformers 5.24's gpt-oss GGUF reader fails on the YaRN keys, on llama.cpp's own files too"
 LLAMA_ROPE = {r"\.q_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_head),
               r"\.k_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_kv_head)}
@@ -306,7 +324,7 @@ ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the ord
                         extends=("llama", "moe.n_expert")),
     "qwen3_5_text": GGUFArch("QWEN35", _qwen35_hparams, _qwen35_limits, QWEN35, renames=QWEN35_NAMES,
                              extends=("qwen3", "linear_attention")),
-    # MLA as llama.cpp's absorbed decode reads it: kv_b_proj split into k_b (transposed) and v_b
+    # MLA as llama.cpp's absorbed decode reads it (kv_b_proj: `SPLITS`)
     "deepseek_v3": GGUFArch("DEEPSEEK2", _deepseek2_hparams, _deepseek2_limits,
                             renames={r"\.e_score_correction_bias$": ".e_score_correction.bias"},
                             unreadable="transformers has no GGUF reader for deepseek2"),

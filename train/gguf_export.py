@@ -33,7 +33,7 @@ from model.config import ModelConfig
 from model.hf import Unrepresentable, config_to_hf, to_hf
 
 from .errors import ConfigError, make_dir
-from .gguf_archs import ARCHS
+from .gguf_archs import ARCHS, SPLITS
 from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
 from .post.chat_format import SPECIAL, ChatFormat
 from .tokenizer import EOT_TEXT
@@ -102,15 +102,8 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
                 tensor = reshape(tensor, cfg)
         for pattern, replacement in arch.renames.items():
             hf_name = re.sub(pattern, replacement, hf_name)
-        if re.search(r"\.experts\.gate_up_proj(\.bias)?$", hf_name):  # (n_expert, [gate; up], ...)
-            gate, up = tensor.chunk(2, dim=1)
-            parts = {hf_name.replace("gate_up_proj", "gate_proj"): gate, hf_name.replace("gate_up_proj", "up_proj"): up}
-        elif hf_name.endswith(".kv_b_proj.weight"):  # MLA: rows per head [k_nope; v], columns the latent
-            k, v = tensor.view(cfg.n_head, -1, cfg.mla.kv_lora_rank).split(
-                [cfg.mla.qk_nope_head_dim, cfg.mla.v_head_dim], dim=1)
-            parts = {hf_name.replace("kv_b", "k_b"): k.transpose(1, 2), hf_name.replace("kv_b", "v_b"): v}
-        else:
-            parts = {hf_name: tensor}
+        split = next((f for pattern, f in SPLITS.items() if re.search(pattern, hf_name)), None)
+        parts = split(hf_name, tensor, cfg) if split else {hf_name: tensor}
         for name, t in parts.items():
             # stacked experts are HF parameters without a suffix; in GGUF every matrix is `.weight`
             # (".bare": a tensor llama.cpp names without a suffix, as Qwen3.5's ssm_a)
