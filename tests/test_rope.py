@@ -5,6 +5,9 @@ Every scaling variant builds our table from a `RopeConfig` and HF's from the equ
 block_size - 1, i.e. well beyond original_max_pos where the scalings differ from plain RoPE.
 """
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import Gemma3TextConfig, GPTNeoXConfig
@@ -152,3 +155,24 @@ def test_odd_rotary_dim_is_rejected_by_the_config():
     with pytest.raises(ValueError, match=r"got 0.02 \* 30 -> 0"):  # even, but nothing would rotate
         ModelConfig(n_head=2, n_embd=2 * 30, pos="rope", rope=RopeConfig(fraction=0.02))
     ModelConfig(n_head=2, n_embd=2 * 30, pos="learned", rope=RopeConfig(fraction=0.5))  # nothing rotates
+
+
+FRESH_PROCESS = """
+import torch
+from model import GPT, ModelConfig
+from model.rope import _base_inv_freq
+torch.set_num_threads(2)
+rotary = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=128, block_size=256, pos="rope")).transformer.h[0].attn.rotary
+angles = torch.arange(256).float()[:, None] * _base_inv_freq(10000.0, 64)[None, :]
+print((rotary.cos.double() - angles.double().cos()).abs().max().item())
+"""
+
+
+@pytest.mark.slow
+def test_a_fresh_processs_rope_table_is_exact():
+    """A process's first vector-math call on two threads gave the second thread's half of the table
+    a cos off by 1.5e-4 in 2 to 4 processes of 16 (torch 2.13, AVX-512; model/rope.py). Six fresh
+    processes, each building a model with a 256 x 32 table."""
+    for _ in range(6):
+        found = subprocess.run([sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True, check=True)
+        assert float(found.stdout) < 1e-6
