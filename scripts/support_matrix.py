@@ -9,7 +9,8 @@ as Markdown; README.md holds a copy, which tests/test_support_matrix.py keeps eq
 Columns: cache (the KV cache/state of `generate`), rolling (windowed layers keep only their
 window, quantized too under `--kv_dtype`), int8 / int4 (`--kv_dtype`), compile (`--compile`: static caches), draft (`--draft RUN`,
 speculative decoding with a separate draft), MTP draft (`--draft mtp`), HF export
-(`train.export`, the family it picks).
+(`train.export`, the family it picks), GGUF (`--format gguf`, the architecture it picks; a ✗ has
+no number: the export's refusal names the closest architecture and the settings that block it).
 """
 
 import sys
@@ -26,9 +27,10 @@ from train.config import load_config  # noqa: E402
 from train.decoding import check_decoding, refusing_layer  # noqa: E402
 from train.errors import ConfigError  # noqa: E402
 from train.export import choose_family  # noqa: E402
+from train.gguf_export import choose_gguf_family  # noqa: E402
 
 USAGE = "usage: python scripts/support_matrix.py"
-COLUMNS = ("cache", "rolling", "int8", "int4", "compile", "draft", "MTP draft", "HF export")
+COLUMNS = ("cache", "rolling", "int8", "int4", "compile", "draft", "MTP draft", "HF export", "GGUF")
 
 
 def configs() -> list[tuple[str, Path]]:
@@ -60,6 +62,10 @@ def cells(path: Path) -> dict[str, str | ConfigError]:
         out["HF export"] = f"✓ {choose_family(cfg)}"
     except ConfigError as e:
         out["HF export"] = e
+    try:
+        out["GGUF"] = f"✓ {choose_gguf_family(cfg)}"
+    except ConfigError:
+        out["GGUF"] = "✗"
     return out
 
 

@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from test_gguf import LLAMA, MODELS, SIZES, mla_run  # noqa: F401 (a fixture)
 from tiny_run import GPT2_RANKS, TINY, error_line, load_script, needs_gpt2_ranks, randomize_
 from train import export
 from train.cli import run_cli
-from train.config import load_config
-from train.gguf_export import write_gguf
+from train.config import ConfigError, load_config
+from train.gguf_export import choose_gguf_family, write_gguf
 from train.tokenizer import get_tokenizer
 from train.trainer import Trainer
 
@@ -45,7 +46,7 @@ def test_a_byte_vocabulary_has_the_empty_merges_list_llama_cpp_requires(tmp_path
 def test_the_script_refuses_bad_input_in_one_line(base, mla_run, tmp_path, capsys, monkeypatch):
     main = check.main
     for argv, message in (([str(base), "--new", "0"], "--new must be >= 1"),
-                          ([str(mla_run)], "no GGUF architecture"),
+                          ([str(mla_run)], "GGUF architectures can hold"),
                           ([str(base), "--text", str(tmp_path / "no.txt")], "no such file"),
                           ([str(base), "--new", "17"], "at most 16 fit after 16 prompt tokens"),
                           ([str(base), "--convert", str(tmp_path)], "no convert_hf_to_gguf.py there")):
@@ -55,7 +56,9 @@ def test_the_script_refuses_bad_input_in_one_line(base, mla_run, tmp_path, capsy
     assert "needs llama-cpp-python" in error_line(capsys.readouterr().err)
 
 
-# test_gguf's models, and two transformers' GGUF reader cannot build: Mixtral's experts on llama,
+OLMO = dict(pos="rope", norm="rmsnorm", norm_placement="post", qk_norm="full", mlp="swiglu", bias=False, n_kv_head=2,
+            mlp_hidden=96, tie_embeddings=False)
+# test_gguf's models, and those transformers' GGUF reader cannot build: Mixtral's experts on llama,
 # and DeepSeek-V3 (MLA with a q LoRA, a dense first layer, then a group-limited sigmoid MoE)
 ALL = MODELS | {
     "mixtral": ModelConfig(**SIZES, **LLAMA, moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=96)),
@@ -63,20 +66,31 @@ ALL = MODELS | {
                                mla=MLAConfig(q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8,
                                              v_head_dim=12),
                                moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, n_shared=1, router="sigmoid",
-                                             n_group=4, topk_group=2, first_dense=1)),
+                                             n_group=4, topk_group=2, first_dense=1, routed_scale=2.5)),
     # Llama 3's RoPE scaling, which llama.cpp reads from a tensor of its own
     "llama3-scaled": dataclasses.replace(MODELS["llama"], rope=RopeConfig(theta=5000.0, scaling="llama3", factor=8.0,
                                                                           original_max_pos=28)),
-    # gpt-oss: sinks, a 6-token window on every other layer, YaRN, the clamped SwiGLU, biases everywhere
+    # gpt-oss: sinks, a 6-token window on every other layer, YaRN, the clamped SwiGLU, biases everywhere;
+    # the YaRN ramp ends at dimension 1.08, which llama.cpp rounds to 2 (as rope.truncate does)
     "gpt_oss": ModelConfig(**SIZES, **LLAMA | dict(mlp="swiglu_clamped", bias=True, mlp_hidden=32), head_dim=16,
                            attn_sinks=True, window=6, global_every=2, tie_embeddings=False,
-                           rope=RopeConfig(theta=150000.0, scaling="yarn", factor=4.0, original_max_pos=8, truncate=False),
+                           rope=RopeConfig(theta=1000.0, scaling="yarn", factor=4.0, original_max_pos=16),
                            moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, router_bias=True)),
+    # biases on every projection, which llama.cpp's llama reads (transformers' reader does not)
+    "llama-biased": dataclasses.replace(MODELS["llama"], bias=True),
+    # OLMo 2: norms after each branch, QK-norm over the whole projections, GQA, an untied head
+    "olmo2": ModelConfig(**SIZES, **OLMO),
+    # OLMo 3: 3 sliding layers : 1 global with YaRN, the sliding ones plain RoPE at the same base
+    "olmo3": ModelConfig(**SIZES | dict(n_layer=4), **OLMO, window=6, global_every=4,
+                         rope=RopeConfig(theta=1000.0, scaling="yarn", factor=4.0, original_max_pos=16,
+                                         local_theta=1000.0)),
 }
-# f32 logits: the decoders agree to about 4e-5; gpt2 to about 2e-3, because ggml's CPU GELU reads a
-# table indexed by its input rounded to fp16 (docs/LOG.md)
+# f32 logits: the decoders agree to about 4e-5; gpt2 to about 2e-3 and Gemma to 8e-3, because ggml's
+# CPU GELU reads a table indexed by its input rounded to fp16 (docs/LOG.md). With that table in our
+# model, 4e-4 to 2e-3; a wrong softcap, window, query scale or RoPE base moves them by 0.28 to 23.
 ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4, "mixtral": 2e-4, "qwen3_5_text": 5e-4,
-        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4, "gpt_oss": 2e-4, "llama3-scaled": 2e-4}
+        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4, "gpt_oss": 2e-4, "llama3-scaled": 2e-4, "llama-biased": 2e-4, "olmo2": 2e-4,
+        "olmo3": 2e-4, "gemma2": 2e-2, "gemma3_text": 2e-2}
 
 
 def random_model(family: str) -> GPT:
@@ -170,10 +184,7 @@ def test_a_deepseek_file_holds_mla_as_llama_cpps_absorbed_decode_reads_it(tmp_pa
     model, cfg = random_model("deepseek_v3"), ALL["deepseek_v3"]
     done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
     assert done.load_kwargs is None
-    reader = GGUFReader(done.path)
-    keys = ("attention.head_count_kv", "attention.key_length", "attention.value_length", "leading_dense_block_count")
-    assert [reader.fields[f"deepseek2.{k}"].contents() for k in keys] == [1, 16 + 8, 16, 1]
-    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in reader.tensors}
+    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(done.path).tensors}
     nope, same = cfg.mla.qk_nope_head_dim, dict(atol=0, rtol=0)
     for i, block in enumerate(model.transformer.h):
         rows = block.attn.kv_b_proj.weight.detach().view(cfg.n_head, nope + cfg.mla.v_head_dim, -1)
@@ -181,3 +192,86 @@ def test_a_deepseek_file_holds_mla_as_llama_cpps_absorbed_decode_reads_it(tmp_pa
             torch.testing.assert_close(tensors[f"blk.{i}.attn_k_b.weight"][h], rows[h, :nope].T, **same)
             torch.testing.assert_close(tensors[f"blk.{i}.attn_v_b.weight"][h], rows[h, nope:], **same)
     torch.testing.assert_close(tensors["blk.1.exp_probs_b.bias"], model.transformer.h[1].mlp.router.expert_bias, **same)
+
+
+KEYS = {  # the hparams llama.cpp reads from the file, by hand
+    # MLA as one KV head over [latent 16; rotary 8], heads of 16 + 8 and 12 for the absorbed decode
+    "deepseek_v3": {"attention.head_count_kv": 1, "attention.key_length": 24, "attention.value_length": 16,
+                    "attention.key_length_mla": 24, "attention.value_length_mla": 12, "rope.dimension_count": 8,
+                    "leading_dense_block_count": 1, "expert_shared_count": 1, "expert_weights_scale": 2.5,
+                    "expert_weights_norm": True, "expert_gating_func": 2,  # sigmoid
+                    "expert_group_count": 4, "expert_group_used_count": 2},
+    "gpt-oss": {"attention.sliding_window": 6, "rope.scaling.type": "yarn", "rope.scaling.factor": 4.0,
+                "rope.scaling.original_context_length": 16, "rope.scaling.yarn_beta_fast": 32.0,
+                "rope.scaling.yarn_beta_slow": 1.0},
+    "olmo3": {"attention.sliding_window": 6, "attention.sliding_window_pattern": [True, True, True, False],
+              "rope.freq_base": 1000.0, "rope.scaling.type": "yarn", "rope.scaling.factor": 4.0,
+              "rope.scaling.original_context_length": 16},
+}
+
+
+@pytest.mark.parametrize("family", KEYS)
+def test_the_file_holds_the_keys_llama_cpp_reads(family, tmp_path):
+    from gguf import GGUFReader
+
+    name = family.replace("-", "_")
+    fields = GGUFReader(write_gguf(random_model(name), get_tokenizer("byte"), tmp_path, gguf_type="f32").path).fields
+    arch = fields["general.architecture"].contents()
+    assert {key: fields[f"{arch}.{key}"].contents() for key in KEYS[family]} == KEYS[family]
+
+
+def test_a_biased_llama_file_keeps_each_q_and_k_bias_with_its_reordered_row(tmp_path):
+    """Without llama.cpp: the rows of q and k are reordered for llama.cpp's RoPE layout (not the
+    identity), and each bias goes with its row; the command says the file is for llama.cpp."""
+    from gguf import GGUFReader
+
+    model, cfg = random_model("llama-biased"), ALL["llama-biased"]
+    done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
+    assert done.load_kwargs is None and done.unreadable == "transformers' GGUF reader builds llama without biases"
+    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(done.path).tensors}
+    weight, bias = model.transformer.h[0].attn.c_attn.weight.detach(), model.transformer.h[0].attn.c_attn.bias.detach()
+    q_rows = cfg.n_head * cfg.head_dim
+    for name, rows in (("attn_q", slice(0, q_rows)), ("attn_k", slice(q_rows, q_rows + cfg.n_kv_head * cfg.head_dim))):
+        ours_w, ours_b = weight[rows], bias[rows]
+        order = [int((ours_w == row).all(dim=1).nonzero()) for row in tensors[f"blk.0.{name}.weight"]]
+        assert order != sorted(order) and sorted(order) == list(range(len(order)))
+        assert torch.equal(tensors[f"blk.0.{name}.bias"], ours_b[order])
+
+
+def test_an_olmo_file_holds_its_norms_where_llama_cpp_reads_them(tmp_path):
+    """Without llama.cpp: the norms after each branch as attn_post_norm and post_ffw_norm, QK-norm
+    over all query heads (64) and all KV heads (2 x 16), the untied head; no transformers reader."""
+    from gguf import GGUFReader
+
+    model = random_model("olmo3")
+    done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
+    assert done.load_kwargs is None
+    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(done.path).tensors}
+    for i, block in enumerate(model.transformer.h):
+        ours = {"attn_q_norm": block.attn.q_norm, "attn_k_norm": block.attn.k_norm,
+                "post_attention_norm": block.ln_1, "post_ffw_norm": block.ln_2}
+        for name, norm in ours.items():
+            assert torch.equal(tensors[f"blk.{i}.{name}.weight"], norm.weight.detach()), name
+    assert tensors["blk.0.attn_k_norm.weight"].shape == (32,)
+    assert torch.equal(tensors["output.weight"], model.lm_head.weight.detach()[:257])
+
+
+def rope(family: str, **change) -> ModelConfig:
+    return dataclasses.replace(ALL[family], rope=dataclasses.replace(ALL[family].rope, **change))
+
+
+@pytest.mark.parametrize("family, setting, cfg", [
+    # a YaRN ramp ending at dimension 1.08 that stays fractional: llama.cpp rounds it to 2
+    ("gpt_oss", "model.rope.truncate=False", rope("gpt_oss", truncate=False)),
+    # llama.cpp's sliding OLMo layers take the global base, unscaled
+    ("olmo3", "model.rope.local_theta=500.0", rope("olmo3", local_theta=500.0)),
+    ("olmo2", "model.tie_embeddings=True", dataclasses.replace(ALL["olmo2"], tie_embeddings=True)),  # needs `output`
+])
+def test_a_model_llama_cpp_computes_otherwise_is_refused(family, setting, cfg):
+    with pytest.raises(ConfigError, match=f"cannot export as GGUF {family}: .*{re.escape(setting)}"):
+        choose_gguf_family(cfg, family)
+
+
+def test_a_fractional_yarn_ramp_that_rounding_leaves_unchanged_is_held():
+    """Its end at dimension 0.16 (a context of 8): rounded to 1, no frequency changes."""
+    assert choose_gguf_family(rope("gpt_oss", truncate=False, original_max_pos=8), "gpt_oss") == "gpt_oss"

@@ -23,7 +23,8 @@ below. When none can, the error names, per family, the settings that block it.
 
 --format gguf writes one file, OUT_DIR/model.gguf, for llama.cpp and transformers
 (train/gguf_export.py): architectures gpt2, llama, qwen3, qwen3_moe, qwen3_5_text,
-qwen3_5_moe_text, and mixtral, deepseek_v3 and gpt_oss (llama.cpp only), the tokenizer inside.
+qwen3_5_moe_text, gemma2, gemma3_text, and mixtral, deepseek_v3, gpt_oss, olmo2 and olmo3
+(llama.cpp only; llama too when it has biases), the tokenizer inside.
 --gguf_type f16 (the default, as llama.cpp's converter) stores matrices in fp16 and norms and biases
 in fp32; f32 stores everything in fp32; q8_0 quantizes the matrices whose rows are a multiple of 32
 long and names the others (kept in fp16). The command prints how to load the file, e.g.
@@ -146,7 +147,7 @@ def _main_gguf(args: argparse.Namespace, out: Path) -> int:
     kept = f"; kept in f16, rows not a multiple of 32: {', '.join(kept)}" if kept else ""
     print(f"wrote {done.path} (GGUF {done.family}, {done.gguf_type}{kept}); ", end="")
     if done.load_kwargs is None:
-        print(f"run it with llama.cpp ({ARCHS[done.family].unreadable})")
+        print(f"run it with llama.cpp ({done.unreadable})")
         return 0
     load = "".join(f", {k}={v!r}" for k, v in done.load_kwargs.items())
     print(f"load it with AutoModelForCausalLM.from_pretrained({str(out)!r}, gguf_file={done.path.name!r}{load})")

@@ -15,27 +15,31 @@
     M-RoPE sections (`_sections`);
   * deepseek_v3 (llama.cpp's deepseek2): kv_b_proj split into k_b (each head transposed) and v_b
     for the absorbed MLA decode (`SPLITS`);
-  * gpt_oss: its experts de-interleaved and transposed (`GPT_OSS`).
+  * gpt_oss: its experts de-interleaved and transposed (`GPT_OSS`);
+  * gemma2, gemma3_text: norms stored as 1 + w (`GEMMA`);
+  * olmo2, olmo3 (llama.cpp's olmo2): HF's layout.
 An entry's `hparams` writes the metadata llama.cpp reads for the architecture (context, embedding
-and feed-forward lengths, block and head counts, norm epsilon, RoPE, experts, ...), and `limits`
-names our settings it cannot hold.
+and feed-forward lengths, block and head counts, norm epsilon, RoPE, experts, windows, softcaps,
+...), and `limits` names our settings it cannot hold or computes otherwise (llama.cpp rounds every
+YaRN ramp's ends, fixes Gemma's query scale, gives OLMo's sliding layers the global RoPE base).
 
-gpt2, llama, qwen3, qwen3_moe, qwen3_5_text and qwen3_5_moe_text are checked by loading the file
-back with transformers' GGUF reader (tests/test_gguf.py); mixtral (as llama.cpp writes it: llama
-with experts, which transformers' reader builds without them), deepseek_v3 (no transformers
-reader) and gpt_oss (transformers' reader fails on its YaRN keys) are for llama.cpp. All nine are
-checked in llama.cpp where llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not yet
-the others: llama.cpp's llama ignores Mistral's window (docs/LOG.md); transformers' gemma2 reader
-takes neither the softcaps nor the query scale from the file; OLMo 2/3, Qwen3-Next and
-DeepSeek-V3.2 (DSA) have no mapping here.
+gpt2, llama, qwen3, qwen3_moe, qwen3_5_text, qwen3_5_moe_text, gemma2 and gemma3_text are checked
+by loading the file back with transformers' GGUF reader (tests/test_gguf.py); mixtral (as
+llama.cpp writes it: llama with experts, which transformers' reader builds without them),
+deepseek_v3 and olmo2/olmo3 (no transformers reader) and gpt_oss (transformers' reader fails on
+its YaRN keys) are for llama.cpp. All thirteen are checked in llama.cpp where llama-cpp-python is
+installed (tests/test_gguf_llama_cpp.py). Not the others: llama.cpp's llama ignores Mistral's
+window (docs/LOG.md); Qwen3-Next and DeepSeek-V3.2 (DSA) have no mapping here.
 
 transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
 feed-forward lengths (it assumes n_positions 1024, n_inner 4 * n_embd), for qwen3 the head size,
-for qwen3_moe the expert width, for llama the RoPE scaling. An entry's `unread` names those the run
-differs on; the export prints them for `from_pretrained(..., gguf_file=...)`.
+for qwen3_moe the expert width, for llama the RoPE scaling, for Gemma the softcaps, query scale,
+layer types and (Gemma 3) the RoPE per layer type. An entry's `unread` names those the run differs
+on; the export prints them for `from_pretrained(..., gguf_file=...)`.
 """
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -62,12 +66,17 @@ class GGUFArch:
     limits: Callable[[ModelConfig], dict[str, object]]  # our settings the GGUF architecture cannot hold
     reshape: dict[str, Callable] = field(default_factory=dict)  # HF-name regex -> (tensor, cfg) -> GGUF layout
     unread: Callable[[ModelConfig], dict[str, object]] = lambda cfg: {}  # HF fields the reader skips
-    unreadable: str = ""  # why transformers' GGUF reader cannot build it; "" when it can
+    unreadable: Callable[[ModelConfig], str] = lambda cfg: ""  # why transformers' GGUF reader cannot build
+    # the model; "" when it can
     # (family, field) for an architecture that extends another: a model with `field` off (0, "none")
     # is blocked as by that family, and by `field` (HF's refusal would name the field alone)
     extends: tuple[str, str] = ("", "")
     renames: dict[str, str] = field(default_factory=dict)  # HF-name regex -> the name gguf's map knows
     extra: Callable[[ModelConfig], dict[str, torch.Tensor]] = lambda cfg: {}  # GGUF tensors HF has none of
+
+
+def _always(reason: str) -> Callable[[ModelConfig], str]:
+    return lambda cfg: reason
 
 
 def _gpt2_hparams(w, cfg: ModelConfig) -> None:
@@ -107,13 +116,18 @@ def _refused(*checks: tuple[str, object, bool]) -> dict[str, object]:
     return {name: value for name, value, holds in checks if not holds}
 
 
-def _decoder_limits(cfg: ModelConfig, scalings: tuple[str, ...] = ("none",)) -> dict[str, object]:
-    """llama.cpp's llama and qwen3 compute SwiGLU with no sliding window; transformers' reader builds
-    bias-free layers and reads no RoPE scaling (llama: passed to it, `_llama_unread`)."""
+def _decoder_limits(cfg: ModelConfig, scalings: tuple[str, ...] = ("none",), bias: bool = False) -> dict[str, object]:
+    """llama.cpp's llama and qwen3 compute SwiGLU with no sliding window; biases: llama.cpp's llama
+    reads them, its qwen3 and transformers' reader do not (`_llama_biases`); RoPE scaling: llama's
+    Llama 3 (read by transformers when passed to it, `_llama_unread`)."""
     return _refused(("model.mlp", cfg.mlp, cfg.mlp == "swiglu"),
                     ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling in scalings),
                     ("model.window", cfg.window, cfg.window == 0),
-                    ("model.bias", cfg.bias, not cfg.bias))
+                    ("model.bias", cfg.bias, bias or not cfg.bias))
+
+
+def _llama_biases(cfg: ModelConfig) -> str:
+    return "transformers' GGUF reader builds llama without biases" if cfg.bias else ""
 
 
 def _rope_freqs(cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -122,6 +136,18 @@ def _rope_freqs(cfg: ModelConfig) -> dict[str, torch.Tensor]:
         return {}
     args = cfg.rope, cfg.rope.theta, cfg.head_dim, cfg.rope.original_max_pos or cfg.block_size  # as Rotary
     return {"rope_freqs.weight": ROPE_SCALINGS["none"](*args)[0] / ROPE_SCALINGS["llama3"](*args)[0]}
+
+
+def _ramp_as_rounded(cfg: ModelConfig) -> bool:
+    """Whether llama.cpp computes our YaRN: it rounds the ramp's ends to whole dimensions, which a run
+    that keeps them fractional (rope.truncate = false, gpt-oss) matches only where rounding changes
+    no frequency (the gpt-oss preset; not gpt-oss's own 4096-token context)."""
+    rope = cfg.rope
+    if rope.scaling != "yarn" or rope.truncate:
+        return True
+    args = cfg.head_dim, rope.original_max_pos or cfg.block_size
+    return torch.equal(ROPE_SCALINGS["yarn"](rope, rope.theta, *args)[0],
+                       ROPE_SCALINGS["yarn"](replace(rope, truncate=True), rope.theta, *args)[0])
 
 
 def _llama_unread(cfg: ModelConfig) -> dict[str, object]:
@@ -251,19 +277,26 @@ def _deepseek2_limits(cfg: ModelConfig) -> dict[str, object]:
                     ("model.moe.n_expert", cfg.moe.n_expert, cfg.moe.n_expert > 0))  # its MoE keys are required
 
 
+def _rope_scaling(w, cfg: ModelConfig) -> None:
+    """Linear or YaRN RoPE scaling as llama.cpp reads it (the global layers', where a family has both)."""
+    import gguf
+
+    rope = cfg.rope
+    if rope.scaling in ("linear", "yarn"):
+        w.add_rope_scaling_type(gguf.RopeScalingType[rope.scaling.upper()])
+        w.add_rope_scaling_factor(rope.factor)
+    if rope.scaling == "yarn":
+        w.add_rope_scaling_orig_ctx_len(rope.original_max_pos)
+        w.add_rope_scaling_yarn_beta_fast(rope.beta_fast)
+        w.add_rope_scaling_yarn_beta_slow(rope.beta_slow)
+
+
 def _gpt_oss_hparams(w, cfg: ModelConfig) -> None:
     """gpt-oss: its window and YaRN keys; llama.cpp fixes the rest (sinks, every other layer sliding
     from the first, the clamped SwiGLU's 1.702 and 7, top-k then softmax routing)."""
-    import gguf
-
     _decoder_hparams(w, cfg)
     w.add_sliding_window(cfg.window)
-    if cfg.rope.scaling == "yarn":
-        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-        w.add_rope_scaling_factor(cfg.rope.factor)
-        w.add_rope_scaling_orig_ctx_len(cfg.rope.original_max_pos)
-        w.add_rope_scaling_yarn_beta_fast(cfg.rope.beta_fast)
-        w.add_rope_scaling_yarn_beta_slow(cfg.rope.beta_slow)
+    _rope_scaling(w, cfg)
 
 
 def _gpt_oss_limits(cfg: ModelConfig) -> dict[str, object]:
@@ -272,7 +305,7 @@ def _gpt_oss_limits(cfg: ModelConfig) -> dict[str, object]:
                     ("model.swiglu_alpha", cfg.swiglu_alpha, cfg.swiglu_alpha == 1.702),
                     ("model.swiglu_limit", cfg.swiglu_limit, cfg.swiglu_limit == 7.0),
                     ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling in ("none", "yarn")),
-                    ("model.rope.truncate", cfg.rope.truncate, not cfg.rope.truncate))
+                    ("model.rope.truncate", cfg.rope.truncate, _ramp_as_rounded(cfg)))
 
 
 def _stacked(t: torch.Tensor) -> torch.Tensor:
@@ -285,6 +318,73 @@ GPT_OSS = {  # HF stores its experts (in, out) with gate and up interleaved; GGU
     r"\.experts\.gate_up_proj_bias$": lambda t, cfg: _stacked(t),
     r"\.experts\.down_proj$": lambda t, cfg: t.transpose(1, 2),
 }
+
+
+def _windowed_hparams(w, cfg: ModelConfig) -> None:
+    """Gemma 2/3 and OLMo 2/3: the window with one flag per layer (llama.cpp's default patterns are
+    Gemma's and OLMo 3's; the flags say which of ours are local), the sliding layers' RoPE base, the
+    global layers' scaling, and the softcaps."""
+    _decoder_hparams(w, cfg)
+    if _local_layers(cfg):  # llama.cpp asserts that a model with these keys has a sliding layer
+        w.add_sliding_window(cfg.window)
+        w.add_sliding_window_pattern([cfg.is_local(i) for i in range(cfg.n_layer)])
+        w.add_rope_freq_base_swa(cfg.rope.local_theta or cfg.rope.theta)
+    _rope_scaling(w, cfg)
+    if cfg.attn_softcap:
+        w.add_attn_logit_softcapping(cfg.attn_softcap)
+    if cfg.final_softcap:
+        w.add_final_logit_softcapping(cfg.final_softcap)
+
+
+def _local_layers(cfg: ModelConfig) -> bool:
+    return any(cfg.is_local(i) for i in range(cfg.n_layer))
+
+
+def _gemma_limits(cfg: ModelConfig, layers_27b: int, local_scaled: bool) -> dict[str, object]:
+    """llama.cpp's Gemma scales queries by 1/sqrt(head_dim), by 1/sqrt(n_embd / n_head) in the 27B
+    model (known by its layer count), and scales the sliding layers' RoPE as the global ones'
+    (Gemma 2: `local_scaled`) or not at all (Gemma 3)."""
+    rope, head = cfg.rope, cfg.n_embd // cfg.n_head if cfg.n_layer == layers_27b else cfg.head_dim
+    local_rope = not cfg.window or rope.scaling == "none" or (rope.local_theta == 0) == local_scaled
+    return _refused(("model.attn_scale", cfg.attn_scale, math.isclose(cfg.attn_scale or cfg.head_dim**-0.5,
+                                                                      head**-0.5, rel_tol=1e-6)),
+                    ("model.rope.scaling", rope.scaling, rope.scaling in ("none", "linear")),
+                    ("model.rope.local_theta", rope.local_theta, local_rope))
+
+
+def _gemma2_limits(cfg: ModelConfig) -> dict[str, object]:
+    """llama.cpp's Gemma 2 has sliding layers and no output matrix, and takes a softcap left out of
+    the file as 50 or 30."""
+    return _gemma_limits(cfg, 46, local_scaled=True) | _refused(
+        ("model.window", cfg.window, _local_layers(cfg)),
+        ("model.tie_embeddings", cfg.tie_embeddings, cfg.tie_embeddings),
+        ("model.attn_softcap", cfg.attn_softcap, cfg.attn_softcap > 0),
+        ("model.final_softcap", cfg.final_softcap, cfg.final_softcap > 0))
+
+
+def _gemma3_limits(cfg: ModelConfig) -> dict[str, object]:
+    return _gemma_limits(cfg, 62, local_scaled=False) | _refused(
+        ("model.attn_softcap", cfg.attn_softcap, cfg.attn_softcap == 0))  # llama.cpp's Gemma 3 has none
+
+
+def _olmo2_limits(cfg: ModelConfig) -> dict[str, object]:
+    """llama.cpp's OLMo 2/3 needs an output matrix; its sliding layers take plain RoPE at the global base."""
+    rope = cfg.rope
+    plain = rope.local_theta == rope.theta or (rope.local_theta == 0 and rope.scaling == "none")
+    return _refused(("model.tie_embeddings", cfg.tie_embeddings, not cfg.tie_embeddings),
+                    ("model.rope.scaling", rope.scaling, rope.scaling in ("none", "linear", "yarn")),
+                    ("model.rope.truncate", rope.truncate, _ramp_as_rounded(cfg)),
+                    ("model.rope.local_theta", rope.local_theta, not cfg.window or plain))
+
+
+def _hf_fields(family: str, names: tuple[str, ...]) -> Callable[[ModelConfig], dict[str, object]]:
+    """`unread` for fields the reader skips: `names` of the run's HF config, where not the default."""
+    def unread(cfg: ModelConfig) -> dict[str, object]:
+        from model.hf import config_to_hf
+
+        hf = config_to_hf(cfg, family)
+        return _unread(hf.model_type, {name: getattr(hf, name) for name in names})
+    return unread
 
 
 def _split_gate_up(name: str, t: torch.Tensor, cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -306,30 +406,39 @@ SPLITS = {  # HF-name regex (after `renames`) -> one HF tensor as several GGUF o
     r"\.kv_b_proj\.weight$": _split_kv_b,
 }
 GPT_OSS_UNREAD = "transformers 5.24's gpt-oss GGUF reader fails on the YaRN keys, on llama.cpp's own files too"
-LLAMA_ROPE = {r"\.q_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_head),
-              r"\.k_proj\.weight$": _rope_pairs(lambda cfg: cfg.n_kv_head)}
+LLAMA_ROPE = {r"\.q_proj\.(weight|bias)$": _rope_pairs(lambda cfg: cfg.n_head),
+              r"\.k_proj\.(weight|bias)$": _rope_pairs(lambda cfg: cfg.n_kv_head)}
+GEMMA = {r"norm\.weight$": lambda t, cfg: t + 1}  # every Gemma norm is stored as 1 + w
+GEMMA_UNREAD = ("query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping", "layer_types")
+NO_OLMO2_READER = "transformers has no GGUF reader for olmo2"
 CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": lambda t, cfg: t.t()}  # HF's Conv1D stores (in, out)
 ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the order --family auto tries them
     "gpt2": GGUFArch("GPT2", _gpt2_hparams, lambda cfg: {}, CONV1D, lambda cfg: _unread("gpt2", {
         "n_positions": cfg.block_size, "n_inner": None if cfg.mlp_hidden == 4 * cfg.n_embd else cfg.mlp_hidden})),
-    "llama": GGUFArch("LLAMA", _decoder_hparams, lambda cfg: _decoder_limits(cfg, ("none", "llama3")), LLAMA_ROPE,
-                      _llama_unread, extra=_rope_freqs),
+    "llama": GGUFArch("LLAMA", _decoder_hparams, lambda cfg: _decoder_limits(cfg, ("none", "llama3"), bias=True),
+                      LLAMA_ROPE, _llama_unread, unreadable=_llama_biases, extra=_rope_freqs),
     "qwen3": GGUFArch("QWEN3", _decoder_hparams, _decoder_limits, {},
                       lambda cfg: _unread("qwen3", {"head_dim": cfg.head_dim})),
     "qwen3_moe": GGUFArch("QWEN3MOE", _decoder_hparams, _qwen3_moe_limits, {},
                           lambda cfg: _unread("qwen3_moe", {"moe_intermediate_size": cfg.moe.expert_hidden})),
     # llama.cpp's llama with experts: softmax, top-k, renormalised, as HF Mixtral (which refuses the rest)
     "mixtral": GGUFArch("LLAMA", _decoder_hparams, _decoder_limits, LLAMA_ROPE,
-                        unreadable="transformers' GGUF reader builds it without its experts",
+                        unreadable=_always("transformers' GGUF reader builds it without its experts"),
                         extends=("llama", "moe.n_expert")),
     "qwen3_5_text": GGUFArch("QWEN35", _qwen35_hparams, _qwen35_limits, QWEN35, renames=QWEN35_NAMES,
                              extends=("qwen3", "linear_attention")),
     # MLA as llama.cpp's absorbed decode reads it (kv_b_proj: `SPLITS`)
     "deepseek_v3": GGUFArch("DEEPSEEK2", _deepseek2_hparams, _deepseek2_limits,
                             renames={r"\.e_score_correction_bias$": ".e_score_correction.bias"},
-                            unreadable="transformers has no GGUF reader for deepseek2"),
+                            unreadable=_always("transformers has no GGUF reader for deepseek2")),
     "gpt_oss": GGUFArch("GPT_OSS", _gpt_oss_hparams, _gpt_oss_limits, GPT_OSS,
-                        renames={r"_proj_bias$": "_proj.bias"}, unreadable=GPT_OSS_UNREAD),
+                        renames={r"_proj_bias$": "_proj.bias"}, unreadable=_always(GPT_OSS_UNREAD)),
+    # (the reader takes neither the softcaps, the query scale nor the layer types from the file)
+    "gemma2": GGUFArch("GEMMA2", _windowed_hparams, _gemma2_limits, GEMMA, _hf_fields("gemma2", GEMMA_UNREAD)),
+    "gemma3_text": GGUFArch("GEMMA3", _windowed_hparams, _gemma3_limits, GEMMA,
+                            _hf_fields("gemma3_text", GEMMA_UNREAD + ("rope_parameters",))),
+    "olmo2": GGUFArch("OLMO2", _windowed_hparams, _olmo2_limits, unreadable=_always(NO_OLMO2_READER)),
+    "olmo3": GGUFArch("OLMO2", _windowed_hparams, _olmo2_limits, unreadable=_always(NO_OLMO2_READER)),
     "qwen3_5_moe_text": GGUFArch("QWEN35MOE", _qwen35_moe_hparams, _qwen35_moe_limits, QWEN35, renames=QWEN35_NAMES,
                                  extends=("qwen3_5_text", "moe.n_expert")),
 }

@@ -81,7 +81,7 @@ def choose_gguf_family(cfg: ModelConfig, family: str = "auto") -> str:
     more = f" and {len(why) - 4} more" if len(why) > 4 else ""
     if family != "auto":
         raise ConfigError(f"cannot export as GGUF {family}: {listed}{more}")
-    raise ConfigError(f"no GGUF architecture ({', '.join(ARCHS)}) can hold this model; the closest, "
+    raise ConfigError(f"none of the {len(ARCHS)} GGUF architectures can hold this model; the closest, "
                       f"{closest}, is blocked by {listed}{more}")
 
 
@@ -182,8 +182,8 @@ class GGUFExport:
     family: str  # HF model_type; the GGUF architecture is ARCHS[family].arch
     gguf_type: str
     not_quantized: list[str]  # q8_0: matrices kept in f16 (rows not a multiple of 32)
-    load_kwargs: dict[str, object] | None  # HF config fields transformers' reader does not take from
-    # the file; None: the reader cannot build it (ARCHS[family].unreadable says why)
+    unreadable: str  # why transformers' GGUF reader cannot build the model; "" when it can
+    load_kwargs: dict[str, object] | None  # HF config fields that reader does not take from the file
 
 
 def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type: str = "f16",
@@ -221,5 +221,6 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    arch = ARCHS[family]
-    return GGUFExport(out / FILE_NAME, family, gguf_type, not_quantized, None if arch.unreadable else arch.unread(cfg))
+    unreadable = ARCHS[family].unreadable(cfg)
+    return GGUFExport(out / FILE_NAME, family, gguf_type, not_quantized, unreadable,
+                      None if unreadable else ARCHS[family].unread(cfg))
