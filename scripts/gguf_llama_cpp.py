@@ -15,7 +15,7 @@ HF export (train.export) converted by llama.cpp's own convert_hf_to_gguf.py from
 for every family it converts; it recognises GPT-2's tokenizer, not the byte tokenizer.
 
 What to expect at f32 (docs/LOG.md): the decoders (llama, qwen3, mixtral, Qwen3.5, DeepSeek-V3,
-gpt-oss, OLMo 2/3 and their MoE forms) within about 2e-5 to 3e-4; gpt2 within about 2e-3 and Gemma
+gpt-oss, OLMo 2/3, Qwen3-Next and their MoE forms) within about 2e-5 to 3e-4; gpt2 within about 2e-3 and Gemma
 within 1e-2, because ggml's CPU GELU reads a table indexed by the input rounded to fp16. At f16 and
 q8_0 llama.cpp also rounds the activations that meet the weights.
 """

@@ -25,7 +25,7 @@ from train.trainer import Trainer
 pytest.importorskip("gguf")
 
 ALL_ARCHS = ("gpt2, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, gpt_oss, gemma2, gemma3_text, olmo2, "
-             "olmo3, qwen3_5_moe_text")
+             "olmo3, qwen3_5_moe_text, qwen3_next")
 SIZES = dict(vocab_size=257, block_size=32, n_layer=2, n_head=4, n_embd=64)
 LLAMA = dict(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False, n_kv_head=2, mlp_hidden=96)
 MODELS = {  # one tiny model per GGUF architecture, each with a setting transformers' reader must get right
@@ -346,7 +346,7 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(base, mla_run, tmp_pat
         ([base, tmp_path / "o", "--format", "gguf", "--family", "llama"],
          "cannot export as GGUF llama: model.pos='learned', model.norm='layernorm'"),
         ([mla_run, tmp_path / "o", "--format", "gguf"],
-         "none of the 13 GGUF architectures can hold this model; the closest, gpt2, "
+         "none of the 14 GGUF architectures can hold this model; the closest, gpt2, "
          "is blocked by model.attention='mla'"),
     ]
     before = {path: snapshot(path) for path in (base, mla_run, tmp_path)}
@@ -373,7 +373,7 @@ def test_a_write_that_fails_halfway_leaves_nothing(base, tmp_path, capsys, monke
 PRESET_ARCH = {"qwen3": "qwen3", "qwen3-moe": "qwen3_moe", "mixtral": "mixtral", "qwen3.5": "qwen3_5_text",
                "qwen3.5-moe": "qwen3_5_moe_text", "deepseek-v3": "deepseek_v3",
                "gpt-oss": "gpt_oss", "llama3": "llama", "gemma2": "gemma2", "gemma3": "gemma3_text",
-               "olmo2": "olmo2", "olmo3": "olmo3"}  # the presets a GGUF architecture here holds
+               "olmo2": "olmo2", "olmo3": "olmo3", "qwen3-next": "qwen3_next"}  # the presets a GGUF architecture holds
 CLOSEST = {  # presets refused, each with the architecture and setting the refusal must name
     "mistral": ("llama", "model.window=128"),
     "deepseek-v3.2": ("deepseek_v3", "model.mla.index_topk=4"),  # DSA's indexer

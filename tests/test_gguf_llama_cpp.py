@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from model import GPT
+from model.hf import to_hf
 from model.config import MLAConfig, ModelConfig, MoEConfig, RopeConfig
 from test_gguf import LLAMA, MODELS, SIZES, mla_run  # noqa: F401 (a fixture)
 from tiny_run import GPT2_RANKS, TINY, error_line, load_script, needs_gpt2_ranks, randomize_
@@ -78,6 +79,8 @@ ALL = MODELS | {
                            moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, router_bias=True)),
     # biases on every projection, which llama.cpp's llama reads (transformers' reader does not)
     "llama-biased": dataclasses.replace(MODELS["llama"], bias=True),
+    # Qwen3-Next: Qwen3.5-MoE's model with a dense width of its own, which Qwen3.5-MoE's HF config lacks
+    "qwen3_next": dataclasses.replace(MODELS["qwen3_5_moe_text"], mlp_hidden=48),
     # OLMo 2: norms after each branch, QK-norm over the whole projections, GQA, an untied head
     "olmo2": ModelConfig(**SIZES, **OLMO),
     # OLMo 3: 3 sliding layers : 1 global with YaRN, the sliding ones plain RoPE at the same base
@@ -89,7 +92,7 @@ ALL = MODELS | {
 # CPU GELU reads a table indexed by its input rounded to fp16 (docs/LOG.md). With that table in our
 # model, 4e-4 to 2e-3; a wrong softcap, window, query scale or RoPE base moves them by 0.28 to 23.
 ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4, "mixtral": 2e-4, "qwen3_5_text": 5e-4,
-        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4, "gpt_oss": 2e-4, "llama3-scaled": 2e-4, "llama-biased": 2e-4, "olmo2": 2e-4,
+        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4, "gpt_oss": 2e-4, "llama3-scaled": 2e-4, "llama-biased": 2e-4, "qwen3_next": 5e-4, "olmo2": 2e-4,
         "olmo3": 2e-4, "gemma2": 2e-2, "gemma3_text": 2e-2}
 
 
@@ -204,6 +207,10 @@ KEYS = {  # the hparams llama.cpp reads from the file, by hand
     "gpt-oss": {"attention.sliding_window": 6, "rope.scaling.type": "yarn", "rope.scaling.factor": 4.0,
                 "rope.scaling.original_context_length": 16, "rope.scaling.yarn_beta_fast": 32.0,
                 "rope.scaling.yarn_beta_slow": 1.0},
+    # the DeltaNet's sizes and the partial rotary (8 of 32), without Qwen3.5's M-RoPE sections
+    "qwen3_next": {"full_attention_interval": 4, "ssm.state_size": 16, "ssm.group_count": 2,
+                   "ssm.time_step_rank": 4, "ssm.inner_size": 64, "rope.dimension_count": 8,
+                   "expert_shared_feed_forward_length": 32, "expert_count": 4, "expert_used_count": 2},
     "olmo3": {"attention.sliding_window": 6, "attention.sliding_window_pattern": [True, True, True, False],
               "rope.freq_base": 1000.0, "rope.scaling.type": "yarn", "rope.scaling.factor": 4.0,
               "rope.scaling.original_context_length": 16},
@@ -218,6 +225,7 @@ def test_the_file_holds_the_keys_llama_cpp_reads(family, tmp_path):
     fields = GGUFReader(write_gguf(random_model(name), get_tokenizer("byte"), tmp_path, gguf_type="f32").path).fields
     arch = fields["general.architecture"].contents()
     assert {key: fields[f"{arch}.{key}"].contents() for key in KEYS[family]} == KEYS[family]
+    assert f"{arch}.rope.dimension_sections" not in fields
 
 
 def test_a_biased_llama_file_keeps_each_q_and_k_bias_with_its_reordered_row(tmp_path):
@@ -236,6 +244,28 @@ def test_a_biased_llama_file_keeps_each_q_and_k_bias_with_its_reordered_row(tmp_
         order = [int((ours_w == row).all(dim=1).nonzero()) for row in tensors[f"blk.0.{name}.weight"]]
         assert order != sorted(order) and sorted(order) == list(range(len(order)))
         assert torch.equal(tensors[f"blk.0.{name}.bias"], ours_b[order])
+
+
+def test_a_qwen3_next_file_keeps_hfs_grouped_value_heads(tmp_path):
+    """Without llama.cpp: its qwen3next reads HF's fused in_proj_qkvz and in_proj_ba as they are, value
+    heads grouped by key head (Qwen3.5's files tile them); A as -exp(A_log), the convolution 2-D,
+    norms as 1 + w except the DeltaNet's own; transformers has no reader for it."""
+    from gguf import GGUFReader
+
+    model = random_model("qwen3_next")
+    done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
+    assert done.family == "qwen3_next" and done.load_kwargs is None
+    hf = {k: v.detach() for k, v in to_hf(model, "qwen3_next").state_dict().items()}
+    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(done.path).tensors}
+    layer = "model.layers.0."
+    expected = {"ssm_in.weight": hf[layer + "linear_attn.in_proj_qkvz.weight"],
+                "ssm_ba.weight": hf[layer + "linear_attn.in_proj_ba.weight"],
+                "ssm_a": -hf[layer + "linear_attn.A_log"].exp(), "ssm_dt.bias": hf[layer + "linear_attn.dt_bias"],
+                "ssm_conv1d.weight": hf[layer + "linear_attn.conv1d.weight"][:, 0],
+                "ssm_norm.weight": hf[layer + "linear_attn.norm.weight"],
+                "attn_norm.weight": hf[layer + "input_layernorm.weight"] + 1}
+    for name, value in expected.items():
+        assert torch.equal(tensors[f"blk.0.{name}"], value), name
 
 
 def test_an_olmo_file_holds_its_norms_where_llama_cpp_reads_them(tmp_path):
@@ -266,6 +296,8 @@ def rope(family: str, **change) -> ModelConfig:
     # llama.cpp's sliding OLMo layers take the global base, unscaled
     ("olmo3", "model.rope.local_theta=500.0", rope("olmo3", local_theta=500.0)),
     ("olmo2", "model.tie_embeddings=True", dataclasses.replace(ALL["olmo2"], tie_embeddings=True)),  # needs `output`
+    ("qwen3_next", "model.moe.norm_topk=False",  # llama.cpp's qwen3next always renormalises
+     dataclasses.replace(ALL["qwen3_next"], moe=dataclasses.replace(ALL["qwen3_next"].moe, norm_topk=False))),
 ])
 def test_a_model_llama_cpp_computes_otherwise_is_refused(family, setting, cfg):
     with pytest.raises(ConfigError, match=f"cannot export as GGUF {family}: .*{re.escape(setting)}"):

@@ -17,7 +17,9 @@
     for the absorbed MLA decode (`SPLITS`);
   * gpt_oss: its experts de-interleaved and transposed (`GPT_OSS`);
   * gemma2, gemma3_text: norms stored as 1 + w (`GEMMA`);
-  * olmo2, olmo3 (llama.cpp's olmo2): HF's layout.
+  * olmo2, olmo3 (llama.cpp's olmo2): HF's layout;
+  * qwen3_next (llama.cpp's qwen3next): HF's fused in_proj_qkvz and in_proj_ba as they are, value heads
+    grouped by key head; Qwen3.5's norms, A and convolution (`QWEN3_NEXT`).
 An entry's `hparams` writes the metadata llama.cpp reads for the architecture (context, embedding
 and feed-forward lengths, block and head counts, norm epsilon, RoPE, experts, windows, softcaps,
 ...), and `limits` names our settings it cannot hold or computes otherwise (llama.cpp rounds every
@@ -26,10 +28,10 @@ YaRN ramp's ends, fixes Gemma's query scale, gives OLMo's sliding layers the glo
 gpt2, llama, qwen3, qwen3_moe, qwen3_5_text, qwen3_5_moe_text, gemma2 and gemma3_text are checked
 by loading the file back with transformers' GGUF reader (tests/test_gguf.py); mixtral (as
 llama.cpp writes it: llama with experts, which transformers' reader builds without them),
-deepseek_v3 and olmo2/olmo3 (no transformers reader) and gpt_oss (transformers' reader fails on
-its YaRN keys) are for llama.cpp. All thirteen are checked in llama.cpp where llama-cpp-python is
-installed (tests/test_gguf_llama_cpp.py). Not the others: llama.cpp's llama ignores Mistral's
-window (docs/LOG.md); Qwen3-Next and DeepSeek-V3.2 (DSA) have no mapping here.
+deepseek_v3, olmo2/olmo3 and qwen3_next (no transformers reader) and gpt_oss (transformers' reader
+fails on its YaRN keys) are for llama.cpp. All fourteen are checked in llama.cpp where
+llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not the others: llama.cpp's llama
+ignores Mistral's window (docs/LOG.md); DeepSeek-V3.2 (DSA) has no mapping here.
 
 transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
 feed-forward lengths (it assumes n_positions 1024, n_inner 4 * n_embd), for qwen3 the head size,
@@ -175,6 +177,12 @@ def _qwen35_hparams(w, cfg: ModelConfig) -> None:
     """Qwen3.5's keys (transformers' qwen35 reader names each): the DeltaNet sizes under ssm.*, the
     attention's partial RoPE as llama.cpp's interleaved M-RoPE with every rotary pair on the text axis
     (text positions are one axis, so the sections only label pairs)."""
+    _deltanet_hparams(w, cfg)
+    w.add_rope_dimension_sections(_sections(_rotary(cfg) // 2))
+
+
+def _deltanet_hparams(w, cfg: ModelConfig) -> None:
+    """Qwen3.5's and Qwen3-Next's keys: the DeltaNet sizes under ssm.*, the partial rotary's width."""
     d = cfg.deltanet
     _decoder_hparams(w, cfg)
     w.add_full_attention_interval(d.full_every)
@@ -184,7 +192,6 @@ def _qwen35_hparams(w, cfg: ModelConfig) -> None:
     w.add_ssm_time_step_rank(d.n_v_head)
     w.add_ssm_inner_size(d.n_v_head * d.v_head_dim)
     w.add_rope_dimension_count(_rotary(cfg))  # overrides _decoder_hparams' full head
-    w.add_rope_dimension_sections(_sections(_rotary(cfg) // 2))
 
 
 def _rotary(cfg: ModelConfig) -> int:
@@ -198,8 +205,8 @@ def _sections(pairs: int) -> list[int]:
     return [pairs - last - (pairs - last) // 2, (pairs - last) // 2, last, 0]
 
 
-def _qwen35_moe_hparams(w, cfg: ModelConfig) -> None:
-    _qwen35_hparams(w, cfg)
+def _qwen35_moe_hparams(w, cfg: ModelConfig, base: Callable = _qwen35_hparams) -> None:
+    base(w, cfg)
     w.add_expert_shared_feed_forward_length(cfg.moe.n_shared * cfg.moe.expert_hidden)
 
 
@@ -228,6 +235,12 @@ QWEN35 = {  # HF -> llama.cpp's layout: value heads tiled, norms stored as 1 + w
 }
 
 
+QWEN3_NEXT = {  # llama.cpp reads HF's fused, key-head-grouped in_proj_qkvz and in_proj_ba as they are
+    r"\.conv1d\.weight$": lambda t, cfg: t.squeeze(1),  # (ssm_in, ssm_ba): value heads stay grouped
+    r"\.A_log$": lambda t, cfg: -t.exp(),
+    r"(layernorm|_norm|^model\.norm)\.weight$": QWEN35[r"(layernorm|_norm|^model\.norm)\.weight$"],
+    r"\.shared_expert_gate\.weight$": QWEN35[r"\.shared_expert_gate\.weight$"],
+}
 QWEN35_NAMES = {r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"}  # ssm_a has no suffix
 
 
@@ -240,6 +253,11 @@ def _qwen35_limits(cfg: ModelConfig) -> dict[str, object]:
 
 def _qwen35_moe_limits(cfg: ModelConfig) -> dict[str, object]:
     return _qwen35_limits(cfg) | _refused(("model.moe.first_dense", cfg.moe.first_dense, cfg.moe.first_dense == 0))
+
+
+def _qwen3_next_limits(cfg: ModelConfig) -> dict[str, object]:
+    """llama.cpp's qwen3next: every layer MoE, the top-k weights renormalised, plain partial RoPE."""
+    return _qwen35_moe_limits(cfg) | _refused(("model.moe.norm_topk", cfg.moe.norm_topk, cfg.moe.norm_topk))
 
 
 def _deepseek2_hparams(w, cfg: ModelConfig) -> None:
@@ -441,4 +459,8 @@ ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the ord
     "olmo3": GGUFArch("OLMO2", _windowed_hparams, _olmo2_limits, unreadable=_always(NO_OLMO2_READER)),
     "qwen3_5_moe_text": GGUFArch("QWEN35MOE", _qwen35_moe_hparams, _qwen35_moe_limits, QWEN35, renames=QWEN35_NAMES,
                                  extends=("qwen3_5_text", "moe.n_expert")),
+    # after Qwen3.5-MoE, which llama.cpp and transformers both read
+    "qwen3_next": GGUFArch("QWEN3NEXT", lambda w, cfg: _qwen35_moe_hparams(w, cfg, _deltanet_hparams),
+                           _qwen3_next_limits, QWEN3_NEXT, renames=QWEN35_NAMES,
+                           unreadable=_always("transformers has no GGUF reader for qwen3next")),
 }
