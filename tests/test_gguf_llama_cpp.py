@@ -307,3 +307,12 @@ def test_a_model_llama_cpp_computes_otherwise_is_refused(family, setting, cfg):
 def test_a_fractional_yarn_ramp_that_rounding_leaves_unchanged_is_held():
     """Its end at dimension 0.16 (a context of 8): rounded to 1, no frequency changes."""
     assert choose_gguf_family(rope("gpt_oss", truncate=False, original_max_pos=8), "gpt_oss") == "gpt_oss"
+
+
+def test_qwen3_next_holds_a_rotary_too_narrow_for_qwen3_5s_sections():
+    """4 of 32 dimensions: two pairs, which Qwen3.5's three M-RoPE axes cannot share; qwen3next's plain
+    partial RoPE takes them (llama.cpp: within 4.9e-4 on the preset so narrowed, docs/LOG.md)."""
+    cfg = rope("qwen3_next", fraction=0.125)
+    assert choose_gguf_family(cfg) == "qwen3_next"
+    with pytest.raises(ConfigError, match=re.escape("model.rope.fraction=0.125")):
+        choose_gguf_family(dataclasses.replace(cfg, mlp_hidden=32), "qwen3_5_moe_text")

@@ -244,20 +244,23 @@ QWEN3_NEXT = {  # llama.cpp reads HF's fused, key-head-grouped in_proj_qkvz and 
 QWEN35_NAMES = {r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"}  # ssm_a has no suffix
 
 
-def _qwen35_limits(cfg: ModelConfig) -> dict[str, object]:
-    return _refused(("model.rope.fraction", cfg.rope.fraction, _rotary(cfg) >= 6),  # a pair per axis
+def _qwen35_limits(cfg: ModelConfig, sections: bool = True) -> dict[str, object]:
+    """sections: M-RoPE's three axes need a rotary pair each (Qwen3.5; Qwen3-Next has plain RoPE)."""
+    return _refused(("model.rope.fraction", cfg.rope.fraction, not sections or _rotary(cfg) >= 6),
                     ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling == "none"),
                     ("model.window", cfg.window, cfg.window == 0),
                     ("model.mtp_depth", cfg.mtp_depth, cfg.mtp_depth == 0))
 
 
-def _qwen35_moe_limits(cfg: ModelConfig) -> dict[str, object]:
-    return _qwen35_limits(cfg) | _refused(("model.moe.first_dense", cfg.moe.first_dense, cfg.moe.first_dense == 0))
+def _qwen35_moe_limits(cfg: ModelConfig, sections: bool = True) -> dict[str, object]:
+    return _qwen35_limits(cfg, sections) | _refused(("model.moe.first_dense", cfg.moe.first_dense,
+                                                     cfg.moe.first_dense == 0))
 
 
 def _qwen3_next_limits(cfg: ModelConfig) -> dict[str, object]:
     """llama.cpp's qwen3next: every layer MoE, the top-k weights renormalised, plain partial RoPE."""
-    return _qwen35_moe_limits(cfg) | _refused(("model.moe.norm_topk", cfg.moe.norm_topk, cfg.moe.norm_topk))
+    return _qwen35_moe_limits(cfg, sections=False) | _refused(("model.moe.norm_topk", cfg.moe.norm_topk,
+                                                               cfg.moe.norm_topk))
 
 
 def _deepseek2_hparams(w, cfg: ModelConfig) -> None:
