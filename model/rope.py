@@ -23,6 +23,7 @@ from .config import ModelConfig, RopeConfig
 # between processes. One call on one element first, here, makes every later call exact (docs/LOG.md).
 torch.zeros(1).cos()
 
+
 def _base_inv_freq(theta: float, rot_dim: int) -> torch.Tensor:
     """theta^(-2i / rot_dim) for i < rot_dim / 2: wavelengths from 2*pi up to ~2*pi*theta tokens."""
     return 1.0 / (theta ** (torch.arange(0, rot_dim, 2, dtype=torch.int64).float() / rot_dim))

@@ -58,9 +58,10 @@ MODELS["qwen3_5_moe_text"] = dataclasses.replace(  # and with experts, a shared 
 # checked at f32 only (f16 moves these random models too far to bound): value heads twice as wide as
 # the key heads, so the q/k/v split and the tiling of value rows show; two shared experts
 WIDE_DELTANET = DeltaNetConfig(n_head=2, n_v_head=4, head_dim=16, v_head_dim=32)
+TWO_SHARED = dataclasses.replace(MODELS["qwen3_5_moe_text"].moe, n_shared=2)
 F32_ALSO = [("qwen3_5_text", dataclasses.replace(MODELS["qwen3_5_text"], deltanet=WIDE_DELTANET)),
-            ("qwen3_5_moe_text", dataclasses.replace(MODELS["qwen3_5_moe_text"], deltanet=WIDE_DELTANET,
-                                                     moe=dataclasses.replace(MODELS["qwen3_5_moe_text"].moe, n_shared=2)))]
+            ("qwen3_5_moe_text",
+             dataclasses.replace(MODELS["qwen3_5_moe_text"], deltanet=WIDE_DELTANET, moe=TWO_SHARED))]
 
 
 def random_model(family: str, seed: int = 1, cfg: ModelConfig | None = None) -> GPT:

@@ -183,7 +183,8 @@ class GGUFExport:
     gguf_type: str
     not_quantized: list[str]  # q8_0: matrices kept in f16 (rows not a multiple of 32)
     unreadable: str  # why transformers' GGUF reader cannot build the model; "" when it can
-    load_kwargs: dict[str, object] | None  # HF config fields that reader does not take from the file
+    load_kwargs: dict[str, object] | None  # HF config fields that reader does not take from the file;
+    # None when it cannot build the model
 
 
 def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type: str = "f16",
