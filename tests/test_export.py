@@ -111,10 +111,11 @@ def test_the_byte_alphabet_is_gpt2s_and_every_byte_round_trips(tmp_path):
 
 
 def test_family_choice_names_the_blocking_settings(tmp_path, capsys, runs):
-    cfg = load_config(None, ["--model.pos=rope"]).model  # GPT-2 with RoPE: no HF family has it
+    assert choose_family(load_config(None, ["--model.pos=rope"]).model) == "gpt_neox"  # GPT-2 with RoPE
+    cfg = load_config(None, ["--model.pos=rope", "--model.n_kv_head=2"]).model  # and GQA: no HF family has it
     with pytest.raises(ConfigError) as e:
         choose_family(cfg)
-    assert "the closest, gpt2, cannot hold model.pos='rope' (" in str(e.value) and "llama 2" in str(e.value)
+    assert "the closest, gpt_neox, cannot hold model.n_kv_head=2 (" in str(e.value) and "gpt2 2" in str(e.value)
     # the top of the ladder: a few lines at most, the closest family and what blocks it first
     with pytest.raises(ConfigError) as e:
         choose_family(load_config("configs/ladder/16-muon.toml").model)
@@ -122,7 +123,7 @@ def test_family_choice_names_the_blocking_settings(tmp_path, capsys, runs):
     with pytest.raises(ConfigError, match="cannot export as llama: .*model.norm='layernorm'"):
         choose_family(load_config(None, []).model, "llama")
     code, _, err = cli(capsys, runs / "gpt2", tmp_path / "o", "--family", "nope", entry=export.main)
-    assert code == 2 and "--family must be auto or one of gpt2, llama" in error_line(err)
+    assert code == 2 and "--family must be auto or one of gpt2, gpt_neox, llama" in error_line(err)
     code, _, err = cli(capsys, runs / "gpt2", tmp_path / "o", "--dtype", "fp8", entry=export.main)
     assert code == 2 and "invalid choice: 'fp8'" in error_line(err)
     assert not (tmp_path / "o").exists()

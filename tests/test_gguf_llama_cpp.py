@@ -79,6 +79,8 @@ ALL = MODELS | {
                            moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, router_bias=True)),
     # biases on every projection, which llama.cpp's llama reads (transformers' reader does not)
     "llama-biased": dataclasses.replace(MODELS["llama"], bias=True),
+    # rung 01 as GPT-NeoX: GPT-2 with RoPE, here on half of each head, tied (llama.cpp reads `output`)
+    "gpt_neox": ModelConfig(**SIZES, pos="rope", norm="layernorm", bias=True, rope=RopeConfig(fraction=0.5)),
     # Qwen3-Next: Qwen3.5-MoE's model with a dense width of its own, which Qwen3.5-MoE's HF config lacks
     "qwen3_next": dataclasses.replace(MODELS["qwen3_5_moe_text"], mlp_hidden=48),
     # OLMo 2: norms after each branch, QK-norm over the whole projections, GQA, an untied head
@@ -93,7 +95,7 @@ ALL = MODELS | {
 # model, 4e-4 to 2e-3; a wrong softcap, window, query scale or RoPE base moves them by 0.28 to 23.
 ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4, "mixtral": 2e-4, "qwen3_5_text": 5e-4,
         "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4, "gpt_oss": 2e-4, "llama3-scaled": 2e-4, "llama-biased": 2e-4,
-        "qwen3_next": 5e-4, "olmo2": 2e-4,
+        "qwen3_next": 5e-4, "gpt_neox": 5e-3, "olmo2": 2e-4,
         "olmo3": 2e-4, "gemma2": 2e-2, "gemma3_text": 2e-2}
 
 
@@ -212,6 +214,7 @@ KEYS = {  # the hparams llama.cpp reads from the file, by hand
     "qwen3_next": {"full_attention_interval": 4, "ssm.state_size": 16, "ssm.group_count": 2,
                    "ssm.time_step_rank": 4, "ssm.inner_size": 64, "rope.dimension_count": 8,
                    "expert_shared_feed_forward_length": 32, "expert_count": 4, "expert_used_count": 2},
+    "gpt_neox": {"use_parallel_residual": False, "rope.dimension_count": 8, "rope.freq_base": 10000.0},
     "olmo3": {"attention.sliding_window": 6, "attention.sliding_window_pattern": [True, True, True, False],
               "rope.freq_base": 1000.0, "rope.scaling.type": "yarn", "rope.scaling.factor": 4.0,
               "rope.scaling.original_context_length": 16},
@@ -267,6 +270,21 @@ def test_a_qwen3_next_file_keeps_hfs_grouped_value_heads(tmp_path):
                 "attn_norm.weight": hf[layer + "input_layernorm.weight"] + 1}
     for name, value in expected.items():
         assert torch.equal(tensors[f"blk.0.{name}"], value), name
+
+
+def test_a_gpt_neox_file_holds_our_qkv_rows_and_an_output_matrix_though_tied(tmp_path):
+    """Without llama.cpp: its gptneox reads [q; k; v] over all heads (HF's rows go per head), and
+    requires `output`, so a tied model's embedding is written twice."""
+    from gguf import GGUFReader
+
+    model = random_model("gpt_neox")
+    done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
+    assert done.family == "gpt_neox" and done.load_kwargs is None
+    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(done.path).tensors}
+    attn = model.transformer.h[1].attn.c_attn
+    assert torch.equal(tensors["blk.1.attn_qkv.weight"], attn.weight.detach())
+    assert torch.equal(tensors["blk.1.attn_qkv.bias"], attn.bias.detach())
+    assert torch.equal(tensors["output.weight"], tensors["token_embd.weight"])
 
 
 def test_an_olmo_file_holds_its_norms_where_llama_cpp_reads_them(tmp_path):

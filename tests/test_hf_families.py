@@ -1,4 +1,4 @@
-"""Parity with HF Llama, Mistral, Qwen3, OLMo 2, Gemma 2 and Gemma 3 on tiny random models, both directions,
+"""Parity with HF Llama, Mistral, Qwen3, OLMo 2, Gemma 2, Gemma 3 and GPT-NeoX on tiny random models, both directions,
 through the production converter (model/hf/). CPU, fp32, eager HF attention, no downloads.
 
 Every weight on the side being converted is random, norm scales included (a norm left at ones would
@@ -24,6 +24,8 @@ LLAMA3 = dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_fact
               original_max_position_embeddings=16)
 YARN = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=16)
 
+NEOX = dict(use_parallel_residual=False, hidden_act="gelu_new",
+            rope_parameters=dict(rope_type="default", rope_theta=1e4, partial_rotary_factor=1.0))
 # name: (model_type, HF config kwargs, ModelConfig fields the conversion must produce)
 CASES = {
     "llama-gqa-head_dim-untied": ("llama", dict(head_dim=32, tie_word_embeddings=False),
@@ -56,6 +58,11 @@ CASES = {
         norm_placement="sandwich", norm_unit_offset=True, qk_norm="head", mlp="geglu", embed_scale=True,
         head_dim=32, window=16, global_every=2, attn_scale=24**-0.5,
         rope=RopeConfig(theta=1e6, scaling="linear", factor=8.0, local_theta=1e4))),
+    # rung 01: GPT-2 with RoPE; and Pythia's partial rotary, untied (its GELU and parallel block refused)
+    "gpt_neox-rope-bias-tied": ("gpt_neox", dict(NEOX, tie_word_embeddings=True), dict(
+        pos="rope", norm="layernorm", mlp="gelu", bias=True, tie_embeddings=True, rope=RopeConfig())),
+    "gpt_neox-partial-untied": ("gpt_neox", dict(NEOX, hidden_act="gelu_pytorch_tanh", rope_parameters=dict(
+        rope_type="default", rope_theta=1e4, partial_rotary_factor=0.25)), dict(rope=RopeConfig(fraction=0.25))),
 }
 
 
@@ -132,6 +139,10 @@ def test_every_shared_field_goes_both_ways_under_the_decoders_names(model_type):
         ("gemma2", dict(layer_types=["full_attention", "sliding_attention", "sliding_attention"]),
          "layer_types"),
         ("gemma2", dict(sliding_window=None), "sliding_window"),
+        ("gpt_neox", dict(NEOX, use_parallel_residual=True), "use_parallel_residual"),
+        ("gpt_neox", dict(NEOX, hidden_act="gelu"), "hidden_act"),  # Pythia's exact GELU
+        ("gpt_neox", dict(NEOX, attention_dropout=0.1), "attention_dropout"),
+        ("gpt_neox", dict(NEOX, attention_bias=False), "attention_bias"),  # its MLP keeps biases
     ],
 )
 def test_unrepresentable_hf_config_raises(model_type, overrides, field):
@@ -160,6 +171,8 @@ LLAMA_LIKE = dict(vocab_size=VOCAB, block_size=64, n_layer=3, n_head=4, n_kv_hea
         ("gemma2", dict(norm_placement="sandwich", norm_unit_offset=True, embed_scale=True, attn_scale=0.3),
          "attn_scale"),
         ("gemma2", dict(norm_placement="sandwich", norm_unit_offset=True, embed_scale=False), "embed_scale"),
+        ("gpt_neox", dict(norm="layernorm", mlp="gelu", bias=True), "n_kv_head"),  # no KV groups
+        ("gpt_neox", dict(norm="layernorm", mlp="gelu", n_kv_head=4), "bias"),
     ],
 )
 def test_unrepresentable_model_config_raises(model_type, overrides, field):

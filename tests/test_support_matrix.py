@@ -14,7 +14,7 @@ def test_readme_holds_the_support_matrix_as_computed():
     rows = [line for line in computed.splitlines() if line.startswith("| rung") or line.startswith("| preset")]
     assert len(rows) == 17 + 16 and all(line.count("|") == 11 for line in rows)
     assert "| rung 00-gpt2 | ✓ | n/a | ✓ | ✓ | ✓ | ✓ | n/a | ✓ gpt2 | ✓ gpt2 |" in rows
-    assert "| rung 12-mla | ✓ | ✓ (64) | ✓ | ✓ | ✓ | ✓ | n/a | ✗ 5 | ✗ |" in rows
+    assert "| rung 12-mla | ✓ | ✓ (64) | ✓ | ✓ | ✓ | ✓ | n/a | ✗ 4 | ✗ |" in rows
 
 
 def test_it_refuses_arguments_in_one_line(capsys):

@@ -4,6 +4,8 @@
 (`token_embd`, `blk.{i}.attn_q`, ...). Where llama.cpp's layout differs from HF's, an entry's
 `reshape` applies what llama.cpp's converter does, which transformers' GGUF reader undoes:
   * gpt2: HF's `Conv1D` weights are stored (in, out); GGUF stores every matrix (out, in);
+  * gpt_neox: HF's per-head [q_h; k_h; v_h] rows as [q; k; v] (`NEOX_QKV`), and `output` written
+    for a tied model too;
   * llama, mixtral: GGUF's llama rotates adjacent pairs of a head's dimensions, HF its two halves
     (`rotate_half`), so the rows of q_proj and k_proj are interleaved per head; Llama 3's RoPE
     scaling is a tensor of its own, `rope_freqs` (`_rope_freqs`);
@@ -28,8 +30,8 @@ YaRN ramp's ends, fixes Gemma's query scale, gives OLMo's sliding layers the glo
 gpt2, llama, qwen3, qwen3_moe, qwen3_5_text, qwen3_5_moe_text, gemma2 and gemma3_text are checked
 by loading the file back with transformers' GGUF reader (tests/test_gguf.py); mixtral (as
 llama.cpp writes it: llama with experts, which transformers' reader builds without them),
-deepseek_v3, olmo2/olmo3 and qwen3_next (no transformers reader) and gpt_oss (transformers' reader
-fails on its YaRN keys) are for llama.cpp. All fourteen are checked in llama.cpp where
+gpt_neox, deepseek_v3, olmo2/olmo3 and qwen3_next (no transformers reader) and gpt_oss
+(transformers' reader fails on its YaRN keys) are for llama.cpp. All fifteen are checked in llama.cpp where
 llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not the others: llama.cpp's llama
 ignores Mistral's window (docs/LOG.md); DeepSeek-V3.2 (DSA) has no mapping here.
 
@@ -47,6 +49,7 @@ from typing import Callable
 import torch
 
 from model.config import ModelConfig
+from model.hf.gpt_neox import qkv_from_heads
 from model.rope import ROPE_SCALINGS
 
 
@@ -75,6 +78,7 @@ class GGUFArch:
     extends: tuple[str, str] = ("", "")
     renames: dict[str, str] = field(default_factory=dict)  # HF-name regex -> the name gguf's map knows
     extra: Callable[[ModelConfig], dict[str, torch.Tensor]] = lambda cfg: {}  # GGUF tensors HF has none of
+    tied_output: bool = False  # a tied model's `output` written out too (its loader requires the tensor)
 
 
 def _always(reason: str) -> Callable[[ModelConfig], str]:
@@ -84,6 +88,14 @@ def _always(reason: str) -> Callable[[ModelConfig], str]:
 def _gpt2_hparams(w, cfg: ModelConfig) -> None:
     _sizes(w, cfg)
     w.add_layer_norm_eps(cfg.norm_eps)
+
+
+def _gpt_neox_hparams(w, cfg: ModelConfig) -> None:
+    """GPT-NeoX: GPT-2's sizes, a sequential block (Pythia's is parallel), RoPE on `fraction` of a head."""
+    _gpt2_hparams(w, cfg)
+    w.add_parallel_residual(False)
+    w.add_rope_freq_base(cfg.rope.theta)
+    w.add_rope_dimension_count(_rotary(cfg))
 
 
 def _decoder_hparams(w, cfg: ModelConfig) -> None:
@@ -433,9 +445,14 @@ GEMMA = {r"norm\.weight$": lambda t, cfg: t + 1}  # every Gemma norm is stored a
 GEMMA_UNREAD = ("query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping", "layer_types")
 NO_OLMO2_READER = "transformers has no GGUF reader for olmo2"
 CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": lambda t, cfg: t.t()}  # HF's Conv1D stores (in, out)
+# llama.cpp's gptneox reads [q; k; v] over all heads, as ours; HF holds each head's [q_h; k_h; v_h]
+NEOX_QKV = {r"\.query_key_value\.(weight|bias)$": qkv_from_heads}
 ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the order --family auto tries them
     "gpt2": GGUFArch("GPT2", _gpt2_hparams, lambda cfg: {}, CONV1D, lambda cfg: _unread("gpt2", {
         "n_positions": cfg.block_size, "n_inner": None if cfg.mlp_hidden == 4 * cfg.n_embd else cfg.mlp_hidden})),
+    "gpt_neox": GGUFArch("GPTNEOX", _gpt_neox_hparams, lambda cfg: _refused(("model.rope.scaling", cfg.rope.scaling,
+                                                                             cfg.rope.scaling == "none")),
+                         NEOX_QKV, unreadable=_always("transformers has no GGUF reader for gptneox"), tied_output=True),
     "llama": GGUFArch("LLAMA", _decoder_hparams, lambda cfg: _decoder_limits(cfg, ("none", "llama3"), bias=True),
                       LLAMA_ROPE, _llama_unread, unreadable=_llama_biases, extra=_rope_freqs),
     "qwen3": GGUFArch("QWEN3", _decoder_hparams, _decoder_limits, {},

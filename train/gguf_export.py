@@ -93,7 +93,7 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
     arch = ARCHS[family]
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch], cfg.n_layer)
     state = hf_model.state_dict()
-    if hf_model.config.tie_word_embeddings:
+    if hf_model.config.tie_word_embeddings and not arch.tied_output:
         state.pop("lm_head.weight", None)  # GGUF: no `output` tensor means tied
     out = {}
     for hf_name, tensor in state.items():

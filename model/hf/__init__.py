@@ -1,8 +1,8 @@
 """Conversion between our `GPT` and Hugging Face transformers checkpoints, driven by a table.
 
 `FAMILIES` maps an HF `config.model_type` to a `Family` (model/hf/table.py), one module per layout:
-gpt2.py (GPT-2), llama.py (Llama, Mistral, Qwen3, OLMo 2, OLMo 3), gemma2.py (Gemma 2), gemma3.py
-(Gemma 3 text), moe.py (Mixtral, Qwen3-MoE), deepseek.py (DeepSeek-V3: MLA), deepseek_v32.py
+gpt2.py (GPT-2), gpt_neox.py (GPT-NeoX), llama.py (Llama, Mistral, Qwen3, OLMo 2, OLMo 3), gemma2.py
+(Gemma 2), gemma3.py (Gemma 3 text), moe.py (Mixtral, Qwen3-MoE), deepseek.py (DeepSeek-V3: MLA), deepseek_v32.py
 (DeepSeek-V3.2: sparse attention), gpt_oss.py (gpt-oss: sinks, biased experts), qwen3_5.py
 (Qwen3.5: Gated DeltaNet and gated attention), qwen3_next.py (Qwen3-Next, Qwen3.5-MoE: that hybrid
 with routed experts and a gated shared expert). A family has
@@ -39,6 +39,7 @@ from .deepseek_v32 import DEEPSEEK_V32
 from .gemma2 import GEMMA2
 from .gemma3 import GEMMA3
 from .gpt2 import GPT2
+from .gpt_neox import GPT_NEOX
 from .gpt_oss import GPT_OSS
 from .llama import LLAMA, MISTRAL, OLMO2, OLMO3, QWEN3
 from .moe import MIXTRAL, QWEN3_MOE
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, Family] = {
-    "gpt2": GPT2, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2, "olmo3": OLMO3, "gemma2": GEMMA2,
+    "gpt2": GPT2, "gpt_neox": GPT_NEOX, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2, "olmo3": OLMO3, "gemma2": GEMMA2,
     "gemma3_text": GEMMA3,
     "mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "deepseek_v3": DEEPSEEK_V3, "deepseek_v32": DEEPSEEK_V32,
     "gpt_oss": GPT_OSS, "qwen3_5_text": QWEN3_5, "qwen3_5_moe_text": QWEN3_5_MOE, "qwen3_next": QWEN3_NEXT,
