@@ -53,8 +53,8 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, Family] = {
-    "gpt2": GPT2, "gpt_neox": GPT_NEOX, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2, "olmo3": OLMO3, "gemma2": GEMMA2,
-    "gemma3_text": GEMMA3,
+    "gpt2": GPT2, "gpt_neox": GPT_NEOX, "llama": LLAMA, "mistral": MISTRAL, "qwen3": QWEN3, "olmo2": OLMO2,
+    "olmo3": OLMO3, "gemma2": GEMMA2, "gemma3_text": GEMMA3,
     "mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "deepseek_v3": DEEPSEEK_V3, "deepseek_v32": DEEPSEEK_V32,
     "gpt_oss": GPT_OSS, "qwen3_5_text": QWEN3_5, "qwen3_5_moe_text": QWEN3_5_MOE, "qwen3_next": QWEN3_NEXT,
 }
