@@ -99,6 +99,13 @@ ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4, "mixtral"
         "olmo3": 2e-4, "gemma2": 2e-2, "gemma3_text": 2e-2}
 
 
+def file_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A GGUF file's tensors by name, as stored."""
+    from gguf import GGUFReader
+
+    return {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(path).tensors}
+
+
 def random_model(family: str) -> GPT:
     return randomize_(GPT(ALL[family]), 1, ones="vectors")
 
@@ -167,7 +174,7 @@ def test_an_experts_file_holds_our_experts_and_router_as_llama_cpp_reads_them(fa
     assert reader.fields["general.architecture"].contents() == arch
     counts = [reader.fields[f"{arch}.expert_{k}"].contents() for k in ("count", "used_count")]
     assert counts == [cfg.moe.n_expert, cfg.moe.top_k]
-    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in reader.tensors}
+    tensors = file_tensors(done.path)
     hidden = cfg.moe.expert_hidden
     for i, block in enumerate(model.transformer.h):
         experts, router = block.mlp.experts, block.mlp.router
@@ -185,12 +192,10 @@ def test_a_deepseek_file_holds_mla_as_llama_cpps_absorbed_decode_reads_it(tmp_pa
     """Without llama.cpp: MLA is one KV head over [latent; rotary key], and kv_b_proj (rows per head
     [k_nope; v], columns the latent) is split into k_b, each head transposed to (latent, k_nope),
     and v_b (v, latent); the correction bias is exp_probs_b."""
-    from gguf import GGUFReader
-
     model, cfg = random_model("deepseek_v3"), ALL["deepseek_v3"]
     done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
     assert done.load_kwargs is None
-    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(done.path).tensors}
+    tensors = file_tensors(done.path)
     nope, same = cfg.mla.qk_nope_head_dim, dict(atol=0, rtol=0)
     for i, block in enumerate(model.transformer.h):
         rows = block.attn.kv_b_proj.weight.detach().view(cfg.n_head, nope + cfg.mla.v_head_dim, -1)
@@ -235,12 +240,10 @@ def test_the_file_holds_the_keys_llama_cpp_reads(family, tmp_path):
 def test_a_biased_llama_file_keeps_each_q_and_k_bias_with_its_reordered_row(tmp_path):
     """Without llama.cpp: the rows of q and k are reordered for llama.cpp's RoPE layout (not the
     identity), and each bias goes with its row; the command says the file is for llama.cpp."""
-    from gguf import GGUFReader
-
     model, cfg = random_model("llama-biased"), ALL["llama-biased"]
     done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
     assert done.load_kwargs is None and done.unreadable == "transformers' GGUF reader builds llama without biases"
-    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(done.path).tensors}
+    tensors = file_tensors(done.path)
     weight, bias = model.transformer.h[0].attn.c_attn.weight.detach(), model.transformer.h[0].attn.c_attn.bias.detach()
     q_rows = cfg.n_head * cfg.head_dim
     for name, rows in (("attn_q", slice(0, q_rows)), ("attn_k", slice(q_rows, q_rows + cfg.n_kv_head * cfg.head_dim))):
@@ -254,13 +257,11 @@ def test_a_qwen3_next_file_keeps_hfs_grouped_value_heads(tmp_path):
     """Without llama.cpp: its qwen3next reads HF's fused in_proj_qkvz and in_proj_ba as they are, value
     heads grouped by key head (Qwen3.5's files tile them); A as -exp(A_log), the convolution 2-D,
     norms as 1 + w except the DeltaNet's own; transformers has no reader for it."""
-    from gguf import GGUFReader
-
     model = random_model("qwen3_next")
     done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
     assert done.family == "qwen3_next" and done.load_kwargs is None
     hf = {k: v.detach() for k, v in to_hf(model, "qwen3_next").state_dict().items()}
-    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(done.path).tensors}
+    tensors = file_tensors(done.path)
     layer = "model.layers.0."
     expected = {"ssm_in.weight": hf[layer + "linear_attn.in_proj_qkvz.weight"],
                 "ssm_ba.weight": hf[layer + "linear_attn.in_proj_ba.weight"],
@@ -275,12 +276,10 @@ def test_a_qwen3_next_file_keeps_hfs_grouped_value_heads(tmp_path):
 def test_a_gpt_neox_file_holds_our_qkv_rows_and_an_output_matrix_though_tied(tmp_path):
     """Without llama.cpp: its gptneox reads [q; k; v] over all heads (HF's rows go per head), and
     requires `output`, so a tied model's embedding is written twice."""
-    from gguf import GGUFReader
-
     model = random_model("gpt_neox")
     done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
     assert done.family == "gpt_neox" and done.load_kwargs is None
-    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(done.path).tensors}
+    tensors = file_tensors(done.path)
     attn = model.transformer.h[1].attn.c_attn
     assert torch.equal(tensors["blk.1.attn_qkv.weight"], attn.weight.detach())
     assert torch.equal(tensors["blk.1.attn_qkv.bias"], attn.bias.detach())
@@ -290,12 +289,10 @@ def test_a_gpt_neox_file_holds_our_qkv_rows_and_an_output_matrix_though_tied(tmp
 def test_an_olmo_file_holds_its_norms_where_llama_cpp_reads_them(tmp_path):
     """Without llama.cpp: the norms after each branch as attn_post_norm and post_ffw_norm, QK-norm
     over all query heads (64) and all KV heads (2 x 16), the untied head; no transformers reader."""
-    from gguf import GGUFReader
-
     model = random_model("olmo3")
     done = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32")
     assert done.load_kwargs is None
-    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(done.path).tensors}
+    tensors = file_tensors(done.path)
     for i, block in enumerate(model.transformer.h):
         ours = {"attn_q_norm": block.attn.q_norm, "attn_k_norm": block.attn.k_norm,
                 "post_attention_norm": block.ln_1, "post_ffw_norm": block.ln_2}

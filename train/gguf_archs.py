@@ -164,6 +164,14 @@ def _ramp_as_rounded(cfg: ModelConfig) -> bool:
                        ROPE_SCALINGS["yarn"](replace(rope, truncate=True), rope.theta, *args)[0])
 
 
+def _rope_limits(cfg: ModelConfig, scalings: tuple[str, ...]) -> dict[str, object]:
+    """The RoPE scalings the architecture's keys hold (`_rope_scaling` writes them), YaRN as llama.cpp
+    rounds it."""
+    held = cfg.rope.scaling in scalings
+    return _refused(("model.rope.scaling", cfg.rope.scaling, held),
+                    ("model.rope.truncate", cfg.rope.truncate, not held or _ramp_as_rounded(cfg)))
+
+
 def _llama_unread(cfg: ModelConfig) -> dict[str, object]:
     """transformers' reader skips `rope_freqs`: a scaled model's rope_parameters go to from_pretrained."""
     from model.hf import config_to_hf
@@ -236,23 +244,21 @@ def _value_rows(t: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     return torch.cat([t[:qk], t[qk:][_tiled(cfg, d.v_head_dim)]])
 
 
-QWEN35 = {  # HF -> llama.cpp's layout: value heads tiled, norms stored as 1 + w, A as -exp(A_log)
+QWEN_HYBRID = {  # both hybrids: norms stored as 1 + w (not linear_attn.norm), the shared expert's gate
+    r"(layernorm|_norm|^model\.norm)\.weight$": lambda t, cfg: t + 1,
+    r"\.shared_expert_gate\.weight$": lambda t, cfg: t.squeeze(0),  # MoE: one row, stored 1-D
+}
+QWEN35 = {  # HF -> llama.cpp's layout: value heads tiled, A as -exp(A_log)
     r"\.(in_proj_qkv|in_proj_z)\.weight$": _value_rows,
     r"\.conv1d\.weight$": lambda t, cfg: _value_rows(t, cfg).squeeze(1),
     r"\.(in_proj_a\.weight|in_proj_b\.weight|dt_bias)$": lambda t, cfg: t[_tiled(cfg)],
     r"\.A_log$": lambda t, cfg: -t.exp()[_tiled(cfg)],
     r"\.out_proj\.weight$": lambda t, cfg: t[:, _tiled(cfg, cfg.deltanet.v_head_dim)],
-    r"(layernorm|_norm|^model\.norm)\.weight$": lambda t, cfg: t + 1,  # not linear_attn.norm
-    r"\.shared_expert_gate\.weight$": lambda t, cfg: t.squeeze(0),  # MoE: one row, stored 1-D
-}
-
-
+} | QWEN_HYBRID
 QWEN3_NEXT = {  # llama.cpp reads HF's fused, key-head-grouped in_proj_qkvz and in_proj_ba as they are
     r"\.conv1d\.weight$": lambda t, cfg: t.squeeze(1),  # (ssm_in, ssm_ba): value heads stay grouped
     r"\.A_log$": lambda t, cfg: -t.exp(),
-    r"(layernorm|_norm|^model\.norm)\.weight$": QWEN35[r"(layernorm|_norm|^model\.norm)\.weight$"],
-    r"\.shared_expert_gate\.weight$": QWEN35[r"\.shared_expert_gate\.weight$"],
-}
+} | QWEN_HYBRID
 QWEN35_NAMES = {r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"}  # ssm_a has no suffix
 
 
@@ -336,9 +342,8 @@ def _gpt_oss_limits(cfg: ModelConfig) -> dict[str, object]:
     return _refused(("model.window", cfg.window, cfg.window > 0),
                     ("model.global_every", cfg.global_every, cfg.global_every == 2),
                     ("model.swiglu_alpha", cfg.swiglu_alpha, cfg.swiglu_alpha == 1.702),
-                    ("model.swiglu_limit", cfg.swiglu_limit, cfg.swiglu_limit == 7.0),
-                    ("model.rope.scaling", cfg.rope.scaling, cfg.rope.scaling in ("none", "yarn")),
-                    ("model.rope.truncate", cfg.rope.truncate, _ramp_as_rounded(cfg)))
+                    ("model.swiglu_limit", cfg.swiglu_limit, cfg.swiglu_limit == 7.0)) | \
+        _rope_limits(cfg, ("none", "yarn"))
 
 
 def _stacked(t: torch.Tensor) -> torch.Tensor:
@@ -380,9 +385,8 @@ def _gemma_limits(cfg: ModelConfig, layers_27b: int, local_scaled: bool) -> dict
     rope, head = cfg.rope, cfg.n_embd // cfg.n_head if cfg.n_layer == layers_27b else cfg.head_dim
     local_rope = not cfg.window or rope.scaling == "none" or (rope.local_theta == 0) == local_scaled
     return _refused(("model.attn_scale", cfg.attn_scale, math.isclose(cfg.attn_scale or cfg.head_dim**-0.5,
-                                                                      head**-0.5, rel_tol=1e-6)),
-                    ("model.rope.scaling", rope.scaling, rope.scaling in ("none", "linear")),
-                    ("model.rope.local_theta", rope.local_theta, local_rope))
+                                                                      head**-0.5, rel_tol=1e-6))) | \
+        _rope_limits(cfg, ("none", "linear")) | _refused(("model.rope.local_theta", rope.local_theta, local_rope))
 
 
 def _gemma2_limits(cfg: ModelConfig) -> dict[str, object]:
@@ -404,10 +408,9 @@ def _olmo2_limits(cfg: ModelConfig) -> dict[str, object]:
     """llama.cpp's OLMo 2/3 needs an output matrix; its sliding layers take plain RoPE at the global base."""
     rope = cfg.rope
     plain = rope.local_theta == rope.theta or (rope.local_theta == 0 and rope.scaling == "none")
-    return _refused(("model.tie_embeddings", cfg.tie_embeddings, not cfg.tie_embeddings),
-                    ("model.rope.scaling", rope.scaling, rope.scaling in ("none", "linear", "yarn")),
-                    ("model.rope.truncate", rope.truncate, _ramp_as_rounded(cfg)),
-                    ("model.rope.local_theta", rope.local_theta, not cfg.window or plain))
+    return _refused(("model.tie_embeddings", cfg.tie_embeddings, not cfg.tie_embeddings)) | \
+        _rope_limits(cfg, ("none", "linear", "yarn")) | \
+        _refused(("model.rope.local_theta", rope.local_theta, not cfg.window or plain))
 
 
 def _hf_fields(family: str, names: tuple[str, ...]) -> Callable[[ModelConfig], dict[str, object]]:
@@ -450,9 +453,8 @@ NEOX_QKV = {r"\.query_key_value\.(weight|bias)$": qkv_from_heads}
 ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the order --family auto tries them
     "gpt2": GGUFArch("GPT2", _gpt2_hparams, lambda cfg: {}, CONV1D, lambda cfg: _unread("gpt2", {
         "n_positions": cfg.block_size, "n_inner": None if cfg.mlp_hidden == 4 * cfg.n_embd else cfg.mlp_hidden})),
-    "gpt_neox": GGUFArch("GPTNEOX", _gpt_neox_hparams, lambda cfg: _refused(("model.rope.scaling", cfg.rope.scaling,
-                                                                             cfg.rope.scaling == "none")),
-                         NEOX_QKV, unreadable=_always("transformers has no GGUF reader for gptneox"), tied_output=True),
+    "gpt_neox": GGUFArch("GPTNEOX", _gpt_neox_hparams, lambda cfg: _rope_limits(cfg, ("none",)), NEOX_QKV,
+                         unreadable=_always("transformers has no GGUF reader for gptneox"), tied_output=True),
     "llama": GGUFArch("LLAMA", _decoder_hparams, lambda cfg: _decoder_limits(cfg, ("none", "llama3"), bias=True),
                       LLAMA_ROPE, _llama_unread, unreadable=_llama_biases, extra=_rope_freqs),
     "qwen3": GGUFArch("QWEN3", _decoder_hparams, _decoder_limits, {},
