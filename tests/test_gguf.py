@@ -24,8 +24,8 @@ from train.trainer import Trainer
 
 pytest.importorskip("gguf")
 
-ALL_ARCHS = ("gpt2, gpt_neox, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, gpt_oss, gemma2, gemma3_text, olmo2, "
-             "olmo3, qwen3_5_moe_text, qwen3_next")
+ALL_ARCHS = ("gpt2, gpt_neox, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, deepseek_v32, gpt_oss, gemma2, "
+             "gemma3_text, olmo2, olmo3, qwen3_5_moe_text, qwen3_next")
 SIZES = dict(vocab_size=257, block_size=32, n_layer=2, n_head=4, n_embd=64)
 LLAMA = dict(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False, n_kv_head=2, mlp_hidden=96)
 MODELS = {  # one tiny model per GGUF architecture, each with a setting transformers' reader must get right
@@ -347,7 +347,7 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(base, mla_run, tmp_pat
         ([base, tmp_path / "o", "--format", "gguf", "--family", "llama"],
          "cannot export as GGUF llama: model.pos='learned', model.norm='layernorm'"),
         ([mla_run, tmp_path / "o", "--format", "gguf"],
-         "none of the 15 GGUF architectures can hold this model; the closest, gpt2, "
+         "none of the 16 GGUF architectures can hold this model; the closest, gpt2, "
          "is blocked by model.attention='mla'"),
     ]
     before = {path: snapshot(path) for path in (base, mla_run, tmp_path)}
@@ -377,7 +377,7 @@ PRESET_ARCH = {"qwen3": "qwen3", "qwen3-moe": "qwen3_moe", "mixtral": "mixtral",
                "olmo2": "olmo2", "olmo3": "olmo3", "qwen3-next": "qwen3_next"}  # the presets a GGUF architecture holds
 CLOSEST = {  # presets refused, each with the architecture and setting the refusal must name
     "mistral": ("llama", "model.window=128"),
-    "deepseek-v3.2": ("deepseek_v3", "model.mla.index_topk=4"),  # DSA's indexer
+    "deepseek-v3.2": ("deepseek_v32", "model.mla.index_head_dim=32"),  # llama.cpp's Hadamard needs 64, 128, ...
     "gpt-oss-dense": ("llama", "model.window=32"),  # gpt_oss's HF refusal (no experts) names one setting
 }
 

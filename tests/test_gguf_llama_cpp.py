@@ -68,6 +68,12 @@ ALL = MODELS | {
                                              v_head_dim=12),
                                moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, n_shared=1, router="sigmoid",
                                              n_group=4, topk_group=2, first_dense=1, routed_scale=2.5)),
+    # DeepSeek-V3.2: the same with DSA's lightning indexer, each query keeping its best 4 keys of up to 32
+    "deepseek_v32": ModelConfig(**SIZES, **LLAMA | dict(n_kv_head=0), head_dim=12, attention="mla",
+                                mla=MLAConfig(q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8,
+                                              v_head_dim=12, index_topk=4, index_n_head=4, index_head_dim=64),
+                                moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, n_shared=1, router="sigmoid",
+                                              n_group=4, topk_group=2, first_dense=1, routed_scale=2.5)),
     # Llama 3's RoPE scaling, which llama.cpp reads from a tensor of its own
     "llama3-scaled": dataclasses.replace(MODELS["llama"], rope=RopeConfig(theta=5000.0, scaling="llama3", factor=8.0,
                                                                           original_max_pos=28)),
@@ -94,7 +100,7 @@ ALL = MODELS | {
 # CPU GELU reads a table indexed by its input rounded to fp16 (docs/LOG.md). With that table in our
 # model, 4e-4 to 2e-3; a wrong softcap, window, query scale or RoPE base moves them by 0.28 to 23.
 ATOL = {"gpt2": 5e-3, "llama": 2e-4, "qwen3": 2e-4, "qwen3_moe": 2e-4, "mixtral": 2e-4, "qwen3_5_text": 5e-4,
-        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4, "gpt_oss": 2e-4, "llama3-scaled": 2e-4, "llama-biased": 2e-4,
+        "qwen3_5_moe_text": 5e-4, "deepseek_v3": 2e-4, "deepseek_v32": 2e-4, "gpt_oss": 2e-4, "llama3-scaled": 2e-4, "llama-biased": 2e-4,
         "qwen3_next": 5e-4, "gpt_neox": 5e-3, "olmo2": 2e-4,
         "olmo3": 2e-4, "gemma2": 2e-2, "gemma3_text": 2e-2}
 
@@ -205,6 +211,48 @@ def test_a_deepseek_file_holds_mla_as_llama_cpps_absorbed_decode_reads_it(tmp_pa
     torch.testing.assert_close(tensors["blk.1.exp_probs_b.bias"], model.transformer.h[1].mlp.router.expert_bias, **same)
 
 
+@needs_llama_cpp
+def test_llama_cpp_keeps_the_keys_our_indexer_keeps(tmp_path):
+    """DSA's selection is at work in both: the same model attending to every key (index_topk 32) is
+    far from llama.cpp's logits, which are within ATOL of ours."""
+    model, tok = random_model("deepseek_v32").eval(), get_tokenizer("byte")
+    llm = check.load_llama(write_gguf(model, tok, tmp_path, gguf_type="f32").path, 32, no_repack=True)
+    cfg = ALL["deepseek_v32"]
+    dense = GPT(dataclasses.replace(cfg, mla=dataclasses.replace(cfg.mla, index_topk=32))).eval()
+    dense.load_state_dict(model.state_dict())
+    window = tok.encode(TEXT)[:32]
+    llm.reset()
+    llm.eval(window)
+    theirs = torch.from_numpy(llm.scores[:32].copy())
+    with torch.no_grad():
+        ours, everything = model(torch.tensor([window]))[0], dense(torch.tensor([window]))[0]
+    assert (theirs - ours).abs().max() < ATOL["deepseek_v32"] < 1.0 < (theirs - everything).abs().max()
+    assert (ours[:4] - everything[:4]).abs().max() < 1e-4  # up to 4 keys: each query keeps them all
+
+
+def test_a_deepseek32_file_holds_the_indexer_as_llama_cpp_reads_it(tmp_path):
+    """Without llama.cpp: the architecture llama.cpp knows as deepseek32, the indexer's sizes, and its
+    four tensors as our model holds them (its RoPE is rotate-half in both)."""
+    from gguf import GGUFReader
+
+    model, cfg = random_model("deepseek_v32"), ALL["deepseek_v32"]
+    path = write_gguf(model, get_tokenizer("byte"), tmp_path, gguf_type="f32").path
+    fields = GGUFReader(path).fields
+    assert fields["general.architecture"].contents() == "deepseek32"
+    assert {key: fields[f"deepseek32.attention.indexer.{key}"].contents() for key in ("head_count", "key_length", "top_k")} \
+        == {"head_count": 4, "key_length": 64, "top_k": 4}
+    assert fields["deepseek32.attention.key_length_mla"].contents() == 24  # deepseek2's keys too
+    tensors = file_tensors(path)
+    for i, block in enumerate(model.transformer.h):
+        index = block.attn.indexer
+        expected = {"attn_q_b.weight": index.q_up.weight, "attn_k.weight": index.k_proj.weight,
+                    "k_norm.weight": index.k_norm.weight, "k_norm.bias": index.k_norm.bias,
+                    "proj.weight": index.head_weights.weight}
+        for name, weight in expected.items():
+            torch.testing.assert_close(tensors[f"blk.{i}.indexer.{name}"], weight.detach(), atol=0, rtol=0)
+    assert cfg.mla.index_head_dim == tensors["blk.0.indexer.k_norm.bias"].numel()
+
+
 KEYS = {  # the hparams llama.cpp reads from the file, by hand
     # MLA as one KV head over [latent 16; rotary 8], heads of 16 + 8 and 12 for the absorbed decode
     "deepseek_v3": {"attention.head_count_kv": 1, "attention.key_length": 24, "attention.value_length": 16,
@@ -312,6 +360,9 @@ def rope(family: str, **change) -> ModelConfig:
     # llama.cpp's sliding OLMo layers take the global base, unscaled
     ("olmo3", "model.rope.local_theta=500.0", rope("olmo3", local_theta=500.0)),
     ("olmo2", "model.tie_embeddings=True", dataclasses.replace(ALL["olmo2"], tie_embeddings=True)),  # needs `output`
+    # llama.cpp turns the indexer's q and k by a Hadamard matrix of 64, 128, ... rows; 32 and 96 abort it
+    *[("deepseek_v32", f"model.mla.index_head_dim={size}", dataclasses.replace(
+        ALL["deepseek_v32"], mla=dataclasses.replace(ALL["deepseek_v32"].mla, index_head_dim=size))) for size in (32, 96)],
     ("qwen3_next", "model.moe.norm_topk=False",  # llama.cpp's qwen3next always renormalises
      dataclasses.replace(ALL["qwen3_next"], moe=dataclasses.replace(ALL["qwen3_next"].moe, norm_topk=False))),
 ])

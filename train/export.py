@@ -23,8 +23,8 @@ below. When none can, the error names, per family, the settings that block it.
 
 --format gguf writes one file, OUT_DIR/model.gguf, for llama.cpp and transformers
 (train/gguf_export.py): architectures gpt2, llama, qwen3, qwen3_moe, qwen3_5_text,
-qwen3_5_moe_text, gemma2, gemma3_text, and gpt_neox, mixtral, deepseek_v3, gpt_oss, olmo2, olmo3
-and qwen3_next (llama.cpp only; llama too when it has biases), the tokenizer inside.
+qwen3_5_moe_text, gemma2, gemma3_text, and gpt_neox, mixtral, deepseek_v3, deepseek_v32, gpt_oss,
+olmo2, olmo3 and qwen3_next (llama.cpp only; llama too when it has biases), the tokenizer inside.
 --gguf_type f16 (the default, as llama.cpp's converter) stores matrices in fp16 and norms and biases
 in fp32; f32 stores everything in fp32; q8_0 quantizes the matrices whose rows are a multiple of 32
 long and names the others (kept in fp16). The command prints how to load the file, e.g.

@@ -1,27 +1,9 @@
 """How each HF family is written as a GGUF architecture (train/gguf_export.py writes the file).
 
-`to_hf` (model/hf/) gives the HF state dict; `gguf.get_tensor_name_map` turns its names into GGUF's
-(`token_embd`, `blk.{i}.attn_q`, ...). Where llama.cpp's layout differs from HF's, an entry's
-`reshape` applies what llama.cpp's converter does, which transformers' GGUF reader undoes:
-  * gpt2: HF's `Conv1D` weights are stored (in, out); GGUF stores every matrix (out, in);
-  * gpt_neox: HF's per-head [q_h; k_h; v_h] rows as [q; k; v] (`NEOX_QKV`), and `output` written
-    for a tied model too;
-  * llama, mixtral: GGUF's llama rotates adjacent pairs of a head's dimensions, HF its two halves
-    (`rotate_half`), so the rows of q_proj and k_proj are interleaved per head; Llama 3's RoPE
-    scaling is a tensor of its own, `rope_freqs` (`_rope_freqs`);
-  * experts (qwen3_moe, mixtral, Qwen3.5-MoE, DeepSeek-V3, gpt-oss): HF's stacked `gate_up_proj`
-    is two tensors, `ffn_gate_exps` and `ffn_up_exps` (`SPLITS`);
-  * qwen3_5_text and qwen3_5_moe_text (Qwen3.5: Gated DeltaNet layers and gated attention): the
-    value heads of one key head are tiled, not grouped (`_tiled`), norms are stored as 1 + w, A as
-    -exp(A_log), the convolution as 2-D, the shared expert's gate as 1-D, and the partial RoPE as
-    M-RoPE sections (`_sections`);
-  * deepseek_v3 (llama.cpp's deepseek2): kv_b_proj split into k_b (each head transposed) and v_b
-    for the absorbed MLA decode (`SPLITS`);
-  * gpt_oss: its experts de-interleaved and transposed (`GPT_OSS`);
-  * gemma2, gemma3_text: norms stored as 1 + w (`GEMMA`);
-  * olmo2, olmo3 (llama.cpp's olmo2): HF's layout;
-  * qwen3_next (llama.cpp's qwen3next): HF's fused in_proj_qkvz and in_proj_ba as they are, value heads
-    grouped by key head; Qwen3.5's norms, A and convolution (`QWEN3_NEXT`).
+An entry names the architecture, its tensor layout (train/gguf_layouts.py: what differs from HF's,
+as llama.cpp's converter writes it) and what is written beside the tensors: gpt_neox's `output` for a
+tied model too, Llama 3's RoPE scaling as a tensor of its own, `rope_freqs` (`_rope_freqs`), Qwen3.5's
+partial RoPE as M-RoPE sections (`_sections`).
 An entry's `hparams` writes the metadata llama.cpp reads for the architecture (context, embedding
 and feed-forward lengths, block and head counts, norm epsilon, RoPE, experts, windows, softcaps,
 ...), and `limits` names our settings it cannot hold or computes otherwise (llama.cpp rounds every
@@ -30,10 +12,10 @@ YaRN ramp's ends, fixes Gemma's query scale, gives OLMo's sliding layers the glo
 gpt2, llama, qwen3, qwen3_moe, qwen3_5_text, qwen3_5_moe_text, gemma2 and gemma3_text are checked
 by loading the file back with transformers' GGUF reader (tests/test_gguf.py); mixtral (as
 llama.cpp writes it: llama with experts, which transformers' reader builds without them),
-gpt_neox, deepseek_v3, olmo2/olmo3 and qwen3_next (no transformers reader) and gpt_oss
-(transformers' reader fails on its YaRN keys) are for llama.cpp. All fifteen are checked in llama.cpp where
-llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not the others: llama.cpp's llama
-ignores Mistral's window (docs/LOG.md); DeepSeek-V3.2 (DSA) has no mapping here.
+gpt_neox, deepseek_v3, deepseek_v32, olmo2/olmo3 and qwen3_next (no transformers reader) and gpt_oss
+(transformers' reader fails on its YaRN keys) are for llama.cpp. All sixteen are checked in llama.cpp
+where llama-cpp-python is installed (tests/test_gguf_llama_cpp.py). Not Mistral: llama.cpp's llama
+ignores its window (docs/LOG.md).
 
 transformers' GGUF reader (5.x) does not read every key it is given: for gpt2 the context and
 feed-forward lengths (it assumes n_positions 1024, n_inner 4 * n_embd), for qwen3 the head size,
@@ -49,17 +31,11 @@ from typing import Callable
 import torch
 
 from model.config import ModelConfig
-from model.hf.gpt_neox import qkv_from_heads
 from model.rope import ROPE_SCALINGS
 
-
-def _rope_pairs(n_heads: Callable[[ModelConfig], int]):
-    """Reorder each head's rows from HF's halves (d_0..d_h-1 | d_h..d_2h-1) to GGUF llama's
-    adjacent pairs (d_0, d_h, d_1, d_h+1, ...): the rotation pairs the same dimensions."""
-    def permute(t: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
-        n = n_heads(cfg)
-        return t.reshape(n, 2, t.shape[0] // n // 2, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
-    return permute
+from .gguf_layouts import (
+    CONV1D, DEEPSEEK_NAMES, GEMMA, GPT_OSS, LLAMA_ROPE, NEOX_QKV, QWEN3_NEXT, QWEN35, QWEN35_NAMES,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +54,7 @@ class GGUFArch:
     extends: tuple[str, str] = ("", "")
     renames: dict[str, str] = field(default_factory=dict)  # HF-name regex -> the name gguf's map knows
     extra: Callable[[ModelConfig], dict[str, torch.Tensor]] = lambda cfg: {}  # GGUF tensors HF has none of
+    name: str = ""  # the architecture written, where not `arch`'s own name
     tied_output: bool = False  # a tied model's `output` written out too (its loader requires the tensor)
 
 
@@ -230,38 +207,6 @@ def _qwen35_moe_hparams(w, cfg: ModelConfig, base: Callable = _qwen35_hparams) -
     w.add_expert_shared_feed_forward_length(cfg.moe.n_shared * cfg.moe.expert_hidden)
 
 
-def _tiled(cfg: ModelConfig, size: int = 1) -> torch.Tensor:
-    """Index of the value heads (each `size` rows) in llama.cpp's order: HF groups the value heads of
-    one key head together (k0v0 k0v1 k1v0 k1v1), llama.cpp tiles them (k0v0 k1v0 k0v1 k1v1)."""
-    d = cfg.deltanet
-    return torch.arange(d.n_v_head * size).reshape(d.n_head, d.n_v_head // d.n_head, size).transpose(0, 1).reshape(-1)
-
-
-def _value_rows(t: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
-    """Rows past q and k (in_proj_qkv, conv1d), or all rows, reordered per value element."""
-    d = cfg.deltanet
-    qk = t.shape[0] - d.n_v_head * d.v_head_dim
-    return torch.cat([t[:qk], t[qk:][_tiled(cfg, d.v_head_dim)]])
-
-
-QWEN_HYBRID = {  # both hybrids: norms stored as 1 + w (not linear_attn.norm), the shared expert's gate
-    r"(layernorm|_norm|^model\.norm)\.weight$": lambda t, cfg: t + 1,
-    r"\.shared_expert_gate\.weight$": lambda t, cfg: t.squeeze(0),  # MoE: one row, stored 1-D
-}
-QWEN35 = {  # HF -> llama.cpp's layout: value heads tiled, A as -exp(A_log)
-    r"\.(in_proj_qkv|in_proj_z)\.weight$": _value_rows,
-    r"\.conv1d\.weight$": lambda t, cfg: _value_rows(t, cfg).squeeze(1),
-    r"\.(in_proj_a\.weight|in_proj_b\.weight|dt_bias)$": lambda t, cfg: t[_tiled(cfg)],
-    r"\.A_log$": lambda t, cfg: -t.exp()[_tiled(cfg)],
-    r"\.out_proj\.weight$": lambda t, cfg: t[:, _tiled(cfg, cfg.deltanet.v_head_dim)],
-} | QWEN_HYBRID
-QWEN3_NEXT = {  # llama.cpp reads HF's fused, key-head-grouped in_proj_qkvz and in_proj_ba as they are
-    r"\.conv1d\.weight$": lambda t, cfg: t.squeeze(1),  # (ssm_in, ssm_ba): value heads stay grouped
-    r"\.A_log$": lambda t, cfg: -t.exp(),
-} | QWEN_HYBRID
-QWEN35_NAMES = {r"\.dt_bias$": ".dt_proj.bias", r"\.A_log$": ".A_log.bare"}  # ssm_a has no suffix
-
-
 def _qwen35_limits(cfg: ModelConfig, sections: bool = True) -> dict[str, object]:
     """sections: M-RoPE's three axes need a rotary pair each (Qwen3.5; Qwen3-Next has plain RoPE)."""
     return _refused(("model.rope.fraction", cfg.rope.fraction, not sections or _rotary(cfg) >= 6),
@@ -316,6 +261,22 @@ def _deepseek2_limits(cfg: ModelConfig) -> dict[str, object]:
                     ("model.moe.n_expert", cfg.moe.n_expert, cfg.moe.n_expert > 0))  # its MoE keys are required
 
 
+def _deepseek32_hparams(w, cfg: ModelConfig) -> None:
+    """DeepSeek-V3.2 as llama.cpp's deepseek32: deepseek2's keys and the lightning indexer's sizes."""
+    m = cfg.mla
+    _deepseek2_hparams(w, cfg)
+    w.add_indexer_head_count(m.index_n_head)
+    w.add_indexer_key_length(m.index_head_dim)
+    w.add_indexer_top_k(m.index_topk)
+
+
+def _deepseek32_limits(cfg: ModelConfig) -> dict[str, object]:
+    """llama.cpp turns the indexer's queries and keys by one Hadamard matrix of 64, 128, 256, ... rows
+    (it leaves the scores as they are): the indexer's head must be that long."""
+    size = cfg.mla.index_head_dim
+    return _deepseek2_limits(cfg) | _refused(("model.mla.index_head_dim", size, size >= 64 and not size & (size - 1)))
+
+
 def _rope_scaling(w, cfg: ModelConfig) -> None:
     """Linear or YaRN RoPE scaling as llama.cpp reads it (the global layers', where a family has both)."""
     import gguf
@@ -344,18 +305,6 @@ def _gpt_oss_limits(cfg: ModelConfig) -> dict[str, object]:
                     ("model.swiglu_alpha", cfg.swiglu_alpha, cfg.swiglu_alpha == 1.702),
                     ("model.swiglu_limit", cfg.swiglu_limit, cfg.swiglu_limit == 7.0)) | \
         _rope_limits(cfg, ("none", "yarn"))
-
-
-def _stacked(t: torch.Tensor) -> torch.Tensor:
-    """gpt-oss's gate_up rows interleaved (g0 u0 g1 u1 ...) as [gate; up] along dim 1."""
-    return torch.cat([t[:, 0::2], t[:, 1::2]], dim=1)
-
-
-GPT_OSS = {  # HF stores its experts (in, out) with gate and up interleaved; GGUF (out, in), [gate; up]
-    r"\.experts\.gate_up_proj$": lambda t, cfg: _stacked(t.transpose(1, 2)),
-    r"\.experts\.gate_up_proj_bias$": lambda t, cfg: _stacked(t),
-    r"\.experts\.down_proj$": lambda t, cfg: t.transpose(1, 2),
-}
 
 
 def _windowed_hparams(w, cfg: ModelConfig) -> None:
@@ -423,33 +372,9 @@ def _hf_fields(family: str, names: tuple[str, ...]) -> Callable[[ModelConfig], d
     return unread
 
 
-def _split_gate_up(name: str, t: torch.Tensor, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Stacked experts' (n_expert, [gate; up], ...) weight or bias as GGUF's two tensors."""
-    gate, up = t.chunk(2, dim=1)
-    return {name.replace("gate_up_proj", "gate_proj"): gate, name.replace("gate_up_proj", "up_proj"): up}
-
-
-def _split_kv_b(name: str, t: torch.Tensor, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """MLA's kv_b_proj (rows per head [k_nope; v], columns the latent) as llama.cpp's absorbed decode
-    reads it: k_b, each head transposed to (latent, k_nope), and v_b (v, latent)."""
-    m = cfg.mla
-    k, v = t.view(cfg.n_head, -1, m.kv_lora_rank).split([m.qk_nope_head_dim, m.v_head_dim], dim=1)
-    return {name.replace("kv_b", "k_b"): k.transpose(1, 2), name.replace("kv_b", "v_b"): v}
-
-
-SPLITS = {  # HF-name regex (after `renames`) -> one HF tensor as several GGUF ones, in every architecture
-    r"\.experts\.gate_up_proj(\.bias)?$": _split_gate_up,
-    r"\.kv_b_proj\.weight$": _split_kv_b,
-}
 GPT_OSS_UNREAD = "transformers 5.24's gpt-oss GGUF reader fails on the YaRN keys, on llama.cpp's own files too"
-LLAMA_ROPE = {r"\.q_proj\.(weight|bias)$": _rope_pairs(lambda cfg: cfg.n_head),
-              r"\.k_proj\.(weight|bias)$": _rope_pairs(lambda cfg: cfg.n_kv_head)}
-GEMMA = {r"norm\.weight$": lambda t, cfg: t + 1}  # every Gemma norm is stored as 1 + w
 GEMMA_UNREAD = ("query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping", "layer_types")
 NO_OLMO2_READER = "transformers has no GGUF reader for olmo2"
-CONV1D = {r"\.(c_attn|c_proj|c_fc)\.weight$": lambda t, cfg: t.t()}  # HF's Conv1D stores (in, out)
-# llama.cpp's gptneox reads [q; k; v] over all heads, as ours; HF holds each head's [q_h; k_h; v_h]
-NEOX_QKV = {r"\.query_key_value\.(weight|bias)$": qkv_from_heads}
 ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the order --family auto tries them
     "gpt2": GGUFArch("GPT2", _gpt2_hparams, lambda cfg: {}, CONV1D, lambda cfg: _unread("gpt2", {
         "n_positions": cfg.block_size, "n_inner": None if cfg.mlp_hidden == 4 * cfg.n_embd else cfg.mlp_hidden})),
@@ -469,8 +394,11 @@ ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the ord
                              extends=("qwen3", "linear_attention")),
     # MLA as llama.cpp's absorbed decode reads it (kv_b_proj: `SPLITS`)
     "deepseek_v3": GGUFArch("DEEPSEEK2", _deepseek2_hparams, _deepseek2_limits,
-                            renames={r"\.e_score_correction_bias$": ".e_score_correction.bias"},
+                            renames=DEEPSEEK_NAMES,
                             unreadable=_always("transformers has no GGUF reader for deepseek2")),
+    # the indexer's tensors named as glm-dsa's (the gguf package on PyPI has no deepseek32 member)
+    "deepseek_v32": GGUFArch("GLM_DSA", _deepseek32_hparams, _deepseek32_limits, renames=DEEPSEEK_NAMES,
+                             unreadable=_always("transformers has no GGUF reader for deepseek32"), name="deepseek32"),
     "gpt_oss": GGUFArch("GPT_OSS", _gpt_oss_hparams, _gpt_oss_limits, GPT_OSS,
                         renames={r"_proj_bias$": "_proj.bias"}, unreadable=_always(GPT_OSS_UNREAD)),
     # (the reader takes neither the softcaps, the query scale nor the layer types from the file)

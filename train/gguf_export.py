@@ -1,7 +1,8 @@
 """A run's model as one GGUF file (llama.cpp's format), written with the `gguf` package's GGUFWriter.
 
 The route is the HF export's: our GPT -> `to_hf` (model/hf/, exact) -> the HF state dict -> GGUF's
-names and layouts, per architecture (train/gguf_archs.py, which lists them and how each is checked).
+names and layouts (train/gguf_layouts.py), per architecture (train/gguf_archs.py, which lists them and
+how each is checked).
 The metadata is the architecture's, then the tokenizer: GPT-2's BPE (tokens and merges), or the byte
 tokenizer as the 256 byte tokens in GPT-2's byte-to-unicode alphabet plus <|endoftext|>, with an
 empty merge list (llama.cpp's BPE loader requires the key; GGUFWriter refuses an empty array, so
@@ -33,7 +34,8 @@ from model.config import ModelConfig
 from model.hf import Unrepresentable, config_to_hf, to_hf
 
 from .errors import ConfigError, make_dir
-from .gguf_archs import ARCHS, SPLITS
+from .gguf_archs import ARCHS
+from .gguf_layouts import SPLITS
 from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
 from .post.chat_format import SPECIAL, ChatFormat
 from .tokenizer import EOT_TEXT
@@ -206,11 +208,12 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
     staging = parent / f".{out.name}.{secrets.token_hex(4)}.partial"
     try:
         staging.mkdir()
-        w = _writer_class()(staging / FILE_NAME, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[ARCHS[family].arch]])
+        arch = ARCHS[family]
+        w = _writer_class()(staging / FILE_NAME, arch.name or gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.arch]])
         w.add_name("gpt-ladder")
         w.add_file_type(gguf.LlamaFileType[FILE_TYPES[gguf_type]])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        ARCHS[family].hparams(w, cfg)
+        arch.hparams(w, cfg)
         tokenizer_metadata(w, tok, cfg.vocab_size, chat)
         for name, (data, qtype) in encoded.items():
             w.add_tensor(name, data, raw_dtype=qtype)
