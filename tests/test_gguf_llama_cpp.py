@@ -371,6 +371,12 @@ def test_a_model_llama_cpp_computes_otherwise_is_refused(family, setting, cfg):
         choose_gguf_family(cfg, family)
 
 
+def test_deepseek32_refuses_a_model_without_an_indexer_for_that_alone():
+    with pytest.raises(ConfigError) as e:
+        choose_gguf_family(ALL["deepseek_v3"], "deepseek_v32")
+    assert str(e.value) == "cannot export as GGUF deepseek_v32: HF deepseek_v32 config index_topk=0 is not supported"
+
+
 def test_a_fractional_yarn_ramp_that_rounding_leaves_unchanged_is_held():
     """Its end at dimension 0.16 (a context of 8): rounded to 1, no frequency changes."""
     assert choose_gguf_family(rope("gpt_oss", truncate=False, original_max_pos=8), "gpt_oss") == "gpt_oss"

@@ -272,9 +272,10 @@ def _deepseek32_hparams(w, cfg: ModelConfig) -> None:
 
 def _deepseek32_limits(cfg: ModelConfig) -> dict[str, object]:
     """llama.cpp turns the indexer's queries and keys by one Hadamard matrix of 64, 128, 256, ... rows
-    (it leaves the scores as they are): the indexer's head must be that long."""
+    (it leaves the scores as they are): the indexer's head, where there is one, must be that long."""
     size = cfg.mla.index_head_dim
-    return _deepseek2_limits(cfg) | _refused(("model.mla.index_head_dim", size, size >= 64 and not size & (size - 1)))
+    hadamard = not cfg.mla.index_topk or size >= 64 and not size & (size - 1)
+    return _deepseek2_limits(cfg) | _refused(("model.mla.index_head_dim", size, hadamard))
 
 
 def _rope_scaling(w, cfg: ModelConfig) -> None:
