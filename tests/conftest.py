@@ -1,11 +1,17 @@
 """Shared fixtures: a small text corpus, a config file and a finished tiny run."""
 
+import os
+
 import pytest
 import torch
 
 from tiny_run import TINY
 from train.config import load_config
 from train.trainer import Trainer
+
+# HF models are the reference as their own modeling code computes them. transformers 5.25 swaps some
+# layers for kernels fetched from the Hub by default (none on a CPU), and tests never download.
+os.environ.setdefault("USE_HUB_KERNELS", "0")
 
 
 @pytest.fixture(scope="module")
