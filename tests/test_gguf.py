@@ -24,8 +24,8 @@ from train.trainer import Trainer
 
 pytest.importorskip("gguf")
 
-ALL_ARCHS = ("gpt2, gpt_neox, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, deepseek_v32, gpt_oss, gemma2, "
-             "gemma3_text, olmo2, olmo3, qwen3_5_moe_text, qwen3_next")
+ALL_ARCHS = ("gpt2, gpt_neox, llama, qwen3, qwen3_moe, mixtral, qwen3_5_text, deepseek_v3, deepseek_v32, gpt_oss, "
+             "gemma2, gemma3_text, olmo2, olmo3, qwen3_5_moe_text, qwen3_next")
 SIZES = dict(vocab_size=257, block_size=32, n_layer=2, n_head=4, n_embd=64)
 LLAMA = dict(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False, n_kv_head=2, mlp_hidden=96)
 MODELS = {  # one tiny model per GGUF architecture, each with a setting transformers' reader must get right
