@@ -123,6 +123,7 @@ class Int4Linear(nn.Module):
         self.register_buffer("scale_zero", scale_zero)  # (K / G, N + pad, 2)
         self.bias = bias
         self.mm = INT4_KERNELS[kernel]
+        self.block_n = block_n()  # here, not in `rows`: compiled, the layout probe would break the graph
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.mm(self, x.reshape(-1, x.shape[-1]))[:, : self.out_features]
@@ -131,7 +132,7 @@ class Int4Linear(nn.Module):
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
         """The expanded rows `idx` of W, read from the CPU packing (`_unpack`)."""
-        codes = _unpack(self.packed, idx, block_n())
+        codes = _unpack(self.packed, idx, self.block_n)
         sz = self.scale_zero[:, idx].movedim(0, -2)  # (..., K / G, 2)
         groups = codes.unflatten(-1, (-1, self.group_size)).to(sz.dtype) - 8  # (..., K / G, G)
         return (groups * sz[..., :1] + sz[..., 1:]).flatten(-2)
