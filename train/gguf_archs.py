@@ -42,7 +42,7 @@ from .gguf_layouts import (
 class GGUFArch:
     """How one HF family is written as a GGUF architecture."""
 
-    arch: str  # gguf.MODEL_ARCH member name
+    arch: str  # the gguf.MODEL_ARCH member whose tensor names and architecture name the file takes
     hparams: Callable[[object, ModelConfig], None]  # writes the architecture's metadata keys
     limits: Callable[[ModelConfig], dict[str, object]]  # our settings the GGUF architecture cannot hold
     reshape: dict[str, Callable] = field(default_factory=dict)  # HF-name regex -> (tensor, cfg) -> GGUF layout
@@ -54,7 +54,7 @@ class GGUFArch:
     extends: tuple[str, str] = ("", "")
     renames: dict[str, str] = field(default_factory=dict)  # HF-name regex -> the name gguf's map knows
     extra: Callable[[ModelConfig], dict[str, torch.Tensor]] = lambda cfg: {}  # GGUF tensors HF has none of
-    name: str = ""  # the architecture written, where not `arch`'s own name
+    name: str = ""  # the architecture name written instead, where the gguf package lacks the member
     tied_output: bool = False  # a tied model's `output` written out too (its loader requires the tensor)
 
 

@@ -181,7 +181,7 @@ def _writer_class():
 @dataclass
 class GGUFExport:
     path: Path  # OUT/model.gguf
-    family: str  # HF model_type; the GGUF architecture is ARCHS[family].arch
+    family: str  # HF model_type; ARCHS[family] is its GGUF architecture
     gguf_type: str
     not_quantized: list[str]  # q8_0: matrices kept in f16 (rows not a multiple of 32)
     unreadable: str  # why transformers' GGUF reader cannot build the model; "" when it can
