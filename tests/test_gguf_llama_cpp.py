@@ -59,21 +59,24 @@ def test_the_script_refuses_bad_input_in_one_line(base, mla_run, tmp_path, capsy
 
 OLMO = dict(pos="rope", norm="rmsnorm", norm_placement="post", qk_norm="full", mlp="swiglu", bias=False, n_kv_head=2,
             mlp_hidden=96, tie_embeddings=False)
+
+
+def deepseek(**indexer) -> ModelConfig:
+    """DeepSeek-V3 (MLA with a q LoRA, a dense first layer, then a group-limited sigmoid MoE); with
+    `indexer` (mla.index_*), DeepSeek-V3.2's DSA."""
+    mla = MLAConfig(q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12, **indexer)
+    return ModelConfig(**SIZES, **LLAMA | dict(n_kv_head=0), head_dim=12, attention="mla", mla=mla,
+                       moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, n_shared=1, router="sigmoid",
+                                     n_group=4, topk_group=2, first_dense=1, routed_scale=2.5))
+
+
+DSA = dict(index_topk=4, index_n_head=4, index_head_dim=64)  # each query keeps its best 4 keys of up to 32
 # test_gguf's models, and those transformers' GGUF reader cannot build: Mixtral's experts on llama,
-# and DeepSeek-V3 (MLA with a q LoRA, a dense first layer, then a group-limited sigmoid MoE)
+# DeepSeek-V3 and V3.2
 ALL = MODELS | {
     "mixtral": ModelConfig(**SIZES, **LLAMA, moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=96)),
-    "deepseek_v3": ModelConfig(**SIZES, **LLAMA | dict(n_kv_head=0), head_dim=12, attention="mla",
-                               mla=MLAConfig(q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8,
-                                             v_head_dim=12),
-                               moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, n_shared=1, router="sigmoid",
-                                             n_group=4, topk_group=2, first_dense=1, routed_scale=2.5)),
-    # DeepSeek-V3.2: the same with DSA's lightning indexer, each query keeping its best 4 keys of up to 32
-    "deepseek_v32": ModelConfig(**SIZES, **LLAMA | dict(n_kv_head=0), head_dim=12, attention="mla",
-                                mla=MLAConfig(q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8,
-                                              v_head_dim=12, index_topk=4, index_n_head=4, index_head_dim=64),
-                                moe=MoEConfig(n_expert=8, top_k=2, expert_hidden=32, n_shared=1, router="sigmoid",
-                                              n_group=4, topk_group=2, first_dense=1, routed_scale=2.5)),
+    "deepseek_v3": deepseek(),
+    "deepseek_v32": deepseek(**DSA),
     # Llama 3's RoPE scaling, which llama.cpp reads from a tensor of its own
     "llama3-scaled": dataclasses.replace(MODELS["llama"], rope=RopeConfig(theta=5000.0, scaling="llama3", factor=8.0,
                                                                           original_max_pos=28)),
@@ -360,8 +363,7 @@ def rope(family: str, **change) -> ModelConfig:
     ("olmo3", "model.rope.local_theta=500.0", rope("olmo3", local_theta=500.0)),
     ("olmo2", "model.tie_embeddings=True", dataclasses.replace(ALL["olmo2"], tie_embeddings=True)),  # needs `output`
     # llama.cpp turns the indexer's q and k by a Hadamard matrix of 64, 128, ... rows; 32 and 96 abort it
-    *[("deepseek_v32", f"model.mla.index_head_dim={size}", dataclasses.replace(
-        ALL["deepseek_v32"], mla=dataclasses.replace(ALL["deepseek_v32"].mla, index_head_dim=size)))
+    *[("deepseek_v32", f"model.mla.index_head_dim={size}", deepseek(**DSA | dict(index_head_dim=size)))
       for size in (32, 96)],
     ("qwen3_next", "model.moe.norm_topk=False",  # llama.cpp's qwen3next always renormalises
      dataclasses.replace(ALL["qwen3_next"], moe=dataclasses.replace(ALL["qwen3_next"].moe, norm_topk=False))),

@@ -62,6 +62,10 @@ def _always(reason: str) -> Callable[[ModelConfig], str]:
     return lambda cfg: reason
 
 
+def _no_reader(arch: str) -> Callable[[ModelConfig], str]:
+    return _always(f"transformers has no GGUF reader for {arch}")
+
+
 def _gpt2_hparams(w, cfg: ModelConfig) -> None:
     _sizes(w, cfg)
     w.add_layer_norm_eps(cfg.norm_eps)
@@ -375,12 +379,11 @@ def _hf_fields(family: str, names: tuple[str, ...]) -> Callable[[ModelConfig], d
 
 GPT_OSS_UNREAD = "transformers 5.24's gpt-oss GGUF reader fails on the YaRN keys, on llama.cpp's own files too"
 GEMMA_UNREAD = ("query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping", "layer_types")
-NO_OLMO2_READER = "transformers has no GGUF reader for olmo2"
 ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the order --family auto tries them
     "gpt2": GGUFArch("GPT2", _gpt2_hparams, lambda cfg: {}, CONV1D, lambda cfg: _unread("gpt2", {
         "n_positions": cfg.block_size, "n_inner": None if cfg.mlp_hidden == 4 * cfg.n_embd else cfg.mlp_hidden})),
     "gpt_neox": GGUFArch("GPTNEOX", _gpt_neox_hparams, lambda cfg: _rope_limits(cfg, ("none",)), NEOX_QKV,
-                         unreadable=_always("transformers has no GGUF reader for gptneox"), tied_output=True),
+                         unreadable=_no_reader("gptneox"), tied_output=True),
     "llama": GGUFArch("LLAMA", _decoder_hparams, lambda cfg: _decoder_limits(cfg, ("none", "llama3"), bias=True),
                       LLAMA_ROPE, _llama_unread, unreadable=_llama_biases, extra=_rope_freqs),
     "qwen3": GGUFArch("QWEN3", _decoder_hparams, _decoder_limits, {},
@@ -394,24 +397,23 @@ ARCHS: dict[str, GGUFArch] = {  # HF model_type -> GGUF architecture, in the ord
     "qwen3_5_text": GGUFArch("QWEN35", _qwen35_hparams, _qwen35_limits, QWEN35, renames=QWEN35_NAMES,
                              extends=("qwen3", "linear_attention")),
     # MLA as llama.cpp's absorbed decode reads it (kv_b_proj: `SPLITS`)
-    "deepseek_v3": GGUFArch("DEEPSEEK2", _deepseek2_hparams, _deepseek2_limits,
-                            renames=DEEPSEEK_NAMES,
-                            unreadable=_always("transformers has no GGUF reader for deepseek2")),
+    "deepseek_v3": GGUFArch("DEEPSEEK2", _deepseek2_hparams, _deepseek2_limits, renames=DEEPSEEK_NAMES,
+                            unreadable=_no_reader("deepseek2")),
     # the indexer's tensors named as glm-dsa's (the gguf package on PyPI has no deepseek32 member)
     "deepseek_v32": GGUFArch("GLM_DSA", _deepseek32_hparams, _deepseek32_limits, renames=DEEPSEEK_NAMES,
-                             unreadable=_always("transformers has no GGUF reader for deepseek32"), name="deepseek32"),
+                             unreadable=_no_reader("deepseek32"), name="deepseek32"),
     "gpt_oss": GGUFArch("GPT_OSS", _gpt_oss_hparams, _gpt_oss_limits, GPT_OSS,
                         renames={r"_proj_bias$": "_proj.bias"}, unreadable=_always(GPT_OSS_UNREAD)),
     # (the reader takes neither the softcaps, the query scale nor the layer types from the file)
     "gemma2": GGUFArch("GEMMA2", _windowed_hparams, _gemma2_limits, GEMMA, _hf_fields("gemma2", GEMMA_UNREAD)),
     "gemma3_text": GGUFArch("GEMMA3", _windowed_hparams, _gemma3_limits, GEMMA,
                             _hf_fields("gemma3_text", GEMMA_UNREAD + ("rope_parameters",))),
-    "olmo2": GGUFArch("OLMO2", _windowed_hparams, _olmo2_limits, unreadable=_always(NO_OLMO2_READER)),
-    "olmo3": GGUFArch("OLMO2", _windowed_hparams, _olmo2_limits, unreadable=_always(NO_OLMO2_READER)),
+    "olmo2": GGUFArch("OLMO2", _windowed_hparams, _olmo2_limits, unreadable=_no_reader("olmo2")),
+    "olmo3": GGUFArch("OLMO2", _windowed_hparams, _olmo2_limits, unreadable=_no_reader("olmo2")),
     "qwen3_5_moe_text": GGUFArch("QWEN35MOE", _qwen35_moe_hparams, _qwen35_moe_limits, QWEN35, renames=QWEN35_NAMES,
                                  extends=("qwen3_5_text", "moe.n_expert")),
     # after Qwen3.5-MoE, which llama.cpp and transformers both read
     "qwen3_next": GGUFArch("QWEN3NEXT", lambda w, cfg: _qwen35_moe_hparams(w, cfg, _deltanet_hparams),
                            _qwen3_next_limits, QWEN3_NEXT, renames=QWEN35_NAMES,
-                           unreadable=_always("transformers has no GGUF reader for qwen3next")),
+                           unreadable=_no_reader("qwen3next")),
 }
