@@ -117,6 +117,7 @@ def test_a_completion_ends_at_a_newline_or_end_of_text():
     assert gen.fit_prompt(list(range(10)), 4, 8) == (list(range(6, 10)), 4, True)
     assert gen.fit_prompt([1, 2], 20, 8) == ([2], 7, True)
     assert gen.fit_prompt([1, 2], 3, 8) == ([1, 2], 3, False)
+    assert gen.fit_prompt([1, 2, 3, 4], 4, 8) == ([1, 2, 3, 4], 4, False)  # it fits exactly: not cut
 
 
 def test_greedy_completions_through_generate_stop_at_the_newline():

@@ -16,7 +16,7 @@ from train.config import load_config
 from train.errors import ConfigError
 from train.post.losses import group_advantages, grpo_loss, rft_loss, token_logprobs
 from train.post.prompts import PromptSet
-from train.post.rollouts import pack
+from train.post.rollouts import held_out_pass, pack
 from train.run import load_run
 from train.trainer import Trainer
 
@@ -92,6 +92,35 @@ def test_grpo_forwards_only_the_rows_with_an_advantage_for_the_same_loss_and_gra
     assert float(loss) == pytest.approx(float(full), rel=1e-5, abs=1e-7)
     for a, b in zip(skipped, (q.grad for q in model.parameters())):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_grpo_scores_answers_at_the_sampling_temperature_and_starts_at_zero_kl(tmp_path, even_first_token):
+    """At temperature 0.7 the policy gradient is that of log p(answer) under logits / 0.7, each token
+    weighted by its answer's advantage over the batch's answer tokens (REINFORCE with the group
+    baseline: the ratio is 1 on fresh rollouts); the reference's log-probabilities for the KL term are
+    also at 0.7. At the first step the policy is the reference, so the KL is exactly 0."""
+    trainer = run(tmp_path / "grpo", "grpo", "--post.temperature=0.7", "--post.kl_coef=0.1", "--train.max_steps=1")
+    method, key, model = trainer.method, (1337, 0, 0, 0, 0), trainer.model.eval()
+    terms = method.terms(model, key)
+    assert terms["kl_loss"].item() == 0.0 and method.metrics()["kl"] == 0.0
+    terms["loss"].backward()
+    got = [q.grad.clone() for q in model.parameters()]
+    model.zero_grad()
+    ro = method.kept[0][0]
+    adv = group_advantages(ro.rewards.view(-1, ro.group), method.post.scale_by_std).flatten()
+    assert adv.any()
+    logps = torch.log_softmax(model(ro.ids).float() / 0.7, dim=-1)[:, :-1].gather(-1, ro.ids[:, 1:, None])[..., 0]
+    (-(logps * adv[:, None] * ro.mask).sum() / ro.mask.sum()).backward()
+    for a, b in zip(got, (q.grad for q in model.parameters())):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_held_out_pass_is_the_share_of_validation_prompts_answered_right(tmp_path, monkeypatch):
+    """Six validation prompts (fewer than one batch of 64), two of them scored right: 2 / 6."""
+    monkeypatch.setattr(PromptSet, "reward", lambda self, split, i, answer: float(split == "val" and i in (1, 4)))
+    trainer = run(tmp_path / "rft", "rft", "--train.max_steps=1")
+    assert held_out_pass(trainer.model, trainer.method.prompts, "fp32") == pytest.approx(2 / 6)
+    assert held_out_pass(trainer.model, trainer.method.prompts, "fp32", batch=4) == pytest.approx(2 / 6)
 
 
 def test_rft_trains_on_the_accepted_answers_only(tmp_path, even_first_token):
@@ -192,6 +221,11 @@ def test_dpo_from_a_task_builds_pairs_from_the_references_checked_answers(tmp_pa
     trainer = run(out, "dpo", "--train.max_steps=2", "--post.prompts=4")
     prompts, chosen, rejected = trainer.method.batch((1337, 0, 0, 0, 0))
     assert prompts and all(c[0] % 2 == 0 and r[0] % 2 == 1 for c, r in zip(chosen, rejected))  # the checker's verdicts
+    ro = trainer.method.rollout(trainer.method.reference, (1337, 0, 0, 0, 0))  # the answers batch() judged
+    want = [(ro.prompts[g], ro.answers[g + right[0]], ro.answers[g + wrong[0]]) for g in range(0, len(ro.answers), 4)
+            if (right := [r for r in range(4) if ro.answers[g + r][0] % 2 == 0])
+            and (wrong := [r for r in range(4) if ro.answers[g + r][0] % 2 == 1])]  # each group's first of each
+    assert list(zip(prompts, chosen, rejected)) == want
     assert all(p[-1] == trainer.method.tok.chat.role_id["assistant"] for p in prompts)
     trainer.fit()
     first = metrics(out)[0]
