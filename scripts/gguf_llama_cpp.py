@@ -1,23 +1,26 @@
 """A run's GGUF export, run by llama.cpp (through llama-cpp-python) beside our model.
 
     pip install llama-cpp-python    # compiles llama.cpp: about 15 minutes on 2 cores
-    python scripts/gguf_llama_cpp.py RUN_DIR [--gguf_type f32|f16|q8_0] [--text FILE] [--new N]
-        [--no_repack] [--convert LLAMA_CPP_DIR]
+    python scripts/gguf_llama_cpp.py RUN_DIR [--gguf_type f32|f16|bf16|q8_0|q5_1|q5_0|q4_1|q4_0]
+        [--text FILE] [--new N] [--no_repack] [--convert LLAMA_CPP_DIR]
 
 The run is exported as train.export --format gguf writes it (into a temporary folder) and loaded
 with an fp32 KV cache (llama.cpp's default is f16). Printed: whether llama.cpp's tokenizer gives our
 ids for the text; the largest logit difference over the text's first block_size tokens, and how
-often the argmax agrees; whether greedy decoding gives the same --new tokens after the first half
-of that window; for a chat run, whether the chat template in the file, applied by llama-cpp-python,
-gives train.chat's prompt ids. Exit 1 when ids differ (tokenizer or chat template).
+often the argmax agrees; both models' loss on that window's next tokens; whether greedy decoding
+gives the same --new tokens after the first half of the window; for a chat run, whether the chat
+template in the file, applied by llama-cpp-python, gives train.chat's prompt ids. Exit 1 when ids
+differ (tokenizer or chat template).
 Text: FILE (default this Python's argparse.py source). --convert LLAMA_CPP_DIR: instead, the run's
 HF export (train.export) converted by llama.cpp's own convert_hf_to_gguf.py from that source tree,
-for every family it converts; it recognises GPT-2's tokenizer, not the byte tokenizer.
+for every family it converts (f32, f16, bf16 or q8_0: the types it writes); it recognises GPT-2's
+tokenizer, not the byte tokenizer.
 
 What to expect at f32 (docs/LOG.md): the decoders (llama, qwen3, mixtral, Qwen3.5, DeepSeek-V3,
 gpt-oss, OLMo 2/3, Qwen3-Next and their MoE forms) within about 2e-5 to 3e-4; gpt2 within about 2e-3 and Gemma
 within 1e-2, because ggml's CPU GELU reads a table indexed by the input rounded to fp16. At f16 and
-q8_0 llama.cpp also rounds the activations that meet the weights.
+q8_0 llama.cpp also rounds the activations that meet the weights; its q4 and q5 kernels round them
+to 8 bits.
 """
 
 import argparse
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,6 +44,7 @@ from train.post.chat_format import ChatFormat, Message  # noqa: E402
 from train.run import load_run  # noqa: E402
 from train.tokenizer import for_run  # noqa: E402
 
+CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # the --outtype values of convert_hf_to_gguf.py we take
 CHAT = [{"role": "system", "content": "Add."}, {"role": "user", "content": "23+45="},
         {"role": "assistant", "content": "3+5=8, 2+4=6 #### 68"}, {"role": "user", "content": "7+8="}]
 
@@ -105,8 +110,10 @@ def compare(model, tok, llm, text: str, n_new: int, chat: bool = False) -> dict[
     ours = model(torch.tensor([window]))[0]
     prompt = window[: len(window) // 2]
     greedy = model.generate(torch.tensor([prompt]), n_new, temperature=0.0)[0, len(prompt):].tolist()
+    targets = torch.tensor(window[1:])
     found = {"tokens": len(ids), "same_ids": theirs_ids == ids, "window": len(window),
              "max_diff": (theirs - ours).abs().max().item(), "logit_std": ours.std().item(),
+             "loss": [F.cross_entropy(x[:-1].float(), targets).item() for x in (ours, theirs)],
              "same_argmax": (theirs.argmax(-1) == ours.argmax(-1)).float().mean().item(),
              "same_greedy": llama_greedy(llm, prompt, n_new) == greedy}
     if chat:
@@ -135,6 +142,9 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--text {args.text}: no such file")
     if args.convert and not (args.convert / "convert_hf_to_gguf.py").is_file():
         raise ConfigError(f"--convert {args.convert}: no convert_hf_to_gguf.py there (a llama.cpp source tree)")
+    if args.convert and args.gguf_type not in CONVERTER_TYPES:
+        raise ConfigError(f"--gguf_type {args.gguf_type} with --convert: llama.cpp's converter writes "
+                          f"{', '.join(CONVERTER_TYPES)} (its llama-quantize writes the others)")
     run = load_run(args.run_dir)
     tok, T = for_run(args.run_dir), run.model.config.block_size
     text = Path(args.text).read_text(encoding="utf-8")
@@ -158,6 +168,8 @@ def main(argv: list[str]) -> int:
     print(f"tokenizer: {found['tokens']:,} tokens of {Path(args.text).name}, the same ids: {found['same_ids']}")
     print(f"logits over {found['window']} tokens: max |diff| {found['max_diff']:.3g} (logit std "
           f"{found['logit_std']:.3g}), the same argmax at {found['same_argmax']:.1%}")
+    print(f"loss on the window's next tokens: ours {found['loss'][0]:.4f}, llama.cpp {found['loss'][1]:.4f} "
+          f"nats per token")
     print(f"greedy, {args.new} tokens after {found['window'] // 2}: the same tokens: {found['same_greedy']}")
     if "same_chat_ids" in found:
         print(f"chat template: the same prompt ids: {found['same_chat_ids']}")

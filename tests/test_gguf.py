@@ -102,7 +102,8 @@ def assert_same_function(ours: GPT, hf, atol: float = 1e-5) -> float:
 @torch.no_grad()
 def rounded_as_stored(model: GPT, gguf_type: str) -> GPT:
     """`model` with each matrix rounded as the file stores it, by gguf's own quantize and dequantize:
-    q8_0 for rows a multiple of 32 long, else f16; 1-D tensors, the position table, the routers
+    f16 or bf16; a quantized type (q8_0, q4_0, ...) for rows a multiple of 32 long, else f16; 1-D
+    tensors, the position table, the routers
     (the shared expert's gate too) and Gated DeltaNet's convolution stay fp32. The DeltaNet's
     out_proj is rounded in blocks of 32 of llama.cpp's column order: the value heads of one key head
     apart (k0v0 k1v0 k0v1 k1v1), not together."""
@@ -113,7 +114,7 @@ def rounded_as_stored(model: GPT, gguf_type: str) -> GPT:
     out = copy.deepcopy(model)
     for name, p in out.named_parameters():
         if p.ndim >= 2 and not name.endswith(("wpe.weight", "router.weight", "conv1d.weight", "shared.gate.weight")):
-            qtype = Q.Q8_0 if gguf_type == "q8_0" and p.shape[-1] % 32 == 0 else Q.F16
+            qtype = Q.F16 if gguf_type.startswith("q") and p.shape[-1] % 32 else Q[gguf_type.upper()]
             order = torch.arange(p.shape[-1])
             if name.endswith("attn.out_proj.weight") and model.config.linear_attention != "none":  # DeltaNet's
                 order = order.view(d.n_head, -1, d.v_head_dim).transpose(0, 1).reshape(-1)
@@ -299,15 +300,39 @@ def test_gpt2_tokenizer_from_the_gguf_encodes_like_tiktoken(tmp_path):
         assert hf.decode(ids) == text
 
 
-def test_q8_0_export_of_a_trained_run_generates_our_greedy_tokens(base, tmp_path, capsys):
+@pytest.mark.parametrize("gguf_type", ["bf16", "q5_1", "q5_0", "q4_1", "q4_0"])
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_bf16_and_the_4_and_5_bit_types_hold_our_weights_rounded_to_their_type(family, gguf_type, tmp_path):
+    """Each matrix in the type, token embeddings and output included (llama-quantize --pure), but
+    gpt2's ffn_down, whose rows of 72 are no multiple of 32 (kept in f16 and named); the file's
+    general.file_type says the type."""
+    from gguf import GGUFReader, LlamaFileType
+
+    ours = random_model(family)
+    done = write_gguf(ours, get_tokenizer("byte"), tmp_path / "out", gguf_type=gguf_type)
+    types = tensor_types(done.path)
+    kept = ["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"] if family == "gpt2" and gguf_type != "bf16" else []
+    assert done.not_quantized == kept
+    matrices = {n for n, kind in types.items() if kind != "F32"}
+    assert {"token_embd.weight", "blk.0.attn_output.weight"} <= matrices
+    assert {types[n] for n in matrices - set(kept)} == {gguf_type.upper()}
+    file_type = GGUFReader(done.path).fields["general.file_type"]
+    assert LlamaFileType(int(file_type.parts[file_type.data[0]][0])).name == f"MOSTLY_{gguf_type.upper()}"
+    assert_same_function(rounded_as_stored(ours, gguf_type), load_gguf(tmp_path / "out", family))
+
+
+@pytest.mark.parametrize("gguf_type, bound", [("q8_0", 1e-2), ("q4_0", 0.2)])
+def test_a_quantized_export_of_a_trained_run_stays_near_our_logits(base, tmp_path, capsys, gguf_type, bound):
     """q8_0 stores each block of 32 weights as int8 times one fp16 scale: a weight moves by at most
-    1/254 of its block's largest. On this run that moved the logits by 2.2e-3 (their std: 0.19); the
-    bound 1e-2 leaves a margin of 4.5x. Its rows (n_embd = 32, mlp 128) are all quantized."""
+    1/254 of its block's largest. On this run that moved the logits by 2.2e-3 (their std: 0.19), and
+    greedy decoding gives our tokens. q4_0's 4 bits (a step of 1/8 of the block's largest) moved
+    them by 0.047. Each bound leaves a margin of over 4x. Its rows (n_embd = 32, mlp 128) are all
+    quantized."""
     out = tmp_path / "gguf"
     out.mkdir()  # an empty directory is taken
-    code, stdout, err = cli(capsys, base, out, "--format", "gguf", "--gguf_type", "q8_0", entry=export.main)
+    code, stdout, err = cli(capsys, base, out, "--format", "gguf", "--gguf_type", gguf_type, entry=export.main)
     assert code == 0, err
-    assert f"wrote {out / FILE_NAME} (GGUF gpt2, q8_0)" in stdout
+    assert f"wrote {out / FILE_NAME} (GGUF gpt2, {gguf_type})" in stdout
     assert f"from_pretrained({str(out)!r}, gguf_file='model.gguf', n_positions=32)" in stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gguf"]  # no staging directory left
     from transformers import AutoModelForCausalLM
@@ -316,10 +341,11 @@ def test_q8_0_export_of_a_trained_run_generates_our_greedy_tokens(base, tmp_path
     ours = load_run(base).model
     x = torch.tensor([list("def f1_2(x):\n    return".encode())])
     with torch.no_grad():
-        assert (ours(x) - hf(x).logits).abs().max() < 1e-2
-    n_new = ours.config.block_size - x.shape[1]
-    expected = sample(ours, x, n_new, dict(temperature=0.0), stop=256)[0]
-    assert hf.generate(x, max_new_tokens=n_new, do_sample=False)[0].tolist() == expected
+        assert (ours(x) - hf(x).logits).abs().max() < bound
+    if gguf_type == "q8_0":
+        n_new = ours.config.block_size - x.shape[1]
+        expected = sample(ours, x, n_new, dict(temperature=0.0), stop=256)[0]
+        assert hf.generate(x, max_new_tokens=n_new, do_sample=False)[0].tolist() == expected
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +364,7 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(base, mla_run, tmp_pat
     cases = [
         ([base, tmp_path / "o", "--gguf_type", "f16"], "--gguf_type does not apply to --format hf"),
         ([base, tmp_path / "o", "--format", "gguf", "--dtype", "fp16"], "--dtype does not apply to --format gguf"),
-        ([base, tmp_path / "o", "--format", "gguf", "--gguf_type", "q4_0"], "invalid choice: 'q4_0'"),
+        ([base, tmp_path / "o", "--format", "gguf", "--gguf_type", "q4_k"], "invalid choice: 'q4_k'"),
         ([base, tmp_path / "full", "--format", "gguf"], "exists and is not an empty directory"),
         ([base, tmp_path / "file.gguf", "--format", "gguf"], "exists and is not an empty directory"),
         ([base, tmp_path / "new.gguf", "--format", "gguf"], "is the directory to hold model.gguf"),

@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,11 +47,15 @@ def test_a_byte_vocabulary_has_the_empty_merges_list_llama_cpp_requires(tmp_path
 
 def test_the_script_refuses_bad_input_in_one_line(base, mla_run, tmp_path, capsys, monkeypatch):
     main = check.main
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "convert_hf_to_gguf.py").touch()  # a llama.cpp tree, as far as the check looks
     for argv, message in (([str(base), "--new", "0"], "--new must be >= 1"),
                           ([str(mla_run)], "GGUF architectures can hold"),
                           ([str(base), "--text", str(tmp_path / "no.txt")], "no such file"),
                           ([str(base), "--new", "17"], "at most 16 fit after 16 prompt tokens"),
-                          ([str(base), "--convert", str(tmp_path)], "no convert_hf_to_gguf.py there")):
+                          ([str(base), "--convert", str(tmp_path)], "no convert_hf_to_gguf.py there"),
+                          ([str(base), "--convert", str(tmp_path / "tree"), "--gguf_type", "q4_0"],
+                           "--gguf_type q4_0 with --convert: llama.cpp's converter writes f32, f16, bf16, q8_0")):
         assert run_cli(main, argv) == 2 and message in error_line(capsys.readouterr().err)
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # an import of it fails
     assert run_cli(main, [str(base)]) == 2
@@ -127,6 +132,30 @@ def test_llama_cpp_computes_our_logits_and_greedy_tokens(family, tmp_path):
     found = check.compare(model, get_tokenizer("byte"), check.load_llama(path, 32, no_repack=True), TEXT, 16)
     assert found["same_ids"] and found["same_greedy"] and found["same_argmax"] == 1.0
     assert found["max_diff"] < ATOL[family] and found["logit_std"] > 1.0
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("gguf_type", ["f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen3_moe"])
+def test_each_type_holds_the_bytes_llama_quantize_writes(family, gguf_type, tmp_path):
+    """Our file of a type against llama.cpp's own quantizer (llama-quantize --pure) run on our f32
+    file: every tensor has the same type and the same bytes, gpt2's ffn_down kept in f16 (rows of
+    72) and the router in f32 included."""
+    import llama_cpp
+    from gguf import GGUFReader
+
+    model = random_model(family)
+    source = write_gguf(model, get_tokenizer("byte"), tmp_path / "f32", gguf_type="f32").path
+    ours = write_gguf(model, get_tokenizer("byte"), tmp_path / "ours", gguf_type=gguf_type).path
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.pure = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{gguf_type.upper()}"), True
+    assert llama_cpp.llama_model_quantize(str(source).encode(), str(tmp_path / "theirs.gguf").encode(), params) == 0
+    theirs = {t.name: t for t in GGUFReader(tmp_path / "theirs.gguf").tensors}
+    mine = GGUFReader(ours).tensors
+    assert sorted(t.name for t in mine) == sorted(theirs)
+    for t in mine:
+        assert t.tensor_type == theirs[t.name].tensor_type and np.array_equal(t.data, theirs[t.name].data), t.name
+    assert {t.tensor_type.name for t in mine} >= {gguf_type.upper()}
 
 
 @needs_llama_cpp

@@ -1,5 +1,5 @@
 """`python -m train.export RUN_DIR OUT_DIR [--format hf|gguf] [--family auto|gpt2|llama|...]
-[--dtype fp32|bf16|fp16] [--gguf_type f32|f16|q8_0] [--step N]`
+[--dtype fp32|bf16|fp16] [--gguf_type f32|f16|bf16|q8_0|q5_1|q5_0|q4_1|q4_0] [--step N]`
 
 --format hf (the default) writes a training run's model as a Hugging Face directory (config.json,
 model.safetensors, generation_config.json and the tokenizer files) that loads with no extra arguments:
@@ -26,8 +26,9 @@ below. When none can, the error names, per family, the settings that block it.
 qwen3_5_moe_text, gemma2, gemma3_text, and gpt_neox, mixtral, deepseek_v3, deepseek_v32, gpt_oss,
 olmo2, olmo3 and qwen3_next (llama.cpp only; llama too when it has biases), the tokenizer inside.
 --gguf_type f16 (the default, as llama.cpp's converter) stores matrices in fp16 and norms and biases
-in fp32; f32 stores everything in fp32; q8_0 quantizes the matrices whose rows are a multiple of 32
-long and names the others (kept in fp16). The command prints how to load the file, e.g.
+in fp32; f32 stores everything in fp32, bf16 the matrices in bf16; q8_0, q5_1, q5_0, q4_1 and q4_0
+quantize the matrices whose rows are a multiple of 32 long and name the others (kept in fp16). The
+command prints how to load the file, e.g.
 
     AutoModelForCausalLM.from_pretrained(OUT_DIR, gguf_file="model.gguf")
 

@@ -9,9 +9,13 @@ empty merge list (llama.cpp's BPE loader requires the key; GGUFWriter refuses an
 `_writer_class` writes it). <|endoftext|> is the bos, eos and pad token.
 scripts/gguf_llama_cpp.py runs a run's file in llama.cpp beside our model.
 
---gguf_type: f32 keeps every tensor in fp32; f16 stores matrices in fp16 and keeps 1-D tensors
-(norms, biases) in fp32, as llama.cpp's converter does; q8_0 quantizes matrices whose rows are a
-multiple of 32 long (`gguf.quants.quantize`), stores the others in fp16 and says which. Like
+--gguf_type: f32 keeps every tensor in fp32; f16 and bf16 store matrices in that type and keep 1-D
+tensors (norms, biases) in fp32, as llama.cpp's converter does. q8_0, q5_1, q5_0, q4_1 and q4_0
+quantize the matrices whose rows are a multiple of 32 long (`gguf.quants.quantize`), store the others
+in fp16 and say which. q8_0 is the one quantized type llama.cpp's converter writes. Every type's
+tensors are, byte for byte, what llama.cpp's llama-quantize --pure writes from our f32 file (every
+matrix in the type, token embeddings and output too; without --pure it keeps the output matrix at
+q6_k, which `gguf` cannot write: quantize an f16 file with llama-quantize for that). Like
 llama.cpp, the router (`ffn_gate_inp`), GPT-2's position table and Gated DeltaNet's convolution stay
 fp32 in every type.
 
@@ -40,9 +44,12 @@ from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
 from .post.chat_format import SPECIAL, ChatFormat
 from .tokenizer import EOT_TEXT
 
-FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}  # --gguf_type -> general.file_type
+# --gguf_type -> (general.file_type, the matrices' ggml type); a quantized type's block is 32 values,
+# and a row must be a multiple of it
+FILE_TYPES = {"f32": ("ALL_F32", "F32"), "f16": ("MOSTLY_F16", "F16"), "bf16": ("MOSTLY_BF16", "BF16"),
+              "q8_0": ("MOSTLY_Q8_0", "Q8_0"), "q5_1": ("MOSTLY_Q5_1", "Q5_1"), "q5_0": ("MOSTLY_Q5_0", "Q5_0"),
+              "q4_1": ("MOSTLY_Q4_1", "Q4_1"), "q4_0": ("MOSTLY_Q4_0", "Q4_0")}
 FILE_NAME = "model.gguf"
-Q8_0_BLOCK = 32  # values per q8_0 block: a row must be a multiple of it
 ALWAYS_F32 = ("ffn_gate_inp", "position_embd", "ssm_conv1d")  # kept in fp32 whatever the type, as llama.cpp does
 
 
@@ -118,14 +125,16 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
 
 def stored(name: str, array: np.ndarray, gguf_type: str):
     """(data, ggml type) of one tensor, as --gguf_type says (the module docstring)."""
+    from gguf import GGML_QUANT_SIZES
     from gguf import GGMLQuantizationType as Q
     from gguf.quants import quantize
 
-    if gguf_type == "f32" or array.ndim < 2 or any(key in name for key in ALWAYS_F32):
+    qtype = Q[FILE_TYPES[gguf_type][1]]
+    if qtype == Q.F32 or array.ndim < 2 or any(key in name for key in ALWAYS_F32):
         return array, Q.F32
-    if gguf_type == "q8_0" and array.shape[-1] % Q8_0_BLOCK == 0:
-        return quantize(array, Q.Q8_0), Q.Q8_0
-    return quantize(array, Q.F16), Q.F16
+    if array.shape[-1] % GGML_QUANT_SIZES[qtype][0]:  # values per block
+        qtype = Q.F16
+    return quantize(array, qtype), qtype
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -183,7 +192,7 @@ class GGUFExport:
     path: Path  # OUT/model.gguf
     family: str  # HF model_type; ARCHS[family] is its GGUF architecture
     gguf_type: str
-    not_quantized: list[str]  # q8_0: matrices kept in f16 (rows not a multiple of 32)
+    not_quantized: list[str]  # a quantized type: matrices kept in f16 (rows not a multiple of 32)
     unreadable: str  # why transformers' GGUF reader cannot build the model; "" when it can
     load_kwargs: dict[str, object] | None  # HF config fields that reader does not take from the file;
     # None when it cannot build the model
@@ -201,7 +210,8 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
     family = choose_gguf_family(cfg, family)
     tensors = gguf_tensors(to_hf(model, family, bos_token_id=tok.eot, eos_token_id=tok.eot), family, cfg)
     encoded = {name: stored(name, array, gguf_type) for name, array in tensors.items()}
-    not_quantized = [n for n, (_, q) in encoded.items() if gguf_type == "q8_0" and q == gguf.GGMLQuantizationType.F16]
+    kind = FILE_TYPES[gguf_type][1]
+    not_quantized = [n for n, (_, q) in encoded.items() if q.name == "F16" and kind != "F16"]
 
     out = Path(out_dir)
     parent = make_dir(out.absolute().parent, f"OUT_DIR {out}")
@@ -211,7 +221,7 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
         arch = ARCHS[family]
         w = _writer_class()(staging / FILE_NAME, arch.name or gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.arch]])
         w.add_name("gpt-ladder")
-        w.add_file_type(gguf.LlamaFileType[FILE_TYPES[gguf_type]])
+        w.add_file_type(gguf.LlamaFileType[FILE_TYPES[gguf_type][0]])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         arch.hparams(w, cfg)
         tokenizer_metadata(w, tok, cfg.vocab_size, chat)
