@@ -307,6 +307,9 @@ def test_wsd_schedule_decays_linearly_over_its_last_fraction():
     assert [lr_at(s, cfg, 24) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert all(lr_at(s, cfg, 24) == 1.0 for s in range(3, 18))
     assert [lr_at(s, cfg, 24) for s in range(18, 26)] == pytest.approx([0.85, 0.7, 0.55, 0.4, 0.25, 0.1, 0.1, 0.1])
+    # 0.3 of 26 steps is 7.8: the nearest whole number of steps, 8, decays, from step 18 on
+    cfg = dataclasses.replace(cfg, decay_fraction=0.3)
+    assert lr_at(17, cfg, 26) == 1.0 and lr_at(18, cfg, 26) == pytest.approx(1 - 0.9 / 8)
 
 
 def test_resume_is_bit_exact_with_muon(tmp_path, corpus):
