@@ -130,6 +130,18 @@ def test_two_ranks_match_one_process_with_accumulation(two_ranks, baseline):
 
 
 @pytest.mark.slow
+def test_two_ranks_accumulating_match_one_process_with_their_product(tmp_path, corpus, one_thread):
+    """2 DDP ranks x grad_accum 2 read the global micro-batches rank * 2 + m, which one process with
+    grad_accum 4 reads in turn, and all-reduce the gradients once, after the last micro-batch."""
+    one = Trainer(make(tmp_path, corpus, "one", *EXACT, "--train.batch_size=1", "--train.grad_accum=4"))
+    one.fit()
+    out = tmp_path / "two"
+    launch(2, [*TINY, *corpus, *EXACT, "--train.batch_size=1", "--train.grad_accum=2", "--train.parallel=ddp",
+               f"--train.out_dir={out}"])
+    assert_same_losses(metrics(out), metrics(one.out_dir))
+
+
+@pytest.mark.slow
 def test_checkpoint_of_two_ranks_resumes_on_one(two_ranks, baseline, tmp_path, corpus, one_thread):
     """N -> 1: the step-2 checkpoint of 2 ranks (DDP or FSDP2) resumes in one process with
     grad_accum 2 and reproduces the straight run's steps 3 and 4."""

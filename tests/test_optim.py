@@ -312,6 +312,24 @@ def test_wsd_schedule_decays_linearly_over_its_last_fraction():
     assert lr_at(17, cfg, 26) == 1.0 and lr_at(18, cfg, 26) == pytest.approx(1 - 0.9 / 8)
 
 
+@pytest.mark.parametrize("clip", [0.01, 0.0])
+def test_the_optimizer_steps_on_gradients_clipped_to_grad_clip(tmp_path, corpus, monkeypatch, clip):
+    """The logged grad_norm is the norm before clipping; the optimizer sees the gradients scaled to
+    optim.grad_clip when they are longer (0: never)."""
+    trainer = Trainer(make(tmp_path, corpus, "run", f"--optim.grad_clip={clip}", "--train.max_steps=1"))
+    seen, step = [], trainer.optimizer.step
+
+    def spy(*args, **kwargs):
+        seen.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.params])).item())
+        return step(*args, **kwargs)
+    monkeypatch.setattr(trainer.optimizer, "step", spy)
+    record = trainer.train_step()
+    assert record["grad_norm"] > 0.1
+    assert seen == [pytest.approx(clip or record["grad_norm"], rel=1e-4)]
+    # the first step takes the schedule's first learning rate
+    assert record["lr"] == lr_at(0, trainer.cfg.optim, 1) != lr_at(1, trainer.cfg.optim, 1)
+
+
 def test_resume_is_bit_exact_with_muon(tmp_path, corpus):
     muon = ["--optim.name=muon", "--train.eval_interval=4"]
     straight = Trainer(make(tmp_path, corpus, "a", "--train.max_steps=8", *muon))
