@@ -383,10 +383,10 @@ def quantized_matrices(cfg: ModelConfig) -> list[Matrix]:
 
 
 def _quantized_matrix_bytes(fan_in: int, fan_out: int, kind: str, group_size: int, dtype_bytes: int) -> float:
-    """int8: codes and one scale per output; int4: outputs padded to 64 for the CPU packing
+    """int8 and w8a8: codes and one scale per output; int4: outputs padded to 64 for the CPU packing
     (model/inference/quantize.py PAD_ROWS), codes and a scale and zero per group of `group_size`
     inputs of each output."""
-    if kind == "int8":
+    if kind != "int4":
         return fan_in * fan_out + fan_out * dtype_bytes
     rows = -(-fan_out // 64) * 64
     return rows * fan_in / 2 + rows * (fan_in // group_size) * 2 * dtype_bytes
@@ -394,7 +394,7 @@ def _quantized_matrix_bytes(fan_in: int, fan_out: int, kind: str, group_size: in
 
 def weight_bytes(cfg: ModelConfig, quantize: str | None = None, group_size: int = 128, dtype_bytes: int = 4) -> float:
     """Bytes of `GPT(cfg)`'s weights, a tied table counted once: every parameter in the compute
-    dtype, or with `quantize` ("int8" | "int4") the `quantized_matrices` as codes plus their scales
+    dtype, or with `quantize` ("int8" | "int4" | "w8a8") the `quantized_matrices` as codes plus their scales
     (biases and everything else stay in the compute dtype). Equals the bytes of the parameters and
     buffers of `quantize(GPT(cfg), ...)`, the router's fp32 expert bias aside (tests/test_quantize.py)."""
     total = param_count(cfg) * dtype_bytes

@@ -24,7 +24,7 @@ Options:
   --new_tokens N      timed new tokens with the cache (default 32); --nocache_tokens N without (8)
   --kv_dtype D        int8 | int4 (the quantized cache of GPT.generate; default: the compute dtype)
   --compile           pass compile=True to GPT.generate (static cache + CUDA graphs where built)
-  --quantize Q        int8 | int4: weight-only quantization (model/inference/quantize.py; --group_size N for
+  --quantize Q        int8 | int4 | w8a8: quantization (model/inference/quantize.py; --group_size N for
                       int4, default 128), applied to the target and the draft
   --draft RUN_DIR     speculative decoding with this draft (--n_draft K, default 4): acceptance
                       rate, tokens per target forward and speed-up over plain cached decoding (the

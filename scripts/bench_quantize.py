@@ -1,7 +1,7 @@
-"""Weight-only quantization, measured: `python scripts/bench_quantize.py CONFIG_OR_RUN_DIR [options]`
+"""Quantization, measured: `python scripts/bench_quantize.py CONFIG_OR_RUN_DIR [options]`
 
-Builds the model (a run's newest checkpoint, or a config with random weights) three times: in the
-compute dtype, int8 and int4 (model/inference/quantize.py), and prints for each
+Builds the model (a run's newest checkpoint, or a config with random weights) four times: in the
+compute dtype, int8, int4 and w8a8 (model/inference/quantize.py), and prints for each
   weight bytes        model/accounting.py `weight_bytes`, and the ratio to the compute dtype
   val bpb             a run only: on the run's own validation batches (as `python -m train.eval`)
   decode tok/s        greedy cached decoding at batch 1 and 8 after a `--context`-token prompt, and

@@ -126,10 +126,11 @@ def check_sampling(args) -> None:
 
 
 def add_quantize_options(p) -> None:
-    """`--quantize int8|int4` and `--group_size N` on an argparse parser (sample, eval, bench_decode);
+    """`--quantize int8|int4|w8a8` and `--group_size N` on an argparse parser (sample, eval, bench_decode);
     `check_quantize_options` then checks the parsed pair."""
     p.add_argument("--quantize", default=None, choices=list(KINDS),
-                   help="weight-only quantization for decoding (model/inference/quantize.py; default: none)")
+                   help="quantization for decoding: int8 or int4 weights, or int8 weights and inputs "
+                        "(model/inference/quantize.py; default: none)")
     p.add_argument("--group_size", type=int, default=None,
                    help=f"int4: inputs sharing a scale and zero, one of {', '.join(map(str, GROUP_SIZES))} "
                         f"(default {GROUP_SIZE})")

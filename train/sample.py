@@ -9,7 +9,8 @@ unless --dtype says otherwise), or an int8/int4 cache (--kv_dtype), a static cac
 CUDA graphs (--compile), or speculative decoding with a smaller run of the same tokenizer as the
 draft (--draft RUN_DIR, --n_draft K; one sample at a time), or with the model's own multi-token-
 prediction modules (--draft mtp, model.mtp_depth >= 1). --quantize int8|int4 stores the weights
-(the draft's too) in 8 or 4 bits for decoding (model/inference/quantize.py; --group_size for int4). A flag the
+(the draft's too) in 8 or 4 bits for decoding, w8a8 also rounds each Linear's input rows to 8 bits
+(model/inference/quantize.py; --group_size for int4). A flag the
 model's layers cannot serve (--compile or --draft with Gated DeltaNet layers) is refused before
 any work, in one line (exit 2).
 The prompt and the new tokens together must fit the model's context (model.block_size), and the

@@ -9,5 +9,5 @@ cheaply. A token's way through decoding, in order:
     decoder.py       the static cache through torch.compile (CUDA graphs on a GPU)
     speculative.py   a draft proposes k tokens, the network verifies them in one forward
     mtp_draft.py     the network's own multi-token-prediction modules as that draft
-    quantize.py      int8/int4 weight-only quantization of the Linear layers
+    quantize.py      int8/int4 weights, or int8 weights and inputs (w8a8), of the Linear layers
 """

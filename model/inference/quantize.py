@@ -1,17 +1,24 @@
-"""Weight-only quantization for decoding: `quantize(model, "int8" | "int4", group_size)`.
+"""Quantization for decoding: `quantize(model, "int8" | "int4" | "w8a8", group_size)`.
 
 At batch 1 a decoding step reads every weight once and does two FLOPs per weight, so the bytes
 read bound its speed (gpt-fast; Frantar et al. 2022, GPTQ, arXiv:2210.17323, for the int4 format).
-Weights are stored in fewer bits and expanded inside the matmul; activations stay in the compute
-dtype, so nothing else in the model changes.
+int8 and int4 store the weights in fewer bits and expand them inside the matmul; activations stay
+in the compute dtype, so nothing else in the model changes. w8a8 stores int8's weights and also
+rounds each row of a Linear's input (each token) to int8 by its own max|x| / 127 when it arrives,
+so the matmul runs on integers, int8 x int8 -> int32, and the two scales follow (the vector-wise
+quantization of LLM.int8(), Dettmers et al. 2022, arXiv:2208.07339, without its fp16 outliers;
+llama.cpp's CPU kernels round activations to 8 bits too).
 
 | kind | storage                          | scales                                   |
 |------|----------------------------------|------------------------------------------|
 | int8 | int8, symmetric                  | one per output row: max|w| / 127          |
 | int4 | 4-bit, asymmetric, two per byte  | scale and zero per `group_size` inputs    |
+| w8a8 | int8's; inputs int8 per row      | int8's; per input row: max|x| / 127        |
 
 Every `nn.Linear` is quantized, the LM head included. A tied token embedding shares the head's
-quantized table (a lookup expands only the rows it reads). Left in the compute dtype: norms,
+quantized table (a lookup expands only the rows it reads). Under w8a8 the final norm's output, the
+head's input, is rounded as the head rounds it: the LM loss, which multiplies by the head's matrix
+itself (model/loss.py), then scores the logits decoding computes. Left in the compute dtype: norms,
 position embeddings, an untied token embedding (a lookup reads one row per token, never the table),
 the MoE router (fp32 by design) and experts (3-D weights, model/ffn/moe.py), convolutions, and any
 Linear a module lists in `keep_full_precision` (MLA's `kv_b_proj`, whose weight the absorbed decode
@@ -23,6 +30,9 @@ the one `_convert_weight_to_int4pack_for_cpu` makes, whose layout the tied looku
 other device the weights are expanded in the matmul's input (`F.linear(x, q.to(dtype)) * scale`,
 gpt-fast's form, which torch.compile fuses). On the CPU a matmul of several rows (a prompt, a batch)
 also takes the expanded weight: ATen's kernels are vectorised for AVX-512 only (docs/LOG.md).
+w8a8: `torch._int_mm` on the CPU (oneDNN's int8 GEMM, which makes it the one kind faster than fp32
+there, on a large enough model: docs/LOG.md); elsewhere the integer codes go through the compute
+dtype's matmul, which holds them exactly (GPU figures unmeasured).
 torchao is not a dependency: 0.18's int4 CPU layout needs an extra package or bf16, and PyTorch's
 own kernels cover both formats. Quantize after moving the model to the device it will decode on.
 """
@@ -33,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-KINDS = ("int8", "int4")
+KINDS = ("int8", "int4", "w8a8")
 GROUP_SIZES = (32, 64, 128, 256)  # those `_weight_int4pack_mm_for_cpu` takes
 GROUP_SIZE = 128  # int4's default
 PACKINGS = (32, 64)  # the int4 CPU packing interleaves rows in blocks of 32 (AVX2) or 64 (AVX-512)
@@ -84,7 +94,8 @@ def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch
 
 
 class Int8Linear(nn.Module):
-    """y = x W^T * scale (+ bias), W int8 per output row. Config: none (`quantize`)."""
+    """y = x W^T * scale (+ bias), W int8 per output row; x rounded to int8 per row first under
+    w8a8 (the kernel's). Config: none (`quantize`)."""
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, kernel: str):
         super().__init__()
@@ -182,7 +193,32 @@ def _int4_cpu(layer: Int4Linear, x):
                                                       layer.scale_zero.to(x.dtype))
 
 
-INT8_KERNELS = {"cpu": _int8_cpu, "expand": _int8_expand}
+def _int8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, K) -> int8 codes (M, K) and each row's scale (M, 1) in fp32: x ~= codes * scale."""
+    scale = x.float().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+    return torch.round(x.float() / scale).to(torch.int8), scale
+
+
+def _on_int8_grid(x: torch.Tensor) -> torch.Tensor:
+    """x with each row rounded as w8a8 rounds a Linear's input (the kernel's own rounding of it then
+    finds the same codes)."""
+    codes, scale = _int8_rows(x.reshape(-1, x.shape[-1]))
+    return (codes.float() * scale).to(x.dtype).view(x.shape)
+
+
+def _w8a8_cpu(x, weight, scale):
+    """x's rows and W in int8, multiplied exactly in int32 (`torch._int_mm`), then both scales."""
+    codes, row_scale = _int8_rows(x)
+    return (torch._int_mm(codes, weight.t()).float() * row_scale * scale).to(x.dtype)
+
+
+def _w8a8_expand(x, weight, scale):
+    """The same through the compute dtype's matmul (codes up to 127 are exact even in bf16)."""
+    codes, row_scale = _int8_rows(x)
+    return (F.linear(codes.to(x.dtype), weight.to(x.dtype)).float() * row_scale * scale).to(x.dtype)
+
+
+INT8_KERNELS = {"cpu": _int8_cpu, "expand": _int8_expand, "w8a8-cpu": _w8a8_cpu, "w8a8-expand": _w8a8_expand}
 INT4_KERNELS = {"cpu": _int4_cpu, "expand": _int4_expand}
 
 
@@ -209,9 +245,9 @@ def quantizable(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
 
 @torch.no_grad()
 def quantize(model: nn.Module, kind: str, group_size: int = GROUP_SIZE, kernel: str | None = None) -> nn.Module:
-    """Replace `model`'s Linears (module docstring) by `kind` ("int8" | "int4", groups of
-    `group_size` inputs) in place, for inference; returns the model. kernel: "cpu" or "expand"
-    (default: "cpu" for weights on the CPU, else "expand")."""
+    """Replace `model`'s Linears (module docstring) by `kind` ("int8" | "int4" | "w8a8"; int4 in
+    groups of `group_size` inputs) in place, for inference; returns the model. kernel: "cpu" or
+    "expand" (default: "cpu" for weights on the CPU, else "expand")."""
     layers = quantizable(model)
     for _, _, linear in layers:
         check_quantize(kind, group_size, linear.in_features)
@@ -221,11 +257,13 @@ def quantize(model: nn.Module, kind: str, group_size: int = GROUP_SIZE, kernel: 
     for parent, name, linear in layers:
         w, bias = linear.weight.detach(), linear.bias
         device_kernel = kernel or ("cpu" if w.device.type == "cpu" else "expand")
-        if kind == "int8":
-            new = Int8Linear(*quantize_int8(w), bias, device_kernel)
+        if kind != "int4":
+            new = Int8Linear(*quantize_int8(w), bias, device_kernel if kind == "int8" else f"w8a8-{device_kernel}")
         else:
             new = Int4Linear(*quantize_int4(w, group_size), bias, group_size, device_kernel)
         setattr(parent, name, new)
     if tied:
         model.transformer.wte = QuantizedEmbedding(model.lm_head, getattr(wte, "scale", None))
+    if kind == "w8a8" and type(lm_head) is nn.Linear:  # its inputs, rounded for the LM loss too (docstring)
+        model.transformer.ln_f.register_forward_hook(lambda _, __, out: _on_int8_grid(out))
     return model.eval()
