@@ -18,9 +18,9 @@ tokenizer, not the byte tokenizer.
 
 What to expect at f32 (docs/LOG.md): the decoders (llama, qwen3, mixtral, Qwen3.5, DeepSeek-V3,
 gpt-oss, OLMo 2/3, Qwen3-Next and their MoE forms) within about 2e-5 to 3e-4; gpt2 within about 2e-3 and Gemma
-within 1e-2, because ggml's CPU GELU reads a table indexed by the input rounded to fp16. At f16 and
-q8_0 llama.cpp also rounds the activations that meet the weights; its q4 and q5 kernels round them
-to 8 bits.
+within 1e-2, because ggml's CPU GELU reads a table indexed by the input rounded to fp16. At the
+other types llama.cpp also rounds the activations that meet the weights: to f16 or bf16 beside
+those weights, to 8 bits beside q8_0, q5 and q4 ones.
 """
 
 import argparse
