@@ -171,8 +171,9 @@ def test_quantized_cached_decode_equals_its_full_forward(path, kind):
     torch.testing.assert_close(got, want, atol=atol, rtol=1e-4)
 
 
-def test_quantized_model_composes_with_the_kv_cache_formats_and_speculation():
-    model = quantize(randomize_(GPT(tiny(n_embd=64)), std=0.05), "int8")
+@pytest.mark.parametrize("kind", ["int8", "w8a8"])
+def test_quantized_model_composes_with_the_kv_cache_formats_and_speculation(kind):
+    model = quantize(randomize_(GPT(tiny(n_embd=64)), std=0.05), kind)
     idx = tokens(8)
     plain = model.generate(idx, 12, temperature=0.0)
     assert torch.equal(model.generate(idx, 12, temperature=0.0, use_cache=False), plain)
