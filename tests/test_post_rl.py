@@ -245,6 +245,20 @@ def test_bad_post_settings_are_one_line_errors(tmp_path, capsys, cfg_file, args,
     assert code == 2 and message in error_line(err)
 
 
+def test_a_pair_is_the_prompt_and_both_answers_ended_and_both_must_fit(tmp_path, capsys, cfg_file):
+    data = write_pairs(tmp_path / "pairs.jsonl", n=10)
+    trainer = run(tmp_path / "dpo", "dpo", f"--post.data={data}", "--post.val_fraction=0.2", "--train.max_steps=1")
+    tok = trainer.method.tok
+    for p, c, r in zip(*trainer.method.pairs.draw(3, (1337, 0, 0, 0, 0))):
+        assert p[-1] == tok.chat.role_id["assistant"] and tok.decode(p).endswith(" ok?<|end|><|assistant|>")
+        assert (c, r) == (tok.encode("yes") + [tok.eot], tok.encode("no") + [tok.eot])
+    with data.open("a") as f:  # a rejected answer longer than the context, the chosen one short
+        f.write(json.dumps({"prompt": "x", "chosen": "y", "rejected": "n" * 40}) + "\n")
+    code, _, err = cli(capsys, cfg_file, *TINY, "--post.method=dpo", f"--post.data={data}", "--post.val_fraction=0.2",
+                       "--train.max_steps=1", "--train.out_dir=" + str(tmp_path / "x"))
+    assert code == 2 and "1 train pairs exceed model.block_size=32 tokens" in error_line(err)
+
+
 def test_a_bad_pairs_line_names_its_file_and_line(tmp_path, capsys, cfg_file):
     data = write_pairs(tmp_path / "pairs.jsonl", n=3)
     with data.open("a") as f:
