@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU figures of the decode benchmark in one go: GPT-2 124M shape (random weights), batch 1 and 8,
 # 512 tokens of context: eager cached decode, the no-cache reference and HF GPT2LMHeadModel.generate
-# on the same weights, then the compiled decode (GPT.generate(..., compile=True)), then int8 and int4
-# weights (scripts/bench_quantize.py), then speculative decoding when a target and a draft run are given. Paste the tables into docs/LOG.md.
+# on the same weights, then the compiled decode (GPT.generate(..., compile=True)), then int8, int4 and
+# w8a8 (scripts/bench_quantize.py), then speculative decoding when a target and a draft run are given. Paste the tables into docs/LOG.md.
 #
 #   scripts/gpu_decode_check.sh                      # on a CUDA machine, from the repository root
 #   TARGET=runs/default DRAFT=runs/draft scripts/gpu_decode_check.sh   # + speculative (SPEC_NEW=64 new tokens;
@@ -38,7 +38,7 @@ if [ "$COMPILE" = 1 ]; then
     $PY scripts/bench_decode.py "$CONFIG" --compile "${common[@]}"
 fi
 if [ "${QUANT:-1}" = 1 ]; then
-    echo "## weight-only int8 / int4 against the compute dtype, interleaved ($CONFIG)"
+    echo "## int8 / int4 / w8a8 against the compute dtype, interleaved ($CONFIG)"
     # the config's own weights, random; QUANT=0 skips this section
     $PY scripts/bench_quantize.py "$CONFIG" --device "$DEVICE" --dtype "$DTYPE" --context "$CONTEXT" \
         --new_tokens "${QUANT_NEW:-32}" --group_size "${QUANT_GROUP:-128}" --rounds "$REPEAT" --kv_dtype int8 $EXTRA
