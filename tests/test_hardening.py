@@ -336,6 +336,17 @@ def test_cuda_out_of_memory_suggests_smaller_micro_batch(tmp_path, corpus, cfg_f
                                "(the same tokens per step in smaller micro-batches)")
 
 
+def test_oom_advice_splits_by_the_smallest_factor_and_only_a_cpu_run_warns_of_threads():
+    from train.guard import oom_message, thread_warning
+
+    assert "try --train.batch_size=1 --train.grad_accum=6 (" in oom_message(3, 2, "cuda")  # 3 x 2 = 1 x 6
+    assert "try --train.batch_size=3 --train.grad_accum=3 (" in oom_message(9, 1, "cuda")
+    assert "train.batch_size is already 1" in oom_message(1, 4, "cuda")
+    other = torch.get_num_threads() + 1  # a checkpoint written with another thread count
+    assert f"written with {other} CPU threads" in thread_warning(Path("step_00000003"), other, torch.device("cpu"))
+    assert thread_warning(Path("step_00000003"), other, torch.device("cuda")) is None  # GPU sums: no threads
+
+
 # ---------------------------------------------------------------------------------------------
 # presets
 
