@@ -402,6 +402,8 @@ def test_glob_ids_are_relative_to_the_part_before_the_first_wildcard(tmp_path):
     root = write_corpus(tmp_path / "corpus", {"x/d1.txt": "1\n", "y/d2.txt": "2\n", "z.md": "3\n"})
     files, _, _ = resolve_source(config(tmp_path, root / "*" / "d*.txt"))
     assert [doc_id for doc_id, _ in files] == ["x/d1.txt", "y/d2.txt"]
+    files, _, _ = resolve_source(config(tmp_path, root / "[xy]" / "d*.txt"))  # a bracket is a wildcard too
+    assert [doc_id for doc_id, _ in files] == ["x/d1.txt", "y/d2.txt"]
 
 
 def test_a_utf8_file_with_nul_bytes_is_skipped_as_binary(tmp_path):
