@@ -195,8 +195,9 @@ def _int4_cpu(layer: Int4Linear, x):
 
 def _int8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, K) -> int8 codes (M, K) and each row's scale (M, 1) in fp32: x ~= codes * scale."""
-    scale = x.float().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
-    return torch.round(x.float() / scale).to(torch.int8), scale
+    x = x.float()  # one copy for a bf16 or fp16 input, none for fp32
+    scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+    return torch.round(x / scale).to(torch.int8), scale
 
 
 def _on_int8_grid(x: torch.Tensor) -> torch.Tensor:
