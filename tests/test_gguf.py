@@ -17,6 +17,7 @@ from train import export
 from train.config import ConfigError, load_config
 from train.gguf_archs import ARCHS, _sections
 from train.gguf_export import FILE_NAME, choose_gguf_family, write_gguf
+from train.gguf_kquants import quantize_k
 from train.run import load_run
 from train.sample import sample
 from train.tokenizer import get_tokenizer
@@ -64,6 +65,15 @@ F32_ALSO = [("qwen3_5_text", dataclasses.replace(MODELS["qwen3_5_text"], deltane
              dataclasses.replace(MODELS["qwen3_5_moe_text"], deltanet=WIDE_DELTANET, moe=TWO_SHARED))]
 
 
+K_FALLBACK = {"q6_k": "q8_0", "q5_k": "q5_1", "q4_k": "q5_0"}  # llama.cpp's, for rows no multiple of 256
+
+
+def wide(family: str) -> ModelConfig:
+    """MODELS[family] 256 wide: rows of 256 for a k-quant, the narrower ones (ffn_down: 72, 96, 64
+    per expert) for its fallback."""
+    return dataclasses.replace(MODELS[family], n_embd=256, head_dim=64)
+
+
 def random_model(family: str, seed: int = 1, cfg: ModelConfig | None = None) -> GPT:
     """Every weight random, norms included (a norm left at 1 would hide a missing copy)."""
     return randomize_(GPT(cfg or MODELS[family]), seed, ones="vectors")
@@ -102,7 +112,9 @@ def assert_same_function(ours: GPT, hf, atol: float = 1e-5) -> float:
 @torch.no_grad()
 def rounded_as_stored(model: GPT, gguf_type: str) -> GPT:
     """`model` with each matrix rounded as the file stores it, by gguf's own quantize and dequantize:
-    f16 or bf16; a quantized type (q8_0, q4_0, ...) for rows a multiple of 32 long, else f16; 1-D
+    f16 or bf16; a quantized type (q8_0, q4_0, ...) for rows a multiple of 32 long, else f16; a
+    k-quant (ours, which test_gguf_kquants checks against llama.cpp's) for rows a multiple of 256, else
+    llama.cpp's fallback (K_FALLBACK); 1-D
     tensors, the position table, the routers
     (the shared expert's gate too) and Gated DeltaNet's convolution stay fp32. The DeltaNet's
     out_proj is rounded in blocks of 32 of llama.cpp's column order: the value heads of one key head
@@ -114,11 +126,14 @@ def rounded_as_stored(model: GPT, gguf_type: str) -> GPT:
     out = copy.deepcopy(model)
     for name, p in out.named_parameters():
         if p.ndim >= 2 and not name.endswith(("wpe.weight", "router.weight", "conv1d.weight", "shared.gate.weight")):
-            qtype = Q.F16 if gguf_type.startswith("q") and p.shape[-1] % 32 else Q[gguf_type.upper()]
+            kind = K_FALLBACK[gguf_type] if gguf_type in K_FALLBACK and p.shape[-1] % 256 else gguf_type
+            qtype = Q.F16 if kind.startswith("q") and p.shape[-1] % 32 else Q[kind.upper()]
             order = torch.arange(p.shape[-1])
             if name.endswith("attn.out_proj.weight") and model.config.linear_attention != "none":  # DeltaNet's
                 order = order.view(d.n_head, -1, d.v_head_dim).transpose(0, 1).reshape(-1)
-            stored = torch.from_numpy(dequantize(quantize(p[..., order].numpy(), qtype), qtype)).view(p.shape)
+            values = p[..., order].numpy()
+            data = quantize_k(values, qtype.name) if kind in K_FALLBACK else quantize(values, qtype)
+            stored = torch.from_numpy(dequantize(data, qtype)).view(p.shape)
             p[..., order] = stored
     return out
 
@@ -151,10 +166,11 @@ def test_f16_and_q8_0_hold_our_weights_rounded_to_their_type(family, gguf_type, 
         assert (kind == "F32") if keep_f32 else (kind in ("F16", "Q8_0")), name
     quantized = {n for n, kind in types.items() if kind == "Q8_0"}
     if gguf_type == "f16":
-        assert not quantized and not done.not_quantized
+        assert not quantized and not done.fallback
     else:  # only gpt2's ffn_down rows (72) are not a multiple of 32
-        assert done.not_quantized == (["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"] if family == "gpt2" else [])
-        assert quantized and all(types[n] == "F16" for n in done.not_quantized)
+        kept = ["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"] if family == "gpt2" else []
+        assert done.fallback == dict.fromkeys(kept, "f16")
+        assert quantized and all(types[n] == "F16" for n in done.fallback)
     hf = load_gguf(tmp_path / "out", family)
     assert_same_function(rounded_as_stored(ours, gguf_type), hf)
     if gguf_type == "f16":  # Qwen3.5's DeltaNet moves more: 0.17, and 0.31 with experts, on this seed;
@@ -312,12 +328,39 @@ def test_bf16_and_the_4_and_5_bit_types_hold_our_weights_rounded_to_their_type(f
     done = write_gguf(ours, get_tokenizer("byte"), tmp_path / "out", gguf_type=gguf_type)
     types = tensor_types(done.path)
     kept = ["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"] if family == "gpt2" and gguf_type != "bf16" else []
-    assert done.not_quantized == kept
+    assert done.fallback == dict.fromkeys(kept, "f16")
     matrices = {n for n, kind in types.items() if kind != "F32"}
     assert {"token_embd.weight", "blk.0.attn_output.weight"} <= matrices
     assert {types[n] for n in matrices - set(kept)} == {gguf_type.upper()}
     file_type = GGUFReader(done.path).fields["general.file_type"]
     assert LlamaFileType(int(file_type.parts[file_type.data[0]][0])).name == f"MOSTLY_{gguf_type.upper()}"
+    assert_same_function(rounded_as_stored(ours, gguf_type), load_gguf(tmp_path / "out", family))
+
+
+@pytest.mark.parametrize("gguf_type", list(K_FALLBACK))
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen3_moe"])
+def test_k_quants_hold_rows_of_256_and_keep_the_others_in_llama_cpps_fallback(family, gguf_type, tmp_path):
+    """q6_k, q5_k and q4_k on models 256 wide: each matrix whose rows are a multiple of 256 in the
+    k-quant, the others in q8_0, q5_1 or q5_0 (gpt2's ffn_down, rows of 72, in f16), named as such;
+    the file's general.file_type is llama.cpp's for the type, and transformers reads our weights
+    rounded as stored."""
+    from gguf import GGUFReader, LlamaFileType
+
+    ours = random_model(family, cfg=wide(family))
+    done = write_gguf(ours, get_tokenizer("byte"), tmp_path / "out", gguf_type=gguf_type)
+    reader = GGUFReader(done.path)
+    expected = {}
+    for t in reader.tensors:
+        if t.tensor_type.name != "F32":
+            rows = int(t.shape[0])  # ggml's ne[0]: a row's length
+            expected[t.name] = gguf_type if rows % 256 == 0 else K_FALLBACK[gguf_type] if rows % 32 == 0 else "f16"
+    assert {t.name: t.tensor_type.name.lower() for t in reader.tensors if t.name in expected} == expected
+    assert done.fallback == {n: kind for n, kind in expected.items() if kind != gguf_type}
+    assert {"token_embd.weight", "blk.0.attn_output.weight"} <= {n for n, kind in expected.items() if kind == gguf_type}
+    assert "blk.0.ffn_down" in " ".join(done.fallback)
+    file_type = reader.fields["general.file_type"]
+    name = {"q6_k": "MOSTLY_Q6_K", "q5_k": "MOSTLY_Q5_K_S", "q4_k": "MOSTLY_Q4_K_S"}[gguf_type]
+    assert LlamaFileType(int(file_type.parts[file_type.data[0]][0])).name == name
     assert_same_function(rounded_as_stored(ours, gguf_type), load_gguf(tmp_path / "out", family))
 
 
@@ -364,7 +407,7 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(base, mla_run, tmp_pat
     cases = [
         ([base, tmp_path / "o", "--gguf_type", "f16"], "--gguf_type does not apply to --format hf"),
         ([base, tmp_path / "o", "--format", "gguf", "--dtype", "fp16"], "--dtype does not apply to --format gguf"),
-        ([base, tmp_path / "o", "--format", "gguf", "--gguf_type", "q4_k"], "invalid choice: 'q4_k'"),
+        ([base, tmp_path / "o", "--format", "gguf", "--gguf_type", "q3_k"], "invalid choice: 'q3_k'"),
         ([base, tmp_path / "full", "--format", "gguf"], "exists and is not an empty directory"),
         ([base, tmp_path / "file.gguf", "--format", "gguf"], "exists and is not an empty directory"),
         ([base, tmp_path / "new.gguf", "--format", "gguf"], "is the directory to hold model.gguf"),

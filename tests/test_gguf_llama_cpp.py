@@ -16,12 +16,12 @@ import torch
 from model import GPT
 from model.hf import to_hf
 from model.config import MLAConfig, ModelConfig, MoEConfig, RopeConfig
-from test_gguf import LLAMA, MODELS, SIZES, mla_run  # noqa: F401 (a fixture)
+from test_gguf import LLAMA, MODELS, SIZES, mla_run, wide  # noqa: F401 (a fixture)
 from tiny_run import GPT2_RANKS, TINY, error_line, load_script, needs_gpt2_ranks, randomize_
 from train import export
 from train.cli import run_cli
 from train.config import ConfigError, load_config
-from train.gguf_export import choose_gguf_family, write_gguf
+from train.gguf_export import FILE_TYPES, choose_gguf_family, write_gguf
 from train.tokenizer import get_tokenizer
 from train.trainer import Trainer
 
@@ -120,8 +120,8 @@ def file_tensors(path: Path) -> dict[str, torch.Tensor]:
     return {t.name: torch.from_numpy(t.data.copy()) for t in GGUFReader(path).tensors}
 
 
-def random_model(family: str) -> GPT:
-    return randomize_(GPT(ALL[family]), 1, ones="vectors")
+def random_model(family: str, cfg: ModelConfig | None = None) -> GPT:
+    return randomize_(GPT(cfg or ALL[family]), 1, ones="vectors")
 
 
 @needs_llama_cpp
@@ -135,27 +135,28 @@ def test_llama_cpp_computes_our_logits_and_greedy_tokens(family, tmp_path):
 
 
 @needs_llama_cpp
-@pytest.mark.parametrize("gguf_type", ["f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"])
+@pytest.mark.parametrize("gguf_type", [t for t in FILE_TYPES if t != "f32"])
 @pytest.mark.parametrize("family", ["gpt2", "llama", "qwen3_moe"])
 def test_each_type_holds_the_bytes_llama_quantize_writes(family, gguf_type, tmp_path):
     """Our file of a type against llama.cpp's own quantizer (llama-quantize --pure) run on our f32
     file: every tensor has the same type and the same bytes, gpt2's ffn_down kept in f16 (rows of
-    72) and the router in f32 included."""
+    72) and the router in f32 included. The k-quants' models are 256 wide, so that their rows of
+    256 take the k-quant and the narrower ones llama.cpp's fallback."""
     import llama_cpp
     from gguf import GGUFReader
 
-    model = random_model(family)
+    model = random_model(family, cfg=wide(family) if gguf_type.endswith("_k") else None)
     source = write_gguf(model, get_tokenizer("byte"), tmp_path / "f32", gguf_type="f32").path
     ours = write_gguf(model, get_tokenizer("byte"), tmp_path / "ours", gguf_type=gguf_type).path
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype, params.pure = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{gguf_type.upper()}"), True
+    params.ftype, params.pure = getattr(llama_cpp, f"LLAMA_FTYPE_{FILE_TYPES[gguf_type][0]}"), True
     assert llama_cpp.llama_model_quantize(str(source).encode(), str(tmp_path / "theirs.gguf").encode(), params) == 0
     theirs = {t.name: t for t in GGUFReader(tmp_path / "theirs.gguf").tensors}
     mine = GGUFReader(ours).tensors
     assert sorted(t.name for t in mine) == sorted(theirs)
     for t in mine:
         assert t.tensor_type == theirs[t.name].tensor_type and np.array_equal(t.data, theirs[t.name].data), t.name
-    assert {t.tensor_type.name for t in mine} >= {gguf_type.upper()}
+    assert {t.tensor_type.name for t in mine} >= {FILE_TYPES[gguf_type][1]}
 
 
 @needs_llama_cpp

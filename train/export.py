@@ -1,5 +1,5 @@
 """`python -m train.export RUN_DIR OUT_DIR [--format hf|gguf] [--family auto|gpt2|llama|...]
-[--dtype fp32|bf16|fp16] [--gguf_type f32|f16|bf16|q8_0|q5_1|q5_0|q4_1|q4_0] [--step N]`
+[--dtype fp32|bf16|fp16] [--gguf_type f32|f16|bf16|q8_0|q6_k|q5_k|q5_1|q5_0|q4_k|q4_1|q4_0] [--step N]`
 
 --format hf (the default) writes a training run's model as a Hugging Face directory (config.json,
 model.safetensors, generation_config.json and the tokenizer files) that loads with no extra arguments:
@@ -27,8 +27,9 @@ qwen3_5_moe_text, gemma2, gemma3_text, and gpt_neox, mixtral, deepseek_v3, deeps
 olmo2, olmo3 and qwen3_next (llama.cpp only; llama too when it has biases), the tokenizer inside.
 --gguf_type f16 (the default, as llama.cpp's converter) stores matrices in fp16 and norms and biases
 in fp32; f32 stores everything in fp32, bf16 the matrices in bf16; q8_0, q5_1, q5_0, q4_1 and q4_0
-quantize the matrices whose rows are a multiple of 32 long and name the others (kept in fp16). The
-command prints how to load the file, e.g.
+quantize the matrices whose rows are a multiple of 32 long and name the others (kept in fp16); the
+k-quants q6_k, q5_k and q4_k take rows a multiple of 256 and name the others (kept in q8_0, q5_1 or
+q5_0, as llama.cpp does). The command prints how to load the file, e.g.
 
     AutoModelForCausalLM.from_pretrained(OUT_DIR, gguf_file="model.gguf")
 
@@ -144,8 +145,10 @@ def _main_gguf(args: argparse.Namespace, out: Path) -> int:
     run = load_run(args.run_dir, args.step)
     tok = for_run(run.run_dir, args.tokenizer_path)
     done = write_gguf(run.model, tok, out, args.family, args.gguf_type or "f16", run.cfg.post.chat)
-    kept = sorted({re.sub(r"^blk\.\d+\.", "blk.*.", name) for name in done.not_quantized})
-    kept = f"; kept in f16, rows not a multiple of 32: {', '.join(kept)}" if kept else ""
+    kept = ""
+    for kind in sorted(set(done.fallback.values()), key=lambda t: (t == "f16", t)):
+        names = sorted({re.sub(r"^blk\.\d+\.", "blk.*.", n) for n, t in done.fallback.items() if t == kind})
+        kept += f"; kept in {kind}, rows not a multiple of {32 if kind == 'f16' else 256}: {', '.join(names)}"
     print(f"wrote {done.path} (GGUF {done.family}, {done.gguf_type}{kept}); ", end="")
     if done.load_kwargs is None:
         print(f"run it with llama.cpp ({done.unreadable})")

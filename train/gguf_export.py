@@ -12,12 +12,14 @@ scripts/gguf_llama_cpp.py runs a run's file in llama.cpp beside our model.
 --gguf_type: f32 keeps every tensor in fp32; f16 and bf16 store matrices in that type and keep 1-D
 tensors (norms, biases) in fp32, as llama.cpp's converter does. q8_0, q5_1, q5_0, q4_1 and q4_0
 quantize the matrices whose rows are a multiple of 32 long (`gguf.quants.quantize`), store the others
-in fp16 and say which. q8_0 is the one quantized type llama.cpp's converter writes. Every type's
-tensors are, byte for byte, what llama.cpp's llama-quantize --pure writes from our f32 file (every
-matrix in the type, token embeddings and output too; without --pure it keeps the output matrix at
-q6_k, which `gguf` cannot write: quantize an f16 file with llama-quantize for that). Like
-llama.cpp, the router (`ffn_gate_inp`), GPT-2's position table and Gated DeltaNet's convolution stay
-fp32 in every type.
+in fp16 and say which. The k-quants q6_k, q5_k and q4_k (train/gguf_kquants.py) take rows a multiple
+of 256 and keep the others in llama.cpp's fallback (q8_0, q5_1, q5_0; f16 below 32). q8_0 is the one
+quantized type llama.cpp's converter writes. Every type's tensors are, byte for byte, what
+llama.cpp's llama-quantize --pure writes from our f32 file (every matrix in the type, token
+embeddings and output too); without --pure, llama-quantize mixes types (its q4_k_m keeps the output
+and some value and down projections at q6_k): quantize an f16 file with llama-quantize for that.
+Like llama.cpp, the router (`ffn_gate_inp`), GPT-2's position table and Gated DeltaNet's convolution
+stay fp32 in every type.
 
 A model no architecture can hold is refused, naming the closest one and the settings that block it
 (`choose_gguf_family`). `GGUFExport.load_kwargs` holds the HF config fields transformers' reader
@@ -39,16 +41,19 @@ from model.hf import Unrepresentable, config_to_hf, to_hf
 
 from .errors import ConfigError, make_dir
 from .gguf_archs import ARCHS
+from .gguf_kquants import QUANTIZERS, quantize_k
 from .gguf_layouts import SPLITS
 from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
 from .post.chat_format import SPECIAL, ChatFormat
 from .tokenizer import EOT_TEXT
 
-# --gguf_type -> (general.file_type, the matrices' ggml type); a quantized type's block is 32 values,
-# and a row must be a multiple of it
+# --gguf_type -> (general.file_type, the matrices' ggml type); a quantized type's block is 32 values
+# (256 for a k-quant), and a row must be a multiple of it
 FILE_TYPES = {"f32": ("ALL_F32", "F32"), "f16": ("MOSTLY_F16", "F16"), "bf16": ("MOSTLY_BF16", "BF16"),
-              "q8_0": ("MOSTLY_Q8_0", "Q8_0"), "q5_1": ("MOSTLY_Q5_1", "Q5_1"), "q5_0": ("MOSTLY_Q5_0", "Q5_0"),
-              "q4_1": ("MOSTLY_Q4_1", "Q4_1"), "q4_0": ("MOSTLY_Q4_0", "Q4_0")}
+              "q8_0": ("MOSTLY_Q8_0", "Q8_0"), "q6_k": ("MOSTLY_Q6_K", "Q6_K"),
+              "q5_k": ("MOSTLY_Q5_K_S", "Q5_K"), "q5_1": ("MOSTLY_Q5_1", "Q5_1"), "q5_0": ("MOSTLY_Q5_0", "Q5_0"),
+              "q4_k": ("MOSTLY_Q4_K_S", "Q4_K"), "q4_1": ("MOSTLY_Q4_1", "Q4_1"), "q4_0": ("MOSTLY_Q4_0", "Q4_0")}
+FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0"}  # llama.cpp's, for rows not a multiple of 256
 FILE_NAME = "model.gguf"
 ALWAYS_F32 = ("ffn_gate_inp", "position_embd", "ssm_conv1d")  # kept in fp32 whatever the type, as llama.cpp does
 
@@ -132,8 +137,12 @@ def stored(name: str, array: np.ndarray, gguf_type: str):
     qtype = Q[FILE_TYPES[gguf_type][1]]
     if qtype == Q.F32 or array.ndim < 2 or any(key in name for key in ALWAYS_F32):
         return array, Q.F32
-    if array.shape[-1] % GGML_QUANT_SIZES[qtype][0]:  # values per block
+    if array.shape[-1] % GGML_QUANT_SIZES[qtype][0] and qtype.name in FALLBACK:  # values per block
+        qtype = Q[FALLBACK[qtype.name]]
+    if array.shape[-1] % GGML_QUANT_SIZES[qtype][0]:
         qtype = Q.F16
+    if qtype.name in QUANTIZERS:
+        return quantize_k(array, qtype.name), qtype
     return quantize(array, qtype), qtype
 
 
@@ -192,7 +201,8 @@ class GGUFExport:
     path: Path  # OUT/model.gguf
     family: str  # HF model_type; ARCHS[family] is its GGUF architecture
     gguf_type: str
-    not_quantized: list[str]  # a quantized type: matrices kept in f16 (rows not a multiple of 32)
+    fallback: dict[str, str]  # a quantized type: matrix -> the type it is kept in, as its rows are
+    # no multiple of the type's block: a k-quant's 32-block fallback (FALLBACK), else f16
     unreadable: str  # why transformers' GGUF reader cannot build the model; "" when it can
     load_kwargs: dict[str, object] | None  # HF config fields that reader does not take from the file;
     # None when it cannot build the model
@@ -211,7 +221,7 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
     tensors = gguf_tensors(to_hf(model, family, bos_token_id=tok.eot, eos_token_id=tok.eot), family, cfg)
     encoded = {name: stored(name, array, gguf_type) for name, array in tensors.items()}
     kind = FILE_TYPES[gguf_type][1]
-    not_quantized = [n for n, (_, q) in encoded.items() if q.name == "F16" and kind != "F16"]
+    fallback = {n: q.name.lower() for n, (_, q) in encoded.items() if q.name not in (kind, "F32")}
 
     out = Path(out_dir)
     parent = make_dir(out.absolute().parent, f"OUT_DIR {out}")
@@ -236,5 +246,5 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     unreadable = ARCHS[family].unreadable(cfg)
-    return GGUFExport(out / FILE_NAME, family, gguf_type, not_quantized, unreadable,
+    return GGUFExport(out / FILE_NAME, family, gguf_type, fallback, unreadable,
                       None if unreadable else ARCHS[family].unread(cfg))
