@@ -1,7 +1,7 @@
 """A run's GGUF export, run by llama.cpp (through llama-cpp-python) beside our model.
 
     pip install llama-cpp-python    # compiles llama.cpp: about 15 minutes on 2 cores
-    python scripts/gguf_llama_cpp.py RUN_DIR [--gguf_type f32|f16|bf16|q8_0|q6_k|q5_k|q5_1|q5_0|q4_k|q4_1|q4_0]
+    python scripts/gguf_llama_cpp.py RUN_DIR [--gguf_type TYPE (train.export's)]
         [--text FILE] [--new N] [--no_repack] [--convert LLAMA_CPP_DIR]
 
 The run is exported as train.export --format gguf writes it (into a temporary folder) and loaded

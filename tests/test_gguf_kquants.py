@@ -1,9 +1,11 @@
 """llama.cpp's k-quants (train/gguf_kquants.py): the bytes ggml's reference quantizer writes, checked
 against digests of llama.cpp's own output on rows built to trip a quantizer's search, decoded by the
 `gguf` package's independent dequantizer, and, where llama-cpp-python is installed, against ggml's
-quantize_row_q*_K_ref itself on random rows (tests/test_gguf_llama_cpp.py compares whole files)."""
+quantize_row_q*_K_ref itself on random rows (tests/test_gguf_llama_cpp.py compares whole files).
+Then the files: which matrices take a k-quant, its fallback or llama-quantize's mix."""
 
 import ctypes
+import dataclasses
 import hashlib
 import importlib.util
 from pathlib import Path
@@ -11,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_gguf import (K_FALLBACK, MODELS, assert_same_function, load_gguf, random_model, rounded_as_stored,
+                       tensor_types, wide)
+from train.gguf_export import write_gguf
 from train.gguf_kquants import BLOCK_BYTES, QK_K, quantize_k
+from train.tokenizer import get_tokenizer
 
 gguf = pytest.importorskip("gguf")
 KINDS = ["Q4_K", "Q5_K", "Q6_K"]
@@ -105,3 +111,61 @@ def test_each_k_quant_equals_ggml_on_random_rows(kind):
         y = np.where(rng.random(y.shape) < rng.random((256, 1)) * 0.3, 0, y).astype(np.float32)
         y[::7], y[1::11] = np.abs(y[::7]), y[1::11] ** 3
         assert np.array_equal(quantize_k(y, kind), theirs(y, kind))
+
+
+@pytest.mark.parametrize("gguf_type", list(K_FALLBACK))
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen3_moe"])
+def test_k_quants_hold_rows_of_256_and_keep_the_others_in_llama_cpps_fallback(family, gguf_type, tmp_path):
+    """q6_k, q5_k and q4_k on models 256 wide: each matrix whose rows are a multiple of 256 in the
+    k-quant, the others in q8_0, q5_1 or q5_0 (gpt2's ffn_down, rows of 72, in f16), named as such;
+    the file's general.file_type is llama.cpp's for the type, and transformers reads our weights
+    rounded as stored."""
+    from gguf import GGUFReader, LlamaFileType
+
+    ours = random_model(family, cfg=wide(MODELS[family]))
+    done = write_gguf(ours, get_tokenizer("byte"), tmp_path / "out", gguf_type=gguf_type)
+    reader = GGUFReader(done.path)
+    expected = {}
+    for t in reader.tensors:
+        if t.tensor_type.name != "F32":
+            rows = int(t.shape[0])  # ggml's ne[0]: a row's length
+            expected[t.name] = gguf_type if rows % 256 == 0 else K_FALLBACK[gguf_type] if rows % 32 == 0 else "f16"
+    assert {t.name: t.tensor_type.name.lower() for t in reader.tensors if t.name in expected} == expected
+    assert done.fallback == {n: kind for n, kind in expected.items() if kind != gguf_type}
+    assert {"token_embd.weight", "blk.0.attn_output.weight"} <= {n for n, kind in expected.items() if kind == gguf_type}
+    assert "blk.0.ffn_down" in " ".join(done.fallback)
+    file_type = reader.fields["general.file_type"]
+    name = {"q6_k": "MOSTLY_Q6_K", "q5_k": "MOSTLY_Q5_K_S", "q4_k": "MOSTLY_Q4_K_S"}[gguf_type]
+    assert LlamaFileType(int(file_type.parts[file_type.data[0]][0])).name == name
+    assert_same_function(rounded_as_stored(ours, gguf_type), load_gguf(tmp_path / "out", family))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3_moe"])
+@pytest.mark.parametrize("gguf_type", ["q4_k_m", "q5_k_m"])
+def test_a_k_mix_gives_more_bits_where_llama_quantize_does(family, gguf_type, tmp_path):
+    """The types llama-quantize 0.3.36 chose for q4_k_m and q5_k_m (test_gguf_llama_cpp compares
+    the bytes), on 12 layers 256 wide: the output matrix (gpt2's tied token embeddings) in q6_k, and
+    in layers 0, 3, 6, 9, 10 and 11 (counted in layer order, not by name) the value matrix (gpt2's
+    fused qkv) and ffn_down in q6_k, or q8_0
+    where q6_k's rows do not fit (llama's ffn_down of 96; gpt2's of 72 fit nothing but f16). With 8
+    experts the key and value matrices take q8_0 in every layer, and q4_k_m's attn_output q5_k."""
+    base = gguf_type[:4]
+    cfg = MODELS[family]
+    if cfg.moe.n_expert:
+        cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, n_expert=8))
+    done = write_gguf(random_model(family, cfg=wide(cfg, n_layer=12)), get_tokenizer("byte"), tmp_path / "out",
+                      gguf_type=gguf_type)
+    types = {name: kind.lower() for name, kind in tensor_types(done.path).items() if kind != "F32"}
+    more = {0, 3, 6, 9, 10, 11}
+    expected = dict.fromkeys(types, base) | {"output.weight" if family == "llama" else "token_embd.weight": "q6_k"}
+    for i in range(12):
+        down = "ffn_down_exps" if family == "qwen3_moe" else "ffn_down"
+        short = "f16" if family == "gpt2" else "q8_0" if i in more else K_FALLBACK[base]
+        expected[f"blk.{i}.{down}.weight"] = short
+        if family == "qwen3_moe":
+            expected |= {f"blk.{i}.attn_k.weight": "q8_0", f"blk.{i}.attn_v.weight": "q8_0"}
+            expected[f"blk.{i}.attn_output.weight"] = "q5_k" if gguf_type == "q4_k_m" else base
+        else:
+            expected[f"blk.{i}.attn_{'qkv' if family == 'gpt2' else 'v'}.weight"] = "q6_k" if i in more else base
+    assert types == expected
+    assert done.fallback == {name: kind for name, kind in expected.items() if ".ffn_down" in name}

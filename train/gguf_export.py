@@ -14,12 +14,13 @@ tensors (norms, biases) in fp32, as llama.cpp's converter does. q8_0, q5_1, q5_0
 quantize the matrices whose rows are a multiple of 32 long (`gguf.quants.quantize`), store the others
 in fp16 and say which. The k-quants q6_k, q5_k and q4_k (train/gguf_kquants.py) take rows a multiple
 of 256 and keep the others in llama.cpp's fallback (q8_0, q5_1, q5_0; f16 below 32). q8_0 is the one
-quantized type llama.cpp's converter writes. Every type's tensors are, byte for byte, what
-llama.cpp's llama-quantize --pure writes from our f32 file (every matrix in the type, token
-embeddings and output too); without --pure, llama-quantize mixes types (its q4_k_m keeps the output
-and some value and down projections at q6_k): quantize an f16 file with llama-quantize for that.
-Like llama.cpp, the router (`ffn_gate_inp`), GPT-2's position table and Gated DeltaNet's convolution
-stay fp32 in every type.
+quantized type llama.cpp's converter writes. q4_k_m and q5_k_m are llama-quantize's mixes: q6_k
+(q8_0 with 8 experts) for the output matrix and the value and down projections of some layers
+(`gguf_kquants.mixed`), q4_k or q5_k for the rest. Every type's tensors are, byte for byte, what
+llama.cpp's llama-quantize writes from our f32 file: with --pure (every matrix in the type, token
+embeddings and output too), and without it for the mixes. As there, only tensors named *weight
+with more than one row are quantized: norms, biases, the router (`ffn_gate_inp`), GPT-2's position
+table and Gated DeltaNet's convolution stay fp32 in every type.
 
 A model no architecture can hold is refused, naming the closest one and the settings that block it
 (`choose_gguf_family`). `GGUFExport.load_kwargs` holds the HF config fields transformers' reader
@@ -41,7 +42,7 @@ from model.hf import Unrepresentable, config_to_hf, to_hf
 
 from .errors import ConfigError, make_dir
 from .gguf_archs import ARCHS
-from .gguf_kquants import QUANTIZERS, quantize_k
+from .gguf_kquants import MIXES, QUANTIZERS, mixed, quantize_k
 from .gguf_layouts import SPLITS
 from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
 from .post.chat_format import SPECIAL, ChatFormat
@@ -50,9 +51,10 @@ from .tokenizer import EOT_TEXT
 # --gguf_type -> (general.file_type, the matrices' ggml type); a quantized type's block is 32 values
 # (256 for a k-quant), and a row must be a multiple of it
 FILE_TYPES = {"f32": ("ALL_F32", "F32"), "f16": ("MOSTLY_F16", "F16"), "bf16": ("MOSTLY_BF16", "BF16"),
-              "q8_0": ("MOSTLY_Q8_0", "Q8_0"), "q6_k": ("MOSTLY_Q6_K", "Q6_K"),
+              "q8_0": ("MOSTLY_Q8_0", "Q8_0"), "q6_k": ("MOSTLY_Q6_K", "Q6_K"), "q5_k_m": ("MOSTLY_Q5_K_M", "Q5_K"),
               "q5_k": ("MOSTLY_Q5_K_S", "Q5_K"), "q5_1": ("MOSTLY_Q5_1", "Q5_1"), "q5_0": ("MOSTLY_Q5_0", "Q5_0"),
-              "q4_k": ("MOSTLY_Q4_K_S", "Q4_K"), "q4_1": ("MOSTLY_Q4_1", "Q4_1"), "q4_0": ("MOSTLY_Q4_0", "Q4_0")}
+              "q4_k_m": ("MOSTLY_Q4_K_M", "Q4_K"), "q4_k": ("MOSTLY_Q4_K_S", "Q4_K"), "q4_1": ("MOSTLY_Q4_1", "Q4_1"),
+              "q4_0": ("MOSTLY_Q4_0", "Q4_0")}
 FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0"}  # llama.cpp's, for rows not a multiple of 256
 FILE_NAME = "model.gguf"
 ALWAYS_F32 = ("ffn_gate_inp", "position_embd", "ssm_conv1d")  # kept in fp32 whatever the type, as llama.cpp does
@@ -128,14 +130,28 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
     return out | {name: t.float().numpy() for name, t in arch.extra(cfg).items()}
 
 
-def stored(name: str, array: np.ndarray, gguf_type: str):
-    """(data, ggml type) of one tensor, as --gguf_type says (the module docstring)."""
+def intended_types(tensors: dict[str, np.ndarray], gguf_type: str, cfg: ModelConfig) -> dict[str, str]:
+    """Each tensor's ggml type as --gguf_type says (the module docstring), before a row too short
+    for it moves it to a fallback (`stored`)."""
+    kind = FILE_TYPES[gguf_type][1]
+    matrices = [name for name, array in tensors.items()  # as llama-quantize's tensor_allows_quantization
+                if kind != "F32" and name.endswith("weight") and "_norm.weight" not in name
+                and max(array.shape[:-1], default=1) > 1 and not any(key in name for key in ALWAYS_F32)]
+    types = dict.fromkeys(tensors, "F32") | dict.fromkeys(matrices, kind)
+    if gguf_type in MIXES:
+        types |= mixed(matrices, gguf_type, cfg.n_layer, cfg.moe.n_expert)
+    return types
+
+
+def stored(array: np.ndarray, kind: str):
+    """(data, ggml type) of one tensor meant for ggml type `kind`: a row no multiple of its block
+    takes a k-quant's FALLBACK, and f16 where even that does not fit."""
     from gguf import GGML_QUANT_SIZES
     from gguf import GGMLQuantizationType as Q
     from gguf.quants import quantize
 
-    qtype = Q[FILE_TYPES[gguf_type][1]]
-    if qtype == Q.F32 or array.ndim < 2 or any(key in name for key in ALWAYS_F32):
+    qtype = Q[kind]
+    if qtype == Q.F32:
         return array, Q.F32
     if array.shape[-1] % GGML_QUANT_SIZES[qtype][0] and qtype.name in FALLBACK:  # values per block
         qtype = Q[FALLBACK[qtype.name]]
@@ -219,9 +235,9 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
     cfg = model.config
     family = choose_gguf_family(cfg, family)
     tensors = gguf_tensors(to_hf(model, family, bos_token_id=tok.eot, eos_token_id=tok.eot), family, cfg)
-    encoded = {name: stored(name, array, gguf_type) for name, array in tensors.items()}
-    kind = FILE_TYPES[gguf_type][1]
-    fallback = {n: q.name.lower() for n, (_, q) in encoded.items() if q.name not in (kind, "F32")}
+    intended = intended_types(tensors, gguf_type, cfg)
+    encoded = {name: stored(array, intended[name]) for name, array in tensors.items()}
+    fallback = {n: q.name.lower() for n, (_, q) in encoded.items() if q.name != intended[n]}
 
     out = Path(out_dir)
     parent = make_dir(out.absolute().parent, f"OUT_DIR {out}")

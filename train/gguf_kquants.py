@@ -170,6 +170,45 @@ def q6_k(x: np.ndarray) -> np.ndarray:
 
 
 QUANTIZERS = {"Q4_K": q4_k, "Q5_K": q5_k, "Q6_K": q6_k}
+MIXES = {"q4_k_m": "Q4_K", "q5_k_m": "Q5_K"}  # llama.cpp's mixes -> their k-quant for the other matrices
+
+
+def more_bits(i: int, n: int) -> bool:
+    """llama.cpp's use_more_bits: the first and last eighth of n layers, and every third between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def mixed(names: list[str], mix: str, n_layer: int, n_expert: int) -> dict[str, str]:
+    """llama-quantize's q4_k_m or q5_k_m (llama_tensor_get_type) for the matrices `names` it
+    quantizes: the output matrix (the token embeddings if tied) in Q6_K; the value-like matrices
+    (attn_v, attn_qkv, attn_kv_b) and ffn_down of the layers `more_bits` picks in Q6_K; with 8
+    experts, value and key matrices in Q8_0 and q4_k_m's attn_output in Q5_K; the rest in the mix's
+    k-quant. Counted in llama.cpp's order, by layer, then by name. Its rule for 70B llamas (80
+    layers) is not repeated."""
+    def layer(name: str) -> int:
+        return int(name.split(".")[1]) if name.startswith("blk.") else -1
+
+    order = sorted(names, key=lambda name: (layer(name), name))
+    value_like = [n for n in order if any(f"attn_{k}.weight" in n for k in ("qkv", "kv_b", "v"))]
+    out, i_value, i_down = {}, 0, 0
+    for name in order:
+        kind = MIXES[mix]
+        if name == "output.weight" or (name == "token_embd.weight" and "output.weight" not in names):
+            kind = "Q6_K"
+        elif name == "token_embd.weight":
+            pass
+        elif name in value_like:
+            kind = "Q8_0" if n_expert == 8 else "Q6_K" if more_bits(i_value, len(value_like)) else kind
+            i_value += 1
+        elif "attn_k.weight" in name:
+            kind = "Q8_0" if n_expert == 8 else kind
+        elif "ffn_down" in name:
+            kind = "Q6_K" if more_bits(layer(name) if n_expert > 1 else i_down, n_layer) else kind
+            i_down += 1
+        elif "attn_output.weight" in name and n_expert == 8 and mix == "q4_k_m":
+            kind = "Q5_K"
+        out[name] = kind
+    return out
 
 
 def quantize_k(array: np.ndarray, kind: str) -> np.ndarray:
