@@ -2,12 +2,13 @@
 
     pip install llama-cpp-python    # compiles llama.cpp: about 15 minutes on 2 cores
     python scripts/gguf_llama_cpp.py RUN_DIR [--gguf_type TYPE (train.export's)]
-        [--text FILE] [--new N] [--no_repack] [--convert LLAMA_CPP_DIR]
+        [--text FILE] [--windows N] [--new N] [--no_repack] [--convert LLAMA_CPP_DIR]
 
 The run is exported as train.export --format gguf writes it (into a temporary folder) and loaded
 with an fp32 KV cache (llama.cpp's default is f16). Printed: whether llama.cpp's tokenizer gives our
-ids for the text; the largest logit difference over the text's first block_size tokens, and how
-often the argmax agrees; both models' loss on that window's next tokens; whether greedy decoding
+ids for the text; the largest logit difference over the text's first block_size tokens (the first
+--windows windows of block_size), and how often the argmax agrees; both models' loss on their next
+tokens (a quantized type's quality: one window is a small sample); whether greedy decoding
 gives the same --new tokens after the first half of the window; for a chat run, whether the chat
 template in the file, applied by llama-cpp-python, gives train.chat's prompt ids. Exit 1 when ids
 differ (tokenizer or chat template).
@@ -99,21 +100,25 @@ def llama_greedy(llm, prompt: list[int], n_new: int) -> list[int]:
 
 
 @torch.no_grad()
-def compare(model, tok, llm, text: str, n_new: int, chat: bool = False) -> dict[str, object]:
+def compare(model, tok, llm, text: str, n_new: int, chat: bool = False, windows: int = 1) -> dict[str, object]:
     """Our model and tokenizer against llama.cpp's `llm` on `text` (see the module docstring)."""
     ids = tok.encode(text)
     theirs_ids = llm.tokenize(text.encode(), add_bos=False, special=False)
-    window = ids[: model.config.block_size]
-    llm.reset()
-    llm.eval(window)
-    theirs = torch.from_numpy(np.array(llm.scores[: len(window)]))
-    ours = model(torch.tensor([window]))[0]
-    prompt = window[: len(window) // 2]
+    T = model.config.block_size
+    ours, theirs, targets = [], [], []
+    for start in range(0, min(windows, len(ids) // T) * T, T):  # whole windows, one after another
+        window = ids[start: start + T]
+        llm.reset()
+        llm.eval(window)
+        theirs.append(torch.from_numpy(np.array(llm.scores[:T]))[:-1])
+        ours.append(model(torch.tensor([window]))[0, :-1])
+        targets.append(torch.tensor(window[1:]))
+    ours, theirs, targets = torch.cat(ours), torch.cat(theirs), torch.cat(targets)
+    prompt = ids[: T // 2]
     greedy = model.generate(torch.tensor([prompt]), n_new, temperature=0.0)[0, len(prompt):].tolist()
-    targets = torch.tensor(window[1:])
-    found = {"tokens": len(ids), "same_ids": theirs_ids == ids, "window": len(window),
+    found = {"tokens": len(ids), "same_ids": theirs_ids == ids, "window": T, "windows": len(targets) // (T - 1),
              "max_diff": (theirs - ours).abs().max().item(), "logit_std": ours.std().item(),
-             "loss": [F.cross_entropy(x[:-1].float(), targets).item() for x in (ours, theirs)],
+             "loss": [F.cross_entropy(x.float(), targets).item() for x in (ours, theirs)],
              "same_argmax": (theirs.argmax(-1) == ours.argmax(-1)).float().mean().item(),
              "same_greedy": llama_greedy(llm, prompt, n_new) == greedy}
     if chat:
@@ -132,12 +137,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--gguf_type", default="f32", choices=list(FILE_TYPES), help="tensor type (default f32)")
     p.add_argument("--text", default=argparse.__file__, help="the text to compare on (default: argparse.py)")
     p.add_argument("--new", type=int, help="greedy tokens to compare (default 64, or as many as fit)")
+    p.add_argument("--windows", type=int, default=1, help="block_size windows of the text to score (default 1)")
     p.add_argument("--no_repack", action="store_true", help="llama.cpp's --no-repack (no AMX kernels)")
     p.add_argument("--convert", type=Path, metavar="LLAMA_CPP_DIR",
                    help="convert the HF export with this llama.cpp tree's convert_hf_to_gguf.py")
     args = p.parse_args(argv)
     if args.new is not None:
         at_least(args.new, "--new", 1)
+    at_least(args.windows, "--windows", 1)
     if not Path(args.text).is_file():
         raise ConfigError(f"--text {args.text}: no such file")
     if args.convert and not (args.convert / "convert_hf_to_gguf.py").is_file():
@@ -162,14 +169,15 @@ def main(argv: list[str]) -> int:
         else:
             path = write_gguf(run.model, tok, Path(tmp) / "out", family, args.gguf_type, run.cfg.post.chat).path
         llm = load_llama(path, T, args.no_repack)
-        found = compare(run.model, tok, llm, text, args.new, run.cfg.post.chat)
+        found = compare(run.model, tok, llm, text, args.new, run.cfg.post.chat, args.windows)
     by = "llama.cpp's converter" if args.convert else "train.export"
     print(f"GGUF of HF {family} ({by}), {args.gguf_type}, in llama.cpp, against {args.run_dir}")
     print(f"tokenizer: {found['tokens']:,} tokens of {Path(args.text).name}, the same ids: {found['same_ids']}")
-    print(f"logits over {found['window']} tokens: max |diff| {found['max_diff']:.3g} (logit std "
+    scored = f"{found['windows']} windows of {found['window']} tokens" if found["windows"] > 1 else \
+        f"{found['window']} tokens"
+    print(f"logits over {scored}: max |diff| {found['max_diff']:.3g} (logit std "
           f"{found['logit_std']:.3g}), the same argmax at {found['same_argmax']:.1%}")
-    print(f"loss on the window's next tokens: ours {found['loss'][0]:.4f}, llama.cpp {found['loss'][1]:.4f} "
-          f"nats per token")
+    print(f"loss on the next tokens: ours {found['loss'][0]:.4f}, llama.cpp {found['loss'][1]:.4f} nats per token")
     print(f"greedy, {args.new} tokens after {found['window'] // 2}: the same tokens: {found['same_greedy']}")
     if "same_chat_ids" in found:
         print(f"chat template: the same prompt ids: {found['same_chat_ids']}")

@@ -51,6 +51,7 @@ def test_the_script_refuses_bad_input_in_one_line(base, mla_run, tmp_path, capsy
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / "convert_hf_to_gguf.py").touch()  # a llama.cpp tree, as far as the check looks
     for argv, message in (([str(base), "--new", "0"], "--new must be >= 1"),
+                          ([str(base), "--windows", "0"], "--windows must be >= 1"),
                           ([str(mla_run)], "GGUF architectures can hold"),
                           ([str(base), "--text", str(tmp_path / "no.txt")], "no such file"),
                           ([str(base), "--new", "17"], "at most 16 fit after 16 prompt tokens"),
@@ -61,6 +62,47 @@ def test_the_script_refuses_bad_input_in_one_line(base, mla_run, tmp_path, capsy
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # an import of it fails
     assert run_cli(main, [str(base)]) == 2
     assert "needs llama-cpp-python" in error_line(capsys.readouterr().err)
+
+
+class OurModelAsLlama:
+    """llama-cpp-python's Llama as the script uses it, computed by our own model."""
+
+    def __init__(self, model: GPT, tok):
+        self.model, self.tok, self.ids = model, tok, []
+
+    def tokenize(self, text: bytes, add_bos: bool, special: bool) -> list[int]:
+        return self.tok.encode(text.decode())
+
+    def reset(self):
+        self.ids = []
+
+    def eval(self, tokens: list[int]):
+        self.ids += list(tokens)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def scores(self) -> np.ndarray:
+        with torch.no_grad():
+            return self.model(torch.tensor([self.ids]))[0].numpy()
+
+
+def test_windows_score_the_texts_windows_one_after_another():
+    """--windows N: both losses over the text's first N windows of block_size, each window's first
+    token unscored, written out here window by window; as many as the text holds when it holds
+    fewer."""
+    model, tok = randomize_(GPT(ModelConfig(**SIZES)), 1).eval(), get_tokenizer("byte")
+    ids = tok.encode(TEXT)
+    with torch.no_grad():
+        losses = [torch.nn.functional.cross_entropy(model(torch.tensor([ids[i:i + 32]]))[0, :-1],
+                                                    torch.tensor(ids[i + 1:i + 32])).item() for i in (0, 32, 64)]
+    found = check.compare(model, tok, OurModelAsLlama(model, tok), TEXT, 8, windows=3)
+    assert found["windows"] == 3 and found["max_diff"] == 0 and found["same_greedy"] and found["same_ids"]
+    assert found["loss"][0] == found["loss"][1] == pytest.approx(sum(losses) / 3, rel=1e-6)
+    short = TEXT[:100]  # 3 windows of 32
+    assert check.compare(model, tok, OurModelAsLlama(model, tok), short, 8, windows=10)["windows"] == 3
 
 
 OLMO = dict(pos="rope", norm="rmsnorm", norm_placement="post", qk_norm="full", mlp="swiglu", bias=False, n_kv_head=2,
