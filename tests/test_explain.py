@@ -4,11 +4,13 @@ import csv
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+from tiny_run import tiny
 from train.cli import run_cli
-from train.explain import explain, main, render
-from train.model_diff import where
+from train.explain import MAX_USES, explain, main, render
+from train.model_diff import compare, where
 
 ROOT = Path(__file__).resolve().parents[1]
 LADDER = sorted((ROOT / "configs" / "ladder").glob("*.toml"))
@@ -102,3 +104,77 @@ def test_a_changed_class_is_located_at_its_class_line_and_its_layers_are_folded(
     file = ROOT / "model" / "mixer" / "attention.py"
     line = next(i for i, s in enumerate(file.read_text().splitlines(), 1) if s.startswith("class CausalSelfAttention("))
     assert f"  ~ CausalSelfAttention  model/mixer/attention.py:{line}" in text.splitlines()
+
+
+def test_a_change_in_one_layer_names_that_layer_and_nothing_else():
+    """Two layers, a window on layer 0 only (global_every = 2): one class changed, on one path,
+    unfolded."""
+    from model import GPT
+
+    a, b = GPT(tiny(window=16, global_every=2)), GPT(tiny())
+    code = {c.name: c for c in compare(a, b)}
+    assert list(code) == ["CausalSelfAttention"] and not code["CausalSelfAttention"].new
+    assert code["CausalSelfAttention"].change_lines() == ["transformer.h.0.attn: local False -> True",
+                                                          "transformer.h.0.attn: window 0 -> 16"]
+
+
+def test_new_code_comes_before_changed_code_at_the_same_module():
+    """10-attn-sinks: the kernel that takes sinks is new where CausalSelfAttention changes; the new
+    one is listed first."""
+    lines = render(explain(str(LADDER[10]), vs=str(LADDER[9])), source=False).splitlines()
+    new = lines.index(next(s for s in lines if s.startswith("  + AttentionKernels.softmax_attention")))
+    assert lines[new + 1].startswith("  ~ CausalSelfAttention")
+
+
+def test_a_changed_class_shows_its_first_uses_and_counts_the_rest():
+    """04-gqa: CausalSelfAttention uses what changed on more lines than are shown; the listing shows
+    MAX_USES source lines, then how many more there are."""
+    lines = render(explain(str(LADDER[4]), vs=str(LADDER[3]))).splitlines()
+    start = next(i for i, s in enumerate(lines) if s.startswith("  ~ CausalSelfAttention"))
+    end = next(i for i, s in enumerate(lines[start + 1:], start + 1) if re.match(r"  [+~] |$", s))
+    block = "\n".join(lines[start:end])
+    shown = re.findall(r"^\s+\d+\| ", block, re.M)
+    more = re.search(r"\.\.\. (\d+) more lines use them", block)
+    assert len(shown) == MAX_USES and more and int(more.group(1)) >= 1
+
+
+def test_the_default_listing_counts_its_files():
+    e = explain(str(ROOT / "configs" / "default.toml"))
+    files = int(re.search(r"total: \d+ lines in (\d+) files", render(e)).group(1))
+    assert files == len({where(c)[0] for c in e.runs}) >= 2
+    assert "AttentionKernels" in [c.__name__ for c in e.runs]  # a base class of CausalSelfAttention
+
+
+def test_a_class_without_a_citation_borrows_its_modules():
+    """13-gated-attn: OutputGate's docstring cites nothing; model/mixer/gate.py's module docstring
+    cites the paper."""
+    papers = render(explain(str(LADDER[13]), vs=str(LADDER[12])), source=False).split("3. Papers")[1]
+    assert "model.mixer.gate: " in papers and "arXiv:2505.06708" in papers
+
+
+def test_out_dir_and_an_ablations_overridden_variants_are_not_differences(tmp_path):
+    """A copy of GPT-2's config with its own out_dir is GPT-2; rung 11's measured effect lists the
+    moe-balancing variant that ran it unchanged, not the three that override it, with each CSV's
+    seed count."""
+    copy = tmp_path / "gpt2.toml"
+    copy.write_text(LADDER[0].read_text().replace("[train]\n", '[train]\nout_dir = "runs/elsewhere"\n'))
+    assert "out_dir" in copy.read_text() and "out_dir" not in LADDER[0].read_text()
+    e = explain(str(copy), vs=str(LADDER[0]))
+    assert e.fields == e.elsewhere == e.code == []
+    spec = tomllib.loads((ROOT / "configs" / "ablations" / "moe-balancing.toml").read_text())
+    unchanged = [name for name, changes in spec["variants"].items() if not changes]
+    found = explain(str(LADDER[11])).measurements
+    assert [m.variant for m in found if m.results.endswith("moe-balancing/results.csv")] == unchanged == ["switch"]
+    for m in explain(str(LADDER[14])).measurements:
+        n = m.row["seeds_done"]
+        assert f", {n} seed{'' if n == '1' else 's'}: " in m.line()
+    assert any(m.row["seeds_done"] == "1" for m in explain(str(LADDER[14])).measurements)
+
+
+def test_a_schedule_field_alone_lists_the_schedule(tmp_path):
+    copy = tmp_path / "warm.toml"
+    copy.write_text(LADDER[0].read_text().replace("warmup_steps = 50\n", "warmup_steps = 7\n"))
+    assert "warmup_steps = 7" in copy.read_text()
+    e = explain(str(copy), vs=str(LADDER[0]))
+    assert [c.name for c in e.code] == ["lr_at"]
+    assert e.code[0].change_lines() == ["optim.warmup_steps: 50 -> 7"]

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from train import checkpoint as ckpt
-from train.metrics_log import INSTALL, TENSORBOARD_DIR, add_scalars
+from train.metrics_log import INSTALL, TENSORBOARD_DIR, MetricsLog, add_scalars, scalars
 from train.trainer import Trainer
 
 from tiny_run import TINY, cli, error_line, make, metrics
@@ -79,3 +79,16 @@ def test_eval_adds_task_scores_to_the_run_only_when_asked(base, tmp_path, capsys
     assert seen["task/arithmetic/pass@1"] == [(4, 0.0)] and set(seen) == {"task/arithmetic/pass@1", "task/aggregate"}
     code, _, err = cli(capsys, run, "--tensorboard", entry=train_eval.main)
     assert code == 2 and "add --task" in error_line(err)
+
+
+def test_scalars_are_the_records_numbers_by_tag_and_readable_before_the_log_closes(tmp_path):
+    """Numbers only (not bools, not the step), a list's elements as key/0, key/1; an evaluation's
+    numbers can be read before the log is closed."""
+    record = {"step": 5, "loss": 1.5, "tokens": 7, "skipped": True, "moe_max_load": [1.0, 2.5], "status": "ok"}
+    assert scalars(record) == {"loss": 1.5, "tokens": 7.0, "moe_max_load/0": 1.0, "moe_max_load/1": 2.5}
+    log = MetricsLog(tmp_path, tensorboard=True)
+    log.open(0)
+    log.append({"step": 1, "loss": 2.0})
+    log.append({"step": 2, "loss": 1.9, "val_loss": 1.8})
+    assert event_scalars(tmp_path)["val_loss"] == [(2, pytest.approx(1.8))]  # not closed yet
+    log.close()
