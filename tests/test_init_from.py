@@ -11,11 +11,12 @@ from safetensors.torch import load_file
 
 from hf_parity import random_hf_model
 from model.hf import from_hf
-from tiny_run import TINY, cli, error_line, fit, metrics, numerics, snapshot
+from tiny_run import GPT2_RANKS, TINY, cli, error_line, fit, metrics, needs_gpt2_ranks, numerics, snapshot
 from train import checkpoint as ckpt
 from train import export
 from train.config import ConfigError, load_config
 from train.data import get_batch
+from train.init_from import NEWEST, Source, check_tokenizer, initial_weights
 from train.run import load_run
 from train.trainer import Trainer, evaluate
 
@@ -160,3 +161,32 @@ def test_a_key_that_keeps_the_shapes_but_changes_the_function_is_refused(tmp_pat
     they compute: only training-time keys (dropout, auxiliary loss weights) may differ."""
     with pytest.raises(ConfigError, match=message):
         start(tmp_path, corpus, base, "ft", override)
+
+
+def test_building_the_source_model_leaves_the_random_stream_as_a_fresh_runs(base):
+    """initial_weights builds a model (which draws an init) inside a forked RNG: the draws after it
+    are those after the seed alone."""
+    cfg = load_run(base).cfg.model
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    initial_weights(str(base), NEWEST, cfg)
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_an_hf_vocabulary_feeds_only_the_tokenizer_of_its_size(tmp_path):
+    byte_sized = Source(tmp_path, {"vocab_size": 257})
+    check_tokenizer(byte_sized, "byte")
+    with pytest.raises(ConfigError, match='257 tokens, data.tokenizer=.gpt2. one of 50257; set data.tokenizer = "byte"'):
+        check_tokenizer(byte_sized, "gpt2")
+
+
+@needs_gpt2_ranks
+def test_a_gpt2_source_refuses_a_ranks_file_other_than_its_own(tmp_path):
+    """A run records the SHA-256 of its ranks, written as a tiktoken file: the same file passes,
+    another digest is refused."""
+    own = hashlib.sha256(open(GPT2_RANKS, "rb").read()).hexdigest()
+    check_tokenizer(Source(tmp_path, {}, None, {"tokenizer": "gpt2", "ranks_sha256": own}), "gpt2", GPT2_RANKS)
+    other = Source(tmp_path, {}, None, {"tokenizer": "gpt2", "ranks_sha256": "0" * 64})
+    with pytest.raises(ConfigError, match="its ranks differ from those"):
+        check_tokenizer(other, "gpt2", GPT2_RANKS)

@@ -10,7 +10,7 @@ import torch
 from tiny_run import ROOT, TINY, cli, error_line, load_script
 from train.cli import run_cli
 from train.errors import ConfigError
-from train.hardware import Peak, pick_dtype
+from train.hardware import Peak, peak_memory_bytes, pick_dtype
 
 LADDER = sorted((ROOT / "configs" / "ladder").glob("*.toml"))
 
@@ -59,6 +59,12 @@ def test_auto_dtype_is_bf16_on_gpus_that_have_it_else_fp16_and_fp32_off_cuda(mon
     assert pick_dtype("auto", cuda) == "fp16"
     assert [pick_dtype("auto", torch.device(d)) for d in ("cpu", "mps")] == ["fp32", "fp32"]
     assert [pick_dtype(name, torch.device("cpu")) for name in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+
+
+def test_peak_memory_on_a_cpu_is_in_bytes():
+    """The process's peak resident set: at least the 256 MiB a tensor just filled (Linux reports KiB)."""
+    x = torch.ones(64 * 2**20)
+    assert x.nbytes <= peak_memory_bytes(torch.device("cpu")) < 2**40
 
 
 def test_ladder_table_has_a_row_per_rung_with_matching_counts():
