@@ -195,8 +195,6 @@ def mixed(names: list[str], mix: str, n_layer: int, n_expert: int) -> dict[str, 
         kind = MIXES[mix]
         if name == "output.weight" or (name == "token_embd.weight" and "output.weight" not in names):
             kind = "Q6_K"
-        elif name == "token_embd.weight":
-            pass
         elif name in value_like:
             kind = "Q8_0" if n_expert == 8 else "Q6_K" if more_bits(i_value, len(value_like)) else kind
             i_value += 1
