@@ -17,6 +17,9 @@ from train import export
 from train.config import ConfigError, load_config
 from train.gguf_archs import ARCHS, _sections
 from train.gguf_export import FILE_NAME, choose_gguf_family, write_gguf
+from train.gguf_iquants import QUANTIZERS as I_QUANTIZERS
+from train.gguf_iquants import quantize_iq
+from train.gguf_kquants import QUANTIZERS as K_QUANTIZERS
 from train.gguf_kquants import quantize_k
 from train.run import load_run
 from train.sample import sample
@@ -65,7 +68,8 @@ F32_ALSO = [("qwen3_5_text", dataclasses.replace(MODELS["qwen3_5_text"], deltane
              dataclasses.replace(MODELS["qwen3_5_moe_text"], deltanet=WIDE_DELTANET, moe=TWO_SHARED))]
 
 
-K_FALLBACK = {"q6_k": "q8_0", "q5_k": "q5_1", "q4_k": "q5_0"}  # llama.cpp's, for rows no multiple of 256
+K_FALLBACK = {"q6_k": "q8_0", "q5_k": "q5_1", "q4_k": "q5_0", "iq4_xs": "iq4_nl"}  # llama.cpp's, for rows
+# no multiple of 256
 
 
 def wide(cfg: ModelConfig, **changes) -> ModelConfig:
@@ -114,10 +118,9 @@ def assert_same_function(ours: GPT, hf, atol: float = 1e-5) -> float:
 def rounded_as_stored(model: GPT, gguf_type: str) -> GPT:
     """`model` with each matrix rounded as the file stores it, by gguf's own quantize and dequantize:
     f16 or bf16; a quantized type (q8_0, q4_0, ...) for rows a multiple of 32 long, else f16; a
-    k-quant (ours, which test_gguf_kquants checks against llama.cpp's) for rows a multiple of 256, else
-    llama.cpp's fallback (K_FALLBACK); 1-D
-    tensors, the position table, the routers
-    (the shared expert's gate too) and Gated DeltaNet's convolution stay fp32. The DeltaNet's
+    k-quant or iq4_xs for rows a multiple of 256, else llama.cpp's fallback (K_FALLBACK). The k- and
+    i-quants are ours, which test_gguf_kquants checks against llama.cpp's. 1-D tensors, the position
+    table, the routers (the shared expert's gate too) and Gated DeltaNet's convolution stay fp32. The DeltaNet's
     out_proj is rounded in blocks of 32 of llama.cpp's column order: the value heads of one key head
     apart (k0v0 k1v0 k0v1 k1v1), not together."""
     from gguf import GGMLQuantizationType as Q
@@ -128,12 +131,13 @@ def rounded_as_stored(model: GPT, gguf_type: str) -> GPT:
     for name, p in out.named_parameters():
         if p.ndim >= 2 and not name.endswith(("wpe.weight", "router.weight", "conv1d.weight", "shared.gate.weight")):
             kind = K_FALLBACK[gguf_type] if gguf_type in K_FALLBACK and p.shape[-1] % 256 else gguf_type
-            qtype = Q.F16 if kind.startswith("q") and p.shape[-1] % 32 else Q[kind.upper()]
+            qtype = Q.F16 if kind.startswith(("q", "iq")) and p.shape[-1] % 32 else Q[kind.upper()]
             order = torch.arange(p.shape[-1])
             if name.endswith("attn.out_proj.weight") and model.config.linear_attention != "none":  # DeltaNet's
                 order = order.view(d.n_head, -1, d.v_head_dim).transpose(0, 1).reshape(-1)
             values = p[..., order].numpy()
-            data = quantize_k(values, qtype.name) if kind in K_FALLBACK else quantize(values, qtype)
+            data = (quantize_k(values, qtype.name) if qtype.name in K_QUANTIZERS else
+                    quantize_iq(values, qtype.name) if qtype.name in I_QUANTIZERS else quantize(values, qtype))
             stored = torch.from_numpy(dequantize(data, qtype)).view(p.shape)
             p[..., order] = stored
     return out

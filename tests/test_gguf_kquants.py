@@ -1,7 +1,8 @@
-"""llama.cpp's k-quants (train/gguf_kquants.py): the bytes ggml's reference quantizer writes, checked
-against digests of llama.cpp's own output on rows built to trip a quantizer's search, decoded by the
-`gguf` package's independent dequantizer, and, where llama-cpp-python is installed, against ggml's
-quantize_row_q*_K_ref itself on random rows (tests/test_gguf_llama_cpp.py compares whole files).
+"""llama.cpp's k-quants and i-quants (train/gguf_kquants.py, train/gguf_iquants.py): the bytes
+llama-quantize writes without an importance matrix, checked against digests of llama.cpp's own
+output on rows built to trip a quantizer's search, decoded by the `gguf` package's independent
+dequantizer, and, where llama-cpp-python is installed, against ggml's quantize_q4_K, ...,
+quantize_iq4_xs themselves on random rows (tests/test_gguf_llama_cpp.py compares whole files).
 Then the files: which matrices take a k-quant, its fallback or llama-quantize's mix."""
 
 import ctypes
@@ -16,19 +17,26 @@ import pytest
 from test_gguf import (K_FALLBACK, MODELS, assert_same_function, load_gguf, random_model, rounded_as_stored,
                        tensor_types, wide)
 from train.gguf_export import write_gguf
-from train.gguf_kquants import BLOCK_BYTES, QK_K, quantize_k
+from train.gguf_iquants import quantize_iq
+from train.gguf_kquants import QK_K, QUANTIZERS, quantize_k
 from train.tokenizer import get_tokenizer
 
 gguf = pytest.importorskip("gguf")
-KINDS = ["Q4_K", "Q5_K", "Q6_K"]
+KINDS = ["Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
 
-# sha256 of the bytes llama.cpp 0.3.36's quantize_row_q*_K_ref (ggml-base, the quantizer llama-quantize
-# runs without an importance matrix) wrote for hard_rows()
+# sha256 of the bytes llama.cpp 0.3.36's quantizers (ggml-base's quantize_q4_K, ..., quantize_iq4_xs,
+# what llama-quantize runs without an importance matrix) wrote for hard_rows()
 LLAMA_CPP_DIGESTS = {
     "Q4_K": "3f3dae83c894c37c9434cd9f0967f279ed68081bf6991622480c4a26c006355b",
     "Q5_K": "aec153b677350e0a61122480f6bd2e2fd43d44a095e91a943fa003bb96fd4356",
     "Q6_K": "32fb62a393f440a397ce15acc3902bc80d83aeefd563db40b140689760e2bc12",
+    "IQ4_NL": "9699700c9c451b784d162842b5e2960a35f783337f05421f52acd498bf7046a8",
+    "IQ4_XS": "e952f302b933fc22cf007b58983f7c7723b78c44dca28dead2d0d56a65d3e9e5",
 }
+
+
+def ours(x: np.ndarray, kind: str) -> np.ndarray:
+    return quantize_k(x, kind) if kind in QUANTIZERS else quantize_iq(x, kind)
 
 
 def hard_rows() -> np.ndarray:
@@ -53,28 +61,30 @@ def hard_rows() -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_k_quant_writes_the_bytes_llama_cpp_wrote(kind):
-    out = quantize_k(hard_rows(), kind)
-    assert out.dtype == np.uint8 and out.shape == (563, 2 * BLOCK_BYTES[kind])
+def test_each_type_writes_the_bytes_llama_cpp_wrote(kind):
+    out = ours(hard_rows(), kind)
+    per_block, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
+    assert out.dtype == np.uint8 and out.shape == (563, 512 // per_block * block_bytes)
     assert hashlib.sha256(out.tobytes()).hexdigest() == LLAMA_CPP_DIGESTS[kind]
 
 
-@pytest.mark.parametrize("kind, rms", [("Q4_K", 0.075), ("Q5_K", 0.038), ("Q6_K", 0.019)])
-def test_gguf_decodes_each_k_quant_to_its_rows_within_its_step(kind, rms):
+@pytest.mark.parametrize("kind, rms", [("Q4_K", 0.075), ("Q5_K", 0.038), ("Q6_K", 0.019), ("IQ4_NL", 0.08),
+                                       ("IQ4_XS", 0.08)])
+def test_gguf_decodes_each_type_to_its_rows_within_its_step(kind, rms):
     """Decoded by gguf's dequantizer (written apart from ours). Each row lands within 2**(2 - bits)
-    of its sub-blocks' largest (at most half of that was seen), but for what k-quants lose, in
-    llama.cpp too: weights of 1e-6 decode to 0 (the super-block scale, max / 63, underflows fp16),
-    and a sparse row's lone small value beside large ones can. Zeros stay zeros; on N(0, 1) rows the
-    error of 4, 5 and 6 bits is about 0.071, 0.036 and 0.018, halving with each bit."""
+    of its sub-blocks' largest (at most half of that was seen), but for what these types lose, in
+    llama.cpp too: weights of 1e-6 decode to 0 (the fp16 scale underflows), and a sparse row's lone
+    small value beside large ones can. Zeros stay zeros; on N(0, 1) rows the error of 4, 5 and 6
+    bits is about 0.071, 0.036 and 0.018 for the k-quants, 0.076 and 0.077 for the i-quants."""
     x = hard_rows()[:48]  # the finite ones
-    back = gguf.quants.dequantize(quantize_k(x, kind), gguf.GGMLQuantizationType[kind])
+    back = gguf.quants.dequantize(ours(x, kind), gguf.GGMLQuantizationType[kind])
     span = np.abs(x).reshape(48, -1, 32).max(axis=-1, keepdims=True)
     worst = (np.abs(back - x).reshape(48, -1, 32) / np.where(span > 0, span, 1)).max(axis=(1, 2))
     kept = [row for row in range(48) if not 18 <= row < 30]  # not sparse, not tiny
-    assert worst[kept].max() <= 2.0 ** (2 - int(kind[1]))
+    assert worst[kept].max() <= 2.0 ** (2 - int(kind.lstrip("IQ")[0]))
     assert not back[24:30].any() and not back[47].any()
     y = np.random.default_rng(0).standard_normal((64, 4 * QK_K)).astype(np.float32)
-    y_back = gguf.quants.dequantize(quantize_k(y, kind), gguf.GGMLQuantizationType[kind])
+    y_back = gguf.quants.dequantize(ours(y, kind), gguf.GGMLQuantizationType[kind])
     assert rms * 0.8 < np.sqrt(np.mean((y_back - y) ** 2)) < rms
 
 
@@ -84,7 +94,8 @@ def test_a_3d_expert_tensor_is_quantized_row_by_row():
 
 
 def ggml_reference():
-    """ggml's quantize_row_q*_K_ref from llama-cpp-python's libggml-base, or None."""
+    """ggml's quantize_q4_K, ..., quantize_iq4_xs (no importance matrix) from llama-cpp-python's
+    libggml-base, or None."""
     spec = importlib.util.find_spec("llama_cpp")
     if spec is None:
         return None
@@ -92,34 +103,36 @@ def ggml_reference():
 
     def quantize(x: np.ndarray, kind: str) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.zeros(x.size // QK_K * BLOCK_BYTES[kind], np.uint8)
-        row = getattr(lib, f"quantize_row_{kind[:2].lower()}_K_ref")
-        row(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(x.size))
-        return out.reshape(*x.shape[:-1], -1)
+        per_block, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
+        out = np.zeros(x.size // per_block * block_bytes, np.uint8)
+        rows = getattr(lib, f"quantize_{kind.lower()}" if kind.startswith("IQ") else f"quantize_{kind.lower()[:2]}_K")
+        rows(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(len(x)),
+             ctypes.c_int64(x.shape[-1]), None)
+        return out.reshape(len(x), -1)
     return quantize
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_k_quant_equals_ggml_on_random_rows(kind):
+def test_each_type_equals_ggml_on_random_rows(kind):
     """Rows of every scale from 1e-5 to 100, a random share of zeros, some all positive, some cubed."""
     theirs = ggml_reference()
-    assert np.array_equal(quantize_k(hard_rows(), kind), theirs(hard_rows(), kind))
+    assert np.array_equal(ours(hard_rows(), kind), theirs(hard_rows(), kind))
     rng = np.random.default_rng(0)
     for _ in range(3):
         y = rng.standard_normal((256, 1024)).astype(np.float32) * rng.choice([1e-5, 1, 100], size=(256, 1))
         y = np.where(rng.random(y.shape) < rng.random((256, 1)) * 0.3, 0, y).astype(np.float32)
         y[::7], y[1::11] = np.abs(y[::7]), y[1::11] ** 3
-        assert np.array_equal(quantize_k(y, kind), theirs(y, kind))
+        assert np.array_equal(ours(y, kind), theirs(y, kind))
 
 
 @pytest.mark.parametrize("gguf_type", list(K_FALLBACK))
 @pytest.mark.parametrize("family", ["gpt2", "llama", "qwen3_moe"])
 def test_k_quants_hold_rows_of_256_and_keep_the_others_in_llama_cpps_fallback(family, gguf_type, tmp_path):
-    """q6_k, q5_k and q4_k on models 256 wide: each matrix whose rows are a multiple of 256 in the
-    k-quant, the others in q8_0, q5_1 or q5_0 (gpt2's ffn_down, rows of 72, in f16), named as such;
-    the file's general.file_type is llama.cpp's for the type, and transformers reads our weights
-    rounded as stored."""
+    """q6_k, q5_k, q4_k and iq4_xs on models 256 wide: each matrix whose rows are a multiple of 256
+    in the type, the others in q8_0, q5_1, q5_0 or iq4_nl (gpt2's ffn_down, rows of 72, in f16),
+    named as such; the file's general.file_type is llama.cpp's for the type, and transformers reads
+    our weights rounded as stored."""
     from gguf import GGUFReader, LlamaFileType
 
     ours = random_model(family, cfg=wide(MODELS[family]))
@@ -135,7 +148,8 @@ def test_k_quants_hold_rows_of_256_and_keep_the_others_in_llama_cpps_fallback(fa
     assert {"token_embd.weight", "blk.0.attn_output.weight"} <= {n for n, kind in expected.items() if kind == gguf_type}
     assert "blk.0.ffn_down" in " ".join(done.fallback)
     file_type = reader.fields["general.file_type"]
-    name = {"q6_k": "MOSTLY_Q6_K", "q5_k": "MOSTLY_Q5_K_S", "q4_k": "MOSTLY_Q4_K_S"}[gguf_type]
+    name = {"q6_k": "MOSTLY_Q6_K", "q5_k": "MOSTLY_Q5_K_S", "q4_k": "MOSTLY_Q4_K_S",
+            "iq4_xs": "MOSTLY_IQ4_XS"}[gguf_type]
     assert LlamaFileType(int(file_type.parts[file_type.data[0]][0])).name == name
     assert_same_function(rounded_as_stored(ours, gguf_type), load_gguf(tmp_path / "out", family))
 

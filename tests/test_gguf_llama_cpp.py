@@ -185,8 +185,9 @@ def test_llama_cpp_computes_our_logits_and_greedy_tokens(family, tmp_path):
 def test_each_type_holds_the_bytes_llama_quantize_writes(family, gguf_type, tmp_path):
     """Our file of a type against llama.cpp's own quantizer run on our f32 file (llama-quantize
     --pure, or its own mix for q4_k_m and q5_k_m): every tensor has the same type and the same bytes,
-    gpt2's ffn_down kept in f16 (rows of 72) and the router in f32 included. The k-quants' models are
-    256 wide, so that their rows of 256 take the k-quant and the narrower ones llama.cpp's fallback;
+    gpt2's ffn_down kept in f16 (rows of 72) and the router in f32 included. The k-quants' and
+    iq4_xs's models are 256 wide, so that their rows of 256 take the type and the narrower ones
+    llama.cpp's fallback;
     the mixes' have 12 layers, of which llama.cpp gives 6 more bits, and 8 experts where they have
     experts, which moves attention too."""
     import llama_cpp
@@ -196,7 +197,7 @@ def test_each_type_holds_the_bytes_llama_quantize_writes(family, gguf_type, tmp_
     if gguf_type in MIXES and cfg.moe.n_expert:
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, n_expert=8))
     model = random_model(family, cfg=wide(cfg, n_layer=12 if gguf_type in MIXES else cfg.n_layer)
-                         if "_k" in gguf_type else None)
+                         if "_k" in gguf_type or gguf_type == "iq4_xs" else None)
     source = write_gguf(model, get_tokenizer("byte"), tmp_path / "f32", gguf_type="f32").path
     ours = write_gguf(model, get_tokenizer("byte"), tmp_path / "ours", gguf_type=gguf_type).path
     params = llama_cpp.llama_model_quantize_default_params()

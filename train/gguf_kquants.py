@@ -20,7 +20,7 @@ import numpy as np
 F = np.float32
 QK_K = 256  # weights per super-block
 BLOCK_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
-CHUNK = 1 << 14  # super-blocks quantized at once, to bound the temporaries (~16 MB each)
+CHUNK = 1 << 14  # blocks quantized at once, to bound the temporaries (~16 MB each for super-blocks)
 
 
 def nearest(v: np.ndarray) -> np.ndarray:
@@ -209,9 +209,14 @@ def mixed(names: list[str], mix: str, n_layer: int, n_expert: int) -> dict[str, 
     return out
 
 
+def blockwise(array: np.ndarray, quantizer, per_block: int) -> np.ndarray:
+    """`array` (..., cols), cols a multiple of `per_block`, as `quantizer`'s bytes, block by block."""
+    blocks = np.ascontiguousarray(array, dtype=F).reshape(-1, per_block)
+    with np.errstate(all="ignore"):  # IEEE's inf and NaN, as in C: huge weights overflow fp16 scales
+        out = np.concatenate([quantizer(blocks[i:i + CHUNK]) for i in range(0, len(blocks), CHUNK)])
+    return out.reshape(*array.shape[:-1], -1)
+
+
 def quantize_k(array: np.ndarray, kind: str) -> np.ndarray:
     """`array` (..., cols), cols a multiple of 256, as `kind`'s bytes (..., cols / 256 * block bytes)."""
-    blocks = np.ascontiguousarray(array, dtype=F).reshape(-1, QK_K)
-    with np.errstate(all="ignore"):  # IEEE's inf and NaN, as in C: huge weights overflow fp16 scales
-        out = np.concatenate([QUANTIZERS[kind](blocks[i:i + CHUNK]) for i in range(0, len(blocks), CHUNK)])
-    return out.reshape(*array.shape[:-1], array.shape[-1] // QK_K * BLOCK_BYTES[kind])
+    return blockwise(array, QUANTIZERS[kind], QK_K)
