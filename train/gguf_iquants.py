@@ -15,7 +15,6 @@ import numpy as np
 from .gguf_kquants import F, blockwise, fp16_bytes, in_order, largest, nearest
 
 LEVELS = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=F)
-BLOCK_BYTES = {"IQ4_NL": 18, "IQ4_XS": 136}
 VALUES = {"IQ4_NL": 32, "IQ4_XS": 256}  # weights per (super-)block
 
 

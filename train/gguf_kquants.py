@@ -19,7 +19,6 @@ import numpy as np
 
 F = np.float32
 QK_K = 256  # weights per super-block
-BLOCK_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
 CHUNK = 1 << 14  # blocks quantized at once, to bound the temporaries (~16 MB each for super-blocks)
 
 
