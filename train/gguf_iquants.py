@@ -7,12 +7,13 @@ sit) times its block's scale, instead of an evenly spaced 4-bit code:
 A block's scale is the best of 15 steps around max / -127, weighted by x^2 (ggml's
 `quantize_row_iq4_nl_impl` without an importance matrix). As in train/gguf_kquants.py, every
 operation runs in float32 in the C code's order, sums one term at a time, so that the bytes are
-llama.cpp's; tests/test_gguf_kquants.py compares them.
+llama.cpp's; tests/test_gguf_kquants.py compares them. As there, `np.where(c, a / b, 0)` is C's
+`c ? a / b : 0`, run under np.errstate(all="ignore").
 """
 
 import numpy as np
 
-from .gguf_kquants import F, blockwise, fp16_bytes, in_order, largest, nearest
+from .gguf_kquants import F, blockwise, first_largest, fp16_bytes, in_order, nearest
 
 LEVELS = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=F)
 VALUES = {"IQ4_NL": 32, "IQ4_XS": 256}  # weights per (super-)block
@@ -29,21 +30,20 @@ def nearest_level(v: np.ndarray) -> np.ndarray:
 def block_scales(x: np.ndarray) -> np.ndarray:
     """The scale of each block of 32, x (32, n), one block per column: the best of 15 steps."""
     w = x * x
-    big = x[np.abs(x).argmax(axis=0), np.arange(x.shape[1])]  # the first value of largest magnitude
+    big = first_largest(x, axis=0)
     zero = np.abs(big) < F(1e-15)
-    big = np.where(zero, F(1), big)
 
     def fit(inverse):
         level = LEVELS[nearest_level(inverse * x)]
         return in_order(w * level * x), in_order(w * level * level)
 
     sum_qx, sum_q2 = fit(F(1) / (-big / LEVELS[0]))
-    d = np.where(sum_q2 > 0, sum_qx / np.where(sum_q2 > 0, sum_q2, F(1)), F(0))
+    d = np.where(sum_q2 > 0, sum_qx / sum_q2, F(0))
     best = d * sum_qx
     for step in range(-7, 8):
         sum_qx, sum_q2 = fit(F(step + LEVELS[0]) / big)
         better = (sum_q2 > 0) & (sum_qx * sum_qx > best * sum_q2)
-        d = np.where(better, sum_qx / np.where(better, sum_q2, F(1)), d)
+        d = np.where(better, sum_qx / sum_q2, d)
         best = np.where(better, d * sum_qx, best)
     return np.where(zero, F(0), d)
 
@@ -55,7 +55,7 @@ def packed(codes: np.ndarray) -> np.ndarray:
 
 def iq4_nl(x: np.ndarray) -> np.ndarray:
     d = block_scales(np.ascontiguousarray(x.T))
-    inverse = np.where(d != 0, F(1) / np.where(d != 0, d, F(1)), F(0))  # the unrounded scale, as in C
+    inverse = np.where(d != 0, F(1) / d, F(0))  # of the unrounded scale, as in C
     codes = nearest_level(inverse[:, None] * x)
     return np.concatenate([fp16_bytes(d), packed(codes[:, None])], axis=1)
 
@@ -63,13 +63,11 @@ def iq4_nl(x: np.ndarray) -> np.ndarray:
 def iq4_xs(x: np.ndarray) -> np.ndarray:
     n = len(x)
     scales = block_scales(np.ascontiguousarray(x.reshape(n * 8, 32).T)).reshape(n, 8)
-    first = np.where(np.isnan(scales), F(-1), np.abs(scales)).argmax(axis=1)  # C's `>` passes over NaN
-    top = np.where(largest(np.abs(scales)) > 0, np.take_along_axis(scales, first[:, None], axis=1)[:, 0], F(0))
-    d = -top / F(32)
-    inverse = np.where(d != 0, F(1) / np.where(d != 0, d, F(1)), F(0))
+    d = -first_largest(scales, axis=1) / F(32)
+    inverse = np.where(d != 0, F(1) / d, F(0))
     codes = np.clip(nearest(inverse[:, None] * scales), -32, 31)
     step = d[:, None] * codes.astype(F)
-    inverse_step = np.where(step != 0, F(1) / np.where(step != 0, step, F(1)), F(0))
+    inverse_step = np.where(step != 0, F(1) / step, F(0))
     levels = nearest_level(inverse_step[..., None] * x.reshape(n, 8, 32))
     high = ((codes + 32) >> 4) << (2 * np.arange(8))
     scales_h = high.sum(axis=1).astype(np.uint16)[:, None].view(np.uint8)

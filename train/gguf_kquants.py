@@ -13,6 +13,8 @@ The `gguf` package reads these types but cannot write them. This module repeats 
 quantizer (`quantize_row_q*_K_ref`, what llama-quantize runs without an importance matrix): every
 operation in float32, in the C code's order, each sum taken one term at a time, so that the bytes
 are the same. tests/test_gguf_llama_cpp.py compares them with llama.cpp's.
+Everything runs under np.errstate(all="ignore") (`blockwise`): C's `c ? a / b : 0` is
+`np.where(c, a / b, 0)`, whose untaken branch may divide by zero.
 """
 
 import numpy as np
@@ -44,9 +46,6 @@ def scale_and_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, nstep: i
     flat = hi == lo
     sum_w, sum_x = in_order(w), in_order(w * x)
 
-    def span(low):
-        return np.where(flat, F(1), hi - low)
-
     def codes(iscale, low):
         return np.clip(nearest(iscale * (x - low)), 0, nmax)
 
@@ -54,20 +53,19 @@ def scale_and_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, nstep: i
         diff = scale * q + low - x
         return in_order(w * (diff * diff))
 
-    iscale = F(nmax) / span(lo)
+    iscale = F(nmax) / (hi - lo)
     scale, low, best_q = F(1) / iscale, lo, codes(iscale, lo)
     best = error(scale, low, best_q.astype(F))
     for step in range(nstep + 1):  # the min found so far moves each later step's grid, as in C
-        q = codes((F(rmin) + F(0.1) * F(step) + F(nmax)) / span(low), low).astype(F)
+        q = codes((F(rmin) + F(0.1) * F(step) + F(nmax)) / (hi - low), low).astype(F)
         sum_l, sum_l2, sum_xl = in_order(w * q), in_order(w * q * q), in_order(w * q * x)
         det = sum_w * sum_l2 - sum_l * sum_l
         ok = det > 0
-        det = np.where(ok, det, F(1))
         this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
         this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
         positive = this_min > 0
         this_min = np.where(positive, F(0), this_min)
-        this_scale = np.where(positive, sum_xl / np.where(positive, sum_l2, F(1)), this_scale)
+        this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
         cur = error(this_scale, this_min, q)
         better = ok & (cur < best)
         best = np.where(better, cur, best)
@@ -78,9 +76,8 @@ def scale_and_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, nstep: i
 
 def symmetric_scale(x: np.ndarray, nmax: int):
     """ggml's make_qx_quants with rmse_type 1 on x (16, n): (scale, codes in 0..2*nmax-1)."""
-    big = x[np.abs(x).argmax(axis=0), np.arange(x.shape[1])]  # the first value of largest magnitude
+    big = first_largest(x, axis=0)
     zero = np.abs(big) < F(1e-15)
-    big = np.where(zero, F(1), big)
     w = x * x
 
     def fit(iscale):
@@ -89,12 +86,12 @@ def symmetric_scale(x: np.ndarray, nmax: int):
         return q, in_order(w * x * qf), in_order(w * qf * qf)
 
     q, sum_lx, sum_l2 = fit(F(-nmax) / big)
-    scale = np.where(sum_l2 != 0, sum_lx / np.where(sum_l2 != 0, sum_l2, F(1)), F(0))
+    scale = np.where(sum_l2 != 0, sum_lx / sum_l2, F(0))
     best = scale * sum_lx
     for step in (*range(-9, 0), *range(1, 10)):
         q_new, sum_lx, sum_l2 = fit(-(F(nmax) + F(0.1) * F(step)) / big)
         better = (sum_l2 > 0) & (sum_lx * sum_lx > best * sum_l2)
-        scale = np.where(better, sum_lx / np.where(better, sum_l2, F(1)), scale)
+        scale = np.where(better, sum_lx / sum_l2, scale)
         best = np.where(better, scale * sum_lx, best)
         q = np.where(better, q_new, q)
     return np.where(zero, F(0), scale), np.where(zero, 0, q + nmax)
@@ -104,6 +101,15 @@ def largest(v: np.ndarray) -> np.ndarray:
     """Each row's largest value, or 0 if none is larger: C's `if (v > m) m = v` from m = 0, which
     passes over NaN (numpy's max would return it)."""
     return np.where(np.isnan(v), F(0), v).max(axis=1).clip(min=0)
+
+
+def first_largest(v: np.ndarray, axis: int) -> np.ndarray:
+    """Along `axis`, the first value of largest magnitude, sign kept, or 0 if none is above 0: C's
+    `if (fabsf(v) > m) { m = fabsf(v); max = v; }` from m = 0, which passes over NaN."""
+    size = np.where(np.isnan(v), F(-1), np.abs(v))
+    first = np.expand_dims(size.argmax(axis=axis), axis)
+    found = np.take_along_axis(size, first, axis=axis).squeeze(axis) > 0
+    return np.where(found, np.take_along_axis(v, first, axis=axis).squeeze(axis), F(0))
 
 
 def fp16_bytes(v: np.ndarray) -> np.ndarray:
@@ -118,8 +124,8 @@ def _q45_k(x: np.ndarray, nmax: int, rmin: float, nstep: int) -> tuple[np.ndarra
     scales, mins, q = scale_and_min(sub, weights, nmax, rmin, nstep)
     scales, mins, q = scales.reshape(n, 8), mins.reshape(n, 8), q.T.reshape(n, 8, 32)
     max_scale, max_min = largest(scales), largest(mins)
-    inv_scale = np.where(max_scale > 0, F(63) / np.where(max_scale > 0, max_scale, F(1)), F(0))
-    inv_min = np.where(max_min > 0, F(63) / np.where(max_min > 0, max_min, F(1)), F(0))
+    inv_scale = np.where(max_scale > 0, F(63) / max_scale, F(0))
+    inv_min = np.where(max_min > 0, F(63) / max_min, F(0))
     ls = np.minimum(63, nearest(inv_scale[:, None] * scales) & 0xFF)  # C stores it in a uint8 first
     lm = np.minimum(63, nearest(inv_min[:, None] * mins) & 0xFF)
     packed = np.concatenate([ls[:, :4] | (ls[:, 4:] >> 4) << 6, lm[:, :4] | (lm[:, 4:] >> 4) << 6,
@@ -127,8 +133,7 @@ def _q45_k(x: np.ndarray, nmax: int, rmin: float, nstep: int) -> tuple[np.ndarra
     d, dmin = (max_scale / F(63)).astype(np.float16), (max_min / F(63)).astype(np.float16)
     step = d.astype(F)[:, None] * ls.astype(F)
     offset = dmin.astype(F)[:, None] * lm.astype(F)
-    safe = np.where(step != 0, step, F(1))
-    requant = np.clip(nearest((x.reshape(n, 8, 32) + offset[..., None]) / safe[..., None]), 0, nmax)
+    requant = np.clip(nearest((x.reshape(n, 8, 32) + offset[..., None]) / step[..., None]), 0, nmax)
     q = np.where((step != 0)[..., None], requant, q).reshape(n, 4, 2, 32)  # a zero step keeps the search's
     return d, dmin, packed, q
 
@@ -150,16 +155,13 @@ def q6_k(x: np.ndarray) -> np.ndarray:
     n = len(x)
     scales, q = symmetric_scale(np.ascontiguousarray(x.reshape(n * 16, 16).T), 32)
     scales, q = scales.reshape(n, 16), q.T.reshape(n, 16, 16)
-    size = np.abs(scales)
-    first = np.where(np.isnan(size), F(-1), size).argmax(axis=1)  # C's `>` passes over NaN
-    top = np.take_along_axis(scales, first[:, None], axis=1)[:, 0]
-    empty = largest(size) < F(1e-15)
-    iscale = F(-128) / np.where(empty, F(1), top)
+    top = first_largest(scales, axis=1)
+    empty = np.abs(top) < F(1e-15)
+    iscale = F(-128) / top
     d = np.where(empty, F(0), F(1) / iscale).astype(np.float16)
     codes = np.where(empty[:, None], 0, np.minimum(127, nearest(iscale[:, None] * scales)))
     step = d.astype(F)[:, None] * codes.astype(F)
-    safe = np.where(step != 0, step, F(1))
-    requant = np.clip(nearest(x.reshape(n, 16, 16) / safe[..., None]), -32, 31) + 32
+    requant = np.clip(nearest(x.reshape(n, 16, 16) / step[..., None]), -32, 31) + 32
     q = np.where((step != 0)[..., None], requant, q).reshape(n, 2, 4, 32)  # (half, quarter, l)
     ql = np.stack([q[:, :, 0] & 0xF | (q[:, :, 2] & 0xF) << 4, q[:, :, 1] & 0xF | (q[:, :, 3] & 0xF) << 4], 1)
     qh = (q >> 4 << (2 * np.arange(4))[None, None, :, None]).sum(axis=2)
