@@ -16,7 +16,7 @@ from model.accounting import (
 )
 from model.config import DeltaNetConfig, MLAConfig
 from model.kernels import use_device_kernels
-from model.mixer.delta_rule import chunked_delta_rule, recurrent_delta_rule
+from model.mixer.delta_rule import chunked_delta_rule, fla_available, recurrent_delta_rule
 from model.mixer.deltanet import Decay
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -224,12 +224,16 @@ def fake_fla(monkeypatch) -> None:
     """A stand-in for flash-linear-attention (its kernels need Triton and a GPU), written from the
     contract of `fla.ops.gated_delta_rule.chunk_gated_delta_rule` in fla 0.6.0: tokens-first
     [B, T, H, K] tensors, g the log of the decay, beta after its sigmoid, q multiplied by `scale`,
-    initial and final state [B, H, K, V]. The recurrence runs token by token in that layout."""
+    initial and final state [B, H, K, V]. Its Triton matmuls (`tl.dot(A, v * beta)` with A in k's
+    dtype) need q, k and v in one dtype. The recurrence runs token by token in that layout."""
     import sys
     import types
 
     def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, **kw):
+        assert q.dtype == k.dtype == v.dtype, (q.dtype, k.dtype, v.dtype)
         B, T, H, K = k.shape
+        v_dtype = v.dtype
+        q, k, v = q.float(), k.float(), v.float()
         scale = K**-0.5 if scale is None else scale
         S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state
         out = []
@@ -238,7 +242,7 @@ def fake_fla(monkeypatch) -> None:
             u = beta[:, t, :, None] * (v[:, t] - (k[:, t, :, :, None] * S).sum(-2))  # (B, H, V)
             S = S + k[:, t, :, :, None] * u[:, :, None, :]
             out.append((scale * q[:, t, :, :, None] * S).sum(-2))
-        return torch.stack(out, dim=1), S if output_final_state else None
+        return torch.stack(out, dim=1).to(v_dtype), S if output_final_state else None
 
     ops = types.ModuleType("fla.ops.gated_delta_rule")
     ops.chunk_gated_delta_rule = chunk_gated_delta_rule
@@ -249,11 +253,10 @@ def fake_fla(monkeypatch) -> None:
 
 def test_fla_kernel_is_called_in_its_own_layout(monkeypatch):
     """The adapter to flash-linear-attention (heads-first here, tokens-first there; q already
-    scaled) gives what the chunked form gives, and CUDA picks it once the package imports; a layer
-    switched to it computes the same forward. (The kernel itself needs a GPU and is not run here.)"""
-    from model.kernels import KERNEL_CHOICES
+    scaled) gives what the chunked form gives; a layer switched to it computes the same forward, in
+    fp32 and under bf16 autocast. (The kernel itself needs a GPU and is not run here.)"""
     from model.mixer.deltanet import GatedDeltaNet
-    from model.mixer.delta_rule import fla_available, fla_delta_rule
+    from model.mixer.delta_rule import fla_delta_rule
 
     fake_fla(monkeypatch)
     assert fla_available()
@@ -268,30 +271,98 @@ def test_fla_kernel_is_called_in_its_own_layout(monkeypatch):
     idx = torch.randint(0, 97, (2, 40))
     with torch.no_grad():
         ref = model(idx)
-        on_cuda, _ = KERNEL_CHOICES[GatedDeltaNet]
         layers = [m for m in model.modules() if isinstance(m, GatedDeltaNet)]
         for layer in layers:
-            assert on_cuda(layer, torch.device("cuda"), torch.bfloat16) == "fla"
-            assert on_cuda(layer, torch.device("cpu"), torch.float32) == "torch"
             layer.use_kernel("fla")
         torch.testing.assert_close(model(idx), ref, atol=1e-5, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # v in bf16, q and k fp32 from the L2 norm
+            fla_bf16 = model(idx)
+            for layer in layers:
+                layer.use_kernel("torch")
+            torch.testing.assert_close(fla_bf16, model(idx), atol=3e-2, rtol=0)
     assert layers
 
 
-def test_only_cuda_with_fla_installed_picks_the_fla_kernel(monkeypatch):
-    """The Gated DeltaNet row of the kernel table (model/kernels.py): CUDA picks "fla" only when
-    flash-linear-attention imports; CPU and MPS keep the chunked PyTorch form either way."""
+needs_fla = pytest.mark.skipif(not (torch.cuda.is_available() and fla_available()),
+                               reason="needs CUDA and flash-linear-attention")
+
+
+@needs_fla
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("T, with_state", [(200, False), (64, True), (3, True)])
+def test_fla_kernel_equals_the_chunked_form_on_cuda(dtype, T, with_state):
+    """flash-linear-attention's Triton kernel, forward and backward, against the chunked form given
+    the same inputs as the layer gives them (q, k fp32 from the L2 norm; v in the compute dtype; g, beta
+    fp32). The reference sees q and k rounded to v's dtype as the kernel does, so what is compared is
+    the kernels' arithmetic: within 5e-3 (fp32: Triton's dots round to tf32) or 3e-2 (bf16) of each
+    tensor's norm. The state is [K, V] in both: a transposed one would fail by ~100 %."""
+    from model.mixer.delta_rule import fla_delta_rule
+
+    q, k, v, g, beta, state = (x.cuda() for x in random_inputs(B=2, H=4, T=T, dk=64, dv=32, seed=T))
+    v = v.to(dtype)
+    inputs = [q, k, v, g * 4, beta]  # stronger decays than random_inputs'
+    state = state if with_state else None  # a cache's state: no gradient reaches it in training
+    weights = torch.randn(2, 4, T, 32, device="cuda"), torch.randn(2, 4, 64, 32, device="cuda")
+    tol = 5e-3 if dtype == torch.float32 else 3e-2
+
+    def run(rule, rounded: bool):
+        xs = [x.detach().clone().requires_grad_() for x in inputs]
+        args = [xs[0].to(dtype).float(), xs[1].to(dtype).float(), *xs[2:]] if rounded else xs
+        o, S = rule(*args, state)
+        ((o.float() * weights[0]).sum() + (S * weights[1]).sum()).backward()
+        return [o.float(), S] + [x.grad for x in xs]
+
+    for got, want in zip(run(fla_delta_rule, False), run(chunked_delta_rule, True)):
+        assert (got - want).norm() <= tol * want.norm(), (got - want).norm() / want.norm()
+
+
+@needs_fla
+def test_a_hybrid_trains_and_decodes_the_same_on_the_fla_kernel():
+    """A whole hybrid on CUDA in bf16: loss and every gradient with the Gated DeltaNet layers on fla
+    within bf16 rounding of the chunked form; in fp32, the cached decode that starts from fla's final
+    state gives the full forward's logits (the state fla hands over is the one the recurrence reads)."""
+    from model.mixer.deltanet import GatedDeltaNet
+
+    torch.manual_seed(0)
+    model = GPT(config("gqa-gated-1to1")).cuda()
+    layers = [m for m in model.modules() if isinstance(m, GatedDeltaNet)]
+    idx = torch.randint(0, 97, (2, 96), device="cuda")
+
+    def loss_and_grads(kernel: str):
+        for layer in layers:
+            layer.use_kernel(kernel)
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(idx, idx)[1]["loss"]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    (loss, grads), (ref_loss, ref_grads) = loss_and_grads("fla"), loss_and_grads("torch")
+    assert abs(loss - ref_loss) <= 1e-2 * ref_loss
+    for g, r in zip(grads, ref_grads):
+        assert (g - r).norm() <= 5e-2 * r.norm() + 1e-6
+
+    model.eval()
+    with torch.no_grad():
+        full = model(idx)  # fla, fp32
+        cache = model.new_cache(2, 96)
+        parts = [model(idx[:, :70], cache=cache)] + [model(idx[:, t:t + 1], cache=cache) for t in range(70, 96)]
+    assert (torch.cat(parts, dim=1) - full).abs().max() <= 1e-2 * full.abs().max()  # fp32 dots at tf32
+
+
+def test_no_device_picks_the_fla_kernel_yet(monkeypatch):
+    """The Gated DeltaNet row of the kernel table (model/kernels.py): every device keeps the chunked
+    PyTorch form, flash-linear-attention installed or not, until its CUDA comparison passes."""
     model = GPT(config("gqa-gated-1to1"))
 
     def chosen(device: str) -> set[str]:
-        kernels = use_device_kernels(model, torch.device(device), torch.float32)
+        kernels = use_device_kernels(model, torch.device(device), torch.bfloat16)
         return {kernels[f"transformer.h.{i}.attn"] for i in (0, 2)}  # the linear layers
 
     monkeypatch.setitem(sys.modules, "fla", None)  # as if not installed: its import fails
     assert chosen("cuda") == chosen("mps") == chosen("cpu") == {"torch"}
     fake_fla(monkeypatch)
-    assert chosen("cuda") == {"fla"}
-    assert chosen("mps") == chosen("cpu") == {"torch"}
+    assert chosen("cuda") == chosen("mps") == chosen("cpu") == {"torch"}
 
 
 def test_decay_init_is_hf_qwen3_5s():

@@ -21,7 +21,8 @@ head_dim), v (B, H, T, v_head_dim), g and beta (B, H, T) and an optional state (
 v_head_dim); both compute in fp32 and return (o in q's dtype, the final fp32 state). q must already
 carry its 1/sqrt(head_dim) scale. HF's torch fallbacks `torch_chunk_gated_delta_rule` and
 `torch_recurrent_gated_delta_rule` (Qwen3-Next) compute the same; tests/test_deltanet.py compares.
-`fla_delta_rule` calls flash-linear-attention's Triton kernel (optional extra `fla`, CUDA only).
+`fla_delta_rule` calls flash-linear-attention's Triton kernel (optional extra `fla`, CUDA only; no
+device picks it yet, model/kernels.py).
 """
 
 import torch
@@ -81,9 +82,12 @@ def chunked_delta_rule(q, k, v, g, beta, state: torch.Tensor | None = None, chun
 
 def fla_delta_rule(q, k, v, g, beta, state: torch.Tensor | None = None):
     """flash-linear-attention's chunked kernel (`fla.ops.gated_delta_rule.chunk_gated_delta_rule`,
-    tokens-first layout) with the signature above; q is already scaled, so its scale is 1."""
+    tokens-first layout) with the signature above; q is already scaled, so its scale is 1. Its Triton
+    matmuls take operands of one dtype, so q and k (fp32 after the layer's L2 norm) are cast to v's,
+    the compute dtype, as HF passes them; g and beta stay fp32 and o comes back in v's dtype."""
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
+    q, k = q.to(v.dtype), k.to(v.dtype)
     o, S = chunk_gated_delta_rule(*(x.transpose(1, 2) for x in (q, k, v, g, beta)), scale=1.0,
                                   initial_state=state, output_final_state=True)
     return o.transpose(1, 2), S

@@ -79,7 +79,7 @@ class GatedDeltaNet(nn.Module):
         self.norm = GatedRMSNorm(d.v_head_dim, cfg.norm_eps)
         self.out_proj = nn.Linear(self.value_dim, cfg.n_embd, bias=False)  # residual init, as c_proj
         self.resid_dropout = nn.Dropout(cfg.dropout)
-        self.kernel = "torch"  # the chunked form; model/kernels.py switches to "fla" on CUDA
+        self.kernel = "torch"  # the chunked form; "fla" by hand only (model/kernels.py says why)
         self.chunked = RULES[self.kernel]
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None = None,
