@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU figures of docs/LOG.md ("GPU speed") in one go, each ratio taken within this one run:
-#   1. the CUDA-only checks of tests/test_kernels.py (FlexAttention and grouped-GEMM backward);
+#   1. the CUDA-only checks: tests/test_kernels.py (FlexAttention and grouped-GEMM backward),
+#      tests/test_deltanet.py (flash-linear-attention, forward and backward, when installed) and the
+#      compiled decode (CUDA graphs) of tests/test_generate.py;
 #   2. GPT-2 124M, B16 T1024, bf16 + torch.compile: scripts/bench.py against nanoGPT's bench.py
 #      (2b, only when asked for: the same with 4 and with 1 chunk of the LM loss);
 #   3. a Gemma-2-style window + softcap model: the device kernels (FlexAttention) against the kernels
@@ -12,7 +14,11 @@
 #   5. the decode benchmark (scripts/gpu_decode_check.sh);
 #   6. GPT-2 124M eager, ours against nanoGPT;
 #   7. the parallel layouts on one device (scripts/bench_parallel.py under torchrun): no wrapper, DDP,
-#      FSDP2, with and without activation checkpointing.
+#      FSDP2, with and without activation checkpointing;
+#   8. Gated DeltaNet: one layer on flash-linear-attention's kernel against the chunked PyTorch form and
+#      full attention (scripts/bench_mixers.py).
+# fla's first call in a process autotunes its Triton kernels: over 45 s for one shape's backward on an
+# H200, so give section 1 and 8 a TIMEOUT of several minutes when fla is installed.
 # Every section writes as it goes to $OUT (default ./gpu-check) and one failure does not stop the
 # others; SECTIONS="2 4" runs only those, in the script's order. With 15 minutes of device time
 # the last full run did not reach section 7; the open targets are in 2, 3 (3b) and 4 (4b).
@@ -41,6 +47,7 @@ if [ "${TINY:-0}" = 1 ]; then
     TIMEOUT=120
     PARALLEL=(--tiny --device cpu --variants none,ddp)
     COMPILED=(--train.compile=false)  # compiling on this CPU would take minutes
+    MIXERS=(--device cpu --seq_lens 64 --repeats 1)
 else
     DEV=(--train.device=cuda --train.dtype=bf16)
     SHAPE=()
@@ -51,10 +58,11 @@ else
     TIMEOUT=${TIMEOUT:-240}
     PARALLEL=(configs/gpt2-124m.toml --variants none,ddp,fsdp2,none+ac,fsdp2+ac)
     COMPILED=(--train.compile=true)
+    MIXERS=(--device cuda --dtype bf16 --batch 8 --seq_lens 256,2048,8192 --repeats 5)
 fi
 DATA124=(--data.source=python-stdlib '--data.hf_config=""' --data.tokenizer_path="$RANKS" --data.max_tokens=3000000)
 
-want() { [[ " ${SECTIONS:-1 2 3 4 5 6 7} " == *" $1 "* ]]; }
+want() { [[ " ${SECTIONS:-1 2 3 4 5 6 7 8} " == *" $1 "* ]]; }
 section() { echo; echo "## $1 ($(date -u +%T))" | tee -a "$OUT/summary.txt"; }
 run() {  # run CMD... with a time limit, its output to the terminal and to $OUT/log.txt
     timeout "$TIMEOUT" "$@" 2>&1 | tee -a "$OUT/log.txt"
@@ -67,8 +75,9 @@ echo "# $(date -u +%FT%TZ) $($PY -c 'import torch; print(torch.__version__, torc
     | tee -a "$OUT/summary.txt"
 
 if want 1; then
-    section "1. CUDA-only kernel checks (tests/test_kernels.py)"
-    run "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py | tail -5 | tee -a "$OUT/summary.txt"
+    section "1. CUDA-only checks (kernels, flash-linear-attention, compiled decode)"
+    run "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_deltanet.py \
+        "tests/test_generate.py::test_compiled_decode_gives_the_same_tokens[cuda]" | tail -8 | tee -a "$OUT/summary.txt"
 fi
 
 if want 2; then
@@ -133,5 +142,9 @@ if want 7; then
     section "7. parallel layouts on one device (scripts/bench_parallel.py)"
     run "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 scripts/bench_parallel.py "${PARALLEL[@]}" \
         --out "$OUT/parallel.jsonl" | tail -8 | tee -a "$OUT/summary.txt"
+fi
+if want 8; then
+    section "8. Gated DeltaNet: flash-linear-attention vs the chunked form (one layer)"
+    run "$PY" scripts/bench_mixers.py "${MIXERS[@]}" | tee -a "$OUT/summary.txt"
 fi
 echo "done $(date -u +%T)" | tee -a "$OUT/summary.txt"

@@ -315,11 +315,14 @@ def test_static_cache_decodes_the_same_tokens_as_the_dynamic_one():
 
 
 @pytest.mark.slow  # compiling on a CPU takes a minute or more
-def test_compiled_decode_gives_the_same_tokens():
-    model = randomize_(GPT(tiny(n_layer=1, window=8, block_size=64)), std=0.2)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_compiled_decode_gives_the_same_tokens(device):
+    """On CUDA the one-token step is recorded as a CUDA graph and replayed (mode="reduce-overhead")."""
+    model = randomize_(GPT(tiny(n_layer=1, window=8, block_size=64)), std=0.2).to(device)
     keys = set(model.state_dict())
     decoders = []
-    for prompt in (tokens(10), tokens(7, seed=1)):  # the second prompt length reuses the graphs
+    for prompt in (tokens(10).to(device), tokens(7, seed=1).to(device)):  # the second prompt length reuses the graphs
         want = model.generate(prompt, 20, temperature=0.0)
         assert torch.equal(model.generate(prompt, 20, temperature=0.0, compile=True), want)
         decoders.append(model._compiled_decoder)

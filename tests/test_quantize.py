@@ -295,6 +295,8 @@ def test_bench_quantize_reports_bytes_bpb_and_interleaved_rates(base, capsys):
                          "decode tok/s b=1, int8 KV", "decode tok/s b=2, int8 KV"}
     assert rows["weight bytes"].count("(x") == 4 and "(x1.000)" in rows["weight bytes"]
     assert "(+0.00 %)" in rows["val bpb"]  # fp32 against itself
+    assert run_cli(main, [*argv, "--dtype=bf16", "--batches=1"]) == 0  # the anchor column names the compute dtype
+    assert capsys.readouterr().out.splitlines()[1].split() == ["fp32", "weights,", "bf16", "int8", "int4", "w8a8"]
     assert run_cli(main, [str(base), "--batches=1,x"]) == 2
 
 

@@ -179,9 +179,13 @@ def test_bench_parallel_and_bench_mixers_refuse_counts_they_cannot_run(capsys, t
         assert error_line(err) == f"error: {option} must be an integer >= {minimum}, got {value!r}"
     assert not (tmp_path / "r.jsonl").exists()
     mixers = load_script("bench_mixers")
-    for argv in (["--repeats", "0"], ["--seq_lens", "256,0"], ["--threads", "-1"]):
+    for argv in (["--repeats", "0"], ["--seq_lens", "256,0"], ["--threads", "-1"], ["--batch", "0"]):
         code, out, err = cli(capsys, *argv, entry=mixers.main)
-        assert code == 2 and not out and "--seq_lens and --repeats must be >= 1" in error_line(err), argv
+        assert code == 2 and not out and "--seq_lens, --repeats and --batch must be >= 1" in error_line(err), argv
+    for argv, message in ((["--dtype", "fp16"], "--dtype must be fp32 or bf16, got 'fp16'"),
+                          (["--device", "tpu"], "--device='tpu' is not a device")):
+        code, out, err = cli(capsys, *argv, entry=mixers.main)
+        assert code == 2 and not out and error_line(err).startswith(f"error: {message}"), argv
 
 
 @pytest.mark.parametrize("name, content, reason", [
