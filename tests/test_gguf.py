@@ -21,6 +21,8 @@ from train.gguf_iquants import QUANTIZERS as I_QUANTIZERS
 from train.gguf_iquants import quantize_iq
 from train.gguf_kquants import QUANTIZERS as K_QUANTIZERS
 from train.gguf_kquants import quantize_k
+from train.gguf_kquants_low import QUANTIZERS as LOW_QUANTIZERS
+from train.gguf_kquants_low import quantize_low_k
 from train.run import load_run
 from train.sample import sample
 from train.tokenizer import get_tokenizer
@@ -68,7 +70,8 @@ F32_ALSO = [("qwen3_5_text", dataclasses.replace(MODELS["qwen3_5_text"], deltane
              dataclasses.replace(MODELS["qwen3_5_moe_text"], deltanet=WIDE_DELTANET, moe=TWO_SHARED))]
 
 
-K_FALLBACK = {"q6_k": "q8_0", "q5_k": "q5_1", "q4_k": "q5_0", "iq4_xs": "iq4_nl"}  # llama.cpp's, for rows
+K_FALLBACK = {"q6_k": "q8_0", "q5_k": "q5_1", "q4_k": "q5_0", "q3_k": "q4_0", "q2_k": "q4_0",  # llama.cpp's, for rows
+              "iq4_xs": "iq4_nl"}
 # no multiple of 256
 
 
@@ -137,6 +140,7 @@ def rounded_as_stored(model: GPT, gguf_type: str) -> GPT:
                 order = order.view(d.n_head, -1, d.v_head_dim).transpose(0, 1).reshape(-1)
             values = p[..., order].numpy()
             data = (quantize_k(values, qtype.name) if qtype.name in K_QUANTIZERS else
+                    quantize_low_k(values, qtype.name) if qtype.name in LOW_QUANTIZERS else
                     quantize_iq(values, qtype.name) if qtype.name in I_QUANTIZERS else quantize(values, qtype))
             stored = torch.from_numpy(dequantize(data, qtype)).view(p.shape)
             p[..., order] = stored
@@ -387,7 +391,7 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(base, mla_run, tmp_pat
     cases = [
         ([base, tmp_path / "o", "--gguf_type", "f16"], "--gguf_type does not apply to --format hf"),
         ([base, tmp_path / "o", "--format", "gguf", "--dtype", "fp16"], "--dtype does not apply to --format gguf"),
-        ([base, tmp_path / "o", "--format", "gguf", "--gguf_type", "q3_k"], "invalid choice: 'q3_k'"),
+        ([base, tmp_path / "o", "--format", "gguf", "--gguf_type", "q2_k_s"], "invalid choice: 'q2_k_s'"),
         ([base, tmp_path / "full", "--format", "gguf"], "exists and is not an empty directory"),
         ([base, tmp_path / "file.gguf", "--format", "gguf"], "exists and is not an empty directory"),
         ([base, tmp_path / "new.gguf", "--format", "gguf"], "is the directory to hold model.gguf"),

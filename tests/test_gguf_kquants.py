@@ -1,7 +1,7 @@
-"""llama.cpp's k-quants and i-quants (train/gguf_kquants.py, train/gguf_iquants.py): the bytes
+"""llama.cpp's k-quants and i-quants (train/gguf_kquants*.py, train/gguf_iquants.py): the bytes
 llama-quantize writes without an importance matrix, checked against digests of llama.cpp's own
 output on rows built to trip a quantizer's search, decoded by the `gguf` package's independent
-dequantizer, and, where llama-cpp-python is installed, against ggml's quantize_q4_K, ...,
+dequantizer, and, where llama-cpp-python is installed, against ggml's quantize_q2_K, ...,
 quantize_iq4_xs themselves on random rows (tests/test_gguf_llama_cpp.py compares whole files).
 Then the files: which matrices take a k-quant, its fallback or llama-quantize's mix."""
 
@@ -19,14 +19,18 @@ from test_gguf import (K_FALLBACK, MODELS, assert_same_function, load_gguf, rand
 from train.gguf_export import write_gguf
 from train.gguf_iquants import quantize_iq
 from train.gguf_kquants import QK_K, QUANTIZERS, quantize_k
+from train.gguf_kquants_low import QUANTIZERS as LOW_QUANTIZERS
+from train.gguf_kquants_low import quantize_low_k
 from train.tokenizer import get_tokenizer
 
 gguf = pytest.importorskip("gguf")
-KINDS = ["Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
+KINDS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
 
-# sha256 of the bytes llama.cpp 0.3.36's quantizers (ggml-base's quantize_q4_K, ..., quantize_iq4_xs,
+# sha256 of the bytes llama.cpp 0.3.36's quantizers (ggml-base's quantize_q2_K, ..., quantize_iq4_xs,
 # what llama-quantize runs without an importance matrix) wrote for hard_rows()
 LLAMA_CPP_DIGESTS = {
+    "Q2_K": "e4b604b78127740397c61c3ef3ab35e175cd6b396f85f56644420ff567c517e4",
+    "Q3_K": "2277331b2dbabd35437ef3e8b237dde000a5d2134bbac00d786896f5d9f619e6",
     "Q4_K": "3f3dae83c894c37c9434cd9f0967f279ed68081bf6991622480c4a26c006355b",
     "Q5_K": "aec153b677350e0a61122480f6bd2e2fd43d44a095e91a943fa003bb96fd4356",
     "Q6_K": "32fb62a393f440a397ce15acc3902bc80d83aeefd563db40b140689760e2bc12",
@@ -36,7 +40,8 @@ LLAMA_CPP_DIGESTS = {
 
 
 def ours(x: np.ndarray, kind: str) -> np.ndarray:
-    return quantize_k(x, kind) if kind in QUANTIZERS else quantize_iq(x, kind)
+    return (quantize_k(x, kind) if kind in QUANTIZERS else quantize_low_k(x, kind) if kind in LOW_QUANTIZERS
+            else quantize_iq(x, kind))
 
 
 def hard_rows() -> np.ndarray:
@@ -68,21 +73,22 @@ def test_each_type_writes_the_bytes_llama_cpp_wrote(kind):
     assert hashlib.sha256(out.tobytes()).hexdigest() == LLAMA_CPP_DIGESTS[kind]
 
 
-@pytest.mark.parametrize("kind, rms", [("Q4_K", 0.075), ("Q5_K", 0.038), ("Q6_K", 0.019), ("IQ4_NL", 0.08),
-                                       ("IQ4_XS", 0.08)])
+@pytest.mark.parametrize("kind, rms", [("Q2_K", 0.31), ("Q3_K", 0.16), ("Q4_K", 0.075), ("Q5_K", 0.038),
+                                       ("Q6_K", 0.019), ("IQ4_NL", 0.08), ("IQ4_XS", 0.08)])
 def test_gguf_decodes_each_type_to_its_rows_within_its_step(kind, rms):
     """Decoded by gguf's dequantizer (written apart from ours). Each row lands within 2**(2 - bits)
     of its sub-blocks' largest (at most half of that was seen), but for what these types lose, in
-    llama.cpp too: weights of 1e-6 decode to 0 (the fp16 scale underflows), and a sparse row's lone
-    small value beside large ones can. Zeros stay zeros; on N(0, 1) rows the error of 4, 5 and 6
-    bits is about 0.071, 0.036 and 0.018 for the k-quants, 0.076 and 0.077 for the i-quants."""
+    llama.cpp too: weights of 1e-6 decode to 0 (the fp16 scale underflows; not Q2_K's, whose min
+    keeps them), and a sparse row's lone small value beside large ones can. Zeros stay zeros; on
+    N(0, 1) rows the error of 2, 3, 4, 5 and 6 bits is about 0.296, 0.151, 0.071, 0.036 and 0.018 for
+    the k-quants, 0.076 and 0.077 for the i-quants."""
     x = hard_rows()[:48]  # the finite ones
     back = gguf.quants.dequantize(ours(x, kind), gguf.GGMLQuantizationType[kind])
     span = np.abs(x).reshape(48, -1, 32).max(axis=-1, keepdims=True)
     worst = (np.abs(back - x).reshape(48, -1, 32) / np.where(span > 0, span, 1)).max(axis=(1, 2))
     kept = [row for row in range(48) if not 18 <= row < 30]  # not sparse, not tiny
     assert worst[kept].max() <= 2.0 ** (2 - int(kind.lstrip("IQ")[0]))
-    assert not back[24:30].any() and not back[47].any()
+    assert (kind == "Q2_K" or not back[24:30].any()) and not back[47].any()
     y = np.random.default_rng(0).standard_normal((64, 4 * QK_K)).astype(np.float32)
     y_back = gguf.quants.dequantize(ours(y, kind), gguf.GGMLQuantizationType[kind])
     assert rms * 0.8 < np.sqrt(np.mean((y_back - y) ** 2)) < rms
@@ -129,8 +135,8 @@ def test_each_type_equals_ggml_on_random_rows(kind):
 @pytest.mark.parametrize("gguf_type", list(K_FALLBACK))
 @pytest.mark.parametrize("family", ["gpt2", "llama", "qwen3_moe"])
 def test_k_quants_hold_rows_of_256_and_keep_the_others_in_llama_cpps_fallback(family, gguf_type, tmp_path):
-    """q6_k, q5_k, q4_k and iq4_xs on models 256 wide: each matrix whose rows are a multiple of 256
-    in the type, the others in q8_0, q5_1, q5_0 or iq4_nl (gpt2's ffn_down, rows of 72, in f16),
+    """q6_k, q5_k, q4_k, q3_k, q2_k and iq4_xs on models 256 wide: each matrix whose rows are a multiple
+    of 256 in the type, the others in q8_0, q5_1, q5_0, q4_0 or iq4_nl (gpt2's ffn_down, rows of 72, in f16),
     named as such; the file's general.file_type is llama.cpp's for the type, and transformers reads
     our weights rounded as stored."""
     from gguf import GGUFReader, LlamaFileType
@@ -148,10 +154,11 @@ def test_k_quants_hold_rows_of_256_and_keep_the_others_in_llama_cpps_fallback(fa
     assert {"token_embd.weight", "blk.0.attn_output.weight"} <= {n for n, kind in expected.items() if kind == gguf_type}
     assert "blk.0.ffn_down" in " ".join(done.fallback)
     file_type = reader.fields["general.file_type"]
-    name = {"q6_k": "MOSTLY_Q6_K", "q5_k": "MOSTLY_Q5_K_S", "q4_k": "MOSTLY_Q4_K_S",
-            "iq4_xs": "MOSTLY_IQ4_XS"}[gguf_type]
+    name = {"q6_k": "MOSTLY_Q6_K", "q5_k": "MOSTLY_Q5_K_S", "q4_k": "MOSTLY_Q4_K_S", "q3_k": "MOSTLY_Q3_K_S",
+            "q2_k": "MOSTLY_Q2_K", "iq4_xs": "MOSTLY_IQ4_XS"}[gguf_type]
     assert LlamaFileType(int(file_type.parts[file_type.data[0]][0])).name == name
-    assert_same_function(rounded_as_stored(ours, gguf_type), load_gguf(tmp_path / "out", family))
+    # the two implementations add in different orders: 1.7e-5 on logits of 5 was seen at 3 bits
+    assert_same_function(rounded_as_stored(ours, gguf_type), load_gguf(tmp_path / "out", family), atol=5e-5)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3_moe"])
@@ -181,5 +188,36 @@ def test_a_k_mix_gives_more_bits_where_llama_quantize_does(family, gguf_type, tm
             expected[f"blk.{i}.attn_output.weight"] = "q5_k" if gguf_type == "q4_k_m" else base
         else:
             expected[f"blk.{i}.attn_{'qkv' if family == 'gpt2' else 'v'}.weight"] = "q6_k" if i in more else base
+    assert types == expected
+    assert done.fallback == {name: kind for name, kind in expected.items() if ".ffn_down" in name}
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3_moe"])
+@pytest.mark.parametrize("gguf_type", ["q3_k_m", "q3_k_l"])
+def test_a_3_bit_mix_gives_4_and_5_bits_where_llama_quantize_does(family, gguf_type, tmp_path):
+    """The types llama-quantize 0.3.36 chose for q3_k_m and q3_k_l on 12 layers 256 wide: the output
+    matrix in q6_k; q3_k_m's first two value matrices in q5_k and the rest, attn_output and ffn_down in
+    q4_k (ffn_down of the first 12 / 16 = 0 layers in q5_k); q3_k_l's three in q5_k; the other
+    matrices q3_k. With 8 experts the key and value matrices take q8_0, and attn_output q5_k in
+    q3_k_m, q3_k in q3_k_l. Rows no multiple of 256 fall back: q4_k to q5_0, q5_k to q5_1 (gpt2's
+    ffn_down, rows of 72, to f16)."""
+    cfg = MODELS[family]
+    if cfg.moe.n_expert:
+        cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, n_expert=8))
+    done = write_gguf(random_model(family, cfg=wide(cfg, n_layer=12)), get_tokenizer("byte"), tmp_path / "out",
+                      gguf_type=gguf_type)
+    types = {name: kind.lower() for name, kind in tensor_types(done.path).items() if kind != "F32"}
+    large = gguf_type == "q3_k_l"
+    expected = dict.fromkeys(types, "q3_k") | {"output.weight" if family == "llama" else "token_embd.weight": "q6_k"}
+    for i in range(12):
+        down = "ffn_down_exps" if family == "qwen3_moe" else "ffn_down"
+        expected[f"blk.{i}.{down}.weight"] = "f16" if family == "gpt2" else "q5_1" if large else "q5_0"
+        if family == "qwen3_moe":
+            expected |= {f"blk.{i}.attn_k.weight": "q8_0", f"blk.{i}.attn_v.weight": "q8_0",
+                         f"blk.{i}.attn_output.weight": "q3_k" if large else "q5_k"}
+        else:
+            value = "q5_k" if large or i < 2 else "q4_k"
+            expected |= {f"blk.{i}.attn_{'qkv' if family == 'gpt2' else 'v'}.weight": value,
+                         f"blk.{i}.attn_output.weight": "q5_k" if large else "q4_k"}
     assert types == expected
     assert done.fallback == {name: kind for name, kind in expected.items() if ".ffn_down" in name}

@@ -1,5 +1,6 @@
 """`python -m train.export RUN_DIR OUT_DIR [--format hf|gguf] [--family auto|gpt2|llama|...]
-[--dtype fp32|bf16|fp16] [--gguf_type f32|f16|bf16|q8_0|q6_k|q5_k_m|q5_k|q5_1|q5_0|q4_k_m|q4_k|q4_1|q4_0|iq4_nl|iq4_xs]
+[--dtype fp32|bf16|fp16]
+[--gguf_type f32|f16|bf16|q8_0|q6_k|q5_k_m|q5_k|q5_1|q5_0|q4_k_m|q4_k|q4_1|q4_0|q3_k_l|q3_k_m|q3_k|q2_k|iq4_nl|iq4_xs]
 [--step N]`
 
 --format hf (the default) writes a training run's model as a Hugging Face directory (config.json,
@@ -29,8 +30,9 @@ olmo2, olmo3 and qwen3_next (llama.cpp only; llama too when it has biases), the 
 --gguf_type f16 (the default, as llama.cpp's converter) stores matrices in fp16 and norms and biases
 in fp32; f32 stores everything in fp32, bf16 the matrices in bf16; q8_0, q5_1, q5_0, q4_1 and q4_0
 quantize the matrices whose rows are a multiple of 32 long and name the others (kept in fp16); the
-k-quants q6_k, q5_k and q4_k take rows a multiple of 256 and name the others (kept in q8_0, q5_1 or
-q5_0, as llama.cpp does), and q5_k_m and q4_k_m are llama-quantize's mixes of them; iq4_nl and
+k-quants q6_k, q5_k, q4_k, q3_k and q2_k take rows a multiple of 256 and name the others (kept in
+q8_0, q5_1, q5_0 or q4_0, as llama.cpp does), and q5_k_m, q4_k_m, q3_k_l and q3_k_m are
+llama-quantize's mixes of them; iq4_nl and
 iq4_xs map each weight to one of 16 non-uniform levels (iq4_xs's fallback: iq4_nl). The command
 prints how to load the file, e.g.
 

@@ -12,11 +12,12 @@ scripts/gguf_llama_cpp.py runs a run's file in llama.cpp beside our model.
 --gguf_type: f32 keeps every tensor in fp32; f16 and bf16 store matrices in that type and keep 1-D
 tensors (norms, biases) in fp32, as llama.cpp's converter does. q8_0, q5_1, q5_0, q4_1 and q4_0
 quantize the matrices whose rows are a multiple of 32 long (`gguf.quants.quantize`), store the
-others in fp16 and say which. The k-quants q6_k, q5_k and q4_k (train/gguf_kquants.py) take rows a
-multiple of 256 and keep the others in llama.cpp's fallback (q8_0, q5_1, q5_0; f16 below 32). q8_0
-is the one quantized type llama.cpp's converter writes. q4_k_m and q5_k_m are llama-quantize's
-mixes: q6_k (q8_0 with 8 experts) for the output matrix and the value and down projections of some
-layers (`gguf_kquants.mixed`), q4_k or q5_k for the rest. iq4_nl and iq4_xs (train/gguf_iquants.py)
+others in fp16 and say which. The k-quants q6_k, q5_k, q4_k (train/gguf_kquants.py), q3_k and q2_k
+(train/gguf_kquants_low.py) take rows a multiple of 256 and keep the others in llama.cpp's fallback
+(q8_0, q5_1, q5_0, q4_0, q4_0; f16 below 32). q8_0 is the one quantized type llama.cpp's converter
+writes. q5_k_m, q4_k_m, q3_k_l and q3_k_m are llama-quantize's mixes (`gguf_kquants.mixed`): q6_k
+for the output matrix, more bits for the value projections, ffn_down and attn_output of some or all
+layers (q8_0 for keys and values with 8 experts), the named k-quant for the rest. iq4_nl and iq4_xs (train/gguf_iquants.py)
 map each weight to one of 16 non-uniform levels, in blocks of 32 and super-blocks of 256 (iq4_xs
 falls back to iq4_nl). Every type's tensors are, byte for byte, what llama.cpp's llama-quantize
 writes from our f32 file: with --pure (every matrix in the type, token embeddings and output too),
@@ -47,6 +48,8 @@ from .gguf_archs import ARCHS
 from .gguf_iquants import QUANTIZERS as I_QUANTIZERS
 from .gguf_iquants import quantize_iq
 from .gguf_kquants import MIXES, QUANTIZERS, mixed, quantize_k
+from .gguf_kquants_low import QUANTIZERS as LOW_QUANTIZERS
+from .gguf_kquants_low import quantize_low_k
 from .gguf_layouts import SPLITS
 from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
 from .post.chat_format import SPECIAL, ChatFormat
@@ -58,10 +61,11 @@ FILE_TYPES = {"f32": ("ALL_F32", "F32"), "f16": ("MOSTLY_F16", "F16"), "bf16": (
               "q8_0": ("MOSTLY_Q8_0", "Q8_0"), "q6_k": ("MOSTLY_Q6_K", "Q6_K"), "q5_k_m": ("MOSTLY_Q5_K_M", "Q5_K"),
               "q5_k": ("MOSTLY_Q5_K_S", "Q5_K"), "q5_1": ("MOSTLY_Q5_1", "Q5_1"), "q5_0": ("MOSTLY_Q5_0", "Q5_0"),
               "q4_k_m": ("MOSTLY_Q4_K_M", "Q4_K"), "q4_k": ("MOSTLY_Q4_K_S", "Q4_K"), "q4_1": ("MOSTLY_Q4_1", "Q4_1"),
-              "q4_0": ("MOSTLY_Q4_0", "Q4_0"), "iq4_nl": ("MOSTLY_IQ4_NL", "IQ4_NL"),
-              "iq4_xs": ("MOSTLY_IQ4_XS", "IQ4_XS")}
+              "q4_0": ("MOSTLY_Q4_0", "Q4_0"), "q3_k_l": ("MOSTLY_Q3_K_L", "Q3_K"), "q3_k_m": ("MOSTLY_Q3_K_M", "Q3_K"),
+              "q3_k": ("MOSTLY_Q3_K_S", "Q3_K"), "q2_k": ("MOSTLY_Q2_K", "Q2_K"),
+              "iq4_nl": ("MOSTLY_IQ4_NL", "IQ4_NL"), "iq4_xs": ("MOSTLY_IQ4_XS", "IQ4_XS")}
 # llama.cpp's, for rows not a multiple of 256
-FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0", "IQ4_XS": "IQ4_NL"}
+FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0", "Q3_K": "Q4_0", "Q2_K": "Q4_0", "IQ4_XS": "IQ4_NL"}
 FILE_NAME = "model.gguf"
 ALWAYS_F32 = ("ffn_gate_inp", "position_embd", "ssm_conv1d")  # kept in fp32 whatever the type, as llama.cpp does
 
@@ -165,6 +169,8 @@ def stored(array: np.ndarray, kind: str):
         qtype = Q.F16
     if qtype.name in QUANTIZERS:
         return quantize_k(array, qtype.name), qtype
+    if qtype.name in LOW_QUANTIZERS:
+        return quantize_low_k(array, qtype.name), qtype
     if qtype.name in I_QUANTIZERS:
         return quantize_iq(array, qtype.name), qtype
     return quantize(array, qtype), qtype

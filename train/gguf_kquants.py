@@ -40,8 +40,9 @@ def in_order(terms: np.ndarray) -> np.ndarray:
 
 
 # Both searches take a sub-block per column, x (values, n), so that numpy's row-wise steps are long.
-def scale_and_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, nstep: int):
-    """ggml's make_qkx2_quants on x (32, n) with weights w: (scale, -min, codes in 0..nmax)."""
+def scale_and_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, nstep: int, mad: bool = False):
+    """ggml's make_qkx2_quants on x (sub-block size, n) with weights w: (scale, -min, codes in
+    0..nmax). The error is weighted squared, or with `mad` weighted absolute (Q2_K's use_mad)."""
     lo, hi = np.minimum(x.min(axis=0), 0), x.max(axis=0)
     flat = hi == lo
     sum_w, sum_x = in_order(w), in_order(w * x)
@@ -51,7 +52,7 @@ def scale_and_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, nstep: i
 
     def error(scale, low, q):
         diff = scale * q + low - x
-        return in_order(w * (diff * diff))
+        return in_order(w * (np.abs(diff) if mad else diff * diff))
 
     iscale = F(nmax) / (hi - lo)
     scale, low, best_q = F(1) / iscale, lo, codes(iscale, lo)
@@ -171,7 +172,8 @@ def q6_k(x: np.ndarray) -> np.ndarray:
 
 
 QUANTIZERS = {"Q4_K": q4_k, "Q5_K": q5_k, "Q6_K": q6_k}
-MIXES = {"q4_k_m": "Q4_K", "q5_k_m": "Q5_K"}  # llama.cpp's mixes -> their k-quant for the other matrices
+# llama.cpp's mixes -> their k-quant for the other matrices
+MIXES = {"q5_k_m": "Q5_K", "q4_k_m": "Q4_K", "q3_k_l": "Q3_K", "q3_k_m": "Q3_K"}
 
 
 def more_bits(i: int, n: int) -> bool:
@@ -180,32 +182,40 @@ def more_bits(i: int, n: int) -> bool:
 
 
 def mixed(names: list[str], mix: str, n_layer: int, n_expert: int) -> dict[str, str]:
-    """llama-quantize's q4_k_m or q5_k_m (llama_tensor_get_type) for the matrices `names` it
-    quantizes: the output matrix (the token embeddings if tied) in Q6_K; the value-like matrices
-    (attn_v, attn_qkv, attn_kv_b) and ffn_down of the layers `more_bits` picks in Q6_K; with 8
-    experts, value and key matrices in Q8_0 and q4_k_m's attn_output in Q5_K; the rest in the mix's
-    k-quant. Counted in llama.cpp's order, by layer, then by name. Its rule for 70B llamas (80
-    layers) is not repeated."""
+    """llama-quantize's q5_k_m, q4_k_m, q3_k_l or q3_k_m (llama_tensor_get_type) for the matrices
+    `names` it quantizes: the output matrix (the token embeddings if tied) in Q6_K; the value-like
+    matrices (attn_v, attn_qkv, attn_kv_b), ffn_down and attn_output by the mix's rules below (with 8
+    experts, value and key matrices in Q8_0); the rest in the mix's k-quant. Counted in llama.cpp's
+    order, by layer, then by name. Its rules for 70B llamas (80 layers) and Falcon are not repeated."""
     def layer(name: str) -> int:
         return int(name.split(".")[1]) if name.startswith("blk.") else -1
 
+    base = MIXES[mix]
+    value = {"q3_k_m": lambda i, n: "Q5_K" if i < 2 else "Q4_K", "q3_k_l": lambda i, n: "Q5_K"}.get(
+        mix, lambda i, n: "Q6_K" if more_bits(i, n) else base)  # the i-th value-like matrix of n
+    down = {"q3_k_m": lambda i, n: "Q5_K" if i < n // 16 else "Q4_K", "q3_k_l": lambda i, n: "Q5_K"}.get(
+        mix, lambda i, n: "Q6_K" if more_bits(i, n) else base)  # ffn_down of layer i of n
+    if n_expert == 8:
+        attn_output = "Q5_K" if mix in ("q4_k_m", "q3_k_m") else base
+    else:
+        attn_output = {"q3_k_m": "Q4_K", "q3_k_l": "Q5_K"}.get(mix, base)
     order = sorted(names, key=lambda name: (layer(name), name))
     value_like = [n for n in order if any(f"attn_{k}.weight" in n for k in ("qkv", "kv_b", "v"))]
     out, i_value, i_down = {}, 0, 0
     for name in order:
-        kind = MIXES[mix]
+        kind = base
         if name == "output.weight" or (name == "token_embd.weight" and "output.weight" not in names):
             kind = "Q6_K"
         elif name in value_like:
-            kind = "Q8_0" if n_expert == 8 else "Q6_K" if more_bits(i_value, len(value_like)) else kind
+            kind = "Q8_0" if n_expert == 8 else value(i_value, len(value_like))
             i_value += 1
         elif "attn_k.weight" in name:
             kind = "Q8_0" if n_expert == 8 else kind
         elif "ffn_down" in name:
-            kind = "Q6_K" if more_bits(layer(name) if n_expert > 1 else i_down, n_layer) else kind
+            kind = down(layer(name) if n_expert > 1 else i_down, n_layer)
             i_down += 1
-        elif "attn_output.weight" in name and n_expert == 8 and mix == "q4_k_m":
-            kind = "Q5_K"
+        elif "attn_output.weight" in name:
+            kind = attn_output
         out[name] = kind
     return out
 
