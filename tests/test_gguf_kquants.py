@@ -94,6 +94,18 @@ def test_gguf_decodes_each_type_to_its_rows_within_its_step(kind, rms):
     assert rms * 0.8 < np.sqrt(np.mean((y_back - y) ** 2)) < rms
 
 
+def test_q3_k_refines_five_times_and_stores_a_sub_block_under_1e_15_as_zeros():
+    """Uniform rows where ggml's make_q3_quants still moves a weight in its fifth pass (rows 3, 17,
+    33, ...: four passes give other bytes), against the digest of llama.cpp 0.3.36's bytes; and
+    weights of 1e-16, below its GROUP_MAX_EPS, all stored as 0 bytes, as llama.cpp stores them."""
+    i = np.arange(64 * 256, dtype=np.int64).reshape(64, 256)
+    x = (i * 2246822519 % 2**32 / 2**32 - 0.5).astype(np.float32)
+    digest = "69dc70e01986a308292dc32a532f64d4bf39ba8de761dc7bb8a3ba91413fd110"
+    assert hashlib.sha256(quantize_low_k(x, "Q3_K").tobytes()).hexdigest() == digest
+    tiny = np.where(i[:1] % 3 == 0, -1e-16, 1e-16).astype(np.float32)
+    assert not quantize_low_k(tiny, "Q3_K").any()
+
+
 def test_a_3d_expert_tensor_is_quantized_row_by_row():
     x = hard_rows()[:560].reshape(7, 80, 512)
     assert np.array_equal(quantize_k(x, "Q4_K"), quantize_k(hard_rows()[:560], "Q4_K").reshape(7, 80, -1))

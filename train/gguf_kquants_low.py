@@ -18,11 +18,6 @@ import numpy as np
 from .gguf_kquants import F, QK_K, blockwise, first_largest, fp16_bytes, largest, nearest, scale_and_min
 
 
-def int8(v: np.ndarray) -> np.ndarray:
-    """C's conversion of an int to int8_t: the low byte, signed."""
-    return ((v + 128) & 0xFF) - 128
-
-
 def refined_scale(x: np.ndarray, nmax: int = 4):
     """ggml's make_q3_quants with do_rmse on x (16, n), a sub-block per column: (scale, codes in
     0..2*nmax-1; 0 for an all-zero sub-block). Each pass visits the weights in order and moves one
@@ -59,7 +54,8 @@ def q3_k(x: np.ndarray) -> np.ndarray:
     top = first_largest(scales, axis=1)
     some = top != 0
     iscale = F(-32) / top
-    codes = np.where(some[:, None], np.clip(int8(nearest(iscale[:, None] * scales)), -32, 31) + 32, 0)
+    # C keeps the code in an int8_t; |iscale * scale| <= 32 (NaN rounds to 0), so it never wraps
+    codes = np.where(some[:, None], np.clip(nearest(iscale[:, None] * scales), -32, 31) + 32, 0)
     d = np.where(some, F(1) / iscale, F(0)).astype(np.float16)
     step = d.astype(F)[:, None] * (codes - 32).astype(F)
     requant = np.clip(nearest(x.reshape(n, 16, 16) / step[..., None]), -4, 3) + 4
