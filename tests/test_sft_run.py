@@ -1,13 +1,16 @@
 """Supervised fine-tuning as an ordinary run: exact resume, a start from a pretrained run, the chat
 command's cached turns, and evaluation prompts in the chat format."""
 
+import pytest
 import torch
 
 from model import GPT, ModelConfig
 from tiny_run import TINY, cli, metrics, numerics, randomize_
-from train.chat import Chat
+import train.chat
+from train.chat import Chat, _loop
 from train.chat import main as chat_main
 from train.config import load_config
+from train.errors import ConfigError
 from train.evals.generative import prompt_ids
 from train.evals.items import GenItem
 from train.post.chat_format import ChatTokenizer, Message
@@ -115,6 +118,131 @@ def test_a_conversation_past_the_context_starts_over_with_a_note(capsys):
         assert ("starts over" in capsys.readouterr().err) == (turn == 4)
     assert chat.tokens == tok.chat.prompt([Message("user", "4+1=")]) + [ord("7")] * 8
     assert_cache_holds(chat, chat.tokens)
+
+
+def test_a_turn_that_continues_gets_the_rest_of_the_context(capsys):
+    """A turn continues the conversation while min(max_new_tokens, block_size / 2) positions are left for
+    its answer, which then stops at the last position: 7 prompt ids and 6 answer tokens, then 7 more ids
+    leave 44 of 64 positions for an answer of up to 100 tokens."""
+    tok = ChatTokenizer(get_tokenizer("byte"))
+    chat = Chat(answering(ord("7")), tok, max_new_tokens=6, temperature=0.0, top_k=0, generator=None)
+    assert chat.turn("1+1=") == "7" * 6
+    chat.max_new = 100
+    assert chat.turn("2+1=") == "7" * 44
+    assert "starts over" not in capsys.readouterr().err
+    assert chat.length == len(chat.tokens) == 64
+    prompts = [tok.chat.prompt([Message("user", text)]) for text in ("1+1=", "2+1=")]
+    assert chat.tokens == prompts[0] + [ord("7")] * 6 + prompts[1] + [ord("7")] * 44
+
+
+def test_a_long_first_message_answers_in_what_is_left_and_one_filling_the_context_is_refused(capsys):
+    """A first message of 43 ids leaves 21 of 64 positions: the answer takes them, with no note (there is
+    nothing to start over); 63 ids leave one token; 64 ids leave none, a ConfigError."""
+    tok = ChatTokenizer(get_tokenizer("byte"))
+    chat = Chat(answering(ord("7")), tok, max_new_tokens=30, temperature=0.0, top_k=0, generator=None)
+    assert len(chat.user_ids("1" * 40)) == 43
+    assert chat.turn("1" * 40) == "7" * 21
+    assert capsys.readouterr().err == ""
+    chat.reset()
+    assert chat.turn("1" * 60) == "7"
+    with pytest.raises(ConfigError, match=r"the message \(64 tokens\) fills the context"):
+        chat.turn("1" * 61)
+
+
+def test_a_chat_runs_answer_goes_on_past_a_newline_to_end():
+    """Only a base run's answer ends at a newline; a chat run's ends at <|end|> (or max_new_tokens)."""
+    tok = ChatTokenizer(get_tokenizer("byte"))
+    chat = Chat(answering(ord("\n")), tok, max_new_tokens=6, temperature=0.0, top_k=0, generator=None)
+    assert chat.turn("1+1=") == "\n" * 6  # all of it, shown and returned
+    assert chat.tokens == tok.chat.prompt([Message("user", "1+1=")]) + [ord("\n")] * 6
+    assert chat.pending == [] and chat.length == len(chat.tokens)
+    base = Chat(answering(ord("\n")), get_tokenizer("byte"), max_new_tokens=6, temperature=0.0, top_k=0,
+                generator=None)
+    assert base.turn("1+1=") == ""
+    assert base.tokens == [*b"User: 1+1=\nAssistant:", ord("\n")] and base.pending == [ord("\n")]
+
+
+@pytest.mark.parametrize("said, answer, pieces", [
+    ([*"é!".encode(), 260], "é!", ["é", "!"]),  # "é" is two byte tokens: shown once both are there
+    ([ord("a"), 0xC3], "a\ufffd", ["a", "\ufffd"]),  # an answer cut inside a character shows what it has
+], ids=["two-byte-character", "cut-character"])
+def test_the_streamed_pieces_add_up_to_the_answer(monkeypatch, said, answer, pieces):
+    tok = ChatTokenizer(get_tokenizer("byte"))
+    script = iter(said)
+    monkeypatch.setattr(train.chat, "sample_next", lambda *args, **kwargs: torch.tensor([next(script)]))
+    chat = Chat(answering(ord("7")), tok, max_new_tokens=len(said), temperature=0.0, top_k=0, generator=None)
+    emitted = []
+    assert chat.turn("1+1=", emitted.append) == answer
+    assert [piece for piece in emitted if piece] == pieces
+
+
+def test_the_chat_loop_commands(monkeypatch, capsys):
+    """/reset starts over; /temperature sets the temperature, a bad value is refused with a note; an answer
+    stopped by Ctrl-C leaves a conversation whose cache holds its tokens; Ctrl-D ends the loop."""
+    tok = ChatTokenizer(get_tokenizer("byte"))
+    chat = Chat(answering(ord("7")), tok, max_new_tokens=3, temperature=0.0, top_k=0, generator=None)
+
+    def typing(*lines):  # then Ctrl-D
+        it = iter(lines)
+
+        def typed(prompt):
+            line = next(it, None)
+            if line is None:
+                raise EOFError
+            return line
+
+        monkeypatch.setattr("builtins.input", typed)
+
+    typing("1+1=", "/reset")
+    assert _loop(chat, lambda piece: None) == 0
+    assert chat.tokens == [] and chat.length == 0
+    typing("/temperature -1", "/temperature x")
+    assert _loop(chat, lambda piece: None) == 0 and chat.temperature == 0.0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err), err
+    typing("/temperature 0.5")
+    assert _loop(chat, lambda piece: None) == 0 and chat.temperature == 0.5
+    chat.temperature = 0.0
+    shown = []
+
+    def interrupted(piece):  # Ctrl-C after the answer's first token went into the cache
+        shown.append(piece)
+        if len(shown) == 2:
+            raise KeyboardInterrupt
+
+    typing("1+1=", "2+1=")
+    assert _loop(chat, interrupted) == 0
+    assert chat.tokens[-4:] == [*tok.chat.prompt([Message("user", "2+1=")])[-1:], ord("7"), ord("7"), ord("7")]
+    assert_cache_holds(chat, chat.tokens)
+
+
+def test_chat_once_prompts_a_chat_run_in_its_format_and_samples_by_seed(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "chat"
+    sft_run(out, "--train.max_steps=2").fit()
+    made = []
+
+    class Recorded(Chat):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(train.chat, "Chat", Recorded)
+    capsys.readouterr()
+    answers = [cli(capsys, out, "--once", "12+30=", "--temperature", "1", "--top_k", "0", "--seed", seed,
+                   "--max_new_tokens", "8", entry=chat_main) for seed in (5, 5, 6)]
+    assert [code for code, _, _ in answers] == [0, 0, 0]
+    assert answers[0][1] == answers[1][1] != answers[2][1]
+    prompt = ChatTokenizer(get_tokenizer("byte")).chat.prompt([Message("user", "12+30=")])
+    assert all(chat.tokens[:len(prompt)] == prompt and chat.temperature == 1.0 for chat in made)
+
+
+def test_chat_flags_default_to_what_their_help_says(capsys):
+    with pytest.raises(SystemExit):
+        train.chat.parse_args(["--help"])
+    printed = " ".join(capsys.readouterr().out.split())
+    args = train.chat.parse_args(["RUN"])
+    for flag, value in (("temperature", 0.6), ("top_k", 50), ("max_new_tokens", 256)):
+        assert getattr(args, flag) == value and f"(default {value})" in printed, flag
 
 
 def test_an_evaluation_prompts_a_chat_model_in_its_format():

@@ -84,7 +84,7 @@ class Chat:
             stopped = new[-1] == self.tok.eot
             text = self.tok.decode(new[:-1] if stopped else new)
             stopped = stopped or (self.chat is None and "\n" in text)  # a base run's answer is one line
-            answer = text.split("\n")[0]
+            answer = text if self.chat is not None else text.split("\n")[0]
             if not answer.endswith("\ufffd"):  # a character cut between byte tokens waits for the rest
                 emit(answer[len(shown):])
                 shown = answer
@@ -140,7 +140,7 @@ def _loop(chat: Chat, emit) -> int:
             continue
         try:
             chat.turn(text, emit)
-        except KeyboardInterrupt:  # stop this answer, keep the conversation
+        except KeyboardInterrupt:  # stop this answer; its cache holds part of it, so start over
             chat.reset()
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
