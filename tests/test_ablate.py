@@ -5,7 +5,6 @@ import csv
 import json
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -261,63 +260,6 @@ def test_ladder_ablations_cover_every_rung(name):
     rungs = sorted(p.stem for p in (ROOT / "configs" / "ladder").glob("*.toml"))
     assert list(spec["variants"]) == rungs
     assert [Path(v["config"]).stem for v in spec["variants"].values()] == rungs
-
-
-def finished_run(tmp_path: Path, seed: int, bpb: float, loss: float | None = None):
-    """A finished run of the default config, evaluated once at val_bpb `bpb` (val_loss `loss`, or bpb)."""
-    from train.report import RunData
-
-    cfg = load_config(ROOT / "configs" / "default.toml", [f"--train.seed={seed}", f"--train.out_dir={tmp_path}"])
-    record = {"step": 1, "val_loss": bpb if loss is None else loss, "val_bpb": bpb}
-    return RunData(tmp_path, cfg, [record], {"state": "done"})
-
-
-def test_seed_spread_is_the_sample_standard_deviation(tmp_path):
-    """Mean ± the sample (n - 1) standard deviation over seeds, as the report says, and the
-    spread test |delta| > std(variant) + std(baseline) decided with it: here the population
-    deviation (smaller by sqrt(2/3)) would call b's step beyond the spread, the sample one does not."""
-    from train.report import rows
-
-    a, b = [3.0, 3.2, 3.4], [2.64, 2.84, 3.04]
-    a_loss = [2.0, 2.5, 4.0]
-    groups = {"a": [finished_run(tmp_path, s, x, y) for s, x, y in zip((1, 2, 3), a, a_loss)],
-              "b": [finished_run(tmp_path, s, x) for s, x in zip((1, 2, 3), b)]}
-    t = {r["variant"]: r for r in rows({"baseline": "a"}, groups)}
-    assert t["a"]["val_bpb_std"] == pytest.approx(statistics.stdev(a)) == pytest.approx(0.2)
-    assert t["b"]["val_bpb_std"] == pytest.approx(statistics.stdev(b))
-    assert t["a"]["val_loss_std"] == pytest.approx(statistics.stdev(a_loss)) == pytest.approx(1.0408, abs=1e-4)
-    assert t["a"]["val_loss_mean"] == pytest.approx(statistics.fmean(a_loss))
-    delta = statistics.fmean(b) - statistics.fmean(a)  # -0.36: under 0.2 + 0.2, over 2 * 0.163
-    assert t["b"]["delta_bpb"] == pytest.approx(delta)
-    assert t["b"]["beyond_seed_spread"] is False and t["a"]["beyond_seed_spread"] is None
-
-
-def test_deltas_are_against_the_named_baseline_not_the_first_row(tmp_path):
-    """With baseline "b" listed second, each row's delta_bpb is its mean val bpb minus b's:
-    a 3.0 - 2.5 = +0.5, b 0, c 2.0 - 2.5 = -0.5."""
-    from train.report import rows
-
-    groups = {v: [finished_run(tmp_path, 1, bpb)] for v, bpb in (("a", 3.0), ("b", 2.5), ("c", 2.0))}
-    t = {r["variant"]: r for r in rows({"baseline": "b"}, groups)}
-    assert [t[v]["delta_bpb"] for v in "abc"] == pytest.approx([0.5, 0.0, -0.5])
-
-
-def test_steps_between_variants_are_paired_by_seed(tmp_path):
-    """The per-seed step from the previous variant compares runs of equal seed (same batch order),
-    whatever order the runs are listed in, and says whether every seed moved the same way."""
-    from train.report import rows
-
-    def run(seed: int, bpb: float):
-        return finished_run(tmp_path, seed, bpb)
-
-    groups = {"a": [run(1, 3.0), run(2, 3.2)], "b": [run(1, 2.9), run(2, 3.25)], "c": [run(2, 3.0), run(1, 2.5)]}
-    t = {r["variant"]: r for r in rows({"baseline": "a", "delta_previous": True}, groups)}
-    assert t["a"]["delta_bpb_previous_by_seed"] is None and t["a"]["previous_same_sign"] is None
-    assert t["b"]["delta_bpb_previous_by_seed"] == "-0.1000;+0.0500" and t["b"]["previous_same_sign"] is False
-    assert t["c"]["delta_bpb_previous_by_seed"] == "-0.4000;-0.2500" and t["c"]["previous_same_sign"] is True
-    assert t["c"]["delta_bpb_previous"] == pytest.approx((2.5 + 3.0) / 2 - (2.9 + 3.25) / 2)
-    one = rows({"baseline": "a", "delta_previous": True}, {"a": [run(1, 3.0)], "b": [run(1, 2.0)]})
-    assert one[1]["delta_bpb_previous_by_seed"] == "-1.0000" and one[1]["previous_same_sign"] is None
 
 
 # ----- bad input: one line on stderr, exit 2, nothing written is lost --------------------------------

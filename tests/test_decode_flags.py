@@ -7,9 +7,12 @@ import inspect
 import pytest
 
 from model import GPT
+from model.config import DeltaNetConfig
 from model.inference.generate import generate
-from tiny_run import ROOT, cli, error_line, load_script, make, snapshot, without_torch_logs
+from tiny_run import ROOT, cli, error_line, load_script, make, snapshot, tiny, without_torch_logs
 from train import sample
+from train.decoding import check_decoding
+from train.errors import ConfigError
 from train.trainer import Trainer
 
 
@@ -110,6 +113,34 @@ def test_draft_mtp_is_the_models_own_greedy_output(mla_mtp, capsys):
                   entry=sample.main)
     assert plain[0] == drafted[0] == 0 and plain[2] == drafted[2] == ""
     assert drafted[1] == plain[1] and len(plain[1].splitlines()[1]) >= 2
+
+
+# layer 0 Gated DeltaNet; the MTP module's block, layer 1, attention with a Canon convolution
+CONV_PAST_THE_STACK = dict(n_layer=1, linear_attention="gated_deltanet", deltanet=DeltaNetConfig(full_every=2),
+                           attn_conv=4, mtp_depth=1)
+CONV = "the Canon convolution's state of attention"
+ROLLED_BACK = "cannot be rolled back after a rejected guess, as speculative decoding needs: leave out --draft"
+
+
+@pytest.mark.parametrize("target, draft, flags, message", [
+    (dict(attn_conv=4), dict(n_layer=1), dict(n_draft=1),
+     f"--draft RUN: {CONV} (layer 0, model.attn_conv) of the model {ROLLED_BACK}"),
+    ({}, dict(n_layer=1, attn_conv=4), {},
+     f"--draft RUN: {CONV} (layer 0, model.attn_conv) of the draft {ROLLED_BACK}"),
+    (CONV_PAST_THE_STACK, "mtp", {}, f"--draft mtp: {CONV} (layer 1, model.attn_conv) of the model {ROLLED_BACK}"),
+    (dict(n_embd=36, n_head=4, n_kv_head=2, pos="learned"), None, dict(kv_dtype="int4"),  # int4 pairs 9 channels
+     "--kv_dtype int4 does not apply to attention's key/value cache (layer 0): leave out --kv_dtype"),
+], ids=["target", "draft", "mtp-block", "kv_dtype"])
+def test_check_decoding_names_the_layer_and_the_model_that_refuse(target, draft, flags, message):
+    """Each layer of the target and of the draft is asked (with --draft mtp, the MTP modules' blocks
+    too), for a rollback of n_draft positions, which a rejected guess needs even at n_draft = 1."""
+    if isinstance(draft, dict):
+        flags = {**flags, "draft": GPT(tiny(**draft)), "draft_name": "RUN"}
+    elif draft == "mtp":
+        flags = {**flags, "draft": "mtp"}
+    with pytest.raises(ConfigError) as refusal:
+        check_decoding(GPT(tiny(**target)), **flags)
+    assert str(refusal.value) == message
 
 
 def no_work(*args, **kwargs):

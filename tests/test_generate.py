@@ -314,6 +314,36 @@ def test_static_cache_decodes_the_same_tokens_as_the_dynamic_one():
     assert [bucket(n, 128) for n in (1, 64, 65, 200)] == [64, 64, 128, 128]
 
 
+def test_a_static_step_holds_the_positions_it_was_made_for():
+    """step(batch, length) serves `length` positions: 65 of a 128-position model in the 128 bucket."""
+    from model.inference.decoder import StaticDecoder
+
+    model = randomize_(GPT(tiny(block_size=128)), std=0.2)
+    decoder = StaticDecoder(model, compile=False)
+    idx = tokens(65, B=1)
+    with torch.no_grad():
+        torch.testing.assert_close(decoder.step(1, 65)(idx), model(idx)[:, -1], atol=1e-5, rtol=0)
+    assert list(decoder.caches) == [(1, 128, torch.float32)]
+
+
+def test_a_static_step_sends_the_prompt_to_prefill_and_each_token_to_decode_one():
+    """Only the one-token step is what compile=True compiles (one shape, replayed per token); the prompt runs
+    eagerly whatever its length."""
+    from model.inference.decoder import StaticDecoder
+    from model.inference.generate import decode
+
+    model = randomize_(GPT(tiny()), std=0.2)
+    compiled = StaticDecoder(model, compile=True)
+    assert compiled.prefill == compiled.forward and compiled.decode_one != compiled.forward
+    decoder, calls = StaticDecoder(model, compile=False), []
+    for name in ("prefill", "decode_one"):
+        setattr(decoder, name, lambda idx, cache, name=name: calls.append((name, idx.shape[1])) or
+                decoder.forward(idx, cache))
+    with torch.no_grad():
+        decode(decoder.step(1, 8), tokens(5, B=1), 3, 0.0, 0, 1.0, None)
+    assert calls == [("prefill", 5), ("decode_one", 1), ("decode_one", 1)]
+
+
 @pytest.mark.slow  # compiling on a CPU takes a minute or more
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"))])

@@ -209,6 +209,71 @@ def test_draft_guesses_after_a_rejection_equal_the_parallel_form():
         torch.testing.assert_close(two, head(model.mtp.layers[1].norm, states[1][:, 8:9]), atol=1e-5, rtol=0)
 
 
+def test_draft_guesses_in_the_rounds_after_a_rejection_equal_the_parallel_form():
+    """Three rounds as speculative decoding runs them, with three modules: the first round's guess of t_9
+    is rejected and both caches roll back to 9 tokens; the second round's three guesses are accepted,
+    with t_13 the bonus. The guesses of the second and third rounds equal MTP.hidden_states over the
+    sequence: nothing the target observed past the rejection, nor any depth's state computed from the
+    rejected token, is used."""
+    model = jittered(tiny(BASE, mtp_depth=3), **JITTER).eval()
+    seq = torch.randint(0, 64, (1, 16), generator=torch.Generator().manual_seed(6))
+    wrong = (seq[:, 9:10] + 1) % 64
+    draft = model.mtp_draft()
+    with torch.no_grad():
+        h = model.transformer.wte(seq)
+        for block in model.transformer.h:
+            h = block(h, torch.arange(seq.shape[1]))
+        states = model.mtp.hidden_states(h, seq, model.transformer.wte)
+        t_cache, d_cache = model.new_cache(1, 20, rollback=3), draft.new_cache(1, 20, rollback=3)
+
+        def verify(tokens):
+            _, hidden = model(tokens, cache=t_cache, return_hidden=True)
+            draft.observe(hidden, t_cache)
+
+        def assert_guess(tokens, k, i):
+            """Given tokens, depth k guesses t_{i+k+1} from position i."""
+            want = model.lm_head(model.mtp.layers[k - 1].norm(states[k - 1][:, i:i + 1]))[0, -1, :64]
+            torch.testing.assert_close(draft(tokens, cache=d_cache)[0, -1], want, atol=1e-5, rtol=0)
+
+        verify(seq[:, :8])
+        draft(seq[:, :8], cache=d_cache)
+        for guess in (seq[:, 8:9], wrong, seq[:, :1]):  # depth 1 .. 3: guesses after t_8, the wrong t_9, ...
+            draft(guess, cache=d_cache)
+        verify(torch.cat([seq[:, 8:9], wrong, seq[:, :1], seq[:, :1]], dim=1))  # t_8 and the three guesses
+        t_cache.rollback(9)  # the wrong t_9 rejected: the target's own t_9 follows t_8
+        d_cache.rollback(9)
+        for k in (1, 2, 3):  # the second round: t_9, then its guesses of t_10, t_11; depth k guesses t_{9+k}
+            assert_guess(seq[:, 8 + k:9 + k], k, 8)
+        verify(seq[:, 9:13])  # all three accepted, t_13 the bonus
+        assert_guess(seq[:, 12:14], 1, 12)  # the third round: t_12 and t_13 given; guesses t_14 .. t_16
+        assert_guess(seq[:, 14:15], 2, 12)
+        assert_guess(seq[:, 15:16], 3, 12)
+
+
+def test_draft_guesses_after_a_two_token_prompt_are_the_capped_heads_over_the_vocabulary():
+    """A two-token prompt leaves the target one position to draft from. Each guess is the head's logits over
+    the vocabulary (97 of the 128 padded rows) soft-capped as the model's own: 3 tanh(logits / 3)."""
+    model = jittered(tiny(BASE, vocab_size=97, final_softcap=3.0, mtp_depth=2), **JITTER).eval()
+    assert model.config.padded_vocab_size == 128
+    seq = torch.randint(0, 97, (1, 3), generator=torch.Generator().manual_seed(7))
+    draft = model.mtp_draft()
+    with torch.no_grad():
+        t_cache, d_cache = model.new_cache(1, 8), draft.new_cache(1, 8)
+        _, hidden = model(seq[:, :1], cache=t_cache, return_hidden=True)
+        draft.observe(hidden, t_cache)
+        main = draft(seq[:, :1], cache=d_cache)[0, -1]  # depth 0: the main head's next token
+        one = draft(seq[:, 1:2], cache=d_cache)[0, -1]  # depth 1: guesses t_2
+        two = draft(seq[:, 2:3], cache=d_cache)[0, -1]  # depth 2: guesses t_3 from t_2
+        h = model.transformer.wte(seq)
+        for block in model.transformer.h:
+            h = block(h, torch.arange(seq.shape[1]))
+        states = model.mtp.hidden_states(h, seq, model.transformer.wte)
+        head = lambda m, s: 3.0 * torch.tanh(model.lm_head(m(s))[0, -1, :97] / 3.0)  # noqa: E731
+        torch.testing.assert_close(main, head(model.transformer.ln_f, h[:, :1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(one, head(model.mtp.layers[0].norm, states[0][:, :1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(two, head(model.mtp.layers[1].norm, states[1][:, :1]), atol=1e-5, rtol=0)
+
+
 def test_trained_mtp_head_is_a_good_draft(one_thread):
     """Trained on a repeating pattern, the MTP module predicts two ahead; its guesses get accepted."""
     torch.manual_seed(0)
