@@ -173,6 +173,17 @@ def test_k_quants_hold_rows_of_256_and_keep_the_others_in_llama_cpps_fallback(fa
     assert_same_function(rounded_as_stored(ours, gguf_type), load_gguf(tmp_path / "out", family), atol=5e-5)
 
 
+def mixed_file(family: str, gguf_type: str, tmp_path: Path):
+    """A random `family` model 256 wide with 12 layers (8 experts where it has experts) written as the
+    mix `gguf_type`: (the export, {tensor: its type} for the tensors not kept in fp32)."""
+    cfg = MODELS[family]
+    if cfg.moe.n_expert:
+        cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, n_expert=8))
+    done = write_gguf(random_model(family, cfg=wide(cfg, n_layer=12)), get_tokenizer("byte"), tmp_path / "out",
+                      gguf_type=gguf_type)
+    return done, {name: kind.lower() for name, kind in tensor_types(done.path).items() if kind != "F32"}
+
+
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3_moe"])
 @pytest.mark.parametrize("gguf_type", ["q4_k_m", "q5_k_m"])
 def test_a_k_mix_gives_more_bits_where_llama_quantize_does(family, gguf_type, tmp_path):
@@ -183,12 +194,7 @@ def test_a_k_mix_gives_more_bits_where_llama_quantize_does(family, gguf_type, tm
     where q6_k's rows do not fit (llama's ffn_down of 96; gpt2's of 72 fit nothing but f16). With 8
     experts the key and value matrices take q8_0 in every layer, and q4_k_m's attn_output q5_k."""
     base = gguf_type[:4]
-    cfg = MODELS[family]
-    if cfg.moe.n_expert:
-        cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, n_expert=8))
-    done = write_gguf(random_model(family, cfg=wide(cfg, n_layer=12)), get_tokenizer("byte"), tmp_path / "out",
-                      gguf_type=gguf_type)
-    types = {name: kind.lower() for name, kind in tensor_types(done.path).items() if kind != "F32"}
+    done, types = mixed_file(family, gguf_type, tmp_path)
     more = {0, 3, 6, 9, 10, 11}
     expected = dict.fromkeys(types, base) | {"output.weight" if family == "llama" else "token_embd.weight": "q6_k"}
     for i in range(12):
@@ -213,12 +219,7 @@ def test_a_3_bit_mix_gives_4_and_5_bits_where_llama_quantize_does(family, gguf_t
     matrices q3_k. With 8 experts the key and value matrices take q8_0, and attn_output q5_k in
     q3_k_m, q3_k in q3_k_l. Rows no multiple of 256 fall back: q4_k to q5_0, q5_k to q5_1 (gpt2's
     ffn_down, rows of 72, to f16)."""
-    cfg = MODELS[family]
-    if cfg.moe.n_expert:
-        cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, n_expert=8))
-    done = write_gguf(random_model(family, cfg=wide(cfg, n_layer=12)), get_tokenizer("byte"), tmp_path / "out",
-                      gguf_type=gguf_type)
-    types = {name: kind.lower() for name, kind in tensor_types(done.path).items() if kind != "F32"}
+    done, types = mixed_file(family, gguf_type, tmp_path)
     large = gguf_type == "q3_k_l"
     expected = dict.fromkeys(types, "q3_k") | {"output.weight" if family == "llama" else "token_embd.weight": "q6_k"}
     for i in range(12):

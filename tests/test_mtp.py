@@ -153,6 +153,14 @@ def test_generate_with_the_mtp_draft_guesses_at_most_once_per_module(monkeypatch
     assert (runs[0][1].proposed, runs[0][1].rounds) == (stats.proposed, stats.rounds)
 
 
+def parallel_form(model: GPT, seq: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The trunk's last hidden states over `seq` at once, and MTP.hidden_states's per depth."""
+    h = model.transformer.wte(seq)
+    for block in model.transformer.h:
+        h = block(h, torch.arange(seq.shape[1]))
+    return h, model.mtp.hidden_states(h, seq, model.transformer.wte)
+
+
 def test_draft_guesses_equal_the_parallel_form():
     """Through caches and the target's observed states, depth k's guess after a prefix equals what
     MTP.hidden_states computes over the whole sequence at once."""
@@ -169,10 +177,7 @@ def test_draft_guesses_equal_the_parallel_form():
         two = draft(guess, cache=d_cache)[0, -1]  # depth 2: guesses t_11 from t_10 = guess
     full = torch.cat([seq, guess], dim=1)
     with torch.no_grad():
-        h = model.transformer.wte(full)
-        for block in model.transformer.h:
-            h = block(h, torch.arange(full.shape[1]))
-        states = model.mtp.hidden_states(h, full, model.transformer.wte)
+        h, states = parallel_form(model, full)
         head = lambda m, s: model.lm_head(m(s))[0, -1, :64]  # noqa: E731
         torch.testing.assert_close(main, head(model.transformer.ln_f, h[:, 8:9]), atol=1e-5, rtol=0)
         torch.testing.assert_close(one, head(model.mtp.layers[0].norm, states[0][:, 8:9]), atol=1e-5, rtol=0)
@@ -200,10 +205,7 @@ def test_draft_guesses_after_a_rejection_equal_the_parallel_form():
         d_cache.rollback(9)
         one = draft(seq[:, 9:10], cache=d_cache)[0, -1]  # depth 1: guesses t_10
         two = draft(seq[:, 10:11], cache=d_cache)[0, -1]  # depth 2: guesses t_11 from t_10
-        h = model.transformer.wte(seq)
-        for block in model.transformer.h:
-            h = block(h, torch.arange(seq.shape[1]))
-        states = model.mtp.hidden_states(h, seq, model.transformer.wte)
+        h, states = parallel_form(model, seq)
         head = lambda m, s: model.lm_head(m(s))[0, -1, :64]  # noqa: E731
         torch.testing.assert_close(one, head(model.mtp.layers[0].norm, states[0][:, 8:9]), atol=1e-5, rtol=0)
         torch.testing.assert_close(two, head(model.mtp.layers[1].norm, states[1][:, 8:9]), atol=1e-5, rtol=0)
@@ -220,10 +222,7 @@ def test_draft_guesses_in_the_rounds_after_a_rejection_equal_the_parallel_form()
     wrong = (seq[:, 9:10] + 1) % 64
     draft = model.mtp_draft()
     with torch.no_grad():
-        h = model.transformer.wte(seq)
-        for block in model.transformer.h:
-            h = block(h, torch.arange(seq.shape[1]))
-        states = model.mtp.hidden_states(h, seq, model.transformer.wte)
+        h, states = parallel_form(model, seq)
         t_cache, d_cache = model.new_cache(1, 20, rollback=3), draft.new_cache(1, 20, rollback=3)
 
         def verify(tokens):
@@ -264,10 +263,7 @@ def test_draft_guesses_after_a_two_token_prompt_are_the_capped_heads_over_the_vo
         main = draft(seq[:, :1], cache=d_cache)[0, -1]  # depth 0: the main head's next token
         one = draft(seq[:, 1:2], cache=d_cache)[0, -1]  # depth 1: guesses t_2
         two = draft(seq[:, 2:3], cache=d_cache)[0, -1]  # depth 2: guesses t_3 from t_2
-        h = model.transformer.wte(seq)
-        for block in model.transformer.h:
-            h = block(h, torch.arange(seq.shape[1]))
-        states = model.mtp.hidden_states(h, seq, model.transformer.wte)
+        h, states = parallel_form(model, seq)
         head = lambda m, s: 3.0 * torch.tanh(model.lm_head(m(s))[0, -1, :97] / 3.0)  # noqa: E731
         torch.testing.assert_close(main, head(model.transformer.ln_f, h[:, :1]), atol=1e-5, rtol=0)
         torch.testing.assert_close(one, head(model.mtp.layers[0].norm, states[0][:, :1]), atol=1e-5, rtol=0)
