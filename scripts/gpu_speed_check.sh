@@ -78,7 +78,8 @@ if want 1; then
     section "1. CUDA-only checks (kernels, flash-linear-attention, compiled decode)"
     run "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py \
         "tests/test_generate.py::test_compiled_decode_gives_the_same_tokens[cuda]" | tail -8 | tee -a "$OUT/summary.txt"
-    TIMEOUT=${FLA_TIMEOUT:-600} run "$PY" -m pytest -v -p no:cacheprovider -rA --tb=short tests/test_deltanet.py -k "fla" \
+    TIMEOUT=${FLA_TIMEOUT:-600} run "$PY" -m pytest -v -p no:cacheprovider -rA --tb=short tests/test_deltanet.py \
+        -k "fla" \
         | tee "$OUT/fla.txt" | grep -E "PASSED|FAILED|SKIPPED|Error|assert" | tee -a "$OUT/summary.txt"
 fi
 

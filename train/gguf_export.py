@@ -17,10 +17,10 @@ others in fp16 and say which. The k-quants q6_k, q5_k, q4_k (train/gguf_kquants.
 (q8_0, q5_1, q5_0, q4_0, q4_0; f16 below 32). q8_0 is the one quantized type llama.cpp's converter
 writes. q5_k_m, q4_k_m, q3_k_l and q3_k_m are llama-quantize's mixes (`gguf_kquants.mixed`): q6_k
 for the output matrix, more bits for the value projections, ffn_down and attn_output of some or all
-layers (q8_0 for keys and values with 8 experts), the named k-quant for the rest. iq4_nl and iq4_xs (train/gguf_iquants.py)
-map each weight to one of 16 non-uniform levels, in blocks of 32 and super-blocks of 256 (iq4_xs
-falls back to iq4_nl). Every type's tensors are, byte for byte, what llama.cpp's llama-quantize
-writes from our f32 file: with --pure (every matrix in the type, token embeddings and output too),
+layers (q8_0 for keys and values with 8 experts), the named k-quant for the rest. iq4_nl and iq4_xs
+(train/gguf_iquants.py) map each weight to one of 16 non-uniform levels, in blocks of 32 and
+super-blocks of 256 (iq4_xs falls back to iq4_nl). Every type's tensors are, byte for byte, what
+llama.cpp's llama-quantize writes from our f32 file: with --pure (every matrix in the type, token embeddings and output too),
 and without it for the mixes. As there, only tensors named *weight with more than one row are
 quantized: norms, biases, the router (`ffn_gate_inp`), GPT-2's position table and Gated DeltaNet's
 convolution stay fp32 in every type.

@@ -60,7 +60,7 @@ def q3_k(x: np.ndarray) -> np.ndarray:
     step = d.astype(F)[:, None] * (codes - 32).astype(F)
     requant = np.clip(nearest(x.reshape(n, 16, 16) / step[..., None]), -4, 3) + 4
     q = np.where((step != 0)[..., None], requant, q).reshape(n, QK_K)
-    hmask = ((q > 3).reshape(n, 8, 32) << np.arange(8)[None, :, None]).sum(axis=1)  # weight j: bit j // 32 of byte j % 32
+    hmask = ((q > 3).reshape(n, 8, 32) << np.arange(8)[None, :, None]).sum(axis=1)  # j: bit j // 32 of byte j % 32
     low = (q & 3).reshape(n, 2, 4, 32) << (2 * np.arange(4))[None, None, :, None]
     # bytes 0-7: sub-block j's low 4 bits (j < 8) and j + 8's; byte 8 + r: the top 2 of r, r + 4, r + 8, r + 12
     top_bits = ((codes >> 4).reshape(n, 4, 4).transpose(0, 2, 1) << (2 * np.arange(4))).sum(axis=2)
