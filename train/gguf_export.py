@@ -20,10 +20,10 @@ for the output matrix, more bits for the value projections, ffn_down and attn_ou
 layers (q8_0 for keys and values with 8 experts), the named k-quant for the rest. iq4_nl and iq4_xs
 (train/gguf_iquants.py) map each weight to one of 16 non-uniform levels, in blocks of 32 and
 super-blocks of 256 (iq4_xs falls back to iq4_nl). Every type's tensors are, byte for byte, what
-llama.cpp's llama-quantize writes from our f32 file: with --pure (every matrix in the type, token embeddings and output too),
-and without it for the mixes. As there, only tensors named *weight with more than one row are
-quantized: norms, biases, the router (`ffn_gate_inp`), GPT-2's position table and Gated DeltaNet's
-convolution stay fp32 in every type.
+llama.cpp's llama-quantize writes from our f32 file: with --pure (every matrix in the type, token
+embeddings and output too), and without it for the mixes. As there, only tensors named *weight with
+more than one row are quantized: norms, biases, the router (`ffn_gate_inp`), GPT-2's position table
+and Gated DeltaNet's convolution stay fp32 in every type.
 
 A model no architecture can hold is refused, naming the closest one and the settings that block it
 (`choose_gguf_family`). `GGUFExport.load_kwargs` holds the HF config fields transformers' reader
