@@ -103,8 +103,8 @@ def main(argv: list[str]) -> int:
             idx = torch.randint(0, cfg.vocab_size, (B, args.context), generator=gen).to(device)
             times = {k: [] for k in KINDS}
             with autocast(device, dtype):
-                for model in models.values():  # warm-up at the timed lengths: the first pass over each
-                    # new KV-cache size allocates (cudaMalloc), and a cold first round weighs half a median of 2
+                for model in models.values():  # warm-up at the timed lengths: a first pass over new
+                    # KV-cache sizes can pay allocations, and a cold first round weighs half a median of 2
                     our_generate(model, True, kv, False)(idx, 1 + args.new_tokens)
                 for _ in range(args.rounds):
                     for k in KINDS:
