@@ -170,6 +170,22 @@ def test_bench_scripts_check_their_counts(capsys, monkeypatch, script, option, v
     assert code == 2 and error_line(err) == f"error: {option} must be an integer >= {minimum}, got {value!r}"
 
 
+def test_bench_mixers_prints_a_row_per_length_with_the_layers_rates_and_their_ratio(capsys):
+    """On a CPU (no fla): attention and the chunked Gated DeltaNet per length, tok/s and peak MiB each,
+    and the second rate over the first."""
+    code, out, _ = cli(capsys, "--seq_lens", "16,48", "--repeats", "1", "--batch", "2", "--dtype", "bf16",
+                       entry=load_script("bench_mixers").main)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("one layer, batch 2, bf16, forward + backward")
+    assert lines[1] == "| T | full attention | Gated DeltaNet, chunked | Gated DeltaNet, chunked / attention |"
+    cells = [re.fullmatch(r"\| (\d+) \| ([\d,.]+) \(([\d,]+)\) \| ([\d,.]+) \(([\d,]+)\) \| ([\d.]+) \|", line)
+             for line in lines[3:]]
+    assert [int(c.group(1)) for c in cells] == [16, 48]
+    for c in cells:
+        attention, deltanet = (float(c.group(i).replace(",", "")) for i in (2, 4))
+        assert attention > 0 and deltanet > 0 and float(c.group(6)) == pytest.approx(deltanet / attention, abs=0.01)
+
+
 def test_bench_parallel_and_bench_mixers_refuse_counts_they_cannot_run(capsys, tmp_path):
     parallel = load_script("bench_parallel")  # checked before any process group is needed
     for option, value, minimum in [("--steps", "0", 1), ("--steps", "abc", 1), ("--warmup", "-1", 0)]:
