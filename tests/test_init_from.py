@@ -110,6 +110,9 @@ BAD = {  # train.init_from and other overrides -> the one-line error
     "hf-vocab": (["--train.init_from={hf}"], "has a vocabulary of 130 tokens"),
     "hf-step": (["--train.init_from={hf}", "--train.init_step=2"], "is a Hugging Face model directory"),
     "out-dir-inside": (["--train.init_from={base}", "--train.out_dir={base}/ft"], "is inside train.init_from"),
+    "hf-no-weights": (["--train.init_from={tmp}/hf-config-only"], "has a config.json but no weights"),
+    "hf-unknown-type": (["--train.init_from={tmp}/hf-nosuch"], "nosuchmodel"),
+    "broken-config": (["--train.init_from={tmp}/broken"], "unreadable step_00000004/config.toml ("),
 }
 
 
@@ -119,6 +122,12 @@ def test_bad_sources_are_one_line_errors_and_write_nothing(tmp_path, corpus, cfg
     (tmp_path / "plain" / "notes.txt").write_text("not a model")
     ckpt.checkpoint_dir(tmp_path / "empty-run").mkdir(parents=True)
     (tmp_path / "empty-run" / "config.toml").write_text("[train]\n")
+    (tmp_path / "hf-config-only").mkdir()
+    shutil.copy(hf_130 / "config.json", tmp_path / "hf-config-only")
+    (tmp_path / "hf-nosuch").mkdir()
+    (tmp_path / "hf-nosuch" / "config.json").write_text('{"model_type": "nosuchmodel"}')
+    shutil.copytree(base, tmp_path / "broken")
+    (ckpt.latest_checkpoint(tmp_path / "broken") / "config.toml").write_text("[model\n")
     overrides, message = BAD[case]
     overrides = [o.format(tmp=tmp_path, base=base, hf=hf_130) for o in overrides]
     before = snapshot(base)
