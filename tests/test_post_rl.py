@@ -245,6 +245,23 @@ def test_bad_post_settings_are_one_line_errors(tmp_path, capsys, cfg_file, args,
     assert code == 2 and message in error_line(err)
 
 
+def test_prompts_that_cannot_train_are_refused_in_one_line(tmp_path, capsys, cfg_file):
+    """A multiple-choice task has no answer to generate; a 40-character prompt fills the 32-token
+    context before any answer."""
+    long = tmp_path / "long.jsonl"
+    long.write_text("".join(json.dumps({"prompt": "x" * 40 if i == 0 else f"{i}+1=", "answer": "2"}) + "\n"
+                            for i in range(10)))
+    for args, message in [
+        (["--post.data=task:stdlib-cloze"], "post.data='task:stdlib-cloze': a chat task must be generative"),
+        ([f"--post.data={long}", "--post.val_fraction=0.5"],
+         f"a prompt of '{long}' takes 43 tokens, the whole model.block_size=32: no room to answer"),
+    ]:
+        code, _, err = cli(capsys, cfg_file, *TINY, "--post.method=grpo", "--train.out_dir=" + str(tmp_path / "x"),
+                           *args)
+        assert code == 2 and message in error_line(err), (args, err)
+        assert not any((tmp_path / "x").rglob("*"))  # at most the empty run directory
+
+
 def test_a_pair_is_the_prompt_and_both_answers_ended_and_both_must_fit(tmp_path, capsys, cfg_file):
     data = write_pairs(tmp_path / "pairs.jsonl", n=10)
     trainer = run(tmp_path / "dpo", "dpo", f"--post.data={data}", "--post.val_fraction=0.2", "--train.max_steps=1")
