@@ -16,13 +16,10 @@ from tiny_run import GPT2_RANKS, ROOT, TINY, cli, error_line, needs_gpt2_ranks, 
 from train import export
 from train.config import ConfigError, load_config
 from train.gguf_archs import ARCHS, _sections
-from train.gguf_export import FILE_NAME, choose_gguf_family, write_gguf
+from train.gguf_export import FILE_NAME, K_QUANTIZERS, choose_gguf_family, write_gguf
 from train.gguf_iquants import QUANTIZERS as I_QUANTIZERS
 from train.gguf_iquants import quantize_iq
-from train.gguf_kquants import QUANTIZERS as K_QUANTIZERS
-from train.gguf_kquants import quantize_k
-from train.gguf_kquants_low import QUANTIZERS as LOW_QUANTIZERS
-from train.gguf_kquants_low import quantize_low_k
+from train.gguf_kquants import QK_K, blockwise
 from train.run import load_run
 from train.sample import sample
 from train.tokenizer import get_tokenizer
@@ -139,8 +136,7 @@ def rounded_as_stored(model: GPT, gguf_type: str) -> GPT:
             if name.endswith("attn.out_proj.weight") and model.config.linear_attention != "none":  # DeltaNet's
                 order = order.view(d.n_head, -1, d.v_head_dim).transpose(0, 1).reshape(-1)
             values = p[..., order].numpy()
-            data = (quantize_k(values, qtype.name) if qtype.name in K_QUANTIZERS else
-                    quantize_low_k(values, qtype.name) if qtype.name in LOW_QUANTIZERS else
+            data = (blockwise(values, K_QUANTIZERS[qtype.name], QK_K) if qtype.name in K_QUANTIZERS else
                     quantize_iq(values, qtype.name) if qtype.name in I_QUANTIZERS else quantize(values, qtype))
             stored = torch.from_numpy(dequantize(data, qtype)).view(p.shape)
             p[..., order] = stored

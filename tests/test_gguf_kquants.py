@@ -16,11 +16,9 @@ import pytest
 
 from test_gguf import (K_FALLBACK, MODELS, assert_same_function, load_gguf, random_model, rounded_as_stored,
                        tensor_types, wide)
-from train.gguf_export import write_gguf
+from train.gguf_export import K_QUANTIZERS, write_gguf
 from train.gguf_iquants import quantize_iq
-from train.gguf_kquants import QK_K, QUANTIZERS, quantize_k
-from train.gguf_kquants_low import QUANTIZERS as LOW_QUANTIZERS
-from train.gguf_kquants_low import quantize_low_k
+from train.gguf_kquants import QK_K, blockwise
 from train.tokenizer import get_tokenizer
 
 gguf = pytest.importorskip("gguf")
@@ -40,8 +38,7 @@ LLAMA_CPP_DIGESTS = {
 
 
 def ours(x: np.ndarray, kind: str) -> np.ndarray:
-    return (quantize_k(x, kind) if kind in QUANTIZERS else quantize_low_k(x, kind) if kind in LOW_QUANTIZERS
-            else quantize_iq(x, kind))
+    return blockwise(x, K_QUANTIZERS[kind], QK_K) if kind in K_QUANTIZERS else quantize_iq(x, kind)
 
 
 def hard_rows() -> np.ndarray:
@@ -101,14 +98,14 @@ def test_q3_k_refines_five_times_and_stores_a_sub_block_under_1e_15_as_zeros():
     i = np.arange(64 * 256, dtype=np.int64).reshape(64, 256)
     x = (i * 2246822519 % 2**32 / 2**32 - 0.5).astype(np.float32)
     digest = "69dc70e01986a308292dc32a532f64d4bf39ba8de761dc7bb8a3ba91413fd110"
-    assert hashlib.sha256(quantize_low_k(x, "Q3_K").tobytes()).hexdigest() == digest
+    assert hashlib.sha256(ours(x, "Q3_K").tobytes()).hexdigest() == digest
     tiny = np.where(i[:1] % 3 == 0, -1e-16, 1e-16).astype(np.float32)
-    assert not quantize_low_k(tiny, "Q3_K").any()
+    assert not ours(tiny, "Q3_K").any()
 
 
 def test_a_3d_expert_tensor_is_quantized_row_by_row():
     x = hard_rows()[:560].reshape(7, 80, 512)
-    assert np.array_equal(quantize_k(x, "Q4_K"), quantize_k(hard_rows()[:560], "Q4_K").reshape(7, 80, -1))
+    assert np.array_equal(ours(x, "Q4_K"), ours(hard_rows()[:560], "Q4_K").reshape(7, 80, -1))
 
 
 def ggml_reference():

@@ -47,9 +47,8 @@ from .errors import ConfigError, make_dir
 from .gguf_archs import ARCHS
 from .gguf_iquants import QUANTIZERS as I_QUANTIZERS
 from .gguf_iquants import quantize_iq
-from .gguf_kquants import MIXES, QUANTIZERS, mixed, quantize_k
+from .gguf_kquants import MIXES, QK_K, QUANTIZERS, blockwise, mixed
 from .gguf_kquants_low import QUANTIZERS as LOW_QUANTIZERS
-from .gguf_kquants_low import quantize_low_k
 from .gguf_layouts import SPLITS
 from .hf_tokenizer import CHAT_TEMPLATE, bytes_to_unicode, gpt2_vocab_and_merges
 from .post.chat_format import SPECIAL, ChatFormat
@@ -66,6 +65,7 @@ FILE_TYPES = {"f32": ("ALL_F32", "F32"), "f16": ("MOSTLY_F16", "F16"), "bf16": (
               "iq4_nl": ("MOSTLY_IQ4_NL", "IQ4_NL"), "iq4_xs": ("MOSTLY_IQ4_XS", "IQ4_XS")}
 # llama.cpp's, for rows not a multiple of 256
 FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0", "Q3_K": "Q4_0", "Q2_K": "Q4_0", "IQ4_XS": "IQ4_NL"}
+K_QUANTIZERS = QUANTIZERS | LOW_QUANTIZERS  # ggml type -> its k-quant's super-block quantizer
 FILE_NAME = "model.gguf"
 ALWAYS_F32 = ("ffn_gate_inp", "position_embd", "ssm_conv1d")  # kept in fp32 whatever the type, as llama.cpp does
 
@@ -167,10 +167,8 @@ def stored(array: np.ndarray, kind: str):
         qtype = Q[FALLBACK[qtype.name]]
     if array.shape[-1] % GGML_QUANT_SIZES[qtype][0]:
         qtype = Q.F16
-    if qtype.name in QUANTIZERS:
-        return quantize_k(array, qtype.name), qtype
-    if qtype.name in LOW_QUANTIZERS:
-        return quantize_low_k(array, qtype.name), qtype
+    if qtype.name in K_QUANTIZERS:
+        return blockwise(array, K_QUANTIZERS[qtype.name], QK_K), qtype
     if qtype.name in I_QUANTIZERS:
         return quantize_iq(array, qtype.name), qtype
     return quantize(array, qtype), qtype

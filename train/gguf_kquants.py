@@ -226,8 +226,3 @@ def blockwise(array: np.ndarray, quantizer, per_block: int) -> np.ndarray:
     with np.errstate(all="ignore"):  # IEEE's inf and NaN, as in C: huge weights overflow fp16 scales
         out = np.concatenate([quantizer(blocks[i:i + CHUNK]) for i in range(0, len(blocks), CHUNK)])
     return out.reshape(*array.shape[:-1], -1)
-
-
-def quantize_k(array: np.ndarray, kind: str) -> np.ndarray:
-    """`array` (..., cols), cols a multiple of 256, as `kind`'s bytes (..., cols / 256 * block bytes)."""
-    return blockwise(array, QUANTIZERS[kind], QK_K)

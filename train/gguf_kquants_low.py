@@ -15,7 +15,7 @@ float32; tests/test_gguf_kquants.py compares with ggml's bytes.
 
 import numpy as np
 
-from .gguf_kquants import F, QK_K, blockwise, first_largest, fp16_bytes, largest, nearest, scale_and_min
+from .gguf_kquants import F, QK_K, first_largest, fp16_bytes, in_order, largest, nearest, scale_and_min
 
 
 def refined_scale(x: np.ndarray, nmax: int = 4):
@@ -27,20 +27,18 @@ def refined_scale(x: np.ndarray, nmax: int = 4):
     zero = np.abs(big) < F(1e-15)
     w = x * x
     q = np.clip(nearest((F(-nmax) / big) * x), -nmax, nmax - 1)
-    sum_lx, sum_l2 = np.zeros_like(big), np.zeros_like(big)
-    for i in range(len(x)):  # C's sums, one term after another
-        sum_lx = sum_lx + w[i] * x[i] * q[i].astype(F)
-        sum_l2 = sum_l2 + w[i] * q[i].astype(F) * q[i].astype(F)
+    qf = q.astype(F)
+    sum_lx, sum_l2 = in_order(w * x * qf), in_order(w * qf * qf)
     for _ in range(5):
         for i in range(len(x)):
             qi = q[i].astype(F)
-            slx = sum_lx - w[i] * x[i] * qi
+            slx = sum_lx - w[i] * x[i] * qi  # the sums without weight i
             sl2 = sum_l2 - w[i] * qi * qi
             new = np.clip(nearest(x[i] * sl2 / slx), -nmax, nmax - 1)
+            take = (slx > 0) & (new != q[i])
             newf = new.astype(F)
             slx, sl2 = slx + w[i] * x[i] * newf, sl2 + w[i] * newf * newf
-            take = (sum_lx - w[i] * x[i] * qi > 0) & (new != q[i]) & (sl2 > 0)
-            take &= slx * slx * sum_l2 > sum_lx * sum_lx * sl2
+            take &= (sl2 > 0) & (slx * slx * sum_l2 > sum_lx * sum_lx * sl2)
             q[i] = np.where(take, new, q[i])
             sum_lx, sum_l2 = np.where(take, slx, sum_lx), np.where(take, sl2, sum_l2)
     scale = np.where(sum_l2 > 0, sum_lx / sum_l2, F(0))
@@ -87,9 +85,4 @@ def q2_k(x: np.ndarray) -> np.ndarray:
     return np.concatenate([packed.astype(np.uint8), qs.astype(np.uint8), fp16_bytes(d), fp16_bytes(dmin)], axis=1)
 
 
-QUANTIZERS = {"Q3_K": q3_k, "Q2_K": q2_k}
-
-
-def quantize_low_k(array: np.ndarray, kind: str) -> np.ndarray:
-    """`array` (..., cols), cols a multiple of 256, as `kind`'s bytes (..., cols / 256 * block bytes)."""
-    return blockwise(array, QUANTIZERS[kind], QK_K)
+QUANTIZERS = {"Q3_K": q3_k, "Q2_K": q2_k}  # train/gguf_export.py quantizes with them, block by block
