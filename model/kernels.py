@@ -12,9 +12,11 @@ model is on its device, `use_device_kernels` switches the layers that have a fas
 |                      |                                   | `use_kernel("fla")`, is not picked: below)  |
 
 The choice is made once, here; forward never asks which device it runs on. A kernel is picked only
-once it has been seen equal to the build kernel on its device: flash-linear-attention's Gated DeltaNet
-kernel (extra `fla`, model/mixer/delta_rule.py) failed tests/test_deltanet.py's CUDA comparison on
-an H200 (docs/LOG.md), so every device keeps the chunked form until that test passes there.
+once it has been seen equal to the build kernel on its device. flash-linear-attention's Gated DeltaNet
+kernel (extra `fla`, model/mixer/delta_rule.py) has been, forward only: on an H200 its output and state
+match the chunked form's within bf16 and tf32 rounding (docs/LOG.md). Its backward has not: fla 0.6.0
+refuses it on Hopper GPUs with Triton >= 3.4, < 3.7.1, which miscompiles one of its kernels. So every
+device keeps the chunked form until tests/test_deltanet.py's backward comparison passes on a GPU.
 """
 
 import torch
