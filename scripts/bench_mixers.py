@@ -1,15 +1,18 @@
 """Throughput of one mixer layer: Gated DeltaNet against full causal attention, CPU or CUDA.
 
     python scripts/bench_mixers.py [--seq_lens 256,2048] [--threads N] [--repeats R]
-                                   [--device cpu|cuda] [--dtype fp32|bf16] [--batch B]
+                                   [--device cpu|cuda] [--dtype fp32|bf16] [--batch B] [--forward_only]
 
 One layer at rung 14's sizes (configs/ladder/14-hybrid-deltanet.toml: 256 wide, 4 heads of 64, the
-same for Gated DeltaNet's q/k and value heads), forward + backward, best of R timed repeats after one
-warm-up (on CUDA each timed between synchronisations). Attention is plain causal GQA through SDPA (no
+same for Gated DeltaNet's q/k and value heads), forward + backward (--forward_only: the forward with no
+gradient, as in prefill), best of R timed repeats after one warm-up (on CUDA each timed between
+synchronisations). Attention is plain causal GQA through SDPA (no
 window, no sinks: the full-attention cost that linear attention replaces); Gated DeltaNet runs its
 PyTorch chunked form (model/mixer/delta_rule.py, 64-token chunks) and, on CUDA with
-flash-linear-attention installed, that package's Triton kernel. Prints tokens per second per layer and
-the peak memory of each. A benchmark, not a test: nothing here asserts a speed.
+flash-linear-attention installed, that package's Triton kernel; a kernel that raises (fla 0.6.0 refuses
+its backward on Hopper GPUs with Triton < 3.7.1) gets "refused" and its reason below the table. Prints
+tokens per second per layer and the peak memory of each. A benchmark, not a test: nothing here asserts a
+speed.
 """
 
 import sys
@@ -29,7 +32,7 @@ from train.config import ConfigError  # noqa: E402
 from train.hardware import autocast, peak_memory_bytes, pick_device, sync  # noqa: E402
 
 USAGE = ("usage: python scripts/bench_mixers.py [--seq_lens 256,2048] [--threads N] [--repeats R] "
-         "[--device cpu|cuda] [--dtype fp32|bf16] [--batch B]")
+         "[--device cpu|cuda] [--dtype fp32|bf16] [--batch B] [--forward_only]")
 
 
 def layer_config(seq_len: int) -> ModelConfig:
@@ -38,11 +41,13 @@ def layer_config(seq_len: int) -> ModelConfig:
                        deltanet=DeltaNetConfig(full_every=4))
 
 
-def tokens_per_second(layer: torch.nn.Module, shape: tuple[int, int], repeats: int, dtype: str) -> tuple[float, int]:
-    """(tokens per second, peak memory in bytes) of forward + backward on (batch, T) tokens."""
+def tokens_per_second(layer: torch.nn.Module, shape: tuple[int, int], repeats: int, dtype: str,
+                      backward: bool = True) -> tuple[float, int]:
+    """(tokens per second, peak memory in bytes) of forward + backward (or the forward alone, with no
+    gradient) on (batch, T) tokens."""
     B, T = shape
     device = next(layer.parameters()).device
-    x = torch.randn(B, T, 256, device=device, requires_grad=True)
+    x = torch.randn(B, T, 256, device=device, requires_grad=backward)
     positions = torch.arange(T, device=device)
     best = float("inf")
     if device.type == "cuda":
@@ -50,19 +55,26 @@ def tokens_per_second(layer: torch.nn.Module, shape: tuple[int, int], repeats: i
     for i in range(repeats + 1):  # the first is a warm-up
         sync(device)
         start = time.perf_counter()
-        with autocast(device, dtype):
+        with autocast(device, dtype), torch.set_grad_enabled(backward):
             out = layer(x, positions)
-        out.float().sum().backward()
+        if backward:
+            out.float().sum().backward()
         sync(device)
         if i:
             best = min(best, time.perf_counter() - start)
     return B * T / best, peak_memory_bytes(device)
 
 
+def kernels_on(device: torch.device) -> list[str]:
+    """The Gated DeltaNet kernels to time: the chunked form, and fla's on CUDA when it is installed."""
+    return ["torch"] + (["fla"] if device.type == "cuda" and fla_available() else [])
+
+
 def main(argv: list[str]) -> int:
     opts = {"--seq_lens": "256,2048", "--threads": "0", "--repeats": "3", "--device": "cpu", "--dtype": "fp32",
             "--batch": "1"}
-    positional, rest = split_args(argv, opts)
+    forward_only = "--forward_only" in argv
+    positional, rest = split_args([a for a in argv if a != "--forward_only"], opts)
     if positional or rest:
         raise ConfigError(f"unexpected arguments {positional + rest}; {USAGE}")
     try:
@@ -77,27 +89,35 @@ def main(argv: list[str]) -> int:
     device, dtype = pick_device(opts["--device"], "--device"), opts["--dtype"]
     if threads:
         torch.set_num_threads(threads)
-    kernels = ["torch"] + (["fla"] if device.type == "cuda" and fla_available() else [])
+    kernels = kernels_on(device)
     torch.manual_seed(0)
     where = f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"{torch.get_num_threads()} thread(s)"
-    print(f"one layer, batch {batch}, {dtype}, forward + backward, {where}; tok/s (peak MiB: the allocator's "
-          "on CUDA, on CPU the process's largest RSS so far)")
+    print(f"one layer, batch {batch}, {dtype}, {'forward' if forward_only else 'forward + backward'}, {where}; "
+          "tok/s (peak MiB: the allocator's on CUDA, on CPU the process's largest RSS so far)")
     names = ["Gated DeltaNet, chunked" if k == "torch" else "Gated DeltaNet, fla" for k in kernels]
     print("| T | full attention | " + " | ".join(names) + " | " + " | ".join(f"{n} / attention" for n in names) + " |")
     print("|--:|--:|" + "--:|" * 2 * len(kernels))
+    refusals = {}
     for T in seq_lens:
         cfg = layer_config(T)
         attention = build_mixer(cfg, 3).to(device)  # layer 3 full, layer 0 linear
-        a, a_mem = tokens_per_second(attention, (batch, T), repeats, dtype)
-        rates, cells = [], []
+        a, a_mem = tokens_per_second(attention, (batch, T), repeats, dtype, not forward_only)
+        cells, ratios = [], []
         for kernel in kernels:
             deltanet = build_mixer(cfg, 0).to(device)
             deltanet.use_kernel(kernel)
-            d, d_mem = tokens_per_second(deltanet, (batch, T), repeats, dtype)
-            rates.append(d)
-            cells.append(f"{d:,.0f} ({d_mem / 2**20:,.0f})")
-        ratios = " | ".join(f"{d / a:.2f}" for d in rates)
-        print(f"| {T} | {a:,.0f} ({a_mem / 2**20:,.0f}) | " + " | ".join(cells) + f" | {ratios} |")
+            try:
+                d, d_mem = tokens_per_second(deltanet, (batch, T), repeats, dtype, not forward_only)
+            except RuntimeError as error:  # the package's kernel, not ours: say why, time the rest
+                if kernel == "torch":
+                    raise
+                refusals[kernel] = str(error).splitlines()[0]
+                cells.append("refused"), ratios.append("-")
+                continue
+            cells.append(f"{d:,.0f} ({d_mem / 2**20:,.0f})"), ratios.append(f"{d / a:.2f}")
+        print(f"| {T} | {a:,.0f} ({a_mem / 2**20:,.0f}) | " + " | ".join(cells + ratios) + " |")
+    for kernel, reason in refusals.items():
+        print(f"{kernel}: {reason}")
     return 0
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@
 #   7. the parallel layouts on one device (scripts/bench_parallel.py under torchrun): no wrapper, DDP,
 #      FSDP2, with and without activation checkpointing;
 #   8. Gated DeltaNet: one layer on flash-linear-attention's kernel against the chunked PyTorch form and
-#      full attention (scripts/bench_mixers.py).
+#      full attention (scripts/bench_mixers.py), forward + backward, then the forward alone (prefill).
+#      fla 0.6.0 refuses its backward on Hopper GPUs with Triton < 3.7.1: its cells then read "refused".
 # fla's first call in a process autotunes its Triton kernels: over 45 s for one shape's backward on an
 # H200, so give section 8 a TIMEOUT of several minutes when fla is installed.
 # Every section writes as it goes to $OUT (default ./gpu-check) and one failure does not stop the
@@ -149,5 +150,6 @@ fi
 if want 8; then
     section "8. Gated DeltaNet: flash-linear-attention vs the chunked form (one layer)"
     run "$PY" scripts/bench_mixers.py "${MIXERS[@]}" | tee -a "$OUT/summary.txt"
+    run "$PY" scripts/bench_mixers.py "${MIXERS[@]}" --forward_only | tee -a "$OUT/summary.txt"
 fi
 echo "done $(date -u +%T)" | tee -a "$OUT/summary.txt"

@@ -186,6 +186,40 @@ def test_bench_mixers_prints_a_row_per_length_with_the_layers_rates_and_their_ra
         assert attention > 0 and deltanet > 0 and float(c.group(6)) == pytest.approx(deltanet / attention, abs=0.01)
 
 
+def test_bench_mixers_times_the_forward_alone_and_names_a_kernel_that_refuses(capsys, monkeypatch):
+    """--forward_only times the forward with no gradient. A second kernel that raises (as fla 0.6.0's
+    backward does on Hopper with Triton < 3.7.1) gets "refused" in its cells and its first line below the
+    table, and the chunked form is still timed."""
+    import model.mixer.deltanet as deltanet
+
+    mixers = load_script("bench_mixers")
+    grad_seen = []
+
+    def backward_refused(*args):
+        grad_seen.append(torch.is_grad_enabled())
+        if torch.is_grad_enabled():
+            raise RuntimeError("no backward on this GPU\nsecond line")
+        return deltanet.RULES["torch"](*args)
+
+    monkeypatch.setitem(deltanet.RULES, "fla", backward_refused)
+    monkeypatch.setattr(mixers, "kernels_on", lambda device: ["torch", "fla"])
+    rows = {}
+    for forward_only in (True, False):
+        code, out, _ = cli(capsys, "--seq_lens", "16", "--repeats", "1", *["--forward_only"] * forward_only,
+                           entry=mixers.main)
+        assert code == 0
+        rows[forward_only] = out.splitlines()
+    forward, both = rows[True], rows[False]
+    assert forward[0].startswith("one layer, batch 1, fp32, forward, ") and both[0].startswith(
+        "one layer, batch 1, fp32, forward + backward, ")
+    rate = r"[\d,]+ \([\d,]+\)"  # tok/s (peak MiB)
+    assert len(forward) == 4 and re.fullmatch(rf"\| 16 \| {rate} \| {rate} \| {rate} \| [\d.]+ \| [\d.]+ \|",
+                                              forward[3])
+    assert re.fullmatch(rf"\| 16 \| {rate} \| {rate} \| refused \| [\d.]+ \| - \|", both[3])
+    assert both[4:] == ["fla: no backward on this GPU"]
+    assert grad_seen == [False, False, True]  # warm-up + 1 repeat without gradient, then the refusal
+
+
 def test_bench_parallel_and_bench_mixers_refuse_counts_they_cannot_run(capsys, tmp_path):
     parallel = load_script("bench_parallel")  # checked before any process group is needed
     for option, value, minimum in [("--steps", "0", 1), ("--steps", "abc", 1), ("--warmup", "-1", 0)]:
@@ -256,7 +290,8 @@ def test_kv_scripts_point_from_a_checkpoint_to_its_run(base, capsys, script):
 
 
 def test_eval_kv_cache_reads_a_run_without_warnings(base, capsys):
-    code, out, err = cli(capsys, base, "--batches=1", "--step=2", "--device=cpu", entry=load_script("eval_kv_cache").main)
+    code, out, err = cli(capsys, base, "--batches=1", "--step=2", "--device=cpu",
+                         entry=load_script("eval_kv_cache").main)
     assert code == 0 and "warning" not in err, err
     assert out.startswith(f"# step_00000002 of {base}: 1 val batches")
     assert [line.split(" | ")[0] for line in out.splitlines()[3:]] == ["| none", "| int8", "| int4"]
