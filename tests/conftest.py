@@ -1,5 +1,7 @@
 """Shared fixtures: a small text corpus, a config file and a finished tiny run."""
 
+import importlib.util
+import inspect
 import os
 
 import pytest
@@ -12,6 +14,25 @@ from train.trainer import Trainer
 # HF models are the reference as their own modeling code computes them. transformers 5.25 swaps some
 # layers for kernels fetched from the Hub by default (none on a CPU), and tests never download.
 os.environ.setdefault("USE_HUB_KERNELS", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hf_gated_deltanet_in_torch():
+    """With flash-linear-attention or causal-conv1d installed (the `fla` extra), transformers 5.19 to
+    5.24 swap HF's torch Gated DeltaNet functions for those packages' GPU kernels whatever the inputs'
+    device; 5.25 keeps CPU inputs on torch. The HF models here run on the CPU: point their modules back
+    at the torch functions, which the swap keeps as `__wrapped__`."""
+    if not any(importlib.util.find_spec(package) for package in ("fla", "causal_conv1d")):
+        return
+    for family in ("qwen3_next", "qwen3_5", "qwen3_5_moe"):
+        try:
+            module = importlib.import_module(f"transformers.models.{family}.modeling_{family}")
+        except ImportError:
+            continue
+        for name in ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule", "causal_conv1d_fn",
+                     "causal_conv1d_update"):
+            if name in vars(module):
+                setattr(module, name, inspect.unwrap(getattr(module, name)))
 
 
 @pytest.fixture(scope="module")
