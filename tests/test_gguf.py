@@ -87,7 +87,10 @@ def random_model(family: str, seed: int = 1, cfg: ModelConfig | None = None) -> 
 def load_gguf(out: Path, family: str, cfg: ModelConfig | None = None):
     from transformers import AutoModelForCausalLM
 
-    kwargs = ARCHS[family].unread(cfg or MODELS[family])  # what the CLI prints in its load line
+    cfg = cfg or MODELS[family]
+    kwargs = ARCHS[family].unread(cfg)  # what the CLI prints in its load line
+    if cfg.attn_softcap:  # 5.19 and 5.20 run Gemma 2 through SDPA by default, which drops the softcap
+        kwargs["attn_implementation"] = "eager"
     return AutoModelForCausalLM.from_pretrained(out, gguf_file=FILE_NAME, dtype=torch.float32, **kwargs).eval()
 
 
