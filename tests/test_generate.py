@@ -426,3 +426,16 @@ def test_decoding_ends_when_every_row_has_drawn_the_stop_token():
         assert new[:cut] == ref[:cut] and all(t == stop for t in new[cut:])
     ends = [(r[5:].index(stop) + 1 if stop in r[5:] else 20) for r in full.tolist()]
     assert len(steps) == max(ends)  # no token drawn after the last row stopped
+
+
+def test_top_p_measures_its_mass_after_top_k():
+    """top_k first, renormalised, then top_p on that: [0.4, 0.3, 0.2, 0.1] with top_k=2 gives
+    [4/7, 3/7]; its best token alone reaches top_p=0.5, so only it is kept (on the distribution
+    before top_k, 0.4 would fall short and keep two)."""
+    from model.inference.sampling import probabilities
+
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    got = probabilities(probs.log(), temperature=1.0, top_k=2, top_p=0.5)
+    torch.testing.assert_close(got, torch.tensor([1.0, 0.0, 0.0, 0.0]), atol=1e-7, rtol=0)
+    got = probabilities(probs.log(), temperature=1.0, top_k=2, top_p=0.6)  # 4/7 < 0.6: both stay
+    torch.testing.assert_close(got, torch.tensor([4 / 7, 3 / 7, 0.0, 0.0]), atol=1e-6, rtol=0)

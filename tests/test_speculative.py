@@ -206,3 +206,92 @@ def test_a_recurrent_state_rolls_back_across_one_token_forwards():
         model(seq[:, 8:9], cache=fresh)
         nxt = seq[:, 9:10]
         torch.testing.assert_close(model(nxt, cache=cache), model(nxt, cache=fresh), atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the rule, exactly
+def verify_law(p: torch.Tensor, q: torch.Tensor) -> dict:
+    """Closed form of one round with k = 2 and fixed p, q: proposal i is kept with probability
+    min(p_i, q_i)(d), a rejection draws from max(0, p_i - q_i) (its mass is the rejection's
+    probability, so no renormalising is needed), and two kept proposals are followed by p_2."""
+    keep0, keep1 = torch.minimum(p[0], q[0]), torch.minimum(p[1], q[1])
+    law = {}
+    for x in range(p.shape[1]):
+        law[(x,)] = float((p[0] - q[0]).clamp_min(0)[x])
+        for a in range(p.shape[1]):
+            law[(a, x)] = float(keep0[a] * (p[1] - q[1]).clamp_min(0)[x])
+            for b in range(p.shape[1]):
+                law[(a, b, x)] = float(keep0[a] * keep1[b] * p[2][x])
+    return law
+
+
+def test_verify_has_the_closed_form_law_of_a_two_proposal_round():
+    """8000 rounds of verify on fixed 3-token distributions: the frequencies of (kept proposals,
+    next token) are within a 1e-4-probability total-variation bound of the closed form, which
+    itself sums to 1 and gives the first output token the target's p_0."""
+    p = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.05, 0.15, 0.8]])
+    q = torch.tensor([[0.3, 0.3, 0.4], [0.4, 0.4, 0.2]])
+    law = verify_law(p, q)
+    assert sum(law.values()) == pytest.approx(1.0, abs=1e-6)
+    first = torch.zeros(3)
+    for out, prob in law.items():
+        first[out[0]] += prob
+    torch.testing.assert_close(first, p[0])
+    gen, n = torch.Generator().manual_seed(0), 8000
+    counts = dict.fromkeys(law, 0)
+    for _ in range(n):
+        proposed = torch.cat([torch.multinomial(q[i], 1, generator=gen) for i in range(2)])
+        kept, nxt = speculative.verify(p, q, proposed, gen)
+        counts[(*proposed[:kept].tolist(), int(nxt))] += 1
+    tv = 0.5 * sum(abs(counts[o] / n - law[o]) for o in law)
+    assert tv < 0.5 * math.sqrt(len(law) / n) + math.sqrt(math.log(1e4) / (2 * n))
+
+
+def test_a_rejection_ends_the_round_even_when_a_later_proposal_would_pass():
+    """The first proposal has target probability 0 (always rejected), the second p >= q (always
+    acceptable): nothing is kept, and the next token comes from max(0, p_0 - q_0) = token 1."""
+    p = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    q = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    for seed in range(20):
+        kept, nxt = speculative.verify(p, q, torch.tensor([0, 0]), torch.Generator().manual_seed(seed))
+        assert (kept, int(nxt)) == (0, 1)
+
+
+@torch.no_grad()
+def test_the_rule_compares_the_filtered_target_and_draft_distributions_at_the_proposals(monkeypatch):
+    """Each round hands verify the target's and the draft's distributions (temperature, top_k and
+    top_p applied to both) at the positions of the proposals, as full uncached forwards give them."""
+    target, draft = built(0), built(1, n_layer=1, n_embd=16)
+    settings = dict(temperature=0.7, top_k=8, top_p=0.9)
+    rounds, real = [], speculative.verify
+
+    def spy(p, q, proposed, generator=None):
+        kept, nxt = real(p, q, proposed, generator)
+        rounds.append((p, q, proposed, kept))
+        return kept, nxt
+
+    monkeypatch.setattr(speculative, "verify", spy)
+    idx = prompt(6, 50, 7)
+    out, _ = speculative_generate(target, draft, idx, 14, n_draft=3, generator=torch.Generator().manual_seed(5),
+                                  **settings)
+    T = idx.shape[1]
+    for p, q, proposed, kept in rounds:
+        k = proposed.shape[0]
+        seq = torch.cat([out[:, :T], proposed.view(1, k)], dim=1)
+        want_p = probabilities(target(seq)[0, T - 1:], **settings)
+        want_q = [probabilities(draft(seq[:, :T + i])[0, -1], **settings) for i in range(k)]
+        torch.testing.assert_close(p, want_p, atol=1e-5, rtol=0)
+        torch.testing.assert_close(q, torch.stack(want_q) if k else want_p[:0], atol=1e-5, rtol=0)
+        T += kept + 1
+    assert T == out.shape[1] and len(rounds) > 3
+
+
+def test_a_seeded_generator_alone_decides_the_sampled_tokens():
+    """Sampling with a seeded generator repeats itself whatever the global RNG's state."""
+    target, draft = built(0), built(1, n_layer=1, n_embd=16)
+    idx = prompt(4, 50, 8)
+    outs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        outs.append(speculative_generate(target, draft, idx, 24, n_draft=3, temperature=1.0,
+                                         generator=torch.Generator().manual_seed(11))[0])
+    assert torch.equal(*outs)
