@@ -2,7 +2,9 @@
 # The GPU figures of docs/LOG.md ("GPU speed") in one go, each ratio taken within this one run:
 #   1. the CUDA-only checks: tests/test_kernels.py (FlexAttention and grouped-GEMM backward) and the
 #      compiled decode (CUDA graphs) of tests/test_generate.py; then, under their own limit FLA_TIMEOUT
-#      (default 600 s), tests/test_deltanet.py's comparisons of flash-linear-attention, when installed;
+#      (default 600 s), tests/test_deltanet.py's comparisons of flash-linear-attention, when installed,
+#      with each Triton autotuner cut to its first 3 configs (53 s on an H200, where full autotuning
+#      outran a 200 s limit);
 #   2. GPT-2 124M, B16 T1024, bf16 + torch.compile: scripts/bench.py against nanoGPT's bench.py
 #      (2b, only when asked for: the same with 4 and with 1 chunk of the LM loss);
 #   3. a Gemma-2-style window + softcap model: the device kernels (FlexAttention) against the kernels
@@ -79,8 +81,9 @@ if want 1; then
     section "1. CUDA-only checks (kernels, flash-linear-attention, compiled decode)"
     run "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py \
         "tests/test_generate.py::test_compiled_decode_gives_the_same_tokens[cuda]" | tail -8 | tee -a "$OUT/summary.txt"
-    TIMEOUT=${FLA_TIMEOUT:-600} run "$PY" -m pytest -v -p no:cacheprovider -rA --tb=short tests/test_deltanet.py \
-        -k "fla" \
+    # each Triton autotuner keeps its first 3 configs (scripts/triton_first_configs.py): correctness only
+    TIMEOUT=${FLA_TIMEOUT:-600} PYTHONPATH="scripts${PYTHONPATH:+:$PYTHONPATH}" run "$PY" -m pytest -v \
+        -p no:cacheprovider -p triton_first_configs -rA --tb=short tests/test_deltanet.py -k "fla" \
         | tee "$OUT/fla.txt" | grep -E "PASSED|FAILED|SKIPPED|Error|assert" | tee -a "$OUT/summary.txt"
 fi
 

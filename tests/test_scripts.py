@@ -356,3 +356,36 @@ def test_gsm8k_jsonl_writes_sft_chats_and_rl_prompts(tmp_path, capsys):
     src.write_text('{"question": "no answer"}\n')
     code, _, err = cli(capsys, str(src), str(tmp_path / "other"), entry=script.main)
     assert code == 2 and f"{src}:1: expected" in error_line(err)
+
+
+def test_triton_first_configs_keeps_each_autotuners_first_configs(monkeypatch):
+    """The plugin wraps Triton's Autotuner (a stand-in here: Triton needs a GPU build) so that each
+    keeps its first AUTOTUNE_KEEP configs, passed by position or by name; it refuses a count < 1 and
+    loads as a no-op where Triton does not import."""
+    import sys
+    import types
+
+    class Autotuner:
+        def __init__(self, fn, arg_names, configs, key, **options):
+            self.configs, self.key, self.options = configs, key, options
+
+    autotuner = types.ModuleType("triton.runtime.autotuner")
+    autotuner.Autotuner = Autotuner
+    runtime = types.ModuleType("triton.runtime")
+    runtime.autotuner = autotuner
+    for name, module in (("triton", types.ModuleType("triton")), ("triton.runtime", runtime),
+                         ("triton.runtime.autotuner", autotuner)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setenv("AUTOTUNE_KEEP", "2")
+    load_script("triton_first_configs")
+    tuner = Autotuner(len, ["x"], ["c0", "c1", "c2", "c3"], ["n"], warmup=5)
+    assert (tuner.configs, tuner.key, tuner.options) == (["c0", "c1"], ["n"], {"warmup": 5})
+    assert Autotuner(len, ["x"], key=["n"], configs=("c0", "c1", "c2")).configs == ["c0", "c1"]
+    assert Autotuner(len, ["x"], ["c0"], ["n"]).configs == ["c0"]
+    monkeypatch.setenv("AUTOTUNE_KEEP", "0")
+    with pytest.raises(ValueError, match="AUTOTUNE_KEEP must be >= 1, got 0"):
+        load_script("triton_first_configs")
+    monkeypatch.setenv("AUTOTUNE_KEEP", "3")
+    for name in ("triton", "triton.runtime", "triton.runtime.autotuner"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: its import fails
+    assert load_script("triton_first_configs").autotuner is None
