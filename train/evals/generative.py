@@ -107,6 +107,11 @@ def completion(tok, ids: list[int]) -> str:
     return tok.decode(ids).split("\n", 1)[0]
 
 
+def answer_room(tok, target: str) -> int:
+    """New tokens a generated answer gets: the target's, a newline and one token of slack."""
+    return len(tok.encode(target)) + 2
+
+
 def fit_prompt(prompt: list[int], needed: int, block_size: int) -> tuple[list[int], int, bool]:
     """(prompt, new tokens, whether the prompt was cut): `needed` new tokens (at most
     block_size - 1) after the prompt's last tokens, as many as fit."""

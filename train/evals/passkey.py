@@ -3,8 +3,9 @@
 The retrieval test of Mohtashami & Jaggi 2023 ("Landmark Attention", arXiv:2305.16300): a short
 instruction, filler sentences with one sentence that gives the key, and the question
 "... The pass key is", answered " 68214". Options (`--task passkey:length=200,depth=0.25`):
-    length=N    tokens of prompt + answer (default: the model's block_size); a prompt longer
-                than the context is cut from the left, and counted
+    length=N    tokens of prompt + the room its answer gets (the answer, a newline and one token
+                of slack; default: the model's block_size); a prompt longer than the context is cut
+                from the left, and counted
     depth=F     where the key sits, as the share of filler sentences before it (0 = right after
                 the instruction, 1 = just before the question; default 0.5)
     digits=N    digits of the key (default 5)
@@ -17,6 +18,7 @@ import random
 import re
 
 from ..errors import ConfigError
+from .generative import answer_room
 from .items import EVAL_SPLIT, GenerativeTask, GenItem, draw_unique, fraction, positive_int
 
 INSTRUCTION = "A pass key is hidden in the text below. Find it and remember it: you will be asked for it at the end."
@@ -46,9 +48,9 @@ class Passkey(GenerativeTask):
                               f"the key and the question ({need} tokens)")
 
     def _tokens(self, key: str, n_filler: int) -> int:
-        """Tokens of the prompt with `n_filler` sentences, and of the answer with its newline."""
+        """Tokens of the prompt with `n_filler` sentences, and the room its answer gets when scored."""
         return (len(self.tok.encode(passkey_prompt(key, n_filler, self.options["depth"])))
-                + len(self.tok.encode(f" {key}\n")))
+                + answer_room(self.tok, f" {key}"))
 
     def item(self, key: str) -> GenItem:
         """As many filler sentences as fit in `length` tokens."""

@@ -93,8 +93,8 @@ def _choice(task, items: list, shots: list, model, tok, device, dtype) -> dict:
 def _generate(task, items: list, shots: list, block_size: int, tok, settings: Settings, sampler) -> dict:
     prompts, max_new, truncated = [], [], 0
     for item, its_shots in zip(items, shots):
-        needed = len(tok.encode(item.target)) + 2  # the answer, a newline and one token of slack
-        prompt, new, cut = gen.fit_prompt(gen.prompt_ids(tok, item, its_shots), needed, block_size)
+        prompt, new, cut = gen.fit_prompt(gen.prompt_ids(tok, item, its_shots), gen.answer_room(tok, item.target),
+                                          block_size)
         prompts.append(prompt)
         max_new.append(new)
         truncated += cut
