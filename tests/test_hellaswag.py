@@ -223,3 +223,15 @@ def test_bad_options_and_models_are_one_line_and_exit_2(hf_gpt2, items_file, tmp
     ]:
         code, _, err = cli(capsys, items_file, *argv, entry=main)
         assert code == 2 and problem in error_line(err), argv
+
+
+def test_an_ending_that_preprocessing_empties_is_never_the_normalised_pick():
+    """"[header]" preprocesses to "": its length normalisation divides by 0, which the harness's numpy
+    makes -inf, so acc_norm and acc_bytes pick among the others while acc still compares sums."""
+    from train.evals import multiple_choice as mc
+
+    row = {"ctx": "a", "ctx_a": "a", "ctx_b": "b", "activity_label": "x", "endings": ["ok then", "[header]"],
+           "label": 0}
+    item = parse_row(row).harness
+    assert item.choices == ("ok then", "")
+    assert mc.choice_metrics([item], [[-5.0, -1.0]]) == {"acc": 0.0, "acc_norm": 1.0, "acc_bytes": 1.0}

@@ -20,6 +20,8 @@ harness writes them: context + delimiter + right choice + "\n\n", then the item'
 HellaSwag: Zellers et al. 2019, arXiv:1905.07830 (acc_norm is the number usually quoted).
 """
 
+import math
+
 import torch
 
 from ..hardware import autocast
@@ -105,8 +107,9 @@ def choice_metrics(items: list[ChoiceItem], lls: list[list[float]],
                    "acc_bytes": [len(c.encode("utf-8")) for c in item.choices]}
         if n_tokens is not None:
             lengths["acc_tokens"] = n_tokens[k]
-        for name, length in lengths.items():
-            scores = [v / n for v, n in zip(ll, length)]
+        for name, length in lengths.items():  # an empty choice (HellaSwag's preprocessing can make one)
+            # scores -inf, as the harness's numpy division gives its negative log-likelihood
+            scores = [v / n if n else -math.inf for v, n in zip(ll, length)]
             hits[name] += max(range(len(scores)), key=scores.__getitem__) == item.label
     return {name: count / len(items) for name, count in hits.items()}
 
