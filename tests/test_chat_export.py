@@ -119,3 +119,20 @@ def test_a_pretraining_run_exports_no_chat_format(base, tmp_path, capsys):
     hf = AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert hf.chat_template is None and hf.eos_token_id == 256 and len(hf) == 257
     assert json.loads((tmp_path / "hf" / "generation_config.json").read_text())["eos_token_id"] == 256
+
+
+def test_a_chat_runs_gguf_export_from_the_command_line_holds_its_chat_format(byte_chat, tmp_path, capsys):
+    """--format gguf on an SFT run: <|end|> (260) is the eos and pad, bos stays 256, and the
+    tokenizer carries the chat template and the four chat tokens after the 257 byte tokens."""
+    from gguf import GGUFReader
+
+    from train.hf_tokenizer import CHAT_TEMPLATE
+
+    run, _ = byte_chat
+    code, _, err = cli(capsys, run, tmp_path / "g", "--format", "gguf", "--gguf_type", "f32", entry=export.main)
+    assert code == 0, err
+    fields = GGUFReader(tmp_path / "g" / "model.gguf").fields
+    ids = [fields[f"tokenizer.ggml.{key}_token_id"].contents() for key in ("bos", "eos", "padding")]
+    assert ids == [256, 260, 260]
+    assert fields["tokenizer.chat_template"].contents() == CHAT_TEMPLATE
+    assert fields["tokenizer.ggml.tokens"].contents()[257:] == ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]

@@ -160,3 +160,51 @@ def test_every_preset_exports_to_its_family(name):
     x = torch.randint(0, cfg.vocab_size, (1, 12))
     with torch.no_grad():
         torch.testing.assert_close(hf(x).logits, ours(x), atol=1e-4, rtol=1e-4)
+
+
+def test_the_hf_tokenizer_has_endoftext_as_bos_eos_and_unk_and_a_chat_one_keeps_it_as_bos():
+    byte = get_tokenizer("byte")
+    hf = hf_tokenizer(byte)
+    assert hf.bos_token == hf.eos_token == hf.unk_token == "<|endoftext|>"
+    assert hf.bos_token_id == hf.eos_token_id == hf.unk_token_id == 256
+    chat = hf_tokenizer(byte, chat=True)
+    assert (chat.bos_token_id, chat.eos_token_id) == (256, 260)
+
+
+def saved_tensors(out) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "model.safetensors"))
+
+
+def test_dtype_and_step_choose_what_is_written(base, tmp_path):
+    """--dtype bf16 stores each fp32 tensor rounded to bf16; --step 2 stores the step-2 checkpoint
+    (as to_hf converts it), not the newest (step 4)."""
+    export.export(base, tmp_path / "fp32")
+    export.export(base, tmp_path / "bf16", dtype="bf16")
+    export.export(base, tmp_path / "step2", step=2)
+    full, half, early = (saved_tensors(tmp_path / name) for name in ("fp32", "bf16", "step2"))
+    assert full.keys() == half.keys() == early.keys()
+    for name, tensor in full.items():
+        assert tensor.dtype == torch.float32 and half[name].dtype == torch.bfloat16, name
+        assert torch.equal(half[name], tensor.to(torch.bfloat16)), name
+    want = to_hf(load_run(base, 2).model, "gpt2", bos_token_id=256, eos_token_id=256).state_dict()
+    for name, tensor in early.items():
+        assert torch.equal(tensor, want[name].contiguous()), name
+    assert any(not torch.equal(early[name], full[name]) for name in full)
+
+
+def test_a_refusal_names_six_blocking_settings_and_counts_the_rest():
+    """The closest family's blocking settings, as config_to_hf lists them: the first six are named
+    and the others counted."""
+    from model.hf import Unrepresentable, config_to_hf
+
+    cfg = load_config("configs/ladder/16-muon.toml").model
+    with pytest.raises(ConfigError) as e:
+        choose_family(cfg)
+    closest = str(e.value).split("the closest, ")[1].split(",")[0]
+    with pytest.raises(Unrepresentable) as blocked:
+        config_to_hf(cfg, closest)
+    fields = blocked.value.settings
+    assert len(fields) > 6
+    assert f"cannot hold {', '.join(fields[:6])} and {len(fields) - 6} more (" in str(e.value)

@@ -286,6 +286,26 @@ def test_exported_gpt2_run_has_the_gpt2_tokenizer(gpt2_run, tmp_path, capsys, mo
     assert hf.encode(text, add_special_tokens=False) == for_run(gpt2_run).encode(text)
 
 
+def test_a_moved_ranks_file_exports_with_tokenizer_path(gpt2_run, capsys, monkeypatch, tmp_path):
+    """export reads the ranks from --tokenizer_path when the recorded file is gone, and refuses
+    without it; the exported tokenizer encodes as tiktoken does with those ranks."""
+    from transformers import AutoTokenizer
+
+    monkeypatch.delenv(GPT2_ENV_VAR, raising=False)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "tokenizer.json").write_text((gpt2_run / "tokenizer.json").read_text().replace(GPT2_RANKS, "/gone/x"))
+    for name in ("config.toml", "checkpoints"):
+        (moved / name).symlink_to(gpt2_run / name)
+    code, _, err = cli(capsys, moved, tmp_path / "refused", entry=train_export.main)
+    assert code == 2 and "'/gone/x' does not exist; pass --tokenizer_path PATH" in error_line(err)
+    code, _, err = cli(capsys, moved, tmp_path / "hf", "--tokenizer_path", GPT2_RANKS, entry=train_export.main)
+    assert code == 0, err
+    text = "def f(x):\n    return x  # é"
+    hf = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert hf.encode(text, add_special_tokens=False) == get_tokenizer("gpt2", GPT2_RANKS).encode(text)
+
+
 def test_bad_ranks_file_fails_before_training_even_on_a_cache_hit(gpt2_run, corpus, cfg_file, tmp_path, capsys):
     # gpt2_run tokenized this corpus already, so the token cache is a hit for the same [data]
     bad = tmp_path / "bad.tiktoken"
