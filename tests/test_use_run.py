@@ -221,13 +221,19 @@ def test_run_records_the_resolved_ranks_and_samples_without_the_variable(gpt2_ru
     assert out.splitlines()[1].startswith("def")
 
 
-def test_a_moved_ranks_file_says_how_to_fix_it(gpt2_run, capsys, monkeypatch, tmp_path):
+def moved_run(gpt2_run, tmp_path, monkeypatch):
+    """gpt2_run as seen after its ranks file moved: tokenizer.json records /gone/gpt2.tiktoken."""
     monkeypatch.delenv(GPT2_ENV_VAR, raising=False)
     moved = tmp_path / "moved"
     moved.mkdir()
     (moved / "tokenizer.json").write_text((gpt2_run / "tokenizer.json").read_text().replace(GPT2_RANKS, "/gone/gpt2.tiktoken"))
     for name in ("config.toml", "checkpoints"):
         (moved / name).symlink_to(gpt2_run / name)
+    return moved
+
+
+def test_a_moved_ranks_file_says_how_to_fix_it(gpt2_run, capsys, monkeypatch, tmp_path):
+    moved = moved_run(gpt2_run, tmp_path, monkeypatch)
     for entry in (sample.main, train_eval.main):
         code, _, err = cli(capsys, moved, entry=entry)
         assert code == 2 and "'/gone/gpt2.tiktoken' does not exist; pass --tokenizer_path PATH" in error_line(err)
@@ -291,14 +297,9 @@ def test_a_moved_ranks_file_exports_with_tokenizer_path(gpt2_run, capsys, monkey
     without it; the exported tokenizer encodes as tiktoken does with those ranks."""
     from transformers import AutoTokenizer
 
-    monkeypatch.delenv(GPT2_ENV_VAR, raising=False)
-    moved = tmp_path / "moved"
-    moved.mkdir()
-    (moved / "tokenizer.json").write_text((gpt2_run / "tokenizer.json").read_text().replace(GPT2_RANKS, "/gone/x"))
-    for name in ("config.toml", "checkpoints"):
-        (moved / name).symlink_to(gpt2_run / name)
+    moved = moved_run(gpt2_run, tmp_path, monkeypatch)
     code, _, err = cli(capsys, moved, tmp_path / "refused", entry=train_export.main)
-    assert code == 2 and "'/gone/x' does not exist; pass --tokenizer_path PATH" in error_line(err)
+    assert code == 2 and "'/gone/gpt2.tiktoken' does not exist; pass --tokenizer_path PATH" in error_line(err)
     code, _, err = cli(capsys, moved, tmp_path / "hf", "--tokenizer_path", GPT2_RANKS, entry=train_export.main)
     assert code == 0, err
     text = "def f(x):\n    return x  # é"
