@@ -162,6 +162,19 @@ def test_quantize_dequantize_round_trip_is_within_half_a_step(kv_dtype, bits):
     assert torch.equal(unpack(pack(q, bits), bits), q)
 
 
+def test_codes_are_computed_from_the_stored_bf16_zero_and_scale():
+    """In bf16 the stored zero (the min) is rounded; the codes are those of the stored zero and
+    scale, so dequantizing gives round((x - zero) / scale) * scale + zero computed from them."""
+    from model.inference.cache.quantized import dequantize, quantize
+
+    x = 100.1 + torch.linspace(0, 0.3, 16).repeat(2, 1, 3, 1)  # bf16 rounds 100.1 to 100.0
+    codes, scale, zero = quantize(x, 3, 8, torch.bfloat16)
+    assert zero.dtype == torch.bfloat16 and (zero.float() != x.amin(3, keepdim=True)).all()
+    s, z = scale.float(), zero.float()
+    want = ((x - z) / s).round().clamp(0, 255) * s + z
+    torch.testing.assert_close(dequantize(codes, scale, zero, 8), want)
+
+
 def min_max_round_trip(x: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
     """x quantized to 2^bits levels between its min and max along `dim`, and back."""
     lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)

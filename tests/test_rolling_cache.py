@@ -156,3 +156,19 @@ def test_a_quantized_ring_of_ceil_window_over_group_slots_is_enough(window, resi
 
     with torch.no_grad():
         torch.testing.assert_close(run(False), run(True), atol=1e-5, rtol=1e-5)
+
+
+def test_a_long_chunk_after_a_rollback_hides_the_rejected_guesses():
+    """Window 8, rollback margin 3 (ring of 11): 20 tokens, 3 rejected guesses rolled back, then a
+    6-token chunk, longer than the ring serves in place. The ring still holds the guesses (one at
+    the chunk's first position); the chunk's logits are the full forward's."""
+    model = randomize_(GPT(tiny(window=8, global_every=2)), std=0.2)
+    idx = tokens(26)
+    with torch.no_grad():
+        full = model(idx)
+        cache = model.new_cache(2, rollback=3)
+        model(idx[:, :20], cache=cache)
+        model(tokens(3, seed=1), cache=cache)
+        cache.rollback(20)
+        got = model(idx[:, 20:], cache=cache)
+    torch.testing.assert_close(got, full[:, 20:], **TOL)

@@ -378,3 +378,32 @@ def test_scripts_help_exits_0_and_bad_paths_are_one_line(capsys):
     assert error_line(capsys.readouterr().err) == "error: config file not found: nope.toml"
     assert run_cli(load("ladder_table").main, ["--seq_len", "x"]) == 2
     assert re.match(r"error: --seq_len takes a positive integer", error_line(capsys.readouterr().err))
+
+
+def test_sample_cli_draws_from_its_seed_and_its_top_p(base, capsys):
+    """--seed picks the random stream (the same seed, the same text; another seed, another text, at
+    temperature 1 over the whole vocabulary), and a tiny --top_p keeps only the most likely token:
+    the greedy text."""
+    def text(*extra):
+        code, out, err = cli(capsys, base, "--prompt", "ab", "--no_stop", "--max_new_tokens", "24",
+                             "--top_k", "0", *extra, entry=sample.main)
+        assert code == 0, err
+        return out.splitlines()[1:]
+
+    one = text("--temperature", "1", "--seed", "1")
+    assert text("--temperature", "1", "--seed", "1") == one
+    assert text("--temperature", "1", "--seed", "2") != one
+    assert text("--temperature", "1", "--top_p", "1e-6") == text("--temperature", "0")
+
+
+def test_sample_cli_decodes_in_the_dtype_it_is_given(base, capsys, monkeypatch):
+    """--dtype overrides the run's train.dtype for the model's weights and cache."""
+    dtypes = []
+    on_device = sample.on_device
+    monkeypatch.setattr(sample, "on_device",
+                        lambda m, device, dtype: dtypes.append(dtype) or on_device(m, device, dtype))
+    for flags in ([], ["--dtype", "bf16"]):
+        code, _, err = cli(capsys, base, "--prompt", "ab", "--max_new_tokens", "2", "--device", "cpu", *flags,
+                           entry=sample.main)
+        assert code == 0, err
+    assert dtypes == ["fp32", "bf16"]  # the run trained in fp32
