@@ -6,13 +6,12 @@
 One layer at rung 14's sizes (configs/ladder/14-hybrid-deltanet.toml: 256 wide, 4 heads of 64, the
 same for Gated DeltaNet's q/k and value heads), forward + backward (--forward_only: the forward with no
 gradient, as in prefill), best of R timed repeats after one warm-up (on CUDA each timed between
-synchronisations). Attention is plain causal GQA through SDPA (no
-window, no sinks: the full-attention cost that linear attention replaces); Gated DeltaNet runs its
-PyTorch chunked form (model/mixer/delta_rule.py, 64-token chunks) and, on CUDA with
-flash-linear-attention installed, that package's Triton kernel; a kernel that raises (fla 0.6.0 refuses
-its backward on Hopper GPUs with Triton < 3.7.1) gets "refused" and its reason below the table. Prints
-tokens per second per layer and the peak memory of each. A benchmark, not a test: nothing here asserts a
-speed.
+synchronisations). Attention is plain causal GQA through SDPA (no window, no sinks: the full-attention
+cost that linear attention replaces); Gated DeltaNet runs its PyTorch chunked form
+(model/mixer/delta_rule.py, 64-token chunks) and, on CUDA with flash-linear-attention installed, that
+package's Triton kernel. A kernel that raises (fla 0.6.0 refuses its backward on Hopper GPUs with Triton
+< 3.7.1) gets "refused" and its reason below the table. Prints tokens per second per layer and the peak
+memory of each. A benchmark, not a test: nothing here asserts a speed.
 """
 
 import sys
@@ -112,9 +111,11 @@ def main(argv: list[str]) -> int:
                 if kernel == "torch":
                     raise
                 refusals[kernel] = str(error).splitlines()[0]
-                cells.append("refused"), ratios.append("-")
+                cells.append("refused")
+                ratios.append("-")
                 continue
-            cells.append(f"{d:,.0f} ({d_mem / 2**20:,.0f})"), ratios.append(f"{d / a:.2f}")
+            cells.append(f"{d:,.0f} ({d_mem / 2**20:,.0f})")
+            ratios.append(f"{d / a:.2f}")
         print(f"| {T} | {a:,.0f} ({a_mem / 2**20:,.0f}) | " + " | ".join(cells + ratios) + " |")
     for kernel, reason in refusals.items():
         print(f"{kernel}: {reason}")
