@@ -4,6 +4,7 @@ a hybrid model's cached decode equals its full forward; its cache is a constant-
 linear layers and the accounting says so; the gate gates. CPU, fp32, tiny random models."""
 
 import dataclasses
+import functools
 import sys
 
 import pytest
@@ -287,9 +288,11 @@ needs_fla = pytest.mark.skipif(not (torch.cuda.is_available() and fla_available(
                                reason="needs CUDA and flash-linear-attention")
 
 
-def skip_if_fla_refuses_backward() -> None:
-    """fla 0.6.0 refuses its gated backward on Hopper GPUs with Triton >= 3.4, < 3.7.1 (a Triton
-    miscompile it names in the error): skip with its words rather than fail on an H100/H200 so set up."""
+@functools.cache
+def fla_backward_refusal() -> str:
+    """fla's message when it refuses its backward on this GPU, else "". fla 0.6.0 refuses its gated
+    backward on Hopper GPUs with Triton >= 3.4, < 3.7.1 (a Triton miscompile it names in the error):
+    the tests skip with its words rather than fail on an H100/H200 so set up."""
     from model.mixer.delta_rule import fla_delta_rule
 
     x = torch.zeros(1, 1, 64, 64, device="cuda", requires_grad=True)
@@ -297,7 +300,8 @@ def skip_if_fla_refuses_backward() -> None:
     try:
         o.sum().backward()
     except RuntimeError as error:
-        pytest.skip(f"flash-linear-attention refuses its backward here: {error}")
+        return f"flash-linear-attention refuses its backward here: {error}"
+    return ""
 
 
 def fla_and_chunked(dtype, T: int, with_state: bool, grad: bool):
@@ -347,7 +351,8 @@ def test_fla_forward_equals_the_chunked_form_on_cuda(dtype, T, with_state):
 @FLA_CASES
 def test_fla_kernel_equals_the_chunked_form_on_cuda(dtype, T, with_state):
     """Forward and backward: the output, the state and the five gradients, within the same bounds."""
-    skip_if_fla_refuses_backward()
+    if fla_backward_refusal():
+        pytest.skip(fla_backward_refusal())
     names = ["o", "final state", "dq", "dk", "dv", "dg", "dbeta"]
     errors = relative_errors(names, *fla_and_chunked(dtype, T, with_state, grad=True))
     assert max(errors.values()) <= (5e-3 if dtype == torch.float32 else 3e-2), errors
@@ -366,7 +371,8 @@ def hybrid_on_cuda() -> tuple[GPT, list, torch.Tensor]:
 def test_a_hybrid_trains_the_same_on_the_fla_kernel():
     """A whole hybrid on CUDA in bf16: loss and every gradient with the Gated DeltaNet layers on fla
     within bf16 rounding of the chunked form."""
-    skip_if_fla_refuses_backward()
+    if fla_backward_refusal():
+        pytest.skip(fla_backward_refusal())
     model, layers, idx = hybrid_on_cuda()
 
     def loss_and_grads(kernel: str):

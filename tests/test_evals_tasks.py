@@ -4,31 +4,11 @@ items actually scored, the passkey prompt and checker, and a JSONL task's train=
 import json
 from types import SimpleNamespace
 
-import torch
-
+from test_evals import BYTES, CPU, SuccessorStub, stub_task
 from train.evals import passkey
 from train.evals.items import ChoiceItem, GenItem
 from train.evals.suite import Settings, _shots, run_task
 from train.evals.tasks import build_task
-from train.tokenizer import ByteTokenizer
-
-CPU = torch.device("cpu")
-BYTES = ByteTokenizer()
-
-
-class UniformStub(torch.nn.Module):
-    """Every next byte equally likely: the log-likelihoods are known by hand."""
-
-    def __init__(self, block_size: int):
-        super().__init__()
-        self.config = SimpleNamespace(block_size=block_size, vocab_size=257)
-
-    def forward(self, idx):
-        return torch.zeros(*idx.shape, 257)
-
-
-def stub_task(kind: str, items: list, **extra):
-    return SimpleNamespace(name="stub", kind=kind, split="test", items=lambda split, n, seed: items[:n], **extra)
 
 
 def test_each_answer_gets_its_tokens_plus_a_newline_and_one_token_of_slack():
@@ -41,7 +21,7 @@ def test_each_answer_gets_its_tokens_plus_a_newline_and_one_token_of_slack():
         return [[item.answer] for item in items]
 
     task = stub_task("generate", items, chance=0.0, extract=str.strip)
-    result = run_task(task, UniformStub(block_size=64), BYTES, Settings(), CPU, "fp32", sampler=sampler)
+    result = run_task(task, SuccessorStub(block_size=64), BYTES, Settings(), CPU, "fp32", sampler=sampler)
     assert seen == {"prompts": [list(b"1+2="), list(b"xy=")], "max_new": [3, 6]}
     assert result["metrics"] == {"pass@1": 1.0} and result["truncated"] == 0
 
@@ -50,7 +30,7 @@ def test_chance_is_the_mean_over_the_items_scored_not_the_skipped_ones():
     """block_size 4: the 4-choice item has a 5-byte choice and is skipped, so only the 2-choice
     item is scored and chance is 1/2 (not (1/2 + 1/4) / 2)."""
     items = [ChoiceItem("ab", ("c", "d"), 0), ChoiceItem("ab", ("c", "d", "e", "fghij"), 0)]
-    result = run_task(stub_task("choice", items, delimiter=""), UniformStub(block_size=4), BYTES, Settings(),
+    result = run_task(stub_task("choice", items, delimiter=""), SuccessorStub(block_size=4), BYTES, Settings(),
                       CPU, "fp32")
     assert (result["n"], result["skipped"]) == (1, 1)
     assert result["chance"] == 0.5
@@ -102,7 +82,7 @@ def test_a_passkey_prompt_at_the_default_length_is_scored_whole():
             seen.extend(zip(prompts, max_new))
             return [["0"] for _ in prompts]
 
-        result = run_task(task, UniformStub(block_size), BYTES, Settings(limit=3), CPU, "fp32", sampler=sampler)
+        result = run_task(task, SuccessorStub(block_size), BYTES, Settings(limit=3), CPU, "fp32", sampler=sampler)
         assert result["truncated"] == 0 and len(seen) == 3, block_size
         for prompt, new in seen:
             assert bytes(prompt).startswith(passkey.INSTRUCTION.encode()) and len(prompt) + new <= block_size

@@ -13,6 +13,7 @@ from tiny_run import snapshot
 from train.config import ConfigError, RunConfig, to_toml
 from train.guard import (RUN_CONFIG_HEADER, StopSignals, all_finite, check_out_dir, check_same_run,
                          check_same_tokenizer)
+from train.parallel import Dist
 from train.stop import StopAgreement
 
 CPU = torch.device("cpu")
@@ -31,15 +32,6 @@ class TwoRanks:
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.add_(self.other)
-
-
-class Alone:
-    active, rank, world_size = False, 0, 1
-
-    def max_(self, tensor):
-        return tensor
-
-    sum_ = max_
 
 
 def agreement(dist, received=None, max_seconds=0.0, elapsed=0.0) -> StopAgreement:
@@ -71,14 +63,14 @@ def test_the_other_ranks_signal_stops_this_one():
 @pytest.mark.parametrize("max_seconds, elapsed, out", [(10.0, 9.999, False), (10.0, 10.0, True),
                                                        (10.0, 11.0, True), (0.0, 1e9, False)])
 def test_the_time_limit_is_reached_at_max_seconds_and_zero_means_none(max_seconds, elapsed, out):
-    stop = agreement(Alone(), max_seconds=max_seconds, elapsed=elapsed)
+    stop = agreement(Dist(), max_seconds=max_seconds, elapsed=elapsed)
     stop.agree()
     assert stop.out_of_time is out and stop.signal is None
 
 
 def test_the_agreed_flags_are_read_back_by_position():
     """set() takes [signal number, out of time] as read back from the device."""
-    stop = agreement(Alone())
+    stop = agreement(Dist())
     stop.set([15.0, 0.0])
     assert stop.signal is signal.SIGTERM and not stop.out_of_time
     stop.set([0.0, 1.0])
@@ -89,7 +81,7 @@ def test_a_signal_is_caught_only_inside_the_block_and_the_old_handler_returns():
     """Inside catching_signals a SIGTERM only sets the flag; after it, the flag is no longer
     read and SIGTERM's previous handler is back."""
     before = signal.getsignal(signal.SIGTERM)
-    stop = agreement(Alone())
+    stop = agreement(Dist())
     with stop.catching_signals():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.local()[0] == float(signal.SIGTERM)
