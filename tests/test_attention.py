@@ -38,6 +38,19 @@ def reference_attention(attn: CausalSelfAttention, x, window=0, softcap=0.0, sin
     return out.transpose(1, 2).reshape(B, T, nh * hd) @ attn.c_proj.weight.T + attn.c_proj.bias
 
 
+@pytest.mark.parametrize("extra", [{}, dict(window=8), dict(attn_sinks=True)], ids=["sdpa", "window", "softmax"])
+def test_dropout_acts_in_training_only(extra):
+    """In eval a model built with dropout computes exactly what the same weights without it do, on
+    every attention kernel (SDPA with and without a mask, the explicit softmax)."""
+    torch.manual_seed(0)
+    dropped = GPT(tiny(dropout=0.5, **extra)).eval()
+    plain = GPT(tiny(dropout=0.0, **extra)).eval()
+    plain.load_state_dict(dropped.state_dict())
+    idx = tokens(24)
+    with torch.no_grad():
+        torch.testing.assert_close(dropped(idx), plain(idx), atol=0, rtol=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # masks and sliding windows
 

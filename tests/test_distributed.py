@@ -20,11 +20,12 @@ import time
 import pytest
 import torch
 
+from model import GPT
 from scripts.bench_parallel import saved_activation_bytes
 from train import checkpoint as ckpt
 from train.trainer import Trainer
 
-from tiny_run import ROOT, TINY, cli, error_line, fit, make, metrics, numerics, snapshot, without_torch_logs
+from tiny_run import ROOT, TINY, cli, error_line, fit, make, metrics, numerics, snapshot, tiny, without_torch_logs
 
 WORKER = ROOT / "tests" / "dist_worker.py"
 # dropout 0: comparable across layouts; MoE on the second layer with the aux-loss-free bias update,
@@ -296,6 +297,22 @@ def test_a_failed_collective_becomes_one_distributed_error_and_other_errors_pass
     # without a process group a message that merely mentions a timeout is not another rank's doing
     assert type(raised(Dist(), RuntimeError("read timed out"))) is RuntimeError
     assert type(raised(group, RuntimeError("CUDA out of memory"))) is RuntimeError
+
+
+def test_tied_weights_are_stored_once_under_the_name_safetensors_keeps(tmp_path):
+    """unique_state drops the tied names that safetensors' own save_model drops, and records each as
+    the same alias, so that a checkpoint reads as if save_model had written it."""
+    from safetensors import safe_open
+    from safetensors.torch import save_model
+
+    from train.parallel import unique_state
+
+    model = GPT(tiny(tie_embeddings=True))
+    save_model(model, str(tmp_path / "model.safetensors"))
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        names, aliases = set(f.keys()), f.metadata()
+    tensors, our_aliases = unique_state(model)
+    assert our_aliases and set(tensors) == names and our_aliases == aliases
 
 
 def test_the_optimizer_state_is_gathered_whole_part_by_part_on_rank_zero_only():

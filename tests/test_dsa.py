@@ -131,6 +131,19 @@ def test_the_index_loss_trains_the_indexer_and_only_the_indexer():
     assert n_indexer == 2 * 5  # q_up, k_proj, k_norm weight and bias, head_weights per layer
 
 
+def test_the_index_loss_is_the_mean_over_layers():
+    """With zero residual projections every layer reads the embeddings, so two copies of one layer
+    report that layer's own loss, not twice it."""
+    one_layer = dataclasses.replace(CFG, n_layer=1, zero_init_proj=True)
+    torch.manual_seed(0)
+    single, double = GPT(one_layer), GPT(dataclasses.replace(one_layer, n_layer=2))
+    weights = single.state_dict()
+    double.load_state_dict({name: weights[name.replace("transformer.h.1.", "transformer.h.0.")]
+                            for name in double.state_dict()})
+    idx = tokens(41, vocab=CFG.vocab_size, seed=1)
+    torch.testing.assert_close(backward(double, idx)["index_loss"], backward(single, idx)["index_loss"])
+
+
 def test_the_loss_leaves_outputs_and_evaluation_alone():
     """Training-mode logits are the same with and without the loss (the target is a side computation);
     in eval there is no term."""

@@ -19,9 +19,11 @@ import time
 import pytest
 import torch
 
-from tiny_run import ROOT, TINY, cli, error_line, fit, make, metrics, numerics, records_written, snapshot
+from model import GPT
+from tiny_run import ROOT, TINY, cli, error_line, fit, make, metrics, numerics, records_written, snapshot, tiny
 from train import checkpoint as ckpt
 from train.config import load_config
+from train.parallel import Dist, full_model_state
 from train.trainer import Trainer
 
 
@@ -99,6 +101,24 @@ def test_only_a_damaged_checkpoint_falls_back_and_a_mismatched_one_is_an_error(t
     with pytest.raises(ckpt.CheckpointMismatch):
         ckpt.load_newest(tmp_path, lambda p: load(p, ckpt.CheckpointMismatch))
     assert tried == ["step_00000004"]
+
+
+def test_pruning_unmarks_an_old_checkpoint_before_deleting_it(tmp_path, monkeypatch):
+    """An old checkpoint whose deletion never finishes (here: never starts) is no longer listed, so a
+    half-deleted directory is never loaded."""
+    monkeypatch.setattr(ckpt.shutil, "rmtree", lambda *args, **kwargs: None)
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(tmp_path, step, ({"w": torch.full((2,), float(step))}, {}), {}, {"step": step}, "",
+                             keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000002", "step_00000003"]
+
+
+def test_a_checkpoint_missing_some_of_the_models_tensors_does_not_fit(tmp_path):
+    """Weights load strictly: a one-layer checkpoint in a two-layer model is a CheckpointMismatch, not a
+    model whose second layer keeps its initial weights."""
+    path = ckpt.save_checkpoint(tmp_path, 1, full_model_state(GPT(tiny(n_layer=1)), Dist()), {}, {"step": 1}, "")
+    with pytest.raises(ckpt.CheckpointMismatch, match="does not fit this model"):
+        ckpt.load_checkpoint(path, GPT(tiny(n_layer=2)))
 
 
 def test_verifier_refuses_a_file_of_another_size_or_content(tmp_path, base):

@@ -2,6 +2,7 @@
 cached decoding equals the full forward, the accounting equals what is built and allocated, and the
 settings MLA cannot honour are refused. CPU, fp32, tiny random models."""
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -161,6 +162,20 @@ def test_flops_charge_index_topk_keys_and_the_indexer():
     target = 2 * cfg.n_head * qk_dim * 8 * cfg.n_layer
     assert m.index_loss_coef > 0
     assert flops_per_token(cfg, T) == 6 * matmul_params(cfg) + attention + 3 * scoring + target
+
+
+@torch.no_grad()
+def test_the_output_gate_acts_per_channel_before_the_output_projection():
+    """c_proj(y * sigmoid(W_g x + b_g)) (arXiv:2505.06708), y the heads' outputs side by side: random
+    gate weights and biases, and n_head * v_head_dim == n_embd so that a gate after c_proj would fit too."""
+    cfg = mla_config("low-rank-q-bias")
+    cfg = dataclasses.replace(cfg, attn_gate=True, mla=dataclasses.replace(cfg.mla, v_head_dim=12))
+    gated = random_gpt(cfg).transformer.h[0].attn
+    heads = copy.deepcopy(gated)
+    heads.gate, heads.c_proj = None, torch.nn.Identity()
+    x, pos = torch.randn(2, 10, 48, generator=torch.Generator().manual_seed(1)), torch.arange(10)
+    expected = gated.c_proj(heads(x, pos) * torch.sigmoid(gated.gate.proj(x)))
+    torch.testing.assert_close(gated(x, pos), expected, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("T", [12, 40])

@@ -51,6 +51,7 @@ def rung_combinations() -> list[dict]:
         dict(vocab_size=129, vocab_multiple=32),
         *rung_combinations(),
         dict(head_dim=24, n_kv_head=2, qk_norm="full", mlp="swiglu", mlp_hidden=40, norm="rmsnorm"),
+        dict(attn_gate=True, n_kv_head=2),  # the output gate's projection, with its bias
     ],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "gpt2",
 )
@@ -163,6 +164,13 @@ def test_gelu_tanh_traced_form_equals_atens(dtype, monkeypatch):
     tol = {"atol": 1e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1.6e-2}
     torch.testing.assert_close(out, ref, **tol)
     torch.testing.assert_close(grad, ref_grad, **tol)
+
+
+def test_gelu_tanh_is_gpt2s_tanh_approximation():
+    """Eager gelu_tanh is 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), not the erf GELU."""
+    x = torch.linspace(-6, 6, 1201, dtype=torch.float64)
+    expected = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    torch.testing.assert_close(gelu_tanh(x), expected, atol=1e-12, rtol=0)
 
 
 def test_logits_cover_the_real_vocab_and_loss_is_cross_entropy():

@@ -138,6 +138,20 @@ def test_balance_loss_matches_hf_mixtral_and_z_loss_its_definition():
     assert metrics["z_loss"] == pytest.approx(z.item(), rel=1e-5)
 
 
+def test_balance_loss_of_sigmoid_scores_normalises_each_tokens_scores():
+    """Sigmoid scores do not sum to 1: P_i is the mean of each token's scores divided by their sum
+    (DeepSeek-V3's s'_i), and f_i counts the choices the expert bias steered."""
+    moe = build("deepseek-like sigmoid, groups, shared, scale", n_group=1, topk_group=1).train()
+    x = torch.randn(2, 16, 32)
+    flat = x.reshape(-1, 32)
+    scores = (flat @ moe.router.weight.T).sigmoid()
+    chosen = (scores + moe.router.expert_bias).topk(3, dim=-1).indices
+    f = torch.bincount(chosen.flatten(), minlength=8) / flat.shape[0]
+    p = (scores / scores.sum(-1, keepdim=True)).mean(0)
+    moe(x)
+    assert moe.end_step()["balance"] == pytest.approx(8 * (f * p).sum().item(), rel=1e-5)
+
+
 def test_aux_terms_are_named_apart_from_the_lm_loss_and_only_in_training():
     cfg = ModelConfig(**SMALL, mlp="swiglu", moe=MoEConfig(n_expert=4, top_k=2))
     idx = torch.randint(0, 97, (2, 16))

@@ -42,6 +42,11 @@ CASES = {
         dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=ORIGINAL,
              beta_fast=32.0, beta_slow=1.0),
     ),
+    "yarn-low-theta": (  # beta_slow's dimension lies past rot_dim / 2: the ramp's top is clamped at rot_dim - 1
+        dict(theta=10.0, scaling="yarn", factor=4.0, original_max_pos=ORIGINAL, beta_fast=32.0, beta_slow=1.0),
+        dict(rope_type="yarn", rope_theta=10.0, factor=4.0, original_max_position_embeddings=ORIGINAL,
+             beta_fast=32.0, beta_slow=1.0),
+    ),
     "yarn-untruncated": (  # gpt-oss keeps the ramp's fractional ends
         dict(theta=150000.0, scaling="yarn", factor=32.0, original_max_pos=ORIGINAL, truncate=False),
         dict(rope_type="yarn", rope_theta=150000.0, factor=32.0, original_max_position_embeddings=ORIGINAL,

@@ -66,6 +66,16 @@ def test_unit_offset_rmsnorm_matches_hf_gemma2():
     assert torch.equal(ours(xb), ref(xb))
 
 
+@pytest.mark.parametrize("unit_offset", [False, True])
+def test_rmsnorm_uses_the_configured_eps(unit_offset):
+    """model.norm_eps reaches the RMSNorms: x / sqrt(mean(x^2) + eps), with an eps near the mean
+    square so that it shows (scales at their identity init)."""
+    norm = build_norm(tiny(BASE, norm="rmsnorm", norm_unit_offset=unit_offset, norm_eps=0.25))
+    x = randn(2, 5, 32, scale=0.5)
+    expected = x / torch.sqrt(x.square().mean(-1, keepdim=True) + 0.25)
+    torch.testing.assert_close(norm(x), expected, atol=1e-6, rtol=1e-6)
+
+
 def test_llama_and_gemma_cast_orders_differ_in_bf16():
     """The two dtype orders are not interchangeable: with the same scale, results differ in bf16."""
     llama, gemma = RMSNorm(32, 1e-6), UnitOffsetRMSNorm(32, 1e-6)
