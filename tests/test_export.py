@@ -8,7 +8,7 @@ import torch
 
 from model import GPT
 from model.hf import to_hf
-from tiny_run import GPT2_RANKS, ROOT, TINY, cli, error_line, needs_gpt2_ranks
+from tiny_run import GPT2_RANKS, ROOT, TINY, cli, error_line, files_at_most, needs_gpt2_ranks
 from train import export
 from train.config import ConfigError, load_config
 from train.export import choose_family
@@ -208,3 +208,13 @@ def test_a_refusal_names_six_blocking_settings_and_counts_the_rest():
     fields = blocked.value.settings
     assert len(fields) > 6
     assert f"cannot hold {', '.join(fields[:6])} and {len(fields) - 6} more (" in str(e.value)
+
+
+def test_an_export_that_cannot_be_written_leaves_no_out_dir(base, tmp_path, capsys):
+    """A full disk (here a 50 kB limit per file, under the weights' 150 kB) fails in one line and
+    leaves nothing in OUT_DIR's folder, so the retry is not refused as a non-empty OUT_DIR."""
+    out = tmp_path / "exports" / "hf"
+    with files_at_most(50_000):
+        code, _, err = cli(capsys, base, out, entry=export.main)
+    assert code == 1 and "could not write" in error_line(err) and list(out.parent.iterdir()) == []
+    assert cli(capsys, base, out, entry=export.main)[0] == 0 and (out / "model.safetensors").is_file()

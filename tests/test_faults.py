@@ -23,7 +23,9 @@ from model import GPT
 from tiny_run import ROOT, TINY, cli, error_line, fit, make, metrics, numerics, records_written, snapshot, tiny
 from train import checkpoint as ckpt
 from train.config import load_config
+from train.errors import ConfigError
 from train.parallel import Dist, full_model_state
+from train.tokenizer import recorded
 from train.trainer import Trainer
 
 
@@ -119,6 +121,22 @@ def test_a_checkpoint_missing_some_of_the_models_tensors_does_not_fit(tmp_path):
     path = ckpt.save_checkpoint(tmp_path, 1, full_model_state(GPT(tiny(n_layer=1)), Dist()), {}, {"step": 1}, "")
     with pytest.raises(ckpt.CheckpointMismatch, match="does not fit this model"):
         ckpt.load_checkpoint(path, GPT(tiny(n_layer=2)))
+
+
+@pytest.mark.parametrize("marker", ['{"files": []}', '{"files": {"model.safetensors": 5}}', "[]"])
+def test_a_marker_of_another_shape_is_a_damaged_checkpoint(tmp_path, marker):
+    """Valid JSON that is not the manifest's shape makes the checkpoint damaged (load_newest then
+    falls back), not an AttributeError."""
+    path = ckpt.save_checkpoint(tmp_path, 1, ({"w": torch.zeros(2)}, {}), {}, {"step": 1}, "")
+    (path / ckpt.MARKER).write_text(marker)
+    with pytest.raises(ckpt.CheckpointCorrupt):
+        ckpt.verify_checkpoint(path)
+
+
+def test_a_tokenizer_record_of_another_shape_is_one_line(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("[]")
+    with pytest.raises(ConfigError, match="tokenizer.json: unreadable \\(not a JSON object\\)"):
+        recorded(tmp_path)
 
 
 def test_verifier_refuses_a_file_of_another_size_or_content(tmp_path, base):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import train.config
-from tiny_run import TINY, all_saved_weights_finite, cli, error_line, fit, make, metrics, snapshot
+from tiny_run import TINY, all_saved_weights_finite, cli, error_line, files_at_most, fit, make, metrics, snapshot
 from train import checkpoint as ckpt
 from train import sample
 from train.__main__ import _preset_argument
@@ -292,6 +292,23 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, c
     monkeypatch.undo()
     resumed = fit(Trainer(make(tmp_path, corpus, "full", "--train.max_steps=3", "--train.eval_interval=0")))
     assert resumed[0]["step"] == 3  # step 2 still loads
+
+
+@pytest.mark.parametrize("limit, raised", [(50_000, "SafetensorError"), (200_000, "RuntimeError")],
+                         ids=["model.safetensors", "train_state.pt"])
+def test_a_real_write_failure_while_checkpointing_is_one_line(tmp_path, corpus, cfg_file, capsys, limit, raised):
+    """The libraries' own errors, not a stand-in: with files limited to `limit` bytes (150 kB of
+    weights, 320 kB of optimizer state) safetensors raises its SafetensorError and torch.save a
+    RuntimeError. Each is the checkpoint's one-line OSError, and step 2 stays as it was."""
+    out = tmp_path / "limited"
+    Trainer(make(tmp_path, corpus, "limited", "--train.max_steps=2", "--train.eval_interval=0")).fit()
+    before = snapshot(out / "checkpoints")
+    with files_at_most(limit):
+        code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={out}", "--train.max_steps=4",
+                           "--train.eval_interval=0")
+    line = error_line(err)
+    assert code == 1 and "could not write checkpoint" in line and raised in line, line
+    assert snapshot(out / "checkpoints") == before
 
 
 def test_vocab_larger_than_token_dtype(tmp_path):

@@ -5,6 +5,8 @@ import hashlib
 import importlib.util
 import json
 import re
+import resource
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -169,3 +171,17 @@ TIMING = ("tokens_per_s", "mfu", "elapsed_s", "t_rollout_s", "t_reward_s", "t_lo
 def all_saved_weights_finite(out_dir: Path) -> bool:
     return all(bool(torch.isfinite(t).all()) for path in ckpt.list_checkpoints(out_dir)
                for t in load_file(path / "model.safetensors").values())
+
+
+@contextmanager
+def files_at_most(limit: int) -> Iterator[None]:
+    """Until the block ends, a write past `limit` bytes of any file fails with OSError (EFBIG), as a
+    full disk fails it: RLIMIT_FSIZE, with its signal ignored so that the write returns the error."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)

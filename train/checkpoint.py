@@ -99,10 +99,10 @@ def save_checkpoint(out_dir: str | Path, step: int,
         (tmp / MARKER).write_text(json.dumps(manifest, indent=2) + "\n")
         _fsync(tmp / MARKER)
         _fsync(tmp)
-    except OSError as e:
+    except (OSError, SafetensorError, RuntimeError) as e:  # torch.save's writer: RuntimeError on a full disk
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(e.errno, f"could not write checkpoint {final} ({e.strerror or e}); "
-                               "the earlier checkpoints are untouched") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
+        raise OSError(f"could not write checkpoint {final} ({reason}); the earlier checkpoints are untouched") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -130,13 +130,14 @@ def remove_stale_temps(out_dir: str | Path) -> None:
 def verify_checkpoint(path: Path) -> None:
     """Check every file against the manifest in COMPLETE; raise CheckpointCorrupt if one differs."""
     try:
-        manifest = json.loads((path / MARKER).read_text())
-        files = manifest["files"]
+        files = json.loads((path / MARKER).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointCorrupt(f"{path.name}: unreadable {MARKER} marker ({one_line(e)})") from None
+    if not isinstance(files, dict):
+        raise CheckpointCorrupt(f"{path.name}: unreadable {MARKER} marker (its files are not a table)")
     for name in FILES:
         expected = files.get(name)
-        if expected is None:
+        if not isinstance(expected, dict):
             raise CheckpointCorrupt(f"{path.name}: {name} is not in the manifest")
         try:
             actual = _describe(path / name)

@@ -53,7 +53,7 @@ from pathlib import Path
 from model.hf import FAMILIES, Unrepresentable, config_to_hf, to_hf
 
 from .cli import argument_parser, run_cli
-from .errors import ConfigError, make_dir
+from .errors import ConfigError, staged_dir
 from .gguf_archs import ARCHS
 from .gguf_export import FILE_NAME, FILE_TYPES, write_gguf
 from .hardware import DTYPES
@@ -106,9 +106,9 @@ def export(run_dir: str | Path, out_dir: str | Path, family: str = "auto", dtype
     special = dict(bos_token_id=tok.eot, eos_token_id=eos)
     hf_model = to_hf(run.model.to(DTYPES[dtype]), family, **special)
     hf_model.generation_config.update(**special, pad_token_id=eos)
-    out = make_dir(Path(out_dir), f"OUT_DIR {out_dir}")
-    hf_model.save_pretrained(str(out))
-    save_hf_tokenizer(tok, out, chat)
+    with staged_dir(Path(out_dir), f"OUT_DIR {out_dir}") as staging:  # a failed write leaves no OUT_DIR
+        hf_model.save_pretrained(str(staging))
+        save_hf_tokenizer(tok, staging, chat)
     return family
 
 

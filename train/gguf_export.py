@@ -31,10 +31,7 @@ does not take from the file, where the run needs them, or None for a file transf
 """
 
 import functools
-import os
 import re
-import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +40,7 @@ import numpy as np
 from model.config import ModelConfig
 from model.hf import Unrepresentable, config_to_hf, to_hf
 
-from .errors import ConfigError, make_dir
+from .errors import ConfigError, staged_dir
 from .gguf_archs import ARCHS
 from .gguf_iquants import QUANTIZERS as I_QUANTIZERS
 from .gguf_iquants import quantize_iq
@@ -252,10 +249,7 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
     fallback = {n: q.name.lower() for n, (_, q) in encoded.items() if q.name != intended[n]}
 
     out = Path(out_dir)
-    parent = make_dir(out.absolute().parent, f"OUT_DIR {out}")
-    staging = parent / f".{out.name}.{secrets.token_hex(4)}.partial"
-    try:
-        staging.mkdir()
+    with staged_dir(out, f"OUT_DIR {out}") as staging:
         arch = ARCHS[family]
         w = _writer_class()(staging / FILE_NAME, arch.name or gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.arch]])
         w.add_name("gpt-ladder")
@@ -269,10 +263,6 @@ def write_gguf(model, tok, out_dir: str | Path, family: str = "auto", gguf_type:
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        os.replace(staging, out)  # also onto an empty directory
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     unreadable = ARCHS[family].unreadable(cfg)
     return GGUFExport(out / FILE_NAME, family, gguf_type, fallback, unreadable,
                       None if unreadable else ARCHS[family].unread(cfg))

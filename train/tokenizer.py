@@ -153,12 +153,15 @@ def recorded(run_dir: str | Path) -> dict:
     """The run's tokenizer.json (`describe` of the tokenizer it trained with), or a ConfigError."""
     path = Path(run_dir) / RUN_FILE
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{run_dir} has no {RUN_FILE}, the record of the tokenizer it trained with "
                           "(python -m train writes it when a run starts)") from None
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: unreadable ({e})") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path}: unreadable (not a JSON object)")
+    return record
 
 
 def for_run(run_dir: str | Path, tokenizer_path: str = "") -> "ByteTokenizer | GPT2Tokenizer":
