@@ -52,6 +52,7 @@ def test_sample_refuses_what_the_layers_cannot_serve_in_the_flags_words(base, ml
     cases = [
         (base, ["--draft", "mtp", "--n_draft", "2"], "--draft mtp drafts with the model's multi-token-prediction "
                                                      "modules, and this run has none (model.mtp_depth = 0)"),
+        (base, ["--compile", "--kv_dtype", "int8"], "--compile decodes through a static cache in the compute dtype"),
     ]
     for run, flags, message in cases:
         before = snapshot(run)
@@ -150,6 +151,8 @@ def no_work(*args, **kwargs):
 @pytest.mark.parametrize("rung, flags, message", [
     ("09-sliding-window", ["--compile", "--model.attn_conv=4"],
      "--compile has no static cache for the Canon convolution's state of attention (layer 0, model.attn_conv)"),
+    ("00-gpt2", ["--compile", "--kv_dtype=int8"],
+     "--compile decodes through a static cache in the compute dtype: leave out --kv_dtype or --compile"),
 ])
 def test_bench_decode_refuses_the_same_way(capsys, monkeypatch, rung, flags, message):
     module = load_script("bench_decode")

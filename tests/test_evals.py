@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from model.inference.generate import generate
-from tiny_run import cli, error_line, snapshot
+from tiny_run import cli, error_line, files_at_most, snapshot
 from train import eval as train_eval
 from train.config import ConfigError, load_config
 from train.data import prepare, val_documents
@@ -464,3 +464,14 @@ def test_sampling_batches_rows_of_one_length_by_the_longest_request_and_past_the
     assert sample([list(b"ab"), list(b"xy")], [2, 5], 1, 0.0) == [["cd"], ["z{|}~"]]
     n = gen.MAX_BATCH_ROWS + 6
     assert sample([list(b"ab")], [3], n, 0.0) == [["cde"] * n]
+
+
+def test_a_json_record_that_cannot_be_written_is_not_left_half_written(base, capsys, tmp_path):
+    """A full disk (here a 100-byte limit per file) fails --json in one line, leaving no partial file
+    to refuse the retry."""
+    out = tmp_path / "out.json"
+    args = (base, "--task", "arithmetic", "--limit", "2", "--json", out)
+    with files_at_most(100):
+        code, _, err = cli(capsys, *args, entry=train_eval.main)
+    assert code == 1 and "File too large" in error_line(err) and not out.exists()
+    assert cli(capsys, *args, entry=train_eval.main)[0] == 0 and json.loads(out.read_text())["tasks"]

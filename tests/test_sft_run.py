@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model import GPT, ModelConfig
-from tiny_run import TINY, cli, metrics, numerics, randomize_
+from tiny_run import TINY, cli, error_line, metrics, numerics, randomize_
 import train.chat
 from train.chat import Chat, _loop
 from train.chat import main as chat_main
@@ -15,6 +15,7 @@ from train.evals.generative import prompt_ids
 from train.evals.items import GenItem
 from train.post.chat_format import ChatTokenizer, Message
 from train.run import load_run
+from train.sample import main as sample_main
 from train.tokenizer import get_tokenizer
 from train.trainer import Trainer
 
@@ -265,3 +266,14 @@ def test_eval_scores_a_chat_run_on_its_chats_and_in_its_format(tmp_path, capsys)
     assert code == 0 and f"val loss {last['val_loss']:.4f}" in printed  # the held-out chats, as in training
     code, printed, _ = cli(capsys, out, "--task", "arithmetic:op=add,digits=2", "--limit", "5", entry=eval_main)
     assert code == 0 and "pass@1" in printed
+    code, _, err = cli(capsys, out, "--data.source=/nonexistent", entry=eval_main)
+    assert code == 2 and "--data.source does not apply: a chat run is scored on its own conversations" in err
+
+
+def test_a_draft_run_must_share_the_targets_vocabulary(tmp_path, base, capsys):
+    """A chat run's special tokens widen its vocabulary past its base's: neither drafts for the other."""
+    sft_run(tmp_path / "chat", "--train.max_steps=1").fit()
+    capsys.readouterr()
+    for target, draft in ((base, tmp_path / "chat"), (tmp_path / "chat", base)):
+        code, out, err = cli(capsys, target, "--draft", draft, "--max_new_tokens", "2", entry=sample_main)
+        assert code == 2 and out == "" and "token ids" in error_line(err) and "share one vocabulary" in err

@@ -46,6 +46,9 @@ def check_decoding(model, *, kv_dtype: str | None = None, compile: bool = False,
                    draft_name: str = "", n_draft: int = 4) -> None:
     """ConfigError naming the flag for a decoding request `model` cannot serve. draft: a draft
     model, "mtp" (the model's own MTP modules) or None; draft_name: as given to --draft."""
+    if compile and kv_dtype:
+        raise ConfigError("--compile decodes through a static cache in the compute dtype: leave out --kv_dtype "
+                          "or --compile")
     if kv_dtype and (layer := refusing_layer(model, kv_dtype=kv_dtype)):
         raise ConfigError(f"--kv_dtype {kv_dtype} does not apply to {layer}: leave out --kv_dtype")
     if compile and (layer := refusing_layer(model, static=True)):

@@ -24,6 +24,7 @@ train.eval_batches, train.batch_size, train.seq_len, train.seed / train.eval_see
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -135,6 +136,9 @@ def main(argv: list[str]) -> int:
     cfg.data.tokenizer_path = tok.path  # the checked ranks, wherever the run's config points
     if args.task:
         return evaluate_tasks(args, cfg, run, tok, model, device, dtype)
+    if cfg.post.chat and (keys := [o.partition("=")[0] for o in overrides if o.startswith("--data.")]):
+        raise ConfigError(f"{keys[0]} does not apply: a chat run is scored on its own conversations "
+                          f"(post.data={cfg.post.data!r}), not a corpus; --task scores it on a task")
     data = (ChatData(cfg.post, tok.base, cfg.model.block_size, cfg.data) if cfg.post.chat
             else prepare(cfg.data))
     data.check_batch(cfg.train.batch_size, cfg.seq_len, cfg.model.vocab_size)
@@ -160,8 +164,12 @@ def evaluate_tasks(args: argparse.Namespace, cfg, run: LoadedRun, tok, model, de
                   "device": str(device), "dtype": dtype, "settings": asdict(settings),
                   "tasks": results, "aggregate": agg}
         with open(args.json, "x", encoding="utf-8") as f:
-            json.dump(record, f, indent=1)
-            f.write("\n")
+            try:
+                f.write(json.dumps(record, indent=1) + "\n")
+                f.flush()
+            except OSError:  # a full disk: no half-written file to refuse the retry
+                os.unlink(args.json)
+                raise
     if args.tensorboard:
         scores = {f"task/{r['task']}/{metric}": value for r in results
                   for metric, value in r["metrics"].items()}
