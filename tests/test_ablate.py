@@ -206,6 +206,9 @@ def test_changed_tasks_rescore_without_retraining(grid, tmp_path, capsys):
     bad.write_text(text.replace("task_options = {limit = 4}", "task_options = {limit = 0}"))
     code, _, err = cli(capsys, bad, entry=ablate_main)
     assert code == 2 and "--limit must be an integer >= 1" in error_line(err)
+    bad.write_text(text.replace("task_options = {limit = 4}", "task_options = {tensorboard = true}"))
+    code, _, err = cli(capsys, bad, entry=ablate_main)  # --tensorboard follows each run's train.tensorboard
+    assert code == 2 and "a table of shots, limit, samples, temperature, top_k, seed; got" in error_line(err)
 
 
 def test_a_seconds_budget_ends_runs_with_an_evaluation(tmp_path, corpus, capsys):
@@ -278,6 +281,23 @@ def test_non_finite_budgets_and_bad_ablation_arguments(tmp_path, corpus, capsys)
     code, _, err = cli(capsys, path, entry=ablate_main)
     assert code == 2 and "base: config file not found" in error_line(err) and "base.toml" in err
     assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_an_out_dir_of_other_files_or_of_another_ablation_is_refused(tmp_path, corpus, capsys):
+    """A re-run resumes in the ablation's own folder, but a folder of other files, or one another
+    ablation made, is refused before anything is written into it."""
+    path = ablation_file(tmp_path, corpus, "[variants.a]\n")
+    notes = tmp_path / "out" / "results.md"
+    notes.parent.mkdir()
+    notes.write_text("my notes")
+    code, _, err = cli(capsys, path, entry=ablate_main)
+    assert code == 2 and "is not empty and holds no ablation.json" in error_line(err)
+    assert list(notes.parent.iterdir()) == [notes] and notes.read_text() == "my notes"
+    notes.unlink()
+    (notes.parent / "ablation.json").write_text('{"name": "other"}')
+    code, _, err = cli(capsys, path, entry=ablate_main)
+    assert code == 2 and "holds the ablation 'other', not 'micro'" in error_line(err)
+    assert [p.name for p in notes.parent.iterdir()] == ["ablation.json"]
 
 
 def test_invalid_variant_reason_is_printed(tmp_path, corpus, capsys):

@@ -42,8 +42,9 @@ from their checkpoints. A variant whose config is invalid, or whose run fails, i
 (`status.json` in its run directory, with the one-line error) and the others go on. Ctrl-C forwards
 one SIGINT to every running child, which finishes its step and checkpoints (a second Ctrl-C stops
 them at once, without one, and the last line names those runs); the next call resumes. The report
-(train/report.py) is written to out_dir at the end, from the run directories alone; `--report`
-writes only into a directory this runner made (one holding its ablation.json).
+(train/report.py) is written to out_dir at the end, from the run directories alone. The runner
+writes only into a new or empty out_dir or its own (one whose ablation.json has its name), and
+`--report` only into a directory this runner made.
 
 With `tasks`, every finished run is then scored by `python -m train.eval RUN --task ... --json
 <out_dir>/tasks/<variant>/seed<k>.json` (its log beside it; with `--tensorboard` when the run has
@@ -166,7 +167,8 @@ def _load_tasks(spec: dict, raw: dict, here: Path) -> None:
     from .eval import TASK_FLAGS, parse_args
 
     tasks, options = raw.get("tasks", []), raw.get("task_options", {})
-    flags = [f for f in TASK_FLAGS if f != "json"]  # the runner gives --json itself
+    # the runner gives --json itself, and --tensorboard where the run has train.tensorboard
+    flags = [f for f in TASK_FLAGS if f not in ("json", "tensorboard")]
     if not (isinstance(tasks, list) and all(isinstance(t, str) and t for t in tasks)):
         raise ConfigError(f"tasks must be a list of task names, as python -m train.eval --task takes; got {tasks!r}")
     if not isinstance(options, dict) or set(options) - set(flags):
@@ -340,6 +342,16 @@ def run_grid(spec: dict, runs: list[Run]) -> tuple[int, int, signal.Signals | No
     return failed, unscored, stop.received, stopped
 
 
+def claim(out: Path, name: str) -> None:
+    """A ConfigError unless `out` is new, empty, or this ablation's own folder (its ablation.json
+    names it): a re-run resumes, and adds seeds or variants, but never writes over another's files."""
+    owner = read_json(out / SPEC_FILE).get("name") if (out / SPEC_FILE).is_file() else None
+    if owner is None and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"out_dir {out} is not empty and holds no {SPEC_FILE}; name a new or empty folder")
+    if owner is not None and owner != name:
+        raise ConfigError(f"out_dir {out} holds the ablation {owner!r}, not {name!r}; name another out_dir")
+
+
 def main(argv: list[str]) -> int:
     if asked_for_help(argv, __doc__, USAGE):
         return 0
@@ -353,6 +365,7 @@ def main(argv: list[str]) -> int:
     spec = load_spec(argv[0], argv[1:])
     runs = plan(spec)
     check_tasks(spec, runs)
+    claim(Path(spec["out_dir"]), spec["name"])
     out = make_dir(Path(spec["out_dir"]), f"out_dir {spec['out_dir']}")
     saved = {k: v for k, v in spec.items() if k != "out_dir"} | {
         "runs": [{"label": r.label, "seed": r.seed, "dir": str(r.out_dir.relative_to(out.resolve()))}
