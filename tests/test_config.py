@@ -12,6 +12,7 @@ import torch
 from model import GPT
 from tiny_run import cli, error_line
 from train.config import ConfigError, RunConfig, apply_override, config_differences, load_config, read_toml, to_toml
+from train.config import _toml_value
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run configs; configs/ablations/ holds ablation files (grids of runs), checked in test_ablate.py.
@@ -238,3 +239,15 @@ def test_ignored_keys_are_exactly_those_the_settings_never_read(overrides, ignor
     load_config(None, overrides)
     warned = [line.split()[1] for line in capsys.readouterr().err.splitlines()]
     assert warned == ignored
+
+
+def test_a_string_with_control_characters_round_trips_through_the_saved_config(tmp_path):
+    """TOML forbids raw control characters (but tab) in a string; written escaped, an out_dir holding
+    one reads back as it was, so its run can be resumed."""
+    texts = ["a\x01b", "tab\there", "line\nnext", 'quote " and \\ back', "del\x7f", "é"]
+    path = tmp_path / "strings.toml"
+    path.write_text("".join(f"k{i} = {_toml_value(text)}\n" for i, text in enumerate(texts)), encoding="utf-8")
+    assert list(read_toml(path, "config").values()) == texts
+    cfg = load_config(None, ["--train.out_dir=runs/ctl\x01"])
+    path.write_text(to_toml(cfg), encoding="utf-8")
+    assert read_toml(path, "config")["train"]["out_dir"] == "runs/ctl\x01"

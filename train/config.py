@@ -9,6 +9,7 @@ for typos, the closest valid keys. Configs are data: they are parsed, never exec
 import dataclasses
 import difflib
 import math
+import re
 import sys
 import types
 import typing
@@ -471,8 +472,9 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, str):  # a basic string; the control characters TOML forbids in one as \uXXXX
+        text = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return '"' + re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", lambda m: f"\\u{ord(m[0]):04x}", text) + '"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")
