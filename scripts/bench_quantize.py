@@ -30,6 +30,7 @@ from model.accounting import weight_bytes  # noqa: E402
 from model.inference.quantize import KINDS as QUANTIZED  # noqa: E402
 from train.cli import argument_parser, parse_overrides, quantized, run_cli  # noqa: E402
 from train.config import ConfigError  # noqa: E402
+from train.errors import at_least  # noqa: E402
 from train.hardware import DTYPES, autocast, on_device, pick_device, pick_dtype  # noqa: E402
 
 KINDS = (None, *QUANTIZED)  # the compute dtype first: the anchor of every ratio
@@ -52,10 +53,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name in ("context", "new_tokens", "rounds"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be >= 1")
+    at_least(args.threads, "--threads", 0, " (0: torch's default)")
     try:
         args.batches = [int(b) for b in args.batches.split(",")]
     except ValueError:
         raise ConfigError(f"--batches takes sizes separated by commas, e.g. 1,8; got {args.batches!r}") from None
+    for batch in args.batches:
+        at_least(batch, "--batches", 1)
     return args
 
 

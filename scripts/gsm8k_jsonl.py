@@ -52,6 +52,8 @@ def main(argv: list[str]) -> int:
             except ValueError:
                 raise ConfigError(f"{src}:{n}: not JSON") from None
             pairs.append(convert(record, f"{src}:{n}"))
+    if not pairs:
+        raise ConfigError(f"{src} holds no records")
     for path, column in zip(outs, zip(*pairs)):
         path.write_text("".join(json.dumps(r) + "\n" for r in column), encoding="utf-8")
     print(f"wrote {len(pairs)} items to {outs[0]} and {outs[1]}")

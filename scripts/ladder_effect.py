@@ -72,6 +72,9 @@ def main(paths: list[str]) -> int:
         raise ConfigError(USAGE)
     rows = read_results(paths[0])
     other = {r["variant"]: r for r in read_results(paths[1])} if len(paths) > 1 else None
+    tasks = [name[len("task:"):-len("_mean")] for name in rows[0] if name.startswith("task:") and name.endswith("_mean")]
+    if missing := [f"task:{t}_std" for t in tasks if f"task:{t}_std" not in rows[0]]:
+        raise ConfigError(f"{paths[0]}: no {missing[0]} column beside its mean; write it with train.ablate --report")
     head = ["rung", "active params", "FLOPs/token", "KV B/token", "tok/s", "val bpb", "Δ vs previous rung",
             "per seed", "Δ vs 00-gpt2", "beyond seed spread"]
     align = "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"
@@ -89,7 +92,6 @@ def main(paths: list[str]) -> int:
             o = other.get(r["variant"])
             cells += [bpb(o), fmt(o["delta_bpb_previous"], "+.3f") if i else "", per_seed(o)] if o else ["", "", ""]
         print("| " + " | ".join(cells) + " |")
-    tasks = [name[len("task:"):-len("_mean")] for name in rows[0] if name.startswith("task:") and name.endswith("_mean")]
     if tasks:
         print()
         print("| rung | val bpb | " + " | ".join(tasks) + " |")

@@ -70,7 +70,7 @@ def train(config: str, out_dir: Path, overrides: list[str]) -> None:
     cmd = [sys.executable, "-m", "train", config, f"--train.out_dir={out_dir}", *overrides]
     done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1])
     if done.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}")
+        raise ValueError(f"{' '.join(cmd)} exited {done.returncode}")  # one line, exit 1; its own error is above
 
 
 def main(argv: list[str]) -> int:

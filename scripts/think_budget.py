@@ -85,8 +85,10 @@ def scores(model, tok, task, items, budgets: list[int]) -> list[tuple[int, float
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if args.plot and not Path(args.plot).parent.is_dir():
-        raise ConfigError(f"--plot {args.plot}: the directory {Path(args.plot).parent} does not exist")
+    if args.plot:
+        from train.plot import check_image_path
+
+        check_image_path(Path(args.plot), "--plot")  # before any scoring
     curves = {}
     for run_dir in args.run_dirs:
         run = load_run(run_dir, args.step)

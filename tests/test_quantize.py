@@ -298,6 +298,8 @@ def test_bench_quantize_reports_bytes_bpb_and_interleaved_rates(base, capsys):
     assert run_cli(main, [*argv, "--dtype=bf16", "--batches=1"]) == 0  # the anchor column names the compute dtype
     assert capsys.readouterr().out.splitlines()[1].split() == ["fp32", "weights,", "bf16", "int8", "int4", "w8a8"]
     assert run_cli(main, [str(base), "--batches=1,x"]) == 2
+    for bad in ("--batches=1,-1", "--batches=0", "--threads=-1"):  # refused before the model loads
+        assert run_cli(main, [str(base), bad]) == 2 and "must be >= " in capsys.readouterr().err
 
 
 def test_eval_cli_scores_the_quantized_model(base, capsys):

@@ -89,8 +89,11 @@ def test_ladder_md_shows_the_measured_effects_printed_from_the_committed_reports
     assert len(tables) == 2 and all(table in doc for table in tables)
     assert "| 01-rope |" in tables[0] and tables[1].startswith("| rung | val bpb | stdlib-cloze |")
     (tmp_path / "empty.csv").write_text("variant,val_bpb_mean\n")
+    header, *rows = (results / "ladder-cpu" / "results.csv").read_text().splitlines()
+    (tmp_path / "no_std.csv").write_text("\n".join([header.replace(",task:arithmetic_std", ",other"), *rows]) + "\n")
     for argv, message in (([], "usage:"), ([str(tmp_path / "no.csv")], "no such file"),
                           ([str(tmp_path / "empty.csv")], "not an ablation's results.csv"),
+                          ([str(tmp_path / "no_std.csv")], "no task:arithmetic_std column beside its mean"),
                           ([str(results / "ladder-cpu" / "results.csv")] * 3, "usage:")):
         assert run_cli(effect, argv) == 2 and message in error_line(capsys.readouterr().err)
 
@@ -339,6 +342,15 @@ def test_think_budget_forces_the_answer_mark_when_the_budget_runs_out(tmp_path):
     assert (tmp_path / "budget.png").stat().st_size > 0
 
 
+def test_think_budget_refuses_a_plot_it_cannot_draw_before_scoring(base, tmp_path, capsys, monkeypatch):
+    tb = load_script("think_budget")
+    monkeypatch.setattr(tb, "load_run", lambda *args: pytest.fail("loaded a run for a plot it cannot draw"))
+    for plot, message in ((tmp_path / "budget.txt", "unknown image format '.txt'"),
+                          (tmp_path / "no" / "budget.png", "does not exist")):
+        code, _, err = cli(capsys, base, "--plot", plot, entry=tb.main)
+        assert code == 2 and f"--plot {plot}: " in error_line(err) and message in err
+
+
 def test_gsm8k_jsonl_writes_sft_chats_and_rl_prompts(tmp_path, capsys):
     script = load_script("gsm8k_jsonl")
     src = tmp_path / "train.jsonl"
@@ -356,6 +368,9 @@ def test_gsm8k_jsonl_writes_sft_chats_and_rl_prompts(tmp_path, capsys):
     src.write_text('{"question": "no answer"}\n')
     code, _, err = cli(capsys, str(src), str(tmp_path / "other"), entry=script.main)
     assert code == 2 and f"{src}:1: expected" in error_line(err)
+    src.write_text("\n")
+    code, out, err = cli(capsys, str(src), str(tmp_path / "other"), entry=script.main)
+    assert code == 2 and "holds no records" in error_line(err) and not list(tmp_path.glob("other-*"))
 
 
 def test_triton_first_configs_keeps_each_autotuners_first_configs(monkeypatch):

@@ -70,6 +70,13 @@ def test_bad_command_lines_are_one_line_and_exit_2(capsys, tmp_path, argv, probl
     assert not (tmp_path / "out").exists()
 
 
+def test_a_run_that_fails_stops_the_speedrun_in_one_line(capsys, tmp_path):
+    """The run's own error goes to the terminal; the speedrun adds one line naming the command."""
+    code, _, err = cli(capsys, "--out", tmp_path / "out", "--seeds", "1", "--data.source=/nonexistent/corpus",
+                       entry=speedrun.main)
+    assert code == 1 and "-m train configs/speedrun.toml" in error_line(err) and " exited 1" in error_line(err)
+
+
 def test_a_record_that_evaluates_other_batches_is_refused(capsys, tmp_path):
     record = tmp_path / "record.toml"
     record.write_text(f'base = "{ROOT / "configs" / "speedrun.toml"}"\n[train]\nbatch_size = 8\n')

@@ -158,6 +158,19 @@ def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> 
     return _save(fig, Path(path), title)
 
 
+def check_image_path(out: Path, flag: str) -> Path:
+    """`out`, or a ConfigError unless it names an image file (a format matplotlib writes) in a folder
+    that exists. An image already there is replaced, as a plot is redrawn."""
+    if not out.parent.is_dir():
+        raise ConfigError(f"{flag} {out}: the directory {out.parent} does not exist; create it or give another {flag}")
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out} is a directory; give a file name, e.g. {flag} {out / 'curves.png'}")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix and out.suffix[1:].lower() not in formats:
+        raise ConfigError(f"{flag} {out}: unknown image format {out.suffix!r}; allowed: {', '.join(sorted(formats))}")
+    return out
+
+
 def main(argv: list[str]) -> int:
     if asked_for_help(argv, __doc__, USAGE):
         return 0
@@ -170,14 +183,7 @@ def main(argv: list[str]) -> int:
             dirs.append(Path(arg))
     if not out or not dirs:
         raise ConfigError(USAGE)
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise ConfigError(f"-o {out}: the directory {out.parent} does not exist; create it or give another -o")
-    if out.is_dir():
-        raise ConfigError(f"-o {out} is a directory; give a file name, e.g. -o {out / 'curves.png'}")
-    formats = FigureCanvasBase.get_supported_filetypes()
-    if out.suffix and out.suffix[1:].lower() not in formats:
-        raise ConfigError(f"-o {out}: unknown image format {out.suffix!r}; allowed: {', '.join(sorted(formats))}")
+    out = check_image_path(Path(out), "-o")
     groups = {}
     for d in dirs:
         runs = [load_run(p) for p in find_runs(d)] if d.is_dir() else []
