@@ -190,6 +190,19 @@ def test_speculative_decoding_rolls_the_recurrent_state_back():
     assert torch.equal(model.generate(idx, 16, temperature=0.0, draft=draft, n_draft=3), want)
 
 
+@torch.no_grad()
+def test_a_rolled_back_cache_continues_as_the_full_forward():
+    """10 tokens at once into a cache that may undo 3, back to 7 tokens (the conv's inputs and the
+    state as they were after position 6), then the rest: the full forward's logits."""
+    torch.manual_seed(0)
+    model = GPT(config("gqa-gated-1to1")).eval()
+    idx = torch.randint(0, 97, (1, 16), generator=torch.Generator().manual_seed(4))
+    cache = model.new_cache(1, 16, rollback=3)
+    model(idx[:, :10], cache=cache)
+    cache.rollback(7)
+    torch.testing.assert_close(model(idx[:, 7:], cache=cache), model(idx)[:, 7:], atol=1e-4, rtol=0)
+
+
 def test_compiled_decoding_keeps_the_state_in_static_buffers():
     """compile=True decodes a hybrid through fixed buffers written in place
     (model/inference/cache/recurrent.py): the same greedy tokens as the dynamic cache; a second

@@ -56,6 +56,8 @@ def test_a_run_starts_from_the_checkpoint_of_another(tmp_path, corpus, base):
     assert snapshot(source) == before  # only read
     shutil.rmtree(source)  # a finished run no longer needs its source
     assert load_run(tmp_path / "ft").step == 2
+    shutil.move(tmp_path / "ft", tmp_path / "moved")  # nor its own first place
+    assert load_run(tmp_path / "moved").step == 2
     # train.init_step picks an older checkpoint
     older = Trainer(start(tmp_path, corpus, base, "ft2", "--train.init_step=2"))
     saved = load_file(ckpt.checkpoint_dir(base) / "step_00000002" / "model.safetensors")

@@ -287,6 +287,19 @@ def test_adamw_step_equals_the_update_written_out():
         torch.testing.assert_close(p.detach(), ref[n], atol=1e-6, rtol=1e-5, msg=n)
 
 
+def test_adamw_first_step_divides_by_the_configured_eps():
+    """From zero state, AdamW's bias-corrected moments are m^ = g and v^ = g^2, so the first step
+    is lr g / (|g| + eps): with eps = 0.5 a gradient of 0.5 moves a weight by lr / 2."""
+    layer = nn.Linear(3, 2)
+    w, b = layer.weight.detach().clone(), layer.bias.detach().clone()
+    opt = build_optimizer(layer, OptimConfig(lr=0.1, weight_decay=0.0, eps=0.5), "cpu")
+    layer.weight.grad = torch.tensor([[0.5, -1.5, 0.0], [2.0, -0.5, 1.0]])
+    layer.bias.grad = torch.tensor([0.5, -2.0])
+    opt.step()
+    torch.testing.assert_close(layer.weight.detach(), w - 0.1 * torch.tensor([[0.5, -0.75, 0.0], [0.8, -0.5, 2 / 3]]))
+    torch.testing.assert_close(layer.bias.detach(), b - 0.1 * torch.tensor([0.5, -0.8]))
+
+
 # ----------------------------------------------------------------------------- the learning-rate schedule
 def test_cosine_schedule_warms_up_then_decays_to_the_minimum():
     """Peak 1, 4 warm-up steps, min_lr_ratio 0.1 over 24 steps: step s < 4 takes (s + 1) / 4, so the
@@ -310,6 +323,19 @@ def test_wsd_schedule_decays_linearly_over_its_last_fraction():
     # 0.3 of 26 steps is 7.8: the nearest whole number of steps, 8, decays, from step 18 on
     cfg = dataclasses.replace(cfg, decay_fraction=0.3)
     assert lr_at(17, cfg, 26) == 1.0 and lr_at(18, cfg, 26) == pytest.approx(1 - 0.9 / 8)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_schedules_end_at_min_lr_ratio_of_the_peak(schedule):
+    cfg = OptimConfig(lr=0.02, warmup_steps=2, min_lr_ratio=0.25, schedule=schedule)
+    assert lr_at(1, cfg, 10) == pytest.approx(0.02)
+    assert [lr_at(s, cfg, 10) for s in (10, 15)] == pytest.approx([0.005, 0.005])
+
+
+def test_constant_schedule_warms_up_then_holds_the_peak():
+    cfg = OptimConfig(lr=0.02, warmup_steps=4, min_lr_ratio=0.1, schedule="constant")
+    assert [lr_at(s, cfg, 10) for s in range(6)] == pytest.approx([0.005, 0.01, 0.015, 0.02, 0.02, 0.02])
+    assert [lr_at(s, cfg, 10) for s in (9, 10, 50)] == pytest.approx([0.02, 0.02, 0.02])
 
 
 @pytest.mark.parametrize("clip", [0.01, 0.0])

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from tiny_run import ROOT, TINY, cli, error_line, load_script
+from tiny_run import ROOT, TINY, cli, error_line, load_script, metrics
 from train.cli import run_cli
 from train.errors import ConfigError
 from train.hardware import Peak, peak_memory_bytes, pick_dtype
@@ -77,6 +77,20 @@ def test_ladder_table_has_a_row_per_rung_with_matching_counts():
     moe = body[-1].split(" | ")
     assert int(moe[4].replace(",", "")) < int(moe[1].replace(",", ""))  # active < total for 11-moe
 
+
+def test_ladder_table_cache_columns_follow_from_the_head_counts():
+    """04-gqa keeps keys and values for 2 of its 4 heads: half of MHA's cache. 09-sliding-window (4
+    layers of 2 KV heads of 64 channels, in bf16 512 bytes a layer per token) keeps every key of a
+    32-token sequence, and of a 256-token one only the last 64 in its local layers 0 and 2:
+    512 (64 + 256 + 64 + 256) / 256 = 1,280 bytes per token. "vs previous" is the step between
+    the two rows' parameter counts."""
+    ladder = ROOT / "configs" / "ladder"
+    for seq_len, needed in ((32, "2,048 |"), (256, "1,280 |")):
+        table = load_script("ladder_table").table([ladder / "04-gqa.toml", ladder / "09-sliding-window.toml"], seq_len)
+        gqa, window = (row.split(" | ") for row in table.splitlines()[2:4])
+        assert (gqa[7], window[7], window[8]) == ("0.500", "0.500", needed)
+        params = [int(row[1].replace(",", "")) for row in (gqa, window)]
+        assert window[3] == f"{params[1] - params[0]:+,}"
 
 
 def test_ladder_md_shows_the_measured_effects_printed_from_the_committed_reports(capsys, tmp_path):
@@ -300,6 +314,17 @@ def test_eval_kv_cache_reads_a_run_without_warnings(base, capsys):
     assert [line.split(" | ")[0] for line in out.splitlines()[3:]] == ["| none", "| int8", "| int4"]
 
 
+def test_eval_kv_cache_scores_the_runs_validation_batches_against_the_uncached_loss(base, capsys, monkeypatch):
+    """The plain forward reproduces the val loss the run logged at its last step (the trainer's
+    validation batches); each format's change is its loss over the compute-dtype cache's, in percent."""
+    module = load_script("eval_kv_cache")
+    losses = {None: 2.0, "int8": 2.02, "int4": 2.5}
+    monkeypatch.setattr(module, "cached_loss", lambda model, x, y, chunk, kv_dtype, **options: losses[kv_dtype])
+    code, out, _ = cli(capsys, base, "--device=cpu", entry=module.main)
+    assert code == 0 and f"plain forward: val loss {metrics(base)[-1]['val_loss']:.4f}" in out
+    assert [line.split(" | ")[3] for line in out.splitlines()[3:]] == ["+0.000 %", "+1.000 %", "+25.000 %"]
+
+
 def test_think_budget_forces_the_answer_mark_when_the_budget_runs_out(tmp_path):
     """A scripted model that always works the steps right but, when forced, answers 0: pass@1 is 1
     from the budget at which its own answer mark fits, 0 below it, with every answer forced."""
@@ -349,6 +374,30 @@ def test_think_budget_refuses_a_plot_it_cannot_draw_before_scoring(base, tmp_pat
                           (tmp_path / "no" / "budget.png", "does not exist")):
         code, _, err = cli(capsys, base, "--plot", plot, entry=tb.main)
         assert code == 2 and f"--plot {plot}: " in error_line(err) and message in err
+
+
+def test_think_budget_sorts_the_budgets_and_refuses_a_negative_one():
+    tb = load_script("think_budget")
+    assert tb.parse_args(["run", "--budgets", "8,0,4,4"]).budgets == [0, 4, 8]
+    with pytest.raises(ConfigError, match="--budgets must be >= 0"):
+        tb.parse_args(["run", "--budgets", "8,-1"])
+
+
+def test_think_budget_refuses_a_budget_the_context_cannot_hold():
+    """The longest prompt, the largest budget, the forced " #### " (6 bytes) and 6 answer tokens
+    must fit in model.block_size."""
+    from types import SimpleNamespace
+
+    from train.evals.tasks import TaskEnv, build_task
+    from train.tokenizer import get_tokenizer
+
+    tb, tok = load_script("think_budget"), get_tokenizer("byte")
+    task = build_task("arithmetic:op=add,digits=2,steps", TaskEnv(tok, 128, None))
+    items = task.items("test", 5, 1234)
+    need = max(len(tb.prompt_ids(tok, item, [])) for item in items) + 10 + 6 + 6
+    model = SimpleNamespace(config=SimpleNamespace(block_size=need - 1))
+    with pytest.raises(ConfigError, match=f"the largest budget needs {need} positions; model.block_size is {need - 1}"):
+        tb.scores(model, tok, task, items, [0, 10])
 
 
 def test_gsm8k_jsonl_writes_sft_chats_and_rl_prompts(tmp_path, capsys):

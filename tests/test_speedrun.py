@@ -97,3 +97,24 @@ def test_the_record_names_only_what_it_changes_from_the_default():
     raw = read_toml(ROOT / "configs" / "speedrun.toml", "config")
     assert raw["base"] == "default.toml"
     assert "block_size" not in raw["model"] and "n_layer" not in raw["model"]  # the default's
+
+
+def test_time_to_target_is_the_first_evaluation_at_or_under_it(tmp_path):
+    """The target is reached at an evaluation equal to it; the rate is the median of the logged
+    tokens_per_s (100, 110, 120, 400: 115), which one slow or fast step does not move."""
+    records = [{"step": 1, "tokens_per_s": 100.0}, {"step": 2, "tokens_per_s": 400.0, "val_bpb": 2.5, "elapsed_s": 3.0},
+               {"step": 3, "tokens_per_s": 110.0}, {"step": 4, "tokens_per_s": 120.0, "val_bpb": 2.0, "elapsed_s": 7.0},
+               {"step": 6, "val_bpb": 1.5, "elapsed_s": 9.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert speedrun.time_to_target(tmp_path / "metrics.jsonl", 2.0) == {
+        "reached": True, "seconds": 7.0, "step": 4, "val_bpb_at": 2.0, "final_step": 6, "final_val_bpb": 1.5,
+        "final_elapsed_s": 9.0, "median_tok_s": 115.0}
+
+
+def test_the_table_gives_the_mean_of_the_record_seeds_ratios():
+    run = {"reached": True, "seconds": 10.0, "step": 4, "final_step": 6, "final_val_bpb": 2.0, "median_tok_s": 100.0}
+    runs = {"baseline": {**run, "seed": 0, "ratio": None},
+            **{f"record-seed{s}": {**run, "seed": s, "ratio": ratio} for s, ratio in ((1, 1.0), (2, 1.5), (3, 3.5))}}
+    rows = speedrun.table({"target": 2.0, "eval_seed": 0, "runs": runs}).splitlines()
+    assert [row.split(" | ")[-1] for row in rows[4:7]] == ["1.00x |", "1.50x |", "3.50x |"]
+    assert rows[-1] == "mean ratio over 3 record seed(s): 2.00x"

@@ -45,6 +45,12 @@ def test_load_run_loads_the_newest_or_the_asked_checkpoint(base):
     assert tok.name == "byte" and tok.decode(tok.encode("é")) == "é"
 
 
+def test_load_run_names_the_checkpoint_it_loaded(base):
+    asked, newest = load_run(str(base), step=2), load_run(str(base))
+    assert (asked.step, asked.checkpoint.name) == (2, "step_00000002")
+    assert (newest.step, newest.checkpoint.name) == (4, "step_00000004")
+
+
 def test_a_run_without_tokenizer_json_is_refused_in_one_line(base, corpus, cfg_file, tmp_path, capsys):
     """tokenizer.json records the tokenizer a run trained with: without it, sampling, evaluating,
     starting from the run and resuming it each stop in one line, and nothing is written."""
