@@ -94,6 +94,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         new = max(args.new_tokens, args.nocache_tokens)
         raise ConfigError(f"--context {args.context} with {new} new tokens needs {positions(args):,} positions; "
                           f"the benchmark allows at most {MAX_POSITIONS:,} (2**20)")
+    if overrides and all(Path(target).is_dir() for target in args.targets):
+        raise ConfigError(f"{overrides[0]}: overrides apply to the configs among the targets, and a run has its own")
     pick_device(args.device, "--device")  # a bad name fails here, before any work
     return args, overrides
 

@@ -415,6 +415,7 @@ def test_cli_refuses_bad_arguments_in_one_line(base, capsys, tmp_path):
         (["--task", "arithmetic:digits=0"], "--task arithmetic:digits=0: option digits must be an integer >= 1"),
         (["--task", "arithmetic:base=2"], "unknown option 'base' (options: op, digits, steps, split)"),
         (["--task", "arithmetic:op=div"], "option op must be one of add, mul, mixed; got 'div'"),
+        (["--task", "arithmetic:op=add,op=mul"], "--task arithmetic:op=add,op=mul: option op is given twice"),
         (["--task", "arithmetic:steps=yes"], "option steps must be a flag (given alone, or =true / =false); got 'yes'"),
         (["--task", "python-eval:depth=6"], "option depth must be an integer from 1 to 5; got '6'"),
         (["--task", "stdlib-cloze:choices=1"], "option choices must be an integer from 2 to 10; got '1'"),

@@ -140,7 +140,7 @@ def test_bench_decode_prints_every_row(base, capsys):
     assert 0 <= float(rows["speculative (k=2) acceptance"][0]) <= 1
 
 
-def test_bench_decode_help_and_bad_input(capsys, tmp_path):
+def test_bench_decode_help_and_bad_input(base, capsys, tmp_path):
     main = load_script("bench_decode").main
     with pytest.raises(SystemExit) as done:
         main(["--help"])
@@ -150,6 +150,8 @@ def test_bench_decode_help_and_bad_input(capsys, tmp_path):
         assert run_cli(main, argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
+    assert run_cli(main, [str(base), "--model.n_layer=1"]) == 2  # a run has its own config
+    assert "--model.n_layer=1: overrides apply to the configs among the targets" in capsys.readouterr().err
 
 
 def no_work(*args, **kwargs):

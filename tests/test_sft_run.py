@@ -201,6 +201,10 @@ def test_the_chat_loop_commands(monkeypatch, capsys):
     assert _loop(chat, lambda piece: None) == 0 and chat.temperature == 0.0
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err), err
+    typing("ab\udcff", "1+1=")  # a line of bytes that are not UTF-8 (as input() gives it) is refused alone
+    assert _loop(chat, lambda piece: None) == 0 and chat.length > 0
+    assert "error: that line is not valid UTF-8 text" in capsys.readouterr().err
+    chat.reset()
     typing("/temperature 0.5")
     assert _loop(chat, lambda piece: None) == 0 and chat.temperature == 0.5
     chat.temperature = 0.0

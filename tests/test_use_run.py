@@ -165,7 +165,8 @@ def test_sample_cli_caps_with_a_note_and_rejects_bad_arguments_in_one_line(base,
                          (["--tokenizer_path", "/nowhere"], "--tokenizer_path is for gpt2 runs"),
                          (["--draft", str(base), "--kv_dtype", "int8"], "--draft decodes through full-precision"),
                          (["--seed", "-1"], "--seed must be in [0, 2**63); got -1"),
-                         (["--seed", str(2**63)], f"--seed must be in [0, 2**63); got {2**63}")]:
+                         (["--seed", str(2**63)], f"--seed must be in [0, 2**63); got {2**63}"),
+                         (["--prompt", "ab\udcff"], "--prompt is not valid UTF-8 text")]:  # argv's form of byte 0xff
         code, _, err = cli(capsys, base, *bad, entry=sample.main)
         assert code == 2 and message in error_line(err), (bad, err)
     code, _, err = cli(capsys, ckpt.latest_checkpoint(base), entry=sample.main)

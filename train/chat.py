@@ -126,6 +126,11 @@ def _loop(chat: Chat, emit) -> int:
         except (EOFError, KeyboardInterrupt):
             print()
             return 0
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+            print("error: that line is not valid UTF-8 text; nothing was sent", file=sys.stderr)
+            continue
         command, _, value = text.strip().partition(" ")
         if command == "/quit":
             return 0

@@ -123,6 +123,12 @@ def check_sampling(args) -> None:
         raise ConfigError(f"--top_p must be in (0, 1]; got {args.top_p}")
     if not 0 <= args.seed < 2**63:  # torch.Generator's range
         raise ConfigError(f"--seed must be in [0, 2**63); got {args.seed}")
+    for flag in ("prompt", "once"):  # bytes that are not UTF-8 reach argv as lone surrogates
+        text = getattr(args, flag, None)
+        try:
+            (text or "").encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"--{flag} is not valid UTF-8 text") from None
 
 
 def add_quantize_options(p) -> None:

@@ -119,12 +119,15 @@ EVAL_SPLIT = {"split": (one_of("test", "validation"), "test")}  # every built-in
 
 def parse_options(task: str, text: str, schema: dict[str, tuple[Callable[[str], object], object]]) -> dict:
     """`key=value,flag` -> {key: parsed value} with every default of `schema` filled in."""
-    options = {key: default for key, (_, default) in schema.items()}
+    options, given = {key: default for key, (_, default) in schema.items()}, set()
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
         if key not in schema:
             accepted = ", ".join(schema) or "none"
             raise ConfigError(f"--task {task}: unknown option {key!r} (options: {accepted})")
+        if key in given:
+            raise ConfigError(f"--task {task}: option {key} is given twice")
+        given.add(key)
         try:
             options[key] = schema[key][0](value)
         except ValueError as e:
