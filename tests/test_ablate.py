@@ -15,6 +15,7 @@ import pytest
 from tiny_run import ROOT, TINY, cli, error_line, metrics, snapshot
 from train.ablate import load_spec, main as ablate_main, plan
 from train.config import load_config
+from train.guard import run_lock
 from train.plot import main as plot_main
 from model.accounting import flops_per_token, kv_bytes_per_token, param_count
 
@@ -284,8 +285,8 @@ def test_non_finite_budgets_and_bad_ablation_arguments(tmp_path, corpus, capsys)
 
 
 def test_an_out_dir_of_other_files_or_of_another_ablation_is_refused(tmp_path, corpus, capsys):
-    """A re-run resumes in the ablation's own folder, but a folder of other files, or one another
-    ablation made, is refused before anything is written into it."""
+    """A re-run resumes in the ablation's own folder, but a folder of other files, one another
+    ablation made, or one a runner is working in now, is refused before anything is written into it."""
     path = ablation_file(tmp_path, corpus, "[variants.a]\n")
     notes = tmp_path / "out" / "results.md"
     notes.parent.mkdir()
@@ -298,6 +299,12 @@ def test_an_out_dir_of_other_files_or_of_another_ablation_is_refused(tmp_path, c
     code, _, err = cli(capsys, path, entry=ablate_main)
     assert code == 2 and "holds the ablation 'other', not 'micro'" in error_line(err)
     assert [p.name for p in notes.parent.iterdir()] == ["ablation.json"]
+    (notes.parent / "ablation.json").write_text('{"name": "micro"}')
+    with run_lock(notes.parent, "the first runner"):  # the same grid started twice
+        code, _, err = cli(capsys, path, entry=ablate_main)
+    assert code == 1 and "is in use by another process" in error_line(err)
+    assert sorted(p.name for p in notes.parent.iterdir()) == [".lock", "ablation.json"]
+    assert (notes.parent / "ablation.json").read_text() == '{"name": "micro"}'
 
 
 def test_invalid_variant_reason_is_printed(tmp_path, corpus, capsys):

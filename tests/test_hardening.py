@@ -23,6 +23,7 @@ from train.__main__ import main as train_main
 from train.cli import run_cli, split_args
 from train.config import ConfigError, config_differences, load_config, to_toml
 from train.data import TokenData, token_dtype
+from train.guard import run_lock
 from train.trainer import Trainer
 
 
@@ -309,6 +310,21 @@ def test_a_real_write_failure_while_checkpointing_is_one_line(tmp_path, corpus, 
     line = error_line(err)
     assert code == 1 and "could not write checkpoint" in line and raised in line, line
     assert snapshot(out / "checkpoints") == before
+
+
+def test_a_second_process_on_a_busy_out_dir_is_refused_and_writes_nothing(tmp_path, corpus, cfg_file, capsys):
+    """While one trainer holds train.out_dir (here: this process's lock on another open file, as a
+    second command would meet it), another stops in one line before touching the run; once the
+    first ends, the run resumes."""
+    out = tmp_path / "busy"
+    Trainer(make(tmp_path, corpus, "busy", "--train.max_steps=2", "--train.eval_interval=0")).fit()
+    before = snapshot(out)
+    with run_lock(out, "the first"):
+        code, _, err = cli(capsys, cfg_file, *TINY, *corpus, f"--train.out_dir={out}", "--train.max_steps=4")
+    assert code == 1 and f"is in use by another process (pid {os.getpid()})" in error_line(err)
+    assert snapshot(out) == before
+    resumed = fit(Trainer(make(tmp_path, corpus, "busy", "--train.max_steps=3", "--train.eval_interval=0")))
+    assert resumed[0]["step"] == 3
 
 
 def test_vocab_larger_than_token_dtype(tmp_path):

@@ -74,6 +74,7 @@ from .cli import asked_for_help, run_cli
 from .config import RunConfig, _flat, _toml_value, apply_override, load_config, override_value
 from .config import read_toml
 from .errors import ConfigError, make_dir, one_line
+from .guard import run_lock
 from .report import SPEC_FILE, STATUS_FILE, read_json, read_records, task_file, task_scores, write_report
 
 USAGE = "usage: python -m train.ablate ABLATION.toml [--key=value ...] | --report OUT_DIR"
@@ -370,9 +371,10 @@ def main(argv: list[str]) -> int:
     saved = {k: v for k, v in spec.items() if k != "out_dir"} | {
         "runs": [{"label": r.label, "seed": r.seed, "dir": str(r.out_dir.relative_to(out.resolve()))}
                  for r in runs]}
-    (out / SPEC_FILE).write_text(json.dumps(saved, indent=1) + "\n")
-    failed, unscored, received, stopped = run_grid(spec, runs)
-    print(f"report: {write_report(out)}")
+    with run_lock(out, f"out_dir {spec['out_dir']}"):  # a second runner would restart the first's runs
+        (out / SPEC_FILE).write_text(json.dumps(saved, indent=1) + "\n")
+        failed, unscored, received, stopped = run_grid(spec, runs)
+        print(f"report: {write_report(out)}")
     if received is not None:
         print(stop_message(received, stopped), file=sys.stderr)
         return 128 + int(received)

@@ -7,6 +7,8 @@
   so a path that is a file or is not writable fails in the first second, not at the first
   checkpoint hours later. A directory holding someone else's config.toml, tokenizer.json or
   metrics.jsonl (files a run overwrites) and no checkpoints is refused, not overwritten.
+- `run_lock`: one process at a time trains in an out_dir (or runs an ablation in one); a second,
+  e.g. the same command started twice, is refused instead of interleaving its files with the first's.
 - `check_same_run`: resuming with a different [model] or [data] is refused, naming the keys.
 - `check_same_tokenizer`: resuming with other BPE ranks (tokenizer.json's hash) is refused too.
 - `thread_warning`: resuming a CPU run with another thread count is allowed, with a warning that
@@ -15,10 +17,17 @@
 - `oom_message`: the one-line advice for a CUDA out-of-memory error.
 """
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: no lock there
+    fcntl = None
 
 import torch
 
@@ -83,6 +92,35 @@ def check_out_dir(out_dir: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise ValueError(f"{where} is not writable ({e.strerror or e})") from None
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path, where: str) -> Iterator[None]:
+    """Hold an exclusive lock on out_dir/.lock (flock: the OS drops it when the process ends, even
+    by kill -9) while the block runs; ValueError naming `where` and the holder's pid if another
+    process holds it."""
+    if fcntl is None:
+        yield
+        return
+    with open(out_dir / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            raise ValueError(f"{where} is in use by another process (pid {holder or '?'}); wait for it to "
+                             "end, or use another directory") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _written_by_a_run(config_toml: Path) -> bool:

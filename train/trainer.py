@@ -23,6 +23,7 @@ import json
 import math
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ from .config import RunConfig, schedule_warning, to_toml
 from .errors import ConfigError
 from .data import TokenData, bits_per_byte, get_batch, prepare
 from .guard import (RUN_CONFIG_HEADER, all_finite, check_out_dir, check_same_run, check_same_tokenizer, oom_message,
-                    thread_warning)
+                    run_lock, thread_warning)
 from .hardware import DTYPES, Peak, autocast, pick_device, pick_dtype
 from .init_from import initial_weights
 from .metrics_log import MetricsLog, write_atomic
@@ -322,7 +323,9 @@ class Trainer:
         On SIGTERM / SIGINT the current step finishes, a checkpoint is written and the summary gets
         `signal` and `exit_code` (128 + the signal number).
         """
-        with parallel.clear_errors(self.dist, self.cfg.train.dist_timeout_s):
+        where = f"train.out_dir={str(self.out_dir)!r}"
+        with parallel.clear_errors(self.dist, self.cfg.train.dist_timeout_s), \
+                (run_lock(self.out_dir, where) if self.rank == 0 else nullcontext()):
             summary = self._fit()
         if self.rank == 0:
             print(_summary_line(summary, self.out_dir), flush=True)
