@@ -1,4 +1,5 @@
-"""The error vocabulary of the trainer: user mistakes, and squeezing an exception into one line.
+"""The error vocabulary of the trainer: user mistakes, squeezing an exception into one line, and
+writing a folder so that a failure leaves nothing behind.
 
 Kept free of imports from the rest of `train`, so that every module can use it without a cycle.
 """

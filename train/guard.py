@@ -26,7 +26,7 @@ from pathlib import Path
 
 try:
     import fcntl
-except ImportError:  # not on Windows: no lock there
+except ImportError:  # Windows has no flock: no lock there
     fcntl = None
 
 import torch
