@@ -223,6 +223,34 @@ def test_cache_hit_does_not_retokenize(tmp_path, monkeypatch):
     assert {p.name: p.stat().st_mtime_ns for p in second.path.iterdir()} == stamps
 
 
+def test_a_cold_cache_is_checked_and_replaced_under_its_lock(tmp_path):
+    """Two ranks tokenize one cold corpus at once. While one holds the cache's lock to rename its copy
+    into place (here the test holds it), the other waits with its own copy; then it finds the
+    finished copy and opens it, neither deleting nor replacing it (unlocked, a rank could delete
+    the copy another had just renamed into place and was opening)."""
+    import fcntl
+    import shutil
+    import threading
+
+    root = write_corpus(tmp_path / "corpus")
+    cfg = config(tmp_path, root, val_fraction=0.3)
+    finished = prepare(config(tmp_path / "other", root, val_fraction=0.3), progress=False).path  # same fingerprint
+    final = Path(cfg.cache_dir) / finished.name
+    final.parent.mkdir(parents=True)
+    opened = []
+    with open(final.parent / f".{finished.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rank = threading.Thread(target=lambda: opened.append(prepare(cfg, progress=False)))
+        rank.start()
+        rank.join(0.5)
+        assert rank.is_alive() and not final.exists()  # tokenized, and waiting to check
+        shutil.copytree(finished, final)  # the other rank's copy lands
+        inode = (final / "train.bin").stat().st_ino
+    rank.join()
+    assert opened[0].path == final and (final / "train.bin").stat().st_ino == inode
+    assert [p.name for p in final.parent.iterdir() if p.name.startswith(".tmp-")] == []
+
+
 def test_fingerprint_tracks_what_decides_the_tokens(tmp_path):
     root = write_corpus(tmp_path / "corpus")
     base = config(tmp_path, root)

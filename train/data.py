@@ -24,6 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
 
+try:
+    import fcntl
+except ImportError:  # Windows has no flock
+    fcntl = None
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -201,13 +206,18 @@ def prepare(cfg: DataConfig, progress: bool = True) -> TokenData:
         meta.update(fingerprint=fp, fingerprint_of=_fingerprint_inputs(cfg, identity))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-        if _open_cached(final) is None:  # not finished meanwhile by another process (DDP ranks)
-            shutil.rmtree(final, ignore_errors=True)  # a directory that failed the checks
-            try:
-                os.rename(tmp, final)
-            except OSError:  # another process renamed its identical copy into place first
-                if _open_cached(final) is None:
-                    raise
+        # One process at a time checks and replaces: unlocked, one DDP rank could delete the copy
+        # another had just renamed into place and was opening.
+        with open(final.parent / f".{fp}.lock", "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if _open_cached(final) is None:  # not finished meanwhile by another process (DDP ranks)
+                shutil.rmtree(final, ignore_errors=True)  # a directory that failed the checks
+                try:
+                    os.rename(tmp, final)
+                except OSError:  # without flock: another process renamed its copy into place first
+                    if _open_cached(final) is None:
+                        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # a no-op after a successful rename
     return TokenData.open(final)
