@@ -156,6 +156,10 @@ def main(argv: list[str]) -> int:
     if opts["--loss_chunk"]:
         loss.CHUNK_ELEMENTS = int_option(opts, "--loss_chunk", 1)
     records = read_records(opts["--compare"]) if opts["--compare"] else None  # before any benchmark runs
+    out = Path(opts["--json"])
+    if opts["--json"] and (out.is_dir() or not out.parent.is_dir()):
+        problem = "is a directory" if out.is_dir() else f"no such directory {str(out.parent)!r}"
+        raise ConfigError(f"--json {out}: {problem}; it names the file each config's record is appended to")
     print(f"{'config':34} {'params':>8} {'active':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak mem':>9}  device")
     for path in configs:
         r = bench(path, overrides, steps, warmup, opts["--kernels"])

@@ -176,6 +176,14 @@ def test_bench_checks_the_compare_file_before_running(tmp_path, capsys, monkeypa
     assert path.read_text() == content
 
 
+def test_bench_checks_the_json_path_before_running(tmp_path, capsys, monkeypatch):
+    bench = load_script("bench")
+    monkeypatch.setattr(bench, "bench", no_work)
+    for path, problem in ((tmp_path, "is a directory"), (tmp_path / "no" / "r.jsonl", "no such directory")):
+        code, _, err = cli(capsys, ROOT / "configs" / "default.toml", "--json", path, entry=bench.main)
+        assert code == 2 and error_line(err).startswith(f"error: --json {path}: {problem}")
+
+
 @pytest.mark.parametrize("script, option, value, minimum", [
     ("bench", "--steps", "0", 1), ("bench", "--steps", "-1", 1), ("bench", "--steps", "abc", 1),
     ("bench", "--warmup", "-1", 0), ("bench", "--warmup", "1.5", 0),
