@@ -17,7 +17,7 @@ import torch
 
 from model.inference.sampling import TOP_K, sample_next
 
-from .cli import argument_parser, check_sampling, check_temperature, run_cli
+from .cli import argument_parser, check_sampling, check_temperature, is_utf8, run_cli
 from .errors import ConfigError
 from .hardware import autocast, on_device, pick_device, pick_dtype
 from .post.chat_format import ChatTokenizer, Message
@@ -126,9 +126,7 @@ def _loop(chat: Chat, emit) -> int:
         except (EOFError, KeyboardInterrupt):
             print()
             return 0
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+        if not is_utf8(text):
             print("error: that line is not valid UTF-8 text; nothing was sent", file=sys.stderr)
             continue
         command, _, value = text.strip().partition(" ")

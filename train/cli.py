@@ -123,12 +123,19 @@ def check_sampling(args) -> None:
         raise ConfigError(f"--top_p must be in (0, 1]; got {args.top_p}")
     if not 0 <= args.seed < 2**63:  # torch.Generator's range
         raise ConfigError(f"--seed must be in [0, 2**63); got {args.seed}")
-    for flag in ("prompt", "once"):  # bytes that are not UTF-8 reach argv as lone surrogates
-        text = getattr(args, flag, None)
-        try:
-            (text or "").encode("utf-8")
-        except UnicodeEncodeError:
-            raise ConfigError(f"--{flag} is not valid UTF-8 text") from None
+    for flag in ("prompt", "once"):
+        if not is_utf8(getattr(args, flag, None) or ""):
+            raise ConfigError(f"--{flag} is not valid UTF-8 text")
+
+
+def is_utf8(text: str) -> bool:
+    """False for text holding bytes that were not UTF-8, which argv and input() hand over as lone
+    surrogates (a tokenizer cannot encode them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def add_quantize_options(p) -> None:

@@ -24,16 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
 
-try:
-    import fcntl
-except ImportError:  # Windows has no flock
-    fcntl = None
-
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from .errors import at_least, make_dir
+from .files import locked
 from .sources import HF_PREFIX, STDLIB, hf_documents, local_documents, resolve_source
 from .tokenizer import check_tokenizer_name, get_tokenizer
 
@@ -208,9 +204,7 @@ def prepare(cfg: DataConfig, progress: bool = True) -> TokenData:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
         # One process at a time checks and replaces: unlocked, one DDP rank could delete the copy
         # another had just renamed into place and was opening.
-        with open(final.parent / f".{fp}.lock", "a") as lock:
-            if fcntl is not None:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(final.parent / f".{fp}.lock"):
             if _open_cached(final) is None:  # not finished meanwhile by another process (DDP ranks)
                 shutil.rmtree(final, ignore_errors=True)  # a directory that failed the checks
                 try:

@@ -1,17 +1,9 @@
-"""The error vocabulary of the trainer: user mistakes, squeezing an exception into one line, and
-writing a folder so that a failure leaves nothing behind.
+"""The error vocabulary of the trainer: user mistakes, and squeezing an exception into one line.
 
 Kept free of imports from the rest of `train`, so that every module can use it without a cycle.
 """
 
-import contextlib
-import os
-import secrets
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
-
-from safetensors import SafetensorError
 
 
 class ConfigError(ValueError):
@@ -42,23 +34,3 @@ def make_dir(path: Path, where: str) -> Path:
     except OSError as e:
         raise ValueError(f"{where}: cannot create it ({e.strerror or e})") from None
     return path
-
-
-@contextlib.contextmanager
-def staged_dir(out: Path, where: str) -> Iterator[Path]:
-    """A new hidden folder beside `out` to write into, which becomes `out` (absent, or an empty
-    folder) when the block ends. If the block raises, the folder is removed, so a failed write (a
-    full disk) leaves nothing behind and a retry is not refused; safetensors' own write error
-    becomes an OSError (one line, exit 1)."""
-    parent = make_dir(out.absolute().parent, where)
-    staging = parent / f".{out.name}.{secrets.token_hex(4)}.partial"
-    try:
-        staging.mkdir()
-        yield staging
-        os.replace(staging, out)
-    except SafetensorError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise OSError(f"could not write {out} ({one_line(e)})") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

@@ -53,7 +53,8 @@ from pathlib import Path
 from model.hf import FAMILIES, Unrepresentable, config_to_hf, to_hf
 
 from .cli import argument_parser, run_cli
-from .errors import ConfigError, staged_dir
+from .errors import ConfigError
+from .files import staged_dir
 from .gguf_archs import ARCHS
 from .gguf_export import FILE_NAME, FILE_TYPES, write_gguf
 from .hardware import DTYPES

@@ -40,7 +40,8 @@ import numpy as np
 from model.config import ModelConfig
 from model.hf import Unrepresentable, config_to_hf, to_hf
 
-from .errors import ConfigError, staged_dir
+from .errors import ConfigError
+from .files import staged_dir
 from .gguf_archs import ARCHS
 from .gguf_iquants import QUANTIZERS as I_QUANTIZERS
 from .gguf_iquants import quantize_iq

@@ -17,22 +17,16 @@
 - `oom_message`: the one-line advice for a CUDA out-of-memory error.
 """
 
-import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-try:
-    import fcntl
-except ImportError:  # Windows has no flock: no lock there
-    fcntl = None
 
 import torch
 
 from . import checkpoint as ckpt
 from .config import ConfigError, RunConfig, config_differences
+from .files import locked
 from .metrics_log import write_atomic
 from .tokenizer import recorded
 
@@ -97,30 +91,10 @@ def check_out_dir(out_dir: Path) -> None:
 LOCK_FILE = ".lock"
 
 
-@contextlib.contextmanager
-def run_lock(out_dir: Path, where: str) -> Iterator[None]:
-    """Hold an exclusive lock on out_dir/.lock (flock: the OS drops it when the process ends, even
-    by kill -9) while the block runs; ValueError naming `where` and the holder's pid if another
-    process holds it."""
-    if fcntl is None:
-        yield
-        return
-    with open(out_dir / LOCK_FILE, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip()
-            raise ValueError(f"{where} is in use by another process (pid {holder or '?'}); wait for it to "
-                             "end, or use another directory") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def run_lock(out_dir: Path, where: str):
+    """Held while one process trains in out_dir (or runs an ablation in it): `files.locked` on
+    out_dir/.lock, a ValueError naming `where` if another process holds it."""
+    return locked(out_dir / LOCK_FILE, where)
 
 
 def _written_by_a_run(config_toml: Path) -> bool:
