@@ -2,7 +2,8 @@
 
 Options (`--task arithmetic:op=add,digits=3,steps`):
     op=add|mul|mixed   the operation (mixed: each item picks one; default mixed)
-    digits=N           each operand has N digits (default 2; 1 means 0-9)
+    digits=N           each operand has N digits, 1 to 2000 (default 2; 1 means 0-9); Python writes
+                       integers of at most 4,300 digits, and a product has up to 2N
     steps              answer with the working first, the result after "####"
     split=test|validation
 
@@ -19,9 +20,9 @@ import random
 import re
 from itertools import zip_longest
 
-from .items import EVAL_SPLIT, GenerativeTask, GenItem, draw_unique, flag, one_of, positive_int
+from .items import EVAL_SPLIT, GenerativeTask, GenItem, draw_unique, flag, int_between, one_of
 
-OPTIONS = {"op": (one_of("add", "mul", "mixed"), "mixed"), "digits": (positive_int, 2),
+OPTIONS = {"op": (one_of("add", "mul", "mixed"), "mixed"), "digits": (int_between(1, 2000), 2),
            "steps": (flag, False), **EVAL_SPLIT}
 ANSWER_MARK = "####"
 _LEADING_INT = re.compile(r"\s*(-?\d+)")

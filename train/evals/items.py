@@ -76,17 +76,22 @@ def draw_unique(make: Callable[[], tuple[str, object]], split: str, n: int, trie
     return out
 
 
+def _natural(text: str) -> int:
+    """A plain decimal number, or -1 (also for one of over 100 digits, which no option takes)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 100 else -1
+
+
 def int_between(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        if not low <= _natural(text) <= high:
             raise ValueError(f"an integer from {low} to {high}")
         return int(text)
     return parse
 
 
 def positive_int(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise ValueError("an integer >= 1")
+    if _natural(text) < 1:
+        raise ValueError("an integer >= 1 of at most 100 digits")
     return int(text)
 
 
