@@ -190,6 +190,14 @@ def test_a_cpu_allocation_failure_is_one_line(capsys):
     assert error_line(capsys.readouterr().err).startswith("error: out of memory (")
 
 
+def test_python_memory_error_says_out_of_memory(capsys):
+    def main(argv):
+        raise MemoryError  # a Python allocation (a list, a string) that failed says nothing itself
+
+    assert run_cli(main, []) == 1
+    assert error_line(capsys.readouterr().err) == "error: out of memory (no details)"
+
+
 def test_sample_help_is_whole(capsys):
     with pytest.raises(SystemExit) as e:
         sample.parse_args(["--help"])

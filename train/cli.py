@@ -45,7 +45,8 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
             KeyboardInterrupt, DistributedError) as e:
         if debug:
             raise
-        if isinstance(e, torch.OutOfMemoryError):  # outside the trainer, which adds a hint
+        # torch's (outside the trainer, which adds a hint), and Python's, which says nothing itself
+        if isinstance(e, torch.OutOfMemoryError) or (type(e) is MemoryError and not str(e)):
             e = MemoryError(f"out of memory ({str(e).splitlines()[0] if str(e) else 'no details'})")
         code = USAGE_ERROR if isinstance(e, ConfigError) else 130 if isinstance(e, KeyboardInterrupt) else RUN_ERROR
         print(f"error: {(str(e) or type(e).__name__).splitlines()[0]}", file=sys.stderr)
