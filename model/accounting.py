@@ -368,7 +368,7 @@ def kv_cache_bytes(cfg: ModelConfig, max_len: int, batch_size: int = 1, kv_dtype
 def quantized_matrices(cfg: ModelConfig) -> list[Matrix]:
     """The matrices model/inference/quantize.py stores in int8/int4: every Linear of the blocks and the MTP
     modules, and the LM head (a tied token embedding shares it). Not MLA's kv_b up-projection (the
-    absorbed decode reads its weight), nor the MoE router and routed experts."""
+    absorbed decode reads its weight), the value-embedding gate, nor the MoE router and routed experts."""
     m = cfg.mla
     kv_b = (m.kv_lora_rank, cfg.n_head * (m.qk_nope_head_dim + m.v_head_dim)) if cfg.attention == "mla" else None
     out = [(2 * cfg.n_embd, cfg.n_embd)] * cfg.mtp_depth  # each MTP module's projection

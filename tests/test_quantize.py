@@ -137,6 +137,9 @@ def test_every_linear_is_replaced_and_a_tied_embedding_shares_the_head(kind):
     assert type(untied.transformer.wte) is nn.Embedding  # a lookup reads rows, never the table
     mla = quantize(GPT(tiny(n_embd=64, n_kv_head=0, attention="mla")), kind, group_size=32)
     assert all(type(b.attn.kv_b_proj) is nn.Linear for b in mla.transformer.h)  # absorbed at decode
+    gated = quantize(GPT(tiny(n_embd=128, value_embeds=True)), kind)  # int4 at its default group of 128
+    gates = [b.attn.ve_gate for b in gated.transformer.h if b.attn.ve_gate is not None]
+    assert gates and all(type(g) is nn.Linear and g.in_features == 32 for g in gates)  # a gate, like the router
 
 
 def test_logits_stay_close_to_full_precision():
@@ -194,7 +197,8 @@ def test_compiled_quantized_decode_gives_the_same_tokens(kind):
 
 ACCOUNTED = [dict(), dict(tie_embeddings=False, bias=True), dict(n_kv_head=0, attention="mla"),
              dict(moe=dict(n_expert=4, top_k=2, n_shared=1, expert_hidden=64, shared_gate=True)),
-             dict(linear_attention="gated_deltanet", mtp_depth=1), dict(attn_gate=True, mlp="swiglu")]
+             dict(linear_attention="gated_deltanet", mtp_depth=1), dict(attn_gate=True, mlp="swiglu"),
+             dict(value_embeds=True)]
 
 
 @pytest.mark.parametrize("overrides", ACCOUNTED, ids=range(len(ACCOUNTED)))

@@ -21,8 +21,9 @@ head's input, is rounded as the head rounds it: the LM loss, which multiplies by
 itself (model/loss.py), then scores the logits decoding computes. Left in the compute dtype: norms,
 position embeddings, an untied token embedding (a lookup reads one row per token, never the table),
 the MoE router (fp32 by design) and experts (3-D weights, model/ffn/moe.py), convolutions, and any
-Linear a module lists in `keep_full_precision` (MLA's `kv_b_proj`, whose weight the absorbed decode
-multiplies into the query).
+Linear a module lists in `keep_full_precision`: MLA's `kv_b_proj`, whose weight the absorbed decode
+multiplies into the query, and the value-embedding gate (32 inputs, one output per KV head), a gate
+like the router.
 
 Kernels, chosen once when quantizing, by the weights' device: on the CPU PyTorch's own packed
 kernels, `aten._weight_int8pack_mm` and `aten._weight_int4pack_mm_for_cpu` (the int4 packing is

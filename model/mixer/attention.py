@@ -116,6 +116,9 @@ class CausalSelfAttention(AttentionKernels):
     dropout, pos, rope, qk_norm, norm, window, global_every, attn_scale, attn_softcap, attn_sinks, attn_gate.
     """
 
+    # weight-only quantization (model/inference/quantize.py) leaves it, as it leaves the MoE router
+    keep_full_precision = ("ve_gate",)
+
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
