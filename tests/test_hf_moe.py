@@ -197,13 +197,14 @@ def test_training_only_settings_are_not_part_of_the_hf_config():
 
 
 def test_to_hf_refuses_a_moved_expert_bias():
-    """Aux-loss-free balancing moves `expert_bias`; HF's routers have none, so dropping it would
+    """Aux-loss-free balancing moves `expert_bias`; HF's routers have none (gpt-oss's bias is added
+    to the weights too, DeepSeek-V3's is the one that steers only the choice), so dropping it would
     change which experts a token uses."""
     gpt = GPT(ModelConfig(**MOE_LIKE, moe=MoEConfig(n_expert=4, top_k=2, expert_hidden=32)))
     to_hf(gpt, "mixtral")  # all zero: fine
     with torch.no_grad():
         gpt.transformer.h[2].mlp.router.expert_bias[1] = 1e-3
-    with pytest.raises(ValueError, match=r"transformer\.h\.2\.mlp\.router\.expert_bias is not zero"):
+    with pytest.raises(ValueError, match=r"only the choice of experts, but transformer\.h\.2\.mlp\.router\.expert_bias is not zero"):
         to_hf(gpt, "mixtral")
 
 

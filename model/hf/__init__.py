@@ -203,8 +203,8 @@ def _check_no_expert_bias(gpt: GPT, model_type: str, converted: dict) -> None:
     routers without a bias would choose differently, so a non-zero bias cannot be dropped."""
     for name, buffer in gpt.named_buffers():
         if name.endswith("router.expert_bias") and name not in converted and buffer.any():
-            raise ValueError(f"HF {model_type} has no router bias, but {name} is not zero "
-                             "(trained with model.moe.bias_update_rate > 0)")
+            raise ValueError(f"HF {model_type} has no bias that steers only the choice of experts, but {name} "
+                             "is not zero (trained with model.moe.bias_update_rate > 0)")
 
 
 def load_pretrained(path_or_name: str) -> GPT:
