@@ -1,6 +1,6 @@
 """gpt-ladder models: GPT-2 and the rungs above it, chosen by `ModelConfig`.
 
-The public names, which the trainer (train/) uses and nothing more: the model, its config, the
+The public names (train/trainer.py reads the package through these alone): the model, its config, the
 generation cache, the training FLOPs per token (model/accounting.py) and the device kernels a model
 switches to on CUDA (model/kernels.py). Nothing in this package imports train/.
 """

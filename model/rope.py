@@ -18,8 +18,8 @@ from .config import ModelConfig, RopeConfig
 
 # On the CPU, torch's cos, sin, exp, tanh, log call MKL's vector math, which sets itself up on its
 # first call. When that first call is split over two threads, the second thread's half can come out
-# different: with torch 2.13's CPU build on an AVX-512 Xeon, cos off by up to 1.5e-4 in 2 to 4
-# processes of 16, so a model's RoPE table (the process's first such call) and its logits differed
+# different: with torch 2.13's CPU build on an AVX-512 Xeon, cos off by up to 1.5e-4 in 2 of 12 and
+# 4 of 16 processes, so a model's RoPE table (the process's first such call) and its logits differed
 # between processes. One call on one element first, here, makes every later call exact (docs/LOG.md).
 torch.zeros(1).cos()
 

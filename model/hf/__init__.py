@@ -21,7 +21,8 @@ parameter/buffer consumed; a row whose names exist on neither side is skipped (`
 model, biases of a bias-free one), on one side only is an error. Each copy checks the shape, since
 `copy_` would broadcast. Our persistent buffers take part only where a row names them: the only
 one, MoE `expert_bias`, is DeepSeek-V3's `e_score_correction_bias`; the other MoE families have no
-router bias, so their `to_hf` refuses a model where it is not 0.
+such bias (gpt-oss's learned router bias is our `Router.bias`), so their `to_hf` refuses a model
+where it is not 0.
 """
 
 import os

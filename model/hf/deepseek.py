@@ -11,7 +11,8 @@ n_shared_experts * moe_intermediate_size.
 RoPE layout: with `rope_interleave` (HF's default, and DeepSeek's checkpoints) HF rotates adjacent
 pairs (x0, x1), (x2, x3), ... of q_pe and k_pe; we rotate (x_i, x_{i + d/2}). Both give the same
 numbers once the rows that produce q_pe and k_pe are reordered evens-then-odds, which is what the
-`ROPE_ROWS` transforms do (and undo in `to_hf`), so attention scores match exactly.
+`rope_rows` transforms (`Q_ROWS`, `KV_A_ROWS`) do (and undo in `to_hf`), so attention scores match
+exactly.
 
 Not supported (ValueError naming the setting): rope_interleave = false, attention/MLP biases, YaRN's
 `mscale_all_dim` softmax rescaling (the real V3's 128K extension), no shared expert, and multi-token

@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-try:  # PyTorch >= 2.5
+try:  # PyTorch >= 2.9 (AuxRequest)
     from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, flex_attention
 except ImportError:  # pragma: no cover - older PyTorch: the CUDA path keeps SDPA / softmax
     flex_attention = None

@@ -82,7 +82,8 @@ class MultiHeadLatentAttention(AttentionKernels):
 
     Matches HF `DeepseekV3Attention` (model/hf/deepseek.py converts its interleaved RoPE layout).
     Biases (`model.bias`) sit on the projections that read x and on c_proj, never on the
-    up-projections out of a latent (as HF's `attention_bias`; a kv_b bias would not fold into the query).
+    up-projections out of a latent (as HF's `attention_bias`, except that HF's full-rank `q_proj` never
+    has one; a kv_b bias would not fold into the query).
     Config: n_head, [model.mla] (q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim,
     v_head_dim, index_topk, index_n_head, index_head_dim), pos, rope, window, global_every, attn_scale,
     attn_softcap, attn_sinks, attn_gate, bias, dropout.
@@ -146,10 +147,11 @@ class MultiHeadLatentAttention(AttentionKernels):
         kv_group channels (DeepSeek's FP8 cache for V3.2 in FlashMLA: per token, a scale per 128
         channels); the rotary and indexer keys are keys only, quantized per channel over kv_group
         tokens, with scales of their own: a key of another range never sets the latent's step. The
-        indexer keys take 8 bits at least: its top-k choice is discrete, and at 4 bits it swapped
-        chosen keys at a quarter of the positions (DeepSeek-V3.2 keeps them in FP8). The latent's
-        per-token scale and zero are themselves uint8 codes (`double`, QLoRA's double quantization):
-        a layer's whole cache is one narrow row, on which two scales in the compute dtype weigh."""
+        indexer keys take 8 bits at least: its top-k choice is discrete, and at 4 bits its flips moved
+        the logits by over half a std at a quarter of the positions (DeepSeek-V3.2 keeps them in
+        FP8). The latent's per-token scale and zero are themselves uint8 codes (`double`, QLoRA's
+        double quantization): a layer's whole cache is one narrow row, on which two scales in the
+        compute dtype weigh."""
         return kv_layer_cache(spec, *kv_layouts(self.rank, self.rope, self.indexer.width), self.window)
 
     def naive(self, q_nope, q_pe, ckv, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None, *chosen) -> torch.Tensor:

@@ -4,9 +4,9 @@ A layer that attends to the last `window` positions never needs older keys, so i
 of `window + rollback` slots: position p lives in slot p % size, and `k_pos` records which position
 each slot holds (FREE for slots never written, which the causal mask then hides). Memory is bounded
 by the window, not the context (Mistral's rolling buffer cache, arXiv:2310.06825; HF
-`SlidingWindowLayer`). The `rollback` margin (CacheSpec.rollback) keeps the keys that
-`ModelCache.rollback` by up to that many positions would need again, so speculative decoding stays
-exact. Config: model.window, model.global_every (which layers are local).
+`StaticSlidingWindowLayer`, `DynamicSlidingWindowLayer`). The `rollback` margin (CacheSpec.rollback)
+keeps the keys that `ModelCache.rollback` by up to that many positions would need again, so
+speculative decoding stays exact. Config: model.window, model.global_every (which layers are local).
 """
 
 import torch
