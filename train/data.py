@@ -148,8 +148,8 @@ def get_batch(tokens: np.ndarray, batch_size: int, block_size: int,
     starts come from `np.random.default_rng(SeedSequence(key))` and nothing else, so a batch is a
     pure function of its key: a resumed run sees exactly the batches it would have seen. Keys
     (non-negative ints) used by the trainer:
-        (seed, 0, step, micro_step, rank)   a training micro-batch
-        (seed, 1, i)                        the i-th evaluation batch, identical at every eval
+        (seed, 0, step, rank * grad_accum + micro_step, 0)   a training micro-batch
+        (TrainConfig.val_seed, 1, i)        the i-th evaluation batch, identical at every eval
     """
     _check_length(len(tokens), block_size, "the token split")
     rng = np.random.default_rng(np.random.SeedSequence(key))

@@ -3,7 +3,7 @@ line enters: train.sample, scripts/bench_decode.py, scripts/eval_kv_cache.py.
 
 The model decides what it can serve; this module only asks it, and words a refusal for a
 command-line user (a ConfigError: one line, exit 2). Each layer's mixer builds its own cache and
-refuses a `CacheSpec` it cannot hold (a recurrent state takes no static buffers), and a cache says
+refuses a `CacheSpec` it cannot hold (a Canon convolution's state takes no static buffers), and a cache says
 how far it can be rolled back (`max_rollback`; 0 for a Canon convolution's state), which speculative decoding
 needs after a rejected guess. The ValueErrors model code raises stay as they are, for Python callers.
 """

@@ -12,9 +12,9 @@ schedule and seed; only the weights come from the source, which is only ever rea
   its own takes all that from itself (`model_source`).
 * When the trainer builds its model, `initial_weights` loads the weights and describes where they
   came from (path, step, SHA-256 of the weights files). The run records that in its first
-  metrics.jsonl line (step 0: the source's validation loss on this run's data) and in every
-  checkpoint's state.json. A run with a checkpoint of its own resumes from it and never reads the
-  source again, except to rebuild a frozen reference (post.method dpo, or grpo with a KL term).
+  metrics.jsonl line (step 0: the source's validation loss on this run's data). A run with a
+  checkpoint of its own resumes from it and never reads the source again, except to rebuild a
+  frozen reference (post.method dpo, or grpo with a KL term).
 """
 
 import dataclasses

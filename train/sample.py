@@ -11,8 +11,8 @@ draft (--draft RUN_DIR, --n_draft K; one sample at a time), or with the model's 
 prediction modules (--draft mtp, model.mtp_depth >= 1). --quantize int8|int4 stores the weights
 (the draft's too) in 8 or 4 bits for decoding, w8a8 also rounds each Linear's input rows to 8 bits
 (model/inference/quantize.py; --group_size for int4). A flag the
-model's layers cannot serve (--compile or --draft with Gated DeltaNet layers) is refused before
-any work, in one line (exit 2).
+model's layers cannot serve (--compile or --draft with Canon convolutions, model.attn_conv) is
+refused before any work, in one line (exit 2).
 The prompt and the new tokens together must fit the model's context (model.block_size), and the
 draft's: a larger --max_new_tokens is capped, with a note on stderr saying so. Without --prompt a
 sample starts a new document (the prompt is the end-of-text token). One sample is printed as its
