@@ -2,9 +2,9 @@
 
 Validation loss and bits per byte of a trained run's newest checkpoint (or --step N) through each generation cache
 format (none = compute dtype, int8, int4), on the validation batches the trainer evaluates on
-(keys (seed, 1, i)), fed C tokens at a time. Prints a Markdown table: loss, bpb, the change against
-the full-precision cache, and the cache's bytes per token against the same cache in bf16. A format
-the model's layers do not take gets a row "n/a: the reason".
+(keys (train.eval_seed, or train.seed, 1, i)), fed C tokens at a time. Prints a Markdown table:
+loss, bpb, the change against the full-precision cache, and the cache's bytes per token against the
+same cache in bf16. A format the model's layers do not take gets a row "n/a: the reason".
 """
 
 import argparse
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
     dtype = pick_dtype(cfg.train.dtype if args.dtype == "auto" else args.dtype, device)
     on_device(model, device, dtype).eval()
     data = prepare(cfg.data, progress=False)
-    batches = [get_batch(data.val, cfg.train.batch_size, cfg.seq_len, (cfg.train.seed, 1, i))
+    batches = [get_batch(data.val, cfg.train.batch_size, cfg.seq_len, (cfg.train.val_seed, 1, i))
                for i in range(args.batches or cfg.train.eval_batches)]
     options = dict(kv_residual=args.kv_residual, kv_group=args.kv_group)
     refused = {kv: refusing_layer(model, kv_dtype=kv, **options) for kv in FORMATS}  # None where it applies

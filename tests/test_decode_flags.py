@@ -9,7 +9,7 @@ import pytest
 from model import GPT
 from model.config import DeltaNetConfig
 from model.inference.generate import generate
-from tiny_run import ROOT, cli, error_line, load_script, make, snapshot, tiny, without_torch_logs
+from tiny_run import ROOT, cli, error_line, load_script, make, metrics, snapshot, tiny, without_torch_logs
 from train import sample
 from train.decoding import check_decoding
 from train.errors import ConfigError
@@ -173,3 +173,13 @@ def test_eval_kv_cache_prints_every_format_for_a_hybrid_with_mla(hybrid, capsys)
     assert sizes[0] == 1.0 and 0 < sizes[2] < sizes[1] < 1  # int8 and int4 latents, scales included
     for row in rows[1:]:
         assert float(row[1]) > 0 and float(row[2]) > 0
+
+
+def test_eval_kv_cache_scores_the_batches_the_trainer_evaluates(tmp_path, corpus, capsys):
+    """A run with its own train.eval_seed: the script's plain forward is the trainer's val loss."""
+    out_dir = tmp_path / "seeded"
+    Trainer(make(tmp_path, corpus, "seeded", "--train.max_steps=2", "--train.eval_interval=2",
+                 "--train.seed=1", "--train.eval_seed=7")).fit()
+    val_loss = [r["val_loss"] for r in metrics(out_dir) if "val_loss" in r][-1]
+    code, out, err = cli(capsys, out_dir, "--device=cpu", entry=load_script("eval_kv_cache").main)
+    assert code == 0 and f"plain forward: val loss {val_loss:.4f}" in out, (val_loss, out)
