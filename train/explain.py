@@ -48,7 +48,7 @@ class Measurement:
     """One row of an ablation's results.csv that ran the config unchanged."""
     results: str  # the CSV, relative to the repository
     variant: str
-    budget: str  # "196608 tokens" per run
+    budget: str  # "196,608 tokens" per run
     baseline: str
     row: dict[str, str]
 

@@ -53,7 +53,7 @@ from .post.chat_format import SPECIAL, ChatFormat
 from .tokenizer import EOT_TEXT
 
 # --gguf_type -> (general.file_type, the matrices' ggml type); a quantized type's block is 32 values
-# (256 for a k-quant), and a row must be a multiple of it
+# (256 for a k-quant and iq4_xs), and a row must be a multiple of it
 FILE_TYPES = {"f32": ("ALL_F32", "F32"), "f16": ("MOSTLY_F16", "F16"), "bf16": ("MOSTLY_BF16", "BF16"),
               "q8_0": ("MOSTLY_Q8_0", "Q8_0"), "q6_k": ("MOSTLY_Q6_K", "Q6_K"), "q5_k_m": ("MOSTLY_Q5_K_M", "Q5_K"),
               "q5_k": ("MOSTLY_Q5_K_S", "Q5_K"), "q5_1": ("MOSTLY_Q5_1", "Q5_1"), "q5_0": ("MOSTLY_Q5_0", "Q5_0"),
@@ -139,8 +139,8 @@ def gguf_tensors(hf_model, family: str, cfg: ModelConfig) -> dict[str, np.ndarra
 
 
 def intended_types(tensors: dict[str, np.ndarray], gguf_type: str, cfg: ModelConfig) -> dict[str, str]:
-    """Each tensor's ggml type as --gguf_type says (the module docstring), before a row too short
-    for it moves it to a fallback (`stored`)."""
+    """Each tensor's ggml type as --gguf_type says (the module docstring), before a row that is no
+    multiple of its block moves it to a fallback (`stored`)."""
     kind = FILE_TYPES[gguf_type][1]
     matrices = [name for name, array in tensors.items()  # as llama-quantize's tensor_allows_quantization
                 if kind != "F32" and name.endswith("weight") and "_norm.weight" not in name
@@ -153,7 +153,7 @@ def intended_types(tensors: dict[str, np.ndarray], gguf_type: str, cfg: ModelCon
 
 def stored(array: np.ndarray, kind: str):
     """(data, ggml type) of one tensor meant for ggml type `kind`: a row no multiple of its block
-    takes a k-quant's FALLBACK, and f16 where even that does not fit."""
+    takes its FALLBACK (a k-quant's or iq4_xs's), and f16 where even that does not fit."""
     from gguf import GGML_QUANT_SIZES
     from gguf import GGMLQuantizationType as Q
     from gguf.quants import quantize
@@ -228,7 +228,7 @@ class GGUFExport:
     family: str  # HF model_type; ARCHS[family] is its GGUF architecture
     gguf_type: str
     fallback: dict[str, str]  # a quantized type: matrix -> the type it is kept in, as its rows are
-    # no multiple of the type's block: a k-quant's 32-block fallback (FALLBACK), else f16
+    # no multiple of the type's block: a 256-block type's 32-block fallback (FALLBACK), else f16
     unreadable: str  # why transformers' GGUF reader cannot build the model; "" when it can
     load_kwargs: dict[str, object] | None  # HF config fields that reader does not take from the file;
     # None when it cannot build the model

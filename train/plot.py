@@ -131,8 +131,8 @@ def majority_curves(runs: list[RunData]) -> dict[int, float]:
 
 
 def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> Path:
-    """Reward (10-step mean) and held-out pass@1 against the step, one colour per group; maj@k
-    against k when the runs' task records have it."""
+    """Reward (the mean of the last 10 logged steps: 10 steps with train.log_interval = 1) and held-out
+    pass@1 against the step, one colour per group; maj@k against k when the runs' task records have it."""
     majority = {name: majority_curves(runs) for name, runs in groups.items()}
     panels = 3 if any(majority.values()) else 2
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5))

@@ -239,7 +239,7 @@ def rows(spec: dict, groups: dict[str, list[RunData]]) -> list[dict]:
 
 
 def _csv(spec: dict, table: list[dict]) -> str:
-    """FIELDS, then each task column as <task>_mean / <task>_std and how many seeds were scored;
+    """FIELDS, then each task column as task:<task>_mean / task:<task>_std and how many seeds were scored;
     floats in full (repr), a missing value empty."""
     tasks = task_columns(spec)
     names = FIELDS + [f"task:{t}_{stat}" for t in tasks for stat in ("mean", "std")] + (["tasks_scored"] if tasks else [])

@@ -43,8 +43,9 @@ def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[i
 
 def encode_apart(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """(context tokens, continuation tokens), each string encoded on its own, as llm.c's HellaSwag
-    does. With GPT-2's BPE this equals `encode_pair` unless the context ends in whitespace: no
-    pre-tokenizer piece spans a non-space character and the space after it. An empty context is
+    does. With GPT-2's BPE and a continuation that starts with a space (HellaSwag's " " + ending), this
+    equals `encode_pair` unless the context ends in whitespace: no pre-tokenizer piece spans a
+    non-space character and the space after it. An empty context is
     the end-of-text token, as there."""
     return (tok.encode(context) if context else [tok.eot]), tok.encode(continuation)
 
