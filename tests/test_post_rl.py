@@ -406,7 +406,7 @@ def test_post_curves_average_the_seeds_at_every_shared_step(tmp_path, monkeypatc
     assert plot_post({"grpo": runs}, tmp_path / "curves.png").stat().st_size > 0
     axes = figures[0].axes
     assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in axes] == [
-        ("step", "reward of the step's samples (10-step mean)"), ("step", "held-out pass@1 (greedy)"),
+        ("step", "reward of the step's samples (mean of 10 logged steps)"), ("step", "held-out pass@1 (greedy)"),
         ("k (samples voting, test problems)", "maj@k")]
     assert all([t.get_text() for t in ax.get_legend().get_texts()] == [want] for ax, want in
                zip(axes, ["grpo (n=2)", "grpo (n=2)", "grpo"]))

@@ -8,7 +8,7 @@ When some run has no evaluation yet, every curve is its training loss instead (o
 figure, so the curves stay comparable). train/report.py draws an ablation's curves.png with the same function.
 
 Post-training runs that sample (rft, grpo, dpo: train/post/) are drawn against the step instead
-(`plot_post`): the reward of each step's samples, averaged over 10 steps, and the held-out greedy
+(`plot_post`): the reward of each step's samples, averaged over 10 logged steps, and the held-out greedy
 pass@1 of every evaluation; with task records that hold samples (an ablation's `tasks` scored
 with --samples), a third panel draws maj@k against k.
 """
@@ -137,7 +137,7 @@ def plot_post(groups: dict[str, list[RunData]], path: Path, title: str = "") -> 
     panels = 3 if any(majority.values()) else 2
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5))
     cmap = plt.get_cmap("tab10")
-    curves = (("reward_mean", 10, "reward of the step's samples (10-step mean)"),
+    curves = (("reward_mean", 10, "reward of the step's samples (mean of 10 logged steps)"),
               ("val_pass@1", 1, "held-out pass@1 (greedy)"))
     for ax, (metric, window, label) in zip(axes, curves):
         for i, (name, runs) in enumerate(groups.items()):
