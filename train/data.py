@@ -149,7 +149,8 @@ def get_batch(tokens: np.ndarray, batch_size: int, block_size: int,
     pure function of its key: a resumed run sees exactly the batches it would have seen. Keys
     (non-negative ints) used by the trainer:
         (seed, 0, step, rank * grad_accum + micro_step, 0)   a training micro-batch
-        (TrainConfig.val_seed, 1, i)        the i-th evaluation batch, identical at every eval
+        (val_seed, 1, i)   the i-th evaluation batch, the same at every evaluation
+                           (val_seed: train.eval_seed, or train.seed when it is -1)
     """
     _check_length(len(tokens), block_size, "the token split")
     rng = np.random.default_rng(np.random.SeedSequence(key))
