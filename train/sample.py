@@ -161,9 +161,9 @@ def _draft(run_dir: str, target, tok):
     if (theirs.name, theirs.n_vocab) != (tok.name, tok.n_vocab):
         raise ConfigError(f"--draft {run_dir} uses the {theirs.name} tokenizer ({theirs.n_vocab} ids); "
                           f"{target.run_dir} uses {tok.name} ({tok.n_vocab}): they must share one")
-    ours, theirs_ids = target.model.config.vocab_size, draft.model.config.vocab_size
-    if theirs_ids != ours:  # e.g. a chat run's special tokens, which the other run lacks
-        raise ConfigError(f"--draft {run_dir} has {theirs_ids} token ids and {target.run_dir} {ours}: "
+    target_ids, draft_ids = target.model.config.vocab_size, draft.model.config.vocab_size
+    if draft_ids != target_ids:  # e.g. a chat run's special tokens, which the other run lacks
+        raise ConfigError(f"--draft {run_dir} has {draft_ids} token ids and {target.run_dir} {target_ids}: "
                           "they must share one vocabulary")
     return draft.model
 
